@@ -1,0 +1,331 @@
+//! Commands from people and pipelines, checked against the current state. Each returns the
+//! events to append, or an error that changes nothing.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decision;
+use crate::event::EventKind;
+use crate::release::{self, Release, ReleaseRequest};
+use crate::rollout::{RolloutKind, RolloutStatus};
+use crate::spec::{Gate, PhaseSpec, WorkloadSpec};
+use crate::state::{WorkloadState, World};
+use crate::time::Timestamp;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    NotFound,
+    Conflict,
+    Invalid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> CommandError {
+    CommandError {
+        code,
+        message: message.into(),
+    }
+}
+
+pub fn workload<'a>(world: &'a World, name: &str) -> Result<&'a WorkloadState, CommandError> {
+    world.workload(name).ok_or_else(|| {
+        err(
+            ErrorCode::NotFound,
+            format!("no workload named {name:?}; apply its spec first (`ringfence apply FILE`)"),
+        )
+    })
+}
+
+/// Stores a new spec, or nothing if it is unchanged.
+pub fn apply_spec(world: &World, spec: &WorkloadSpec) -> Result<Option<EventKind>, CommandError> {
+    let problems = crate::spec::validate(spec);
+    if let Some((field, msg)) = problems.first() {
+        return Err(err(ErrorCode::Invalid, format!("field `{field}`: {msg}")));
+    }
+    let digest = spec_digest(spec);
+    if world
+        .workload(&spec.workload.name)
+        .is_some_and(|ws| ws.spec_digest == digest)
+    {
+        return Ok(None);
+    }
+    Ok(Some(EventKind::SpecApplied {
+        spec: Box::new(spec.clone()),
+        digest,
+    }))
+}
+
+pub fn spec_digest(spec: &WorkloadSpec) -> String {
+    use sha2::{Digest, Sha256};
+    let json = serde_json::to_vec(spec).expect("spec always serializes");
+    format!("sha256:{}", hex::encode(Sha256::digest(&json)))
+}
+
+/// Registers a release. The same version with the same content again is fine (nothing is
+/// appended); with different content it is refused.
+pub fn create_release(
+    world: &World,
+    name: &str,
+    req: &ReleaseRequest,
+    actor: &str,
+    now: Timestamp,
+) -> Result<(Option<EventKind>, Release), CommandError> {
+    let ws = workload(world, name)?;
+    release::check_version(&req.version)
+        .map_err(|m| err(ErrorCode::Invalid, format!("field `version`: {m}")))?;
+    release::check_config(&req.content.config)
+        .map_err(|m| err(ErrorCode::Invalid, format!("field `config`: {m}")))?;
+    let digest = req.content.digest();
+    if let Some(existing) = ws.releases.get(&req.version) {
+        if existing.digest == digest {
+            return Ok((None, existing.clone()));
+        }
+        return Err(err(
+            ErrorCode::Conflict,
+            format!(
+                "release {} of {name} already exists with different content ({}, created {} by {}); releases are immutable: register a new version",
+                req.version, existing.digest, existing.created_at, existing.created_by
+            ),
+        ));
+    }
+    let release = Release {
+        workload: name.into(),
+        version: req.version.clone(),
+        content: req.content.clone(),
+        digest,
+        created_at: now,
+        created_by: actor.into(),
+    };
+    Ok((
+        Some(EventKind::ReleaseCreated {
+            release: Box::new(release.clone()),
+        }),
+        release,
+    ))
+}
+
+fn active_conflict(ws: &WorkloadState) -> Result<(), CommandError> {
+    if let Some(r) = ws.active_rollout() {
+        return Err(err(
+            ErrorCode::Conflict,
+            format!(
+                "rollout {} of {} {} is {} on {}; wait for it, or `ringfence abort {}` / `ringfence rollback {}` first",
+                r.id,
+                ws.name,
+                r.release,
+                r.status.as_str(),
+                ws.name,
+                ws.name,
+                ws.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Starts a rollout of `version` through the workload's plan.
+pub fn deploy(world: &World, name: &str, version: &str) -> Result<EventKind, CommandError> {
+    let ws = workload(world, name)?;
+    if !ws.releases.contains_key(version) {
+        let known: Vec<_> = ws.release_order.iter().rev().take(5).cloned().collect();
+        return Err(err(
+            ErrorCode::NotFound,
+            format!(
+                "{name} has no release {version:?}{}; register it with `ringfence release create {name} --version {version} ...`",
+                if known.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (newest: {})", known.join(", "))
+                }
+            ),
+        ));
+    }
+    active_conflict(ws)?;
+    if ws.stable.as_deref() == Some(version) {
+        return Err(err(
+            ErrorCode::Conflict,
+            format!("{version} is already the stable version of {name}"),
+        ));
+    }
+    let (kind, phases) = match &ws.stable {
+        None => (
+            RolloutKind::Initial,
+            vec![PhaseSpec {
+                name: "initial".into(),
+                weight: 100.0,
+                bake: ws.spec.rollout.phases[0].bake,
+                gates: vec![Gate::Health],
+            }],
+        ),
+        Some(_) => (RolloutKind::Deploy, ws.spec.rollout.phases.clone()),
+    };
+    Ok(EventKind::RolloutStarted {
+        rollout_id: ws.next_rollout_id(),
+        kind,
+        release: version.into(),
+        from: ws.stable.clone(),
+        phases,
+        spec_digest: ws.spec_digest.clone(),
+    })
+}
+
+fn active(ws: &WorkloadState, verb: &str) -> Result<(String, RolloutStatus), CommandError> {
+    ws.active_rollout()
+        .map(|r| (r.id.clone(), r.status))
+        .ok_or_else(|| {
+            err(
+                ErrorCode::Conflict,
+                format!("{} has no rollout in progress to {verb}", ws.name),
+            )
+        })
+}
+
+pub fn pause(world: &World, name: &str) -> Result<EventKind, CommandError> {
+    let ws = workload(world, name)?;
+    let (id, status) = active(ws, "pause")?;
+    if status != RolloutStatus::Progressing {
+        return Err(err(
+            ErrorCode::Conflict,
+            format!("rollout {id} is {}, not progressing", status.as_str()),
+        ));
+    }
+    Ok(EventKind::RolloutPaused { rollout_id: id })
+}
+
+pub fn resume(world: &World, name: &str) -> Result<EventKind, CommandError> {
+    let ws = workload(world, name)?;
+    let (id, status) = active(ws, "resume")?;
+    if status != RolloutStatus::Paused {
+        return Err(err(
+            ErrorCode::Conflict,
+            format!("rollout {id} is {}, not paused", status.as_str()),
+        ));
+    }
+    Ok(EventKind::RolloutResumed { rollout_id: id })
+}
+
+pub fn promote(world: &World, name: &str) -> Result<EventKind, CommandError> {
+    let ws = workload(world, name)?;
+    let (id, status) = active(ws, "promote")?;
+    if !matches!(status, RolloutStatus::Progressing | RolloutStatus::Paused) {
+        return Err(err(
+            ErrorCode::Conflict,
+            format!(
+                "rollout {id} is {}; only a progressing or paused rollout can be promoted",
+                status.as_str()
+            ),
+        ));
+    }
+    Ok(EventKind::PromoteRequested { rollout_id: id })
+}
+
+pub fn abort(world: &World, name: &str) -> Result<EventKind, CommandError> {
+    let ws = workload(world, name)?;
+    let (id, status) = active(ws, "abort")?;
+    if status == RolloutStatus::Mitigating {
+        return Err(err(
+            ErrorCode::Conflict,
+            format!("rollout {id} is already being mitigated"),
+        ));
+    }
+    Ok(EventKind::RolloutAborted { rollout_id: id })
+}
+
+/// Back to the last known good. With a rollout in progress: fall back to its stable version.
+/// Otherwise: a fast-path rollout of the previous last known good (or of `to`, which must
+/// have been last known good once).
+pub fn rollback(
+    world: &World,
+    name: &str,
+    to: Option<&str>,
+    actor: &str,
+    reason: &str,
+) -> Result<EventKind, CommandError> {
+    let ws = workload(world, name)?;
+    if let Some(r) = ws.active_rollout() {
+        if r.status == RolloutStatus::Mitigating {
+            return Err(err(
+                ErrorCode::Conflict,
+                format!("rollout {} is already falling back", r.id),
+            ));
+        }
+        if let Some(to) = to
+            && r.from.as_deref() != Some(to)
+        {
+            return Err(err(
+                ErrorCode::Conflict,
+                format!(
+                    "rollout {} is in progress; rollback now returns to its stable version {}",
+                    r.id,
+                    r.from.as_deref().unwrap_or("(none)")
+                ),
+            ));
+        }
+        let d = decision::manual_rollback(r, actor, reason);
+        return Ok(EventKind::RolloutHalted {
+            rollout_id: r.id.clone(),
+            decision: Box::new(d),
+        });
+    }
+    let current = ws.stable.as_deref();
+    let target = match to {
+        Some(v) => {
+            if !ws.lkg.iter().any(|e| e.version == v) {
+                return Err(err(
+                    ErrorCode::Invalid,
+                    format!(
+                        "{v} was never last known good for {name}; deploy it with `ringfence deploy {name} {v}` to verify it"
+                    ),
+                ));
+            }
+            if current == Some(v) {
+                return Err(err(
+                    ErrorCode::Conflict,
+                    format!("{v} is already the stable version of {name}"),
+                ));
+            }
+            v.to_string()
+        }
+        None => ws
+            .lkg
+            .iter()
+            .rev()
+            .map(|e| e.version.as_str())
+            .find(|v| Some(*v) != current)
+            .map(String::from)
+            .ok_or_else(|| {
+                err(
+                    ErrorCode::Conflict,
+                    format!("{name} has no earlier last known good release to roll back to"),
+                )
+            })?,
+    };
+    Ok(EventKind::RolloutStarted {
+        rollout_id: ws.next_rollout_id(),
+        kind: RolloutKind::Rollback,
+        release: target,
+        from: ws.stable.clone(),
+        phases: vec![PhaseSpec {
+            name: "rollback".into(),
+            weight: 100.0,
+            bake: crate::duration::Dur(0),
+            gates: vec![],
+        }],
+        spec_digest: ws.spec_digest.clone(),
+    })
+}

@@ -1,0 +1,228 @@
+//! Events: the only record of what happened. Every projection is a fold over them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::decision::Decision;
+use crate::health::{Traffic, Verdict};
+use crate::release::Release;
+use crate::rollout::RolloutKind;
+use crate::spec::{PhaseSpec, WorkloadSpec};
+use crate::time::Timestamp;
+
+/// An event as stored: numbered, timed, attributed and explained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the log, from 1, without gaps.
+    pub seq: u64,
+    pub at: Timestamp,
+    /// Who caused it: a person or token for commands, `controller` for automation.
+    pub actor: String,
+    /// Why, in words.
+    pub reason: String,
+    pub workload: String,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// An event before the log numbers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    pub at: Timestamp,
+    pub actor: String,
+    pub reason: String,
+    pub workload: String,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+impl NewEvent {
+    pub fn numbered(self, seq: u64) -> Event {
+        Event {
+            seq,
+            at: self.at,
+            actor: self.actor,
+            reason: self.reason,
+            workload: self.workload,
+            kind: self.kind,
+        }
+    }
+}
+
+/// Router counters at the start of a bake, so a restarted controller keeps the same window.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct BakeBaseline {
+    /// The router process whose counters these are; other instances' counters start over.
+    pub router_instance: String,
+    pub canary: Traffic,
+    pub stable: Option<Traffic>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteGroup {
+    /// `canary` or `stable`.
+    pub name: String,
+    pub version: String,
+    pub weight_bp: u32,
+}
+
+/// What the controller does to the world. Each is idempotent: doing it again after it is
+/// done changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    StartRouter,
+    StartReplica {
+        version: String,
+        replica: u32,
+    },
+    StopReplica {
+        version: String,
+        replica: u32,
+    },
+    ApplyRoutes {
+        generation: u64,
+        groups: Vec<RouteGroup>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    SpecApplied {
+        spec: Box<WorkloadSpec>,
+        digest: String,
+    },
+    ReleaseCreated {
+        release: Box<Release>,
+    },
+    RolloutStarted {
+        rollout_id: String,
+        kind: RolloutKind,
+        release: String,
+        from: Option<String>,
+        phases: Vec<PhaseSpec>,
+        spec_digest: String,
+    },
+    BakeStarted {
+        rollout_id: String,
+        phase: usize,
+        baseline: Option<BakeBaseline>,
+    },
+    PhasePassed {
+        rollout_id: String,
+        phase: usize,
+        verdict: Box<Verdict>,
+        /// Passed on a person's `promote` rather than on its own gates.
+        by_hand: bool,
+    },
+    PhaseStarted {
+        rollout_id: String,
+        phase: usize,
+    },
+    PhaseHeld {
+        rollout_id: String,
+        phase: usize,
+        verdict: Option<Box<Verdict>>,
+    },
+    Escalated {
+        rollout_id: String,
+        phase: usize,
+    },
+    RolloutCompleted {
+        rollout_id: String,
+    },
+    LkgUpdated {
+        version: String,
+        rollout_id: String,
+    },
+    RolloutHalted {
+        rollout_id: String,
+        decision: Box<Decision>,
+    },
+    MitigationCompleted {
+        rollout_id: String,
+        verified: bool,
+        detail: String,
+    },
+    RolloutPaused {
+        rollout_id: String,
+    },
+    RolloutResumed {
+        rollout_id: String,
+    },
+    PromoteRequested {
+        rollout_id: String,
+    },
+    RolloutAborted {
+        rollout_id: String,
+    },
+    ActionIntended {
+        op_id: String,
+        #[serde(flatten)]
+        action: Action,
+    },
+    ActionSucceeded {
+        op_id: String,
+        detail: String,
+    },
+    ActionFailed {
+        op_id: String,
+        error: String,
+    },
+    ReplicaStarted {
+        version: String,
+        replica: u32,
+        pid: u32,
+        port: u16,
+        /// Found running at restart rather than started now.
+        adopted: bool,
+    },
+    ReplicaStopped {
+        version: String,
+        replica: u32,
+        pid: u32,
+    },
+    ReplicaExited {
+        version: String,
+        replica: u32,
+        pid: u32,
+        status: String,
+    },
+    RouterStarted {
+        pid: u32,
+        listen: String,
+        admin: String,
+        adopted: bool,
+    },
+}
+
+impl EventKind {
+    pub fn type_name(&self) -> String {
+        let v = serde_json::to_value(self).unwrap_or_default();
+        v.get("type")
+            .and_then(|t| t.as_str())
+            .unwrap_or("unknown")
+            .to_string()
+    }
+
+    pub fn rollout_id(&self) -> Option<&str> {
+        use EventKind::*;
+        match self {
+            RolloutStarted { rollout_id, .. }
+            | BakeStarted { rollout_id, .. }
+            | PhasePassed { rollout_id, .. }
+            | PhaseStarted { rollout_id, .. }
+            | PhaseHeld { rollout_id, .. }
+            | Escalated { rollout_id, .. }
+            | RolloutCompleted { rollout_id }
+            | LkgUpdated { rollout_id, .. }
+            | RolloutHalted { rollout_id, .. }
+            | MitigationCompleted { rollout_id, .. }
+            | RolloutPaused { rollout_id }
+            | RolloutResumed { rollout_id }
+            | PromoteRequested { rollout_id }
+            | RolloutAborted { rollout_id } => Some(rollout_id),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Plain words for people: one line per event for the timeline, and the full "why" of a
+//! rollout's latest decision.
+
+use std::fmt::Write;
+
+use crate::event::{Action, Event, EventKind};
+use crate::health::{Health, SignalResult, Verdict, pct};
+use crate::rollout::RolloutStatus;
+use crate::state::WorkloadState;
+
+/// One line describing an event, without its time and actor.
+pub fn describe(e: &Event) -> String {
+    use EventKind::*;
+    match &e.kind {
+        SpecApplied { spec, digest } => format!(
+            "spec applied: {} phases, {} replica(s) [{}]",
+            spec.rollout.phases.len(),
+            spec.executor.replicas,
+            short(digest)
+        ),
+        ReleaseCreated { release } => format!(
+            "release {} registered ({}){}",
+            release.version,
+            short(&release.digest),
+            if release.content.artifact.is_empty() {
+                String::new()
+            } else {
+                format!(", artifact {}", release.content.artifact)
+            }
+        ),
+        RolloutStarted {
+            rollout_id,
+            kind,
+            release,
+            from,
+            phases,
+            ..
+        } => format!(
+            "rollout {rollout_id} started: {kind:?} of {release}{} through {} phase(s)",
+            from.as_ref()
+                .map(|f| format!(" replacing {f}"))
+                .unwrap_or_default(),
+            phases.len()
+        )
+        .replace("Initial", "first deploy")
+        .replace("Deploy", "deploy")
+        .replace("Rollback", "rollback"),
+        BakeStarted { phase, .. } => format!("phase {} deployed; baking", phase + 1),
+        PhasePassed {
+            phase,
+            verdict,
+            by_hand,
+            ..
+        } => format!(
+            "phase {} passed ({}{})",
+            phase + 1,
+            verdict.health,
+            if *by_hand { ", promoted by hand" } else { "" }
+        ),
+        PhaseStarted { phase, .. } => format!("phase {} started", phase + 1),
+        PhaseHeld { phase, verdict, .. } => format!(
+            "phase {} held after its bake: {}",
+            phase + 1,
+            verdict
+                .as_ref()
+                .map(|v| summarize(v))
+                .unwrap_or_else(|| "waiting".into())
+        ),
+        Escalated { phase, .. } => format!(
+            "phase {} escalated: held longer than rollout.max_hold",
+            phase + 1
+        ),
+        RolloutCompleted { rollout_id } => format!("rollout {rollout_id} completed"),
+        LkgUpdated { version, .. } => format!("last known good is now {version}"),
+        RolloutHalted { decision, .. } => format!("HALTED: {}", decision.summary),
+        MitigationCompleted {
+            verified, detail, ..
+        } => {
+            format!(
+                "mitigation {}: {detail}",
+                if *verified {
+                    "done and verified"
+                } else {
+                    "done, NOT verified"
+                }
+            )
+        }
+        RolloutPaused { .. } => "rollout paused".into(),
+        RolloutResumed { .. } => "rollout resumed".into(),
+        PromoteRequested { .. } => "promotion requested".into(),
+        RolloutAborted { rollout_id } => {
+            format!("rollout {rollout_id} aborted; traffic returns to stable")
+        }
+        ActionIntended { action, .. } => format!("intent: {}", action_words(action)),
+        ActionSucceeded { detail, .. } => format!("done: {detail}"),
+        ActionFailed { error, .. } => format!("failed: {error}"),
+        ReplicaStarted {
+            version,
+            replica,
+            pid,
+            port,
+            adopted,
+        } => format!(
+            "{version} replica {replica} {} (pid {pid}, port {port})",
+            if *adopted {
+                "adopted after restart"
+            } else {
+                "ready"
+            }
+        ),
+        ReplicaStopped {
+            version,
+            replica,
+            pid,
+        } => format!("{version} replica {replica} stopped (pid {pid})"),
+        ReplicaExited {
+            version,
+            replica,
+            pid,
+            status,
+        } => {
+            format!("{version} replica {replica} (pid {pid}) exited unasked: {status}")
+        }
+        RouterStarted {
+            listen,
+            admin,
+            adopted,
+            ..
+        } => format!(
+            "router {} on {listen} (admin {admin})",
+            if *adopted { "adopted" } else { "started" }
+        ),
+    }
+}
+
+pub fn action_words(a: &Action) -> String {
+    match a {
+        Action::StartRouter => "start the router".into(),
+        Action::StartReplica { version, replica } => format!("start {version} replica {replica}"),
+        Action::StopReplica { version, replica } => format!("stop {version} replica {replica}"),
+        Action::ApplyRoutes { groups, .. } => format!(
+            "route {}",
+            groups
+                .iter()
+                .map(|g| format!("{} {}", pct(g.weight_bp as f64 / 10_000.0), g.version))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        ),
+    }
+}
+
+fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(19)]
+}
+
+fn summarize(v: &Verdict) -> String {
+    let parts: Vec<String> = v
+        .deciding()
+        .map(|s| format!("{}: {}", s.signal, s.detail))
+        .collect();
+    format!("{} ({})", v.health, parts.join("; "))
+}
+
+/// The evidence behind the latest decision about the workload, in plain words.
+pub fn why(ws: &WorkloadState) -> String {
+    let Some(r) = ws.latest_rollout() else {
+        return format!("{} has had no rollout yet.", ws.name);
+    };
+    let mut out = String::new();
+    let phase = r.current_phase();
+    let _ = writeln!(
+        out,
+        "Rollout {} of {} {} is {}{}.",
+        r.id,
+        ws.name,
+        r.release,
+        r.status.as_str(),
+        r.from
+            .as_ref()
+            .map(|f| format!(" (replacing {f})"))
+            .unwrap_or_default()
+    );
+    match (&r.decision, r.status) {
+        (Some(d), _) => {
+            let _ = writeln!(
+                out,
+                "Decision: {:?}, in phase {:?} at {}% of traffic.",
+                d.action, d.phase_name, d.weight
+            );
+            let _ = writeln!(out, "Why: {}", d.summary);
+            let _ = writeln!(out, "Rule: {}", d.rule);
+            if let Some(v) = &d.verdict {
+                evidence(&mut out, v);
+            }
+        }
+        (None, RolloutStatus::Completed) => {
+            let _ = writeln!(
+                out,
+                "Every phase passed its gates; {} is now the last known good.",
+                r.release
+            );
+            if let Some(v) = &r.last_verdict {
+                let _ = writeln!(out, "Last phase verdict:");
+                evidence(&mut out, v);
+            }
+        }
+        (None, RolloutStatus::Aborted) => {
+            let _ = writeln!(
+                out,
+                "A person aborted it; traffic returned to {}.",
+                r.from.as_deref().unwrap_or("nothing")
+            );
+        }
+        (None, _) => {
+            let _ = writeln!(
+                out,
+                "Now in phase {} of {} ({:?}, {}% of traffic), stage {:?}.",
+                r.phase + 1,
+                r.phases.len(),
+                phase.name,
+                phase.weight,
+                r.stage
+            );
+            match &r.last_verdict {
+                Some(v) if r.held_since.is_some() => {
+                    let _ = writeln!(
+                        out,
+                        "Held after its bake: the verdict is {}, and only healthy promotes.",
+                        v.health
+                    );
+                    evidence(&mut out, v);
+                }
+                _ => {
+                    let _ = writeln!(
+                        out,
+                        "No decision yet: it is watched continuously and halts on the first unhealthy verdict."
+                    );
+                }
+            }
+        }
+    }
+    if let Some(end) = ws.rollouts.last().and_then(|r| r.ended_at) {
+        let _ = writeln!(
+            out,
+            "Ended at {end}, {:.1} s after it started.",
+            end.since(r.started_at) as f64 / 1000.0
+        );
+    }
+    if let Some(pin) = &ws.pin {
+        let _ = writeln!(
+            out,
+            "Desired state is pinned to {} until a new release replaces it.",
+            pin.version
+        );
+    }
+    out
+}
+
+fn evidence(out: &mut String, v: &Verdict) {
+    let _ = writeln!(
+        out,
+        "Evidence ({} analysis over {:.1} s, data {} ms old):",
+        v.analyzer,
+        v.window_ms as f64 / 1000.0,
+        v.freshness_ms
+    );
+    for s in &v.signals {
+        let mark = match s.health {
+            Health::Healthy => "ok     ",
+            Health::Unhealthy => "FAILED ",
+            Health::Unknown => "unknown",
+        };
+        let _ = writeln!(out, "  [{mark}] {}: {}{}", s.signal, s.detail, numbers(s));
+        let _ = writeln!(out, "            rule: {}", s.rule);
+    }
+}
+
+fn numbers(s: &SignalResult) -> String {
+    let fmt = |x: f64| match s.unit.as_str() {
+        "ratio" => pct(x),
+        "ms" => format!("{x:.1} ms"),
+        _ => format!("{x}"),
+    };
+    let mut parts = Vec::new();
+    if let (Some(o), Some(t)) = (s.observed, s.threshold)
+        && matches!(s.unit.as_str(), "ratio" | "ms")
+    {
+        parts.push(format!("observed {} vs limit {}", fmt(o), fmt(t)));
+    }
+    if let Some(b) = s.baseline {
+        parts.push(format!(
+            "stable {}{}",
+            fmt(b),
+            s.baseline_sample_size
+                .map(|n| format!(" over {n} requests"))
+                .unwrap_or_default()
+        ));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join("; "))
+    }
+}

@@ -1,0 +1,28 @@
+//! The pure core of ringfence.
+//!
+//! Everything in this crate is a function of its inputs: it does no IO, spawns nothing and
+//! never reads the wall clock. Time comes in as a [`Timestamp`] argument, so the rollout state
+//! machine, the gates and the health analysis run hours of simulated bake time in
+//! milliseconds in tests. The adapters (store, executor, router, HTTP API) live in other
+//! crates and call into this one.
+
+pub mod command;
+pub mod decision;
+pub mod duration;
+pub mod event;
+pub mod explain;
+pub mod health;
+pub mod release;
+pub mod rollout;
+pub mod spec;
+pub mod state;
+pub mod time;
+
+pub use decision::{Decision, MitigationAction};
+pub use event::{Event, EventKind, NewEvent};
+pub use health::{Health, Observation, Verdict};
+pub use release::{Release, ReleaseRequest};
+pub use rollout::{Rollout, RolloutKind, RolloutStatus, Stage};
+pub use spec::WorkloadSpec;
+pub use state::{WorkloadState, World};
+pub use time::Timestamp;

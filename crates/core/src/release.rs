@@ -1,0 +1,132 @@
+//! Releases: immutable, versioned bundles. A version is registered once; registering it again
+//! with the same content is a no-op, with different content an error.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::time::Timestamp;
+
+/// What a client sends to register a release.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
+    pub version: String,
+    #[serde(flatten)]
+    pub content: ReleaseContent,
+}
+
+/// Everything that defines a release. Its digest is its identity.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReleaseContent {
+    /// What runs: an image, a package, a commit-pinned build. Free-form, recorded as given.
+    pub artifact: String,
+    /// Configuration snapshot; the process executor passes it as environment variables.
+    pub config: BTreeMap<String, String>,
+    /// Flag keys that guard the new code paths of this release (used to bypass them).
+    pub guarded_by: Vec<String>,
+    /// The schema migration this release carries, if any.
+    pub migration: Option<Migration>,
+    pub metadata: Metadata,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Migration {
+    pub id: String,
+    /// Additive, so the previous release still works against the migrated schema.
+    pub backward_compatible: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metadata {
+    pub commit: String,
+    pub author: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Release {
+    pub workload: String,
+    pub version: String,
+    pub content: ReleaseContent,
+    /// `sha256:<hex>` of the canonical JSON of `content`.
+    pub digest: String,
+    pub created_at: Timestamp,
+    pub created_by: String,
+}
+
+impl ReleaseContent {
+    pub fn digest(&self) -> String {
+        // Struct fields serialize in declaration order and maps are BTreeMaps, so the JSON is
+        // canonical for equal content.
+        let json = serde_json::to_vec(self).expect("release content always serializes");
+        format!("sha256:{}", hex::encode(Sha256::digest(&json)))
+    }
+}
+
+pub fn check_version(version: &str) -> Result<(), String> {
+    if version.is_empty() || version.len() > 128 {
+        return Err(format!(
+            "a version has 1 to 128 characters, found {version:?}"
+        ));
+    }
+    if !version
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+'))
+    {
+        return Err(format!(
+            "a version has letters, digits, `.`, `-`, `_` and `+` only, found {version:?}"
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_config(config: &BTreeMap<String, String>) -> Result<(), String> {
+    for (k, v) in config {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return Err(format!(
+                "config key {k:?} cannot be an environment variable name"
+            ));
+        }
+        if v.contains('\0') {
+            return Err(format!("config value of {k:?} contains a NUL byte"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_depends_on_content_only() {
+        let mut a = ReleaseContent {
+            artifact: "app:1".into(),
+            ..Default::default()
+        };
+        a.config.insert("B".into(), "2".into());
+        a.config.insert("A".into(), "1".into());
+        let mut b = ReleaseContent {
+            artifact: "app:1".into(),
+            ..Default::default()
+        };
+        b.config.insert("A".into(), "1".into());
+        b.config.insert("B".into(), "2".into());
+        assert_eq!(a.digest(), b.digest());
+        b.config.insert("A".into(), "3".into());
+        assert_ne!(a.digest(), b.digest());
+    }
+
+    #[test]
+    fn versions_are_checked() {
+        assert!(check_version("v1.2.3-rc.1+build5").is_ok());
+        assert!(check_version("").is_err());
+        assert!(check_version("v 1").is_err());
+        assert!(check_version("../x").is_err());
+    }
+}

@@ -1,0 +1,398 @@
+//! The rollout state machine.
+//!
+//! A rollout walks its release through the phases of a plan. In each phase the new version is
+//! first deployed (replicas ready, traffic shifted: `deploying`), then watched for the bake
+//! time (`baking`); when its gates hold the phase has `passed` and the next begins. An
+//! unhealthy verdict at any moment halts it and hands it to mitigation. [`step`] is the whole
+//! decision procedure: a pure function of the rollout, what was observed and the time.
+
+use serde::{Deserialize, Serialize};
+
+use crate::decision::{self, Decision};
+use crate::duration::Dur;
+use crate::event::{BakeBaseline, EventKind};
+use crate::health::{Health, HealthAnalyzer, Mode, Observation, Verdict};
+use crate::spec::{Gate, HealthSpec, MitigationSpec, PhaseSpec};
+use crate::time::Timestamp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutKind {
+    /// The workload's first release: nothing to compare with or fall back to.
+    Initial,
+    /// A release through the workload's plan.
+    Deploy,
+    /// Back to a release that was last known good: one phase at 100%, judged on probes and
+    /// crashes, no re-analysis.
+    Rollback,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutStatus {
+    Progressing,
+    Paused,
+    Completed,
+    /// Stopped by an unhealthy verdict with exposure frozen (automatic fallback off).
+    Halted,
+    Mitigating,
+    Mitigated,
+    Aborted,
+}
+
+impl RolloutStatus {
+    /// Still owns the workload: no other rollout may start.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            RolloutStatus::Progressing
+                | RolloutStatus::Paused
+                | RolloutStatus::Halted
+                | RolloutStatus::Mitigating
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutStatus::Progressing => "progressing",
+            RolloutStatus::Paused => "paused",
+            RolloutStatus::Completed => "completed",
+            RolloutStatus::Halted => "halted",
+            RolloutStatus::Mitigating => "mitigating",
+            RolloutStatus::Mitigated => "mitigated",
+            RolloutStatus::Aborted => "aborted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Deploying,
+    Baking,
+    Passed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub id: String,
+    pub workload: String,
+    pub kind: RolloutKind,
+    pub release: String,
+    /// The stable version it replaces (the last known good), if any.
+    pub from: Option<String>,
+    pub phases: Vec<PhaseSpec>,
+    pub phase: usize,
+    pub stage: Stage,
+    pub status: RolloutStatus,
+    pub started_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+    pub phase_started_at: Timestamp,
+    pub bake_started_at: Option<Timestamp>,
+    pub baseline: Option<BakeBaseline>,
+    /// Paused time inside the current bake, which does not count as baking.
+    pub paused_ms: u64,
+    pub paused_at: Option<Timestamp>,
+    pub promote_requested: bool,
+    pub held_since: Option<Timestamp>,
+    pub escalated: bool,
+    pub decision: Option<Decision>,
+    /// The verdict that last changed something (a pass, a hold, a halt).
+    pub last_verdict: Option<Verdict>,
+    pub spec_digest: String,
+}
+
+impl Rollout {
+    pub fn current_phase(&self) -> &PhaseSpec {
+        &self.phases[self.phase.min(self.phases.len() - 1)]
+    }
+
+    /// Milliseconds of bake so far, paused time excluded.
+    pub fn baked_ms(&self, now: Timestamp) -> u64 {
+        let Some(start) = self.bake_started_at else {
+            return 0;
+        };
+        let end = self.paused_at.unwrap_or(now);
+        end.since(start).saturating_sub(self.paused_ms)
+    }
+
+    /// Weight of the new version the router should carry now, in basis points.
+    pub fn target_weight_bp(&self) -> u32 {
+        match self.status {
+            RolloutStatus::Progressing | RolloutStatus::Paused | RolloutStatus::Halted => {
+                self.current_phase().weight_bp()
+            }
+            RolloutStatus::Completed => 10_000,
+            _ => 0,
+        }
+    }
+
+    fn mode(&self) -> Mode {
+        match self.kind {
+            RolloutKind::Deploy => Mode::Phase,
+            RolloutKind::Initial | RolloutKind::Rollback => Mode::ProbesOnly,
+        }
+    }
+}
+
+/// What [`step`] needs besides the rollout.
+pub struct StepInput<'a> {
+    pub now: Timestamp,
+    /// The world matches what this rollout wants right now (replicas ready, routes applied,
+    /// or, when mitigating, traffic away from and replicas of the new version stopped).
+    pub converged: bool,
+    pub observation: &'a Observation,
+    /// Router counters now, to start a bake window from.
+    pub baseline_now: Option<BakeBaseline>,
+    pub health: &'a HealthSpec,
+    pub mitigation: &'a MitigationSpec,
+    pub max_hold: Dur,
+    pub analyzer: &'a dyn HealthAnalyzer,
+}
+
+/// What the rollout does next, as events to append. Empty when nothing changes.
+pub fn step(r: &Rollout, input: &StepInput<'_>) -> Vec<EventKind> {
+    let id = r.id.clone();
+    match r.status {
+        RolloutStatus::Completed
+        | RolloutStatus::Mitigated
+        | RolloutStatus::Aborted
+        | RolloutStatus::Halted => {
+            vec![]
+        }
+        RolloutStatus::Mitigating => {
+            if !input.converged {
+                return vec![];
+            }
+            let (verified, detail) = match &input.observation.baseline {
+                None => (
+                    true,
+                    format!("{} stopped; no stable version was running", r.release),
+                ),
+                Some(b) if !b.probes_failing.is_empty() => (
+                    false,
+                    format!(
+                        "traffic is back on {} but its probes fail: {}",
+                        b.version,
+                        b.probes_failing.join(", ")
+                    ),
+                ),
+                Some(b) => (
+                    true,
+                    format!(
+                        "all traffic on {}, {} stopped, probes pass",
+                        b.version, r.release
+                    ),
+                ),
+            };
+            vec![EventKind::MitigationCompleted {
+                rollout_id: id,
+                verified,
+                detail,
+            }]
+        }
+        RolloutStatus::Progressing | RolloutStatus::Paused => {
+            let verdict = input
+                .analyzer
+                .evaluate(input.observation, input.health, r.mode());
+            if verdict.health == Health::Unhealthy {
+                let decision = decision::decide(r, &verdict, input.mitigation);
+                return vec![EventKind::RolloutHalted {
+                    rollout_id: id,
+                    decision: Box::new(decision),
+                }];
+            }
+            match r.stage {
+                Stage::Deploying => {
+                    if input.converged {
+                        vec![EventKind::BakeStarted {
+                            rollout_id: id,
+                            phase: r.phase,
+                            baseline: input.baseline_now.clone(),
+                        }]
+                    } else {
+                        vec![]
+                    }
+                }
+                Stage::Baking => bake_step(r, input, verdict),
+                Stage::Passed => advance(r),
+            }
+        }
+    }
+}
+
+fn bake_step(r: &Rollout, input: &StepInput<'_>, verdict: Verdict) -> Vec<EventKind> {
+    if r.status == RolloutStatus::Paused {
+        return vec![];
+    }
+    let phase = r.current_phase();
+    let baked = r.baked_ms(input.now) >= phase.bake.as_ms();
+    if !baked && !r.promote_requested {
+        return vec![];
+    }
+    let health_ok = !phase.gates.contains(&Gate::Health) || verdict.health == Health::Healthy;
+    let approved = !phase.gates.contains(&Gate::Approval) || r.promote_requested;
+    let mut out = Vec::new();
+    if (health_ok && approved) || r.promote_requested {
+        out.push(EventKind::PhasePassed {
+            rollout_id: r.id.clone(),
+            phase: r.phase,
+            by_hand: r.promote_requested && !(health_ok && baked),
+            verdict: Box::new(verdict),
+        });
+        out.extend(advance(r));
+        return out;
+    }
+    // Unknown health or a missing approval: hold, never promote; escalate after a bound.
+    match r.held_since {
+        None => out.push(EventKind::PhaseHeld {
+            rollout_id: r.id.clone(),
+            phase: r.phase,
+            verdict: Some(Box::new(verdict)),
+        }),
+        Some(since) if !r.escalated && input.now.since(since) >= input.max_hold.as_ms() => out
+            .push(EventKind::Escalated {
+                rollout_id: r.id.clone(),
+                phase: r.phase,
+            }),
+        Some(_) => {}
+    }
+    out
+}
+
+fn advance(r: &Rollout) -> Vec<EventKind> {
+    if r.phase + 1 < r.phases.len() {
+        vec![EventKind::PhaseStarted {
+            rollout_id: r.id.clone(),
+            phase: r.phase + 1,
+        }]
+    } else {
+        vec![
+            EventKind::RolloutCompleted {
+                rollout_id: r.id.clone(),
+            },
+            EventKind::LkgUpdated {
+                version: r.release.clone(),
+                rollout_id: r.id.clone(),
+            },
+        ]
+    }
+}
+
+/// Applies an event about this rollout. Events about other rollouts are ignored.
+pub fn apply(r: &mut Rollout, kind: &EventKind, at: Timestamp) {
+    if kind.rollout_id() != Some(r.id.as_str()) {
+        return;
+    }
+    r.updated_at = at;
+    match kind {
+        EventKind::BakeStarted {
+            phase, baseline, ..
+        } => {
+            r.phase = *phase;
+            r.stage = Stage::Baking;
+            r.bake_started_at = Some(at);
+            r.baseline = baseline.clone();
+            r.paused_ms = 0;
+            if r.status == RolloutStatus::Paused {
+                r.paused_at = Some(at);
+            }
+        }
+        EventKind::PhasePassed { verdict, .. } => {
+            r.stage = Stage::Passed;
+            r.last_verdict = Some((**verdict).clone());
+            r.promote_requested = false;
+            r.held_since = None;
+            r.escalated = false;
+        }
+        EventKind::PhaseStarted { phase, .. } => {
+            r.phase = *phase;
+            r.stage = Stage::Deploying;
+            r.phase_started_at = at;
+            r.bake_started_at = None;
+            r.baseline = None;
+            r.paused_ms = 0;
+            if r.status == RolloutStatus::Paused {
+                r.paused_at = Some(at);
+            }
+        }
+        EventKind::PhaseHeld { verdict, .. } => {
+            r.held_since = Some(at);
+            r.last_verdict = verdict.as_ref().map(|v| (**v).clone());
+        }
+        EventKind::Escalated { .. } => r.escalated = true,
+        EventKind::RolloutCompleted { .. } => {
+            r.status = RolloutStatus::Completed;
+            r.ended_at = Some(at);
+        }
+        EventKind::RolloutHalted { decision, .. } => {
+            r.status = match decision.action {
+                decision::MitigationAction::Hold => RolloutStatus::Halted,
+                _ => RolloutStatus::Mitigating,
+            };
+            r.last_verdict = decision.verdict.clone();
+            r.decision = Some((**decision).clone());
+        }
+        EventKind::MitigationCompleted { .. } => {
+            r.status = RolloutStatus::Mitigated;
+            r.ended_at = Some(at);
+        }
+        EventKind::RolloutPaused { .. } => {
+            r.status = RolloutStatus::Paused;
+            r.paused_at = Some(at);
+        }
+        EventKind::RolloutResumed { .. } => {
+            if let Some(p) = r.paused_at.take()
+                && r.bake_started_at.is_some()
+            {
+                r.paused_ms += at.since(p.max(r.bake_started_at.unwrap_or(p)));
+            }
+            r.status = RolloutStatus::Progressing;
+        }
+        EventKind::PromoteRequested { .. } => r.promote_requested = true,
+        EventKind::RolloutAborted { .. } => {
+            r.status = RolloutStatus::Aborted;
+            r.ended_at = Some(at);
+        }
+        _ => {}
+    }
+}
+
+/// A rollout just started.
+pub fn started(
+    id: &str,
+    workload: &str,
+    kind: RolloutKind,
+    release: &str,
+    from: Option<&str>,
+    phases: &[PhaseSpec],
+    spec_digest: &str,
+    at: Timestamp,
+) -> Rollout {
+    Rollout {
+        id: id.into(),
+        workload: workload.into(),
+        kind,
+        release: release.into(),
+        from: from.map(Into::into),
+        phases: phases.to_vec(),
+        phase: 0,
+        stage: Stage::Deploying,
+        status: RolloutStatus::Progressing,
+        started_at: at,
+        updated_at: at,
+        ended_at: None,
+        phase_started_at: at,
+        bake_started_at: None,
+        baseline: None,
+        paused_ms: 0,
+        paused_at: None,
+        promote_requested: false,
+        held_since: None,
+        escalated: false,
+        decision: None,
+        last_verdict: None,
+        spec_digest: spec_digest.into(),
+    }
+}

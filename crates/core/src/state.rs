@@ -1,0 +1,328 @@
+//! Projections: the current state of every workload, folded from the event log.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Action, Event, EventKind, RouteGroup};
+use crate::release::Release;
+use crate::rollout::{self, Rollout, RolloutKind, RolloutStatus};
+use crate::spec::WorkloadSpec;
+use crate::time::Timestamp;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct World {
+    pub workloads: BTreeMap<String, WorkloadState>,
+    /// Sequence number of the last event applied.
+    pub last_seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaRecord {
+    pub version: String,
+    pub replica: u32,
+    pub pid: u32,
+    pub port: u16,
+    pub started_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouterRecord {
+    pub pid: u32,
+    pub listen: String,
+    pub admin: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LkgEntry {
+    pub version: String,
+    pub rollout_id: String,
+    pub at: Timestamp,
+    /// Spec (scale, executor, health) in force when it was judged good.
+    pub spec_digest: String,
+}
+
+/// Why the workload runs what it runs when that is not the newest release: after a
+/// mitigation or a rollback, the desired state is pinned to the last known good.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pin {
+    pub version: String,
+    pub rollout_id: String,
+    pub reason: String,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadState {
+    pub name: String,
+    pub spec: WorkloadSpec,
+    pub spec_digest: String,
+    pub releases: BTreeMap<String, Release>,
+    /// Release order, oldest first.
+    pub release_order: Vec<String>,
+    /// The version serving users outside any canary.
+    pub stable: Option<String>,
+    pub lkg: Vec<LkgEntry>,
+    pub pin: Option<Pin>,
+    pub rollouts: Vec<Rollout>,
+    pub replicas: BTreeMap<(String, u32), ReplicaRecord>,
+    pub router: Option<RouterRecord>,
+    pub routes: Option<(u64, Vec<RouteGroup>)>,
+    /// Intended actions with no recorded outcome yet: redone (idempotently) after a crash.
+    pub open_intents: BTreeMap<String, Action>,
+    pub intents_total: u64,
+}
+
+impl WorkloadState {
+    pub fn active_rollout(&self) -> Option<&Rollout> {
+        self.rollouts.last().filter(|r| r.status.is_active())
+    }
+
+    pub fn rollout(&self, id: &str) -> Option<&Rollout> {
+        self.rollouts.iter().rev().find(|r| r.id == id)
+    }
+
+    pub fn latest_rollout(&self) -> Option<&Rollout> {
+        self.rollouts.last()
+    }
+
+    pub fn lkg(&self) -> Option<&LkgEntry> {
+        self.lkg.last()
+    }
+
+    pub fn next_rollout_id(&self) -> String {
+        format!("{}-{}", self.name, self.rollouts.len() + 1)
+    }
+
+    /// The world this workload should have now: which versions run and how traffic splits.
+    pub fn desired(&self) -> Desired {
+        let replicas = self.spec.executor.replicas;
+        let stable_only = |stable: &Option<String>| match stable {
+            Some(v) => Desired {
+                versions: vec![(v.clone(), replicas)],
+                routes: vec![RouteGroup {
+                    name: "stable".into(),
+                    version: v.clone(),
+                    weight_bp: 10_000,
+                }],
+            },
+            None => Desired::default(),
+        };
+        let Some(r) = self.active_rollout() else {
+            return stable_only(&self.stable);
+        };
+        match r.status {
+            RolloutStatus::Progressing | RolloutStatus::Paused | RolloutStatus::Halted => {
+                let w = r.target_weight_bp();
+                let mut d = Desired::default();
+                d.versions.push((r.release.clone(), replicas));
+                d.routes.push(RouteGroup {
+                    name: "canary".into(),
+                    version: r.release.clone(),
+                    weight_bp: w,
+                });
+                if let Some(from) = &r.from
+                    && from != &r.release
+                {
+                    d.versions.insert(0, (from.clone(), replicas));
+                    d.routes.push(RouteGroup {
+                        name: "stable".into(),
+                        version: from.clone(),
+                        weight_bp: 10_000 - w,
+                    });
+                } else {
+                    d.routes[0].weight_bp = 10_000;
+                }
+                d
+            }
+            RolloutStatus::Mitigating => stable_only(&r.from),
+            _ => stable_only(&self.stable),
+        }
+    }
+}
+
+/// The target world of a workload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Desired {
+    /// (version, replicas), stable first.
+    pub versions: Vec<(String, u32)>,
+    /// Canary first, so raising its weight never moves a user out of it.
+    pub routes: Vec<RouteGroup>,
+}
+
+impl World {
+    pub fn workload(&self, name: &str) -> Option<&WorkloadState> {
+        self.workloads.get(name)
+    }
+
+    /// Folds one event into the projections. Events must come in log order.
+    pub fn apply(&mut self, e: &Event) {
+        self.last_seq = e.seq;
+        if let EventKind::SpecApplied { spec, digest } = &e.kind {
+            match self.workloads.get_mut(&e.workload) {
+                Some(ws) => {
+                    ws.spec = (**spec).clone();
+                    ws.spec_digest = digest.clone();
+                }
+                None => {
+                    self.workloads.insert(
+                        e.workload.clone(),
+                        WorkloadState {
+                            name: e.workload.clone(),
+                            spec: (**spec).clone(),
+                            spec_digest: digest.clone(),
+                            releases: BTreeMap::new(),
+                            release_order: Vec::new(),
+                            stable: None,
+                            lkg: Vec::new(),
+                            pin: None,
+                            rollouts: Vec::new(),
+                            replicas: BTreeMap::new(),
+                            router: None,
+                            routes: None,
+                            open_intents: BTreeMap::new(),
+                            intents_total: 0,
+                        },
+                    );
+                }
+            }
+            return;
+        }
+        let Some(ws) = self.workloads.get_mut(&e.workload) else {
+            return;
+        };
+        match &e.kind {
+            EventKind::SpecApplied { .. } => unreachable!("handled above"),
+            EventKind::ReleaseCreated { release } => {
+                ws.release_order.push(release.version.clone());
+                ws.releases
+                    .insert(release.version.clone(), (**release).clone());
+            }
+            EventKind::RolloutStarted {
+                rollout_id,
+                kind,
+                release,
+                from,
+                phases,
+                spec_digest,
+            } => {
+                ws.rollouts.push(rollout::started(
+                    rollout_id,
+                    &e.workload,
+                    *kind,
+                    release,
+                    from.as_deref(),
+                    phases,
+                    spec_digest,
+                    e.at,
+                ));
+            }
+            EventKind::LkgUpdated {
+                version,
+                rollout_id,
+            } => {
+                let digest = ws
+                    .rollout(rollout_id)
+                    .map(|r| r.spec_digest.clone())
+                    .unwrap_or_default();
+                ws.stable = Some(version.clone());
+                ws.lkg.push(LkgEntry {
+                    version: version.clone(),
+                    rollout_id: rollout_id.clone(),
+                    at: e.at,
+                    spec_digest: digest,
+                });
+                let is_rollback = ws
+                    .rollout(rollout_id)
+                    .is_some_and(|r| r.kind == RolloutKind::Rollback);
+                ws.pin = is_rollback.then(|| Pin {
+                    version: version.clone(),
+                    rollout_id: rollout_id.clone(),
+                    reason: e.reason.clone(),
+                    at: e.at,
+                });
+            }
+            EventKind::ActionIntended { op_id, action } => {
+                ws.open_intents.insert(op_id.clone(), action.clone());
+                ws.intents_total += 1;
+            }
+            EventKind::ActionSucceeded { op_id, .. } | EventKind::ActionFailed { op_id, .. } => {
+                let action = ws.open_intents.remove(op_id);
+                if let (
+                    EventKind::ActionSucceeded { .. },
+                    Some(Action::ApplyRoutes { generation, groups }),
+                ) = (&e.kind, action)
+                {
+                    ws.routes = Some((generation, groups));
+                }
+            }
+            EventKind::ReplicaStarted {
+                version,
+                replica,
+                pid,
+                port,
+                ..
+            } => {
+                ws.replicas.insert(
+                    (version.clone(), *replica),
+                    ReplicaRecord {
+                        version: version.clone(),
+                        replica: *replica,
+                        pid: *pid,
+                        port: *port,
+                        started_at: e.at,
+                    },
+                );
+            }
+            EventKind::ReplicaStopped {
+                version,
+                replica,
+                pid,
+            }
+            | EventKind::ReplicaExited {
+                version,
+                replica,
+                pid,
+                ..
+            } => {
+                if ws
+                    .replicas
+                    .get(&(version.clone(), *replica))
+                    .is_some_and(|r| r.pid == *pid)
+                {
+                    ws.replicas.remove(&(version.clone(), *replica));
+                }
+            }
+            EventKind::RouterStarted {
+                pid, listen, admin, ..
+            } => {
+                ws.router = Some(RouterRecord {
+                    pid: *pid,
+                    listen: listen.clone(),
+                    admin: admin.clone(),
+                });
+            }
+            kind => {
+                if let Some(id) = kind.rollout_id()
+                    && let Some(r) = ws.rollouts.iter_mut().rev().find(|r| r.id == id)
+                {
+                    rollout::apply(r, kind, e.at);
+                    if let EventKind::MitigationCompleted { .. } = kind
+                        && let Some(from) = r.from.clone()
+                    {
+                        ws.pin = Some(Pin {
+                            version: from,
+                            rollout_id: id.to_string(),
+                            reason: r
+                                .decision
+                                .as_ref()
+                                .map(|d| d.summary.clone())
+                                .unwrap_or_default(),
+                            at: e.at,
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
