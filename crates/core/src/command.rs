@@ -36,18 +36,12 @@ impl fmt::Display for CommandError {
 impl std::error::Error for CommandError {}
 
 fn err(code: ErrorCode, message: impl Into<String>) -> CommandError {
-    CommandError {
-        code,
-        message: message.into(),
-    }
+    CommandError { code, message: message.into() }
 }
 
 pub fn workload<'a>(world: &'a World, name: &str) -> Result<&'a WorkloadState, CommandError> {
     world.workload(name).ok_or_else(|| {
-        err(
-            ErrorCode::NotFound,
-            format!("no workload named {name:?}; apply its spec first (`ringfence apply FILE`)"),
-        )
+        err(ErrorCode::NotFound, format!("no workload named {name:?}; apply its spec first (`ringfence apply FILE`)"))
     })
 }
 
@@ -58,16 +52,10 @@ pub fn apply_spec(world: &World, spec: &WorkloadSpec) -> Result<Option<EventKind
         return Err(err(ErrorCode::Invalid, format!("field `{field}`: {msg}")));
     }
     let digest = spec_digest(spec);
-    if world
-        .workload(&spec.workload.name)
-        .is_some_and(|ws| ws.spec_digest == digest)
-    {
+    if world.workload(&spec.workload.name).is_some_and(|ws| ws.spec_digest == digest) {
         return Ok(None);
     }
-    Ok(Some(EventKind::SpecApplied {
-        spec: Box::new(spec.clone()),
-        digest,
-    }))
+    Ok(Some(EventKind::SpecApplied { spec: Box::new(spec.clone()), digest }))
 }
 
 pub fn spec_digest(spec: &WorkloadSpec) -> String {
@@ -86,10 +74,8 @@ pub fn create_release(
     now: Timestamp,
 ) -> Result<(Option<EventKind>, Release), CommandError> {
     let ws = workload(world, name)?;
-    release::check_version(&req.version)
-        .map_err(|m| err(ErrorCode::Invalid, format!("field `version`: {m}")))?;
-    release::check_config(&req.content.config)
-        .map_err(|m| err(ErrorCode::Invalid, format!("field `config`: {m}")))?;
+    release::check_version(&req.version).map_err(|m| err(ErrorCode::Invalid, format!("field `version`: {m}")))?;
+    release::check_config(&req.content.config).map_err(|m| err(ErrorCode::Invalid, format!("field `config`: {m}")))?;
     let digest = req.content.digest();
     if let Some(existing) = ws.releases.get(&req.version) {
         if existing.digest == digest {
@@ -111,12 +97,7 @@ pub fn create_release(
         created_at: now,
         created_by: actor.into(),
     };
-    Ok((
-        Some(EventKind::ReleaseCreated {
-            release: Box::new(release.clone()),
-        }),
-        release,
-    ))
+    Ok((Some(EventKind::ReleaseCreated { release: Box::new(release.clone()) }), release))
 }
 
 fn active_conflict(ws: &WorkloadState) -> Result<(), CommandError> {
@@ -147,20 +128,13 @@ pub fn deploy(world: &World, name: &str, version: &str) -> Result<EventKind, Com
             ErrorCode::NotFound,
             format!(
                 "{name} has no release {version:?}{}; register it with `ringfence release create {name} --version {version} ...`",
-                if known.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (newest: {})", known.join(", "))
-                }
+                if known.is_empty() { String::new() } else { format!(" (newest: {})", known.join(", ")) }
             ),
         ));
     }
     active_conflict(ws)?;
     if ws.stable.as_deref() == Some(version) {
-        return Err(err(
-            ErrorCode::Conflict,
-            format!("{version} is already the stable version of {name}"),
-        ));
+        return Err(err(ErrorCode::Conflict, format!("{version} is already the stable version of {name}")));
     }
     let (kind, phases) = match &ws.stable {
         None => (
@@ -187,22 +161,14 @@ pub fn deploy(world: &World, name: &str, version: &str) -> Result<EventKind, Com
 fn active(ws: &WorkloadState, verb: &str) -> Result<(String, RolloutStatus), CommandError> {
     ws.active_rollout()
         .map(|r| (r.id.clone(), r.status))
-        .ok_or_else(|| {
-            err(
-                ErrorCode::Conflict,
-                format!("{} has no rollout in progress to {verb}", ws.name),
-            )
-        })
+        .ok_or_else(|| err(ErrorCode::Conflict, format!("{} has no rollout in progress to {verb}", ws.name)))
 }
 
 pub fn pause(world: &World, name: &str) -> Result<EventKind, CommandError> {
     let ws = workload(world, name)?;
     let (id, status) = active(ws, "pause")?;
     if status != RolloutStatus::Progressing {
-        return Err(err(
-            ErrorCode::Conflict,
-            format!("rollout {id} is {}, not progressing", status.as_str()),
-        ));
+        return Err(err(ErrorCode::Conflict, format!("rollout {id} is {}, not progressing", status.as_str())));
     }
     Ok(EventKind::RolloutPaused { rollout_id: id })
 }
@@ -211,10 +177,7 @@ pub fn resume(world: &World, name: &str) -> Result<EventKind, CommandError> {
     let ws = workload(world, name)?;
     let (id, status) = active(ws, "resume")?;
     if status != RolloutStatus::Paused {
-        return Err(err(
-            ErrorCode::Conflict,
-            format!("rollout {id} is {}, not paused", status.as_str()),
-        ));
+        return Err(err(ErrorCode::Conflict, format!("rollout {id} is {}, not paused", status.as_str())));
     }
     Ok(EventKind::RolloutResumed { rollout_id: id })
 }
@@ -225,10 +188,7 @@ pub fn promote(world: &World, name: &str) -> Result<EventKind, CommandError> {
     if !matches!(status, RolloutStatus::Progressing | RolloutStatus::Paused) {
         return Err(err(
             ErrorCode::Conflict,
-            format!(
-                "rollout {id} is {}; only a progressing or paused rollout can be promoted",
-                status.as_str()
-            ),
+            format!("rollout {id} is {}; only a progressing or paused rollout can be promoted", status.as_str()),
         ));
     }
     Ok(EventKind::PromoteRequested { rollout_id: id })
@@ -238,10 +198,7 @@ pub fn abort(world: &World, name: &str) -> Result<EventKind, CommandError> {
     let ws = workload(world, name)?;
     let (id, status) = active(ws, "abort")?;
     if status == RolloutStatus::Mitigating {
-        return Err(err(
-            ErrorCode::Conflict,
-            format!("rollout {id} is already being mitigated"),
-        ));
+        return Err(err(ErrorCode::Conflict, format!("rollout {id} is already being mitigated")));
     }
     Ok(EventKind::RolloutAborted { rollout_id: id })
 }
@@ -259,10 +216,7 @@ pub fn rollback(
     let ws = workload(world, name)?;
     if let Some(r) = ws.active_rollout() {
         if r.status == RolloutStatus::Mitigating {
-            return Err(err(
-                ErrorCode::Conflict,
-                format!("rollout {} is already falling back", r.id),
-            ));
+            return Err(err(ErrorCode::Conflict, format!("rollout {} is already falling back", r.id)));
         }
         if let Some(to) = to
             && r.from.as_deref() != Some(to)
@@ -277,10 +231,7 @@ pub fn rollback(
             ));
         }
         let d = decision::manual_rollback(r, actor, reason);
-        return Ok(EventKind::RolloutHalted {
-            rollout_id: r.id.clone(),
-            decision: Box::new(d),
-        });
+        return Ok(EventKind::RolloutHalted { rollout_id: r.id.clone(), decision: Box::new(d) });
     }
     let current = ws.stable.as_deref();
     let target = match to {
@@ -294,25 +245,28 @@ pub fn rollback(
                 ));
             }
             if current == Some(v) {
-                return Err(err(
-                    ErrorCode::Conflict,
-                    format!("{v} is already the stable version of {name}"),
-                ));
+                return Err(err(ErrorCode::Conflict, format!("{v} is already the stable version of {name}")));
             }
             v.to_string()
         }
+        // Versions a rollback already left are not candidates, so repeated rollbacks walk
+        // further back instead of toggling between two releases.
         None => ws
             .lkg
             .iter()
             .rev()
             .map(|e| e.version.as_str())
+            .filter(|v| {
+                !ws.rollouts.iter().any(|r| {
+                    r.kind == RolloutKind::Rollback
+                        && r.status == RolloutStatus::Completed
+                        && r.from.as_deref() == Some(*v)
+                })
+            })
             .find(|v| Some(*v) != current)
             .map(String::from)
             .ok_or_else(|| {
-                err(
-                    ErrorCode::Conflict,
-                    format!("{name} has no earlier last known good release to roll back to"),
-                )
+                err(ErrorCode::Conflict, format!("{name} has no earlier last known good release to roll back to"))
             })?,
     };
     Ok(EventKind::RolloutStarted {
@@ -324,7 +278,7 @@ pub fn rollback(
             name: "rollback".into(),
             weight: 100.0,
             bake: crate::duration::Dur(0),
-            gates: vec![],
+            gates: vec![Gate::Health],
         }],
         spec_digest: ws.spec_digest.clone(),
     })

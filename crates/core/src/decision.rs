@@ -53,15 +53,11 @@ pub fn decide(rollout: &Rollout, verdict: &Verdict, policy: &MitigationSpec) -> 
             "mitigation.auto_fallback is off: freeze exposure and wait for a person to roll back or abort",
         ),
     };
-    let what: Vec<String> = verdict
-        .deciding()
-        .map(|s| format!("{}: {}", s.signal, s.detail))
-        .collect();
+    let what: Vec<String> = verdict.deciding().map(|s| format!("{}: {}", s.signal, s.detail)).collect();
     let then = match action {
-        MitigationAction::Fallback => format!(
-            "all traffic returns to {}",
-            rollout.from.as_deref().unwrap_or("the stable version")
-        ),
+        MitigationAction::Fallback => {
+            format!("all traffic returns to {}", rollout.from.as_deref().unwrap_or("the stable version"))
+        }
         MitigationAction::Hold => "exposure is frozen until a person acts".into(),
         MitigationAction::Stop => format!("{} is stopped", rollout.release),
         MitigationAction::ManualRollback => unreachable!("never chosen from a verdict"),
@@ -93,11 +89,7 @@ pub fn manual_rollback(rollout: &Rollout, actor: &str, reason: &str) -> Decision
             "{actor} rolled back {} in phase {:?}{}; all traffic returns to {}",
             rollout.release,
             phase.name,
-            if reason.is_empty() {
-                String::new()
-            } else {
-                format!(" ({reason})")
-            },
+            if reason.is_empty() { String::new() } else { format!(" ({reason})") },
             rollout.from.as_deref().unwrap_or("nothing (first deploy)")
         ),
         phase: rollout.phase,

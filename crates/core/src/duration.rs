@@ -33,23 +33,16 @@ pub fn parse(text: &str) -> Result<Dur, String> {
         return Ok(Dur(0));
     }
     if s.is_empty() {
-        return Err(
-            "expected a duration such as \"30s\", \"5m\" or \"1h30m\", found an empty string"
-                .into(),
-        );
+        return Err("expected a duration such as \"30s\", \"5m\" or \"1h30m\", found an empty string".into());
     }
     let mut total: u64 = 0;
     let mut rest = s;
     while !rest.is_empty() {
         let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
         if digits == 0 {
-            return Err(format!(
-                "expected a number in duration {text:?} (like \"30s\" or \"1h30m\")"
-            ));
+            return Err(format!("expected a number in duration {text:?} (like \"30s\" or \"1h30m\")"));
         }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("number too large in duration {text:?}"))?;
+        let n: u64 = rest[..digits].parse().map_err(|_| format!("number too large in duration {text:?}"))?;
         rest = &rest[digits..];
         let unit_len = rest.chars().take_while(|c| c.is_ascii_alphabetic()).count();
         let unit = &rest[..unit_len];
@@ -61,14 +54,10 @@ pub fn parse(text: &str) -> Result<Dur, String> {
             "h" => 3_600_000,
             "d" => 86_400_000,
             "" => {
-                return Err(format!(
-                    "missing unit in duration {text:?}: use ms, s, m, h or d"
-                ));
+                return Err(format!("missing unit in duration {text:?}: use ms, s, m, h or d"));
             }
             other => {
-                return Err(format!(
-                    "unknown unit {other:?} in duration {text:?}: use ms, s, m, h or d"
-                ));
+                return Err(format!("unknown unit {other:?} in duration {text:?}: use ms, s, m, h or d"));
             }
         };
         total = n
@@ -85,7 +74,7 @@ impl fmt::Display for Dur {
         if ms == 0 {
             return f.write_str("0s");
         }
-        if ms % 1000 != 0 {
+        if !ms.is_multiple_of(1000) {
             if ms < 1000 {
                 return write!(f, "{ms}ms");
             }
@@ -111,7 +100,7 @@ impl fmt::Display for Dur {
 
 impl Serialize for Dur {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.0 % 1000 != 0 {
+        if !self.0.is_multiple_of(1000) {
             s.serialize_str(&format!("{}ms", self.0))
         } else {
             s.serialize_str(&self.to_string())

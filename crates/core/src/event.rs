@@ -37,14 +37,7 @@ pub struct NewEvent {
 
 impl NewEvent {
     pub fn numbered(self, seq: u64) -> Event {
-        Event {
-            seq,
-            at: self.at,
-            actor: self.actor,
-            reason: self.reason,
-            workload: self.workload,
-            kind: self.kind,
-        }
+        Event { seq, at: self.at, actor: self.actor, reason: self.reason, workload: self.workload, kind: self.kind }
     }
 }
 
@@ -71,18 +64,9 @@ pub struct RouteGroup {
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
     StartRouter,
-    StartReplica {
-        version: String,
-        replica: u32,
-    },
-    StopReplica {
-        version: String,
-        replica: u32,
-    },
-    ApplyRoutes {
-        generation: u64,
-        groups: Vec<RouteGroup>,
-    },
+    StartReplica { version: String, replica: u32 },
+    StopReplica { version: String, replica: u32 },
+    ApplyRoutes { generation: u64, groups: Vec<RouteGroup> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -199,10 +183,7 @@ pub enum EventKind {
 impl EventKind {
     pub fn type_name(&self) -> String {
         let v = serde_json::to_value(self).unwrap_or_default();
-        v.get("type")
-            .and_then(|t| t.as_str())
-            .unwrap_or("unknown")
-            .to_string()
+        v.get("type").and_then(|t| t.as_str()).unwrap_or("unknown").to_string()
     }
 
     pub fn rollout_id(&self) -> Option<&str> {

@@ -28,30 +28,16 @@ pub fn describe(e: &Event) -> String {
                 format!(", artifact {}", release.content.artifact)
             }
         ),
-        RolloutStarted {
-            rollout_id,
-            kind,
-            release,
-            from,
-            phases,
-            ..
-        } => format!(
+        RolloutStarted { rollout_id, kind, release, from, phases, .. } => format!(
             "rollout {rollout_id} started: {kind:?} of {release}{} through {} phase(s)",
-            from.as_ref()
-                .map(|f| format!(" replacing {f}"))
-                .unwrap_or_default(),
+            from.as_ref().map(|f| format!(" replacing {f}")).unwrap_or_default(),
             phases.len()
         )
         .replace("Initial", "first deploy")
         .replace("Deploy", "deploy")
         .replace("Rollback", "rollback"),
         BakeStarted { phase, .. } => format!("phase {} deployed; baking", phase + 1),
-        PhasePassed {
-            phase,
-            verdict,
-            by_hand,
-            ..
-        } => format!(
+        PhasePassed { phase, verdict, by_hand, .. } => format!(
             "phase {} passed ({}{})",
             phase + 1,
             verdict.health,
@@ -61,29 +47,14 @@ pub fn describe(e: &Event) -> String {
         PhaseHeld { phase, verdict, .. } => format!(
             "phase {} held after its bake: {}",
             phase + 1,
-            verdict
-                .as_ref()
-                .map(|v| summarize(v))
-                .unwrap_or_else(|| "waiting".into())
+            verdict.as_ref().map(|v| summarize(v)).unwrap_or_else(|| "waiting".into())
         ),
-        Escalated { phase, .. } => format!(
-            "phase {} escalated: held longer than rollout.max_hold",
-            phase + 1
-        ),
+        Escalated { phase, .. } => format!("phase {} escalated: held longer than rollout.max_hold", phase + 1),
         RolloutCompleted { rollout_id } => format!("rollout {rollout_id} completed"),
         LkgUpdated { version, .. } => format!("last known good is now {version}"),
         RolloutHalted { decision, .. } => format!("HALTED: {}", decision.summary),
-        MitigationCompleted {
-            verified, detail, ..
-        } => {
-            format!(
-                "mitigation {}: {detail}",
-                if *verified {
-                    "done and verified"
-                } else {
-                    "done, NOT verified"
-                }
-            )
+        MitigationCompleted { verified, detail, .. } => {
+            format!("mitigation {}: {detail}", if *verified { "done and verified" } else { "done, NOT verified" })
         }
         RolloutPaused { .. } => "rollout paused".into(),
         RolloutResumed { .. } => "rollout resumed".into(),
@@ -94,42 +65,17 @@ pub fn describe(e: &Event) -> String {
         ActionIntended { action, .. } => format!("intent: {}", action_words(action)),
         ActionSucceeded { detail, .. } => format!("done: {detail}"),
         ActionFailed { error, .. } => format!("failed: {error}"),
-        ReplicaStarted {
-            version,
-            replica,
-            pid,
-            port,
-            adopted,
-        } => format!(
+        ReplicaStarted { version, replica, pid, port, adopted } => format!(
             "{version} replica {replica} {} (pid {pid}, port {port})",
-            if *adopted {
-                "adopted after restart"
-            } else {
-                "ready"
-            }
+            if *adopted { "adopted after restart" } else { "ready" }
         ),
-        ReplicaStopped {
-            version,
-            replica,
-            pid,
-        } => format!("{version} replica {replica} stopped (pid {pid})"),
-        ReplicaExited {
-            version,
-            replica,
-            pid,
-            status,
-        } => {
+        ReplicaStopped { version, replica, pid } => format!("{version} replica {replica} stopped (pid {pid})"),
+        ReplicaExited { version, replica, pid, status } => {
             format!("{version} replica {replica} (pid {pid}) exited unasked: {status}")
         }
-        RouterStarted {
-            listen,
-            admin,
-            adopted,
-            ..
-        } => format!(
-            "router {} on {listen} (admin {admin})",
-            if *adopted { "adopted" } else { "started" }
-        ),
+        RouterStarted { listen, admin, adopted, .. } => {
+            format!("router {} on {listen} (admin {admin})", if *adopted { "adopted" } else { "started" })
+        }
     }
 }
 
@@ -154,10 +100,7 @@ fn short(digest: &str) -> &str {
 }
 
 fn summarize(v: &Verdict) -> String {
-    let parts: Vec<String> = v
-        .deciding()
-        .map(|s| format!("{}: {}", s.signal, s.detail))
-        .collect();
+    let parts: Vec<String> = v.deciding().map(|s| format!("{}: {}", s.signal, s.detail)).collect();
     format!("{} ({})", v.health, parts.join("; "))
 }
 
@@ -175,18 +118,11 @@ pub fn why(ws: &WorkloadState) -> String {
         ws.name,
         r.release,
         r.status.as_str(),
-        r.from
-            .as_ref()
-            .map(|f| format!(" (replacing {f})"))
-            .unwrap_or_default()
+        r.from.as_ref().map(|f| format!(" (replacing {f})")).unwrap_or_default()
     );
     match (&r.decision, r.status) {
         (Some(d), _) => {
-            let _ = writeln!(
-                out,
-                "Decision: {:?}, in phase {:?} at {}% of traffic.",
-                d.action, d.phase_name, d.weight
-            );
+            let _ = writeln!(out, "Decision: {:?}, in phase {:?} at {}% of traffic.", d.action, d.phase_name, d.weight);
             let _ = writeln!(out, "Why: {}", d.summary);
             let _ = writeln!(out, "Rule: {}", d.rule);
             if let Some(v) = &d.verdict {
@@ -194,22 +130,15 @@ pub fn why(ws: &WorkloadState) -> String {
             }
         }
         (None, RolloutStatus::Completed) => {
-            let _ = writeln!(
-                out,
-                "Every phase passed its gates; {} is now the last known good.",
-                r.release
-            );
+            let _ = writeln!(out, "Every phase passed its gates; {} is now the last known good.", r.release);
             if let Some(v) = &r.last_verdict {
                 let _ = writeln!(out, "Last phase verdict:");
                 evidence(&mut out, v);
             }
         }
         (None, RolloutStatus::Aborted) => {
-            let _ = writeln!(
-                out,
-                "A person aborted it; traffic returned to {}.",
-                r.from.as_deref().unwrap_or("nothing")
-            );
+            let _ =
+                writeln!(out, "A person aborted it; traffic returned to {}.", r.from.as_deref().unwrap_or("nothing"));
         }
         (None, _) => {
             let _ = writeln!(
@@ -221,13 +150,21 @@ pub fn why(ws: &WorkloadState) -> String {
                 phase.weight,
                 r.stage
             );
+            let awaiting_approval = r.held_since.is_some()
+                && phase.gates.contains(&crate::spec::Gate::Approval)
+                && r.last_verdict.as_ref().is_some_and(|v| v.health == Health::Healthy);
             match &r.last_verdict {
-                Some(v) if r.held_since.is_some() => {
+                Some(v) if awaiting_approval => {
                     let _ = writeln!(
                         out,
-                        "Held after its bake: the verdict is {}, and only healthy promotes.",
-                        v.health
+                        "Waiting for approval: the bake is over and the verdict is healthy; a person must run `ringfence promote {}`.",
+                        ws.name
                     );
+                    evidence(&mut out, v);
+                }
+                Some(v) if r.held_since.is_some() => {
+                    let _ =
+                        writeln!(out, "Held after its bake: the verdict is {}, and only healthy promotes.", v.health);
                     evidence(&mut out, v);
                 }
                 _ => {
@@ -240,18 +177,10 @@ pub fn why(ws: &WorkloadState) -> String {
         }
     }
     if let Some(end) = ws.rollouts.last().and_then(|r| r.ended_at) {
-        let _ = writeln!(
-            out,
-            "Ended at {end}, {:.1} s after it started.",
-            end.since(r.started_at) as f64 / 1000.0
-        );
+        let _ = writeln!(out, "Ended at {end}, {:.1} s after it started.", end.since(r.started_at) as f64 / 1000.0);
     }
     if let Some(pin) = &ws.pin {
-        let _ = writeln!(
-            out,
-            "Desired state is pinned to {} until a new release replaces it.",
-            pin.version
-        );
+        let _ = writeln!(out, "Desired state is pinned to {} until a new release replaces it.", pin.version);
     }
     out
 }
@@ -291,14 +220,8 @@ fn numbers(s: &SignalResult) -> String {
         parts.push(format!(
             "stable {}{}",
             fmt(b),
-            s.baseline_sample_size
-                .map(|n| format!(" over {n} requests"))
-                .unwrap_or_default()
+            s.baseline_sample_size.map(|n| format!(" over {n} requests")).unwrap_or_default()
         ));
     }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", parts.join("; "))
-    }
+    if parts.is_empty() { String::new() } else { format!(" ({})", parts.join("; ")) }
 }

@@ -65,12 +65,7 @@ impl Traffic {
             .latency_us
             .iter()
             .filter_map(|(upper, count)| {
-                let before = earlier
-                    .latency_us
-                    .iter()
-                    .find(|(u, _)| u == upper)
-                    .map(|(_, c)| *c)
-                    .unwrap_or(0);
+                let before = earlier.latency_us.iter().find(|(u, _)| u == upper).map(|(_, c)| *c).unwrap_or(0);
                 let d = count.saturating_sub(before);
                 (d > 0).then_some((*upper, d))
             })
@@ -190,12 +185,7 @@ impl HealthAnalyzer for ThresholdAnalyzer {
         };
 
         if let Some(why) = &c.start_failure {
-            signals.push(base(
-                "start",
-                Health::Unhealthy,
-                "the new version must start and become ready",
-                why.clone(),
-            ));
+            signals.push(base("start", Health::Unhealthy, "the new version must start and become ready", why.clone()));
         }
         if !c.crashes.is_empty() {
             let mut s = base(
@@ -213,10 +203,7 @@ impl HealthAnalyzer for ThresholdAnalyzer {
                 "breaker",
                 Health::Unhealthy,
                 "no circuit breaker of the new version may be open",
-                format!(
-                    "router tripped the breaker of {}",
-                    c.breakers_open.join(", ")
-                ),
+                format!("router tripped the breaker of {}", c.breakers_open.join(", ")),
             );
             s.observed = Some(c.breakers_open.len() as f64);
             s.threshold = Some(0.0);
@@ -232,10 +219,7 @@ impl HealthAnalyzer for ThresholdAnalyzer {
         let mut probe = base(
             "probe",
             probe_health,
-            &format!(
-                "probes of {} must not fail {} times in a row",
-                spec.probe.path, spec.probe.failure_threshold
-            ),
+            &format!("probes of {} must not fail {} times in a row", spec.probe.path, spec.probe.failure_threshold),
             match probe_health {
                 Health::Unhealthy => format!("failing probes: {}", c.probes_failing.join(", ")),
                 Health::Healthy => {
@@ -253,11 +237,7 @@ impl HealthAnalyzer for ThresholdAnalyzer {
         match &c.traffic {
             None => signals.push(base(
                 "traffic",
-                if mode == Mode::Phase {
-                    Health::Unknown
-                } else {
-                    Health::Healthy
-                },
+                if mode == Mode::Phase { Health::Unknown } else { Health::Healthy },
                 "router metrics must be readable",
                 "the router's metrics could not be read".into(),
             )),
@@ -265,19 +245,12 @@ impl HealthAnalyzer for ThresholdAnalyzer {
                 let enough = t.requests >= spec.min_requests;
                 let mut volume = base(
                     "traffic",
-                    if enough || mode == Mode::ProbesOnly {
-                        Health::Healthy
-                    } else {
-                        Health::Unknown
-                    },
+                    if enough || mode == Mode::ProbesOnly { Health::Healthy } else { Health::Unknown },
                     &format!("at least {} requests to the new version", spec.min_requests),
                     if enough {
                         format!("{} requests served", t.requests)
                     } else {
-                        format!(
-                            "only {} of the {} requests needed so far",
-                            t.requests, spec.min_requests
-                        )
+                        format!("only {} of the {} requests needed so far", t.requests, spec.min_requests)
                     },
                 );
                 volume.unit = "requests".into();
@@ -292,22 +265,13 @@ impl HealthAnalyzer for ThresholdAnalyzer {
                     let bad = rate > spec.max_error_rate;
                     let mut s = base(
                         "error_rate",
-                        if bad {
-                            Health::Unhealthy
-                        } else {
-                            Health::Healthy
-                        },
+                        if bad { Health::Unhealthy } else { Health::Healthy },
                         &format!(
                             "error rate at most {} with at least {} requests",
                             pct(spec.max_error_rate),
                             spec.min_requests
                         ),
-                        format!(
-                            "{} of {} requests failed ({})",
-                            t.errors,
-                            t.requests,
-                            pct(rate)
-                        ),
+                        format!("{} of {} requests failed ({})", t.errors, t.requests, pct(rate)),
                     );
                     s.unit = "ratio".into();
                     s.observed = Some(rate);
@@ -324,24 +288,15 @@ impl HealthAnalyzer for ThresholdAnalyzer {
                         let bad = p99_ms > limit.as_ms() as f64;
                         let mut s = base(
                             "latency_p99",
-                            if bad {
-                                Health::Unhealthy
-                            } else {
-                                Health::Healthy
-                            },
-                            &format!(
-                                "p99 latency at most {limit} with at least {} requests",
-                                spec.min_requests
-                            ),
+                            if bad { Health::Unhealthy } else { Health::Healthy },
+                            &format!("p99 latency at most {limit} with at least {} requests", spec.min_requests),
                             format!("p99 latency {p99_ms:.1} ms over {} requests", t.requests),
                         );
                         s.unit = "ms".into();
                         s.observed = Some(p99_ms);
                         s.threshold = Some(limit.as_ms() as f64);
                         s.sample_size = t.requests;
-                        s.baseline = baseline_traffic
-                            .and_then(|b| b.quantile_us(0.99))
-                            .map(|u| u as f64 / 1000.0);
+                        s.baseline = baseline_traffic.and_then(|b| b.quantile_us(0.99)).map(|u| u as f64 / 1000.0);
                         s.baseline_sample_size = baseline_traffic.map(|b| b.requests);
                         signals.push(s);
                     }
@@ -368,11 +323,7 @@ impl HealthAnalyzer for ThresholdAnalyzer {
 
 pub fn pct(ratio: f64) -> String {
     let p = ratio * 100.0;
-    if p == p.round() {
-        format!("{p:.0}%")
-    } else {
-        format!("{p:.1}%")
-    }
+    if p == p.round() { format!("{p:.0}%") } else { format!("{p:.1}%") }
 }
 
 #[cfg(test)]
@@ -383,11 +334,7 @@ mod tests {
         Observation {
             canary: VersionObservation {
                 version: "v2".into(),
-                traffic: Some(Traffic {
-                    requests,
-                    errors,
-                    latency_us: vec![(1000, requests)],
-                }),
+                traffic: Some(Traffic { requests, errors, latency_us: vec![(1000, requests)] }),
                 probes_answered: 1,
                 ..Default::default()
             },
@@ -433,18 +380,13 @@ mod tests {
     #[test]
     fn crash_is_unhealthy_whatever_the_traffic() {
         let mut o = obs(0, 0);
-        o.canary
-            .crashes
-            .push("replica 0 exited with status 101".into());
+        o.canary.crashes.push("replica 0 exited with status 101".into());
         assert_eq!(judge(&o).health, Health::Unhealthy);
     }
 
     #[test]
     fn latency_limit() {
-        let spec = HealthSpec {
-            max_p99_latency: Some(crate::duration::Dur::ms(500)),
-            ..Default::default()
-        };
+        let spec = HealthSpec { max_p99_latency: Some(crate::duration::Dur::ms(500)), ..Default::default() };
         let mut o = obs(100, 0);
         o.canary.traffic.as_mut().unwrap().latency_us = vec![(1000, 90), (800_000, 10)];
         let v = ThresholdAnalyzer.evaluate(&o, &spec, Mode::Phase);
@@ -454,19 +396,11 @@ mod tests {
 
     #[test]
     fn quantile_and_window() {
-        let t = Traffic {
-            requests: 100,
-            errors: 0,
-            latency_us: vec![(100, 50), (200, 49), (5000, 1)],
-        };
+        let t = Traffic { requests: 100, errors: 0, latency_us: vec![(100, 50), (200, 49), (5000, 1)] };
         assert_eq!(t.quantile_us(0.5), Some(100));
         assert_eq!(t.quantile_us(0.99), Some(200));
         assert_eq!(t.quantile_us(1.0), Some(5000));
-        let earlier = Traffic {
-            requests: 40,
-            errors: 0,
-            latency_us: vec![(100, 40)],
-        };
+        let earlier = Traffic { requests: 40, errors: 0, latency_us: vec![(100, 40)] };
         let w = t.since(&earlier);
         assert_eq!(w.requests, 60);
         assert_eq!(w.latency_us, vec![(100, 10), (200, 49), (5000, 1)]);

@@ -70,17 +70,10 @@ impl ReleaseContent {
 
 pub fn check_version(version: &str) -> Result<(), String> {
     if version.is_empty() || version.len() > 128 {
-        return Err(format!(
-            "a version has 1 to 128 characters, found {version:?}"
-        ));
+        return Err(format!("a version has 1 to 128 characters, found {version:?}"));
     }
-    if !version
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+'))
-    {
-        return Err(format!(
-            "a version has letters, digits, `.`, `-`, `_` and `+` only, found {version:?}"
-        ));
+    if !version.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+')) {
+        return Err(format!("a version has letters, digits, `.`, `-`, `_` and `+` only, found {version:?}"));
     }
     Ok(())
 }
@@ -88,9 +81,7 @@ pub fn check_version(version: &str) -> Result<(), String> {
 pub fn check_config(config: &BTreeMap<String, String>) -> Result<(), String> {
     for (k, v) in config {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
-            return Err(format!(
-                "config key {k:?} cannot be an environment variable name"
-            ));
+            return Err(format!("config key {k:?} cannot be an environment variable name"));
         }
         if v.contains('\0') {
             return Err(format!("config value of {k:?} contains a NUL byte"));
@@ -105,16 +96,10 @@ mod tests {
 
     #[test]
     fn digest_depends_on_content_only() {
-        let mut a = ReleaseContent {
-            artifact: "app:1".into(),
-            ..Default::default()
-        };
+        let mut a = ReleaseContent { artifact: "app:1".into(), ..Default::default() };
         a.config.insert("B".into(), "2".into());
         a.config.insert("A".into(), "1".into());
-        let mut b = ReleaseContent {
-            artifact: "app:1".into(),
-            ..Default::default()
-        };
+        let mut b = ReleaseContent { artifact: "app:1".into(), ..Default::default() };
         b.config.insert("A".into(), "1".into());
         b.config.insert("B".into(), "2".into());
         assert_eq!(a.digest(), b.digest());

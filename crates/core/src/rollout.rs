@@ -45,10 +45,7 @@ impl RolloutStatus {
     pub fn is_active(self) -> bool {
         matches!(
             self,
-            RolloutStatus::Progressing
-                | RolloutStatus::Paused
-                | RolloutStatus::Halted
-                | RolloutStatus::Mitigating
+            RolloutStatus::Progressing | RolloutStatus::Paused | RolloutStatus::Halted | RolloutStatus::Mitigating
         )
     }
 
@@ -155,53 +152,34 @@ pub struct StepInput<'a> {
 pub fn step(r: &Rollout, input: &StepInput<'_>) -> Vec<EventKind> {
     let id = r.id.clone();
     match r.status {
-        RolloutStatus::Completed
-        | RolloutStatus::Mitigated
-        | RolloutStatus::Aborted
-        | RolloutStatus::Halted => {
+        RolloutStatus::Completed | RolloutStatus::Mitigated | RolloutStatus::Aborted | RolloutStatus::Halted => {
             vec![]
         }
         RolloutStatus::Mitigating => {
             if !input.converged {
                 return vec![];
             }
-            let (verified, detail) = match &input.observation.baseline {
-                None => (
-                    true,
-                    format!("{} stopped; no stable version was running", r.release),
-                ),
-                Some(b) if !b.probes_failing.is_empty() => (
+            let (verified, detail) = match (&r.from, &input.observation.baseline) {
+                (None, _) => (true, format!("{} stopped; there was no stable version to return to", r.release)),
+                (Some(from), None) => (false, format!("traffic is back on {from}, but it could not be observed")),
+                (Some(_), Some(b)) if !b.probes_failing.is_empty() => (
                     false,
-                    format!(
-                        "traffic is back on {} but its probes fail: {}",
-                        b.version,
-                        b.probes_failing.join(", ")
-                    ),
+                    format!("traffic is back on {} but its probes fail: {}", b.version, b.probes_failing.join(", ")),
                 ),
-                Some(b) => (
-                    true,
-                    format!(
-                        "all traffic on {}, {} stopped, probes pass",
-                        b.version, r.release
-                    ),
-                ),
+                (Some(_), Some(b)) if b.probes_answered == 0 => {
+                    (false, format!("traffic is back on {}, but none of its probes has answered yet", b.version))
+                }
+                (Some(_), Some(b)) => {
+                    (true, format!("all traffic on {}, {} stopped, probes pass", b.version, r.release))
+                }
             };
-            vec![EventKind::MitigationCompleted {
-                rollout_id: id,
-                verified,
-                detail,
-            }]
+            vec![EventKind::MitigationCompleted { rollout_id: id, verified, detail }]
         }
         RolloutStatus::Progressing | RolloutStatus::Paused => {
-            let verdict = input
-                .analyzer
-                .evaluate(input.observation, input.health, r.mode());
+            let verdict = input.analyzer.evaluate(input.observation, input.health, r.mode());
             if verdict.health == Health::Unhealthy {
                 let decision = decision::decide(r, &verdict, input.mitigation);
-                return vec![EventKind::RolloutHalted {
-                    rollout_id: id,
-                    decision: Box::new(decision),
-                }];
+                return vec![EventKind::RolloutHalted { rollout_id: id, decision: Box::new(decision) }];
             }
             match r.stage {
                 Stage::Deploying => {
@@ -251,11 +229,9 @@ fn bake_step(r: &Rollout, input: &StepInput<'_>, verdict: Verdict) -> Vec<EventK
             phase: r.phase,
             verdict: Some(Box::new(verdict)),
         }),
-        Some(since) if !r.escalated && input.now.since(since) >= input.max_hold.as_ms() => out
-            .push(EventKind::Escalated {
-                rollout_id: r.id.clone(),
-                phase: r.phase,
-            }),
+        Some(since) if !r.escalated && input.now.since(since) >= input.max_hold.as_ms() => {
+            out.push(EventKind::Escalated { rollout_id: r.id.clone(), phase: r.phase })
+        }
         Some(_) => {}
     }
     out
@@ -263,19 +239,11 @@ fn bake_step(r: &Rollout, input: &StepInput<'_>, verdict: Verdict) -> Vec<EventK
 
 fn advance(r: &Rollout) -> Vec<EventKind> {
     if r.phase + 1 < r.phases.len() {
-        vec![EventKind::PhaseStarted {
-            rollout_id: r.id.clone(),
-            phase: r.phase + 1,
-        }]
+        vec![EventKind::PhaseStarted { rollout_id: r.id.clone(), phase: r.phase + 1 }]
     } else {
         vec![
-            EventKind::RolloutCompleted {
-                rollout_id: r.id.clone(),
-            },
-            EventKind::LkgUpdated {
-                version: r.release.clone(),
-                rollout_id: r.id.clone(),
-            },
+            EventKind::RolloutCompleted { rollout_id: r.id.clone() },
+            EventKind::LkgUpdated { version: r.release.clone(), rollout_id: r.id.clone() },
         ]
     }
 }
@@ -287,9 +255,7 @@ pub fn apply(r: &mut Rollout, kind: &EventKind, at: Timestamp) {
     }
     r.updated_at = at;
     match kind {
-        EventKind::BakeStarted {
-            phase, baseline, ..
-        } => {
+        EventKind::BakeStarted { phase, baseline, .. } => {
             r.phase = *phase;
             r.stage = Stage::Baking;
             r.bake_started_at = Some(at);
@@ -360,6 +326,7 @@ pub fn apply(r: &mut Rollout, kind: &EventKind, at: Timestamp) {
 }
 
 /// A rollout just started.
+#[allow(clippy::too_many_arguments)]
 pub fn started(
     id: &str,
     workload: &str,

@@ -90,11 +90,7 @@ pub struct ReadinessSpec {
 
 impl Default for ReadinessSpec {
     fn default() -> Self {
-        ReadinessSpec {
-            path: "/healthz".into(),
-            timeout: Dur::secs(10),
-            interval: Dur::ms(50),
-        }
+        ReadinessSpec { path: "/healthz".into(), timeout: Dur::secs(10), interval: Dur::ms(50) }
     }
 }
 
@@ -136,12 +132,7 @@ pub struct BreakerSpec {
 
 impl Default for BreakerSpec {
     fn default() -> Self {
-        BreakerSpec {
-            consecutive_failures: 5,
-            window: 20,
-            min_success_rate: 0.5,
-            open_for: Dur::secs(2),
-        }
+        BreakerSpec { consecutive_failures: 5, window: 20, min_success_rate: 0.5, open_for: Dur::secs(2) }
     }
 }
 
@@ -205,12 +196,7 @@ pub struct HealthSpec {
 
 impl Default for HealthSpec {
     fn default() -> Self {
-        HealthSpec {
-            max_error_rate: 0.05,
-            max_p99_latency: None,
-            min_requests: 20,
-            probe: ProbeSpec::default(),
-        }
+        HealthSpec { max_error_rate: 0.05, max_p99_latency: None, min_requests: 20, probe: ProbeSpec::default() }
     }
 }
 
@@ -227,12 +213,7 @@ pub struct ProbeSpec {
 
 impl Default for ProbeSpec {
     fn default() -> Self {
-        ProbeSpec {
-            path: "/healthz".into(),
-            interval: Dur::secs(1),
-            failure_threshold: 3,
-            timeout: Dur::secs(1),
-        }
+        ProbeSpec { path: "/healthz".into(), interval: Dur::secs(1), failure_threshold: 3, timeout: Dur::secs(1) }
     }
 }
 
@@ -246,9 +227,7 @@ pub struct MitigationSpec {
 
 impl Default for MitigationSpec {
     fn default() -> Self {
-        MitigationSpec {
-            auto_fallback: true,
-        }
+        MitigationSpec { auto_fallback: true }
     }
 }
 
@@ -285,19 +264,10 @@ pub fn parse(file: &str, text: &str) -> Result<WorkloadSpec, Vec<SpecError>> {
         Ok(spec) => spec,
         Err(err) => {
             let span = err.span();
-            let field = span
-                .as_ref()
-                .and_then(|s| locator.path_at(s.start))
-                .unwrap_or_default();
+            let field = span.as_ref().and_then(|s| locator.path_at(s.start)).unwrap_or_default();
             let (line, column) = span.map(|s| locator.line_col(s.start)).unwrap_or((0, 0));
             let message = err.message().trim().to_string();
-            return Err(vec![SpecError {
-                file: file.into(),
-                line,
-                column,
-                field,
-                message,
-            }]);
+            return Err(vec![SpecError { file: file.into(), line, column, field, message }]);
         }
     };
     let problems = validate(&spec);
@@ -308,13 +278,7 @@ pub fn parse(file: &str, text: &str) -> Result<WorkloadSpec, Vec<SpecError>> {
         .into_iter()
         .map(|(field, message)| {
             let (line, column) = locator.locate(&field);
-            SpecError {
-                file: file.into(),
-                line,
-                column,
-                field,
-                message,
-            }
+            SpecError { file: file.into(), line, column, field, message }
         })
         .collect())
 }
@@ -329,16 +293,12 @@ pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
     }
     let ex = &spec.executor;
     if ex.command.is_empty() || ex.command[0].trim().is_empty() {
-        bad(
-            "executor.command",
-            "expected a non-empty list: the program, then its arguments".into(),
-        );
+        bad("executor.command", "expected a non-empty list: the program, then its arguments".into());
     }
     if !ex.command.iter().any(|a| a.contains("{port}")) {
         bad(
             "executor.command",
-            "expected `{port}` in some argument: each replica listens on a port ringfence picks"
-                .into(),
+            "expected `{port}` in some argument: each replica listens on a port ringfence picks".into(),
         );
     }
     for arg in &ex.command {
@@ -352,69 +312,36 @@ pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
         }
     }
     if ex.replicas == 0 || ex.replicas > 64 {
-        bad(
-            "executor.replicas",
-            format!("expected 1 to 64 replicas, found {}", ex.replicas),
-        );
+        bad("executor.replicas", format!("expected 1 to 64 replicas, found {}", ex.replicas));
     }
     for key in ex.env.keys() {
         if key.is_empty() || key.contains('=') || key.contains('\0') {
-            bad(
-                &format!("executor.env.{key}"),
-                format!("invalid environment variable name {key:?}"),
-            );
+            bad(&format!("executor.env.{key}"), format!("invalid environment variable name {key:?}"));
         }
     }
     if !ex.readiness.path.starts_with('/') {
-        bad(
-            "executor.readiness.path",
-            format!(
-                "expected a path starting with `/`, found {:?}",
-                ex.readiness.path
-            ),
-        );
+        bad("executor.readiness.path", format!("expected a path starting with `/`, found {:?}", ex.readiness.path));
     }
     if ex.readiness.timeout.as_ms() == 0 {
-        bad(
-            "executor.readiness.timeout",
-            "expected a timeout above zero".into(),
-        );
+        bad("executor.readiness.timeout", "expected a timeout above zero".into());
     }
     if ex.readiness.interval.as_ms() == 0 {
-        bad(
-            "executor.readiness.interval",
-            "expected an interval above zero".into(),
-        );
+        bad("executor.readiness.interval", "expected an interval above zero".into());
     }
 
     let r = &spec.router;
     if r.listen.parse::<std::net::SocketAddr>().is_err() {
-        bad(
-            "router.listen",
-            format!(
-                "expected an address like \"127.0.0.1:8080\", found {:?}",
-                r.listen
-            ),
-        );
+        bad("router.listen", format!("expected an address like \"127.0.0.1:8080\", found {:?}", r.listen));
     }
     if !is_token(&r.sticky_header) {
-        bad(
-            "router.sticky_header",
-            format!("expected an HTTP header name, found {:?}", r.sticky_header),
-        );
+        bad("router.sticky_header", format!("expected an HTTP header name, found {:?}", r.sticky_header));
     }
     if !is_token(&r.sticky_cookie) {
-        bad(
-            "router.sticky_cookie",
-            format!("expected a cookie name, found {:?}", r.sticky_cookie),
-        );
+        bad("router.sticky_cookie", format!("expected a cookie name, found {:?}", r.sticky_cookie));
     }
     let b = &r.breaker;
     if b.consecutive_failures == 0 {
-        bad(
-            "router.breaker.consecutive_failures",
-            "expected at least 1".into(),
-        );
+        bad("router.breaker.consecutive_failures", "expected at least 1".into());
     }
     if b.window == 0 {
         bad("router.breaker.window", "expected at least 1".into());
@@ -422,51 +349,27 @@ pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
     if !(0.0..=1.0).contains(&b.min_success_rate) {
         bad(
             "router.breaker.min_success_rate",
-            format!(
-                "expected a fraction from 0 to 1, found {}",
-                b.min_success_rate
-            ),
+            format!("expected a fraction from 0 to 1, found {}", b.min_success_rate),
         );
     }
 
     let phases = &spec.rollout.phases;
     if phases.is_empty() {
-        bad(
-            "rollout.phases",
-            "expected at least one phase; the last must have weight 100".into(),
-        );
+        bad("rollout.phases", "expected at least one phase; the last must have weight 100".into());
     }
     let mut names = std::collections::BTreeSet::new();
     let mut prev = 0.0;
     for (i, p) in phases.iter().enumerate() {
         let at = |f: &str| format!("rollout.phases[{i}].{f}");
         if check_name(&p.name).is_err() {
-            bad(
-                &at("name"),
-                format!("expected letters, digits, `-` or `_`, found {:?}", p.name),
-            );
+            bad(&at("name"), format!("expected letters, digits, `-` or `_`, found {:?}", p.name));
         } else if !names.insert(p.name.clone()) {
-            bad(
-                &at("name"),
-                format!("phase name {:?} is used twice", p.name),
-            );
+            bad(&at("name"), format!("phase name {:?} is used twice", p.name));
         }
         if !(p.weight > 0.0 && p.weight <= 100.0) {
-            bad(
-                &at("weight"),
-                format!(
-                    "expected a percentage above 0 and at most 100, found {}",
-                    p.weight
-                ),
-            );
+            bad(&at("weight"), format!("expected a percentage above 0 and at most 100, found {}", p.weight));
         } else if p.weight < prev {
-            bad(
-                &at("weight"),
-                format!(
-                    "expected weights that never decrease; {} follows {}",
-                    p.weight, prev
-                ),
-            );
+            bad(&at("weight"), format!("expected weights that never decrease; {} follows {}", p.weight, prev));
         }
         prev = p.weight.max(prev);
         let mut seen = Vec::new();
@@ -482,10 +385,7 @@ pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
     {
         bad(
             &format!("rollout.phases[{}].weight", phases.len() - 1),
-            format!(
-                "expected the last phase to send 100% of traffic to the new version, found {}",
-                last.weight
-            ),
+            format!("expected the last phase to send 100% of traffic to the new version, found {}", last.weight),
         );
     }
 
@@ -493,38 +393,20 @@ pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
     if !(0.0..=1.0).contains(&h.max_error_rate) {
         bad(
             "health.max_error_rate",
-            format!(
-                "expected a fraction from 0 to 1 (0.05 is 5%), found {}",
-                h.max_error_rate
-            ),
+            format!("expected a fraction from 0 to 1 (0.05 is 5%), found {}", h.max_error_rate),
         );
     }
     if h.min_requests == 0 {
-        bad(
-            "health.min_requests",
-            "expected at least 1: a verdict from no traffic is unknown, never healthy".into(),
-        );
+        bad("health.min_requests", "expected at least 1: a verdict from no traffic is unknown, never healthy".into());
     }
     if !h.probe.path.starts_with('/') {
-        bad(
-            "health.probe.path",
-            format!(
-                "expected a path starting with `/`, found {:?}",
-                h.probe.path
-            ),
-        );
+        bad("health.probe.path", format!("expected a path starting with `/`, found {:?}", h.probe.path));
     }
     if h.probe.failure_threshold == 0 {
-        bad(
-            "health.probe.failure_threshold",
-            "expected at least 1".into(),
-        );
+        bad("health.probe.failure_threshold", "expected at least 1".into());
     }
     if h.probe.interval.as_ms() == 0 {
-        bad(
-            "health.probe.interval",
-            "expected an interval above zero".into(),
-        );
+        bad("health.probe.interval", "expected an interval above zero".into());
     }
     out
 }
@@ -533,35 +415,23 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 63 {
         return Err(format!("expected 1 to 63 characters, found {:?}", name));
     }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(format!(
-            "expected letters, digits, `-` or `_` only, found {name:?}"
-        ));
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(format!("expected letters, digits, `-` or `_` only, found {name:?}"));
     }
     Ok(())
 }
 
 fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn unknown_placeholder(arg: &str) -> Option<String> {
     let mut rest = arg;
     while let Some(start) = rest.find('{') {
         let after = &rest[start + 1..];
-        let Some(end) = after.find('}') else {
-            return None;
-        };
+        let end = after.find('}')?;
         let name = &after[..end];
-        if !matches!(
-            name,
-            "version" | "port" | "replica" | "workload" | "ringfence"
-        ) {
+        if !matches!(name, "version" | "port" | "replica" | "workload" | "ringfence") {
             return Some(name.to_string());
         }
         rest = &after[end + 1..];
@@ -577,22 +447,14 @@ struct Locator<'a> {
 
 impl<'a> Locator<'a> {
     fn new(text: &'a str) -> Locator<'a> {
-        Locator {
-            text,
-            doc: toml_edit::Document::parse(text).ok(),
-        }
+        Locator { text, doc: toml_edit::Document::parse(text).ok() }
     }
 
     fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
         let before = &self.text[..offset];
         let line = before.matches('\n').count() + 1;
-        let col = before
-            .rsplit('\n')
-            .next()
-            .map(|l| l.chars().count())
-            .unwrap_or(0)
-            + 1;
+        let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
         (line, col)
     }
 
@@ -636,22 +498,14 @@ impl<'a> Locator<'a> {
         let doc = self.doc.as_ref()?;
         let mut places = Vec::new();
         collect_places(doc.as_item(), "", &mut places);
-        places
-            .into_iter()
-            .filter(|(start, _)| *start <= offset)
-            .max_by_key(|(start, _)| *start)
-            .map(|(_, p)| p)
+        places.into_iter().filter(|(start, _)| *start <= offset).max_by_key(|(start, _)| *start).map(|(_, p)| p)
     }
 }
 
 /// Every key, value and table header of the document with where it starts.
 fn collect_places(item: &toml_edit::Item, path: &str, out: &mut Vec<(usize, String)>) {
     let join = |key: &str| {
-        if path.is_empty() {
-            key.to_string()
-        } else {
-            format!("{path}.{key}")
-        }
+        if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
     };
     if let Some(table) = item.as_table_like() {
         for (key, child) in table.iter() {
@@ -659,10 +513,7 @@ fn collect_places(item: &toml_edit::Item, path: &str, out: &mut Vec<(usize, Stri
             if let Some(span) = table.get_key_value(key).and_then(|(k, _)| k.span()) {
                 out.push((span.start, child_path.clone()));
             }
-            if let Some(span) = child
-                .span()
-                .or_else(|| child.as_value().and_then(|v| v.span()))
-            {
+            if let Some(span) = child.span().or_else(|| child.as_value().and_then(|v| v.span())) {
                 out.push((span.start, child_path.clone()));
             }
             collect_places(child, &child_path, out);
@@ -741,11 +592,7 @@ mod tests {
         let text = EXAMPLE.replace("replicas = 2", "replicas = \"two\"");
         let errs = errors(&text);
         assert_eq!(errs[0].field, "executor.replicas", "{errs:?}");
-        let line = text
-            .lines()
-            .position(|l| l.starts_with("replicas = \"two\""))
-            .unwrap()
-            + 1;
+        let line = text.lines().position(|l| l.starts_with("replicas = \"two\"")).unwrap() + 1;
         assert_eq!(errs[0].line, line);
         assert!(errs[0].message.contains("expected"), "{}", errs[0].message);
     }
@@ -772,10 +619,7 @@ mod tests {
         for e in &errs {
             assert!(e.line > 0, "{e}");
         }
-        let weight = errs
-            .iter()
-            .find(|e| e.field == "rollout.phases[2].weight")
-            .unwrap();
+        let weight = errs.iter().find(|e| e.field == "rollout.phases[2].weight").unwrap();
         let line = text.lines().position(|l| l.trim() == "weight = 5").unwrap() + 1;
         assert_eq!(weight.line, line, "{weight}");
     }
@@ -791,31 +635,19 @@ mod tests {
     fn command_needs_port() {
         let text = EXAMPLE.replace("\"127.0.0.1:{port}\"", "\"127.0.0.1:9000\"");
         let errs = errors(&text);
-        assert!(
-            errs.iter().any(|e| e.field == "executor.command"),
-            "{errs:?}"
-        );
+        assert!(errs.iter().any(|e| e.field == "executor.command"), "{errs:?}");
     }
 
     #[test]
     fn unknown_placeholder_is_named() {
         let text = EXAMPLE.replace("{version}", "{verison}");
         let errs = errors(&text);
-        assert!(
-            errs.iter().any(|e| e.message.contains("{verison}")),
-            "{errs:?}"
-        );
+        assert!(errs.iter().any(|e| e.message.contains("{verison}")), "{errs:?}");
     }
 
     #[test]
     fn display_reads_like_a_compiler() {
-        let e = SpecError {
-            file: "a.toml".into(),
-            line: 3,
-            column: 7,
-            field: "x.y".into(),
-            message: "bad".into(),
-        };
+        let e = SpecError { file: "a.toml".into(), line: 3, column: 7, field: "x.y".into(), message: "bad".into() };
         assert_eq!(e.to_string(), "a.toml:3:7: field `x.y`: bad");
     }
 }

@@ -71,6 +71,19 @@ pub struct WorkloadState {
     /// Intended actions with no recorded outcome yet: redone (idempotently) after a crash.
     pub open_intents: BTreeMap<String, Action>,
     pub intents_total: u64,
+    /// Replica exits nobody asked for, newest last (kept for the health of the rollout).
+    pub crashes: Vec<Crash>,
+    /// Versions that could not be started, with why; cleared when one of their replicas starts.
+    pub start_failures: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Crash {
+    pub version: String,
+    pub replica: u32,
+    pub pid: u32,
+    pub status: String,
+    pub at: Timestamp,
 }
 
 impl WorkloadState {
@@ -100,11 +113,7 @@ impl WorkloadState {
         let stable_only = |stable: &Option<String>| match stable {
             Some(v) => Desired {
                 versions: vec![(v.clone(), replicas)],
-                routes: vec![RouteGroup {
-                    name: "stable".into(),
-                    version: v.clone(),
-                    weight_bp: 10_000,
-                }],
+                routes: vec![RouteGroup { name: "stable".into(), version: v.clone(), weight_bp: 10_000 }],
             },
             None => Desired::default(),
         };
@@ -116,20 +125,12 @@ impl WorkloadState {
                 let w = r.target_weight_bp();
                 let mut d = Desired::default();
                 d.versions.push((r.release.clone(), replicas));
-                d.routes.push(RouteGroup {
-                    name: "canary".into(),
-                    version: r.release.clone(),
-                    weight_bp: w,
-                });
+                d.routes.push(RouteGroup { name: "canary".into(), version: r.release.clone(), weight_bp: w });
                 if let Some(from) = &r.from
                     && from != &r.release
                 {
                     d.versions.insert(0, (from.clone(), replicas));
-                    d.routes.push(RouteGroup {
-                        name: "stable".into(),
-                        version: from.clone(),
-                        weight_bp: 10_000 - w,
-                    });
+                    d.routes.push(RouteGroup { name: "stable".into(), version: from.clone(), weight_bp: 10_000 - w });
                 } else {
                     d.routes[0].weight_bp = 10_000;
                 }
@@ -182,6 +183,8 @@ impl World {
                             routes: None,
                             open_intents: BTreeMap::new(),
                             intents_total: 0,
+                            crashes: Vec::new(),
+                            start_failures: BTreeMap::new(),
                         },
                     );
                 }
@@ -195,17 +198,9 @@ impl World {
             EventKind::SpecApplied { .. } => unreachable!("handled above"),
             EventKind::ReleaseCreated { release } => {
                 ws.release_order.push(release.version.clone());
-                ws.releases
-                    .insert(release.version.clone(), (**release).clone());
+                ws.releases.insert(release.version.clone(), (**release).clone());
             }
-            EventKind::RolloutStarted {
-                rollout_id,
-                kind,
-                release,
-                from,
-                phases,
-                spec_digest,
-            } => {
+            EventKind::RolloutStarted { rollout_id, kind, release, from, phases, spec_digest } => {
                 ws.rollouts.push(rollout::started(
                     rollout_id,
                     &e.workload,
@@ -217,14 +212,8 @@ impl World {
                     e.at,
                 ));
             }
-            EventKind::LkgUpdated {
-                version,
-                rollout_id,
-            } => {
-                let digest = ws
-                    .rollout(rollout_id)
-                    .map(|r| r.spec_digest.clone())
-                    .unwrap_or_default();
+            EventKind::LkgUpdated { version, rollout_id } => {
+                let digest = ws.rollout(rollout_id).map(|r| r.spec_digest.clone()).unwrap_or_default();
                 ws.stable = Some(version.clone());
                 ws.lkg.push(LkgEntry {
                     version: version.clone(),
@@ -232,9 +221,7 @@ impl World {
                     at: e.at,
                     spec_digest: digest,
                 });
-                let is_rollback = ws
-                    .rollout(rollout_id)
-                    .is_some_and(|r| r.kind == RolloutKind::Rollback);
+                let is_rollback = ws.rollout(rollout_id).is_some_and(|r| r.kind == RolloutKind::Rollback);
                 ws.pin = is_rollback.then(|| Pin {
                     version: version.clone(),
                     rollout_id: rollout_id.clone(),
@@ -248,21 +235,13 @@ impl World {
             }
             EventKind::ActionSucceeded { op_id, .. } | EventKind::ActionFailed { op_id, .. } => {
                 let action = ws.open_intents.remove(op_id);
-                if let (
-                    EventKind::ActionSucceeded { .. },
-                    Some(Action::ApplyRoutes { generation, groups }),
-                ) = (&e.kind, action)
+                if let (EventKind::ActionSucceeded { .. }, Some(Action::ApplyRoutes { generation, groups })) =
+                    (&e.kind, action)
                 {
                     ws.routes = Some((generation, groups));
                 }
             }
-            EventKind::ReplicaStarted {
-                version,
-                replica,
-                pid,
-                port,
-                ..
-            } => {
+            EventKind::ReplicaStarted { version, replica, pid, port, .. } => {
                 ws.replicas.insert(
                     (version.clone(), *replica),
                     ReplicaRecord {
@@ -274,33 +253,14 @@ impl World {
                     },
                 );
             }
-            EventKind::ReplicaStopped {
-                version,
-                replica,
-                pid,
-            }
-            | EventKind::ReplicaExited {
-                version,
-                replica,
-                pid,
-                ..
-            } => {
-                if ws
-                    .replicas
-                    .get(&(version.clone(), *replica))
-                    .is_some_and(|r| r.pid == *pid)
-                {
+            EventKind::ReplicaStopped { version, replica, pid }
+            | EventKind::ReplicaExited { version, replica, pid, .. } => {
+                if ws.replicas.get(&(version.clone(), *replica)).is_some_and(|r| r.pid == *pid) {
                     ws.replicas.remove(&(version.clone(), *replica));
                 }
             }
-            EventKind::RouterStarted {
-                pid, listen, admin, ..
-            } => {
-                ws.router = Some(RouterRecord {
-                    pid: *pid,
-                    listen: listen.clone(),
-                    admin: admin.clone(),
-                });
+            EventKind::RouterStarted { pid, listen, admin, .. } => {
+                ws.router = Some(RouterRecord { pid: *pid, listen: listen.clone(), admin: admin.clone() });
             }
             kind => {
                 if let Some(id) = kind.rollout_id()
@@ -313,11 +273,7 @@ impl World {
                         ws.pin = Some(Pin {
                             version: from,
                             rollout_id: id.to_string(),
-                            reason: r
-                                .decision
-                                .as_ref()
-                                .map(|d| d.summary.clone())
-                                .unwrap_or_default(),
+                            reason: r.decision.as_ref().map(|d| d.summary.clone()).unwrap_or_default(),
                             at: e.at,
                         });
                     }

@@ -1,0 +1,705 @@
+//! The command line: one binary for the server, the router, the sample service, the demo and
+//! the client commands over the HTTP API.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ringfence_core::event::EventKind;
+use ringfence_core::explain;
+use ringfence_core::release::{Metadata, Migration, ReleaseContent, ReleaseRequest};
+use ringfence_core::rollout::{Rollout, RolloutStatus, Stage};
+use ringfence_core::{Event, Release};
+use serde_json::json;
+
+use crate::client::ApiClient;
+use crate::exit::{CliError, ExitCode};
+use crate::server::{Why, WorkloadStatus};
+
+const EXAMPLES: &str = "\
+Examples:
+  ringfence demo                                  # the whole story on this machine, no setup
+  ringfence server --data-dir ./state             # run the server (API on 127.0.0.1:7070)
+  ringfence validate examples/checkout.toml       # check a spec without applying it
+  ringfence apply examples/checkout.toml
+  ringfence release create checkout --version v2 --artifact registry/checkout:v2 --config SAMPLE_LATENCY_MS=5
+  ringfence deploy checkout v2 --wait             # exit 10 if it ends halted or rolled back
+  ringfence status checkout --watch
+  ringfence why checkout
+  ringfence rollback checkout";
+
+#[derive(Parser, Debug)]
+#[command(name = "ringfence", version, about = "Safe deployments: health-gated progressive rollouts with automatic mitigation.", after_help = EXAMPLES)]
+pub struct Cli {
+    /// Server URL for client commands.
+    #[arg(long, global = true, env = "RINGFENCE_SERVER", default_value = "http://127.0.0.1:7070")]
+    pub server: String,
+    /// Output format of read commands.
+    #[arg(long, short = 'o', global = true, env = "RINGFENCE_OUTPUT", value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Who you are, recorded as the actor of every event you cause.
+    #[arg(long, global = true, env = "RINGFENCE_ACTOR")]
+    pub actor: Option<String>,
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "RINGFENCE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the whole story: server, router, sample app; a good release promoted, a bad one halted.
+    #[command(
+        after_help = "Examples:\n  ringfence demo\n  ringfence demo --no-wait        # exit when the story is told"
+    )]
+    Demo(crate::demo::DemoArgs),
+    /// Run the server: API, controller loops, event log.
+    #[command(
+        after_help = "Examples:\n  ringfence server\n  ringfence server --listen 127.0.0.1:7171 --data-dir /var/lib/ringfence"
+    )]
+    Server(ServerArgs),
+    /// Run a workload's traffic router (the server starts one per workload).
+    #[command(
+        after_help = "Example:\n  ringfence router --listen 127.0.0.1:8080 --admin 127.0.0.1:9901 --state-file table.json"
+    )]
+    Router(RouterArgs),
+    /// Run the sample HTTP service whose behaviour is set per version.
+    #[command(
+        name = "sample-app",
+        after_help = "Examples:\n  ringfence sample-app --listen 127.0.0.1:8081 --version v1\n  SAMPLE_ERROR_RATE=0.2 ringfence sample-app --version bad"
+    )]
+    SampleApp(crate::sample_app::SampleAppArgs),
+    /// Check spec files without applying them; every error with file, line, column and field.
+    #[command(
+        after_help = "Examples:\n  ringfence validate examples/checkout.toml\n  ringfence validate -o json a.toml b.toml"
+    )]
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Apply a workload spec (create or update the workload).
+    #[command(after_help = "Example:\n  ringfence apply examples/checkout.toml")]
+    Apply { file: PathBuf },
+    /// Register, list and show releases.
+    #[command(subcommand)]
+    Release(ReleaseCommand),
+    /// Roll a release out through the workload's plan.
+    #[command(
+        after_help = "Examples:\n  ringfence deploy checkout v2\n  ringfence deploy checkout v2 --wait --timeout 30m   # exit 10 if halted"
+    )]
+    Deploy {
+        workload: String,
+        version: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Show a workload's rollout, traffic split and health (all workloads without a name).
+    #[command(
+        after_help = "Examples:\n  ringfence status\n  ringfence status checkout --watch\n  ringfence status checkout -o json"
+    )]
+    Status {
+        workload: Option<String>,
+        /// Keep showing live progress until interrupted.
+        #[arg(long, short)]
+        watch: bool,
+    },
+    /// Pause the rollout: bake time stops counting; health is still watched and still halts.
+    #[command(after_help = "Example:\n  ringfence pause checkout --reason \"investigating latency\"")]
+    Pause(Verb),
+    /// Resume a paused rollout.
+    #[command(after_help = "Example:\n  ringfence resume checkout")]
+    Resume(Verb),
+    /// Pass the current phase now (skips the rest of its bake; satisfies an approval gate).
+    #[command(after_help = "Example:\n  ringfence promote checkout --reason \"approved by release manager\"")]
+    Promote(Verb),
+    /// Stop the rollout and send all traffic back to the stable version.
+    #[command(after_help = "Example:\n  ringfence abort checkout --reason \"wrong build\"")]
+    Abort(Verb),
+    /// Return to the last known good: falls back a rollout in progress, or rolls back the stable release.
+    #[command(after_help = "Examples:\n  ringfence rollback checkout\n  ringfence rollback checkout --to v1 --wait")]
+    Rollback {
+        workload: String,
+        /// A release that was last known good earlier (default: the one before the current).
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// The timeline of a workload: every event with time, actor and reason.
+    #[command(
+        after_help = "Examples:\n  ringfence events checkout\n  ringfence events checkout --follow\n  ringfence events checkout -o json"
+    )]
+    Events {
+        workload: String,
+        /// Only events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Include the controller's intents and actions.
+        #[arg(long, short)]
+        all: bool,
+        /// Keep printing new events until interrupted.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// The evidence behind the latest decision, in plain words.
+    #[command(after_help = "Examples:\n  ringfence why checkout\n  ringfence why checkout -o json")]
+    Why { workload: String },
+}
+
+#[derive(Args, Debug)]
+pub struct Verb {
+    pub workload: String,
+    #[arg(long, default_value = "")]
+    pub reason: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WaitArgs {
+    /// Wait until the rollout ends; exit 10 unless it completed.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this long (exit 11).
+    #[arg(long, default_value = "1h", value_parser = parse_dur)]
+    pub timeout: Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Address of the HTTP API.
+    #[arg(long, env = "RINGFENCE_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Where the event log, logs and run files live.
+    #[arg(long, env = "RINGFENCE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// How often controller loops wake on their own.
+    #[arg(long, env = "RINGFENCE_TICK", default_value = "100ms", value_parser = parse_dur)]
+    pub tick: Duration,
+    /// Leave replicas and routers running on a clean shutdown (they always survive a crash).
+    #[arg(long, env = "RINGFENCE_KEEP_WORKLOADS")]
+    pub keep_workloads: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RouterArgs {
+    /// Where users send traffic.
+    #[arg(long, env = "RINGFENCE_ROUTER_LISTEN")]
+    pub listen: SocketAddr,
+    /// Admin API (tables, stats, /metrics).
+    #[arg(long, env = "RINGFENCE_ROUTER_ADMIN", default_value = "127.0.0.1:0")]
+    pub admin: SocketAddr,
+    /// Persist the last table here and serve it again after a restart.
+    #[arg(long, env = "RINGFENCE_ROUTER_STATE_FILE")]
+    pub state_file: Option<PathBuf>,
+    /// Write {"pid","listen","admin"} here once listening.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+    /// Upstream timeout.
+    #[arg(long, default_value = "30s", value_parser = parse_dur)]
+    pub upstream_timeout: Duration,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReleaseCommand {
+    /// Register an immutable release. The same version with other content is refused.
+    #[command(
+        after_help = "Examples:\n  ringfence release create checkout --version v2 --artifact registry/checkout@sha256:ab12 \\\n      --commit 3f9a2c1 --author alice --config LOG_LEVEL=info --config SAMPLE_ERROR_RATE=0"
+    )]
+    Create {
+        workload: String,
+        #[arg(long)]
+        version: String,
+        #[arg(long, default_value = "")]
+        artifact: String,
+        /// KEY=VALUE, repeatable: the configuration snapshot (environment of each replica).
+        #[arg(long = "config", value_parser = parse_kv)]
+        config: Vec<(String, String)>,
+        #[arg(long, default_value = "")]
+        commit: String,
+        #[arg(long, default_value = "")]
+        author: String,
+        #[arg(long, default_value = "")]
+        message: String,
+        /// Flag key that guards the release's new code paths, repeatable.
+        #[arg(long = "guarded-by")]
+        guarded_by: Vec<String>,
+        /// Id of the schema migration the release carries.
+        #[arg(long)]
+        migration: Option<String>,
+        /// The migration is additive: the previous release still works after it.
+        #[arg(long, requires = "migration")]
+        backward_compatible: bool,
+    },
+    /// List a workload's releases, oldest first.
+    #[command(after_help = "Example:\n  ringfence release list checkout -o json")]
+    List { workload: String },
+    /// Show one release.
+    #[command(after_help = "Example:\n  ringfence release show checkout v2")]
+    Show { workload: String, version: String },
+}
+
+fn parse_dur(s: &str) -> Result<Duration, String> {
+    ringfence_core::duration::parse(s).map(|d| d.std())
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, found {s:?}")),
+    }
+}
+
+pub fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("ringfence");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(h).join(".local/share/ringfence");
+    }
+    PathBuf::from(".ringfence")
+}
+
+fn print_json(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).expect("output serializes"));
+}
+
+pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
+    let actor = cli.actor.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "cli".into());
+    let api = ApiClient::new(&cli.server, &actor);
+    let json = cli.output == Output::Json;
+    match &cli.command {
+        Command::Validate { files } => validate(files, json),
+        Command::Apply { file } => {
+            let text = read_spec(file)?;
+            let v: serde_json::Value =
+                api.post("/v1/workloads", &json!({"spec": text, "file": file.display().to_string()})).await?;
+            if json {
+                print_json(&v);
+            } else {
+                let name = v["workload"].as_str().unwrap_or("?");
+                if v["changed"].as_bool() == Some(true) {
+                    println!("applied {name}");
+                } else {
+                    println!("{name} unchanged");
+                }
+            }
+            Ok(ExitCode::Ok)
+        }
+        Command::Release(rc) => release(&api, rc, json).await,
+        Command::Deploy { workload, version, wait, reason } => {
+            let v: serde_json::Value = api
+                .post(&format!("/v1/workloads/{workload}/deploy"), &json!({"version": version, "reason": reason}))
+                .await?;
+            let id = v["rollout_id"].as_str().unwrap_or_default().to_string();
+            if json && !wait.wait {
+                print_json(&v);
+            } else if !json {
+                println!("rollout {id} started: {workload} {version}");
+            }
+            if wait.wait { wait_for(&api, workload, &id, wait.timeout, json).await } else { Ok(ExitCode::Ok) }
+        }
+        Command::Status { workload: None, .. } => {
+            let list: serde_json::Value = api.get("/v1/workloads").await?;
+            if json {
+                print_json(&list);
+            } else {
+                println!("{:<24} {:<14} {:<12} {:<14} PHASE", "WORKLOAD", "STABLE", "RELEASE", "STATUS");
+                for w in list.as_array().into_iter().flatten() {
+                    let r = &w["rollout"];
+                    println!(
+                        "{:<24} {:<14} {:<12} {:<14} {}",
+                        w["name"].as_str().unwrap_or("?"),
+                        w["stable"].as_str().unwrap_or("-"),
+                        r["release"].as_str().unwrap_or("-"),
+                        r["status"].as_str().unwrap_or("-"),
+                        if r.is_null() { "-".into() } else { format!("{}/{}", r["phase"], r["phases"]) }
+                    );
+                }
+            }
+            Ok(ExitCode::Ok)
+        }
+        Command::Status { workload: Some(w), watch } => {
+            if !watch {
+                let s: WorkloadStatus = api.get(&format!("/v1/workloads/{w}")).await?;
+                if json {
+                    print_json(&s);
+                } else {
+                    print!("{}", render_status(&s));
+                }
+                return Ok(ExitCode::Ok);
+            }
+            watch_status(&api, w, json).await
+        }
+        Command::Pause(v) => verb(&api, "pause", v, json).await,
+        Command::Resume(v) => verb(&api, "resume", v, json).await,
+        Command::Promote(v) => verb(&api, "promote", v, json).await,
+        Command::Abort(v) => verb(&api, "abort", v, json).await,
+        Command::Rollback { workload, to, reason, wait } => {
+            let v: serde_json::Value =
+                api.post(&format!("/v1/workloads/{workload}/rollback"), &json!({"to": to, "reason": reason})).await?;
+            let id = v["rollout_id"].as_str().unwrap_or_default().to_string();
+            if json && !wait.wait {
+                print_json(&v);
+            } else if !json {
+                println!("rollback of {workload} under way ({id})");
+            }
+            if wait.wait {
+                // Waiting on a fall-back of a rollout in progress ends in `mitigated`, which is
+                // what was asked for here; a fast-path rollback ends in `completed`.
+                let code = wait_for(&api, workload, &id, wait.timeout, json).await?;
+                let s: WorkloadStatus = api.get(&format!("/v1/workloads/{workload}")).await?;
+                let ok = s.rollout.as_ref().is_some_and(|r| {
+                    r.status == RolloutStatus::Completed
+                        || (r.status == RolloutStatus::Mitigated
+                            && r.decision.as_ref().is_some_and(|d| {
+                                d.action == ringfence_core::decision::MitigationAction::ManualRollback
+                            }))
+                });
+                return Ok(if ok { ExitCode::Ok } else { code });
+            }
+            Ok(ExitCode::Ok)
+        }
+        Command::Events { workload, after, all, follow } => events(&api, workload, *after, *all, *follow, json).await,
+        Command::Why { workload } => {
+            let w: Why = api.get(&format!("/v1/workloads/{workload}/why")).await?;
+            if json {
+                print_json(&w);
+            } else {
+                print!("{}", w.text);
+            }
+            Ok(ExitCode::Ok)
+        }
+        Command::Demo(_) | Command::Server(_) | Command::Router(_) | Command::SampleApp(_) => {
+            unreachable!("run from main")
+        }
+    }
+}
+
+fn read_spec(file: &PathBuf) -> Result<String, CliError> {
+    std::fs::read_to_string(file)
+        .map_err(|e| CliError::new(ExitCode::Invalid, format!("cannot read spec file {}: {e}", file.display())))
+}
+
+fn validate(files: &[PathBuf], json: bool) -> Result<ExitCode, CliError> {
+    let mut all = Vec::new();
+    let mut failed = false;
+    for f in files {
+        let text = read_spec(f)?;
+        match ringfence_core::spec::parse(&f.display().to_string(), &text) {
+            Ok(spec) => {
+                if !json {
+                    println!(
+                        "{}: ok (workload {}, {} phases)",
+                        f.display(),
+                        spec.workload.name,
+                        spec.rollout.phases.len()
+                    );
+                }
+                all.push(json!({"file": f.display().to_string(), "valid": true, "errors": []}));
+            }
+            Err(errors) => {
+                failed = true;
+                if !json {
+                    for e in &errors {
+                        eprintln!("{e}");
+                    }
+                }
+                all.push(json!({"file": f.display().to_string(), "valid": false, "errors": errors}));
+            }
+        }
+    }
+    if json {
+        print_json(&all);
+    }
+    Ok(if failed { ExitCode::Invalid } else { ExitCode::Ok })
+}
+
+async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<ExitCode, CliError> {
+    match rc {
+        ReleaseCommand::Create {
+            workload,
+            version,
+            artifact,
+            config,
+            commit,
+            author,
+            message,
+            guarded_by,
+            migration,
+            backward_compatible,
+        } => {
+            let req = ReleaseRequest {
+                version: version.clone(),
+                content: ReleaseContent {
+                    artifact: artifact.clone(),
+                    config: config.iter().cloned().collect::<BTreeMap<_, _>>(),
+                    guarded_by: guarded_by.clone(),
+                    migration: migration
+                        .as_ref()
+                        .map(|id| Migration { id: id.clone(), backward_compatible: *backward_compatible }),
+                    metadata: Metadata { commit: commit.clone(), author: author.clone(), message: message.clone() },
+                },
+            };
+            let v: serde_json::Value = api.post(&format!("/v1/workloads/{workload}/releases"), &req).await?;
+            if json {
+                print_json(&v);
+            } else {
+                let r: Release = serde_json::from_value(v["release"].clone())
+                    .map_err(|e| CliError::new(ExitCode::Failure, e.to_string()))?;
+                if v["created"].as_bool() == Some(true) {
+                    println!("release {} of {} registered ({})", r.version, r.workload, r.digest);
+                } else {
+                    println!(
+                        "release {} of {} already registered with the same content ({})",
+                        r.version, r.workload, r.digest
+                    );
+                }
+            }
+            Ok(ExitCode::Ok)
+        }
+        ReleaseCommand::List { workload } => {
+            let list: Vec<Release> = api.get(&format!("/v1/workloads/{workload}/releases")).await?;
+            if json {
+                print_json(&list);
+            } else {
+                println!("{:<16} {:<26} {:<14} {:<12} ARTIFACT", "VERSION", "CREATED", "BY", "COMMIT");
+                for r in list {
+                    println!(
+                        "{:<16} {:<26} {:<14} {:<12} {}",
+                        r.version, r.created_at, r.created_by, r.content.metadata.commit, r.content.artifact
+                    );
+                }
+            }
+            Ok(ExitCode::Ok)
+        }
+        ReleaseCommand::Show { workload, version } => {
+            let r: Release = api.get(&format!("/v1/workloads/{workload}/releases/{version}")).await?;
+            if json {
+                print_json(&r);
+            } else {
+                println!("release   {} of {}", r.version, r.workload);
+                println!("digest    {}", r.digest);
+                println!("created   {} by {}", r.created_at, r.created_by);
+                println!("artifact  {}", r.content.artifact);
+                println!("commit    {}  author {}", r.content.metadata.commit, r.content.metadata.author);
+                for (k, v) in &r.content.config {
+                    println!("config    {k}={v}");
+                }
+                if let Some(m) = &r.content.migration {
+                    println!("migration {} (backward compatible: {})", m.id, m.backward_compatible);
+                }
+                for f in &r.content.guarded_by {
+                    println!("guarded by flag {f}");
+                }
+            }
+            Ok(ExitCode::Ok)
+        }
+    }
+}
+
+async fn verb(api: &ApiClient, name: &str, v: &Verb, json: bool) -> Result<ExitCode, CliError> {
+    let out: serde_json::Value =
+        api.post(&format!("/v1/workloads/{}/{name}", v.workload), &json!({"reason": v.reason})).await?;
+    if json {
+        print_json(&out);
+    } else {
+        println!("{name}: rollout {} of {}", out["rollout_id"].as_str().unwrap_or("?"), v.workload);
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// Prints progress until the rollout ends. Exit 0 if it completed, 10 otherwise.
+pub async fn wait_for(
+    api: &ApiClient,
+    workload: &str,
+    id: &str,
+    timeout: Duration,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    let start = Instant::now();
+    let mut after = 0;
+    loop {
+        let evs: Vec<Event> = api.get(&format!("/v1/workloads/{workload}/events?after={after}")).await?;
+        for e in &evs {
+            after = e.seq;
+            if !json && e.kind.rollout_id() == Some(id) {
+                println!("{}", timeline_line(e));
+            }
+        }
+        let r: Rollout = api.get(&format!("/v1/workloads/{workload}/rollouts/{id}")).await?;
+        if !r.status.is_active() {
+            if json {
+                print_json(&r);
+            } else {
+                println!("rollout {id} {}", r.status.as_str());
+            }
+            return Ok(if r.status == RolloutStatus::Completed { ExitCode::Ok } else { ExitCode::RolloutFailed });
+        }
+        if start.elapsed() > timeout {
+            return Err(CliError::new(
+                ExitCode::WaitTimeout,
+                format!("rollout {id} is still {} after {timeout:?}", r.status.as_str()),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub fn timeline_line(e: &Event) -> String {
+    format!("{:>5}  {}  {:<12} {}", e.seq, e.at, e.actor, explain::describe(e))
+}
+
+/// Events shown by default: what a person cares about, not every controller step.
+pub fn is_notable(e: &Event) -> bool {
+    !matches!(
+        e.kind,
+        EventKind::ActionIntended { .. } | EventKind::ActionSucceeded { .. } | EventKind::ReplicaStopped { .. }
+    )
+}
+
+async fn events(
+    api: &ApiClient,
+    workload: &str,
+    after: u64,
+    all: bool,
+    follow: bool,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    let mut after = after;
+    loop {
+        let evs: Vec<Event> = api.get(&format!("/v1/workloads/{workload}/events?after={after}")).await?;
+        if json && !follow {
+            print_json(&evs);
+            return Ok(ExitCode::Ok);
+        }
+        for e in &evs {
+            after = e.seq;
+            if json {
+                println!("{}", serde_json::to_string(e).expect("events serialize"));
+            } else if all || is_notable(e) {
+                println!("{}", timeline_line(e));
+            }
+        }
+        if !follow {
+            return Ok(ExitCode::Ok);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn watch_status(api: &ApiClient, workload: &str, json: bool) -> Result<ExitCode, CliError> {
+    let tty = std::io::stdout().is_terminal() && !json;
+    let mut last = String::new();
+    loop {
+        let s: WorkloadStatus = api.get(&format!("/v1/workloads/{workload}")).await?;
+        if json {
+            println!("{}", serde_json::to_string(&s).expect("status serializes"));
+        } else {
+            let text = render_status(&s);
+            if tty {
+                print!("\x1b[2J\x1b[H{text}");
+            } else if text != last {
+                println!("{text}");
+            }
+            last = text;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The status screen: who is stable, where the rollout is, how traffic splits.
+pub fn render_status(s: &WorkloadStatus) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(o, "workload   {} ({:?})", s.workload, s.criticality);
+    let _ = writeln!(o, "stable     {}", s.stable.as_deref().unwrap_or("(none)"));
+    if let Some(l) = &s.last_known_good {
+        let _ = writeln!(o, "lkg        {} (since {}, rollout {})", l.version, l.at, l.rollout_id);
+    }
+    if let Some(p) = &s.pin {
+        let _ = writeln!(o, "pinned     to {}: {}", p.version, p.reason);
+    }
+    if let Some(r) = &s.router {
+        let _ = writeln!(o, "router     http://{} (admin http://{})", r.listen, r.admin);
+    }
+    if let Some((generation, groups)) = &s.routes {
+        let split: Vec<String> = groups
+            .iter()
+            .map(|g| format!("{} {} {}", g.name, g.version, ringfence_core::health::pct(g.weight_bp as f64 / 10_000.0)))
+            .collect();
+        let _ = writeln!(o, "traffic    {} (table {generation})", split.join(" | "));
+    }
+    let mut by_version: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for r in &s.replicas {
+        by_version.entry(&r.version).or_default().push(format!(":{}", r.port));
+    }
+    for (v, ports) in by_version {
+        let _ = writeln!(o, "replicas   {v}: {}", ports.join(" "));
+    }
+    if let Some(r) = &s.rollout {
+        let phase = r.current_phase();
+        let _ = writeln!(o, "rollout    {} of {}: {}", r.id, r.release, r.status.as_str().to_uppercase());
+        if r.status.is_active() && r.status != RolloutStatus::Mitigating {
+            let baked = r.baked_ms(s.now);
+            let bake = phase.bake.as_ms().max(1);
+            let frac = if r.stage == Stage::Baking { (baked as f64 / bake as f64).min(1.0) } else { 0.0 };
+            let bar_len = 24;
+            let filled = (frac * bar_len as f64).round() as usize;
+            let _ = writeln!(
+                o,
+                "phase      {}/{} {} at {}% [{}{}] {:?} {:.1}s/{}",
+                r.phase + 1,
+                r.phases.len(),
+                phase.name,
+                phase.weight,
+                "#".repeat(filled),
+                ".".repeat(bar_len - filled),
+                r.stage,
+                baked as f64 / 1000.0,
+                phase.bake
+            );
+        }
+        let plan: Vec<String> = r
+            .phases
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let mark = if i < r.phase || r.status == RolloutStatus::Completed {
+                    "✓"
+                } else if i == r.phase {
+                    "▶"
+                } else {
+                    " "
+                };
+                format!("{mark} {} {}%", p.name, p.weight)
+            })
+            .collect();
+        let _ = writeln!(o, "plan       {}", plan.join("  →  "));
+        if let Some(d) = &r.decision {
+            let _ = writeln!(o, "decision   {:?}: {}", d.action, d.summary);
+        }
+        if let Some(v) = &r.last_verdict {
+            let _ = writeln!(o, "verdict    {} ({} analysis)", v.health, v.analyzer);
+        }
+    }
+    o
+}

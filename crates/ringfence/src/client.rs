@@ -1,0 +1,80 @@
+//! The API client the CLI and the demo use.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::exit::{CliError, ExitCode};
+use crate::http::HttpClient;
+
+#[derive(Clone)]
+pub struct ApiClient {
+    base: String,
+    actor: String,
+    http: HttpClient,
+}
+
+impl ApiClient {
+    pub fn new(base: &str, actor: &str) -> ApiClient {
+        ApiClient { base: base.trim_end_matches('/').to_string(), actor: actor.to_string(), http: HttpClient::new() }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Bytes>) -> Result<Bytes, CliError> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .request(method.clone(), &url, &[("x-ringfence-actor", &self.actor)], body, Duration::from_secs(30))
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    CliError::new(
+                        ExitCode::Unreachable,
+                        format!(
+                            "cannot reach the ringfence server at {}: {e}\nStart one with `ringfence server`, or point --server / RINGFENCE_SERVER at it.",
+                            self.base
+                        ),
+                    )
+                } else {
+                    CliError::new(ExitCode::Unreachable, format!("the ringfence server at {} did not answer: {e}", self.base))
+                }
+            })?;
+        if resp.status.is_success() {
+            return Ok(resp.body);
+        }
+        let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_default();
+        let message = v["error"]["message"]
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(|| format!("{method} {path}: {} {}", resp.status, String::from_utf8_lossy(&resp.body)));
+        let code = match resp.status {
+            StatusCode::NOT_FOUND => ExitCode::NotFound,
+            StatusCode::CONFLICT => ExitCode::Conflict,
+            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => ExitCode::Invalid,
+            _ => ExitCode::Failure,
+        };
+        Err(CliError::new(code, message))
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
+        let body = self.call(Method::GET, path, None).await?;
+        decode(path, &body)
+    }
+
+    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, CliError> {
+        let bytes = Bytes::from(serde_json::to_vec(body).expect("request bodies serialize"));
+        let body = self.call(Method::POST, path, Some(bytes)).await?;
+        decode(path, &body)
+    }
+}
+
+fn decode<T: DeserializeOwned>(path: &str, body: &[u8]) -> Result<T, CliError> {
+    serde_json::from_slice(body)
+        .map_err(|e| CliError::new(ExitCode::Failure, format!("the server's answer to {path} cannot be read: {e}")))
+}

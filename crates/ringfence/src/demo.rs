@@ -1,0 +1,257 @@
+//! `ringfence demo`: the whole story on one machine with no setup. A server, a router and the
+//! sample app start; v1 goes live; v2 (healthy) is promoted through every phase under live
+//! traffic; v3 (20% errors) is halted and traffic falls back within seconds; the timeline and
+//! the "why" are printed; then the server stays up to be explored with the CLI.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use ringfence_core::Event;
+use ringfence_core::release::{Metadata, ReleaseContent, ReleaseRequest};
+use ringfence_core::rollout::{Rollout, RolloutStatus};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, is_notable, render_status, timeline_line};
+use crate::client::ApiClient;
+use crate::exit::{CliError, ExitCode};
+use crate::server::{ServerConfig, Why, WorkloadStatus};
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// API address; if taken, a free port is used instead.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Keep the demo's state here (default: a new temporary directory).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Exit when the story is told instead of keeping the server up.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Requests per second of simulated user traffic.
+    #[arg(long, default_value_t = 200.0)]
+    pub rps: f64,
+}
+
+pub const DEMO_SPEC: &str = r#"
+[workload]
+name = "demo"
+criticality = "high"
+description = "The demo's sample service"
+
+[executor]
+command = ["{ringfence}", "sample-app", "--listen", "127.0.0.1:{port}", "--version", "{version}"]
+replicas = 2
+
+[router]
+listen = "127.0.0.1:0"
+
+[[rollout.phases]]
+name = "canary"
+weight = 10
+bake = "4s"
+
+[[rollout.phases]]
+name = "half"
+weight = 50
+bake = "3s"
+
+[[rollout.phases]]
+name = "full"
+weight = 100
+bake = "3s"
+
+[health]
+max_error_rate = 0.05
+max_p99_latency = "250ms"
+min_requests = 20
+
+[health.probe]
+interval = "500ms"
+
+[mitigation]
+auto_fallback = true
+"#;
+
+fn say(line: &str) {
+    println!("\n\x1b[1m==> {line}\x1b[0m");
+}
+
+pub async fn run(args: &DemoArgs, cli: &Cli, shutdown: CancellationToken) -> Result<ExitCode, CliError> {
+    let data_dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("ringfence-demo-{}", std::process::id())),
+    };
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| CliError::new(ExitCode::Failure, format!("cannot listen on loopback: {e}")))?,
+    };
+    let addr = listener.local_addr().map_err(|e| CliError::new(ExitCode::Failure, e.to_string()))?;
+    let server_stop = CancellationToken::new();
+    let server = tokio::spawn(crate::server::run(
+        ServerConfig { data_dir: data_dir.clone(), tick: Duration::from_millis(50), stop_workloads_on_exit: true },
+        listener,
+        server_stop.clone(),
+    ));
+    let base = format!("http://{addr}");
+    say(&format!("ringfence server on {base}, state in {}", data_dir.display()));
+    let api = ApiClient::new(&base, cli.actor.as_deref().unwrap_or("demo"));
+
+    let result = story(&api, args, &shutdown).await;
+    let traffic_stop = match result {
+        Ok(t) => t,
+        Err(e) => {
+            server_stop.cancel();
+            let _ = server.await;
+            return Err(e);
+        }
+    };
+
+    if !args.no_wait && !shutdown.is_cancelled() {
+        let s: WorkloadStatus = api.get("/v1/workloads/demo").await?;
+        let router = s.router.map(|r| r.listen).unwrap_or_default();
+        say("The server stays up so you can explore. In another terminal:");
+        println!("  export RINGFENCE_SERVER={base}");
+        println!("  ringfence status demo --watch        # live rollout and traffic split");
+        println!("  ringfence events demo                # the timeline");
+        println!("  ringfence why demo                   # the evidence behind the last decision");
+        println!("  ringfence deploy demo v2 --wait      # deploy any release by version");
+        println!("  ringfence rollback demo              # back to the previous last known good");
+        println!("  curl -si -H 'x-user-id: alice' http://{router}/   # through the router");
+        println!("Simulated users keep sending {} requests/s. Press Ctrl-C to stop everything.", args.rps);
+        shutdown.cancelled().await;
+    }
+    traffic_stop.cancel();
+    say("Stopping: replicas, router, server.");
+    server_stop.cancel();
+    match server.await {
+        Ok(Ok(())) => Ok(ExitCode::Ok),
+        Ok(Err(e)) => Err(CliError::new(ExitCode::Failure, format!("{e:#}"))),
+        Err(e) => Err(CliError::new(ExitCode::Failure, e.to_string())),
+    }
+}
+
+async fn story(api: &ApiClient, args: &DemoArgs, shutdown: &CancellationToken) -> Result<CancellationToken, CliError> {
+    let _: serde_json::Value = api.post("/v1/workloads", &json!({"spec": DEMO_SPEC, "file": "demo.toml"})).await?;
+    for (version, config, message) in [
+        ("v1", vec![], "first release"),
+        ("v2", vec![("SAMPLE_LATENCY_MS", "2")], "healthy change"),
+        ("v3", vec![("SAMPLE_ERROR_RATE", "0.2")], "a bug: 20% of requests fail"),
+    ] {
+        let req = ReleaseRequest {
+            version: version.into(),
+            content: ReleaseContent {
+                artifact: format!("ringfence sample-app {version}"),
+                config: config.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                metadata: Metadata {
+                    commit: format!("demo-{version}"),
+                    author: "demo".into(),
+                    message: message.into(),
+                },
+                ..Default::default()
+            },
+        };
+        let _: serde_json::Value = api.post("/v1/workloads/demo/releases", &req).await?;
+    }
+    say(
+        "Applied workload `demo` (phases: canary 10% → half 50% → full 100%); registered v1, v2 and v3 (v3 fails 20% of requests).",
+    );
+
+    say("Deploying v1, the first release.");
+    let r = deploy_and_follow(api, "v1", shutdown).await?;
+    expect(&r, RolloutStatus::Completed)?;
+
+    let s: WorkloadStatus = api.get("/v1/workloads/demo").await?;
+    let router: SocketAddr = s
+        .router
+        .as_ref()
+        .and_then(|r| r.listen.parse().ok())
+        .ok_or_else(|| CliError::new(ExitCode::Failure, "the demo's router did not start"))?;
+    let traffic_stop = CancellationToken::new();
+    let cfg = crate::loadgen::LoadConfig {
+        target: router,
+        path: "/".into(),
+        rps: args.rps,
+        users: 1000,
+        user_header: "x-user-id".into(),
+        duration: None,
+        timeout: Duration::from_secs(5),
+    };
+    tokio::spawn(crate::loadgen::run(cfg, None, traffic_stop.clone()));
+    say(&format!("Simulated users: {} requests/s from 1000 users through the router at http://{router}", args.rps));
+
+    say("Deploying v2 (healthy): it must pass every phase's health gate on its own.");
+    let r = deploy_and_follow(api, "v2", shutdown).await?;
+    expect(&r, RolloutStatus::Completed)?;
+
+    say("Deploying v3 (bad): watch it get halted and the traffic fall back.");
+    let r = deploy_and_follow(api, "v3", shutdown).await?;
+    expect(&r, RolloutStatus::Mitigated)?;
+    if let (Some(d), Some(end)) = (&r.decision, r.ended_at) {
+        let halted_at = r.updated_at;
+        let _ = halted_at;
+        println!(
+            "    decision: {:?}; rollout ended {:.1} s after it began",
+            d.action,
+            end.since(r.started_at) as f64 / 1000.0
+        );
+    }
+
+    let s: WorkloadStatus = api.get("/v1/workloads/demo").await?;
+    say("Status now:");
+    print!("{}", render_status(&s));
+
+    say("Timeline (ringfence events demo):");
+    let evs: Vec<Event> = api.get("/v1/workloads/demo/events").await?;
+    for e in evs.iter().filter(|e| is_notable(e)) {
+        println!("{}", timeline_line(e));
+    }
+    say("Why (ringfence why demo):");
+    let w: Why = api.get("/v1/workloads/demo/why").await?;
+    print!("{}", w.text);
+    Ok(traffic_stop)
+}
+
+fn expect(r: &Rollout, want: RolloutStatus) -> Result<(), CliError> {
+    if r.status == want {
+        return Ok(());
+    }
+    Err(CliError::new(
+        ExitCode::Failure,
+        format!("the demo expected rollout {} to end {}, but it ended {}", r.id, want.as_str(), r.status.as_str()),
+    ))
+}
+
+/// Deploys and prints each notable event of the rollout until it ends.
+async fn deploy_and_follow(api: &ApiClient, version: &str, shutdown: &CancellationToken) -> Result<Rollout, CliError> {
+    let v: serde_json::Value = api.post("/v1/workloads/demo/deploy", &json!({"version": version})).await?;
+    let id = v["rollout_id"].as_str().unwrap_or_default().to_string();
+    let started = Instant::now();
+    let mut after = 0;
+    loop {
+        let evs: Vec<Event> = api.get(&format!("/v1/workloads/demo/events?after={after}")).await?;
+        for e in &evs {
+            after = e.seq;
+            if e.kind.rollout_id() == Some(id.as_str())
+                || matches!(e.kind, ringfence_core::EventKind::ReplicaStarted { .. })
+            {
+                println!("  +{:>5.1}s  {}", started.elapsed().as_secs_f64(), ringfence_core::explain::describe(e));
+            }
+        }
+        let r: Rollout = api.get(&format!("/v1/workloads/demo/rollouts/{id}")).await?;
+        if !r.status.is_active() {
+            return Ok(r);
+        }
+        if shutdown.is_cancelled() {
+            return Err(CliError::new(ExitCode::Failure, "interrupted"));
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            return Err(CliError::new(ExitCode::WaitTimeout, format!("rollout {id} did not end within 2 minutes")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,115 @@
+//! A small HTTP/1 client over hyper for loopback calls: readiness probes, the router's admin
+//! API and the CLI talking to the server. Plain HTTP only; no TLS is needed on loopback.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: Client<HttpConnector, Full<Bytes>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("invalid URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("{method} {url}: no answer within {timeout:?}")]
+    Timeout { method: Method, url: String, timeout: Duration },
+    #[error("{method} {url}: {source}")]
+    Connect {
+        method: Method,
+        url: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("{method} {url}: reading the response failed: {reason}")]
+    Body { method: Method, url: String, reason: String },
+}
+
+impl HttpError {
+    /// The peer is not there at all (refused, unreachable), as opposed to a bad answer.
+    pub fn is_connect(&self) -> bool {
+        matches!(self, HttpError::Connect { source, .. } if source.is_connect())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HttpClient {
+    pub fn new() -> HttpClient {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let inner = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(8)
+            .build(connector);
+        HttpClient { inner }
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<Bytes>,
+        timeout: Duration,
+    ) -> Result<Response, HttpError> {
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| HttpError::Url { url: url.into(), reason: e.to_string() })?;
+        let mut req = Request::builder().method(method.clone()).uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let has_body = body.is_some();
+        if has_body && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(Full::new(body.unwrap_or_default()))
+            .map_err(|e| HttpError::Url { url: url.into(), reason: e.to_string() })?;
+        let fut = async {
+            let resp = self.inner.request(req).await.map_err(|source| HttpError::Connect {
+                method: method.clone(),
+                url: url.into(),
+                source,
+            })?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| HttpError::Body { method: method.clone(), url: url.into(), reason: e.to_string() })?
+                .to_bytes();
+            Ok(Response { status, headers, body })
+        };
+        tokio::time::timeout(timeout, fut).await.map_err(|_| HttpError::Timeout {
+            method: method.clone(),
+            url: url.into(),
+            timeout,
+        })?
+    }
+
+    pub async fn get(&self, url: &str, timeout: Duration) -> Result<Response, HttpError> {
+        self.request(Method::GET, url, &[], None, timeout).await
+    }
+}

@@ -1,0 +1,16 @@
+//! ringfence: the server, the controller and its adapters (process executor, router process,
+//! HTTP API), the CLI, the sample service and the demo. The decisions themselves live in
+//! `ringfence-core`, which does no IO.
+
+pub mod cli;
+pub mod client;
+pub mod controller;
+pub mod demo;
+pub mod executor;
+pub mod exit;
+pub mod http;
+pub mod loadgen;
+pub mod routerproc;
+pub mod sample_app;
+pub mod server;
+pub mod state;

@@ -1,0 +1,116 @@
+use std::process::ExitCode as ProcessExit;
+
+use clap::Parser;
+use ringfence::cli::{self, Cli, Command, LogFormat};
+use ringfence::exit::{CliError, ExitCode};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ProcessExit {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ProcessExit::from(if e.use_stderr() { ExitCode::Usage as u8 } else { 0 });
+        }
+    };
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ProcessExit::from(ExitCode::Failure as u8);
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    match result {
+        Ok(code) => ProcessExit::from(code as u8),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ProcessExit::from(e.code as u8)
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let default = match cli.command {
+        Command::Server(_) | Command::Router(_) => "info",
+        _ => "warn",
+    };
+    let filter = EnvFilter::try_from_env("RINGFENCE_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
+}
+
+/// Cancelled on SIGINT or SIGTERM.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+        }
+        t.cancel();
+    });
+    token
+}
+
+async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<tokio::net::TcpListener, CliError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| CliError::new(ExitCode::Failure, format!("cannot listen on {addr} for the {what}: {e}")))
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    match &cli.command {
+        Command::Server(args) => {
+            let data_dir = args.data_dir.clone().unwrap_or_else(cli::default_data_dir);
+            let listener = bind(args.listen, "API").await?;
+            let addr = listener.local_addr().map_err(|e| CliError::new(ExitCode::Failure, e.to_string()))?;
+            println!("ringfence server listening on http://{addr} (data in {})", data_dir.display());
+            let config = ringfence::server::ServerConfig {
+                data_dir,
+                tick: args.tick,
+                stop_workloads_on_exit: !args.keep_workloads,
+            };
+            ringfence::server::run(config, listener, shutdown_on_signal()).await?;
+            Ok(ExitCode::Ok)
+        }
+        Command::Router(args) => {
+            let listener = bind(args.listen, "router").await?;
+            let admin = bind(args.admin, "router admin API").await?;
+            let (listen, admin_addr) = (
+                listener.local_addr().map_err(|e| CliError::new(ExitCode::Failure, e.to_string()))?,
+                admin.local_addr().map_err(|e| CliError::new(ExitCode::Failure, e.to_string()))?,
+            );
+            tracing::info!(%listen, admin = %admin_addr, "router listening");
+            if let Some(path) = &args.ready_file {
+                let ready = ringfence::routerproc::ReadyFile { pid: std::process::id(), listen, admin: admin_addr };
+                ringfence::executor::write_atomic(path, &serde_json::to_vec(&ready).expect("serializes")).map_err(
+                    |e| {
+                        CliError::new(ExitCode::Failure, format!("cannot write the ready file {}: {e}", path.display()))
+                    },
+                )?;
+            }
+            let config = ringfence_router::RouterConfig {
+                state_file: args.state_file.clone(),
+                upstream_timeout: args.upstream_timeout,
+            };
+            ringfence_router::run(config, listener, admin, shutdown_on_signal()).await?;
+            Ok(ExitCode::Ok)
+        }
+        Command::SampleApp(args) => {
+            ringfence::sample_app::run(args.clone()).await?;
+            Ok(ExitCode::Ok)
+        }
+        Command::Demo(args) => ringfence::demo::run(args, &cli, shutdown_on_signal()).await,
+        _ => cli::run_client(&cli).await,
+    }
+}

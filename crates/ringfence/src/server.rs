@@ -1,0 +1,459 @@
+//! `ringfence server`: the versioned JSON HTTP API over the shared state, and the controller
+//! loops. [`run`] takes a bound listener and a shutdown token, so tests and the demo run a
+//! whole server on `127.0.0.1:0`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ringfence_core::command::{self, CommandError, ErrorCode};
+use ringfence_core::release::ReleaseRequest;
+use ringfence_core::rollout::Rollout;
+use ringfence_core::spec::SpecError;
+use ringfence_core::state::{Desired, LkgEntry, Pin, ReplicaRecord, RouterRecord};
+use ringfence_core::{Event, Release, explain};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::controller;
+use crate::state::{AppendError, Shared, now};
+
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    /// How often each workload's controller loop wakes without being told to.
+    pub tick: Duration,
+    /// Stop the workloads' processes on a clean shutdown (they survive a crash either way,
+    /// and the next start adopts them).
+    pub stop_workloads_on_exit: bool,
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    config: ServerConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let shared = Shared::open(config.data_dir.clone(), config.tick, shutdown.child_token())?;
+    let names: Vec<String> = shared.world(|w| w.workloads.keys().cloned().collect());
+    for name in &names {
+        controller::spawn_workload(&shared, name);
+    }
+    let app = router(shared.clone());
+    let serve_shutdown = shutdown.clone();
+    axum::serve(listener, app).with_graceful_shutdown(async move { serve_shutdown.cancelled().await }).await?;
+    shared.shutdown.cancel();
+    if config.stop_workloads_on_exit {
+        // Let the loops see the cancellation before their processes go away.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        controller::stop_all(&shared).await;
+    }
+    Ok(())
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/v1/workloads", get(list_workloads).post(apply_spec))
+        .route("/v1/workloads/{name}", get(workload_status))
+        .route("/v1/workloads/{name}/releases", get(list_releases).post(create_release))
+        .route("/v1/workloads/{name}/releases/{version}", get(show_release))
+        .route("/v1/workloads/{name}/deploy", post(deploy))
+        .route("/v1/workloads/{name}/pause", post(pause))
+        .route("/v1/workloads/{name}/resume", post(resume))
+        .route("/v1/workloads/{name}/promote", post(promote))
+        .route("/v1/workloads/{name}/abort", post(abort))
+        .route("/v1/workloads/{name}/rollback", post(rollback))
+        .route("/v1/workloads/{name}/events", get(workload_events))
+        .route("/v1/workloads/{name}/why", get(why))
+        .route("/v1/workloads/{name}/rollouts/{id}", get(show_rollout))
+        .route("/v1/events", get(all_events))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see docs/api.md") })
+        .with_state(shared)
+}
+
+/// One error shape for every endpoint: `{"error": {"code", "message", "details"?}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    details: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), details: None }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        if let Some(d) = self.details {
+            body["error"]["details"] = d;
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> ApiError {
+        let (status, code) = match e.code {
+            ErrorCode::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ErrorCode::Conflict => (StatusCode::CONFLICT, "conflict"),
+            ErrorCode::Invalid => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+        };
+        ApiError::new(status, code, e.message)
+    }
+}
+
+impl From<AppendError> for ApiError {
+    fn from(e: AppendError) -> ApiError {
+        match e {
+            AppendError::Command(c) => c.into(),
+            AppendError::Store(s) => {
+                tracing::error!(error = %s, "event log write failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store",
+                    format!("the event log could not be written: {s}"),
+                )
+            }
+        }
+    }
+}
+
+impl From<ringfence_store::StoreError> for ApiError {
+    fn from(e: ringfence_store::StoreError) -> ApiError {
+        AppendError::Store(e).into()
+    }
+}
+
+/// A JSON body that answers 400 with the serde message when it cannot be read.
+pub struct Body<T>(T);
+
+impl<S, T> axum::extract::FromRequest<S> for Body<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+        let bytes = if bytes.is_empty() { axum::body::Bytes::from_static(b"{}") } else { bytes };
+        serde_json::from_slice(&bytes)
+            .map(Body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("request body: {e}")))
+    }
+}
+
+fn actor(headers: &HeaderMap) -> String {
+    headers
+        .get("x-ringfence-actor")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.chars().take(128).collect())
+        .unwrap_or_else(|| "anonymous".into())
+}
+
+type St = State<Arc<Shared>>;
+
+#[derive(Deserialize)]
+struct ApplyBody {
+    /// The spec file's text (TOML).
+    spec: String,
+    /// File name for error messages.
+    #[serde(default = "default_file")]
+    file: String,
+}
+
+fn default_file() -> String {
+    "spec.toml".into()
+}
+
+#[derive(Serialize)]
+struct Applied {
+    workload: String,
+    changed: bool,
+}
+
+async fn apply_spec(State(sh): St, headers: HeaderMap, Body(b): Body<ApplyBody>) -> Result<Json<Applied>, ApiError> {
+    let spec = ringfence_core::spec::parse(&b.file, &b.spec).map_err(|errors: Vec<SpecError>| ApiError {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        code: "invalid_spec",
+        message: errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"),
+        details: Some(serde_json::to_value(&errors).unwrap_or_default()),
+    })?;
+    let name = spec.workload.name.clone();
+    let events = sh.command(&name, &actor(&headers), "spec applied", |w| {
+        Ok(command::apply_spec(w, &spec)?.into_iter().collect())
+    })?;
+    controller::spawn_workload(&sh, &name);
+    Ok(Json(Applied { workload: name, changed: !events.is_empty() }))
+}
+
+#[derive(Serialize)]
+struct WorkloadSummary {
+    name: String,
+    stable: Option<String>,
+    rollout: Option<RolloutSummary>,
+}
+
+#[derive(Serialize)]
+struct RolloutSummary {
+    id: String,
+    release: String,
+    status: String,
+    phase: usize,
+    phases: usize,
+}
+
+fn summary(r: &Rollout) -> RolloutSummary {
+    RolloutSummary {
+        id: r.id.clone(),
+        release: r.release.clone(),
+        status: r.status.as_str().into(),
+        phase: r.phase + 1,
+        phases: r.phases.len(),
+    }
+}
+
+async fn list_workloads(State(sh): St) -> Json<Vec<WorkloadSummary>> {
+    Json(sh.world(|w| {
+        w.workloads
+            .values()
+            .map(|ws| WorkloadSummary {
+                name: ws.name.clone(),
+                stable: ws.stable.clone(),
+                rollout: ws.latest_rollout().map(summary),
+            })
+            .collect()
+    }))
+}
+
+/// Everything `ringfence status` shows.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct WorkloadStatus {
+    pub workload: String,
+    pub criticality: ringfence_core::spec::Criticality,
+    pub stable: Option<String>,
+    pub last_known_good: Option<LkgEntry>,
+    pub pin: Option<Pin>,
+    pub router: Option<RouterRecord>,
+    pub replicas: Vec<ReplicaRecord>,
+    pub desired: Desired,
+    pub routes: Option<(u64, Vec<ringfence_core::event::RouteGroup>)>,
+    pub rollout: Option<Rollout>,
+    pub now: ringfence_core::Timestamp,
+}
+
+async fn workload_status(State(sh): St, Path(name): Path<String>) -> Result<Json<WorkloadStatus>, ApiError> {
+    sh.world(|w| {
+        let ws = command::workload(w, &name)?;
+        Ok(Json(WorkloadStatus {
+            workload: ws.name.clone(),
+            criticality: ws.spec.workload.criticality,
+            stable: ws.stable.clone(),
+            last_known_good: ws.lkg().cloned(),
+            pin: ws.pin.clone(),
+            router: ws.router.clone(),
+            replicas: ws.replicas.values().cloned().collect(),
+            desired: ws.desired(),
+            routes: ws.routes.clone(),
+            rollout: ws.latest_rollout().cloned(),
+            now: now(),
+        }))
+    })
+}
+
+#[derive(Serialize)]
+struct Created {
+    created: bool,
+    release: Release,
+}
+
+async fn create_release(
+    State(sh): St,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Body(req): Body<ReleaseRequest>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
+    let who = actor(&headers);
+    let mut out = None;
+    let events = sh.command(&name, &who, "release registered", |w| {
+        let (event, release) = command::create_release(w, &name, &req, &who, now())?;
+        out = Some(release);
+        Ok(event.into_iter().collect())
+    })?;
+    let created = !events.is_empty();
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(Created { created, release: out.expect("set on success") })))
+}
+
+async fn list_releases(State(sh): St, Path(name): Path<String>) -> Result<Json<Vec<Release>>, ApiError> {
+    sh.world(|w| {
+        let ws = command::workload(w, &name)?;
+        Ok(Json(ws.release_order.iter().filter_map(|v| ws.releases.get(v).cloned()).collect()))
+    })
+}
+
+async fn show_release(State(sh): St, Path((name, version)): Path<(String, String)>) -> Result<Json<Release>, ApiError> {
+    sh.world(|w| {
+        let ws = command::workload(w, &name)?;
+        ws.releases.get(&version).cloned().map(Json).ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{name} has no release {version:?}"))
+        })
+    })
+}
+
+#[derive(Deserialize)]
+struct DeployBody {
+    version: String,
+    #[serde(default)]
+    reason: String,
+}
+
+#[derive(Serialize)]
+struct Started {
+    rollout_id: String,
+}
+
+async fn deploy(
+    State(sh): St,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Body(b): Body<DeployBody>,
+) -> Result<(StatusCode, Json<Started>), ApiError> {
+    let reason = if b.reason.is_empty() { format!("deploy {}", b.version) } else { b.reason.clone() };
+    let events = sh.command(&name, &actor(&headers), &reason, |w| Ok(vec![command::deploy(w, &name, &b.version)?]))?;
+    let id = events.first().and_then(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
+    Ok((StatusCode::ACCEPTED, Json(Started { rollout_id: id })))
+}
+
+#[derive(Deserialize, Default)]
+struct ReasonBody {
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    to: Option<String>,
+}
+
+async fn simple(
+    sh: Arc<Shared>,
+    headers: HeaderMap,
+    name: String,
+    verb: &str,
+    reason: String,
+    f: fn(&ringfence_core::World, &str) -> Result<ringfence_core::EventKind, CommandError>,
+) -> Result<Json<Started>, ApiError> {
+    let reason = if reason.is_empty() { verb.to_string() } else { reason };
+    let events = sh.command(&name, &actor(&headers), &reason, |w| Ok(vec![f(w, &name)?]))?;
+    let id = events.first().and_then(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
+    Ok(Json(Started { rollout_id: id }))
+}
+
+async fn pause(
+    State(sh): St,
+    h: HeaderMap,
+    Path(n): Path<String>,
+    Body(b): Body<ReasonBody>,
+) -> Result<Json<Started>, ApiError> {
+    simple(sh, h, n, "pause", b.reason, command::pause).await
+}
+
+async fn resume(
+    State(sh): St,
+    h: HeaderMap,
+    Path(n): Path<String>,
+    Body(b): Body<ReasonBody>,
+) -> Result<Json<Started>, ApiError> {
+    simple(sh, h, n, "resume", b.reason, command::resume).await
+}
+
+async fn promote(
+    State(sh): St,
+    h: HeaderMap,
+    Path(n): Path<String>,
+    Body(b): Body<ReasonBody>,
+) -> Result<Json<Started>, ApiError> {
+    simple(sh, h, n, "promote", b.reason, command::promote).await
+}
+
+async fn abort(
+    State(sh): St,
+    h: HeaderMap,
+    Path(n): Path<String>,
+    Body(b): Body<ReasonBody>,
+) -> Result<Json<Started>, ApiError> {
+    simple(sh, h, n, "abort", b.reason, command::abort).await
+}
+
+async fn rollback(
+    State(sh): St,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Body(b): Body<ReasonBody>,
+) -> Result<Json<Started>, ApiError> {
+    let who = actor(&headers);
+    let reason = if b.reason.is_empty() { "rollback to last known good".to_string() } else { b.reason.clone() };
+    let events =
+        sh.command(&name, &who, &reason, |w| Ok(vec![command::rollback(w, &name, b.to.as_deref(), &who, &b.reason)?]))?;
+    let id = events.first().and_then(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
+    Ok(Json(Started { rollout_id: id }))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    1000
+}
+
+async fn workload_events(
+    State(sh): St,
+    Path(name): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<Vec<Event>>, ApiError> {
+    sh.world(|w| command::workload(w, &name).map(|_| ()))?;
+    Ok(Json(sh.events(Some(&name), q.after, q.limit.min(10_000))?))
+}
+
+async fn all_events(State(sh): St, Query(q): Query<EventsQuery>) -> Result<Json<Vec<Event>>, ApiError> {
+    Ok(Json(sh.events(None, q.after, q.limit.min(10_000))?))
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct Why {
+    pub text: String,
+    pub rollout: Option<Rollout>,
+}
+
+async fn why(State(sh): St, Path(name): Path<String>) -> Result<Json<Why>, ApiError> {
+    sh.world(|w| {
+        let ws = command::workload(w, &name)?;
+        Ok(Json(Why { text: explain::why(ws), rollout: ws.latest_rollout().cloned() }))
+    })
+}
+
+async fn show_rollout(State(sh): St, Path((name, id)): Path<(String, String)>) -> Result<Json<Rollout>, ApiError> {
+    sh.world(|w| {
+        let ws = command::workload(w, &name)?;
+        ws.rollout(&id)
+            .cloned()
+            .map(Json)
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{name} has no rollout {id:?}")))
+    })
+}

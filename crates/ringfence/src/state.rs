@@ -1,0 +1,127 @@
+//! The server's shared state: the event log and the projections folded from it, behind one
+//! lock so that checking a command and appending its events is atomic.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use ringfence_core::command::CommandError;
+use ringfence_core::{Event, EventKind, NewEvent, Timestamp, World};
+use ringfence_store::{Store, StoreError};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::executor::ProcessExecutor;
+use crate::http::HttpClient;
+
+pub fn now() -> Timestamp {
+    let ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    Timestamp(ms)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct Inner {
+    store: Store,
+    world: World,
+}
+
+pub struct Shared {
+    pub data_dir: PathBuf,
+    inner: Mutex<Inner>,
+    pub executor: ProcessExecutor,
+    pub http: HttpClient,
+    notifies: Mutex<HashMap<String, Arc<Notify>>>,
+    pub running_loops: Mutex<HashSet<String>>,
+    pub shutdown: CancellationToken,
+    pub tick: std::time::Duration,
+}
+
+impl Shared {
+    /// Opens the log in `data_dir` and rebuilds every projection from it.
+    pub fn open(
+        data_dir: PathBuf,
+        tick: std::time::Duration,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Arc<Shared>> {
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", data_dir.display()))?;
+        let store = Store::open(&data_dir.join("events.db"))?;
+        let mut world = World::default();
+        let events = store.load_all()?;
+        for e in &events {
+            world.apply(e);
+        }
+        tracing::info!(events = events.len(), workloads = world.workloads.len(), "state rebuilt from the event log");
+        let http = HttpClient::new();
+        let executor = ProcessExecutor::new(&data_dir, http.clone())?;
+        Ok(Arc::new(Shared {
+            data_dir,
+            inner: Mutex::new(Inner { store, world }),
+            executor,
+            http,
+            notifies: Mutex::default(),
+            running_loops: Mutex::default(),
+            shutdown,
+            tick,
+        }))
+    }
+
+    pub fn world<R>(&self, f: impl FnOnce(&World) -> R) -> R {
+        f(&self.inner.lock().expect("state lock").world)
+    }
+
+    /// Checks a command against the current state and appends its events, atomically.
+    pub fn command(
+        &self,
+        workload: &str,
+        actor: &str,
+        reason: &str,
+        f: impl FnOnce(&World) -> Result<Vec<EventKind>, CommandError>,
+    ) -> Result<Vec<Event>, AppendError> {
+        let mut inner = self.inner.lock().expect("state lock");
+        let kinds = f(&inner.world)?;
+        let at = now();
+        let new: Vec<NewEvent> = kinds
+            .into_iter()
+            .map(|kind| NewEvent { at, actor: actor.into(), reason: reason.into(), workload: workload.into(), kind })
+            .collect();
+        let events = inner.store.append(new)?;
+        for e in &events {
+            inner.world.apply(e);
+        }
+        drop(inner);
+        if !events.is_empty() {
+            self.notify(workload);
+        }
+        Ok(events)
+    }
+
+    /// Appends events the controller decided on.
+    pub fn record(&self, workload: &str, reason: &str, kinds: Vec<EventKind>) -> Result<Vec<Event>, StoreError> {
+        match self.command(workload, "controller", reason, |_| Ok(kinds)) {
+            Ok(e) => Ok(e),
+            Err(AppendError::Store(e)) => Err(e),
+            Err(AppendError::Command(_)) => unreachable!("recording checks nothing"),
+        }
+    }
+
+    pub fn events(&self, workload: Option<&str>, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.inner.lock().expect("state lock").store.read(workload, after, limit)
+    }
+
+    pub fn notifier(&self, workload: &str) -> Arc<Notify> {
+        self.notifies.lock().expect("notify lock").entry(workload.into()).or_default().clone()
+    }
+
+    pub fn notify(&self, workload: &str) {
+        self.notifier(workload).notify_one();
+    }
+}

@@ -1,0 +1,57 @@
+//! ringfence's built-in L7 HTTP router: the data plane of a rollout.
+//!
+//! It splits a workload's traffic between rollout groups by sticky user buckets, guards every
+//! upstream replica with a circuit breaker, and counts requests, errors and latency per
+//! version for the controller's health analysis.
+//!
+//! The controller pushes routing tables over the admin API (`PUT /v1/table`) and reads
+//! `GET /v1/stats`. The hot path never waits on it: the table is an atomically swapped value
+//! read without locks, and the last accepted table is persisted so a restarted router serves
+//! it before the controller is back.
+//!
+//! This crate depends on no other ringfence crate.
+
+mod admin;
+mod breaker;
+mod metrics;
+mod proxy;
+mod routing;
+mod server;
+mod stats;
+mod table;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use proxy::{GROUP_HEADER, VERSION_HEADER};
+pub use stats::{BreakerState, NO_VERSION, StatsSnapshot, UpstreamStats, VersionStats};
+pub use table::{BUCKETS, BreakerConfig, Group, RouteTable, TableError, bucket};
+
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// The last accepted table is written here (temporary file + rename) and loaded at start.
+    pub state_file: Option<PathBuf>,
+    /// Budget for connecting to an upstream and receiving its response headers.
+    pub upstream_timeout: Duration,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig { state_file: None, upstream_timeout: Duration::from_secs(30) }
+    }
+}
+
+/// Serves proxy traffic on `listener` and the admin API on `admin` until `shutdown` is
+/// cancelled, then stops accepting and drains open connections (for at most
+/// `upstream_timeout`).
+pub async fn run(
+    config: RouterConfig,
+    listener: TcpListener,
+    admin: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    server::run(config, listener, admin, shutdown).await
+}

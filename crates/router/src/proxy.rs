@@ -1,0 +1,281 @@
+//! The data plane: pick a group for the user, forward to one of its replicas, stream back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::{PathAndQuery, Scheme};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+
+use crate::routing::{GroupRt, Routing};
+use crate::server::Shared;
+use crate::stats::{Latency, NO_VERSION, Series};
+use crate::table::bucket;
+
+/// Upstream bodies are streamed through untouched; the router's own answers are small.
+pub(crate) type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+pub const GROUP_HEADER: &str = "x-ringfence-group";
+pub const VERSION_HEADER: &str = "x-ringfence-version";
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static GROUP: HeaderName = HeaderName::from_static(GROUP_HEADER);
+static VERSION: HeaderName = HeaderName::from_static(VERSION_HEADER);
+
+/// RFC 9110 7.6.1 plus the legacy ones still seen in the wild.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+];
+
+pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    let received = Instant::now();
+    // An owned Arc, not a guard: the request holds the table across awaits.
+    let Some(routing) = shared.routing.load_full() else {
+        return shared.no_upstream(received, "no routing table loaded yet\n", None);
+    };
+    if req.method() == Method::CONNECT {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
+    }
+
+    let (key, new_cookie) = match user_key(req.headers(), &routing) {
+        Some(key) => (key, None),
+        None => {
+            let key = format!("{:016x}", rand::random::<u64>());
+            let cookie = format!("{}={key}; Path=/; HttpOnly; SameSite=Lax", routing.table.sticky_cookie);
+            (key, HeaderValue::from_str(&cookie).ok())
+        }
+    };
+    let bucket = bucket(&routing.table.workload, &key);
+    let picked = routing.group_index(bucket).and_then(|preferred| routing.pick(preferred, received));
+    let Some((group_index, attempt)) = picked else {
+        return shared.no_upstream(received, "no healthy upstream for this workload\n", new_cookie);
+    };
+    let group = &routing.groups[group_index];
+
+    let (mut parts, body) = req.into_parts();
+    let path = parts.uri.path_and_query().cloned();
+    let uri = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(attempt.upstream.authority.clone())
+        .path_and_query(path.unwrap_or_else(|| PathAndQuery::from_static("/")))
+        .build();
+    parts.uri = match uri {
+        Ok(uri) => uri,
+        Err(error) => {
+            tracing::debug!(%error, "cannot build upstream URI");
+            return plain(StatusCode::BAD_REQUEST, "bad request target\n");
+        }
+    };
+    // Upstreams are spoken to over pooled HTTP/1.1 whatever the client used.
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    append_forwarded_for(&mut parts.headers, peer);
+    let upstream_req = Request::from_parts(parts, body);
+
+    let result = tokio::time::timeout(shared.upstream_timeout, shared.client.request(upstream_req)).await;
+    let now = Instant::now();
+    let mut response = match result {
+        Ok(Ok(response)) => {
+            let failed = response.status().is_server_error();
+            attempt.finish(!failed, now, &routing.table.breaker);
+            record(&group.series, &group.latency, received, now, failed);
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, Either::Left(body))
+        }
+        Ok(Err(error)) => {
+            let upstream = attempt.upstream.addr;
+            attempt.finish(false, now, &routing.table.breaker);
+            record(&group.series, &group.latency, received, now, true);
+            tracing::debug!(%upstream, group = %group.name, error = %ErrorChain(&error), "upstream request failed");
+            plain(StatusCode::BAD_GATEWAY, "upstream unavailable\n")
+        }
+        Err(_elapsed) => {
+            let upstream = attempt.upstream.addr;
+            attempt.finish(false, now, &routing.table.breaker);
+            record(&group.series, &group.latency, received, now, true);
+            tracing::debug!(%upstream, group = %group.name, "upstream timed out");
+            plain(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n")
+        }
+    };
+    decorate(response.headers_mut(), group, new_cookie);
+    response
+}
+
+impl Shared {
+    /// 503 counted under version "none": there was nowhere to send the request.
+    fn no_upstream(
+        &self,
+        received: Instant,
+        why: &'static str,
+        new_cookie: Option<HeaderValue>,
+    ) -> Response<ProxyBody> {
+        record(&self.none_series, &self.none_latency, received, Instant::now(), true);
+        let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, why);
+        let headers = response.headers_mut();
+        let none = HeaderValue::from_static(NO_VERSION);
+        headers.insert(GROUP.clone(), none.clone());
+        headers.insert(VERSION.clone(), none);
+        if let Some(cookie) = new_cookie {
+            headers.append(header::SET_COOKIE, cookie);
+        }
+        response
+    }
+}
+
+fn record(series: &Series, latency: &Latency, received: Instant, now: Instant, failed: bool) {
+    series.requests.fetch_add(1, Relaxed);
+    if failed {
+        series.errors.fetch_add(1, Relaxed);
+    }
+    let us = u64::try_from(now.saturating_duration_since(received).as_micros()).unwrap_or(u64::MAX);
+    latency.observe_us(us);
+}
+
+fn decorate(headers: &mut HeaderMap, group: &GroupRt, new_cookie: Option<HeaderValue>) {
+    headers.insert(GROUP.clone(), group.name_header.clone());
+    headers.insert(VERSION.clone(), group.version_header.clone());
+    if let Some(cookie) = new_cookie {
+        // Append: the upstream may set cookies of its own.
+        headers.append(header::SET_COOKIE, cookie);
+    }
+}
+
+/// The sticky header if present, else the sticky cookie. Non-UTF-8 bytes are kept (lossily)
+/// rather than ignored, so such users still stay sticky.
+fn user_key(headers: &HeaderMap, routing: &Routing) -> Option<String> {
+    if let Some(value) = headers.get(&routing.sticky_header) {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        let value = value.trim();
+        if !value.is_empty() {
+            return Some(value.to_owned());
+        }
+    }
+    cookie(headers, &routing.table.sticky_cookie)
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().flat_map(|value| value.as_bytes().split(|&b| b == b';')).find_map(|pair| {
+        let pair = String::from_utf8_lossy(pair);
+        let (n, v) = pair.split_once('=')?;
+        let v = v.trim().trim_matches('"');
+        (n.trim() == name && !v.is_empty()).then(|| v.to_owned())
+    })
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        // Headers named in Connection are hop-by-hop too.
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_string();
+    let mut chain: Vec<&[u8]> = headers.get_all(&X_FORWARDED_FOR).iter().map(|v| v.as_bytes()).collect();
+    chain.push(ip.as_bytes());
+    let joined = chain.join(&b", "[..]);
+    let value = HeaderValue::from_bytes(&joined)
+        .or_else(|_| HeaderValue::from_str(&ip))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    headers.insert(X_FORWARDED_FOR.clone(), value);
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(body.as_bytes()))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// Displays an error with its sources, since hyper's top-level messages alone say little.
+pub(crate) struct ErrorChain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_bytes(value).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn cookie_parsing_is_forgiving() {
+        let h = headers(&[("cookie", b"a=1; rf_user=u42 ; b=2"), ("cookie", b"rf_user=second")]);
+        assert_eq!(cookie(&h, "rf_user").as_deref(), Some("u42"));
+        let h = headers(&[("cookie", b"garbage;;=;rf_user=\"quoted\"")]);
+        assert_eq!(cookie(&h, "rf_user").as_deref(), Some("quoted"));
+        let h = headers(&[("cookie", b"rf_user=; x=1"), ("cookie", b"\xffjunk; rf_user=\xfe")]);
+        assert_eq!(cookie(&h, "rf_user").as_deref(), Some("\u{fffd}"));
+        assert_eq!(cookie(&headers(&[("cookie", b"rf_user=")]), "rf_user"), None);
+        assert_eq!(cookie(&HeaderMap::new(), "rf_user"), None);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_stripped() {
+        let mut h = headers(&[
+            ("connection", b"keep-alive, X-Secret"),
+            ("keep-alive", b"timeout=5"),
+            ("x-secret", b"1"),
+            ("transfer-encoding", b"chunked"),
+            ("upgrade", b"websocket"),
+            ("host", b"example.com"),
+            ("x-user-id", b"u1"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["host", "x-user-id"]);
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let peer: SocketAddr = "10.0.0.9:5000".parse().unwrap();
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, peer);
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.9");
+        let mut h = headers(&[("x-forwarded-for", b"1.1.1.1"), ("x-forwarded-for", b"2.2.2.2")]);
+        append_forwarded_for(&mut h, peer);
+        assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 10.0.0.9");
+    }
+}

@@ -1,0 +1,244 @@
+//! A validated table compiled for the hot path: header values, counters and breakers resolved
+//! once per table instead of once per request.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::http::uri::Authority;
+
+use crate::breaker::{Breaker, Permit};
+use crate::stats::{BreakerState, Latency, Series, Stats, UpstreamStats};
+use crate::table::{BreakerConfig, RouteTable, group_index_for_bucket};
+
+#[derive(Debug)]
+pub(crate) struct Routing {
+    pub(crate) table: RouteTable,
+    pub(crate) sticky_header: HeaderName,
+    pub(crate) groups: Vec<GroupRt>,
+}
+
+#[derive(Debug)]
+pub(crate) struct GroupRt {
+    pub(crate) name: String,
+    pub(crate) version: String,
+    pub(crate) name_header: HeaderValue,
+    pub(crate) version_header: HeaderValue,
+    weight_bp: u32,
+    upstreams: Vec<Arc<Upstream>>,
+    next: AtomicUsize,
+    pub(crate) series: Arc<Series>,
+    pub(crate) latency: Arc<Latency>,
+}
+
+/// One replica. Shared between consecutive tables so its breaker survives a table swap.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    pub(crate) addr: SocketAddr,
+    pub(crate) authority: Authority,
+    breaker: Mutex<Breaker>,
+}
+
+impl Upstream {
+    fn new(addr: SocketAddr) -> Upstream {
+        // A socket address always renders as a valid authority; fall back defensively anyway.
+        let authority =
+            Authority::try_from(addr.to_string().as_str()).unwrap_or_else(|_| Authority::from_static("invalid"));
+        Upstream { addr, authority, breaker: Mutex::new(Breaker::default()) }
+    }
+
+    fn breaker(&self) -> MutexGuard<'_, Breaker> {
+        // The breaker has no invariant a panic elsewhere could break; keep serving.
+        self.breaker.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A request admitted by one replica's breaker. Dropping it without `finish` (the client went
+/// away) releases a half-open probe slot instead of wedging the breaker.
+#[derive(Debug)]
+pub(crate) struct Attempt {
+    pub(crate) upstream: Arc<Upstream>,
+    permit: Permit,
+    finished: bool,
+}
+
+impl Attempt {
+    pub(crate) fn finish(mut self, success: bool, now: Instant, config: &BreakerConfig) {
+        self.finished = true;
+        let mut breaker = self.upstream.breaker();
+        let before = breaker.state_at(now);
+        breaker.record(self.permit, success, now, config);
+        let after = breaker.state_at(now);
+        let trips = breaker.trips();
+        drop(breaker);
+        if before != after {
+            let upstream = self.upstream.addr;
+            match after {
+                BreakerState::Open => {
+                    tracing::warn!(%upstream, trips, ?before, "circuit breaker opened")
+                }
+                _ => tracing::info!(%upstream, ?before, ?after, "circuit breaker state changed"),
+            }
+        }
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.upstream.breaker().abandon(self.permit);
+        }
+    }
+}
+
+impl Routing {
+    /// Compiles a table that already passed `RouteTable::validate`. Replicas also present in
+    /// `previous` keep their breaker.
+    pub(crate) fn build(table: RouteTable, previous: Option<&Routing>, stats: &Stats) -> anyhow::Result<Routing> {
+        let mut known: HashMap<SocketAddr, Arc<Upstream>> = previous
+            .into_iter()
+            .flat_map(|p| p.groups.iter())
+            .flat_map(|g| g.upstreams.iter())
+            .map(|u| (u.addr, u.clone()))
+            .collect();
+        let sticky_header = HeaderName::from_bytes(table.sticky_header.as_bytes())?;
+        let mut groups = Vec::with_capacity(table.groups.len());
+        for g in &table.groups {
+            let upstreams = g
+                .upstreams
+                .iter()
+                .map(|&addr| known.entry(addr).or_insert_with(|| Arc::new(Upstream::new(addr))).clone())
+                .collect();
+            groups.push(GroupRt {
+                name: g.name.clone(),
+                version: g.version.clone(),
+                name_header: HeaderValue::from_str(&g.name)?,
+                version_header: HeaderValue::from_str(&g.version)?,
+                weight_bp: g.weight_bp,
+                upstreams,
+                next: AtomicUsize::new(0),
+                series: stats.series(&g.version, &g.name),
+                latency: stats.latency(&g.version),
+            });
+        }
+        Ok(Routing { table, sticky_header, groups })
+    }
+
+    pub(crate) fn group_index(&self, bucket: u32) -> Option<usize> {
+        group_index_for_bucket(self.groups.iter().map(|g| g.weight_bp), bucket)
+    }
+
+    /// An admitted replica of the preferred group, else of the next group in list order
+    /// (wrapping) that has one.
+    pub(crate) fn pick(&self, preferred: usize, now: Instant) -> Option<(usize, Attempt)> {
+        let n = self.groups.len();
+        (0..n).map(|k| (preferred + k) % n).find_map(|i| Some((i, self.groups[i].admit(now)?)))
+    }
+
+    pub(crate) fn upstream_stats(&self, now: Instant) -> Vec<UpstreamStats> {
+        let mut out = Vec::new();
+        for g in &self.groups {
+            for u in &g.upstreams {
+                let breaker = u.breaker();
+                out.push(UpstreamStats {
+                    addr: u.addr,
+                    group: g.name.clone(),
+                    version: g.version.clone(),
+                    state: breaker.state_at(now),
+                    trips: breaker.trips(),
+                    consecutive_failures: breaker.consecutive_failures(),
+                });
+            }
+        }
+        out
+    }
+}
+
+impl GroupRt {
+    /// Round-robin over the replicas, skipping those whose breaker refuses.
+    fn admit(&self, now: Instant) -> Option<Attempt> {
+        let n = self.upstreams.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Relaxed);
+        (0..n).find_map(|k| {
+            let upstream = &self.upstreams[(start + k) % n];
+            let permit = upstream.breaker().admit(now)?;
+            Some(Attempt { upstream: upstream.clone(), permit, finished: false })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::Group;
+
+    fn table(groups: &[(&str, u32, &[u16])]) -> RouteTable {
+        RouteTable {
+            generation: 1,
+            workload: "w".into(),
+            sticky_header: "x-user-id".into(),
+            sticky_cookie: "rf_user".into(),
+            groups: groups
+                .iter()
+                .map(|&(name, weight_bp, ports)| Group {
+                    name: name.into(),
+                    version: format!("{name}-v"),
+                    weight_bp,
+                    upstreams: ports.iter().map(|&p| SocketAddr::from(([127, 0, 0, 1], p))).collect(),
+                })
+                .collect(),
+            breaker: BreakerConfig { consecutive_failures: 1, ..BreakerConfig::default() },
+        }
+    }
+
+    fn trip(r: &Routing, group: usize, now: Instant) {
+        let (_, attempt) = r.pick(group, now).unwrap();
+        attempt.finish(false, now, &r.table.breaker);
+    }
+
+    #[test]
+    fn round_robin_skips_open_replicas_and_falls_back_in_list_order() {
+        let stats = Stats::default();
+        let r =
+            Routing::build(table(&[("a", 5_000, &[1, 2]), ("b", 0, &[3]), ("c", 5_000, &[4])]), None, &stats).unwrap();
+        let now = Instant::now();
+        let ports: Vec<u16> = (0..4).map(|_| r.pick(0, now).unwrap().1.upstream.addr.port()).collect();
+        assert_eq!(ports, [1, 2, 1, 2]);
+
+        trip(&r, 0, now); // port 1 (round robin is at 4: even -> port 1)
+        let ports: Vec<u16> = (0..3).map(|_| r.pick(0, now).unwrap().1.upstream.addr.port()).collect();
+        assert_eq!(ports, [2, 2, 2]);
+        trip(&r, 0, now); // port 2
+        // Group a is out: fall back to the next group in list order, even with weight 0.
+        let (group, attempt) = r.pick(0, now).unwrap();
+        assert_eq!((group, attempt.upstream.addr.port()), (1, 3));
+        drop(attempt);
+        trip(&r, 1, now);
+        // Only c is left, whichever group is preferred.
+        assert_eq!(r.pick(0, now).unwrap().0, 2);
+        assert_eq!(r.pick(2, now).unwrap().0, 2);
+        trip(&r, 2, now);
+        assert!(r.pick(0, now).is_none());
+        assert!(r.pick(2, now).is_none());
+    }
+
+    #[test]
+    fn breakers_survive_a_table_swap() {
+        let stats = Stats::default();
+        let now = Instant::now();
+        let old = Routing::build(table(&[("a", 10_000, &[1, 2])]), None, &stats).unwrap();
+        trip(&old, 0, now); // port 1
+        let new = Routing::build(table(&[("a", 5_000, &[1]), ("b", 5_000, &[5])]), Some(&old), &stats).unwrap();
+        let up = new.upstream_stats(now);
+        assert_eq!(up[0].addr.port(), 1);
+        assert_eq!((up[0].state, up[0].trips), (BreakerState::Open, 1));
+        assert_eq!(up[1].state, BreakerState::Closed);
+        assert_eq!(new.pick(0, now).unwrap().0, 1, "a's only replica is still open");
+    }
+}

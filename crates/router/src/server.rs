@@ -1,0 +1,247 @@
+//! Listeners, connection lifecycle, shared state and the persisted table.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use hyper::body::{Body, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::RouterConfig;
+use crate::proxy::ErrorChain;
+use crate::routing::Routing;
+use crate::stats::{Latency, NO_VERSION, Series, Stats};
+use crate::table::RouteTable;
+
+/// Everything the proxy and admin handlers share. Only `routing` changes after start.
+pub(crate) struct Shared {
+    pub(crate) routing: ArcSwapOption<Routing>,
+    pub(crate) stats: Stats,
+    pub(crate) none_series: Arc<Series>,
+    pub(crate) none_latency: Arc<Latency>,
+    pub(crate) client: Client<HttpConnector, Incoming>,
+    pub(crate) upstream_timeout: Duration,
+    pub(crate) state_file: Option<PathBuf>,
+    pub(crate) instance_id: String,
+    pub(crate) started: Instant,
+    /// Serialises table writes so the generation check, the swap and the file agree.
+    pub(crate) writes: tokio::sync::Mutex<WriteState>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct WriteState {
+    /// The served table is not on disk yet (the last write failed); retried on the next PUT.
+    pub(crate) unpersisted: bool,
+}
+
+impl Shared {
+    fn new(config: RouterConfig) -> Shared {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        // Connects fail fast on their own; the overall budget is `upstream_timeout`.
+        connector.set_connect_timeout(Some(config.upstream_timeout.min(Duration::from_secs(5))));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            // Below the idle timeouts of common upstream servers (Node.js closes after 5 s),
+            // so the pool rarely sends on a connection the upstream is closing, which would
+            // surface as a spurious 502 and count against the replica's breaker.
+            .pool_idle_timeout(Duration::from_secs(4))
+            .build(connector);
+        let stats = Stats::default();
+        Shared {
+            routing: ArcSwapOption::empty(),
+            none_series: stats.series(NO_VERSION, NO_VERSION),
+            none_latency: stats.latency(NO_VERSION),
+            stats,
+            client,
+            upstream_timeout: config.upstream_timeout,
+            state_file: config.state_file,
+            instance_id: format!("{:016x}", rand::random::<u64>()),
+            started: Instant::now(),
+            writes: tokio::sync::Mutex::new(WriteState::default()),
+        }
+    }
+
+    /// Compiles and swaps in a validated table. Callers hold `writes`.
+    pub(crate) fn install(&self, table: RouteTable) -> anyhow::Result<()> {
+        let previous = self.routing.load_full();
+        let routing = Routing::build(table, previous.as_deref(), &self.stats)?;
+        let t = &routing.table;
+        tracing::info!(
+            generation = t.generation,
+            workload = %t.workload,
+            groups = ?t.groups.iter().map(|g| (&g.name, &g.version, g.weight_bp)).collect::<Vec<_>>(),
+            "routing table installed"
+        );
+        self.routing.store(Some(Arc::new(routing)));
+        Ok(())
+    }
+}
+
+pub(crate) async fn run(
+    config: RouterConfig,
+    listener: TcpListener,
+    admin: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let drain_for = config.upstream_timeout;
+    let shared = Arc::new(Shared::new(config));
+    if let Some(path) = shared.state_file.clone() {
+        load_state(&shared, &path).await;
+    }
+    tracing::info!(
+        proxy = %listener.local_addr()?,
+        admin = %admin.local_addr()?,
+        instance_id = %shared.instance_id,
+        "router listening"
+    );
+
+    let tracker = TaskTracker::new();
+    // Cancelled when the drain period is over, to cut connections that are still busy.
+    let hard_stop = CancellationToken::new();
+    let proxy_shared = shared.clone();
+    let admin_shared = shared.clone();
+    tokio::join!(
+        serve(listener, &shutdown, &hard_stop, &tracker, move |req, peer| {
+            crate::proxy::handle(proxy_shared.clone(), req, peer)
+        }),
+        serve(admin, &shutdown, &hard_stop, &tracker, move |req, _peer| {
+            crate::admin::handle(admin_shared.clone(), req)
+        }),
+    );
+
+    tracker.close();
+    if tokio::time::timeout(drain_for, tracker.wait()).await.is_err() {
+        tracing::warn!(connections = tracker.len(), "drain period over, closing remaining connections");
+        hard_stop.cancel();
+        tracker.wait().await;
+    }
+    tracing::info!("router stopped");
+    Ok(())
+}
+
+/// Accepts until `shutdown`, serving each connection on its own task tracked by `tracker`.
+async fn serve<H, F, B>(
+    listener: TcpListener,
+    shutdown: &CancellationToken,
+    hard_stop: &CancellationToken,
+    tracker: &TaskTracker,
+    handler: H,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Usually out of file descriptors: back off rather than spin.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "set_nodelay failed");
+        }
+        let handler = handler.clone();
+        let shutdown = shutdown.clone();
+        let hard_stop = hard_stop.clone();
+        tracker.spawn(async move {
+            let service = service_fn(move |req| {
+                let response = handler(req, peer);
+                async move { Ok::<_, Infallible>(response.await) }
+            });
+            let conn = http1::Builder::new().timer(TokioTimer::new()).serve_connection(TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                () = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    tokio::select! {
+                        result = conn.as_mut() => result,
+                        () = hard_stop.cancelled() => Ok(()),
+                    }
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%peer, error = %ErrorChain(&error), "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Starts from the persisted table so the data plane serves before the controller is back.
+/// A missing file is normal on first start; a broken one is logged and ignored, since
+/// refusing to start would take traffic down over a file the controller will rewrite anyway.
+async fn load_state(shared: &Shared, path: &Path) {
+    let bytes = match tokio::fs::read(path).await {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return,
+        Err(error) => {
+            tracing::error!(path = %path.display(), %error, "cannot read state file; starting without a table");
+            return;
+        }
+    };
+    let table = match serde_json::from_slice::<RouteTable>(&bytes) {
+        Ok(table) => table,
+        Err(error) => {
+            tracing::error!(path = %path.display(), %error, "state file is not a routing table; starting without one");
+            return;
+        }
+    };
+    if let Err(error) = table.validate() {
+        tracing::error!(path = %path.display(), %error, "state file holds an invalid table; starting without one");
+        return;
+    }
+    let _writes = shared.writes.lock().await;
+    match shared.install(table) {
+        Ok(()) => tracing::info!(path = %path.display(), "routing table restored from state file"),
+        Err(error) => {
+            tracing::error!(path = %path.display(), error = %error, "cannot install persisted table")
+        }
+    }
+}
+
+/// Writes the table next to its final place and renames it over, so a crash leaves either
+/// the old or the new file, never half of one.
+pub(crate) async fn persist(path: PathBuf, table: &RouteTable) -> anyhow::Result<()> {
+    let bytes = serde_json::to_vec_pretty(table)?;
+    tokio::task::spawn_blocking(move || write_atomically(&path, &bytes)).await??;
+    Ok(())
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    file.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,381 @@
+//! Per-version statistics: lock-free counters on the hot path, plain snapshots for readers.
+//!
+//! The controller's health analysis reads `StatsSnapshot`s and diffs consecutive ones with
+//! `VersionStats::delta`, so everything here is cumulative since the router started and the
+//! `instance_id` changes on restart.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+
+use serde::{Deserialize, Serialize};
+
+/// What the admin API returns at `GET /v1/stats`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StatsSnapshot {
+    /// Random per process start: a change means the counters were reset.
+    pub instance_id: String,
+    /// Generation of the table being served, 0 when none is loaded.
+    pub generation: u64,
+    pub uptime_ms: u64,
+    pub versions: BTreeMap<String, VersionStats>,
+    pub upstreams: Vec<UpstreamStats>,
+}
+
+/// Cumulative counters of one version (all groups serving it together).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct VersionStats {
+    pub requests: u64,
+    /// 5xx responses plus transport errors (connect error, timeout, no upstream).
+    pub errors: u64,
+    pub latency_sum_us: u64,
+    /// `(upper bound in µs, count)` of the non-empty buckets, ascending. The last possible
+    /// bound is `u64::MAX` (above 60 s).
+    pub latency_buckets: Vec<(u64, u64)>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct UpstreamStats {
+    pub addr: SocketAddr,
+    pub group: String,
+    pub version: String,
+    pub state: BreakerState,
+    pub trips: u64,
+    pub consecutive_failures: u32,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+/// Version (and group) under which requests that found no upstream are counted.
+pub const NO_VERSION: &str = "none";
+
+/// Fine bucket bounds in µs: ×1.1 steps from 100 µs to 60 s, then an overflow bucket.
+/// Fine enough (10% relative error) for the controller to compare p99s between versions.
+pub(crate) static FINE_BOUNDS_US: LazyLock<Vec<u64>> = LazyLock::new(|| {
+    let mut bounds = Vec::new();
+    let mut bound = 100.0_f64;
+    loop {
+        let b = bound.round() as u64;
+        bounds.push(b);
+        if b >= 60_000_000 {
+            break;
+        }
+        bound *= 1.1;
+    }
+    bounds.push(u64::MAX);
+    bounds
+});
+
+/// The conventional Prometheus bucket set (seconds), with a finer low end for a loopback proxy.
+pub(crate) const COARSE_BOUNDS_S: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+impl VersionStats {
+    /// Estimated latency quantile in µs, interpolating linearly inside the bucket.
+    /// `None` without observations or for `q` outside `0.0..=1.0`.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if !(0.0..=1.0).contains(&q) {
+            return None;
+        }
+        let total: u64 = self.latency_buckets.iter().map(|&(_, n)| n).sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = (q * total as f64).max(1.0);
+        let mut seen = 0u64;
+        for &(upper, count) in &self.latency_buckets {
+            if count == 0 {
+                continue;
+            }
+            if (seen + count) as f64 >= rank {
+                let lower = lower_bound_us(upper);
+                if upper == u64::MAX {
+                    // Nothing to interpolate towards: report the overflow bucket's floor.
+                    return Some(lower as f64);
+                }
+                let within = (rank - seen as f64) / count as f64;
+                return Some(lower as f64 + (upper - lower) as f64 * within);
+            }
+            seen += count;
+        }
+        // Only reachable through float rounding on the last bucket.
+        self.latency_buckets.last().map(|&(upper, _)| upper as f64)
+    }
+
+    /// What happened between `earlier` and `self`. Saturating, so a snapshot from before a
+    /// restart yields zeros rather than garbage; callers detect restarts by `instance_id`.
+    pub fn delta(&self, earlier: &VersionStats) -> VersionStats {
+        let mut buckets = Vec::with_capacity(self.latency_buckets.len());
+        let mut old = earlier.latency_buckets.iter().peekable();
+        for &(upper, count) in &self.latency_buckets {
+            while old.next_if(|&&(u, _)| u < upper).is_some() {}
+            let before = old.next_if(|&&(u, _)| u == upper).map_or(0, |&(_, n)| n);
+            let n = count.saturating_sub(before);
+            if n > 0 {
+                buckets.push((upper, n));
+            }
+        }
+        VersionStats {
+            requests: self.requests.saturating_sub(earlier.requests),
+            errors: self.errors.saturating_sub(earlier.errors),
+            latency_sum_us: self.latency_sum_us.saturating_sub(earlier.latency_sum_us),
+            latency_buckets: buckets,
+        }
+    }
+}
+
+/// The bound below `upper` in the fine series; for foreign bounds, one ×1.1 step down.
+fn lower_bound_us(upper: u64) -> u64 {
+    let bounds = &*FINE_BOUNDS_US;
+    match bounds.binary_search(&upper) {
+        Ok(0) => 0,
+        Ok(i) => bounds[i - 1],
+        Err(_) => (upper as f64 / 1.1) as u64,
+    }
+}
+
+/// Requests and errors of one (version, group) pair.
+#[derive(Debug, Default)]
+pub(crate) struct Series {
+    pub(crate) requests: AtomicU64,
+    pub(crate) errors: AtomicU64,
+}
+
+/// Latency of one version, in both the fine (JSON) and coarse (Prometheus) bucket sets.
+#[derive(Debug)]
+pub(crate) struct Latency {
+    fine: Box<[AtomicU64]>,
+    coarse: Box<[AtomicU64]>,
+    sum_us: AtomicU64,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        let zeros = |n| (0..n).map(|_| AtomicU64::new(0)).collect();
+        Latency {
+            fine: zeros(FINE_BOUNDS_US.len()),
+            coarse: zeros(COARSE_BOUNDS_S.len() + 1),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Latency {
+    pub(crate) fn observe_us(&self, us: u64) {
+        let fine = FINE_BOUNDS_US.partition_point(|&b| b < us);
+        self.fine[fine.min(self.fine.len() - 1)].fetch_add(1, Relaxed);
+        let secs = us as f64 / 1e6;
+        let coarse = COARSE_BOUNDS_S.partition_point(|&b| b < secs);
+        self.coarse[coarse].fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+
+    pub(crate) fn sum_us(&self) -> u64 {
+        self.sum_us.load(Relaxed)
+    }
+
+    /// Non-empty fine buckets, ascending.
+    pub(crate) fn fine_buckets(&self) -> Vec<(u64, u64)> {
+        FINE_BOUNDS_US
+            .iter()
+            .zip(self.fine.iter())
+            .map(|(&b, n)| (b, n.load(Relaxed)))
+            .filter(|&(_, n)| n > 0)
+            .collect()
+    }
+
+    /// Per-bucket (not cumulative) counts with `f64::MAX` as +Inf, as prometheus-client wants.
+    pub(crate) fn coarse_buckets(&self) -> Vec<(f64, u64)> {
+        COARSE_BOUNDS_S
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::MAX))
+            .zip(self.coarse.iter())
+            .map(|(b, n)| (b, n.load(Relaxed)))
+            .collect()
+    }
+}
+
+/// Registry of all counters ever created. Only touched when a table is installed and when
+/// someone reads stats; the hot path holds `Arc`s to its own counters.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    /// Keyed by (version, group).
+    series: Mutex<BTreeMap<(String, String), Arc<Series>>>,
+    latency: Mutex<BTreeMap<String, Arc<Latency>>>,
+}
+
+impl Stats {
+    pub(crate) fn series(&self, version: &str, group: &str) -> Arc<Series> {
+        let mut map = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        map.entry((version.to_owned(), group.to_owned())).or_default().clone()
+    }
+
+    pub(crate) fn latency(&self, version: &str) -> Arc<Latency> {
+        let mut map = self.latency.lock().unwrap_or_else(PoisonError::into_inner);
+        map.entry(version.to_owned()).or_default().clone()
+    }
+
+    /// Copies of every series: ((version, group), requests, errors).
+    pub(crate) fn all_series(&self) -> Vec<((String, String), u64, u64)> {
+        let map = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        map.iter().map(|(k, s)| (k.clone(), s.requests.load(Relaxed), s.errors.load(Relaxed))).collect()
+    }
+
+    pub(crate) fn all_latency(&self) -> Vec<(String, Arc<Latency>)> {
+        let map = self.latency.lock().unwrap_or_else(PoisonError::into_inner);
+        map.iter().map(|(k, l)| (k.clone(), l.clone())).collect()
+    }
+
+    /// Per-version totals. Versions without any request are left out unless listed in `keep`
+    /// (the versions of the current table), so readers see every live version.
+    pub(crate) fn versions<'a>(&self, keep: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, VersionStats> {
+        let mut out: BTreeMap<String, VersionStats> = BTreeMap::new();
+        for ((version, _group), requests, errors) in self.all_series() {
+            let v = out.entry(version).or_default();
+            v.requests += requests;
+            v.errors += errors;
+        }
+        for (version, latency) in self.all_latency() {
+            let v = out.entry(version).or_default();
+            v.latency_sum_us = latency.sum_us();
+            v.latency_buckets = latency.fine_buckets();
+        }
+        let keep: Vec<&str> = keep.into_iter().collect();
+        out.retain(|version, v| v.requests > 0 || keep.contains(&version.as_str()));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fine_bounds_are_log_spaced_from_100us_to_60s() {
+        let b = &*FINE_BOUNDS_US;
+        assert_eq!(b[0], 100);
+        assert_eq!(*b.last().unwrap(), u64::MAX);
+        let finite = &b[..b.len() - 1];
+        assert!(*finite.last().unwrap() >= 60_000_000);
+        assert!(finite[finite.len() - 2] < 60_000_000);
+        assert!((130..=150).contains(&b.len()), "{} buckets", b.len());
+        for w in finite.windows(2) {
+            let ratio = w[1] as f64 / w[0] as f64;
+            assert!(w[1] > w[0] && (1.05..1.15).contains(&ratio), "{w:?}");
+        }
+    }
+
+    #[test]
+    fn observe_lands_in_the_right_bucket() {
+        let l = Latency::default();
+        for us in [0, 100, 101, 1_000, 1_000, 59_000_000, 70_000_000, u64::MAX / 4] {
+            l.observe_us(us);
+        }
+        let buckets = l.fine_buckets();
+        assert_eq!(buckets[0], (100, 2), "0 and 100 are both <= 100");
+        assert_eq!(buckets[1], (110, 1));
+        let (ub, n) = buckets.iter().copied().find(|&(ub, _)| ub >= 1_000).unwrap();
+        assert_eq!(n, 2);
+        assert!(lower_bound_us(ub) < 1_000);
+        assert_eq!(*buckets.last().unwrap(), (u64::MAX, 2));
+        let coarse = l.coarse_buckets();
+        assert_eq!(coarse.len(), COARSE_BOUNDS_S.len() + 1);
+        assert_eq!(coarse.iter().map(|&(_, n)| n).sum::<u64>(), 8);
+        assert_eq!(coarse[0], (0.0005, 3));
+        assert_eq!(coarse.last().unwrap().1, 3, "59 s, 70 s and huge are above 10 s");
+    }
+
+    fn stats_of(latencies_us: &[u64]) -> VersionStats {
+        let l = Latency::default();
+        for &us in latencies_us {
+            l.observe_us(us);
+        }
+        VersionStats {
+            requests: latencies_us.len() as u64,
+            errors: 0,
+            latency_sum_us: l.sum_us(),
+            latency_buckets: l.fine_buckets(),
+        }
+    }
+
+    #[test]
+    fn quantiles_are_within_one_bucket() {
+        // 1..=10_000 ms in 1 ms steps: the true p50 is 5 s, p99 is 9.9 s.
+        let values: Vec<u64> = (1..=10_000).map(|ms| ms * 1_000).collect();
+        let s = stats_of(&values);
+        for (q, truth) in [(0.5, 5_000_000.0), (0.9, 9_000_000.0), (0.99, 9_900_000.0)] {
+            let got = s.quantile(q).unwrap();
+            assert!((got / truth - 1.0).abs() < 0.1, "q{q}: {got} vs {truth}");
+        }
+        let min = s.quantile(0.0).unwrap();
+        assert!((900.0..1_100.0).contains(&min), "{min}");
+        let max = s.quantile(1.0).unwrap();
+        assert!((10_000_000.0..11_000_000.0).contains(&max), "{max}");
+
+        assert_eq!(VersionStats::default().quantile(0.5), None);
+        assert_eq!(s.quantile(1.5), None);
+        assert_eq!(s.quantile(f64::NAN), None);
+        // Everything in the overflow bucket reads as its floor, not as infinity.
+        let overflow = stats_of(&[100_000_000]);
+        assert!(overflow.quantile(0.99).unwrap() >= 60_000_000.0);
+        assert!(overflow.quantile(0.99).unwrap() < 70_000_000.0);
+    }
+
+    #[test]
+    fn delta_subtracts_bucket_by_bucket() {
+        let earlier = stats_of(&[200, 5_000]);
+        let mut later = stats_of(&[200, 5_000, 200, 200, 70_000]);
+        later.errors = 2;
+        let d = later.delta(&earlier);
+        assert_eq!(d.requests, 3);
+        assert_eq!(d.errors, 2);
+        assert_eq!(d.latency_sum_us, 70_400);
+        assert_eq!(d, stats_of(&[200, 200, 70_000]).with_errors(2));
+        // The window between two snapshots has its own quantiles.
+        assert!(d.quantile(0.5).unwrap() < 250.0);
+
+        // Saturating: a counter reset (restart) never underflows.
+        let reset = earlier.delta(&later);
+        assert_eq!(reset, VersionStats::default());
+        assert_eq!(later.delta(&VersionStats::default()), later);
+    }
+
+    impl VersionStats {
+        fn with_errors(mut self, errors: u64) -> Self {
+            self.errors = errors;
+            self
+        }
+    }
+
+    #[test]
+    fn snapshot_shape() {
+        let s = StatsSnapshot {
+            instance_id: "abc".into(),
+            generation: 3,
+            uptime_ms: 10,
+            versions: BTreeMap::from([("v1".to_owned(), stats_of(&[150]))]),
+            upstreams: vec![UpstreamStats {
+                addr: "127.0.0.1:80".parse().unwrap(),
+                group: "stable".into(),
+                version: "v1".into(),
+                state: BreakerState::HalfOpen,
+                trips: 1,
+                consecutive_failures: 0,
+            }],
+        };
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["versions"]["v1"]["latency_buckets"], serde_json::json!([[161, 1]]));
+        assert_eq!(json["upstreams"][0]["state"], "half_open");
+        assert_eq!(json["upstreams"][0]["addr"], "127.0.0.1:80");
+        let back: StatsSnapshot = serde_json::from_value(json).unwrap();
+        assert_eq!(back, s);
+    }
+}

@@ -1,0 +1,353 @@
+//! The routing table: what the controller pushes, and the pure rules that map a user to a group.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use hyper::header::{HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+
+/// Buckets per workload. Weights are expressed in basis points of this range.
+pub const BUCKETS: u32 = 10_000;
+
+/// Upper bound of `BreakerConfig::window`, so a pushed table cannot make the router allocate
+/// an unbounded outcome buffer per replica.
+const MAX_BREAKER_WINDOW: u32 = 10_000;
+
+/// Stable bucket of a user key for a workload, in `0..10_000`.
+///
+/// The workload is part of the hashed text so that one user does not land in the canary of
+/// every workload at once.
+pub fn bucket(workload: &str, user_key: &str) -> u32 {
+    let text = format!("{workload}:{user_key}");
+    // Reading from a byte slice cannot fail.
+    let hash = murmur3::murmur3_32(&mut text.as_bytes(), 0).unwrap_or(0);
+    hash % BUCKETS
+}
+
+/// A complete routing table for one workload. The controller owns it; the router only serves it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RouteTable {
+    /// Monotonic version chosen by the controller; lower generations are refused.
+    #[serde(default)]
+    pub generation: u64,
+    pub workload: String,
+    #[serde(default = "default_sticky_header")]
+    pub sticky_header: String,
+    #[serde(default = "default_sticky_cookie")]
+    pub sticky_cookie: String,
+    /// In bucket order: group 0 owns the lowest buckets. The controller lists the canary first
+    /// so that raising its weight only ever adds users to it.
+    #[serde(default)]
+    pub groups: Vec<Group>,
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+}
+
+/// A rollout group: one version of the workload behind a share of the buckets.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Group {
+    pub name: String,
+    pub version: String,
+    /// Share of the buckets in basis points, `0..=10_000`.
+    #[serde(default)]
+    pub weight_bp: u32,
+    #[serde(default)]
+    pub upstreams: Vec<SocketAddr>,
+}
+
+/// Circuit-breaker settings, applied to every upstream replica of the table.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(default)]
+pub struct BreakerConfig {
+    /// Failures in a row that open the breaker.
+    pub consecutive_failures: u32,
+    /// Number of most recent outcomes in the rolling window.
+    pub window: u32,
+    /// The breaker opens when the window is full and its success rate is below this.
+    pub min_success_rate: f64,
+    /// First open period; doubles on each consecutive re-trip, capped at 30 s.
+    pub open_for_ms: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig { consecutive_failures: 5, window: 20, min_success_rate: 0.5, open_for_ms: 2_000 }
+    }
+}
+
+fn default_sticky_header() -> String {
+    "x-user-id".to_owned()
+}
+
+fn default_sticky_cookie() -> String {
+    "rf_user".to_owned()
+}
+
+/// Why a table was refused. `field` is a path into the table (`groups[1].upstreams`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct TableError {
+    pub field: String,
+    pub message: String,
+}
+
+impl TableError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> TableError {
+        TableError { field: field.into(), message: message.into() }
+    }
+}
+
+impl RouteTable {
+    /// The group owning `bucket`: groups own consecutive ranges in list order.
+    pub fn group_for_bucket(&self, bucket: u32) -> Option<&Group> {
+        group_index_for_bucket(self.groups.iter().map(|g| g.weight_bp), bucket).map(|i| &self.groups[i])
+    }
+
+    /// Checks everything the router relies on, so that serving a table never fails later.
+    pub fn validate(&self) -> Result<(), TableError> {
+        if self.workload.trim().is_empty() {
+            return Err(TableError::new("workload", "must not be empty"));
+        }
+        if HeaderName::from_bytes(self.sticky_header.as_bytes()).is_err() {
+            return Err(TableError::new(
+                "sticky_header",
+                format!("{:?} is not a valid HTTP header name", self.sticky_header),
+            ));
+        }
+        if self.sticky_cookie.is_empty() || !self.sticky_cookie.bytes().all(is_cookie_name_byte) {
+            return Err(TableError::new(
+                "sticky_cookie",
+                format!("{:?} is not a valid cookie name", self.sticky_cookie),
+            ));
+        }
+
+        let mut names = HashSet::new();
+        let mut total: u64 = 0;
+        for (i, group) in self.groups.iter().enumerate() {
+            let at = |field: &str| format!("groups[{i}].{field}");
+            if group.name.is_empty() {
+                return Err(TableError::new(at("name"), "must not be empty"));
+            }
+            // Names and versions are echoed in response headers.
+            if HeaderValue::from_str(&group.name).is_err() {
+                return Err(TableError::new(
+                    at("name"),
+                    format!("{:?} must be visible ASCII (it is sent in a header)", group.name),
+                ));
+            }
+            if !names.insert(group.name.as_str()) {
+                return Err(TableError::new(at("name"), format!("group name {:?} is used more than once", group.name)));
+            }
+            if group.version.is_empty() || HeaderValue::from_str(&group.version).is_err() {
+                return Err(TableError::new(
+                    at("version"),
+                    format!("group {:?}: version {:?} must be non-empty visible ASCII", group.name, group.version),
+                ));
+            }
+            if group.weight_bp > BUCKETS {
+                return Err(TableError::new(
+                    at("weight_bp"),
+                    format!("group {:?}: {} is above {BUCKETS}", group.name, group.weight_bp),
+                ));
+            }
+            if group.weight_bp > 0 && group.upstreams.is_empty() {
+                return Err(TableError::new(
+                    at("upstreams"),
+                    format!("group {:?} has weight {} but no upstreams", group.name, group.weight_bp),
+                ));
+            }
+            let mut seen = HashSet::new();
+            for addr in &group.upstreams {
+                if !seen.insert(addr) {
+                    return Err(TableError::new(
+                        at("upstreams"),
+                        format!("group {:?} lists {addr} more than once", group.name),
+                    ));
+                }
+            }
+            total += u64::from(group.weight_bp);
+        }
+        if !self.groups.is_empty() && total != u64::from(BUCKETS) {
+            return Err(TableError::new(
+                "groups",
+                format!("weight_bp of all groups must sum to {BUCKETS}, got {total}"),
+            ));
+        }
+
+        let breaker = &self.breaker;
+        if breaker.consecutive_failures == 0 {
+            return Err(TableError::new("breaker.consecutive_failures", "must be at least 1"));
+        }
+        if breaker.window == 0 || breaker.window > MAX_BREAKER_WINDOW {
+            return Err(TableError::new(
+                "breaker.window",
+                format!("must be in 1..={MAX_BREAKER_WINDOW}, got {}", breaker.window),
+            ));
+        }
+        if !(0.0..=1.0).contains(&breaker.min_success_rate) {
+            return Err(TableError::new(
+                "breaker.min_success_rate",
+                format!("must be in 0.0..=1.0, got {}", breaker.min_success_rate),
+            ));
+        }
+        if breaker.open_for_ms == 0 {
+            return Err(TableError::new("breaker.open_for_ms", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Index of the group owning `bucket`, given the weights in list order.
+pub(crate) fn group_index_for_bucket(weights: impl IntoIterator<Item = u32>, bucket: u32) -> Option<usize> {
+    let mut end: u64 = 0;
+    for (i, weight) in weights.into_iter().enumerate() {
+        end += u64::from(weight);
+        if u64::from(bucket) < end {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// RFC 6265 cookie-name (an RFC 7230 token).
+fn is_cookie_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn table(canary_bp: u32) -> RouteTable {
+        RouteTable {
+            generation: 1,
+            workload: "checkout".into(),
+            sticky_header: default_sticky_header(),
+            sticky_cookie: default_sticky_cookie(),
+            groups: vec![
+                Group { name: "canary".into(), version: "v2".into(), weight_bp: canary_bp, upstreams: vec![addr(2)] },
+                Group {
+                    name: "stable".into(),
+                    version: "v1".into(),
+                    weight_bp: BUCKETS - canary_bp,
+                    upstreams: vec![addr(1)],
+                },
+            ],
+            breaker: BreakerConfig::default(),
+        }
+    }
+
+    #[test]
+    fn bucket_is_stable_and_in_range() {
+        assert_eq!(bucket("checkout", "alice"), bucket("checkout", "alice"));
+        for i in 0..10_000 {
+            assert!(bucket("w", &i.to_string()) < BUCKETS);
+        }
+        // The hash is murmur3 x86_32 with seed 0 of "workload:key"; pin it so that other
+        // implementations (HAProxy/nginx adapters, the controller) can reproduce it.
+        let expected = murmur3::murmur3_32(&mut "checkout:alice".as_bytes(), 0).unwrap() % BUCKETS;
+        assert_eq!(bucket("checkout", "alice"), expected);
+        // The workload is part of the hashed text.
+        let differs = (0..100).any(|i| {
+            let key = format!("user-{i}");
+            bucket("a", &key) != bucket("b", &key)
+        });
+        assert!(differs);
+    }
+
+    #[test]
+    fn groups_own_consecutive_ranges_in_list_order() {
+        let t = table(500);
+        assert_eq!(t.group_for_bucket(0).unwrap().name, "canary");
+        assert_eq!(t.group_for_bucket(499).unwrap().name, "canary");
+        assert_eq!(t.group_for_bucket(500).unwrap().name, "stable");
+        assert_eq!(t.group_for_bucket(9_999).unwrap().name, "stable");
+        assert_eq!(t.group_for_bucket(10_000), None);
+
+        let mut zero = table(0);
+        assert_eq!(zero.group_for_bucket(0).unwrap().name, "stable");
+        zero.groups.clear();
+        assert_eq!(zero.group_for_bucket(0), None);
+    }
+
+    #[test]
+    fn raising_canary_weight_never_moves_a_user_out_of_the_canary() {
+        let keys: Vec<String> = (0..5_000).map(|i| format!("user-{i}")).collect();
+        let steps = [0, 1, 100, 500, 1_000, 2_500, 5_000, 7_500, 9_999, 10_000];
+        for pair in steps.windows(2) {
+            let (before, after) = (table(pair[0]), table(pair[1]));
+            let mut in_canary = 0;
+            for key in &keys {
+                let b = bucket(&before.workload, key);
+                let was = &before.group_for_bucket(b).unwrap().name;
+                let now = &after.group_for_bucket(b).unwrap().name;
+                if was == "canary" {
+                    in_canary += 1;
+                    assert_eq!(now, "canary", "{key} left the canary going {pair:?}");
+                }
+            }
+            // The split is roughly honoured: within 2 points of the weight on 5000 keys.
+            let share = f64::from(in_canary) / keys.len() as f64;
+            let want = f64::from(pair[0]) / f64::from(BUCKETS);
+            assert!((share - want).abs() < 0.02, "share {share} for weight {want}");
+        }
+    }
+
+    #[track_caller]
+    fn check_invalid(edit: impl FnOnce(&mut RouteTable), field: &str, needle: &str) {
+        let mut t = table(1_000);
+        edit(&mut t);
+        let err = t.validate().unwrap_err();
+        assert_eq!(err.field, field, "{err}");
+        assert!(err.message.contains(needle), "{err:?} should mention {needle:?}");
+    }
+
+    #[test]
+    fn validation() {
+        table(1_000).validate().unwrap();
+        table(0).validate().unwrap();
+        let mut empty = table(0);
+        empty.groups.clear();
+        empty.validate().unwrap();
+
+        check_invalid(|t| t.workload.clear(), "workload", "empty");
+        check_invalid(|t| t.sticky_header = "bad header".into(), "sticky_header", "bad header");
+        check_invalid(|t| t.sticky_cookie = "a=b".into(), "sticky_cookie", "a=b");
+        check_invalid(|t| t.groups[1].name = "canary".into(), "groups[1].name", "canary");
+        check_invalid(|t| t.groups[0].name.clear(), "groups[0].name", "empty");
+        check_invalid(|t| t.groups[0].version.clear(), "groups[0].version", "canary");
+        check_invalid(|t| t.groups[1].version = "v\n1".into(), "groups[1].version", "stable");
+        check_invalid(|t| t.groups[0].weight_bp = 20_000, "groups[0].weight_bp", "canary");
+        check_invalid(|t| t.groups[0].upstreams.clear(), "groups[0].upstreams", "canary");
+        check_invalid(|t| t.groups[1].upstreams.push(addr(1)), "groups[1].upstreams", "127.0.0.1:1");
+        check_invalid(|t| t.groups[0].weight_bp = 1, "groups", "9001");
+        check_invalid(|t| t.breaker.consecutive_failures = 0, "breaker.consecutive_failures", "1");
+        check_invalid(|t| t.breaker.window = 0, "breaker.window", "got 0");
+        check_invalid(|t| t.breaker.min_success_rate = f64::NAN, "breaker.min_success_rate", "NaN");
+        check_invalid(|t| t.breaker.min_success_rate = 1.5, "breaker.min_success_rate", "1.5");
+        check_invalid(|t| t.breaker.open_for_ms = 0, "breaker.open_for_ms", "1");
+
+        // A weight-0 group may have no upstreams (a drained ring).
+        let mut drained = table(0);
+        drained.groups[0].upstreams.clear();
+        drained.validate().unwrap();
+    }
+
+    #[test]
+    fn serde_defaults() {
+        let t: RouteTable = serde_json::from_str(r#"{"workload": "w"}"#).unwrap();
+        assert_eq!(t.sticky_header, "x-user-id");
+        assert_eq!(t.sticky_cookie, "rf_user");
+        assert_eq!(t.breaker, BreakerConfig::default());
+        assert_eq!(t.generation, 0);
+        t.validate().unwrap();
+
+        let t = table(300);
+        let back: RouteTable = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert_eq!(back, t);
+    }
+}

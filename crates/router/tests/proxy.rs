@@ -1,0 +1,499 @@
+//! End-to-end: real upstream servers, a real router, real HTTP on loopback.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::HeaderMap;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use ringfence_router::{BreakerConfig, BreakerState, Group, RouteTable, RouterConfig, StatsSnapshot, bucket};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// An upstream replica answering every request with `status` and its name as the body. It
+/// echoes the Host and X-Forwarded-For it received so tests can check proxy hygiene.
+struct Upstream {
+    addr: SocketAddr,
+    hits: Arc<AtomicU64>,
+}
+
+async fn upstream(name: &'static str, status: StatusCode) -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicU64::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    let echo = |name: &str| req.headers().get(name).cloned();
+                    let (host, xff) = (echo("host"), echo("x-forwarded-for"));
+                    async move {
+                        let mut response = Response::new(Full::new(Bytes::from(name)));
+                        *response.status_mut() = status;
+                        let headers = response.headers_mut();
+                        if let Some(host) = host {
+                            headers.insert("x-seen-host", host);
+                        }
+                        if let Some(xff) = xff {
+                            headers.insert("x-seen-xff", xff);
+                        }
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    Upstream { addr, hits }
+}
+
+struct Router {
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+    /// Pooled, like a real caller with keep-alive.
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Router {
+    async fn start(state_file: Option<PathBuf>) -> Router {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (proxy_addr, admin_addr) = (listener.local_addr().unwrap(), admin.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let config = RouterConfig { state_file, ..RouterConfig::default() };
+        let task = tokio::spawn(ringfence_router::run(config, listener, admin, shutdown.clone()));
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Router { proxy: proxy_addr, admin: admin_addr, shutdown, task, client }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+
+    async fn put_table(&self, body: &str) -> (StatusCode, Value) {
+        let (status, _, body) = self.send(Method::PUT, self.admin, "/v1/table", &[], body).await;
+        (status, serde_json::from_str(&body).unwrap())
+    }
+
+    async fn admin_get(&self, path: &str) -> (StatusCode, String) {
+        let (status, _, body) = self.send(Method::GET, self.admin, path, &[], "").await;
+        (status, body)
+    }
+
+    async fn stats(&self) -> StatsSnapshot {
+        let (status, body) = self.admin_get("/v1/stats").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    async fn get(&self, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, String) {
+        self.send(Method::GET, self.proxy, "/some/path?q=1", headers, "").await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (StatusCode, HeaderMap, String) {
+        let mut req = Request::builder().method(method).uri(format!("http://{addr}{path}"));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
+        let response = self.client.request(req).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (parts.status, parts.headers, String::from_utf8(body.to_vec()).unwrap())
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers.get(name).map_or("", |v| v.to_str().unwrap())
+}
+
+fn table(generation: u64, groups: &[(&str, &str, u32, &[SocketAddr])]) -> RouteTable {
+    RouteTable {
+        generation,
+        workload: "checkout".into(),
+        sticky_header: "x-user-id".into(),
+        sticky_cookie: "rf_user".into(),
+        groups: groups
+            .iter()
+            .map(|&(name, version, weight_bp, upstreams)| Group {
+                name: name.into(),
+                version: version.into(),
+                weight_bp,
+                upstreams: upstreams.to_vec(),
+            })
+            .collect(),
+        breaker: BreakerConfig::default(),
+    }
+}
+
+fn to_json(t: &RouteTable) -> String {
+    serde_json::to_string(t).unwrap()
+}
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringfence-router-{}-{:x}", std::process::id(), rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn weighted_sticky_split_with_headers_and_matching_stats() {
+    let stable = upstream("stable-1", StatusCode::OK).await;
+    let canary = upstream("canary-1", StatusCode::OK).await;
+    let router = Router::start(None).await;
+    let t = table(1, &[("canary", "v2", 2_000, &[canary.addr]), ("stable", "v1", 8_000, &[stable.addr])]);
+    let (status, body) = router.put_table(&to_json(&t)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(serde_json::from_value::<RouteTable>(body).unwrap(), t);
+
+    let users: u32 = 1_000;
+    let mut groups: BTreeMap<String, u64> = BTreeMap::new();
+    let mut assigned = BTreeMap::new();
+    for i in 0..users {
+        let user = format!("user-{i}");
+        let (status, headers, body) = router.get(&[("x-user-id", &user)]).await;
+        assert_eq!(status, StatusCode::OK);
+        let group = header(&headers, "x-ringfence-group").to_owned();
+        let version = header(&headers, "x-ringfence-version");
+        let (want_body, want_version) = if group == "canary" { ("canary-1", "v2") } else { ("stable-1", "v1") };
+        assert_eq!((body.as_str(), version), (want_body, want_version), "group {group}");
+        // A user with a key never gets a cookie.
+        assert!(headers.get("set-cookie").is_none());
+        *groups.entry(group.clone()).or_default() += 1;
+        assigned.insert(user, group);
+    }
+    let canary_share = groups["canary"] as f64 / f64::from(users);
+    assert!((0.15..0.25).contains(&canary_share), "canary got {canary_share} of users: {groups:?}");
+
+    // Sticky: the same user, by header or by cookie, always lands in the same group, and the
+    // admin API agrees with the data plane.
+    let mut sent = u64::from(users);
+    for i in (0..users).step_by(50) {
+        let user = format!("user-{i}");
+        let cookie = format!("other=1; rf_user={user}");
+        for headers in [[("x-user-id", user.as_str())], [("cookie", cookie.as_str())]] {
+            let (_, h, _) = router.get(&headers).await;
+            assert_eq!(header(&h, "x-ringfence-group"), assigned[&user], "{user}");
+            sent += 1;
+        }
+        let (status, body) = router.admin_get(&format!("/v1/assign?user={user}")).await;
+        assert_eq!(status, StatusCode::OK);
+        let assign: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(assign["group"], assigned[&user].as_str());
+        assert_eq!(assign["bucket"], bucket("checkout", &user));
+    }
+
+    // Proxy hygiene: Host kept, X-Forwarded-For appended, hop-by-hop headers not forwarded.
+    let (_, h, _) =
+        router.get(&[("x-user-id", "user-1"), ("host", "shop.example"), ("x-forwarded-for", "203.0.113.7")]).await;
+    sent += 1;
+    assert_eq!(header(&h, "x-seen-host"), "shop.example");
+    assert_eq!(header(&h, "x-seen-xff"), "203.0.113.7, 127.0.0.1");
+
+    let stats = router.stats().await;
+    assert_eq!(stats.generation, 1);
+    let requests: u64 = stats.versions.values().map(|v| v.requests).sum();
+    assert_eq!(requests, sent);
+    assert_eq!(stats.versions["v1"].requests, stable.hits.load(Ordering::Relaxed));
+    assert_eq!(stats.versions["v2"].requests, canary.hits.load(Ordering::Relaxed));
+    assert!(stats.versions.values().all(|v| v.errors == 0));
+    let v1 = &stats.versions["v1"];
+    assert_eq!(v1.latency_buckets.iter().map(|b| b.1).sum::<u64>(), v1.requests);
+    assert!(v1.quantile(0.99).is_some());
+    assert!(!stats.versions.contains_key("none"), "nothing went unrouted");
+    assert_eq!(stats.upstreams.len(), 2);
+    assert!(stats.upstreams.iter().all(|u| u.state == BreakerState::Closed && u.trips == 0));
+
+    let (status, metrics) = router.admin_get("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    let line =
+        format!("ringfence_router_requests_total{{version=\"v1\",group=\"stable\"}} {}", stats.versions["v1"].requests);
+    assert!(metrics.contains(&line), "{line} missing from\n{metrics}");
+    assert!(metrics.contains("ringfence_router_table_generation 1"), "{metrics}");
+    let bucket_line = "ringfence_router_request_duration_seconds_bucket{le=\"+Inf\",version=\"v2\"}";
+    assert!(metrics.contains(bucket_line), "{metrics}");
+    router.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_user_gets_a_cookie_that_keeps_them_sticky() {
+    let stable = upstream("stable-1", StatusCode::OK).await;
+    let canary = upstream("canary-1", StatusCode::OK).await;
+    let router = Router::start(None).await;
+    let t = table(1, &[("canary", "v2", 5_000, &[canary.addr]), ("stable", "v1", 5_000, &[stable.addr])]);
+    assert_eq!(router.put_table(&to_json(&t)).await.0, StatusCode::OK);
+
+    for _ in 0..10 {
+        let (status, headers, _) = router.get(&[]).await;
+        assert_eq!(status, StatusCode::OK);
+        let set_cookie = header(&headers, "set-cookie");
+        let (pair, attributes) = set_cookie.split_once("; ").unwrap();
+        assert_eq!(attributes, "Path=/; HttpOnly; SameSite=Lax");
+        let key = pair.strip_prefix("rf_user=").unwrap();
+        assert!(!key.is_empty());
+        let group = header(&headers, "x-ringfence-group").to_owned();
+        assert_eq!(group, t.group_for_bucket(bucket("checkout", key)).unwrap().name);
+
+        for _ in 0..3 {
+            let (_, again, _) = router.get(&[("cookie", pair)]).await;
+            assert_eq!(header(&again, "x-ringfence-group"), group);
+            assert!(again.get("set-cookie").is_none());
+        }
+    }
+    router.stop().await;
+}
+
+#[tokio::test]
+async fn breaker_trips_on_a_failing_upstream_and_traffic_moves_to_the_healthy_group() {
+    let stable = upstream("stable-1", StatusCode::OK).await;
+    let broken = upstream("canary-broken", StatusCode::INTERNAL_SERVER_ERROR).await;
+    let router = Router::start(None).await;
+    let mut t = table(1, &[("canary", "v2", 5_000, &[broken.addr]), ("stable", "v1", 5_000, &[stable.addr])]);
+    // Long enough that no half-open probe happens during the test, however slow the machine.
+    t.breaker.open_for_ms = 600_000;
+    assert_eq!(router.put_table(&to_json(&t)).await.0, StatusCode::OK);
+
+    let canary_users: Vec<String> = (0..)
+        .map(|i| format!("user-{i}"))
+        .filter(|u| t.group_for_bucket(bucket("checkout", u)).unwrap().name == "canary")
+        .take(30)
+        .collect();
+    let mut seen: BTreeMap<(u16, String), u64> = BTreeMap::new();
+    let mut statuses = Vec::new();
+    for user in &canary_users {
+        let (status, headers, _) = router.get(&[("x-user-id", user)]).await;
+        statuses.push(status.as_u16());
+        *seen.entry((status.as_u16(), header(&headers, "x-ringfence-group").to_owned())).or_default() += 1;
+    }
+    // Five failures in a row trip the breaker; after that canary users are served by stable.
+    assert_eq!(statuses[..5], [500; 5]);
+    assert!(statuses[5..].iter().all(|&s| s == 200), "{statuses:?}");
+    assert_eq!(seen[&(500, "canary".to_owned())], 5);
+    assert_eq!(seen[&(200, "stable".to_owned())], 25);
+    assert_eq!(broken.hits.load(Ordering::Relaxed), 5);
+
+    let stats = router.stats().await;
+    assert_eq!((stats.versions["v2"].requests, stats.versions["v2"].errors), (5, 5));
+    assert_eq!((stats.versions["v1"].requests, stats.versions["v1"].errors), (25, 0));
+    let broken_stats = stats.upstreams.iter().find(|u| u.addr == broken.addr).unwrap();
+    assert_eq!((broken_stats.state, broken_stats.trips), (BreakerState::Open, 1));
+    assert_eq!((broken_stats.group.as_str(), broken_stats.version.as_str()), ("canary", "v2"));
+    let (_, metrics) = router.admin_get("/metrics").await;
+    let gauge = format!("ringfence_router_breaker_open{{upstream=\"{}\",version=\"v2\"}} 1", broken.addr);
+    assert!(metrics.contains(&gauge), "{gauge} missing from\n{metrics}");
+    assert!(metrics.contains("ringfence_router_errors_total{version=\"v2\",group=\"canary\"} 5"));
+
+    // A new table keeping the broken replica keeps its open breaker.
+    t.generation = 2;
+    t.groups[0].weight_bp = 1_000;
+    t.groups[1].weight_bp = 9_000;
+    assert_eq!(router.put_table(&to_json(&t)).await.0, StatusCode::OK);
+    let (status, headers, _) = router.get(&[("x-user-id", &canary_users[0])]).await;
+    assert_eq!((status, header(&headers, "x-ringfence-group")), (StatusCode::OK, "stable"));
+    let stats = router.stats().await;
+    let broken_stats = stats.upstreams.iter().find(|u| u.addr == broken.addr).unwrap();
+    assert_eq!((broken_stats.state, broken_stats.trips), (BreakerState::Open, 1));
+    router.stop().await;
+}
+
+#[tokio::test]
+async fn unreachable_upstreams_give_502_then_503_under_version_none() {
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let router = Router::start(None).await;
+
+    // Before any table: 503, not ready, counted under "none".
+    let (status, headers, _) = router.get(&[("x-user-id", "u")]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&headers, "x-ringfence-version"), "none");
+    assert_eq!(router.admin_get("/ready").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(router.admin_get("/live").await.0, StatusCode::OK);
+    let (status, body) = router.admin_get("/v1/table").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"]["code"], "no_table");
+
+    let t = table(1, &[("stable", "v1", 10_000, &[dead])]);
+    assert_eq!(router.put_table(&to_json(&t)).await.0, StatusCode::OK);
+    assert_eq!(router.admin_get("/ready").await.0, StatusCode::OK);
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let (status, headers, _) = router.get(&[("x-user-id", &format!("u{i}"))]).await;
+        statuses.push((status.as_u16(), header(&headers, "x-ringfence-group").to_owned()));
+    }
+    let expected: Vec<(u16, String)> =
+        [(502, "stable"); 5].into_iter().chain([(503, "none"); 3]).map(|(s, g)| (s, g.to_owned())).collect();
+    assert_eq!(statuses, expected);
+
+    let stats = router.stats().await;
+    assert_eq!((stats.versions["v1"].requests, stats.versions["v1"].errors), (5, 5));
+    assert_eq!((stats.versions["none"].requests, stats.versions["none"].errors), (4, 4));
+    router.stop().await;
+}
+
+#[tokio::test]
+async fn stale_generations_and_bad_tables_are_refused_without_changing_anything() {
+    let stable = upstream("stable-1", StatusCode::OK).await;
+    let dir = temp_dir();
+    let state_file = dir.join("table.json");
+    let router = Router::start(Some(state_file.clone())).await;
+    let good = table(5, &[("stable", "v1", 10_000, &[stable.addr])]);
+    assert_eq!(router.put_table(&to_json(&good)).await.0, StatusCode::OK);
+    let persisted = std::fs::read(&state_file).unwrap();
+
+    // Same generation, same content: idempotent.
+    let (status, body) = router.put_table(&to_json(&good)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(serde_json::from_value::<RouteTable>(body).unwrap(), good);
+
+    let mut older = good.clone();
+    older.generation = 4;
+    let (status, body) = router.put_table(&to_json(&older)).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["error"]["code"], "stale_generation");
+
+    let mut no_upstreams = table(6, &[("canary", "v2", 100, &[]), ("stable", "v1", 9_900, &[stable.addr])]);
+    let (status, body) = router.put_table(&to_json(&no_upstreams)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "invalid_table");
+    assert_eq!(body["error"]["field"], "groups[0].upstreams");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("canary") && message.contains("upstreams"), "{message}");
+
+    no_upstreams.groups[0].upstreams.push(stable.addr);
+    no_upstreams.groups[1].weight_bp = 9_000;
+    let (status, body) = router.put_table(&to_json(&no_upstreams)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["field"], "groups");
+
+    let (status, body) = router.put_table("{\"generation\": 7, \"groups\": []}").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "invalid_json");
+    assert!(body["error"]["message"].as_str().unwrap().contains("workload"), "{body}");
+    for junk in ["", "not json", "[1,2]", "{\"workload\": \"w\", \"groups\": [{\"name\": 1}]}"] {
+        let (status, body) = router.put_table(junk).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{junk}");
+        assert_eq!(body["error"]["code"], "invalid_json");
+    }
+
+    let (status, body) = router.admin_get("/v1/table").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(serde_json::from_str::<RouteTable>(&body).unwrap(), good);
+    assert_eq!(std::fs::read(&state_file).unwrap(), persisted);
+    assert_eq!(router.stats().await.generation, 5);
+
+    // Bad input on the data plane never breaks it either.
+    let (status, _, _) = router.get(&[("cookie", "=;;rf_user;==\"\""), ("x-user-id", " ")]).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = router.admin_get("/v1/assign").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = router.admin_get("/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    router.stop().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_restarted_router_serves_the_persisted_table() {
+    let stable = upstream("stable-1", StatusCode::OK).await;
+    let dir = temp_dir();
+    let state_file = dir.join("nested").join("table.json");
+    let t = table(3, &[("stable", "v1", 10_000, &[stable.addr])]);
+
+    let first = Router::start(Some(state_file.clone())).await;
+    assert_eq!(first.put_table(&to_json(&t)).await.0, StatusCode::OK);
+    let first_id = first.stats().await.instance_id;
+    first.stop().await;
+
+    let second = Router::start(Some(state_file.clone())).await;
+    assert_eq!(second.admin_get("/ready").await.0, StatusCode::OK);
+    let (status, body) = second.admin_get("/v1/table").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(serde_json::from_str::<RouteTable>(&body).unwrap(), t);
+    let (status, headers, body) = second.get(&[("x-user-id", "u1")]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "stable-1"));
+    assert_eq!(header(&headers, "x-ringfence-group"), "stable");
+    let stats = second.stats().await;
+    assert_ne!(stats.instance_id, first_id, "a restart is visible to readers");
+    assert_eq!((stats.generation, stats.versions["v1"].requests), (3, 1));
+    second.stop().await;
+
+    // A corrupt state file does not keep the router from starting.
+    std::fs::write(&state_file, "{ half a table").unwrap();
+    let third = Router::start(Some(state_file)).await;
+    assert_eq!(third.admin_get("/ready").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(third.admin_get("/live").await.0, StatusCode::OK);
+    third.stop().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_drains_requests_in_flight() {
+    // An upstream that answers only once the test lets it, after shutdown has begun.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (arrived_tx, release_rx) = (arrived.clone(), release.clone());
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
+            let (arrived, release) = (arrived_tx.clone(), release_rx.clone());
+            async move {
+                arrived.notify_one();
+                release.notified().await;
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("late"))))
+            }
+        });
+        let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+    });
+
+    let router = Router::start(None).await;
+    let t = table(1, &[("stable", "v1", 10_000, &[addr])]);
+    assert_eq!(router.put_table(&to_json(&t)).await.0, StatusCode::OK);
+    let client = router.client.clone();
+    let proxy = router.proxy;
+    let in_flight = tokio::spawn(async move {
+        let req =
+            Request::get(format!("http://{proxy}/")).header("x-user-id", "u").body(Full::new(Bytes::new())).unwrap();
+        let response = client.request(req).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, body)
+    });
+    arrived.notified().await;
+    router.shutdown.cancel();
+    release.notify_one();
+    let (status, body) = in_flight.await.unwrap();
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"late"[..]));
+    router.task.await.unwrap().unwrap();
+}
