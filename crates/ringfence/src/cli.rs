@@ -538,7 +538,7 @@ pub async fn wait_for(
     let start = Instant::now();
     let mut after = 0;
     loop {
-        let evs: Vec<Event> = api.get(&format!("/v1/workloads/{workload}/events?after={after}")).await?;
+        let evs = api.events_after(workload, after).await?;
         for e in &evs {
             after = e.seq;
             if !json && e.kind.rollout_id() == Some(id) {
@@ -586,7 +586,7 @@ async fn events(
 ) -> Result<ExitCode, CliError> {
     let mut after = after;
     loop {
-        let evs: Vec<Event> = api.get(&format!("/v1/workloads/{workload}/events?after={after}")).await?;
+        let evs = api.events_after(workload, after).await?;
         if json && !follow {
             print_json(&evs);
             return Ok(ExitCode::Ok);

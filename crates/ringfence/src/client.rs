@@ -78,3 +78,22 @@ fn decode<T: DeserializeOwned>(path: &str, body: &[u8]) -> Result<T, CliError> {
     serde_json::from_slice(body)
         .map_err(|e| CliError::new(ExitCode::Failure, format!("the server's answer to {path} cannot be read: {e}")))
 }
+
+impl ApiClient {
+    /// Every event of a workload after `after`, however many pages that takes.
+    pub async fn events_after(&self, workload: &str, after: u64) -> Result<Vec<ringfence_core::Event>, CliError> {
+        const PAGE: usize = 1000;
+        let mut out: Vec<ringfence_core::Event> = Vec::new();
+        let mut after = after;
+        loop {
+            let page: Vec<ringfence_core::Event> =
+                self.get(&format!("/v1/workloads/{workload}/events?after={after}&limit={PAGE}")).await?;
+            let full = page.len() == PAGE;
+            after = page.last().map(|e| e.seq).unwrap_or(after);
+            out.extend(page);
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+}

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use ringfence_core::Event;
 use ringfence_core::release::{Metadata, ReleaseContent, ReleaseRequest};
 use ringfence_core::rollout::{Rollout, RolloutStatus};
 use serde_json::json;
@@ -92,11 +91,9 @@ pub async fn run(args: &DemoArgs, cli: &Cli, shutdown: CancellationToken) -> Res
     };
     let addr = listener.local_addr().map_err(|e| CliError::new(ExitCode::Failure, e.to_string()))?;
     let server_stop = CancellationToken::new();
-    let server = tokio::spawn(crate::server::run(
-        ServerConfig { data_dir: data_dir.clone(), tick: Duration::from_millis(50), stop_workloads_on_exit: true },
-        listener,
-        server_stop.clone(),
-    ));
+    let mut config = ServerConfig::new(data_dir.clone())?;
+    config.tick = Duration::from_millis(50);
+    let server = tokio::spawn(crate::server::run(config, listener, server_stop.clone()));
     let base = format!("http://{addr}");
     say(&format!("ringfence server on {base}, state in {}", data_dir.display()));
     let api = ApiClient::new(&base, cli.actor.as_deref().unwrap_or("demo"));
@@ -192,8 +189,6 @@ async fn story(api: &ApiClient, args: &DemoArgs, shutdown: &CancellationToken) -
     let r = deploy_and_follow(api, "v3", shutdown).await?;
     expect(&r, RolloutStatus::Mitigated)?;
     if let (Some(d), Some(end)) = (&r.decision, r.ended_at) {
-        let halted_at = r.updated_at;
-        let _ = halted_at;
         println!(
             "    decision: {:?}; rollout ended {:.1} s after it began",
             d.action,
@@ -206,7 +201,7 @@ async fn story(api: &ApiClient, args: &DemoArgs, shutdown: &CancellationToken) -
     print!("{}", render_status(&s));
 
     say("Timeline (ringfence events demo):");
-    let evs: Vec<Event> = api.get("/v1/workloads/demo/events").await?;
+    let evs = api.events_after("demo", 0).await?;
     for e in evs.iter().filter(|e| is_notable(e)) {
         println!("{}", timeline_line(e));
     }
@@ -228,12 +223,13 @@ fn expect(r: &Rollout, want: RolloutStatus) -> Result<(), CliError> {
 
 /// Deploys and prints each notable event of the rollout until it ends.
 async fn deploy_and_follow(api: &ApiClient, version: &str, shutdown: &CancellationToken) -> Result<Rollout, CliError> {
+    let before = api.events_after("demo", 0).await?;
+    let mut after = before.last().map(|e| e.seq).unwrap_or(0);
     let v: serde_json::Value = api.post("/v1/workloads/demo/deploy", &json!({"version": version})).await?;
     let id = v["rollout_id"].as_str().unwrap_or_default().to_string();
     let started = Instant::now();
-    let mut after = 0;
     loop {
-        let evs: Vec<Event> = api.get(&format!("/v1/workloads/demo/events?after={after}")).await?;
+        let evs = api.events_after("demo", after).await?;
         for e in &evs {
             after = e.seq;
             if e.kind.rollout_id() == Some(id.as_str())

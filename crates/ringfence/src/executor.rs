@@ -78,16 +78,19 @@ pub struct ProcessExecutor {
 }
 
 impl ProcessExecutor {
-    pub fn new(data_dir: &Path, http: HttpClient) -> Result<ProcessExecutor, ExecError> {
+    pub fn new(data_dir: &Path, ringfence: PathBuf, http: HttpClient) -> Result<ProcessExecutor, ExecError> {
         let run_dir = data_dir.join("run");
         let log_dir = data_dir.join("logs");
         for d in [&run_dir, &log_dir] {
             std::fs::create_dir_all(d)
                 .map_err(|source| ExecError::Io { what: format!("cannot create {}", d.display()), source })?;
         }
-        let ringfence = std::env::current_exe()
-            .map_err(|source| ExecError::Io { what: "cannot find the ringfence binary".into(), source })?;
         Ok(ProcessExecutor { run_dir, log_dir, ringfence, http, exited: Arc::default() })
+    }
+
+    /// The ringfence binary: `{ringfence}` in commands, and what runs routers.
+    pub fn ringfence_bin(&self) -> &Path {
+        &self.ringfence
     }
 
     pub fn log_dir(&self) -> &Path {

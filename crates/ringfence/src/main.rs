@@ -75,11 +75,9 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let listener = bind(args.listen, "API").await?;
             let addr = listener.local_addr().map_err(|e| CliError::new(ExitCode::Failure, e.to_string()))?;
             println!("ringfence server listening on http://{addr} (data in {})", data_dir.display());
-            let config = ringfence::server::ServerConfig {
-                data_dir,
-                tick: args.tick,
-                stop_workloads_on_exit: !args.keep_workloads,
-            };
+            let mut config = ringfence::server::ServerConfig::new(data_dir)?;
+            config.tick = args.tick;
+            config.stop_workloads_on_exit = !args.keep_workloads;
             ringfence::server::run(config, listener, shutdown_on_signal()).await?;
             Ok(ExitCode::Ok)
         }

@@ -41,7 +41,7 @@ fn paths(shared: &Shared, workload: &str) -> (PathBuf, PathBuf, PathBuf) {
 pub async fn start(shared: &Shared, workload: &str, listen: &str) -> anyhow::Result<RouterHandle> {
     let (ready, table, log) = paths(shared, workload);
     let _ = std::fs::remove_file(&ready);
-    let exe = std::env::current_exe().context("cannot find the ringfence binary")?;
+    let exe = shared.executor.ringfence_bin().to_path_buf();
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

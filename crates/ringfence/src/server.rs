@@ -30,6 +30,20 @@ pub struct ServerConfig {
     /// Stop the workloads' processes on a clean shutdown (they survive a crash either way,
     /// and the next start adopts them).
     pub stop_workloads_on_exit: bool,
+    /// The ringfence binary that runs routers and `{ringfence}` in commands.
+    pub ringfence_bin: PathBuf,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: PathBuf) -> anyhow::Result<ServerConfig> {
+        Ok(ServerConfig {
+            data_dir,
+            tick: Duration::from_millis(100),
+            stop_workloads_on_exit: true,
+            ringfence_bin: std::env::current_exe()
+                .map_err(|e| anyhow::anyhow!("cannot find the ringfence binary: {e}"))?,
+        })
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled.
@@ -38,7 +52,8 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let shared = Shared::open(config.data_dir.clone(), config.tick, shutdown.child_token())?;
+    let shared =
+        Shared::open(config.data_dir.clone(), config.ringfence_bin.clone(), config.tick, shutdown.child_token())?;
     let names: Vec<String> = shared.world(|w| w.workloads.keys().cloned().collect());
     for name in &names {
         controller::spawn_workload(&shared, name);

@@ -48,6 +48,7 @@ impl Shared {
     /// Opens the log in `data_dir` and rebuilds every projection from it.
     pub fn open(
         data_dir: PathBuf,
+        ringfence_bin: PathBuf,
         tick: std::time::Duration,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Shared>> {
@@ -61,7 +62,7 @@ impl Shared {
         }
         tracing::info!(events = events.len(), workloads = world.workloads.len(), "state rebuilt from the event log");
         let http = HttpClient::new();
-        let executor = ProcessExecutor::new(&data_dir, http.clone())?;
+        let executor = ProcessExecutor::new(&data_dir, ringfence_bin, http.clone())?;
         Ok(Arc::new(Shared {
             data_dir,
             inner: Mutex::new(Inner { store, world }),
