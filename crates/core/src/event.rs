@@ -48,6 +48,9 @@ pub struct BakeBaseline {
     pub router_instance: String,
     pub canary: Traffic,
     pub stable: Option<Traffic>,
+    /// Total request rate through the router before the rollout began, for the usage signal.
+    #[serde(default)]
+    pub usage_rps_before: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,6 +181,31 @@ pub enum EventKind {
         admin: String,
         adopted: bool,
     },
+    /// From Alertmanager's webhook: an alert concerning the workload fired or resolved.
+    AlertReceived {
+        fingerprint: String,
+        alertname: String,
+        /// `firing` or `resolved`.
+        status: String,
+        labels: std::collections::BTreeMap<String, String>,
+        summary: String,
+    },
+    /// A user reported a problem; mapped to the rollout group and version that served them.
+    UserReported {
+        user: String,
+        group: Option<String>,
+        version: Option<String>,
+        message: String,
+    },
+    /// A smoke test ran against the newly exposed version at the start of a phase.
+    SmokeTestRan {
+        rollout_id: String,
+        phase: usize,
+        name: String,
+        version: String,
+        passed: bool,
+        detail: String,
+    },
 }
 
 impl EventKind {
@@ -202,7 +230,8 @@ impl EventKind {
             | RolloutPaused { rollout_id }
             | RolloutResumed { rollout_id }
             | PromoteRequested { rollout_id }
-            | RolloutAborted { rollout_id } => Some(rollout_id),
+            | RolloutAborted { rollout_id }
+            | SmokeTestRan { rollout_id, .. } => Some(rollout_id),
             _ => None,
         }
     }

@@ -73,6 +73,23 @@ pub fn describe(e: &Event) -> String {
         ReplicaExited { version, replica, pid, status } => {
             format!("{version} replica {replica} (pid {pid}) exited unasked: {status}")
         }
+        AlertReceived { alertname, status, summary, labels, .. } => format!(
+            "alert {alertname} {status}{}{}",
+            if summary.is_empty() { String::new() } else { format!(": {summary}") },
+            labels.get("severity").map(|s| format!(" (severity {s})")).unwrap_or_default()
+        ),
+        UserReported { user, group, version, message } => format!(
+            "user {user} reported a problem{}: {message}",
+            match (group, version) {
+                (Some(g), Some(v)) => format!(" (group {g}, served by {v})"),
+                _ => " (rollout group unknown)".into(),
+            }
+        ),
+        SmokeTestRan { phase, name, version, passed, detail, .. } => format!(
+            "smoke test {name} on {version} in phase {}: {} ({detail})",
+            phase + 1,
+            if *passed { "passed" } else { "FAILED" }
+        ),
         RouterStarted { listen, admin, adopted, .. } => {
             format!("router {} on {listen} (admin {admin})", if *adopted { "adopted" } else { "started" })
         }

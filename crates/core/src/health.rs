@@ -105,6 +105,10 @@ pub struct Observation {
     pub window_ms: u64,
     /// Age of the freshest router read when the verdict was made.
     pub freshness_ms: u64,
+    /// Signals judged outside the analyzer (smoke tests, alerts, user reports, usage,
+    /// Prometheus queries); merged into its verdict.
+    #[serde(default)]
+    pub signals: Vec<SignalResult>,
 }
 
 /// One signal's contribution to a verdict, with the numbers behind it.
@@ -129,6 +133,10 @@ pub struct SignalResult {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     pub health: Health,
+    /// The health model's roll-up (healthy, degraded, unhealthy, unknown) when components are
+    /// declared; absent otherwise.
+    #[serde(default)]
+    pub model: Option<crate::model::HealthModel>,
     pub signals: Vec<SignalResult>,
     pub window_ms: u64,
     pub freshness_ms: u64,
@@ -137,6 +145,28 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// A verdict standing for "not judged"; never stored.
+    pub fn placeholder() -> Verdict {
+        Verdict {
+            health: Health::Unknown,
+            model: None,
+            signals: vec![],
+            window_ms: 0,
+            freshness_ms: 0,
+            analyzer: String::new(),
+        }
+    }
+
+    /// Adds signals judged elsewhere and recomputes the overall health: any unhealthy signal
+    /// makes it unhealthy, otherwise any unknown makes it unknown.
+    pub fn merge(&mut self, extra: &[SignalResult]) {
+        if extra.is_empty() {
+            return;
+        }
+        self.signals.extend(extra.iter().cloned());
+        self.health = rollup(self.signals.iter().map(|s| s.health));
+    }
+
     /// The signals that made the verdict what it is.
     pub fn deciding(&self) -> impl Iterator<Item = &SignalResult> {
         self.signals.iter().filter(move |s| s.health == self.health)
@@ -304,21 +334,29 @@ impl HealthAnalyzer for ThresholdAnalyzer {
             }
         }
 
-        let health = if signals.iter().any(|s| s.health == Health::Unhealthy) {
-            Health::Unhealthy
-        } else if signals.iter().any(|s| s.health == Health::Unknown) {
-            Health::Unknown
-        } else {
-            Health::Healthy
-        };
+        let health = rollup(signals.iter().map(|s| s.health));
         Verdict {
             health,
+            model: None,
             signals,
             window_ms: obs.window_ms,
             freshness_ms: obs.freshness_ms,
             analyzer: self.name().into(),
         }
     }
+}
+
+/// Unhealthy beats unknown beats healthy.
+pub fn rollup(healths: impl Iterator<Item = Health>) -> Health {
+    let mut out = Health::Healthy;
+    for h in healths {
+        match h {
+            Health::Unhealthy => return Health::Unhealthy,
+            Health::Unknown => out = Health::Unknown,
+            Health::Healthy => {}
+        }
+    }
+    out
 }
 
 pub fn pct(ratio: f64) -> String {
@@ -341,6 +379,7 @@ mod tests {
             baseline: None,
             window_ms: 1000,
             freshness_ms: 10,
+            signals: vec![],
         }
     }
 

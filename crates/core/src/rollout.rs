@@ -98,6 +98,19 @@ pub struct Rollout {
     /// The verdict that last changed something (a pass, a hold, a halt).
     pub last_verdict: Option<Verdict>,
     pub spec_digest: String,
+    /// Smoke test results, every phase's own (a pass in one phase says nothing of the next).
+    #[serde(default)]
+    pub smoke: Vec<SmokeResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SmokeResult {
+    pub phase: usize,
+    pub name: String,
+    pub version: String,
+    pub passed: bool,
+    pub detail: String,
+    pub at: Timestamp,
 }
 
 impl Rollout {
@@ -150,6 +163,32 @@ pub struct StepInput<'a> {
 
 /// What the rollout does next, as events to append. Empty when nothing changes.
 pub fn step(r: &Rollout, input: &StepInput<'_>) -> Vec<EventKind> {
+    step_judged(r, input).0
+}
+
+/// The verdict on a progressing rollout with every signal merged and the health model applied.
+pub fn judge(r: &Rollout, input: &StepInput<'_>) -> Verdict {
+    let mut verdict = input.analyzer.evaluate(input.observation, input.health, r.mode());
+    verdict.merge(&input.observation.signals);
+    if !input.health.components.is_empty() {
+        let (health, model) = crate::model::apply(&verdict, &input.health.components);
+        verdict.health = health;
+        verdict.model = Some(model);
+    }
+    verdict
+}
+
+/// [`step`], also returning the verdict it judged on (none when the rollout was not judged).
+pub fn step_judged(r: &Rollout, input: &StepInput<'_>) -> (Vec<EventKind>, Option<Verdict>) {
+    if matches!(r.status, RolloutStatus::Progressing | RolloutStatus::Paused) {
+        let verdict = judge(r, input);
+        (step_inner(r, input, verdict.clone()), Some(verdict))
+    } else {
+        (step_inner(r, input, Verdict::placeholder()), None)
+    }
+}
+
+fn step_inner(r: &Rollout, input: &StepInput<'_>, verdict: Verdict) -> Vec<EventKind> {
     let id = r.id.clone();
     match r.status {
         RolloutStatus::Completed | RolloutStatus::Mitigated | RolloutStatus::Aborted | RolloutStatus::Halted => {
@@ -176,14 +215,16 @@ pub fn step(r: &Rollout, input: &StepInput<'_>) -> Vec<EventKind> {
             vec![EventKind::MitigationCompleted { rollout_id: id, verified, detail }]
         }
         RolloutStatus::Progressing | RolloutStatus::Paused => {
-            let verdict = input.analyzer.evaluate(input.observation, input.health, r.mode());
             if verdict.health == Health::Unhealthy {
                 let decision = decision::decide(r, &verdict, input.mitigation);
                 return vec![EventKind::RolloutHalted { rollout_id: id, decision: Box::new(decision) }];
             }
             match r.stage {
                 Stage::Deploying => {
-                    if input.converged {
+                    // Smoke tests run once the phase's exposure is in place; the bake waits for
+                    // every one of them (a failure has already halted above).
+                    let smoked = r.smoke.iter().filter(|t| t.phase == r.phase).count();
+                    if input.converged && smoked >= input.health.smoke.len() {
                         vec![EventKind::BakeStarted {
                             rollout_id: id,
                             phase: r.phase,
@@ -317,6 +358,14 @@ pub fn apply(r: &mut Rollout, kind: &EventKind, at: Timestamp) {
             r.status = RolloutStatus::Progressing;
         }
         EventKind::PromoteRequested { .. } => r.promote_requested = true,
+        EventKind::SmokeTestRan { phase, name, version, passed, detail, .. } => r.smoke.push(SmokeResult {
+            phase: *phase,
+            name: name.clone(),
+            version: version.clone(),
+            passed: *passed,
+            detail: detail.clone(),
+            at,
+        }),
         EventKind::RolloutAborted { .. } => {
             r.status = RolloutStatus::Aborted;
             r.ended_at = Some(at);
@@ -361,5 +410,6 @@ pub fn started(
         decision: None,
         last_verdict: None,
         spec_digest: spec_digest.into(),
+        smoke: Vec::new(),
     }
 }

@@ -192,12 +192,133 @@ pub struct HealthSpec {
     /// Requests the new version must have served in a phase before its verdict is known.
     pub min_requests: u64,
     pub probe: ProbeSpec,
+    /// User reports against the new version within one phase that make it unhealthy.
+    pub max_user_reports: u32,
+    /// Usage: the total request rate through the router during a phase may not fall below
+    /// this fraction of the rate before the rollout began (a drop in usage hides problems).
+    pub min_usage_ratio: f64,
+    /// Smoke tests run against the newly exposed version at the start of every phase.
+    pub smoke: Vec<SmokeSpec>,
+    /// PromQL signals, judged per version.
+    pub prometheus: Option<PrometheusSpec>,
+    /// Which Alertmanager alerts concern this workload.
+    pub alerts: AlertsSpec,
+    /// The health model: components with signals and criticality, rolled up to one verdict.
+    pub components: Vec<ComponentSpec>,
 }
 
 impl Default for HealthSpec {
     fn default() -> Self {
-        HealthSpec { max_error_rate: 0.05, max_p99_latency: None, min_requests: 20, probe: ProbeSpec::default() }
+        HealthSpec {
+            max_error_rate: 0.05,
+            max_p99_latency: None,
+            min_requests: 20,
+            probe: ProbeSpec::default(),
+            max_user_reports: 3,
+            min_usage_ratio: 0.5,
+            smoke: Vec::new(),
+            prometheus: None,
+            alerts: AlertsSpec::default(),
+            components: Vec::new(),
+        }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmokeSpec {
+    pub name: String,
+    /// HTTP check: GET this path on every replica of the new version.
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default = "default_expect_status")]
+    pub expect_status: u16,
+    /// The body must contain this text.
+    #[serde(default)]
+    pub contains: Option<String>,
+    /// Command check: run it once per replica with TARGET_URL set; exit status 0 passes.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default = "default_smoke_timeout")]
+    pub timeout: Dur,
+}
+
+fn default_expect_status() -> u16 {
+    200
+}
+
+fn default_smoke_timeout() -> Dur {
+    Dur::secs(10)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusSpec {
+    /// Base URL of the Prometheus HTTP API, e.g. `http://127.0.0.1:9090`.
+    pub url: String,
+    #[serde(default = "default_prom_interval")]
+    pub interval: Dur,
+    #[serde(default = "default_prom_timeout")]
+    pub timeout: Dur,
+    /// Results older than this count as no data.
+    #[serde(default = "default_prom_stale")]
+    pub max_staleness: Dur,
+    pub queries: Vec<PromQuery>,
+}
+
+fn default_prom_interval() -> Dur {
+    Dur::secs(5)
+}
+
+fn default_prom_timeout() -> Dur {
+    Dur::secs(2)
+}
+
+fn default_prom_stale() -> Dur {
+    Dur::secs(60)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromQuery {
+    pub name: String,
+    /// PromQL; `{version}` is replaced by the version judged, `{workload}` by the workload.
+    pub query: String,
+    /// Unhealthy above this value.
+    #[serde(default)]
+    pub max: Option<f64>,
+    /// Unhealthy below this value.
+    #[serde(default)]
+    pub min: Option<f64>,
+    /// Unhealthy when the new version's value exceeds the stable version's by this factor.
+    #[serde(default)]
+    pub max_ratio_to_baseline: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsSpec {
+    /// Labels a firing alert must carry to concern this workload. Empty: `workload = <name>`.
+    #[serde(rename = "match")]
+    pub matchers: BTreeMap<String, String>,
+}
+
+impl Default for AlertsSpec {
+    fn default() -> Self {
+        AlertsSpec { matchers: BTreeMap::new() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentSpec {
+    pub name: String,
+    #[serde(default)]
+    pub criticality: Criticality,
+    /// Signal names (`error_rate`, `latency_p99`, `probe`, `crash`, `smoke`, `alert`,
+    /// `user_reports`, `usage`, `prometheus:<query name>`, ...). A critical or high component
+    /// that is unhealthy makes the workload unhealthy; a lower one makes it degraded.
+    pub signals: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -407,6 +528,72 @@ pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
     }
     if h.probe.interval.as_ms() == 0 {
         bad("health.probe.interval", "expected an interval above zero".into());
+    }
+    if !(0.0..=1.0).contains(&h.min_usage_ratio) {
+        bad("health.min_usage_ratio", format!("expected a fraction from 0 to 1, found {}", h.min_usage_ratio));
+    }
+    for (i, t) in h.smoke.iter().enumerate() {
+        let at = |f: &str| format!("health.smoke[{i}].{f}");
+        if check_name(&t.name).is_err() {
+            bad(&at("name"), format!("expected letters, digits, `-` or `_`, found {:?}", t.name));
+        }
+        match (&t.path, &t.command) {
+            (Some(_), Some(_)) => bad(&at("command"), "expected either `path` or `command`, not both".into()),
+            (None, None) => bad(&at("path"), "expected `path` (an HTTP check) or `command`".into()),
+            (Some(p), None) if !p.starts_with('/') => {
+                bad(&at("path"), format!("expected a path starting with `/`, found {p:?}"))
+            }
+            (None, Some(c)) if c.is_empty() => bad(&at("command"), "expected a non-empty command".into()),
+            _ => {}
+        }
+    }
+    if let Some(p) = &h.prometheus {
+        if !(p.url.starts_with("http://") || p.url.starts_with("https://")) {
+            bad("health.prometheus.url", format!("expected an http:// URL, found {:?}", p.url));
+        }
+        for (i, q) in p.queries.iter().enumerate() {
+            let at = |f: &str| format!("health.prometheus.queries[{i}].{f}");
+            if check_name(&q.name).is_err() {
+                bad(&at("name"), format!("expected letters, digits, `-` or `_`, found {:?}", q.name));
+            }
+            if q.query.trim().is_empty() {
+                bad(&at("query"), "expected a PromQL expression".into());
+            }
+            if q.max.is_none() && q.min.is_none() && q.max_ratio_to_baseline.is_none() {
+                bad(&at("max"), "expected a limit: `max`, `min` or `max_ratio_to_baseline`".into());
+            }
+        }
+    }
+    const KNOWN: [&str; 12] = [
+        "error_rate",
+        "latency_p99",
+        "probe",
+        "crash",
+        "start",
+        "breaker",
+        "traffic",
+        "smoke",
+        "alert",
+        "user_reports",
+        "usage",
+        "sample_ratio",
+    ];
+    for (i, c) in h.components.iter().enumerate() {
+        if c.signals.is_empty() {
+            bad(&format!("health.components[{i}].signals"), "expected at least one signal".into());
+        }
+        for sig in &c.signals {
+            let prom = sig.strip_prefix("prometheus:");
+            let ok = KNOWN.contains(&sig.as_str())
+                || sig.starts_with("latency")
+                || prom.is_some_and(|n| h.prometheus.as_ref().is_some_and(|p| p.queries.iter().any(|q| q.name == n)));
+            if !ok {
+                bad(
+                    &format!("health.components[{i}].signals"),
+                    format!("unknown signal {sig:?}; known: {}, prometheus:<query name>", KNOWN.join(", ")),
+                );
+            }
+        }
     }
     out
 }

@@ -75,6 +75,29 @@ pub struct WorkloadState {
     pub crashes: Vec<Crash>,
     /// Versions that could not be started, with why; cleared when one of their replicas starts.
     pub start_failures: BTreeMap<String, String>,
+    /// Alerts concerning the workload that are firing now, by fingerprint.
+    #[serde(default)]
+    pub alerts: BTreeMap<String, FiringAlert>,
+    /// Recent user reports, newest last.
+    #[serde(default)]
+    pub reports: Vec<UserReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FiringAlert {
+    pub alertname: String,
+    pub labels: BTreeMap<String, String>,
+    pub summary: String,
+    pub since: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserReport {
+    pub user: String,
+    pub group: Option<String>,
+    pub version: Option<String>,
+    pub message: String,
+    pub at: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,6 +208,8 @@ impl World {
                             intents_total: 0,
                             crashes: Vec::new(),
                             start_failures: BTreeMap::new(),
+                            alerts: BTreeMap::new(),
+                            reports: Vec::new(),
                         },
                     );
                 }
@@ -257,6 +282,34 @@ impl World {
             | EventKind::ReplicaExited { version, replica, pid, .. } => {
                 if ws.replicas.get(&(version.clone(), *replica)).is_some_and(|r| r.pid == *pid) {
                     ws.replicas.remove(&(version.clone(), *replica));
+                }
+            }
+            EventKind::AlertReceived { fingerprint, alertname, status, labels, summary } => {
+                if status == "firing" {
+                    let since = ws.alerts.get(fingerprint).map(|a| a.since).unwrap_or(e.at);
+                    ws.alerts.insert(
+                        fingerprint.clone(),
+                        FiringAlert {
+                            alertname: alertname.clone(),
+                            labels: labels.clone(),
+                            summary: summary.clone(),
+                            since,
+                        },
+                    );
+                } else {
+                    ws.alerts.remove(fingerprint);
+                }
+            }
+            EventKind::UserReported { user, group, version, message } => {
+                ws.reports.push(UserReport {
+                    user: user.clone(),
+                    group: group.clone(),
+                    version: version.clone(),
+                    message: message.clone(),
+                    at: e.at,
+                });
+                if ws.reports.len() > 1000 {
+                    ws.reports.remove(0);
                 }
             }
             EventKind::RouterStarted { pid, listen, admin, .. } => {

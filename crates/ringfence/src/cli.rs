@@ -161,6 +161,18 @@ pub enum Command {
         #[arg(long, short)]
         follow: bool,
     },
+    /// File a user's report of a problem; it counts against the rollout group that served them.
+    #[command(
+        after_help = "Example:\n  ringfence report checkout --user alice@example.com --message \"checkout button does nothing\""
+    )]
+    Report {
+        workload: String,
+        /// The user's key, as the router sees it (sticky header or cookie value).
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value = "")]
+        message: String,
+    },
     /// The evidence behind the latest decision, in plain words.
     #[command(after_help = "Examples:\n  ringfence why checkout\n  ringfence why checkout -o json")]
     Why { workload: String },
@@ -379,6 +391,20 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::Ok)
         }
         Command::Events { workload, after, all, follow } => events(&api, workload, *after, *all, *follow, json).await,
+        Command::Report { workload, user, message } => {
+            let r: crate::server::ReportAccepted = api
+                .post(&format!("/v1/workloads/{workload}/reports"), &json!({"user": user, "message": message}))
+                .await?;
+            if json {
+                print_json(&r);
+            } else {
+                match (&r.group, &r.version) {
+                    (Some(g), Some(v)) => println!("report filed: {} is in group {g}, served by {v}", r.user),
+                    _ => println!("report filed: the router could not say which group {} is in", r.user),
+                }
+            }
+            Ok(ExitCode::Ok)
+        }
         Command::Why { workload } => {
             let w: Why = api.get(&format!("/v1/workloads/{workload}/why")).await?;
             if json {
@@ -698,8 +724,32 @@ pub fn render_status(s: &WorkloadStatus) -> String {
             let _ = writeln!(o, "decision   {:?}: {}", d.action, d.summary);
         }
         if let Some(v) = &r.last_verdict {
-            let _ = writeln!(o, "verdict    {} ({} analysis)", v.health, v.analyzer);
+            let _ = writeln!(o, "verdict    {} ({} analysis, the last that decided something)", v.health, v.analyzer);
         }
+    }
+    if let Some(live) = &s.health {
+        let v = &live.verdict;
+        let level =
+            v.model.as_ref().map(|m| format!("{:?}", m.level).to_lowercase()).unwrap_or_else(|| v.health.to_string());
+        let _ =
+            writeln!(o, "health     {level} now ({} analysis over {:.1}s)", v.analyzer, v.window_ms as f64 / 1000.0);
+        for sig in &v.signals {
+            let _ = writeln!(o, "  {:<9}  {:<22} {}", sig.health.to_string(), sig.signal, sig.detail);
+        }
+        if let Some(m) = &v.model {
+            for c in &m.components {
+                let _ = writeln!(o, "component  {} ({:?}): {}", c.name, c.criticality, c.health);
+            }
+        }
+    }
+    for a in &s.alerts_firing {
+        let _ = writeln!(
+            o,
+            "alert      {} firing since {}{}",
+            a.alertname,
+            a.since,
+            if a.summary.is_empty() { String::new() } else { format!(": {}", a.summary) }
+        );
     }
     o
 }

@@ -66,6 +66,10 @@ struct Local {
     probes: HashMap<u32, ProbeState>,
     stats: Option<(Instant, StatsSnapshot)>,
     stable_retry: HashMap<String, Instant>,
+    prom: crate::sources::PromCache,
+    usage: crate::sources::UsageMeter,
+    /// The usage rate when the current rollout began: its reference for the usage signal.
+    usage_before: Option<(String, Option<f64>)>,
 }
 
 #[derive(Default)]
@@ -85,6 +89,9 @@ impl Local {
             probes: HashMap::new(),
             stats: None,
             stable_retry: HashMap::new(),
+            prom: Default::default(),
+            usage: Default::default(),
+            usage_before: None,
         }
     }
 }
@@ -213,16 +220,51 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
     }
 
     // Observe and let the core decide.
-    let Some(r) = active else { return Ok(false) };
-    let converged = routes_match
-        && desired.versions.iter().all(|(v, n)| (0..*n).all(|i| ws.replicas.contains_key(&(v.clone(), i))))
-        && ws.replicas.values().all(|rec| wanted.contains_key(rec.version.as_str()));
     let stats = match admin {
         Some(admin) => read_stats(shared, admin).await,
         None => None,
     };
     if let Some(s) = &stats {
         local.stats = Some((Instant::now(), s.clone()));
+    }
+    let Some(r) = active else {
+        if let Some(s) = &stats {
+            local.usage.observe(s.versions.values().map(|v| v.requests).sum());
+        }
+        return Ok(false);
+    };
+    if local.usage_before.as_ref().is_none_or(|(id, _)| id != &r.id) {
+        local.usage_before = Some((r.id.clone(), local.usage.rps()));
+    }
+    let converged = routes_match
+        && desired.versions.iter().all(|(v, n)| (0..*n).all(|i| ws.replicas.contains_key(&(v.clone(), i))))
+        && ws.replicas.values().all(|rec| wanted.contains_key(rec.version.as_str()));
+
+    // Smoke tests run against the newly exposed version once the phase's exposure is in place,
+    // in every phase on their own.
+    if converged
+        && r.stage == Stage::Deploying
+        && matches!(r.status, RolloutStatus::Progressing | RolloutStatus::Paused)
+    {
+        let done: Vec<&str> = r.smoke.iter().filter(|t| t.phase == r.phase).map(|t| t.name.as_str()).collect();
+        let todo: Vec<_> = ws.spec.health.smoke.iter().filter(|t| !done.contains(&t.name.as_str())).cloned().collect();
+        if !todo.is_empty() {
+            let replicas: Vec<_> = ws.replicas.values().filter(|x| x.version == r.release).cloned().collect();
+            let mut events = Vec::new();
+            for test in &todo {
+                let result = crate::sources::run_smoke(&shared.http, test, &replicas).await;
+                events.push(EventKind::SmokeTestRan {
+                    rollout_id: r.id.clone(),
+                    phase: r.phase,
+                    name: test.name.clone(),
+                    version: r.release.clone(),
+                    passed: result.is_ok(),
+                    detail: result.unwrap_or_else(|e| e),
+                });
+            }
+            shared.record(&name, "smoke tests of the phase", events)?;
+            return Ok(true);
+        }
     }
     let freshness_ms = local.stats.as_ref().map(|(t, _)| t.elapsed().as_millis() as u64).unwrap_or(u64::MAX);
     probe(shared, local, &ws, &r.release).await;
@@ -277,21 +319,40 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
             })
             .unwrap_or_default(),
     };
-    let observation = Observation {
-        canary: observe(&r.release, baseline.map(|b| &b.canary)),
-        baseline: r.from.as_deref().map(|f| observe(f, baseline.and_then(|b| b.stable.as_ref()))),
-        window_ms: r.bake_started_at.map(|b| t.since(b)).unwrap_or(0),
-        freshness_ms,
-    };
+    let canary = observe(&r.release, baseline.map(|b| &b.canary));
+    let stable = r.from.as_deref().map(|f| observe(f, baseline.and_then(|b| b.stable.as_ref())));
+    let window_ms = r.bake_started_at.map(|b| t.since(b)).unwrap_or(0);
+    let mut signals = ringfence_core::signals::from_state(&ws, &r);
+    if in_window
+        && let Some(u) = ringfence_core::signals::usage(
+            window_ms,
+            canary.traffic.as_ref(),
+            stable.as_ref().and_then(|s| s.traffic.as_ref()),
+            baseline.and_then(|b| b.usage_rps_before),
+            ws.spec.health.min_usage_ratio,
+            &r.release,
+        )
+    {
+        signals.push(u);
+    }
+    if let Some(prom) = &ws.spec.health.prometheus
+        && r.stage == Stage::Baking
+    {
+        signals.extend(local.prom.signals(&shared.http, prom, &name, &r.release, r.from.as_deref()).await);
+    }
+    let observation = Observation { canary, baseline: stable, window_ms, freshness_ms, signals };
+    let usage_rps_before = local.usage_before.as_ref().and_then(|(_, rps)| *rps);
     let baseline_now = stats.as_ref().map(|s| BakeBaseline {
         router_instance: s.instance_id.clone(),
         canary: s.versions.get(&r.release).map(to_traffic).unwrap_or_default(),
         stable: r.from.as_ref().map(|f| s.versions.get(f).map(to_traffic).unwrap_or_default()),
+        usage_rps_before,
     });
 
     // Decide against the state as it is now, not as it was when this tick began: a person
     // may have paused or aborted in between.
     let mut decided = Vec::new();
+    let mut live = None;
     shared.command(&name, "controller", "rollout step", |w| {
         let Some(ws) = w.workload(&name) else { return Ok(vec![]) };
         let Some(current) = ws.active_rollout() else { return Ok(vec![]) };
@@ -313,9 +374,14 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
             max_hold: ws.spec.rollout.max_hold,
             analyzer: &ThresholdAnalyzer,
         };
-        decided = rollout::step(current, &input);
+        let (events, verdict) = rollout::step_judged(current, &input);
+        decided = events;
+        live = verdict.map(|verdict| crate::state::LiveHealth { rollout_id: current.id.clone(), at: t, verdict });
         Ok(decided.clone())
     })?;
+    if let Some(l) = live {
+        shared.live.lock().expect("live lock").insert(name.clone(), l);
+    }
     for k in &decided {
         if let EventKind::RolloutHalted { decision, .. } = k {
             tracing::warn!(workload = %name, action = ?decision.action, summary = %decision.summary, "rollout halted");

@@ -13,4 +13,5 @@ pub mod loadgen;
 pub mod routerproc;
 pub mod sample_app;
 pub mod server;
+pub mod sources;
 pub mod state;

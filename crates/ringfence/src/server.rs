@@ -87,6 +87,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/workloads/{name}/why", get(why))
         .route("/v1/workloads/{name}/rollouts/{id}", get(show_rollout))
         .route("/v1/events", get(all_events))
+        .route("/v1/alerts", post(alertmanager_webhook))
+        .route("/v1/workloads/{name}/reports", post(user_report))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see docs/api.md") })
         .with_state(shared)
 }
@@ -267,10 +269,14 @@ pub struct WorkloadStatus {
     pub desired: Desired,
     pub routes: Option<(u64, Vec<ringfence_core::event::RouteGroup>)>,
     pub rollout: Option<Rollout>,
+    /// The controller's latest verdict on the rollout in progress, with the health model.
+    pub health: Option<crate::state::LiveHealth>,
+    pub alerts_firing: Vec<ringfence_core::state::FiringAlert>,
     pub now: ringfence_core::Timestamp,
 }
 
 async fn workload_status(State(sh): St, Path(name): Path<String>) -> Result<Json<WorkloadStatus>, ApiError> {
+    let live = sh.live.lock().expect("live lock").get(&name).cloned();
     sh.world(|w| {
         let ws = command::workload(w, &name)?;
         Ok(Json(WorkloadStatus {
@@ -284,6 +290,8 @@ async fn workload_status(State(sh): St, Path(name): Path<String>) -> Result<Json
             desired: ws.desired(),
             routes: ws.routes.clone(),
             rollout: ws.latest_rollout().cloned(),
+            health: live.filter(|l| ws.active_rollout().is_some_and(|r| r.id == l.rollout_id)),
+            alerts_firing: ws.alerts.values().cloned().collect(),
             now: now(),
         }))
     })
@@ -471,4 +479,149 @@ async fn show_rollout(State(sh): St, Path((name, id)): Path<(String, String)>) -
             .map(Json)
             .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{name} has no rollout {id:?}")))
     })
+}
+
+/// Alertmanager's webhook body (the fields ringfence reads).
+#[derive(Deserialize)]
+struct AlertmanagerBody {
+    alerts: Vec<AmAlert>,
+}
+
+#[derive(Deserialize)]
+struct AmAlert {
+    status: String,
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    fingerprint: String,
+}
+
+#[derive(Serialize)]
+struct AlertsAccepted {
+    /// (workload, alertname, status) for every alert that concerned a workload.
+    matched: Vec<(String, String, String)>,
+    ignored: usize,
+}
+
+/// `POST /v1/alerts`: point an Alertmanager webhook receiver here. An alert concerns a
+/// workload when it carries all the labels of the workload's `health.alerts.match` (by
+/// default `workload=<name>`); a firing one halts that workload's rollout.
+async fn alertmanager_webhook(
+    State(sh): St,
+    Body(body): Body<AlertmanagerBody>,
+) -> Result<Json<AlertsAccepted>, ApiError> {
+    let workloads: Vec<(String, std::collections::BTreeMap<String, String>)> = sh
+        .world(|w| w.workloads.values().map(|ws| (ws.name.clone(), ws.spec.health.alerts.matchers.clone())).collect());
+    let mut matched = Vec::new();
+    let mut ignored = 0;
+    for a in body.alerts {
+        if a.status != "firing" && a.status != "resolved" {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("alert status must be \"firing\" or \"resolved\", found {:?}", a.status),
+            ));
+        }
+        let alertname = a.labels.get("alertname").cloned().unwrap_or_else(|| "unnamed".into());
+        let fingerprint = if a.fingerprint.is_empty() {
+            a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+        } else {
+            a.fingerprint.clone()
+        };
+        let summary = a.annotations.get("summary").or(a.annotations.get("description")).cloned().unwrap_or_default();
+        let mut any = false;
+        for (name, matchers) in &workloads {
+            let concerns = if matchers.is_empty() {
+                a.labels.get("workload") == Some(name)
+            } else {
+                matchers.iter().all(|(k, v)| a.labels.get(k) == Some(v))
+            };
+            if !concerns {
+                continue;
+            }
+            any = true;
+            sh.command(name, "alertmanager", &format!("alert {alertname} {}", a.status), |_| {
+                Ok(vec![ringfence_core::EventKind::AlertReceived {
+                    fingerprint: fingerprint.clone(),
+                    alertname: alertname.clone(),
+                    status: a.status.clone(),
+                    labels: a.labels.clone(),
+                    summary: summary.clone(),
+                }])
+            })?;
+            matched.push((name.clone(), alertname.clone(), a.status.clone()));
+        }
+        if !any {
+            ignored += 1;
+        }
+    }
+    Ok(Json(AlertsAccepted { matched, ignored }))
+}
+
+#[derive(Deserialize)]
+struct ReportBody {
+    user: String,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct ReportAccepted {
+    pub user: String,
+    pub group: Option<String>,
+    pub version: Option<String>,
+}
+
+/// `POST /v1/workloads/{w}/reports`: a user reports a problem. The user's key is mapped to the
+/// rollout group and version the router sends them to, so reports count per group.
+async fn user_report(
+    State(sh): St,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Body(b): Body<ReportBody>,
+) -> Result<Json<ReportAccepted>, ApiError> {
+    if b.user.trim().is_empty() || b.user.len() > 256 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "field `user`: expected the user's key (1 to 256 characters), as sent in the sticky header or cookie",
+        ));
+    }
+    let admin = sh.world(|w| command::workload(w, &name).map(|ws| ws.router.as_ref().map(|r| r.admin.clone())))?;
+    let mut group = None;
+    let mut version = None;
+    if let Some(admin) = admin {
+        let url = format!("http://{admin}/v1/assign?user={}", url_escape(&b.user));
+        if let Ok(resp) = sh.http.get(&url, Duration::from_secs(2)).await
+            && resp.status.is_success()
+            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&resp.body)
+        {
+            group = v["group"].as_str().map(String::from);
+            version = v["version"].as_str().map(String::from);
+        }
+    }
+    let message: String = b.message.chars().take(2000).collect();
+    sh.command(&name, &actor(&headers), "user report", |_| {
+        Ok(vec![ringfence_core::EventKind::UserReported {
+            user: b.user.clone(),
+            group: group.clone(),
+            version: version.clone(),
+            message: message.clone(),
+        }])
+    })?;
+    Ok(Json(ReportAccepted { user: b.user, group, version }))
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

@@ -42,6 +42,16 @@ pub struct Shared {
     pub running_loops: Mutex<HashSet<String>>,
     pub shutdown: CancellationToken,
     pub tick: std::time::Duration,
+    /// The latest verdict the controller computed per workload (not stored: it changes every
+    /// tick; the verdicts that decide something are stored with their events).
+    pub live: Mutex<HashMap<String, LiveHealth>>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LiveHealth {
+    pub rollout_id: String,
+    pub at: Timestamp,
+    pub verdict: ringfence_core::Verdict,
 }
 
 impl Shared {
@@ -72,6 +82,7 @@ impl Shared {
             running_loops: Mutex::default(),
             shutdown,
             tick,
+            live: Mutex::default(),
         }))
     }
 
