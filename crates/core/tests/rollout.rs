@@ -197,7 +197,7 @@ fn vo(version: &str, requests: u64, errors: u64) -> VersionObservation {
 }
 
 fn obs(canary: VersionObservation, baseline: Option<VersionObservation>) -> Observation {
-    Observation { canary, baseline, window_ms: 30 * SEC, freshness_ms: 250 }
+    Observation { canary, baseline, window_ms: 30 * SEC, freshness_ms: 250, signals: vec![] }
 }
 
 /// Plenty of clean traffic on both versions.
