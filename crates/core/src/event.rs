@@ -59,6 +59,9 @@ pub struct RouteGroup {
     pub name: String,
     pub version: String,
     pub weight_bp: u32,
+    /// The version whose processes serve this group (see `WorkloadState::runtime_of`).
+    #[serde(default)]
+    pub runs_on: String,
 }
 
 /// What the controller does to the world. Each is idempotent: doing it again after it is

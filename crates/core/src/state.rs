@@ -131,37 +131,58 @@ impl WorkloadState {
     }
 
     /// The world this workload should have now: which versions run and how traffic splits.
+    /// The release whose processes serve `version`: the first release with the same artifact
+    /// and configuration. A release that changes only flags runs on the processes already
+    /// there, so a flag rollout starts nothing and stops nothing.
+    pub fn runtime_of(&self, version: &str) -> String {
+        let Some(rel) = self.releases.get(version) else { return version.to_string() };
+        self.release_order
+            .iter()
+            .filter_map(|v| self.releases.get(v))
+            .find(|r| r.content.artifact == rel.content.artifact && r.content.config == rel.content.config)
+            .map(|r| r.version.clone())
+            .unwrap_or_else(|| version.to_string())
+    }
+
+    /// The world this workload should have now: which versions run and how traffic splits.
     pub fn desired(&self) -> Desired {
         let replicas = self.spec.executor.replicas;
-        let stable_only = |stable: &Option<String>| match stable {
-            Some(v) => Desired {
-                versions: vec![(v.clone(), replicas)],
-                routes: vec![RouteGroup { name: "stable".into(), version: v.clone(), weight_bp: 10_000 }],
-            },
-            None => Desired::default(),
+        let group = |name: &str, version: &str, weight_bp: u32| RouteGroup {
+            name: name.into(),
+            version: version.into(),
+            weight_bp,
+            runs_on: self.runtime_of(version),
         };
-        let Some(r) = self.active_rollout() else {
-            return stable_only(&self.stable);
-        };
-        match r.status {
-            RolloutStatus::Progressing | RolloutStatus::Paused | RolloutStatus::Halted => {
+        let mut d = Desired::default();
+        match self.active_rollout() {
+            Some(r)
+                if matches!(r.status, RolloutStatus::Progressing | RolloutStatus::Paused | RolloutStatus::Halted) =>
+            {
                 let w = r.target_weight_bp();
-                let mut d = Desired::default();
-                d.versions.push((r.release.clone(), replicas));
-                d.routes.push(RouteGroup { name: "canary".into(), version: r.release.clone(), weight_bp: w });
-                if let Some(from) = &r.from
-                    && from != &r.release
-                {
-                    d.versions.insert(0, (from.clone(), replicas));
-                    d.routes.push(RouteGroup { name: "stable".into(), version: from.clone(), weight_bp: 10_000 - w });
-                } else {
-                    d.routes[0].weight_bp = 10_000;
+                d.routes.push(group("canary", &r.release, w));
+                match &r.from {
+                    Some(from) if from != &r.release => d.routes.push(group("stable", from, 10_000 - w)),
+                    _ => d.routes[0].weight_bp = 10_000,
                 }
-                d
             }
-            RolloutStatus::Mitigating => stable_only(&r.from),
-            _ => stable_only(&self.stable),
+            Some(r) if r.status == RolloutStatus::Mitigating => {
+                if let Some(from) = &r.from {
+                    d.routes.push(group("stable", from, 10_000));
+                }
+            }
+            _ => {
+                if let Some(v) = &self.stable {
+                    d.routes.push(group("stable", v, 10_000));
+                }
+            }
         }
+        // Stable's processes first; each runtime once.
+        for g in d.routes.iter().rev() {
+            if !d.versions.iter().any(|(v, _)| *v == g.runs_on) {
+                d.versions.push((g.runs_on.clone(), replicas));
+            }
+        }
+        d
     }
 }
 

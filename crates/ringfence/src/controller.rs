@@ -152,7 +152,10 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
 
     // Start what should run.
     for (version, count) in &desired.versions {
-        let is_new = active.as_ref().is_some_and(|r| &r.release == version && r.from.as_ref() != Some(version));
+        // `version` here is a runtime (see `runtime_of`): the processes of the new release.
+        let is_new = active.as_ref().is_some_and(|r| {
+            &ws.runtime_of(&r.release) == version && r.from.as_ref().map(|f| ws.runtime_of(f)).as_ref() != Some(version)
+        });
         let crashed =
             active.as_ref().is_some_and(|r| ws.crashes.iter().any(|c| &c.version == version && c.at >= r.started_at));
         if is_new && crashed {
@@ -183,7 +186,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
     let table = route_table(&ws, &desired, local.applied.as_ref().map(|t| t.generation).unwrap_or(0));
     let routes_match = local.applied.as_ref().is_some_and(|a| same_routes(a, &table));
     if !routes_match && let Some(admin) = admin {
-        apply_routes(shared, local, &name, admin, table).await?;
+        apply_routes(shared, local, &ws, admin, table).await?;
         return Ok(true);
     }
 
@@ -249,7 +252,8 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         let done: Vec<&str> = r.smoke.iter().filter(|t| t.phase == r.phase).map(|t| t.name.as_str()).collect();
         let todo: Vec<_> = ws.spec.health.smoke.iter().filter(|t| !done.contains(&t.name.as_str())).cloned().collect();
         if !todo.is_empty() {
-            let replicas: Vec<_> = ws.replicas.values().filter(|x| x.version == r.release).cloned().collect();
+            let runtime = ws.runtime_of(&r.release);
+            let replicas: Vec<_> = ws.replicas.values().filter(|x| x.version == runtime).cloned().collect();
             let mut events = Vec::new();
             for test in &todo {
                 let result = crate::sources::run_smoke(&shared.http, test, &replicas).await;
@@ -267,9 +271,9 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         }
     }
     let freshness_ms = local.stats.as_ref().map(|(t, _)| t.elapsed().as_millis() as u64).unwrap_or(u64::MAX);
-    probe(shared, local, &ws, &r.release).await;
+    probe(shared, local, &ws, &ws.runtime_of(&r.release)).await;
     if let Some(from) = &r.from {
-        probe(shared, local, &ws, from).await;
+        probe(shared, local, &ws, &ws.runtime_of(from)).await;
     }
 
     let baseline = r.baseline.as_ref().filter(|b| stats.as_ref().is_some_and(|s| s.instance_id == b.router_instance));
@@ -283,41 +287,46 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
     };
     let in_window = r.stage == Stage::Baking && baseline.is_some();
     let t = now();
-    let observe = |version: &str, base: Option<&Traffic>| VersionObservation {
-        version: version.to_string(),
-        traffic: if in_window { traffic_of(version, base) } else { None },
-        probes_failing: ws
-            .replicas
-            .values()
-            .filter(|rec| rec.version == version)
-            .filter_map(|rec| {
-                let p = local.probes.get(&rec.pid)?;
-                (p.consecutive_failures >= ws.spec.health.probe.failure_threshold)
-                    .then(|| format!("replica {} (port {}): {}", rec.replica, rec.port, p.last_error))
-            })
-            .collect(),
-        probes_answered: ws
-            .replicas
-            .values()
-            .filter(|rec| rec.version == version && local.probes.get(&rec.pid).is_some_and(|p| p.answered))
-            .count() as u32,
-        crashes: ws
-            .crashes
-            .iter()
-            .filter(|c| c.version == version && c.at >= r.started_at)
-            .map(|c| format!("replica {} (pid {}) exited: {}", c.replica, c.pid, c.status))
-            .collect(),
-        start_failure: ws.start_failures.get(version).cloned(),
-        breakers_open: stats
-            .as_ref()
-            .map(|s| {
-                s.upstreams
-                    .iter()
-                    .filter(|u| u.version == version && u.state == BreakerState::Open)
-                    .map(|u| u.addr.to_string())
-                    .collect()
-            })
-            .unwrap_or_default(),
+    // Traffic is the release's (the router labels it so); processes are its runtime's.
+    let observe = |version: &str, base: Option<&Traffic>| {
+        let runtime = ws.runtime_of(version);
+        let runtime = runtime.as_str();
+        VersionObservation {
+            version: version.to_string(),
+            traffic: if in_window { traffic_of(version, base) } else { None },
+            probes_failing: ws
+                .replicas
+                .values()
+                .filter(|rec| rec.version == runtime)
+                .filter_map(|rec| {
+                    let p = local.probes.get(&rec.pid)?;
+                    (p.consecutive_failures >= ws.spec.health.probe.failure_threshold)
+                        .then(|| format!("replica {} (port {}): {}", rec.replica, rec.port, p.last_error))
+                })
+                .collect(),
+            probes_answered: ws
+                .replicas
+                .values()
+                .filter(|rec| rec.version == runtime && local.probes.get(&rec.pid).is_some_and(|p| p.answered))
+                .count() as u32,
+            crashes: ws
+                .crashes
+                .iter()
+                .filter(|c| c.version == runtime && c.at >= r.started_at)
+                .map(|c| format!("replica {} (pid {}) exited: {}", c.replica, c.pid, c.status))
+                .collect(),
+            start_failure: ws.start_failures.get(runtime).cloned(),
+            breakers_open: stats
+                .as_ref()
+                .map(|s| {
+                    s.upstreams
+                        .iter()
+                        .filter(|u| u.version == version && u.state == BreakerState::Open)
+                        .map(|u| u.addr.to_string())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
     };
     let canary = observe(&r.release, baseline.map(|b| &b.canary));
     let stable = r.from.as_deref().map(|f| observe(f, baseline.and_then(|b| b.stable.as_ref())));
@@ -491,7 +500,7 @@ fn route_table(ws: &WorkloadState, desired: &Desired, last_generation: u64) -> R
             name: g.name.clone(),
             version: g.version.clone(),
             weight_bp: g.weight_bp,
-            upstreams: upstreams(&g.version),
+            upstreams: upstreams(if g.runs_on.is_empty() { &g.version } else { &g.runs_on }),
         })
         .collect();
     // Traffic meant for a group with nothing running goes to a group that has replicas.
@@ -534,10 +543,11 @@ fn same_routes(a: &RouteTable, b: &RouteTable) -> bool {
 async fn apply_routes(
     shared: &Arc<Shared>,
     local: &mut Local,
-    name: &str,
+    ws: &WorkloadState,
     admin: SocketAddr,
     table: RouteTable,
 ) -> anyhow::Result<()> {
+    let name = ws.name.as_str();
     let action = Action::ApplyRoutes {
         generation: table.generation,
         groups: table
@@ -547,6 +557,7 @@ async fn apply_routes(
                 name: g.name.clone(),
                 version: g.version.clone(),
                 weight_bp: g.weight_bp,
+                runs_on: ws.runtime_of(&g.version),
             })
             .collect(),
     };
