@@ -280,14 +280,18 @@ impl World {
                 ws.intents_total += 1;
             }
             EventKind::ActionSucceeded { op_id, .. } | EventKind::ActionFailed { op_id, .. } => {
-                let action = ws.open_intents.remove(op_id);
-                if let (EventKind::ActionSucceeded { .. }, Some(Action::ApplyRoutes { generation, groups })) =
-                    (&e.kind, action)
-                {
-                    ws.routes = Some((generation, groups));
+                match (&e.kind, ws.open_intents.remove(op_id)) {
+                    (EventKind::ActionSucceeded { .. }, Some(Action::ApplyRoutes { generation, groups })) => {
+                        ws.routes = Some((generation, groups));
+                    }
+                    (EventKind::ActionFailed { error, .. }, Some(Action::StartReplica { version, .. })) => {
+                        ws.start_failures.insert(version, error.clone());
+                    }
+                    _ => {}
                 }
             }
             EventKind::ReplicaStarted { version, replica, pid, port, .. } => {
+                ws.start_failures.remove(version);
                 ws.replicas.insert(
                     (version.clone(), *replica),
                     ReplicaRecord {
@@ -301,6 +305,18 @@ impl World {
             }
             EventKind::ReplicaStopped { version, replica, pid }
             | EventKind::ReplicaExited { version, replica, pid, .. } => {
+                if let EventKind::ReplicaExited { status, .. } = &e.kind {
+                    ws.crashes.push(Crash {
+                        version: version.clone(),
+                        replica: *replica,
+                        pid: *pid,
+                        status: status.clone(),
+                        at: e.at,
+                    });
+                    if ws.crashes.len() > 100 {
+                        ws.crashes.remove(0);
+                    }
+                }
                 if ws.replicas.get(&(version.clone(), *replica)).is_some_and(|r| r.pid == *pid) {
                     ws.replicas.remove(&(version.clone(), *replica));
                 }
@@ -354,5 +370,56 @@ impl World {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::NewEvent;
+
+    fn ev(seq: u64, kind: EventKind) -> Event {
+        NewEvent { at: Timestamp(seq as i64), actor: "t".into(), reason: String::new(), workload: "w".into(), kind }
+            .numbered(seq)
+    }
+
+    fn world() -> World {
+        let spec = crate::spec::parse("x.toml", crate::spec::EXAMPLE).expect("example parses");
+        let mut w = World::default();
+        w.apply(&ev(1, EventKind::SpecApplied { spec: Box::new(spec), digest: "d".into() }));
+        w
+    }
+
+    #[test]
+    fn a_failed_start_is_remembered_until_a_replica_of_that_version_starts() {
+        let mut w = world();
+        let start = Action::StartReplica { version: "v2".into(), replica: 0 };
+        w.apply(&ev(2, EventKind::ActionIntended { op_id: "o1".into(), action: start }));
+        w.apply(&ev(3, EventKind::ActionFailed { op_id: "o1".into(), error: "exit status 3".into() }));
+        let ws = w.workload("w").unwrap();
+        assert_eq!(ws.start_failures.get("v2").map(String::as_str), Some("exit status 3"));
+        assert!(ws.open_intents.is_empty());
+        w.apply(&ev(
+            4,
+            EventKind::ReplicaStarted { version: "v2".into(), replica: 0, pid: 7, port: 9, adopted: false },
+        ));
+        assert!(w.workload("w").unwrap().start_failures.is_empty());
+    }
+
+    #[test]
+    fn an_unasked_exit_is_a_crash_and_a_stop_is_not() {
+        let mut w = world();
+        for (seq, pid) in [(2, 7), (3, 8)] {
+            w.apply(&ev(
+                seq,
+                EventKind::ReplicaStarted { version: "v2".into(), replica: pid - 7, pid, port: 9, adopted: false },
+            ));
+        }
+        w.apply(&ev(4, EventKind::ReplicaExited { version: "v2".into(), replica: 0, pid: 7, status: "exit 4".into() }));
+        w.apply(&ev(5, EventKind::ReplicaStopped { version: "v2".into(), replica: 1, pid: 8 }));
+        let ws = w.workload("w").unwrap();
+        assert_eq!(ws.crashes.len(), 1);
+        assert_eq!((ws.crashes[0].pid, ws.crashes[0].status.as_str()), (7, "exit 4"));
+        assert!(ws.replicas.is_empty());
     }
 }

@@ -331,8 +331,16 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
     let canary = observe(&r.release, baseline.map(|b| &b.canary));
     let stable = r.from.as_deref().map(|f| observe(f, baseline.and_then(|b| b.stable.as_ref())));
     let window_ms = r.bake_started_at.map(|b| t.since(b)).unwrap_or(0);
+    // A first deploy and a rollback to a verified release are judged on health checks (probes,
+    // crashes, smoke tests), not re-analysed: an alert that prompted the rollback must not
+    // block it, and a first deploy has nothing to compare with.
+    let analysed = r.kind == ringfence_core::RolloutKind::Deploy;
     let mut signals = ringfence_core::signals::from_state(&ws, &r);
-    if in_window
+    if !analysed {
+        signals.retain(|s| s.signal == "smoke");
+    }
+    if analysed
+        && in_window
         && let Some(u) = ringfence_core::signals::usage(
             window_ms,
             canary.traffic.as_ref(),
@@ -345,6 +353,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         signals.push(u);
     }
     if let Some(prom) = &ws.spec.health.prometheus
+        && analysed
         && r.stage == Stage::Baking
     {
         signals.extend(local.prom.signals(&shared.http, prom, &name, &r.release, r.from.as_deref()).await);

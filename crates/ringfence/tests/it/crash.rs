@@ -1,0 +1,192 @@
+//! Crash safety: the server is SIGKILLed in the middle of a rollout, twice. The router keeps
+//! serving while it is down; on restart the rollout continues from the event log, the
+//! running replicas are adopted rather than started again, and the log shows every action
+//! intended once and done at most once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use ringfence::loadgen::Sample;
+use ringfence_core::{Event, EventKind, RolloutStatus, Stage};
+
+use crate::harness::{Load, Server, Spec, by_version, rollout_id};
+
+/// Waits until the rollout bakes phase `phase`, lets the bake run a little, then kills the
+/// server, checks that users were served while it was down, and starts it again.
+async fn kill_during_phase(server: &mut Server, load: &mut Load, w: &str, id: &str, phase: usize) {
+    server
+        .wait_status(w, &format!("phase {} of {id} to bake", phase + 1), |s| {
+            let r = s.rollout.as_ref()?;
+            (r.id == id && r.phase == phase && r.stage == Stage::Baking).then_some(())
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let router_pid = server.status(w).await.router.expect("the router runs").pid;
+
+    server.kill9();
+    let down = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The router is not the server's child in any way that matters: it lives on.
+    assert!(crate::harness::alive(router_pid), "the router died with the server");
+    let during: Vec<Sample> = load.samples().iter().filter(|s| s.sent_at >= down).cloned().collect();
+    server.restart().await;
+
+    assert!(during.len() >= 50, "too few requests while the server was down: {}", during.len());
+    let failed: Vec<&Sample> = during.iter().filter(|s| s.status != Some(200) || s.version.is_none()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed while the server was down (the data plane must not wait on it): {:#?}",
+        failed.len(),
+        during.len(),
+        &failed[..failed.len().min(5)]
+    );
+    // Nothing moved the rollout while the controller was down; after the restart it either
+    // continues or has just finished its last bake.
+    let r = server.rollout(w, id).await;
+    assert!(
+        r.status.is_active() || r.status == RolloutStatus::Completed,
+        "the rollout must carry on after the restart: {r:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_killed_mid_rollout_resumes_and_does_nothing_twice() {
+    let mut server = Server::start().await;
+    let w = "sturdy";
+    let spec = Spec { replicas: 2, phases: vec![(10, "3s"), (50, "3s"), (100, "3s")], ..Spec::new(w) };
+    server.setup(&spec, &[("v1", &[]), ("v2", &["SAMPLE_LATENCY_MS=1"])]).await;
+    let out = server.deploy_wait(w, "v1").await;
+    assert_eq!(out.code, 0, "first deploy of v1:\n{out}\n{}", server.diagnose(w).await);
+    let router_before = server.status(w).await.router.expect("the router runs");
+
+    let mut load = Load::start(server.router_addr(w).await, 150.0, 200);
+    let out = server.cli(&["deploy", w, "v2"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let id = rollout_id(&out);
+
+    kill_during_phase(&mut server, &mut load, w, &id, 1).await;
+    kill_during_phase(&mut server, &mut load, w, &id, 2).await;
+
+    let r = server
+        .wait_status(w, "the rollout to complete after the restarts", |s| {
+            s.rollout.as_ref().filter(|r| r.id == id && !r.status.is_active()).cloned()
+        })
+        .await;
+    assert_eq!(r.status, RolloutStatus::Completed, "{r:#?}\n{}", server.diagnose(w).await);
+    let s = server.status(w).await;
+    assert_eq!(s.stable.as_deref(), Some("v2"));
+    assert_eq!(s.router.as_ref().map(|r| r.pid), Some(router_before.pid), "the router was replaced");
+
+    // Converged: v1 stopped, no action left open.
+    let events = server
+        .wait_events(w, "v1 stopped and every intended action closed", |ev| {
+            let open = open_intents(ev);
+            let v1_running = replicas_running(ev).iter().any(|(v, _)| v == "v1");
+            (open.is_empty() && !v1_running).then_some(ev.to_vec())
+        })
+        .await;
+    let samples = load.finish().await;
+    let failed = samples.iter().filter(|s| s.is_error()).count();
+    assert_eq!(failed, 0, "a healthy rollout through two server crashes failed requests: {:?}", by_version(&samples));
+
+    check_log(&server, w, &server.all_events().await, &events);
+}
+
+/// The invariants of the event log after crashes.
+fn check_log(server: &Server, w: &str, all: &[Event], workload_events: &[Event]) {
+    // Numbered 1..N: no gap, no duplicate.
+    let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
+    let expected: Vec<u64> = (1..=all.len() as u64).collect();
+    assert_eq!(seqs, expected, "event sequence numbers must run 1..N without gaps or duplicates");
+    assert_eq!(workload_events.len(), all.len(), "one workload: its events are the whole log");
+
+    // Replicas: every (version, replica) started for real once, and only adopted after that.
+    let mut starts: BTreeMap<(String, u32), Vec<(u32, bool)>> = BTreeMap::new();
+    for e in all {
+        if let EventKind::ReplicaStarted { version, replica, pid, adopted, .. } = &e.kind {
+            starts.entry((version.clone(), *replica)).or_default().push((*pid, *adopted));
+        }
+    }
+    let keys: Vec<&(String, u32)> = starts.keys().collect();
+    assert_eq!(keys.len(), 4, "two replicas each of v1 and v2 were expected: {keys:?}");
+    for (key, list) in &starts {
+        let fresh: Vec<u32> = list.iter().filter(|(_, adopted)| !adopted).map(|(p, _)| *p).collect();
+        let pids: BTreeSet<u32> = list.iter().map(|(p, _)| *p).collect();
+        assert_eq!(
+            fresh.len(),
+            pids.len(),
+            "{key:?}: a fresh start per distinct process, adoptions reuse one: {list:?}"
+        );
+        let real = server.real_starts(w, &key.0, key.1);
+        assert_eq!(fresh.len(), real, "{key:?}: {real} real start(s) but these events: {list:?}");
+        assert_eq!(real, 1, "{key:?} was started more than once across the crashes: {list:?}");
+        for (pid, adopted) in list {
+            assert!(!adopted || fresh.contains(pid), "{key:?}: adopted pid {pid} was never started: {list:?}");
+        }
+    }
+
+    // Actions: each intended once, with at most one outcome, recorded after the intent.
+    let mut intended: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in all {
+        match &e.kind {
+            EventKind::ActionIntended { op_id, .. } => {
+                let again = intended.insert(op_id, e.seq as usize).is_some();
+                assert!(!again, "operation {op_id} was intended twice");
+            }
+            EventKind::ActionSucceeded { op_id, .. } | EventKind::ActionFailed { op_id, .. } => {
+                assert!(
+                    intended.contains_key(op_id.as_str()),
+                    "outcome of {op_id} without a prior intent (seq {})",
+                    e.seq
+                );
+                *outcomes.entry(op_id).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+    let twice: Vec<(&&str, &usize)> = outcomes.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "operations with more than one outcome: {twice:?}");
+    let open: Vec<&&str> = intended.keys().filter(|op| !outcomes.contains_key(**op)).collect();
+    assert!(open.is_empty(), "intents left open after the rollout converged: {open:?}");
+
+    let routers = all.iter().filter(|e| matches!(e.kind, EventKind::RouterStarted { adopted: false, .. })).count();
+    assert_eq!(routers, 1, "the router must be started once and survive the crashes");
+}
+
+/// Intended actions without an outcome yet.
+fn open_intents(events: &[Event]) -> Vec<String> {
+    let mut open = BTreeSet::new();
+    for e in events {
+        match &e.kind {
+            EventKind::ActionIntended { op_id, .. } => {
+                open.insert(op_id.clone());
+            }
+            EventKind::ActionSucceeded { op_id, .. } | EventKind::ActionFailed { op_id, .. } => {
+                open.remove(op_id);
+            }
+            _ => {}
+        }
+    }
+    open.into_iter().collect()
+}
+
+/// (version, replica) the log says run now.
+fn replicas_running(events: &[Event]) -> BTreeSet<(String, u32)> {
+    let mut running = BTreeMap::new();
+    for e in events {
+        match &e.kind {
+            EventKind::ReplicaStarted { version, replica, pid, .. } => {
+                running.insert((version.clone(), *replica), *pid);
+            }
+            EventKind::ReplicaStopped { version, replica, pid }
+            | EventKind::ReplicaExited { version, replica, pid, .. }
+                if running.get(&(version.clone(), *replica)) == Some(pid) =>
+            {
+                running.remove(&(version.clone(), *replica));
+            }
+            _ => {}
+        }
+    }
+    running.into_keys().collect()
+}

@@ -1,0 +1,380 @@
+//! Detection sources end to end: a real Prometheus scraping the router's `/metrics`, a real
+//! Alertmanager fed by a real Prometheus alert rule, user reports mapped to rollout groups,
+//! and smoke tests run in every phase on their own. Prometheus and Alertmanager come from
+//! Debian's packages (`.ci/run` installs them); a test that cannot find them fails and says so.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ringfence_core::{EventKind, MitigationAction, RolloutStatus};
+
+use crate::harness::{Load, Server, Spec, rollout_id};
+
+/// A Prometheus or Alertmanager process on a free loopback port, stopped on drop.
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+    name: &'static str,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr")
+}
+
+fn binary(name: &str) -> String {
+    for dir in ["/usr/bin", "/usr/local/bin"] {
+        let p = format!("{dir}/{name}");
+        if Path::new(&p).exists() {
+            return p;
+        }
+    }
+    panic!("{name} is not installed: `apt-get install prometheus prometheus-alertmanager` (.ci/run does)");
+}
+
+async fn wait_ready(addr: SocketAddr, name: &str) {
+    let http = ringfence::http::HttpClient::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http.get(&format!("http://{addr}/-/ready"), Duration::from_secs(1)).await
+            && r.status.is_success()
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} on {addr} did not become ready within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn prometheus(dir: &Path, config: &str) -> Daemon {
+    let addr = free_addr();
+    let cfg = dir.join("prom.yml");
+    std::fs::write(&cfg, config).expect("write prom.yml");
+    let log = std::fs::File::create(dir.join("prometheus.log")).expect("prometheus log");
+    let child = Command::new(binary("prometheus"))
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("promdata").display()))
+        .arg(format!("--web.listen-address={addr}"))
+        .arg("--rules.alert.resend-delay=1s")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start prometheus");
+    let d = Daemon { child, addr, name: "prometheus" };
+    wait_ready(d.addr, d.name).await;
+    d
+}
+
+async fn alertmanager(dir: &Path, webhook: &str) -> Daemon {
+    let addr = free_addr();
+    let cfg = dir.join("am.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "route:\n  receiver: ringfence\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1m\nreceivers:\n  - name: ringfence\n    webhook_configs:\n      - url: '{webhook}'\n        send_resolved: true\n"
+        ),
+    )
+    .expect("write am.yml");
+    let log = std::fs::File::create(dir.join("alertmanager.log")).expect("alertmanager log");
+    let child = Command::new(binary("prometheus-alertmanager"))
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!("--storage.path={}", dir.join("amdata").display()))
+        .arg(format!("--web.listen-address={addr}"))
+        .arg("--cluster.listen-address=")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start alertmanager");
+    let d = Daemon { child, addr, name: "alertmanager" };
+    wait_ready(d.addr, d.name).await;
+    d
+}
+
+/// The spec file of `spec` with the error-rate threshold switched off (so the signal under test
+/// is what acts), plus extra TOML appended.
+fn spec_with(spec: &Spec<'_>, extra: &str) -> String {
+    format!("{}\n{extra}\n", spec.toml().replace("max_error_rate = 0.05", "max_error_rate = 1.0"))
+}
+
+async fn apply_text(server: &Server, name: &str, text: &str) {
+    let file = server.path(&format!("{name}.toml"));
+    std::fs::write(&file, text).expect("write spec");
+    let out = server.cli(&["apply", file.to_str().expect("utf-8 path")]).await;
+    assert_eq!(out.code, 0, "apply failed:\n{out}");
+}
+
+async fn router_admin(server: &Server, w: &str) -> String {
+    server.status(w).await.router.expect("router running").admin
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prometheus_query_halts_a_bad_release() {
+    let server = Server::start().await;
+    let w = "promhalt";
+    let mut spec = Spec::new(w);
+    spec.phases = vec![(25, "30s"), (100, "30s")];
+    spec.lenient_breaker = true;
+    server.setup(&spec, &[("v1", &[]), ("v2", &["SAMPLE_ERROR_RATE=0.5"])]).await;
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0);
+
+    // Prometheus scrapes the router's /metrics, as a user would set it up.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let admin = router_admin(&server, w).await;
+    let prom = prometheus(
+        dir.path(),
+        &format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: ringfence-router\n    static_configs:\n      - targets: ['{admin}']\n"
+        ),
+    )
+    .await;
+    let query = r#"sum(rate(ringfence_router_errors_total{version="{version}"}[5s])) / sum(rate(ringfence_router_requests_total{version="{version}"}[5s]))"#;
+    let text = spec_with(
+        &spec,
+        &format!(
+            "[health.prometheus]\nurl = \"http://{}\"\ninterval = \"1s\"\n\n[[health.prometheus.queries]]\nname = \"error_ratio\"\nquery = '{query}'\nmax = 0.1\n",
+            prom.addr
+        ),
+    );
+    apply_text(&server, w, &text).await;
+
+    let load = Load::start(server.router_addr(w).await, 150.0, 300);
+    let out = server.deploy_wait(w, "v2").await;
+    assert_eq!(
+        out.code,
+        10,
+        "a release failing its PromQL check must end halted (exit 10):\n{out}\n{}",
+        server.diagnose(w).await
+    );
+    let r = server.rollout(w, &rollout_id(&out)).await;
+    assert_eq!(r.status, RolloutStatus::Mitigated);
+    let d = r.decision.expect("a decision");
+    assert_eq!(d.action, MitigationAction::Fallback);
+    let v = d.verdict.expect("a verdict");
+    let sig =
+        v.signals.iter().find(|s| s.signal == "prometheus:error_ratio").expect("the Prometheus signal in evidence");
+    assert_eq!(sig.health, ringfence_core::Health::Unhealthy, "{sig:?}");
+    assert!(sig.observed.is_some_and(|x| x > 0.1), "observed value in evidence: {sig:?}");
+    let why = server.cli(&["why", w]).await;
+    assert!(why.stdout.contains("prometheus:error_ratio"), "why names the query:\n{why}");
+    drop(load);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_unreachable_is_unknown_and_holds_without_rolling_back() {
+    let server = Server::start().await;
+    let w = "promblind";
+    let mut spec = Spec::new(w);
+    spec.phases = vec![(25, "1s"), (100, "1s")];
+    let closed = free_addr();
+    let text = spec_with(
+        &spec,
+        &format!(
+            "[health.prometheus]\nurl = \"http://{closed}\"\ninterval = \"500ms\"\ntimeout = \"300ms\"\n\n[[health.prometheus.queries]]\nname = \"errors\"\nquery = 'vector(0)'\nmax = 1\n"
+        ),
+    );
+    apply_text(&server, w, &text).await;
+    server.release(w, "v1", &[]).await;
+    server.release(w, "v2", &[]).await;
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0, "a first deploy is judged on probes");
+
+    let load = Load::start(server.router_addr(w).await, 100.0, 200);
+    let out = server.cli(&["deploy", w, "v2"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let id = rollout_id(&out);
+    // Well past the bake: held on unknown, neither promoted nor rolled back.
+    server
+        .wait_events(w, "the phase to be held", |evs| {
+            evs.iter()
+                .any(|e| matches!(&e.kind, EventKind::PhaseHeld { rollout_id, .. } if *rollout_id == id))
+                .then_some(())
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let r = server.rollout(w, &id).await;
+    assert_eq!(
+        r.status,
+        RolloutStatus::Progressing,
+        "blind is not healthy, nor unhealthy:\n{}",
+        server.diagnose(w).await
+    );
+    assert_eq!(r.phase, 0);
+    let held = r.last_verdict.expect("the held verdict is stored");
+    let sig = held.signals.iter().find(|s| s.signal == "prometheus:errors").expect("prometheus signal");
+    assert_eq!(sig.health, ringfence_core::Health::Unknown);
+    assert!(sig.detail.contains("unreachable") || sig.detail.contains("no data"), "{sig:?}");
+    let why = server.cli(&["why", w]).await;
+    assert!(why.stdout.contains("unknown"), "{why}");
+    assert_eq!(server.cli(&["abort", w]).await.code, 0);
+    drop(load);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firing_alertmanager_alert_halts_the_rollout() {
+    let server = Server::start().await;
+    let w = "alerted";
+    let mut spec = Spec::new(w);
+    // The first phase's bake is also the first deploy's; the second is long enough for the alert.
+    spec.phases = vec![(10, "1s"), (25, "60s"), (100, "60s")];
+    server.setup(&spec, &[("v1", &[]), ("v2", &[])]).await;
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0);
+    let load = Load::start(server.router_addr(w).await, 100.0, 200);
+    let out = server.cli(&["deploy", w, "v2"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let id = rollout_id(&out);
+
+    // Alertmanager first (so Prometheus's first send reaches it), then Prometheus with a rule
+    // that fires at once for this workload.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let am = alertmanager(dir.path(), &format!("{}/v1/alerts", server.url())).await;
+    std::fs::write(
+        dir.path().join("rules.yml"),
+        format!(
+            "groups:\n  - name: ringfence\n    rules:\n      - alert: CheckoutErrors\n        expr: vector(1)\n        labels:\n          workload: {w}\n          severity: page\n        annotations:\n          summary: error budget burning\n"
+        ),
+    )
+    .expect("write rules");
+    let _prom = prometheus(
+        dir.path(),
+        &format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: ['{}']\nalerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{}']\n",
+            dir.path().join("rules.yml").display(),
+            am.addr
+        ),
+    )
+    .await;
+
+    let r = server
+        .wait_status(w, "the alert to halt the rollout", |s| {
+            s.rollout.as_ref().filter(|r| r.id == id && !r.status.is_active()).cloned()
+        })
+        .await;
+    assert_eq!(r.status, RolloutStatus::Mitigated, "{}", server.diagnose(w).await);
+    let v = r.decision.and_then(|d| d.verdict).expect("verdict");
+    let sig = v.signals.iter().find(|s| s.signal == "alert").expect("alert signal");
+    assert_eq!(sig.health, ringfence_core::Health::Unhealthy);
+    assert!(sig.detail.contains("CheckoutErrors"), "{sig:?}");
+    let s = server.status(w).await;
+    assert_eq!(s.stable.as_deref(), Some("v1"));
+    assert!(s.alerts_firing.iter().any(|a| a.alertname == "CheckoutErrors"));
+    drop(load);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_reports_count_against_the_group_that_served_the_user() {
+    let server = Server::start().await;
+    let w = "reported";
+    let mut spec = Spec::new(w);
+    // The first phase's bake is also the first deploy's; reports come in during the second.
+    spec.phases = vec![(10, "1s"), (50, "60s"), (100, "60s")];
+    let text = format!("{}\n", spec.toml().replace("min_requests = 20", "min_requests = 20\nmax_user_reports = 2"));
+    apply_text(&server, w, &text).await;
+    server.release(w, "v1", &[]).await;
+    server.release(w, "v2", &[]).await;
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0);
+    let load = Load::start(server.router_addr(w).await, 100.0, 200);
+    let out = server.cli(&["deploy", w, "v2"]).await;
+    let id = rollout_id(&out);
+    server
+        .wait_status(w, "phase 2 to bake", |s| {
+            s.rollout.as_ref().filter(|r| r.phase == 1 && r.stage == ringfence_core::Stage::Baking).map(|_| ())
+        })
+        .await;
+
+    // Find users on each side from the router itself, as support staff would.
+    let admin = router_admin(&server, w).await;
+    let http = ringfence::http::HttpClient::new();
+    let mut canary_users = Vec::new();
+    let mut stable_users = Vec::new();
+    for i in 0..200 {
+        let user = format!("user-{i}");
+        let r =
+            http.get(&format!("http://{admin}/v1/assign?user={user}"), Duration::from_secs(2)).await.expect("assign");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+        match v["version"].as_str() {
+            Some("v2") => canary_users.push(user),
+            Some("v1") => stable_users.push(user),
+            _ => {}
+        }
+    }
+    assert!(canary_users.len() >= 2 && !stable_users.is_empty(), "both groups have users");
+
+    let out = server.cli(&["report", w, "--user", &stable_users[0], "--message", "slow page"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("group stable, served by v1"), "{out}");
+    let out = server.cli(&["-o", "json", "report", w, "--user", &canary_users[0], "--message", "button broken"]).await;
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json report");
+    assert_eq!(v["version"], "v2");
+    assert_eq!(v["group"], "canary");
+    // One report against v2 is under the limit of 2; the rollout goes on.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(server.rollout(w, &id).await.status.is_active());
+    server.cli(&["report", w, "--user", &canary_users[1], "--message", "cannot pay"]).await;
+
+    let r = server
+        .wait_status(w, "the reports to halt the rollout", |s| {
+            s.rollout.as_ref().filter(|r| r.id == id && !r.status.is_active()).cloned()
+        })
+        .await;
+    assert_eq!(r.status, RolloutStatus::Mitigated, "{}", server.diagnose(w).await);
+    let sig = r
+        .decision
+        .and_then(|d| d.verdict)
+        .and_then(|v| v.signals.into_iter().find(|s| s.signal == "user_reports"))
+        .expect("user_reports signal");
+    assert_eq!(sig.observed, Some(2.0));
+    assert_eq!(sig.baseline, Some(1.0), "the stable group's report is counted separately: {sig:?}");
+    drop(load);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_tests_run_in_every_phase_and_a_failure_halts() {
+    let server = Server::start().await;
+    let w = "smoky";
+    let mut spec = Spec::new(w);
+    spec.phases = vec![(10, "500ms"), (50, "500ms"), (100, "500ms")];
+    let smoke = "[[health.smoke]]\nname = \"home\"\npath = \"/\"\ncontains = \"version\"\n\n[[health.smoke]]\nname = \"health\"\npath = \"/healthz\"\n";
+    apply_text(&server, w, &format!("{}\n{smoke}", spec.toml())).await;
+    server.release(w, "v1", &[]).await;
+    server.release(w, "v2", &[]).await;
+    server.release(w, "v3", &["SAMPLE_ERROR_RATE=1.0"]).await;
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0);
+    let load = Load::start(server.router_addr(w).await, 100.0, 200);
+
+    let out = server.deploy_wait(w, "v2").await;
+    assert_eq!(out.code, 0, "{out}\n{}", server.diagnose(w).await);
+    let id = rollout_id(&out);
+    let events = server.events(w).await;
+    let ran: Vec<(usize, String, bool)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::SmokeTestRan { rollout_id, phase, name, passed, .. } if *rollout_id == id => {
+                Some((*phase, name.clone(), *passed))
+            }
+            _ => None,
+        })
+        .collect();
+    let want: Vec<(usize, String, bool)> =
+        (0..3).flat_map(|p| [(p, "home".to_string(), true), (p, "health".to_string(), true)]).collect();
+    assert_eq!(ran, want, "each phase runs its own smoke tests");
+
+    // v3 answers 500 on `/`: its first phase's smoke test fails and halts it before any bake.
+    let out = server.deploy_wait(w, "v3").await;
+    assert_eq!(out.code, 10, "{out}");
+    let r = server.rollout(w, &rollout_id(&out)).await;
+    let sig = r
+        .decision
+        .and_then(|d| d.verdict)
+        .and_then(|v| v.signals.into_iter().find(|s| s.signal == "smoke"))
+        .expect("smoke signal");
+    assert!(sig.detail.contains("home") && sig.detail.contains("500"), "{sig:?}");
+    drop(load);
+}

@@ -1,0 +1,597 @@
+//! The harness: a real `ringfence server` process per test, in its own temporary directory,
+//! driven by the real CLI and read over the real HTTP API, with real replicas and the real
+//! router on loopback.
+//!
+//! Every process a test causes is accounted for. The server is started with a marker in its
+//! environment that its replicas and router inherit; [`Server`]'s `Drop` stops the server with
+//! SIGTERM (it stops its replicas and router on a clean exit), SIGKILLs it if it does not
+//! exit, and then SIGKILLs anything still alive that is listed in the run files or carries
+//! the marker, so nothing is left running even when a test panics halfway.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use ringfence::client::ApiClient;
+use ringfence::loadgen::{LoadConfig, LoadSummary, Sample};
+use ringfence::server::WorkloadStatus;
+use ringfence_core::{Event, EventKind, Rollout};
+use tempfile::TempDir;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ringfence");
+
+/// Environment variable that marks every process a test's server starts (inherited by the
+/// replicas and the router), so they can be found, checked and cleaned up.
+const MARK_VAR: &str = "RINGFENCE_IT_MARK";
+
+/// Long enough for any rollout of these tests on a loaded 2-core machine; only there so a
+/// broken build fails instead of hanging.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// One `ringfence server` process and its data directory.
+pub struct Server {
+    // Removed when the fields drop, after `Drop::drop` has stopped every process.
+    dir: TempDir,
+    data: PathBuf,
+    mark: String,
+    url: String,
+    api: ApiClient,
+    child: Option<Child>,
+    launches: u32,
+}
+
+impl Server {
+    /// Starts a server on a free loopback port with a fresh data directory.
+    pub async fn start() -> Server {
+        let dir = tempfile::Builder::new().prefix("ringfence-it-").tempdir().expect("create a temp dir");
+        let data = dir.path().join("data");
+        let mark = dir.path().display().to_string();
+        let mut server = Server {
+            dir,
+            data,
+            mark,
+            url: String::new(),
+            api: ApiClient::new("http://127.0.0.1:1", "it"),
+            child: None,
+            launches: 0,
+        };
+        server.launch().await;
+        server
+    }
+
+    async fn launch(&mut self) {
+        assert!(self.child.is_none(), "the server is already running");
+        self.launches += 1;
+        let log_path = self.log_path(self.launches);
+        let log = std::fs::File::create(&log_path).expect("create the server log");
+        let mut child = Command::new(BIN)
+            .args(["server", "--listen", "127.0.0.1:0", "--tick", "50ms", "--data-dir"])
+            .arg(&self.data)
+            .env(MARK_VAR, &self.mark)
+            // Settings of the environment running the tests must not change the server.
+            .env_remove("RINGFENCE_KEEP_WORKLOADS")
+            .env_remove("RINGFENCE_LOG_FORMAT")
+            .env("RINGFENCE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn `ringfence server`");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        // Kept before waiting for the banner, so Drop cleans up if the wait panics.
+        self.child = Some(child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            // Keep reading so the server can never block on a full pipe.
+            for _ in lines {}
+        });
+        let first = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
+            .await
+            .expect("banner reader thread");
+        let first = first.unwrap_or_else(|_| {
+            panic!("the server printed no banner line; its log:\n{}", tail(&log_path, 40));
+        });
+        // "ringfence server listening on http://ADDR (data in DIR)"
+        let url = first
+            .strip_prefix("ringfence server listening on ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .filter(|u| u.starts_with("http://"))
+            .unwrap_or_else(|| panic!("unexpected first line from the server: {first:?}"));
+        self.url = url.to_string();
+        self.api = ApiClient::new(url, "it");
+    }
+
+    /// SIGKILL: the server dies at once, with no chance to clean up.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("the server is running");
+        child.kill().expect("SIGKILL the server");
+        child.wait().expect("reap the server");
+    }
+
+    /// Starts the server again on the same data directory (on a new port).
+    pub async fn restart(&mut self) {
+        self.launch().await;
+    }
+
+    /// A path in the test's temporary directory (outside the data directory).
+    /// The server's base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn log_path(&self, launch: u32) -> PathBuf {
+        self.dir.path().join(format!("server-{launch}.log"))
+    }
+
+    /// Runs a client command against this server.
+    pub async fn cli(&self, args: &[&str]) -> Out {
+        let mut all = vec!["--server", self.url.as_str()];
+        all.extend_from_slice(args);
+        cli(&all).await
+    }
+
+    /// Writes a spec file, applies it, and registers releases (version, config `K=V` items).
+    pub async fn setup(&self, spec: &Spec<'_>, releases: &[(&str, &[&str])]) {
+        let file = self.path(&format!("{}.toml", spec.name));
+        std::fs::write(&file, spec.toml()).expect("write the spec file");
+        let out = self.cli(&["apply", path_str(&file)]).await;
+        assert_eq!(out.code, 0, "apply failed:\n{out}");
+        for (version, config) in releases {
+            self.release(spec.name, version, config).await;
+        }
+    }
+
+    /// `ringfence release create`, asserting success.
+    pub async fn release(&self, workload: &str, version: &str, config: &[&str]) -> Out {
+        let artifact = format!("sample-app:{version}");
+        let mut args = vec!["release", "create", workload, "--version", version, "--artifact", &artifact];
+        for kv in config {
+            args.extend_from_slice(&["--config", kv]);
+        }
+        let out = self.cli(&args).await;
+        assert_eq!(out.code, 0, "release create {version} failed:\n{out}");
+        out
+    }
+
+    /// `ringfence deploy W V --wait`, with a timeout so a stuck rollout fails the test.
+    pub async fn deploy_wait(&self, workload: &str, version: &str) -> Out {
+        self.cli(&["deploy", workload, version, "--wait", "--timeout", "45s"]).await
+    }
+
+    pub async fn status(&self, workload: &str) -> WorkloadStatus {
+        self.api
+            .get(&format!("/v1/workloads/{workload}"))
+            .await
+            .unwrap_or_else(|e| panic!("GET /v1/workloads/{workload}: {e}"))
+    }
+
+    pub async fn rollout(&self, workload: &str, id: &str) -> Rollout {
+        self.api
+            .get(&format!("/v1/workloads/{workload}/rollouts/{id}"))
+            .await
+            .unwrap_or_else(|e| panic!("GET rollout {id}: {e}"))
+    }
+
+    /// Every event of a workload.
+    pub async fn events(&self, workload: &str) -> Vec<Event> {
+        self.api.events_after(workload, 0).await.unwrap_or_else(|e| panic!("GET events of {workload}: {e}"))
+    }
+
+    /// The whole log, as `GET /v1/events?limit=10000` returns it.
+    pub async fn all_events(&self) -> Vec<Event> {
+        let events: Vec<Event> =
+            self.api.get("/v1/events?limit=10000").await.unwrap_or_else(|e| panic!("GET /v1/events: {e}"));
+        assert!(events.len() < 10_000, "the log outgrew one page; the checks would miss events");
+        events
+    }
+
+    /// Where users send traffic for this workload.
+    pub async fn router_addr(&self, workload: &str) -> SocketAddr {
+        let s = self.status(workload).await;
+        let router = s.router.unwrap_or_else(|| panic!("{workload} has no router yet"));
+        router.listen.parse().unwrap_or_else(|e| panic!("router address {:?}: {e}", router.listen))
+    }
+
+    /// What a person would look at to understand a failure: the status screen, the timeline,
+    /// the controller's last actions and the end of the server's log. Only the ends, with long
+    /// lines cut: a controller retrying in a loop would otherwise bury the message.
+    pub async fn diagnose(&self, workload: &str) -> String {
+        let status = self.cli(&["status", workload]).await;
+        let timeline = self.cli(&["events", workload]).await;
+        let actions = self.cli(&["events", workload, "--all"]).await;
+        format!(
+            "--- ringfence status {workload}\n{}{}\n--- ringfence events {workload} (last 40)\n{}\n\
+             --- ringfence events {workload} --all (last 12)\n{}\n--- server log (last 5 lines)\n{}",
+            status.stdout,
+            status.stderr,
+            last_lines(&timeline.stdout, 40),
+            last_lines(&actions.stdout, 12),
+            tail(&self.log_path(self.launches), 5)
+        )
+    }
+
+    /// Polls the workload's status until `f` returns something, or fails with diagnostics.
+    pub async fn wait_status<T>(
+        &self,
+        workload: &str,
+        what: &str,
+        mut f: impl FnMut(&WorkloadStatus) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let s = self.status(workload).await;
+            if let Some(t) = f(&s) {
+                return t;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}\n{}", self.diagnose(workload).await);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Polls the workload's events until `f` returns something, or fails with diagnostics.
+    pub async fn wait_events<T>(&self, workload: &str, what: &str, mut f: impl FnMut(&[Event]) -> Option<T>) -> T {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let events = self.events(workload).await;
+            if let Some(t) = f(&events) {
+                return t;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}\n{}", self.diagnose(workload).await);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Live processes of a workload's version that this test's server started (by the
+    /// environment the executor gives each replica).
+    pub fn replica_processes(&self, workload: &str, version: &str) -> Vec<u32> {
+        let want = [
+            format!("{MARK_VAR}={}", self.mark),
+            format!("RINGFENCE_WORKLOAD={workload}"),
+            format!("RINGFENCE_VERSION={version}"),
+        ];
+        marked_processes(&want)
+    }
+
+    /// How many times a sample-app replica really started: each start appends its fixed
+    /// "listening on" line to the replica's log, which outlives the process and the server.
+    pub fn real_starts(&self, workload: &str, version: &str, replica: u32) -> usize {
+        let log = self.data.join("logs").join(format!("{workload}-{version}-{replica}.log"));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines().filter(|l| l.starts_with(&format!("sample-app {version} listening on "))).count()
+    }
+
+    /// Pids listed in `<data>/run/*.json` (replica pid files and the router's ready file).
+    fn run_file_pids(&self) -> Vec<u32> {
+        let Ok(dir) = std::fs::read_dir(self.data.join("run")) else { return vec![] };
+        dir.filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .filter_map(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .filter_map(|v| v.get("pid").and_then(|p| p.as_u64()))
+            .map(|p| p as u32)
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            // A clean exit stops replicas (each with its stop grace) and the router first.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        // Last safety: whatever is still alive from this test goes, by pid file and by mark.
+        // A pid from a pid file is only killed if it carries this test's mark, so a recycled
+        // pid of an unrelated process is never touched.
+        let mark = format!("{MARK_VAR}={}", self.mark);
+        let mut leftovers: Vec<u32> = self.run_file_pids().into_iter().filter(|p| has_env(*p, &mark)).collect();
+        leftovers.extend(marked_processes(std::slice::from_ref(&mark)));
+        for pid in leftovers {
+            if alive(pid) {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// The outcome of one CLI run.
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl fmt::Display for Out {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "exit code {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+/// Runs the ringfence binary as a user would, with the given arguments.
+pub async fn cli(args: &[&str]) -> Out {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(args)
+        .env_remove("RINGFENCE_SERVER")
+        .env_remove("RINGFENCE_OUTPUT")
+        .env_remove("RINGFENCE_LOG_FORMAT")
+        .env("RINGFENCE_ACTOR", "it-test")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("`ringfence {}` did not finish within 120 s", args.join(" ")))
+        .expect("run the ringfence binary");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("temp paths are UTF-8")
+}
+
+/// The rollout id from `ringfence deploy`'s first line, "rollout ID started: W V".
+pub fn rollout_id(out: &Out) -> String {
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("rollout ").and_then(|r| r.split_once(" started")).map(|(id, _)| id.to_string()))
+        .unwrap_or_else(|| panic!("no rollout id in the deploy output:\n{out}"))
+}
+
+/// A workload spec for the sample app, fast enough for tests.
+pub struct Spec<'a> {
+    pub name: &'a str,
+    pub replicas: u32,
+    /// (weight in percent, bake) per phase.
+    pub phases: Vec<(u32, &'a str)>,
+    pub max_p99_latency: &'a str,
+    /// The executor command as a TOML array; the sample app by default.
+    pub command: Option<&'a str>,
+    /// A breaker that never trips, so a test sees the signal it is about (e.g. the error
+    /// rate) rather than the router's breaker reacting to the same failures first.
+    pub lenient_breaker: bool,
+}
+
+impl<'a> Spec<'a> {
+    pub fn new(name: &'a str) -> Spec<'a> {
+        Spec {
+            name,
+            replicas: 1,
+            phases: vec![(10, "1500ms"), (50, "1500ms"), (100, "1500ms")],
+            // Generous: parallel tests on 2 cores must not turn a healthy release slow.
+            max_p99_latency: "2s",
+            command: None,
+            lenient_breaker: false,
+        }
+    }
+
+    pub fn toml(&self) -> String {
+        let command = self
+            .command
+            .unwrap_or(r#"["{ringfence}", "sample-app", "--listen", "127.0.0.1:{port}", "--version", "{version}"]"#);
+        let mut t = format!(
+            r#"# Written by the integration tests.
+[workload]
+name = "{name}"
+criticality = "medium"
+
+[executor]
+command = {command}
+replicas = {replicas}
+stop_grace = "2s"
+
+[router]
+listen = "127.0.0.1:0"
+"#,
+            name = self.name,
+            replicas = self.replicas,
+        );
+        if self.lenient_breaker {
+            t.push_str("\n[router.breaker]\nconsecutive_failures = 100000\nwindow = 1000\nmin_success_rate = 0.0\n");
+        }
+        t.push_str("\n[rollout]\nmax_hold = \"10m\"\n");
+        for (i, (weight, bake)) in self.phases.iter().enumerate() {
+            t.push_str(&format!("\n[[rollout.phases]]\nname = \"p{}\"\nweight = {weight}\nbake = \"{bake}\"\n", i + 1));
+        }
+        t.push_str(&format!(
+            r#"
+[health]
+max_error_rate = 0.05
+max_p99_latency = "{}"
+min_requests = 20
+
+[health.probe]
+interval = "200ms"
+
+[mitigation]
+auto_fallback = true
+"#,
+            self.max_p99_latency
+        ));
+        t
+    }
+}
+
+/// Simulated users through the router, every finished request kept as a [`Sample`].
+pub struct Load {
+    stop: CancellationToken,
+    rx: mpsc::UnboundedReceiver<Sample>,
+    task: Option<JoinHandle<LoadSummary>>,
+    samples: Vec<Sample>,
+}
+
+impl Load {
+    /// `rps` requests per second from `users` users (fixed keys `user-N` in `x-user-id`).
+    pub fn start(target: SocketAddr, rps: f64, users: u32) -> Load {
+        let stop = CancellationToken::new();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let cfg = LoadConfig {
+            target,
+            path: "/".into(),
+            rps,
+            users,
+            user_header: "x-user-id".into(),
+            duration: None,
+            timeout: Duration::from_secs(5),
+        };
+        let task = tokio::spawn(ringfence::loadgen::run(cfg, Some(tx), stop.clone()));
+        Load { stop, rx, task: Some(task), samples: Vec::new() }
+    }
+
+    /// Everything finished so far, in completion order.
+    pub fn samples(&mut self) -> &[Sample] {
+        while let Ok(s) = self.rx.try_recv() {
+            self.samples.push(s);
+        }
+        &self.samples
+    }
+
+    /// Stops sending and returns every finished request.
+    pub async fn finish(mut self) -> Vec<Sample> {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        self.samples();
+        std::mem::take(&mut self.samples)
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Asserts that every request sent at or after `since` was answered 200 by `version`.
+pub fn assert_served_by(samples: &[Sample], since: Instant, version: &str, what: &str) {
+    let after: Vec<&Sample> = samples.iter().filter(|s| s.sent_at >= since).collect();
+    assert!(after.len() >= 20, "{what}: only {} requests were sent after the moment checked", after.len());
+    let bad: Vec<&&Sample> =
+        after.iter().filter(|s| s.version.as_deref() != Some(version) || s.status != Some(200)).collect();
+    assert!(
+        bad.is_empty(),
+        "{what}: {} of {} requests were not answered 200 by {version}; first few: {:#?}",
+        bad.len(),
+        after.len(),
+        &bad[..bad.len().min(5)]
+    );
+}
+
+/// Per version, how many requests answered and how many failed.
+pub fn by_version(samples: &[Sample]) -> BTreeMap<String, (usize, usize)> {
+    let mut m: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for s in samples {
+        let e = m.entry(s.version.clone().unwrap_or_else(|| "(none)".into())).or_default();
+        e.0 += 1;
+        if s.is_error() {
+            e.1 += 1;
+        }
+    }
+    m
+}
+
+/// Whether a process runs (a zombie does not: it has exited and only waits to be reaped).
+pub fn alive(pid: u32) -> bool {
+    if pid == 0 || kill(Pid::from_raw(pid as i32), None).is_err() {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn environ(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|b| b.split(|c| *c == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+        .unwrap_or_default()
+}
+
+fn has_env(pid: u32, entry: &str) -> bool {
+    environ(pid).iter().any(|e| e == entry)
+}
+
+/// Live processes whose environment holds every entry of `want`.
+fn marked_processes(want: &[String]) -> Vec<u32> {
+    let Ok(proc_dir) = std::fs::read_dir("/proc") else { return vec![] };
+    proc_dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != std::process::id())
+        .filter(|pid| {
+            let env = environ(*pid);
+            want.iter().all(|w| env.contains(w))
+        })
+        .filter(|pid| alive(*pid))
+        .collect()
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    last_lines(&std::fs::read_to_string(path).unwrap_or_default(), lines)
+}
+
+/// The last `lines` lines of `text`, each cut to 300 characters.
+fn last_lines(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| {
+            if l.chars().count() > 300 {
+                format!("{}…", l.chars().take(300).collect::<String>())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Rollout-scoped event helpers.
+pub fn of_rollout<'e>(events: &'e [Event], id: &str) -> impl Iterator<Item = &'e EventKind> {
+    events.iter().map(|e| &e.kind).filter(move |k| k.rollout_id() == Some(id))
+}
+
+/// Pids of every replica of `version` the log says was started.
+pub fn started_pids(events: &[Event], version: &str) -> Vec<u32> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::ReplicaStarted { version: v, pid, .. } if v == version => Some(*pid),
+            _ => None,
+        })
+        .collect()
+}

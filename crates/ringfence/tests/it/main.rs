@@ -1,0 +1,13 @@
+//! End-to-end tests of ringfence: the real binary as server, router, sample app and CLI, over
+//! real HTTP on loopback. Each test starts its own server in its own temporary directory and
+//! leaves nothing running (see `harness`).
+//!
+//! Timings are never asserted; deadlines only keep a broken build from hanging, and a failure
+//! prints the workload's timeline and status.
+
+mod bad_input;
+mod bad_release;
+mod crash;
+mod detect;
+mod harness;
+mod rollout;

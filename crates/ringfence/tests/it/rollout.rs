@@ -1,0 +1,224 @@
+//! Rollouts that go as planned: a good release promoted without a human, a release with no
+//! traffic held (unknown is never healthy), rollback to the last known good, and sticky users.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use ringfence::loadgen::Sample;
+use ringfence_core::{EventKind, MitigationAction, RolloutKind, RolloutStatus, Stage};
+
+use crate::harness::{Load, Server, Spec, alive, assert_served_by, by_version, of_rollout, rollout_id, started_pids};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn good_release_is_promoted_through_every_phase_without_a_human() {
+    let server = Server::start().await;
+    let w = "good";
+    server.setup(&Spec::new(w), &[("v1", &[]), ("v2", &["SAMPLE_LATENCY_MS=1"])]).await;
+    let out = server.deploy_wait(w, "v1").await;
+    assert_eq!(out.code, 0, "first deploy of v1:\n{out}\n{}", server.diagnose(w).await);
+
+    let load = Load::start(server.router_addr(w).await, 150.0, 200);
+    let out = server.deploy_wait(w, "v2").await;
+    let completed = Instant::now();
+    assert_eq!(out.code, 0, "`deploy good v2 --wait` must exit 0:\n{out}\n{}", server.diagnose(w).await);
+    let id = rollout_id(&out);
+
+    let r = server.rollout(w, &id).await;
+    assert_eq!((r.kind, r.status), (RolloutKind::Deploy, RolloutStatus::Completed), "{r:#?}");
+    let s = server.status(w).await;
+    assert_eq!(s.stable.as_deref(), Some("v2"));
+    assert_eq!(s.last_known_good.as_ref().map(|l| l.version.as_str()), Some("v2"));
+    assert_eq!(s.last_known_good.as_ref().map(|l| l.rollout_id.as_str()), Some(id.as_str()));
+
+    let events = server.events(w).await;
+    let passed: Vec<(usize, bool)> = of_rollout(&events, &id)
+        .filter_map(|k| match k {
+            EventKind::PhasePassed { phase, by_hand, .. } => Some((*phase, *by_hand)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(passed, [(0, false), (1, false), (2, false)], "one phase_passed per phase, none by hand");
+    // Without a human: the deploy itself is the only thing a person did to this rollout.
+    let by_people: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind.rollout_id() == Some(id.as_str()) && e.actor != "controller")
+        .map(|e| e.kind.type_name())
+        .collect();
+    assert_eq!(by_people, ["rollout_started"], "only the deploy came from a person");
+
+    // v1 goes away once nothing routes to it.
+    let v1_pids = started_pids(&events, "v1");
+    server
+        .wait_status(w, "v1's replicas to be stopped", |s| s.replicas.iter().all(|r| r.version == "v2").then_some(()))
+        .await;
+    assert!(v1_pids.iter().all(|p| !alive(*p)), "v1 replicas {v1_pids:?} still run");
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let samples = load.finish().await;
+    let during: Vec<Sample> = samples.iter().filter(|s| s.sent_at < completed).cloned().collect();
+    assert!(by_version(&during).get("v2").is_some_and(|(n, _)| *n > 0), "v2 served nothing during its rollout");
+    assert_served_by(&samples, completed, "v2", "after the rollout completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_without_traffic_is_held_never_promoted_and_abort_returns_to_stable() {
+    let server = Server::start().await;
+    let w = "quiet";
+    let spec = Spec { phases: vec![(10, "1s"), (50, "1s"), (100, "1s")], ..Spec::new(w) };
+    server.setup(&spec, &[("v1", &[]), ("v2", &["SAMPLE_LATENCY_MS=1"])]).await;
+    let out = server.deploy_wait(w, "v1").await;
+    assert_eq!(out.code, 0, "first deploy of v1:\n{out}\n{}", server.diagnose(w).await);
+
+    let out = server.cli(&["deploy", w, "v2"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let id = rollout_id(&out);
+    server
+        .wait_events(w, "the first phase to be held after its bake", |ev| {
+            of_rollout(ev, &id).any(|k| matches!(k, EventKind::PhaseHeld { phase: 0, .. })).then_some(())
+        })
+        .await;
+    // Well past the bake (1 s), it must still be where it was.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let r = server.rollout(w, &id).await;
+    assert_eq!((r.status, r.phase, r.stage), (RolloutStatus::Progressing, 0, Stage::Baking), "{r:#?}");
+    let events = server.events(w).await;
+    let moved: Vec<String> = of_rollout(&events, &id)
+        .filter(|k| matches!(k, EventKind::PhasePassed { .. } | EventKind::RolloutHalted { .. }))
+        .map(|k| k.type_name())
+        .collect();
+    assert!(moved.is_empty(), "no traffic must neither promote nor halt: {moved:?}");
+    let held = r.last_verdict.as_ref().expect("a held phase keeps its verdict");
+    assert_eq!(held.health, ringfence_core::Health::Unknown);
+
+    let why = server.cli(&["why", w]).await;
+    assert_eq!(why.code, 0, "{why}");
+    assert!(why.stdout.contains("is progressing"), "{why}");
+    assert!(why.stdout.contains("Held after its bake: the verdict is unknown"), "{why}");
+    assert!(why.stdout.contains("[unknown] traffic: only 0 of the 20 requests"), "{why}");
+
+    let out = server.cli(&["abort", w, "--reason", "nobody uses it yet"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains(&id), "{out}");
+    assert_eq!(server.rollout(w, &id).await.status, RolloutStatus::Aborted);
+    server
+        .wait_status(w, "traffic back on v1 and v2 stopped", |s| {
+            let routes = s.routes.as_ref()?;
+            let only_v1 = routes.1.iter().all(|g| g.version == "v1" && g.weight_bp == 10_000);
+            (only_v1 && s.replicas.iter().all(|r| r.version == "v1")).then_some(())
+        })
+        .await;
+    let v2_pids = started_pids(&events, "v2");
+    assert!(!v2_pids.is_empty() && v2_pids.iter().all(|p| !alive(*p)), "v2 replicas {v2_pids:?} still run");
+    assert_eq!(server.status(w).await.stable.as_deref(), Some("v1"));
+
+    let start = Instant::now();
+    let load = Load::start(server.router_addr(w).await, 100.0, 50);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_served_by(&load.finish().await, start, "v1", "after the abort");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_after_promotion_takes_the_fast_path_and_rollback_during_a_rollout_falls_back() {
+    let server = Server::start().await;
+    let w = "back";
+    server
+        .setup(&Spec::new(w), &[("v1", &[]), ("v2", &["SAMPLE_LATENCY_MS=1"]), ("v3", &["SAMPLE_LATENCY_MS=2"])])
+        .await;
+    let out = server.deploy_wait(w, "v1").await;
+    assert_eq!(out.code, 0, "first deploy of v1:\n{out}\n{}", server.diagnose(w).await);
+    let mut load = Load::start(server.router_addr(w).await, 150.0, 200);
+    let out = server.deploy_wait(w, "v2").await;
+    assert_eq!(out.code, 0, "deploy v2:\n{out}\n{}", server.diagnose(w).await);
+
+    // After promotion: one command, the fast path.
+    let out = server.cli(&["rollback", w, "--wait", "--timeout", "45s", "--reason", "v2 breaks checkout"]).await;
+    let rolled_back = Instant::now();
+    assert_eq!(out.code, 0, "`rollback --wait` must exit 0:\n{out}\n{}", server.diagnose(w).await);
+    let s = server.status(w).await;
+    let r = s.rollout.clone().expect("the rollback is the latest rollout");
+    assert_eq!((r.kind, r.status), (RolloutKind::Rollback, RolloutStatus::Completed), "{r:#?}");
+    assert_eq!(r.phases.len(), 1, "the fast path has one phase: {r:#?}");
+    assert_eq!((r.release.as_str(), r.from.as_deref()), ("v1", Some("v2")));
+    assert_eq!(s.stable.as_deref(), Some("v1"));
+    assert_eq!(s.last_known_good.as_ref().map(|l| l.version.as_str()), Some("v1"));
+    let pin = s.pin.as_ref().expect("a rollback pins the desired state");
+    assert_eq!(pin.version, "v1", "{pin:?}");
+    server
+        .wait_status(w, "v2's replicas to be stopped", |s| s.replicas.iter().all(|r| r.version == "v1").then_some(()))
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_served_by(load.samples(), rolled_back, "v1", "after the rollback");
+
+    // During a rollout: back to its stable version.
+    let out = server.cli(&["deploy", w, "v3"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let id = rollout_id(&out);
+    server
+        .wait_status(w, "v3 to take its canary share", |s| {
+            let r = s.rollout.as_ref()?;
+            (r.id == id && r.stage == Stage::Baking).then_some(())
+        })
+        .await;
+    let out = server.cli(&["rollback", w, "--wait", "--timeout", "45s"]).await;
+    let fell_back = Instant::now();
+    assert_eq!(out.code, 0, "`rollback --wait` during a rollout must exit 0:\n{out}\n{}", server.diagnose(w).await);
+    let r = server.rollout(w, &id).await;
+    assert_eq!(r.status, RolloutStatus::Mitigated, "{r:#?}");
+    assert_eq!(r.decision.as_ref().map(|d| d.action), Some(MitigationAction::ManualRollback), "{r:#?}");
+    let s = server.status(w).await;
+    assert_eq!(s.stable.as_deref(), Some("v1"));
+    let v3_pids = started_pids(&server.events(w).await, "v3");
+    assert!(!v3_pids.is_empty() && v3_pids.iter().all(|p| !alive(*p)), "v3 replicas {v3_pids:?} still run");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_served_by(&load.finish().await, fell_back, "v1", "after falling back from v3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_stay_on_the_new_version_once_they_have_seen_it() {
+    let server = Server::start().await;
+    let w = "sticky";
+    server.setup(&Spec::new(w), &[("v1", &[]), ("v2", &["SAMPLE_LATENCY_MS=1"])]).await;
+    let out = server.deploy_wait(w, "v1").await;
+    assert_eq!(out.code, 0, "first deploy of v1:\n{out}\n{}", server.diagnose(w).await);
+
+    let start = Instant::now();
+    let load = Load::start(server.router_addr(w).await, 150.0, 200);
+    let out = server.deploy_wait(w, "v2").await;
+    assert_eq!(out.code, 0, "deploy v2:\n{out}\n{}", server.diagnose(w).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let samples = load.finish().await;
+
+    // The router tells every user which group served them.
+    for s in samples.iter().filter(|s| s.status.is_some()) {
+        assert!(matches!(s.group.as_deref(), Some("canary" | "stable")), "no x-ringfence-group: {s:?}");
+    }
+
+    let mut per_user: BTreeMap<u32, Vec<&Sample>> = BTreeMap::new();
+    for s in samples.iter().filter(|s| !s.is_error()) {
+        per_user.entry(s.user).or_default().push(s);
+    }
+    let mut switched = 0;
+    for (user, seq) in per_user.iter_mut() {
+        seq.sort_by_key(|s| s.sent_at);
+        let Some(first_v2) = seq.iter().position(|s| s.version.as_deref() == Some("v2")) else { continue };
+        if first_v2 > 0 {
+            switched += 1;
+        }
+        let back = seq[first_v2..].iter().any(|s| s.version.as_deref() == Some("v1"));
+        let timeline: Vec<String> = seq
+            .iter()
+            .map(|s| {
+                format!(
+                    "{:.3}s {} {}",
+                    s.sent_at.duration_since(start).as_secs_f64(),
+                    s.version.as_deref().unwrap_or("-"),
+                    s.group.as_deref().unwrap_or("-")
+                )
+            })
+            .collect();
+        assert!(!back, "user-{user} was served v2 and then v1 again: {timeline:#?}");
+    }
+    // Not vacuous: users moved from v1 to v2 as the weight rose.
+    assert!(switched > 0, "no user moved from v1 to v2: {:?}", by_version(&samples));
+    assert!(samples.iter().any(|s| s.group.as_deref() == Some("canary")), "nobody was in the canary group");
+}
