@@ -1,1 +1,134 @@
-fn main() {}
+//! `ringfence-bench`: the benchmarks behind the performance bars of design.md section 5, each
+//! a subcommand run against the real release binary. `bench/run.sh` builds and runs them and
+//! saves their output under `bench/results/`.
+
+mod mitigation;
+mod server;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Every benchmark ran and met its bar.
+const EXIT_PASS: u8 = 0;
+/// Something went wrong; no result.
+const EXIT_ERROR: u8 = 1;
+/// The benchmark ran to the end but missed its bar: a result, to be saved and read, not an error.
+const EXIT_MISSED: u8 = 3;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ringfence-bench",
+    version,
+    about = "Benchmarks for ringfence's performance bars (design.md section 5)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand, Debug)]
+enum Bench {
+    /// Time to mitigate a hard failure: from the first bad response users see to the last request
+    /// routed to the bad version.
+    Mitigation(mitigation::MitigationArgs),
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Human-readable tables.
+    Table,
+    /// One JSON document.
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<u8> {
+    match cli.bench {
+        Bench::Mitigation(args) => {
+            args.validate()?;
+            let ringfence = ringfence_binary()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            // Started outside the runtime: the guard's start and stop block, and its Drop must work
+            // even after the runtime is gone.
+            let mut server = server::Server::start(&ringfence, args.server_tick.as_deref(), args.keep_data)?;
+            eprintln!("bench: ringfence server {} on {}", ringfence.display(), server.base);
+            let outcome = runtime.block_on(async {
+                tokio::select! {
+                    r = mitigation::run(&args, &mut server, &ringfence) => r,
+                    () = interrupted() => Err(anyhow!("interrupted; the server and its processes were stopped")),
+                }
+            });
+            // Stopped before printing, so the report can say whether everything went away.
+            let stop = server.stop();
+            drop(server);
+            if !stop.leftovers.is_empty() {
+                eprintln!(
+                    "bench: the server ({}) left ringfence processes running; the bench stopped them: {}",
+                    stop.exit,
+                    stop.leftovers.join("; ")
+                );
+            }
+            let mut report = outcome?;
+            report.cleanup(stop);
+            match args.output {
+                Output::Table => print!("{}", report.table()),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&report.json()).context("JSON output")?),
+            }
+            Ok(if report.passed() { EXIT_PASS } else { EXIT_MISSED })
+        }
+    }
+}
+
+/// The ringfence release binary, next to this one (both land in `target/release`).
+fn ringfence_binary() -> Result<PathBuf> {
+    let me = std::env::current_exe().context("cannot locate the ringfence-bench executable")?;
+    let dir = me.parent().ok_or_else(|| anyhow!("{} has no parent directory", me.display()))?;
+    let bin = dir.join("ringfence");
+    if !bin.is_file() {
+        bail!(
+            "the ringfence binary is missing: expected {}\nbuild it with `cargo build --release -p ringfence -p ringfence-bench`, or run bench/run.sh, which builds both",
+            bin.display()
+        );
+    }
+    if dir.file_name().and_then(|n| n.to_str()) != Some("release") {
+        // Debug builds are several times slower; their numbers say nothing about the bar.
+        eprintln!("bench: WARNING: {} is not a release build; use bench/run.sh for real numbers", bin.display());
+    }
+    Ok(bin)
+}
+
+/// Resolves on Ctrl-C or SIGTERM, so the guards get to stop the server instead of the process
+/// dying with it still running.
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => {
+            // A handler that cannot be installed must not look like an interrupt.
+            if r.is_err() { std::future::pending::<()>().await }
+        }
+        () = async {
+            match term.as_mut() {
+                Some(s) => { s.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}

@@ -76,6 +76,9 @@ pub fn create_release(
     let ws = workload(world, name)?;
     release::check_version(&req.version).map_err(|m| err(ErrorCode::Invalid, format!("field `version`: {m}")))?;
     release::check_config(&req.content.config).map_err(|m| err(ErrorCode::Invalid, format!("field `config`: {m}")))?;
+    if let Some(flags) = &req.content.flags {
+        release::check_flags(flags).map_err(|m| err(ErrorCode::Invalid, format!("field `flags`: {m}")))?;
+    }
     let digest = req.content.digest();
     if let Some(existing) = ws.releases.get(&req.version) {
         if existing.digest == digest {
@@ -282,4 +285,30 @@ pub fn rollback(
         }],
         spec_digest: ws.spec_digest.clone(),
     })
+}
+
+/// The kill switch: turns `flag` off for every user at once. Always allowed, in any state:
+/// it is the emergency path.
+pub fn kill_flag(world: &World, name: &str, flag: &str) -> Result<EventKind, CommandError> {
+    let ws = workload(world, name)?;
+    if !ws.live_flag_keys().contains(flag) {
+        return Err(err(
+            ErrorCode::NotFound,
+            format!(
+                "no release users are on defines a flag {flag:?} for {name}; `ringfence flags list {name}` shows them"
+            ),
+        ));
+    }
+    if ws.killed_flags.contains_key(flag) {
+        return Err(err(ErrorCode::Conflict, format!("flag {flag} of {name} is already killed")));
+    }
+    Ok(EventKind::FlagKilled { flag: flag.into() })
+}
+
+pub fn restore_flag(world: &World, name: &str, flag: &str) -> Result<EventKind, CommandError> {
+    let ws = workload(world, name)?;
+    if !ws.killed_flags.contains_key(flag) {
+        return Err(err(ErrorCode::Conflict, format!("flag {flag} of {name} is not killed")));
+    }
+    Ok(EventKind::FlagRestored { flag: flag.into() })
 }

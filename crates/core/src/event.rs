@@ -200,6 +200,14 @@ pub enum EventKind {
         version: Option<String>,
         message: String,
     },
+    /// Kill switch: the flag is turned off for every user, at once, whatever release serves them.
+    FlagKilled {
+        flag: String,
+    },
+    /// The kill switch is released: the flag follows its release's definition again.
+    FlagRestored {
+        flag: String,
+    },
     /// A smoke test ran against the newly exposed version at the start of a phase.
     SmokeTestRan {
         rollout_id: String,

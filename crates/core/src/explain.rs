@@ -85,6 +85,8 @@ pub fn describe(e: &Event) -> String {
                 _ => " (rollout group unknown)".into(),
             }
         ),
+        FlagKilled { flag } => format!("KILL SWITCH: flag {flag} turned off for every user"),
+        FlagRestored { flag } => format!("kill switch released: flag {flag} follows its release again"),
         SmokeTestRan { phase, name, version, passed, detail, .. } => format!(
             "smoke test {name} on {version} in phase {}: {} ({detail})",
             phase + 1,

@@ -6,6 +6,7 @@
 //! milliseconds in tests. The adapters (store, executor, router, HTTP API) live in other
 //! crates and call into this one.
 
+pub mod analysis;
 pub mod command;
 pub mod decision;
 pub mod duration;

@@ -30,6 +30,10 @@ pub struct ReleaseContent {
     /// The schema migration this release carries, if any.
     pub migration: Option<Migration>,
     pub metadata: Metadata,
+    /// Flag definitions (flagd's JSON format) that users of this release evaluate over OFREP.
+    /// A release that changes only these runs on the processes already there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flags: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -76,6 +80,13 @@ pub fn check_version(version: &str) -> Result<(), String> {
         return Err(format!("a version has letters, digits, `.`, `-`, `_` and `+` only, found {version:?}"));
     }
     Ok(())
+}
+
+/// Checks flag definitions with the flag engine; every problem with its JSON path.
+pub fn check_flags(flags: &serde_json::Value) -> Result<(), String> {
+    ringfence_flags::FlagSet::parse(&flags.to_string())
+        .map(|_| ())
+        .map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))
 }
 
 pub fn check_config(config: &BTreeMap<String, String>) -> Result<(), String> {

@@ -21,6 +21,16 @@ pub struct WorkloadSpec {
     pub health: HealthSpec,
     #[serde(default)]
     pub mitigation: MitigationSpec,
+    #[serde(default)]
+    pub flags: FlagsSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlagsSpec {
+    /// Tokens OFREP clients must present (`Authorization: Bearer T` or `X-API-Key: T`). Empty:
+    /// the router's OFREP endpoints are open to anyone who can reach them.
+    pub tokens: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -295,18 +305,12 @@ pub struct PromQuery {
     pub max_ratio_to_baseline: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsSpec {
     /// Labels a firing alert must carry to concern this workload. Empty: `workload = <name>`.
     #[serde(rename = "match")]
     pub matchers: BTreeMap<String, String>,
-}
-
-impl Default for AlertsSpec {
-    fn default() -> Self {
-        AlertsSpec { matchers: BTreeMap::new() }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

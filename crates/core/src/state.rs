@@ -81,6 +81,16 @@ pub struct WorkloadState {
     /// Recent user reports, newest last.
     #[serde(default)]
     pub reports: Vec<UserReport>,
+    /// Flags turned off by the kill switch, with who did it and why.
+    #[serde(default)]
+    pub killed_flags: BTreeMap<String, KilledFlag>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KilledFlag {
+    pub actor: String,
+    pub reason: String,
+    pub at: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,6 +138,34 @@ impl WorkloadState {
 
     pub fn next_rollout_id(&self) -> String {
         format!("{}-{}", self.name, self.rollouts.len() + 1)
+    }
+
+    /// Flag definitions users of `version` evaluate: the release's, with killed flags disabled.
+    pub fn flags_for(&self, version: &str) -> Option<serde_json::Value> {
+        let mut doc = self.releases.get(version)?.content.flags.clone()?;
+        if let Some(flags) = doc.get_mut("flags").and_then(|f| f.as_object_mut()) {
+            for (key, def) in flags.iter_mut() {
+                if self.killed_flags.contains_key(key)
+                    && let Some(obj) = def.as_object_mut()
+                {
+                    obj.insert("state".into(), serde_json::Value::String("DISABLED".into()));
+                }
+            }
+        }
+        Some(doc)
+    }
+
+    /// Every flag key defined by the releases users are on now.
+    pub fn live_flag_keys(&self) -> std::collections::BTreeSet<String> {
+        let mut versions: Vec<&str> = self.stable.iter().map(String::as_str).collect();
+        if let Some(r) = self.active_rollout() {
+            versions.push(&r.release);
+        }
+        versions
+            .iter()
+            .filter_map(|v| self.releases.get(*v)?.content.flags.as_ref()?.get("flags")?.as_object())
+            .flat_map(|m| m.keys().cloned())
+            .collect()
     }
 
     /// The world this workload should have now: which versions run and how traffic splits.
@@ -231,6 +269,7 @@ impl World {
                             start_failures: BTreeMap::new(),
                             alerts: BTreeMap::new(),
                             reports: Vec::new(),
+                            killed_flags: BTreeMap::new(),
                         },
                     );
                 }
@@ -320,6 +359,13 @@ impl World {
                 if ws.replicas.get(&(version.clone(), *replica)).is_some_and(|r| r.pid == *pid) {
                     ws.replicas.remove(&(version.clone(), *replica));
                 }
+            }
+            EventKind::FlagKilled { flag } => {
+                ws.killed_flags
+                    .insert(flag.clone(), KilledFlag { actor: e.actor.clone(), reason: e.reason.clone(), at: e.at });
+            }
+            EventKind::FlagRestored { flag } => {
+                ws.killed_flags.remove(flag);
             }
             EventKind::AlertReceived { fingerprint, alertname, status, labels, summary } => {
                 if status == "firing" {

@@ -161,6 +161,9 @@ pub enum Command {
         #[arg(long, short)]
         follow: bool,
     },
+    /// Feature flags: list them, and the kill switch.
+    #[command(subcommand)]
+    Flags(FlagsCommand),
     /// File a user's report of a problem; it counts against the rollout group that served them.
     #[command(
         after_help = "Example:\n  ringfence report checkout --user alice@example.com --message \"checkout button does nothing\""
@@ -231,6 +234,31 @@ pub struct RouterArgs {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum FlagsCommand {
+    /// The flags users are evaluating now, per rollout group, and the killed ones.
+    #[command(after_help = "Example:\n  ringfence flags list checkout")]
+    List { workload: String },
+    /// Kill switch: turn a flag off for every user at once (audited; needs --reason).
+    #[command(
+        after_help = "Example:\n  ringfence flags kill checkout new-checkout --reason \"payments failing on the new path\""
+    )]
+    Kill {
+        workload: String,
+        flag: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Release the kill switch: the flag follows its release's definition again.
+    #[command(after_help = "Example:\n  ringfence flags restore checkout new-checkout --reason \"fixed in v7\"")]
+    Restore {
+        workload: String,
+        flag: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum ReleaseCommand {
     /// Register an immutable release. The same version with other content is refused.
     #[command(
@@ -257,6 +285,9 @@ pub enum ReleaseCommand {
         /// Id of the schema migration the release carries.
         #[arg(long)]
         migration: Option<String>,
+        /// Flag definitions (flagd JSON file) users of this release evaluate over OFREP.
+        #[arg(long)]
+        flags: Option<PathBuf>,
         /// The migration is additive: the previous release still works after it.
         #[arg(long, requires = "migration")]
         backward_compatible: bool,
@@ -391,6 +422,7 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::Ok)
         }
         Command::Events { workload, after, all, follow } => events(&api, workload, *after, *all, *follow, json).await,
+        Command::Flags(fc) => flags_command(&api, fc, json).await,
         Command::Report { workload, user, message } => {
             let r: crate::server::ReportAccepted = api
                 .post(&format!("/v1/workloads/{workload}/reports"), &json!({"user": user, "message": message}))
@@ -472,7 +504,27 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
             guarded_by,
             migration,
             backward_compatible,
+            flags,
         } => {
+            let flags = match flags {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).map_err(|e| {
+                        CliError::new(ExitCode::Invalid, format!("cannot read flag file {}: {e}", path.display()))
+                    })?;
+                    let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                        CliError::new(
+                            ExitCode::Invalid,
+                            format!("{}:{}:{}: not JSON: {e}", path.display(), e.line(), e.column()),
+                        )
+                    })?;
+                    if let Err(errors) = ringfence_flags::FlagSet::parse(&text) {
+                        let lines: Vec<String> = errors.iter().map(|e| format!("{}: {e}", path.display())).collect();
+                        return Err(CliError::new(ExitCode::Invalid, lines.join("\n")));
+                    }
+                    Some(doc)
+                }
+                None => None,
+            };
             let req = ReleaseRequest {
                 version: version.clone(),
                 content: ReleaseContent {
@@ -483,6 +535,7 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
                         .as_ref()
                         .map(|id| Migration { id: id.clone(), backward_compatible: *backward_compatible }),
                     metadata: Metadata { commit: commit.clone(), author: author.clone(), message: message.clone() },
+                    flags,
                 },
             };
             let v: serde_json::Value = api.post(&format!("/v1/workloads/{workload}/releases"), &req).await?;
@@ -752,4 +805,60 @@ pub fn render_status(s: &WorkloadStatus) -> String {
         );
     }
     o
+}
+
+async fn flags_command(api: &ApiClient, fc: &FlagsCommand, json: bool) -> Result<ExitCode, CliError> {
+    match fc {
+        FlagsCommand::List { workload } => {
+            let v: serde_json::Value = api.get(&format!("/v1/workloads/{workload}/flags")).await?;
+            if json {
+                print_json(&v);
+                return Ok(ExitCode::Ok);
+            }
+            for g in v["groups"].as_array().into_iter().flatten() {
+                println!(
+                    "group {} ({}, {}% of users):",
+                    g["group"].as_str().unwrap_or("?"),
+                    g["version"].as_str().unwrap_or("?"),
+                    g["weight_bp"].as_f64().unwrap_or(0.0) / 100.0
+                );
+                for (key, def) in g["flags"]["flags"].as_object().into_iter().flatten() {
+                    println!(
+                        "  {key:<28} {:<9} default {}",
+                        def["state"].as_str().unwrap_or("?"),
+                        def["defaultVariant"].as_str().unwrap_or("-")
+                    );
+                }
+            }
+            for (flag, k) in v["killed"].as_object().into_iter().flatten() {
+                println!(
+                    "KILLED {flag} by {} at {}: {}",
+                    k["actor"].as_str().unwrap_or("?"),
+                    ringfence_core::Timestamp(k["at"].as_i64().unwrap_or(0)),
+                    k["reason"].as_str().unwrap_or("")
+                );
+            }
+            Ok(ExitCode::Ok)
+        }
+        FlagsCommand::Kill { workload, flag, reason } => {
+            let v: serde_json::Value =
+                api.post(&format!("/v1/workloads/{workload}/flags/{flag}/kill"), &json!({"reason": reason})).await?;
+            if json {
+                print_json(&v);
+            } else {
+                println!("flag {flag} of {workload} is OFF for every user (kill switch; event {})", v["seq"]);
+            }
+            Ok(ExitCode::Ok)
+        }
+        FlagsCommand::Restore { workload, flag, reason } => {
+            let v: serde_json::Value =
+                api.post(&format!("/v1/workloads/{workload}/flags/{flag}/restore"), &json!({"reason": reason})).await?;
+            if json {
+                print_json(&v);
+            } else {
+                println!("flag {flag} of {workload} follows its release again");
+            }
+            Ok(ExitCode::Ok)
+        }
+    }
 }

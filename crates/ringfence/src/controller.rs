@@ -147,6 +147,10 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
     }
 
     let admin = ensure_router(shared, local, &ws).await?;
+    if admin.is_some() && ws.router.as_ref().is_none_or(|r| !shared.executor.alive(r.pid)) {
+        // A router just started: look again, so replicas learn its address.
+        return Ok(true);
+    }
     let desired = ws.desired();
     let active = ws.active_rollout().cloned();
 
@@ -414,8 +418,17 @@ async fn start_replica(shared: &Arc<Shared>, ws: &WorkloadState, version: &str, 
     let op = intend(shared, name, &action)?;
     let empty = BTreeMap::new();
     let config = ws.releases.get(version).map(|r| &r.content.config).unwrap_or(&empty);
-    let result =
-        shared.executor.ensure(&Replica { workload: name, version, replica, spec: &ws.spec.executor, config }).await;
+    let result = shared
+        .executor
+        .ensure(&Replica {
+            workload: name,
+            version,
+            replica,
+            spec: &ws.spec.executor,
+            config,
+            router: ws.router.as_ref().map(|r| r.listen.as_str()),
+        })
+        .await;
     match result {
         Ok(s) => {
             shared.record(
@@ -510,6 +523,7 @@ fn route_table(ws: &WorkloadState, desired: &Desired, last_generation: u64) -> R
             version: g.version.clone(),
             weight_bp: g.weight_bp,
             upstreams: upstreams(if g.runs_on.is_empty() { &g.version } else { &g.runs_on }),
+            flags: ws.flags_for(&g.version),
         })
         .collect();
     // Traffic meant for a group with nothing running goes to a group that has replicas.
@@ -538,6 +552,16 @@ fn route_table(ws: &WorkloadState, desired: &Desired, last_generation: u64) -> R
             min_success_rate: b.min_success_rate,
             open_for_ms: b.open_for.as_ms(),
         },
+        flag_tokens: ws
+            .spec
+            .flags
+            .tokens
+            .iter()
+            .map(|t| {
+                use sha2::Digest;
+                hex::encode(sha2::Sha256::digest(t.trim().as_bytes()))
+            })
+            .collect(),
     }
 }
 
@@ -547,6 +571,7 @@ fn same_routes(a: &RouteTable, b: &RouteTable) -> bool {
         && a.sticky_cookie == b.sticky_cookie
         && a.breaker == b.breaker
         && a.workload == b.workload
+        && a.flag_tokens == b.flag_tokens
 }
 
 async fn apply_routes(

@@ -65,6 +65,8 @@ pub struct Replica<'a> {
     pub spec: &'a ExecutorSpec,
     /// The release's configuration snapshot, passed as environment variables.
     pub config: &'a BTreeMap<String, String>,
+    /// The workload's router, where the replica evaluates flags over OFREP.
+    pub router: Option<&'a str>,
 }
 
 #[derive(Clone)]
@@ -151,6 +153,7 @@ impl ProcessExecutor {
             .env("RINGFENCE_VERSION", r.version)
             .env("RINGFENCE_REPLICA", r.replica.to_string())
             .env("PORT", port.to_string())
+            .envs(r.router.map(|a| ("OFREP_ENDPOINT", format!("http://{a}"))))
             .stdin(std::process::Stdio::null())
             .stdout(log)
             .stderr(log_err)

@@ -72,6 +72,13 @@ pub struct SampleAppArgs {
     /// too.
     #[arg(long, env = "SAMPLE_USER_HEADER", default_value = "x-user-id")]
     pub user_header: String,
+    /// Fail (HTTP 500) the requests of users for whom this boolean flag is on, evaluated over
+    /// OFREP with the user as targeting key: a broken new code path behind a flag.
+    #[arg(long, env = "SAMPLE_FAIL_ON_FLAG")]
+    pub fail_on_flag: Option<String>,
+    /// OFREP base URL (the process executor sets it to the workload's router).
+    #[arg(long, env = "OFREP_ENDPOINT")]
+    pub ofrep_endpoint: Option<String>,
 }
 
 /// Which users get an injected failure, parsed from `--fail-users`.
@@ -193,6 +200,9 @@ struct AppState {
     crash_after: u64,
     served: AtomicU64,
     on_crash: CrashHook,
+    /// (flag key, OFREP evaluation URL) when a flag guards the failing path.
+    flag: Option<(String, String)>,
+    http: crate::http::HttpClient,
 }
 
 impl AppState {
@@ -211,7 +221,32 @@ impl AppState {
             crash_after: args.crash_after,
             served: AtomicU64::new(0),
             on_crash,
+            flag: match (&args.fail_on_flag, &args.ofrep_endpoint) {
+                (Some(key), Some(base)) => {
+                    Some((key.clone(), format!("{}/ofrep/v1/evaluate/flags/{key}", base.trim_end_matches('/'))))
+                }
+                (Some(key), None) => anyhow::bail!(
+                    "--fail-on-flag {key} needs --ofrep-endpoint (OFREP_ENDPOINT): where to evaluate the flag"
+                ),
+                _ => None,
+            },
+            http: crate::http::HttpClient::new(),
         })
+    }
+
+    /// Whether the guarding flag is on for this user. Like an OpenFeature SDK, any failure to
+    /// evaluate means the code default: off.
+    async fn flag_on(&self, user: Option<&str>) -> bool {
+        let Some((_, url)) = &self.flag else { return false };
+        let body = serde_json::json!({"context": {"targetingKey": user.unwrap_or("")}});
+        let body = bytes::Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        match self.http.request(hyper::Method::POST, url, &[], Some(body), Duration::from_secs(1)).await {
+            Ok(r) if r.status.is_success() => serde_json::from_slice::<serde_json::Value>(&r.body)
+                .ok()
+                .and_then(|v| v["value"].as_bool())
+                .unwrap_or(false),
+            _ => false,
+        }
     }
 
     /// The header wins over the cookie because it is what the router's sticky routing keys on.
@@ -294,7 +329,8 @@ async fn healthz() -> &'static str {
 
 async fn app_request(State(state): State<Arc<AppState>>, uri: Uri, headers: HeaderMap) -> Response {
     let user = state.user_key(&headers);
-    let fail = state.should_fail(user);
+    let flagged = state.flag_on(user).await;
+    let fail = flagged || state.should_fail(user);
     let delay = state.delay();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -302,7 +338,11 @@ async fn app_request(State(state): State<Arc<AppState>>, uri: Uri, headers: Head
     let (status, body) = if fail {
         (
             StatusCode::INTERNAL_SERVER_ERROR,
-            serde_json::json!({ "error": "injected failure", "version": state.version }),
+            if flagged {
+                serde_json::json!({ "error": "the new code path behind the flag failed", "version": state.version })
+            } else {
+                serde_json::json!({ "error": "injected failure", "version": state.version })
+            },
         )
     } else {
         (StatusCode::OK, serde_json::json!({ "version": state.version, "user": user, "path": uri.path() }))
@@ -414,6 +454,8 @@ mod tests {
             crash_after: 0,
             fail_users: None,
             user_header: "x-user-id".into(),
+            fail_on_flag: None,
+            ofrep_endpoint: None,
         }
     }
 

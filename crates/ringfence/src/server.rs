@@ -88,6 +88,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/workloads/{name}/rollouts/{id}", get(show_rollout))
         .route("/v1/events", get(all_events))
         .route("/v1/alerts", post(alertmanager_webhook))
+        .route("/v1/workloads/{name}/flags", get(list_flags))
+        .route("/v1/workloads/{name}/flags/{flag}/kill", post(kill_flag))
+        .route("/v1/workloads/{name}/flags/{flag}/restore", post(restore_flag))
         .route("/v1/workloads/{name}/reports", post(user_report))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see docs/api.md") })
         .with_state(shared)
@@ -624,4 +627,58 @@ fn url_escape(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// The flag sets users are evaluating now, per rollout group, with the kill switch applied.
+async fn list_flags(State(sh): St, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    sh.world(|w| {
+        let ws = command::workload(w, &name)?;
+        let groups: Vec<serde_json::Value> = ws
+            .desired()
+            .routes
+            .iter()
+            .map(|g| {
+                serde_json::json!({
+                    "group": g.name, "version": g.version, "weight_bp": g.weight_bp,
+                    "flags": ws.flags_for(&g.version),
+                })
+            })
+            .collect();
+        Ok(Json(serde_json::json!({"groups": groups, "killed": ws.killed_flags})))
+    })
+}
+
+#[derive(Deserialize)]
+struct KillBody {
+    #[serde(default)]
+    reason: String,
+}
+
+/// The kill switch. Always allowed, whatever the rollout state: it is the emergency path.
+async fn kill_flag(
+    State(sh): St,
+    headers: HeaderMap,
+    Path((name, flag)): Path<(String, String)>,
+    Body(b): Body<KillBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if b.reason.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "field `reason`: the kill switch is audited; say why",
+        ));
+    }
+    let events = sh.command(&name, &actor(&headers), &b.reason, |w| Ok(vec![command::kill_flag(w, &name, &flag)?]))?;
+    Ok(Json(serde_json::json!({"flag": flag, "killed": true, "seq": events.first().map(|e| e.seq)})))
+}
+
+async fn restore_flag(
+    State(sh): St,
+    headers: HeaderMap,
+    Path((name, flag)): Path<(String, String)>,
+    Body(b): Body<KillBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let reason = if b.reason.is_empty() { "kill switch released".to_string() } else { b.reason };
+    let events = sh.command(&name, &actor(&headers), &reason, |w| Ok(vec![command::restore_flag(w, &name, &flag)?]))?;
+    Ok(Json(serde_json::json!({"flag": flag, "killed": false, "seq": events.first().map(|e| e.seq)})))
 }

@@ -14,6 +14,7 @@
 mod admin;
 mod breaker;
 mod metrics;
+mod ofrep;
 mod proxy;
 mod routing;
 mod server;

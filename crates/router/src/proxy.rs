@@ -49,6 +49,9 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: So
     if req.method() == Method::CONNECT {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
     }
+    if req.uri().path().starts_with(crate::ofrep::PREFIX) {
+        return crate::ofrep::handle(routing, req).await;
+    }
 
     let (key, new_cookie) = match user_key(req.headers(), &routing) {
         Some(key) => (key, None),

@@ -19,6 +19,8 @@ pub(crate) struct Routing {
     pub(crate) table: RouteTable,
     pub(crate) sticky_header: HeaderName,
     pub(crate) groups: Vec<GroupRt>,
+    /// SHA-256 digests of the OFREP tokens; empty when OFREP is open.
+    pub(crate) flag_tokens: Vec<[u8; 32]>,
 }
 
 #[derive(Debug)]
@@ -32,6 +34,8 @@ pub(crate) struct GroupRt {
     next: AtomicUsize,
     pub(crate) series: Arc<Series>,
     pub(crate) latency: Arc<Latency>,
+    /// Compiled once per table; evaluated per OFREP request without locks.
+    pub(crate) flags: Option<Arc<ringfence_flags::FlagSet>>,
 }
 
 /// One replica. Shared between consecutive tables so its breaker survives a table swap.
@@ -122,9 +126,22 @@ impl Routing {
                 next: AtomicUsize::new(0),
                 series: stats.series(&g.version, &g.name),
                 latency: stats.latency(&g.version),
+                flags: match &g.flags {
+                    Some(doc) => Some(Arc::new(
+                        ringfence_flags::FlagSet::parse(&doc.to_string())
+                            .map_err(|e| anyhow::anyhow!("group {}: invalid flags: {:?}", g.name, e.first()))?,
+                    )),
+                    None => None,
+                },
             });
         }
-        Ok(Routing { table, sticky_header, groups })
+        let mut flag_tokens = Vec::with_capacity(table.flag_tokens.len());
+        for t in &table.flag_tokens {
+            let mut d = [0u8; 32];
+            hex::decode_to_slice(t, &mut d)?;
+            flag_tokens.push(d);
+        }
+        Ok(Routing { table, sticky_header, groups, flag_tokens })
     }
 
     pub(crate) fn group_index(&self, bucket: u32) -> Option<usize> {
@@ -191,9 +208,11 @@ mod tests {
                     version: format!("{name}-v"),
                     weight_bp,
                     upstreams: ports.iter().map(|&p| SocketAddr::from(([127, 0, 0, 1], p))).collect(),
+                    flags: None,
                 })
                 .collect(),
             breaker: BreakerConfig { consecutive_failures: 1, ..BreakerConfig::default() },
+            flag_tokens: vec![],
         }
     }
 

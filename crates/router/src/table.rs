@@ -41,6 +41,9 @@ pub struct RouteTable {
     pub groups: Vec<Group>,
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// SHA-256 (hex) of the tokens OFREP clients must present; empty: OFREP is open.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flag_tokens: Vec<String>,
 }
 
 /// A rollout group: one version of the workload behind a share of the buckets.
@@ -53,6 +56,9 @@ pub struct Group {
     pub weight_bp: u32,
     #[serde(default)]
     pub upstreams: Vec<SocketAddr>,
+    /// Flag definitions (flagd JSON) that this group's users evaluate over OFREP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flags: Option<serde_json::Value>,
 }
 
 /// Circuit-breaker settings, applied to every upstream replica of the table.
@@ -119,6 +125,20 @@ impl RouteTable {
                 "sticky_cookie",
                 format!("{:?} is not a valid cookie name", self.sticky_cookie),
             ));
+        }
+
+        for (i, t) in self.flag_tokens.iter().enumerate() {
+            if t.len() != 64 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(TableError::new(format!("flag_tokens[{i}]"), "must be a SHA-256 digest in hex"));
+            }
+        }
+        for (i, group) in self.groups.iter().enumerate() {
+            if let Some(flags) = &group.flags
+                && let Err(errors) = ringfence_flags::FlagSet::parse(&flags.to_string())
+            {
+                let first = errors.first().map(|e| e.to_string()).unwrap_or_default();
+                return Err(TableError::new(format!("groups[{i}].flags"), first));
+            }
         }
 
         let mut names = HashSet::new();
@@ -229,15 +249,23 @@ mod tests {
             sticky_header: default_sticky_header(),
             sticky_cookie: default_sticky_cookie(),
             groups: vec![
-                Group { name: "canary".into(), version: "v2".into(), weight_bp: canary_bp, upstreams: vec![addr(2)] },
+                Group {
+                    name: "canary".into(),
+                    version: "v2".into(),
+                    weight_bp: canary_bp,
+                    upstreams: vec![addr(2)],
+                    flags: None,
+                },
                 Group {
                     name: "stable".into(),
                     version: "v1".into(),
                     weight_bp: BUCKETS - canary_bp,
                     upstreams: vec![addr(1)],
+                    flags: None,
                 },
             ],
             breaker: BreakerConfig::default(),
+            flag_tokens: vec![],
         }
     }
 

@@ -148,9 +148,11 @@ fn table(generation: u64, groups: &[(&str, &str, u32, &[SocketAddr])]) -> RouteT
                 version: version.into(),
                 weight_bp,
                 upstreams: upstreams.to_vec(),
+                flags: None,
             })
             .collect(),
         breaker: BreakerConfig::default(),
+        flag_tokens: vec![],
     }
 }
 

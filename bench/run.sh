@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Builds the release binaries and runs one benchmark of design.md section 5.
+#
+#   bench/run.sh                      # the mitigation benchmark with its defaults
+#   bench/run.sh mitigation --runs 5  # any ringfence-bench subcommand and flags
+#   bench/run.sh --save [ARGS...]     # also write bench/results/<benchmark>.txt, with a header
+#                                     # saying where, when and from which commit it was measured
+#
+# The benchmark's exit status is kept: 0 = every bar met, 3 = it ran but missed a bar (the
+# results are still saved: a miss is a result), anything else = it could not run.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+save=0
+args=()
+for arg in "$@"; do
+    if [[ "$arg" == "--save" ]]; then
+        save=1
+    else
+        args+=("$arg")
+    fi
+done
+# No subcommand (nothing, or only flags): the mitigation benchmark.
+if [[ ${#args[@]} -eq 0 || "${args[0]}" == -* ]]; then
+    args=(mitigation "${args[@]}")
+fi
+bench="${args[0]}"
+
+cargo build --release -p ringfence -p ringfence-bench
+
+bin="target/release/ringfence-bench"
+if [[ $save -eq 0 ]]; then
+    exec "$bin" "${args[@]}"
+fi
+
+if [[ ! "$bench" =~ ^[a-z0-9-]+$ ]]; then
+    echo "run.sh: --save needs a benchmark name first, got '$bench'" >&2
+    exit 2
+fi
+mkdir -p bench/results
+out="bench/results/$bench.txt"
+tmp="$(mktemp "bench/results/.$bench.XXXXXX")"
+trap 'rm -f "$tmp"' EXIT
+
+commit="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+# Numbers from a tree that differs from its commit are only reproducible with that difference
+# known, so the changed paths are listed.
+changed="$(git status --porcelain 2>/dev/null | awk '{print $NF}' | paste -sd ' ' - || true)"
+{
+    echo "# ringfence benchmark: $bench"
+    echo "# date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "# host:    $(uname -srm), $(nproc) CPUs; load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "# command: bench/run.sh --save $(printf '%q ' "${args[@]}" | sed 's/ $//')"
+    echo "# commit:  $commit"
+    if [[ -n "$changed" ]]; then
+        echo "# uncommitted changes in: $changed"
+    fi
+    echo
+} >"$tmp"
+
+# Only the results (stdout) go to the file; progress (stderr) stays on the terminal.
+status=0
+"$bin" "${args[@]}" | tee -a "$tmp" || status=$?
+if [[ $status -eq 0 || $status -eq 3 ]]; then
+    mv "$tmp" "$out"
+    echo "run.sh: saved $out" >&2
+else
+    echo "run.sh: the benchmark failed (exit $status); $out left as it was" >&2
+fi
+exit "$status"

@@ -1,0 +1,1195 @@
+//! Time to mitigate a hard failure (design.md section 5, first bar).
+//!
+//! Per run, a fresh workload goes live on a healthy v1; simulated users send a fixed rate of
+//! requests through its router; then v2, which answers a fixed fraction of requests with 5xx, is
+//! deployed with its first phase at the given weight. The controller must notice and send the
+//! traffic back to v1. The time to mitigate is measured where users are, from the load
+//! generator's own samples: from the first 5xx answer of v2 (when it arrived, `done_at`) to the
+//! last request the router sent to v2 (when it left, `sent_at`). The controller's event log is
+//! read afterwards to show where that time went.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+use ringfence::client::ApiClient;
+use ringfence::loadgen::{self, LoadConfig, Sample};
+use serde_json::{Value, json};
+
+use crate::Output;
+use crate::server::{Server, StopReport};
+use crate::stats::{self, Summary, round3};
+
+/// The bar: the median time to mitigate must be under this.
+const BAR_MS: f64 = 2000.0;
+
+/// The health rule of the workload under test; the same as the demo's.
+const MAX_ERROR_RATE: f64 = 0.05;
+const MIN_REQUESTS: u64 = 20;
+
+/// The anchors of design.md section 5, in seconds: Flagger's default rolls back about 1-2
+/// minutes after the first failing check; Argo Rollouts' documented example takes 15-20 minutes.
+const ANCHORS: [(&str, f64, f64); 2] = [
+    ("Flagger default (1-2 min after the first failing check)", 60.0, 120.0),
+    ("Argo Rollouts documented example (15-20 min)", 900.0, 1200.0),
+];
+
+/// Bake of the throwaway first deploy of v1. A first deploy bakes for the first phase's bake,
+/// which in the measured plan is long on purpose; v1 is only the stable version here, so it is
+/// deployed under a plan with a short bake and the real plan is applied afterwards.
+const SETUP_BAKE_SECS: u64 = 1;
+
+/// Releases of every run's workload.
+const GOOD: &str = "v1";
+const BAD: &str = "v2";
+
+#[derive(Args, Debug, Clone)]
+pub struct MitigationArgs {
+    /// Runs per weight.
+    #[arg(long, default_value_t = 20)]
+    pub runs: u32,
+    /// Requests per second of simulated user traffic through the router.
+    #[arg(long, default_value_t = 200.0)]
+    pub rps: f64,
+    /// Fraction of requests the bad version answers with a 5xx.
+    #[arg(long, default_value_t = 0.2)]
+    pub error_rate: f64,
+    /// Percent of users on the new version in its first phase. Repeat it or separate with commas
+    /// to measure several weights in one invocation; their runs are interleaved so that drift
+    /// over the invocation affects all weights alike.
+    #[arg(long = "weight", value_delimiter = ',', default_values_t = [10.0, 25.0])]
+    pub weights: Vec<f64>,
+    /// Distinct simulated users (routing is sticky per user).
+    #[arg(long, default_value_t = 1000)]
+    pub users: u32,
+    /// Bake of each phase, in seconds: long enough that the halt, not the end of the bake, ends
+    /// the first phase.
+    #[arg(long, default_value_t = 60)]
+    pub bake_secs: u64,
+    /// Load on v1 alone before v2 is deployed, in milliseconds, so the load generator's
+    /// connections and rate are steady when v2 gets traffic.
+    #[arg(long, default_value_t = 1000)]
+    pub warmup_ms: u64,
+    /// Load kept on after the rollout ended, in milliseconds, so a request that still reached v2
+    /// after the controller called the mitigation done would be seen.
+    #[arg(long, default_value_t = 1000)]
+    pub settle_ms: u64,
+    /// Passed to `ringfence server --tick`; by default the server's own default is measured.
+    #[arg(long)]
+    pub server_tick: Option<String>,
+    /// Keep the server's data directory (event log, logs) and print where it is.
+    #[arg(long)]
+    pub keep_data: bool,
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+impl MitigationArgs {
+    /// Refuses what would make the measurement meaningless or a run impossible, naming the flag.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=1000).contains(&self.runs) {
+            bail!("--runs must be between 1 and 1000, got {}", self.runs);
+        }
+        if !(self.rps.is_finite() && (1.0..=20_000.0).contains(&self.rps)) {
+            bail!("--rps must be between 1 and 20000, got {}", self.rps);
+        }
+        // Above the health limit, or the release is not bad; at most 1 as it is a fraction.
+        if !(self.error_rate.is_finite() && self.error_rate > MAX_ERROR_RATE && self.error_rate <= 1.0) {
+            bail!(
+                "--error-rate must be above the health limit {MAX_ERROR_RATE} and at most 1.0, got {}",
+                self.error_rate
+            );
+        }
+        if self.weights.is_empty() {
+            bail!("--weight needs at least one value");
+        }
+        for w in &self.weights {
+            // 100 would make the first phase the last one: the plan needs a phase after it.
+            if !(w.is_finite() && *w >= 0.01 && *w < 100.0) {
+                bail!("--weight must be a percentage of at least 0.01 and below 100, got {w}");
+            }
+        }
+        if self.users == 0 {
+            bail!("--users must be at least 1");
+        }
+        if !(5..=3600).contains(&self.bake_secs) {
+            bail!("--bake-secs must be between 5 and 3600, got {}", self.bake_secs);
+        }
+        if self.warmup_ms > 60_000 || self.settle_ms > 60_000 {
+            bail!("--warmup-ms and --settle-ms must be at most 60000");
+        }
+        if self.settle_ms < 200 {
+            bail!("--settle-ms must be at least 200, to see requests that reach v2 after the mitigation ended");
+        }
+        Ok(())
+    }
+}
+
+/// Everything measured in one run. Times on the timeline are milliseconds after the v2
+/// rollout started (its `rollout_started` event).
+#[derive(Debug, Clone)]
+struct RunResult {
+    run: u32,
+    workload: String,
+    /// T1 (`sent_at` of the last request to v2) - T0 (`done_at` of v2's first 5xx).
+    ttm_ms: f64,
+    /// The same with T1 = `done_at` of the last request to v2.
+    ttm_done_ms: f64,
+    v2_requests: u64,
+    v2_errors: u64,
+    /// Every failed request users saw during the run, whatever answered.
+    user_errors: u64,
+    total_requests: u64,
+    /// Of the requests sent while the router had v2 in its table, the fraction v2 answered:
+    /// should be close to the weight, or the health window fills slower than planned.
+    v2_share: Option<f64>,
+    /// `rollout_halted` - `rollout_started`.
+    deploy_to_halt_ms: f64,
+    timeline: Timeline,
+    halt: Halt,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Timeline {
+    /// The last v2 replica ready.
+    replicas_ready: Option<f64>,
+    /// The router acknowledged a table sending traffic to v2.
+    routed: Option<f64>,
+    bake_started: Option<f64>,
+    first_bad: f64,
+    halted: Option<f64>,
+    /// The router acknowledged the table without v2.
+    routes_back: Option<f64>,
+    last_v2_sent: f64,
+    last_v2_done: f64,
+    mitigated: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Halt {
+    phase: String,
+    weight: Option<f64>,
+    /// The signals that made the verdict unhealthy, e.g. `error_rate`.
+    signals: Vec<String>,
+    /// Requests to v2 in the health window when it halted, and their error rate.
+    window_requests: Option<u64>,
+    window_error_rate: Option<f64>,
+    verified: Option<bool>,
+}
+
+struct WeightReport {
+    weight: f64,
+    results: Vec<RunResult>,
+    failures: Vec<(u32, String)>,
+}
+
+pub struct Report {
+    args: MitigationArgs,
+    ringfence: String,
+    weights: Vec<WeightReport>,
+    cleanup: Option<StopReport>,
+}
+
+/// Runs the benchmark against the started server.
+pub async fn run(args: &MitigationArgs, server: &mut Server, ringfence: &Path) -> Result<Report> {
+    let api = ApiClient::new(&server.base, "ringfence-bench");
+    let mut weights: Vec<WeightReport> =
+        args.weights.iter().map(|&weight| WeightReport { weight, results: Vec::new(), failures: Vec::new() }).collect();
+    let total = args.runs as usize * weights.len();
+    let mut done = 0;
+    for run in 1..=args.runs {
+        for w in weights.iter_mut() {
+            done += 1;
+            let name = format!("mit-w{}-r{run:02}", w.weight.to_string().replace('.', "_"));
+            let started = Instant::now();
+            let outcome = one_run(&api, args, w.weight, run, &name).await;
+            // Whatever happened, learn the processes it started, for the guard to check on.
+            if let Ok(events) = workload_events(&api, &name).await {
+                server.note_pids(pids(&events));
+            }
+            match outcome {
+                Ok(r) => {
+                    eprintln!(
+                        "[{done:>3}/{total}] {name}: mitigated in {:.3} s (first 5xx -> last request to v2); v2 served {} requests, {} errors; halted {:.3} s after deploy [{:.1} s]",
+                        r.ttm_ms / 1000.0,
+                        r.v2_requests,
+                        r.v2_errors,
+                        r.deploy_to_halt_ms / 1000.0,
+                        started.elapsed().as_secs_f64()
+                    );
+                    w.results.push(r);
+                }
+                Err(e) => {
+                    // A dead server ends the benchmark; anything else is this run's result.
+                    server.check_alive()?;
+                    eprintln!("[{done:>3}/{total}] {name}: FAILED: {e:#}");
+                    w.failures.push((run, format!("{e:#}")));
+                }
+            }
+        }
+    }
+    Ok(Report { args: args.clone(), ringfence: ringfence.display().to_string(), weights, cleanup: None })
+}
+
+fn spec(name: &str, weight: f64, bake_secs: u64) -> String {
+    format!(
+        r#"[workload]
+name = "{name}"
+description = "ringfence-bench mitigation run"
+
+[executor]
+command = ["{{ringfence}}", "sample-app", "--listen", "127.0.0.1:{{port}}", "--version", "{{version}}"]
+replicas = 2
+
+[router]
+listen = "127.0.0.1:0"
+
+[[rollout.phases]]
+name = "canary"
+weight = {weight}
+bake = "{bake_secs}s"
+
+[[rollout.phases]]
+name = "full"
+weight = 100
+bake = "{bake_secs}s"
+
+[health]
+max_error_rate = {MAX_ERROR_RATE}
+min_requests = {MIN_REQUESTS}
+
+[mitigation]
+auto_fallback = true
+"#
+    )
+}
+
+async fn apply(api: &ApiClient, name: &str, weight: f64, bake_secs: u64) -> Result<()> {
+    let body = json!({"spec": spec(name, weight, bake_secs), "file": format!("{name}.toml")});
+    let _: Value = api.post("/v1/workloads", &body).await.with_context(|| format!("applying the spec of {name}"))?;
+    Ok(())
+}
+
+async fn deploy(api: &ApiClient, name: &str, version: &str) -> Result<String> {
+    let v: Value = api
+        .post(&format!("/v1/workloads/{name}/deploy"), &json!({"version": version, "reason": "ringfence-bench"}))
+        .await
+        .with_context(|| format!("deploying {version} of {name}"))?;
+    v["rollout_id"]
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("the deploy of {version} of {name} returned no rollout id: {v}"))
+}
+
+/// Polls the rollout until it stops progressing and returns its status. `halted` ends the wait
+/// too: with automatic fallback on it should not happen, and it would wait for a person.
+async fn wait_rollout(api: &ApiClient, name: &str, id: &str, timeout: Duration) -> Result<String> {
+    let started = Instant::now();
+    loop {
+        let r: Value = api.get(&format!("/v1/workloads/{name}/rollouts/{id}")).await?;
+        let status = r["status"].as_str().unwrap_or_default();
+        if !matches!(status, "progressing" | "paused" | "mitigating") {
+            return Ok(status.to_string());
+        }
+        if started.elapsed() > timeout {
+            bail!("rollout {id} was still {status} after {timeout:?}");
+        }
+        // Fine enough: this only decides when to stop the load, not what is measured.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn workload_events(api: &ApiClient, name: &str) -> Result<Vec<Value>> {
+    // One run writes well under a hundred events; the server caps a page at 10,000.
+    let v: Value = api.get(&format!("/v1/workloads/{name}/events?after=0&limit=10000")).await?;
+    match v {
+        Value::Array(events) => Ok(events),
+        other => bail!("the events of {name} are not a list: {other}"),
+    }
+}
+
+/// Aborts the load generator when dropped, so an error mid-run does not leave it sending.
+struct LoadTask(tokio::task::JoinHandle<loadgen::LoadSummary>);
+
+impl LoadTask {
+    /// Stops the load. In-flight requests are abandoned; with the settle time they are all
+    /// long past v2 and irrelevant to the measurement.
+    async fn stop(mut self) {
+        self.0.abort();
+        let _ = (&mut self.0).await;
+    }
+}
+
+impl Drop for LoadTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Maps the load generator's monotonic instants onto the wall clock of the event log, so both
+/// can be put on one timeline. Good to a millisecond, the resolution of event times, over the
+/// few seconds of a run.
+#[derive(Clone, Copy)]
+struct Clock {
+    instant: Instant,
+    wall_ms: f64,
+}
+
+impl Clock {
+    fn now() -> Clock {
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0);
+        Clock { instant: Instant::now(), wall_ms: wall }
+    }
+
+    fn wall_ms(&self, t: Instant) -> f64 {
+        match t.checked_duration_since(self.instant) {
+            Some(d) => self.wall_ms + d.as_secs_f64() * 1000.0,
+            None => self.wall_ms - self.instant.duration_since(t).as_secs_f64() * 1000.0,
+        }
+    }
+}
+
+async fn one_run(api: &ApiClient, args: &MitigationArgs, weight: f64, run: u32, name: &str) -> Result<RunResult> {
+    // Setup: a workload whose stable version is the healthy v1.
+    apply(api, name, weight, SETUP_BAKE_SECS).await?;
+    let release = |version: &str, config: Value, message: &str| {
+        json!({
+            "version": version,
+            "artifact": format!("ringfence sample-app {version}"),
+            "config": config,
+            "metadata": {"commit": "ringfence-bench", "author": "ringfence-bench", "message": message},
+        })
+    };
+    let releases = [
+        release(GOOD, json!({}), "healthy"),
+        release(BAD, json!({"SAMPLE_ERROR_RATE": args.error_rate.to_string()}), "hard failure"),
+    ];
+    for r in &releases {
+        let _: Value = api
+            .post(&format!("/v1/workloads/{name}/releases"), r)
+            .await
+            .with_context(|| format!("registering {} of {name}", r["version"]))?;
+    }
+    let first = deploy(api, name, GOOD).await?;
+    let status = wait_rollout(api, name, &first, Duration::from_secs(60)).await?;
+    if status != "completed" {
+        bail!("setup: the first deploy of {GOOD} ended {status}, not completed");
+    }
+    apply(api, name, weight, args.bake_secs).await?;
+    let status: Value = api.get(&format!("/v1/workloads/{name}")).await?;
+    let router: SocketAddr = status["router"]["listen"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("{name} has no router address in its status: {}", status["router"]))?;
+
+    // The load, then the bad deploy under it.
+    let load = LoadConfig {
+        target: router,
+        path: "/".into(),
+        rps: args.rps,
+        users: args.users,
+        user_header: "x-user-id".into(),
+        duration: None,
+        timeout: Duration::from_secs(5),
+    };
+    load.validate().map_err(|e| anyhow!("load generator: {e}"))?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let clock = Clock::now();
+    // The task is stopped by aborting it, so its shutdown token is never needed.
+    let task = LoadTask(tokio::spawn(loadgen::run(load, Some(tx), Default::default())));
+    tokio::time::sleep(Duration::from_millis(args.warmup_ms)).await;
+    let rollout = deploy(api, name, BAD).await?;
+    // Unhalted, the rollout would pass both bakes and complete; a margin beyond that.
+    let status = wait_rollout(api, name, &rollout, Duration::from_secs(2 * args.bake_secs + 60)).await?;
+    tokio::time::sleep(Duration::from_millis(args.settle_ms)).await;
+    task.stop().await;
+    let mut samples: Vec<Sample> = Vec::new();
+    // The sender went away with the task, so this ends.
+    while let Some(s) = rx.recv().await {
+        samples.push(s);
+    }
+    if status != "mitigated" {
+        bail!("the rollout of the bad {BAD} ended {status}, not mitigated: the hard failure was not caught");
+    }
+    let events = workload_events(api, name).await?;
+    let ev = read_events(&events, &rollout, BAD)?;
+    let s = read_samples(&samples, BAD).ok_or_else(|| {
+        anyhow!("no user saw a 5xx from {BAD} ({} requests in all): nothing to measure", samples.len())
+    })?;
+    let rel = |t: Instant| clock.wall_ms(t) - ev.started;
+    let at = |t: Option<i64>| t.map(|ms| ms as f64 - ev.started);
+    let halted = at(ev.halted).ok_or_else(|| anyhow!("{rollout} was mitigated without a rollout_halted event"))?;
+    let v2_share = match (ev.routed, ev.routes_back) {
+        (Some(from), Some(to)) => share(&samples, BAD, |s| {
+            let t = clock.wall_ms(s.sent_at);
+            t >= from as f64 && t < to as f64
+        }),
+        _ => None,
+    };
+    Ok(RunResult {
+        run,
+        workload: name.to_string(),
+        ttm_ms: signed_ms(s.last_v2_sent, s.first_bad),
+        ttm_done_ms: signed_ms(s.last_v2_done, s.first_bad),
+        v2_requests: s.v2_requests,
+        v2_errors: s.v2_errors,
+        user_errors: s.user_errors,
+        total_requests: samples.len() as u64,
+        v2_share,
+        deploy_to_halt_ms: halted,
+        timeline: Timeline {
+            replicas_ready: at(ev.replicas_ready),
+            routed: at(ev.routed),
+            bake_started: at(ev.bake_started),
+            first_bad: rel(s.first_bad),
+            halted: Some(halted),
+            routes_back: at(ev.routes_back),
+            last_v2_sent: rel(s.last_v2_sent),
+            last_v2_done: rel(s.last_v2_done),
+            mitigated: at(ev.mitigated),
+        },
+        halt: ev.halt,
+    })
+}
+
+/// `a - b` in milliseconds, negative when `a` is earlier.
+fn signed_ms(a: Instant, b: Instant) -> f64 {
+    match a.checked_duration_since(b) {
+        Some(d) => d.as_secs_f64() * 1000.0,
+        None => -(b.duration_since(a).as_secs_f64() * 1000.0),
+    }
+}
+
+/// The fraction of the samples picked by `during` that `version` answered; None for none.
+fn share(samples: &[Sample], version: &str, during: impl Fn(&Sample) -> bool) -> Option<f64> {
+    let picked: Vec<&Sample> = samples.iter().filter(|s| during(s)).collect();
+    let hits = picked.iter().filter(|s| s.version.as_deref() == Some(version)).count();
+    (!picked.is_empty()).then(|| hits as f64 / picked.len() as f64)
+}
+
+/// What users saw of the bad version.
+#[derive(Debug, PartialEq)]
+struct SampleFacts {
+    /// T0: the earliest arrival of a 5xx answered by the bad version.
+    first_bad: Instant,
+    /// T1: the latest departure of a request the router sent to the bad version.
+    last_v2_sent: Instant,
+    last_v2_done: Instant,
+    v2_requests: u64,
+    v2_errors: u64,
+    user_errors: u64,
+}
+
+/// None when no user saw a 5xx from `bad`.
+fn read_samples(samples: &[Sample], bad: &str) -> Option<SampleFacts> {
+    let from_bad = || samples.iter().filter(|s| s.version.as_deref() == Some(bad));
+    // A 5xx with the version header: the bad version answered it. A transport error carries no
+    // version and so cannot be blamed on it.
+    let first_bad = from_bad().filter(|s| s.status.is_some_and(|c| c >= 500)).map(|s| s.done_at).min()?;
+    Some(SampleFacts {
+        first_bad,
+        last_v2_sent: from_bad().map(|s| s.sent_at).max()?,
+        last_v2_done: from_bad().map(|s| s.done_at).max()?,
+        v2_requests: from_bad().count() as u64,
+        v2_errors: from_bad().filter(|s| s.is_error()).count() as u64,
+        user_errors: samples.iter().filter(|s| s.is_error()).count() as u64,
+    })
+}
+
+/// What the event log says about the bad rollout. Times are event times, ms since the epoch.
+#[derive(Debug, Default)]
+struct EventFacts {
+    started: f64,
+    replicas_ready: Option<i64>,
+    routed: Option<i64>,
+    bake_started: Option<i64>,
+    halted: Option<i64>,
+    routes_back: Option<i64>,
+    mitigated: Option<i64>,
+    halt: Halt,
+}
+
+fn read_events(events: &[Value], rollout: &str, bad: &str) -> Result<EventFacts> {
+    let mut facts = EventFacts::default();
+    let mut started = false;
+    // op_id -> whether the route table it applies sends traffic to the bad version.
+    let mut route_ops: Vec<(String, bool)> = Vec::new();
+    for e in events {
+        let kind = e["type"].as_str().unwrap_or_default();
+        let at = e["at"].as_i64();
+        let ours = e["rollout_id"].as_str() == Some(rollout);
+        if !started {
+            if kind == "rollout_started" && ours {
+                started = true;
+                facts.started = at.ok_or_else(|| anyhow!("rollout_started has no time: {e}"))? as f64;
+            }
+            continue;
+        }
+        match kind {
+            "replica_started" if e["version"].as_str() == Some(bad) && facts.halted.is_none() => {
+                facts.replicas_ready = at;
+            }
+            "bake_started" if ours && facts.bake_started.is_none() => facts.bake_started = at,
+            "rollout_halted" if ours => {
+                facts.halted = at;
+                facts.halt = read_decision(&e["decision"]);
+            }
+            "mitigation_completed" if ours => {
+                facts.mitigated = at;
+                facts.halt.verified = e["verified"].as_bool();
+            }
+            "action_intended" if e["action"].as_str() == Some("apply_routes") => {
+                let to_bad = e["groups"].as_array().is_some_and(|groups| {
+                    groups.iter().any(|g| g["version"].as_str() == Some(bad) && g["weight_bp"].as_u64() > Some(0))
+                });
+                if let Some(op) = e["op_id"].as_str() {
+                    route_ops.push((op.to_string(), to_bad));
+                }
+            }
+            "action_succeeded" => {
+                let op = e["op_id"].as_str().unwrap_or_default();
+                match route_ops.iter().find(|(id, _)| id == op) {
+                    Some((_, true)) if facts.routed.is_none() && facts.halted.is_none() => facts.routed = at,
+                    Some((_, false)) if facts.halted.is_some() && facts.routes_back.is_none() => {
+                        facts.routes_back = at;
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    if !started {
+        bail!("the event log has no rollout_started for {rollout}");
+    }
+    Ok(facts)
+}
+
+fn read_decision(d: &Value) -> Halt {
+    let signals = d["verdict"]["signals"].as_array().cloned().unwrap_or_default();
+    let unhealthy: Vec<String> = signals
+        .iter()
+        .filter(|s| s["health"].as_str() == Some("unhealthy"))
+        .filter_map(|s| s["signal"].as_str().map(str::to_owned))
+        .collect();
+    let error_rate = signals.iter().find(|s| s["signal"].as_str() == Some("error_rate"));
+    let traffic = signals.iter().find(|s| s["signal"].as_str() == Some("traffic"));
+    Halt {
+        phase: d["phase_name"].as_str().unwrap_or_default().to_string(),
+        weight: d["weight"].as_f64(),
+        signals: unhealthy,
+        window_requests: traffic.or(error_rate).and_then(|s| s["sample_size"].as_u64()),
+        window_error_rate: error_rate.and_then(|s| s["observed"].as_f64()),
+        verified: None,
+    }
+}
+
+/// Processes the server started for a workload, from its events.
+fn pids(events: &[Value]) -> Vec<u32> {
+    events
+        .iter()
+        .filter(|e| matches!(e["type"].as_str(), Some("replica_started" | "router_started")))
+        .filter_map(|e| e["pid"].as_u64().and_then(|p| u32::try_from(p).ok()))
+        .collect()
+}
+
+impl WeightReport {
+    fn ttm(&self) -> Option<Summary> {
+        stats::summarize(&self.results.iter().map(|r| r.ttm_ms).collect::<Vec<_>>())
+    }
+
+    fn summary(&self, f: impl Fn(&RunResult) -> f64) -> Option<Summary> {
+        stats::summarize(&self.results.iter().map(f).collect::<Vec<_>>())
+    }
+
+    /// Median of a quantity that some runs may lack.
+    fn median(&self, f: impl Fn(&RunResult) -> Option<f64>) -> Option<f64> {
+        stats::median(self.results.iter().filter_map(f))
+    }
+
+    /// Every run measured, none failed, and the median under the bar.
+    fn passed(&self) -> bool {
+        self.failures.is_empty() && self.ttm().is_some_and(|s| s.median < BAR_MS)
+    }
+
+    /// Requests to the new version the health window needs, over the rate it gets them at.
+    fn expected_window_ms(&self, rps: f64) -> f64 {
+        MIN_REQUESTS as f64 / (rps * self.weight / 100.0) * 1000.0
+    }
+
+    /// Runs that halted somewhere other than the first phase: the bake, not the halt, ended it.
+    fn late_halts(&self) -> usize {
+        self.results.iter().filter(|r| r.halt.weight.is_some_and(|w| (w - self.weight).abs() > 1e-9)).count()
+    }
+
+    /// The durations between the steps of a run, as (label, median ms).
+    fn breakdown(&self) -> Vec<(&'static str, Option<f64>)> {
+        let t = |f: fn(&Timeline) -> Option<f64>| move |r: &RunResult| f(&r.timeline);
+        let diff = |a: fn(&Timeline) -> Option<f64>, b: fn(&Timeline) -> Option<f64>| {
+            move |r: &RunResult| Some(b(&r.timeline)? - a(&r.timeline)?)
+        };
+        vec![
+            ("deploy -> v2 replicas ready", self.median(t(|t| t.replicas_ready))),
+            ("ready -> router sends users to v2", self.median(diff(|t| t.replicas_ready, |t| t.routed))),
+            ("routed -> health window opens (bake_started)", self.median(diff(|t| t.routed, |t| t.bake_started))),
+            ("routed -> first 5xx seen by a user (T0)", self.median(diff(|t| t.routed, |t| Some(t.first_bad)))),
+            ("window opens -> halt", self.median(diff(|t| t.bake_started, |t| t.halted))),
+            ("T0 -> halt (detection)", self.median(diff(|t| Some(t.first_bad), |t| t.halted))),
+            ("halt -> router acknowledges v1-only table", self.median(diff(|t| t.halted, |t| t.routes_back))),
+            (
+                "v1-only table -> last request sent to v2 (T1)",
+                self.median(diff(|t| t.routes_back, |t| Some(t.last_v2_sent))),
+            ),
+            ("halt -> mitigation_completed", self.median(diff(|t| t.halted, |t| t.mitigated))),
+        ]
+    }
+}
+
+impl Report {
+    pub fn cleanup(&mut self, stop: StopReport) {
+        self.cleanup = Some(stop);
+    }
+
+    /// Every weight met the bar and nothing was left running.
+    pub fn passed(&self) -> bool {
+        self.weights.iter().all(WeightReport::passed) && self.cleanup.as_ref().is_none_or(|c| c.leftovers.is_empty())
+    }
+
+    fn tick_label(&self) -> String {
+        match &self.args.server_tick {
+            Some(t) => format!("--tick {t}"),
+            None => "server default (100ms)".into(),
+        }
+    }
+
+    pub fn table(&self) -> String {
+        let a = &self.args;
+        let mut o = String::new();
+        let _ = writeln!(o, "ringfence-bench mitigation: time to mitigate a hard failure (design.md section 5)");
+        let _ = writeln!(
+            o,
+            "  setup   v2 answers {}% of requests with 5xx; {} req/s from {} users through the workload's router",
+            a.error_rate * 100.0,
+            a.rps,
+            a.users
+        );
+        let _ = writeln!(
+            o,
+            "          plan: first phase at the weight below, bake {} s, then 100%; health: max_error_rate {MAX_ERROR_RATE}, min_requests {MIN_REQUESTS}; 2 replicas",
+            a.bake_secs
+        );
+        let _ = writeln!(o, "          binary {}; controller tick: {}", self.ringfence, self.tick_label());
+        let _ = writeln!(
+            o,
+            "  measure T0 = first 5xx from v2 arriving at a user (done_at); T1 = last request routed to v2 leaving (sent_at); TTM = T1 - T0"
+        );
+        let _ = writeln!(o, "  bar     median TTM under {:.0} s over {} runs, per weight", BAR_MS / 1000.0, a.runs);
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "{:>7} {:>6} {:>9} {:>9} {:>9} {:>9} {:>6}  {:<6}  {:>12} {:>14}",
+            "weight", "runs", "median", "p90", "min", "max", "bar", "result", "TTM(done_at)", "deploy->halt"
+        );
+        for w in &self.weights {
+            let runs = format!("{}/{}", w.results.len(), w.results.len() + w.failures.len());
+            let secs = |x: f64| format!("{:.3} s", x / 1000.0);
+            let (median, p90, min, max) = match w.ttm() {
+                Some(s) => (secs(s.median), secs(s.p90), secs(s.min), secs(s.max)),
+                None => ("-".into(), "-".into(), "-".into(), "-".into()),
+            };
+            let done = w.summary(|r| r.ttm_done_ms).map(|s| secs(s.median)).unwrap_or_else(|| "-".into());
+            let halt = w.summary(|r| r.deploy_to_halt_ms).map(|s| secs(s.median)).unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                o,
+                "{:>6}% {:>6} {:>9} {:>9} {:>9} {:>9} {:>6}  {:<6}  {:>12} {:>14}",
+                w.weight,
+                runs,
+                median,
+                p90,
+                min,
+                max,
+                format!("< {:.0} s", BAR_MS / 1000.0),
+                if w.passed() { "PASS" } else { "FAIL" },
+                done,
+                halt
+            );
+        }
+        let _ = writeln!(
+            o,
+            "  (TTM(done_at) and deploy->halt are medians; deploy->halt is rollout_halted - rollout_started)"
+        );
+
+        let _ = writeln!(o);
+        let _ = writeln!(o, "Users' view (median per run):");
+        let _ = writeln!(
+            o,
+            "{:>7} {:>14} {:>12} {:>13} {:>16}",
+            "weight", "v2 requests", "v2 errors", "user errors", "all requests"
+        );
+        for w in &self.weights {
+            let m = |f: fn(&RunResult) -> u64| {
+                w.summary(|r| f(r) as f64).map(|s| format!("{}", s.median)).unwrap_or_else(|| "-".into())
+            };
+            let _ = writeln!(
+                o,
+                "{:>6}% {:>14} {:>12} {:>13} {:>16}",
+                w.weight,
+                m(|r| r.v2_requests),
+                m(|r| r.v2_errors),
+                m(|r| r.user_errors),
+                m(|r| r.total_requests)
+            );
+        }
+
+        let _ = writeln!(o);
+        let _ =
+            writeln!(o, "Where the time goes (median ms over the runs; from the event log and the users' samples):");
+        let labels: Vec<&str> =
+            self.weights.first().map(|w| w.breakdown().iter().map(|(l, _)| *l).collect()).unwrap_or_default();
+        let _ = write!(o, "{:<48}", "");
+        for w in &self.weights {
+            let _ = write!(o, " {:>9}", format!("{}%", w.weight));
+        }
+        let _ = writeln!(o);
+        let rows: Vec<Vec<(&str, Option<f64>)>> = self.weights.iter().map(WeightReport::breakdown).collect();
+        for (i, label) in labels.iter().enumerate() {
+            let _ = write!(o, "{label:<48}");
+            for row in &rows {
+                let _ = write!(o, " {:>9}", row[i].1.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into()));
+            }
+            let _ = writeln!(o);
+        }
+        let _ = write!(o, "{:<48}", "expected window: min_requests / (rps x weight)");
+        for w in &self.weights {
+            let _ = write!(o, " {:>9.0}", w.expected_window_ms(a.rps));
+        }
+        let _ = writeln!(o);
+        let _ = write!(o, "{:<48}", "share of requests v2 answered while routed (%)");
+        for w in &self.weights {
+            let v = w.median(|r| r.v2_share.map(|x| x * 100.0));
+            let _ = write!(o, " {:>9}", v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into()));
+        }
+        let _ = writeln!(o);
+        let _ = write!(o, "{:<48}", "requests to v2 in the window at the halt");
+        for w in &self.weights {
+            let v = w.median(|r| r.halt.window_requests.map(|n| n as f64));
+            let _ = write!(o, " {:>9}", v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into()));
+        }
+        let _ = writeln!(o);
+
+        let _ = writeln!(o);
+        let _ =
+            writeln!(o, "Context: the median against the anchors of design.md section 5 (ratio = median / anchor):");
+        for w in &self.weights {
+            let Some(s) = w.ttm() else { continue };
+            for (name, lo, hi) in ANCHORS {
+                let (rlo, rhi) = (s.median / 1000.0 / lo, s.median / 1000.0 / hi);
+                let _ = writeln!(
+                    o,
+                    "{:>6}%  {name}: {:.4}-{:.4} ({:.0}x-{:.0}x shorter)",
+                    w.weight,
+                    rlo,
+                    rhi,
+                    1.0 / rlo,
+                    1.0 / rhi
+                );
+            }
+        }
+
+        let notes = self.notes();
+        if !notes.is_empty() {
+            let _ = writeln!(o);
+            let _ = writeln!(o, "Notes:");
+            for n in notes {
+                let _ = writeln!(o, "  - {n}");
+            }
+        }
+
+        let _ = writeln!(o);
+        let _ = writeln!(o, "Per run (ms; timeline columns are after rollout_started of v2):");
+        let _ = writeln!(
+            o,
+            "{:>7} {:>4} {:>8} {:>9} {:>6} {:>6} {:>6} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}  halted by",
+            "weight",
+            "run",
+            "TTM",
+            "TTM(done)",
+            "v2req",
+            "v2err",
+            "usrerr",
+            "v2%",
+            "routed",
+            "bake",
+            "T0",
+            "halt",
+            "back",
+            "T1",
+            "window"
+        );
+        for w in &self.weights {
+            for r in &w.results {
+                let opt = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into());
+                let t = &r.timeline;
+                let _ = writeln!(
+                    o,
+                    "{:>6}% {:>4} {:>8.1} {:>9.1} {:>6} {:>6} {:>6} {:>5} {:>7} {:>7} {:>7.0} {:>7} {:>7} {:>7.0} {:>7}  {} in {}",
+                    w.weight,
+                    r.run,
+                    r.ttm_ms,
+                    r.ttm_done_ms,
+                    r.v2_requests,
+                    r.v2_errors,
+                    r.user_errors,
+                    r.v2_share.map(|x| format!("{:.1}", x * 100.0)).unwrap_or_else(|| "-".into()),
+                    opt(t.routed),
+                    opt(t.bake_started),
+                    t.first_bad,
+                    opt(t.halted),
+                    opt(t.routes_back),
+                    t.last_v2_sent,
+                    r.halt.window_requests.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+                    if r.halt.signals.is_empty() { "?".to_string() } else { r.halt.signals.join("+") },
+                    r.halt.phase
+                );
+            }
+            for (run, why) in &w.failures {
+                let _ = writeln!(o, "{:>6}% {:>4} FAILED: {why}", w.weight, run);
+            }
+        }
+        if let Some(c) = &self.cleanup {
+            let _ = writeln!(o);
+            let _ = writeln!(
+                o,
+                "Cleanup: server stopped with SIGTERM ({}); ringfence processes left running: {}",
+                c.exit,
+                if c.leftovers.is_empty() { "none".to_string() } else { c.leftovers.join("; ") }
+            );
+        }
+        o
+    }
+
+    fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        for w in &self.weights {
+            if !w.failures.is_empty() {
+                notes.push(format!("{}%: {} run(s) failed; see below", w.weight, w.failures.len()));
+            }
+            let late = w.late_halts();
+            if late > 0 {
+                notes.push(format!(
+                    "{}%: {late} run(s) halted after the first phase: its bake ended before the halt (raise --bake-secs)",
+                    w.weight
+                ));
+            }
+            let others: Vec<String> = w
+                .results
+                .iter()
+                .filter(|r| r.user_errors > r.v2_errors)
+                .map(|r| format!("run {} ({})", r.run, r.user_errors - r.v2_errors))
+                .collect();
+            if !others.is_empty() {
+                notes.push(format!(
+                    "{}%: users saw errors not from v2 (transport errors or v1 5xx): {}",
+                    w.weight,
+                    others.join(", ")
+                ));
+            }
+            let unverified = w.results.iter().filter(|r| r.halt.verified == Some(false)).count();
+            if unverified > 0 {
+                notes.push(format!("{}%: {unverified} mitigation(s) completed unverified", w.weight));
+            }
+        }
+        if let Some(c) = &self.cleanup
+            && !c.leftovers.is_empty()
+        {
+            notes.push(format!(
+                "the server exited but left {} ringfence process(es) running; the bench stopped them",
+                c.leftovers.len()
+            ));
+        }
+        notes
+    }
+
+    pub fn json(&self) -> Value {
+        let a = &self.args;
+        let opt = |v: Option<f64>| v.map(round3);
+        let weights: Vec<Value> = self
+            .weights
+            .iter()
+            .map(|w| {
+                let ttm = w.ttm();
+                let summary = |f: fn(&RunResult) -> f64| w.summary(f).map(|s| s.json());
+                json!({
+                    "weight": w.weight,
+                    "runs_measured": w.results.len(),
+                    "runs_failed": w.failures.iter().map(|(run, why)| json!({"run": run, "error": why})).collect::<Vec<_>>(),
+                    "ttm_ms": ttm.map(|s| s.json()),
+                    "pass": w.passed(),
+                    "ttm_done_at_ms": summary(|r| r.ttm_done_ms),
+                    "deploy_to_halt_ms": summary(|r| r.deploy_to_halt_ms),
+                    "v2_requests": summary(|r| r.v2_requests as f64),
+                    "v2_errors": summary(|r| r.v2_errors as f64),
+                    "user_errors": summary(|r| r.user_errors as f64),
+                    "v2_share_median": w.median(|r| r.v2_share).map(|x| round3(x * 1000.0) / 1000.0),
+                    "expected_window_ms": round3(w.expected_window_ms(a.rps)),
+                    "breakdown_median_ms": w.breakdown().into_iter().map(|(k, v)| (k.to_string(), json!(opt(v)))).collect::<serde_json::Map<_, _>>(),
+                    "median_over_anchor": ANCHORS.iter().filter_map(|(name, lo, hi)| {
+                        let m = ttm?.median / 1000.0;
+                        Some(json!({"anchor": name, "anchor_s": [lo, hi], "ratio": [m / lo, m / hi]}))
+                    }).collect::<Vec<_>>(),
+                    "runs": w.results.iter().map(run_json).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json!({
+            "benchmark": "mitigation",
+            "bar": {"median_ttm_ms_below": BAR_MS, "runs": a.runs},
+            "config": {
+                "runs": a.runs, "rps": a.rps, "error_rate": a.error_rate, "weights": a.weights, "users": a.users,
+                "bake_secs": a.bake_secs, "warmup_ms": a.warmup_ms, "settle_ms": a.settle_ms,
+                "max_error_rate": MAX_ERROR_RATE, "min_requests": MIN_REQUESTS, "replicas": 2,
+                "server_tick": a.server_tick, "ringfence": self.ringfence,
+            },
+            "pass": self.passed(),
+            "weights": weights,
+            "notes": self.notes(),
+            "cleanup": self.cleanup.as_ref().map(|c| json!({"server_exit": c.exit, "leftovers": c.leftovers})),
+        })
+    }
+}
+
+fn run_json(r: &RunResult) -> Value {
+    let t = &r.timeline;
+    let opt = |v: Option<f64>| v.map(round3);
+    json!({
+        "run": r.run,
+        "workload": r.workload,
+        "ttm_ms": round3(r.ttm_ms),
+        "ttm_done_at_ms": round3(r.ttm_done_ms),
+        "v2_requests": r.v2_requests,
+        "v2_errors": r.v2_errors,
+        "user_errors": r.user_errors,
+        "total_requests": r.total_requests,
+        "v2_share": r.v2_share.map(|x| round3(x * 1000.0) / 1000.0),
+        "deploy_to_halt_ms": round3(r.deploy_to_halt_ms),
+        "timeline_ms": {
+            "replicas_ready": opt(t.replicas_ready),
+            "routed": opt(t.routed),
+            "bake_started": opt(t.bake_started),
+            "first_bad_response": round3(t.first_bad),
+            "halted": opt(t.halted),
+            "routes_back": opt(t.routes_back),
+            "last_v2_sent": round3(t.last_v2_sent),
+            "last_v2_done": round3(t.last_v2_done),
+            "mitigated": opt(t.mitigated),
+        },
+        "halt": {
+            "phase": r.halt.phase,
+            "weight": r.halt.weight,
+            "signals": r.halt.signals,
+            "window_requests": r.halt.window_requests,
+            "window_error_rate": r.halt.window_error_rate,
+            "verified": r.halt.verified,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(base: Instant, sent_ms: u64, done_ms: u64, version: &str, status: Option<u16>) -> Sample {
+        Sample {
+            sent_at: base + Duration::from_millis(sent_ms),
+            done_at: base + Duration::from_millis(done_ms),
+            user: 0,
+            status,
+            version: Some(version.to_string()),
+            group: None,
+        }
+    }
+
+    #[test]
+    fn t0_is_the_first_arrival_of_a_v2_5xx_and_t1_the_last_departure_to_v2() {
+        let b = Instant::now();
+        let samples = vec![
+            sample(b, 0, 5, "v1", Some(200)),
+            sample(b, 10, 12, "v2", Some(200)),
+            // Sent first but arrives last of the two errors: T0 is about arrival.
+            sample(b, 20, 90, "v2", Some(500)),
+            sample(b, 30, 40, "v2", Some(503)),
+            sample(b, 50, 52, "v1", Some(500)),
+            sample(b, 900, 1400, "v2", Some(200)),
+            sample(b, 1000, 1001, "v1", Some(200)),
+        ];
+        let s = read_samples(&samples, "v2").unwrap();
+        assert_eq!(s.first_bad, b + Duration::from_millis(40));
+        assert_eq!(s.last_v2_sent, b + Duration::from_millis(900));
+        assert_eq!(s.last_v2_done, b + Duration::from_millis(1400));
+        assert_eq!((s.v2_requests, s.v2_errors, s.user_errors), (4, 2, 3));
+        assert_eq!(signed_ms(s.last_v2_sent, s.first_bad), 860.0);
+        assert_eq!(signed_ms(s.first_bad, s.last_v2_sent), -860.0);
+        assert_eq!(share(&samples, "v2", |s| s.sent_at < b + Duration::from_millis(35)), Some(0.75));
+        assert_eq!(share(&samples, "v2", |_| false), None);
+    }
+
+    #[test]
+    fn no_5xx_from_v2_means_nothing_to_measure() {
+        let b = Instant::now();
+        let mut transport = sample(b, 0, 5, "v2", None);
+        transport.version = None;
+        let samples = vec![sample(b, 0, 5, "v2", Some(200)), sample(b, 1, 2, "v1", Some(502)), transport];
+        assert_eq!(read_samples(&samples, "v2"), None);
+        assert_eq!(read_samples(&[], "v2"), None);
+    }
+
+    fn ev(kind: &str, at: i64, extra: Value) -> Value {
+        let mut e = json!({"seq": 0, "at": at, "actor": "controller", "reason": "", "workload": "w", "type": kind});
+        if let (Some(e), Value::Object(extra)) = (e.as_object_mut(), extra) {
+            e.extend(extra);
+        }
+        e
+    }
+
+    fn routes(op: &str, at: i64, v2_bp: u64) -> [Value; 2] {
+        [
+            ev(
+                "action_intended",
+                at,
+                json!({"op_id": op, "action": "apply_routes", "generation": 1, "groups": [
+                    {"name": "canary", "version": "v2", "weight_bp": v2_bp},
+                    {"name": "stable", "version": "v1", "weight_bp": 10_000 - v2_bp}]}),
+            ),
+            ev("action_succeeded", at + 1, json!({"op_id": op, "detail": ""})),
+        ]
+    }
+
+    #[test]
+    fn the_event_log_gives_the_timeline_of_the_bad_rollout() {
+        let id = json!("w-2");
+        let mut events = vec![
+            // The first rollout's events are not ours.
+            ev("rollout_started", 100, json!({"rollout_id": "w-1"})),
+            ev("replica_started", 110, json!({"version": "v1", "pid": 1})),
+            ev("bake_started", 120, json!({"rollout_id": "w-1"})),
+            ev("rollout_started", 1000, json!({"rollout_id": id})),
+            ev("replica_started", 1050, json!({"version": "v2", "pid": 2})),
+            ev("replica_started", 1100, json!({"version": "v2", "pid": 3})),
+        ];
+        events.extend(routes("op-1", 1110, 1000));
+        events.push(ev("bake_started", 1115, json!({"rollout_id": id})));
+        events.push(ev(
+            "rollout_halted",
+            2200,
+            json!({"rollout_id": id, "decision": {"phase_name": "canary", "weight": 10.0, "verdict": {"signals": [
+                {"signal": "traffic", "health": "healthy", "sample_size": 21},
+                {"signal": "error_rate", "health": "unhealthy", "sample_size": 21, "observed": 0.19},
+            ]}}}),
+        ));
+        events.extend(routes("op-2", 2201, 0));
+        events.push(ev("mitigation_completed", 2300, json!({"rollout_id": id, "verified": true})));
+        let f = read_events(&events, "w-2", "v2").unwrap();
+        assert_eq!(f.started, 1000.0);
+        assert_eq!(f.replicas_ready, Some(1100));
+        assert_eq!(f.routed, Some(1111));
+        assert_eq!(f.bake_started, Some(1115));
+        assert_eq!(f.halted, Some(2200));
+        assert_eq!(f.routes_back, Some(2202));
+        assert_eq!(f.mitigated, Some(2300));
+        assert_eq!(f.halt.signals, vec!["error_rate".to_string()]);
+        assert_eq!((f.halt.window_requests, f.halt.window_error_rate), (Some(21), Some(0.19)));
+        assert_eq!((f.halt.phase.as_str(), f.halt.weight, f.halt.verified), ("canary", Some(10.0), Some(true)));
+        assert_eq!(pids(&events), vec![1, 2, 3]);
+        assert!(read_events(&events, "w-9", "v2").is_err());
+    }
+
+    fn args() -> MitigationArgs {
+        MitigationArgs {
+            runs: 20,
+            rps: 200.0,
+            error_rate: 0.2,
+            weights: vec![10.0, 25.0],
+            users: 1000,
+            bake_secs: 60,
+            warmup_ms: 1000,
+            settle_ms: 1000,
+            server_tick: None,
+            keep_data: false,
+            output: Output::Table,
+        }
+    }
+
+    #[test]
+    fn bad_arguments_are_refused_with_the_flag_named() {
+        assert!(args().validate().is_ok());
+        let cases: Vec<(MitigationArgs, &str)> = vec![
+            (MitigationArgs { runs: 0, ..args() }, "--runs"),
+            (MitigationArgs { rps: f64::NAN, ..args() }, "--rps"),
+            (MitigationArgs { rps: 0.0, ..args() }, "--rps"),
+            (MitigationArgs { error_rate: 0.01, ..args() }, "--error-rate"),
+            (MitigationArgs { error_rate: 1.5, ..args() }, "--error-rate"),
+            (MitigationArgs { weights: vec![], ..args() }, "--weight"),
+            (MitigationArgs { weights: vec![10.0, 100.0], ..args() }, "--weight"),
+            (MitigationArgs { weights: vec![-1.0], ..args() }, "--weight"),
+            (MitigationArgs { users: 0, ..args() }, "--users"),
+            (MitigationArgs { bake_secs: 1, ..args() }, "--bake-secs"),
+            (MitigationArgs { settle_ms: 0, ..args() }, "--settle-ms"),
+        ];
+        for (a, flag) in cases {
+            let err = a.validate().unwrap_err().to_string();
+            assert!(err.contains(flag), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_spec_names_the_workload_weight_and_health_rule() {
+        let s = spec("mit-w12_5-r01", 12.5, 60);
+        assert!(s.contains("name = \"mit-w12_5-r01\""));
+        assert!(s.contains("weight = 12.5\nbake = \"60s\""));
+        assert!(s.contains("max_error_rate = 0.05\nmin_requests = 20"));
+        assert!(s.contains(r#"command = ["{ringfence}", "sample-app""#));
+    }
+
+    fn result(run: u32, ttm_ms: f64) -> RunResult {
+        RunResult {
+            run,
+            workload: format!("w{run}"),
+            ttm_ms,
+            ttm_done_ms: ttm_ms + 1.0,
+            v2_requests: 30,
+            v2_errors: 6,
+            user_errors: 6,
+            total_requests: 600,
+            v2_share: Some(0.1),
+            deploy_to_halt_ms: 1500.0,
+            timeline: Timeline::default(),
+            halt: Halt { weight: Some(10.0), ..Halt::default() },
+        }
+    }
+
+    #[test]
+    fn pass_needs_the_median_under_the_bar_and_no_failed_run() {
+        let report = |results: Vec<RunResult>, failures: Vec<(u32, String)>| Report {
+            args: args(),
+            ringfence: "ringfence".into(),
+            weights: vec![WeightReport { weight: 10.0, results, failures }],
+            cleanup: None,
+        };
+        let fast: Vec<RunResult> = (1..=3).map(|i| result(i, 1000.0 + f64::from(i))).collect();
+        assert!(report(fast.clone(), vec![]).passed());
+        assert!(!report(fast.clone(), vec![(4, "timeout".into())]).passed());
+        let slow: Vec<RunResult> = (1..=3).map(|i| result(i, 2500.0)).collect();
+        let r = report(slow, vec![]);
+        assert!(!r.passed());
+        assert!(r.table().contains("FAIL"));
+        assert_eq!(r.json()["weights"][0]["ttm_ms"]["median"], json!(2500.0));
+        assert!(!report(vec![], vec![]).passed());
+        let mut left = report(fast, vec![]);
+        left.cleanup(StopReport { exit: "exit status: 0".into(), leftovers: vec!["pid 1: ringfence router".into()] });
+        assert!(!left.passed());
+    }
+}

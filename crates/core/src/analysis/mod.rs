@@ -1,0 +1,285 @@
+//! Statistical canary analysis: the new version against the stable one, over the same window,
+//! with sequential (always-valid) tests.
+//!
+//! The controller asks for a verdict every tick with the cumulative counts of the bake window
+//! so far. A fixed-horizon test repeated that often would raise false alarms many times over
+//! its nominal rate; every test here is instead an *e-process*, a statistic whose probability
+//! of ever reaching `1/alpha` under the null hypothesis is at most `alpha`, however often and
+//! for however long it is looked at (Ville's inequality). The design follows Lindon, Sanden and
+//! Shirikian, "Rapid Regression Detection in Software Deployments through Sequential Testing"
+//! (KDD 2022) and Lindon and Malek, "Anytime-Valid Inference for Multinomial Count Data"
+//! (NeurIPS 2022): compare the two versions' counting processes, so that only the two running
+//! counts and the traffic split are needed.
+//!
+//! # The tests
+//!
+//! All of them are one-sided mixtures of likelihood ratios over a fixed grid of alternatives
+//! ([`eprocess`]); they differ in what counts as an event.
+//!
+//! * **Error rate** (`error_rate`). Given that a request failed, it came from the canary with
+//!   probability `s = R r / (R r + 1 - r)`, where `r` is the canary's share of requests and `R`
+//!   the ratio of the two versions' error rates. Under the null `R <= R0`
+//!   ([`SequentialConfig::min_error_ratio`], 1 by default) the canary's count among the failed
+//!   requests is a Bernoulli process with success probability at most `s0`, whatever the
+//!   overall error rate does over time (a common-mode spike, a slow drift). The e-value mixes,
+//!   with equal weights, the likelihood ratios of `R = R0 * {2, 4, 8, 20, 50}`. Only the two
+//!   running error counts and `r` are used.
+//! * **Traffic share `r`**. The router is told a weight `w`; users are sticky, so the share of
+//!   requests is only close to it. The tests use `r = max(w, observed share)`. Every likelihood
+//!   ratio above decreases as `r` grows, so on every sample path the statistic is at most the
+//!   one computed with the true share as long as the router sends the canary no more than `w`:
+//!   the guarantee is exact then, and when the router sends more, the observed share takes
+//!   over (an estimate whose error is of order `sqrt(error rate)` relative to the evidence, and
+//!   which the sample-ratio check below reports). Without a known weight, `r` is the upper end of
+//!   a time-uniform confidence sequence for the share, whose own `alpha` is spent from the
+//!   phase's budget, and the guarantee is again exact.
+//! * **Sample ratio** (`sample_ratio`). The same Bernoulli e-process on the requests themselves
+//!   tests whether the canary's share of requests is outside `w * (1 ± srm_tolerance)`, in each
+//!   direction. A mismatch makes the verdict unknown (hold, then escalate), never a rollback:
+//!   it says the experiment is broken, not that the release is.
+//! * **Latency** (`latency`). For each threshold `x` of a fixed set on the router's bucket grid
+//!   (every fourth bound, about ×1.46 apart from 100 µs to 60 s), an event is a request slower
+//!   than `x` (for the canary: slower than `x'`, the bound [`SequentialConfig::min_latency_increase`]
+//!   above `x`, by default `x' = x`). If the canary is nowhere slower than the stable version
+//!   (by more than that tolerance), a canary request exceeds `x'` no more often than a stable
+//!   one exceeds `x`, so the canary's share of these events is at most `r`
+//!   ([`SequentialConfig::min_exceedance_ratio`] times the odds, if set): the same
+//!   counting-process test applies at each threshold, with alternatives `{1.5, 2, 3, 5, 10}`,
+//!   and the average of the thresholds' e-processes (fixed, equal weights) is again an
+//!   e-process. Because it looks at every threshold it sees a slower tail (p99 up 50% with the
+//!   median unchanged) and a variance blow-up with the same mean, which fattens the upper
+//!   tail, not only a moved median (the blind spot of Mann-Whitney). Counts in buckets that
+//!   straddle a threshold are rounded against the canary, so any histogram grid is safe; on
+//!   the router's grid they are exact. The tolerances cost time (one bucket, +10%, roughly
+//!   doubles the time to see p99 +50% at 200 req/s), so they are off by default; raise them
+//!   for high-volume services where a 3% slow-down should not roll back. A time-uniform DKW
+//!   band per version was the alternative; its width is the same at every quantile, so near
+//!   p99 it needs tens of thousands of requests where exceedance counts need hundreds, and
+//!   comparing two bands wastes the pooling a two-sample count test gets. Thresholds chosen
+//!   from the data (the stable version's p99) would break validity; the fixed grid with a
+//!   uniform mixture costs `ln(38)` in the threshold instead.
+//! * **Guards** (`error_rate_limit`, `latency_p99_limit`). The absolute limits of the health
+//!   spec still apply, now as sequential one-sample tests of "error rate at most
+//!   `max_error_rate`" and "at most 1% of requests slower than `max_p99_latency`". They are
+//!   the only traffic tests when there is nothing to compare with (a first deploy, the 100%
+//!   phase, a rollback).
+//!
+//! Assumptions, as in the papers: given the time and the version, requests succeed, fail and
+//! take their time independently, and each request goes to the canary with the same
+//! probability. Sticky users keep the second true when each request comes from a random
+//! user; a few very heavy users with errors of their own (not of the version) would break the
+//! first, and make errors cluster on one side by chance.
+//!
+//! # Evidence
+//!
+//! Each comparison signal has unit `e-value`: `observed` is the e-value, `threshold` is
+//! `1/alpha`, `sample_size` and `baseline_sample_size` are the requests (or latency samples) of
+//! each version, and `detail` gives both versions' rates, the strongest latency threshold, the
+//! traffic share used and, while inconclusive, the power so far and the time still needed.
+//! The guards keep the threshold analyzer's units (`ratio`, `ms`) with the e-value in `detail`.
+//!
+//! # The false-alarm budget
+//!
+//! [`SequentialConfig::alpha`] bounds the probability that a release no worse than the stable
+//! one is rolled back, over all phases of its rollout together. By the union bound it is split
+//! ([`SequentialConfig::budget`]): `guard_fraction` of it to the guards, spread evenly over all
+//! phases; the rest evenly over the phases that have a stable version to compare with (weight
+//! below 100%), and inside each such phase `latency_fraction` to the latency test and the
+//! rest to the error-rate test (less a tenth for the traffic-share confidence sequence when the
+//! weight is unknown). The sample-ratio check has its own `srm_alpha` per phase: it only holds.
+//!
+//! # Three outcomes
+//!
+//! * **fail** (unhealthy): an e-process reached `1/alpha`.
+//! * **pass** (healthy): no rejection, at least `min_requests`, no sample-ratio mismatch, and
+//!   enough data that a regression of the target size ([`SequentialConfig::target_error_ratio`],
+//!   [`SequentialConfig::target_latency_ratio`]) would have been caught with probability
+//!   `power` by now ([`planner`]). Then "no rejection" means something.
+//! * **inconclusive** (unknown): otherwise. The rollout keeps baking past the bake time while
+//!   the verdict is unknown, holds, and escalates after `max_hold`; it never promotes.
+
+pub mod eprocess;
+pub mod latency;
+pub mod planner;
+mod sequential;
+
+pub use sequential::SequentialAnalyzer;
+
+use eprocess::Component;
+
+/// Settings of the sequential analysis. The defaults are the documented ones.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SequentialConfig {
+    /// Probability of a false rollback of a release no worse than the stable one, over all
+    /// phases of its rollout together.
+    pub alpha: f64,
+    /// Part of `alpha` spent on the absolute guards.
+    pub guard_fraction: f64,
+    /// Part of a comparison phase's `alpha` spent on latency; the rest goes to errors.
+    pub latency_fraction: f64,
+    /// Phases assumed when the analyzer is not told the plan: one at 100% and the others with
+    /// a comparison.
+    pub assumed_phases: usize,
+    /// Null hypothesis of the error test: canary error rate at most this times the stable's.
+    pub min_error_ratio: f64,
+    /// Null hypothesis of the latency test: the canary at most this much slower (0.1 = 10%) at
+    /// every quantile. Rounded up to whole ×1.1 buckets; 0 by default.
+    pub min_latency_increase: f64,
+    /// Null hypothesis of the latency test, in rates: at every threshold the canary exceeds
+    /// at most this many times as often as the stable version.
+    pub min_exceedance_ratio: f64,
+    /// Odds ratios of the error test's alternatives, on top of `min_error_ratio`.
+    pub error_alternatives: Vec<f64>,
+    /// Odds ratios of each latency threshold's alternatives.
+    pub latency_alternatives: Vec<f64>,
+    /// Every how many grid bounds a latency threshold is placed.
+    pub latency_threshold_every: usize,
+    /// False-mismatch probability of the sample-ratio check, per phase. A mismatch holds.
+    pub srm_alpha: f64,
+    /// Relative deviation of the canary's share of requests from its weight that is tolerated
+    /// (sticky users make the request share differ from the user share).
+    pub srm_tolerance: f64,
+    /// Regression the phase must be able to detect before "no rejection" counts as a pass:
+    /// canary error rate this many times the stable's ...
+    pub target_error_ratio: f64,
+    /// ... with the stable's error rate taken as at least this (so a perfect stable version
+    /// still asks for a meaningful sample) ...
+    pub error_rate_floor: f64,
+    /// ... or every canary latency this many times the stable's.
+    pub target_latency_ratio: f64,
+    /// ... with this probability.
+    pub power: f64,
+}
+
+impl Default for SequentialConfig {
+    fn default() -> Self {
+        SequentialConfig {
+            alpha: 0.005,
+            guard_fraction: 0.1,
+            latency_fraction: 0.4,
+            assumed_phases: 4,
+            min_error_ratio: 1.0,
+            min_latency_increase: 0.0,
+            min_exceedance_ratio: 1.0,
+            error_alternatives: vec![2.0, 4.0, 8.0, 20.0, 50.0],
+            latency_alternatives: vec![1.5, 2.0, 3.0, 5.0, 10.0],
+            latency_threshold_every: 4,
+            srm_alpha: 0.001,
+            srm_tolerance: 0.2,
+            target_error_ratio: 4.0,
+            error_rate_floor: 0.001,
+            target_latency_ratio: 1.5,
+            power: 0.8,
+        }
+    }
+}
+
+/// Where in its plan the judged phase is. Without it the analyzer assumes
+/// [`SequentialConfig::assumed_phases`] and has no weight to check the split against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PhaseContext {
+    /// The canary's weight the router was told, in basis points.
+    pub weight_bp: u32,
+    /// Phases of the plan in all.
+    pub phases: usize,
+    /// Phases of the plan with a weight below 100%.
+    pub comparison_phases: usize,
+}
+
+impl PhaseContext {
+    /// The context of phase `phase` of a plan with these weights (basis points).
+    pub fn of_plan(weights_bp: &[u32], phase: usize) -> PhaseContext {
+        PhaseContext {
+            weight_bp: weights_bp.get(phase).copied().unwrap_or(10_000),
+            phases: weights_bp.len().max(1),
+            comparison_phases: weights_bp.iter().filter(|&&w| w < 10_000).count(),
+        }
+    }
+
+    pub fn weight(&self) -> f64 {
+        self.weight_bp as f64 / 10_000.0
+    }
+}
+
+/// The false-alarm probabilities one phase may spend, per test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    pub error_guard: f64,
+    pub latency_guard: f64,
+    pub errors: f64,
+    pub latency: f64,
+    /// Confidence sequence for the traffic share, when the weight is unknown.
+    pub share: f64,
+}
+
+impl SequentialConfig {
+    /// The scheme described in the module docs.
+    pub fn budget(&self, ctx: Option<&PhaseContext>) -> Budget {
+        let (phases, comparison) = match ctx {
+            Some(c) => (c.phases.max(1), c.comparison_phases),
+            None => (self.assumed_phases.max(1), self.assumed_phases.saturating_sub(1)),
+        };
+        let guard = self.alpha * self.guard_fraction / phases as f64;
+        let compare = if comparison == 0 { 0.0 } else { self.alpha * (1.0 - self.guard_fraction) / comparison as f64 };
+        let share = if ctx.is_none() { compare * 0.1 } else { 0.0 };
+        let rest = compare - share;
+        Budget {
+            error_guard: guard / 2.0,
+            latency_guard: guard / 2.0,
+            errors: rest * (1.0 - self.latency_fraction),
+            latency: rest * self.latency_fraction,
+            share,
+        }
+    }
+
+    pub(crate) fn error_grid(&self) -> Vec<Component> {
+        eprocess::uniform(&self.error_alternatives)
+    }
+
+    pub(crate) fn latency_grid(&self) -> Vec<Component> {
+        eprocess::uniform(&self.latency_alternatives)
+    }
+
+    pub(crate) fn latency_thresholds(&self) -> Vec<latency::Threshold> {
+        latency::thresholds(self.latency_threshold_every, latency::steps_for(self.min_latency_increase))
+    }
+}
+
+/// Odds ratios of the guards' and the share tests' alternatives.
+pub(crate) const GUARD_ALTERNATIVES: [f64; 4] = [2.0, 4.0, 10.0, 40.0];
+pub(crate) const SHARE_ALTERNATIVES: [f64; 6] = [1.05, 1.1, 1.25, 1.5, 2.0, 4.0];
+/// The latency guard tests "at most this fraction of requests above the p99 limit".
+pub(crate) const GUARD_TAIL: f64 = 0.01;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_adds_up_to_alpha_over_a_plan() {
+        let cfg = SequentialConfig::default();
+        let plan = [1000, 2500, 5000, 10_000];
+        let total: f64 = (0..plan.len())
+            .map(|i| {
+                let ctx = PhaseContext::of_plan(&plan, i);
+                let b = cfg.budget(Some(&ctx));
+                let compare = if ctx.weight_bp < 10_000 { b.errors + b.latency + b.share } else { 0.0 };
+                b.error_guard + b.latency_guard + compare
+            })
+            .sum();
+        assert!((total - cfg.alpha).abs() < 1e-12, "{total}");
+        let b = cfg.budget(None);
+        assert!(b.share > 0.0);
+        let per_phase_cmp = b.errors + b.latency + b.share;
+        assert!((per_phase_cmp * 3.0 + (b.error_guard + b.latency_guard) * 4.0 - cfg.alpha).abs() < 1e-12);
+    }
+
+    #[test]
+    fn single_full_phase_spends_only_guards() {
+        let cfg = SequentialConfig::default();
+        let ctx = PhaseContext::of_plan(&[10_000], 0);
+        let b = cfg.budget(Some(&ctx));
+        assert_eq!(b.errors, 0.0);
+        assert!((b.error_guard + b.latency_guard - cfg.alpha * cfg.guard_fraction).abs() < 1e-15);
+    }
+}

@@ -1,0 +1,841 @@
+//! [`SequentialAnalyzer`]: the new version against the stable one with anytime-valid tests.
+//! The methods and their validity are described in the [module docs](super).
+
+use super::eprocess::{self, Mixture, log_e_lower, log_e_upper, null_event_share, upper_confidence};
+use super::latency::Hist;
+use super::planner::{self, exposure_to_detect, power_after};
+use super::{Budget, GUARD_ALTERNATIVES, GUARD_TAIL, PhaseContext, SHARE_ALTERNATIVES, SequentialConfig};
+use crate::health::{
+    Health, HealthAnalyzer, Mode, Observation, SignalResult, ThresholdAnalyzer, Traffic, Verdict, VersionObservation,
+    pct, rollup,
+};
+use crate::spec::HealthSpec;
+
+/// Judges the new version against the stable one over the same window with sequential tests.
+///
+/// Start, crash, breaker and probe signals are those of [`ThresholdAnalyzer`], unchanged. Give
+/// it the phase with [`SequentialAnalyzer::in_phase`] so that it can check the traffic split
+/// and spend its false-alarm budget by the actual plan.
+#[derive(Debug, Clone, Default)]
+pub struct SequentialAnalyzer {
+    pub config: SequentialConfig,
+    pub context: Option<PhaseContext>,
+}
+
+impl SequentialAnalyzer {
+    pub fn new(config: SequentialConfig) -> Self {
+        SequentialAnalyzer { config, context: None }
+    }
+
+    /// The same analyzer, judging phase `ctx`.
+    pub fn in_phase(mut self, ctx: PhaseContext) -> Self {
+        self.context = Some(ctx);
+        self
+    }
+}
+
+/// e-values are shown as numbers; keep them finite for JSON.
+fn shown(log_e: f64) -> f64 {
+    log_e.min(690.0).exp()
+}
+
+fn fmt_e(log_e: f64) -> String {
+    let e = shown(log_e);
+    if e >= 1e6 {
+        format!("{e:.2e}")
+    } else if e >= 100.0 {
+        format!("{e:.0}")
+    } else {
+        format!("{e:.2}")
+    }
+}
+
+/// Two significant digits: 0.00075, 0.005.
+fn fmt_alpha(a: f64) -> String {
+    if a.is_nan() || a <= 0.0 {
+        return "0".into();
+    }
+    let decimals = (1 - a.log10().floor() as i32).max(0) as usize;
+    let s = format!("{a:.decimals$}");
+    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
+}
+
+fn ms(us: u64) -> String {
+    if us == u64::MAX { "above 60 s".into() } else { format!("{:.1} ms", us as f64 / 1000.0) }
+}
+
+struct Ctx<'a> {
+    cfg: &'a SequentialConfig,
+    budget: Budget,
+    weight: Option<f64>,
+    version: &'a str,
+    window_s: f64,
+}
+
+impl Ctx<'_> {
+    fn signal(&self, signal: &str, health: Health, unit: &str, rule: String, detail: String) -> SignalResult {
+        SignalResult {
+            signal: signal.into(),
+            version: self.version.into(),
+            health,
+            observed: None,
+            threshold: None,
+            unit: unit.into(),
+            sample_size: 0,
+            baseline: None,
+            baseline_sample_size: None,
+            rule,
+            detail,
+        }
+    }
+
+    /// "~12 s more" at the canary's current request rate.
+    fn time_for(&self, more_requests: f64, canary_requests: u64) -> String {
+        if self.window_s > 0.0 && canary_requests > 0 {
+            let rate = canary_requests as f64 / self.window_s;
+            format!(" (~{:.0} s more at {:.1} req/s)", more_requests / rate, rate)
+        } else {
+            String::new()
+        }
+    }
+}
+
+impl HealthAnalyzer for SequentialAnalyzer {
+    fn name(&self) -> &'static str {
+        "sequential"
+    }
+
+    fn evaluate(&self, obs: &Observation, spec: &HealthSpec, mode: Mode) -> Verdict {
+        let c = &obs.canary;
+        let ctx = Ctx {
+            cfg: &self.config,
+            budget: self.config.budget(self.context.as_ref()),
+            weight: self.context.map(|p| p.weight()),
+            version: &c.version,
+            window_s: obs.window_ms as f64 / 1000.0,
+        };
+        // Probes, crashes, start failures and breakers: exactly the threshold analyzer's (asked
+        // without the traffic, which is judged here).
+        let bare = Observation {
+            canary: VersionObservation { traffic: None, ..c.clone() },
+            baseline: None,
+            window_ms: obs.window_ms,
+            freshness_ms: obs.freshness_ms,
+            signals: Vec::new(),
+        };
+        let mut signals: Vec<SignalResult> = ThresholdAnalyzer
+            .evaluate(&bare, spec, mode)
+            .signals
+            .into_iter()
+            .filter(|s| matches!(s.signal.as_str(), "start" | "crash" | "breaker" | "probe"))
+            .collect();
+
+        let baseline = obs.baseline.as_ref().map(|b| (b.version.as_str(), b.traffic.as_ref()));
+        match &c.traffic {
+            None => signals.push(ctx.signal(
+                "traffic",
+                if mode == Mode::Phase { Health::Unknown } else { Health::Healthy },
+                "count",
+                "router metrics must be readable".into(),
+                "the router's metrics could not be read".into(),
+            )),
+            Some(t) => {
+                let enough = t.requests >= spec.min_requests;
+                let mut volume = ctx.signal(
+                    "traffic",
+                    if enough || mode == Mode::ProbesOnly { Health::Healthy } else { Health::Unknown },
+                    "requests",
+                    format!("at least {} requests to the new version", spec.min_requests),
+                    if enough {
+                        format!("{} requests served", t.requests)
+                    } else {
+                        format!("only {} of the {} requests needed so far", t.requests, spec.min_requests)
+                    },
+                );
+                volume.observed = Some(t.requests as f64);
+                volume.threshold = Some(spec.min_requests as f64);
+                volume.sample_size = t.requests;
+                volume.baseline = baseline.and_then(|(_, b)| b).map(|b| b.requests as f64);
+                signals.push(volume);
+
+                let stable = baseline.and_then(|(_, b)| b);
+                signals.push(error_guard(&ctx, spec, t, stable));
+                if let Some(s) = latency_guard(&ctx, spec, t, stable) {
+                    signals.push(s);
+                }
+                if mode == Mode::Phase {
+                    compare(&ctx, t, baseline, &mut signals);
+                }
+            }
+        }
+
+        Verdict {
+            health: rollup(signals.iter().map(|s| s.health)),
+            model: None,
+            signals,
+            window_ms: obs.window_ms,
+            freshness_ms: obs.freshness_ms,
+            analyzer: self.name().into(),
+        }
+    }
+}
+
+/// Sequential one-sample test of "error rate at most `max_error_rate`".
+fn error_guard(ctx: &Ctx<'_>, spec: &HealthSpec, t: &Traffic, stable: Option<&Traffic>) -> SignalResult {
+    let errors = t.errors.min(t.requests);
+    let alpha = ctx.budget.error_guard;
+    let log_e = if spec.max_error_rate >= 1.0 || alpha <= 0.0 {
+        0.0
+    } else {
+        log_e_upper(
+            errors as f64,
+            (t.requests - errors) as f64,
+            spec.max_error_rate.max(0.0),
+            &eprocess::uniform(&GUARD_ALTERNATIVES),
+        )
+    };
+    let bad = alpha > 0.0 && log_e >= (1.0 / alpha).ln();
+    let rate = t.error_rate().unwrap_or(0.0);
+    let mut s = ctx.signal(
+        "error_rate_limit",
+        if bad { Health::Unhealthy } else { Health::Healthy },
+        "ratio",
+        format!(
+            "sequential test: error rate at most {} (fails when the e-value reaches 1/α = {:.0})",
+            pct(spec.max_error_rate),
+            1.0 / alpha
+        ),
+        format!(
+            "{} of {} requests failed ({}); e-value {} for a rate above {}",
+            errors,
+            t.requests,
+            pct(rate),
+            fmt_e(log_e),
+            pct(spec.max_error_rate)
+        ),
+    );
+    s.observed = Some(rate);
+    s.threshold = Some(spec.max_error_rate);
+    s.sample_size = t.requests;
+    s.baseline = stable.and_then(Traffic::error_rate);
+    s.baseline_sample_size = stable.map(|b| b.requests);
+    s
+}
+
+/// Sequential one-sample test of "at most 1% of requests slower than `max_p99_latency`".
+fn latency_guard(ctx: &Ctx<'_>, spec: &HealthSpec, t: &Traffic, stable: Option<&Traffic>) -> Option<SignalResult> {
+    let limit = spec.max_p99_latency?;
+    let limit_us = limit.as_ms().saturating_mul(1000);
+    let h = Hist::new(&t.latency_us, stable.map_or(&[][..], |b| &b.latency_us[..]));
+    let slow = h.above_at_least(limit_us);
+    let alpha = ctx.budget.latency_guard;
+    let log_e = if alpha <= 0.0 {
+        0.0
+    } else {
+        log_e_upper(slow as f64, (h.total - slow) as f64, GUARD_TAIL, &eprocess::uniform(&GUARD_ALTERNATIVES))
+    };
+    let bad = alpha > 0.0 && log_e >= (1.0 / alpha).ln();
+    let mut s = ctx.signal(
+        "latency_p99_limit",
+        if bad { Health::Unhealthy } else { Health::Healthy },
+        "ms",
+        format!(
+            "sequential test: at most 1% of requests slower than {limit} (fails when the e-value reaches 1/α = {:.0})",
+            1.0 / alpha
+        ),
+        format!("{slow} of {} requests slower than {limit}; e-value {} for more than 1%", h.total, fmt_e(log_e)),
+    );
+    s.observed = h.quantile(0.99).map(|u| if u == u64::MAX { f64::MAX } else { u as f64 / 1000.0 });
+    s.threshold = Some(limit.as_ms() as f64);
+    s.sample_size = h.total;
+    s.baseline = stable.and_then(|b| b.quantile_us(0.99)).map(|u| u as f64 / 1000.0);
+    s.baseline_sample_size = stable.map(|b| b.requests);
+    Some(s)
+}
+
+/// The comparison with the stable version: sample ratio, error rate and latency.
+fn compare(ctx: &Ctx<'_>, t: &Traffic, baseline: Option<(&str, Option<&Traffic>)>, out: &mut Vec<SignalResult>) {
+    if ctx.weight.is_some_and(|w| w >= 1.0) {
+        return; // All traffic on the new version: nothing to compare with; the guards judge.
+    }
+    let Some((stable_version, stable)) = baseline else {
+        return; // A first deploy: the guards judge.
+    };
+    let unknown = |why: String| {
+        ["error_rate", "latency"]
+            .map(|s| ctx.signal(s, Health::Unknown, "e-value", "compared with the stable version".into(), why.clone()))
+    };
+    let Some(b) = stable else {
+        out.extend(unknown(format!("the traffic of {stable_version} could not be read")));
+        return;
+    };
+    if b.requests == 0 {
+        if ctx.weight.is_some() || t.requests == 0 {
+            out.extend(unknown(format!("{stable_version} has served no request in the window yet")));
+        }
+        return;
+    }
+    if t.requests == 0 {
+        out.extend(unknown("the new version has served no request in the window yet".into()));
+        return;
+    }
+    let share_grid = eprocess::uniform(&SHARE_ALTERNATIVES);
+    let observed_share = t.requests as f64 / (t.requests + b.requests) as f64;
+    if let Some(w) = ctx.weight {
+        out.push(sample_ratio(ctx, t, b, w, observed_share, &share_grid));
+    }
+    // The canary's share of traffic used as the null: see the module docs.
+    let null_share = |k: u64, m: u64| match ctx.weight {
+        Some(w) => w.max(k as f64 / (k + m).max(1) as f64),
+        None => upper_confidence(k as f64, m as f64, ctx.budget.share / 2.0, &share_grid),
+    };
+    out.push(error_test(ctx, t, b, null_share(t.requests, b.requests)));
+    out.push(latency_test(ctx, t, b, &null_share));
+}
+
+fn sample_ratio(
+    ctx: &Ctx<'_>,
+    t: &Traffic,
+    b: &Traffic,
+    w: f64,
+    observed: f64,
+    grid: &[eprocess::Component],
+) -> SignalResult {
+    let (k, m) = (t.requests as f64, b.requests as f64);
+    let tol = ctx.cfg.srm_tolerance.max(0.0);
+    let hi = (w * (1.0 + tol)).min(1.0);
+    let lo = w * (1.0 - tol);
+    let log_hi = if hi < 1.0 { log_e_upper(k, m, hi, grid) } else { 0.0 };
+    let log_lo = if lo > 0.0 { log_e_lower(k, m, lo, grid) } else { 0.0 };
+    let log_e = log_hi.max(log_lo);
+    let alpha = ctx.cfg.srm_alpha;
+    let bad = log_e >= (2.0 / alpha).ln();
+    let mut s = ctx.signal(
+        "sample_ratio",
+        if bad { Health::Unknown } else { Health::Healthy },
+        "ratio",
+        format!(
+            "the new version's share of requests within {} ± {:.0}% of its weight (sequential test, α = {}); a mismatch holds the rollout",
+            pct(w),
+            tol * 100.0,
+            fmt_alpha(alpha)
+        ),
+        if bad {
+            format!(
+                "sample ratio mismatch: the router sent {} of requests to the new version ({} of {}), told {}; e-value {}",
+                pct(observed),
+                t.requests,
+                t.requests + b.requests,
+                pct(w),
+                fmt_e(log_e)
+            )
+        } else {
+            format!(
+                "{} of requests to the new version ({} of {}), told {}",
+                pct(observed),
+                t.requests,
+                t.requests + b.requests,
+                pct(w)
+            )
+        },
+    );
+    s.observed = Some(observed);
+    s.threshold = Some(w);
+    s.sample_size = t.requests;
+    s.baseline_sample_size = Some(b.requests);
+    s
+}
+
+fn error_test(ctx: &Ctx<'_>, t: &Traffic, b: &Traffic, share: f64) -> SignalResult {
+    let cfg = ctx.cfg;
+    let (ec, eb) = (t.errors.min(t.requests), b.errors.min(b.requests));
+    let alpha = ctx.budget.errors;
+    let log_threshold = (1.0 / alpha).ln();
+    let s0 = null_event_share(share, cfg.min_error_ratio);
+    let mixture = Mixture::new(s0, &cfg.error_grid());
+    let log_e = mixture.log_e(ec as f64, eb as f64);
+    let rate_c = ec as f64 / t.requests as f64;
+    let rate_b = eb as f64 / b.requests as f64;
+    let numbers = format!(
+        "new {ec} of {} failed ({}), stable {eb} of {} ({}); e-value {} of {} needed (α = {}), new version's share of traffic taken as {}",
+        t.requests,
+        pct(rate_c),
+        b.requests,
+        pct(rate_b),
+        fmt_e(log_e),
+        fmt_e(log_threshold),
+        fmt_alpha(alpha),
+        pct(share)
+    );
+    let (health, detail) = if log_e >= log_threshold {
+        (Health::Unhealthy, format!("error rate above the stable version's: {numbers}"))
+    } else {
+        // Would a regression of the target size have been caught by now?
+        let target = cfg.target_error_ratio * rate_b.max(cfg.error_rate_floor);
+        let stable_events = rate_b.max(cfg.error_rate_floor) * b.requests as f64 / t.requests as f64;
+        match exposure_to_detect(target.min(1.0), stable_events, &mixture, log_threshold, cfg.power) {
+            Some(d) if (t.requests as f64) < d.powered => {
+                let p = power_after(target.min(1.0), stable_events, &mixture, log_threshold, t.requests as f64);
+                let more = d.powered - t.requests as f64;
+                (
+                    Health::Unknown,
+                    format!(
+                        "inconclusive: no regression found, but an error rate of {} would have been caught with only {:.0}% probability so far; {:.0}% needs ~{:.0} more requests{}: {numbers}",
+                        pct(target.min(1.0)),
+                        p * 100.0,
+                        cfg.power * 100.0,
+                        more,
+                        ctx.time_for(more, t.requests)
+                    ),
+                )
+            }
+            _ => (Health::Healthy, format!("no regression: {numbers}")),
+        }
+    };
+    let mut s = ctx.signal(
+        "error_rate",
+        health,
+        "e-value",
+        format!(
+            "sequential test against the stable version: fails when the evidence that the new version's error rate is above {} reaches 1/α = {}",
+            if cfg.min_error_ratio > 1.0 { format!("{}x the stable's", cfg.min_error_ratio) } else { "the stable's".into() },
+            fmt_e(log_threshold)
+        ),
+        detail,
+    );
+    s.observed = Some(shown(log_e));
+    s.threshold = Some(1.0 / alpha);
+    s.sample_size = t.requests;
+    s.baseline_sample_size = Some(b.requests);
+    s
+}
+
+fn latency_test(ctx: &Ctx<'_>, t: &Traffic, b: &Traffic, null_share: &dyn Fn(u64, u64) -> f64) -> SignalResult {
+    let cfg = ctx.cfg;
+    let alpha = ctx.budget.latency;
+    let log_threshold = (1.0 / alpha).ln();
+    let rule = format!(
+        "sequential test against the stable version at every latency threshold: fails when the evidence that the new version is {} somewhere in the distribution reaches 1/α = {}",
+        if cfg.min_latency_increase > 0.0 {
+            format!("more than {:.0}% slower", cfg.min_latency_increase * 100.0)
+        } else {
+            "slower".into()
+        },
+        fmt_e(log_threshold)
+    );
+    let hc = Hist::new(&t.latency_us, &b.latency_us);
+    let hb = Hist::new(&b.latency_us, &t.latency_us);
+    if hc.is_empty() || hb.is_empty() {
+        let mut s = ctx.signal(
+            "latency",
+            Health::Unknown,
+            "e-value",
+            rule,
+            format!("no latency recorded yet for the {} version", if hc.is_empty() { "new" } else { "stable" }),
+        );
+        s.threshold = Some(1.0 / alpha);
+        return s;
+    }
+    let share = null_event_share(null_share(hc.total, hb.total), cfg.min_exceedance_ratio);
+    let mixture = Mixture::new(share, &cfg.latency_grid());
+    let thresholds = cfg.latency_thresholds();
+    let per: Vec<(f64, u64, u64)> = thresholds
+        .iter()
+        .map(|th| {
+            let k = hc.above_at_least(th.canary_us);
+            let m = hb.above_at_most(th.stable_us);
+            (mixture.log_e(k as f64, m as f64), k, m)
+        })
+        .collect();
+    let log_e = eprocess::log_sum_exp(per.iter().map(|p| p.0)) - (thresholds.len().max(1) as f64).ln();
+    let (best, &(best_log, k, m)) =
+        per.iter().enumerate().max_by(|a, b| a.1.0.total_cmp(&b.1.0)).unwrap_or((0, &(0.0, 0, 0)));
+    let p99 = |h: &Hist| h.quantile(0.99).map_or("-".into(), ms);
+    let numbers = match thresholds.get(best) {
+        Some(th) if best_log > 0.0 => format!(
+            "p99 new {} vs stable {}; strongest at {}: new {} of {} slower than {}, stable {} of {} slower than {}; e-value {} of {} needed (α = {})",
+            p99(&hc),
+            p99(&hb),
+            ms(th.stable_us),
+            k,
+            hc.total,
+            ms(th.canary_us),
+            m,
+            hb.total,
+            ms(th.stable_us),
+            fmt_e(log_e),
+            fmt_e(log_threshold),
+            fmt_alpha(alpha)
+        ),
+        _ => format!(
+            "p99 new {} vs stable {}; e-value {} of {} needed (α = {})",
+            p99(&hc),
+            p99(&hb),
+            fmt_e(log_e),
+            fmt_e(log_threshold),
+            fmt_alpha(alpha)
+        ),
+    };
+    let (health, detail) = if log_e >= log_threshold {
+        (Health::Unhealthy, format!("latency above the stable version's: {numbers}"))
+    } else {
+        let scale = cfg.target_latency_ratio;
+        let extra = (thresholds.len().max(1) as f64).ln();
+        let ratio = hb.total as f64 / hc.total as f64;
+        let rates = planner::latency_rates(cfg, &hb, scale);
+        let z = planner::z_of(cfg.power);
+        let need = rates
+            .iter()
+            .filter_map(|&(stable, canary)| {
+                planner::exposure_with_z(canary, stable * ratio, &mixture, log_threshold + extra, z)
+            })
+            .map(|d| d.powered)
+            .fold(f64::INFINITY, f64::min);
+        if need.is_finite() && (hc.total as f64) < need {
+            let p = rates
+                .iter()
+                .map(|&(stable, canary)| {
+                    power_after(canary, stable * ratio, &mixture, log_threshold + extra, hc.total as f64)
+                })
+                .fold(0.0, f64::max);
+            let more = need - hc.total as f64;
+            (
+                Health::Unknown,
+                format!(
+                    "inconclusive: no regression found, but latency x{scale} would have been caught with only {:.0}% probability so far; {:.0}% needs ~{:.0} more requests{}: {numbers}",
+                    p * 100.0,
+                    cfg.power * 100.0,
+                    more,
+                    ctx.time_for(more, hc.total)
+                ),
+            )
+        } else {
+            (Health::Healthy, format!("no regression: {numbers}"))
+        }
+    };
+    let mut s = ctx.signal("latency", health, "e-value", rule, detail);
+    s.observed = Some(shown(log_e));
+    s.threshold = Some(1.0 / alpha);
+    s.sample_size = hc.total;
+    s.baseline_sample_size = Some(hb.total);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::latency::router_grid;
+
+    /// SplitMix64: a tiny deterministic generator for simulated traffic.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+
+        fn f64(&mut self) -> f64 {
+            (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        }
+
+        fn normal(&mut self) -> f64 {
+            let (u, v) = (self.f64().max(1e-300), self.f64());
+            (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+        }
+    }
+
+    /// Cumulative counters of one version.
+    #[derive(Default, Clone)]
+    struct Side {
+        requests: u64,
+        errors: u64,
+        buckets: Vec<u64>,
+    }
+
+    impl Side {
+        fn add(&mut self, failed: bool, latency_us: f64) {
+            let grid = router_grid();
+            if self.buckets.is_empty() {
+                self.buckets = vec![0; grid.len()];
+            }
+            self.requests += 1;
+            self.errors += failed as u64;
+            let i = grid.partition_point(|&b| (b as f64) < latency_us).min(grid.len() - 1);
+            self.buckets[i] += 1;
+        }
+
+        fn traffic(&self) -> Traffic {
+            let grid = router_grid();
+            Traffic {
+                requests: self.requests,
+                errors: self.errors,
+                latency_us: self
+                    .buckets
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c > 0)
+                    .map(|(i, c)| (grid[i], *c))
+                    .collect(),
+            }
+        }
+    }
+
+    struct Version {
+        errors: f64,
+        latency_scale: f64,
+    }
+
+    const STABLE: Version = Version { errors: 0.005, latency_scale: 1.0 };
+
+    fn observation(canary: Option<Traffic>, stable: Option<Option<Traffic>>, window_ms: u64) -> Observation {
+        Observation {
+            canary: VersionObservation {
+                version: "v2".into(),
+                traffic: canary,
+                probes_answered: 1,
+                ..Default::default()
+            },
+            baseline: stable.map(|traffic| VersionObservation {
+                version: "v1".into(),
+                traffic,
+                probes_answered: 1,
+                ..Default::default()
+            }),
+            window_ms,
+            freshness_ms: 100,
+            signals: vec![],
+        }
+    }
+
+    fn analyzer(weight_bp: u32) -> SequentialAnalyzer {
+        let plan = [1000, 2500, 5000, 10_000];
+        let phase = plan.iter().position(|&w| w == weight_bp).unwrap_or(0);
+        SequentialAnalyzer::default().in_phase(PhaseContext::of_plan(&plan, phase))
+    }
+
+    /// Simulates `seconds` of 200 req/s split at `weight_bp`, asking for a verdict every
+    /// second; returns the second of the first unhealthy verdict and the last verdict.
+    fn simulate(seed: u64, weight_bp: u32, canary: &Version, seconds: u64) -> (Option<u64>, Verdict) {
+        let mut rng = Rng(seed);
+        let (mut c, mut s) = (Side::default(), Side::default());
+        let a = analyzer(weight_bp);
+        let spec = HealthSpec::default();
+        let mut last = None;
+        for second in 1..=seconds {
+            for _ in 0..200 {
+                let on_canary = rng.f64() * 10_000.0 < weight_bp as f64;
+                let v = if on_canary { canary } else { &STABLE };
+                let failed = rng.f64() < v.errors;
+                let latency = 20_000.0 * v.latency_scale * (0.5 * rng.normal()).exp();
+                if on_canary { c.add(failed, latency) } else { s.add(failed, latency) }
+            }
+            let o = observation(Some(c.traffic()), Some(Some(s.traffic())), second * 1000);
+            let v = a.evaluate(&o, &spec, Mode::Phase);
+            if v.health == Health::Unhealthy {
+                return (Some(second), v);
+            }
+            last = Some(v);
+        }
+        (None, last.expect("at least one second"))
+    }
+
+    fn signal<'a>(v: &'a Verdict, name: &str) -> &'a SignalResult {
+        v.signals.iter().find(|s| s.signal == name).unwrap_or_else(|| panic!("no {name} in {v:#?}"))
+    }
+
+    #[test]
+    fn identical_versions_are_almost_never_rejected() {
+        // 30 seeded A/A phases of 60 s, looked at every second. The guarantee is that fewer
+        // than alpha of them reject; allow one for slack.
+        let rejected = (0..30).filter(|&seed| simulate(seed, 2500, &STABLE, 60).0.is_some()).count();
+        assert!(rejected <= 1, "{rejected} of 30 A/A phases rejected");
+    }
+
+    #[test]
+    fn an_identical_version_passes_once_the_phase_has_enough_data() {
+        let (failed, last) = simulate(7, 2500, &STABLE, 120);
+        assert_eq!(failed, None);
+        assert_eq!(last.health, Health::Healthy, "{last:#?}");
+        assert_eq!(last.analyzer, "sequential");
+        assert!(signal(&last, "error_rate").detail.starts_with("no regression"));
+    }
+
+    #[test]
+    fn too_little_data_is_inconclusive_not_healthy() {
+        let (_, last) = simulate(3, 1000, &STABLE, 5);
+        assert_eq!(last.health, Health::Unknown);
+        let e = signal(&last, "error_rate");
+        assert_eq!(e.health, Health::Unknown);
+        assert!(e.detail.contains("inconclusive"), "{}", e.detail);
+    }
+
+    #[test]
+    fn a_hard_failure_is_caught_within_seconds_with_evidence() {
+        let bad = Version { errors: 0.2, latency_scale: 1.0 };
+        let (at, v) = simulate(11, 1000, &bad, 30);
+        assert!(at.is_some_and(|s| s <= 3), "{at:?}");
+        let s = signal(&v, "error_rate");
+        assert_eq!(s.health, Health::Unhealthy);
+        assert_eq!(s.unit, "e-value");
+        assert!(s.observed.unwrap() >= s.threshold.unwrap());
+        assert!(s.sample_size > 0 && s.baseline_sample_size.unwrap() > s.sample_size);
+        assert!(s.detail.contains("stable") && s.rule.contains("1/α"), "{s:?}");
+    }
+
+    #[test]
+    fn a_subtle_error_regression_is_caught() {
+        let bad = Version { errors: 0.03, latency_scale: 1.0 };
+        let (at, v) = simulate(5, 2500, &bad, 120);
+        assert!(at.is_some(), "not detected: {v:#?}");
+        assert_eq!(v.deciding().next().unwrap().signal, "error_rate");
+    }
+
+    #[test]
+    fn a_slower_version_is_caught_by_latency() {
+        let slow = Version { errors: 0.005, latency_scale: 1.6 };
+        let (at, v) = simulate(9, 2500, &slow, 60);
+        assert!(at.is_some_and(|s| s <= 20), "{at:?}");
+        let s = signal(&v, "latency");
+        assert_eq!(s.health, Health::Unhealthy);
+        assert!(s.detail.contains("slower than"), "{}", s.detail);
+    }
+
+    #[test]
+    fn a_better_version_is_not_rejected() {
+        let good = Version { errors: 0.0, latency_scale: 0.5 };
+        assert_eq!(simulate(13, 2500, &good, 60).0, None);
+    }
+
+    #[test]
+    fn a_sample_ratio_mismatch_holds_and_does_not_roll_back() {
+        let spec = HealthSpec::default();
+        let canary = Traffic { requests: 3000, errors: 15, latency_us: vec![(router_grid()[100], 3000)] };
+        let stable = Traffic { requests: 7000, errors: 35, latency_us: vec![(router_grid()[100], 7000)] };
+        let v = analyzer(1000).evaluate(&observation(Some(canary), Some(Some(stable)), 60_000), &spec, Mode::Phase);
+        assert_eq!(v.health, Health::Unknown, "{v:#?}");
+        let s = signal(&v, "sample_ratio");
+        assert_eq!(s.health, Health::Unknown);
+        assert!(s.detail.contains("sample ratio mismatch"), "{}", s.detail);
+        assert_ne!(signal(&v, "error_rate").health, Health::Unhealthy);
+    }
+
+    #[test]
+    fn first_deploy_and_empty_windows_do_not_panic() {
+        let spec = HealthSpec::default();
+        let a = SequentialAnalyzer::default();
+        for mode in [Mode::Phase, Mode::ProbesOnly] {
+            for canary in [None, Some(Traffic::default())] {
+                for stable in [None, Some(None), Some(Some(Traffic::default()))] {
+                    let v = a.evaluate(&observation(canary.clone(), stable, 0), &spec, mode);
+                    if mode == Mode::Phase {
+                        assert_ne!(v.health, Health::Healthy, "{v:#?}");
+                    }
+                    assert_ne!(v.health, Health::Unhealthy, "{v:#?}");
+                }
+            }
+        }
+        // Rollback or first deploy: judged on probes, crashes and the guards only.
+        let v = a.evaluate(&observation(Some(Traffic::default()), None, 0), &spec, Mode::ProbesOnly);
+        assert_eq!(v.health, Health::Healthy, "{v:#?}");
+    }
+
+    #[test]
+    fn without_a_baseline_the_absolute_guard_still_fails_a_broken_version() {
+        let spec = HealthSpec::default();
+        let broken = Traffic { requests: 400, errors: 200, latency_us: vec![(1000, 400)] };
+        let v =
+            SequentialAnalyzer::default().evaluate(&observation(Some(broken), None, 10_000), &spec, Mode::ProbesOnly);
+        assert_eq!(v.health, Health::Unhealthy);
+        assert_eq!(v.deciding().next().unwrap().signal, "error_rate_limit");
+        // A few errors in a tiny sample are not enough evidence on their own.
+        let tiny = Traffic { requests: 20, errors: 2, latency_us: vec![(1000, 20)] };
+        let v = SequentialAnalyzer::default().evaluate(&observation(Some(tiny), None, 1000), &spec, Mode::ProbesOnly);
+        assert_eq!(v.health, Health::Healthy, "{v:#?}");
+    }
+
+    #[test]
+    fn the_latency_guard_uses_the_configured_limit() {
+        let spec = HealthSpec { max_p99_latency: Some(crate::duration::Dur::ms(500)), ..Default::default() };
+        let g = router_grid();
+        let slow = g.iter().position(|&b| b > 600_000).unwrap();
+        let t = Traffic { requests: 1000, errors: 0, latency_us: vec![(g[100], 800), (g[slow], 200)] };
+        let v = SequentialAnalyzer::default().evaluate(&observation(Some(t), None, 10_000), &spec, Mode::Phase);
+        assert_eq!(v.health, Health::Unhealthy);
+        let s = signal(&v, "latency_p99_limit");
+        assert_eq!(s.health, Health::Unhealthy);
+        assert_eq!(s.threshold, Some(500.0));
+    }
+
+    #[test]
+    fn odd_histograms_do_not_panic() {
+        let spec = HealthSpec { max_p99_latency: Some(crate::duration::Dur::ms(1)), ..Default::default() };
+        let g = router_grid();
+        let shapes: Vec<Vec<(u64, u64)>> = vec![
+            vec![],
+            vec![(u64::MAX, 50)],
+            vec![(0, 10), (1, 10)],
+            vec![(5000, 3), (1000, 7), (5000, 0)],
+            vec![(g[3], u64::MAX / 4), (g[4], u64::MAX / 4)],
+            vec![(250, 10), (2500, 10), (25_000, 10), (u64::MAX, 10)],
+        ];
+        for a in &shapes {
+            for b in &shapes {
+                for (requests, errors) in [(0, 0), (20, 0), (20, 25), (u64::MAX / 2, 7)] {
+                    let c = Traffic { requests, errors, latency_us: a.clone() };
+                    let s = Traffic { requests: requests / 2 + 1, errors: errors / 3, latency_us: b.clone() };
+                    for analyzer in [SequentialAnalyzer::default(), analyzer(1000), analyzer(10_000)] {
+                        let v = analyzer.evaluate(
+                            &observation(Some(c.clone()), Some(Some(s.clone())), 1000),
+                            &spec,
+                            Mode::Phase,
+                        );
+                        for sig in &v.signals {
+                            assert!(sig.observed.is_none_or(|o| !o.is_nan()), "{sig:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn at_full_weight_only_the_guards_judge() {
+        let spec = HealthSpec::default();
+        let canary = Traffic { requests: 2000, errors: 10, latency_us: vec![(router_grid()[100], 2000)] };
+        let stable = Traffic::default();
+        let v = analyzer(10_000).evaluate(&observation(Some(canary), Some(Some(stable)), 60_000), &spec, Mode::Phase);
+        assert_eq!(v.health, Health::Healthy, "{v:#?}");
+        assert!(v.signals.iter().all(|s| s.signal != "error_rate"));
+    }
+
+    #[test]
+    fn crashes_and_probes_are_judged_as_by_the_threshold_analyzer() {
+        let spec = HealthSpec::default();
+        let mut o = observation(Some(Traffic::default()), None, 0);
+        o.canary.crashes.push("replica 0 (pid 1) exited: status 101".into());
+        let v = SequentialAnalyzer::default().evaluate(&o, &spec, Mode::Phase);
+        let t = ThresholdAnalyzer.evaluate(&o, &spec, Mode::Phase);
+        assert_eq!(v.health, Health::Unhealthy);
+        assert_eq!(signal(&v, "crash"), signal(&t, "crash"));
+        assert_eq!(signal(&v, "probe"), signal(&t, "probe"));
+    }
+
+    #[test]
+    fn without_the_weight_the_share_is_bounded_by_a_confidence_sequence() {
+        // 10% of traffic, the canary failing 3x as often: still caught, just not as early.
+        let spec = HealthSpec::default();
+        let canary = Traffic { requests: 6000, errors: 90, latency_us: vec![(router_grid()[100], 6000)] };
+        let stable = Traffic { requests: 54_000, errors: 270, latency_us: vec![(router_grid()[100], 54_000)] };
+        let v = SequentialAnalyzer::default().evaluate(
+            &observation(Some(canary), Some(Some(stable)), 300_000),
+            &spec,
+            Mode::Phase,
+        );
+        assert_eq!(v.health, Health::Unhealthy, "{v:#?}");
+        assert!(v.signals.iter().all(|s| s.signal != "sample_ratio"));
+    }
+}
