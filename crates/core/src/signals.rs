@@ -101,7 +101,8 @@ pub fn usage(
     min_ratio: f64,
     version: &str,
 ) -> Option<SignalResult> {
-    let before = before_rps.filter(|r| *r > 0.0)?;
+    // Below one request a second there is no usage to compare with.
+    let before = before_rps.filter(|r| *r >= 1.0)?;
     if window_ms < 1000 {
         return None;
     }
