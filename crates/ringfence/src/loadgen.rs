@@ -329,6 +329,8 @@ mod tests {
             crash_after: 0,
             fail_users: None,
             user_header: "x-user-id".into(),
+            fail_on_flag: None,
+            ofrep_endpoint: None,
         }
     }
 

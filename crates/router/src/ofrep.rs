@@ -88,7 +88,7 @@ fn authorized(routing: &Routing, headers: &hyper::HeaderMap) -> bool {
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
     let Some(token) = presented else { return false };
     let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
-    routing.flag_tokens.iter().any(|t| *t == digest)
+    routing.flag_tokens.contains(&digest)
 }
 
 fn context(body: &Bytes) -> Result<Context, (ErrorCode, String)> {
