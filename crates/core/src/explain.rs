@@ -235,6 +235,11 @@ fn numbers(s: &SignalResult) -> String {
     {
         parts.push(format!("observed {} vs limit {}", fmt(o), fmt(t)));
     }
+    if let (Some(o), Some(t)) = (s.observed, s.threshold)
+        && s.unit == "e-value"
+    {
+        parts.push(format!("evidence {o:.3} of {t:.0} needed to reject"));
+    }
     if let Some(b) = s.baseline {
         parts.push(format!(
             "stable {}{}",

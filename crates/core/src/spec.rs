@@ -215,6 +215,47 @@ pub struct HealthSpec {
     pub alerts: AlertsSpec,
     /// The health model: components with signals and criticality, rolled up to one verdict.
     pub components: Vec<ComponentSpec>,
+    /// How the new version's traffic is judged against the stable version's.
+    pub analysis: AnalysisSpec,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnalysisMethod {
+    /// Always-valid sequential tests against the stable version (the default).
+    #[default]
+    Sequential,
+    /// Fixed limits on the new version alone, with a minimum sample.
+    Threshold,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalysisSpec {
+    pub method: AnalysisMethod,
+    /// Probability of a false rollback of a release no worse than the stable one, over the
+    /// whole rollout (sequential method).
+    pub alpha: f64,
+    /// A phase passes only once a regression of the target size would have been caught with
+    /// this probability; until then it is inconclusive (the bake extends, then holds). 0 turns
+    /// the requirement off: no rejection by the end of the bake passes.
+    pub power: f64,
+    /// Target regression: the new version's error rate this many times the stable version's.
+    pub target_error_ratio: f64,
+    /// Target regression: every latency quantile this many times the stable version's.
+    pub target_latency_ratio: f64,
+}
+
+impl Default for AnalysisSpec {
+    fn default() -> Self {
+        AnalysisSpec {
+            method: AnalysisMethod::Sequential,
+            alpha: 0.005,
+            power: 0.8,
+            target_error_ratio: 4.0,
+            target_latency_ratio: 1.5,
+        }
+    }
 }
 
 impl Default for HealthSpec {
@@ -230,6 +271,7 @@ impl Default for HealthSpec {
             prometheus: None,
             alerts: AlertsSpec::default(),
             components: Vec::new(),
+            analysis: AnalysisSpec::default(),
         }
     }
 }
@@ -532,6 +574,25 @@ pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
     }
     if h.probe.interval.as_ms() == 0 {
         bad("health.probe.interval", "expected an interval above zero".into());
+    }
+    let a = &h.analysis;
+    if !(a.alpha > 0.0 && a.alpha < 1.0) {
+        bad("health.analysis.alpha", format!("expected a probability between 0 and 1 (e.g. 0.005), found {}", a.alpha));
+    }
+    if !(0.0..1.0).contains(&a.power) {
+        bad(
+            "health.analysis.power",
+            format!("expected a probability from 0 up to (not including) 1, found {}", a.power),
+        );
+    }
+    if a.target_error_ratio <= 1.0 {
+        bad("health.analysis.target_error_ratio", format!("expected a ratio above 1, found {}", a.target_error_ratio));
+    }
+    if a.target_latency_ratio <= 1.0 {
+        bad(
+            "health.analysis.target_latency_ratio",
+            format!("expected a ratio above 1, found {}", a.target_latency_ratio),
+        );
     }
     if !(0.0..=1.0).contains(&h.min_usage_ratio) {
         bad("health.min_usage_ratio", format!("expected a fraction from 0 to 1, found {}", h.min_usage_ratio));

@@ -161,6 +161,16 @@ pub enum Command {
         #[arg(long, short)]
         follow: bool,
     },
+    /// How long each phase needs at today's traffic to catch the target regressions; warns of short bakes.
+    #[command(
+        after_help = "Examples:\n  ringfence plan checkout              # traffic measured at the router for 1 s\n  ringfence plan checkout --rps 200"
+    )]
+    Plan {
+        workload: String,
+        /// Plan for this many requests per second instead of measuring.
+        #[arg(long)]
+        rps: Option<f64>,
+    },
     /// Feature flags: list them, and the kill switch.
     #[command(subcommand)]
     Flags(FlagsCommand),
@@ -423,6 +433,40 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
         }
         Command::Events { workload, after, all, follow } => events(&api, workload, *after, *all, *follow, json).await,
         Command::Flags(fc) => flags_command(&api, fc, json).await,
+        Command::Plan { workload, rps } => {
+            let q = rps.map(|r| format!("?rps={r}")).unwrap_or_default();
+            let p: crate::server::PlanAdvice = api.get(&format!("/v1/workloads/{workload}/plan{q}")).await?;
+            if json {
+                print_json(&p);
+                return Ok(ExitCode::Ok);
+            }
+            println!(
+                "at {:.1} req/s ({}), stable {} with {} errors; targets: errors x{}, latency x{}",
+                p.rps,
+                if p.measured { "measured" } else { "given" },
+                p.stable.as_deref().unwrap_or("(none)"),
+                ringfence_core::health::pct(p.stable_error_rate),
+                p.target_error_ratio,
+                p.target_latency_ratio
+            );
+            println!("{:<14} {:>7} {:>9} {:>11}  ADVICE", "PHASE", "WEIGHT", "BAKE", "NEEDED");
+            let mut short = false;
+            for ph in &p.phases {
+                short |= ph.warning.is_some();
+                println!(
+                    "{:<14} {:>6}% {:>8.0}s {:>11}  {}",
+                    ph.name,
+                    ph.weight,
+                    ph.bake_s,
+                    ph.needed_s.map(|n| format!("{n:.0}s")).unwrap_or_else(|| "guards only".into()),
+                    ph.warning.as_deref().unwrap_or("ok")
+                );
+            }
+            if short {
+                println!("Bakes shorter than needed end inconclusive: the phase extends, then holds (never promotes).");
+            }
+            Ok(ExitCode::Ok)
+        }
         Command::Report { workload, user, message } => {
             let r: crate::server::ReportAccepted = api
                 .post(&format!("/v1/workloads/{workload}/reports"), &json!({"user": user, "message": message}))

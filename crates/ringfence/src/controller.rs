@@ -394,7 +394,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
             health: &ws.spec.health,
             mitigation: &ws.spec.mitigation,
             max_hold: ws.spec.rollout.max_hold,
-            analyzer: &ThresholdAnalyzer,
+            analyzer: &*analyzer_for(&ws.spec.health.analysis, current),
         };
         let (events, verdict) = rollout::step_judged(current, &input);
         decided = events;
@@ -653,6 +653,28 @@ async fn probe(shared: &Arc<Shared>, local: &mut Local, ws: &WorkloadState, vers
                 p.consecutive_failures += 1;
                 p.last_error = e;
             }
+        }
+    }
+}
+
+/// The analyzer the spec asks for, told where in its plan the rollout is.
+fn analyzer_for(
+    spec: &ringfence_core::spec::AnalysisSpec,
+    r: &ringfence_core::Rollout,
+) -> Box<dyn ringfence_core::health::HealthAnalyzer> {
+    use ringfence_core::analysis::{PhaseContext, SequentialAnalyzer, SequentialConfig};
+    match spec.method {
+        ringfence_core::spec::AnalysisMethod::Threshold => Box::new(ThresholdAnalyzer),
+        ringfence_core::spec::AnalysisMethod::Sequential => {
+            let config = SequentialConfig {
+                alpha: spec.alpha,
+                power: spec.power,
+                target_error_ratio: spec.target_error_ratio,
+                target_latency_ratio: spec.target_latency_ratio,
+                ..SequentialConfig::default()
+            };
+            let weights: Vec<u32> = r.phases.iter().map(|p| p.weight_bp()).collect();
+            Box::new(SequentialAnalyzer::new(config).in_phase(PhaseContext::of_plan(&weights, r.phase)))
         }
     }
 }

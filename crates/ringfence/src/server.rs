@@ -88,6 +88,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/workloads/{name}/rollouts/{id}", get(show_rollout))
         .route("/v1/events", get(all_events))
         .route("/v1/alerts", post(alertmanager_webhook))
+        .route("/v1/workloads/{name}/plan", get(plan))
         .route("/v1/workloads/{name}/flags", get(list_flags))
         .route("/v1/workloads/{name}/flags/{flag}/kill", post(kill_flag))
         .route("/v1/workloads/{name}/flags/{flag}/restore", post(restore_flag))
@@ -681,4 +682,120 @@ async fn restore_flag(
     let reason = if b.reason.is_empty() { "kill switch released".to_string() } else { b.reason };
     let events = sh.command(&name, &actor(&headers), &reason, |w| Ok(vec![command::restore_flag(w, &name, &flag)?]))?;
     Ok(Json(serde_json::json!({"flag": flag, "killed": false, "seq": events.first().map(|e| e.seq)})))
+}
+
+#[derive(Deserialize)]
+struct PlanQuery {
+    /// Total requests per second to plan for; measured at the router over one second if absent.
+    rps: Option<f64>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct PlanAdvice {
+    pub rps: f64,
+    pub measured: bool,
+    pub stable: Option<String>,
+    pub stable_error_rate: f64,
+    pub target_error_ratio: f64,
+    pub target_latency_ratio: f64,
+    pub phases: Vec<PhaseAdvice>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct PhaseAdvice {
+    pub name: String,
+    pub weight: f64,
+    pub bake_s: f64,
+    pub needed_s: Option<f64>,
+    pub warning: Option<String>,
+}
+
+/// `GET /v1/workloads/{w}/plan`: how long each phase needs, at today's traffic, to catch the
+/// target regressions with the configured power, and which bakes are too short.
+async fn plan(
+    State(sh): St,
+    Path(name): Path<String>,
+    Query(q): Query<PlanQuery>,
+) -> Result<Json<PlanAdvice>, ApiError> {
+    use ringfence_core::analysis::SequentialConfig;
+    use ringfence_core::analysis::planner::{PhasePlan, Regression, check_bakes};
+    let (spec, stable, admin) = sh.world(|w| {
+        let ws = command::workload(w, &name)?;
+        Ok::<_, ApiError>((ws.spec.clone(), ws.stable.clone(), ws.router.as_ref().map(|r| r.admin.clone())))
+    })?;
+    let read = |admin: String| {
+        let http = sh.http.clone();
+        async move {
+            let r = http.get(&format!("http://{admin}/v1/stats"), Duration::from_secs(2)).await.ok()?;
+            serde_json::from_slice::<ringfence_router::StatsSnapshot>(&r.body).ok()
+        }
+    };
+    let first = match &admin {
+        Some(a) => read(a.clone()).await,
+        None => None,
+    };
+    let (rps, measured) = match (q.rps, &first, &admin) {
+        (Some(r), _, _) if r.is_finite() && r > 0.0 => (r, false),
+        (Some(r), _, _) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!("rps must be above 0, found {r}"),
+            ));
+        }
+        (None, Some(a), Some(admin)) => {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let total = |s: &ringfence_router::StatsSnapshot| s.versions.values().map(|v| v.requests).sum::<u64>();
+            let b = read(admin.clone()).await;
+            (b.map(|b| total(&b).saturating_sub(total(a)) as f64 / 1.0).unwrap_or(0.0), true)
+        }
+        _ => (0.0, true),
+    };
+    let stable_stats = stable.as_ref().and_then(|v| first.as_ref()?.versions.get(v).cloned());
+    let stable_error_rate =
+        stable_stats.as_ref().filter(|s| s.requests > 0).map(|s| s.errors as f64 / s.requests as f64).unwrap_or(0.0);
+    let latency = stable_stats.map(|s| s.latency_buckets).unwrap_or_default();
+    let a = &spec.health.analysis;
+    let config = SequentialConfig {
+        alpha: a.alpha,
+        power: if a.power > 0.0 { a.power } else { 0.8 },
+        target_error_ratio: a.target_error_ratio,
+        target_latency_ratio: a.target_latency_ratio,
+        ..SequentialConfig::default()
+    };
+    let plan: Vec<PhasePlan> = spec
+        .rollout
+        .phases
+        .iter()
+        .map(|p| PhasePlan { weight_bp: p.weight_bp(), bake_s: p.bake.as_ms() as f64 / 1000.0 })
+        .collect();
+    let target_rate = (stable_error_rate.max(config.error_rate_floor) * a.target_error_ratio).min(1.0);
+    // Latency can only be planned from the stable version's latency distribution.
+    let mut regressions = vec![Regression::ErrorRate(target_rate)];
+    if !latency.is_empty() {
+        regressions.push(Regression::LatencyScale(a.target_latency_ratio));
+    }
+    let advice = check_bakes(&config, &plan, rps, stable_error_rate, &latency, &regressions);
+    let phases = spec
+        .rollout
+        .phases
+        .iter()
+        .zip(advice)
+        .map(|(p, adv)| PhaseAdvice {
+            name: p.name.clone(),
+            weight: p.weight,
+            bake_s: adv.bake_s,
+            needed_s: adv.needed_s,
+            warning: if rps <= 0.0 { Some("no traffic measured: nothing can be judged".into()) } else { adv.warning },
+        })
+        .collect();
+    Ok(Json(PlanAdvice {
+        rps,
+        measured,
+        stable,
+        stable_error_rate,
+        target_error_ratio: a.target_error_ratio,
+        target_latency_ratio: a.target_latency_ratio,
+        phases,
+    }))
 }

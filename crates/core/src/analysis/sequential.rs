@@ -374,7 +374,8 @@ fn error_test(ctx: &Ctx<'_>, t: &Traffic, b: &Traffic, share: f64) -> SignalResu
         let target = cfg.target_error_ratio * rate_b.max(cfg.error_rate_floor);
         let stable_events = rate_b.max(cfg.error_rate_floor) * b.requests as f64 / t.requests as f64;
         match exposure_to_detect(target.min(1.0), stable_events, &mixture, log_threshold, cfg.power) {
-            Some(d) if (t.requests as f64) < d.powered => {
+            // power 0: no power requirement, "no rejection once the bake is over" passes.
+            Some(d) if cfg.power > 0.0 && (t.requests as f64) < d.powered => {
                 let p = power_after(target.min(1.0), stable_events, &mixture, log_threshold, t.requests as f64);
                 let more = d.powered - t.requests as f64;
                 (
@@ -491,7 +492,7 @@ fn latency_test(ctx: &Ctx<'_>, t: &Traffic, b: &Traffic, null_share: &dyn Fn(u64
             })
             .map(|d| d.powered)
             .fold(f64::INFINITY, f64::min);
-        if need.is_finite() && (hc.total as f64) < need {
+        if cfg.power > 0.0 && need.is_finite() && (hc.total as f64) < need {
             let p = rates
                 .iter()
                 .map(|&(stable, canary)| {

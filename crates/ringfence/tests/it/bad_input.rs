@@ -53,7 +53,7 @@ async fn people_events(server: &Server) -> usize {
 async fn bad_input_is_refused_clearly_and_changes_nothing() {
     let server = Server::start().await;
     let w = "shop";
-    server.setup(&Spec::new(w), &[("v1", &[]), ("v2", &["SAMPLE_LATENCY_MS=1"]), ("v3", &[])]).await;
+    server.setup(&Spec::new(w), &[("v1", &[]), ("v2", &["GREETING=hello"]), ("v3", &[])]).await;
     let out = server.deploy_wait(w, "v1").await;
     assert_eq!(out.code, 0, "first deploy of v1:\n{out}\n{}", server.diagnose(w).await);
     let before = settled_count(&server).await;
@@ -113,7 +113,7 @@ async fn bad_input_is_refused_clearly_and_changes_nothing() {
         .await;
     assert_eq!(out.code, 5, "{out}");
     assert!(out.stderr.contains("v2") && out.stderr.contains("already exists"), "{out}");
-    let out = server.release(w, "v2", &["SAMPLE_LATENCY_MS=1"]).await;
+    let out = server.release(w, "v2", &["GREETING=hello"]).await;
     assert!(out.stdout.contains("already registered"), "{out}");
 
     assert_eq!(server.all_events().await.len(), before, "refused commands must not change anything");
@@ -155,7 +155,7 @@ fn json(out: &crate::harness::Out) -> Value {
 async fn read_commands_speak_json() {
     let server = Server::start().await;
     let w = "js";
-    server.setup(&Spec::new(w), &[("v1", &[]), ("v2", &["SAMPLE_LATENCY_MS=1"])]).await;
+    server.setup(&Spec::new(w), &[("v1", &[]), ("v2", &["GREETING=hello"])]).await;
     let out = server.deploy_wait(w, "v1").await;
     assert_eq!(out.code, 0, "first deploy of v1:\n{out}\n{}", server.diagnose(w).await);
 
@@ -200,7 +200,7 @@ async fn read_commands_speak_json() {
         assert_eq!(r["created_by"], "it-test", "{r:#}");
         assert_eq!(r["workload"], "js", "{r:#}");
     }
-    assert_eq!(releases[1]["content"]["config"]["SAMPLE_LATENCY_MS"], "1");
+    assert_eq!(releases[1]["content"]["config"]["GREETING"], "hello");
     assert_eq!(releases[1]["content"]["artifact"], "sample-app:v2");
 
     // And the offline validator, whose errors carry their place.

@@ -54,7 +54,7 @@ async fn server_killed_mid_rollout_resumes_and_does_nothing_twice() {
     let mut server = Server::start().await;
     let w = "sturdy";
     let spec = Spec { replicas: 2, phases: vec![(10, "3s"), (50, "3s"), (100, "3s")], ..Spec::new(w) };
-    server.setup(&spec, &[("v1", &[]), ("v2", &["SAMPLE_LATENCY_MS=1"])]).await;
+    server.setup(&spec, &[("v1", &[]), ("v2", &["GREETING=hello"])]).await;
     let out = server.deploy_wait(w, "v1").await;
     assert_eq!(out.code, 0, "first deploy of v1:\n{out}\n{}", server.diagnose(w).await);
     let router_before = server.status(w).await.router.expect("the router runs");

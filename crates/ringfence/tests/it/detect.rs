@@ -99,10 +99,15 @@ async fn alertmanager(dir: &Path, webhook: &str) -> Daemon {
     d
 }
 
-/// The spec file of `spec` with the error-rate threshold switched off (so the signal under test
-/// is what acts), plus extra TOML appended.
+/// The spec file of `spec` judged by fixed thresholds with the error-rate limit switched off, so
+/// the signal under test is what acts, plus extra TOML appended.
 fn spec_with(spec: &Spec<'_>, extra: &str) -> String {
-    format!("{}\n{extra}\n", spec.toml().replace("max_error_rate = 0.05", "max_error_rate = 1.0"))
+    let text = spec
+        .toml()
+        .replace("max_error_rate = 0.05", "max_error_rate = 1.0")
+        .replace("[health.analysis]\npower = 0", "[health.analysis]\npower = 0\nmethod = \"threshold\"");
+    assert!(text.contains("method = \"threshold\""), "the harness spec changed shape:\n{text}");
+    format!("{text}\n{extra}\n")
 }
 
 async fn apply_text(server: &Server, name: &str, text: &str) {

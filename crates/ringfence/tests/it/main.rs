@@ -9,5 +9,6 @@ mod bad_input;
 mod bad_release;
 mod crash;
 mod detect;
+mod flags;
 mod harness;
 mod rollout;

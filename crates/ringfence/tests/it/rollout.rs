@@ -13,7 +13,7 @@ use crate::harness::{Load, Server, Spec, alive, assert_served_by, by_version, of
 async fn good_release_is_promoted_through_every_phase_without_a_human() {
     let server = Server::start().await;
     let w = "good";
-    server.setup(&Spec::new(w), &[("v1", &[]), ("v2", &["SAMPLE_LATENCY_MS=1"])]).await;
+    server.setup(&Spec::new(w), &[("v1", &[]), ("v2", &["GREETING=hello"])]).await;
     let out = server.deploy_wait(w, "v1").await;
     assert_eq!(out.code, 0, "first deploy of v1:\n{out}\n{}", server.diagnose(w).await);
 
@@ -65,7 +65,7 @@ async fn release_without_traffic_is_held_never_promoted_and_abort_returns_to_sta
     let server = Server::start().await;
     let w = "quiet";
     let spec = Spec { phases: vec![(10, "1s"), (50, "1s"), (100, "1s")], ..Spec::new(w) };
-    server.setup(&spec, &[("v1", &[]), ("v2", &["SAMPLE_LATENCY_MS=1"])]).await;
+    server.setup(&spec, &[("v1", &[]), ("v2", &["GREETING=hello"])]).await;
     let out = server.deploy_wait(w, "v1").await;
     assert_eq!(out.code, 0, "first deploy of v1:\n{out}\n{}", server.diagnose(w).await);
 
@@ -121,9 +121,7 @@ async fn release_without_traffic_is_held_never_promoted_and_abort_returns_to_sta
 async fn rollback_after_promotion_takes_the_fast_path_and_rollback_during_a_rollout_falls_back() {
     let server = Server::start().await;
     let w = "back";
-    server
-        .setup(&Spec::new(w), &[("v1", &[]), ("v2", &["SAMPLE_LATENCY_MS=1"]), ("v3", &["SAMPLE_LATENCY_MS=2"])])
-        .await;
+    server.setup(&Spec::new(w), &[("v1", &[]), ("v2", &["GREETING=hello"]), ("v3", &["GREETING=hi"])]).await;
     let out = server.deploy_wait(w, "v1").await;
     assert_eq!(out.code, 0, "first deploy of v1:\n{out}\n{}", server.diagnose(w).await);
     let mut load = Load::start(server.router_addr(w).await, 150.0, 200);
@@ -177,7 +175,7 @@ async fn rollback_after_promotion_takes_the_fast_path_and_rollback_during_a_roll
 async fn users_stay_on_the_new_version_once_they_have_seen_it() {
     let server = Server::start().await;
     let w = "sticky";
-    server.setup(&Spec::new(w), &[("v1", &[]), ("v2", &["SAMPLE_LATENCY_MS=1"])]).await;
+    server.setup(&Spec::new(w), &[("v1", &[]), ("v2", &["GREETING=hello"])]).await;
     let out = server.deploy_wait(w, "v1").await;
     assert_eq!(out.code, 0, "first deploy of v1:\n{out}\n{}", server.diagnose(w).await);
 
