@@ -128,6 +128,9 @@ pub struct SignalResult {
     /// The rule, in words: "error rate above 5% with at least 20 requests".
     pub rule: String,
     pub detail: String,
+    /// Raw numbers behind a statistic (e.g. `canary_errors`, `stable_rate`, `share`), by name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub values: std::collections::BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -212,6 +215,7 @@ impl HealthAnalyzer for ThresholdAnalyzer {
             baseline_sample_size: None,
             rule: rule.into(),
             detail,
+            values: Default::default(),
         };
 
         if let Some(why) = &c.start_failure {

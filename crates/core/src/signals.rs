@@ -19,6 +19,7 @@ fn signal(name: &str, version: &str, health: Health, rule: String, detail: Strin
         baseline_sample_size: None,
         rule,
         detail,
+        values: Default::default(),
     }
 }
 

@@ -24,6 +24,7 @@ fn signal(name: String, version: &str, health: Health, rule: String, detail: Str
         baseline_sample_size: None,
         rule,
         detail,
+        values: Default::default(),
     }
 }
 

@@ -86,6 +86,7 @@ impl Ctx<'_> {
             baseline_sample_size: None,
             rule,
             detail,
+            values: Default::default(),
         }
     }
 
@@ -408,6 +409,17 @@ fn error_test(ctx: &Ctx<'_>, t: &Traffic, b: &Traffic, share: f64) -> SignalResu
     s.threshold = Some(1.0 / alpha);
     s.sample_size = t.requests;
     s.baseline_sample_size = Some(b.requests);
+    s.values = [
+        ("canary_errors", ec as f64),
+        ("canary_rate", rate_c),
+        ("stable_errors", eb as f64),
+        ("stable_rate", rate_b),
+        ("share", share),
+        ("alpha", alpha),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
     s
 }
 
@@ -519,6 +531,11 @@ fn latency_test(ctx: &Ctx<'_>, t: &Traffic, b: &Traffic, null_share: &dyn Fn(u64
     s.threshold = Some(1.0 / alpha);
     s.sample_size = hc.total;
     s.baseline_sample_size = Some(hb.total);
+    s.values.insert("alpha".into(), alpha);
+    if let (Some(c), Some(b)) = (t.quantile_us(0.99), b.quantile_us(0.99)) {
+        s.values.insert("canary_p99_ms".into(), c as f64 / 1000.0);
+        s.values.insert("stable_p99_ms".into(), b as f64 / 1000.0);
+    }
     s
 }
 

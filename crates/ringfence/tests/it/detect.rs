@@ -383,3 +383,40 @@ async fn smoke_tests_run_in_every_phase_and_a_failure_halts() {
     assert!(sig.detail.contains("home") && sig.detail.contains("500"), "{sig:?}");
     drop(load);
 }
+
+/// The [detect] cases end to end: a hard failure (20% errors) and a subtle regression (0.5% ->
+/// 2% errors) through the real router and sample app, judged by the sequential analysis
+/// against the stable version (which has its own 0.5% errors).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_analysis_catches_hard_and_subtle_error_regressions() {
+    let server = Server::start().await;
+    let w = "subtle";
+    let mut spec = Spec::new(w);
+    spec.lenient_breaker = true;
+    // The first phase's bake is also the first deploy's; the second is long enough to decide.
+    spec.phases = vec![(25, "1s"), (25, "120s"), (100, "60s")];
+    // The absolute limit is out of the way: the comparison with the stable version decides.
+    let text = spec.toml().replace("max_error_rate = 0.05", "max_error_rate = 1.0");
+    apply_text(&server, w, &text).await;
+    server.release(w, "v1", &["SAMPLE_ERROR_RATE=0.005"]).await;
+    server.release(w, "v2", &["SAMPLE_ERROR_RATE=0.02"]).await;
+    server.release(w, "v3", &["SAMPLE_ERROR_RATE=0.2"]).await;
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0);
+    let load = Load::start(server.router_addr(w).await, 200.0, 2000);
+
+    for (version, what) in [("v3", "hard failure"), ("v2", "subtle regression")] {
+        let out = server.cli(&["deploy", w, version, "--wait", "--timeout", "150s"]).await;
+        assert_eq!(out.code, 10, "the {what} must be halted:\n{out}\n{}", server.diagnose(w).await);
+        let r = server.rollout(w, &rollout_id(&out)).await;
+        let v = r.decision.and_then(|d| d.verdict).expect("verdict");
+        let sig = v
+            .signals
+            .iter()
+            .find(|s| s.signal == "error_rate" && s.health == ringfence_core::Health::Unhealthy)
+            .unwrap_or_else(|| panic!("the {what} is decided by the comparison with v1: {v:#?}"));
+        assert_eq!(sig.unit, "e-value");
+        assert!(sig.values.contains_key("stable_rate") && sig.baseline_sample_size.is_some_and(|n| n > 0), "{sig:?}");
+        assert_eq!(server.status(w).await.stable.as_deref(), Some("v1"));
+    }
+    drop(load);
+}
