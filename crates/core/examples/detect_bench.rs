@@ -457,6 +457,7 @@ fn main() {
     let judges = Judges {
         seq: vec![
             ("ringfence sequential a=0.005".into(), default.clone()),
+            ("ringfence sequential a=0.012".into(), SequentialConfig { alpha: 0.012, ..SequentialConfig::default() }),
             ("ringfence sequential a=0.05".into(), bold),
         ],
         spec,

@@ -156,12 +156,14 @@ impl Default for SequentialConfig {
         SequentialConfig {
             alpha: 0.005,
             guard_fraction: 0.1,
-            latency_fraction: 0.4,
+            latency_fraction: 0.3,
             assumed_phases: 4,
             min_error_ratio: 1.0,
             min_latency_increase: 0.0,
             min_exceedance_ratio: 1.0,
-            error_alternatives: vec![2.0, 4.0, 8.0, 20.0, 50.0],
+            // Weighted toward the regressions worth catching fast (x3 to x10), with one far
+            // alternative for hard failures.
+            error_alternatives: vec![3.0, 4.0, 6.0, 10.0, 40.0],
             latency_alternatives: vec![1.5, 2.0, 3.0, 5.0, 10.0],
             latency_threshold_every: 4,
             srm_alpha: 0.001,
