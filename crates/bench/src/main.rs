@@ -2,6 +2,7 @@
 //! a subcommand run against the real release binary. `bench/run.sh` builds and runs them and
 //! saves their output under `bench/results/`.
 
+mod flags;
 mod mitigation;
 mod server;
 mod stats;
@@ -35,6 +36,9 @@ enum Bench {
     /// Time to mitigate a hard failure: from the first bad response users see to the last request
     /// routed to the bad version.
     Mitigation(mitigation::MitigationArgs),
+    /// Flag evaluation speed: ns per evaluation in process, side by side with unleash-yggdrasil
+    /// on comparable rules, and OFREP evaluations per second over HTTP on loopback.
+    Flags(flags::FlagsArgs),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +91,25 @@ fn run(cli: Cli) -> Result<u8> {
             }
             let mut report = outcome?;
             report.cleanup(stop);
+            match args.output {
+                Output::Table => print!("{}", report.table()),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&report.json()).context("JSON output")?),
+            }
+            Ok(if report.passed() { EXIT_PASS } else { EXIT_MISSED })
+        }
+        Bench::Flags(args) => {
+            args.validate()?;
+            let ringfence = ringfence_binary()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let report = runtime.block_on(async {
+                tokio::select! {
+                    r = flags::run(&args, &ringfence) => r,
+                    () = interrupted() => Err(anyhow!("interrupted; the router was stopped")),
+                }
+            })?;
             match args.output {
                 Output::Table => print!("{}", report.table()),
                 Output::Json => println!("{}", serde_json::to_string_pretty(&report.json()).context("JSON output")?),

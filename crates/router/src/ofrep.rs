@@ -35,13 +35,18 @@ pub(crate) async fn handle(routing: Arc<Routing>, req: Request<Incoming>) -> Res
         return cors(Response::builder().status(StatusCode::NO_CONTENT).body(empty()).expect("static response"));
     }
     if req.method() != Method::POST {
-        return json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"errorDetails": "OFREP evaluations are POST"}));
+        let mut response =
+            json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"errorDetails": "OFREP evaluations are POST"}));
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+        return response;
     }
     if !authorized(&routing, req.headers()) {
-        return json_response(
+        let mut response = json_response(
             StatusCode::UNAUTHORIZED,
             &json!({"errorCode": "GENERAL", "errorDetails": "a valid bearer token or X-API-Key is required"}),
         );
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
     }
     let if_none_match = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(String::from);
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
@@ -102,7 +107,7 @@ fn context(body: &Bytes) -> Result<Context, (ErrorCode, String)> {
         Some(c @ Value::Object(_)) => c.clone(),
         Some(other) => return Err((ErrorCode::InvalidContext, format!("`context` must be an object, found {other}"))),
     };
-    Context::from_json(ctx).map(with_now).map_err(|e| (ErrorCode::InvalidContext, e.to_string()))
+    Context::from_json(ctx).map(with_now).map_err(|e| (ErrorCode::InvalidContext, e.message))
 }
 
 fn with_now(ctx: Context) -> Context {
@@ -124,8 +129,11 @@ fn evaluation(key: &str, r: &Resolution<'_>) -> (StatusCode, Value) {
                 out.insert("value".into(), v.clone());
             }
             out.insert("reason".into(), Value::String(r.reason.as_str().into()));
-            // Some clients index `variant` unconditionally; a disabled flag has none.
-            out.insert("variant".into(), r.variant.map(|v| Value::String(v.into())).unwrap_or(Value::Null));
+            // A value-less success (DISABLED, or no default variant: OFREP's `codeDefaultFlag`)
+            // has no variant. The key is still sent, as the empty string: the Python provider
+            // reads `variant` unconditionally, and the spec types it as a string (so not `null`).
+            // flagd's own OFREP service writes the same.
+            out.insert("variant".into(), Value::String(r.variant.unwrap_or_default().into()));
             out.insert("metadata".into(), Value::Object(r.metadata.clone()));
             (StatusCode::OK, Value::Object(out))
         }
@@ -151,7 +159,7 @@ fn bulk(flags: &FlagSet, ctx: &Context, if_none_match: Option<&str>) -> Response
         })
     });
     let mut response = if matches {
-        Response::builder().status(StatusCode::NOT_MODIFIED).body(empty()).expect("static response")
+        cors(Response::builder().status(StatusCode::NOT_MODIFIED).body(empty()).expect("static response"))
     } else {
         raw_json(StatusCode::OK, bytes)
     };
