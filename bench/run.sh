@@ -3,6 +3,8 @@
 #
 #   bench/run.sh                      # the mitigation benchmark with its defaults
 #   bench/run.sh mitigation --runs 5  # any ringfence-bench subcommand and flags
+#   bench/run.sh flags --save         # flag evaluation vs unleash-yggdrasil, and OFREP over HTTP,
+#                                     # saved to bench/results/flags.txt
 #   bench/run.sh --save [ARGS...]     # also write bench/results/<benchmark>.txt, with a header
 #                                     # saying where, when and from which commit it was measured
 #

@@ -35,7 +35,8 @@ use crate::harness::{DEADLINE, Load, Server, Spec, assert_served_by, path_str, r
 const TOKENS: [&str; 2] = ["conformance-token-a", "conformance-token-b"];
 
 fn conformance_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance")
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance");
+    std::fs::canonicalize(&dir).unwrap_or(dir)
 }
 
 fn read_json(path: &Path) -> Value {
