@@ -238,7 +238,11 @@ impl AppState {
     /// evaluate means the code default: off.
     async fn flag_on(&self, user: Option<&str>) -> bool {
         let Some((_, url)) = &self.flag else { return false };
-        let body = serde_json::json!({"context": {"targetingKey": user.unwrap_or("")}});
+        // No user, no targeting key: an empty key would land in some rollout group by chance.
+        let body = match user {
+            Some(u) => serde_json::json!({"context": {"targetingKey": u}}),
+            None => serde_json::json!({"context": {}}),
+        };
         let body = bytes::Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
         match self.http.request(hyper::Method::POST, url, &[], Some(body), Duration::from_secs(1)).await {
             Ok(r) if r.status.is_success() => serde_json::from_slice::<serde_json::Value>(&r.body)

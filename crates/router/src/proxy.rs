@@ -86,6 +86,14 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: So
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
     append_forwarded_for(&mut parts.headers, peer);
+    // The upstream sees the key the user was routed on, also when it came from the cookie or
+    // was just assigned, so what it evaluates for the user (flags over OFREP) follows the
+    // same rollout group.
+    if !parts.headers.contains_key(&routing.sticky_header)
+        && let Ok(v) = HeaderValue::from_str(&key)
+    {
+        parts.headers.insert(routing.sticky_header.clone(), v);
+    }
     let upstream_req = Request::from_parts(parts, body);
 
     let result = tokio::time::timeout(shared.upstream_timeout, shared.client.request(upstream_req)).await;

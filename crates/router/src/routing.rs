@@ -100,13 +100,14 @@ impl Drop for Attempt {
 
 impl Routing {
     /// Compiles a table that already passed `RouteTable::validate`. Replicas also present in
-    /// `previous` keep their breaker.
+    /// `previous` for the same version keep their breaker. Breakers are per version and
+    /// replica: when two releases run on the same processes (a flag-only rollout), failures
+    /// of the new release's users must not shut the stable release's users out.
     pub(crate) fn build(table: RouteTable, previous: Option<&Routing>, stats: &Stats) -> anyhow::Result<Routing> {
-        let mut known: HashMap<SocketAddr, Arc<Upstream>> = previous
+        let mut known: HashMap<(String, SocketAddr), Arc<Upstream>> = previous
             .into_iter()
             .flat_map(|p| p.groups.iter())
-            .flat_map(|g| g.upstreams.iter())
-            .map(|u| (u.addr, u.clone()))
+            .flat_map(|g| g.upstreams.iter().map(move |u| ((g.version.clone(), u.addr), u.clone())))
             .collect();
         let sticky_header = HeaderName::from_bytes(table.sticky_header.as_bytes())?;
         let mut groups = Vec::with_capacity(table.groups.len());
@@ -114,7 +115,9 @@ impl Routing {
             let upstreams = g
                 .upstreams
                 .iter()
-                .map(|&addr| known.entry(addr).or_insert_with(|| Arc::new(Upstream::new(addr))).clone())
+                .map(|&addr| {
+                    known.entry((g.version.clone(), addr)).or_insert_with(|| Arc::new(Upstream::new(addr))).clone()
+                })
                 .collect();
             groups.push(GroupRt {
                 name: g.name.clone(),
@@ -245,6 +248,18 @@ mod tests {
         trip(&r, 2, now);
         assert!(r.pick(0, now).is_none());
         assert!(r.pick(2, now).is_none());
+    }
+
+    #[test]
+    fn two_releases_on_the_same_replica_have_their_own_breakers() {
+        // A flag-only rollout: canary and stable users are served by the same process.
+        let stats = Stats::default();
+        let now = Instant::now();
+        let r = Routing::build(table(&[("canary", 5_000, &[1]), ("stable", 5_000, &[1])]), None, &stats).unwrap();
+        trip(&r, 0, now);
+        let up = r.upstream_stats(now);
+        assert_eq!(up.iter().filter(|u| u.state == BreakerState::Open).count(), 1, "{up:?}");
+        assert_eq!(r.pick(1, now).unwrap().0, 1, "stable users are still served");
     }
 
     #[test]
