@@ -49,7 +49,7 @@ trap 'rm -f "$tmp"' EXIT
 commit="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
 # Numbers from a tree that differs from its commit are only reproducible with that difference
 # known, so the changed paths are listed.
-changed="$(git status --porcelain 2>/dev/null | awk '{print $NF}' | paste -sd ' ' - || true)"
+changed="$(git status --porcelain 2>/dev/null | awk '{print $NF}' | grep -v '^bench/results/' | paste -sd ' ' - || true)"
 {
     echo "# ringfence benchmark: $bench"
     echo "# date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
