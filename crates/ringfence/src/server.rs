@@ -698,6 +698,8 @@ pub struct PlanAdvice {
     pub stable_error_rate: f64,
     pub target_error_ratio: f64,
     pub target_latency_ratio: f64,
+    /// The spec's power requirement; 0 means phases pass without it.
+    pub power: f64,
     pub phases: Vec<PhaseAdvice>,
 }
 
@@ -796,6 +798,7 @@ async fn plan(
         stable_error_rate,
         target_error_ratio: a.target_error_ratio,
         target_latency_ratio: a.target_latency_ratio,
+        power: a.power,
         phases,
     }))
 }
