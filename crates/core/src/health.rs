@@ -147,6 +147,33 @@ pub struct Verdict {
     pub analyzer: String,
 }
 
+impl SignalResult {
+    /// A signal with its verdict and words; numbers are filled in by the caller.
+    pub fn new(
+        signal: impl Into<String>,
+        version: impl Into<String>,
+        health: Health,
+        unit: &str,
+        rule: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> SignalResult {
+        SignalResult {
+            signal: signal.into(),
+            version: version.into(),
+            health,
+            observed: None,
+            threshold: None,
+            unit: unit.into(),
+            sample_size: 0,
+            baseline: None,
+            baseline_sample_size: None,
+            rule: rule.into(),
+            detail: detail.into(),
+            values: Default::default(),
+        }
+    }
+}
+
 impl Verdict {
     /// A verdict standing for "not judged"; never stored.
     pub fn placeholder() -> Verdict {
@@ -203,19 +230,8 @@ impl HealthAnalyzer for ThresholdAnalyzer {
     fn evaluate(&self, obs: &Observation, spec: &HealthSpec, mode: Mode) -> Verdict {
         let c = &obs.canary;
         let mut signals = Vec::new();
-        let base = |signal: &str, health: Health, rule: &str, detail: String| SignalResult {
-            signal: signal.into(),
-            version: c.version.clone(),
-            health,
-            observed: None,
-            threshold: None,
-            unit: "count".into(),
-            sample_size: 0,
-            baseline: None,
-            baseline_sample_size: None,
-            rule: rule.into(),
-            detail,
-            values: Default::default(),
+        let base = |signal: &str, health: Health, rule: &str, detail: String| {
+            SignalResult::new(signal, c.version.as_str(), health, "count", rule, detail)
         };
 
         if let Some(why) = &c.start_failure {

@@ -7,20 +7,7 @@ use crate::state::WorkloadState;
 use crate::time::Timestamp;
 
 fn signal(name: &str, version: &str, health: Health, rule: String, detail: String) -> SignalResult {
-    SignalResult {
-        signal: name.into(),
-        version: version.into(),
-        health,
-        observed: None,
-        threshold: None,
-        unit: "count".into(),
-        sample_size: 0,
-        baseline: None,
-        baseline_sample_size: None,
-        rule,
-        detail,
-        values: Default::default(),
-    }
+    SignalResult::new(name, version, health, "count", rule, detail)
 }
 
 /// Smoke tests, alerts and user reports for the rollout's current phase.

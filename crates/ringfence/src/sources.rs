@@ -12,20 +12,7 @@ use ringfence_core::state::ReplicaRecord;
 use crate::http::HttpClient;
 
 fn signal(name: String, version: &str, health: Health, rule: String, detail: String) -> SignalResult {
-    SignalResult {
-        signal: name,
-        version: version.into(),
-        health,
-        observed: None,
-        threshold: None,
-        unit: "value".into(),
-        sample_size: 0,
-        baseline: None,
-        baseline_sample_size: None,
-        rule,
-        detail,
-        values: Default::default(),
-    }
+    SignalResult::new(name, version, health, "value", rule, detail)
 }
 
 /// Runs one smoke test against every replica of the new version. `Ok` with a summary when

@@ -74,20 +74,7 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn signal(&self, signal: &str, health: Health, unit: &str, rule: String, detail: String) -> SignalResult {
-        SignalResult {
-            signal: signal.into(),
-            version: self.version.into(),
-            health,
-            observed: None,
-            threshold: None,
-            unit: unit.into(),
-            sample_size: 0,
-            baseline: None,
-            baseline_sample_size: None,
-            rule,
-            detail,
-            values: Default::default(),
-        }
+        SignalResult::new(signal, self.version, health, unit, rule, detail)
     }
 
     /// "~12 s more" at the canary's current request rate.
