@@ -159,6 +159,9 @@ pub struct StepInput<'a> {
     pub mitigation: &'a MitigationSpec,
     pub max_hold: Dur,
     pub analyzer: &'a dyn HealthAnalyzer,
+    /// The new release runs on the stable release's processes (it changes only flags), so a
+    /// fallback reverts flags and stops nothing.
+    pub flags_only: bool,
 }
 
 /// What the rollout does next, as events to append. Empty when nothing changes.
@@ -208,9 +211,14 @@ fn step_inner(r: &Rollout, input: &StepInput<'_>, verdict: Verdict) -> Vec<Event
                 (Some(_), Some(b)) if b.probes_answered == 0 => {
                     (false, format!("traffic is back on {}, but none of its probes has answered yet", b.version))
                 }
-                (Some(_), Some(b)) => {
-                    (true, format!("all traffic on {}, {} stopped, probes pass", b.version, r.release))
-                }
+                (Some(_), Some(b)) => (
+                    true,
+                    if input.flags_only {
+                        format!("all users back on {} and its flags, probes pass", b.version)
+                    } else {
+                        format!("all traffic on {}, {} stopped, probes pass", b.version, r.release)
+                    },
+                ),
             };
             vec![EventKind::MitigationCompleted { rollout_id: id, verified, detail }]
         }

@@ -98,6 +98,7 @@ impl Sim {
                 mitigation: &ws.spec.mitigation,
                 max_hold: ws.spec.rollout.max_hold,
                 analyzer: &ThresholdAnalyzer,
+                flags_only: false,
             };
             rollout::step(r, &input)
         };

@@ -395,6 +395,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
             mitigation: &ws.spec.mitigation,
             max_hold: ws.spec.rollout.max_hold,
             analyzer: &*analyzer_for(&ws.spec.health.analysis, current),
+            flags_only: current.from.as_ref().is_some_and(|f| ws.runtime_of(f) == ws.runtime_of(&current.release)),
         };
         let (events, verdict) = rollout::step_judged(current, &input);
         decided = events;
