@@ -36,13 +36,19 @@ pub struct Decision {
     pub verdict: Option<Verdict>,
 }
 
-pub fn decide(rollout: &Rollout, verdict: &Verdict, policy: &MitigationSpec) -> Decision {
+/// `flags_only`: the new release runs on the stable release's processes (it changes only flags),
+/// so falling back reverts flags and stops nothing.
+pub fn decide(rollout: &Rollout, verdict: &Verdict, policy: &MitigationSpec, flags_only: bool) -> Decision {
     debug_assert_eq!(verdict.health, Health::Unhealthy);
     let phase = rollout.current_phase();
     let (action, rule) = match (&rollout.from, policy.auto_fallback) {
         (None, _) => (
             MitigationAction::Stop,
             "first deploy of the workload: there is no stable version to fall back to, so the new version is stopped",
+        ),
+        (Some(_), true) if flags_only => (
+            MitigationAction::Fallback,
+            "mitigation.auto_fallback is on: send every user back to the stable release and its flags",
         ),
         (Some(_), true) => (
             MitigationAction::Fallback,

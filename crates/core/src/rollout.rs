@@ -224,7 +224,7 @@ fn step_inner(r: &Rollout, input: &StepInput<'_>, verdict: Verdict) -> Vec<Event
         }
         RolloutStatus::Progressing | RolloutStatus::Paused => {
             if verdict.health == Health::Unhealthy {
-                let decision = decision::decide(r, &verdict, input.mitigation);
+                let decision = decision::decide(r, &verdict, input.mitigation, input.flags_only);
                 return vec![EventKind::RolloutHalted { rollout_id: id, decision: Box::new(decision) }];
             }
             match r.stage {
