@@ -78,10 +78,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/workloads/{name}/releases", get(list_releases).post(create_release))
         .route("/v1/workloads/{name}/releases/{version}", get(show_release))
         .route("/v1/workloads/{name}/deploy", post(deploy))
-        .route("/v1/workloads/{name}/pause", post(pause))
-        .route("/v1/workloads/{name}/resume", post(resume))
-        .route("/v1/workloads/{name}/promote", post(promote))
-        .route("/v1/workloads/{name}/abort", post(abort))
+        .route("/v1/workloads/{name}/pause", verb("pause", command::pause))
+        .route("/v1/workloads/{name}/resume", verb("resume", command::resume))
+        .route("/v1/workloads/{name}/promote", verb("promote", command::promote))
+        .route("/v1/workloads/{name}/abort", verb("abort", command::abort))
         .route("/v1/workloads/{name}/rollback", post(rollback))
         .route("/v1/workloads/{name}/events", get(workload_events))
         .route("/v1/workloads/{name}/why", get(why))
@@ -373,54 +373,27 @@ struct ReasonBody {
     to: Option<String>,
 }
 
+type Verb = fn(&ringfence_core::World, &str) -> Result<ringfence_core::EventKind, CommandError>;
+
+/// The handler of a rollout verb (pause, resume, promote, abort): same body, same answer.
+fn verb(name: &'static str, f: Verb) -> axum::routing::MethodRouter<Arc<Shared>> {
+    post(move |State(sh): St, h: HeaderMap, Path(n): Path<String>, Body(b): Body<ReasonBody>| async move {
+        simple(sh, h, n, name, b.reason, f).await
+    })
+}
+
 async fn simple(
     sh: Arc<Shared>,
     headers: HeaderMap,
     name: String,
     verb: &str,
     reason: String,
-    f: fn(&ringfence_core::World, &str) -> Result<ringfence_core::EventKind, CommandError>,
+    f: Verb,
 ) -> Result<Json<Started>, ApiError> {
     let reason = if reason.is_empty() { verb.to_string() } else { reason };
     let events = sh.command(&name, &actor(&headers), &reason, |w| Ok(vec![f(w, &name)?]))?;
     let id = events.first().and_then(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
     Ok(Json(Started { rollout_id: id }))
-}
-
-async fn pause(
-    State(sh): St,
-    h: HeaderMap,
-    Path(n): Path<String>,
-    Body(b): Body<ReasonBody>,
-) -> Result<Json<Started>, ApiError> {
-    simple(sh, h, n, "pause", b.reason, command::pause).await
-}
-
-async fn resume(
-    State(sh): St,
-    h: HeaderMap,
-    Path(n): Path<String>,
-    Body(b): Body<ReasonBody>,
-) -> Result<Json<Started>, ApiError> {
-    simple(sh, h, n, "resume", b.reason, command::resume).await
-}
-
-async fn promote(
-    State(sh): St,
-    h: HeaderMap,
-    Path(n): Path<String>,
-    Body(b): Body<ReasonBody>,
-) -> Result<Json<Started>, ApiError> {
-    simple(sh, h, n, "promote", b.reason, command::promote).await
-}
-
-async fn abort(
-    State(sh): St,
-    h: HeaderMap,
-    Path(n): Path<String>,
-    Body(b): Body<ReasonBody>,
-) -> Result<Json<Started>, ApiError> {
-    simple(sh, h, n, "abort", b.reason, command::abort).await
 }
 
 async fn rollback(
