@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::decision::Decision;
-use crate::health::{Traffic, Verdict};
+use crate::health::{PhaseWindow, Traffic, Verdict};
 use crate::release::Release;
 use crate::rollout::RolloutKind;
 use crate::spec::{PhaseSpec, WorkloadSpec};
@@ -104,6 +104,10 @@ pub enum EventKind {
         verdict: Box<Verdict>,
         /// Passed on a person's `promote` rather than on its own gates.
         by_hand: bool,
+        /// The traffic of both versions the verdict was reached on, when the phase compared
+        /// them: later phases of the rollout carry it forward as evidence.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        window: Option<Box<PhaseWindow>>,
     },
     PhaseStarted {
         rollout_id: String,

@@ -37,6 +37,18 @@ pub struct Traffic {
     pub latency_us: Vec<(u64, u64)>,
 }
 
+/// The traffic one comparison phase of a rollout was judged on when it passed: what later
+/// phases carry forward as evidence (see [`crate::analysis`]).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PhaseWindow {
+    /// Index of the phase in the rollout's plan.
+    pub phase: usize,
+    /// The new version's weight the router was told, in basis points.
+    pub weight_bp: u32,
+    pub canary: Traffic,
+    pub stable: Traffic,
+}
+
 impl Traffic {
     pub fn error_rate(&self) -> Option<f64> {
         (self.requests > 0).then(|| self.errors as f64 / self.requests as f64)

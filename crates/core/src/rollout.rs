@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::decision::{self, Decision};
 use crate::duration::Dur;
 use crate::event::{BakeBaseline, EventKind};
-use crate::health::{Health, HealthAnalyzer, Mode, Observation, Verdict};
+use crate::health::{Health, HealthAnalyzer, Mode, Observation, PhaseWindow, Verdict};
 use crate::spec::{Gate, HealthSpec, MitigationSpec, PhaseSpec};
 use crate::time::Timestamp;
 
@@ -101,6 +101,9 @@ pub struct Rollout {
     /// Smoke test results, every phase's own (a pass in one phase says nothing of the next).
     #[serde(default)]
     pub smoke: Vec<SmokeResult>,
+    /// The traffic each passed comparison phase was judged on: evidence later phases carry.
+    #[serde(default)]
+    pub windows: Vec<PhaseWindow>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -267,6 +270,7 @@ fn bake_step(r: &Rollout, input: &StepInput<'_>, verdict: Verdict) -> Vec<EventK
             phase: r.phase,
             by_hand: r.promote_requested && !(health_ok && baked),
             verdict: Box::new(verdict),
+            window: compared_window(r, input).map(Box::new),
         });
         out.extend(advance(r));
         return out;
@@ -284,6 +288,17 @@ fn bake_step(r: &Rollout, input: &StepInput<'_>, verdict: Verdict) -> Vec<EventK
         Some(_) => {}
     }
     out
+}
+
+/// The traffic the phase compared the two versions on, if it did.
+fn compared_window(r: &Rollout, input: &StepInput<'_>) -> Option<PhaseWindow> {
+    let weight_bp = r.current_phase().weight_bp();
+    if weight_bp >= 10_000 || r.mode() != Mode::Phase {
+        return None;
+    }
+    let canary = input.observation.canary.traffic.clone()?;
+    let stable = input.observation.baseline.as_ref()?.traffic.clone()?;
+    (canary.requests > 0 && stable.requests > 0).then_some(PhaseWindow { phase: r.phase, weight_bp, canary, stable })
 }
 
 fn advance(r: &Rollout) -> Vec<EventKind> {
@@ -314,8 +329,11 @@ pub fn apply(r: &mut Rollout, kind: &EventKind, at: Timestamp) {
                 r.paused_at = Some(at);
             }
         }
-        EventKind::PhasePassed { verdict, .. } => {
+        EventKind::PhasePassed { verdict, window, .. } => {
             r.stage = Stage::Passed;
+            if let Some(w) = window {
+                r.windows.push((**w).clone());
+            }
             r.last_verdict = Some((**verdict).clone());
             r.promote_requested = false;
             r.held_since = None;
@@ -419,5 +437,6 @@ pub fn started(
         last_verdict: None,
         spec_digest: spec_digest.into(),
         smoke: Vec::new(),
+        windows: Vec::new(),
     }
 }

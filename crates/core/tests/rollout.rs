@@ -365,9 +365,14 @@ fn healthy_release_is_promoted_through_every_phase_on_simulated_hours() {
         );
         if i + 1 < weights.len() {
             assert_eq!(names(&out), ["phase_passed", "phase_started"], "phase {i}");
-            let EventKind::PhasePassed { phase, verdict, by_hand, .. } = &out[0] else { unreachable!() };
+            let EventKind::PhasePassed { phase, verdict, by_hand, window, .. } = &out[0] else { unreachable!() };
             assert_eq!((*phase, *by_hand), (i, false));
             assert_eq!(verdict.health, Health::Healthy);
+            // The traffic the phase was judged on is kept for the next phases to carry.
+            let window = window.as_ref().expect("a comparison phase records its window");
+            assert_eq!((window.phase, window.weight_bp), (i, w));
+            assert_eq!(Some(&window.canary), good.canary.traffic.as_ref());
+            assert_eq!(sim.latest().windows.len(), i + 1);
             assert!(matches!(out[1], EventKind::PhaseStarted { phase, .. } if phase == i + 1));
         } else {
             // The last phase has an approval gate: healthy and baked, it still waits.
@@ -388,7 +393,7 @@ fn healthy_release_is_promoted_through_every_phase_on_simulated_hours() {
     let out = sim.tick(&good, true);
     assert_eq!(names(&out), ["phase_passed", "rollout_completed", "lkg_updated"]);
     assert!(
-        matches!(&out[0], EventKind::PhasePassed { phase: 3, by_hand: false, .. }),
+        matches!(&out[0], EventKind::PhasePassed { phase: 3, by_hand: false, window: None, .. }),
         "an approval after a healthy bake is the gate itself, not a bypass: {:?}",
         out[0]
     );
