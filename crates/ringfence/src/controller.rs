@@ -675,7 +675,11 @@ fn analyzer_for(
                 ..SequentialConfig::default()
             };
             let weights: Vec<u32> = r.phases.iter().map(|p| p.weight_bp()).collect();
-            Box::new(SequentialAnalyzer::new(config).in_phase(PhaseContext::of_plan(&weights, r.phase)))
+            Box::new(
+                SequentialAnalyzer::new(config)
+                    .in_phase(PhaseContext::of_plan(&weights, r.phase))
+                    .after(&weights, &r.windows),
+            )
         }
     }
 }

@@ -72,10 +72,62 @@ impl Mixture {
         log_sum_exp(self.terms.iter().map(|&(w, or, l)| w + k * or - (k + m) * l))
     }
 
+    /// ln of each component's likelihood ratio (without its weight), in grid order.
+    pub fn log_ratios(&self, k: f64, m: f64) -> impl Iterator<Item = f64> + '_ {
+        self.terms.iter().map(move |&(_, or, l)| k * or - (k + m) * l)
+    }
+
+    /// ln of each component's prior weight, in grid order.
+    pub fn log_weights(&self) -> impl Iterator<Item = f64> + '_ {
+        self.terms.iter().map(|&(w, _, _)| w)
+    }
+
     /// Per component: (ln weight, log-ratio per success, log-ratio per failure).
     pub fn steps(&self) -> impl Iterator<Item = (f64, f64, f64)> + '_ {
         self.terms.iter().map(|&(w, or, l)| (w, or - l, -l))
     }
+}
+
+/// ln of an e-process carried over the phases of a rollout.
+///
+/// `segments` holds, for each comparison phase seen so far in order, its ordinal among the
+/// plan's comparison phases and the log-likelihood ratio of every alternative over that phase
+/// (each phase has its own null, since the traffic split differs). `log_prior` is the ln prior
+/// weight of each alternative. The process that starts at ordinal `k` multiplies the ratios
+/// of the phases from `k` on and mixes them with the prior; the result mixes these processes
+/// with the weights `starts` (summing to 1), a process not started yet counting as 1:
+///
+/// ```text
+/// M = sum_{k <= current} starts[k] * sum_j prior_j * prod_{phases i >= k} LR_j(i)  +  sum_{k > current} starts[k]
+/// ```
+///
+/// Each term is a non-negative supermartingale under the null (a phase ends at a stopping
+/// time, and the next phase's ratios start from 1), so `M` is one too and Ville's inequality
+/// bounds the whole rollout at once: evidence gathered in one phase counts in the next, and a
+/// regression that first appears in a later phase is still caught by the process that starts
+/// there.
+pub fn carried_log_e(segments: &[(usize, Vec<f64>)], log_prior: &[f64], starts: &[f64], current: usize) -> f64 {
+    let fallback = [1.0];
+    let starts = if starts.is_empty() { &fallback[..] } else { starts };
+    let current = current.min(starts.len() - 1);
+    let mut acc = vec![0.0; log_prior.len()];
+    let mut rest = segments.iter().rev().peekable();
+    let mut terms = Vec::with_capacity(current + 2);
+    for k in (0..=current).rev() {
+        while let Some((_, ll)) = rest.next_if(|(o, _)| *o >= k) {
+            for (a, l) in acc.iter_mut().zip(ll) {
+                *a += l;
+            }
+        }
+        if starts[k] > 0.0 {
+            terms.push(starts[k].ln() + log_sum_exp(log_prior.iter().zip(&acc).map(|(w, a)| w + a)));
+        }
+    }
+    let unstarted: f64 = starts[current + 1..].iter().sum();
+    if unstarted > 0.0 {
+        terms.push(unstarted.ln());
+    }
+    log_sum_exp(terms.into_iter())
 }
 
 /// ln E for the downward test `H0: p >= p0`: the upward test on the failures.
@@ -265,6 +317,37 @@ mod tests {
         let k = successes_to_reject(100.0, 0.1, &g, t).unwrap();
         assert!(log_e_upper(k as f64, 100.0, 0.1, &g) >= t);
         assert!(log_e_upper(k as f64 - 1.0, 100.0, 0.1, &g) < t);
+    }
+
+    #[test]
+    fn a_carried_process_with_one_phase_is_the_mixture() {
+        let g = uniform(&[2.0, 4.0, 8.0]);
+        let m = Mixture::new(0.1, &g);
+        let ll: Vec<f64> = m.log_ratios(7.0, 20.0).collect();
+        let lw: Vec<f64> = m.log_weights().collect();
+        let carried = carried_log_e(&[(0, ll.clone())], &lw, &[1.0], 0);
+        assert!((carried - m.log_e(7.0, 20.0)).abs() < 1e-12);
+        // Nothing seen yet: every process is still at 1.
+        assert!(carried_log_e(&[], &lw, &[0.8, 0.2], 0).abs() < 1e-12);
+        // A second phase's process holds its weight until its phase starts.
+        let two = carried_log_e(&[(0, ll)], &lw, &[0.8, 0.2], 0);
+        assert!((two.exp() - (0.8 * m.log_e(7.0, 20.0).exp() + 0.2)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn evidence_adds_up_over_phases_and_a_late_regression_starts_fresh() {
+        let g = uniform(&[2.0, 4.0]);
+        let lw: Vec<f64> = Mixture::new(0.1, &g).log_weights().collect();
+        let bad = |p0: f64| Mixture::new(p0, &g).log_ratios(8.0, 30.0).collect::<Vec<_>>();
+        let good = |p0: f64| Mixture::new(p0, &g).log_ratios(10.0, 150.0).collect::<Vec<_>>();
+        let starts = [0.85, 0.15];
+        let second_only = carried_log_e(&[(1, bad(0.25))], &lw, &starts, 1);
+        let both_bad = carried_log_e(&[(0, bad(0.1)), (1, bad(0.25))], &lw, &starts, 1);
+        assert!(both_bad > second_only + 1.0, "{both_bad} {second_only}");
+        // A clean first phase costs a late regression no more than its start weight.
+        let clean_then_bad = carried_log_e(&[(0, good(0.1)), (1, bad(0.25))], &lw, &starts, 1);
+        let fresh = 0.15f64.ln() + log_sum_exp(lw.iter().zip(bad(0.25)).map(|(w, l)| w + l));
+        assert!(clean_then_bad >= fresh - 1e-12);
     }
 
     #[test]

@@ -21,18 +21,24 @@
 //!   the ratio of the two versions' error rates. Under the null `R <= R0`
 //!   ([`SequentialConfig::min_error_ratio`], 1 by default) the canary's count among the failed
 //!   requests is a Bernoulli process with success probability at most `s0`, whatever the
-//!   overall error rate does over time (a common-mode spike, a slow drift). The e-value mixes,
-//!   with equal weights, the likelihood ratios of `R = R0 * {2, 4, 8, 20, 50}`. Only the two
-//!   running error counts and `r` are used.
+//!   overall error rate does over time (a common-mode spike, a slow drift). The e-value mixes
+//!   the likelihood ratios of alternatives given as odds ratios over the null,
+//!   [`SequentialConfig::error_alternatives`]: most weight on x4 (the default target) and x8,
+//!   some on x2, and a third on x60, so that a hard failure is caught from its first few
+//!   errors. Only the two running error counts and `r` are used.
 //! * **Traffic share `r`**. The router is told a weight `w`; users are sticky, so the share of
-//!   requests is only close to it. The tests use `r = max(w, observed share)`. Every likelihood
-//!   ratio above decreases as `r` grows, so on every sample path the statistic is at most the
-//!   one computed with the true share as long as the router sends the canary no more than `w`:
-//!   the guarantee is exact then, and when the router sends more, the observed share takes
-//!   over (an estimate whose error is of order `sqrt(error rate)` relative to the evidence, and
-//!   which the sample-ratio check below reports). Without a known weight, `r` is the upper end of
-//!   a time-uniform confidence sequence for the share, whose own `alpha` is spent from the
-//!   phase's budget, and the guarantee is again exact.
+//!   requests is only close to it. The tests use `r = max(w, r^)`, where `r^` is the observed
+//!   share averaged with [`SequentialConfig::share_prior_requests`] (1,000) requests at `w`.
+//!   Every likelihood ratio above decreases as `r` grows, so on every sample path the
+//!   statistic is at most the one computed with the true share as long as the router sends
+//!   the canary no more than `w`: the guarantee is exact then. When the router does send more
+//!   (a few heavy users in the canary's buckets), `r^` takes over as the requests outnumber
+//!   the prior: an estimate whose error is of order `sqrt(error rate)` relative to the
+//!   evidence, and which the sample-ratio check below reports. The prior keeps the sampling
+//!   noise of the first requests (a share of 12% after 100 requests at 10%) from costing a
+//!   hard failure its first second. Without a known weight, `r` is the upper end of a
+//!   time-uniform confidence sequence for the share, whose own `alpha` is spent from the
+//!   budget, and the guarantee is again exact.
 //! * **Sample ratio** (`sample_ratio`). The same Bernoulli e-process on the requests themselves
 //!   tests whether the canary's share of requests is outside `w * (1 ± srm_tolerance)`, in each
 //!   direction. A mismatch makes the verdict unknown (hold, then escalate), never a rollback:
@@ -78,23 +84,43 @@
 //! traffic share used and, while inconclusive, the power so far and the time still needed.
 //! The guards keep the threshold analyzer's units (`ratio`, `ms`) with the e-value in `detail`.
 //!
+//! # One e-process per rollout
+//!
+//! A rollout judges its new version in several phases (10%, 25%, 50%, ...). Each test is one
+//! e-process over the whole rollout, not one per phase: when a phase passes, the traffic it
+//! was judged on is recorded with the pass ([`crate::health::PhaseWindow`], in the
+//! `phase_passed` event) and the next phases multiply their likelihood ratios onto it, each
+//! phase with its own null (its traffic split). A regression that is present from the start
+//! and was only suspicious at 10% is caught early at 25%; and the budget is not divided by the
+//! number of phases. Because a phase in which the new version behaved well drives every
+//! alternative's ratio down, a regression that only appears later (under more load, say)
+//! would start handicapped; so the e-process is a mixture of processes that start at each
+//! comparison phase ([`eprocess::carried_log_e`]): the one starting with the rollout has
+//! `1 - restart_fraction` of the weight, the ones starting at later phases share the rest.
+//! Phases end at stopping times and each restart begins at 1, so the mixture is still a
+//! non-negative supermartingale under the null and Ville's inequality covers the rollout.
+//!
 //! # The false-alarm budget
 //!
 //! [`SequentialConfig::alpha`] bounds the probability that a release no worse than the stable
 //! one is rolled back, over all phases of its rollout together. By the union bound it is split
 //! ([`SequentialConfig::budget`]): `guard_fraction` of it to the guards, spread evenly over all
-//! phases; the rest evenly over the phases that have a stable version to compare with (weight
-//! below 100%), and inside each such phase `latency_fraction` to the latency test and the
+//! phases; the rest to the comparison, `latency_fraction` of it to the latency test and the
 //! rest to the error-rate test (less a tenth for the traffic-share confidence sequence when the
 //! weight is unknown). The sample-ratio check has its own `srm_alpha` per phase: it only holds.
+//! With the defaults and three comparison phases the error test rejects when the mixture
+//! reaches `1/(0.005 * 0.95 * 0.9) = 234`: the process that starts with the rollout (weight
+//! 0.85) must reach about 275, one that starts in the second phase (weight 0.075) about 3100,
+//! less whatever the first one still holds.
 //!
 //! # Three outcomes
 //!
 //! * **fail** (unhealthy): an e-process reached `1/alpha`.
 //! * **pass** (healthy): no rejection, at least `min_requests`, no sample-ratio mismatch, and
 //!   enough data that a regression of the target size ([`SequentialConfig::target_error_ratio`],
-//!   [`SequentialConfig::target_latency_ratio`]) would have been caught with probability
-//!   `power` by now ([`planner`]). Then "no rejection" means something.
+//!   [`SequentialConfig::target_latency_ratio`]) that first appeared in this phase would have
+//!   been caught with probability `power` by now, by the process that starts in the phase
+//!   ([`planner`]). Then "no rejection" means something.
 //! * **inconclusive** (unknown): otherwise. The rollout keeps baking past the bake time while
 //!   the verdict is unknown, holds, and escalates after `max_hold`; it never promotes.
 
@@ -115,8 +141,12 @@ pub struct SequentialConfig {
     pub alpha: f64,
     /// Part of `alpha` spent on the absolute guards.
     pub guard_fraction: f64,
-    /// Part of a comparison phase's `alpha` spent on latency; the rest goes to errors.
+    /// Part of the comparison budget spent on latency; the rest goes to errors.
     pub latency_fraction: f64,
+    /// Part of the comparison budget kept for regressions that first appear after the first
+    /// comparison phase (split evenly over the later ones); the rest backs the e-process
+    /// that starts with the rollout and carries its evidence through every phase.
+    pub restart_fraction: f64,
     /// Phases assumed when the analyzer is not told the plan: one at 100% and the others with
     /// a comparison.
     pub assumed_phases: usize,
@@ -128,12 +158,16 @@ pub struct SequentialConfig {
     /// Null hypothesis of the latency test, in rates: at every threshold the canary exceeds
     /// at most this many times as often as the stable version.
     pub min_exceedance_ratio: f64,
-    /// Odds ratios of the error test's alternatives, on top of `min_error_ratio`.
-    pub error_alternatives: Vec<f64>,
+    /// The error test's alternatives: odds ratios on top of `min_error_ratio`, with prior
+    /// weights summing to 1.
+    pub error_alternatives: Vec<Component>,
     /// Odds ratios of each latency threshold's alternatives.
     pub latency_alternatives: Vec<f64>,
     /// Every how many grid bounds a latency threshold is placed.
     pub latency_threshold_every: usize,
+    /// Requests at the router's weight that the observed traffic share is averaged with
+    /// before it may raise the null share above the weight (see "Traffic share" above).
+    pub share_prior_requests: f64,
     /// False-mismatch probability of the sample-ratio check, per phase. A mismatch holds.
     pub srm_alpha: f64,
     /// Relative deviation of the canary's share of requests from its weight that is tolerated
@@ -155,17 +189,23 @@ impl Default for SequentialConfig {
     fn default() -> Self {
         SequentialConfig {
             alpha: 0.005,
-            guard_fraction: 0.1,
-            latency_fraction: 0.3,
+            guard_fraction: 0.05,
+            latency_fraction: 0.1,
+            restart_fraction: 0.15,
             assumed_phases: 4,
             min_error_ratio: 1.0,
             min_latency_increase: 0.0,
             min_exceedance_ratio: 1.0,
-            // Weighted toward the regressions worth catching fast (x3 to x10), with one far
-            // alternative for hard failures.
-            error_alternatives: vec![3.0, 4.0, 6.0, 10.0, 40.0],
+            // Weight on the regressions worth catching within a minute (x4, the default target,
+            // and x8), some on x2 so that a doubling is caught eventually, and almost half on a
+            // hard failure, so that one is caught from its first three errors (at 10% of
+            // 200 req/s, a second): the trade measured by the detection benchmark.
+            error_alternatives: [(2.0, 0.1), (4.0, 0.35), (8.0, 0.1), (60.0, 0.45)]
+                .map(|(odds_ratio, weight)| Component { odds_ratio, weight })
+                .to_vec(),
             latency_alternatives: vec![1.5, 2.0, 3.0, 5.0, 10.0],
             latency_threshold_every: 4,
+            share_prior_requests: 1000.0,
             srm_alpha: 0.001,
             srm_tolerance: 0.2,
             target_error_ratio: 4.0,
@@ -186,6 +226,8 @@ pub struct PhaseContext {
     pub phases: usize,
     /// Phases of the plan with a weight below 100%.
     pub comparison_phases: usize,
+    /// How many comparison phases of the plan come before this one.
+    pub ordinal: usize,
 }
 
 impl PhaseContext {
@@ -195,6 +237,7 @@ impl PhaseContext {
             weight_bp: weights_bp.get(phase).copied().unwrap_or(10_000),
             phases: weights_bp.len().max(1),
             comparison_phases: weights_bp.iter().filter(|&&w| w < 10_000).count(),
+            ordinal: weights_bp.iter().take(phase).filter(|&&w| w < 10_000).count(),
         }
     }
 
@@ -203,39 +246,71 @@ impl PhaseContext {
     }
 }
 
-/// The false-alarm probabilities one phase may spend, per test.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The false-alarm probabilities the tests may spend.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Budget {
+    /// Per phase.
     pub error_guard: f64,
+    /// Per phase.
     pub latency_guard: f64,
+    /// Whole rollout: the error e-process spans every comparison phase.
     pub errors: f64,
+    /// Whole rollout, like `errors`.
     pub latency: f64,
     /// Confidence sequence for the traffic share, when the weight is unknown.
     pub share: f64,
+    /// Weight of the e-process that starts at each comparison phase, in plan order; sums to 1.
+    pub starts: Vec<f64>,
+    /// The judged phase's place among the comparison phases.
+    pub ordinal: usize,
+}
+
+impl Budget {
+    /// Weight of the e-process that starts in the judged phase: what a regression that first
+    /// appears here has to overcome on its own.
+    pub fn fresh(&self) -> f64 {
+        self.starts.get(self.ordinal).copied().unwrap_or(1.0)
+    }
 }
 
 impl SequentialConfig {
     /// The scheme described in the module docs.
     pub fn budget(&self, ctx: Option<&PhaseContext>) -> Budget {
-        let (phases, comparison) = match ctx {
-            Some(c) => (c.phases.max(1), c.comparison_phases),
-            None => (self.assumed_phases.max(1), self.assumed_phases.saturating_sub(1)),
+        let (phases, comparison, ordinal) = match ctx {
+            Some(c) => (c.phases.max(1), c.comparison_phases, c.ordinal),
+            None => (self.assumed_phases.max(1), self.assumed_phases.saturating_sub(1), 0),
         };
         let guard = self.alpha * self.guard_fraction / phases as f64;
-        let compare = if comparison == 0 { 0.0 } else { self.alpha * (1.0 - self.guard_fraction) / comparison as f64 };
+        let compare = if comparison == 0 { 0.0 } else { self.alpha * (1.0 - self.guard_fraction) };
         let share = if ctx.is_none() { compare * 0.1 } else { 0.0 };
         let rest = compare - share;
+        let restart = self.restart_fraction.clamp(0.0, 1.0);
+        let starts = match comparison {
+            0 => Vec::new(),
+            1 => vec![1.0],
+            n => std::iter::once(1.0 - restart).chain(std::iter::repeat_n(restart / (n - 1) as f64, n - 1)).collect(),
+        };
         Budget {
             error_guard: guard / 2.0,
             latency_guard: guard / 2.0,
             errors: rest * (1.0 - self.latency_fraction),
             latency: rest * self.latency_fraction,
             share,
+            starts,
+            ordinal,
         }
     }
 
     pub(crate) fn error_grid(&self) -> Vec<Component> {
-        eprocess::uniform(&self.error_alternatives)
+        let total: f64 = self.error_alternatives.iter().map(|c| c.weight.max(0.0)).sum();
+        if total <= 0.0 {
+            return eprocess::uniform(&[2.0, 4.0, 8.0, 60.0]);
+        }
+        self.error_alternatives
+            .iter()
+            .filter(|c| c.weight > 0.0 && c.odds_ratio > 1.0)
+            .map(|c| Component { odds_ratio: c.odds_ratio, weight: c.weight / total })
+            .collect()
     }
 
     pub(crate) fn latency_grid(&self) -> Vec<Component> {
@@ -261,19 +336,36 @@ mod tests {
     fn budget_adds_up_to_alpha_over_a_plan() {
         let cfg = SequentialConfig::default();
         let plan = [1000, 2500, 5000, 10_000];
-        let total: f64 = (0..plan.len())
+        let guards: f64 = (0..plan.len())
             .map(|i| {
-                let ctx = PhaseContext::of_plan(&plan, i);
-                let b = cfg.budget(Some(&ctx));
-                let compare = if ctx.weight_bp < 10_000 { b.errors + b.latency + b.share } else { 0.0 };
-                b.error_guard + b.latency_guard + compare
+                let b = cfg.budget(Some(&PhaseContext::of_plan(&plan, i)));
+                b.error_guard + b.latency_guard
             })
             .sum();
-        assert!((total - cfg.alpha).abs() < 1e-12, "{total}");
+        // The comparison budget is the whole rollout's, the same in every phase.
+        let b = cfg.budget(Some(&PhaseContext::of_plan(&plan, 1)));
+        assert_eq!(b, Budget { ordinal: 1, ..cfg.budget(Some(&PhaseContext::of_plan(&plan, 0))) });
+        assert!((guards + b.errors + b.latency - cfg.alpha).abs() < 1e-12, "{guards} {b:?}");
+        assert!((b.starts.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert_eq!(b.starts.len(), 3);
+        assert!((b.fresh() - cfg.restart_fraction / 2.0).abs() < 1e-12);
         let b = cfg.budget(None);
         assert!(b.share > 0.0);
-        let per_phase_cmp = b.errors + b.latency + b.share;
-        assert!((per_phase_cmp * 3.0 + (b.error_guard + b.latency_guard) * 4.0 - cfg.alpha).abs() < 1e-12);
+        assert!((b.errors + b.latency + b.share + (b.error_guard + b.latency_guard) * 4.0 - cfg.alpha).abs() < 1e-12);
+        // One comparison phase: its process has all the weight.
+        let b = cfg.budget(Some(&PhaseContext::of_plan(&[2500, 10_000], 0)));
+        assert_eq!(b.starts, vec![1.0]);
+    }
+
+    #[test]
+    fn the_error_prior_is_normalised_and_never_empty() {
+        let mut cfg = SequentialConfig::default();
+        let g = cfg.error_grid();
+        assert!((g.iter().map(|c| c.weight).sum::<f64>() - 1.0).abs() < 1e-12);
+        cfg.error_alternatives = vec![Component { odds_ratio: 3.0, weight: 2.0 }];
+        assert_eq!(cfg.error_grid(), vec![Component { odds_ratio: 3.0, weight: 1.0 }]);
+        cfg.error_alternatives.clear();
+        assert!(!cfg.error_grid().is_empty());
     }
 
     #[test]

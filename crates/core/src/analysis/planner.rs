@@ -186,7 +186,8 @@ pub struct Estimate {
     /// Seconds until it has rejected with probability `power`.
     pub powered_s: f64,
     pub power: f64,
-    /// The false-alarm probability the test spends in this phase.
+    /// The false-alarm probability behind the e-process that starts in this phase (its share
+    /// of the rollout's budget).
     pub alpha: f64,
 }
 
@@ -205,6 +206,8 @@ pub fn time_to_detect(
     }
     let share = live.canary_rps / total;
     let budget = config.budget(ctx);
+    // A regression that first appears in this phase: the e-process that starts here.
+    let (errors, latency) = (budget.errors * budget.fresh(), budget.latency * budget.fresh());
     let (detection, alpha) = match regression {
         Regression::ErrorRate(to) => {
             let s0 = eprocess::null_event_share(share, config.min_error_ratio);
@@ -212,10 +215,10 @@ pub fn time_to_detect(
                 live.canary_rps * to,
                 live.stable_rps * live.stable_error_rate,
                 &Mixture::new(s0, &config.error_grid()),
-                (1.0 / budget.errors).ln(),
+                (1.0 / errors).ln(),
                 config.power,
             )?;
-            (d, budget.errors)
+            (d, errors)
         }
         Regression::LatencyScale(scale) => {
             let stable = Hist::new(&live.stable_latency_us, &[]);
@@ -229,12 +232,12 @@ pub fn time_to_detect(
                         live.canary_rps * canary_rate,
                         live.stable_rps * stable_rate,
                         &mixture,
-                        (1.0 / budget.latency).ln() + thresholds.ln(),
+                        (1.0 / latency).ln() + thresholds.ln(),
                         config.power,
                     )
                 })
                 .min_by(|a, b| a.powered.total_cmp(&b.powered))?;
-            (d, budget.latency)
+            (d, latency)
         }
     };
     Some(Estimate { expected_s: detection.expected, powered_s: detection.powered, power: config.power, alpha })

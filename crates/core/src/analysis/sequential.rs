@@ -1,13 +1,13 @@
 //! [`SequentialAnalyzer`]: the new version against the stable one with anytime-valid tests.
 //! The methods and their validity are described in the [module docs](super).
 
-use super::eprocess::{self, Mixture, log_e_lower, log_e_upper, null_event_share, upper_confidence};
-use super::latency::Hist;
+use super::eprocess::{self, Mixture, carried_log_e, log_e_lower, log_e_upper, null_event_share, upper_confidence};
+use super::latency::{self, Hist};
 use super::planner::{self, exposure_to_detect, power_after};
 use super::{Budget, GUARD_ALTERNATIVES, GUARD_TAIL, PhaseContext, SHARE_ALTERNATIVES, SequentialConfig};
 use crate::health::{
-    Health, HealthAnalyzer, Mode, Observation, SignalResult, ThresholdAnalyzer, Traffic, Verdict, VersionObservation,
-    pct, rollup,
+    Health, HealthAnalyzer, Mode, Observation, PhaseWindow, SignalResult, ThresholdAnalyzer, Traffic, Verdict,
+    VersionObservation, pct, rollup,
 };
 use crate::spec::HealthSpec;
 
@@ -15,16 +15,26 @@ use crate::spec::HealthSpec;
 ///
 /// Start, crash, breaker and probe signals are those of [`ThresholdAnalyzer`], unchanged. Give
 /// it the phase with [`SequentialAnalyzer::in_phase`] so that it can check the traffic split
-/// and spend its false-alarm budget by the actual plan.
+/// and spend its false-alarm budget by the actual plan, and the rollout's passed phases with
+/// [`SequentialAnalyzer::after`] so that their evidence counts.
 #[derive(Debug, Clone, Default)]
 pub struct SequentialAnalyzer {
     pub config: SequentialConfig,
     pub context: Option<PhaseContext>,
+    carried: Carried,
+}
+
+/// The evidence of the rollout's earlier comparison phases, computed once: per phase, its
+/// ordinal among the comparison phases and every alternative's log-likelihood ratio.
+#[derive(Debug, Clone, Default)]
+struct Carried {
+    errors: Vec<(usize, Vec<f64>)>,
+    latency: Vec<(usize, Vec<f64>)>,
 }
 
 impl SequentialAnalyzer {
     pub fn new(config: SequentialConfig) -> Self {
-        SequentialAnalyzer { config, context: None }
+        SequentialAnalyzer { config, context: None, carried: Carried::default() }
     }
 
     /// The same analyzer, judging phase `ctx`.
@@ -32,7 +42,63 @@ impl SequentialAnalyzer {
         self.context = Some(ctx);
         self
     }
+
+    /// The same analyzer, carrying the evidence of the rollout's passed phases (`windows`) of
+    /// a plan with these weights. Call it last: it computes with the analyzer's config.
+    pub fn after(mut self, plan_bp: &[u32], windows: &[PhaseWindow]) -> Self {
+        let mut earlier: Vec<(usize, &PhaseWindow)> = windows
+            .iter()
+            .filter(|w| w.weight_bp < 10_000 && w.canary.requests > 0 && w.stable.requests > 0)
+            .map(|w| (PhaseContext::of_plan(plan_bp, w.phase).ordinal, w))
+            .collect();
+        earlier.sort_by_key(|(o, _)| *o);
+        let cfg = &self.config;
+        self.carried = Carried {
+            errors: earlier.iter().map(|(o, w)| (*o, error_ratios(cfg, w))).collect(),
+            latency: earlier.iter().filter_map(|(o, w)| Some((*o, latency_ratios(cfg, w)?))).collect(),
+        };
+        self
+    }
+
+    /// How many earlier phases' evidence this analyzer carries, and their ordinals.
+    pub fn carried_phases(&self) -> Vec<usize> {
+        self.carried.errors.iter().map(|(o, _)| *o).collect()
+    }
 }
+
+/// Every error alternative's log-likelihood ratio over an earlier phase.
+fn error_ratios(cfg: &SequentialConfig, w: &PhaseWindow) -> Vec<f64> {
+    let m = Mixture::new(
+        null_event_share(window_share(w, cfg.share_prior_requests), cfg.min_error_ratio),
+        &cfg.error_grid(),
+    );
+    m.log_ratios(w.canary.errors.min(w.canary.requests) as f64, w.stable.errors.min(w.stable.requests) as f64).collect()
+}
+
+/// Every (latency threshold, alternative) log-likelihood ratio over an earlier phase.
+fn latency_ratios(cfg: &SequentialConfig, w: &PhaseWindow) -> Option<Vec<f64>> {
+    let hc = Hist::new(&w.canary.latency_us, &w.stable.latency_us);
+    let hb = Hist::new(&w.stable.latency_us, &w.canary.latency_us);
+    if hc.is_empty() || hb.is_empty() {
+        return None;
+    }
+    let weight = w.weight_bp as f64 / 10_000.0;
+    let share = share_of(weight, hc.total, hb.total, cfg.share_prior_requests);
+    let m = Mixture::new(null_event_share(share, cfg.min_exceedance_ratio), &cfg.latency_grid());
+    Some(exceedance_ratios(&cfg.latency_thresholds(), &m, &hc, &hb))
+}
+
+fn exceedance_ratios(thresholds: &[latency::Threshold], mixture: &Mixture, hc: &Hist, hb: &Hist) -> Vec<f64> {
+    thresholds
+        .iter()
+        .flat_map(|th| {
+            let (k, m) = (hc.above_at_least(th.canary_us), hb.above_at_most(th.stable_us));
+            mixture.log_ratios(k as f64, m as f64).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+static NOTHING_CARRIED: Carried = Carried { errors: Vec::new(), latency: Vec::new() };
 
 /// e-values are shown as numbers; keep them finite for JSON.
 fn shown(log_e: f64) -> f64 {
@@ -67,6 +133,8 @@ fn ms(us: u64) -> String {
 struct Ctx<'a> {
     cfg: &'a SequentialConfig,
     budget: Budget,
+    /// Earlier comparison phases' evidence, only when the phase is known.
+    carried: &'a Carried,
     weight: Option<f64>,
     version: &'a str,
     window_s: f64,
@@ -98,6 +166,7 @@ impl HealthAnalyzer for SequentialAnalyzer {
         let ctx = Ctx {
             cfg: &self.config,
             budget: self.config.budget(self.context.as_ref()),
+            carried: if self.context.is_some() { &self.carried } else { &NOTHING_CARRIED },
             weight: self.context.map(|p| p.weight()),
             version: &c.version,
             window_s: obs.window_ms as f64 / 1000.0,
@@ -274,7 +343,7 @@ fn compare(ctx: &Ctx<'_>, t: &Traffic, baseline: Option<(&str, Option<&Traffic>)
     }
     // The canary's share of traffic used as the null: see the module docs.
     let null_share = |k: u64, m: u64| match ctx.weight {
-        Some(w) => w.max(k as f64 / (k + m).max(1) as f64),
+        Some(w) => share_of(w, k, m, ctx.cfg.share_prior_requests),
         None => upper_confidence(k as f64, m as f64, ctx.budget.share / 2.0, &share_grid),
     };
     out.push(error_test(ctx, t, b, null_share(t.requests, b.requests)));
@@ -334,22 +403,51 @@ fn sample_ratio(
     s
 }
 
+/// The traffic share an earlier phase is judged with: its weight or what it actually got,
+/// whichever is larger (see the module docs).
+fn window_share(w: &PhaseWindow, n0: f64) -> f64 {
+    share_of(w.weight_bp as f64 / 10_000.0, w.canary.requests, w.stable.requests, n0)
+}
+
+/// The larger of the weight and the share `k` of `k + m` observed, the latter counted with
+/// `n0` requests at the weight: sampling noise in the first requests is not a skewed split,
+/// and a split that really is skewed shows once the requests outnumber `n0`.
+fn share_of(weight: f64, k: u64, m: u64, n0: f64) -> f64 {
+    let n0 = n0.max(0.0);
+    weight.max((k as f64 + weight * n0) / ((k + m) as f64 + n0).max(1.0))
+}
+
+/// ", with the evidence of 2 earlier phases" when there is any.
+fn carried_note(ctx: &Ctx<'_>) -> String {
+    match ctx.carried.errors.len() {
+        0 => String::new(),
+        1 => ", with the evidence of the earlier phase".into(),
+        n => format!(", with the evidence of {n} earlier phases"),
+    }
+}
+
 fn error_test(ctx: &Ctx<'_>, t: &Traffic, b: &Traffic, share: f64) -> SignalResult {
     let cfg = ctx.cfg;
     let (ec, eb) = (t.errors.min(t.requests), b.errors.min(b.requests));
     let alpha = ctx.budget.errors;
     let log_threshold = (1.0 / alpha).ln();
-    let s0 = null_event_share(share, cfg.min_error_ratio);
-    let mixture = Mixture::new(s0, &cfg.error_grid());
-    let log_e = mixture.log_e(ec as f64, eb as f64);
+    // What a regression first appearing in this phase must reach on its own.
+    let fresh_threshold = (1.0 / (alpha * ctx.budget.fresh())).ln();
+    let grid = cfg.error_grid();
+    let mixture = Mixture::new(null_event_share(share, cfg.min_error_ratio), &grid);
+    let mut segments = ctx.carried.errors.clone();
+    segments.push((ctx.budget.ordinal, mixture.log_ratios(ec as f64, eb as f64).collect()));
+    let log_weights: Vec<f64> = mixture.log_weights().collect();
+    let log_e = carried_log_e(&segments, &log_weights, &ctx.budget.starts, ctx.budget.ordinal);
     let rate_c = ec as f64 / t.requests as f64;
     let rate_b = eb as f64 / b.requests as f64;
     let numbers = format!(
-        "new {ec} of {} failed ({}), stable {eb} of {} ({}); e-value {} of {} needed (α = {}), new version's share of traffic taken as {}",
+        "new {ec} of {} failed ({}), stable {eb} of {} ({}){}; e-value {} of {} needed (α = {}), new version's share of traffic taken as {}",
         t.requests,
         pct(rate_c),
         b.requests,
         pct(rate_b),
+        carried_note(ctx),
         fmt_e(log_e),
         fmt_e(log_threshold),
         fmt_alpha(alpha),
@@ -361,10 +459,10 @@ fn error_test(ctx: &Ctx<'_>, t: &Traffic, b: &Traffic, share: f64) -> SignalResu
         // Would a regression of the target size have been caught by now?
         let target = cfg.target_error_ratio * rate_b.max(cfg.error_rate_floor);
         let stable_events = rate_b.max(cfg.error_rate_floor) * b.requests as f64 / t.requests as f64;
-        match exposure_to_detect(target.min(1.0), stable_events, &mixture, log_threshold, cfg.power) {
+        match exposure_to_detect(target.min(1.0), stable_events, &mixture, fresh_threshold, cfg.power) {
             // power 0: no power requirement, "no rejection once the bake is over" passes.
             Some(d) if cfg.power > 0.0 && (t.requests as f64) < d.powered => {
-                let p = power_after(target.min(1.0), stable_events, &mixture, log_threshold, t.requests as f64);
+                let p = power_after(target.min(1.0), stable_events, &mixture, fresh_threshold, t.requests as f64);
                 let more = d.powered - t.requests as f64;
                 (
                     Health::Unknown,
@@ -403,6 +501,7 @@ fn error_test(ctx: &Ctx<'_>, t: &Traffic, b: &Traffic, share: f64) -> SignalResu
         ("stable_rate", rate_b),
         ("share", share),
         ("alpha", alpha),
+        ("carried_phases", ctx.carried.errors.len() as f64),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -414,6 +513,7 @@ fn latency_test(ctx: &Ctx<'_>, t: &Traffic, b: &Traffic, null_share: &dyn Fn(u64
     let cfg = ctx.cfg;
     let alpha = ctx.budget.latency;
     let log_threshold = (1.0 / alpha).ln();
+    let fresh_threshold = (1.0 / (alpha * ctx.budget.fresh())).ln();
     let rule = format!(
         "sequential test against the stable version at every latency threshold: fails when the evidence that the new version is {} somewhere in the distribution reaches 1/α = {}",
         if cfg.min_latency_increase > 0.0 {
@@ -437,7 +537,8 @@ fn latency_test(ctx: &Ctx<'_>, t: &Traffic, b: &Traffic, null_share: &dyn Fn(u64
         return s;
     }
     let share = null_event_share(null_share(hc.total, hb.total), cfg.min_exceedance_ratio);
-    let mixture = Mixture::new(share, &cfg.latency_grid());
+    let grid = cfg.latency_grid();
+    let mixture = Mixture::new(share, &grid);
     let thresholds = cfg.latency_thresholds();
     let per: Vec<(f64, u64, u64)> = thresholds
         .iter()
@@ -447,13 +548,20 @@ fn latency_test(ctx: &Ctx<'_>, t: &Traffic, b: &Traffic, null_share: &dyn Fn(u64
             (mixture.log_e(k as f64, m as f64), k, m)
         })
         .collect();
-    let log_e = eprocess::log_sum_exp(per.iter().map(|p| p.0)) - (thresholds.len().max(1) as f64).ln();
+    // Every (threshold, alternative) pair is one alternative of a single mixture, weighted
+    // by the alternative's weight over the number of thresholds; carried like the error test.
+    let mut segments = ctx.carried.latency.clone();
+    segments.push((ctx.budget.ordinal, exceedance_ratios(&thresholds, &mixture, &hc, &hb)));
+    let per_threshold = -(thresholds.len().max(1) as f64).ln();
+    let log_weights: Vec<f64> =
+        thresholds.iter().flat_map(|_| mixture.log_weights().map(|w| w + per_threshold).collect::<Vec<_>>()).collect();
+    let log_e = carried_log_e(&segments, &log_weights, &ctx.budget.starts, ctx.budget.ordinal);
     let (best, &(best_log, k, m)) =
         per.iter().enumerate().max_by(|a, b| a.1.0.total_cmp(&b.1.0)).unwrap_or((0, &(0.0, 0, 0)));
     let p99 = |h: &Hist| h.quantile(0.99).map_or("-".into(), ms);
     let numbers = match thresholds.get(best) {
         Some(th) if best_log > 0.0 => format!(
-            "p99 new {} vs stable {}; strongest at {}: new {} of {} slower than {}, stable {} of {} slower than {}; e-value {} of {} needed (α = {})",
+            "p99 new {} vs stable {}; strongest at {}: new {} of {} slower than {}, stable {} of {} slower than {}; e-value {} of {} needed (α = {}){}",
             p99(&hc),
             p99(&hb),
             ms(th.stable_us),
@@ -465,15 +573,17 @@ fn latency_test(ctx: &Ctx<'_>, t: &Traffic, b: &Traffic, null_share: &dyn Fn(u64
             ms(th.stable_us),
             fmt_e(log_e),
             fmt_e(log_threshold),
-            fmt_alpha(alpha)
+            fmt_alpha(alpha),
+            carried_note(ctx)
         ),
         _ => format!(
-            "p99 new {} vs stable {}; e-value {} of {} needed (α = {})",
+            "p99 new {} vs stable {}; e-value {} of {} needed (α = {}){}",
             p99(&hc),
             p99(&hb),
             fmt_e(log_e),
             fmt_e(log_threshold),
-            fmt_alpha(alpha)
+            fmt_alpha(alpha),
+            carried_note(ctx)
         ),
     };
     let (health, detail) = if log_e >= log_threshold {
@@ -487,7 +597,7 @@ fn latency_test(ctx: &Ctx<'_>, t: &Traffic, b: &Traffic, null_share: &dyn Fn(u64
         let need = rates
             .iter()
             .filter_map(|&(stable, canary)| {
-                planner::exposure_with_z(canary, stable * ratio, &mixture, log_threshold + extra, z)
+                planner::exposure_with_z(canary, stable * ratio, &mixture, fresh_threshold + extra, z)
             })
             .map(|d| d.powered)
             .fold(f64::INFINITY, f64::min);
@@ -495,7 +605,7 @@ fn latency_test(ctx: &Ctx<'_>, t: &Traffic, b: &Traffic, null_share: &dyn Fn(u64
             let p = rates
                 .iter()
                 .map(|&(stable, canary)| {
-                    power_after(canary, stable * ratio, &mixture, log_threshold + extra, hc.total as f64)
+                    power_after(canary, stable * ratio, &mixture, fresh_threshold + extra, hc.total as f64)
                 })
                 .fold(0.0, f64::max);
             let more = need - hc.total as f64;
@@ -617,9 +727,8 @@ mod tests {
     }
 
     fn analyzer(weight_bp: u32) -> SequentialAnalyzer {
-        let plan = [1000, 2500, 5000, 10_000];
-        let phase = plan.iter().position(|&w| w == weight_bp).unwrap_or(0);
-        SequentialAnalyzer::default().in_phase(PhaseContext::of_plan(&plan, phase))
+        let phase = PLAN.iter().position(|&w| w == weight_bp).unwrap_or(0);
+        SequentialAnalyzer::default().in_phase(PhaseContext::of_plan(&PLAN, phase))
     }
 
     /// Simulates `seconds` of 200 req/s split at `weight_bp`, asking for a verdict every
@@ -707,6 +816,93 @@ mod tests {
         let s = signal(&v, "latency");
         assert_eq!(s.health, Health::Unhealthy);
         assert!(s.detail.contains("slower than"), "{}", s.detail);
+    }
+
+    /// `requests`, `errors` of them failed, all in one latency bucket.
+    fn t(requests: u64, errors: u64) -> Traffic {
+        Traffic { requests, errors, latency_us: vec![(router_grid()[100], requests)] }
+    }
+
+    fn window(phase: usize, weight_bp: u32, canary: (u64, u64), stable: (u64, u64)) -> PhaseWindow {
+        PhaseWindow { phase, weight_bp, canary: t(canary.0, canary.1), stable: t(stable.0, stable.1) }
+    }
+
+    const PLAN: [u32; 4] = [1000, 2500, 5000, 10_000];
+
+    #[test]
+    fn evidence_from_an_earlier_phase_counts() {
+        // Phase 1 at 10% ended with the new version failing 1.5% against 0.5%: suspicious,
+        // not yet conclusive. The start of phase 2 at 25% alone is not conclusive either.
+        let spec = HealthSpec::default();
+        let first = window(0, 1000, (1200, 18), (10_800, 54));
+        let o = observation(Some(t(250, 5)), Some(Some(t(750, 4))), 5000);
+        let alone = analyzer(2500).evaluate(&o, &spec, Mode::Phase);
+        assert_ne!(alone.health, Health::Unhealthy, "{alone:#?}");
+        let carried = analyzer(2500).after(&PLAN, std::slice::from_ref(&first)).evaluate(&o, &spec, Mode::Phase);
+        assert_eq!(carried.health, Health::Unhealthy, "{carried:#?}");
+        let s = signal(&carried, "error_rate");
+        assert!(s.detail.contains("with the evidence of the earlier phase"), "{}", s.detail);
+        assert_eq!(s.values["carried_phases"], 1.0);
+        // And phase 1 on its own had not crossed the line.
+        let phase1 = observation(Some(first.canary.clone()), Some(Some(first.stable.clone())), 60_000);
+        assert_ne!(analyzer(1000).evaluate(&phase1, &spec, Mode::Phase).health, Health::Unhealthy);
+    }
+
+    #[test]
+    fn a_clean_first_phase_does_not_hide_a_later_regression() {
+        let spec = HealthSpec::default();
+        let clean = window(0, 1000, (1200, 6), (10_800, 54));
+        let o = observation(Some(t(100, 20)), Some(Some(t(300, 2))), 2000);
+        let v = analyzer(2500).after(&PLAN, &[clean]).evaluate(&o, &spec, Mode::Phase);
+        assert_eq!(v.health, Health::Unhealthy, "{v:#?}");
+    }
+
+    #[test]
+    fn windows_of_full_phases_or_without_traffic_are_not_carried() {
+        let a = analyzer(5000).after(
+            &PLAN,
+            &[
+                window(1, 2500, (100, 1), (300, 1)),
+                window(0, 1000, (0, 0), (900, 4)),
+                window(3, 10_000, (10, 0), (0, 0)),
+            ],
+        );
+        assert_eq!(a.carried_phases(), vec![1], "phase 2 is the second comparison phase");
+    }
+
+    #[test]
+    fn identical_versions_over_a_whole_rollout_are_almost_never_rejected() {
+        // 20 seeded A/A rollouts through both comparison phases with the evidence carried.
+        let spec = HealthSpec::default();
+        let mut rejected = 0;
+        for seed in 0..20 {
+            let mut windows = Vec::new();
+            for (phase, &w) in PLAN.iter().take(3).enumerate() {
+                let mut rng = Rng(seed * 7 + phase as u64);
+                let (mut c, mut s) = (Side::default(), Side::default());
+                let a = analyzer(w).after(&PLAN, &windows);
+                let mut failed = false;
+                for second in 1..=60 {
+                    for _ in 0..200 {
+                        let on_canary = rng.f64() * 10_000.0 < w as f64;
+                        let failed_req = rng.f64() < STABLE.errors;
+                        let latency = 20_000.0 * (0.5 * rng.normal()).exp();
+                        if on_canary { c.add(failed_req, latency) } else { s.add(failed_req, latency) }
+                    }
+                    let o = observation(Some(c.traffic()), Some(Some(s.traffic())), second * 1000);
+                    if a.evaluate(&o, &spec, Mode::Phase).health == Health::Unhealthy {
+                        failed = true;
+                        break;
+                    }
+                }
+                if failed {
+                    rejected += 1;
+                    break;
+                }
+                windows.push(PhaseWindow { phase, weight_bp: w, canary: c.traffic(), stable: s.traffic() });
+            }
+        }
+        assert!(rejected <= 1, "{rejected} of 20 A/A rollouts rejected");
     }
 
     #[test]

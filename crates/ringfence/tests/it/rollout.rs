@@ -38,6 +38,18 @@ async fn good_release_is_promoted_through_every_phase_without_a_human() {
         })
         .collect();
     assert_eq!(passed, [(0, false), (1, false), (2, false)], "one phase_passed per phase, none by hand");
+    // Each comparison phase recorded the traffic it was judged on, for the next ones to carry.
+    let windows: Vec<(usize, u32, u64, u64)> = of_rollout(&events, &id)
+        .filter_map(|k| match k {
+            EventKind::PhasePassed { window: Some(w), .. } => {
+                Some((w.phase, w.weight_bp, w.canary.requests, w.stable.requests))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(windows.len(), 2, "the two phases below 100% carry windows: {windows:?}");
+    assert!(windows.iter().all(|&(_, w, c, s)| w < 10_000 && c > 0 && s > 0), "{windows:?}");
+    assert_eq!(r.windows.iter().map(|w| w.phase).collect::<Vec<_>>(), [windows[0].0, windows[1].0]);
     // Without a human: the deploy itself is the only thing a person did to this rollout.
     let by_people: Vec<_> = events
         .iter()
