@@ -20,7 +20,7 @@ use ringfence_core::analysis::planner::{self, PhasePlan, Regression};
 use ringfence_core::analysis::{PhaseContext, SequentialAnalyzer, SequentialConfig};
 use ringfence_core::duration::Dur;
 use ringfence_core::health::{
-    Health, HealthAnalyzer, Mode, Observation, ThresholdAnalyzer, Traffic, VersionObservation,
+    Health, HealthAnalyzer, Mode, Observation, PhaseWindow, ThresholdAnalyzer, Traffic, VersionObservation,
 };
 use ringfence_core::spec::HealthSpec;
 
@@ -318,48 +318,70 @@ struct Outcome {
     extension_s: Option<f64>,
     /// Sequential only: the signal that failed.
     by: Option<&'static str>,
+    /// The analyzer judged this phase (it had not failed or held in an earlier one).
+    ran: bool,
 }
 
-/// Analyzers: the sequential configs, then threshold, flagger, kayenta.
-fn run_phase(j: &Judges, case: Case, phase: usize, seed: u64, extend: bool) -> Vec<Outcome> {
-    let weight = PLAN[phase];
+/// One phase of one run: what happened to each analyzer, and for each sequential analyzer the
+/// traffic it passed the phase on (what the next phase carries).
+struct PhaseRun {
+    outcomes: Vec<Outcome>,
+    windows: Vec<Option<PhaseWindow>>,
+}
+
+/// Phase `phase` of `plan`, for the analyzers: the sequential configs (each carrying its own
+/// earlier phases; `None` when it failed or held in one), then threshold, flagger, kayenta.
+fn run_phase(
+    j: &Judges,
+    case: Case,
+    plan: &[u32],
+    phase: usize,
+    seed: u64,
+    extend: bool,
+    carried: &[Option<Vec<PhaseWindow>>],
+) -> PhaseRun {
+    let weight = plan[phase];
     let mut st = Stream::new(case, weight, seed);
-    let ctx = PhaseContext::of_plan(&PLAN, phase);
-    let seqs: Vec<SequentialAnalyzer> =
-        j.seq.iter().map(|(_, c)| SequentialAnalyzer::new(c.clone()).in_phase(ctx)).collect();
+    let ctx = PhaseContext::of_plan(plan, phase);
+    let seqs: Vec<SequentialAnalyzer> = j
+        .seq
+        .iter()
+        .zip(carried)
+        .map(|((_, c), earlier)| {
+            SequentialAnalyzer::new(c.clone()).in_phase(ctx).after(plan, earlier.as_deref().unwrap_or_default())
+        })
+        .collect();
     let n = seqs.len();
-    let mut out = vec![Outcome::default(); n + 3];
+    let mut out = vec![Outcome { ran: true, ..Outcome::default() }; n + 3];
+    for i in 0..n {
+        out[i].ran = carried[i].is_some();
+    }
+    let mut windows = vec![None; n];
+    let mut done: Vec<bool> = carried.iter().map(Option::is_none).collect();
     let mut obs = observation();
     let phase_ticks = (PHASE_S / TICK_S).round() as u32;
     let kayenta_every = (KAYENTA_EVERY_S / TICK_S).round() as u32;
     let flagger_every = (FLAGGER_EVERY_S / TICK_S).round() as u32;
     let mut flagger_mark = st.canary.clone();
-    let mut last_health = vec![Health::Unknown; n];
     let max_ticks = phase_ticks + if extend { (MAX_EXTENSION_S / TICK_S).round() as u32 } else { 0 };
     for tick in 1..=max_ticks {
         st.tick();
         let now = tick as f64 * TICK_S;
         let in_bake = tick <= phase_ticks;
-        let seq_live: Vec<bool> = (0..n)
-            .map(|i| {
-                out[i].failed_at.is_none()
-                    && (in_bake || (last_health[i] == Health::Unknown && out[i].extension_s.is_none()))
-            })
-            .collect();
         let thr_live = in_bake && out[n].failed_at.is_none();
-        if !seq_live.iter().any(|&l| l) && !thr_live && !in_bake {
+        if done.iter().all(|&d| d) && !thr_live && !in_bake {
             break;
         }
         fill(&mut obs, &st, tick);
         for i in 0..n {
-            if !seq_live[i] {
+            if done[i] {
                 continue;
             }
             let v = seqs[i].evaluate(&obs, &j.spec, Mode::Phase);
-            last_health[i] = v.health;
             match v.health {
                 Health::Unhealthy => {
                     out[i].failed_at = Some(now);
+                    done[i] = true;
                     out[i].by = v.deciding().next().map(|s| match s.signal.as_str() {
                         "error_rate" => "error_rate",
                         "latency" => "latency",
@@ -368,11 +390,23 @@ fn run_phase(j: &Judges, case: Case, phase: usize, seed: u64, extend: bool) -> V
                         _ => "other",
                     });
                 }
-                Health::Healthy if !in_bake => out[i].extension_s = Some(now - PHASE_S),
+                Health::Healthy if tick >= phase_ticks => {
+                    // The phase passes: on time, or after extending its bake.
+                    out[i].passed_on_time = tick == phase_ticks;
+                    out[i].extension_s = Some(now - PHASE_S);
+                    done[i] = true;
+                    if weight < 10_000 {
+                        let mut o = observation();
+                        fill(&mut o, &st, tick);
+                        windows[i] = Some(PhaseWindow {
+                            phase,
+                            weight_bp: weight,
+                            canary: o.canary.traffic.unwrap_or_default(),
+                            stable: o.baseline.and_then(|b| b.traffic).unwrap_or_default(),
+                        });
+                    }
+                }
                 _ => {}
-            }
-            if tick == phase_ticks {
-                out[i].passed_on_time = v.health == Health::Healthy;
             }
         }
         if thr_live && ThresholdAnalyzer.evaluate(&obs, &j.spec, Mode::Phase).health == Health::Unhealthy {
@@ -393,7 +427,30 @@ fn run_phase(j: &Judges, case: Case, phase: usize, seed: u64, extend: bool) -> V
             out[n + 2].failed_at = Some(now);
         }
     }
-    out
+    PhaseRun { outcomes: out, windows }
+}
+
+/// A whole rollout of `plan`: phase after phase, each sequential analyzer carrying the phases
+/// it passed and stopping at its first failure or hold. `case_of(phase)` says what the new
+/// version does in each phase.
+fn run_rollout(j: &Judges, plan: &[u32], case_of: impl Fn(usize) -> Case, run_seed: &[u64]) -> Vec<PhaseRun> {
+    let n = j.seq.len();
+    let mut carried: Vec<Option<Vec<PhaseWindow>>> = vec![Some(Vec::new()); n];
+    let mut phases = Vec::new();
+    for phase in 0..plan.len() {
+        let seed = seed(&[run_seed, &[phase as u64]].concat());
+        let run = run_phase(j, case_of(phase), plan, phase, seed, true, &carried);
+        for (i, slot) in carried.iter_mut().enumerate() {
+            let o = &run.outcomes[i];
+            match (&run.windows[i], slot.as_mut()) {
+                (Some(w), Some(earlier)) if o.failed_at.is_none() => earlier.push(w.clone()),
+                (None, Some(_)) if o.failed_at.is_none() && o.extension_s.is_some() => {} // passed at 100%
+                _ => *slot = None,
+            }
+        }
+        phases.push(run);
+    }
+    phases
 }
 
 fn parallel<T: Send>(count: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
@@ -444,7 +501,7 @@ fn upper95(k: usize, n: usize) -> f64 {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let (aa_runs, reg_runs) = if quick { (200, 60) } else { (2000, 300) };
+    let (aa_runs, reg_runs) = if quick { (200, 60) } else { (2000, 600) };
     let started = Instant::now();
     let spec = HealthSpec {
         max_error_rate: 0.05,
@@ -457,7 +514,6 @@ fn main() {
     let judges = Judges {
         seq: vec![
             ("ringfence sequential a=0.005".into(), default.clone()),
-            ("ringfence sequential a=0.012".into(), SequentialConfig { alpha: 0.012, ..SequentialConfig::default() }),
             ("ringfence sequential a=0.05".into(), bold),
         ],
         spec,
@@ -491,7 +547,7 @@ fn main() {
     );
     let _ = writeln!(
         out,
-        "sequential: alpha bounds false rollbacks per whole rollout (Ville); the default 0.005 and 0.05 for the trade-off; an inconclusive phase extends up to {MAX_EXTENSION_S} s, then holds"
+        "sequential: one e-process per test over the whole rollout, evidence carried from phase to phase; alpha bounds false rollbacks per rollout (Ville); the default 0.005, and 0.05 for the trade-off; an inconclusive phase extends up to {MAX_EXTENSION_S} s, then holds"
     );
     let _ = writeln!(
         out,
@@ -518,7 +574,7 @@ fn main() {
         t.latency_us
     };
     let plan: Vec<PhasePlan> = PLAN.iter().map(|&w| PhasePlan { weight_bp: w, bake_s: PHASE_S }).collect();
-    let _ = writeln!(out, "planner (alpha 0.005, power 80%), time to detect at 200 req/s:");
+    let _ = writeln!(out, "planner (alpha 0.005, power 80%), time to detect at 200 req/s (Brownian approximation):");
     for (i, &w) in PLAN.iter().enumerate().take(2) {
         let ctx = PhaseContext::of_plan(&PLAN, i);
         let live = planner::LiveTraffic::split(RPS, w, BASE_ERRORS, &stable_hist);
@@ -530,9 +586,10 @@ fn main() {
             if let Some(e) = planner::time_to_detect(&default, Some(&ctx), &live, r) {
                 let _ = writeln!(
                     out,
-                    "  phase {} ({}%): {label:<18} mean {:>5.1} s, 80% by {:>5.1} s",
+                    "  phase {} ({}%{}): {label:<18} mean {:>5.1} s, 80% by {:>5.1} s",
                     i + 1,
                     w / 100,
+                    if i > 0 { ", a regression first appearing in it" } else { "" },
                     e.expected_s,
                     e.powered_s
                 );
@@ -548,35 +605,38 @@ fn main() {
     print!("{out}");
     let mut printed = out.len();
 
-    // A/A: whole rollouts.
-    let aa: Vec<Vec<Vec<Outcome>>> = parallel(aa_runs, |r| {
-        (0..PLAN.len()).map(|p| run_phase(&judges, Case::AA, p, seed(&[1, r as u64, p as u64]), true)).collect()
-    });
-    let _ = writeln!(out, "A/A: {aa_runs} rollouts of identical versions (4 phases each)");
+    // A/A: whole rollouts, each sequential analyzer carrying its evidence from phase to phase.
+    let aa: Vec<Vec<PhaseRun>> = parallel(aa_runs, |r| run_rollout(&judges, &PLAN, |_| Case::AA, &[1, r as u64]));
+    let _ = writeln!(out, "A/A: {aa_runs} rollouts of identical versions (4 phases each, evidence carried)");
     let _ = writeln!(out, "  {:<36} {:>16} {:>8} {:>10}   notes", "analyzer", "false rollbacks", "rate", "95% upper");
+    let mut bars: Vec<(String, bool)> = Vec::new();
     for (a, name) in names.iter().enumerate() {
-        let false_alarms = aa.iter().filter(|phases| phases.iter().any(|o| o[a].failed_at.is_some())).count();
+        let false_alarms = aa.iter().filter(|phases| phases.iter().any(|p| p.outcomes[a].failed_at.is_some())).count();
+        if a == 0 {
+            let rate = false_alarms as f64 / aa_runs as f64;
+            bars.push((format!("A/A false rollbacks < 1 in 200 rollouts: {:.2}%", rate * 100.0), rate < 0.005));
+        }
         let note = if a < n_seq {
-            let phases: Vec<&Outcome> = aa.iter().flat_map(|ph| ph.iter().take(3).map(move |o| &o[a])).collect();
-            let compared = phases.len();
+            let phases: Vec<&Outcome> = aa
+                .iter()
+                .flat_map(|ph| ph.iter().take(PLAN.len() - 1).map(move |p| &p.outcomes[a]))
+                .filter(|o| o.ran)
+                .collect();
+            let compared = phases.len().max(1);
             let late = phases.iter().filter(|o| o.failed_at.is_none() && !o.passed_on_time).count();
             let held =
                 phases.iter().filter(|o| o.failed_at.is_none() && !o.passed_on_time && o.extension_s.is_none()).count();
             let ext: Vec<f64> = phases.iter().filter_map(|o| o.extension_s).filter(|&e| e > 0.0).collect();
             let mean_ext = if ext.is_empty() { 0.0 } else { ext.iter().sum::<f64>() / ext.len() as f64 };
-            let mut by: Vec<&str> = aa.iter().flat_map(|ph| ph.iter().filter_map(move |o| o[a].by)).collect();
+            let mut by: Vec<&str> = phases.iter().filter_map(|o| o.by).collect();
             by.sort_unstable();
-            by.dedup();
-            let by: Vec<String> = by
-                .iter()
-                .map(|b| {
-                    let n = aa.iter().flat_map(|ph| ph.iter()).filter(|o| o[a].by == Some(*b)).count();
-                    format!("{b} {n}")
-                })
-                .collect();
+            let mut counted: Vec<String> = Vec::new();
+            for b in by.chunk_by(|x, y| x == y) {
+                counted.push(format!("{} {}", b[0], b.len()));
+            }
             format!(
                 "failed by: {}; comparison phases extended: {:.1}% (mean +{:.0} s), held after +{MAX_EXTENSION_S:.0} s: {:.2}%",
-                if by.is_empty() { "-".to_string() } else { by.join(", ") },
+                if counted.is_empty() { "-".to_string() } else { counted.join(", ") },
                 late as f64 * 100.0 / compared as f64,
                 mean_ext,
                 held as f64 * 100.0 / compared as f64
@@ -598,29 +658,67 @@ fn main() {
     print!("{}", &out[printed..]);
     printed = out.len();
 
-    // Regressions: one phase at 10% (phase 1 of the plan) and at 25% (phase 2).
+    // Regressions: the new version bad from its first request, in the first phase of a plan
+    // starting at 10% and of one starting at 25%; and bad only from the 25% phase, after a
+    // clean 10% phase (the cost of keeping budget for late regressions).
     let cases = [Case::Hard, Case::Subtle, Case::TailP99, Case::Variance, Case::SomeUsers];
     let _ = writeln!(
         out,
-        "Regressions: {reg_runs} runs per row, one phase of {PHASE_S:.0} s; cell = median time to detect (runs never detected count as late) / detected within 60 s"
+        "Regressions: {reg_runs} runs per row; cell = median seconds into the phase to detect (runs never detected count as late) / detected within {PHASE_S:.0} s"
     );
-    let _ = write!(out, "  {:<30} {:>6}", "case", "weight");
+    let _ = writeln!(out, "  10%: first phase of 10/25/50/100; 25%: first phase of 25/50/100;");
+    let _ = writeln!(
+        out,
+        "  25% late: phase 2 of 10/25/50/100, the new version healthy in phase 1 and bad from phase 2 on"
+    );
+    let _ = write!(out, "  {:<30} {:>8}", "case", "weight");
     for name in &names {
         let _ = write!(out, " | {:>20}", short(name));
     }
     let _ = writeln!(out);
+    let n_all = names.len();
+    let fresh: Vec<Option<Vec<PhaseWindow>>> = vec![Some(Vec::new()); n_seq];
     for case in cases {
-        for (phase, label) in [(0usize, "10%"), (1, "25%")] {
+        let late_row = matches!(case, Case::Subtle | Case::TailP99);
+        for (row, label) in [(0u64, "10%"), (1, "25%"), (2, "25% late")] {
+            if row == 2 && !late_row {
+                continue;
+            }
             let runs: Vec<Vec<Outcome>> = parallel(reg_runs, |r| {
-                run_phase(&judges, case, phase, seed(&[2, case as u64, phase as u64, r as u64]), false)
+                let s = seed(&[2, case as u64, row, r as u64]);
+                match row {
+                    0 => run_phase(&judges, case, &PLAN, 0, s, false, &fresh).outcomes,
+                    1 => run_phase(&judges, case, &[2500, 5000, 10_000], 0, s, false, &fresh).outcomes,
+                    _ => {
+                        // Failed or held in phase 1: no phase 2, no detection in it.
+                        let first = run_phase(&judges, Case::AA, &PLAN, 0, s, true, &fresh);
+                        let carried: Vec<Option<Vec<PhaseWindow>>> =
+                            first.windows.iter().map(|w| w.as_ref().map(|w| vec![w.clone()])).collect();
+                        run_phase(&judges, case, &PLAN, 1, seed(&[s, 1]), false, &carried).outcomes
+                    }
+                }
             });
-            let _ = write!(out, "  {:<30} {:>6}", case.name(), label);
-            for a in 0..names.len() {
+            let _ = write!(out, "  {:<30} {:>8}", case.name(), label);
+            for a in 0..n_all {
                 let times: Vec<f64> = runs.iter().filter_map(|o| o[a].failed_at).collect();
                 let rate = times.len() as f64 * 100.0 / reg_runs as f64;
-                let cell = match median(times, reg_runs) {
+                let m = median(times, reg_runs);
+                let bar = match (case, row) {
+                    (Case::Hard, 0 | 1) => Some(1.0),
+                    (Case::Subtle, 0) => Some(30.0),
+                    (Case::Subtle, 1) => Some(15.0),
+                    _ => None,
+                };
+                if let (0, Some(bar)) = (a, bar) {
+                    let shown = m.map_or(format!("> {PHASE_S:.0} s"), |m| format!("{m:.1} s"));
+                    bars.push((
+                        format!("{} at {label} detected in < {bar} s: {shown}", case.name()),
+                        m.is_some_and(|m| m < bar),
+                    ));
+                }
+                let cell = match m {
                     Some(m) => format!("{m:.1} s / {rate:.0}%"),
-                    None => format!("> 60 s / {rate:.0}%"),
+                    None => format!("> {PHASE_S:.0} s / {rate:.0}%"),
                 };
                 let _ = write!(out, " | {cell:>20}");
             }
@@ -630,8 +728,16 @@ fn main() {
         }
     }
     let _ = writeln!(out);
+    let _ = writeln!(out, "bars (design.md), {}:", names[0]);
+    for (bar, met) in &bars {
+        let _ = writeln!(out, "  {:<8} {bar}", if *met { "met" } else { "NOT MET" });
+    }
+    let _ = writeln!(out);
     let _ = writeln!(out, "elapsed: {:.1} s", started.elapsed().as_secs_f64());
     print!("{}", &out[printed..]);
+    if bars.iter().any(|(_, met)| !met) {
+        std::process::exit(3);
+    }
 }
 
 fn short(name: &str) -> String {
