@@ -161,7 +161,7 @@ pub enum Command {
         #[arg(long, short)]
         follow: bool,
     },
-    /// How long each phase needs at today's traffic to catch the target regressions; warns of short bakes.
+    /// How long each phase needs at today's traffic to catch the target regressions (appearing in that phase); warns of short bakes.
     #[command(
         after_help = "Examples:\n  ringfence plan checkout              # traffic measured at the router for 1 s\n  ringfence plan checkout --rps 200"
     )]
@@ -460,6 +460,11 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
                     ph.bake_s,
                     ph.needed_s.map(|n| format!("{n:.0}s")).unwrap_or_else(|| "guards only".into()),
                     ph.warning.as_deref().unwrap_or("ok")
+                );
+            }
+            if p.phases.iter().filter(|ph| ph.needed_s.is_some()).count() > 1 {
+                println!(
+                    "Later phases: for a regression that first appears there. One present from the start carries its evidence on."
                 );
             }
             if short && p.power > 0.0 {

@@ -292,8 +292,9 @@ pub fn check_bakes(
                         needed = needed.max(e.powered_s);
                         if e.powered_s > p.bake_s {
                             problems.push(format!(
-                                "{} needs {:.0} s to be caught with {:.0}% probability (mean {:.0} s), the bake is {:.0} s",
+                                "{}{} needs {:.0} s to be caught with {:.0}% probability (mean {:.0} s), the bake is {:.0} s",
                                 describe(*r, stable_error_rate),
+                                if ctx.ordinal > 0 { " first appearing in this phase" } else { "" },
                                 e.powered_s,
                                 e.power * 100.0,
                                 e.expected_s,

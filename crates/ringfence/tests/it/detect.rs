@@ -404,6 +404,28 @@ async fn sequential_analysis_catches_hard_and_subtle_error_regressions() {
     assert_eq!(server.deploy_wait(w, "v1").await.code, 0);
     let load = Load::start(server.router_addr(w).await, 200.0, 2000);
 
+    // The planner, at given and at measured traffic: a 1 s bake cannot rule out x4 errors.
+    let out = server.cli(&["plan", w, "--rps", "200", "-o", "json"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let p: serde_json::Value = serde_json::from_str(&out.stdout).expect("plan as JSON");
+    assert_eq!((p["rps"].as_f64(), p["measured"].as_bool()), (Some(200.0), Some(false)), "{p:#}");
+    let phases = p["phases"].as_array().expect("phases");
+    assert_eq!(phases.len(), 3);
+    let first = &phases[0];
+    assert!(first["needed_s"].as_f64().is_some_and(|n| n > 1.0), "{first:#}");
+    assert!(first["warning"].as_str().is_some_and(|w| w.contains("the bake is 1 s")), "{first:#}");
+    assert!(phases[1]["warning"].as_str().is_none_or(|w| w.contains("first appearing in this phase")), "{p:#}");
+    assert!(phases[2]["needed_s"].is_null(), "the 100% phase relies on the guards: {p:#}");
+    let out = server.cli(&["plan", w]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("(measured)") && out.stdout.contains("PHASE"), "{out}");
+    assert!(out.stdout.contains("Later phases: for a regression that first appears there"), "{out}");
+    let measured: f64 = out.stdout.split_whitespace().nth(1).and_then(|r| r.parse().ok()).expect("at N req/s");
+    assert!(measured > 50.0, "the load sends 200 req/s, the planner measured {measured}:\n{out}");
+    let out = server.cli(&["plan", w, "--rps", "0"]).await;
+    assert_eq!(out.code, 3, "{out}");
+    assert!(out.stderr.contains("rps must be above 0"), "{out}");
+
     for (version, what) in [("v3", "hard failure"), ("v2", "subtle regression")] {
         let out = server.cli(&["deploy", w, version, "--wait", "--timeout", "150s"]).await;
         assert_eq!(out.code, 10, "the {what} must be halted:\n{out}\n{}", server.diagnose(w).await);
