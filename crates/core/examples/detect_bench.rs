@@ -705,8 +705,8 @@ fn main() {
                 let m = median(times, reg_runs);
                 let bar = match (case, row) {
                     (Case::Hard, 0 | 1) => Some(1.0),
-                    (Case::Subtle, 0) => Some(30.0),
-                    (Case::Subtle, 1) => Some(15.0),
+                    (Case::Subtle | Case::TailP99, 0) => Some(30.0),
+                    (Case::Subtle | Case::TailP99, 1) => Some(15.0),
                     _ => None,
                 };
                 if let (0, Some(bar)) = (a, bar) {
