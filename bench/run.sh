@@ -5,6 +5,8 @@
 #   bench/run.sh mitigation --runs 5  # any ringfence-bench subcommand and flags
 #   bench/run.sh flags --save         # flag evaluation vs unleash-yggdrasil, and OFREP over HTTP,
 #                                     # saved to bench/results/flags.txt
+#   bench/run.sh router --save        # router overhead next to nginx (installs nginx-light and wrk
+#                                     # from Debian's packages when they are missing)
 #   bench/run.sh --save [ARGS...]     # also write bench/results/<benchmark>.txt, with a header
 #                                     # saying where, when and from which commit it was measured
 #
@@ -31,6 +33,15 @@ fi
 bench="${args[0]}"
 
 cargo build --release -p ringfence -p ringfence-bench
+
+# The router benchmark measures nginx and drives load with wrk, both from Debian's packages.
+if [[ "$bench" == "router" ]] && { [[ ! -x /usr/sbin/nginx ]] || [[ ! -x /usr/bin/wrk ]]; }; then
+    sudo=""
+    if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+    echo "run.sh: installing nginx-light and wrk" >&2
+    $sudo apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q nginx-light wrk >&2
+fi
 
 bin="target/release/ringfence-bench"
 if [[ $save -eq 0 ]]; then

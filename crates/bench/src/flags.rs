@@ -14,7 +14,6 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +26,7 @@ use serde_json::{Value, json};
 use unleash_yggdrasil::{Context as UnleashContext, EngineState, UpdateMessage};
 
 use crate::Output;
+use crate::procs::Router;
 use crate::stats::{Summary, summarize};
 
 /// The yggdrasil release measured; kept equal to the pin in crates/bench/Cargo.toml.
@@ -305,78 +305,6 @@ fn in_process(args: &FlagsArgs) -> Result<Vec<InProcess>> {
         .collect()
 }
 
-/// A `ringfence router` process on loopback, killed on drop.
-struct Router {
-    child: Child,
-    listen: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Router {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Router {
-    async fn start(ringfence: &Path) -> Result<Router> {
-        let dir = tempfile::Builder::new().prefix("ringfence-bench-flags-").tempdir().context("temp dir")?;
-        let ready = dir.path().join("ready.json");
-        let log = std::fs::File::create(dir.path().join("router.log")).context("router log")?;
-        let child = Command::new(ringfence)
-            .args(["router", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--ready-file"])
-            .arg(&ready)
-            .env("RINGFENCE_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot start {} router", ringfence.display()))?;
-        let mut router = Router { child, listen: String::new(), _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let info: Value = loop {
-            if let Ok(text) = std::fs::read_to_string(&ready)
-                && let Ok(v) = serde_json::from_str(&text)
-            {
-                break v;
-            }
-            if let Some(status) = router.child.try_wait()? {
-                bail!("the router exited with {status} before it listened");
-            }
-            if Instant::now() > deadline {
-                bail!("the router did not write {} within 10 s", ready.display());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        let field = |k: &str| info[k].as_str().map(String::from).ok_or_else(|| anyhow!("ready file lacks {k}"));
-        router.listen = field("listen")?;
-        let admin = field("admin")?;
-        // One group, as a workload with a single stable release has. The upstream is never
-        // contacted: OFREP is answered by the router itself.
-        let table = json!({
-            "generation": 1,
-            "workload": "bench",
-            "groups": [{"name": "stable", "version": "v1", "weight_bp": 10_000,
-                        "upstreams": ["127.0.0.1:9"], "flags": flagd_flags()}]
-        });
-        let http = HttpClient::new();
-        let r = http
-            .request(
-                hyper::Method::PUT,
-                &format!("http://{admin}/v1/table"),
-                &[],
-                Some(Bytes::from(table.to_string())),
-                Duration::from_secs(5),
-            )
-            .await?;
-        if !r.status.is_success() {
-            bail!("the router refused the table: {} {}", r.status, String::from_utf8_lossy(&r.body));
-        }
-        Ok(router)
-    }
-}
-
 struct HttpResult {
     endpoint: &'static str,
     requests: u64,
@@ -469,7 +397,15 @@ async fn load(args: &FlagsArgs, url: String, endpoint: &'static str, per_request
 }
 
 async fn over_http(args: &FlagsArgs, ringfence: &Path) -> Result<Vec<HttpResult>> {
-    let router = Router::start(ringfence).await?;
+    // One group, as a workload with a single stable release has. The upstream is never
+    // contacted: OFREP is answered by the router itself.
+    let table = json!({
+        "generation": 1,
+        "workload": "bench",
+        "groups": [{"name": "stable", "version": "v1", "weight_bp": 10_000,
+                    "upstreams": ["127.0.0.1:9"], "flags": flagd_flags()}]
+    });
+    let router = Router::start(ringfence, &table).await?;
     let base = format!("http://{}/ofrep/v1/evaluate/flags", router.listen);
     let flags = FlagSet::parse(&flagd_flags().to_string()).map_err(|e| anyhow!("{e:?}"))?;
     eprintln!("bench: OFREP single-flag evaluations on {} ({} connections)", router.listen, args.connections);

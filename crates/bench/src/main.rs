@@ -4,6 +4,8 @@
 
 mod flags;
 mod mitigation;
+mod procs;
+mod router;
 mod server;
 mod stats;
 
@@ -39,6 +41,9 @@ enum Bench {
     /// Flag evaluation speed: ns per evaluation in process, side by side with unleash-yggdrasil
     /// on comparable rules, and OFREP evaluations per second over HTTP on loopback.
     Flags(flags::FlagsArgs),
+    /// Router overhead: throughput (wrk) and added p99 latency (open loop) of the ringfence
+    /// router next to nginx doing the same weighted split to the same upstreams.
+    Router(router::RouterArgs),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,23 +105,68 @@ fn run(cli: Cli) -> Result<u8> {
         Bench::Flags(args) => {
             args.validate()?;
             let ringfence = ringfence_binary()?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            let report = runtime.block_on(async {
-                tokio::select! {
-                    r = flags::run(&args, &ringfence) => r,
-                    () = interrupted() => Err(anyhow!("interrupted; the router was stopped")),
-                }
-            })?;
-            match args.output {
-                Output::Table => print!("{}", report.table()),
-                Output::Json => println!("{}", serde_json::to_string_pretty(&report.json()).context("JSON output")?),
-            }
-            Ok(if report.passed() { EXIT_PASS } else { EXIT_MISSED })
+            let report = block_on(flags::run(&args, &ringfence), "the router was stopped")?;
+            finish(&report, args.output)
+        }
+        Bench::Router(args) => {
+            args.validate()?;
+            let ringfence = ringfence_binary()?;
+            let report = block_on(router::run(&args, &ringfence), "the router, nginx and the upstreams were stopped")?;
+            finish(&report, args.output)
         }
     }
+}
+
+/// What a benchmark reports: a table for people, JSON for scripts, and whether its bars held.
+trait Report {
+    fn passed(&self) -> bool;
+    fn table(&self) -> String;
+    fn json(&self) -> serde_json::Value;
+}
+
+impl Report for flags::Report {
+    fn passed(&self) -> bool {
+        self.passed()
+    }
+    fn table(&self) -> String {
+        self.table()
+    }
+    fn json(&self) -> serde_json::Value {
+        self.json()
+    }
+}
+
+impl Report for router::Report {
+    fn passed(&self) -> bool {
+        self.passed()
+    }
+    fn table(&self) -> String {
+        self.table()
+    }
+    fn json(&self) -> serde_json::Value {
+        self.json()
+    }
+}
+
+/// Runs a benchmark on a fresh runtime; Ctrl-C or SIGTERM ends it early, its guards stopping
+/// what it started (`stopped` says what, in the error).
+fn block_on<T>(bench: impl std::future::Future<Output = Result<T>>, stopped: &str) -> Result<T> {
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        tokio::select! {
+            r = bench => r,
+            () = interrupted() => Err(anyhow!("interrupted; {stopped}")),
+        }
+    })
+}
+
+fn finish(report: &impl Report, output: Output) -> Result<u8> {
+    match output {
+        Output::Table => print!("{}", report.table()),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report.json()).context("JSON output")?),
+    }
+    Ok(if report.passed() { EXIT_PASS } else { EXIT_MISSED })
 }
 
 /// The ringfence release binary, next to this one (both land in `target/release`).

@@ -200,13 +200,22 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    // Most messages carry none of them: look before hashing nine names into the map.
+    if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
+        }
     }
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
     let ip = peer.ip().to_string();
+    if !headers.contains_key(&X_FORWARDED_FOR) {
+        if let Ok(value) = HeaderValue::from_str(&ip) {
+            headers.insert(X_FORWARDED_FOR.clone(), value);
+        }
+        return;
+    }
     let mut chain: Vec<&[u8]> = headers.get_all(&X_FORWARDED_FOR).iter().map(|v| v.as_bytes()).collect();
     chain.push(ip.as_bytes());
     let joined = chain.join(&b", "[..]);

@@ -1,0 +1,227 @@
+//! Processes the HTTP benchmarks run against, each a guard that kills its process on drop: a
+//! `ringfence router` with a given table, a `ringfence sample-app` upstream, and nginx.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use bytes::Bytes;
+use ringfence::http::HttpClient;
+use serde_json::Value;
+
+/// How long a process may take to listen.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A `ringfence router` process on loopback, serving `table`.
+pub struct Router {
+    child: Child,
+    pub listen: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+impl Router {
+    pub async fn start(ringfence: &Path, table: &Value) -> Result<Router> {
+        let dir = tempfile::Builder::new().prefix("ringfence-bench-router-").tempdir().context("temp dir")?;
+        let ready = dir.path().join("ready.json");
+        let log = std::fs::File::create(dir.path().join("router.log")).context("router log")?;
+        let child = Command::new(ringfence)
+            .args(["router", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--ready-file"])
+            .arg(&ready)
+            .env("RINGFENCE_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {} router", ringfence.display()))?;
+        let mut router = Router { child, listen: SocketAddr::from(([127, 0, 0, 1], 0)), _dir: dir };
+        let deadline = Instant::now() + START_TIMEOUT;
+        let info: Value = loop {
+            if let Ok(text) = std::fs::read_to_string(&ready)
+                && let Ok(v) = serde_json::from_str(&text)
+            {
+                break v;
+            }
+            if let Some(status) = router.child.try_wait()? {
+                bail!("the router exited with {status} before it listened");
+            }
+            if Instant::now() > deadline {
+                bail!("the router did not write {} within {START_TIMEOUT:?}", ready.display());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let field = |k: &str| -> Result<SocketAddr> {
+            info[k].as_str().and_then(|s| s.parse().ok()).ok_or_else(|| anyhow!("ready file lacks an address {k}"))
+        };
+        router.listen = field("listen")?;
+        let admin = field("admin")?;
+        let r = HttpClient::new()
+            .request(
+                hyper::Method::PUT,
+                &format!("http://{admin}/v1/table"),
+                &[],
+                Some(Bytes::from(table.to_string())),
+                Duration::from_secs(5),
+            )
+            .await?;
+        if !r.status.is_success() {
+            bail!("the router refused the table: {} {}", r.status, String::from_utf8_lossy(&r.body));
+        }
+        Ok(router)
+    }
+}
+
+/// A `ringfence sample-app` process on a free loopback port.
+pub struct Upstream {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+impl Upstream {
+    pub fn start(ringfence: &Path, version: &str) -> Result<Upstream> {
+        let mut child = Command::new(ringfence)
+            .args(["sample-app", "--listen", "127.0.0.1:0", "--version", version])
+            .env("RINGFENCE_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {} sample-app", ringfence.display()))?;
+        // It says where it listens on its first line: "sample-app V listening on ADDR".
+        let stderr = child.stderr.take().ok_or_else(|| anyhow!("sample-app stderr"))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stderr).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            // Keep draining, so the app never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let mut upstream = Upstream { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)) };
+        let line = rx
+            .recv_timeout(START_TIMEOUT)
+            .map_err(|_| anyhow!("sample-app {version} did not say where it listens within {START_TIMEOUT:?}"))?;
+        upstream.addr = line
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| anyhow!("sample-app {version} printed {line:?}, not its address"))?;
+        Ok(upstream)
+    }
+}
+
+/// nginx as a reverse proxy on a free loopback port, from a config written for the run.
+pub struct Nginx {
+    child: Child,
+    pub listen: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    /// SIGTERM to nginx's process group: the master stops its workers (a SIGKILLed master
+    /// would leave them running). SIGKILL to the group if it is not gone within 5 s.
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let signal = |name: &str| {
+            let _ = Command::new("kill")
+                .args([format!("-{name}"), "--".into(), group.clone()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        };
+        signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                // The workers belong to the master's group; make sure none outlives it.
+                signal("KILL");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        signal("KILL");
+        kill(&mut self.child);
+    }
+}
+
+/// Where Debian installs nginx.
+pub fn nginx_binary() -> Result<PathBuf> {
+    ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow!("nginx is not installed: `apt-get install nginx-light` (bench/run.sh router does)"))
+}
+
+impl Nginx {
+    /// `http_block` is the inside of the `http { }` block, with `LISTEN` where the server's
+    /// listen address goes.
+    pub fn start(http_block: &str) -> Result<Nginx> {
+        let bin = nginx_binary()?;
+        let dir = tempfile::Builder::new().prefix("ringfence-bench-nginx-").tempdir().context("temp dir")?;
+        let listen = free_port()?;
+        let p = dir.path().display().to_string();
+        // Everything nginx writes stays in the run's directory: no root-owned defaults.
+        let conf = format!(
+            "daemon off;\nworker_processes auto;\npid {p}/nginx.pid;\nerror_log {p}/error.log warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  \
+             fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n{}\n}}\n",
+            http_block.replace("LISTEN", &listen.to_string())
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf).context("write nginx.conf")?;
+        let log = std::fs::File::create(dir.path().join("stderr.log")).context("nginx log")?;
+        let child = Command::new(&bin)
+            .process_group(0)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let mut nginx = Nginx { child, listen, _dir: dir };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect(listen).is_err() {
+            if let Some(status) = nginx.child.try_wait()? {
+                let log = std::fs::read_to_string(nginx._dir.path().join("stderr.log")).unwrap_or_default();
+                bail!("nginx exited with {status} before it listened: {}", log.trim());
+            }
+            if Instant::now() > deadline {
+                bail!("nginx did not listen on {listen} within {START_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(nginx)
+    }
+}
+
+/// A loopback port that was free a moment ago (nginx cannot be told to pick one itself).
+fn free_port() -> Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("bind a free port")?;
+    Ok(l.local_addr()?)
+}

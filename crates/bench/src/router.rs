@@ -1,0 +1,421 @@
+//! `ringfence-bench router`: what the router costs on the data path, next to nginx doing the same
+//! weighted split on the same machine, to the same two upstreams.
+//!
+//! Two `ringfence sample-app` processes are the upstreams (the new version and the stable one).
+//! In front of them: a `ringfence router` process with a two-group table, and nginx with
+//! `split_clients` on the same key (the `x-user-id` header when present, else a per-request
+//! random id), keep-alive to the upstreams. Rounds interleave the three targets (direct to the
+//! stable upstream, router, nginx) so that drift on the shared machine hits them alike.
+//!
+//! 1. Throughput: `wrk` (closed loop, keep-alive connections) against each target; requests/s.
+//!    Bar: the router's median at least nginx's.
+//! 2. Added latency: an open-loop load at a fixed rate, with user keys, against each target;
+//!    p99 of each, minus the direct p99 of the same round. Bar: the router adds under 1 ms.
+//!
+//! Client, proxies and upstreams share the machine's CPUs, as they would on a busy host; the
+//! bar is a ratio measured in one run, not an absolute figure.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use clap::Args;
+use ringfence::loadgen::{self, LoadConfig, Sample};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::Output;
+use crate::procs::{Nginx, Router, Upstream};
+use crate::stats::{Summary, summarize};
+
+#[derive(Args, Debug, Clone)]
+pub struct RouterArgs {
+    /// Rounds; each measures every target once, in a rotating order.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: u32,
+    /// Seconds of wrk per target and round.
+    #[arg(long, default_value_t = 5.0)]
+    pub secs: f64,
+    /// wrk's keep-alive connections.
+    #[arg(long, default_value_t = 32)]
+    pub connections: u32,
+    /// Requests per second of the latency runs (open loop).
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Seconds of each latency run (the first half second is not counted).
+    #[arg(long, default_value_t = 5.0)]
+    pub latency_secs: f64,
+    /// The new version's share of traffic, in percent.
+    #[arg(long, default_value_t = 10)]
+    pub weight: u32,
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+impl RouterArgs {
+    pub fn validate(&self) -> Result<()> {
+        if self.rounds == 0 {
+            bail!("--rounds must be at least 1");
+        }
+        if !(self.secs.is_finite() && self.secs >= 1.0) {
+            bail!("--secs must be at least 1, got {}", self.secs);
+        }
+        if self.connections == 0 {
+            bail!("--connections must be at least 1");
+        }
+        if !(self.rate.is_finite() && self.rate >= 10.0) {
+            bail!("--rate must be at least 10 requests per second, got {}", self.rate);
+        }
+        if !(self.latency_secs.is_finite() && self.latency_secs >= 1.0) {
+            bail!("--latency-secs must be at least 1, got {}", self.latency_secs);
+        }
+        if !(1..=99).contains(&self.weight) {
+            bail!("--weight must be a percentage from 1 to 99, got {}", self.weight);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Target {
+    Direct,
+    Router,
+    Nginx,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Direct => "direct (no proxy)",
+            Target::Router => "ringfence router",
+            Target::Nginx => "nginx",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Target::Direct => "direct",
+            Target::Router => "router",
+            Target::Nginx => "nginx",
+        }
+    }
+}
+
+const TARGETS: [Target; 3] = [Target::Direct, Target::Router, Target::Nginx];
+
+fn wrk_binary() -> Result<PathBuf> {
+    ["/usr/bin/wrk", "/usr/local/bin/wrk"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow!("wrk is not installed: `apt-get install wrk` (bench/run.sh router does)"))
+}
+
+/// wrk sends each request as a random one of 10,000 users (the `x-user-id` header), so both
+/// proxies split by a user key, the way the router sees returning users.
+const WRK_USERS: &str = r#"
+math.randomseed(42)
+request = function()
+  return wrk.format(nil, nil, { ["x-user-id"] = "user-" .. math.random(0, 9999) })
+end
+"#;
+
+/// One wrk run: requests per second, and the requests that failed (socket errors, non-2xx).
+fn wrk(bin: &Path, script: &Path, addr: SocketAddr, args: &RouterArgs) -> Result<(f64, u64)> {
+    let out = Command::new(bin)
+        .args(["-t1", &format!("-c{}", args.connections), &format!("-d{}s", args.secs.round() as u64)])
+        .arg("-s")
+        .arg(script)
+        .arg(format!("http://{addr}/"))
+        .output()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("wrk against {addr} failed ({}): {}{}", out.status, text, String::from_utf8_lossy(&out.stderr));
+    }
+    let rps = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .ok_or_else(|| anyhow!("wrk printed no Requests/sec line:\n{text}"))?;
+    // "Non-2xx or 3xx responses: N" and "Socket errors: connect A, read B, write C, timeout D".
+    let mut failed = 0u64;
+    for l in text.lines().map(str::trim) {
+        if let Some(v) = l.strip_prefix("Non-2xx or 3xx responses:") {
+            failed += v.trim().parse::<u64>().unwrap_or(0);
+        }
+        if let Some(v) = l.strip_prefix("Socket errors:") {
+            failed += v.split(',').filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok()).sum::<u64>();
+        }
+    }
+    Ok((rps, failed))
+}
+
+/// One open-loop run: latency quantiles in ms of the answered requests, and how many requests
+/// each version answered.
+async fn latency(addr: SocketAddr, args: &RouterArgs) -> Result<(f64, f64, u64, BTreeMap<String, u64>)> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Sample>();
+    let cfg = LoadConfig {
+        target: addr,
+        path: "/".into(),
+        rps: args.rate,
+        users: 10_000,
+        user_header: "x-user-id".into(),
+        duration: Some(Duration::from_secs_f64(args.latency_secs)),
+        timeout: Duration::from_secs(5),
+    };
+    let started = Instant::now();
+    let summary = loadgen::run(cfg, Some(tx), CancellationToken::new()).await;
+    let skip = started + Duration::from_millis(500);
+    let mut ms = Vec::new();
+    let mut by_version = BTreeMap::new();
+    while let Ok(s) = rx.try_recv() {
+        if s.sent_at < skip || s.is_error() {
+            continue;
+        }
+        ms.push(s.done_at.duration_since(s.sent_at).as_secs_f64() * 1000.0);
+        *by_version.entry(s.version.unwrap_or_else(|| "(none)".into())).or_insert(0) += 1;
+    }
+    if ms.is_empty() {
+        bail!("no request to {addr} was answered ({} sent, {} failed)", summary.sent, summary.errors);
+    }
+    ms.sort_by(f64::total_cmp);
+    let q = |p: f64| ms[((ms.len() as f64 * p).ceil() as usize).clamp(1, ms.len()) - 1];
+    Ok((q(0.5), q(0.99), summary.errors, by_version))
+}
+
+struct Measured {
+    rps: Vec<f64>,
+    wrk_failed: u64,
+    p50_ms: Vec<f64>,
+    p99_ms: Vec<f64>,
+    /// p99 minus the direct p99 of the same round.
+    added_p99_ms: Vec<f64>,
+    load_failed: u64,
+    by_version: BTreeMap<String, u64>,
+}
+
+pub struct Report {
+    args: RouterArgs,
+    cpus: usize,
+    results: BTreeMap<Target, Measured>,
+}
+
+impl Report {
+    fn summary(&self, t: Target, f: impl Fn(&Measured) -> &Vec<f64>) -> Option<Summary> {
+        self.results.get(&t).and_then(|m| summarize(f(m)))
+    }
+
+    fn ratio(&self) -> Option<f64> {
+        Some(self.summary(Target::Router, |m| &m.rps)?.median / self.summary(Target::Nginx, |m| &m.rps)?.median)
+    }
+
+    fn added_p99(&self) -> Option<f64> {
+        Some(self.summary(Target::Router, |m| &m.added_p99_ms)?.median)
+    }
+
+    fn failures(&self) -> u64 {
+        self.results.values().map(|m| m.wrk_failed + m.load_failed).sum()
+    }
+
+    pub fn passed(&self) -> bool {
+        self.ratio().is_some_and(|r| r >= 1.0) && self.added_p99().is_some_and(|a| a < 1.0) && self.failures() == 0
+    }
+
+    pub fn table(&self) -> String {
+        use std::fmt::Write as _;
+        let a = &self.args;
+        let mut o = String::new();
+        let _ = writeln!(o, "ringfence-bench router: router overhead next to nginx, same split, same upstreams");
+        let _ = writeln!(
+            o,
+            "  setup    two `ringfence sample-app` upstreams; the new version on {}% of traffic; {} CPUs shared by client, proxies and upstreams",
+            a.weight, self.cpus
+        );
+        let _ = writeln!(
+            o,
+            "  rounds   {} (targets interleaved); throughput: wrk -t1 -c{} for {} s; latency: open loop at {} req/s for {} s, 10,000 user keys",
+            a.rounds, a.connections, a.secs, a.rate, a.latency_secs
+        );
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "  {:<20} {:>14} {:>14} {:>10} {:>10} {:>13} {:>8}  split (answers per version)",
+            "target", "req/s median", "req/s min", "p50 ms", "p99 ms", "p99 added ms", "failed"
+        );
+        for t in TARGETS {
+            let Some(m) = self.results.get(&t) else { continue };
+            let s = |v: &Vec<f64>| summarize(v).map_or(f64::NAN, |s| s.median);
+            let min = summarize(&m.rps).map_or(f64::NAN, |s| s.min);
+            let added = if t == Target::Direct { "-".to_string() } else { format!("{:.3}", s(&m.added_p99_ms)) };
+            let total: u64 = m.by_version.values().sum();
+            let split: Vec<String> = m
+                .by_version
+                .iter()
+                .map(|(v, n)| format!("{v} {:.1}%", *n as f64 * 100.0 / total.max(1) as f64))
+                .collect();
+            let _ = writeln!(
+                o,
+                "  {:<20} {:>14.0} {:>14.0} {:>10.3} {:>10.3} {:>13} {:>8}  {}",
+                t.name(),
+                s(&m.rps),
+                min,
+                s(&m.p50_ms),
+                s(&m.p99_ms),
+                added,
+                m.wrk_failed + m.load_failed,
+                split.join(", ")
+            );
+        }
+        let _ = writeln!(o);
+        let verdict = |ok: bool| if ok { "met" } else { "NOT MET" };
+        match self.ratio() {
+            Some(r) => {
+                let _ = writeln!(
+                    o,
+                    "  {:<8} throughput at least nginx's: router/nginx = {r:.2} (medians over rounds)",
+                    verdict(r >= 1.0)
+                );
+            }
+            None => {
+                let _ = writeln!(o, "  NOT MET  throughput: not measured");
+            }
+        }
+        match self.added_p99() {
+            Some(ms) => {
+                let _ = writeln!(
+                    o,
+                    "  {:<8} p99 added latency under 1 ms: {ms:.3} ms (median over rounds)",
+                    verdict(ms < 1.0)
+                );
+            }
+            None => {
+                let _ = writeln!(o, "  NOT MET  p99 added latency: not measured");
+            }
+        }
+        if self.failures() > 0 {
+            let _ = writeln!(o, "  NOT MET  {} requests failed", self.failures());
+        }
+        o
+    }
+
+    pub fn json(&self) -> Value {
+        let targets: serde_json::Map<String, Value> = self
+            .results
+            .iter()
+            .map(|(t, m)| {
+                let s = |v: &Vec<f64>| summarize(v).map(|s| s.json());
+                (
+                    t.key().to_string(),
+                    json!({
+                        "requests_per_sec": s(&m.rps),
+                        "p50_ms": s(&m.p50_ms),
+                        "p99_ms": s(&m.p99_ms),
+                        "p99_added_ms": if *t == Target::Direct { None } else { s(&m.added_p99_ms) },
+                        "failed": m.wrk_failed + m.load_failed,
+                        "answers_by_version": m.by_version,
+                    }),
+                )
+            })
+            .collect();
+        json!({
+            "benchmark": "router",
+            "rounds": self.args.rounds,
+            "connections": self.args.connections,
+            "secs": self.args.secs,
+            "rate": self.args.rate,
+            "weight_percent": self.args.weight,
+            "cpus": self.cpus,
+            "targets": targets,
+            "router_over_nginx_throughput": self.ratio(),
+            "router_p99_added_ms": self.added_p99(),
+            "passed": self.passed(),
+        })
+    }
+}
+
+pub async fn run(args: &RouterArgs, ringfence: &Path) -> Result<Report> {
+    let wrk_bin = wrk_binary()?;
+    let scratch = tempfile::Builder::new().prefix("ringfence-bench-wrk-").tempdir().context("temp dir")?;
+    let script = scratch.path().join("users.lua");
+    std::fs::write(&script, WRK_USERS).context("write the wrk script")?;
+    crate::procs::nginx_binary()?;
+    let canary = Upstream::start(ringfence, "v2")?;
+    let stable = Upstream::start(ringfence, "v1")?;
+    let weight_bp = args.weight * 100;
+    let table = json!({
+        "generation": 1,
+        "workload": "bench",
+        "groups": [
+            {"name": "canary", "version": "v2", "weight_bp": weight_bp, "upstreams": [canary.addr.to_string()]},
+            {"name": "stable", "version": "v1", "weight_bp": 10_000 - weight_bp, "upstreams": [stable.addr.to_string()]},
+        ]
+    });
+    let router = Router::start(ringfence, &table).await?;
+    // The same split: by the user key when there is one, else at random per request; the same
+    // keep-alive to the upstreams the router keeps.
+    let nginx = Nginx::start(&format!(
+        "  upstream canary {{ server {}; keepalive 64; }}\n  upstream stable {{ server {}; keepalive 64; }}\n  \
+         map $http_x_user_id $split_key {{ \"\" $request_id; default $http_x_user_id; }}\n  \
+         split_clients \"$split_key\" $pool {{ {}% canary; * stable; }}\n  \
+         server {{\n    listen LISTEN;\n    location / {{\n      proxy_pass http://$pool;\n      \
+         proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      \
+         add_header x-ringfence-version $upstream_http_x_sample_version;\n    }}\n  }}",
+        canary.addr, stable.addr, args.weight
+    ))?;
+    let addr = |t: Target| match t {
+        Target::Direct => stable.addr,
+        Target::Router => router.listen,
+        Target::Nginx => nginx.listen,
+    };
+    let mut results: BTreeMap<Target, Measured> = TARGETS
+        .iter()
+        .map(|&t| {
+            (
+                t,
+                Measured {
+                    rps: Vec::new(),
+                    wrk_failed: 0,
+                    p50_ms: Vec::new(),
+                    p99_ms: Vec::new(),
+                    added_p99_ms: Vec::new(),
+                    load_failed: 0,
+                    by_version: BTreeMap::new(),
+                },
+            )
+        })
+        .collect();
+    for round in 0..args.rounds as usize {
+        let order: Vec<Target> = (0..TARGETS.len()).map(|i| TARGETS[(i + round) % TARGETS.len()]).collect();
+        eprintln!("bench: round {}/{}: throughput", round + 1, args.rounds);
+        for &t in &order {
+            let (rps, failed) = wrk(&wrk_bin, &script, addr(t), args)?;
+            let m = results.get_mut(&t).expect("every target");
+            m.rps.push(rps);
+            m.wrk_failed += failed;
+        }
+        eprintln!("bench: round {}/{}: latency at {} req/s", round + 1, args.rounds, args.rate);
+        let mut p99 = BTreeMap::new();
+        for &t in &order {
+            let (p50, q99, failed, by_version) = latency(addr(t), args).await?;
+            let m = results.get_mut(&t).expect("every target");
+            m.p50_ms.push(p50);
+            m.p99_ms.push(q99);
+            m.load_failed += failed;
+            for (v, n) in by_version {
+                *m.by_version.entry(v).or_insert(0) += n;
+            }
+            p99.insert(t, q99);
+        }
+        for t in [Target::Router, Target::Nginx] {
+            let added = p99[&t] - p99[&Target::Direct];
+            results.get_mut(&t).expect("every target").added_p99_ms.push(added);
+        }
+    }
+    drop((nginx, router, canary, stable));
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Ok(Report { args: args.clone(), cpus, results })
+}
