@@ -421,12 +421,12 @@ pub struct Report {
     http: Vec<HttpResult>,
 }
 
-impl Report {
-    pub fn passed(&self) -> bool {
+impl crate::Report for Report {
+    fn passed(&self) -> bool {
         self.in_process.iter().all(InProcess::passed) && self.http.iter().all(|h| h.errors == 0)
     }
 
-    pub fn table(&self) -> String {
+    fn table(&self) -> String {
         use std::fmt::Write as _;
         let a = &self.args;
         let mut o = String::new();
@@ -512,7 +512,7 @@ impl Report {
         o
     }
 
-    pub fn json(&self) -> Value {
+    fn json(&self) -> Value {
         json!({
             "benchmark": "flags",
             "yggdrasil": YGGDRASIL_VERSION,

@@ -124,30 +124,6 @@ trait Report {
     fn json(&self) -> serde_json::Value;
 }
 
-impl Report for flags::Report {
-    fn passed(&self) -> bool {
-        self.passed()
-    }
-    fn table(&self) -> String {
-        self.table()
-    }
-    fn json(&self) -> serde_json::Value {
-        self.json()
-    }
-}
-
-impl Report for router::Report {
-    fn passed(&self) -> bool {
-        self.passed()
-    }
-    fn table(&self) -> String {
-        self.table()
-    }
-    fn json(&self) -> serde_json::Value {
-        self.json()
-    }
-}
-
 /// Runs a benchmark on a fresh runtime; Ctrl-C or SIGTERM ends it early, its guards stopping
 /// what it started (`stopped` says what, in the error).
 fn block_on<T>(bench: impl std::future::Future<Output = Result<T>>, stopped: &str) -> Result<T> {

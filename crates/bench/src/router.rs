@@ -220,12 +220,14 @@ impl Report {
     fn failures(&self) -> u64 {
         self.results.values().map(|m| m.wrk_failed + m.load_failed).sum()
     }
+}
 
-    pub fn passed(&self) -> bool {
+impl crate::Report for Report {
+    fn passed(&self) -> bool {
         self.ratio().is_some_and(|r| r >= 1.0) && self.added_p99().is_some_and(|a| a < 1.0) && self.failures() == 0
     }
 
-    pub fn table(&self) -> String {
+    fn table(&self) -> String {
         use std::fmt::Write as _;
         let a = &self.args;
         let mut o = String::new();
@@ -302,7 +304,7 @@ impl Report {
         o
     }
 
-    pub fn json(&self) -> Value {
+    fn json(&self) -> Value {
         let targets: serde_json::Map<String, Value> = self
             .results
             .iter()
