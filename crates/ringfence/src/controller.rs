@@ -706,3 +706,68 @@ pub async fn stop_all(shared: &Arc<Shared>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ringfence_core::health::{HealthAnalyzer as _, Mode, Observation, PhaseWindow, Traffic, VersionObservation};
+    use ringfence_core::rollout::{self, RolloutKind};
+    use ringfence_core::spec::{self, HealthSpec};
+    use ringfence_core::time::Timestamp;
+
+    use super::analyzer_for;
+
+    fn traffic(requests: u64, errors: u64) -> Traffic {
+        Traffic { requests, errors, latency_us: vec![(20_000, requests)] }
+    }
+
+    /// The controller hands the rollout's passed phases to the analyzer of the next one, so
+    /// their evidence counts: the same traffic is a failure with the first phase's evidence
+    /// and not without it.
+    #[test]
+    fn the_analyzer_carries_the_evidence_of_passed_phases() {
+        let spec = spec::parse("checkout.toml", spec::EXAMPLE).expect("the example parses");
+        let mut r = rollout::started(
+            "checkout-2",
+            "checkout",
+            RolloutKind::Deploy,
+            "v2",
+            Some("v1"),
+            &spec.rollout.phases,
+            "digest",
+            Timestamp(0),
+        );
+        let weights: Vec<u32> = r.phases.iter().map(|p| p.weight_bp()).collect();
+        assert!(weights.len() > 2 && weights[0] < weights[1] && weights[1] < 10_000, "{weights:?}");
+        r.phase = 1;
+        let observe = |t: Traffic| VersionObservation {
+            version: "v".into(),
+            traffic: Some(t),
+            probes_answered: 1,
+            ..Default::default()
+        };
+        // Phase 2 so far: 2% of the new version's requests failed against 0.5%, too little to say.
+        let share = weights[1] as u64;
+        let canary = traffic(share / 10, share / 500);
+        let stable = traffic((10_000 - share) / 10, (10_000 - share) / 2000);
+        let o = Observation {
+            canary: observe(canary),
+            baseline: Some(observe(stable)),
+            window_ms: 5_000,
+            freshness_ms: 100,
+            signals: vec![],
+        };
+        let health = HealthSpec { max_error_rate: 1.0, ..spec.health.clone() };
+        let alone = analyzer_for(&spec.health.analysis, &r).evaluate(&o, &health, Mode::Phase);
+        assert_ne!(alone.health, ringfence_core::Health::Unhealthy, "{alone:#?}");
+        // The first phase ended suspicious: the same 2% against 0.5%, over more requests.
+        let first = weights[0] as u64;
+        r.windows.push(PhaseWindow {
+            phase: 0,
+            weight_bp: weights[0],
+            canary: traffic(first * 4, first * 4 / 50),
+            stable: traffic((10_000 - first) * 4, (10_000 - first) * 4 / 200),
+        });
+        let carried = analyzer_for(&spec.health.analysis, &r).evaluate(&o, &health, Mode::Phase);
+        assert_eq!(carried.health, ringfence_core::Health::Unhealthy, "{carried:#?}");
+    }
+}
