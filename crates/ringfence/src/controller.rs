@@ -709,7 +709,7 @@ pub async fn stop_all(shared: &Arc<Shared>) {
 
 #[cfg(test)]
 mod tests {
-    use ringfence_core::health::{HealthAnalyzer as _, Mode, Observation, PhaseWindow, Traffic, VersionObservation};
+    use ringfence_core::health::{Mode, Observation, PhaseWindow, Traffic, VersionObservation};
     use ringfence_core::rollout::{self, RolloutKind};
     use ringfence_core::spec::{self, HealthSpec};
     use ringfence_core::time::Timestamp;
