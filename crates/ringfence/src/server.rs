@@ -73,6 +73,7 @@ pub async fn run(
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/v1/openapi.json", get(openapi))
         .route("/v1/workloads", get(list_workloads).post(apply_spec))
         .route("/v1/workloads/{name}", get(workload_status))
         .route("/v1/workloads/{name}/releases", get(list_releases).post(create_release))
@@ -186,6 +187,13 @@ fn actor(headers: &HeaderMap) -> String {
 }
 
 type St = State<Arc<Shared>>;
+
+/// The API described for tools (docs/openapi.json, embedded at build time).
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+async fn openapi() -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
 
 #[derive(Deserialize)]
 struct ApplyBody {
@@ -774,4 +782,63 @@ async fn plan(
         power: a.power,
         phases,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// Every route the server declares, as (method, path), read from this file's router so
+    /// that a route added without its description fails here.
+    fn declared_routes() -> BTreeSet<(String, String)> {
+        let source = include_str!("server.rs");
+        let mut routes = BTreeSet::new();
+        for line in source.lines().map(str::trim).filter(|l| l.starts_with(".route(\"")) {
+            let rest = &line[".route(\"".len()..];
+            let (path, handlers) = rest.split_once('"').expect("a quoted path");
+            let methods: Vec<&str> = if handlers.contains("verb(") {
+                vec!["post"]
+            } else {
+                ["get(", "post(", "put(", "delete("]
+                    .iter()
+                    .filter(|m| handlers.contains(*m))
+                    .map(|m| m.trim_end_matches('('))
+                    .collect()
+            };
+            assert!(!methods.is_empty(), "no method found for {path}: {line}");
+            for m in methods {
+                routes.insert((m.to_string(), path.to_string()));
+            }
+        }
+        routes
+    }
+
+    #[test]
+    fn the_openapi_document_describes_every_route_and_only_those() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).expect("docs/openapi.json is JSON");
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut described = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("a path item") {
+                assert!(op["summary"].is_string(), "{method} {path} has no summary");
+                assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path} has no responses");
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    if p["in"] == "path" {
+                        let name = p["name"].as_str().expect("a parameter name");
+                        assert!(path.contains(&format!("{{{name}}}")), "{method} {path}: no {{{name}}} in the path");
+                    }
+                }
+                described.insert((method.clone(), path.clone()));
+            }
+        }
+        let declared = declared_routes();
+        assert!(declared.len() > 20, "the route scan found only {declared:?}");
+        assert_eq!(declared, described, "docs/openapi.json and the server's routes differ");
+        // Every schema reference resolves.
+        let text = super::OPENAPI;
+        for r in text.split("\"$ref\": \"#/components/schemas/").skip(1) {
+            let name = r.split('"').next().expect("a schema name");
+            assert!(doc["components"]["schemas"][name].is_object(), "missing schema {name}");
+        }
+    }
 }

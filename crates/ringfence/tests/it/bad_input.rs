@@ -169,6 +169,15 @@ async fn read_commands_speak_json() {
     assert_eq!(s["rollout"]["status"], "completed", "{s:#}");
     assert_eq!(s["rollout"]["kind"], "initial", "{s:#}");
 
+    // The API describes itself.
+    let r = ringfence::http::HttpClient::new()
+        .get(&format!("{}/v1/openapi.json", server.url()), std::time::Duration::from_secs(5))
+        .await
+        .expect("GET /v1/openapi.json");
+    assert!(r.status.is_success(), "{}", r.status);
+    let doc: serde_json::Value = serde_json::from_slice(&r.body).expect("the OpenAPI document is JSON");
+    assert!(doc["paths"]["/v1/workloads/{name}/deploy"]["post"].is_object(), "{doc:#}");
+
     let all = json(&server.cli(&["status", "-o", "json"]).await);
     assert_eq!(all[0]["name"], "js", "{all:#}");
     assert_eq!(all[0]["rollout"]["status"], "completed", "{all:#}");
