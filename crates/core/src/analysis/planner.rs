@@ -419,6 +419,12 @@ mod tests {
         assert_eq!(advice.len(), 3);
         let w = advice[0].warning.as_deref().unwrap();
         assert!(w.contains("phase 1 at 10% of 200 req/s") && w.contains("the bake is 10 s"), "{w}");
+        assert!(!w.contains("first appearing"), "the first phase plans for any regression: {w}");
+        // A later phase plans for a regression that first appears there, and says so.
+        let short_later = [plan[0], PhasePlan { weight_bp: 5000, bake_s: 5.0 }, plan[2]];
+        let later = check_bakes(&cfg, &short_later, 200.0, 0.005, &[], &[Regression::ErrorRate(0.02)]);
+        let w = later[1].warning.as_deref().unwrap();
+        assert!(w.contains("first appearing in this phase"), "{w}");
         assert!(advice[1].warning.is_none(), "{:?}", advice[1]);
         assert!(advice[1].needed_s.unwrap() < 600.0);
         assert_eq!(advice[2].needed_s, None);

@@ -849,6 +849,18 @@ mod tests {
     }
 
     #[test]
+    fn the_traffic_share_trusts_the_weight_until_requests_say_otherwise() {
+        // 12 of the first 100 requests at 10%: sampling noise, the null stays near the weight.
+        assert!((share_of(0.1, 12, 88, 1000.0) - 0.1018).abs() < 1e-3);
+        // 12% over 10,000 requests is a skewed split: the observed share takes over.
+        assert!(share_of(0.1, 1200, 8800, 1000.0) > 0.118);
+        // Never below the weight, and with no prior the plain observed share.
+        assert_eq!(share_of(0.1, 5, 95, 1000.0), 0.1);
+        assert!((share_of(0.1, 12, 88, 0.0) - 0.12).abs() < 1e-12);
+        assert_eq!(share_of(0.25, 0, 0, 1000.0), 0.25);
+    }
+
+    #[test]
     fn a_clean_first_phase_does_not_hide_a_later_regression() {
         let spec = HealthSpec::default();
         let clean = window(0, 1000, (1200, 6), (10_800, 54));
