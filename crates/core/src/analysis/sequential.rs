@@ -433,8 +433,7 @@ fn error_test(ctx: &Ctx<'_>, t: &Traffic, b: &Traffic, share: f64) -> SignalResu
     let log_threshold = (1.0 / alpha).ln();
     // What a regression first appearing in this phase must reach on its own.
     let fresh_threshold = (1.0 / (alpha * ctx.budget.fresh())).ln();
-    let grid = cfg.error_grid();
-    let mixture = Mixture::new(null_event_share(share, cfg.min_error_ratio), &grid);
+    let mixture = Mixture::new(null_event_share(share, cfg.min_error_ratio), &cfg.error_grid());
     let mut segments = ctx.carried.errors.clone();
     segments.push((ctx.budget.ordinal, mixture.log_ratios(ec as f64, eb as f64).collect()));
     let log_weights: Vec<f64> = mixture.log_weights().collect();
@@ -537,27 +536,27 @@ fn latency_test(ctx: &Ctx<'_>, t: &Traffic, b: &Traffic, null_share: &dyn Fn(u64
         return s;
     }
     let share = null_event_share(null_share(hc.total, hb.total), cfg.min_exceedance_ratio);
-    let grid = cfg.latency_grid();
-    let mixture = Mixture::new(share, &grid);
+    let mixture = Mixture::new(share, &cfg.latency_grid());
+    let alternatives: Vec<f64> = mixture.log_weights().collect();
     let thresholds = cfg.latency_thresholds();
-    let per: Vec<(f64, u64, u64)> = thresholds
-        .iter()
-        .map(|th| {
-            let k = hc.above_at_least(th.canary_us);
-            let m = hb.above_at_most(th.stable_us);
-            (mixture.log_e(k as f64, m as f64), k, m)
-        })
-        .collect();
     // Every (threshold, alternative) pair is one alternative of a single mixture, weighted
     // by the alternative's weight over the number of thresholds; carried like the error test.
-    let mut segments = ctx.carried.latency.clone();
-    segments.push((ctx.budget.ordinal, exceedance_ratios(&thresholds, &mixture, &hc, &hb)));
+    let current = exceedance_ratios(&thresholds, &mixture, &hc, &hb);
     let per_threshold = -(thresholds.len().max(1) as f64).ln();
     let log_weights: Vec<f64> =
-        thresholds.iter().flat_map(|_| mixture.log_weights().map(|w| w + per_threshold).collect::<Vec<_>>()).collect();
+        thresholds.iter().flat_map(|_| alternatives.iter().map(|w| w + per_threshold)).collect();
+    // The threshold with the most evidence in this phase, for the evidence's words.
+    let (best, best_log) = current
+        .chunks(alternatives.len().max(1))
+        .map(|ll| eprocess::log_sum_exp(ll.iter().zip(&alternatives).map(|(l, w)| l + w)))
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap_or((0, 0.0));
+    let mut segments = ctx.carried.latency.clone();
+    segments.push((ctx.budget.ordinal, current));
     let log_e = carried_log_e(&segments, &log_weights, &ctx.budget.starts, ctx.budget.ordinal);
-    let (best, &(best_log, k, m)) =
-        per.iter().enumerate().max_by(|a, b| a.1.0.total_cmp(&b.1.0)).unwrap_or((0, &(0.0, 0, 0)));
+    let (k, m) =
+        thresholds.get(best).map_or((0, 0), |th| (hc.above_at_least(th.canary_us), hb.above_at_most(th.stable_us)));
     let p99 = |h: &Hist| h.quantile(0.99).map_or("-".into(), ms);
     let numbers = match thresholds.get(best) {
         Some(th) if best_log > 0.0 => format!(
