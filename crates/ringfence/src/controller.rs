@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use hyper::Method;
 use ringfence_core::event::{Action, BakeBaseline, EventKind};
-use ringfence_core::health::{Observation, ThresholdAnalyzer, Traffic, VersionObservation};
+use ringfence_core::health::{HealthAnalyzer, Observation, ThresholdAnalyzer, Traffic, VersionObservation};
 use ringfence_core::rollout::{self, RolloutStatus, Stage, StepInput};
 use ringfence_core::state::{Desired, WorkloadState};
 use ringfence_router::{BreakerConfig, BreakerState, Group, RouteTable, StatsSnapshot};
@@ -70,7 +70,14 @@ struct Local {
     usage: crate::sources::UsageMeter,
     /// The usage rate when the current rollout began: its reference for the usage signal.
     usage_before: Option<(String, Option<f64>)>,
+    /// The analyzer of the phase being judged, built once per rollout, phase, passed phases and
+    /// analysis spec: carrying the passed phases' evidence reads their histograms, which is
+    /// not worth redoing every tick.
+    analyzer: Option<(AnalyzerKey, Box<dyn HealthAnalyzer + Send>)>,
 }
+
+/// What the analyzer of a phase depends on.
+type AnalyzerKey = (String, usize, usize, ringfence_core::spec::AnalysisSpec);
 
 #[derive(Default)]
 struct ProbeState {
@@ -92,6 +99,7 @@ impl Local {
             prom: Default::default(),
             usage: Default::default(),
             usage_before: None,
+            analyzer: None,
         }
     }
 }
@@ -394,7 +402,17 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
             health: &ws.spec.health,
             mitigation: &ws.spec.mitigation,
             max_hold: ws.spec.rollout.max_hold,
-            analyzer: &*analyzer_for(&ws.spec.health.analysis, current),
+            analyzer: {
+                let spec = &ws.spec.health.analysis;
+                let fresh = |(id, phase, passed, s): &AnalyzerKey| {
+                    *id == current.id && *phase == current.phase && *passed == current.windows.len() && s == spec
+                };
+                if !local.analyzer.as_ref().is_some_and(|(key, _)| fresh(key)) {
+                    let key = (current.id.clone(), current.phase, current.windows.len(), spec.clone());
+                    local.analyzer = Some((key, analyzer_for(spec, current)));
+                }
+                &*local.analyzer.as_ref().expect("set just above").1
+            },
             flags_only: current.from.as_ref().is_some_and(|f| ws.runtime_of(f) == ws.runtime_of(&current.release)),
         };
         let (events, verdict) = rollout::step_judged(current, &input);
@@ -662,7 +680,7 @@ async fn probe(shared: &Arc<Shared>, local: &mut Local, ws: &WorkloadState, vers
 fn analyzer_for(
     spec: &ringfence_core::spec::AnalysisSpec,
     r: &ringfence_core::Rollout,
-) -> Box<dyn ringfence_core::health::HealthAnalyzer> {
+) -> Box<dyn HealthAnalyzer + Send> {
     use ringfence_core::analysis::{PhaseContext, SequentialAnalyzer, SequentialConfig};
     match spec.method {
         ringfence_core::spec::AnalysisMethod::Threshold => Box::new(ThresholdAnalyzer),
