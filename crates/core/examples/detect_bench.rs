@@ -111,6 +111,10 @@ fn seed(parts: &[u64]) -> u64 {
 #[derive(Clone, Copy, PartialEq)]
 enum Case {
     AA,
+    /// Near A/A: every latency 2% longer, well inside the margin; must pass.
+    Slower2,
+    /// Near A/A: every latency 5% longer, inside the margin; must pass.
+    Slower5,
     Hard,
     Subtle,
     TailP99,
@@ -122,6 +126,8 @@ impl Case {
     fn name(self) -> &'static str {
         match self {
             Case::AA => "A/A",
+            Case::Slower2 => "near A/A: latency +2%",
+            Case::Slower5 => "near A/A: latency +5%",
             Case::Hard => "(a) 20% errors",
             Case::Subtle => "(b) errors 0.5% -> 2%",
             Case::TailP99 => "(c) p99 +50% (same median)",
@@ -135,6 +141,8 @@ impl Case {
         let mu = MEDIAN_US.ln();
         match self {
             Case::AA | Case::SomeUsers => (BASE_ERRORS, mu, SIGMA),
+            Case::Slower2 => (BASE_ERRORS, mu + 1.02f64.ln(), SIGMA),
+            Case::Slower5 => (BASE_ERRORS, mu + 1.05f64.ln(), SIGMA),
             Case::Hard => (0.20, mu, SIGMA),
             Case::Subtle => (0.02, mu, SIGMA),
             // p99 = exp(mu + 2.326 sigma): +50% with the same median.
@@ -501,7 +509,7 @@ fn upper95(k: usize, n: usize) -> f64 {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let (aa_runs, reg_runs) = if quick { (200, 60) } else { (2000, 600) };
+    let (aa_runs, near_runs, reg_runs) = if quick { (200, 100, 60) } else { (2000, 500, 600) };
     let started = Instant::now();
     let spec = HealthSpec {
         max_error_rate: 0.05,
@@ -510,11 +518,20 @@ fn main() {
         ..Default::default()
     };
     let default = SequentialConfig::default();
-    let bold = SequentialConfig { alpha: 0.05, ..SequentialConfig::default() };
+    // The analysis before margins: any difference from the stable version was acted on, at
+    // alpha 0.005. Its detection times are the "before" of the margins' cost.
+    let before = SequentialConfig {
+        alpha: 0.005,
+        error_margin_ratio: 1.0,
+        error_margin_abs: 0.0,
+        latency_margin_ratio: 1.0,
+        latency_margin_us: 0,
+        ..SequentialConfig::default()
+    };
     let judges = Judges {
         seq: vec![
-            ("ringfence sequential a=0.005".into(), default.clone()),
-            ("ringfence sequential a=0.05".into(), bold),
+            ("ringfence sequential (default)".into(), default.clone()),
+            ("ringfence before (no margin, a=0.005)".into(), before),
         ],
         spec,
     };
@@ -547,7 +564,16 @@ fn main() {
     );
     let _ = writeln!(
         out,
-        "sequential: one e-process per test over the whole rollout, evidence carried from phase to phase; alpha bounds false rollbacks per rollout (Ville); the default 0.005, and 0.05 for the trade-off; an inconclusive phase extends up to {MAX_EXTENSION_S} s, then holds"
+        "sequential: one e-process per test over the whole rollout, evidence carried from phase to phase; fails only beyond the margin (errors x{} and +{} points, latency x{} and +{} ms), alpha {} bounding false rollbacks of a release at the margin (Ville); passes once the target regression is ruled out (errors x{} and +{} points, latency x{} at the median, p90, p99; level {:.2}); 'before' is the analysis without margins at alpha 0.005; a phase not yet passed extends up to {MAX_EXTENSION_S} s, then holds",
+        default.error_margin_ratio,
+        default.error_margin_abs * 100.0,
+        default.latency_margin_ratio,
+        default.latency_margin_us as f64 / 1000.0,
+        default.alpha,
+        default.target_error_ratio,
+        default.target_error_abs * 100.0,
+        default.target_latency_ratio,
+        1.0 - default.power
     );
     let _ = writeln!(
         out,
@@ -574,7 +600,10 @@ fn main() {
         t.latency_us
     };
     let plan: Vec<PhasePlan> = PLAN.iter().map(|&w| PhasePlan { weight_bp: w, bake_s: PHASE_S }).collect();
-    let _ = writeln!(out, "planner (alpha 0.005, power 80%), time to detect at 200 req/s (Brownian approximation):");
+    let _ = writeln!(
+        out,
+        "planner (defaults), time to detect at 200 req/s (Brownian approximation), and time for a release as good as the stable one to pass:"
+    );
     for (i, &w) in PLAN.iter().enumerate().take(2) {
         let ctx = PhaseContext::of_plan(&PLAN, i);
         let live = planner::LiveTraffic::split(RPS, w, BASE_ERRORS, &stable_hist);
@@ -596,6 +625,18 @@ fn main() {
             }
         }
     }
+    for (i, &w) in PLAN.iter().enumerate().take(3) {
+        let live = planner::LiveTraffic::split(RPS, w, BASE_ERRORS, &stable_hist);
+        if let Some(t) = planner::time_to_pass(&default, &live) {
+            let _ = writeln!(
+                out,
+                "  phase {} ({}%): an identical release passes by {t:.0} s ({:.0}% of the time)",
+                i + 1,
+                w / 100,
+                planner::PASS_PLAN_PROBABILITY * 100.0
+            );
+        }
+    }
     for a in planner::check_bakes(&default, &plan, RPS, BASE_ERRORS, &stable_hist, &[Regression::ErrorRate(0.02)]) {
         if let Some(w) = a.warning {
             let _ = writeln!(out, "  warning: {w}");
@@ -615,6 +656,22 @@ fn main() {
         if a == 0 {
             let rate = false_alarms as f64 / aa_runs as f64;
             bars.push((format!("A/A false rollbacks < 1 in 200 rollouts: {:.2}%", rate * 100.0), rate < 0.005));
+            let held = aa
+                .iter()
+                .filter(|ph| {
+                    ph.iter().any(|p| {
+                        p.outcomes[a].ran && p.outcomes[a].failed_at.is_none() && p.outcomes[a].extension_s.is_none()
+                    })
+                })
+                .count();
+            let passed = aa_runs - false_alarms - held;
+            bars.push((
+                format!(
+                    "A/A passes every phase on its own in >= 96% of rollouts: {:.1}%",
+                    passed as f64 * 100.0 / aa_runs as f64
+                ),
+                passed as f64 >= 0.96 * aa_runs as f64,
+            ));
         }
         let note = if a < n_seq {
             let phases: Vec<&Outcome> = aa
@@ -653,6 +710,60 @@ fn main() {
             upper95(false_alarms, aa_runs) * 100.0,
             note
         );
+    }
+    let _ = writeln!(out);
+    print!("{}", &out[printed..]);
+    printed = out.len();
+
+    // Near A/A: real versions are never identical. Slower by less than the margin must pass.
+    let _ = writeln!(
+        out,
+        "Near A/A: {near_runs} rollouts each (4 phases, evidence carried), the new version slower than the stable by less than the margin"
+    );
+    let _ = writeln!(
+        out,
+        "  {:<22} {:<40} {:>16} {:>10} {:>16}",
+        "case", "analyzer", "false rollbacks", "held", "passed all"
+    );
+    for case in [Case::Slower2, Case::Slower5] {
+        let runs: Vec<Vec<PhaseRun>> =
+            parallel(near_runs, |r| run_rollout(&judges, &PLAN, |_| case, &[3, case as u64, r as u64]));
+        for (a, name) in names.iter().enumerate().take(n_seq) {
+            let failed = runs.iter().filter(|ph| ph.iter().any(|p| p.outcomes[a].failed_at.is_some())).count();
+            let held = runs
+                .iter()
+                .filter(|ph| {
+                    ph.iter().any(|p| {
+                        p.outcomes[a].ran && p.outcomes[a].failed_at.is_none() && p.outcomes[a].extension_s.is_none()
+                    })
+                })
+                .count();
+            let passed = near_runs - failed - held;
+            if a == 0 {
+                let rate = failed as f64 / near_runs as f64;
+                bars.push((
+                    format!("{}: false rollbacks < 1 in 200 rollouts: {:.2}%", case.name(), rate * 100.0),
+                    rate < 0.005,
+                ));
+                bars.push((
+                    format!(
+                        "{}: passes every phase on its own in >= 96% of rollouts: {:.1}%",
+                        case.name(),
+                        passed as f64 * 100.0 / near_runs as f64
+                    ),
+                    passed as f64 >= 0.96 * near_runs as f64,
+                ));
+            }
+            let _ = writeln!(
+                out,
+                "  {:<22} {:<40} {:>16} {:>10} {:>16}",
+                case.name(),
+                name,
+                format!("{failed} / {near_runs}"),
+                format!("{held}"),
+                format!("{passed} / {near_runs}")
+            );
+        }
     }
     let _ = writeln!(out);
     print!("{}", &out[printed..]);

@@ -244,16 +244,41 @@ pub struct AnalysisSpec {
     pub target_error_ratio: f64,
     /// Target regression: every latency quantile this many times the stable version's.
     pub target_latency_ratio: f64,
+    /// The smallest regression worth acting on: a difference from the stable version smaller
+    /// than this never fails a release, however much traffic shows it.
+    pub margin: MarginSpec,
+}
+
+/// A regression is worth acting on only when it exceeds the relative *and* the absolute
+/// margin: twice as many errors means little at 0.01%, 0.3 ms more means nothing at 1 ms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MarginSpec {
+    /// The new version's error rate must be above this many times the stable's ...
+    pub error_ratio: f64,
+    /// ... and above the stable's plus this many percentage points (0.1 = 0.1%).
+    pub error_points: f64,
+    /// Its latency, at some quantile, above this many times the stable's ...
+    pub latency_ratio: f64,
+    /// ... and above the stable's plus this much.
+    pub latency: Dur,
+}
+
+impl Default for MarginSpec {
+    fn default() -> Self {
+        MarginSpec { error_ratio: 1.0, error_points: 0.02, latency_ratio: 1.1, latency: Dur::ms(2) }
+    }
 }
 
 impl Default for AnalysisSpec {
     fn default() -> Self {
         AnalysisSpec {
             method: AnalysisMethod::Sequential,
-            alpha: 0.005,
+            alpha: 0.05,
             power: 0.8,
             target_error_ratio: 4.0,
             target_latency_ratio: 1.5,
+            margin: MarginSpec::default(),
         }
     }
 }
@@ -592,6 +617,34 @@ pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
         bad(
             "health.analysis.target_latency_ratio",
             format!("expected a ratio above 1, found {}", a.target_latency_ratio),
+        );
+    }
+    let m = &a.margin;
+    if !(1.0..=100.0).contains(&m.error_ratio) {
+        bad("health.analysis.margin.error_ratio", format!("expected a ratio from 1 to 100, found {}", m.error_ratio));
+    }
+    if !(0.0..=100.0).contains(&m.error_points) {
+        bad(
+            "health.analysis.margin.error_points",
+            format!("expected percentage points from 0 to 100 (0.1 is 0.1%), found {}", m.error_points),
+        );
+    }
+    if !(1.0..=100.0).contains(&m.latency_ratio) {
+        bad(
+            "health.analysis.margin.latency_ratio",
+            format!("expected a ratio from 1 to 100, found {}", m.latency_ratio),
+        );
+    }
+    if m.latency.as_ms() > 60_000 {
+        bad("health.analysis.margin.latency", format!("expected at most 60s, found {}", m.latency));
+    }
+    if a.target_error_ratio < m.error_ratio || a.target_latency_ratio < m.latency_ratio {
+        bad(
+            "health.analysis.margin",
+            format!(
+                "expected a margin no larger than the target (errors x{} vs target x{}, latency x{} vs target x{}): a phase must be able to pass on a release within the margin",
+                m.error_ratio, a.target_error_ratio, m.latency_ratio, a.target_latency_ratio
+            ),
         );
     }
     if !(0.0..=1.0).contains(&h.min_usage_ratio) {

@@ -127,25 +127,48 @@ impl Hist {
 }
 
 /// A pair of thresholds on the grid: the stable's exceedances of `stable_us` are compared
-/// with the canary's exceedances of `canary_us`, a bound `steps` buckets higher (the
-/// tolerated slow-down).
+/// with the canary's exceedances of `canary_us`, a higher bound (the tolerated slow-down).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Threshold {
     pub stable_us: u64,
     pub canary_us: u64,
 }
 
+/// The grid bound paired with `grid[i]` when the new version may be `ratio` times and
+/// `abs_us` slower: at least `steps_for(ratio - 1)` buckets higher and at least `abs_us` above
+/// it, whichever is higher; `None` when that is the overflow bucket.
+pub fn tolerated(i: usize, ratio: f64, abs_us: u64) -> Option<u64> {
+    let grid = router_grid();
+    let by_ratio = i + steps_for(ratio - 1.0);
+    let floor = grid.get(i)?.saturating_add(abs_us);
+    let by_abs = grid.partition_point(|&b| b < floor);
+    let j = by_ratio.max(by_abs);
+    (j < grid.len() - 1).then(|| grid[j])
+}
+
 /// The fixed thresholds of the latency test: every `every`-th grid bound, paired with the bound
-/// `steps` buckets above it, leaving out pairs whose canary side is the overflow bucket.
-/// Fixed in advance, independent of the data, as the mixture needs.
-pub fn thresholds(every: usize, steps: usize) -> Vec<Threshold> {
+/// the margin allows above it ([`tolerated`]), leaving out pairs whose canary side is the
+/// overflow bucket. Fixed in advance, independent of the data, as the mixture needs.
+pub fn thresholds(every: usize, ratio: f64, abs_us: u64) -> Vec<Threshold> {
     let grid = router_grid();
     let every = every.max(1);
-    (0..grid.len())
+    (grid_index(JUDGED_FROM_US)..grid.len())
         .step_by(every)
-        .filter(|&i| i + steps < grid.len() - 1)
-        .map(|i| Threshold { stable_us: grid[i], canary_us: grid[i + steps] })
+        .take_while(|&i| grid[i] <= JUDGED_UP_TO_US)
+        .filter_map(|i| Some(Threshold { stable_us: grid[i], canary_us: tolerated(i, ratio, abs_us)? }))
         .collect()
+}
+
+/// The latency test's thresholds lie from 1 ms to 10 s: below 1 ms no difference is worth
+/// acting on for an HTTP service (and the default 2 ms margin compares such thresholds with
+/// the new version above 2 ms anyway); above 10 s requests time out. Every threshold costs the
+/// mixture `ln(count)`, so the range is kept to what matters, fixed in advance.
+pub const JUDGED_FROM_US: u64 = 1000;
+pub const JUDGED_UP_TO_US: u64 = 10_000_000;
+
+/// The index of `bound` on the router's grid, or of the first grid bound above it.
+pub fn grid_index(bound: u64) -> usize {
+    router_grid().partition_point(|&b| b < bound)
 }
 
 /// Grid steps of the tolerated slow-down: the smallest number of ×1.1 buckets at least
@@ -210,9 +233,25 @@ mod tests {
         assert_eq!(steps_for(0.0), 0);
         assert_eq!(steps_for(0.1), 1);
         assert_eq!(steps_for(0.5), 5);
-        let t = thresholds(4, 1);
         let g = router_grid();
-        assert_eq!(t[0], Threshold { stable_us: g[0], canary_us: g[1] });
+        let t = thresholds(4, 1.1, 0);
+        let first = grid_index(JUDGED_FROM_US);
+        assert_eq!(t[0], Threshold { stable_us: g[first], canary_us: g[first + 1] });
+        assert!(t.last().unwrap().stable_us <= JUDGED_UP_TO_US);
         assert!(t.iter().all(|p| p.canary_us != u64::MAX && p.canary_us > p.stable_us));
+        // With an absolute margin of 2 ms, sub-millisecond thresholds compare with 2.1 ms and
+        // more; far above 2 ms the relative margin decides.
+        let t = thresholds(4, 1.1, 2000);
+        assert!(t[0].stable_us >= 1000 && t[0].stable_us < 1100, "{:?}", t[0]);
+        assert!(
+            t[0].canary_us >= t[0].stable_us + 2000 && t[0].canary_us < (t[0].stable_us + 2000) * 11 / 10,
+            "{:?}",
+            t[0]
+        );
+        let far = t.iter().find(|p| p.stable_us > 100_000).unwrap();
+        let i = grid_index(far.stable_us);
+        assert_eq!(far.canary_us, g[i + 1]);
+        // No margin at all: the same bound.
+        assert_eq!(thresholds(4, 1.0, 0)[3], Threshold { stable_us: g[first + 12], canary_us: g[first + 12] });
     }
 }

@@ -127,7 +127,7 @@
 pub mod eprocess;
 pub mod latency;
 pub mod planner;
-mod sequential;
+pub(crate) mod sequential;
 
 pub use sequential::SequentialAnalyzer;
 
@@ -150,15 +150,22 @@ pub struct SequentialConfig {
     /// Phases assumed when the analyzer is not told the plan: one at 100% and the others with
     /// a comparison.
     pub assumed_phases: usize,
-    /// Null hypothesis of the error test: canary error rate at most this times the stable's.
-    pub min_error_ratio: f64,
-    /// Null hypothesis of the latency test: the canary at most this much slower (0.1 = 10%) at
-    /// every quantile. Rounded up to whole ×1.1 buckets; 0 by default.
-    pub min_latency_increase: f64,
+    /// The margin worth acting on, for errors: the error test fails only on evidence that the
+    /// new version's error rate is above this many times the stable's ...
+    pub error_margin_ratio: f64,
+    /// ... and above the stable's plus this much (0.001 = 0.1 percentage points). The absolute
+    /// part is applied as a larger ratio, `1 + abs / p_s` with the stable's rate `p_s` counted
+    /// with one extra failure, so it only matters where the stable version rarely fails.
+    pub error_margin_abs: f64,
+    /// The margin worth acting on, for latency: the latency test fails only on evidence that
+    /// the new version is slower than this many times the stable's latency ...
+    pub latency_margin_ratio: f64,
+    /// ... and slower than the stable's plus this many microseconds, at some quantile.
+    pub latency_margin_us: u64,
     /// Null hypothesis of the latency test, in rates: at every threshold the canary exceeds
     /// at most this many times as often as the stable version.
     pub min_exceedance_ratio: f64,
-    /// The error test's alternatives: odds ratios on top of `min_error_ratio`, with prior
+    /// The error test's alternatives: odds ratios on top of the margin's ratio, with prior
     /// weights summing to 1.
     pub error_alternatives: Vec<Component>,
     /// Odds ratios of each latency threshold's alternatives.
@@ -173,34 +180,39 @@ pub struct SequentialConfig {
     /// Relative deviation of the canary's share of requests from its weight that is tolerated
     /// (sticky users make the request share differ from the user share).
     pub srm_tolerance: f64,
-    /// Regression the phase must be able to detect before "no rejection" counts as a pass:
-    /// canary error rate this many times the stable's ...
+    /// What a phase must rule out before it passes (the non-inferiority test): a new version
+    /// whose error rate is this many times the stable's ...
     pub target_error_ratio: f64,
-    /// ... with the stable's error rate taken as at least this (so a perfect stable version
-    /// still asks for a meaningful sample) ...
-    pub error_rate_floor: f64,
-    /// ... or every canary latency this many times the stable's.
+    /// ... and the stable's plus this much (0.005 = 0.5 percentage points) ...
+    pub target_error_abs: f64,
+    /// ... or whose latency is this many times the stable's (and at least the latency margin
+    /// above it) at the stable version's median, p90 or p99.
     pub target_latency_ratio: f64,
-    /// ... with this probability.
+    /// Evidence needed to pass: the pass tests run at level `1 - power` (a release exactly as
+    /// bad as the target passes a phase with at most that probability). 0 turns them off: no
+    /// failure by the end of the bake passes.
     pub power: f64,
 }
 
 impl Default for SequentialConfig {
     fn default() -> Self {
         SequentialConfig {
-            alpha: 0.005,
+            alpha: 0.05,
             guard_fraction: 0.05,
-            latency_fraction: 0.1,
+            latency_fraction: 0.9,
             restart_fraction: 0.15,
             assumed_phases: 4,
-            min_error_ratio: 1.0,
-            min_latency_increase: 0.0,
+            error_margin_ratio: 1.0,
+            error_margin_abs: 0.0002,
+            latency_margin_ratio: 1.1,
+            latency_margin_us: 2000,
             min_exceedance_ratio: 1.0,
-            // Weight on the regressions worth catching within a minute (x4, the default target,
-            // and x8), some on x2 so that a doubling is caught eventually, and almost half on a
-            // hard failure, so that one is caught from its first three errors (at 10% of
-            // 200 req/s, a second): the trade measured by the detection benchmark.
-            error_alternatives: [(2.0, 0.1), (4.0, 0.35), (8.0, 0.1), (60.0, 0.45)]
+            // Weight on the regression worth catching within a minute (x4, the default target),
+            // a little on x2 and x1.3 so that smaller ones beyond the margin are caught
+            // eventually, and almost half on a hard failure, so that one is caught from its
+            // first three errors (at 10% of 200 req/s, a second): the trade measured by the
+            // detection benchmark.
+            error_alternatives: [(1.3, 0.05), (2.0, 0.05), (4.0, 0.45), (60.0, 0.45)]
                 .map(|(odds_ratio, weight)| Component { odds_ratio, weight })
                 .to_vec(),
             latency_alternatives: vec![1.5, 2.0, 3.0, 5.0, 10.0],
@@ -209,7 +221,7 @@ impl Default for SequentialConfig {
             srm_alpha: 0.001,
             srm_tolerance: 0.2,
             target_error_ratio: 4.0,
-            error_rate_floor: 0.001,
+            target_error_abs: 0.005,
             target_latency_ratio: 1.5,
             power: 0.8,
         }
@@ -318,7 +330,60 @@ impl SequentialConfig {
     }
 
     pub(crate) fn latency_thresholds(&self) -> Vec<latency::Threshold> {
-        latency::thresholds(self.latency_threshold_every, latency::steps_for(self.min_latency_increase))
+        latency::thresholds(self.latency_threshold_every, self.latency_margin_ratio, self.latency_margin_us)
+    }
+
+    /// The analysis a spec asks for: the one place a spec's `[health.analysis]` becomes the
+    /// analyzer's settings (the controller, the planner and the benchmarks all use it).
+    pub fn from_spec(spec: &crate::spec::AnalysisSpec) -> SequentialConfig {
+        let d = SequentialConfig::default();
+        SequentialConfig {
+            alpha: spec.alpha,
+            power: spec.power,
+            target_error_ratio: spec.target_error_ratio,
+            target_latency_ratio: spec.target_latency_ratio,
+            error_margin_ratio: spec.margin.error_ratio,
+            error_margin_abs: spec.margin.error_points / 100.0,
+            latency_margin_ratio: spec.margin.latency_ratio,
+            latency_margin_us: spec.margin.latency.as_ms().saturating_mul(1000),
+            ..d
+        }
+    }
+
+    /// The null of the error test, as a ratio of the two error rates: the relative margin, or
+    /// the absolute one expressed as a ratio of the stable's rate, whichever is larger. The
+    /// stable's rate is counted with one extra failure, so that a stable version with no
+    /// failure yet does not make the ratio infinite. Never below the relative margin, so the
+    /// false-alarm guarantee holds exactly for it (see the module docs).
+    pub fn error_null_ratio(&self, stable_errors: u64, stable_requests: u64) -> f64 {
+        let ratio = self.error_margin_ratio.max(1.0);
+        if self.error_margin_abs <= 0.0 {
+            return ratio;
+        }
+        let p = (stable_errors.min(stable_requests) as f64 + 1.0) / (stable_requests as f64 + 1.0);
+        ratio.max(1.0 + self.error_margin_abs / p)
+    }
+
+    /// The error rate a phase must show the new version to be below before it passes, when the
+    /// stable version fails at `stable_rate`.
+    pub fn pass_error_limit(&self, stable_rate: f64) -> f64 {
+        let p = stable_rate.clamp(0.0, 1.0);
+        (self.target_error_ratio * p).max(p + self.target_error_abs).min(1.0)
+    }
+
+    /// The latency bound the new version's requests are counted above, for the pass test at
+    /// the stable's grid bound `stable_us`: the target ratio, and never less than the latency
+    /// margin above it.
+    pub fn pass_latency_bound(&self, stable_us: u64) -> Option<u64> {
+        let i = latency::grid_index(stable_us);
+        let by_target = latency::tolerated(i, self.target_latency_ratio, self.latency_margin_us)?;
+        let by_margin = latency::tolerated(i, self.latency_margin_ratio, self.latency_margin_us)?;
+        Some(by_target.max(by_margin))
+    }
+
+    /// Level of the pass tests: `1 - power`, or none when `power` is 0.
+    pub fn pass_level(&self) -> Option<f64> {
+        (self.power > 0.0 && self.power < 1.0).then(|| 1.0 - self.power)
     }
 }
 

@@ -210,7 +210,7 @@ pub fn time_to_detect(
     let (errors, latency) = (budget.errors * budget.fresh(), budget.latency * budget.fresh());
     let (detection, alpha) = match regression {
         Regression::ErrorRate(to) => {
-            let s0 = eprocess::null_event_share(share, config.min_error_ratio);
+            let s0 = eprocess::null_event_share(share, null_ratio_at(config, live.stable_error_rate));
             let d = exposure_to_detect(
                 live.canary_rps * to,
                 live.stable_rps * live.stable_error_rate,
@@ -243,6 +243,69 @@ pub fn time_to_detect(
     Some(Estimate { expected_s: detection.expected, powered_s: detection.powered, power: config.power, alpha })
 }
 
+/// The error test's null ratio at a stable error rate, for planning: as if the stable version
+/// had served 10,000 requests at that rate.
+fn null_ratio_at(config: &SequentialConfig, stable_error_rate: f64) -> f64 {
+    const N: u64 = 10_000;
+    config.error_null_ratio((stable_error_rate.clamp(0.0, 1.0) * N as f64).round() as u64, N)
+}
+
+/// Probability with which the planner wants a release as good as the stable one to have
+/// passed a phase by the time it recommends.
+pub const PASS_PLAN_PROBABILITY: f64 = 0.95;
+
+/// Requests the new version must serve before a version exactly as good as the stable one
+/// (failing at `stable_rate`) passes the error pass test with [`PASS_PLAN_PROBABILITY`].
+/// `None` when the pass tests are off or cannot pass.
+pub fn requests_to_pass_errors(config: &SequentialConfig, stable_rate: f64) -> Option<f64> {
+    let level = config.pass_level()?;
+    let p = stable_rate.clamp(0.0, 1.0);
+    let limit = config.pass_error_limit(p);
+    // The downward test on the new version's requests is the upward test on its successes.
+    let mixture = Mixture::new(1.0 - limit, &eprocess::uniform(&super::sequential::PASS_ALTERNATIVES));
+    exposure_with_z(1.0 - p, p, &mixture, (1.0 / level).ln(), z_of(PASS_PLAN_PROBABILITY)).map(|d| d.powered)
+}
+
+/// Requests the new version must serve before a version exactly as fast as the stable one
+/// (whose latencies are `stable`) passes the latency pass test at every quantile, when it gets
+/// `share` of the requests. `None` when the pass tests are off or cannot pass.
+pub fn requests_to_pass_latency(config: &SequentialConfig, stable: &Hist, share: f64) -> Option<f64> {
+    let level = config.pass_level()?;
+    if stable.is_empty() || !(share > 0.0 && share < 1.0) {
+        return None;
+    }
+    let n = stable.total as f64;
+    // The downward test on the new version's share of events is the upward test on the
+    // stable's share: successes are the stable's events.
+    let mixture = Mixture::new(1.0 - share, &eprocess::uniform(&super::sequential::PASS_ALTERNATIVES));
+    let z = z_of(PASS_PLAN_PROBABILITY);
+    let mut worst: f64 = 0.0;
+    for q in super::sequential::PASS_QUANTILES {
+        let x = stable.quantile(q)?;
+        let Some(bound) = config.pass_latency_bound(x) else { continue };
+        let canary = stable.above_at_most(bound) as f64 / n;
+        let stable_events = stable.above_at_least(x) as f64 / n * (1.0 - share) / share;
+        let d = exposure_with_z(stable_events, canary, &mixture, (1.0 / level).ln(), z)?;
+        worst = worst.max(d.powered);
+    }
+    Some(worst)
+}
+
+/// Seconds a release as good as the stable one needs to pass a phase (errors and, given the
+/// stable's latencies, latency), with [`PASS_PLAN_PROBABILITY`]; `None` when the pass tests
+/// are off, or at 100% (judged by the guards) or without traffic.
+pub fn time_to_pass(config: &SequentialConfig, live: &LiveTraffic) -> Option<f64> {
+    config.pass_level()?;
+    if !(live.canary_rps > 0.0 && live.stable_rps > 0.0) {
+        return None;
+    }
+    let share = live.canary_rps / (live.canary_rps + live.stable_rps);
+    let errors = requests_to_pass_errors(config, live.stable_error_rate)?;
+    let stable = Hist::new(&live.stable_latency_us, &[]);
+    let latency = if stable.is_empty() { 0.0 } else { requests_to_pass_latency(config, &stable, share)? };
+    Some(errors.max(latency) / live.canary_rps)
+}
+
 /// One phase of a plan, for [`check_bakes`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PhasePlan {
@@ -263,8 +326,8 @@ pub struct BakeAdvice {
     pub warning: Option<String>,
 }
 
-/// Checks every comparison phase of a plan against the regressions it should catch, at the
-/// workload's current traffic.
+/// Checks every comparison phase of a plan against the regressions it should catch, and the
+/// time a release as good as the stable one needs to pass, at the workload's current traffic.
 pub fn check_bakes(
     config: &SequentialConfig,
     plan: &[PhasePlan],
@@ -307,6 +370,24 @@ pub fn check_bakes(
                         problems.push(format!("{} cannot be detected at this traffic", describe(*r, stable_error_rate)));
                     }
                 }
+            }
+            match time_to_pass(config, &live) {
+                Some(pass) => {
+                    needed = needed.max(pass);
+                    if pass > p.bake_s {
+                        problems.push(format!(
+                            "a release as good as the stable one needs {:.0} s to pass ({:.0}% of the time), the bake is {:.0} s",
+                            pass,
+                            PASS_PLAN_PROBABILITY * 100.0,
+                            p.bake_s
+                        ));
+                    }
+                }
+                None if config.pass_level().is_some() => {
+                    needed = f64::INFINITY;
+                    problems.push("no release can pass it at this traffic".into());
+                }
+                None => {}
             }
             advice.needed_s = Some(needed);
             if !problems.is_empty() {
@@ -393,7 +474,7 @@ mod tests {
 
     #[test]
     fn latency_regression_from_a_histogram() {
-        let cfg = SequentialConfig::default();
+        let cfg = SequentialConfig { latency_margin_ratio: 1.0, latency_margin_us: 0, ..SequentialConfig::default() };
         let hist = lognormal_hist(20_000.0, 0.5, 100_000);
         let live = LiveTraffic::split(200.0, 2500, 0.005, &hist);
         let e = time_to_detect(&cfg, None, &live, Regression::LatencyScale(1.5)).unwrap();
@@ -401,7 +482,8 @@ mod tests {
         let small = time_to_detect(&cfg, None, &live, Regression::LatencyScale(1.2)).unwrap();
         assert!(small.expected_s > e.expected_s);
         // With a tolerated 10% slow-down, 5% is no regression.
-        let tolerant = SequentialConfig { min_latency_increase: 0.1, ..SequentialConfig::default() };
+        let tolerant =
+            SequentialConfig { latency_margin_ratio: 1.1, latency_margin_us: 0, ..SequentialConfig::default() };
         assert!(time_to_detect(&tolerant, None, &live, Regression::LatencyScale(1.05)).is_none());
         let slower = time_to_detect(&tolerant, None, &live, Regression::LatencyScale(1.5)).unwrap();
         assert!(slower.expected_s > e.expected_s);

@@ -3,7 +3,7 @@
 
 use super::eprocess::{self, Mixture, carried_log_e, log_e_lower, log_e_upper, null_event_share, upper_confidence};
 use super::latency::{self, Hist};
-use super::planner::{self, exposure_to_detect, power_after};
+use super::planner;
 use super::{Budget, GUARD_ALTERNATIVES, GUARD_TAIL, PhaseContext, SHARE_ALTERNATIVES, SequentialConfig};
 use crate::health::{
     Health, HealthAnalyzer, Mode, Observation, PhaseWindow, SignalResult, ThresholdAnalyzer, Traffic, Verdict,
@@ -69,7 +69,10 @@ impl SequentialAnalyzer {
 /// Every error alternative's log-likelihood ratio over an earlier phase.
 fn error_ratios(cfg: &SequentialConfig, w: &PhaseWindow) -> Vec<f64> {
     let m = Mixture::new(
-        null_event_share(window_share(w, cfg.share_prior_requests), cfg.min_error_ratio),
+        null_event_share(
+            window_share(w, cfg.share_prior_requests),
+            cfg.error_null_ratio(w.stable.errors, w.stable.requests),
+        ),
         &cfg.error_grid(),
     );
     m.log_ratios(w.canary.errors.min(w.canary.requests) as f64, w.stable.errors.min(w.stable.requests) as f64).collect()
@@ -431,9 +434,8 @@ fn error_test(ctx: &Ctx<'_>, t: &Traffic, b: &Traffic, share: f64) -> SignalResu
     let (ec, eb) = (t.errors.min(t.requests), b.errors.min(b.requests));
     let alpha = ctx.budget.errors;
     let log_threshold = (1.0 / alpha).ln();
-    // What a regression first appearing in this phase must reach on its own.
-    let fresh_threshold = (1.0 / (alpha * ctx.budget.fresh())).ln();
-    let mixture = Mixture::new(null_event_share(share, cfg.min_error_ratio), &cfg.error_grid());
+    let null_ratio = cfg.error_null_ratio(eb, b.requests);
+    let mixture = Mixture::new(null_event_share(share, null_ratio), &cfg.error_grid());
     let mut segments = ctx.carried.errors.clone();
     segments.push((ctx.budget.ordinal, mixture.log_ratios(ec as f64, eb as f64).collect()));
     let log_weights: Vec<f64> = mixture.log_weights().collect();
@@ -441,7 +443,7 @@ fn error_test(ctx: &Ctx<'_>, t: &Traffic, b: &Traffic, share: f64) -> SignalResu
     let rate_c = ec as f64 / t.requests as f64;
     let rate_b = eb as f64 / b.requests as f64;
     let numbers = format!(
-        "new {ec} of {} failed ({}), stable {eb} of {} ({}){}; e-value {} of {} needed (α = {}), new version's share of traffic taken as {}",
+        "new {ec} of {} failed ({}), stable {eb} of {} ({}){}; e-value {} of {} needed, new version's share of traffic taken as {}",
         t.requests,
         pct(rate_c),
         b.requests,
@@ -449,33 +451,16 @@ fn error_test(ctx: &Ctx<'_>, t: &Traffic, b: &Traffic, share: f64) -> SignalResu
         carried_note(ctx),
         fmt_e(log_e),
         fmt_e(log_threshold),
-        fmt_alpha(alpha),
         pct(share)
     );
+    let pass = pass_errors(ctx, t, rate_b);
     let (health, detail) = if log_e >= log_threshold {
-        (Health::Unhealthy, format!("error rate above the stable version's: {numbers}"))
+        (Health::Unhealthy, format!("error rate above the margin: {numbers}"))
     } else {
-        // Would a regression of the target size have been caught by now?
-        let target = cfg.target_error_ratio * rate_b.max(cfg.error_rate_floor);
-        let stable_events = rate_b.max(cfg.error_rate_floor) * b.requests as f64 / t.requests as f64;
-        match exposure_to_detect(target.min(1.0), stable_events, &mixture, fresh_threshold, cfg.power) {
-            // power 0: no power requirement, "no rejection once the bake is over" passes.
-            Some(d) if cfg.power > 0.0 && (t.requests as f64) < d.powered => {
-                let p = power_after(target.min(1.0), stable_events, &mixture, fresh_threshold, t.requests as f64);
-                let more = d.powered - t.requests as f64;
-                (
-                    Health::Unknown,
-                    format!(
-                        "inconclusive: no regression found, but an error rate of {} would have been caught with only {:.0}% probability so far; {:.0}% needs ~{:.0} more requests{}: {numbers}",
-                        pct(target.min(1.0)),
-                        p * 100.0,
-                        cfg.power * 100.0,
-                        more,
-                        ctx.time_for(more, t.requests)
-                    ),
-                )
-            }
-            _ => (Health::Healthy, format!("no regression: {numbers}")),
+        match &pass {
+            Some(p) if !p.passed => (Health::Unknown, format!("pending: {}; {numbers}", p.detail)),
+            Some(p) => (Health::Healthy, format!("{}; {numbers}", p.detail)),
+            None => (Health::Healthy, format!("no regression beyond the margin: {numbers}")),
         }
     };
     let mut s = ctx.signal(
@@ -483,9 +468,11 @@ fn error_test(ctx: &Ctx<'_>, t: &Traffic, b: &Traffic, share: f64) -> SignalResu
         health,
         "e-value",
         format!(
-            "sequential test against the stable version: fails when the evidence that the new version's error rate is above {} reaches 1/α = {}",
-            if cfg.min_error_ratio > 1.0 { format!("{}x the stable's", cfg.min_error_ratio) } else { "the stable's".into() },
-            fmt_e(log_threshold)
+            "fails on evidence that the new version's error rate is above {} the stable's and {} points above it (sequential test, α = {} over the rollout){}",
+            fmt_ratio(cfg.error_margin_ratio),
+            fmt_points(cfg.error_margin_abs),
+            fmt_alpha(alpha),
+            pass.as_ref().map_or(String::new(), |p| format!("; passes on evidence that it is below {} (α = {})", pct(p.limit), fmt_alpha(p.level)))
         ),
         detail,
     );
@@ -500,27 +487,162 @@ fn error_test(ctx: &Ctx<'_>, t: &Traffic, b: &Traffic, share: f64) -> SignalResu
         ("stable_rate", rate_b),
         ("share", share),
         ("alpha", alpha),
+        ("null_ratio", null_ratio),
         ("carried_phases", ctx.carried.errors.len() as f64),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
+    .chain(
+        pass.iter().flat_map(|p| [("pass_e_value".to_string(), shown(p.log_e)), ("pass_limit".to_string(), p.limit)]),
+    )
     .collect();
     s
+}
+
+/// The outcome of a pass (non-inferiority) test.
+struct Pass {
+    passed: bool,
+    log_e: f64,
+    /// The error rate (or, for latency, unused) the new version was shown to be below.
+    limit: f64,
+    level: f64,
+    detail: String,
+}
+
+/// Odds ratios of the pass tests' alternatives: from "as good as the stable version" at the
+/// default target (x4) to "no failure at all".
+pub(crate) const PASS_ALTERNATIVES: [f64; 6] = [1.5, 2.0, 4.0, 10.0, 100.0, 1000.0];
+
+/// Has the new version been shown to fail less often than the target regression would? A
+/// one-sample sequential test of "error rate at least the limit" on its requests, at level
+/// `1 - power`; `None` when the spec turns the pass tests off.
+fn pass_errors(ctx: &Ctx<'_>, t: &Traffic, stable_rate: f64) -> Option<Pass> {
+    let cfg = ctx.cfg;
+    let level = cfg.pass_level()?;
+    let limit = cfg.pass_error_limit(stable_rate);
+    let ec = t.errors.min(t.requests);
+    let grid = eprocess::uniform(&PASS_ALTERNATIVES);
+    let log_e = log_e_lower(ec as f64, (t.requests - ec) as f64, limit, &grid);
+    let log_threshold = (1.0 / level).ln();
+    if log_e >= log_threshold {
+        return Some(Pass {
+            passed: true,
+            log_e,
+            limit,
+            level,
+            detail: format!("shown to be below {} (the target regression)", pct(limit)),
+        });
+    }
+    // How many requests a version as good as the stable one needs in all, with the planner's
+    // assumptions: the same figure `ringfence plan` gives for the phase.
+    let needed = planner::requests_to_pass_errors(cfg, stable_rate).unwrap_or(f64::INFINITY);
+    let more = (needed - t.requests as f64).max(1.0);
+    Some(Pass {
+        passed: false,
+        log_e,
+        limit,
+        level,
+        detail: if needed.is_finite() {
+            format!(
+                "not yet shown to be below {} (the target regression); ~{:.0} more requests{}",
+                pct(limit),
+                more,
+                ctx.time_for(more, t.requests)
+            )
+        } else {
+            format!("not yet shown to be below {} (the target regression)", pct(limit))
+        },
+    })
+}
+
+/// The quantiles of the stable version at which a phase must show the new version to be
+/// within the target before it passes.
+pub(crate) const PASS_QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
+
+/// Has the new version been shown to be no slower than the target at the stable version's
+/// median, p90 and p99? At each, a sequential test of "the new version's requests exceed the
+/// target bound at least as often as the stable's exceed the quantile" on the share of those
+/// events that are the new version's, against its share of requests; all three must reject
+/// (an intersection-union test: each at level `1 - power`, no correction needed). Counts are
+/// rounded against passing.
+fn pass_latency(ctx: &Ctx<'_>, hc: &Hist, hb: &Hist) -> Option<Pass> {
+    let cfg = ctx.cfg;
+    let level = cfg.pass_level()?;
+    let log_threshold = (1.0 / level).ln();
+    let grid = eprocess::uniform(&PASS_ALTERNATIVES);
+    let share = hc.total as f64 / (hc.total + hb.total) as f64;
+    let mut weakest: Option<(f64, f64, u64, u64)> = None;
+    for q in PASS_QUANTILES {
+        let Some(x) = hb.quantile(q) else { return None };
+        let Some(bound) = cfg.pass_latency_bound(x) else { continue };
+        let (k, m) = (hc.above_at_most(bound), hb.above_at_least(x));
+        let log_e = log_e_lower(k as f64, m as f64, share, &grid);
+        if weakest.is_none_or(|w| log_e < w.1) {
+            weakest = Some((q, log_e, x, bound));
+        }
+    }
+    let (q, log_e, x, bound) = weakest?;
+    let name = |q: f64| if q == 0.5 { "median".to_string() } else { format!("p{:.0}", q * 100.0) };
+    if log_e >= log_threshold {
+        return Some(Pass {
+            passed: true,
+            log_e,
+            limit: 0.0,
+            level,
+            detail: format!(
+                "shown to be within {} of the stable's median, p90 and p99 (the target regression)",
+                fmt_ratio(cfg.target_latency_ratio)
+            ),
+        });
+    }
+    let needed = planner::requests_to_pass_latency(cfg, hb, share).unwrap_or(f64::INFINITY);
+    let more = (needed - hc.total as f64).max(1.0);
+    Some(Pass {
+        passed: false,
+        log_e,
+        limit: 0.0,
+        level,
+        detail: format!(
+            "not yet shown to be within {} of the stable's {} ({} of the new version's requests slower than {} vs {} of the stable's slower than {}){}",
+            fmt_ratio(cfg.target_latency_ratio),
+            name(q),
+            hc.above_at_most(bound),
+            ms(bound),
+            hb.above_at_least(x),
+            ms(x),
+            if needed.is_finite() {
+                format!("; ~{:.0} more requests{}", more, ctx.time_for(more, hc.total))
+            } else {
+                String::new()
+            }
+        ),
+    })
+}
+
+fn fmt_ratio(r: f64) -> String {
+    format!("{}x", (r * 100.0).round() / 100.0)
+}
+
+fn fmt_points(abs: f64) -> String {
+    let p = abs * 100.0;
+    if p == p.round() { format!("{p:.0}") } else { format!("{}", (p * 1000.0).round() / 1000.0) }
 }
 
 fn latency_test(ctx: &Ctx<'_>, t: &Traffic, b: &Traffic, null_share: &dyn Fn(u64, u64) -> f64) -> SignalResult {
     let cfg = ctx.cfg;
     let alpha = ctx.budget.latency;
     let log_threshold = (1.0 / alpha).ln();
-    let fresh_threshold = (1.0 / (alpha * ctx.budget.fresh())).ln();
     let rule = format!(
-        "sequential test against the stable version at every latency threshold: fails when the evidence that the new version is {} somewhere in the distribution reaches 1/α = {}",
-        if cfg.min_latency_increase > 0.0 {
-            format!("more than {:.0}% slower", cfg.min_latency_increase * 100.0)
-        } else {
-            "slower".into()
-        },
-        fmt_e(log_threshold)
+        "fails on evidence that the new version is slower than {} the stable's and {} more at some quantile (sequential test over every latency threshold, α = {} over the rollout){}",
+        fmt_ratio(cfg.latency_margin_ratio),
+        ms(cfg.latency_margin_us),
+        fmt_alpha(alpha),
+        cfg.pass_level().map_or(String::new(), |level| format!(
+            "; passes on evidence that it is within {} (and {} more) at the stable's median, p90 and p99 (α = {})",
+            fmt_ratio(cfg.target_latency_ratio),
+            ms(cfg.latency_margin_us),
+            fmt_alpha(level)
+        ))
     );
     let hc = Hist::new(&t.latency_us, &b.latency_us);
     let hb = Hist::new(&b.latency_us, &t.latency_us);
@@ -585,41 +707,14 @@ fn latency_test(ctx: &Ctx<'_>, t: &Traffic, b: &Traffic, null_share: &dyn Fn(u64
             carried_note(ctx)
         ),
     };
+    let pass = pass_latency(ctx, &hc, &hb);
     let (health, detail) = if log_e >= log_threshold {
-        (Health::Unhealthy, format!("latency above the stable version's: {numbers}"))
+        (Health::Unhealthy, format!("latency above the margin: {numbers}"))
     } else {
-        let scale = cfg.target_latency_ratio;
-        let extra = (thresholds.len().max(1) as f64).ln();
-        let ratio = hb.total as f64 / hc.total as f64;
-        let rates = planner::latency_rates(cfg, &hb, scale);
-        let z = planner::z_of(cfg.power);
-        let need = rates
-            .iter()
-            .filter_map(|&(stable, canary)| {
-                planner::exposure_with_z(canary, stable * ratio, &mixture, fresh_threshold + extra, z)
-            })
-            .map(|d| d.powered)
-            .fold(f64::INFINITY, f64::min);
-        if cfg.power > 0.0 && need.is_finite() && (hc.total as f64) < need {
-            let p = rates
-                .iter()
-                .map(|&(stable, canary)| {
-                    power_after(canary, stable * ratio, &mixture, fresh_threshold + extra, hc.total as f64)
-                })
-                .fold(0.0, f64::max);
-            let more = need - hc.total as f64;
-            (
-                Health::Unknown,
-                format!(
-                    "inconclusive: no regression found, but latency x{scale} would have been caught with only {:.0}% probability so far; {:.0}% needs ~{:.0} more requests{}: {numbers}",
-                    p * 100.0,
-                    cfg.power * 100.0,
-                    more,
-                    ctx.time_for(more, hc.total)
-                ),
-            )
-        } else {
-            (Health::Healthy, format!("no regression: {numbers}"))
+        match &pass {
+            Some(p) if !p.passed => (Health::Unknown, format!("pending: {}; {numbers}", p.detail)),
+            Some(p) => (Health::Healthy, format!("{}; {numbers}", p.detail)),
+            None => (Health::Healthy, format!("no regression beyond the margin: {numbers}")),
         }
     };
     let mut s = ctx.signal("latency", health, "e-value", rule, detail);
@@ -628,6 +723,9 @@ fn latency_test(ctx: &Ctx<'_>, t: &Traffic, b: &Traffic, null_share: &dyn Fn(u64
     s.sample_size = hc.total;
     s.baseline_sample_size = Some(hb.total);
     s.values.insert("alpha".into(), alpha);
+    if let Some(p) = &pass {
+        s.values.insert("pass_e_value".into(), shown(p.log_e));
+    }
     if let (Some(c), Some(b)) = (t.quantile_us(0.99), b.quantile_us(0.99)) {
         s.values.insert("canary_p99_ms".into(), c as f64 / 1000.0);
         s.values.insert("stable_p99_ms".into(), b as f64 / 1000.0);
@@ -774,7 +872,8 @@ mod tests {
         assert_eq!(failed, None);
         assert_eq!(last.health, Health::Healthy, "{last:#?}");
         assert_eq!(last.analyzer, "sequential");
-        assert!(signal(&last, "error_rate").detail.starts_with("no regression"));
+        assert!(signal(&last, "error_rate").detail.starts_with("shown to be below"), "{last:#?}");
+        assert!(signal(&last, "latency").detail.starts_with("shown to be within"), "{last:#?}");
     }
 
     #[test]
@@ -783,7 +882,8 @@ mod tests {
         assert_eq!(last.health, Health::Unknown);
         let e = signal(&last, "error_rate");
         assert_eq!(e.health, Health::Unknown);
-        assert!(e.detail.contains("inconclusive"), "{}", e.detail);
+        assert!(e.detail.starts_with("pending: not yet shown to be below"), "{}", e.detail);
+        assert!(e.detail.contains("more requests"), "{}", e.detail);
     }
 
     #[test]
@@ -796,7 +896,7 @@ mod tests {
         assert_eq!(s.unit, "e-value");
         assert!(s.observed.unwrap() >= s.threshold.unwrap());
         assert!(s.sample_size > 0 && s.baseline_sample_size.unwrap() > s.sample_size);
-        assert!(s.detail.contains("stable") && s.rule.contains("1/α"), "{s:?}");
+        assert!(s.detail.contains("stable") && s.rule.contains("α = "), "{s:?}");
     }
 
     #[test]
@@ -914,6 +1014,84 @@ mod tests {
             }
         }
         assert!(rejected <= 1, "{rejected} of 20 A/A rollouts rejected");
+    }
+
+    /// A spread of latencies around grid bucket `center`, shifted by `shift` buckets (each
+    /// bucket is ×1.1), `n` requests in all.
+    fn spread(center: usize, shift: usize, n: u64) -> Vec<(u64, u64)> {
+        let g = router_grid();
+        let weights = [1u64, 3, 8, 16, 24, 16, 8, 3, 1];
+        let total: u64 = weights.iter().sum();
+        weights.iter().enumerate().map(|(k, w)| (g[center + shift + k - 4], n * w / total)).collect()
+    }
+
+    fn judged(cfg: SequentialConfig, canary: Traffic, stable: Traffic) -> Verdict {
+        let spec = HealthSpec { max_error_rate: 1.0, ..HealthSpec::default() };
+        SequentialAnalyzer::new(cfg).in_phase(PhaseContext::of_plan(&[1000, 10_000], 0)).evaluate(
+            &observation(Some(canary), Some(Some(stable)), 600_000),
+            &spec,
+            Mode::Phase,
+        )
+    }
+
+    #[test]
+    fn errors_just_inside_the_margin_never_fail_and_just_outside_they_do() {
+        // The margin "x2 and +0.5 points" on a stable version failing 1%: the new version
+        // fails only above 2%. Huge samples, so the evidence is overwhelming either way (the
+        // prior's smallest alternative is x1.3 over the margin).
+        let cfg = SequentialConfig { error_margin_ratio: 2.0, error_margin_abs: 0.005, ..Default::default() };
+        let g = router_grid();
+        let stable = Traffic { requests: 900_000, errors: 9_000, latency_us: vec![(g[100], 900_000)] };
+        let at = |errors: u64| Traffic { requests: 100_000, errors, latency_us: vec![(g[100], 100_000)] };
+        let inside = judged(cfg.clone(), at(1_900), stable.clone());
+        assert_ne!(signal(&inside, "error_rate").health, Health::Unhealthy, "1.9%: {inside:#?}");
+        let outside = judged(cfg.clone(), at(2_400), stable.clone());
+        assert_eq!(signal(&outside, "error_rate").health, Health::Unhealthy, "2.4%: {outside:#?}");
+        // Without the margin 1.9% against 1% is a regression.
+        let strict = SequentialConfig { error_margin_ratio: 1.0, error_margin_abs: 0.0, ..Default::default() };
+        assert_eq!(signal(&judged(strict, at(1_900), stable), "error_rate").health, Health::Unhealthy);
+        // Where the stable version hardly fails, the absolute part decides: 0.3% against
+        // 0.1% is x3 but only +0.2 points, inside "+0.5 points".
+        let rare = Traffic { requests: 900_000, errors: 900, latency_us: vec![(g[100], 900_000)] };
+        assert_ne!(signal(&judged(cfg.clone(), at(300), rare.clone()), "error_rate").health, Health::Unhealthy);
+        assert_eq!(signal(&judged(cfg, at(1_200), rare), "error_rate").health, Health::Unhealthy, "1.2% vs 0.1%");
+    }
+
+    #[test]
+    fn latency_just_inside_the_margin_never_fails_and_just_outside_it_does() {
+        // The default margin: x1.1 and +2 ms. Around 40 ms the relative part decides: one
+        // bucket (+10%) slower is inside, two buckets (+21%) outside.
+        let cfg = SequentialConfig::default();
+        let g = router_grid();
+        let center = g.partition_point(|&b| b < 40_000);
+        let t = |shift: usize, n: u64| Traffic { requests: n, errors: 0, latency_us: spread(center, shift, n) };
+        let inside = judged(cfg.clone(), t(1, 100_000), t(0, 900_000));
+        assert_ne!(signal(&inside, "latency").health, Health::Unhealthy, "+10%: {inside:#?}");
+        let outside = judged(cfg.clone(), t(2, 100_000), t(0, 900_000));
+        assert_eq!(signal(&outside, "latency").health, Health::Unhealthy, "+21%: {outside:#?}");
+        // Below a millisecond the absolute part decides: 0.5 ms -> 1.3 ms (x2.6, +0.8 ms) is
+        // inside "+2 ms"; 0.5 ms -> 3.5 ms is outside.
+        let sub = g.partition_point(|&b| b < 500);
+        let fast = |to: usize, n: u64| Traffic { requests: n, errors: 0, latency_us: spread(to, 0, n) };
+        let slower = g.partition_point(|&b| b < 1_300);
+        let inside = judged(cfg.clone(), fast(slower, 100_000), fast(sub, 900_000));
+        assert_ne!(signal(&inside, "latency").health, Health::Unhealthy, "+0.8 ms: {inside:#?}");
+        let much = g.partition_point(|&b| b < 3_500);
+        let outside = judged(cfg, fast(much, 100_000), fast(sub, 900_000));
+        assert_eq!(signal(&outside, "latency").health, Health::Unhealthy, "+3 ms: {outside:#?}");
+    }
+
+    #[test]
+    fn a_pending_pass_test_is_shown_as_pending_and_a_pass_says_what_it_ruled_out() {
+        let cfg = SequentialConfig::default();
+        let g = router_grid();
+        let few = Traffic { requests: 50, errors: 0, latency_us: vec![(g[100], 50)] };
+        let stable = Traffic { requests: 450, errors: 2, latency_us: vec![(g[100], 450)] };
+        let v = judged(cfg.clone(), few, stable);
+        let e = signal(&v, "error_rate");
+        assert_eq!(e.health, Health::Unknown);
+        assert!(e.detail.starts_with("pending: "), "{}", e.detail);
+        assert!(e.rule.contains("passes on evidence") && e.rule.matches("α = ").count() == 2, "{}", e.rule);
     }
 
     #[test]
