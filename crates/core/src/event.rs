@@ -98,6 +98,13 @@ pub enum EventKind {
         phase: usize,
         baseline: Option<BakeBaseline>,
     },
+    /// The router restarted during a bake (its counters started over): the analysis window
+    /// starts again from the new router's counters. The bake time already served counts.
+    BaselineReset {
+        rollout_id: String,
+        phase: usize,
+        baseline: BakeBaseline,
+    },
     PhasePassed {
         rollout_id: String,
         phase: usize,
@@ -234,6 +241,7 @@ impl EventKind {
         match self {
             RolloutStarted { rollout_id, .. }
             | BakeStarted { rollout_id, .. }
+            | BaselineReset { rollout_id, .. }
             | PhasePassed { rollout_id, .. }
             | PhaseStarted { rollout_id, .. }
             | PhaseHeld { rollout_id, .. }

@@ -37,6 +37,10 @@ pub fn describe(e: &Event) -> String {
         .replace("Deploy", "deploy")
         .replace("Rollback", "rollback"),
         BakeStarted { phase, .. } => format!("phase {} deployed; baking", phase + 1),
+        BaselineReset { phase, .. } => format!(
+            "router restarted during phase {}: the analysis counts from its new counters (bake time served still counts)",
+            phase + 1
+        ),
         PhasePassed { phase, verdict, by_hand, .. } => format!(
             "phase {} passed ({}{})",
             phase + 1,

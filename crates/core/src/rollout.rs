@@ -88,6 +88,10 @@ pub struct Rollout {
     pub phase_started_at: Timestamp,
     pub bake_started_at: Option<Timestamp>,
     pub baseline: Option<BakeBaseline>,
+    /// When the analysis window began: the bake's start, or the last baseline reset (a router
+    /// restart) within it.
+    #[serde(default)]
+    pub window_started_at: Option<Timestamp>,
     /// Paused time inside the current bake, which does not count as baking.
     pub paused_ms: u64,
     pub paused_at: Option<Timestamp>,
@@ -245,7 +249,14 @@ fn step_inner(r: &Rollout, input: &StepInput<'_>, verdict: Verdict) -> Vec<Event
                         vec![]
                     }
                 }
-                Stage::Baking => bake_step(r, input, verdict),
+                Stage::Baking => match (&r.baseline, &input.baseline_now) {
+                    // The router restarted: its counters started over, so the window must too,
+                    // or the analysis stays blind for the rest of the bake.
+                    (Some(old), Some(now)) if old.router_instance != now.router_instance => {
+                        vec![EventKind::BaselineReset { rollout_id: id, phase: r.phase, baseline: now.clone() }]
+                    }
+                    _ => bake_step(r, input, verdict),
+                },
                 Stage::Passed => advance(r),
             }
         }
@@ -323,11 +334,16 @@ pub fn apply(r: &mut Rollout, kind: &EventKind, at: Timestamp) {
             r.phase = *phase;
             r.stage = Stage::Baking;
             r.bake_started_at = Some(at);
+            r.window_started_at = Some(at);
             r.baseline = baseline.clone();
             r.paused_ms = 0;
             if r.status == RolloutStatus::Paused {
                 r.paused_at = Some(at);
             }
+        }
+        EventKind::BaselineReset { baseline, .. } => {
+            r.window_started_at = Some(at);
+            r.baseline = Some(baseline.clone());
         }
         EventKind::PhasePassed { verdict, window, .. } => {
             r.stage = Stage::Passed;
@@ -428,6 +444,7 @@ pub fn started(
         phase_started_at: at,
         bake_started_at: None,
         baseline: None,
+        window_started_at: None,
         paused_ms: 0,
         paused_at: None,
         promote_requested: false,

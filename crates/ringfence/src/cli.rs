@@ -468,10 +468,12 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
                 );
             }
             if short && p.power > 0.0 {
-                println!("Bakes shorter than needed end inconclusive: the phase extends, then holds (never promotes).");
+                println!(
+                    "Bakes shorter than needed end pending: the phase extends until the evidence decides, then holds (never promotes)."
+                );
             } else if short {
                 println!(
-                    "This spec sets [health.analysis] power = 0: a phase passes when nothing is found by the end of its bake,\nso regressions smaller than what the bake can see may pass (needed times are for 80% power)."
+                    "This spec sets [health.analysis] power = 0: a phase passes when nothing is found by the end of its bake,\nso regressions smaller than what the bake can see may pass."
                 );
             }
             Ok(ExitCode::Ok)
@@ -796,18 +798,26 @@ pub fn render_status(s: &WorkloadStatus) -> String {
             let frac = if r.stage == Stage::Baking { (baked as f64 / bake as f64).min(1.0) } else { 0.0 };
             let bar_len = 24;
             let filled = (frac * bar_len as f64).round() as usize;
+            // Past its bake, a phase waits for evidence: say so instead of a full bar.
+            let progress = if r.stage == Stage::Baking && baked >= bake {
+                format!(
+                    "bake of {} served; {} {:.0}s for the evidence to decide (pending signals below)",
+                    phase.bake,
+                    if r.held_since.is_some() { "held" } else { "extended" },
+                    (baked - bake) as f64 / 1000.0
+                )
+            } else {
+                format!("{:?} {:.1}s/{}", r.stage, baked as f64 / 1000.0, phase.bake)
+            };
             let _ = writeln!(
                 o,
-                "phase      {}/{} {} at {}% [{}{}] {:?} {:.1}s/{}",
+                "phase      {}/{} {} at {}% [{}{}] {progress}",
                 r.phase + 1,
                 r.phases.len(),
                 phase.name,
                 phase.weight,
                 "#".repeat(filled),
                 ".".repeat(bar_len - filled),
-                r.stage,
-                baked as f64 / 1000.0,
-                phase.bake
             );
         }
         let plan: Vec<String> = r

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use hyper::Method;
 use ringfence_core::event::{Action, BakeBaseline, EventKind};
-use ringfence_core::health::{HealthAnalyzer, Observation, ThresholdAnalyzer, Traffic, VersionObservation};
+use ringfence_core::health::{
+    HealthAnalyzer, Observation, SignalResult, ThresholdAnalyzer, Traffic, VersionObservation,
+};
 use ringfence_core::rollout::{self, RolloutStatus, Stage, StepInput};
 use ringfence_core::state::{Desired, WorkloadState};
 use ringfence_router::{BreakerConfig, BreakerState, Group, RouteTable, StatsSnapshot};
@@ -342,7 +344,8 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
     };
     let canary = observe(&r.release, baseline.map(|b| &b.canary));
     let stable = r.from.as_deref().map(|f| observe(f, baseline.and_then(|b| b.stable.as_ref())));
-    let window_ms = r.bake_started_at.map(|b| t.since(b)).unwrap_or(0);
+    // The analysis window: from the bake's start, or from the router's restart within it.
+    let window_ms = r.window_started_at.or(r.bake_started_at).map(|b| t.since(b)).unwrap_or(0);
     // A first deploy and a rollback to a verified release are judged on health checks (probes,
     // crashes, smoke tests), not re-analysed: an alert that prompted the rollback must not
     // block it, and a first deploy has nothing to compare with.
@@ -369,6 +372,23 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         && r.stage == Stage::Baking
     {
         signals.extend(local.prom.signals(&shared.http, prom, &name, &r.release, r.from.as_deref()).await);
+    }
+    if let (Some(bake), Some(window)) = (r.bake_started_at, r.window_started_at)
+        && window > bake
+        && in_window
+    {
+        signals.push(SignalResult::new(
+            "window",
+            &r.release,
+            ringfence_core::health::Health::Healthy,
+            "ms",
+            "the analysis window restarts when the router restarts (its counters start over)",
+            format!(
+                "the router restarted {:.1} s into the bake; traffic is judged from then on ({:.1} s so far)",
+                window.since(bake) as f64 / 1000.0,
+                window_ms as f64 / 1000.0
+            ),
+        ));
     }
     let observation = Observation { canary, baseline: stable, window_ms, freshness_ms, signals };
     let usage_rps_before = local.usage_before.as_ref().and_then(|(_, rps)| *rps);
@@ -685,13 +705,7 @@ fn analyzer_for(
     match spec.method {
         ringfence_core::spec::AnalysisMethod::Threshold => Box::new(ThresholdAnalyzer),
         ringfence_core::spec::AnalysisMethod::Sequential => {
-            let config = SequentialConfig {
-                alpha: spec.alpha,
-                power: spec.power,
-                target_error_ratio: spec.target_error_ratio,
-                target_latency_ratio: spec.target_latency_ratio,
-                ..SequentialConfig::default()
-            };
+            let config = SequentialConfig::from_spec(spec);
             let weights: Vec<u32> = r.phases.iter().map(|p| p.weight_bp()).collect();
             Box::new(
                 SequentialAnalyzer::new(config)

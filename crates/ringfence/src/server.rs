@@ -739,20 +739,14 @@ async fn plan(
         stable_stats.as_ref().filter(|s| s.requests > 0).map(|s| s.errors as f64 / s.requests as f64).unwrap_or(0.0);
     let latency = stable_stats.map(|s| s.latency_buckets).unwrap_or_default();
     let a = &spec.health.analysis;
-    let config = SequentialConfig {
-        alpha: a.alpha,
-        power: if a.power > 0.0 { a.power } else { 0.8 },
-        target_error_ratio: a.target_error_ratio,
-        target_latency_ratio: a.target_latency_ratio,
-        ..SequentialConfig::default()
-    };
+    let config = SequentialConfig::from_spec(a);
     let plan: Vec<PhasePlan> = spec
         .rollout
         .phases
         .iter()
         .map(|p| PhasePlan { weight_bp: p.weight_bp(), bake_s: p.bake.as_ms() as f64 / 1000.0 })
         .collect();
-    let target_rate = (stable_error_rate.max(config.error_rate_floor) * a.target_error_ratio).min(1.0);
+    let target_rate = config.pass_error_limit(stable_error_rate);
     // Latency can only be planned from the stable version's latency distribution.
     let mut regressions = vec![Regression::ErrorRate(target_rate)];
     if !latency.is_empty() {
