@@ -7,6 +7,8 @@
 #                                     # saved to bench/results/flags.txt
 #   bench/run.sh router --save        # router overhead next to nginx (installs nginx-light and wrk
 #                                     # from Debian's packages when they are missing)
+#   bench/run.sh trust --save         # healthy rollouts (A/A) and detection through the real stack,
+#                                     # half an hour or more; `trust --quick` is a 3-minute smoke run
 #   bench/run.sh --save [ARGS...]     # also write bench/results/<benchmark>.txt, with a header
 #                                     # saying where, when and from which commit it was measured
 #

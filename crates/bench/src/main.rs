@@ -8,6 +8,8 @@ mod procs;
 mod router;
 mod server;
 mod stats;
+mod trust;
+mod workload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +46,11 @@ enum Bench {
     /// Router overhead: throughput (wrk) and added p99 latency (open loop) of the ringfence
     /// router next to nginx doing the same weighted split to the same upstreams.
     Router(router::RouterArgs),
+    /// Can the verdicts be trusted, through the real stack (server, routers, replicas, HTTP
+    /// load): healthy releases must complete on their own (no false halt in 50, at least 48
+    /// complete, per rate), and a hard failure, a subtle error increase and a p99 regression must
+    /// be caught in time at 10%.
+    Trust(trust::TrustArgs),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +120,14 @@ fn run(cli: Cli) -> Result<u8> {
             let ringfence = ringfence_binary()?;
             let report = block_on(router::run(&args, &ringfence), "the router, nginx and the upstreams were stopped")?;
             finish(&report, args.output)
+        }
+        Bench::Trust(args) => {
+            let cfg = args.resolve()?;
+            let output = cfg.output;
+            let ringfence = ringfence_binary()?;
+            // Starts and stops its own servers, one per part, each on a fresh runtime.
+            let report = trust::run(cfg, &ringfence)?;
+            finish(&report, output)
         }
     }
 }

@@ -9,19 +9,22 @@
 //! read afterwards to show where that time went.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::Args;
 use ringfence::client::ApiClient;
-use ringfence::loadgen::{self, LoadConfig, Sample};
+use ringfence::loadgen::{LoadConfig, Sample};
 use serde_json::{Value, json};
 
 use crate::Output;
 use crate::server::{Server, StopReport};
 use crate::stats::{self, Summary, round3};
+use crate::workload::{
+    self, Clock, Halt, Load, create_release, deploy, pids, read_events, router_address, signed_ms, wait_rollout,
+    workload_events,
+};
 
 /// The bar: the median time to mitigate must be under this.
 const BAR_MS: f64 = 2000.0;
@@ -168,18 +171,6 @@ struct Timeline {
     mitigated: Option<f64>,
 }
 
-#[derive(Debug, Clone, Default)]
-struct Halt {
-    phase: String,
-    weight: Option<f64>,
-    /// The signals that made the verdict unhealthy, e.g. `error_rate`.
-    signals: Vec<String>,
-    /// Requests to v2 in the health window when it halted, and their error rate.
-    window_requests: Option<u64>,
-    window_error_rate: Option<f64>,
-    verified: Option<bool>,
-}
-
 struct WeightReport {
     weight: f64,
     results: Vec<RunResult>,
@@ -268,123 +259,22 @@ auto_fallback = true
 }
 
 async fn apply(api: &ApiClient, name: &str, weight: f64, bake_secs: u64) -> Result<()> {
-    let body = json!({"spec": spec(name, weight, bake_secs), "file": format!("{name}.toml")});
-    let _: Value = api.post("/v1/workloads", &body).await.with_context(|| format!("applying the spec of {name}"))?;
-    Ok(())
-}
-
-async fn deploy(api: &ApiClient, name: &str, version: &str) -> Result<String> {
-    let v: Value = api
-        .post(&format!("/v1/workloads/{name}/deploy"), &json!({"version": version, "reason": "ringfence-bench"}))
-        .await
-        .with_context(|| format!("deploying {version} of {name}"))?;
-    v["rollout_id"]
-        .as_str()
-        .filter(|id| !id.is_empty())
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow!("the deploy of {version} of {name} returned no rollout id: {v}"))
-}
-
-/// Polls the rollout until it stops progressing and returns its status. `halted` ends the wait
-/// too: with automatic fallback on it should not happen, and it would wait for a person.
-async fn wait_rollout(api: &ApiClient, name: &str, id: &str, timeout: Duration) -> Result<String> {
-    let started = Instant::now();
-    loop {
-        let r: Value = api.get(&format!("/v1/workloads/{name}/rollouts/{id}")).await?;
-        let status = r["status"].as_str().unwrap_or_default();
-        if !matches!(status, "progressing" | "paused" | "mitigating") {
-            return Ok(status.to_string());
-        }
-        if started.elapsed() > timeout {
-            bail!("rollout {id} was still {status} after {timeout:?}");
-        }
-        // Fine enough: this only decides when to stop the load, not what is measured.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn workload_events(api: &ApiClient, name: &str) -> Result<Vec<Value>> {
-    // One run writes well under a hundred events; the server caps a page at 10,000.
-    let v: Value = api.get(&format!("/v1/workloads/{name}/events?after=0&limit=10000")).await?;
-    match v {
-        Value::Array(events) => Ok(events),
-        other => bail!("the events of {name} are not a list: {other}"),
-    }
-}
-
-/// Aborts the load generator when dropped, so an error mid-run does not leave it sending.
-struct LoadTask(tokio::task::JoinHandle<loadgen::LoadSummary>);
-
-impl LoadTask {
-    /// Stops the load. In-flight requests are abandoned; with the settle time they are all
-    /// long past v2 and irrelevant to the measurement.
-    async fn stop(mut self) {
-        self.0.abort();
-        let _ = (&mut self.0).await;
-    }
-}
-
-impl Drop for LoadTask {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Maps the load generator's monotonic instants onto the wall clock of the event log, so both
-/// can be put on one timeline. Good to a millisecond, the resolution of event times, over the
-/// few seconds of a run.
-#[derive(Clone, Copy)]
-struct Clock {
-    instant: Instant,
-    wall_ms: f64,
-}
-
-impl Clock {
-    fn now() -> Clock {
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0);
-        Clock { instant: Instant::now(), wall_ms: wall }
-    }
-
-    fn wall_ms(&self, t: Instant) -> f64 {
-        match t.checked_duration_since(self.instant) {
-            Some(d) => self.wall_ms + d.as_secs_f64() * 1000.0,
-            None => self.wall_ms - self.instant.duration_since(t).as_secs_f64() * 1000.0,
-        }
-    }
+    workload::apply_spec(api, name, &spec(name, weight, bake_secs)).await
 }
 
 async fn one_run(api: &ApiClient, args: &MitigationArgs, weight: f64, run: u32, name: &str) -> Result<RunResult> {
     // Setup: a workload whose stable version is the healthy v1.
     apply(api, name, weight, SETUP_BAKE_SECS).await?;
-    let release = |version: &str, config: Value, message: &str| {
-        json!({
-            "version": version,
-            "artifact": format!("ringfence sample-app {version}"),
-            "config": config,
-            "metadata": {"commit": "ringfence-bench", "author": "ringfence-bench", "message": message},
-        })
-    };
-    let releases = [
-        release(GOOD, json!({}), "healthy"),
-        release(BAD, json!({"SAMPLE_ERROR_RATE": args.error_rate.to_string()}), "hard failure"),
-    ];
-    for r in &releases {
-        let _: Value = api
-            .post(&format!("/v1/workloads/{name}/releases"), r)
-            .await
-            .with_context(|| format!("registering {} of {name}", r["version"]))?;
-    }
+    create_release(api, name, GOOD, &json!({}), "healthy").await?;
+    let bad_config = json!({"SAMPLE_ERROR_RATE": args.error_rate.to_string()});
+    create_release(api, name, BAD, &bad_config, "hard failure").await?;
     let first = deploy(api, name, GOOD).await?;
     let status = wait_rollout(api, name, &first, Duration::from_secs(60)).await?;
     if status != "completed" {
         bail!("setup: the first deploy of {GOOD} ended {status}, not completed");
     }
     apply(api, name, weight, args.bake_secs).await?;
-    let status: Value = api.get(&format!("/v1/workloads/{name}")).await?;
-    let router: SocketAddr = status["router"]["listen"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("{name} has no router address in its status: {}", status["router"]))?;
+    let router = router_address(api, name).await?;
 
     // The load, then the bad deploy under it.
     let load = LoadConfig {
@@ -396,11 +286,9 @@ async fn one_run(api: &ApiClient, args: &MitigationArgs, weight: f64, run: u32, 
         duration: None,
         timeout: Duration::from_secs(5),
     };
-    load.validate().map_err(|e| anyhow!("load generator: {e}"))?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let clock = Clock::now();
-    // The task is stopped by aborting it, so its shutdown token is never needed.
-    let task = LoadTask(tokio::spawn(loadgen::run(load, Some(tx), Default::default())));
+    let task = Load::start(load, Some(tx))?;
     tokio::time::sleep(Duration::from_millis(args.warmup_ms)).await;
     let rollout = deploy(api, name, BAD).await?;
     // Unhalted, the rollout would pass both bakes and complete; a margin beyond that.
@@ -456,14 +344,6 @@ async fn one_run(api: &ApiClient, args: &MitigationArgs, weight: f64, run: u32, 
     })
 }
 
-/// `a - b` in milliseconds, negative when `a` is earlier.
-fn signed_ms(a: Instant, b: Instant) -> f64 {
-    match a.checked_duration_since(b) {
-        Some(d) => d.as_secs_f64() * 1000.0,
-        None => -(b.duration_since(a).as_secs_f64() * 1000.0),
-    }
-}
-
 /// The fraction of the samples picked by `during` that `version` answered; None for none.
 fn share(samples: &[Sample], version: &str, during: impl Fn(&Sample) -> bool) -> Option<f64> {
     let picked: Vec<&Sample> = samples.iter().filter(|s| during(s)).collect();
@@ -498,103 +378,6 @@ fn read_samples(samples: &[Sample], bad: &str) -> Option<SampleFacts> {
         v2_errors: from_bad().filter(|s| s.is_error()).count() as u64,
         user_errors: samples.iter().filter(|s| s.is_error()).count() as u64,
     })
-}
-
-/// What the event log says about the bad rollout. Times are event times, ms since the epoch.
-#[derive(Debug, Default)]
-struct EventFacts {
-    started: f64,
-    replicas_ready: Option<i64>,
-    routed: Option<i64>,
-    bake_started: Option<i64>,
-    halted: Option<i64>,
-    routes_back: Option<i64>,
-    mitigated: Option<i64>,
-    halt: Halt,
-}
-
-fn read_events(events: &[Value], rollout: &str, bad: &str) -> Result<EventFacts> {
-    let mut facts = EventFacts::default();
-    let mut started = false;
-    // op_id -> whether the route table it applies sends traffic to the bad version.
-    let mut route_ops: Vec<(String, bool)> = Vec::new();
-    for e in events {
-        let kind = e["type"].as_str().unwrap_or_default();
-        let at = e["at"].as_i64();
-        let ours = e["rollout_id"].as_str() == Some(rollout);
-        if !started {
-            if kind == "rollout_started" && ours {
-                started = true;
-                facts.started = at.ok_or_else(|| anyhow!("rollout_started has no time: {e}"))? as f64;
-            }
-            continue;
-        }
-        match kind {
-            "replica_started" if e["version"].as_str() == Some(bad) && facts.halted.is_none() => {
-                facts.replicas_ready = at;
-            }
-            "bake_started" if ours && facts.bake_started.is_none() => facts.bake_started = at,
-            "rollout_halted" if ours => {
-                facts.halted = at;
-                facts.halt = read_decision(&e["decision"]);
-            }
-            "mitigation_completed" if ours => {
-                facts.mitigated = at;
-                facts.halt.verified = e["verified"].as_bool();
-            }
-            "action_intended" if e["action"].as_str() == Some("apply_routes") => {
-                let to_bad = e["groups"].as_array().is_some_and(|groups| {
-                    groups.iter().any(|g| g["version"].as_str() == Some(bad) && g["weight_bp"].as_u64() > Some(0))
-                });
-                if let Some(op) = e["op_id"].as_str() {
-                    route_ops.push((op.to_string(), to_bad));
-                }
-            }
-            "action_succeeded" => {
-                let op = e["op_id"].as_str().unwrap_or_default();
-                match route_ops.iter().find(|(id, _)| id == op) {
-                    Some((_, true)) if facts.routed.is_none() && facts.halted.is_none() => facts.routed = at,
-                    Some((_, false)) if facts.halted.is_some() && facts.routes_back.is_none() => {
-                        facts.routes_back = at;
-                    }
-                    _ => {}
-                }
-            }
-            _ => {}
-        }
-    }
-    if !started {
-        bail!("the event log has no rollout_started for {rollout}");
-    }
-    Ok(facts)
-}
-
-fn read_decision(d: &Value) -> Halt {
-    let signals = d["verdict"]["signals"].as_array().cloned().unwrap_or_default();
-    let unhealthy: Vec<String> = signals
-        .iter()
-        .filter(|s| s["health"].as_str() == Some("unhealthy"))
-        .filter_map(|s| s["signal"].as_str().map(str::to_owned))
-        .collect();
-    let error_rate = signals.iter().find(|s| s["signal"].as_str() == Some("error_rate"));
-    let traffic = signals.iter().find(|s| s["signal"].as_str() == Some("traffic"));
-    Halt {
-        phase: d["phase_name"].as_str().unwrap_or_default().to_string(),
-        weight: d["weight"].as_f64(),
-        signals: unhealthy,
-        window_requests: traffic.or(error_rate).and_then(|s| s["sample_size"].as_u64()),
-        window_error_rate: error_rate.and_then(|s| s["observed"].as_f64()),
-        verified: None,
-    }
-}
-
-/// Processes the server started for a workload, from its events.
-fn pids(events: &[Value]) -> Vec<u32> {
-    events
-        .iter()
-        .filter(|e| matches!(e["type"].as_str(), Some("replica_started" | "router_started")))
-        .filter_map(|e| e["pid"].as_u64().and_then(|p| u32::try_from(p).ok()))
-        .collect()
 }
 
 impl WeightReport {
@@ -1045,66 +828,6 @@ mod tests {
         let samples = vec![sample(b, 0, 5, "v2", Some(200)), sample(b, 1, 2, "v1", Some(502)), transport];
         assert_eq!(read_samples(&samples, "v2"), None);
         assert_eq!(read_samples(&[], "v2"), None);
-    }
-
-    fn ev(kind: &str, at: i64, extra: Value) -> Value {
-        let mut e = json!({"seq": 0, "at": at, "actor": "controller", "reason": "", "workload": "w", "type": kind});
-        if let (Some(e), Value::Object(extra)) = (e.as_object_mut(), extra) {
-            e.extend(extra);
-        }
-        e
-    }
-
-    fn routes(op: &str, at: i64, v2_bp: u64) -> [Value; 2] {
-        [
-            ev(
-                "action_intended",
-                at,
-                json!({"op_id": op, "action": "apply_routes", "generation": 1, "groups": [
-                    {"name": "canary", "version": "v2", "weight_bp": v2_bp},
-                    {"name": "stable", "version": "v1", "weight_bp": 10_000 - v2_bp}]}),
-            ),
-            ev("action_succeeded", at + 1, json!({"op_id": op, "detail": ""})),
-        ]
-    }
-
-    #[test]
-    fn the_event_log_gives_the_timeline_of_the_bad_rollout() {
-        let id = json!("w-2");
-        let mut events = vec![
-            // The first rollout's events are not ours.
-            ev("rollout_started", 100, json!({"rollout_id": "w-1"})),
-            ev("replica_started", 110, json!({"version": "v1", "pid": 1})),
-            ev("bake_started", 120, json!({"rollout_id": "w-1"})),
-            ev("rollout_started", 1000, json!({"rollout_id": id})),
-            ev("replica_started", 1050, json!({"version": "v2", "pid": 2})),
-            ev("replica_started", 1100, json!({"version": "v2", "pid": 3})),
-        ];
-        events.extend(routes("op-1", 1110, 1000));
-        events.push(ev("bake_started", 1115, json!({"rollout_id": id})));
-        events.push(ev(
-            "rollout_halted",
-            2200,
-            json!({"rollout_id": id, "decision": {"phase_name": "canary", "weight": 10.0, "verdict": {"signals": [
-                {"signal": "traffic", "health": "healthy", "sample_size": 21},
-                {"signal": "error_rate", "health": "unhealthy", "sample_size": 21, "observed": 0.19},
-            ]}}}),
-        ));
-        events.extend(routes("op-2", 2201, 0));
-        events.push(ev("mitigation_completed", 2300, json!({"rollout_id": id, "verified": true})));
-        let f = read_events(&events, "w-2", "v2").unwrap();
-        assert_eq!(f.started, 1000.0);
-        assert_eq!(f.replicas_ready, Some(1100));
-        assert_eq!(f.routed, Some(1111));
-        assert_eq!(f.bake_started, Some(1115));
-        assert_eq!(f.halted, Some(2200));
-        assert_eq!(f.routes_back, Some(2202));
-        assert_eq!(f.mitigated, Some(2300));
-        assert_eq!(f.halt.signals, vec!["error_rate".to_string()]);
-        assert_eq!((f.halt.window_requests, f.halt.window_error_rate), (Some(21), Some(0.19)));
-        assert_eq!((f.halt.phase.as_str(), f.halt.weight, f.halt.verified), ("canary", Some(10.0), Some(true)));
-        assert_eq!(pids(&events), vec![1, 2, 3]);
-        assert!(read_events(&events, "w-9", "v2").is_err());
     }
 
     fn args() -> MitigationArgs {

@@ -323,6 +323,7 @@ mod tests {
             version: version.into(),
             error_rate,
             latency_ms: 0,
+            latency_sigma: 0.0,
             slow_fraction: 0.0,
             slow_ms: 0,
             crash_on_start: false,

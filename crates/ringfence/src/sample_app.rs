@@ -4,7 +4,7 @@
 //! a release is the same binary with different flags (or env vars, since the process executor
 //! passes release configuration through the environment). Each kind of bad release the
 //! controller must catch has a knob here: errors for everyone, errors for some users, added
-//! latency, a slow tail, a crash on start and a crash under load.
+//! latency (fixed or log-normal), a slow tail, a crash on start and a crash under load.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,9 +47,14 @@ pub struct SampleAppArgs {
     /// Fraction of requests answered with HTTP 500, 0.0..=1.0.
     #[arg(long, env = "SAMPLE_ERROR_RATE", default_value_t = 0.0)]
     pub error_rate: f64,
-    /// Added latency per request in milliseconds.
+    /// Added latency per request in milliseconds: the median when `--latency-sigma` is set.
     #[arg(long, env = "SAMPLE_LATENCY_MS", default_value_t = 0)]
     pub latency_ms: u64,
+    /// Spread of the added latency: each request takes `latency_ms * exp(S * Z)` with Z a standard
+    /// normal draw (log-normal, median `latency_ms`, p99 `latency_ms * exp(2.326 * S)`), the shape
+    /// of real service latency. 0 keeps every request at exactly `latency_ms`.
+    #[arg(long, env = "SAMPLE_LATENCY_SIGMA", default_value_t = 0.0)]
+    pub latency_sigma: f64,
     /// Extra random latency: with this probability a request takes `slow_ms` instead (for
     /// tail-latency regressions).
     #[arg(long, env = "SAMPLE_SLOW_FRACTION", default_value_t = 0.0)]
@@ -159,9 +164,25 @@ pub fn user_bucket(user: &str) -> u64 {
     ((u128::from(hash) * 10_000) >> 64) as u64
 }
 
+/// Largest accepted `--latency-sigma`: at 3 the p99 is already 1,000 times the median, beyond any
+/// service worth simulating; a larger value is far more likely a typo (30 for 0.3).
+pub const MAX_LATENCY_SIGMA: f64 = 3.0;
+
+/// Longest injected delay. A log-normal draw has no upper bound and a `Duration` does; one freak
+/// draw must neither panic nor hold a connection for days.
+const MAX_DELAY: Duration = Duration::from_secs(3600);
+
 /// Validates args, naming the flag, its env twin and the offending value in each error.
 pub fn validate(args: &SampleAppArgs) -> Result<(), String> {
     check_fraction(args.error_rate, "--error-rate", "SAMPLE_ERROR_RATE")?;
+    // `contains` is false for NaN too.
+    if !(0.0..=MAX_LATENCY_SIGMA).contains(&args.latency_sigma) {
+        return Err(format!(
+            "--latency-sigma (SAMPLE_LATENCY_SIGMA) must be between 0 and {MAX_LATENCY_SIGMA} (the log-normal spread: \
+             0.5 puts p99 at 3.2 times the median), got {}",
+            args.latency_sigma
+        ));
+    }
     check_fraction(args.slow_fraction, "--slow-fraction", "SAMPLE_SLOW_FRACTION")?;
     if let Some(raw) = &args.fail_users {
         FailUsers::parse(raw).map_err(|e| format!("--fail-users (SAMPLE_FAIL_USERS): {e}"))?;
@@ -184,6 +205,22 @@ fn check_fraction(value: f64, flag: &str, env: &str) -> Result<(), String> {
     }
 }
 
+/// `median * exp(sigma * z)`, capped at [`MAX_DELAY`]: with `z` a standard normal draw, a
+/// log-normal latency with that median.
+fn lognormal(median: Duration, sigma: f64, z: f64) -> Duration {
+    let secs = median.as_secs_f64() * (sigma * z).exp();
+    Duration::try_from_secs_f64(secs).map_or(MAX_DELAY, |d| d.min(MAX_DELAY))
+}
+
+/// One draw from the standard normal distribution (Box-Muller), so the service needs no
+/// distribution crate for its one use of one.
+fn standard_normal() -> f64 {
+    // `random()` is in [0, 1); 1 - u is in (0, 1], so the logarithm is finite.
+    let u1 = 1.0 - rand::random::<f64>();
+    let u2 = rand::random::<f64>();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
 /// Called once when `crash_after` requests have been served; the process exits in production and
 /// a test records the call instead.
 type CrashHook = Arc<dyn Fn(u64) + Send + Sync>;
@@ -193,6 +230,7 @@ struct AppState {
     version_header: HeaderValue,
     error_rate: f64,
     latency: Duration,
+    latency_sigma: f64,
     slow_fraction: f64,
     slow: Duration,
     fail_users: Option<FailUsers>,
@@ -214,6 +252,7 @@ impl AppState {
             version_header: HeaderValue::try_from(args.version.as_str())?,
             error_rate: args.error_rate,
             latency: Duration::from_millis(args.latency_ms),
+            latency_sigma: args.latency_sigma,
             slow_fraction: args.slow_fraction,
             slow: Duration::from_millis(args.slow_ms),
             fail_users,
@@ -272,7 +311,13 @@ impl AppState {
     }
 
     fn delay(&self) -> Duration {
-        if self.slow_fraction > 0.0 && rand::random::<f64>() < self.slow_fraction { self.slow } else { self.latency }
+        if self.slow_fraction > 0.0 && rand::random::<f64>() < self.slow_fraction {
+            self.slow
+        } else if self.latency_sigma > 0.0 {
+            lognormal(self.latency, self.latency_sigma, standard_normal())
+        } else {
+            self.latency
+        }
     }
 
     fn should_fail(&self, user: Option<&str>) -> bool {
@@ -452,6 +497,7 @@ mod tests {
             version: version.into(),
             error_rate: 0.0,
             latency_ms: 0,
+            latency_sigma: 0.0,
             slow_fraction: 0.0,
             slow_ms: 0,
             crash_on_start: false,
@@ -621,6 +667,40 @@ mod tests {
         let started = Instant::now();
         assert_eq!(slow_tail.get("/", &[]).await.status, 200);
         assert!(started.elapsed() >= Duration::from_millis(120));
+    }
+
+    #[test]
+    fn latency_sigma_draws_a_log_normal_around_the_median() {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let median = Duration::from_millis(20);
+        // The transform itself, exactly: z standard deviations above the median's logarithm.
+        assert_eq!(lognormal(median, 0.5, 0.0), median);
+        assert!((ms(lognormal(median, 0.5, 2.0)) - 20.0 * 1f64.exp()).abs() < 1e-6);
+        assert!((ms(lognormal(median, 0.5, -2.0)) - 20.0 / 1f64.exp()).abs() < 1e-6);
+        // A draw too large for a Duration is capped instead of panicking.
+        assert_eq!(lognormal(median, MAX_LATENCY_SIGMA, 1e6), MAX_DELAY);
+
+        // The draws: median 20 ms and p99 20 * exp(2.326 * 0.5) = 64 ms, within sampling error
+        // (20,000 draws: a few percent at the median, under 10% at p99).
+        let state =
+            AppState::new(&SampleAppArgs { latency_ms: 20, latency_sigma: 0.5, ..args("v1") }, Arc::new(|_| {}))
+                .unwrap();
+        let mut draws: Vec<f64> = (0..20_000).map(|_| ms(state.delay())).collect();
+        draws.sort_by(f64::total_cmp);
+        let (p50, p99) = (draws[10_000], draws[19_800]);
+        assert!((19.0..=21.0).contains(&p50), "median {p50} ms");
+        assert!((58.0..=70.0).contains(&p99), "p99 {p99} ms");
+
+        // Sigma 0 keeps the fixed latency of before.
+        let fixed = AppState::new(&SampleAppArgs { latency_ms: 20, ..args("v1") }, Arc::new(|_| {})).unwrap();
+        assert!((0..100).all(|_| fixed.delay() == median));
+
+        for bad in [-0.1, MAX_LATENCY_SIGMA + 0.5, f64::NAN, f64::INFINITY] {
+            let err = validate(&SampleAppArgs { latency_sigma: bad, ..args("v1") }).unwrap_err();
+            assert!(err.contains("--latency-sigma"), "{bad}: {err}");
+            assert!(err.contains("SAMPLE_LATENCY_SIGMA"), "{bad}: {err}");
+        }
+        assert_eq!(validate(&SampleAppArgs { latency_sigma: MAX_LATENCY_SIGMA, ..args("v1") }), Ok(()));
     }
 
     #[tokio::test]
