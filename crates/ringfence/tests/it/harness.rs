@@ -281,6 +281,20 @@ impl Server {
         text.lines().filter(|l| l.starts_with(&format!("sample-app {version} listening on "))).count()
     }
 
+    /// SIGKILLs the workload's router process, the one its status names, and returns its pid.
+    /// Only a live process carrying this test's mark is ever signalled.
+    pub async fn kill9_router(&self, workload: &str) -> u32 {
+        let router = self.status(workload).await.router.unwrap_or_else(|| panic!("{workload} has no router"));
+        let pid = router.pid;
+        let mark = format!("{MARK_VAR}={}", self.mark);
+        assert!(
+            alive(pid) && has_env(pid, &mark),
+            "the router of {workload} (pid {pid}) is not a live process of this test"
+        );
+        kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap_or_else(|e| panic!("SIGKILL router pid {pid}: {e}"));
+        pid
+    }
+
     /// Pids listed in `<data>/run/*.json` (replica pid files and the router's ready file).
     fn run_file_pids(&self) -> Vec<u32> {
         let Ok(dir) = std::fs::read_dir(self.data.join("run")) else { return vec![] };

@@ -12,3 +12,4 @@ mod detect;
 mod flags;
 mod harness;
 mod rollout;
+mod trust;
