@@ -749,7 +749,12 @@ async fn plan(
     let target_rate = config.pass_error_limit(stable_error_rate);
     // Latency can only be planned from the stable version's latency distribution.
     let mut regressions = vec![Regression::ErrorRate(target_rate)];
-    if !latency.is_empty() {
+    // ... and only when the target slow-down at the stable's p99 exceeds the latency margin:
+    // x1.5 of a 0.3 ms service is a difference not worth acting on.
+    let p99_us = ringfence_core::analysis::latency::Hist::new(&latency, &[]).quantile(0.99);
+    if let Some(p99) = p99_us
+        && p99 as f64 * (a.target_latency_ratio - 1.0) > config.latency_margin_us as f64
+    {
         regressions.push(Regression::LatencyScale(a.target_latency_ratio));
     }
     let advice = check_bakes(&config, &plan, rps, stable_error_rate, &latency, &regressions);

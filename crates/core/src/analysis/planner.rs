@@ -206,6 +206,8 @@ pub fn time_to_detect(
     }
     let share = live.canary_rps / total;
     let budget = config.budget(ctx);
+    // Detection is planned with the spec's power, or 80% when the spec turns the pass tests off.
+    let power = if config.power > 0.0 { config.power } else { 0.8 };
     // A regression that first appears in this phase: the e-process that starts here.
     let (errors, latency) = (budget.errors * budget.fresh(), budget.latency * budget.fresh());
     let (detection, alpha) = match regression {
@@ -216,7 +218,7 @@ pub fn time_to_detect(
                 live.stable_rps * live.stable_error_rate,
                 &Mixture::new(s0, &config.error_grid()),
                 (1.0 / errors).ln(),
-                config.power,
+                power,
             )?;
             (d, errors)
         }
@@ -233,14 +235,14 @@ pub fn time_to_detect(
                         live.stable_rps * stable_rate,
                         &mixture,
                         (1.0 / latency).ln() + thresholds.ln(),
-                        config.power,
+                        power,
                     )
                 })
                 .min_by(|a, b| a.powered.total_cmp(&b.powered))?;
             (d, latency)
         }
     };
-    Some(Estimate { expected_s: detection.expected, powered_s: detection.powered, power: config.power, alpha })
+    Some(Estimate { expected_s: detection.expected, powered_s: detection.powered, power, alpha })
 }
 
 /// The error test's null ratio at a stable error rate, for planning: as if the stable version
