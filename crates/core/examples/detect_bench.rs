@@ -518,14 +518,20 @@ fn main() {
         ..Default::default()
     };
     let default = SequentialConfig::default();
-    // The analysis before margins: any difference from the stable version was acted on, at
-    // alpha 0.005. Its detection times are the "before" of the margins' cost.
+    // The analysis before margins, with its defaults: any difference from the stable version
+    // was acted on, at alpha 0.005 (90% of it to errors), latency thresholds from 100 µs to
+    // 60 s. Its rows are the "before" of this release's changes.
     let before = SequentialConfig {
         alpha: 0.005,
+        latency_fraction: 0.1,
         error_margin_ratio: 1.0,
         error_margin_abs: 0.0,
         latency_margin_ratio: 1.0,
         latency_margin_us: 0,
+        latency_judged_us: (0, u64::MAX),
+        error_alternatives: [(2.0, 0.1), (4.0, 0.35), (8.0, 0.1), (60.0, 0.45)]
+            .map(|(odds_ratio, weight)| ringfence_core::analysis::eprocess::Component { odds_ratio, weight })
+            .to_vec(),
         ..SequentialConfig::default()
     };
     let judges = Judges {

@@ -150,11 +150,16 @@ pub fn tolerated(i: usize, ratio: f64, abs_us: u64) -> Option<u64> {
 /// the margin allows above it ([`tolerated`]), leaving out pairs whose canary side is the
 /// overflow bucket. Fixed in advance, independent of the data, as the mixture needs.
 pub fn thresholds(every: usize, ratio: f64, abs_us: u64) -> Vec<Threshold> {
+    thresholds_within(every, ratio, abs_us, JUDGED_FROM_US, JUDGED_UP_TO_US)
+}
+
+/// [`thresholds`] over another range of the grid.
+pub fn thresholds_within(every: usize, ratio: f64, abs_us: u64, from_us: u64, up_to_us: u64) -> Vec<Threshold> {
     let grid = router_grid();
     let every = every.max(1);
-    (grid_index(JUDGED_FROM_US)..grid.len())
+    (grid_index(from_us)..grid.len())
         .step_by(every)
-        .take_while(|&i| grid[i] <= JUDGED_UP_TO_US)
+        .take_while(|&i| grid[i] <= up_to_us)
         .filter_map(|i| Some(Threshold { stable_us: grid[i], canary_us: tolerated(i, ratio, abs_us)? }))
         .collect()
 }

@@ -36,7 +36,10 @@
 //!   the prior: an estimate whose error is of order `sqrt(error rate)` relative to the
 //!   evidence, and which the sample-ratio check below reports. The prior keeps the sampling
 //!   noise of the first requests (a share of 12% after 100 requests at 10%) from costing a
-//!   hard failure its first second. Without a known weight, `r` is the upper end of a
+//!   hard failure its first second. The latency test uses `max(w, observed share)` without the
+//!   prior: at thresholds that almost every request exceeds, its events are the requests
+//!   themselves, so a chance excess of early requests to the canary would read as a slow-down
+//!   (the simulation saw 9 of the first 22 requests at 10%). Without a known weight, `r` is the upper end of a
 //!   time-uniform confidence sequence for the share, whose own `alpha` is spent from the
 //!   budget, and the guarantee is again exact.
 //! * **Sample ratio** (`sample_ratio`). The same Bernoulli e-process on the requests themselves
@@ -172,6 +175,9 @@ pub struct SequentialConfig {
     pub latency_alternatives: Vec<f64>,
     /// Every how many grid bounds a latency threshold is placed.
     pub latency_threshold_every: usize,
+    /// The range of the grid the latency thresholds lie in, in µs (see
+    /// [`latency::JUDGED_FROM_US`]).
+    pub latency_judged_us: (u64, u64),
     /// Requests at the router's weight that the observed traffic share is averaged with
     /// before it may raise the null share above the weight (see "Traffic share" above).
     pub share_prior_requests: f64,
@@ -217,6 +223,7 @@ impl Default for SequentialConfig {
                 .to_vec(),
             latency_alternatives: vec![1.5, 2.0, 3.0, 5.0, 10.0],
             latency_threshold_every: 4,
+            latency_judged_us: (latency::JUDGED_FROM_US, latency::JUDGED_UP_TO_US),
             share_prior_requests: 1000.0,
             srm_alpha: 0.001,
             srm_tolerance: 0.2,
@@ -330,7 +337,14 @@ impl SequentialConfig {
     }
 
     pub(crate) fn latency_thresholds(&self) -> Vec<latency::Threshold> {
-        latency::thresholds(self.latency_threshold_every, self.latency_margin_ratio, self.latency_margin_us)
+        let (from, up_to) = self.latency_judged_us;
+        latency::thresholds_within(
+            self.latency_threshold_every,
+            self.latency_margin_ratio,
+            self.latency_margin_us,
+            from,
+            up_to,
+        )
     }
 
     /// The analysis a spec asks for: the one place a spec's `[health.analysis]` becomes the

@@ -86,7 +86,7 @@ fn latency_ratios(cfg: &SequentialConfig, w: &PhaseWindow) -> Option<Vec<f64>> {
         return None;
     }
     let weight = w.weight_bp as f64 / 10_000.0;
-    let share = share_of(weight, hc.total, hb.total, cfg.share_prior_requests);
+    let share = share_of(weight, hc.total, hb.total, 0.0);
     let m = Mixture::new(null_event_share(share, cfg.min_exceedance_ratio), &cfg.latency_grid());
     Some(exceedance_ratios(&cfg.latency_thresholds(), &m, &hc, &hb))
 }
@@ -350,7 +350,14 @@ fn compare(ctx: &Ctx<'_>, t: &Traffic, baseline: Option<(&str, Option<&Traffic>)
         None => upper_confidence(k as f64, m as f64, ctx.budget.share / 2.0, &share_grid),
     };
     out.push(error_test(ctx, t, b, null_share(t.requests, b.requests)));
-    out.push(latency_test(ctx, t, b, &null_share));
+    // The latency test takes the observed share as it is (no prior): at thresholds that nearly
+    // every request exceeds, its events are the requests themselves, so an early excess of
+    // requests to the new version (a burst, a heavy user) would read as a slow-down.
+    let latency_share = |k: u64, m: u64| match ctx.weight {
+        Some(w) => share_of(w, k, m, 0.0),
+        None => null_share(k, m),
+    };
+    out.push(latency_test(ctx, t, b, &latency_share));
 }
 
 fn sample_ratio(
