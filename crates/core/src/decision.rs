@@ -36,6 +36,36 @@ pub struct Decision {
     pub verdict: Option<Verdict>,
 }
 
+/// The decision for a phase held on an unknown verdict past `rollout.max_hold`, when the spec
+/// says to fall back then (`mitigation.fallback_after_max_hold`).
+pub fn decide_held(rollout: &Rollout, verdict: &Verdict, max_hold: crate::duration::Dur) -> Decision {
+    let phase = rollout.current_phase();
+    let pending: Vec<String> = verdict
+        .signals
+        .iter()
+        .filter(|s| s.health == Health::Unknown)
+        .map(|s| format!("{}: {}", s.signal, s.detail))
+        .collect();
+    Decision {
+        action: MitigationAction::Fallback,
+        rule: format!(
+            "mitigation.fallback_after_max_hold is on: a phase held on an unknown verdict for rollout.max_hold ({max_hold}) falls back"
+        ),
+        summary: format!(
+            "{} could not be shown healthy in phase {:?} ({}% of traffic) within {max_hold}: {}; all traffic returns to {}",
+            rollout.release,
+            phase.name,
+            phase.weight,
+            if pending.is_empty() { "the verdict stayed unknown".to_string() } else { pending.join("; ") },
+            rollout.from.as_deref().unwrap_or("the stable version")
+        ),
+        phase: rollout.phase,
+        phase_name: phase.name.clone(),
+        weight: phase.weight,
+        verdict: Some(verdict.clone()),
+    }
+}
+
 /// `flags_only`: the new release runs on the stable release's processes (it changes only flags),
 /// so falling back reverts flags and stops nothing.
 pub fn decide(rollout: &Rollout, verdict: &Verdict, policy: &MitigationSpec, flags_only: bool) -> Decision {

@@ -294,7 +294,12 @@ fn bake_step(r: &Rollout, input: &StepInput<'_>, verdict: Verdict) -> Vec<EventK
             verdict: Some(Box::new(verdict)),
         }),
         Some(since) if !r.escalated && input.now.since(since) >= input.max_hold.as_ms() => {
-            out.push(EventKind::Escalated { rollout_id: r.id.clone(), phase: r.phase })
+            out.push(EventKind::Escalated { rollout_id: r.id.clone(), phase: r.phase });
+            // Held for want of evidence, not for an approval: fall back when the spec says so.
+            if !health_ok && r.from.is_some() && input.mitigation.fallback_after_max_hold {
+                let decision = decision::decide_held(r, &verdict, input.max_hold);
+                out.push(EventKind::RolloutHalted { rollout_id: r.id.clone(), decision: Box::new(decision) });
+            }
         }
         Some(_) => {}
     }

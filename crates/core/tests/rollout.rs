@@ -8,7 +8,7 @@
 use ringfence_core::command::{self, CommandError, ErrorCode};
 use ringfence_core::decision::MitigationAction;
 use ringfence_core::duration::Dur;
-use ringfence_core::event::RouteGroup;
+use ringfence_core::event::{BakeBaseline, RouteGroup};
 use ringfence_core::explain;
 use ringfence_core::health::{Health, Observation, ThresholdAnalyzer, Traffic, VersionObservation};
 use ringfence_core::release::{ReleaseContent, ReleaseRequest};
@@ -34,11 +34,13 @@ struct Sim {
     /// The world after each event of `log`, to check replay against.
     history: Vec<World>,
     now: Timestamp,
+    /// The router process whose counters the controller reads (its instance id), if any.
+    router: Option<String>,
 }
 
 impl Sim {
     fn new(spec: WorkloadSpec) -> Sim {
-        let mut sim = Sim { world: World::default(), log: Vec::new(), history: Vec::new(), now: EPOCH };
+        let mut sim = Sim { world: World::default(), log: Vec::new(), history: Vec::new(), now: EPOCH, router: None };
         let applied = command::apply_spec(&sim.world, &spec).expect("spec is valid").expect("a new spec is stored");
         sim.append(applied, "alice", "apply checkout.toml");
         sim
@@ -93,7 +95,12 @@ impl Sim {
                 now: self.now,
                 converged,
                 observation,
-                baseline_now: None,
+                baseline_now: self.router.as_ref().map(|id| BakeBaseline {
+                    router_instance: id.clone(),
+                    canary: Traffic::default(),
+                    stable: Some(Traffic::default()),
+                    usage_rps_before: None,
+                }),
                 health: &ws.spec.health,
                 mitigation: &ws.spec.mitigation,
                 max_hold: ws.spec.rollout.max_hold,
@@ -534,6 +541,57 @@ fn unknown_verdict_holds_once_escalates_once_and_never_promotes() {
         assert!(!sim.active().escalated, "{case}");
         assert_eq!(sim.active().held_since, None, "{case}");
     }
+}
+
+#[test]
+fn a_phase_held_past_max_hold_falls_back_when_the_spec_says_so() {
+    let mut spec = example_spec();
+    spec.mitigation.fallback_after_max_hold = true;
+    let mut sim = canary_baking_with(spec);
+    let few = obs(vo("v2", 19, 0), Some(vo("v1", 2_000, 0)));
+    sim.run_for(&few, true, 5 * SEC, 30 * SEC);
+    assert_eq!(sim.count_latest("phase_held"), 1);
+    sim.run_for(&few, true, 5 * SEC, 10 * MIN - 5 * SEC);
+    assert_eq!(sim.count_latest("rollout_halted"), 0, "not before max_hold");
+    sim.advance(5 * SEC);
+    assert_eq!(names(&sim.tick(&few, true)), ["escalated", "rollout_halted"]);
+    let r = sim.latest();
+    assert_eq!(r.status, RolloutStatus::Mitigating);
+    let d = r.decision.as_ref().expect("a decision");
+    assert_eq!(d.action, MitigationAction::Fallback);
+    assert!(d.rule.contains("fallback_after_max_hold") && d.summary.contains("could not be shown healthy"), "{d:?}");
+    // Waiting for an approval is not a want of evidence: that hold never falls back.
+    let mut spec = example_spec();
+    spec.mitigation.fallback_after_max_hold = true;
+    spec.rollout.phases[0].gates = vec![Gate::Health, Gate::Approval];
+    let mut sim = canary_baking_with(spec);
+    let good = healthy("v2", "v1");
+    sim.run_for(&good, true, 5 * SEC, 30 * SEC + 11 * MIN);
+    assert_eq!(sim.count_latest("escalated"), 1);
+    assert_eq!(sim.count_latest("rollout_halted"), 0);
+}
+
+#[test]
+fn a_router_restart_mid_bake_restarts_the_analysis_window_and_keeps_the_bake() {
+    let mut sim = Sim::with_stable(example_spec(), "v1");
+    sim.router = Some("router-a".into());
+    sim.release("v2");
+    sim.cmd(|w| command::deploy(w, WL, "v2")).expect("deploy v2");
+    let good = healthy("v2", "v1");
+    assert_eq!(names(&sim.tick(&good, true)), ["bake_started"]);
+    let bake_at = sim.now;
+    sim.run_for(&good, true, SEC, 10 * SEC);
+    // The router restarts: its counters start over, and so does the window.
+    sim.router = Some("router-b".into());
+    assert_eq!(names(&sim.tick(&good, true)), ["baseline_reset"]);
+    let r = sim.active();
+    assert_eq!(r.baseline.as_ref().map(|b| b.router_instance.as_str()), Some("router-b"));
+    assert_eq!(r.window_started_at, Some(sim.now));
+    assert_eq!(r.bake_started_at, Some(bake_at), "the bake served still counts");
+    // Nothing more while the same router serves; the phase passes when its bake is over.
+    let out = sim.run_until(&good, true, SEC, MIN, |k| matches!(k, EventKind::PhasePassed { .. }));
+    assert!(!names(&out).iter().any(|n| n == "baseline_reset"), "{:?}", names(&out));
+    assert_eq!(sim.now.since(bake_at), 30 * SEC);
 }
 
 #[test]

@@ -447,6 +447,10 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         if let EventKind::RolloutHalted { decision, .. } = k {
             tracing::warn!(workload = %name, action = ?decision.action, summary = %decision.summary, "rollout halted");
         }
+        if let EventKind::Escalated { phase, .. } = k {
+            // Until notification channels exist, the log and the event are the page.
+            tracing::error!(workload = %name, phase = phase + 1, "rollout held past rollout.max_hold: a person must decide");
+        }
     }
     Ok(!decided.is_empty())
 }
