@@ -331,6 +331,13 @@ pub fn default_data_dir() -> PathBuf {
     PathBuf::from(".ringfence")
 }
 
+/// The server's warnings of an answer (bakes too short for the traffic), on stderr.
+fn print_warnings(v: &serde_json::Value) {
+    for w in v["warnings"].as_array().into_iter().flatten().filter_map(|w| w.as_str()) {
+        eprintln!("warning: {w}");
+    }
+}
+
 fn print_json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(v).expect("output serializes"));
 }
@@ -354,6 +361,7 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
                 } else {
                     println!("{name} unchanged");
                 }
+                print_warnings(&v);
             }
             Ok(ExitCode::Ok)
         }
@@ -367,6 +375,7 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
                 print_json(&v);
             } else if !json {
                 println!("rollout {id} started: {workload} {version}");
+                print_warnings(&v);
             }
             if wait.wait { wait_for(&api, workload, &id, wait.timeout, json).await } else { Ok(ExitCode::Ok) }
         }

@@ -212,6 +212,9 @@ fn default_file() -> String {
 struct Applied {
     workload: String,
     changed: bool,
+    /// Bakes too short for the workload's measured traffic (see `GET .../plan`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
 }
 
 async fn apply_spec(State(sh): St, headers: HeaderMap, Body(b): Body<ApplyBody>) -> Result<Json<Applied>, ApiError> {
@@ -226,7 +229,8 @@ async fn apply_spec(State(sh): St, headers: HeaderMap, Body(b): Body<ApplyBody>)
         Ok(command::apply_spec(w, &spec)?.into_iter().collect())
     })?;
     controller::spawn_workload(&sh, &name);
-    Ok(Json(Applied { workload: name, changed: !events.is_empty() }))
+    let warnings = bake_warnings(&sh, &name).await;
+    Ok(Json(Applied { workload: name, changed: !events.is_empty(), warnings }))
 }
 
 #[derive(Serialize)]
@@ -359,6 +363,9 @@ struct DeployBody {
 #[derive(Serialize)]
 struct Started {
     rollout_id: String,
+    /// Bakes too short for the workload's measured traffic (see `GET .../plan`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
 }
 
 async fn deploy(
@@ -370,7 +377,8 @@ async fn deploy(
     let reason = if b.reason.is_empty() { format!("deploy {}", b.version) } else { b.reason.clone() };
     let events = sh.command(&name, &actor(&headers), &reason, |w| Ok(vec![command::deploy(w, &name, &b.version)?]))?;
     let id = events.first().and_then(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
-    Ok((StatusCode::ACCEPTED, Json(Started { rollout_id: id })))
+    let warnings = bake_warnings(&sh, &name).await;
+    Ok((StatusCode::ACCEPTED, Json(Started { rollout_id: id, warnings })))
 }
 
 #[derive(Deserialize, Default)]
@@ -401,7 +409,7 @@ async fn simple(
     let reason = if reason.is_empty() { verb.to_string() } else { reason };
     let events = sh.command(&name, &actor(&headers), &reason, |w| Ok(vec![f(w, &name)?]))?;
     let id = events.first().and_then(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
-    Ok(Json(Started { rollout_id: id }))
+    Ok(Json(Started { rollout_id: id, warnings: Vec::new() }))
 }
 
 async fn rollback(
@@ -415,7 +423,7 @@ async fn rollback(
     let events =
         sh.command(&name, &who, &reason, |w| Ok(vec![command::rollback(w, &name, b.to.as_deref(), &who, &b.reason)?]))?;
     let id = events.first().and_then(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
-    Ok(Json(Started { rollout_id: id }))
+    Ok(Json(Started { rollout_id: id, warnings: Vec::new() }))
 }
 
 #[derive(Deserialize)]
@@ -694,27 +702,16 @@ pub struct PhaseAdvice {
 }
 
 /// `GET /v1/workloads/{w}/plan`: how long each phase needs, at today's traffic, to catch the
-/// target regressions with the configured power, and which bakes are too short.
+/// target regressions with the configured power and for a release as good as the stable one
+/// to pass, and which bakes are too short.
 async fn plan(
     State(sh): St,
     Path(name): Path<String>,
     Query(q): Query<PlanQuery>,
 ) -> Result<Json<PlanAdvice>, ApiError> {
-    use ringfence_core::analysis::SequentialConfig;
-    use ringfence_core::analysis::planner::{PhasePlan, Regression, check_bakes};
-    let (spec, stable, admin) = sh.world(|w| {
-        let ws = command::workload(w, &name)?;
-        Ok::<_, ApiError>((ws.spec.clone(), ws.stable.clone(), ws.router.as_ref().map(|r| r.admin.clone())))
-    })?;
-    let read = |admin: String| {
-        let http = sh.http.clone();
-        async move {
-            let r = http.get(&format!("http://{admin}/v1/stats"), Duration::from_secs(2)).await.ok()?;
-            serde_json::from_slice::<ringfence_router::StatsSnapshot>(&r.body).ok()
-        }
-    };
+    let (spec, stable, admin) = plan_inputs(&sh, &name)?;
     let first = match &admin {
-        Some(a) => read(a.clone()).await,
+        Some(a) => read_stats(&sh, a).await,
         None => None,
     };
     let (rps, measured) = match (q.rps, &first, &admin) {
@@ -728,13 +725,46 @@ async fn plan(
         }
         (None, Some(a), Some(admin)) => {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let total = |s: &ringfence_router::StatsSnapshot| s.versions.values().map(|v| v.requests).sum::<u64>();
-            let b = read(admin.clone()).await;
-            (b.map(|b| total(&b).saturating_sub(total(a)) as f64 / 1.0).unwrap_or(0.0), true)
+            let b = read_stats(&sh, admin).await;
+            (b.map(|b| total_requests(&b).saturating_sub(total_requests(a)) as f64 / 1.0).unwrap_or(0.0), true)
         }
         _ => (0.0, true),
     };
-    let stable_stats = stable.as_ref().and_then(|v| first.as_ref()?.versions.get(v).cloned());
+    Ok(Json(advise(&spec, stable, first.as_ref(), rps, measured)))
+}
+
+/// The spec, the stable version and the router's admin address of a workload.
+fn plan_inputs(
+    sh: &Shared,
+    name: &str,
+) -> Result<(ringfence_core::spec::WorkloadSpec, Option<String>, Option<String>), ApiError> {
+    sh.world(|w| {
+        let ws = command::workload(w, name)?;
+        Ok::<_, ApiError>((ws.spec.clone(), ws.stable.clone(), ws.router.as_ref().map(|r| r.admin.clone())))
+    })
+}
+
+async fn read_stats(sh: &Shared, admin: &str) -> Option<ringfence_router::StatsSnapshot> {
+    let r = sh.http.get(&format!("http://{admin}/v1/stats"), Duration::from_secs(2)).await.ok()?;
+    serde_json::from_slice::<ringfence_router::StatsSnapshot>(&r.body).ok()
+}
+
+fn total_requests(s: &ringfence_router::StatsSnapshot) -> u64 {
+    s.versions.values().map(|v| v.requests).sum()
+}
+
+/// The planner's advice for a spec at `rps`, with the stable version's error rate and latency
+/// taken from the router's counters.
+fn advise(
+    spec: &ringfence_core::spec::WorkloadSpec,
+    stable: Option<String>,
+    stats: Option<&ringfence_router::StatsSnapshot>,
+    rps: f64,
+    measured: bool,
+) -> PlanAdvice {
+    use ringfence_core::analysis::SequentialConfig;
+    use ringfence_core::analysis::planner::{PhasePlan, Regression, check_bakes};
+    let stable_stats = stable.as_ref().and_then(|v| stats?.versions.get(v).cloned());
     let stable_error_rate =
         stable_stats.as_ref().filter(|s| s.requests > 0).map(|s| s.errors as f64 / s.requests as f64).unwrap_or(0.0);
     let latency = stable_stats.map(|s| s.latency_buckets).unwrap_or_default();
@@ -747,10 +777,10 @@ async fn plan(
         .map(|p| PhasePlan { weight_bp: p.weight_bp(), bake_s: p.bake.as_ms() as f64 / 1000.0 })
         .collect();
     let target_rate = config.pass_error_limit(stable_error_rate);
-    // Latency can only be planned from the stable version's latency distribution.
+    // Latency can only be planned from the stable version's latency distribution, and only
+    // when the target slow-down at its p99 exceeds the latency margin: x1.5 of a 0.3 ms
+    // service is a difference not worth acting on.
     let mut regressions = vec![Regression::ErrorRate(target_rate)];
-    // ... and only when the target slow-down at the stable's p99 exceeds the latency margin:
-    // x1.5 of a 0.3 ms service is a difference not worth acting on.
     let p99_us = ringfence_core::analysis::latency::Hist::new(&latency, &[]).quantile(0.99);
     if let Some(p99) = p99_us
         && p99 as f64 * (a.target_latency_ratio - 1.0) > config.latency_margin_us as f64
@@ -771,7 +801,7 @@ async fn plan(
             warning: if rps <= 0.0 { Some("no traffic measured: nothing can be judged".into()) } else { adv.warning },
         })
         .collect();
-    Ok(Json(PlanAdvice {
+    PlanAdvice {
         rps,
         measured,
         stable,
@@ -780,7 +810,26 @@ async fn plan(
         target_latency_ratio: a.target_latency_ratio,
         power: a.power,
         phases,
-    }))
+    }
+}
+
+/// Warnings for bakes too short at the workload's traffic, measured as the average request
+/// rate since its router started (no wait); none while nothing has been measured yet (no
+/// router, under 10 s of uptime, or no traffic), since a plan for no traffic says nothing.
+async fn bake_warnings(sh: &Shared, name: &str) -> Vec<String> {
+    let Ok((spec, stable, Some(admin))) = plan_inputs(sh, name) else { return Vec::new() };
+    let Some(stats) = read_stats(sh, &admin).await else { return Vec::new() };
+    let uptime_s = stats.uptime_ms as f64 / 1000.0;
+    let rps = total_requests(&stats) as f64 / uptime_s.max(1.0);
+    if uptime_s < 10.0 || rps <= 0.0 {
+        return Vec::new();
+    }
+    advise(&spec, stable, Some(&stats), rps, true)
+        .phases
+        .into_iter()
+        .filter_map(|p| p.warning)
+        .map(|w| format!("{w} (traffic averaged since the router started; `ringfence plan` measures it now)"))
+        .collect()
 }
 
 #[cfg(test)]

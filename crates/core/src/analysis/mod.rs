@@ -397,7 +397,7 @@ impl SequentialConfig {
 
     /// Level of the pass tests: `1 - power`, or none when `power` is 0.
     pub fn pass_level(&self) -> Option<f64> {
-        (self.power > 0.0 && self.power < 1.0).then(|| 1.0 - self.power)
+        (self.power > 0.0 && self.power < 1.0).then_some(1.0 - self.power)
     }
 }
 

@@ -580,7 +580,7 @@ fn pass_latency(ctx: &Ctx<'_>, hc: &Hist, hb: &Hist) -> Option<Pass> {
     let share = hc.total as f64 / (hc.total + hb.total) as f64;
     let mut weakest: Option<(f64, f64, u64, u64)> = None;
     for q in PASS_QUANTILES {
-        let Some(x) = hb.quantile(q) else { return None };
+        let x = hb.quantile(q)?;
         let Some(bound) = cfg.pass_latency_bound(x) else { continue };
         let (k, m) = (hc.above_at_most(bound), hb.above_at_least(x));
         let log_e = log_e_lower(k as f64, m as f64, share, &grid);

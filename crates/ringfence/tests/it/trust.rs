@@ -1,7 +1,7 @@
 //! Whether the verdicts can be trusted on their own: a router that restarts in the middle of a
 //! bake must not leave the analysis blind (a bad canary is still caught and falls back), and a
 //! healthy release judged by the default analysis completes every phase without anyone
-//! promoting it and without being held.
+//! promoting it, and a bake too short for the traffic is warned about when it is deployed.
 
 use std::time::{Duration, Instant};
 
@@ -310,4 +310,45 @@ async fn a_healthy_release_completes_on_its_own_with_the_default_analysis() {
     assert_eq!(s.stable.as_deref(), Some("v2"), "{diag}");
     let samples = load.finish().await;
     assert!(by_version(&samples).contains_key("v2"), "the load never reached v2: {:?}\n{diag}", by_version(&samples));
+}
+
+/// A bake too short for the workload's traffic is said at once, when the release is deployed,
+/// with the figure `ringfence plan` gives; the deploy still starts (a warning, not a refusal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bake_too_short_for_the_traffic_is_warned_about_on_deploy() {
+    let server = Server::start().await;
+    let w = "trustshort";
+    let text = example_spec(w, &[(10, "5s"), (100, "5s")]);
+    apply_text(&server, w, &text).await;
+    server.release(w, "v1", &[]).await;
+    server.release(w, "v2", &[]).await;
+    let out = server.cli(&["deploy", w, "v1", "--wait", "--timeout", "120s"]).await;
+    assert_eq!(out.code, 0, "first deploy of v1:\n{out}\n{}", everything(&server, w).await);
+    let _load = Load::start(server.router_addr(w).await, 100.0, 500);
+    // The warning is computed from the router's average rate since it started: give it time
+    // to have seen the load.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+
+    let out = server.cli(&["-o", "json", "deploy", w, "v2"]).await;
+    assert_eq!(out.code, 0, "deploy v2:\n{out}");
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("deploy answers JSON");
+    let warnings: Vec<&str> = v["warnings"].as_array().into_iter().flatten().filter_map(|w| w.as_str()).collect();
+    assert!(
+        warnings.iter().any(|w| w.starts_with("phase 1 at 10% of") && w.contains("the bake is 5 s")),
+        "expected a warning on the 5 s bake at 10%: {v:#}"
+    );
+    let out = server.cli(&["abort", w, "--reason", "test done"]).await;
+    assert_eq!(out.code, 0, "abort:\n{out}");
+    poll(&server, w, "the abort to finish", Duration::from_secs(60), Duration::from_millis(250), |_, s| {
+        match &s.rollout {
+            Some(r) if !r.status.is_active() => Poll::Done(()),
+            _ => Poll::Wait,
+        }
+    })
+    .await;
+
+    // The text output says it on stderr, as a warning.
+    let out = server.cli(&["deploy", w, "v2"]).await;
+    assert_eq!(out.code, 0, "deploy v2 again:\n{out}");
+    assert!(out.stderr.contains("warning: phase 1 at 10% of"), "{out}");
 }
