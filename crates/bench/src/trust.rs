@@ -384,6 +384,7 @@ fn why_summary(text: &str) -> String {
                 || l.starts_with("No decision yet")
                 || (l.starts_with("[FAILED") && !decided)
                 || l.starts_with("[unknown")
+                || l.starts_with("[pending")
         })
         .collect();
     if picked.is_empty() { text.lines().next().unwrap_or_default().trim().to_string() } else { picked.join(" | ") }

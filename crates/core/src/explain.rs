@@ -129,6 +129,13 @@ fn summarize(v: &Verdict) -> String {
 
 /// The evidence behind the latest decision about the workload, in plain words.
 pub fn why(ws: &WorkloadState) -> String {
+    why_with_live(ws, None)
+}
+
+/// [`why`], followed by the controller's live verdict on a rollout in progress, each evidence
+/// labelled with the moment it is from: the one a decision (or hold) was made on is stored
+/// with it and does not change; the live one is the latest tick's.
+pub fn why_with_live(ws: &WorkloadState, live: Option<&Verdict>) -> String {
     let Some(r) = ws.latest_rollout() else {
         return format!("{} has had no rollout yet.", ws.name);
     };
@@ -149,14 +156,13 @@ pub fn why(ws: &WorkloadState) -> String {
             let _ = writeln!(out, "Why: {}", d.summary);
             let _ = writeln!(out, "Rule: {}", d.rule);
             if let Some(v) = &d.verdict {
-                evidence(&mut out, v);
+                evidence(&mut out, "Evidence at the decision", v);
             }
         }
         (None, RolloutStatus::Completed) => {
             let _ = writeln!(out, "Every phase passed its gates; {} is now the last known good.", r.release);
             if let Some(v) = &r.last_verdict {
-                let _ = writeln!(out, "Last phase verdict:");
-                evidence(&mut out, v);
+                evidence(&mut out, "Evidence when the last phase passed", v);
             }
         }
         (None, RolloutStatus::Aborted) => {
@@ -183,12 +189,15 @@ pub fn why(ws: &WorkloadState) -> String {
                         "Waiting for approval: the bake is over and the verdict is healthy; a person must run `ringfence promote {}`.",
                         ws.name
                     );
-                    evidence(&mut out, v);
+                    evidence(&mut out, "Evidence when the bake ended", v);
                 }
                 Some(v) if r.held_since.is_some() => {
-                    let _ =
-                        writeln!(out, "Held after its bake: the verdict is {}, and only healthy promotes.", v.health);
-                    evidence(&mut out, v);
+                    let _ = writeln!(
+                        out,
+                        "Held after its bake: the verdict is {}, and only healthy promotes; it passes on its own as soon as the pending signals decide.",
+                        v.health
+                    );
+                    evidence(&mut out, "Evidence when the bake ended", v);
                 }
                 _ => {
                     let _ = writeln!(
@@ -199,6 +208,9 @@ pub fn why(ws: &WorkloadState) -> String {
             }
         }
     }
+    if let Some(v) = live.filter(|_| r.status.is_active()) {
+        evidence(&mut out, "Live evidence, now", v);
+    }
     if let Some(end) = ws.rollouts.last().and_then(|r| r.ended_at) {
         let _ = writeln!(out, "Ended at {end}, {:.1} s after it started.", end.since(r.started_at) as f64 / 1000.0);
     }
@@ -208,10 +220,10 @@ pub fn why(ws: &WorkloadState) -> String {
     out
 }
 
-fn evidence(out: &mut String, v: &Verdict) {
+fn evidence(out: &mut String, label: &str, v: &Verdict) {
     let _ = writeln!(
         out,
-        "Evidence ({} analysis over {:.1} s, data {} ms old):",
+        "{label} ({} analysis over {:.1} s, data {} ms old):",
         v.analyzer,
         v.window_ms as f64 / 1000.0,
         v.freshness_ms
@@ -220,6 +232,8 @@ fn evidence(out: &mut String, v: &Verdict) {
         let mark = match s.health {
             Health::Healthy => "ok     ",
             Health::Unhealthy => "FAILED ",
+            // A test that has not decided yet is pending, not a verdict of its own.
+            Health::Unknown if s.detail.starts_with("pending") => "pending",
             Health::Unknown => "unknown",
         };
         let _ = writeln!(out, "  [{mark}] {}: {}{}", s.signal, s.detail, numbers(s));

@@ -236,9 +236,9 @@ pub struct AnalysisSpec {
     /// Probability of a false rollback of a release no worse than the stable one, over the
     /// whole rollout (sequential method).
     pub alpha: f64,
-    /// A phase passes only once a regression of the target size would have been caught with
-    /// this probability; until then it is inconclusive (the bake extends, then holds). 0 turns
-    /// the requirement off: no rejection by the end of the bake passes.
+    /// A phase passes only on evidence that the new version is better than the target
+    /// regression, at level `1 - power`; until then it is pending (the bake extends, then
+    /// holds). 0 turns the pass tests off: no rejection by the end of the bake passes.
     pub power: f64,
     /// Target regression: the new version's error rate this many times the stable version's.
     pub target_error_ratio: f64,

@@ -1407,6 +1407,30 @@ fn why_of_a_held_rollout_says_held_and_unknown() {
 }
 
 #[test]
+fn why_labels_the_evidence_of_the_hold_and_the_live_evidence() {
+    let mut sim = canary_baking();
+    let few = obs(vo("v2", 7, 0), Some(vo("v1", 400, 0)));
+    sim.run_for(&few, true, SEC, MIN);
+    let stored = explain::why(sim.ws());
+    assert!(stored.contains("Evidence when the bake ended ("), "{stored}");
+    assert!(!stored.contains("Live evidence"), "no live verdict given: {stored}");
+    // The live verdict, a pending test among it, is shown apart and labelled as such.
+    let mut live = sim.active().last_verdict.clone().expect("the hold's verdict");
+    live.signals.push(ringfence_core::health::SignalResult::new(
+        "error_rate",
+        "v2",
+        Health::Unknown,
+        "e-value",
+        "rule",
+        "pending: not yet shown to be below 0.5%",
+    ));
+    let text = explain::why_with_live(sim.ws(), Some(&live));
+    let (before, after) = text.split_once("Live evidence, now (").expect("a live section");
+    assert!(before.contains("Evidence when the bake ended"), "{text}");
+    assert!(after.contains("[pending] error_rate: pending: not yet shown"), "{text}");
+}
+
+#[test]
 fn why_before_any_rollout_and_after_completion() {
     let sim = Sim::new(example_spec());
     assert!(explain::why(sim.ws()).contains("no rollout yet"));

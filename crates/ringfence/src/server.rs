@@ -458,9 +458,13 @@ pub struct Why {
 }
 
 async fn why(State(sh): St, Path(name): Path<String>) -> Result<Json<Why>, ApiError> {
+    let live = sh.live.lock().expect("live lock").get(&name).cloned();
     sh.world(|w| {
         let ws = command::workload(w, &name)?;
-        Ok(Json(Why { text: explain::why(ws), rollout: ws.latest_rollout().cloned() }))
+        let rollout = ws.latest_rollout().cloned();
+        // The live verdict belongs to the rollout it was computed for, not a later one.
+        let live = live.filter(|l| rollout.as_ref().is_some_and(|r| r.id == l.rollout_id));
+        Ok(Json(Why { text: explain::why_with_live(ws, live.as_ref().map(|l| &l.verdict)), rollout }))
     })
 }
 

@@ -84,7 +84,7 @@
 //! Each comparison signal has unit `e-value`: `observed` is the e-value, `threshold` is
 //! `1/alpha`, `sample_size` and `baseline_sample_size` are the requests (or latency samples) of
 //! each version, and `detail` gives both versions' rates, the strongest latency threshold, the
-//! traffic share used and, while inconclusive, the power so far and the time still needed.
+//! traffic share used and, while pending, what the pass test still needs.
 //! The guards keep the threshold analyzer's units (`ratio`, `ms`) with the e-value in `detail`.
 //!
 //! # One e-process per rollout
@@ -118,14 +118,20 @@
 //!
 //! # Three outcomes
 //!
-//! * **fail** (unhealthy): an e-process reached `1/alpha`.
+//! * **fail** (unhealthy): an e-process reached `1/alpha`: evidence of a regression beyond
+//!   the margin ([`SequentialConfig::error_margin_ratio`], [`SequentialConfig::latency_margin_us`], ...).
 //! * **pass** (healthy): no rejection, at least `min_requests`, no sample-ratio mismatch, and
-//!   enough data that a regression of the target size ([`SequentialConfig::target_error_ratio`],
-//!   [`SequentialConfig::target_latency_ratio`]) that first appeared in this phase would have
-//!   been caught with probability `power` by now, by the process that starts in the phase
-//!   ([`planner`]). Then "no rejection" means something.
-//! * **inconclusive** (unknown): otherwise. The rollout keeps baking past the bake time while
-//!   the verdict is unknown, holds, and escalates after `max_hold`; it never promotes.
+//!   evidence that the new version is better than the target regression: a non-inferiority
+//!   test of its error rate against `max(target x stable, stable + target_error_abs)` and of
+//!   its latency at the stable's median, p90 and p99 against `target_latency_ratio`, each
+//!   sequential, at level `1 - power` (an intersection-union test: all must reject). Then "no
+//!   rejection" means something, and a release as good as the stable one passes as soon as
+//!   its own traffic shows it, not after a wait computed for the worst case.
+//! * **pending** (unknown): otherwise. The rollout keeps baking past the bake time while the
+//!   verdict is unknown, holds, and escalates after `max_hold` (and falls back when the spec
+//!   says so); it never promotes. The evidence says how many more requests, and seconds at the
+//!   current rate, a release as good as the stable one needs ([`planner`], the same figure
+//!   `ringfence plan` gives).
 
 pub mod eprocess;
 pub mod latency;

@@ -256,21 +256,31 @@ fn error_guard(ctx: &Ctx<'_>, spec: &HealthSpec, t: &Traffic, stable: Option<&Tr
     };
     let bad = alpha > 0.0 && log_e >= (1.0 / alpha).ln();
     let rate = t.error_rate().unwrap_or(0.0);
+    // Above the limit but not yet significant: pending, never "ok" next to a rate over it.
+    let pending = !bad && rate > spec.max_error_rate;
     let mut s = ctx.signal(
         "error_rate_limit",
-        if bad { Health::Unhealthy } else { Health::Healthy },
+        if bad {
+            Health::Unhealthy
+        } else if pending {
+            Health::Unknown
+        } else {
+            Health::Healthy
+        },
         "ratio",
         format!(
-            "sequential test: error rate at most {} (fails when the e-value reaches 1/α = {:.0})",
+            "fails on evidence that the error rate is above {} (sequential test, α = {} per phase)",
             pct(spec.max_error_rate),
-            1.0 / alpha
+            fmt_alpha(alpha)
         ),
         format!(
-            "{} of {} requests failed ({}); e-value {} for a rate above {}",
+            "{}{} of {} requests failed ({}); e-value {} of {} needed for a rate above {}",
+            if pending { "pending: above the limit, not yet significant; " } else { "" },
             errors,
             t.requests,
             pct(rate),
             fmt_e(log_e),
+            fmt_e((1.0 / alpha).ln()),
             pct(spec.max_error_rate)
         ),
     );
@@ -295,15 +305,28 @@ fn latency_guard(ctx: &Ctx<'_>, spec: &HealthSpec, t: &Traffic, stable: Option<&
         log_e_upper(slow as f64, (h.total - slow) as f64, GUARD_TAIL, &eprocess::uniform(&GUARD_ALTERNATIVES))
     };
     let bad = alpha > 0.0 && log_e >= (1.0 / alpha).ln();
+    let pending = !bad && h.total > 0 && slow as f64 > GUARD_TAIL * h.total as f64;
     let mut s = ctx.signal(
         "latency_p99_limit",
-        if bad { Health::Unhealthy } else { Health::Healthy },
+        if bad {
+            Health::Unhealthy
+        } else if pending {
+            Health::Unknown
+        } else {
+            Health::Healthy
+        },
         "ms",
         format!(
-            "sequential test: at most 1% of requests slower than {limit} (fails when the e-value reaches 1/α = {:.0})",
-            1.0 / alpha
+            "fails on evidence that more than 1% of requests are slower than {limit} (sequential test, α = {} per phase)",
+            fmt_alpha(alpha)
         ),
-        format!("{slow} of {} requests slower than {limit}; e-value {} for more than 1%", h.total, fmt_e(log_e)),
+        format!(
+            "{}{slow} of {} requests slower than {limit}; e-value {} of {} needed for more than 1%",
+            if pending { "pending: p99 above the limit, not yet significant; " } else { "" },
+            h.total,
+            fmt_e(log_e),
+            fmt_e((1.0 / alpha).ln())
+        ),
     );
     s.observed = h.quantile(0.99).map(|u| if u == u64::MAX { f64::MAX } else { u as f64 / 1000.0 });
     s.threshold = Some(limit.as_ms() as f64);
@@ -1148,9 +1171,15 @@ mod tests {
             SequentialAnalyzer::default().evaluate(&observation(Some(broken), None, 10_000), &spec, Mode::ProbesOnly);
         assert_eq!(v.health, Health::Unhealthy);
         assert_eq!(v.deciding().next().unwrap().signal, "error_rate_limit");
-        // A few errors in a tiny sample are not enough evidence on their own.
+        // A few errors in a tiny sample are not enough evidence to fail it, nor to call it ok:
+        // 10% against a 5% limit is pending.
         let tiny = Traffic { requests: 20, errors: 2, latency_us: vec![(1000, 20)] };
         let v = SequentialAnalyzer::default().evaluate(&observation(Some(tiny), None, 1000), &spec, Mode::ProbesOnly);
+        assert_eq!(v.health, Health::Unknown, "{v:#?}");
+        assert!(signal(&v, "error_rate_limit").detail.starts_with("pending: above the limit"), "{v:#?}");
+        // Under the limit with few requests: ok.
+        let fine = Traffic { requests: 20, errors: 0, latency_us: vec![(1000, 20)] };
+        let v = SequentialAnalyzer::default().evaluate(&observation(Some(fine), None, 1000), &spec, Mode::ProbesOnly);
         assert_eq!(v.health, Health::Healthy, "{v:#?}");
     }
 
