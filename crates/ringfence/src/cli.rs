@@ -458,24 +458,41 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
                 p.target_error_ratio,
                 p.target_latency_ratio
             );
-            println!("{:<14} {:>7} {:>9} {:>11}  ADVICE", "PHASE", "WEIGHT", "BAKE", "NEEDED");
+            println!("{:<14} {:>7} {:>9} {:>11} {:>11}  ADVICE", "PHASE", "WEIGHT", "BAKE", "NEEDED", "CATCHES IN");
             let mut short = false;
+            let secs = |s: Option<f64>| match s {
+                Some(n) if n.is_finite() => format!("{n:.0}s"),
+                Some(_) => "never".into(),
+                None => "-".into(),
+            };
             for ph in &p.phases {
                 short |= ph.warning.is_some();
                 println!(
-                    "{:<14} {:>6}% {:>8.0}s {:>11}  {}",
+                    "{:<14} {:>6}% {:>8.0}s {:>11} {:>11}  {}",
                     ph.name,
                     ph.weight,
                     ph.bake_s,
-                    ph.needed_s.map(|n| format!("{n:.0}s")).unwrap_or_else(|| "guards only".into()),
+                    if ph.needed_s.is_some() { secs(ph.needed_s) } else { "guards only".into() },
+                    secs(ph.detect_s),
                     ph.warning.as_deref().unwrap_or("ok")
                 );
             }
-            if p.phases.iter().filter(|ph| ph.needed_s.is_some()).count() > 1 {
+            if p.power > 0.0 {
                 println!(
-                    "Later phases: for a regression that first appears there. One present from the start carries its evidence on."
+                    "NEEDED: for a release as good as the stable one to pass on the evidence (95% of the time); `status` counts it down."
                 );
             }
+            println!(
+                "CATCHES IN: the targets (errors x{}, latency x{}) caught with {:.0}% probability{}.",
+                p.target_error_ratio,
+                p.target_latency_ratio,
+                if p.power > 0.0 { p.power * 100.0 } else { 80.0 },
+                if p.phases.iter().filter(|ph| ph.needed_s.is_some()).count() > 1 {
+                    "; in later phases, a regression that first appears there (one present from the start carries its evidence on)"
+                } else {
+                    ""
+                }
+            );
             if short && p.power > 0.0 {
                 println!(
                     "Bakes shorter than needed end pending: the phase extends until the evidence decides, then holds (never promotes)."

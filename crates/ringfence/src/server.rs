@@ -701,7 +701,15 @@ pub struct PhaseAdvice {
     pub name: String,
     pub weight: f64,
     pub bake_s: f64,
+    /// What the phase needs: the time for a release as good as the stable one to pass (the
+    /// figure `status` counts down), or with `power = 0` the time to catch the targets.
     pub needed_s: Option<f64>,
+    /// The time for a release as good as the stable one to pass (95% of the time).
+    #[serde(default)]
+    pub pass_s: Option<f64>,
+    /// The time to catch the target regressions (80% of the time, or the spec's power).
+    #[serde(default)]
+    pub detect_s: Option<f64>,
     pub warning: Option<String>,
 }
 
@@ -802,6 +810,8 @@ fn advise(
             weight: p.weight,
             bake_s: adv.bake_s,
             needed_s: adv.needed_s,
+            pass_s: adv.pass_s,
+            detect_s: adv.detect_s,
             warning: if rps <= 0.0 { Some("no traffic measured: nothing can be judged".into()) } else { adv.warning },
         })
         .collect();

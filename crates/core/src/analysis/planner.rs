@@ -321,10 +321,17 @@ pub struct BakeAdvice {
     pub phase: usize,
     pub weight_bp: u32,
     pub bake_s: f64,
-    /// Seconds needed to detect every regression asked about with the configured power;
-    /// `None` when the phase has nothing to compare with (100%) and relies on the guards.
+    /// Seconds the phase needs: for a release as good as the stable one to pass (the same
+    /// figure `status` counts down), or, with the pass tests off, to detect every regression
+    /// asked about with the planning power; infinite when it cannot at this traffic, `None`
+    /// when the phase has nothing to compare with (100%) and relies on the guards.
     pub needed_s: Option<f64>,
-    /// Set when the bake is shorter than needed, or when a regression cannot be detected.
+    /// Seconds for a release as good as the stable one to pass, with
+    /// [`PASS_PLAN_PROBABILITY`]; `None` when the pass tests are off.
+    pub pass_s: Option<f64>,
+    /// Seconds to catch every regression asked about with the planning power.
+    pub detect_s: Option<f64>,
+    /// Set when the bake is shorter than needed, or when the phase cannot decide at all.
     pub warning: Option<String>,
 }
 
@@ -342,21 +349,28 @@ pub fn check_bakes(
     plan.iter()
         .enumerate()
         .map(|(i, p)| {
-            let mut advice =
-                BakeAdvice { phase: i, weight_bp: p.weight_bp, bake_s: p.bake_s, needed_s: None, warning: None };
+            let mut advice = BakeAdvice {
+                phase: i,
+                weight_bp: p.weight_bp,
+                bake_s: p.bake_s,
+                needed_s: None,
+                pass_s: None,
+                detect_s: None,
+                warning: None,
+            };
             if p.weight_bp >= 10_000 {
                 return advice;
             }
             let ctx = PhaseContext::of_plan(&weights, i);
             let live = LiveTraffic::split(total_rps, p.weight_bp, stable_error_rate, stable_latency_us);
-            let mut needed: f64 = 0.0;
-            let mut problems = Vec::new();
+            let mut detect: f64 = 0.0;
+            let mut detect_problems = Vec::new();
             for r in regressions {
                 match time_to_detect(config, Some(&ctx), &live, *r) {
                     Some(e) => {
-                        needed = needed.max(e.powered_s);
+                        detect = detect.max(e.powered_s);
                         if e.powered_s > p.bake_s {
-                            problems.push(format!(
+                            detect_problems.push(format!(
                                 "{}{} needs {:.0} s to be caught with {:.0}% probability (mean {:.0} s), the bake is {:.0} s",
                                 describe(*r, stable_error_rate),
                                 if ctx.ordinal > 0 { " first appearing in this phase" } else { "" },
@@ -368,29 +382,36 @@ pub fn check_bakes(
                         }
                     }
                     None => {
-                        needed = f64::INFINITY;
-                        problems.push(format!("{} cannot be detected at this traffic", describe(*r, stable_error_rate)));
+                        detect = f64::INFINITY;
+                        detect_problems
+                            .push(format!("{} cannot be detected at this traffic", describe(*r, stable_error_rate)));
                     }
                 }
             }
-            match time_to_pass(config, &live) {
-                Some(pass) => {
-                    needed = needed.max(pass);
-                    if pass > p.bake_s {
-                        problems.push(format!(
-                            "a release as good as the stable one needs {:.0} s to pass ({:.0}% of the time), the bake is {:.0} s",
+            advice.detect_s = Some(detect);
+            // With the pass tests on, a phase passes on evidence: what it needs is the time
+            // for that evidence, and a regression it has not caught by then cannot pass (it is
+            // caught while the phase extends). With them off it passes on "nothing found", so
+            // the bake must be long enough to find the target regressions.
+            let (needed, problems) = if config.pass_level().is_some() {
+                let pass = time_to_pass(config, &live);
+                advice.pass_s = pass;
+                match pass {
+                    Some(pass) if pass > p.bake_s => (
+                        pass,
+                        vec![format!(
+                            "a release as good as the stable one needs {:.0} s to pass ({:.0}% of the time), the bake is {:.0} s: the phase will extend",
                             pass,
                             PASS_PLAN_PROBABILITY * 100.0,
                             p.bake_s
-                        ));
-                    }
+                        )],
+                    ),
+                    Some(pass) => (pass, Vec::new()),
+                    None => (f64::INFINITY, vec!["no release can pass it at this traffic".to_string()]),
                 }
-                None if config.pass_level().is_some() => {
-                    needed = f64::INFINITY;
-                    problems.push("no release can pass it at this traffic".into());
-                }
-                None => {}
-            }
+            } else {
+                (detect, detect_problems)
+            };
             advice.needed_s = Some(needed);
             if !problems.is_empty() {
                 advice.warning = Some(format!(
@@ -493,7 +514,9 @@ mod tests {
 
     #[test]
     fn warns_when_the_bake_is_too_short() {
-        let cfg = SequentialConfig::default();
+        // With the pass tests off a phase passes on "nothing found": the bake must be long
+        // enough to catch the targets.
+        let cfg = SequentialConfig { power: 0.0, ..SequentialConfig::default() };
         let plan = [
             PhasePlan { weight_bp: 1000, bake_s: 10.0 },
             PhasePlan { weight_bp: 5000, bake_s: 600.0 },
@@ -504,6 +527,8 @@ mod tests {
         let w = advice[0].warning.as_deref().unwrap();
         assert!(w.contains("phase 1 at 10% of 200 req/s") && w.contains("the bake is 10 s"), "{w}");
         assert!(!w.contains("first appearing"), "the first phase plans for any regression: {w}");
+        assert_eq!(advice[0].needed_s, advice[0].detect_s);
+        assert_eq!(advice[0].pass_s, None);
         // A later phase plans for a regression that first appears there, and says so.
         let short_later = [plan[0], PhasePlan { weight_bp: 5000, bake_s: 5.0 }, plan[2]];
         let later = check_bakes(&cfg, &short_later, 200.0, 0.005, &[], &[Regression::ErrorRate(0.02)]);
@@ -514,6 +539,28 @@ mod tests {
         assert_eq!(advice[2].needed_s, None);
         let idle = check_bakes(&cfg, &plan, 0.0, 0.005, &[], &[Regression::ErrorRate(0.02)]);
         assert!(idle[0].warning.as_deref().unwrap().contains("cannot be detected"));
+    }
+
+    #[test]
+    fn with_the_pass_tests_a_phase_needs_the_time_to_pass() {
+        let cfg = SequentialConfig::default();
+        let plan = [PhasePlan { weight_bp: 1000, bake_s: 10.0 }, PhasePlan { weight_bp: 10_000, bake_s: 60.0 }];
+        let advice = check_bakes(&cfg, &plan, 200.0, 0.0, &[], &[Regression::ErrorRate(0.005)]);
+        let a = &advice[0];
+        let pass = a.pass_s.expect("the pass tests are on");
+        assert_eq!(a.needed_s, Some(pass));
+        // The same figure the analyzer counts down: the requests to pass at 20 req/s.
+        let requests = requests_to_pass_errors(&cfg, 0.0).unwrap();
+        assert!((pass - requests / 20.0).abs() < 1e-9, "{pass} {requests}");
+        let w = a.warning.as_deref().unwrap();
+        assert!(w.contains("needs") && w.contains("to pass") && w.contains("the phase will extend"), "{w}");
+        // Long enough: no warning, whatever the detection time.
+        let long = [PhasePlan { weight_bp: 1000, bake_s: pass + 1.0 }, plan[1]];
+        assert!(check_bakes(&cfg, &long, 200.0, 0.0, &[], &[Regression::ErrorRate(0.005)])[0].warning.is_none());
+        // No traffic: it cannot pass, and says so.
+        let idle = check_bakes(&cfg, &plan, 0.0, 0.0, &[], &[]);
+        assert!(idle[0].warning.as_deref().unwrap().contains("no release can pass"), "{:?}", idle[0]);
+        assert_eq!(idle[0].needed_s, Some(f64::INFINITY));
     }
 
     #[test]
