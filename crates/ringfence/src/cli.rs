@@ -161,7 +161,7 @@ pub enum Command {
         #[arg(long, short)]
         follow: bool,
     },
-    /// How long each phase needs at today's traffic to catch the target regressions (appearing in that phase); warns of short bakes.
+    /// How long each phase needs at today's traffic: to pass a release as good as the stable one, and to catch the targets; warns of short bakes.
     #[command(
         after_help = "Examples:\n  ringfence plan checkout              # traffic measured at the router for 1 s\n  ringfence plan checkout --rps 200"
     )]
