@@ -222,6 +222,6 @@ impl Nginx {
 
 /// A loopback port that was free a moment ago (nginx cannot be told to pick one itself).
 fn free_port() -> Result<SocketAddr> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("bind a free port")?;
-    Ok(l.local_addr()?)
+    let port = ringfence::executor::free_port().context("find a free loopback port")?;
+    Ok(SocketAddr::from(([127, 0, 0, 1], port)))
 }

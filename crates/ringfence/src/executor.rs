@@ -167,7 +167,7 @@ impl ProcessExecutor {
         })?;
         let pid = child.id().unwrap_or(0);
         let pf = PidFile { pid, port, version: r.version.into(), replica: r.replica };
-        write_atomic(pid_path, &serde_json::to_vec(&pf).expect("pid file serializes"))
+        ringfence_router::write_atomically(pid_path, &serde_json::to_vec(&pf).expect("pid file serializes"))
             .map_err(|source| ExecError::Io { what: format!("cannot write {}", pid_path.display()), source })?;
 
         let deadline = Instant::now() + r.spec.readiness.timeout.std();
@@ -273,17 +273,6 @@ impl ProcessExecutor {
 /// a replica that fails to bind fails its start and is reported like any failed start.
 pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
 }
 
 fn is_zombie(pid: u32) -> bool {

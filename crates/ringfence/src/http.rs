@@ -113,3 +113,13 @@ impl HttpClient {
         self.request(Method::GET, url, &[], None, timeout).await
     }
 }
+
+/// Characters a URL component keeps as they are (RFC 3986's unreserved set); all others are
+/// percent-encoded.
+const COMPONENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// `s` percent-encoded for a query value or a path segment.
+pub fn encode_component(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, COMPONENT).to_string()
+}

@@ -318,21 +318,7 @@ mod tests {
     }
 
     fn app_args(version: &str, error_rate: f64) -> SampleAppArgs {
-        SampleAppArgs {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            version: version.into(),
-            error_rate,
-            latency_ms: 0,
-            latency_sigma: 0.0,
-            slow_fraction: 0.0,
-            slow_ms: 0,
-            crash_on_start: false,
-            crash_after: 0,
-            fail_users: None,
-            user_header: "x-user-id".into(),
-            fail_on_flag: None,
-            ofrep_endpoint: None,
-        }
+        SampleAppArgs { error_rate, ..SampleAppArgs::on_any_port(version) }
     }
 
     async fn start_sample_app(args: SampleAppArgs) -> (SocketAddr, CancellationToken) {

@@ -91,7 +91,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             tracing::info!(%listen, admin = %admin_addr, "router listening");
             if let Some(path) = &args.ready_file {
                 let ready = ringfence::routerproc::ReadyFile { pid: std::process::id(), listen, admin: admin_addr };
-                ringfence::executor::write_atomic(path, &serde_json::to_vec(&ready).expect("serializes")).map_err(
+                ringfence_router::write_atomically(path, &serde_json::to_vec(&ready).expect("serializes")).map_err(
                     |e| {
                         CliError::new(ExitCode::Failure, format!("cannot write the ready file {}: {e}", path.display()))
                     },

@@ -173,6 +173,28 @@ pub const MAX_LATENCY_SIGMA: f64 = 3.0;
 const MAX_DELAY: Duration = Duration::from_secs(3600);
 
 /// Validates args, naming the flag, its env twin and the offending value in each error.
+impl SampleAppArgs {
+    /// A well-behaved sample app of `version` on any free loopback port: the starting point
+    /// of tests and benchmarks, which change the fields they are about.
+    pub fn on_any_port(version: &str) -> SampleAppArgs {
+        SampleAppArgs {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            version: version.into(),
+            error_rate: 0.0,
+            latency_ms: 0,
+            latency_sigma: 0.0,
+            slow_fraction: 0.0,
+            slow_ms: 0,
+            crash_on_start: false,
+            crash_after: 0,
+            fail_users: None,
+            user_header: "x-user-id".into(),
+            fail_on_flag: None,
+            ofrep_endpoint: None,
+        }
+    }
+}
+
 pub fn validate(args: &SampleAppArgs) -> Result<(), String> {
     check_fraction(args.error_rate, "--error-rate", "SAMPLE_ERROR_RATE")?;
     // `contains` is false for NaN too.
@@ -492,21 +514,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     fn args(version: &str) -> SampleAppArgs {
-        SampleAppArgs {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            version: version.into(),
-            error_rate: 0.0,
-            latency_ms: 0,
-            latency_sigma: 0.0,
-            slow_fraction: 0.0,
-            slow_ms: 0,
-            crash_on_start: false,
-            crash_after: 0,
-            fail_users: None,
-            user_header: "x-user-id".into(),
-            fail_on_flag: None,
-            ofrep_endpoint: None,
-        }
+        SampleAppArgs::on_any_port(version)
     }
 
     struct Running {

@@ -590,7 +590,7 @@ async fn user_report(
     let mut group = None;
     let mut version = None;
     if let Some(admin) = admin {
-        let url = format!("http://{admin}/v1/assign?user={}", url_escape(&b.user));
+        let url = format!("http://{admin}/v1/assign?user={}", crate::http::encode_component(&b.user));
         if let Ok(resp) = sh.http.get(&url, Duration::from_secs(2)).await
             && resp.status.is_success()
             && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&resp.body)
@@ -609,18 +609,6 @@ async fn user_report(
         }])
     })?;
     Ok(Json(ReportAccepted { user: b.user, group, version }))
-}
-
-fn url_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// The flag sets users are evaluating now, per rollout group, with the kill switch applied.

@@ -176,7 +176,8 @@ async fn query(
     version: &str,
 ) -> Result<f64, String> {
     let promql = q.query.replace("{version}", version).replace("{workload}", workload);
-    let url = format!("{}/api/v1/query?query={}", spec.url.trim_end_matches('/'), urlencode(&promql));
+    let url =
+        format!("{}/api/v1/query?query={}", spec.url.trim_end_matches('/'), crate::http::encode_component(&promql));
     let resp = http.get(&url, spec.timeout.std()).await.map_err(|e| format!("Prometheus unreachable: {e}"))?;
     let body: serde_json::Value = serde_json::from_slice(&resp.body)
         .map_err(|e| format!("Prometheus answered {} with unreadable JSON: {e}", resp.status))?;
@@ -204,18 +205,6 @@ async fn query(
         return Err("the query returned NaN (no traffic in its window?)".into());
     }
     Ok(v)
-}
-
-fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// The router's total request rate, smoothed, measured while no rollout is judged: the

@@ -147,36 +147,7 @@ fn metrics(shared: &Arc<Shared>) -> AdminResponse {
 
 /// The first value of `name` in a query string, percent-decoded (`+` is a space).
 fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(k) == name).then(|| percent_decode(v))
-    })
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = || {
-            let digits = bytes.get(i + 1..i + 3)?;
-            if !digits.iter().all(u8::is_ascii_hexdigit) {
-                return None;
-            }
-            u8::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
-        };
-        match (bytes[i], hex()) {
-            (b'%', Some(decoded)) => {
-                out.push(decoded);
-                i += 3;
-                continue;
-            }
-            (b'+', _) => out.push(b' '),
-            (b, _) => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
 fn json_ok(value: &impl Serialize) -> AdminResponse {

@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use proxy::{GROUP_HEADER, VERSION_HEADER};
+pub use server::write_atomically;
 pub use stats::{BreakerState, NO_VERSION, StatsSnapshot, UpstreamStats, VersionStats};
 pub use table::{BUCKETS, BreakerConfig, Group, RouteTable, TableError, bucket};
 

@@ -225,23 +225,26 @@ async fn load_state(shared: &Shared, path: &Path) {
 /// the old or the new file, never half of one.
 pub(crate) async fn persist(path: PathBuf, table: &RouteTable) -> anyhow::Result<()> {
     let bytes = serde_json::to_vec_pretty(table)?;
-    tokio::task::spawn_blocking(move || write_atomically(&path, &bytes)).await??;
+    tokio::task::spawn_blocking(move || {
+        write_atomically(&path, &bytes).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+    })
+    .await??;
     Ok(())
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use anyhow::Context as _;
+/// Writes `bytes` to `path` so that a reader sees the old or the new file, never half of one
+/// (a temporary file beside it, synced, then renamed over it); creates the directory. The
+/// one implementation for the router's state file, the server's pid and ready files.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
-
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir)?;
     }
-    let mut file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    file.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }

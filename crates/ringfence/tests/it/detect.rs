@@ -1,7 +1,7 @@
 //! Detection sources end to end: a real Prometheus scraping the router's `/metrics`, a real
 //! Alertmanager fed by a real Prometheus alert rule, user reports mapped to rollout groups,
 //! and smoke tests run in every phase on their own. Prometheus and Alertmanager come from
-//! Debian's packages (`.ci/run` installs them); a test that cannot find them fails and says so.
+//! Debian's packages (`cargo xtask deps` installs them); a test that cannot find them fails and says so.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -38,7 +38,7 @@ fn binary(name: &str) -> String {
             return p;
         }
     }
-    panic!("{name} is not installed: `apt-get install prometheus prometheus-alertmanager` (.ci/run does)");
+    panic!("{name} is not installed: `apt-get install prometheus prometheus-alertmanager` (`cargo xtask deps` does)");
 }
 
 async fn wait_ready(addr: SocketAddr, name: &str) {

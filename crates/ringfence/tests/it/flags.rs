@@ -12,7 +12,7 @@
 //! - A guarded flag rollout: a release that only changes flags runs on the processes already
 //!   there, fails its health gate for the canary's users, and is reverted automatically.
 //!
-//! The clients are installed by `.ci/run` (a venv and `npm ci` in `tests/conformance`). A test
+//! The clients are installed by `cargo xtask deps` (a venv and `npm ci` in `tests/conformance`). A test
 //! that cannot find them fails and prints the command that installs them.
 
 use std::collections::BTreeSet;
@@ -48,7 +48,7 @@ const PY_INSTALL: &str = "python3 -m venv tests/conformance/.venv && \
      tests/conformance/.venv/bin/pip install -r tests/conformance/requirements.txt";
 const NPM_INSTALL: &str = "(cd tests/conformance && npm ci)";
 
-/// The Python that has the pinned clients: the venv `.ci/run` makes, else a `python3` that can
+/// The Python that has the pinned clients: the venv `cargo xtask deps` makes, else a `python3` that can
 /// import them (e.g. after `pip install --user -r tests/conformance/requirements.txt`).
 fn python() -> PathBuf {
     let venv = conformance_dir().join(".venv/bin/python");
@@ -66,7 +66,7 @@ fn python() -> PathBuf {
     }
     panic!(
         "the Python OFREP client is not installed (openfeature-sdk + openfeature-provider-ofrep). \
-         From the repository root run:\n  {PY_INSTALL}\n(.ci/run does this)"
+         From the repository root run:\n  {PY_INSTALL}\n(`cargo xtask deps` does this)"
     );
 }
 
@@ -84,7 +84,7 @@ fn node() -> &'static str {
         assert!(
             modules.join(p).join("package.json").is_file(),
             "the Node OFREP clients are not installed (no {}). From the repository root run:\n  {NPM_INSTALL}\n\
-             (.ci/run does this)",
+             (`cargo xtask deps` does this)",
             modules.join(p).display()
         );
     }
