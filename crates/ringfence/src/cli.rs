@@ -19,6 +19,36 @@ use crate::client::ApiClient;
 use crate::exit::{CliError, ExitCode};
 use crate::server::{Why, WorkloadStatus};
 
+/// `print!` and `println!` for the client commands' output, which treat a closed stdout
+/// (`ringfence events checkout | head`) as the end of the output instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout().lock(), $($arg)*) {
+            stdout_failed(e);
+        }
+    }};
+}
+
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            stdout_failed(e);
+        }
+    }};
+}
+
+/// A reader that went away (`| head`) has what it wanted: exit quietly with success, as Unix
+/// filters do. Any other failure to write the output is an error.
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write the output: {e}");
+    std::process::exit(ExitCode::Failure as i32);
+}
+
 const EXAMPLES: &str = "\
 Examples:
   ringfence demo                                  # the whole story on this machine, no setup
@@ -339,7 +369,7 @@ fn print_warnings(v: &serde_json::Value) {
 }
 
 fn print_json(v: &impl serde::Serialize) {
-    println!("{}", serde_json::to_string_pretty(v).expect("output serializes"));
+    outln!("{}", serde_json::to_string_pretty(v).expect("output serializes"));
 }
 
 pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
@@ -357,9 +387,9 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
             } else {
                 let name = v["workload"].as_str().unwrap_or("?");
                 if v["changed"].as_bool() == Some(true) {
-                    println!("applied {name}");
+                    outln!("applied {name}");
                 } else {
-                    println!("{name} unchanged");
+                    outln!("{name} unchanged");
                 }
                 print_warnings(&v);
             }
@@ -374,7 +404,7 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
             if json && !wait.wait {
                 print_json(&v);
             } else if !json {
-                println!("rollout {id} started: {workload} {version}");
+                outln!("rollout {id} started: {workload} {version}");
                 print_warnings(&v);
             }
             if wait.wait { wait_for(&api, workload, &id, wait.timeout, json).await } else { Ok(ExitCode::Ok) }
@@ -384,10 +414,10 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
             if json {
                 print_json(&list);
             } else {
-                println!("{:<24} {:<14} {:<12} {:<14} PHASE", "WORKLOAD", "STABLE", "RELEASE", "STATUS");
+                outln!("{:<24} {:<14} {:<12} {:<14} PHASE", "WORKLOAD", "STABLE", "RELEASE", "STATUS");
                 for w in list.as_array().into_iter().flatten() {
                     let r = &w["rollout"];
-                    println!(
+                    outln!(
                         "{:<24} {:<14} {:<12} {:<14} {}",
                         w["name"].as_str().unwrap_or("?"),
                         w["stable"].as_str().unwrap_or("-"),
@@ -405,7 +435,7 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
                 if json {
                     print_json(&s);
                 } else {
-                    print!("{}", render_status(&s));
+                    out!("{}", render_status(&s));
                 }
                 return Ok(ExitCode::Ok);
             }
@@ -422,7 +452,7 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
             if json && !wait.wait {
                 print_json(&v);
             } else if !json {
-                println!("rollback of {workload} under way ({id})");
+                outln!("rollback of {workload} under way ({id})");
             }
             if wait.wait {
                 // Waiting on a fall-back of a rollout in progress ends in `mitigated`, which is
@@ -449,7 +479,7 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
                 print_json(&p);
                 return Ok(ExitCode::Ok);
             }
-            println!(
+            outln!(
                 "at {:.1} req/s ({}), stable {} with {} errors; targets: errors x{}, latency x{}",
                 p.rps,
                 if p.measured { "measured" } else { "given" },
@@ -458,7 +488,7 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
                 p.target_error_ratio,
                 p.target_latency_ratio
             );
-            println!("{:<14} {:>7} {:>9} {:>11} {:>11}  ADVICE", "PHASE", "WEIGHT", "BAKE", "NEEDED", "CATCHES IN");
+            outln!("{:<14} {:>7} {:>9} {:>11} {:>11}  ADVICE", "PHASE", "WEIGHT", "BAKE", "NEEDED", "CATCHES IN");
             let mut short = false;
             let secs = |s: Option<f64>| match s {
                 Some(n) if n.is_finite() => format!("{n:.0}s"),
@@ -467,7 +497,7 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
             };
             for ph in &p.phases {
                 short |= ph.warning.is_some();
-                println!(
+                outln!(
                     "{:<14} {:>6}% {:>8.0}s {:>11} {:>11}  {}",
                     ph.name,
                     ph.weight,
@@ -478,11 +508,11 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
                 );
             }
             if p.power > 0.0 {
-                println!(
+                outln!(
                     "NEEDED: for a release as good as the stable one to pass on the evidence (95% of the time); `status` counts it down."
                 );
             }
-            println!(
+            outln!(
                 "CATCHES IN: the targets (errors x{}, latency x{}) caught with {:.0}% probability{}.",
                 p.target_error_ratio,
                 p.target_latency_ratio,
@@ -494,11 +524,11 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
                 }
             );
             if short && p.power > 0.0 {
-                println!(
+                outln!(
                     "Bakes shorter than needed end pending: the phase extends until the evidence decides, then holds (never promotes)."
                 );
             } else if short {
-                println!(
+                outln!(
                     "This spec sets [health.analysis] power = 0: a phase passes when nothing is found by the end of its bake,\nso regressions smaller than what the bake can see may pass."
                 );
             }
@@ -512,8 +542,8 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
                 print_json(&r);
             } else {
                 match (&r.group, &r.version) {
-                    (Some(g), Some(v)) => println!("report filed: {} is in group {g}, served by {v}", r.user),
-                    _ => println!("report filed: the router could not say which group {} is in", r.user),
+                    (Some(g), Some(v)) => outln!("report filed: {} is in group {g}, served by {v}", r.user),
+                    _ => outln!("report filed: the router could not say which group {} is in", r.user),
                 }
             }
             Ok(ExitCode::Ok)
@@ -523,7 +553,7 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
             if json {
                 print_json(&w);
             } else {
-                print!("{}", w.text);
+                out!("{}", w.text);
             }
             Ok(ExitCode::Ok)
         }
@@ -546,7 +576,7 @@ fn validate(files: &[PathBuf], json: bool) -> Result<ExitCode, CliError> {
         match ringfence_core::spec::parse(&f.display().to_string(), &text) {
             Ok(spec) => {
                 if !json {
-                    println!(
+                    outln!(
                         "{}: ok (workload {}, {} phases)",
                         f.display(),
                         spec.workload.name,
@@ -626,11 +656,13 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
                 let r: Release = serde_json::from_value(v["release"].clone())
                     .map_err(|e| CliError::new(ExitCode::Failure, e.to_string()))?;
                 if v["created"].as_bool() == Some(true) {
-                    println!("release {} of {} registered ({})", r.version, r.workload, r.digest);
+                    outln!("release {} of {} registered ({})", r.version, r.workload, r.digest);
                 } else {
-                    println!(
+                    outln!(
                         "release {} of {} already registered with the same content ({})",
-                        r.version, r.workload, r.digest
+                        r.version,
+                        r.workload,
+                        r.digest
                     );
                 }
             }
@@ -641,11 +673,15 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
             if json {
                 print_json(&list);
             } else {
-                println!("{:<16} {:<26} {:<14} {:<12} ARTIFACT", "VERSION", "CREATED", "BY", "COMMIT");
+                outln!("{:<16} {:<26} {:<14} {:<12} ARTIFACT", "VERSION", "CREATED", "BY", "COMMIT");
                 for r in list {
-                    println!(
+                    outln!(
                         "{:<16} {:<26} {:<14} {:<12} {}",
-                        r.version, r.created_at, r.created_by, r.content.metadata.commit, r.content.artifact
+                        r.version,
+                        r.created_at,
+                        r.created_by,
+                        r.content.metadata.commit,
+                        r.content.artifact
                     );
                 }
             }
@@ -656,19 +692,19 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
             if json {
                 print_json(&r);
             } else {
-                println!("release   {} of {}", r.version, r.workload);
-                println!("digest    {}", r.digest);
-                println!("created   {} by {}", r.created_at, r.created_by);
-                println!("artifact  {}", r.content.artifact);
-                println!("commit    {}  author {}", r.content.metadata.commit, r.content.metadata.author);
+                outln!("release   {} of {}", r.version, r.workload);
+                outln!("digest    {}", r.digest);
+                outln!("created   {} by {}", r.created_at, r.created_by);
+                outln!("artifact  {}", r.content.artifact);
+                outln!("commit    {}  author {}", r.content.metadata.commit, r.content.metadata.author);
                 for (k, v) in &r.content.config {
-                    println!("config    {k}={v}");
+                    outln!("config    {k}={v}");
                 }
                 if let Some(m) = &r.content.migration {
-                    println!("migration {} (backward compatible: {})", m.id, m.backward_compatible);
+                    outln!("migration {} (backward compatible: {})", m.id, m.backward_compatible);
                 }
                 for f in &r.content.guarded_by {
-                    println!("guarded by flag {f}");
+                    outln!("guarded by flag {f}");
                 }
             }
             Ok(ExitCode::Ok)
@@ -682,7 +718,7 @@ async fn verb(api: &ApiClient, name: &str, v: &Verb, json: bool) -> Result<ExitC
     if json {
         print_json(&out);
     } else {
-        println!("{name}: rollout {} of {}", out["rollout_id"].as_str().unwrap_or("?"), v.workload);
+        outln!("{name}: rollout {} of {}", out["rollout_id"].as_str().unwrap_or("?"), v.workload);
     }
     Ok(ExitCode::Ok)
 }
@@ -702,7 +738,7 @@ pub async fn wait_for(
         for e in &evs {
             after = e.seq;
             if !json && e.kind.rollout_id() == Some(id) {
-                println!("{}", timeline_line(e));
+                outln!("{}", timeline_line(e));
             }
         }
         let r: Rollout = api.get(&format!("/v1/workloads/{workload}/rollouts/{id}")).await?;
@@ -710,7 +746,7 @@ pub async fn wait_for(
             if json {
                 print_json(&r);
             } else {
-                println!("rollout {id} {}", r.status.as_str());
+                outln!("rollout {id} {}", r.status.as_str());
             }
             return Ok(if r.status == RolloutStatus::Completed { ExitCode::Ok } else { ExitCode::RolloutFailed });
         }
@@ -754,9 +790,9 @@ async fn events(
         for e in &evs {
             after = e.seq;
             if json {
-                println!("{}", serde_json::to_string(e).expect("events serialize"));
+                outln!("{}", serde_json::to_string(e).expect("events serialize"));
             } else if all || is_notable(e) {
-                println!("{}", timeline_line(e));
+                outln!("{}", timeline_line(e));
             }
         }
         if !follow {
@@ -772,13 +808,13 @@ async fn watch_status(api: &ApiClient, workload: &str, json: bool) -> Result<Exi
     loop {
         let s: WorkloadStatus = api.get(&format!("/v1/workloads/{workload}")).await?;
         if json {
-            println!("{}", serde_json::to_string(&s).expect("status serializes"));
+            outln!("{}", serde_json::to_string(&s).expect("status serializes"));
         } else {
             let text = render_status(&s);
             if tty {
-                print!("\x1b[2J\x1b[H{text}");
+                out!("\x1b[2J\x1b[H{text}");
             } else if text != last {
-                println!("{text}");
+                outln!("{text}");
             }
             last = text;
         }
@@ -905,14 +941,14 @@ async fn flags_command(api: &ApiClient, fc: &FlagsCommand, json: bool) -> Result
                 return Ok(ExitCode::Ok);
             }
             for g in v["groups"].as_array().into_iter().flatten() {
-                println!(
+                outln!(
                     "group {} ({}, {}% of users):",
                     g["group"].as_str().unwrap_or("?"),
                     g["version"].as_str().unwrap_or("?"),
                     g["weight_bp"].as_f64().unwrap_or(0.0) / 100.0
                 );
                 for (key, def) in g["flags"]["flags"].as_object().into_iter().flatten() {
-                    println!(
+                    outln!(
                         "  {key:<28} {:<9} default {}",
                         def["state"].as_str().unwrap_or("?"),
                         def["defaultVariant"].as_str().unwrap_or("-")
@@ -920,7 +956,7 @@ async fn flags_command(api: &ApiClient, fc: &FlagsCommand, json: bool) -> Result
                 }
             }
             for (flag, k) in v["killed"].as_object().into_iter().flatten() {
-                println!(
+                outln!(
                     "KILLED {flag} by {} at {}: {}",
                     k["actor"].as_str().unwrap_or("?"),
                     ringfence_core::Timestamp(k["at"].as_i64().unwrap_or(0)),
@@ -935,7 +971,7 @@ async fn flags_command(api: &ApiClient, fc: &FlagsCommand, json: bool) -> Result
             if json {
                 print_json(&v);
             } else {
-                println!("flag {flag} of {workload} is OFF for every user (kill switch; event {})", v["seq"]);
+                outln!("flag {flag} of {workload} is OFF for every user (kill switch; event {})", v["seq"]);
             }
             Ok(ExitCode::Ok)
         }
@@ -945,7 +981,7 @@ async fn flags_command(api: &ApiClient, fc: &FlagsCommand, json: bool) -> Result
             if json {
                 print_json(&v);
             } else {
-                println!("flag {flag} of {workload} follows its release again");
+                outln!("flag {flag} of {workload} follows its release again");
             }
             Ok(ExitCode::Ok)
         }

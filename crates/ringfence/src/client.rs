@@ -27,6 +27,20 @@ impl ApiClient {
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Bytes>) -> Result<Bytes, CliError> {
+        // The server refuses larger bodies; say so here rather than have it close the
+        // connection mid-request, which would read as an unreachable server.
+        if let Some(b) = &body
+            && b.len() > crate::server::MAX_REQUEST_BYTES
+        {
+            return Err(CliError::new(
+                ExitCode::Invalid,
+                format!(
+                    "{method} {path}: the request is {} bytes; the server accepts at most {} (a spec or flag file this large is refused)",
+                    b.len(),
+                    crate::server::MAX_REQUEST_BYTES
+                ),
+            ));
+        }
         let url = format!("{}{path}", self.base);
         let resp = self
             .http
@@ -56,7 +70,9 @@ impl ApiClient {
         let code = match resp.status {
             StatusCode::NOT_FOUND => ExitCode::NotFound,
             StatusCode::CONFLICT => ExitCode::Conflict,
-            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => ExitCode::Invalid,
+            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY | StatusCode::PAYLOAD_TOO_LARGE => {
+                ExitCode::Invalid
+            }
             _ => ExitCode::Failure,
         };
         Err(CliError::new(code, message))

@@ -95,6 +95,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/workloads/{name}/flags/{flag}/restore", post(restore_flag))
         .route("/v1/workloads/{name}/reports", post(user_report))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see docs/api.md") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method; see docs/api.md",
+            )
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(shared)
 }
 
@@ -156,6 +164,10 @@ impl From<ringfence_store::StoreError> for ApiError {
     }
 }
 
+/// The largest request body the API reads (a spec file, a release with its flags); the CLI
+/// checks it before sending, so a refusal is an input error, not a broken connection.
+pub const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
+
 /// A JSON body that answers 400 with the serde message when it cannot be read.
 pub struct Body<T>(T);
 
@@ -167,13 +179,33 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
+            let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "bad_request" };
+            ApiError::new(e.status(), code, e.body_text())
+        })?;
         let bytes = if bytes.is_empty() { axum::body::Bytes::from_static(b"{}") } else { bytes };
         serde_json::from_slice(&bytes)
             .map(Body)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("request body: {e}")))
+    }
+}
+
+/// Query parameters that answer 400 in the API's error shape when they cannot be read
+/// (`?after=abc`), instead of axum's plain-text rejection.
+pub struct Params<T>(T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for Params<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| Params(q))
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))
     }
 }
 
@@ -196,6 +228,7 @@ async fn openapi() -> impl IntoResponse {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ApplyBody {
     /// The spec file's text (TOML).
     spec: String,
@@ -354,6 +387,7 @@ async fn show_release(State(sh): St, Path((name, version)): Path<(String, String
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DeployBody {
     version: String,
     #[serde(default)]
@@ -382,6 +416,7 @@ async fn deploy(
 }
 
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct ReasonBody {
     #[serde(default)]
     reason: String,
@@ -441,13 +476,13 @@ fn default_limit() -> usize {
 async fn workload_events(
     State(sh): St,
     Path(name): Path<String>,
-    Query(q): Query<EventsQuery>,
+    Params(q): Params<EventsQuery>,
 ) -> Result<Json<Vec<Event>>, ApiError> {
     sh.world(|w| command::workload(w, &name).map(|_| ()))?;
     Ok(Json(sh.events(Some(&name), q.after, q.limit.min(10_000))?))
 }
 
-async fn all_events(State(sh): St, Query(q): Query<EventsQuery>) -> Result<Json<Vec<Event>>, ApiError> {
+async fn all_events(State(sh): St, Params(q): Params<EventsQuery>) -> Result<Json<Vec<Event>>, ApiError> {
     Ok(Json(sh.events(None, q.after, q.limit.min(10_000))?))
 }
 
@@ -558,6 +593,7 @@ async fn alertmanager_webhook(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ReportBody {
     user: String,
     #[serde(default)]
@@ -631,6 +667,7 @@ async fn list_flags(State(sh): St, Path(name): Path<String>) -> Result<Json<serd
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct KillBody {
     #[serde(default)]
     reason: String,
@@ -707,7 +744,7 @@ pub struct PhaseAdvice {
 async fn plan(
     State(sh): St,
     Path(name): Path<String>,
-    Query(q): Query<PlanQuery>,
+    Params(q): Params<PlanQuery>,
 ) -> Result<Json<PlanAdvice>, ApiError> {
     let (spec, stable, admin) = plan_inputs(&sh, &name)?;
     let first = match &admin {

@@ -223,3 +223,69 @@ async fn read_commands_speak_json() {
     assert_eq!(err["field"], "rollout.phases[2].weight", "{v:#}");
     assert!(err["line"].as_u64().is_some_and(|l| l > 0) && err["column"].as_u64().is_some_and(|c| c > 0), "{v:#}");
 }
+
+/// Every refusal of the API has its one error shape, whatever refused: a bad query string, a
+/// method the endpoint does not take, a field the body does not have, a body too large; and
+/// the CLI reports a too large spec as refused input (3), not as an unreachable server (6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_has_the_api_error_shape() {
+    use hyper::Method;
+    use ringfence::http::HttpClient;
+
+    let server = Server::start().await;
+    let w = "edges";
+    server.setup(&Spec::new(w), &[("v1", &[])]).await;
+    let http = HttpClient::new();
+    let call = |method: Method, path: &str, body: Option<&str>| {
+        let url = format!("{}{path}", server.url());
+        let http = http.clone();
+        let body = body.map(|b| bytes::Bytes::from(b.to_string()));
+        async move {
+            let r = http
+                .request(method, &url, &[("content-type", "application/json")], body, Duration::from_secs(10))
+                .await
+                .expect("the server answers");
+            let v: Value = serde_json::from_slice(&r.body)
+                .unwrap_or_else(|e| panic!("{url}: {} with a body that is not JSON ({e}): {:?}", r.status, r.body));
+            (r.status.as_u16(), v)
+        }
+    };
+    let before = people_events(&server).await;
+
+    let (status, v) = call(Method::GET, &format!("/v1/workloads/{w}/events?after=abc"), None).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("bad_request")), "{v:#}");
+    assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("after")), "{v:#}");
+
+    let (status, v) = call(Method::DELETE, &format!("/v1/workloads/{w}"), None).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (405, Some("method_not_allowed")), "{v:#}");
+
+    let (status, v) =
+        call(Method::POST, &format!("/v1/workloads/{w}/deploy"), Some(r#"{"version": "v1", "verison": "v2"}"#)).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("bad_request")), "{v:#}");
+    assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("verison")), "{v:#}");
+
+    let huge = format!(r#"{{"file": "big.toml", "spec": "{}"}}"#, "#".repeat(3 * 1024 * 1024));
+    let (status, v) = call(Method::POST, "/v1/workloads", Some(&huge)).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (413, Some("too_large")), "{v:#}");
+
+    let big = server.path("big.toml");
+    std::fs::write(&big, format!("{}\n{}", Spec::new(w).toml(), "# padding\n".repeat(300_000)))
+        .expect("write big.toml");
+    let out = server.cli(&["apply", path_str(&big)]).await;
+    assert_eq!(out.code, 3, "{out}");
+    assert!(out.stderr.contains("the server accepts at most"), "{out}");
+
+    assert_eq!(people_events(&server).await, before, "refusals change nothing");
+
+    // A reader that went away (`| head`) ends the output: no panic, success. The reader here
+    // is gone before the first byte is written, so the write surely meets a closed pipe.
+    let sh = format!(
+        "{{ sleep 0.3; {} --server {} events {w}; }} | true; echo \"${{PIPESTATUS[0]}}\"",
+        crate::harness::BIN,
+        server.url()
+    );
+    let out = tokio::process::Command::new("bash").args(["-c", &sh]).output().await.expect("run bash");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
