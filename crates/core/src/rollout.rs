@@ -102,6 +102,11 @@ pub struct Rollout {
     /// The verdict that last changed something (a pass, a hold, a halt).
     pub last_verdict: Option<Verdict>,
     pub spec_digest: String,
+    /// Who started it and why (the `rollout_started` event's actor and reason).
+    #[serde(default)]
+    pub started_by: String,
+    #[serde(default)]
+    pub reason: String,
     /// Smoke test results, every phase's own (a pass in one phase says nothing of the next).
     #[serde(default)]
     pub smoke: Vec<SmokeResult>,
@@ -458,6 +463,8 @@ pub fn started(
         decision: None,
         last_verdict: None,
         spec_digest: spec_digest.into(),
+        started_by: String::new(),
+        reason: String::new(),
         smoke: Vec::new(),
         windows: Vec::new(),
     }

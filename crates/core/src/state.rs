@@ -296,6 +296,10 @@ impl World {
                     spec_digest,
                     e.at,
                 ));
+                if let Some(r) = ws.rollouts.last_mut() {
+                    r.started_by = e.actor.clone();
+                    r.reason = e.reason.clone();
+                }
             }
             EventKind::LkgUpdated { version, rollout_id } => {
                 let digest = ws.rollout(rollout_id).map(|r| r.spec_digest.clone()).unwrap_or_default();
@@ -306,11 +310,13 @@ impl World {
                     at: e.at,
                     spec_digest: digest,
                 });
-                let is_rollback = ws.rollout(rollout_id).is_some_and(|r| r.kind == RolloutKind::Rollback);
-                ws.pin = is_rollback.then(|| Pin {
+                // A rollback pins the version it returned to, with the person's reason (not the
+                // controller's, which only completed it).
+                let rollback = ws.rollout(rollout_id).filter(|r| r.kind == RolloutKind::Rollback);
+                ws.pin = rollback.map(|r| Pin {
                     version: version.clone(),
                     rollout_id: rollout_id.clone(),
-                    reason: e.reason.clone(),
+                    reason: format!("rolled back by {}: {}", r.started_by, r.reason),
                     at: e.at,
                 });
             }
@@ -410,6 +416,18 @@ impl World {
                             version: from,
                             rollout_id: id.to_string(),
                             reason: r.decision.as_ref().map(|d| d.summary.clone()).unwrap_or_default(),
+                            at: e.at,
+                        });
+                    }
+                    // An abort returns to the stable version too: the pin says so, not an
+                    // older failure's reason.
+                    if let EventKind::RolloutAborted { .. } = kind
+                        && let Some(from) = r.from.clone()
+                    {
+                        ws.pin = Some(Pin {
+                            version: from,
+                            rollout_id: id.to_string(),
+                            reason: format!("rollout {id} aborted by {}: {}", e.actor, e.reason),
                             at: e.at,
                         });
                     }

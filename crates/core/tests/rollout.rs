@@ -1190,6 +1190,8 @@ fn rollback_after_promotion_is_a_fast_path_to_the_previous_lkg() {
     assert_eq!(ws.lkg().unwrap().rollout_id, id);
     let pin = ws.pin.as_ref().expect("a rollback pins the desired state");
     assert_eq!((pin.version.as_str(), pin.rollout_id.as_str()), ("v1", id.as_str()));
+    // The person's reason, not the controller's "rollout step" that completed it.
+    assert_eq!(pin.reason, "rolled back by alice: by hand");
     assert_eq!(ws.desired(), stable_only("v1", 2));
     assert_eq!(sim.count("rollout_halted"), 0);
 
@@ -1277,6 +1279,12 @@ fn abort_returns_the_world_to_stable() {
     assert_eq!(ws.desired(), stable_only("v1", 2));
     assert_eq!(ws.stable.as_deref(), Some("v1"));
     assert_eq!(ws.lkg.len(), 1);
+    // The pin says it was aborted, by whom and why, not an older failure.
+    let pin = ws.pin.as_ref().expect("pinned to the stable version");
+    assert_eq!(
+        (pin.version.as_str(), pin.reason.as_str()),
+        ("v1", format!("rollout {id} aborted by alice: by hand").as_str())
+    );
     // Nothing more happens, whatever is observed.
     assert!(sim.run_for(&failing("v2", "v1"), true, MIN, HOUR).is_empty());
     // And the release may be deployed again.

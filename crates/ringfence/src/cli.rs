@@ -372,8 +372,22 @@ fn print_json(v: &impl serde::Serialize) {
     outln!("{}", serde_json::to_string_pretty(v).expect("output serializes"));
 }
 
+/// Who runs the command when `--actor` does not say: `$USER`, else `$LOGNAME`, else the
+/// operating system's name for this process's user (a cron job or a container has no
+/// `$USER`), else its uid.
+fn default_actor() -> String {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    env("USER").or_else(|| env("LOGNAME")).unwrap_or_else(|| {
+        let uid = nix::unistd::Uid::current();
+        match nix::unistd::User::from_uid(uid) {
+            Ok(Some(user)) => user.name,
+            _ => format!("uid {uid}"),
+        }
+    })
+}
+
 pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
-    let actor = cli.actor.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "cli".into());
+    let actor = cli.actor.clone().unwrap_or_else(default_actor);
     let api = ApiClient::new(&cli.server, &actor);
     let json = cli.output == Output::Json;
     match &cli.command {
@@ -783,15 +797,18 @@ async fn events(
     let mut after = after;
     loop {
         let evs = api.events_after(workload, after).await?;
+        after = evs.last().map_or(after, |e| e.seq);
+        // The same events in both formats: the controller's own intents and actions only
+        // with --all.
+        let shown: Vec<&Event> = evs.iter().filter(|e| all || is_notable(e)).collect();
         if json && !follow {
-            print_json(&evs);
+            print_json(&shown);
             return Ok(ExitCode::Ok);
         }
-        for e in &evs {
-            after = e.seq;
+        for e in shown {
             if json {
                 outln!("{}", serde_json::to_string(e).expect("events serialize"));
-            } else if all || is_notable(e) {
+            } else {
                 outln!("{}", timeline_line(e));
             }
         }

@@ -186,8 +186,15 @@ async fn read_commands_speak_json() {
     assert!(why["text"].as_str().is_some_and(|t| t.contains("completed")), "{why:#}");
     assert_eq!(why["rollout"]["release"], "v1", "{why:#}");
 
-    let events = json(&server.cli(&["events", w, "-o", "json"]).await);
+    // With --all, every event of the log, gapless; without, the same timeline as the text.
+    let notable = json(&server.cli(&["events", w, "-o", "json"]).await);
+    let notable = notable.as_array().expect("events are a list");
+    assert!(notable.iter().all(|e| e["type"] != "action_intended" && e["type"] != "action_succeeded"), "{notable:#?}");
+    let text = server.cli(&["events", w]).await;
+    assert_eq!(notable.len(), text.stdout.lines().count(), "{text}");
+    let events = json(&server.cli(&["events", w, "-o", "json", "--all"]).await);
     let events = events.as_array().expect("events are a list");
+    assert!(events.len() > notable.len());
     for (i, e) in events.iter().enumerate() {
         for field in ["at", "actor", "reason", "type"] {
             assert!(e.get(field).is_some(), "event without {field}: {e:#}");
