@@ -295,7 +295,7 @@ pub fn kill_flag(world: &World, name: &str, flag: &str) -> Result<EventKind, Com
         return Err(err(
             ErrorCode::NotFound,
             format!(
-                "no release users are on defines a flag {flag:?} for {name}; `ringfence flags list {name}` shows them"
+                "{name} has no flag {flag:?}: none of the releases serving its users defines it; `ringfence flags list {name}` shows the flags they define"
             ),
         ));
     }

@@ -111,6 +111,7 @@ pub async fn run(args: &DemoArgs, cli: &Cli, shutdown: CancellationToken) -> Res
         Err(e) => {
             server_stop.cancel();
             let _ = server.await;
+            remove_scratch(args, &data_dir);
             return Err(e);
         }
     };
@@ -132,10 +133,23 @@ pub async fn run(args: &DemoArgs, cli: &Cli, shutdown: CancellationToken) -> Res
     traffic_stop.cancel();
     say("Stopping: replicas, router, server.");
     server_stop.cancel();
-    match server.await {
+    let outcome = match server.await {
         Ok(Ok(())) => Ok(ExitCode::Ok),
         Ok(Err(e)) => Err(CliError::new(ExitCode::Failure, format!("{e:#}"))),
         Err(e) => Err(CliError::new(ExitCode::Failure, e.to_string())),
+    };
+    remove_scratch(args, &data_dir);
+    outcome
+}
+
+/// The demo's own temporary state goes when it ends (the server has stopped every process it
+/// started by then); a `--data-dir` the user chose stays.
+fn remove_scratch(args: &DemoArgs, data_dir: &std::path::Path) {
+    if args.data_dir.is_none()
+        && let Err(e) = std::fs::remove_dir_all(data_dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        eprintln!("warning: could not remove the demo's state in {}: {e}", data_dir.display());
     }
 }
 
