@@ -1,0 +1,169 @@
+//! Planning: how long each phase needs at the workload's traffic, and the warnings `apply`
+//! and `deploy` give when a bake is too short.
+
+use super::prelude::*;
+
+#[derive(Deserialize)]
+pub(super) struct PlanQuery {
+    /// Total requests per second to plan for; measured at the router over one second if absent.
+    rps: Option<f64>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct PlanAdvice {
+    pub rps: f64,
+    pub measured: bool,
+    pub stable: Option<String>,
+    pub stable_error_rate: f64,
+    pub target_error_ratio: f64,
+    pub target_latency_ratio: f64,
+    /// The spec's power requirement; 0 means phases pass without it.
+    pub power: f64,
+    pub phases: Vec<PhaseAdvice>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct PhaseAdvice {
+    pub name: String,
+    pub weight: f64,
+    pub bake_s: f64,
+    /// What the phase needs: the time for a release as good as the stable one to pass (the
+    /// figure `status` counts down), or with `power = 0` the time to catch the targets.
+    pub needed_s: Option<f64>,
+    /// The time for a release as good as the stable one to pass (95% of the time).
+    #[serde(default)]
+    pub pass_s: Option<f64>,
+    /// The time to catch the target regressions (80% of the time, or the spec's power).
+    #[serde(default)]
+    pub detect_s: Option<f64>,
+    pub warning: Option<String>,
+}
+
+/// `GET /v1/workloads/{w}/plan`: how long each phase needs, at today's traffic, to catch the
+/// target regressions with the configured power and for a release as good as the stable one
+/// to pass, and which bakes are too short.
+pub(super) async fn plan(
+    State(sh): St,
+    Path(name): Path<String>,
+    Params(q): Params<PlanQuery>,
+) -> Result<Json<PlanAdvice>, ApiError> {
+    let (spec, stable, admin) = plan_inputs(&sh, &name)?;
+    let first = match &admin {
+        Some(a) => read_stats(&sh, a).await,
+        None => None,
+    };
+    let (rps, measured) = match (q.rps, &first, &admin) {
+        (Some(r), _, _) if r.is_finite() && r > 0.0 => (r, false),
+        (Some(r), _, _) => {
+            return Err(ApiError::new(ErrorKind::Invalid, format!("rps must be above 0, found {r}")));
+        }
+        (None, Some(a), Some(admin)) => {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let b = read_stats(&sh, admin).await;
+            (b.map(|b| total_requests(&b).saturating_sub(total_requests(a)) as f64 / 1.0).unwrap_or(0.0), true)
+        }
+        _ => (0.0, true),
+    };
+    Ok(Json(advise(&spec, stable, first.as_ref(), rps, measured)))
+}
+
+/// The spec, the stable version and the router's admin address of a workload.
+pub(super) fn plan_inputs(
+    sh: &Shared,
+    name: &str,
+) -> Result<(ringfence_core::spec::WorkloadSpec, Option<String>, Option<String>), ApiError> {
+    sh.world(|w| {
+        let ws = command::workload(w, name)?;
+        Ok::<_, ApiError>((ws.spec.clone(), ws.stable.clone(), ws.router.as_ref().map(|r| r.admin.clone())))
+    })
+}
+
+pub(super) async fn read_stats(sh: &Shared, admin: &str) -> Option<ringfence_router::StatsSnapshot> {
+    let r = sh.http.get(&format!("http://{admin}/v1/stats"), Duration::from_secs(2)).await.ok()?;
+    serde_json::from_slice::<ringfence_router::StatsSnapshot>(&r.body).ok()
+}
+
+pub(super) fn total_requests(s: &ringfence_router::StatsSnapshot) -> u64 {
+    s.versions.values().map(|v| v.requests).sum()
+}
+
+/// The planner's advice for a spec at `rps`, with the stable version's error rate and latency
+/// taken from the router's counters.
+pub(super) fn advise(
+    spec: &ringfence_core::spec::WorkloadSpec,
+    stable: Option<String>,
+    stats: Option<&ringfence_router::StatsSnapshot>,
+    rps: f64,
+    measured: bool,
+) -> PlanAdvice {
+    use ringfence_core::analysis::SequentialConfig;
+    use ringfence_core::analysis::planner::{PhasePlan, Regression, check_bakes};
+    let stable_stats = stable.as_ref().and_then(|v| stats?.versions.get(v).cloned());
+    let stable_error_rate =
+        stable_stats.as_ref().filter(|s| s.requests > 0).map(|s| s.errors as f64 / s.requests as f64).unwrap_or(0.0);
+    let latency = stable_stats.map(|s| s.latency_buckets).unwrap_or_default();
+    let a = &spec.health.analysis;
+    let config = SequentialConfig::from_spec(a);
+    let plan: Vec<PhasePlan> = spec
+        .rollout
+        .phases
+        .iter()
+        .map(|p| PhasePlan { weight_bp: p.weight_bp(), bake_s: p.bake.as_ms() as f64 / 1000.0 })
+        .collect();
+    let target_rate = config.pass_error_limit(stable_error_rate);
+    // Latency can only be planned from the stable version's latency distribution, and only
+    // when the target slow-down at its p99 exceeds the latency margin: x1.5 of a 0.3 ms
+    // service is a difference not worth acting on.
+    let mut regressions = vec![Regression::ErrorRate(target_rate)];
+    let p99_us = ringfence_core::analysis::latency::Hist::new(&latency, &[]).quantile(0.99);
+    if let Some(p99) = p99_us
+        && p99 as f64 * (a.target_latency_ratio - 1.0) > config.latency_margin_us as f64
+    {
+        regressions.push(Regression::LatencyScale(a.target_latency_ratio));
+    }
+    let advice = check_bakes(&config, &plan, rps, stable_error_rate, &latency, &regressions);
+    let phases = spec
+        .rollout
+        .phases
+        .iter()
+        .zip(advice)
+        .map(|(p, adv)| PhaseAdvice {
+            name: p.name.clone(),
+            weight: p.weight,
+            bake_s: adv.bake_s,
+            needed_s: adv.needed_s,
+            pass_s: adv.pass_s,
+            detect_s: adv.detect_s,
+            warning: if rps <= 0.0 { Some("no traffic measured: nothing can be judged".into()) } else { adv.warning },
+        })
+        .collect();
+    PlanAdvice {
+        rps,
+        measured,
+        stable,
+        stable_error_rate,
+        target_error_ratio: a.target_error_ratio,
+        target_latency_ratio: a.target_latency_ratio,
+        power: a.power,
+        phases,
+    }
+}
+
+/// Warnings for bakes too short at the workload's traffic, measured as the average request
+/// rate since its router started (no wait); none while nothing has been measured yet (no
+/// router, under 10 s of uptime, or no traffic), since a plan for no traffic says nothing.
+pub(super) async fn bake_warnings(sh: &Shared, name: &str) -> Vec<String> {
+    let Ok((spec, stable, Some(admin))) = plan_inputs(sh, name) else { return Vec::new() };
+    let Some(stats) = read_stats(sh, &admin).await else { return Vec::new() };
+    let uptime_s = stats.uptime_ms as f64 / 1000.0;
+    let rps = total_requests(&stats) as f64 / uptime_s.max(1.0);
+    if uptime_s < 10.0 || rps <= 0.0 {
+        return Vec::new();
+    }
+    advise(&spec, stable, Some(&stats), rps, true)
+        .phases
+        .into_iter()
+        .filter_map(|p| p.warning)
+        .map(|w| format!("{w} (traffic averaged since the router started; `ringfence plan` measures it now)"))
+        .collect()
+}

@@ -1,0 +1,47 @@
+//! Releases: register one (immutable, by content digest), list and show them.
+
+use super::prelude::*;
+
+#[derive(Serialize)]
+pub(super) struct Created {
+    created: bool,
+    release: Release,
+}
+
+pub(super) async fn create_release(
+    State(sh): St,
+    Actor(who): Actor,
+    Path(name): Path<String>,
+    Body(req): Body<ReleaseRequest>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
+    let mut out = None;
+    let events = sh.command(&name, &who, "release registered", |w| {
+        let (event, release) = command::create_release(w, &name, &req, &who, now())?;
+        out = Some(release);
+        Ok(event.into_iter().collect())
+    })?;
+    let created = !events.is_empty();
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(Created { created, release: out.expect("set on success") })))
+}
+
+pub(super) async fn list_releases(State(sh): St, Path(name): Path<String>) -> Result<Json<Vec<Release>>, ApiError> {
+    sh.world(|w| {
+        let ws = command::workload(w, &name)?;
+        Ok(Json(ws.release_order.iter().filter_map(|v| ws.releases.get(v).cloned()).collect()))
+    })
+}
+
+pub(super) async fn show_release(
+    State(sh): St,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<Release>, ApiError> {
+    sh.world(|w| {
+        let ws = command::workload(w, &name)?;
+        ws.releases
+            .get(&version)
+            .cloned()
+            .map(Json)
+            .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("{name} has no release {version:?}")))
+    })
+}

@@ -1,0 +1,135 @@
+//! Signals from outside: Alertmanager's webhook and user reports.
+
+use super::prelude::*;
+
+/// Alertmanager's webhook body (the fields ringfence reads).
+#[derive(Deserialize)]
+pub(super) struct AlertmanagerBody {
+    alerts: Vec<AmAlert>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct AmAlert {
+    status: String,
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    fingerprint: String,
+}
+
+#[derive(Serialize)]
+pub(super) struct AlertsAccepted {
+    /// (workload, alertname, status) for every alert that concerned a workload.
+    matched: Vec<(String, String, String)>,
+    ignored: usize,
+}
+
+/// `POST /v1/alerts`: point an Alertmanager webhook receiver here. An alert concerns a
+/// workload when it carries all the labels of the workload's `health.alerts.match` (by
+/// default `workload=<name>`); a firing one halts that workload's rollout.
+pub(super) async fn alertmanager_webhook(
+    State(sh): St,
+    Body(body): Body<AlertmanagerBody>,
+) -> Result<Json<AlertsAccepted>, ApiError> {
+    let workloads: Vec<(String, std::collections::BTreeMap<String, String>)> = sh
+        .world(|w| w.workloads.values().map(|ws| (ws.name.clone(), ws.spec.health.alerts.matchers.clone())).collect());
+    let mut matched = Vec::new();
+    let mut ignored = 0;
+    for a in body.alerts {
+        if a.status != "firing" && a.status != "resolved" {
+            return Err(ApiError::new(
+                ErrorKind::BadRequest,
+                format!("alert status must be \"firing\" or \"resolved\", found {:?}", a.status),
+            ));
+        }
+        let alertname = a.labels.get("alertname").cloned().unwrap_or_else(|| "unnamed".into());
+        let fingerprint = if a.fingerprint.is_empty() {
+            a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+        } else {
+            a.fingerprint.clone()
+        };
+        let summary = a.annotations.get("summary").or(a.annotations.get("description")).cloned().unwrap_or_default();
+        let mut any = false;
+        for (name, matchers) in &workloads {
+            let concerns = if matchers.is_empty() {
+                a.labels.get("workload") == Some(name)
+            } else {
+                matchers.iter().all(|(k, v)| a.labels.get(k) == Some(v))
+            };
+            if !concerns {
+                continue;
+            }
+            any = true;
+            sh.command(name, "alertmanager", &format!("alert {alertname} {}", a.status), |_| {
+                Ok(vec![ringfence_core::EventKind::AlertReceived {
+                    fingerprint: fingerprint.clone(),
+                    alertname: alertname.clone(),
+                    status: a.status.clone(),
+                    labels: a.labels.clone(),
+                    summary: summary.clone(),
+                }])
+            })?;
+            matched.push((name.clone(), alertname.clone(), a.status.clone()));
+        }
+        if !any {
+            ignored += 1;
+        }
+    }
+    Ok(Json(AlertsAccepted { matched, ignored }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ReportBody {
+    user: String,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct ReportAccepted {
+    pub user: String,
+    pub group: Option<String>,
+    pub version: Option<String>,
+}
+
+/// `POST /v1/workloads/{w}/reports`: a user reports a problem. The user's key is mapped to the
+/// rollout group and version the router sends them to, so reports count per group.
+pub(super) async fn user_report(
+    State(sh): St,
+    Actor(who): Actor,
+    Path(name): Path<String>,
+    Body(b): Body<ReportBody>,
+) -> Result<Json<ReportAccepted>, ApiError> {
+    if b.user.trim().is_empty() || b.user.len() > 256 {
+        return Err(ApiError::new(
+            ErrorKind::Invalid,
+            "field `user`: expected the user's key (1 to 256 characters), as sent in the sticky header or cookie",
+        ));
+    }
+    let admin = sh.world(|w| command::workload(w, &name).map(|ws| ws.router.as_ref().map(|r| r.admin.clone())))?;
+    let mut group = None;
+    let mut version = None;
+    if let Some(admin) = admin {
+        let url = format!("http://{admin}/v1/assign?user={}", crate::http::encode_component(&b.user));
+        if let Ok(resp) = sh.http.get(&url, Duration::from_secs(2)).await
+            && resp.status.is_success()
+            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&resp.body)
+        {
+            group = v["group"].as_str().map(String::from);
+            version = v["version"].as_str().map(String::from);
+        }
+    }
+    let message: String = b.message.chars().take(2000).collect();
+    sh.command(&name, &who, "user report", |_| {
+        Ok(vec![ringfence_core::EventKind::UserReported {
+            user: b.user.clone(),
+            group: group.clone(),
+            version: version.clone(),
+            message: message.clone(),
+        }])
+    })?;
+    Ok(Json(ReportAccepted { user: b.user, group, version }))
+}
