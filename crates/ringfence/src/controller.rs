@@ -30,9 +30,12 @@ pub fn spawn_workload(shared: &Arc<Shared>, name: &str) {
     if !shared.running_loops.lock().expect("loops lock").insert(name.to_string()) {
         return;
     }
+    let tasks = shared.tasks.clone();
     let shared = shared.clone();
     let name = name.to_string();
-    tokio::spawn(async move {
+    // Everything the loop logs carries the workload, once, from its span.
+    let span = tracing::info_span!("workload", workload = %name);
+    let run = async move {
         let mut local = Local::new(&name);
         let notify = shared.notifier(&name);
         loop {
@@ -45,7 +48,7 @@ pub fn spawn_workload(shared: &Arc<Shared>, name: &str) {
                     Ok(true) => continue,
                     Ok(false) => break,
                     Err(e) => {
-                        tracing::error!(workload = %name, error = %e, "controller tick failed");
+                        tracing::error!(error = %e, "controller tick failed");
                         break;
                     }
                 }
@@ -57,7 +60,8 @@ pub fn spawn_workload(shared: &Arc<Shared>, name: &str) {
             }
         }
         shared.running_loops.lock().expect("loops lock").remove(&name);
-    });
+    };
+    tasks.spawn(tracing::Instrument::instrument(run, span));
 }
 
 /// Caches that only save work; all of them may be lost at any time.
@@ -444,12 +448,12 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         shared.live.lock().expect("live lock").insert(name.clone(), l);
     }
     for k in &decided {
-        if let EventKind::RolloutHalted { decision, .. } = k {
-            tracing::warn!(workload = %name, action = ?decision.action, summary = %decision.summary, "rollout halted");
+        if let EventKind::RolloutHalted { rollout_id, decision } = k {
+            tracing::warn!(rollout = %rollout_id, action = ?decision.action, summary = %decision.summary, "rollout halted");
         }
-        if let EventKind::Escalated { phase, .. } = k {
+        if let EventKind::Escalated { rollout_id, phase } = k {
             // Until notification channels exist, the log and the event are the page.
-            tracing::error!(workload = %name, phase = phase + 1, "rollout held past rollout.max_hold: a person must decide");
+            tracing::error!(rollout = %rollout_id, phase = phase + 1, "rollout held past rollout.max_hold: a person must decide");
         }
     }
     Ok(!decided.is_empty())
@@ -493,7 +497,7 @@ async fn start_replica(shared: &Arc<Shared>, ws: &WorkloadState, version: &str, 
             )?;
         }
         Err(e) => {
-            tracing::warn!(workload = %name, version, replica, error = %e, "replica failed to start");
+            tracing::warn!(version, replica, error = %e, "replica failed to start");
             shared.record(name, "start failed", vec![EventKind::ActionFailed { op_id: op, error: e.to_string() }])?;
         }
     }

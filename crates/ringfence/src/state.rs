@@ -40,6 +40,8 @@ pub struct Shared {
     pub http: HttpClient,
     notifies: Mutex<HashMap<String, Arc<Notify>>>,
     pub running_loops: Mutex<HashSet<String>>,
+    /// The controller loops, so that a clean shutdown waits for each to finish its round.
+    pub tasks: tokio_util::task::TaskTracker,
     pub shutdown: CancellationToken,
     pub tick: std::time::Duration,
     /// The latest verdict the controller computed per workload (not stored: it changes every
@@ -80,6 +82,7 @@ impl Shared {
             http,
             notifies: Mutex::default(),
             running_loops: Mutex::default(),
+            tasks: tokio_util::task::TaskTracker::new(),
             shutdown,
             tick,
             live: Mutex::default(),

@@ -110,9 +110,14 @@ pub async fn run(
     let serve_shutdown = shutdown.clone();
     axum::serve(listener, app).with_graceful_shutdown(async move { serve_shutdown.cancelled().await }).await?;
     shared.shutdown.cancel();
+    // Every loop finishes the round it is in (its intents recorded) before its processes go.
+    // A round is bounded by its own timeouts (readiness, probes, smoke tests); past this
+    // bound the server stops anyway, and the next start redoes any open intent.
+    shared.tasks.close();
+    if tokio::time::timeout(Duration::from_secs(30), shared.tasks.wait()).await.is_err() {
+        tracing::warn!("a controller loop did not finish its round within 30 s; stopping anyway");
+    }
     if config.stop_workloads_on_exit {
-        // Let the loops see the cancellation before their processes go away.
-        tokio::time::sleep(Duration::from_millis(50)).await;
         controller::stop_all(&shared).await;
     }
     Ok(())
