@@ -9,7 +9,8 @@
 //! read without locks, and the last accepted table is persisted so a restarted router serves
 //! it before the controller is back.
 //!
-//! This crate depends on no other ringfence crate.
+//! Of the other ringfence crates it depends only on the pure ones: the flag engine and
+//! `ringfence-traffic` (the routing table and the latency grid it shares with the core).
 
 mod admin;
 mod breaker;
@@ -19,7 +20,10 @@ mod proxy;
 mod routing;
 mod server;
 mod stats;
-mod table;
+/// The routing table lives in `ringfence-traffic`, shared with the control plane.
+mod table {
+    pub use ringfence_traffic::table::*;
+}
 
 use std::path::PathBuf;
 use std::time::Duration;

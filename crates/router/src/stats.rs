@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use ringfence_traffic::grid::lower_bound_us;
 
 use serde::{Deserialize, Serialize};
 
@@ -56,22 +58,8 @@ pub enum BreakerState {
 /// Version (and group) under which requests that found no upstream are counted.
 pub const NO_VERSION: &str = "none";
 
-/// Fine bucket bounds in µs: ×1.1 steps from 100 µs to 60 s, then an overflow bucket.
-/// Fine enough (10% relative error) for the controller to compare p99s between versions.
-pub(crate) static FINE_BOUNDS_US: LazyLock<Vec<u64>> = LazyLock::new(|| {
-    let mut bounds = Vec::new();
-    let mut bound = 100.0_f64;
-    loop {
-        let b = bound.round() as u64;
-        bounds.push(b);
-        if b >= 60_000_000 {
-            break;
-        }
-        bound *= 1.1;
-    }
-    bounds.push(u64::MAX);
-    bounds
-});
+/// Fine bucket bounds in µs: the grid shared with the analysis (`ringfence_traffic::grid`).
+pub(crate) use ringfence_traffic::grid::LATENCY_BOUNDS_US as FINE_BOUNDS_US;
 
 /// The conventional Prometheus bucket set (seconds), with a finer low end for a loopback proxy.
 pub(crate) const COARSE_BOUNDS_S: [f64; 14] =
@@ -128,16 +116,6 @@ impl VersionStats {
             latency_sum_us: self.latency_sum_us.saturating_sub(earlier.latency_sum_us),
             latency_buckets: buckets,
         }
-    }
-}
-
-/// The bound below `upper` in the fine series; for foreign bounds, one ×1.1 step down.
-fn lower_bound_us(upper: u64) -> u64 {
-    let bounds = &*FINE_BOUNDS_US;
-    match bounds.binary_search(&upper) {
-        Ok(0) => 0,
-        Ok(i) => bounds[i - 1],
-        Err(_) => (upper as f64 / 1.1) as u64,
     }
 }
 

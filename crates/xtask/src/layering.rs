@@ -43,9 +43,14 @@ pub fn rules() -> Vec<Rule> {
             why: "the flag engine is pure, embeddable by any service",
         },
         Rule {
+            krate: "ringfence-traffic",
+            forbidden: with_io(&["ringfence-core", "ringfence-router", "ringfence-store", "ringfence"]),
+            why: "what the router and the core share must be pure, or one of them would inherit IO or the other",
+        },
+        Rule {
             krate: "ringfence-router",
             forbidden: vec!["ringfence-core", "ringfence-store", "ringfence"],
-            why: "the data plane never waits on the control plane: of ringfence's crates it uses only the flag engine",
+            why: "the data plane never waits on the control plane: of ringfence's crates it uses only the pure flag engine and traffic types",
         },
         Rule {
             krate: "ringfence-store",

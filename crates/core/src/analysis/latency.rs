@@ -3,32 +3,18 @@
 //!
 //! The router counts latencies in buckets `(upper bound in µs, count)` whose bounds are
 //! `100 µs * 1.1^n` rounded, up to 60 s, then an overflow bucket bounded by `u64::MAX`
-//! (see `crates/router/src/stats.rs`). The latency test compares, for thresholds on that grid,
+//! (`ringfence_traffic::grid`, the one definition the router counts in). The latency test
+//! compares, for thresholds on that grid,
 //! how many requests of each version were slower than the threshold. A bucket straddling a
 //! threshold cannot be split, so the counts are made conservative: the canary's count above
 //! a threshold only includes buckets that lie wholly above it (a lower bound), the stable's
 //! includes every bucket that reaches above it (an upper bound). On the router's grid both
 //! are exact, because the thresholds are grid bounds.
 
-use std::sync::LazyLock;
-
-/// The router's bucket bounds in µs, ascending, ending with `u64::MAX`.
+/// The router's bucket bounds in µs, ascending, ending with `u64::MAX`: the one grid, shared
+/// with the router through `ringfence-traffic`.
 pub fn router_grid() -> &'static [u64] {
-    static GRID: LazyLock<Vec<u64>> = LazyLock::new(|| {
-        let mut bounds = Vec::new();
-        let mut bound = 100.0_f64;
-        loop {
-            let b = bound.round() as u64;
-            bounds.push(b);
-            if b >= 60_000_000 {
-                break;
-            }
-            bound *= 1.1;
-        }
-        bounds.push(u64::MAX);
-        bounds
-    });
-    &GRID
+    ringfence_traffic::grid::latency_bounds_us()
 }
 
 /// The lower edge of the bucket whose upper bound is `upper`: the previous grid bound when

@@ -3,7 +3,6 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
-use hyper::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 /// Buckets per workload. Weights are expressed in basis points of this range.
@@ -116,7 +115,7 @@ impl RouteTable {
         if self.workload.trim().is_empty() {
             return Err(TableError::new("workload", "must not be empty"));
         }
-        if HeaderName::from_bytes(self.sticky_header.as_bytes()).is_err() {
+        if !is_header_name(&self.sticky_header) {
             return Err(TableError::new(
                 "sticky_header",
                 format!("{:?} is not a valid HTTP header name", self.sticky_header),
@@ -151,7 +150,7 @@ impl RouteTable {
                 return Err(TableError::new(at("name"), "must not be empty"));
             }
             // Names and versions are echoed in response headers.
-            if HeaderValue::from_str(&group.name).is_err() {
+            if !is_header_value(&group.name) {
                 return Err(TableError::new(
                     at("name"),
                     format!("{:?} must be visible ASCII (it is sent in a header)", group.name),
@@ -160,7 +159,7 @@ impl RouteTable {
             if !names.insert(group.name.as_str()) {
                 return Err(TableError::new(at("name"), format!("group name {:?} is used more than once", group.name)));
             }
-            if group.version.is_empty() || HeaderValue::from_str(&group.version).is_err() {
+            if group.version.is_empty() || !is_header_value(&group.version) {
                 return Err(TableError::new(
                     at("version"),
                     format!("group {:?}: version {:?} must be non-empty visible ASCII", group.name, group.version),
@@ -220,7 +219,7 @@ impl RouteTable {
 }
 
 /// Index of the group owning `bucket`, given the weights in list order.
-pub(crate) fn group_index_for_bucket(weights: impl IntoIterator<Item = u32>, bucket: u32) -> Option<usize> {
+pub fn group_index_for_bucket(weights: impl IntoIterator<Item = u32>, bucket: u32) -> Option<usize> {
     let mut end: u64 = 0;
     for (i, weight) in weights.into_iter().enumerate() {
         end += u64::from(weight);
@@ -229,6 +228,17 @@ pub(crate) fn group_index_for_bucket(weights: impl IntoIterator<Item = u32>, buc
         }
     }
     None
+}
+
+/// An HTTP header name: a non-empty RFC 9110 token (case does not matter: names are compared
+/// without it).
+fn is_header_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A header value the router can send as it is: visible ASCII and spaces, no control bytes.
+fn is_header_value(s: &str) -> bool {
+    s.bytes().all(|b| b == b' ' || b == b'\t' || (0x21..0x7f).contains(&b))
 }
 
 /// RFC 6265 cookie-name (an RFC 7230 token).
@@ -353,6 +363,13 @@ mod tests {
 
         check_invalid(|t| t.workload.clear(), "workload", "empty");
         check_invalid(|t| t.sticky_header = "bad header".into(), "sticky_header", "bad header");
+        check_invalid(|t| t.sticky_header = String::new(), "sticky_header", "");
+        check_invalid(|t| t.groups[0].version = "v1\r\nx: y".into(), "groups[0].version", "v1");
+        check_invalid(|t| t.groups[0].name = "canäry".into(), "groups[0].name", "can");
+        // Header names are compared without case: any case is a valid name.
+        let mut upper = table(1_000);
+        upper.sticky_header = "X-User-Id".into();
+        assert_eq!(upper.validate(), Ok(()));
         check_invalid(|t| t.sticky_cookie = "a=b".into(), "sticky_cookie", "a=b");
         check_invalid(|t| t.groups[1].name = "canary".into(), "groups[1].name", "canary");
         check_invalid(|t| t.groups[0].name.clear(), "groups[0].name", "empty");
