@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use ringfence_core::command::CommandError;
 use ringfence_core::{Event, EventKind, NewEvent, Timestamp, World};
-use ringfence_store::{Store, StoreError};
+use ringfence_store::{EventStore, Store, StoreError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -29,8 +29,10 @@ pub enum AppendError {
 }
 
 struct Inner {
-    store: Store,
+    store: Box<dyn EventStore>,
     world: World,
+    /// The last event folded into `world`: where this server expects the log to end.
+    seq: u64,
 }
 
 pub struct Shared {
@@ -72,12 +74,13 @@ impl Shared {
         for e in &events {
             world.apply(e);
         }
+        let seq = events.last().map_or(0, |e| e.seq);
         tracing::info!(events = events.len(), workloads = world.workloads.len(), "state rebuilt from the event log");
         let http = HttpClient::new();
         let executor = ProcessExecutor::new(&data_dir, ringfence_bin, http.clone())?;
         Ok(Arc::new(Shared {
             data_dir,
-            inner: Mutex::new(Inner { store, world }),
+            inner: Mutex::new(Inner { store: Box::new(store), world, seq }),
             executor,
             http,
             notifies: Mutex::default(),
@@ -108,10 +111,12 @@ impl Shared {
             .into_iter()
             .map(|kind| NewEvent { at, actor: actor.into(), reason: reason.into(), workload: workload.into(), kind })
             .collect();
-        let events = inner.store.append(new)?;
+        let expected = inner.seq;
+        let events = off_the_workers(|| inner.store.append(expected, new))?;
         for e in &events {
             inner.world.apply(e);
         }
+        inner.seq = events.last().map_or(inner.seq, |e| e.seq);
         drop(inner);
         if !events.is_empty() {
             self.notify(workload);
@@ -129,7 +134,8 @@ impl Shared {
     }
 
     pub fn events(&self, workload: Option<&str>, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        self.inner.lock().expect("state lock").store.read(workload, after, limit)
+        let inner = self.inner.lock().expect("state lock");
+        off_the_workers(|| inner.store.read(workload, after, limit))
     }
 
     pub fn notifier(&self, workload: &str) -> Arc<Notify> {
@@ -138,5 +144,15 @@ impl Shared {
 
     pub fn notify(&self, workload: &str) {
         self.notifier(workload).notify_one();
+    }
+}
+
+/// Runs blocking IO (an fsync of the event log) without stalling the async runtime: on a
+/// multi-threaded runtime the worker hands its other tasks over first; elsewhere (a
+/// current-thread test runtime, plain threads) it just runs.
+fn off_the_workers<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }

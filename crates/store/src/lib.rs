@@ -1,8 +1,10 @@
-//! The event log on SQLite: append-only, numbered without gaps, durable at commit.
+//! The event log: append-only, numbered without gaps, durable at commit.
 //!
-//! Appends of one call go in one transaction, so a crash leaves either all of them or none.
-//! The database runs in WAL mode with `synchronous=FULL`: an acknowledged append survives a
-//! power cut, not just a process crash.
+//! [`EventStore`] is the seam; [`Store`], on SQLite, is its first adapter (PostgreSQL, for
+//! several server replicas, follows behind the same trait). Appends of one call go in one
+//! transaction, so a crash leaves either all of them or none. The SQLite database runs in WAL
+//! mode with `synchronous=FULL`: an acknowledged append survives a power cut, not just a
+//! process crash.
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +21,29 @@ pub enum StoreError {
     Sql { path: PathBuf, source: rusqlite::Error },
     #[error("event {seq} in {path} cannot be read: {source}")]
     Decode { path: PathBuf, seq: u64, source: serde_json::Error },
+    /// Optimistic concurrency: another writer appended since this one last read the log (a
+    /// second server on the same data, or a deposed leader). Nothing was written.
+    #[error(
+        "the event log {path} ends at event {found}, not {expected}: another writer appended to it; nothing was written"
+    )]
+    Conflict { path: PathBuf, expected: u64, found: u64 },
+}
+
+/// The event log as the server uses it. Adapters: [`Store`] (SQLite, embedded, the default);
+/// PostgreSQL for several replicas is the next. Implementations keep the guarantees the
+/// server relies on: sequence numbers without gaps, one transaction per append call, and an
+/// append refused unless the log still ends where the caller last saw it.
+pub trait EventStore: Send {
+    /// Appends `events` atomically if the log's last event is `expected_last`, and returns
+    /// them numbered from `expected_last + 1`; else [`StoreError::Conflict`] and nothing is
+    /// written. This blocks until the events are durable: call it off the async workers.
+    fn append(&mut self, expected_last: u64, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError>;
+    /// Events after `after_seq`, optionally of one workload, oldest first, at most `limit`.
+    fn read(&self, workload: Option<&str>, after_seq: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
+    /// The number of the last event.
+    fn last_seq(&self) -> u64;
+    /// Where the log is, for messages.
+    fn describe(&self) -> String;
 }
 
 const SCHEMA_VERSION: i64 = 1;
@@ -82,14 +107,26 @@ impl Store {
         move |source| StoreError::Sql { path: self.path.clone(), source }
     }
 
-    /// Appends events atomically and returns them numbered.
-    pub fn append(&mut self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
+    /// Appends events atomically after whatever the log holds now, and returns them numbered.
+    pub fn append_now(&mut self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
+        let last = self.last_seq;
+        self.append_after(last, events)
+    }
+
+    fn append_after(&mut self, expected_last: u64, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let path = self.path.clone();
         let sql = move |source| StoreError::Sql { path: path.clone(), source };
-        let tx = self.conn.transaction().map_err(&sql)?;
+        // IMMEDIATE takes the write lock first, so the check below and the inserts see the
+        // same log even with another process on the same file.
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(&sql)?;
+        let found: Option<i64> = tx.query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0)).map_err(&sql)?;
+        let found = found.unwrap_or(0) as u64;
+        if found != expected_last {
+            return Err(StoreError::Conflict { path: self.path.clone(), expected: expected_last, found });
+        }
         let mut out = Vec::with_capacity(events.len());
         {
             let mut stmt = tx
@@ -98,7 +135,7 @@ impl Store {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .map_err(&sql)?;
-            let mut seq = self.last_seq;
+            let mut seq = expected_last;
             for e in events {
                 seq += 1;
                 let body = serde_json::to_string(&e.kind).expect("events always serialize");
@@ -122,7 +159,7 @@ impl Store {
     }
 
     /// Events after `after_seq`, optionally of one workload, oldest first, at most `limit`.
-    pub fn read(&self, workload: Option<&str>, after_seq: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    pub fn read_events(&self, workload: Option<&str>, after_seq: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -158,7 +195,25 @@ impl Store {
 
     /// The whole log, oldest first.
     pub fn load_all(&self) -> Result<Vec<Event>, StoreError> {
-        self.read(None, 0, usize::MAX)
+        self.read_events(None, 0, usize::MAX)
+    }
+}
+
+impl EventStore for Store {
+    fn append(&mut self, expected_last: u64, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
+        self.append_after(expected_last, events)
+    }
+
+    fn read(&self, workload: Option<&str>, after_seq: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.read_events(workload, after_seq, limit)
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    fn describe(&self) -> String {
+        format!("SQLite {}", self.path.display())
     }
 }
 
@@ -185,9 +240,9 @@ mod tests {
         let path = dir.path().join("events.db");
         {
             let mut s = Store::open(&path).unwrap();
-            let a = s.append(vec![ev("a", 1), ev("b", 2)]).unwrap();
+            let a = s.append_now(vec![ev("a", 1), ev("b", 2)]).unwrap();
             assert_eq!(a.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
-            s.append(vec![ev("a", 3)]).unwrap();
+            s.append_now(vec![ev("a", 3)]).unwrap();
         }
         let s = Store::open(&path).unwrap();
         assert_eq!(s.last_seq(), 3);
@@ -195,9 +250,26 @@ mod tests {
         assert_eq!(all.len(), 3);
         assert_eq!(all[2].reason, "event 3");
         assert_eq!(all[0].kind, EventKind::RolloutPaused { rollout_id: "a-1".into() });
-        let only_a = s.read(Some("a"), 0, 10).unwrap();
+        let only_a = s.read_events(Some("a"), 0, 10).unwrap();
         assert_eq!(only_a.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 3]);
-        assert_eq!(s.read(None, 1, 1).unwrap()[0].seq, 2);
+        assert_eq!(s.read_events(None, 1, 1).unwrap()[0].seq, 2);
+    }
+
+    #[test]
+    fn an_append_after_another_writer_is_refused_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        let mut mine = Store::open(&path).unwrap();
+        let mut other = Store::open(&path).unwrap();
+        EventStore::append(&mut mine, 0, vec![ev("a", 1)]).unwrap();
+        // The other writer last saw an empty log: refused, nothing written.
+        let err = EventStore::append(&mut other, 0, vec![ev("b", 2)]).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { expected: 0, found: 1, .. }), "{err}");
+        assert!(err.to_string().contains("another writer"), "{err}");
+        assert_eq!(Store::open(&path).unwrap().load_all().unwrap().len(), 1);
+        // Told where the log ends, it appends after it.
+        let e = EventStore::append(&mut other, 1, vec![ev("b", 2)]).unwrap();
+        assert_eq!(e[0].seq, 2);
     }
 
     #[test]
@@ -215,7 +287,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.db");
         let mut s = Store::open(&path).unwrap();
-        s.append(vec![ev("a", 1)]).unwrap();
+        s.append_now(vec![ev("a", 1)]).unwrap();
         Connection::open(&path).unwrap().execute("UPDATE events SET body = '{\"type\":\"nope\"}'", []).unwrap();
         let err = s.load_all().unwrap_err();
         assert!(err.to_string().contains("event 1"), "{err}");
