@@ -1,0 +1,192 @@
+//! The workload spec: a TOML file that says how a workload runs, how it rolls out, how its
+//! health is judged and how it is mitigated. Parsing reports every problem it can find with
+//! file, line, column and field, and nothing is applied unless the whole file is valid.
+//!
+//! One module per section of the file (`runtime`, `rollout`, `health`, `mitigation`), the
+//! rules across fields in `validate`, and the mapping of field paths to places in the text in
+//! `locate`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Dur;
+
+mod health;
+mod locate;
+mod mitigation;
+mod rollout;
+mod runtime;
+mod validate;
+
+pub use health::*;
+pub use locate::SpecError;
+pub use mitigation::*;
+pub use rollout::*;
+pub use runtime::*;
+pub use validate::{check_name, validate};
+
+use locate::Locator;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadSpec {
+    pub workload: WorkloadMeta,
+    pub executor: ExecutorSpec,
+    #[serde(default)]
+    pub router: RouterSpec,
+    pub rollout: RolloutSpec,
+    #[serde(default)]
+    pub health: HealthSpec,
+    #[serde(default)]
+    pub mitigation: MitigationSpec,
+    #[serde(default)]
+    pub flags: FlagsSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlagsSpec {
+    /// Tokens OFREP clients must present (`Authorization: Bearer T` or `X-API-Key: T`). Empty:
+    /// the router's OFREP endpoints are open to anyone who can reach them.
+    pub tokens: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadMeta {
+    /// Unique name: letters, digits, `-` and `_`, at most 63 characters.
+    pub name: String,
+    #[serde(default)]
+    pub criticality: Criticality,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Criticality {
+    Low,
+    #[default]
+    Medium,
+    High,
+    Critical,
+}
+
+/// Parses and validates a spec. `file` names the source in error messages.
+pub fn parse(file: &str, text: &str) -> Result<WorkloadSpec, Vec<SpecError>> {
+    let locator = Locator::new(text);
+    let spec: WorkloadSpec = match toml::from_str(text) {
+        Ok(spec) => spec,
+        Err(err) => {
+            let span = err.span();
+            let field = span.as_ref().and_then(|s| locator.path_at(s.start)).unwrap_or_default();
+            let (line, column) = span.map(|s| locator.line_col(s.start)).unwrap_or((0, 0));
+            let message = err.message().trim().to_string();
+            return Err(vec![SpecError { file: file.into(), line, column, field, message }]);
+        }
+    };
+    let problems = validate(&spec);
+    if problems.is_empty() {
+        return Ok(spec);
+    }
+    Err(problems
+        .into_iter()
+        .map(|(field, message)| {
+            let (line, column) = locator.locate(&field);
+            SpecError { file: file.into(), line, column, field, message }
+        })
+        .collect())
+}
+
+/// A complete, commented example spec: the reference for every field.
+pub const EXAMPLE: &str = include_str!("../../../../examples/checkout.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<SpecError> {
+        parse("spec.toml", text).expect_err("spec should be refused")
+    }
+
+    #[test]
+    fn example_is_valid() {
+        let spec = parse("checkout.toml", EXAMPLE).unwrap();
+        assert_eq!(spec.workload.name, "checkout");
+        assert_eq!(spec.rollout.phases.last().unwrap().weight_bp(), 10_000);
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_column() {
+        let errs = errors("[workload]\nname = \"a\"\ncriticality = \n");
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].line, 3, "{errs:?}");
+        assert!(errs[0].column > 1);
+    }
+
+    #[test]
+    fn type_error_names_field() {
+        let text = EXAMPLE.replace("replicas = 2", "replicas = \"two\"");
+        let errs = errors(&text);
+        assert_eq!(errs[0].field, "executor.replicas", "{errs:?}");
+        let line = text.lines().position(|l| l.starts_with("replicas = \"two\"")).unwrap() + 1;
+        assert_eq!(errs[0].line, line);
+        assert!(errs[0].message.contains("expected"), "{}", errs[0].message);
+    }
+
+    #[test]
+    fn unknown_field_is_refused_with_its_place() {
+        let text = EXAMPLE.replace("[health]\n", "[health]\nmax_eror_rate = 0.1\n");
+        let errs = errors(&text);
+        assert!(errs[0].message.contains("max_eror_rate"), "{errs:?}");
+        assert_eq!(errs[0].field, "health.max_eror_rate");
+    }
+
+    #[test]
+    fn every_semantic_error_is_reported_with_its_place() {
+        let text = EXAMPLE
+            .replace("name = \"checkout\"", "name = \"check out\"")
+            .replace("weight = 50", "weight = 5")
+            .replace("max_error_rate = 0.05", "max_error_rate = 5.0");
+        let errs = errors(&text);
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert!(fields.contains(&"workload.name"), "{fields:?}");
+        assert!(fields.contains(&"rollout.phases[2].weight"), "{fields:?}");
+        assert!(fields.contains(&"health.max_error_rate"), "{fields:?}");
+        for e in &errs {
+            assert!(e.line > 0, "{e}");
+        }
+        let weight = errs.iter().find(|e| e.field == "rollout.phases[2].weight").unwrap();
+        let line = text.lines().position(|l| l.trim() == "weight = 5").unwrap() + 1;
+        assert_eq!(weight.line, line, "{weight}");
+    }
+
+    #[test]
+    fn last_phase_must_be_full() {
+        let text = EXAMPLE.replace("weight = 100", "weight = 90");
+        let errs = errors(&text);
+        assert!(errs.iter().any(|e| e.message.contains("100%")), "{errs:?}");
+    }
+
+    #[test]
+    fn command_needs_port() {
+        let text = EXAMPLE.replace("\"127.0.0.1:{port}\"", "\"127.0.0.1:9000\"");
+        let errs = errors(&text);
+        assert!(errs.iter().any(|e| e.field == "executor.command"), "{errs:?}");
+    }
+
+    #[test]
+    fn unknown_placeholder_is_named() {
+        let text = EXAMPLE.replace("{version}", "{verison}");
+        let errs = errors(&text);
+        assert!(errs.iter().any(|e| e.message.contains("{verison}")), "{errs:?}");
+    }
+
+    #[test]
+    fn display_reads_like_a_compiler() {
+        let e = SpecError { file: "a.toml".into(), line: 3, column: 7, field: "x.y".into(), message: "bad".into() };
+        assert_eq!(e.to_string(), "a.toml:3:7: field `x.y`: bad");
+    }
+}

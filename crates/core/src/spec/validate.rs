@@ -1,0 +1,272 @@
+//! The rules a type cannot express, each with the field it is about.
+
+use super::*;
+
+/// Checks the rules a type cannot express. Returns (field path, what was expected) pairs.
+pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut bad = |field: &str, msg: String| out.push((field.to_string(), msg));
+
+    if let Err(msg) = check_name(&spec.workload.name) {
+        bad("workload.name", msg);
+    }
+    let ex = &spec.executor;
+    if ex.command.is_empty() || ex.command[0].trim().is_empty() {
+        bad("executor.command", "expected a non-empty list: the program, then its arguments".into());
+    }
+    if !ex.command.iter().any(|a| a.contains("{port}")) {
+        bad(
+            "executor.command",
+            "expected `{port}` in some argument: each replica listens on a port ringfence picks".into(),
+        );
+    }
+    for arg in &ex.command {
+        if let Some(unknown) = unknown_placeholder(arg) {
+            bad(
+                "executor.command",
+                format!(
+                    "unknown placeholder `{{{unknown}}}` in {arg:?}; known: {{version}}, {{port}}, {{replica}}, {{workload}}, {{ringfence}}"
+                ),
+            );
+        }
+    }
+    if ex.replicas == 0 || ex.replicas > 64 {
+        bad("executor.replicas", format!("expected 1 to 64 replicas, found {}", ex.replicas));
+    }
+    for key in ex.env.keys() {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            bad(&format!("executor.env.{key}"), format!("invalid environment variable name {key:?}"));
+        }
+    }
+    if !ex.readiness.path.starts_with('/') {
+        bad("executor.readiness.path", format!("expected a path starting with `/`, found {:?}", ex.readiness.path));
+    }
+    if ex.readiness.timeout.as_ms() == 0 {
+        bad("executor.readiness.timeout", "expected a timeout above zero".into());
+    }
+    if ex.readiness.interval.as_ms() == 0 {
+        bad("executor.readiness.interval", "expected an interval above zero".into());
+    }
+
+    let r = &spec.router;
+    if r.listen.parse::<std::net::SocketAddr>().is_err() {
+        bad("router.listen", format!("expected an address like \"127.0.0.1:8080\", found {:?}", r.listen));
+    }
+    if !is_token(&r.sticky_header) {
+        bad("router.sticky_header", format!("expected an HTTP header name, found {:?}", r.sticky_header));
+    }
+    if !is_token(&r.sticky_cookie) {
+        bad("router.sticky_cookie", format!("expected a cookie name, found {:?}", r.sticky_cookie));
+    }
+    let b = &r.breaker;
+    if b.consecutive_failures == 0 {
+        bad("router.breaker.consecutive_failures", "expected at least 1".into());
+    }
+    if b.window == 0 {
+        bad("router.breaker.window", "expected at least 1".into());
+    }
+    if !(0.0..=1.0).contains(&b.min_success_rate) {
+        bad(
+            "router.breaker.min_success_rate",
+            format!("expected a fraction from 0 to 1, found {}", b.min_success_rate),
+        );
+    }
+
+    let phases = &spec.rollout.phases;
+    if phases.is_empty() {
+        bad("rollout.phases", "expected at least one phase; the last must have weight 100".into());
+    }
+    let mut names = std::collections::BTreeSet::new();
+    let mut prev = 0.0;
+    for (i, p) in phases.iter().enumerate() {
+        let at = |f: &str| format!("rollout.phases[{i}].{f}");
+        if check_name(&p.name).is_err() {
+            bad(&at("name"), format!("expected letters, digits, `-` or `_`, found {:?}", p.name));
+        } else if !names.insert(p.name.clone()) {
+            bad(&at("name"), format!("phase name {:?} is used twice", p.name));
+        }
+        if !(p.weight > 0.0 && p.weight <= 100.0) {
+            bad(&at("weight"), format!("expected a percentage above 0 and at most 100, found {}", p.weight));
+        } else if p.weight < prev {
+            bad(&at("weight"), format!("expected weights that never decrease; {} follows {}", p.weight, prev));
+        }
+        prev = p.weight.max(prev);
+        let mut seen = Vec::new();
+        for g in &p.gates {
+            if seen.contains(g) {
+                bad(&at("gates"), format!("gate {g:?} is listed twice"));
+            }
+            seen.push(*g);
+        }
+    }
+    if let Some(last) = phases.last()
+        && last.weight != 100.0
+    {
+        bad(
+            &format!("rollout.phases[{}].weight", phases.len() - 1),
+            format!("expected the last phase to send 100% of traffic to the new version, found {}", last.weight),
+        );
+    }
+
+    let h = &spec.health;
+    if !(0.0..=1.0).contains(&h.max_error_rate) {
+        bad(
+            "health.max_error_rate",
+            format!("expected a fraction from 0 to 1 (0.05 is 5%), found {}", h.max_error_rate),
+        );
+    }
+    if h.min_requests == 0 {
+        bad("health.min_requests", "expected at least 1: a verdict from no traffic is unknown, never healthy".into());
+    }
+    if !h.probe.path.starts_with('/') {
+        bad("health.probe.path", format!("expected a path starting with `/`, found {:?}", h.probe.path));
+    }
+    if h.probe.failure_threshold == 0 {
+        bad("health.probe.failure_threshold", "expected at least 1".into());
+    }
+    if h.probe.interval.as_ms() == 0 {
+        bad("health.probe.interval", "expected an interval above zero".into());
+    }
+    let a = &h.analysis;
+    if !(a.alpha > 0.0 && a.alpha < 1.0) {
+        bad("health.analysis.alpha", format!("expected a probability between 0 and 1 (e.g. 0.005), found {}", a.alpha));
+    }
+    if !(0.0..1.0).contains(&a.power) {
+        bad(
+            "health.analysis.power",
+            format!("expected a probability from 0 up to (not including) 1, found {}", a.power),
+        );
+    }
+    if a.target_error_ratio <= 1.0 {
+        bad("health.analysis.target_error_ratio", format!("expected a ratio above 1, found {}", a.target_error_ratio));
+    }
+    if a.target_latency_ratio <= 1.0 {
+        bad(
+            "health.analysis.target_latency_ratio",
+            format!("expected a ratio above 1, found {}", a.target_latency_ratio),
+        );
+    }
+    let m = &a.margin;
+    if !(1.0..=100.0).contains(&m.error_ratio) {
+        bad("health.analysis.margin.error_ratio", format!("expected a ratio from 1 to 100, found {}", m.error_ratio));
+    }
+    if !(0.0..=100.0).contains(&m.error_points) {
+        bad(
+            "health.analysis.margin.error_points",
+            format!("expected percentage points from 0 to 100 (0.1 is 0.1%), found {}", m.error_points),
+        );
+    }
+    if !(1.0..=100.0).contains(&m.latency_ratio) {
+        bad(
+            "health.analysis.margin.latency_ratio",
+            format!("expected a ratio from 1 to 100, found {}", m.latency_ratio),
+        );
+    }
+    if m.latency.as_ms() > 60_000 {
+        bad("health.analysis.margin.latency", format!("expected at most 60s, found {}", m.latency));
+    }
+    if a.target_error_ratio < m.error_ratio || a.target_latency_ratio < m.latency_ratio {
+        bad(
+            "health.analysis.margin",
+            format!(
+                "expected a margin no larger than the target (errors x{} vs target x{}, latency x{} vs target x{}): a phase must be able to pass on a release within the margin",
+                m.error_ratio, a.target_error_ratio, m.latency_ratio, a.target_latency_ratio
+            ),
+        );
+    }
+    if !(0.0..=1.0).contains(&h.min_usage_ratio) {
+        bad("health.min_usage_ratio", format!("expected a fraction from 0 to 1, found {}", h.min_usage_ratio));
+    }
+    for (i, t) in h.smoke.iter().enumerate() {
+        let at = |f: &str| format!("health.smoke[{i}].{f}");
+        if check_name(&t.name).is_err() {
+            bad(&at("name"), format!("expected letters, digits, `-` or `_`, found {:?}", t.name));
+        }
+        match (&t.path, &t.command) {
+            (Some(_), Some(_)) => bad(&at("command"), "expected either `path` or `command`, not both".into()),
+            (None, None) => bad(&at("path"), "expected `path` (an HTTP check) or `command`".into()),
+            (Some(p), None) if !p.starts_with('/') => {
+                bad(&at("path"), format!("expected a path starting with `/`, found {p:?}"))
+            }
+            (None, Some(c)) if c.is_empty() => bad(&at("command"), "expected a non-empty command".into()),
+            _ => {}
+        }
+    }
+    if let Some(p) = &h.prometheus {
+        if !(p.url.starts_with("http://") || p.url.starts_with("https://")) {
+            bad("health.prometheus.url", format!("expected an http:// URL, found {:?}", p.url));
+        }
+        for (i, q) in p.queries.iter().enumerate() {
+            let at = |f: &str| format!("health.prometheus.queries[{i}].{f}");
+            if check_name(&q.name).is_err() {
+                bad(&at("name"), format!("expected letters, digits, `-` or `_`, found {:?}", q.name));
+            }
+            if q.query.trim().is_empty() {
+                bad(&at("query"), "expected a PromQL expression".into());
+            }
+            if q.max.is_none() && q.min.is_none() && q.max_ratio_to_baseline.is_none() {
+                bad(&at("max"), "expected a limit: `max`, `min` or `max_ratio_to_baseline`".into());
+            }
+        }
+    }
+    const KNOWN: [&str; 12] = [
+        "error_rate",
+        "latency_p99",
+        "probe",
+        "crash",
+        "start",
+        "breaker",
+        "traffic",
+        "smoke",
+        "alert",
+        "user_reports",
+        "usage",
+        "sample_ratio",
+    ];
+    for (i, c) in h.components.iter().enumerate() {
+        if c.signals.is_empty() {
+            bad(&format!("health.components[{i}].signals"), "expected at least one signal".into());
+        }
+        for sig in &c.signals {
+            let prom = sig.strip_prefix("prometheus:");
+            let ok = KNOWN.contains(&sig.as_str())
+                || sig.starts_with("latency")
+                || prom.is_some_and(|n| h.prometheus.as_ref().is_some_and(|p| p.queries.iter().any(|q| q.name == n)));
+            if !ok {
+                bad(
+                    &format!("health.components[{i}].signals"),
+                    format!("unknown signal {sig:?}; known: {}, prometheus:<query name>", KNOWN.join(", ")),
+                );
+            }
+        }
+    }
+    out
+}
+
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 63 {
+        return Err(format!("expected 1 to 63 characters, found {:?}", name));
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(format!("expected letters, digits, `-` or `_` only, found {name:?}"));
+    }
+    Ok(())
+}
+
+pub(super) fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+pub(super) fn unknown_placeholder(arg: &str) -> Option<String> {
+    let mut rest = arg;
+    while let Some(start) = rest.find('{') {
+        let after = &rest[start + 1..];
+        let end = after.find('}')?;
+        let name = &after[..end];
+        if !matches!(name, "version" | "port" | "replica" | "workload" | "ringfence") {
+            return Some(name.to_string());
+        }
+        rest = &after[end + 1..];
+    }
+    None
+}
