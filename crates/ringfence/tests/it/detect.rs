@@ -419,7 +419,7 @@ async fn sequential_analysis_catches_hard_and_subtle_error_regressions() {
     let out = server.cli(&["plan", w]).await;
     assert_eq!(out.code, 0, "{out}");
     assert!(out.stdout.contains("(measured)") && out.stdout.contains("PHASE"), "{out}");
-    assert!(out.stdout.contains("Later phases: for a regression that first appears there"), "{out}");
+    assert!(out.stdout.contains("in later phases, a regression that first appears there"), "{out}");
     let measured: f64 = out.stdout.split_whitespace().nth(1).and_then(|r| r.parse().ok()).expect("at N req/s");
     assert!(measured > 50.0, "the load sends 200 req/s, the planner measured {measured}:\n{out}");
     let out = server.cli(&["plan", w, "--rps", "0"]).await;
