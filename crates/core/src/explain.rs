@@ -253,11 +253,7 @@ fn numbers(s: &SignalResult) -> String {
     {
         parts.push(format!("observed {} vs limit {}", fmt(o), fmt(t)));
     }
-    if let (Some(o), Some(t)) = (s.observed, s.threshold)
-        && s.unit == "e-value"
-    {
-        parts.push(format!("evidence {o:.3} of {t:.0} needed to reject"));
-    }
+    // An e-value's detail already says how much evidence there is and how much is needed.
     if let Some(b) = s.baseline {
         parts.push(format!(
             "stable {}{}",

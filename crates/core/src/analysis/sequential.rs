@@ -498,8 +498,12 @@ fn error_test(ctx: &Ctx<'_>, t: &Traffic, b: &Traffic, share: f64) -> SignalResu
         health,
         "e-value",
         format!(
-            "fails on evidence that the new version's error rate is above {} the stable's and {} points above it (sequential test, α = {} over the rollout){}",
-            fmt_ratio(cfg.error_margin_ratio),
+            "fails on evidence that the new version's error rate is above {} and {} points above it (sequential test, α = {} over the rollout){}",
+            if cfg.error_margin_ratio > 1.0 {
+                format!("{} the stable's", fmt_ratio(cfg.error_margin_ratio))
+            } else {
+                "the stable's".to_string()
+            },
             fmt_points(cfg.error_margin_abs),
             fmt_alpha(alpha),
             pass.as_ref().map_or(String::new(), |p| format!("; passes on evidence that it is below {} (α = {})", pct(p.limit), fmt_alpha(p.level)))
