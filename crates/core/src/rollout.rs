@@ -126,6 +126,14 @@ pub struct SmokeResult {
 }
 
 impl Rollout {
+    /// Whether the new version is judged against the stable one and on every signal, or only
+    /// on health checks (probes, crashes, smoke tests). A first deploy has nothing to compare
+    /// with; a rollback returns to a release that was verified, and an alert that prompted it
+    /// must not block it.
+    pub fn is_analysed(&self) -> bool {
+        self.kind == RolloutKind::Deploy
+    }
+
     pub fn current_phase(&self) -> &PhaseSpec {
         &self.phases[self.phase.min(self.phases.len() - 1)]
     }

@@ -10,6 +10,17 @@ fn signal(name: &str, version: &str, health: Health, rule: String, detail: Strin
     SignalResult::new(name, version, health, "count", rule, detail)
 }
 
+/// The signals from the workload's own state that count for this rollout: all of them for an
+/// analysed rollout, only its smoke tests for a first deploy or a rollback
+/// ([`Rollout::is_analysed`]).
+pub fn for_rollout(ws: &WorkloadState, r: &Rollout) -> Vec<SignalResult> {
+    let mut signals = from_state(ws, r);
+    if !r.is_analysed() {
+        signals.retain(|s| s.signal == "smoke");
+    }
+    signals
+}
+
 /// Smoke tests, alerts and user reports for the rollout's current phase.
 pub fn from_state(ws: &WorkloadState, r: &Rollout) -> Vec<SignalResult> {
     let mut out = Vec::new();

@@ -12,11 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper::Method;
 use ringfence_core::event::{Action, BakeBaseline, EventKind};
-use ringfence_core::health::{
-    HealthAnalyzer, Observation, SignalResult, ThresholdAnalyzer, Traffic, VersionObservation,
-};
+use ringfence_core::health::{HealthAnalyzer, Observation, SignalResult, Traffic, VersionObservation};
 use ringfence_core::rollout::{self, RolloutStatus, Stage, StepInput};
 use ringfence_core::state::{Desired, WorkloadState};
 use ringfence_router::{BreakerConfig, BreakerState, Group, RouteTable, StatsSnapshot};
@@ -24,6 +21,7 @@ use ringfence_router::{BreakerConfig, BreakerState, Group, RouteTable, StatsSnap
 use crate::executor::Replica;
 use crate::routerproc;
 use crate::state::{Shared, now};
+use crate::traffic::TrafficAdapter as _;
 
 /// Starts the loop of a workload unless it runs already.
 pub fn spawn_workload(shared: &Arc<Shared>, name: &str) {
@@ -350,14 +348,9 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
     let stable = r.from.as_deref().map(|f| observe(f, baseline.and_then(|b| b.stable.as_ref())));
     // The analysis window: from the bake's start, or from the router's restart within it.
     let window_ms = r.window_started_at.or(r.bake_started_at).map(|b| t.since(b)).unwrap_or(0);
-    // A first deploy and a rollback to a verified release are judged on health checks (probes,
-    // crashes, smoke tests), not re-analysed: an alert that prompted the rollback must not
-    // block it, and a first deploy has nothing to compare with.
-    let analysed = r.kind == ringfence_core::RolloutKind::Deploy;
-    let mut signals = ringfence_core::signals::from_state(&ws, &r);
-    if !analysed {
-        signals.retain(|s| s.signal == "smoke");
-    }
+    // Which signals count for which kind of rollout is the core's policy.
+    let analysed = r.is_analysed();
+    let mut signals = ringfence_core::signals::for_rollout(&ws, &r);
     if analysed
         && in_window
         && let Some(u) = ringfence_core::signals::usage(
@@ -433,7 +426,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
                 };
                 if !local.analyzer.as_ref().is_some_and(|(key, _)| fresh(key)) {
                     let key = (current.id.clone(), current.phase, current.windows.len(), spec.clone());
-                    local.analyzer = Some((key, analyzer_for(spec, current)));
+                    local.analyzer = Some((key, ringfence_core::analysis::analyzer_for(spec, current)));
                 }
                 &*local.analyzer.as_ref().expect("set just above").1
             },
@@ -517,7 +510,7 @@ async fn ensure_router(
     {
         if !local.router_checked {
             // First look since this server started: trust the router's own table, not a cache.
-            local.applied = routerproc::get_table(&shared.http, admin).await.ok().flatten();
+            local.applied = shared.traffic.table(admin).await.ok().flatten();
             local.router_checked = true;
         }
         return Ok(Some(admin));
@@ -539,7 +532,7 @@ async fn ensure_router(
                     EventKind::ActionSucceeded { op_id: op, detail: format!("router listening on {}", h.listen) },
                 ],
             )?;
-            local.applied = routerproc::get_table(&shared.http, h.admin).await.ok().flatten();
+            local.applied = shared.traffic.table(h.admin).await.ok().flatten();
             local.router_checked = true;
             Ok(Some(h.admin))
         }
@@ -643,7 +636,7 @@ async fn apply_routes(
             .collect(),
     };
     let op = intend(shared, name, &action)?;
-    match routerproc::put_table(&shared.http, admin, &table).await {
+    match shared.traffic.install(admin, &table).await {
         Ok(()) => {
             shared.record(
                 name,
@@ -659,16 +652,15 @@ async fn apply_routes(
                 vec![EventKind::ActionFailed { op_id: op, error: format!("{e:#}") }],
             )?;
             // Re-read what the router has, so the next tick works from the truth.
-            local.applied = routerproc::get_table(&shared.http, admin).await.ok().flatten();
+            local.applied = shared.traffic.table(admin).await.ok().flatten();
         }
     }
     Ok(())
 }
 
 async fn read_stats(shared: &Shared, admin: SocketAddr) -> Option<StatsSnapshot> {
-    let url = format!("http://{admin}/v1/stats");
-    let resp = shared.http.request(Method::GET, &url, &[], None, Duration::from_millis(500)).await.ok()?;
-    serde_json::from_slice(&resp.body).ok()
+    // Every tick reads them: skip one rather than wait.
+    shared.traffic.with_timeout(Duration::from_millis(500)).stats(admin).await.ok()
 }
 
 /// Probes the replicas of `version` whose probe is due, all at once.
@@ -704,26 +696,6 @@ async fn probe(shared: &Arc<Shared>, local: &mut Local, ws: &WorkloadState, vers
     }
 }
 
-/// The analyzer the spec asks for, told where in its plan the rollout is.
-fn analyzer_for(
-    spec: &ringfence_core::spec::AnalysisSpec,
-    r: &ringfence_core::Rollout,
-) -> Box<dyn HealthAnalyzer + Send> {
-    use ringfence_core::analysis::{PhaseContext, SequentialAnalyzer, SequentialConfig};
-    match spec.method {
-        ringfence_core::spec::AnalysisMethod::Threshold => Box::new(ThresholdAnalyzer),
-        ringfence_core::spec::AnalysisMethod::Sequential => {
-            let config = SequentialConfig::from_spec(spec);
-            let weights: Vec<u32> = r.phases.iter().map(|p| p.weight_bp()).collect();
-            Box::new(
-                SequentialAnalyzer::new(config)
-                    .in_phase(PhaseContext::of_plan(&weights, r.phase))
-                    .after(&weights, &r.windows),
-            )
-        }
-    }
-}
-
 fn to_traffic(v: &ringfence_router::VersionStats) -> Traffic {
     Traffic { requests: v.requests, errors: v.errors, latency_us: v.latency_buckets.clone() }
 }
@@ -754,7 +726,7 @@ mod tests {
     use ringfence_core::spec::{self, HealthSpec};
     use ringfence_core::time::Timestamp;
 
-    use super::analyzer_for;
+    use ringfence_core::analysis::analyzer_for;
 
     fn traffic(requests: u64, errors: u64) -> Traffic {
         Traffic { requests, errors, latency_us: vec![(20_000, requests)] }

@@ -15,3 +15,4 @@ pub mod sample_app;
 pub mod server;
 pub mod sources;
 pub mod state;
+pub mod traffic;

@@ -1,18 +1,15 @@
 //! The workload's router runs as its own process (`ringfence router`), so the data plane
 //! keeps serving with its last table while the server is down or restarting. The server
-//! starts it, pushes tables to its admin API and reads its stats.
+//! starts and stops it here; tables and stats go through the traffic seam
+//! ([`crate::traffic::BuiltinRouter`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
-use hyper::{Method, StatusCode};
-use ringfence_router::RouteTable;
 use serde::{Deserialize, Serialize};
 
-use crate::http::HttpClient;
 use crate::state::Shared;
 
 /// What a router writes to its ready file once it listens.
@@ -102,30 +99,4 @@ pub async fn stop(shared: &Shared, pid: u32) {
     if shared.executor.alive(pid) {
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
     }
-}
-
-pub async fn get_table(http: &HttpClient, admin: SocketAddr) -> anyhow::Result<Option<RouteTable>> {
-    let resp = http.get(&format!("http://{admin}/v1/table"), Duration::from_secs(2)).await?;
-    if resp.status == StatusCode::NOT_FOUND {
-        return Ok(None);
-    }
-    if !resp.status.is_success() {
-        bail!("router answered {} to GET /v1/table", resp.status);
-    }
-    Ok(Some(serde_json::from_slice(&resp.body).context("router sent a table that cannot be read")?))
-}
-
-pub async fn put_table(http: &HttpClient, admin: SocketAddr, table: &RouteTable) -> anyhow::Result<()> {
-    let body = Bytes::from(serde_json::to_vec(table)?);
-    let resp =
-        http.request(Method::PUT, &format!("http://{admin}/v1/table"), &[], Some(body), Duration::from_secs(2)).await?;
-    if !resp.status.is_success() {
-        bail!(
-            "router refused table generation {}: {} {}",
-            table.generation,
-            resp.status,
-            String::from_utf8_lossy(&resp.body)
-        );
-    }
-    Ok(())
 }

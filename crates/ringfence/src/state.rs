@@ -40,6 +40,8 @@ pub struct Shared {
     inner: Mutex<Inner>,
     pub executor: ProcessExecutor,
     pub http: HttpClient,
+    /// The data planes, through the traffic seam.
+    pub traffic: crate::traffic::BuiltinRouter,
     notifies: Mutex<HashMap<String, Arc<Notify>>>,
     pub running_loops: Mutex<HashSet<String>>,
     /// The controller loops, so that a clean shutdown waits for each to finish its round.
@@ -82,6 +84,7 @@ impl Shared {
             data_dir,
             inner: Mutex::new(Inner { store: Box::new(store), world, seq }),
             executor,
+            traffic: crate::traffic::BuiltinRouter::new(http.clone()),
             http,
             notifies: Mutex::default(),
             running_loops: Mutex::default(),

@@ -147,6 +147,25 @@ pub(crate) mod sequential;
 
 pub use sequential::SequentialAnalyzer;
 
+/// The analyzer a workload's spec asks for, told where in its plan the rollout is and
+/// carrying the evidence of its passed phases: the one place a rollout's analyzer is built.
+pub fn analyzer_for(
+    spec: &crate::spec::AnalysisSpec,
+    r: &crate::Rollout,
+) -> Box<dyn crate::health::HealthAnalyzer + Send> {
+    match spec.method {
+        crate::spec::AnalysisMethod::Threshold => Box::new(crate::health::ThresholdAnalyzer),
+        crate::spec::AnalysisMethod::Sequential => {
+            let weights: Vec<u32> = r.phases.iter().map(|p| p.weight_bp()).collect();
+            Box::new(
+                SequentialAnalyzer::new(SequentialConfig::from_spec(spec))
+                    .in_phase(PhaseContext::of_plan(&weights, r.phase))
+                    .after(&weights, &r.windows),
+            )
+        }
+    }
+}
+
 use eprocess::Component;
 
 /// Settings of the sequential analysis. The defaults are the documented ones.

@@ -79,8 +79,8 @@ pub(super) fn plan_inputs(
 }
 
 pub(super) async fn read_stats(sh: &Shared, admin: &str) -> Option<ringfence_router::StatsSnapshot> {
-    let r = sh.http.get(&format!("http://{admin}/v1/stats"), Duration::from_secs(2)).await.ok()?;
-    serde_json::from_slice::<ringfence_router::StatsSnapshot>(&r.body).ok()
+    use crate::traffic::TrafficAdapter as _;
+    sh.traffic.stats(admin.parse().ok()?).await.ok()
 }
 
 pub(super) fn total_requests(s: &ringfence_router::StatsSnapshot) -> u64 {

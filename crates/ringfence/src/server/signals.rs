@@ -112,14 +112,13 @@ pub(super) async fn user_report(
     let admin = sh.world(|w| command::workload(w, &name).map(|ws| ws.router.as_ref().map(|r| r.admin.clone())))?;
     let mut group = None;
     let mut version = None;
-    if let Some(admin) = admin {
-        let url = format!("http://{admin}/v1/assign?user={}", crate::http::encode_component(&b.user));
-        if let Ok(resp) = sh.http.get(&url, Duration::from_secs(2)).await
-            && resp.status.is_success()
-            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&resp.body)
-        {
-            group = v["group"].as_str().map(String::from);
-            version = v["version"].as_str().map(String::from);
+    // The router says which group served the user; without it the report still counts,
+    // against no group.
+    if let Some(at) = admin.and_then(|a| a.parse().ok()) {
+        use crate::traffic::TrafficAdapter as _;
+        if let Ok(a) = sh.traffic.assign(at, &b.user).await {
+            group = a.group;
+            version = a.version;
         }
     }
     let message: String = b.message.chars().take(2000).collect();
