@@ -308,6 +308,21 @@ pub fn time_to_pass(config: &SequentialConfig, live: &LiveTraffic) -> Option<f64
     Some(errors.max(latency) / live.canary_rps)
 }
 
+/// The smallest weight (in basis points, in whole percent, below 100%) at which a release as
+/// good as the stable one passes phase `p` within its bake, if one does.
+fn weight_to_pass(
+    config: &SequentialConfig,
+    total_rps: f64,
+    p: &PhasePlan,
+    stable_error_rate: f64,
+    stable_latency_us: &[(u64, u64)],
+) -> Option<u32> {
+    (p.weight_bp / 100 + 1..100).map(|pct| pct * 100).find(|&w| {
+        let live = LiveTraffic::split(total_rps, w, stable_error_rate, stable_latency_us);
+        time_to_pass(config, &live).is_some_and(|t| t <= p.bake_s)
+    })
+}
+
 /// One phase of a plan, for [`check_bakes`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PhasePlan {
@@ -400,10 +415,16 @@ pub fn check_bakes(
                     Some(pass) if pass > p.bake_s => (
                         pass,
                         vec![format!(
-                            "a release as good as the stable one needs {:.0} s to pass ({:.0}% of the time), the bake is {:.0} s: the phase will extend",
+                            "a release as good as the stable one needs {:.0} s to pass ({:.0}% of the time), the bake is {:.0} s: the phase will extend{}",
                             pass,
                             PASS_PLAN_PROBABILITY * 100.0,
-                            p.bake_s
+                            p.bake_s,
+                            weight_to_pass(config, total_rps, p, stable_error_rate, stable_latency_us)
+                                .map_or(String::new(), |w| format!(
+                                    "; a bake of {:.0} s, or a weight of {}% with this bake, would do",
+                                    pass.ceil(),
+                                    w as f64 / 100.0
+                                ))
                         )],
                     ),
                     Some(pass) => (pass, Vec::new()),
@@ -554,6 +575,12 @@ mod tests {
         assert!((pass - requests / 20.0).abs() < 1e-9, "{pass} {requests}");
         let w = a.warning.as_deref().unwrap();
         assert!(w.contains("needs") && w.contains("to pass") && w.contains("the phase will extend"), "{w}");
+        // It says what would do: a bake of that long, or the smallest weight that passes
+        // within this bake (checked against the same function).
+        assert!(w.contains(&format!("a bake of {:.0} s", pass.ceil())), "{w}");
+        let pct: f64 = w.split("or a weight of ").nth(1).and_then(|r| r.split('%').next()).unwrap().parse().unwrap();
+        let at = |pct: f64| time_to_pass(&cfg, &LiveTraffic::split(200.0, (pct * 100.0) as u32, 0.0, &[])).unwrap();
+        assert!(at(pct) <= 10.0 && at(pct - 1.0) > 10.0, "{pct}%: {} s, {} s", at(pct), at(pct - 1.0));
         // Long enough: no warning, whatever the detection time.
         let long = [PhasePlan { weight_bp: 1000, bake_s: pass + 1.0 }, plan[1]];
         assert!(check_bakes(&cfg, &long, 200.0, 0.0, &[], &[Regression::ErrorRate(0.005)])[0].warning.is_none());
