@@ -1,0 +1,240 @@
+//! Act: close the gap between the world and the desired state, each action idempotent and its
+//! intent recorded first: start replicas, start the router, install routing tables (through
+//! the traffic seam), and stop everything on a clean exit.
+
+use super::*;
+
+pub(super) async fn start_replica(
+    shared: &Arc<Shared>,
+    ws: &WorkloadState,
+    version: &str,
+    replica: u32,
+) -> anyhow::Result<()> {
+    let name = &ws.name;
+    let action = Action::StartReplica { version: version.into(), replica };
+    let op = intend(shared, name, &action)?;
+    let empty = BTreeMap::new();
+    let config = ws.releases.get(version).map(|r| &r.content.config).unwrap_or(&empty);
+    let result = shared
+        .executor
+        .ensure(&Replica {
+            workload: name,
+            version,
+            replica,
+            spec: &ws.spec.executor,
+            config,
+            router: ws.router.as_ref().map(|r| r.listen.as_str()),
+        })
+        .await;
+    match result {
+        Ok(s) => {
+            shared.record(
+                name,
+                if s.adopted { "found running after a restart" } else { "desired" },
+                vec![
+                    EventKind::ReplicaStarted {
+                        version: version.into(),
+                        replica,
+                        pid: s.pid,
+                        port: s.port,
+                        adopted: s.adopted,
+                    },
+                    EventKind::ActionSucceeded {
+                        op_id: op,
+                        detail: format!("{version} replica {replica} ready on port {}", s.port),
+                    },
+                ],
+            )?;
+        }
+        Err(e) => {
+            tracing::warn!(version, replica, error = %e, "replica failed to start");
+            shared.record(name, "start failed", vec![EventKind::ActionFailed { op_id: op, error: e.to_string() }])?;
+        }
+    }
+    Ok(())
+}
+
+/// Finds the workload's router (adopting one left by an earlier server) or starts it.
+pub(super) async fn ensure_router(
+    shared: &Arc<Shared>,
+    local: &mut Local,
+    ws: &WorkloadState,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let name = &ws.name;
+    if let Some(rec) = &ws.router
+        && shared.executor.alive(rec.pid)
+        && let Ok(admin) = rec.admin.parse::<SocketAddr>()
+    {
+        if !local.router_checked {
+            // First look since this server started: trust the router's own table, not a cache.
+            local.applied = shared.traffic.table(admin).await.ok().flatten();
+            local.router_checked = true;
+        }
+        return Ok(Some(admin));
+    }
+    let op = intend(shared, name, &Action::StartRouter)?;
+    let listen = ws.router.as_ref().map(|r| r.listen.clone()).unwrap_or_else(|| ws.spec.router.listen.clone());
+    match routerproc::start(shared, name, &listen).await {
+        Ok(h) => {
+            shared.record(
+                name,
+                "the workload needs its router",
+                vec![
+                    EventKind::RouterStarted {
+                        pid: h.pid,
+                        listen: h.listen.to_string(),
+                        admin: h.admin.to_string(),
+                        adopted: false,
+                    },
+                    EventKind::ActionSucceeded { op_id: op, detail: format!("router listening on {}", h.listen) },
+                ],
+            )?;
+            local.applied = shared.traffic.table(h.admin).await.ok().flatten();
+            local.router_checked = true;
+            Ok(Some(h.admin))
+        }
+        Err(e) => {
+            shared.record(
+                name,
+                "router start failed",
+                vec![EventKind::ActionFailed { op_id: op, error: format!("{e:#}") }],
+            )?;
+            Ok(None)
+        }
+    }
+}
+
+pub(super) fn route_table(ws: &WorkloadState, desired: &Desired, last_generation: u64) -> RouteTable {
+    let upstreams = |version: &str| -> Vec<SocketAddr> {
+        ws.replicas
+            .values()
+            .filter(|r| r.version == version)
+            .map(|r| SocketAddr::from(([127, 0, 0, 1], r.port)))
+            .collect()
+    };
+    let mut groups: Vec<Group> = desired
+        .routes
+        .iter()
+        .map(|g| Group {
+            name: g.name.clone(),
+            version: g.version.clone(),
+            weight_bp: g.weight_bp,
+            upstreams: upstreams(if g.runs_on.is_empty() { &g.version } else { &g.runs_on }),
+            flags: ws.flags_for(&g.version),
+        })
+        .collect();
+    // Traffic meant for a group with nothing running goes to a group that has replicas.
+    let orphaned: u32 = groups.iter().filter(|g| g.upstreams.is_empty()).map(|g| g.weight_bp).sum();
+    if orphaned > 0 {
+        if let Some(heir) = groups.iter_mut().rev().find(|g| !g.upstreams.is_empty()) {
+            heir.weight_bp += orphaned;
+        }
+        for g in groups.iter_mut().filter(|g| g.upstreams.is_empty()) {
+            g.weight_bp = 0;
+        }
+        if groups.iter().all(|g| g.upstreams.is_empty()) {
+            groups.clear();
+        }
+    }
+    let b = &ws.spec.router.breaker;
+    RouteTable {
+        generation: last_generation + 1,
+        workload: ws.name.clone(),
+        sticky_header: ws.spec.router.sticky_header.clone(),
+        sticky_cookie: ws.spec.router.sticky_cookie.clone(),
+        groups,
+        breaker: BreakerConfig {
+            consecutive_failures: b.consecutive_failures,
+            window: b.window,
+            min_success_rate: b.min_success_rate,
+            open_for_ms: b.open_for.as_ms(),
+        },
+        flag_tokens: ws
+            .spec
+            .flags
+            .tokens
+            .iter()
+            .map(|t| {
+                use sha2::Digest;
+                hex::encode(sha2::Sha256::digest(t.trim().as_bytes()))
+            })
+            .collect(),
+    }
+}
+
+pub(super) fn same_routes(a: &RouteTable, b: &RouteTable) -> bool {
+    a.groups == b.groups
+        && a.sticky_header == b.sticky_header
+        && a.sticky_cookie == b.sticky_cookie
+        && a.breaker == b.breaker
+        && a.workload == b.workload
+        && a.flag_tokens == b.flag_tokens
+}
+
+pub(super) async fn apply_routes(
+    shared: &Arc<Shared>,
+    local: &mut Local,
+    ws: &WorkloadState,
+    admin: SocketAddr,
+    table: RouteTable,
+) -> anyhow::Result<()> {
+    let name = ws.name.as_str();
+    let action = Action::ApplyRoutes {
+        generation: table.generation,
+        groups: table
+            .groups
+            .iter()
+            .map(|g| ringfence_core::event::RouteGroup {
+                name: g.name.clone(),
+                version: g.version.clone(),
+                weight_bp: g.weight_bp,
+                runs_on: ws.runtime_of(&g.version),
+            })
+            .collect(),
+    };
+    let op = intend(shared, name, &action)?;
+    match shared.traffic.install(admin, &table).await {
+        Ok(()) => {
+            shared.record(
+                name,
+                "desired traffic split",
+                vec![EventKind::ActionSucceeded { op_id: op, detail: ringfence_core::explain::action_words(&action) }],
+            )?;
+            local.applied = Some(table);
+        }
+        Err(e) => {
+            shared.record(
+                name,
+                "router refused the table",
+                vec![EventKind::ActionFailed { op_id: op, error: format!("{e:#}") }],
+            )?;
+            // Re-read what the router has, so the next tick works from the truth.
+            local.applied = shared.traffic.table(admin).await.ok().flatten();
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn read_stats(shared: &Shared, admin: SocketAddr) -> Option<StatsSnapshot> {
+    // Every tick reads them: skip one rather than wait.
+    shared.traffic.with_timeout(Duration::from_millis(500)).stats(admin).await.ok()
+}
+
+/// Stops every process the server started, for a clean exit. Recorded, so the next start
+/// knows they were stopped on purpose and starts them again.
+pub async fn stop_all(shared: &Arc<Shared>) {
+    let workloads: Vec<WorkloadState> = shared.world(|w| w.workloads.values().cloned().collect());
+    for ws in workloads {
+        for rec in ws.replicas.values() {
+            shared.executor.stop(&ws.name, &rec.version, rec.replica, rec.pid, ws.spec.executor.stop_grace.std()).await;
+            let _ = shared.record(
+                &ws.name,
+                "server shutting down",
+                vec![EventKind::ReplicaStopped { version: rec.version.clone(), replica: rec.replica, pid: rec.pid }],
+            );
+        }
+        if let Some(r) = &ws.router {
+            routerproc::stop(shared, r.pid).await;
+        }
+    }
+}

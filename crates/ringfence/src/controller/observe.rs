@@ -1,0 +1,177 @@
+//! Observe: everything the core judges a rollout on, gathered from the world in one place:
+//! probes of every replica, the router's per-version counters since the bake (or the router's
+//! restart) began, crashes and failed starts, breakers, and the signals from the workload's
+//! state, Prometheus and usage. The controller then hands the [`Observation`] to the core.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ringfence_core::event::BakeBaseline;
+use ringfence_core::health::{Observation, SignalResult, Traffic, VersionObservation};
+use ringfence_core::rollout::{Rollout, Stage};
+use ringfence_core::state::WorkloadState;
+use ringfence_core::time::Timestamp;
+use ringfence_router::{BreakerState, StatsSnapshot};
+
+use super::Local;
+use crate::state::{Shared, now};
+
+/// What the core judges the rollout on, the router's counters to start a bake window from,
+/// and the time of the observation.
+pub(super) async fn observe(
+    shared: &Arc<Shared>,
+    local: &mut Local,
+    ws: &WorkloadState,
+    r: &Rollout,
+    stats: Option<&StatsSnapshot>,
+) -> (Observation, Option<BakeBaseline>, Timestamp) {
+    let name = ws.name.clone();
+    let stats = stats.cloned();
+    let freshness_ms = local.stats.as_ref().map(|(t, _)| t.elapsed().as_millis() as u64).unwrap_or(u64::MAX);
+    probe(shared, local, ws, &ws.runtime_of(&r.release)).await;
+    if let Some(from) = &r.from {
+        probe(shared, local, ws, &ws.runtime_of(from)).await;
+    }
+
+    let baseline = r.baseline.as_ref().filter(|b| stats.as_ref().is_some_and(|s| s.instance_id == b.router_instance));
+    let traffic_of = |version: &str, base: Option<&Traffic>| -> Option<Traffic> {
+        let s = stats.as_ref()?;
+        let now = s.versions.get(version).map(to_traffic).unwrap_or_default();
+        Some(match base {
+            Some(b) => now.since(b),
+            None => now,
+        })
+    };
+    let in_window = r.stage == Stage::Baking && baseline.is_some();
+    let t = now();
+    // Traffic is the release's (the router labels it so); processes are its runtime's.
+    let observe = |version: &str, base: Option<&Traffic>| {
+        let runtime = ws.runtime_of(version);
+        let runtime = runtime.as_str();
+        VersionObservation {
+            version: version.to_string(),
+            traffic: if in_window { traffic_of(version, base) } else { None },
+            probes_failing: ws
+                .replicas
+                .values()
+                .filter(|rec| rec.version == runtime)
+                .filter_map(|rec| {
+                    let p = local.probes.get(&rec.pid)?;
+                    (p.consecutive_failures >= ws.spec.health.probe.failure_threshold)
+                        .then(|| format!("replica {} (port {}): {}", rec.replica, rec.port, p.last_error))
+                })
+                .collect(),
+            probes_answered: ws
+                .replicas
+                .values()
+                .filter(|rec| rec.version == runtime && local.probes.get(&rec.pid).is_some_and(|p| p.answered))
+                .count() as u32,
+            crashes: ws
+                .crashes
+                .iter()
+                .filter(|c| c.version == runtime && c.at >= r.started_at)
+                .map(|c| format!("replica {} (pid {}) exited: {}", c.replica, c.pid, c.status))
+                .collect(),
+            start_failure: ws.start_failures.get(runtime).cloned(),
+            breakers_open: stats
+                .as_ref()
+                .map(|s| {
+                    s.upstreams
+                        .iter()
+                        .filter(|u| u.version == version && u.state == BreakerState::Open)
+                        .map(|u| u.addr.to_string())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    };
+    let canary = observe(&r.release, baseline.map(|b| &b.canary));
+    let stable = r.from.as_deref().map(|f| observe(f, baseline.and_then(|b| b.stable.as_ref())));
+    // The analysis window: from the bake's start, or from the router's restart within it.
+    let window_ms = r.window_started_at.or(r.bake_started_at).map(|b| t.since(b)).unwrap_or(0);
+    // Which signals count for which kind of rollout is the core's policy.
+    let analysed = r.is_analysed();
+    let mut signals = ringfence_core::signals::for_rollout(ws, r);
+    if analysed
+        && in_window
+        && let Some(u) = ringfence_core::signals::usage(
+            window_ms,
+            canary.traffic.as_ref(),
+            stable.as_ref().and_then(|s| s.traffic.as_ref()),
+            baseline.and_then(|b| b.usage_rps_before),
+            ws.spec.health.min_usage_ratio,
+            &r.release,
+        )
+    {
+        signals.push(u);
+    }
+    if let Some(prom) = &ws.spec.health.prometheus
+        && analysed
+        && r.stage == Stage::Baking
+    {
+        signals.extend(local.prom.signals(&shared.http, prom, &name, &r.release, r.from.as_deref()).await);
+    }
+    if let (Some(bake), Some(window)) = (r.bake_started_at, r.window_started_at)
+        && window > bake
+        && in_window
+    {
+        signals.push(SignalResult::new(
+            "window",
+            &r.release,
+            ringfence_core::health::Health::Healthy,
+            "ms",
+            "the analysis window restarts when the router restarts (its counters start over)",
+            format!(
+                "the router restarted {:.1} s into the bake; traffic is judged from then on ({:.1} s so far)",
+                window.since(bake) as f64 / 1000.0,
+                window_ms as f64 / 1000.0
+            ),
+        ));
+    }
+    let observation = Observation { canary, baseline: stable, window_ms, freshness_ms, signals };
+    let usage_rps_before = local.usage_before.as_ref().and_then(|(_, rps)| *rps);
+    let baseline_now = stats.as_ref().map(|s| BakeBaseline {
+        router_instance: s.instance_id.clone(),
+        canary: s.versions.get(&r.release).map(to_traffic).unwrap_or_default(),
+        stable: r.from.as_ref().map(|f| s.versions.get(f).map(to_traffic).unwrap_or_default()),
+        usage_rps_before,
+    });
+    (observation, baseline_now, t)
+}
+
+/// Probes the replicas of `version` whose probe is due, all at once.
+pub(super) async fn probe(shared: &Arc<Shared>, local: &mut Local, ws: &WorkloadState, version: &str) {
+    let spec = &ws.spec.health.probe;
+    let due: Vec<(u32, u16)> = ws
+        .replicas
+        .values()
+        .filter(|r| r.version == version)
+        .filter(|r| local.probes.get(&r.pid).and_then(|p| p.last).is_none_or(|t| t.elapsed() >= spec.interval.std()))
+        .map(|r| (r.pid, r.port))
+        .collect();
+    let mut set = tokio::task::JoinSet::new();
+    for (pid, port) in due {
+        let exec = shared.executor.clone();
+        let path = spec.path.clone();
+        let timeout = spec.timeout.std();
+        set.spawn(async move { (pid, exec.probe(port, &path, timeout).await) });
+    }
+    while let Some(Ok((pid, result))) = set.join_next().await {
+        let p = local.probes.entry(pid).or_default();
+        p.last = Some(Instant::now());
+        match result {
+            Ok(()) => {
+                p.consecutive_failures = 0;
+                p.answered = true;
+            }
+            Err(e) => {
+                p.consecutive_failures += 1;
+                p.last_error = e;
+            }
+        }
+    }
+}
+
+pub(super) fn to_traffic(v: &ringfence_router::VersionStats) -> Traffic {
+    Traffic { requests: v.requests, errors: v.errors, latency_us: v.latency_buckets.clone() }
+}
