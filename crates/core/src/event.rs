@@ -78,6 +78,7 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
+    // --- The workload and its releases -------------------------------------------------------
     SpecApplied {
         spec: Box<WorkloadSpec>,
         digest: String,
@@ -85,6 +86,7 @@ pub enum EventKind {
     ReleaseCreated {
         release: Box<Release>,
     },
+    // --- A rollout moving through its phases (the core's decisions) -------------------------
     RolloutStarted {
         rollout_id: String,
         kind: RolloutKind,
@@ -145,6 +147,7 @@ pub enum EventKind {
         verified: bool,
         detail: String,
     },
+    // --- People acting on a rollout -------------------------------------------------------------
     RolloutPaused {
         rollout_id: String,
     },
@@ -157,6 +160,7 @@ pub enum EventKind {
     RolloutAborted {
         rollout_id: String,
     },
+    // --- The controller's intents and their outcomes (every action idempotent) ---------------
     ActionIntended {
         op_id: String,
         #[serde(flatten)]
@@ -170,6 +174,7 @@ pub enum EventKind {
         op_id: String,
         error: String,
     },
+    // --- The processes of the world: replicas and the router ----------------------------------
     ReplicaStarted {
         version: String,
         replica: u32,
@@ -195,6 +200,7 @@ pub enum EventKind {
         admin: String,
         adopted: bool,
     },
+    // --- Signals from outside and the phase's own tests ----------------------------------------
     /// From Alertmanager's webhook: an alert concerning the workload fired or resolved.
     AlertReceived {
         fingerprint: String,
@@ -211,14 +217,6 @@ pub enum EventKind {
         version: Option<String>,
         message: String,
     },
-    /// Kill switch: the flag is turned off for every user, at once, whatever release serves them.
-    FlagKilled {
-        flag: String,
-    },
-    /// The kill switch is released: the flag follows its release's definition again.
-    FlagRestored {
-        flag: String,
-    },
     /// A smoke test ran against the newly exposed version at the start of a phase.
     SmokeTestRan {
         rollout_id: String,
@@ -227,6 +225,15 @@ pub enum EventKind {
         version: String,
         passed: bool,
         detail: String,
+    },
+    // --- Feature flags -----------------------------------------------------------------------------
+    /// Kill switch: the flag is turned off for every user, at once, whatever release serves them.
+    FlagKilled {
+        flag: String,
+    },
+    /// The kill switch is released: the flag follows its release's definition again.
+    FlagRestored {
+        flag: String,
     },
 }
 
