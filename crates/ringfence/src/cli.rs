@@ -15,9 +15,9 @@ use ringfence_core::rollout::{Rollout, RolloutStatus, Stage};
 use ringfence_core::{Event, Release};
 use serde_json::json;
 
+use crate::api::{Why, WorkloadStatus};
 use crate::client::ApiClient;
 use crate::exit::{CliError, ExitCode};
-use crate::server::{Why, WorkloadStatus};
 
 /// `print!` and `println!` for the client commands' output, which treat a closed stdout
 /// (`ringfence events checkout | head`) as the end of the output instead of panicking.
@@ -488,7 +488,7 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
         Command::Flags(fc) => flags_command(&api, fc, json).await,
         Command::Plan { workload, rps } => {
             let q = rps.map(|r| format!("?rps={r}")).unwrap_or_default();
-            let p: crate::server::PlanAdvice = api.get(&format!("/v1/workloads/{workload}/plan{q}")).await?;
+            let p: crate::api::PlanAdvice = api.get(&format!("/v1/workloads/{workload}/plan{q}")).await?;
             if json {
                 print_json(&p);
                 return Ok(ExitCode::Ok);
@@ -549,7 +549,7 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::Ok)
         }
         Command::Report { workload, user, message } => {
-            let r: crate::server::ReportAccepted = api
+            let r: crate::api::ReportAccepted = api
                 .post(&format!("/v1/workloads/{workload}/reports"), &json!({"user": user, "message": message}))
                 .await?;
             if json {

@@ -30,14 +30,14 @@ impl ApiClient {
         // The server refuses larger bodies; say so here rather than have it close the
         // connection mid-request, which would read as an unreachable server.
         if let Some(b) = &body
-            && b.len() > crate::server::MAX_REQUEST_BYTES
+            && b.len() > crate::api::MAX_REQUEST_BYTES
         {
             return Err(CliError::new(
                 ExitCode::Invalid,
                 format!(
                     "{method} {path}: the request is {} bytes; the server accepts at most {} (a spec or flag file this large is refused)",
                     b.len(),
-                    crate::server::MAX_REQUEST_BYTES
+                    crate::api::MAX_REQUEST_BYTES
                 ),
             ));
         }

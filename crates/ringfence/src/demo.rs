@@ -13,10 +13,11 @@ use ringfence_core::rollout::{Rollout, RolloutStatus};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::{Why, WorkloadStatus};
 use crate::cli::{Cli, is_notable, render_status, timeline_line};
 use crate::client::ApiClient;
 use crate::exit::{CliError, ExitCode};
-use crate::server::{ServerConfig, Why, WorkloadStatus};
+use crate::server::ServerConfig;
 
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {

@@ -2,6 +2,7 @@
 //! HTTP API), the CLI, the sample service and the demo. The decisions themselves live in
 //! `ringfence-core`, which does no IO.
 
+pub mod api;
 pub mod cli;
 pub mod client;
 pub mod controller;

@@ -50,14 +50,7 @@ pub struct Shared {
     pub tick: std::time::Duration,
     /// The latest verdict the controller computed per workload (not stored: it changes every
     /// tick; the verdicts that decide something are stored with their events).
-    pub live: Mutex<HashMap<String, LiveHealth>>,
-}
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct LiveHealth {
-    pub rollout_id: String,
-    pub at: Timestamp,
-    pub verdict: ringfence_core::Verdict,
+    pub live: Mutex<HashMap<String, crate::api::LiveHealth>>,
 }
 
 impl Shared {

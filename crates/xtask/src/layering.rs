@@ -131,7 +131,46 @@ pub fn violations(graph: &Graph, rules: &[Rule]) -> Vec<String> {
     out
 }
 
+/// Modules of the binary crate that must not reach others (the crate boundary cannot say it
+/// yet): the CLI and the API's wire types and client stay apart from the server.
+const MODULE_RULES: &[(&str, &[&str], &str)] = &[
+    (
+        "crates/ringfence/src/cli.rs",
+        &["crate::server", "crate::state", "crate::controller"],
+        "the CLI speaks the API through `api` and `client`, not through the server",
+    ),
+    (
+        "crates/ringfence/src/client.rs",
+        &["crate::server", "crate::state", "crate::controller"],
+        "the API client knows the wire types, not the server",
+    ),
+    (
+        "crates/ringfence/src/api.rs",
+        &["crate::server", "crate::state", "crate::controller", "crate::client"],
+        "the wire types depend on nothing of the server's",
+    ),
+];
+
+/// Every module rule a source text breaks.
+pub fn module_violations(file: &str, text: &str) -> Vec<String> {
+    MODULE_RULES
+        .iter()
+        .filter(|(f, _, _)| *f == file)
+        .flat_map(|(f, forbidden, why)| {
+            forbidden.iter().filter(|m| text.contains(*m)).map(move |m| format!("{f} uses {m}: {why}"))
+        })
+        .collect()
+}
+
 pub fn check_workspace(root: &Path) -> Result<(), String> {
+    let mut modules = Vec::new();
+    for (file, _, _) in MODULE_RULES {
+        let text = std::fs::read_to_string(root.join(file)).map_err(|e| format!("cannot read {file}: {e}"))?;
+        modules.extend(module_violations(file, &text));
+    }
+    if !modules.is_empty() {
+        return Err(format!("the module layering is broken:\n  {}", modules.join("\n  ")));
+    }
     let graph = graph(root)?;
     let rules = rules();
     for rule in &rules {
@@ -178,6 +217,14 @@ mod tests {
         assert!(v[0].contains("the data plane never waits"), "{v:?}");
         let clean = graph_of(&[("ringfence-router", "ringfence-flags"), ("ringfence-core", "ringfence-flags")]);
         assert!(violations(&clean, &rules()).is_empty());
+    }
+
+    #[test]
+    fn the_cli_may_not_reach_the_server() {
+        let v = module_violations("crates/ringfence/src/cli.rs", "use crate::server::WorkloadStatus;");
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains("not through the server"), "{v:?}");
+        assert!(module_violations("crates/ringfence/src/cli.rs", "use crate::api::WorkloadStatus;").is_empty());
     }
 
     #[test]

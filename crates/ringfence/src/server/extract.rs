@@ -3,10 +3,6 @@
 
 use super::prelude::*;
 
-/// The largest request body the API reads (a spec file, a release with its flags); the CLI
-/// checks it before sending, so a refusal is an input error, not a broken connection.
-pub const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
-
 /// A JSON body that answers 400 with the serde message when it cannot be read.
 pub struct Body<T>(pub T);
 

@@ -31,12 +31,8 @@ mod rollouts;
 mod signals;
 mod workloads;
 
+use crate::api::MAX_REQUEST_BYTES;
 pub use error::{ApiError, ErrorKind};
-pub use extract::MAX_REQUEST_BYTES;
-pub use planning::{PhaseAdvice, PlanAdvice};
-pub use rollouts::Why;
-pub use signals::ReportAccepted;
-pub use workloads::WorkloadStatus;
 
 use events::{all_events, workload_events};
 use flags::{kill_flag, list_flags, restore_flag};
@@ -60,13 +56,13 @@ mod prelude {
     pub(super) use ringfence_core::release::ReleaseRequest;
     pub(super) use ringfence_core::rollout::Rollout;
     pub(super) use ringfence_core::spec::SpecError;
-    pub(super) use ringfence_core::state::{Desired, LkgEntry, Pin, ReplicaRecord, RouterRecord};
     pub(super) use ringfence_core::{Event, Release, explain};
     pub(super) use serde::{Deserialize, Serialize};
 
     pub(super) use super::error::{ApiError, ErrorKind};
     pub(super) use super::extract::{Actor, Body, Params, St};
     pub(super) use super::planning::bake_warnings;
+    pub(super) use crate::api::{PhaseAdvice, PlanAdvice, ReportAccepted, Why, WorkloadStatus};
     pub(super) use crate::controller;
     pub(super) use crate::state::{AppendError, Shared, now};
 }

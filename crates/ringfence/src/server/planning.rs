@@ -9,36 +9,6 @@ pub(super) struct PlanQuery {
     rps: Option<f64>,
 }
 
-#[derive(Serialize, Deserialize)]
-pub struct PlanAdvice {
-    pub rps: f64,
-    pub measured: bool,
-    pub stable: Option<String>,
-    pub stable_error_rate: f64,
-    pub target_error_ratio: f64,
-    pub target_latency_ratio: f64,
-    /// The spec's power requirement; 0 means phases pass without it.
-    pub power: f64,
-    pub phases: Vec<PhaseAdvice>,
-}
-
-#[derive(Serialize, Deserialize)]
-pub struct PhaseAdvice {
-    pub name: String,
-    pub weight: f64,
-    pub bake_s: f64,
-    /// What the phase needs: the time for a release as good as the stable one to pass (the
-    /// figure `status` counts down), or with `power = 0` the time to catch the targets.
-    pub needed_s: Option<f64>,
-    /// The time for a release as good as the stable one to pass (95% of the time).
-    #[serde(default)]
-    pub pass_s: Option<f64>,
-    /// The time to catch the target regressions (80% of the time, or the spec's power).
-    #[serde(default)]
-    pub detect_s: Option<f64>,
-    pub warning: Option<String>,
-}
-
 /// `GET /v1/workloads/{w}/plan`: how long each phase needs, at today's traffic, to catch the
 /// target regressions with the configured power and for a release as good as the stable one
 /// to pass, and which bakes are too short.

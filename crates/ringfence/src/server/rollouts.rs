@@ -76,12 +76,6 @@ pub(super) async fn rollback(
     Ok(Json(Started { rollout_id: id, warnings: Vec::new() }))
 }
 
-#[derive(Serialize, Deserialize)]
-pub struct Why {
-    pub text: String,
-    pub rollout: Option<Rollout>,
-}
-
 pub(super) async fn why(State(sh): St, Path(name): Path<String>) -> Result<Json<Why>, ApiError> {
     let live = sh.live.lock().expect("live lock").get(&name).cloned();
     sh.world(|w| {

@@ -88,13 +88,6 @@ pub(super) struct ReportBody {
     message: String,
 }
 
-#[derive(Serialize, Deserialize)]
-pub struct ReportAccepted {
-    pub user: String,
-    pub group: Option<String>,
-    pub version: Option<String>,
-}
-
 /// `POST /v1/workloads/{w}/reports`: a user reports a problem. The user's key is mapped to the
 /// rollout group and version the router sends them to, so reports count per group.
 pub(super) async fn user_report(

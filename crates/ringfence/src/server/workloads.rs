@@ -81,25 +81,6 @@ pub(super) async fn list_workloads(State(sh): St) -> Json<Vec<WorkloadSummary>> 
     }))
 }
 
-/// Everything `ringfence status` shows.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct WorkloadStatus {
-    pub workload: String,
-    pub criticality: ringfence_core::spec::Criticality,
-    pub stable: Option<String>,
-    pub last_known_good: Option<LkgEntry>,
-    pub pin: Option<Pin>,
-    pub router: Option<RouterRecord>,
-    pub replicas: Vec<ReplicaRecord>,
-    pub desired: Desired,
-    pub routes: Option<(u64, Vec<ringfence_core::event::RouteGroup>)>,
-    pub rollout: Option<Rollout>,
-    /// The controller's latest verdict on the rollout in progress, with the health model.
-    pub health: Option<crate::state::LiveHealth>,
-    pub alerts_firing: Vec<ringfence_core::state::FiringAlert>,
-    pub now: ringfence_core::Timestamp,
-}
-
 pub(super) async fn workload_status(State(sh): St, Path(name): Path<String>) -> Result<Json<WorkloadStatus>, ApiError> {
     let live = sh.live.lock().expect("live lock").get(&name).cloned();
     sh.world(|w| {

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use ringfence::api::WorkloadStatus;
 use ringfence::client::ApiClient;
 use ringfence::loadgen::{LoadConfig, LoadSummary, Sample};
-use ringfence::server::WorkloadStatus;
 use ringfence_core::{Event, EventKind, Rollout};
 use tempfile::TempDir;
 use tokio::sync::mpsc;

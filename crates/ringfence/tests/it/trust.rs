@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use ringfence::server::WorkloadStatus;
+use ringfence::api::WorkloadStatus;
 use ringfence_core::spec::{Gate, parse};
 use ringfence_core::{Event, EventKind, Health, MitigationAction, Rollout, RolloutStatus};
 
