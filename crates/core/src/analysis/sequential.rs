@@ -240,6 +240,18 @@ impl HealthAnalyzer for SequentialAnalyzer {
     }
 }
 
+/// A guard's verdict: failed on evidence; pending while its observation is over the limit
+/// without evidence yet (never "ok" next to a rate above it); else fine.
+fn guard_health(bad: bool, pending: bool) -> Health {
+    if bad {
+        Health::Unhealthy
+    } else if pending {
+        Health::Unknown
+    } else {
+        Health::Healthy
+    }
+}
+
 /// Sequential one-sample test of "error rate at most `max_error_rate`".
 fn error_guard(ctx: &Ctx<'_>, spec: &HealthSpec, t: &Traffic, stable: Option<&Traffic>) -> SignalResult {
     let errors = t.errors.min(t.requests);
@@ -260,13 +272,7 @@ fn error_guard(ctx: &Ctx<'_>, spec: &HealthSpec, t: &Traffic, stable: Option<&Tr
     let pending = !bad && rate > spec.max_error_rate;
     let mut s = ctx.signal(
         "error_rate_limit",
-        if bad {
-            Health::Unhealthy
-        } else if pending {
-            Health::Unknown
-        } else {
-            Health::Healthy
-        },
+        guard_health(bad, pending),
         "ratio",
         format!(
             "fails on evidence that the error rate is above {} (sequential test, α = {} per phase)",
@@ -308,13 +314,7 @@ fn latency_guard(ctx: &Ctx<'_>, spec: &HealthSpec, t: &Traffic, stable: Option<&
     let pending = !bad && h.total > 0 && slow as f64 > GUARD_TAIL * h.total as f64;
     let mut s = ctx.signal(
         "latency_p99_limit",
-        if bad {
-            Health::Unhealthy
-        } else if pending {
-            Health::Unknown
-        } else {
-            Health::Healthy
-        },
+        guard_health(bad, pending),
         "ms",
         format!(
             "fails on evidence that more than 1% of requests are slower than {limit} (sequential test, α = {} per phase)",
