@@ -277,15 +277,7 @@ async fn one_run(api: &ApiClient, args: &MitigationArgs, weight: f64, run: u32, 
     let router = router_address(api, name).await?;
 
     // The load, then the bad deploy under it.
-    let load = LoadConfig {
-        target: router,
-        path: "/".into(),
-        rps: args.rps,
-        users: args.users,
-        user_header: "x-user-id".into(),
-        duration: None,
-        timeout: Duration::from_secs(5),
-    };
+    let load = LoadConfig::steady(router, args.rps, args.users);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let clock = Clock::now();
     let task = Load::start(load, Some(tx))?;

@@ -159,13 +159,8 @@ fn wrk(bin: &Path, script: &Path, addr: SocketAddr, args: &RouterArgs) -> Result
 async fn latency(addr: SocketAddr, args: &RouterArgs) -> Result<(f64, f64, u64, BTreeMap<String, u64>)> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Sample>();
     let cfg = LoadConfig {
-        target: addr,
-        path: "/".into(),
-        rps: args.rate,
-        users: 10_000,
-        user_header: "x-user-id".into(),
         duration: Some(Duration::from_secs_f64(args.latency_secs)),
-        timeout: Duration::from_secs(5),
+        ..LoadConfig::steady(addr, args.rate, 10_000)
     };
     let started = Instant::now();
     let summary = loadgen::run(cfg, Some(tx), CancellationToken::new()).await;

@@ -338,18 +338,6 @@ fn config_json(pairs: &[(String, String)]) -> Value {
     Value::Object(pairs.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
 }
 
-fn load_config(target: std::net::SocketAddr, rps: f64, users: u32) -> LoadConfig {
-    LoadConfig {
-        target,
-        path: "/".into(),
-        rps,
-        users,
-        user_header: "x-user-id".into(),
-        duration: None,
-        timeout: Duration::from_secs(5),
-    }
-}
-
 /// Makes `name` a workload whose stable version is `v1` (with `config`), under `spec` from then
 /// on. The first deploy runs under `setup_spec` (short bakes): it is not measured.
 async fn setup_workload(api: &ApiClient, name: &str, setup_spec: &str, spec: &str, config: &Value) -> Result<()> {
@@ -703,7 +691,7 @@ async fn aa_slot(
         result.pids = slot.pids;
         return Ok(result);
     }
-    let load = Load::start(load_config(router_address(&api, &name).await?, rate, cfg.users), None)?;
+    let load = Load::start(LoadConfig::steady(router_address(&api, &name).await?, rate, cfg.users), None)?;
     tokio::time::sleep(WARMUP).await;
     let mut version = 1;
     let mut failures_in_a_row = 0;
@@ -982,7 +970,8 @@ async fn detect_run(api: ApiClient, cfg: Arc<Config>, case: Case, run: u32) -> R
     create_release(&api, &name, "v2", &config_json(&case.canary), case.label).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let clock = Clock::now();
-    let load = Load::start(load_config(router_address(&api, &name).await?, cfg.detect_rps, cfg.users), Some(tx))?;
+    let load =
+        Load::start(LoadConfig::steady(router_address(&api, &name).await?, cfg.detect_rps, cfg.users), Some(tx))?;
     tokio::time::sleep(WARMUP).await;
     let id = deploy(&api, &name, "v2").await?;
     // Past its bake an inconclusive phase is held, not passed, and a halt then is still a

@@ -191,15 +191,7 @@ async fn story(api: &ApiClient, args: &DemoArgs, shutdown: &CancellationToken) -
         .and_then(|r| r.listen.parse().ok())
         .ok_or_else(|| CliError::new(ExitCode::Failure, "the demo's router did not start"))?;
     let traffic_stop = CancellationToken::new();
-    let cfg = crate::loadgen::LoadConfig {
-        target: router,
-        path: "/".into(),
-        rps: args.rps,
-        users: 1000,
-        user_header: "x-user-id".into(),
-        duration: None,
-        timeout: Duration::from_secs(5),
-    };
+    let cfg = crate::loadgen::LoadConfig::steady(router, args.rps, 1000);
     tokio::spawn(crate::loadgen::run(cfg, None, traffic_stop.clone()));
     say(&format!("Simulated users: {} requests/s from 1000 users through the router at http://{router}", args.rps));
 

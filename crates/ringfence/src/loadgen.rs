@@ -53,6 +53,20 @@ pub struct LoadConfig {
 }
 
 impl LoadConfig {
+    /// Steady traffic to `/` from `users` sticky users (`x-user-id`), until shutdown, with a
+    /// 5 s budget per request: what the demo, the benchmarks and the tests send.
+    pub fn steady(target: SocketAddr, rps: f64, users: u32) -> LoadConfig {
+        LoadConfig {
+            target,
+            path: "/".into(),
+            rps,
+            users,
+            user_header: "x-user-id".into(),
+            duration: None,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
     /// Checks what [`run`] would otherwise refuse at start, naming the field and the value.
     pub fn validate(&self) -> Result<(), String> {
         // The lower bound keeps the period between requests representable; below it a "load"

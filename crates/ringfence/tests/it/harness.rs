@@ -478,15 +478,7 @@ impl Load {
     pub fn start(target: SocketAddr, rps: f64, users: u32) -> Load {
         let stop = CancellationToken::new();
         let (tx, rx) = mpsc::unbounded_channel();
-        let cfg = LoadConfig {
-            target,
-            path: "/".into(),
-            rps,
-            users,
-            user_header: "x-user-id".into(),
-            duration: None,
-            timeout: Duration::from_secs(5),
-        };
+        let cfg = LoadConfig::steady(target, rps, users);
         let task = tokio::spawn(ringfence::loadgen::run(cfg, Some(tx), stop.clone()));
         Load { stop, rx, task: Some(task), samples: Vec::new() }
     }
@@ -600,6 +592,16 @@ fn last_lines(text: &str, lines: usize) -> String {
 }
 
 /// Rollout-scoped event helpers.
+/// The phases rollout `id` passed, in order, each with whether a person promoted it.
+pub fn phases_passed(events: &[Event], id: &str) -> Vec<(usize, bool)> {
+    of_rollout(events, id)
+        .filter_map(|k| match k {
+            EventKind::PhasePassed { phase, by_hand, .. } => Some((*phase, *by_hand)),
+            _ => None,
+        })
+        .collect()
+}
+
 pub fn of_rollout<'e>(events: &'e [Event], id: &str) -> impl Iterator<Item = &'e EventKind> {
     events.iter().map(|e| &e.kind).filter(move |k| k.rollout_id() == Some(id))
 }

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use ringfence::loadgen::Sample;
 use ringfence_core::{EventKind, MitigationAction, RolloutKind, RolloutStatus, Stage};
 
-use crate::harness::{Load, Server, Spec, alive, assert_served_by, by_version, of_rollout, rollout_id, started_pids};
+use crate::harness::{
+    Load, Server, Spec, alive, assert_served_by, by_version, of_rollout, phases_passed, rollout_id, started_pids,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn good_release_is_promoted_through_every_phase_without_a_human() {
@@ -31,12 +33,7 @@ async fn good_release_is_promoted_through_every_phase_without_a_human() {
     assert_eq!(s.last_known_good.as_ref().map(|l| l.rollout_id.as_str()), Some(id.as_str()));
 
     let events = server.events(w).await;
-    let passed: Vec<(usize, bool)> = of_rollout(&events, &id)
-        .filter_map(|k| match k {
-            EventKind::PhasePassed { phase, by_hand, .. } => Some((*phase, *by_hand)),
-            _ => None,
-        })
-        .collect();
+    let passed = phases_passed(&events, &id);
     assert_eq!(passed, [(0, false), (1, false), (2, false)], "one phase_passed per phase, none by hand");
     // Each comparison phase recorded the traffic it was judged on, for the next ones to carry.
     let windows: Vec<(usize, u32, u64, u64)> = of_rollout(&events, &id)

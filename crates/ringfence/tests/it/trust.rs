@@ -9,7 +9,9 @@ use ringfence::api::WorkloadStatus;
 use ringfence_core::spec::{Gate, parse};
 use ringfence_core::{Event, EventKind, Health, MitigationAction, Rollout, RolloutStatus};
 
-use crate::harness::{Load, Server, Spec, assert_served_by, by_version, of_rollout, path_str, rollout_id};
+use crate::harness::{
+    Load, Server, Spec, assert_served_by, by_version, of_rollout, path_str, phases_passed, rollout_id,
+};
 
 /// What a person would read to understand a failure: status, timeline, actions, the server's
 /// log, the plain-words `why` and the planner's view of the workload.
@@ -299,12 +301,7 @@ async fn a_healthy_release_completes_on_its_own_with_the_default_analysis() {
     let r = server.rollout(w, &id).await;
     assert_eq!(r.status, RolloutStatus::Completed, "{r:#?}\n{diag}");
     let events = server.events(w).await;
-    let passed: Vec<(usize, bool)> = of_rollout(&events, &id)
-        .filter_map(|k| match k {
-            EventKind::PhasePassed { phase, by_hand, .. } => Some((*phase, *by_hand)),
-            _ => None,
-        })
-        .collect();
+    let passed = phases_passed(&events, &id);
     assert_eq!(passed, [(0, false), (1, false), (2, false)], "every phase passed on its own\n{diag}");
     let s = server.status(w).await;
     assert_eq!(s.stable.as_deref(), Some("v2"), "{diag}");
