@@ -75,8 +75,11 @@ pub struct ProcessExecutor {
     log_dir: PathBuf,
     ringfence: PathBuf,
     http: HttpClient,
-    /// Exit statuses of children this process reaped, by pid.
-    exited: Arc<Mutex<HashMap<u32, String>>>,
+    /// The children this process started, by pid: `None` while running, the exit status once
+    /// reaped. A child's exit is known only once its reaper has recorded the status, so a
+    /// crash is never reported without it (between the exit and the reaping, the pid cannot be
+    /// reused: the child is a zombie until reaped).
+    children: Arc<Mutex<HashMap<u32, Option<String>>>>,
 }
 
 impl ProcessExecutor {
@@ -87,7 +90,7 @@ impl ProcessExecutor {
             std::fs::create_dir_all(d)
                 .map_err(|source| ExecError::Io { what: format!("cannot create {}", d.display()), source })?;
         }
-        Ok(ProcessExecutor { run_dir, log_dir, ringfence, http, exited: Arc::default() })
+        Ok(ProcessExecutor { run_dir, log_dir, ringfence, http, children: Arc::default() })
     }
 
     /// The ringfence binary: `{ringfence}` in commands, and what runs routers.
@@ -201,13 +204,14 @@ impl ProcessExecutor {
             tokio::time::sleep(interval).await;
         }
         // Reap the child when it exits so its status is known and no zombie is left.
-        let exited = self.exited.clone();
+        let children = self.children.clone();
+        children.lock().expect("children lock").insert(pid, None);
         tokio::spawn(async move {
             let status = match child.wait().await {
                 Ok(s) => s.to_string(),
                 Err(e) => format!("unknown status ({e})"),
             };
-            exited.lock().expect("exit map lock").insert(pid, status);
+            children.lock().expect("children lock").insert(pid, Some(status));
         });
         Ok(Started { pid, port, adopted: false })
     }
@@ -227,11 +231,14 @@ impl ProcessExecutor {
         }
     }
 
-    /// Whether the process still runs. A child of ours that exited is known by its reaped
-    /// status; any other process by whether it can be signalled.
+    /// Whether the process still runs. A child of ours runs until its reaper records its exit
+    /// status; any other process (adopted after a restart) while it can be signalled.
     pub fn alive(&self, pid: u32) -> bool {
-        if pid == 0 || self.exit_status(pid).is_some() {
+        if pid == 0 {
             return false;
+        }
+        if let Some(status) = self.children.lock().expect("children lock").get(&pid) {
+            return status.is_none();
         }
         match kill(Pid::from_raw(pid as i32), None) {
             Ok(()) => !is_zombie(pid),
@@ -241,7 +248,7 @@ impl ProcessExecutor {
     }
 
     pub fn exit_status(&self, pid: u32) -> Option<String> {
-        self.exited.lock().expect("exit map lock").get(&pid).cloned()
+        self.children.lock().expect("children lock").get(&pid).cloned().flatten()
     }
 
     /// Stops a replica: SIGTERM, then SIGKILL after `grace`. Stopping one that is gone is fine.
