@@ -38,10 +38,14 @@ impl Router {
     pub async fn start(ringfence: &Path, table: &Value) -> Result<Router> {
         let dir = tempfile::Builder::new().prefix("ringfence-bench-router-").tempdir().context("temp dir")?;
         let ready = dir.path().join("ready.json");
+        let token_file = dir.path().join("admin.token");
+        let token = ringfence::routerproc::create_admin_token(&token_file)?;
         let log = std::fs::File::create(dir.path().join("router.log")).context("router log")?;
         let child = Command::new(ringfence)
             .args(["router", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--ready-file"])
             .arg(&ready)
+            .arg("--admin-token-file")
+            .arg(&token_file)
             .env("RINGFENCE_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -73,7 +77,7 @@ impl Router {
             .request(
                 hyper::Method::PUT,
                 &format!("http://{admin}/v1/table"),
-                &[],
+                &[("authorization", &format!("Bearer {token}"))],
                 Some(Bytes::from(table.to_string())),
                 Duration::from_secs(5),
             )

@@ -106,7 +106,7 @@ pub enum Command {
     Server(ServerArgs),
     /// Run a workload's traffic router (the server starts one per workload).
     #[command(
-        after_help = "Example:\n  ringfence router --listen 127.0.0.1:8080 --admin 127.0.0.1:9901 --state-file table.json"
+        after_help = "Every admin call but GET /metrics needs `Authorization: Bearer <secret>`, the secret being the content of --admin-token-file (mode 0600: the router refuses a file group or others can read). Without that option the router does not start, unless --insecure-admin is given.\n\nExamples:\n  (umask 077; openssl rand -hex 32 > admin.token)\n  ringfence router --listen 127.0.0.1:8080 --admin 127.0.0.1:9901 --admin-token-file admin.token\n  curl -H \"Authorization: Bearer $(cat admin.token)\" http://127.0.0.1:9901/v1/stats\n  ringfence router --listen 127.0.0.1:8080 --insecure-admin   # experiments by hand only"
     )]
     Router(RouterArgs),
     /// Run the sample HTTP service whose behaviour is set per version.
@@ -268,6 +268,14 @@ pub struct RouterArgs {
     /// Write {"pid","listen","admin"} here once listening.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+    /// File holding the admin API's secret (read once at start, whitespace trimmed; must not be
+    /// readable by group or others). Admin calls send it as `Authorization: Bearer <secret>`.
+    #[arg(long, value_name = "PATH", conflicts_with = "insecure_admin")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Serve the admin API without a secret: anyone who can connect to it can reroute all
+    /// traffic. Only for a router run by hand for an experiment.
+    #[arg(long)]
+    pub insecure_admin: bool,
     /// Upstream timeout.
     #[arg(long, default_value = "30s", value_parser = parse_dur)]
     pub upstream_timeout: Duration,

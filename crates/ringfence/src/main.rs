@@ -82,6 +82,9 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::Ok)
         }
         Command::Router(args) => {
+            // Before listening: a router that will refuse to start must not write its ready file.
+            let admin_auth =
+                ringfence_router::AdminAuth::from_options(args.admin_token_file.as_deref(), args.insecure_admin)?;
             let listener = bind(args.listen, "router").await?;
             let admin = bind(args.admin, "router admin API").await?;
             let (listen, admin_addr) = (
@@ -100,6 +103,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let config = ringfence_router::RouterConfig {
                 state_file: args.state_file.clone(),
                 upstream_timeout: args.upstream_timeout,
+                admin_auth,
             };
             ringfence_router::run(config, listener, admin, shutdown_on_signal()).await?;
             Ok(ExitCode::Ok)

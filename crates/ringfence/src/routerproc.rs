@@ -2,15 +2,21 @@
 //! keeps serving with its last table while the server is down or restarting. The server
 //! starts and stops it here; tables and stats go through the traffic seam
 //! ([`crate::traffic::BuiltinRouter`]).
+//!
+//! Each start creates a new secret for the router's admin API and hands it over in a file
+//! only this user can read (`run/<workload>.router-admin-token`, mode 0600), never on the
+//! command line (others can read that in `ps`) nor in a log line or an event. The server reads
+//! the file again to call the router, including one it adopts after a restart.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::state::Shared;
+use crate::traffic::RouterEndpoint;
 
 /// What a router writes to its ready file once it listens.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -24,6 +30,47 @@ pub struct RouterHandle {
     pub pid: u32,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
+    /// The admin API's secret (see [`admin_token`]).
+    pub token: String,
+}
+
+impl RouterHandle {
+    /// Where and how to call this router's admin API.
+    pub fn endpoint(&self) -> RouterEndpoint {
+        RouterEndpoint { admin: self.admin, token: self.token.clone() }
+    }
+}
+
+/// The file holding the admin secret of `workload`'s router, under the server's data directory.
+pub fn admin_token_path(data_dir: &Path, workload: &str) -> PathBuf {
+    data_dir.join("run").join(format!("{workload}.router-admin-token"))
+}
+
+/// The secret the admin API of `workload`'s router requires (`Authorization: Bearer ...`), as
+/// written when the router was started. Refused, naming the file, when it is missing, empty
+/// or readable by group or others.
+pub fn admin_token(data_dir: &Path, workload: &str) -> anyhow::Result<String> {
+    Ok(ringfence_router::AdminToken::read(&admin_token_path(data_dir, workload))?.expose().to_owned())
+}
+
+/// Creates a new admin secret (32 random bytes, hex) and writes it to `path` with mode 0600
+/// (atomically: readers see the old secret or the new one); returns it.
+pub fn create_admin_token(path: &Path) -> anyhow::Result<String> {
+    let token = ringfence_router::AdminToken::generate()?;
+    ringfence_router::write_secret_file(path, format!("{}\n", token.expose()).as_bytes())
+        .with_context(|| format!("cannot write the router's admin token file {}", path.display()))?;
+    Ok(token.expose().to_owned())
+}
+
+/// How to call the admin API of `workload`'s router at `admin`. If its secret cannot be read,
+/// the endpoint has none: a router started before admin tokens existed (adopted after an
+/// upgrade) still answers, and one that requires a token answers 401, which the caller reports.
+pub fn endpoint(data_dir: &Path, workload: &str, admin: SocketAddr) -> RouterEndpoint {
+    let token = admin_token(data_dir, workload).unwrap_or_else(|e| {
+        tracing::debug!(workload, error = %format!("{e:#}"), "calling the router without an admin token");
+        String::new()
+    });
+    RouterEndpoint { admin, token }
 }
 
 fn paths(shared: &Shared, workload: &str) -> (PathBuf, PathBuf, PathBuf) {
@@ -38,6 +85,9 @@ fn paths(shared: &Shared, workload: &str) -> (PathBuf, PathBuf, PathBuf) {
 pub async fn start(shared: &Shared, workload: &str, listen: &str) -> anyhow::Result<RouterHandle> {
     let (ready, table, log) = paths(shared, workload);
     let _ = std::fs::remove_file(&ready);
+    // Before the process: it reads the file once, at start.
+    let token_file = admin_token_path(&shared.data_dir, workload);
+    let token = create_admin_token(&token_file)?;
     let exe = shared.executor.ringfence_bin().to_path_buf();
     let log_file = std::fs::OpenOptions::new()
         .create(true)
@@ -54,6 +104,8 @@ pub async fn start(shared: &Shared, workload: &str, listen: &str) -> anyhow::Res
         .arg(&table)
         .arg("--ready-file")
         .arg(&ready)
+        .arg("--admin-token-file")
+        .arg(&token_file)
         .stdin(std::process::Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file)
@@ -70,7 +122,7 @@ pub async fn start(shared: &Shared, workload: &str, listen: &str) -> anyhow::Res
             tokio::spawn(async move {
                 let _ = child.wait().await;
             });
-            return Ok(RouterHandle { pid, listen: r.listen, admin: r.admin });
+            return Ok(RouterHandle { pid, listen: r.listen, admin: r.admin, token });
         }
         if let Ok(Some(status)) = child.try_wait() {
             let tail = std::fs::read_to_string(&log).unwrap_or_default();
@@ -98,5 +150,35 @@ pub async fn stop(shared: &Shared, pid: u32) {
     }
     if shared.executor.alive(pid) {
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn the_admin_token_is_written_private_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = admin_token_path(dir.path(), "checkout");
+        assert!(path.ends_with("run/checkout.router-admin-token"));
+        let token = create_admin_token(&path).unwrap();
+        assert_eq!(token.len(), 64);
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(admin_token(dir.path(), "checkout").unwrap(), token);
+        let admin: SocketAddr = "127.0.0.1:9901".parse().unwrap();
+        let at = endpoint(dir.path(), "checkout", admin);
+        assert_eq!(at, RouterEndpoint { admin, token: token.clone() });
+        assert!(!format!("{at:?}").contains(&token), "Debug shows no secret");
+
+        // Each start gets a new secret.
+        assert_ne!(create_admin_token(&path).unwrap(), token);
+
+        // Without a readable secret the endpoint has none (a router from before tokens).
+        let e = admin_token(dir.path(), "other").unwrap_err();
+        assert!(format!("{e:#}").contains("other.router-admin-token"), "{e:#}");
+        assert_eq!(endpoint(dir.path(), "other", admin).token, "");
     }
 }

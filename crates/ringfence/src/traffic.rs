@@ -6,7 +6,11 @@
 //! (`routerproc` starts and stops it), is the first adapter. HAProxy (its runtime API and stats)
 //! and nginx follow behind the same trait; a deployment model that routes by host groups
 //! rather than weights (blue-green, rings of hosts) installs its table here too.
+//!
+//! A data plane is reached at a [`RouterEndpoint`]: its admin address and the secret its admin
+//! API requires (`routerproc` creates it with the router and reads it back when adopting one).
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -15,7 +19,23 @@ use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use ringfence_router::{RouteTable, StatsSnapshot};
 
-use crate::http::HttpClient;
+use crate::http::{HttpClient, Response};
+
+/// Where a workload's data plane takes admin calls, and the secret it takes them with
+/// (`Authorization: Bearer <token>`). `Debug` does not show the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RouterEndpoint {
+    pub admin: SocketAddr,
+    /// Empty: call without a token (a router started before tokens existed accepts that; one
+    /// that requires a token answers 401).
+    pub token: String,
+}
+
+impl fmt::Debug for RouterEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouterEndpoint").field("admin", &self.admin).field("token", &"<redacted>").finish()
+    }
+}
 
 /// Where a user is routed: the group and the version serving it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -29,14 +49,14 @@ pub struct Assignment {
 #[allow(async_fn_in_trait)] // used with static dispatch; no Send bound needed beyond the futures'
 pub trait TrafficAdapter {
     /// Installs `table`; the data plane swaps it atomically or refuses it whole.
-    async fn install(&self, at: SocketAddr, table: &RouteTable) -> anyhow::Result<()>;
+    async fn install(&self, at: &RouterEndpoint, table: &RouteTable) -> anyhow::Result<()>;
     /// The table the data plane serves now; `None` before the first install.
-    async fn table(&self, at: SocketAddr) -> anyhow::Result<Option<RouteTable>>;
+    async fn table(&self, at: &RouterEndpoint) -> anyhow::Result<Option<RouteTable>>;
     /// Per-version counters since the data plane started (its instance id changes when it
     /// restarts, and its counters start over).
-    async fn stats(&self, at: SocketAddr) -> anyhow::Result<StatsSnapshot>;
+    async fn stats(&self, at: &RouterEndpoint) -> anyhow::Result<StatsSnapshot>;
     /// The group and version `user` is routed to now.
-    async fn assign(&self, at: SocketAddr, user: &str) -> anyhow::Result<Assignment>;
+    async fn assign(&self, at: &RouterEndpoint, user: &str) -> anyhow::Result<Assignment>;
 }
 
 /// The built-in router's admin API.
@@ -57,13 +77,40 @@ impl BuiltinRouter {
     pub fn with_timeout(&self, timeout: Duration) -> BuiltinRouter {
         BuiltinRouter { http: self.http.clone(), timeout }
     }
+
+    /// One admin call, with the endpoint's secret.
+    async fn call(
+        &self,
+        method: Method,
+        at: &RouterEndpoint,
+        path_and_query: &str,
+        body: Option<Bytes>,
+    ) -> anyhow::Result<Response> {
+        let authorization = format!("Bearer {}", at.token);
+        let headers: &[(&str, &str)] =
+            if at.token.is_empty() { &[] } else { &[("authorization", authorization.as_str())] };
+        let url = format!("http://{}{path_and_query}", at.admin);
+        Ok(self.http.request(method, &url, headers, body, self.timeout).await?)
+    }
+}
+
+/// A refused admin call's error; a 401 says why, since that is a setup problem, not a blip.
+fn refused(resp: &Response, call: &str) -> anyhow::Error {
+    if resp.status == StatusCode::UNAUTHORIZED {
+        anyhow::anyhow!(
+            "router answered {} to {call}: it does not take this server's admin token ({})",
+            resp.status,
+            String::from_utf8_lossy(&resp.body)
+        )
+    } else {
+        anyhow::anyhow!("router answered {} to {call}", resp.status)
+    }
 }
 
 impl TrafficAdapter for BuiltinRouter {
-    async fn install(&self, at: SocketAddr, table: &RouteTable) -> anyhow::Result<()> {
+    async fn install(&self, at: &RouterEndpoint, table: &RouteTable) -> anyhow::Result<()> {
         let body = Bytes::from(serde_json::to_vec(table)?);
-        let resp =
-            self.http.request(Method::PUT, &format!("http://{at}/v1/table"), &[], Some(body), self.timeout).await?;
+        let resp = self.call(Method::PUT, at, "/v1/table", Some(body)).await?;
         if !resp.status.is_success() {
             bail!(
                 "router refused table generation {}: {} {}",
@@ -75,30 +122,30 @@ impl TrafficAdapter for BuiltinRouter {
         Ok(())
     }
 
-    async fn table(&self, at: SocketAddr) -> anyhow::Result<Option<RouteTable>> {
-        let resp = self.http.get(&format!("http://{at}/v1/table"), self.timeout).await?;
+    async fn table(&self, at: &RouterEndpoint) -> anyhow::Result<Option<RouteTable>> {
+        let resp = self.call(Method::GET, at, "/v1/table", None).await?;
         if resp.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
         if !resp.status.is_success() {
-            bail!("router answered {} to GET /v1/table", resp.status);
+            return Err(refused(&resp, "GET /v1/table"));
         }
         Ok(Some(serde_json::from_slice(&resp.body).context("router sent a table that cannot be read")?))
     }
 
-    async fn stats(&self, at: SocketAddr) -> anyhow::Result<StatsSnapshot> {
-        let resp = self.http.get(&format!("http://{at}/v1/stats"), self.timeout).await?;
+    async fn stats(&self, at: &RouterEndpoint) -> anyhow::Result<StatsSnapshot> {
+        let resp = self.call(Method::GET, at, "/v1/stats", None).await?;
         if !resp.status.is_success() {
-            bail!("router answered {} to GET /v1/stats", resp.status);
+            return Err(refused(&resp, "GET /v1/stats"));
         }
         serde_json::from_slice(&resp.body).context("router sent stats that cannot be read")
     }
 
-    async fn assign(&self, at: SocketAddr, user: &str) -> anyhow::Result<Assignment> {
-        let url = format!("http://{at}/v1/assign?user={}", crate::http::encode_component(user));
-        let resp = self.http.get(&url, self.timeout).await?;
+    async fn assign(&self, at: &RouterEndpoint, user: &str) -> anyhow::Result<Assignment> {
+        let path = format!("/v1/assign?user={}", crate::http::encode_component(user));
+        let resp = self.call(Method::GET, at, &path, None).await?;
         if !resp.status.is_success() {
-            bail!("router answered {} to GET /v1/assign", resp.status);
+            return Err(refused(&resp, "GET /v1/assign"));
         }
         let v: serde_json::Value =
             serde_json::from_slice(&resp.body).context("router sent an assignment that cannot be read")?;

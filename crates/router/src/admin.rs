@@ -1,4 +1,11 @@
 //! The admin API the controller talks to. Small enough for a plain match on method and path.
+//!
+//! Every request needs the router's secret (`Authorization: Bearer <secret>`, see
+//! [`crate::AdminAuth`]), checked before anything else: without it the answer is 401 and
+//! nothing is read or changed. The one exception is `GET /metrics`, so Prometheus can scrape
+//! the router without holding the secret that lets one reroute traffic. It is read-only and
+//! shows what any scraper is meant to see (per-version counters and latency, breaker states
+//! by upstream address, the table's generation); it cannot change anything.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,6 +18,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::auth::{AdminAuth, bearer};
 use crate::server::{Shared, persist};
 use crate::stats::StatsSnapshot;
 use crate::table::{RouteTable, bucket};
@@ -22,6 +30,11 @@ type AdminResponse = Response<Full<Bytes>>;
 
 pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> AdminResponse {
     let path = req.uri().path().to_owned();
+    if path != "/metrics"
+        && let Some(refused) = refusal(&shared.admin_auth, &req)
+    {
+        return refused;
+    }
     match (req.method(), path.as_str()) {
         (&Method::GET, "/v1/table") => match shared.routing.load_full() {
             Some(routing) => json_ok(&routing.table),
@@ -43,6 +56,27 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Admin
         (_, "/v1/stats" | "/v1/assign" | "/metrics" | "/ready" | "/live") => method_not_allowed("GET"),
         _ => error(StatusCode::NOT_FOUND, "not_found", &format!("no such endpoint: {path}")),
     }
+}
+
+/// The 401 to answer if the request may not use the admin API; `None` if it may.
+fn refusal(auth: &AdminAuth, req: &Request<Incoming>) -> Option<AdminResponse> {
+    let AdminAuth::Token(token) = auth else { return None };
+    let (reason, message) = match bearer(req.headers().get(header::AUTHORIZATION)) {
+        Some(presented) if token.matches(presented) => return None,
+        Some(_) => ("wrong token", "the admin token is wrong"),
+        None => (
+            "no token",
+            "the admin API needs the router's secret: send `Authorization: Bearer <secret>` (the secret is in the \
+             router's --admin-token-file)",
+        ),
+    };
+    // Never the presented credentials: a near miss is still most of a secret.
+    tracing::warn!(method = %req.method(), path = req.uri().path(), reason, "admin request refused");
+    let mut response = error(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"ringfence-router\""));
+    Some(response)
 }
 
 async fn put_table(shared: &Shared, req: Request<Incoming>) -> AdminResponse {

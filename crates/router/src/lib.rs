@@ -5,7 +5,8 @@
 //! version for the controller's health analysis.
 //!
 //! The controller pushes routing tables over the admin API (`PUT /v1/table`) and reads
-//! `GET /v1/stats`. The hot path never waits on it: the table is an atomically swapped value
+//! `GET /v1/stats`, sending the router's secret as `Authorization: Bearer` ([`AdminAuth`]);
+//! only `GET /metrics` is served there without it, for Prometheus. The hot path never waits on it: the table is an atomically swapped value
 //! read without locks, and the last accepted table is persisted so a restarted router serves
 //! it before the controller is back.
 //!
@@ -13,6 +14,7 @@
 //! `ringfence-traffic` (the routing table and the latency grid it shares with the core).
 
 mod admin;
+mod auth;
 mod breaker;
 mod metrics;
 mod ofrep;
@@ -31,8 +33,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use auth::{AdminAuth, AdminToken};
 pub use proxy::{GROUP_HEADER, VERSION_HEADER};
-pub use server::write_atomically;
+pub use server::{write_atomically, write_secret_file};
 pub use stats::{BreakerState, NO_VERSION, StatsSnapshot, UpstreamStats, VersionStats};
 pub use table::{BUCKETS, BreakerConfig, Group, RouteTable, TableError, bucket};
 
@@ -42,11 +45,15 @@ pub struct RouterConfig {
     pub state_file: Option<PathBuf>,
     /// Budget for connecting to an upstream and receiving its response headers.
     pub upstream_timeout: Duration,
+    /// Who may call the admin API. No default: a router that serves users must be given a
+    /// token, and one without must be asked for explicitly.
+    pub admin_auth: AdminAuth,
 }
 
-impl Default for RouterConfig {
-    fn default() -> Self {
-        RouterConfig { state_file: None, upstream_timeout: Duration::from_secs(30) }
+impl RouterConfig {
+    /// No state file, a 30 s upstream timeout, and the admin API guarded by `admin_auth`.
+    pub fn new(admin_auth: AdminAuth) -> RouterConfig {
+        RouterConfig { state_file: None, upstream_timeout: Duration::from_secs(30), admin_auth }
     }
 }
 

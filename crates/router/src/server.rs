@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::RouterConfig;
+use crate::auth::AdminAuth;
 use crate::proxy::ErrorChain;
 use crate::routing::Routing;
 use crate::stats::{Latency, NO_VERSION, Series, Stats};
@@ -34,6 +35,8 @@ pub(crate) struct Shared {
     pub(crate) client: Client<HttpConnector, Incoming>,
     pub(crate) upstream_timeout: Duration,
     pub(crate) state_file: Option<PathBuf>,
+    /// Who may call the admin API.
+    pub(crate) admin_auth: AdminAuth,
     pub(crate) instance_id: String,
     pub(crate) started: Instant,
     /// Serialises table writes so the generation check, the swap and the file agree.
@@ -68,6 +71,7 @@ impl Shared {
             client,
             upstream_timeout: config.upstream_timeout,
             state_file: config.state_file,
+            admin_auth: config.admin_auth,
             instance_id: format!("{:016x}", rand::random::<u64>()),
             started: Instant::now(),
             writes: tokio::sync::Mutex::new(WriteState::default()),
@@ -107,6 +111,12 @@ pub(crate) async fn run(
         instance_id = %shared.instance_id,
         "router listening"
     );
+    if matches!(shared.admin_auth, AdminAuth::Insecure) {
+        tracing::warn!(
+            admin = %admin.local_addr()?,
+            "the admin API takes requests without a token (--insecure-admin): anyone who can connect can reroute all traffic"
+        );
+    }
 
     let tracker = TaskTracker::new();
     // Cancelled when the drain period is over, to cut connections that are still busy.
@@ -235,6 +245,9 @@ pub(crate) async fn persist(path: PathBuf, table: &RouteTable) -> anyhow::Result
 /// Writes `bytes` to `path` so that a reader sees the old or the new file, never half of one
 /// (a temporary file beside it, synced, then renamed over it); creates the directory. The
 /// one implementation for the router's state file, the server's pid and ready files.
+///
+/// The file gets the default mode (0666 less the umask); a secret goes through
+/// [`write_secret_file`].
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     let mut tmp = path.as_os_str().to_owned();
@@ -244,6 +257,32 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Like [`write_atomically`], for a secret: the file is created with mode 0600 (readable and
+/// writable by this user only) from its first byte, so there is no moment where another user
+/// could open it, and readers see the old or the new secret, never half of one.
+pub fn write_secret_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    // A temporary file left by a crash may have another mode; `create_new` keeps the mode
+    // below from being ignored on an existing file.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    // The umask can only take bits away; this puts back the owner's (and nothing else).
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)

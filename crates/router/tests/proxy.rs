@@ -15,7 +15,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use ringfence_router::{BreakerConfig, BreakerState, Group, RouteTable, RouterConfig, StatsSnapshot, bucket};
+use ringfence_router::{
+    AdminAuth, AdminToken, BreakerConfig, BreakerState, Group, RouteTable, RouterConfig, StatsSnapshot, bucket,
+};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -70,20 +72,29 @@ struct Router {
     admin: SocketAddr,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
+    /// What the admin API is called with: `Authorization: Bearer <this>`, if any.
+    token: Option<String>,
     /// Pooled, like a real caller with keep-alive.
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl Router {
+    /// A router whose admin API needs a fresh secret, which this handle sends.
     async fn start(state_file: Option<PathBuf>) -> Router {
+        let token = AdminToken::generate().unwrap();
+        let secret = token.expose().to_owned();
+        Router::start_with(state_file, AdminAuth::Token(token), Some(secret)).await
+    }
+
+    async fn start_with(state_file: Option<PathBuf>, admin_auth: AdminAuth, token: Option<String>) -> Router {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (proxy_addr, admin_addr) = (listener.local_addr().unwrap(), admin.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let config = RouterConfig { state_file, ..RouterConfig::default() };
+        let config = RouterConfig { state_file, ..RouterConfig::new(admin_auth) };
         let task = tokio::spawn(ringfence_router::run(config, listener, admin, shutdown.clone()));
         let client = Client::builder(TokioExecutor::new()).build_http();
-        Router { proxy: proxy_addr, admin: admin_addr, shutdown, task, client }
+        Router { proxy: proxy_addr, admin: admin_addr, shutdown, task, token, client }
     }
 
     async fn stop(self) {
@@ -92,13 +103,26 @@ impl Router {
     }
 
     async fn put_table(&self, body: &str) -> (StatusCode, Value) {
-        let (status, _, body) = self.send(Method::PUT, self.admin, "/v1/table", &[], body).await;
+        let (status, _, body) = self.admin_call(Method::PUT, "/v1/table", self.token.as_deref(), body).await;
         (status, serde_json::from_str(&body).unwrap())
     }
 
     async fn admin_get(&self, path: &str) -> (StatusCode, String) {
-        let (status, _, body) = self.send(Method::GET, self.admin, path, &[], "").await;
+        let (status, _, body) = self.admin_call(Method::GET, path, self.token.as_deref(), "").await;
         (status, body)
+    }
+
+    /// An admin request with `Authorization: Bearer <token>`, or with no such header.
+    async fn admin_call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, HeaderMap, String) {
+        let authorization = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = authorization.iter().map(|a| ("authorization", a.as_str())).collect();
+        self.send(method, self.admin, path, &headers, body).await
     }
 
     async fn stats(&self) -> StatsSnapshot {
@@ -498,4 +522,127 @@ async fn shutdown_drains_requests_in_flight() {
     let (status, body) = in_flight.await.unwrap();
     assert_eq!((status, &body[..]), (StatusCode::OK, &b"late"[..]));
     router.task.await.unwrap().unwrap();
+}
+
+/// Every admin endpoint but `/metrics` needs the secret; a request without it, or with a wrong
+/// one, gets 401 in the usual error shape and changes nothing.
+#[tokio::test]
+async fn the_admin_api_needs_the_secret() {
+    let stable = upstream("stable-1", StatusCode::OK).await;
+    let dir = temp_dir();
+    let state_file = dir.join("table.json");
+    let router = Router::start(Some(state_file.clone())).await;
+    let token = router.token.clone().unwrap();
+    let good = table(1, &[("stable", "v1", 10_000, &[stable.addr])]);
+    assert_eq!(router.put_table(&to_json(&good)).await.0, StatusCode::OK);
+    let persisted = std::fs::read(&state_file).unwrap();
+
+    let hijack = to_json(&table(2, &[("evil", "v666", 10_000, &[stable.addr])]));
+    let wrong_token = format!("{token}0");
+    let refused: [(&str, Option<&str>); 5] = [
+        ("no token", None),
+        ("a wrong token", Some("not-the-secret")),
+        ("the token with one more character", Some(&wrong_token)),
+        ("the token's first half", Some(&token[..32])),
+        ("an empty token", Some("")),
+    ];
+    for (what, presented) in refused {
+        let (status, headers, body) = router.admin_call(Method::PUT, "/v1/table", presented, &hijack).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "PUT /v1/table with {what}: {body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized", "{what}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("token"), "{body}");
+        assert!(!body.to_string().contains(&token), "the answer never shows the secret");
+        assert_eq!(header(&headers, "www-authenticate"), "Bearer realm=\"ringfence-router\"");
+        for path in ["/v1/table", "/v1/stats", "/v1/assign?user=u1", "/ready", "/live", "/nope"] {
+            let (status, _, body) = router.admin_call(Method::GET, path, presented, "").await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "GET {path} with {what}: {body}");
+        }
+    }
+    // Another scheme with the right secret is not a bearer token.
+    let basic = format!("Basic {token}");
+    let (status, _, _) =
+        router.send(Method::PUT, router.admin, "/v1/table", &[("authorization", &basic)], &hijack).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Nothing changed: the same table served, persisted and routed to.
+    let (status, body) = router.admin_get("/v1/table").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(serde_json::from_str::<RouteTable>(&body).unwrap(), good);
+    assert_eq!(std::fs::read(&state_file).unwrap(), persisted);
+    let (status, headers, _) = router.get(&[("x-user-id", "u1")]).await;
+    assert_eq!((status, header(&headers, "x-ringfence-version")), (StatusCode::OK, "v1"));
+
+    // Prometheus scrapes without the secret.
+    let (status, _, body) = router.admin_call(Method::GET, "/metrics", None, "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("ringfence_router_table_generation 1"), "{body}");
+
+    // The right token, with the scheme in any case, is let in.
+    let (status, _, _) = router.admin_call(Method::GET, "/v1/stats", Some(&token), "").await;
+    assert_eq!(status, StatusCode::OK);
+    let lower = format!("bearer {token}");
+    let (status, _, _) = router.send(Method::GET, router.admin, "/ready", &[("authorization", &lower)], "").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = router.put_table(&hijack).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(router.stats().await.generation, 2);
+    router.stop().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The secret file as the server writes it (mode 0600) is what the router reads at start; one
+/// that group or others may read, an empty one or none at all keep the router from starting.
+#[tokio::test]
+async fn the_secret_comes_from_a_private_file_read_at_start() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = temp_dir();
+    let path = dir.join("run").join("admin.token");
+    // A temporary file left behind by a crash, readable by all, does not lend the secret its mode.
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let stale_tmp = dir.join("run").join("admin.token.tmp");
+    std::fs::write(&stale_tmp, "old").unwrap();
+    std::fs::set_permissions(&stale_tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let secret = AdminToken::generate().unwrap().expose().to_owned();
+    ringfence_router::write_secret_file(&path, format!("{secret}\n").as_bytes()).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(!stale_tmp.exists());
+
+    let auth = AdminAuth::from_options(Some(&path), false).unwrap();
+    let router = Router::start_with(None, auth, Some(secret.clone())).await;
+    assert_eq!(router.admin_get("/live").await.0, StatusCode::OK, "the trailing newline is not part of the secret");
+    router.stop().await;
+
+    for mode in [0o644, 0o640, 0o604, 0o660, 0o620] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let error = format!("{:#}", AdminAuth::from_options(Some(&path), false).unwrap_err());
+        assert!(error.contains(&path.display().to_string()), "{error}");
+        assert!(error.contains(&format!("mode {mode:04o}")), "{error}");
+        assert!(error.contains("group or others"), "{error}");
+    }
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(&path, "  \n").unwrap();
+    let error = format!("{:#}", AdminAuth::from_options(Some(&path), false).unwrap_err());
+    assert!(error.contains(&path.display().to_string()) && error.contains("empty"), "{error}");
+
+    std::fs::remove_file(&path).unwrap();
+    let error = format!("{:#}", AdminAuth::from_options(Some(&path), false).unwrap_err());
+    assert!(error.contains(&path.display().to_string()) && error.contains("No such file"), "{error}");
+
+    let error = AdminAuth::from_options(None, false).unwrap_err().to_string();
+    assert!(error.contains("--admin-token-file") && error.contains("--insecure-admin"), "{error}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A router run by hand with `--insecure-admin` serves its admin API to anyone.
+#[tokio::test]
+async fn an_insecure_router_needs_no_secret() {
+    let stable = upstream("stable-1", StatusCode::OK).await;
+    let auth = AdminAuth::from_options(None, true).unwrap();
+    let router = Router::start_with(None, auth, None).await;
+    let (status, body) = router.put_table(&to_json(&table(1, &[("stable", "v1", 10_000, &[stable.addr])]))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(router.stats().await.generation, 1);
+    router.stop().await;
 }

@@ -59,15 +59,16 @@ pub(super) async fn ensure_router(
     shared: &Arc<Shared>,
     local: &mut Local,
     ws: &WorkloadState,
-) -> anyhow::Result<Option<SocketAddr>> {
+) -> anyhow::Result<Option<crate::traffic::RouterEndpoint>> {
     let name = &ws.name;
     if let Some(rec) = &ws.router
         && shared.executor.alive(rec.pid)
         && let Ok(admin) = rec.admin.parse::<SocketAddr>()
     {
+        let admin = routerproc::endpoint(&shared.data_dir, name, admin);
         if !local.router_checked {
             // First look since this server started: trust the router's own table, not a cache.
-            local.applied = shared.traffic.table(admin).await.ok().flatten();
+            local.applied = shared.traffic.table(&admin).await.ok().flatten();
             local.router_checked = true;
         }
         return Ok(Some(admin));
@@ -89,9 +90,9 @@ pub(super) async fn ensure_router(
                     EventKind::ActionSucceeded { op_id: op, detail: format!("router listening on {}", h.listen) },
                 ],
             )?;
-            local.applied = shared.traffic.table(h.admin).await.ok().flatten();
+            local.applied = shared.traffic.table(&h.endpoint()).await.ok().flatten();
             local.router_checked = true;
-            Ok(Some(h.admin))
+            Ok(Some(h.endpoint()))
         }
         Err(e) => {
             shared.record(
@@ -175,7 +176,7 @@ pub(super) async fn apply_routes(
     shared: &Arc<Shared>,
     local: &mut Local,
     ws: &WorkloadState,
-    admin: SocketAddr,
+    admin: crate::traffic::RouterEndpoint,
     table: RouteTable,
 ) -> anyhow::Result<()> {
     let name = ws.name.as_str();
@@ -193,7 +194,7 @@ pub(super) async fn apply_routes(
             .collect(),
     };
     let op = intend(shared, name, &action)?;
-    match shared.traffic.install(admin, &table).await {
+    match shared.traffic.install(&admin, &table).await {
         Ok(()) => {
             shared.record(
                 name,
@@ -209,15 +210,15 @@ pub(super) async fn apply_routes(
                 vec![EventKind::ActionFailed { op_id: op, error: format!("{e:#}") }],
             )?;
             // Re-read what the router has, so the next tick works from the truth.
-            local.applied = shared.traffic.table(admin).await.ok().flatten();
+            local.applied = shared.traffic.table(&admin).await.ok().flatten();
         }
     }
     Ok(())
 }
 
-pub(super) async fn read_stats(shared: &Shared, admin: SocketAddr) -> Option<StatsSnapshot> {
+pub(super) async fn read_stats(shared: &Shared, admin: crate::traffic::RouterEndpoint) -> Option<StatsSnapshot> {
     // Every tick reads them: skip one rather than wait.
-    shared.traffic.with_timeout(Duration::from_millis(500)).stats(admin).await.ok()
+    shared.traffic.with_timeout(Duration::from_millis(500)).stats(&admin).await.ok()
 }
 
 /// Stops every process the server started, for a clean exit. Recorded, so the next start

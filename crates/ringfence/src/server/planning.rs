@@ -19,7 +19,7 @@ pub(super) async fn plan(
 ) -> Result<Json<PlanAdvice>, ApiError> {
     let (spec, stable, admin) = plan_inputs(&sh, &name)?;
     let first = match &admin {
-        Some(a) => read_stats(&sh, a).await,
+        Some(a) => read_stats(&sh, &name, a).await,
         None => None,
     };
     let (rps, measured) = match (q.rps, &first, &admin) {
@@ -29,7 +29,7 @@ pub(super) async fn plan(
         }
         (None, Some(a), Some(admin)) => {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let b = read_stats(&sh, admin).await;
+            let b = read_stats(&sh, &name, admin).await;
             (b.map(|b| total_requests(&b).saturating_sub(total_requests(a)) as f64 / 1.0).unwrap_or(0.0), true)
         }
         _ => (0.0, true),
@@ -48,9 +48,9 @@ pub(super) fn plan_inputs(
     })
 }
 
-pub(super) async fn read_stats(sh: &Shared, admin: &str) -> Option<ringfence_router::StatsSnapshot> {
+pub(super) async fn read_stats(sh: &Shared, name: &str, admin: &str) -> Option<ringfence_router::StatsSnapshot> {
     use crate::traffic::TrafficAdapter as _;
-    sh.traffic.stats(admin.parse().ok()?).await.ok()
+    sh.traffic.stats(&crate::routerproc::endpoint(&sh.data_dir, name, admin.parse().ok()?)).await.ok()
 }
 
 pub(super) fn total_requests(s: &ringfence_router::StatsSnapshot) -> u64 {
@@ -124,7 +124,7 @@ pub(super) fn advise(
 /// router, under 10 s of uptime, or no traffic), since a plan for no traffic says nothing.
 pub(super) async fn bake_warnings(sh: &Shared, name: &str) -> Vec<String> {
     let Ok((spec, stable, Some(admin))) = plan_inputs(sh, name) else { return Vec::new() };
-    let Some(stats) = read_stats(sh, &admin).await else { return Vec::new() };
+    let Some(stats) = read_stats(sh, name, &admin).await else { return Vec::new() };
     let uptime_s = stats.uptime_ms as f64 / 1000.0;
     let rps = total_requests(&stats) as f64 / uptime_s.max(1.0);
     if uptime_s < 10.0 || rps <= 0.0 {

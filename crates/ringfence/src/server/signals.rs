@@ -109,7 +109,8 @@ pub(super) async fn user_report(
     // against no group.
     if let Some(at) = admin.and_then(|a| a.parse().ok()) {
         use crate::traffic::TrafficAdapter as _;
-        if let Ok(a) = sh.traffic.assign(at, &b.user).await {
+        let at = crate::routerproc::endpoint(&sh.data_dir, &name, at);
+        if let Ok(a) = sh.traffic.assign(&at, &b.user).await {
             group = a.group;
             version = a.version;
         }

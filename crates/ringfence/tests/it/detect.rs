@@ -296,13 +296,18 @@ async fn user_reports_count_against_the_group_that_served_the_user() {
 
     // Find users on each side from the router itself, as support staff would.
     let admin = router_admin(&server, w).await;
+    let token = ringfence::routerproc::admin_token(&server.path("data"), w).expect("the router's admin token");
+    let authorization = format!("Bearer {token}");
     let http = ringfence::http::HttpClient::new();
     let mut canary_users = Vec::new();
     let mut stable_users = Vec::new();
     for i in 0..200 {
         let user = format!("user-{i}");
-        let r =
-            http.get(&format!("http://{admin}/v1/assign?user={user}"), Duration::from_secs(2)).await.expect("assign");
+        let url = format!("http://{admin}/v1/assign?user={user}");
+        let r = http
+            .request(hyper::Method::GET, &url, &[("authorization", &authorization)], None, Duration::from_secs(2))
+            .await
+            .expect("assign");
         let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
         match v["version"].as_str() {
             Some("v2") => canary_users.push(user),
