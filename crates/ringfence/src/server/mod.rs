@@ -25,6 +25,7 @@ mod error;
 mod events;
 mod extract;
 mod flags;
+mod listen;
 mod planning;
 mod releases;
 mod rollouts;
@@ -104,7 +105,7 @@ pub async fn run(
     }
     let app = router(shared.clone());
     let serve_shutdown = shutdown.clone();
-    axum::serve(listener, app).with_graceful_shutdown(async move { serve_shutdown.cancelled().await }).await?;
+    listen::serve(listener, app, listen::Limits::default(), serve_shutdown).await?;
     shared.shutdown.cancel();
     // Every loop finishes the round it is in (its intents recorded) before its processes go.
     // A round is bounded by its own timeouts (readiness, probes, smoke tests); past this

@@ -11,5 +11,6 @@ mod crash;
 mod detect;
 mod flags;
 mod harness;
+mod limits;
 mod rollout;
 mod trust;
