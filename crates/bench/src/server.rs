@@ -112,6 +112,22 @@ impl Server {
         Ok(server)
     }
 
+    /// A client of this server's API with the admin token it wrote to its data directory on
+    /// its first start.
+    pub fn api(&mut self) -> Result<ringfence::client::ApiClient> {
+        let file = ringfence::server::admin_token_path(&self.data_dir);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !file.is_file() {
+            self.check_alive()?;
+            if Instant::now() > deadline {
+                bail!("the server wrote no admin token to {} within {START_TIMEOUT:?}", file.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let token = ringfence::credentials::find_token(&self.base, Some(&file)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(ringfence::client::ApiClient::new(&self.base, token))
+    }
+
     /// An error, with the end of the server's log, if the server is no longer running.
     pub fn check_alive(&mut self) -> Result<()> {
         let Some(child) = self.child.as_mut() else { bail!("the server was already stopped") };
@@ -142,9 +158,18 @@ impl Server {
     /// directory and the pids of its events, and stopped.
     fn stop_leftovers(&self) -> Vec<String> {
         let mut pids = self.known_pids.clone();
-        if let Ok(entries) = std::fs::read_dir(self.data_dir.join("run")) {
-            for entry in entries.flatten() {
-                let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
+        let run = self.data_dir.join("run");
+        // The routers' ready files, and the replicas' pid files one level down.
+        let mut files: Vec<PathBuf> = Vec::new();
+        for entry in std::fs::read_dir(&run).into_iter().flatten().flatten() {
+            match std::fs::read_dir(entry.path()) {
+                Ok(inner) => files.extend(inner.flatten().map(|e| e.path())),
+                Err(_) => files.push(entry.path()),
+            }
+        }
+        {
+            for path in &files {
+                let Ok(text) = std::fs::read_to_string(path) else { continue };
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
                     && let Some(pid) = v.get("pid").and_then(|p| p.as_u64()).and_then(|p| u32::try_from(p).ok())
                 {

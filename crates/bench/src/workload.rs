@@ -102,11 +102,19 @@ pub async fn wait_rollout(api: &ApiClient, name: &str, id: &str, timeout: Durati
 
 /// The workload's events after sequence number `after`, oldest first.
 pub async fn events_after(api: &ApiClient, name: &str, after: u64) -> Result<Vec<Value>> {
-    // A rollout writes well under a hundred events; the server caps a page at 10,000.
-    let v: Value = api.get(&format!("/v1/workloads/{name}/events?after={after}&limit=10000")).await?;
-    match v {
-        Value::Array(events) => Ok(events),
-        other => bail!("the events of {name} are not a list: {other}"),
+    // Page by page: the server answers at most 1,000 events at a time.
+    const PAGE: usize = 1000;
+    let mut out = Vec::new();
+    let mut after = after;
+    loop {
+        let v: Value = api.get(&format!("/v1/workloads/{name}/events?after={after}&limit={PAGE}")).await?;
+        let Value::Array(page) = v else { bail!("the events of {name} are not a list: {v}") };
+        let full = page.len() == PAGE;
+        after = page.last().and_then(|e| e["seq"].as_u64()).unwrap_or(after);
+        out.extend(page);
+        if !full {
+            return Ok(out);
+        }
     }
 }
 
@@ -286,10 +294,15 @@ pub fn read_decision(d: &Value) -> Halt {
 
 /// Processes the server started for a workload, from its events.
 pub fn pids(events: &[Value]) -> Vec<u32> {
+    // Routers carry a pid; replicas an instance of the process executor, `proc:<pid>:<start>`.
+    let replica_pid = |e: &Value| e["instance"].as_str()?.strip_prefix("proc:")?.split(':').next()?.parse::<u32>().ok();
     events
         .iter()
-        .filter(|e| matches!(e["type"].as_str(), Some("replica_started" | "router_started")))
-        .filter_map(|e| e["pid"].as_u64().and_then(|p| u32::try_from(p).ok()))
+        .filter_map(|e| match e["type"].as_str() {
+            Some("router_started") => e["pid"].as_u64().and_then(|p| u32::try_from(p).ok()),
+            Some("replica_started") => replica_pid(e),
+            _ => None,
+        })
         .collect()
 }
 
@@ -326,11 +339,11 @@ pub(crate) mod tests {
         let mut events = vec![
             // The first rollout's events are not ours.
             ev("rollout_started", 100, json!({"rollout_id": "w-1"})),
-            ev("replica_started", 110, json!({"version": "v1", "pid": 1})),
+            ev("replica_started", 110, json!({"version": "v1", "instance": "proc:1:77"})),
             ev("bake_started", 120, json!({"rollout_id": "w-1"})),
             ev("rollout_started", 1000, json!({"rollout_id": id})),
-            ev("replica_started", 1050, json!({"version": "v2", "pid": 2})),
-            ev("replica_started", 1100, json!({"version": "v2", "pid": 3})),
+            ev("replica_started", 1050, json!({"version": "v2", "instance": "proc:2:78"})),
+            ev("replica_started", 1100, json!({"version": "v2", "instance": "proc:3:79"})),
         ];
         events.extend(routes("op-1", 1110, 1000));
         events.push(ev("bake_started", 1115, json!({"rollout_id": id})));

@@ -82,7 +82,7 @@ pub fn create_release(
     let digest = req.content.digest();
     if let Some(existing) = ws.releases.get(&req.version) {
         if existing.digest == digest {
-            return Ok((None, existing.clone()));
+            return Ok((None, (**existing).clone()));
         }
         return Err(err(
             ErrorCode::Conflict,

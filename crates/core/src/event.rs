@@ -175,24 +175,35 @@ pub enum EventKind {
         error: String,
     },
     // --- The processes of the world: replicas and the router ----------------------------------
+    /// An instance of a release runs, started now or found running (adopted). `instance` is
+    /// the executor's id for it, unique across workloads and over time (the process executor:
+    /// `proc:<pid>:<start time>`); `endpoint` is where it serves (`host:port`).
     ReplicaStarted {
         version: String,
         replica: u32,
-        pid: u32,
-        port: u16,
+        instance: String,
+        endpoint: String,
         /// Found running at restart rather than started now.
         adopted: bool,
     },
     ReplicaStopped {
         version: String,
         replica: u32,
-        pid: u32,
+        instance: String,
     },
     ReplicaExited {
         version: String,
         replica: u32,
-        pid: u32,
+        instance: String,
         status: String,
+    },
+    /// The router served another table than the one installed (changed by someone else: a
+    /// stolen admin secret, a person by hand): the controller installs the desired one again.
+    RoutesDrifted {
+        expected_generation: u64,
+        found_generation: u64,
+        /// What differed, in words.
+        detail: String,
     },
     RouterStarted {
         pid: u32,
@@ -234,6 +245,14 @@ pub enum EventKind {
     /// The kill switch is released: the flag follows its release's definition again.
     FlagRestored {
         flag: String,
+    },
+    // --- Access (events of no workload: `workload` is empty) ----------------------------------
+    /// An API token was created; the record holds a salted hash, never the secret.
+    TokenCreated {
+        token: crate::access::TokenRecord,
+    },
+    TokenRevoked {
+        id: String,
     },
 }
 

@@ -69,13 +69,15 @@ pub fn describe(e: &Event) -> String {
         ActionIntended { action, .. } => format!("intent: {}", action_words(action)),
         ActionSucceeded { detail, .. } => format!("done: {detail}"),
         ActionFailed { error, .. } => format!("failed: {error}"),
-        ReplicaStarted { version, replica, pid, port, adopted } => format!(
-            "{version} replica {replica} {} (pid {pid}, port {port})",
+        ReplicaStarted { version, replica, instance, endpoint, adopted } => format!(
+            "{version} replica {replica} {} (instance {instance} at {endpoint})",
             if *adopted { "adopted after restart" } else { "ready" }
         ),
-        ReplicaStopped { version, replica, pid } => format!("{version} replica {replica} stopped (pid {pid})"),
-        ReplicaExited { version, replica, pid, status } => {
-            format!("{version} replica {replica} (pid {pid}) exited unasked: {status}")
+        ReplicaStopped { version, replica, instance } => {
+            format!("{version} replica {replica} stopped (instance {instance})")
+        }
+        ReplicaExited { version, replica, instance, status } => {
+            format!("{version} replica {replica} (instance {instance}) exited unasked: {status}")
         }
         AlertReceived { alertname, status, summary, labels, .. } => format!(
             "alert {alertname} {status}{}{}",
@@ -89,6 +91,17 @@ pub fn describe(e: &Event) -> String {
                 _ => " (rollout group unknown)".into(),
             }
         ),
+        TokenCreated { token } => format!(
+            "token {} ({}) created for {}{}",
+            token.id,
+            token.grants.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(" "),
+            token.name,
+            token.expires_at.map(|t| format!(", expires {t}")).unwrap_or_default()
+        ),
+        RoutesDrifted { expected_generation, found_generation, detail } => format!(
+            "the router served another table (generation {found_generation}, installed {expected_generation}): {detail}; the desired one is installed again"
+        ),
+        TokenRevoked { id } => format!("token {id} revoked"),
         FlagKilled { flag } => format!("KILL SWITCH: flag {flag} turned off for every user"),
         FlagRestored { flag } => format!("kill switch released: flag {flag} follows its release again"),
         SmokeTestRan { phase, name, version, passed, detail, .. } => format!(

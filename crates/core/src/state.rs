@@ -13,6 +13,8 @@ use crate::time::Timestamp;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct World {
     pub workloads: BTreeMap<String, WorkloadState>,
+    /// The API's tokens (from events of no workload).
+    pub access: crate::access::Access,
     /// Sequence number of the last event applied.
     pub last_seq: u64,
 }
@@ -21,8 +23,10 @@ pub struct World {
 pub struct ReplicaRecord {
     pub version: String,
     pub replica: u32,
-    pub pid: u32,
-    pub port: u16,
+    /// The executor's id of the running instance (see `EventKind::ReplicaStarted`).
+    pub instance: String,
+    /// Where it serves, `host:port`.
+    pub endpoint: String,
     pub started_at: Timestamp,
 }
 
@@ -57,7 +61,9 @@ pub struct WorkloadState {
     pub name: String,
     pub spec: WorkloadSpec,
     pub spec_digest: String,
-    pub releases: BTreeMap<String, Release>,
+    /// Shared, so the controller's copy of a workload each round does not copy past
+    /// releases' content (flag files, configuration).
+    pub releases: BTreeMap<String, std::sync::Arc<Release>>,
     /// Release order, oldest first.
     pub release_order: Vec<String>,
     /// The version serving users outside any canary.
@@ -114,7 +120,7 @@ pub struct UserReport {
 pub struct Crash {
     pub version: String,
     pub replica: u32,
-    pub pid: u32,
+    pub instance: String,
     pub status: String,
     pub at: Timestamp,
 }
@@ -241,6 +247,19 @@ impl World {
     /// Folds one event into the projections. Events must come in log order.
     pub fn apply(&mut self, e: &Event) {
         self.last_seq = e.seq;
+        match &e.kind {
+            EventKind::TokenCreated { token } => {
+                self.access.tokens.insert(token.id.clone(), token.clone());
+                return;
+            }
+            EventKind::TokenRevoked { id } => {
+                if let Some(t) = self.access.tokens.get_mut(id) {
+                    t.revoked_at.get_or_insert(e.at);
+                }
+                return;
+            }
+            _ => {}
+        }
         if let EventKind::SpecApplied { spec, digest } = &e.kind {
             match self.workloads.get_mut(&e.workload) {
                 Some(ws) => {
@@ -283,7 +302,7 @@ impl World {
             EventKind::SpecApplied { .. } => unreachable!("handled above"),
             EventKind::ReleaseCreated { release } => {
                 ws.release_order.push(release.version.clone());
-                ws.releases.insert(release.version.clone(), (**release).clone());
+                ws.releases.insert(release.version.clone(), std::sync::Arc::new((**release).clone()));
             }
             EventKind::RolloutStarted { rollout_id, kind, release, from, phases, spec_digest } => {
                 ws.rollouts.push(rollout::started(
@@ -335,26 +354,26 @@ impl World {
                     _ => {}
                 }
             }
-            EventKind::ReplicaStarted { version, replica, pid, port, .. } => {
+            EventKind::ReplicaStarted { version, replica, instance, endpoint, .. } => {
                 ws.start_failures.remove(version);
                 ws.replicas.insert(
                     (version.clone(), *replica),
                     ReplicaRecord {
                         version: version.clone(),
                         replica: *replica,
-                        pid: *pid,
-                        port: *port,
+                        instance: instance.clone(),
+                        endpoint: endpoint.clone(),
                         started_at: e.at,
                     },
                 );
             }
-            EventKind::ReplicaStopped { version, replica, pid }
-            | EventKind::ReplicaExited { version, replica, pid, .. } => {
+            EventKind::ReplicaStopped { version, replica, instance }
+            | EventKind::ReplicaExited { version, replica, instance, .. } => {
                 if let EventKind::ReplicaExited { status, .. } = &e.kind {
                     ws.crashes.push(Crash {
                         version: version.clone(),
                         replica: *replica,
-                        pid: *pid,
+                        instance: instance.clone(),
                         status: status.clone(),
                         at: e.at,
                     });
@@ -362,7 +381,7 @@ impl World {
                         ws.crashes.remove(0);
                     }
                 }
-                if ws.replicas.get(&(version.clone(), *replica)).is_some_and(|r| r.pid == *pid) {
+                if ws.replicas.get(&(version.clone(), *replica)).is_some_and(|r| r.instance == *instance) {
                     ws.replicas.remove(&(version.clone(), *replica));
                 }
             }
@@ -465,7 +484,13 @@ mod tests {
         assert!(ws.open_intents.is_empty());
         w.apply(&ev(
             4,
-            EventKind::ReplicaStarted { version: "v2".into(), replica: 0, pid: 7, port: 9, adopted: false },
+            EventKind::ReplicaStarted {
+                version: "v2".into(),
+                replica: 0,
+                instance: "proc:7:1".into(),
+                endpoint: "127.0.0.1:9".into(),
+                adopted: false,
+            },
         ));
         assert!(w.workload("w").unwrap().start_failures.is_empty());
     }
@@ -473,17 +498,32 @@ mod tests {
     #[test]
     fn an_unasked_exit_is_a_crash_and_a_stop_is_not() {
         let mut w = world();
-        for (seq, pid) in [(2, 7), (3, 8)] {
+        for (seq, replica) in [(2, 0), (3, 1)] {
             w.apply(&ev(
                 seq,
-                EventKind::ReplicaStarted { version: "v2".into(), replica: pid - 7, pid, port: 9, adopted: false },
+                EventKind::ReplicaStarted {
+                    version: "v2".into(),
+                    replica,
+                    instance: format!("proc:{}:1", 7 + replica),
+                    endpoint: "127.0.0.1:9".into(),
+                    adopted: false,
+                },
             ));
         }
-        w.apply(&ev(4, EventKind::ReplicaExited { version: "v2".into(), replica: 0, pid: 7, status: "exit 4".into() }));
-        w.apply(&ev(5, EventKind::ReplicaStopped { version: "v2".into(), replica: 1, pid: 8 }));
+        let exited = |replica: u32, instance: &str| EventKind::ReplicaExited {
+            version: "v2".into(),
+            replica,
+            instance: instance.into(),
+            status: "exit 4".into(),
+        };
+        // An exit of an instance that no longer holds the slot changes nothing.
+        w.apply(&ev(4, exited(0, "proc:99:1")));
+        assert_eq!(w.workload("w").unwrap().replicas.len(), 2);
+        w.apply(&ev(5, exited(0, "proc:7:1")));
+        w.apply(&ev(6, EventKind::ReplicaStopped { version: "v2".into(), replica: 1, instance: "proc:8:1".into() }));
         let ws = w.workload("w").unwrap();
-        assert_eq!(ws.crashes.len(), 1);
-        assert_eq!((ws.crashes[0].pid, ws.crashes[0].status.as_str()), (7, "exit 4"));
+        assert_eq!(ws.crashes.len(), 2);
+        assert_eq!((ws.crashes[1].instance.as_str(), ws.crashes[1].status.as_str()), ("proc:7:1", "exit 4"));
         assert!(ws.replicas.is_empty());
     }
 }

@@ -1048,7 +1048,7 @@ fn refused_commands_append_nothing() {
     let before = sim.log.len();
     let (kind, release) = command::create_release(&sim.world, WL, &request("v2"), "bob", sim.now).unwrap();
     assert_eq!(kind, None);
-    assert_eq!(release, sim.ws().releases["v2"]);
+    assert_eq!(release, *sim.ws().releases["v2"]);
     assert_eq!(release.created_by, "alice", "the original is returned");
 
     let e = command::deploy(&sim.world, WL, "v9").unwrap_err();

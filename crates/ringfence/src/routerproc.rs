@@ -88,7 +88,7 @@ pub async fn start(shared: &Shared, workload: &str, listen: &str) -> anyhow::Res
     // Before the process: it reads the file once, at start.
     let token_file = admin_token_path(&shared.data_dir, workload);
     let token = create_admin_token(&token_file)?;
-    let exe = shared.executor.ringfence_bin().to_path_buf();
+    let exe = shared.ringfence_bin.clone();
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -137,18 +137,18 @@ pub async fn start(shared: &Shared, workload: &str, listen: &str) -> anyhow::Res
     }
 }
 
-pub async fn stop(shared: &Shared, pid: u32) {
+pub async fn stop(pid: u32) {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
-    if !shared.executor.alive(pid) {
+    if !crate::executor::process::pid_alive(pid) {
         return;
     }
     let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while shared.executor.alive(pid) && Instant::now() < deadline {
+    while crate::executor::process::pid_alive(pid) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    if shared.executor.alive(pid) {
+    if crate::executor::process::pid_alive(pid) {
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
     }
 }

@@ -22,7 +22,7 @@ pub async fn run_smoke(http: &HttpClient, test: &SmokeSpec, replicas: &[ReplicaR
         return Err("no replica of the new version to test".into());
     }
     for r in replicas {
-        let base = format!("http://127.0.0.1:{}", r.port);
+        let base = format!("http://{}", r.endpoint);
         if let Some(path) = &test.path {
             let url = format!("{base}{path}");
             let resp = http.get(&url, test.timeout.std()).await.map_err(|e| format!("replica {}: {e}", r.replica))?;

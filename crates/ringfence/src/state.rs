@@ -11,7 +11,7 @@ use ringfence_store::{EventStore, Store, StoreError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::executor::ProcessExecutor;
+use crate::executor::{Executor, ProcessExecutor};
 use crate::http::HttpClient;
 
 pub fn now() -> Timestamp {
@@ -37,8 +37,13 @@ struct Inner {
 
 pub struct Shared {
     pub data_dir: PathBuf,
+    /// This server's claim on the data directory, held for its lifetime.
+    _claim: crate::datadir::DataDir,
     inner: Mutex<Inner>,
-    pub executor: ProcessExecutor,
+    /// What runs the workloads' instances, through the executor seam.
+    pub executor: Arc<dyn Executor>,
+    /// The ringfence binary: `{ringfence}` in commands, and what runs routers.
+    pub ringfence_bin: PathBuf,
     pub http: HttpClient,
     /// The data planes, through the traffic seam.
     pub traffic: crate::traffic::BuiltinRouter,
@@ -61,9 +66,12 @@ impl Shared {
         tick: std::time::Duration,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Shared>> {
-        std::fs::create_dir_all(&data_dir)
-            .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", data_dir.display()))?;
-        let store = Store::open(&data_dir.join("events.db"))?;
+        let claim = crate::datadir::DataDir::claim(&data_dir)?;
+        let log_file = data_dir.join("events.db");
+        let store = Store::open(&log_file)?;
+        for suffix in ["", "-wal", "-shm"] {
+            crate::datadir::DataDir::make_private(&PathBuf::from(format!("{}{suffix}", log_file.display())));
+        }
         let mut world = World::default();
         let events = store.load_all()?;
         for e in &events {
@@ -72,11 +80,13 @@ impl Shared {
         let seq = events.last().map_or(0, |e| e.seq);
         tracing::info!(events = events.len(), workloads = world.workloads.len(), "state rebuilt from the event log");
         let http = HttpClient::new();
-        let executor = ProcessExecutor::new(&data_dir, ringfence_bin, http.clone())?;
+        let executor = Arc::new(ProcessExecutor::new(&data_dir, ringfence_bin.clone(), http.clone())?);
         Ok(Arc::new(Shared {
             data_dir,
+            _claim: claim,
             inner: Mutex::new(Inner { store: Box::new(store), world, seq }),
             executor,
+            ringfence_bin,
             traffic: crate::traffic::BuiltinRouter::new(http.clone()),
             http,
             notifies: Mutex::default(),

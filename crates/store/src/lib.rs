@@ -8,6 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod migrate;
+
 use ringfence_core::{Event, NewEvent};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -19,6 +21,8 @@ pub enum StoreError {
     Schema { path: PathBuf, found: i64, known: i64 },
     #[error("event log {path}: {source}")]
     Sql { path: PathBuf, source: rusqlite::Error },
+    #[error("cannot upgrade the event log {path} from schema {from}: event {seq}: {why}; nothing was changed")]
+    Migrate { path: PathBuf, from: i64, seq: u64, why: String },
     #[error("event {seq} in {path} cannot be read: {source}")]
     Decode { path: PathBuf, seq: u64, source: serde_json::Error },
     /// Optimistic concurrency: another writer appended since this one last read the log (a
@@ -46,7 +50,7 @@ pub trait EventStore: Send {
     fn describe(&self) -> String;
 }
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = migrate::CURRENT;
 
 pub struct Store {
     conn: Connection,
@@ -58,7 +62,7 @@ impl Store {
     /// Opens (creating if needed) the log at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let open_err = |source| StoreError::Open { path: path.to_owned(), source };
-        let conn = Connection::open(path).map_err(open_err)?;
+        let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
@@ -89,6 +93,7 @@ impl Store {
             Some(v) if v > SCHEMA_VERSION => {
                 return Err(StoreError::Schema { path: path.to_owned(), found: v, known: SCHEMA_VERSION });
             }
+            Some(v) if v < SCHEMA_VERSION => upgrade(&mut conn, path, v)?,
             Some(_) => {}
         }
         let last: Option<i64> = conn.query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0)).map_err(open_err)?;
@@ -197,6 +202,37 @@ impl Store {
     pub fn load_all(&self) -> Result<Vec<Event>, StoreError> {
         self.read_events(None, 0, usize::MAX)
     }
+}
+
+/// Upgrades a log of schema `from` in place, in one transaction, after keeping a copy of it
+/// as it was (`<file>.schema-<from>`, written once).
+fn upgrade(conn: &mut Connection, path: &Path, from: i64) -> Result<(), StoreError> {
+    let sql = |source| StoreError::Sql { path: path.to_owned(), source };
+    let backup = PathBuf::from(format!("{}.schema-{from}", path.display()));
+    if !backup.exists() {
+        conn.execute("VACUUM INTO ?1", [backup.to_string_lossy()]).map_err(sql)?;
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql)?;
+    let types = migrate::REWRITTEN_TYPES.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(",");
+    let rows: Vec<(i64, String)> = {
+        let mut stmt =
+            tx.prepare(&format!("SELECT seq, body FROM events WHERE type IN ({types}) ORDER BY seq")).map_err(sql)?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql)?.collect::<Result<_, _>>().map_err(sql)?
+    };
+    for (seq, body) in rows {
+        let new = migrate::upgrade(from, &body).map_err(|why| StoreError::Migrate {
+            path: path.to_owned(),
+            from,
+            seq: seq as u64,
+            why,
+        })?;
+        if let Some(new) = new {
+            tx.execute("UPDATE events SET body = ?1 WHERE seq = ?2", params![new, seq]).map_err(sql)?;
+        }
+    }
+    tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema'", [SCHEMA_VERSION]).map_err(sql)?;
+    tx.commit().map_err(sql)?;
+    Ok(())
 }
 
 impl EventStore for Store {

@@ -15,17 +15,28 @@ pub(super) async fn start_replica(
     let op = intend(shared, name, &action)?;
     let empty = BTreeMap::new();
     let config = ws.releases.get(version).map(|r| &r.content.config).unwrap_or(&empty);
-    let result = shared
-        .executor
-        .ensure(&Replica {
-            workload: name,
-            version,
-            replica,
-            spec: &ws.spec.executor,
-            config,
-            router: ws.router.as_ref().map(|r| r.listen.as_str()),
-        })
-        .await;
+    // `secret://` references become their values here, for the executor only.
+    let resolved = crate::secrets::resolve_all(&shared.data_dir, config).and_then(|config| {
+        let mut spec = ws.spec.executor.clone();
+        spec.env = crate::secrets::resolve_all(&shared.data_dir, &spec.env)?;
+        Ok((spec, config))
+    });
+    let result = match &resolved {
+        Ok((spec, config)) => {
+            shared
+                .executor
+                .ensure(&Replica {
+                    workload: name,
+                    version,
+                    replica,
+                    spec,
+                    config,
+                    router: ws.router.as_ref().map(|r| r.listen.as_str()),
+                })
+                .await
+        }
+        Err(e) => Err(crate::executor::ExecError::Secret { version: version.into(), replica, why: e.clone() }),
+    };
     match result {
         Ok(s) => {
             shared.record(
@@ -35,13 +46,13 @@ pub(super) async fn start_replica(
                     EventKind::ReplicaStarted {
                         version: version.into(),
                         replica,
-                        pid: s.pid,
-                        port: s.port,
+                        instance: s.instance.clone(),
+                        endpoint: s.endpoint.clone(),
                         adopted: s.adopted,
                     },
                     EventKind::ActionSucceeded {
                         op_id: op,
-                        detail: format!("{version} replica {replica} ready on port {}", s.port),
+                        detail: format!("{version} replica {replica} ready at {}", s.endpoint),
                     },
                 ],
             )?;
@@ -62,7 +73,7 @@ pub(super) async fn ensure_router(
 ) -> anyhow::Result<Option<crate::traffic::RouterEndpoint>> {
     let name = &ws.name;
     if let Some(rec) = &ws.router
-        && shared.executor.alive(rec.pid)
+        && crate::executor::process::pid_alive(rec.pid)
         && let Ok(admin) = rec.admin.parse::<SocketAddr>()
     {
         let admin = routerproc::endpoint(&shared.data_dir, name, admin);
@@ -73,10 +84,14 @@ pub(super) async fn ensure_router(
         }
         return Ok(Some(admin));
     }
+    if local.router_retry.is_some_and(|(at, _)| Instant::now() < at) {
+        return Ok(None);
+    }
     let op = intend(shared, name, &Action::StartRouter)?;
     let listen = ws.router.as_ref().map(|r| r.listen.clone()).unwrap_or_else(|| ws.spec.router.listen.clone());
     match routerproc::start(shared, name, &listen).await {
         Ok(h) => {
+            local.router_retry = None;
             shared.record(
                 name,
                 "the workload needs its router",
@@ -95,6 +110,8 @@ pub(super) async fn ensure_router(
             Ok(Some(h.endpoint()))
         }
         Err(e) => {
+            let wait = local.router_retry.map_or(Duration::from_secs(1), |(_, w)| (w * 2).min(Duration::from_secs(60)));
+            local.router_retry = Some((Instant::now() + wait, wait));
             shared.record(
                 name,
                 "router start failed",
@@ -105,12 +122,29 @@ pub(super) async fn ensure_router(
     }
 }
 
-pub(super) fn route_table(ws: &WorkloadState, desired: &Desired, last_generation: u64) -> RouteTable {
+/// The digest the router compares an OFREP token with. A `secret://` token that cannot be
+/// resolved gets a digest no token has (all zeros): OFREP stays closed, never open.
+fn flag_token_digest(data_dir: &std::path::Path, workload: &str, token: &str) -> String {
+    match crate::secrets::resolve(data_dir, token) {
+        Ok(value) => ringfence_core::secret::token_digest(&value),
+        Err(e) => {
+            tracing::warn!(workload, error = %e, "an OFREP token cannot be resolved; no client can use it");
+            "0".repeat(64)
+        }
+    }
+}
+
+pub(super) fn route_table(
+    ws: &WorkloadState,
+    desired: &Desired,
+    last_generation: u64,
+    data_dir: &std::path::Path,
+) -> RouteTable {
     let upstreams = |version: &str| -> Vec<SocketAddr> {
         ws.replicas
             .values()
             .filter(|r| r.version == version)
-            .map(|r| SocketAddr::from(([127, 0, 0, 1], r.port)))
+            .filter_map(|r| r.endpoint.parse::<SocketAddr>().ok())
             .collect()
     };
     let mut groups: Vec<Group> = desired
@@ -150,16 +184,7 @@ pub(super) fn route_table(ws: &WorkloadState, desired: &Desired, last_generation
             min_success_rate: b.min_success_rate,
             open_for_ms: b.open_for.as_ms(),
         },
-        flag_tokens: ws
-            .spec
-            .flags
-            .tokens
-            .iter()
-            .map(|t| {
-                use sha2::Digest;
-                hex::encode(sha2::Sha256::digest(t.trim().as_bytes()))
-            })
-            .collect(),
+        flag_tokens: ws.spec.flags.tokens.iter().map(|t| flag_token_digest(data_dir, &ws.name, t)).collect(),
     }
 }
 
@@ -170,6 +195,37 @@ pub(super) fn same_routes(a: &RouteTable, b: &RouteTable) -> bool {
         && a.breaker == b.breaker
         && a.workload == b.workload
         && a.flag_tokens == b.flag_tokens
+}
+
+/// The router's table, if it is not the one installed last: the drift, and what the router
+/// serves becomes the controller's starting point (so the desired table is installed again,
+/// with a generation above whatever was put there).
+pub(super) async fn check_drift(
+    shared: &Shared,
+    local: &mut Local,
+    admin: &crate::traffic::RouterEndpoint,
+) -> Option<EventKind> {
+    let installed = local.applied.as_ref()?;
+    let actual = shared.traffic.table(admin).await.ok()?;
+    if actual.as_ref().is_some_and(|a| a.generation == installed.generation && same_routes(a, installed)) {
+        return None;
+    }
+    let detail = match &actual {
+        None => "the router serves no table".to_string(),
+        Some(a) => {
+            let upstreams = |t: &RouteTable| {
+                t.groups.iter().map(|g| format!("{} {} -> {:?}", g.name, g.weight_bp, g.upstreams)).collect::<Vec<_>>()
+            };
+            format!("found {:?}, installed {:?}", upstreams(a), upstreams(installed))
+        }
+    };
+    let event = EventKind::RoutesDrifted {
+        expected_generation: installed.generation,
+        found_generation: actual.as_ref().map_or(0, |a| a.generation),
+        detail,
+    };
+    local.applied = actual;
+    Some(event)
 }
 
 pub(super) async fn apply_routes(
@@ -196,11 +252,21 @@ pub(super) async fn apply_routes(
     let op = intend(shared, name, &action)?;
     match shared.traffic.install(&admin, &table).await {
         Ok(()) => {
-            shared.record(
-                name,
-                "desired traffic split",
-                vec![EventKind::ActionSucceeded { op_id: op, detail: ringfence_core::explain::action_words(&action) }],
-            )?;
+            // Tables intended before this one and never confirmed (a crash between intent and
+            // outcome) are moot now: closed, so no intent stays open forever.
+            let superseded: Vec<EventKind> = ws
+                .open_intents
+                .iter()
+                .filter(|(id, a)| **id != op && matches!(a, Action::ApplyRoutes { .. }))
+                .map(|(id, _)| EventKind::ActionFailed {
+                    op_id: id.clone(),
+                    error: format!("superseded by table {}", table.generation),
+                })
+                .collect();
+            let mut events = superseded;
+            events
+                .push(EventKind::ActionSucceeded { op_id: op, detail: ringfence_core::explain::action_words(&action) });
+            shared.record(name, "desired traffic split", events)?;
             local.applied = Some(table);
         }
         Err(e) => {
@@ -227,15 +293,20 @@ pub async fn stop_all(shared: &Arc<Shared>) {
     let workloads: Vec<WorkloadState> = shared.world(|w| w.workloads.values().cloned().collect());
     for ws in workloads {
         for rec in ws.replicas.values() {
-            shared.executor.stop(&ws.name, &rec.version, rec.replica, rec.pid, ws.spec.executor.stop_grace.std()).await;
+            let slot = Slot { workload: &ws.name, version: &rec.version, replica: rec.replica };
+            shared.executor.stop(slot, &rec.instance, ws.spec.executor.stop_grace.std()).await;
             let _ = shared.record(
                 &ws.name,
                 "server shutting down",
-                vec![EventKind::ReplicaStopped { version: rec.version.clone(), replica: rec.replica, pid: rec.pid }],
+                vec![EventKind::ReplicaStopped {
+                    version: rec.version.clone(),
+                    replica: rec.replica,
+                    instance: rec.instance.clone(),
+                }],
             );
         }
         if let Some(r) = &ws.router {
-            routerproc::stop(shared, r.pid).await;
+            routerproc::stop(r.pid).await;
         }
     }
 }

@@ -18,7 +18,7 @@ use ringfence_core::rollout::{self, RolloutStatus, Stage, StepInput};
 use ringfence_core::state::{Desired, WorkloadState};
 use ringfence_router::{BreakerConfig, Group, RouteTable, StatsSnapshot};
 
-use crate::executor::Replica;
+use crate::executor::{InstanceStatus, Replica, Slot};
 use crate::routerproc;
 use crate::state::Shared;
 use crate::traffic::TrafficAdapter as _;
@@ -27,7 +27,7 @@ mod act;
 mod observe;
 
 pub use act::stop_all;
-use act::{apply_routes, ensure_router, read_stats, route_table, same_routes, start_replica};
+use act::{apply_routes, check_drift, ensure_router, read_stats, route_table, same_routes, start_replica};
 
 /// Starts the loop of a workload unless it runs already.
 pub fn spawn_workload(shared: &Arc<Shared>, name: &str) {
@@ -69,11 +69,21 @@ pub fn spawn_workload(shared: &Arc<Shared>, name: &str) {
 }
 
 /// Caches that only save work; all of them may be lost at any time.
+/// How often the router's table is read back to catch a change made behind the controller's
+/// back (an admin call with a stolen secret).
+const DRIFT_CHECK_EVERY: Duration = Duration::from_secs(1);
+
 struct Local {
     name: String,
     router_checked: bool,
     applied: Option<RouteTable>,
-    probes: HashMap<u32, ProbeState>,
+    /// When the router's own table was last compared with the installed one.
+    drift_checked: Option<Instant>,
+    /// After a failed router start: when to try again, and the wait after that (doubling up
+    /// to a minute), so a port in use is not retried many times a second with an event each.
+    router_retry: Option<(Instant, Duration)>,
+    /// By instance id.
+    probes: HashMap<String, ProbeState>,
     stats: Option<(Instant, StatsSnapshot)>,
     stable_retry: HashMap<String, Instant>,
     prom: crate::sources::PromCache,
@@ -102,6 +112,8 @@ impl Local {
         Local {
             name: name.into(),
             router_checked: false,
+            drift_checked: None,
+            router_retry: None,
             applied: None,
             probes: HashMap::new(),
             stats: None,
@@ -116,6 +128,18 @@ impl Local {
 
 fn snapshot(shared: &Shared, name: &str) -> Option<WorkloadState> {
     shared.world(|w| w.workload(name).cloned())
+}
+
+/// The events of a replica's stop that intent `op_id` asked for.
+fn stopped(rec: &ringfence_core::state::ReplicaRecord, op_id: String) -> Vec<EventKind> {
+    vec![
+        EventKind::ReplicaStopped {
+            version: rec.version.clone(),
+            replica: rec.replica,
+            instance: rec.instance.clone(),
+        },
+        EventKind::ActionSucceeded { op_id, detail: format!("{} replica {} stopped", rec.version, rec.replica) },
+    ]
 }
 
 /// Records the intent for `action` (or finds the one left open by a crash) and returns its id.
@@ -141,22 +165,29 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
 
     // Replicas that died since the last look are crashes: recorded, never restarted away.
     for rec in ws.replicas.values() {
-        if !shared.executor.alive(rec.pid) {
-            let status = shared
-                .executor
-                .exit_status(rec.pid)
-                .unwrap_or_else(|| "exited; status unknown (not a child of this server)".into());
+        if let InstanceStatus::Exited(status) = shared.executor.status(&rec.instance) {
+            // A stop that a crash of this server interrupted: the replica is gone because it
+            // was asked to go. Closed as the stop it was, not taken for a crash.
+            let stopping = ws.open_intents.iter().find(|(_, a)| {
+                matches!(a, Action::StopReplica { version, replica } if *version == rec.version && *replica == rec.replica)
+            });
+            if let Some((op_id, _)) = stopping {
+                shared.record(&name, "stop finished after a restart", stopped(rec, op_id.clone()))?;
+                local.probes.remove(&rec.instance);
+                changed = true;
+                continue;
+            }
             shared.record(
                 &name,
                 "replica exited unasked",
                 vec![EventKind::ReplicaExited {
                     version: rec.version.clone(),
                     replica: rec.replica,
-                    pid: rec.pid,
+                    instance: rec.instance.clone(),
                     status,
                 }],
             )?;
-            local.probes.remove(&rec.pid);
+            local.probes.remove(&rec.instance);
             changed = true;
         }
     }
@@ -165,7 +196,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
     }
 
     let admin = ensure_router(shared, local, &ws).await?;
-    if admin.is_some() && ws.router.as_ref().is_none_or(|r| !shared.executor.alive(r.pid)) {
+    if admin.is_some() && ws.router.as_ref().is_none_or(|r| !crate::executor::process::pid_alive(r.pid)) {
         // A router just started: look again, so replicas learn its address.
         return Ok(true);
     }
@@ -204,8 +235,20 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         return Ok(true);
     }
 
+    // Nobody else changes the router's table: read it back now and then, and take back what
+    // was changed behind the controller's back.
+    if let Some(admin) = &admin
+        && local.drift_checked.is_none_or(|t| t.elapsed() >= DRIFT_CHECK_EVERY)
+    {
+        local.drift_checked = Some(Instant::now());
+        if let Some(drift) = check_drift(shared, local, admin).await {
+            shared.record(&name, "the router's table was changed behind the controller's back", vec![drift])?;
+            return Ok(true);
+        }
+    }
+
     // Route as desired, over the replicas that are up.
-    let table = route_table(&ws, &desired, local.applied.as_ref().map(|t| t.generation).unwrap_or(0));
+    let table = route_table(&ws, &desired, local.applied.as_ref().map(|t| t.generation).unwrap_or(0), &shared.data_dir);
     let routes_match = local.applied.as_ref().is_some_and(|a| same_routes(a, &table));
     if !routes_match && let Some(admin) = admin {
         apply_routes(shared, local, &ws, admin, table).await?;
@@ -220,22 +263,10 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
             if !keep {
                 let action = Action::StopReplica { version: rec.version.clone(), replica: rec.replica };
                 let op = intend(shared, &name, &action)?;
-                shared
-                    .executor
-                    .stop(&name, &rec.version, rec.replica, rec.pid, ws.spec.executor.stop_grace.std())
-                    .await;
-                local.probes.remove(&rec.pid);
-                shared.record(
-                    &name,
-                    "no longer desired",
-                    vec![
-                        EventKind::ReplicaStopped { version: rec.version.clone(), replica: rec.replica, pid: rec.pid },
-                        EventKind::ActionSucceeded {
-                            op_id: op,
-                            detail: format!("{} replica {} stopped", rec.version, rec.replica),
-                        },
-                    ],
-                )?;
+                let slot = Slot { workload: &name, version: &rec.version, replica: rec.replica };
+                shared.executor.stop(slot, &rec.instance, ws.spec.executor.stop_grace.std()).await;
+                local.probes.remove(&rec.instance);
+                shared.record(&name, "no longer desired", stopped(rec, op))?;
                 changed = true;
             }
         }

@@ -56,21 +56,21 @@ pub(super) async fn observe(
                 .values()
                 .filter(|rec| rec.version == runtime)
                 .filter_map(|rec| {
-                    let p = local.probes.get(&rec.pid)?;
+                    let p = local.probes.get(&rec.instance)?;
                     (p.consecutive_failures >= ws.spec.health.probe.failure_threshold)
-                        .then(|| format!("replica {} (port {}): {}", rec.replica, rec.port, p.last_error))
+                        .then(|| format!("replica {} (at {}): {}", rec.replica, rec.endpoint, p.last_error))
                 })
                 .collect(),
             probes_answered: ws
                 .replicas
                 .values()
-                .filter(|rec| rec.version == runtime && local.probes.get(&rec.pid).is_some_and(|p| p.answered))
+                .filter(|rec| rec.version == runtime && local.probes.get(&rec.instance).is_some_and(|p| p.answered))
                 .count() as u32,
             crashes: ws
                 .crashes
                 .iter()
                 .filter(|c| c.version == runtime && c.at >= r.started_at)
-                .map(|c| format!("replica {} (pid {}) exited: {}", c.replica, c.pid, c.status))
+                .map(|c| format!("replica {} (instance {}) exited: {}", c.replica, c.instance, c.status))
                 .collect(),
             start_failure: ws.start_failures.get(runtime).cloned(),
             breakers_open: stats
@@ -142,22 +142,27 @@ pub(super) async fn observe(
 /// Probes the replicas of `version` whose probe is due, all at once.
 pub(super) async fn probe(shared: &Arc<Shared>, local: &mut Local, ws: &WorkloadState, version: &str) {
     let spec = &ws.spec.health.probe;
-    let due: Vec<(u32, u16)> = ws
+    let due: Vec<(String, String)> = ws
         .replicas
         .values()
         .filter(|r| r.version == version)
-        .filter(|r| local.probes.get(&r.pid).and_then(|p| p.last).is_none_or(|t| t.elapsed() >= spec.interval.std()))
-        .map(|r| (r.pid, r.port))
+        .filter(|r| {
+            local.probes.get(&r.instance).and_then(|p| p.last).is_none_or(|t| t.elapsed() >= spec.interval.std())
+        })
+        .map(|r| (r.instance.clone(), r.endpoint.clone()))
         .collect();
     let mut set = tokio::task::JoinSet::new();
-    for (pid, port) in due {
+    for (instance, endpoint) in due {
         let exec = shared.executor.clone();
         let path = spec.path.clone();
         let timeout = spec.timeout.std();
-        set.spawn(async move { (pid, exec.probe(port, &path, timeout).await) });
+        set.spawn(async move {
+            let result = exec.probe(&endpoint, &path, timeout).await;
+            (instance, result)
+        });
     }
-    while let Some(Ok((pid, result))) = set.join_next().await {
-        let p = local.probes.entry(pid).or_default();
+    while let Some(Ok((instance, result))) = set.join_next().await {
+        let p = local.probes.entry(instance).or_default();
         p.last = Some(Instant::now());
         match result {
             Ok(()) => {

@@ -177,7 +177,7 @@ async fn release_that_crashes_under_load_is_halted_and_falls_back() {
             assert!(s.observed.is_some_and(|o| o >= 1.0), "{s:#?}");
             assert!(s.detail.contains("exit status: 4"), "{s:#?}");
         },
-        why_has: &["replica 0 (pid", "exited", "exit status: 4"],
+        why_has: &["replica 0 (instance proc:", "exited", "exit status: 4"],
         respec: None,
     })
     .await;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ringfence::loadgen::Sample;
 use ringfence_core::{Event, EventKind, RolloutStatus, Stage};
 
-use crate::harness::{Load, Server, Spec, by_version, rollout_id};
+use crate::harness::{Load, Server, Spec, by_version, pid_of, rollout_id};
 
 /// Waits until the rollout bakes phase `phase`, lets the bake run a little, then kills the
 /// server, checks that users were served while it was down, and starts it again.
@@ -98,13 +98,15 @@ fn check_log(server: &Server, w: &str, all: &[Event], workload_events: &[Event])
     let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
     let expected: Vec<u64> = (1..=all.len() as u64).collect();
     assert_eq!(seqs, expected, "event sequence numbers must run 1..N without gaps or duplicates");
-    assert_eq!(workload_events.len(), all.len(), "one workload: its events are the whole log");
+    let of_workloads: Vec<&Event> = all.iter().filter(|e| !e.workload.is_empty()).collect();
+    assert!(all.iter().all(|e| e.workload == w || e.workload.is_empty()), "events of another workload");
+    assert_eq!(workload_events.len(), of_workloads.len(), "one workload: its events are all the log's workload events");
 
     // Replicas: every (version, replica) started for real once, and only adopted after that.
     let mut starts: BTreeMap<(String, u32), Vec<(u32, bool)>> = BTreeMap::new();
     for e in all {
-        if let EventKind::ReplicaStarted { version, replica, pid, adopted, .. } = &e.kind {
-            starts.entry((version.clone(), *replica)).or_default().push((*pid, *adopted));
+        if let EventKind::ReplicaStarted { version, replica, instance, adopted, .. } = &e.kind {
+            starts.entry((version.clone(), *replica)).or_default().push((pid_of(instance), *adopted));
         }
     }
     let keys: Vec<&(String, u32)> = starts.keys().collect();
@@ -176,12 +178,12 @@ fn replicas_running(events: &[Event]) -> BTreeSet<(String, u32)> {
     let mut running = BTreeMap::new();
     for e in events {
         match &e.kind {
-            EventKind::ReplicaStarted { version, replica, pid, .. } => {
-                running.insert((version.clone(), *replica), *pid);
+            EventKind::ReplicaStarted { version, replica, instance, .. } => {
+                running.insert((version.clone(), *replica), instance.clone());
             }
-            EventKind::ReplicaStopped { version, replica, pid }
-            | EventKind::ReplicaExited { version, replica, pid, .. }
-                if running.get(&(version.clone(), *replica)) == Some(pid) =>
+            EventKind::ReplicaStopped { version, replica, instance }
+            | EventKind::ReplicaExited { version, replica, instance, .. }
+                if running.get(&(version.clone(), *replica)) == Some(instance) =>
             {
                 running.remove(&(version.clone(), *replica));
             }
@@ -189,4 +191,71 @@ fn replicas_running(events: &[Event]) -> BTreeSet<(String, u32)> {
         }
     }
     running.into_keys().collect()
+}
+
+/// A server killed while it stops a replica: on restart the stop is finished and recorded as
+/// the stop it was (not as a crash), and its intent is closed. The replica's shell ignores
+/// SIGTERM and outlives the app it started, so the stop is still waiting out its grace when
+/// the server dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_interrupted_by_a_crash_is_finished_as_a_stop_and_its_intent_closed() {
+    let mut server = Server::start().await;
+    let w = "stubborn";
+    let mut spec = Spec::new(w);
+    spec.command = Some(
+        r#"["/bin/sh", "-c", "trap '' TERM; {ringfence} sample-app --listen 127.0.0.1:{port} --version {version} & while true; do sleep 1; done"]"#,
+    );
+    let file = server.path("stubborn.toml");
+    std::fs::write(&file, spec.toml().replace("stop_grace = \"2s\"", "stop_grace = \"60s\"")).expect("write spec");
+    assert_eq!(server.cli(&["apply", crate::harness::path_str(&file)]).await.code, 0);
+    server.release(w, "v1", &[]).await;
+    server.release(w, "v2", &["GREETING=x"]).await;
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0);
+    // v2 holds without traffic; an abort then stops its replica, which takes the whole grace.
+    assert_eq!(server.cli(&["deploy", w, "v2"]).await.code, 0);
+    server.wait_status(w, "v2's replica", |s| s.replicas.iter().any(|r| r.version == "v2").then_some(())).await;
+    assert_eq!(server.cli(&["abort", w, "--reason", "test"]).await.code, 0);
+    let stop_op = server
+        .wait_events(w, "the stop of v2's replica to be intended", |events| {
+            crate::harness::of_workload_intents(events).into_iter().find_map(|(op, action)| {
+                matches!(action, ringfence_core::event::Action::StopReplica { ref version, .. } if version == "v2")
+                    .then_some(op)
+            })
+        })
+        .await;
+    let v2_procs = server.replica_processes(w, "v2");
+    assert!(!v2_procs.is_empty());
+
+    // The server dies mid-stop; the stop's SIGKILL then happens without it.
+    server.kill9();
+    for pid in &v2_procs {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), nix::sys::signal::Signal::SIGKILL);
+    }
+    server.restart().await;
+
+    let events = server
+        .wait_events(w, "the interrupted stop to be closed", |events| {
+            events
+                .iter()
+                .any(|e| matches!(&e.kind, EventKind::ActionSucceeded { op_id, .. } if *op_id == stop_op))
+                .then(|| events.to_vec())
+        })
+        .await;
+    let after_abort = events.iter().skip_while(|e| !matches!(e.kind, EventKind::RolloutAborted { .. }));
+    let mut stopped = false;
+    for e in after_abort {
+        match &e.kind {
+            EventKind::ReplicaExited { version, .. } if version == "v2" => {
+                panic!("the interrupted stop was taken for a crash: {e:?}")
+            }
+            EventKind::ReplicaStopped { version, .. } if version == "v2" => stopped = true,
+            _ => {}
+        }
+    }
+    assert!(stopped, "no stop of v2's replica recorded");
+    assert!(
+        crate::harness::of_workload_intents(&events).is_empty(),
+        "intents left open: {:?}",
+        crate::harness::of_workload_intents(&events)
+    );
 }
