@@ -186,7 +186,7 @@ pub struct Report {
 
 /// Runs the benchmark against the started server.
 pub async fn run(args: &MitigationArgs, server: &mut Server, ringfence: &Path) -> Result<Report> {
-    let api = ApiClient::new(&server.base, "ringfence-bench");
+    let api = server.api()?;
     let mut weights: Vec<WeightReport> =
         args.weights.iter().map(|&weight| WeightReport { weight, results: Vec::new(), failures: Vec::new() }).collect();
     let total = args.runs as usize * weights.len();

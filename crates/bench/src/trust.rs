@@ -776,8 +776,7 @@ pub struct AaReport {
     cleanup: Option<StopReport>,
 }
 
-async fn run_aa(cfg: Arc<Config>, base: String) -> Result<(AaReport, Vec<u32>)> {
-    let api = ApiClient::new(&base, "ringfence-bench");
+async fn run_aa(cfg: Arc<Config>, api: ApiClient) -> Result<(AaReport, Vec<u32>)> {
     let spec = spec_from_example("aa", &SpecEdit { bake: cfg.bake, first_phase: None })?;
     let plan = plan(&spec)?;
     let limit = Duration::from_millis(plan_ms(&plan) + cfg.hold_timeout.as_ms());
@@ -1088,8 +1087,7 @@ pub struct DetectReport {
     cleanup: Option<StopReport>,
 }
 
-async fn run_detect(cfg: Arc<Config>, base: String) -> Result<(DetectReport, Vec<u32>)> {
-    let api = ApiClient::new(&base, "ringfence-bench");
+async fn run_detect(cfg: Arc<Config>, api: ApiClient) -> Result<(DetectReport, Vec<u32>)> {
     let cases = cases();
     let total = cfg.detect_runs as usize * cases.len();
     eprintln!(
@@ -1212,12 +1210,12 @@ pub fn run(cfg: Config, ringfence: &Path) -> Result<Report> {
     let cfg = Arc::new(cfg);
     let mut report = Report { cfg: (*cfg).clone(), ringfence: ringfence.display().to_string(), aa: None, detect: None };
     if cfg.rollouts > 0 {
-        let (mut aa, stop) = with_server(&cfg, ringfence, "A/A", |base| run_aa(cfg.clone(), base))?;
+        let (mut aa, stop) = with_server(&cfg, ringfence, "A/A", |api| run_aa(cfg.clone(), api))?;
         aa.cleanup = Some(stop);
         report.aa = Some(aa);
     }
     if cfg.detect_runs > 0 {
-        let (mut detect, stop) = with_server(&cfg, ringfence, "detection", |base| run_detect(cfg.clone(), base))?;
+        let (mut detect, stop) = with_server(&cfg, ringfence, "detection", |api| run_detect(cfg.clone(), api))?;
         detect.cleanup = Some(stop);
         report.detect = Some(detect);
     }
@@ -1230,14 +1228,15 @@ fn with_server<T, F>(
     cfg: &Config,
     ringfence: &Path,
     label: &str,
-    part: impl FnOnce(String) -> F,
+    part: impl FnOnce(ApiClient) -> F,
 ) -> Result<(T, StopReport)>
 where
     F: std::future::Future<Output = Result<(T, Vec<u32>)>>,
 {
     let mut server = Server::start(ringfence, cfg.server_tick.as_deref(), cfg.keep_data)?;
     eprintln!("trust: {label}: ringfence server {} on {}", ringfence.display(), server.base);
-    let outcome = crate::block_on(part(server.base.clone()), "the server and its processes were stopped");
+    let api = server.api()?;
+    let outcome = crate::block_on(part(api), "the server and its processes were stopped");
     let (value, pids) = match outcome {
         Ok(v) => v,
         Err(e) => {

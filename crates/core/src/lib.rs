@@ -6,6 +6,7 @@
 //! milliseconds in tests. The adapters (store, executor, router, HTTP API) live in other
 //! crates and call into this one.
 
+pub mod access;
 pub mod analysis;
 pub mod command;
 pub mod decision;
@@ -16,6 +17,7 @@ pub mod health;
 pub mod model;
 pub mod release;
 pub mod rollout;
+pub mod secret;
 pub mod signals;
 pub mod spec;
 pub mod state;

@@ -72,6 +72,47 @@ impl ReleaseContent {
     }
 }
 
+/// Environment variables that make a process load or run other code than its command: a
+/// release's configuration that sets one changes what executes, and needs the `execute`
+/// permission like a change of the executor's command.
+const CODE_LOADING_ENV: &[&str] = &[
+    "PATH",
+    "PYTHONPATH",
+    "PYTHONSTARTUP",
+    "PYTHONHOME",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "PERL5LIB",
+    "PERL5OPT",
+    "PERLLIB",
+    "RUBYOPT",
+    "RUBYLIB",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "CLASSPATH",
+    "BASH_ENV",
+    "ENV",
+    "SHELLOPTS",
+    "PS4",
+    "GCONV_PATH",
+    "HOSTALIASES",
+    "LOCPATH",
+];
+
+/// The keys of `config` that change what executes (see [`CODE_LOADING_ENV`]; every `LD_*`
+/// and `DYLD_*` too).
+pub fn code_loading_keys(config: &BTreeMap<String, String>) -> Vec<&str> {
+    config
+        .keys()
+        .map(String::as_str)
+        .filter(|k| {
+            let upper = k.to_ascii_uppercase();
+            CODE_LOADING_ENV.contains(&upper.as_str()) || upper.starts_with("LD_") || upper.starts_with("DYLD_")
+        })
+        .collect()
+}
+
 pub fn check_version(version: &str) -> Result<(), String> {
     if version.is_empty() || version.len() > 128 {
         return Err(format!("a version has 1 to 128 characters, found {version:?}"));
@@ -96,6 +137,9 @@ pub fn check_config(config: &BTreeMap<String, String>) -> Result<(), String> {
         }
         if v.contains('\0') {
             return Err(format!("config value of {k:?} contains a NUL byte"));
+        }
+        if let Err(m) = crate::secret::check_reference(v) {
+            return Err(format!("config value of {k:?}: {m}"));
         }
     }
     Ok(())

@@ -70,9 +70,12 @@ pub struct Cli {
     /// Output format of read commands.
     #[arg(long, short = 'o', global = true, env = "RINGFENCE_OUTPUT", value_enum, default_value_t = Output::Text)]
     pub output: Output,
-    /// Who you are, recorded as the actor of every event you cause.
-    #[arg(long, global = true, env = "RINGFENCE_ACTOR")]
-    pub actor: Option<String>,
+    /// File holding the API token for client commands. Without it: $RINGFENCE_TOKEN, then
+    /// ~/.config/ringfence/token, then (for a server on this machine) the admin token the
+    /// server wrote to its data directory. The token names you: it is the actor of every
+    /// event you cause.
+    #[arg(long, global = true, env = "RINGFENCE_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, global = true, env = "RINGFENCE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -101,7 +104,7 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
     /// Run the server: API, controller loops, event log.
     #[command(
-        after_help = "Examples:\n  ringfence server\n  ringfence server --listen 127.0.0.1:7171 --data-dir /var/lib/ringfence"
+        after_help = "On first start the server writes an admin token to <data-dir>/admin.token (mode 0600); the CLI on this machine finds it there. The API listens on loopback only: put a TLS-terminating reverse proxy in front to reach it from elsewhere (docs/security.md).\n\nExamples:\n  ringfence server\n  ringfence server --listen 127.0.0.1:7171 --data-dir /var/lib/ringfence\n  ringfence server --allowed-host deploy.example.com   # behind a reverse proxy"
     )]
     Server(ServerArgs),
     /// Run a workload's traffic router (the server starts one per workload).
@@ -219,6 +222,33 @@ pub enum Command {
     /// The evidence behind the latest decision, in plain words.
     #[command(after_help = "Examples:\n  ringfence why checkout\n  ringfence why checkout -o json")]
     Why { workload: String },
+    /// API tokens: create one for a person or a pipeline, list them, revoke one (admin only).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a token; it is printed once and stored nowhere (only a salted hash is kept).
+    #[command(
+        after_help = "Roles: viewer, deployer, approver, flag-admin, reporter, admin; each on every workload, or on some with ROLE:W1,W2.\n\nExamples:\n  ringfence token create ci-checkout --role deployer:checkout --expires-in 90d\n  ringfence token create alice --role viewer --role approver:checkout,search\n  ringfence token create alertmanager --role reporter"
+    )]
+    Create {
+        /// Who or what holds it: the actor of everything done with it.
+        name: String,
+        /// ROLE or ROLE:WORKLOAD,WORKLOAD; repeatable.
+        #[arg(long = "role", required = true, value_name = "GRANT")]
+        roles: Vec<String>,
+        /// Valid for this long (e.g. 12h, 90d); forever when absent.
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
+    },
+    /// List the tokens (never their secrets).
+    #[command(after_help = "Examples:\n  ringfence token list\n  ringfence token list -o json")]
+    List,
+    /// Revoke a token at once: its next call is refused.
+    #[command(after_help = "Example:\n  ringfence token revoke 3fa9c2e1b4d0")]
+    Revoke { id: String },
 }
 
 #[derive(Args, Debug)]
@@ -252,6 +282,11 @@ pub struct ServerArgs {
     /// Leave replicas and routers running on a clean shutdown (they always survive a crash).
     #[arg(long, env = "RINGFENCE_KEEP_WORKLOADS")]
     pub keep_workloads: bool,
+    /// A name the API answers to besides 127.0.0.1, localhost and [::1] (the `Host` a reverse
+    /// proxy sends, e.g. deploy.example.com); repeatable. Requests naming any other host are
+    /// refused (DNS rebinding).
+    #[arg(long = "allowed-host", value_name = "HOST[:PORT]")]
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -380,23 +415,60 @@ fn print_json(v: &impl serde::Serialize) {
     outln!("{}", serde_json::to_string_pretty(v).expect("output serializes"));
 }
 
-/// Who runs the command when `--actor` does not say: `$USER`, else `$LOGNAME`, else the
-/// operating system's name for this process's user (a cron job or a container has no
-/// `$USER`), else its uid.
-fn default_actor() -> String {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-    env("USER").or_else(|| env("LOGNAME")).unwrap_or_else(|| {
-        let uid = nix::unistd::Uid::current();
-        match nix::unistd::User::from_uid(uid) {
-            Ok(Some(user)) => user.name,
-            _ => format!("uid {uid}"),
+async fn token_command(api: &ApiClient, t: &TokenCommand, json: bool) -> Result<ExitCode, CliError> {
+    let show = |v: &serde_json::Value| {
+        let grants: Vec<&str> = v["grants"].as_array().into_iter().flatten().filter_map(|g| g.as_str()).collect();
+        let state = if !v["revoked_at"].is_null() {
+            format!("revoked {}", v["revoked_at"])
+        } else if let Some(e) = v["expires_at"].as_i64() {
+            format!("expires {}", ringfence_core::Timestamp(e))
+        } else {
+            "no expiry".into()
+        };
+        format!(
+            "{:<14} {:<20} {:<32} {}",
+            v["id"].as_str().unwrap_or("?"),
+            v["name"].as_str().unwrap_or("?"),
+            grants.join(" "),
+            state
+        )
+    };
+    match t {
+        TokenCommand::Create { name, roles, expires_in } => {
+            let v: serde_json::Value =
+                api.post("/v1/tokens", &json!({"name": name, "grants": roles, "expires_in": expires_in})).await?;
+            if json {
+                print_json(&v);
+            } else {
+                outln!("{}", show(&v));
+                outln!("token (shown once, stored nowhere; keep it in a secret store):");
+                outln!("{}", v["token"].as_str().unwrap_or("?"));
+            }
         }
-    })
+        TokenCommand::List => {
+            let v: Vec<serde_json::Value> = api.get("/v1/tokens").await?;
+            if json {
+                print_json(&v);
+            } else {
+                for t in &v {
+                    outln!("{}", show(t));
+                }
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            let v: serde_json::Value = api.delete(&format!("/v1/tokens/{id}")).await?;
+            if json {
+                print_json(&v);
+            } else {
+                outln!("revoked: {}", show(&v));
+            }
+        }
+    }
+    Ok(ExitCode::Ok)
 }
 
 pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
-    let actor = cli.actor.clone().unwrap_or_else(default_actor);
-    let api = ApiClient::new(&cli.server, &actor);
+    let api = ApiClient::discover(&cli.server, cli.token_file.as_deref())?;
     let json = cli.output == Output::Json;
     match &cli.command {
         Command::Validate { files } => validate(files, json),
@@ -579,6 +651,7 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::Ok)
         }
+        Command::Token(t) => token_command(&api, t, json).await,
         Command::Demo(_) | Command::Server(_) | Command::Router(_) | Command::SampleApp(_) => {
             unreachable!("run from main")
         }
@@ -871,7 +944,7 @@ pub fn render_status(s: &WorkloadStatus) -> String {
     }
     let mut by_version: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for r in &s.replicas {
-        by_version.entry(&r.version).or_default().push(format!(":{}", r.port));
+        by_version.entry(&r.version).or_default().push(r.endpoint.clone());
     }
     for (v, ports) in by_version {
         let _ = writeln!(o, "replicas   {v}: {}", ports.join(" "));

@@ -13,13 +13,26 @@ use crate::http::HttpClient;
 #[derive(Clone)]
 pub struct ApiClient {
     base: String,
-    actor: String,
+    /// `Bearer <token>`, when there is one.
+    authorization: Option<String>,
+    /// Where the token came from, to say so when the server refuses it.
+    token_source: Option<String>,
     http: HttpClient,
 }
 
 impl ApiClient {
-    pub fn new(base: &str, actor: &str) -> ApiClient {
-        ApiClient { base: base.trim_end_matches('/').to_string(), actor: actor.to_string(), http: HttpClient::new() }
+    pub fn new(base: &str, token: Option<crate::credentials::Found>) -> ApiClient {
+        ApiClient {
+            base: base.trim_end_matches('/').to_string(),
+            authorization: token.as_ref().map(|t| format!("Bearer {}", t.token)),
+            token_source: token.map(|t| t.source),
+            http: HttpClient::new(),
+        }
+    }
+
+    /// A client with the token found the usual way for `base` (see [`crate::credentials`]).
+    pub fn discover(base: &str, token_file: Option<&std::path::Path>) -> Result<ApiClient, CliError> {
+        Ok(ApiClient::new(base, crate::credentials::find_token(base, token_file)?))
     }
 
     pub fn base(&self) -> &str {
@@ -44,7 +57,13 @@ impl ApiClient {
         let url = format!("{}{path}", self.base);
         let resp = self
             .http
-            .request(method.clone(), &url, &[("x-ringfence-actor", &self.actor)], body, Duration::from_secs(30))
+            .request(
+                method.clone(),
+                &url,
+                &self.authorization.iter().map(|a| ("authorization", a.as_str())).collect::<Vec<_>>(),
+                body,
+                Duration::from_secs(30),
+            )
             .await
             .map_err(|e| {
                 if e.is_connect() {
@@ -68,11 +87,26 @@ impl ApiClient {
             .map(String::from)
             .unwrap_or_else(|| format!("{method} {path}: {} {}", resp.status, String::from_utf8_lossy(&resp.body)));
         let code = match resp.status {
+            StatusCode::UNAUTHORIZED => {
+                let hint = match &self.token_source {
+                    Some(s) => format!("the token from {s} was refused"),
+                    None => format!(
+                        "no token found: set RINGFENCE_TOKEN, pass --token-file, or put one in {}",
+                        crate::credentials::candidates(&self.base)
+                            .first()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_else(|| "~/.config/ringfence/token".into())
+                    ),
+                };
+                return Err(CliError::new(ExitCode::Denied, format!("{message}\n{hint}")));
+            }
+            StatusCode::FORBIDDEN => ExitCode::Denied,
             StatusCode::NOT_FOUND => ExitCode::NotFound,
             StatusCode::CONFLICT => ExitCode::Conflict,
-            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY | StatusCode::PAYLOAD_TOO_LARGE => {
-                ExitCode::Invalid
-            }
+            StatusCode::BAD_REQUEST
+            | StatusCode::UNPROCESSABLE_ENTITY
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE => ExitCode::Invalid,
             _ => ExitCode::Failure,
         };
         Err(CliError::new(code, message))
@@ -80,6 +114,11 @@ impl ApiClient {
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
         let body = self.call(Method::GET, path, None).await?;
+        decode(path, &body)
+    }
+
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
+        let body = self.call(Method::DELETE, path, None).await?;
         decode(path, &body)
     }
 
@@ -98,12 +137,21 @@ fn decode<T: DeserializeOwned>(path: &str, body: &[u8]) -> Result<T, CliError> {
 impl ApiClient {
     /// Every event of a workload after `after`, however many pages that takes.
     pub async fn events_after(&self, workload: &str, after: u64) -> Result<Vec<ringfence_core::Event>, CliError> {
+        self.paged(&format!("/v1/workloads/{workload}/events"), after).await
+    }
+
+    /// Every event of the log after `after` (for grants on every workload).
+    pub async fn all_events_after(&self, after: u64) -> Result<Vec<ringfence_core::Event>, CliError> {
+        self.paged("/v1/events", after).await
+    }
+
+    async fn paged(&self, path: &str, after: u64) -> Result<Vec<ringfence_core::Event>, CliError> {
+        // The server's largest page (docs/api.md).
         const PAGE: usize = 1000;
         let mut out: Vec<ringfence_core::Event> = Vec::new();
         let mut after = after;
         loop {
-            let page: Vec<ringfence_core::Event> =
-                self.get(&format!("/v1/workloads/{workload}/events?after={after}&limit={PAGE}")).await?;
+            let page: Vec<ringfence_core::Event> = self.get(&format!("{path}?after={after}&limit={PAGE}")).await?;
             let full = page.len() == PAGE;
             after = page.last().map(|e| e.seq).unwrap_or(after);
             out.extend(page);

@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Why, WorkloadStatus};
-use crate::cli::{Cli, is_notable, render_status, timeline_line};
+use crate::cli::{is_notable, render_status, timeline_line};
 use crate::client::ApiClient;
 use crate::exit::{CliError, ExitCode};
 use crate::server::ServerConfig;
@@ -86,7 +86,7 @@ fn say(line: &str) {
     println!("\n\x1b[1m==> {line}\x1b[0m");
 }
 
-pub async fn run(args: &DemoArgs, cli: &Cli, shutdown: CancellationToken) -> Result<ExitCode, CliError> {
+pub async fn run(args: &DemoArgs, shutdown: CancellationToken) -> Result<ExitCode, CliError> {
     let data_dir = match &args.data_dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("ringfence-demo-{}", std::process::id())),
@@ -104,7 +104,18 @@ pub async fn run(args: &DemoArgs, cli: &Cli, shutdown: CancellationToken) -> Res
     let server = tokio::spawn(crate::server::run(config, listener, server_stop.clone()));
     let base = format!("http://{addr}");
     say(&format!("ringfence server on {base}, state in {}", data_dir.display()));
-    let api = ApiClient::new(&base, cli.actor.as_deref().unwrap_or("demo"));
+    // The server writes its admin token on first start; the demo drives it with that token.
+    let token_file = crate::server::admin_token_path(&data_dir);
+    let found = wait_for_token(&token_file, &server).await;
+    let api = match found {
+        Ok(t) => ApiClient::new(&base, Some(t)),
+        Err(e) => {
+            server_stop.cancel();
+            let _ = server.await;
+            remove_scratch(args, &data_dir);
+            return Err(e);
+        }
+    };
 
     let result = story(&api, args, &shutdown).await;
     let traffic_stop = match result {
@@ -122,6 +133,7 @@ pub async fn run(args: &DemoArgs, cli: &Cli, shutdown: CancellationToken) -> Res
         let router = s.router.map(|r| r.listen).unwrap_or_default();
         say("The server stays up so you can explore. In another terminal:");
         println!("  export RINGFENCE_SERVER={base}");
+        println!("  export RINGFENCE_TOKEN_FILE={}", token_file.display());
         println!("  ringfence status demo --watch        # live rollout and traffic split");
         println!("  ringfence events demo                # the timeline");
         println!("  ringfence why demo                   # the evidence behind the last decision");
@@ -141,6 +153,27 @@ pub async fn run(args: &DemoArgs, cli: &Cli, shutdown: CancellationToken) -> Res
     };
     remove_scratch(args, &data_dir);
     outcome
+}
+
+/// The admin token the demo's server writes on its first start (a few milliseconds after the
+/// start; the server's own error if it cannot start).
+async fn wait_for_token(
+    file: &std::path::Path,
+    server: &tokio::task::JoinHandle<anyhow::Result<()>>,
+) -> Result<crate::credentials::Found, CliError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if file.is_file() {
+            return crate::credentials::find_token("", Some(file)).map(|f| f.expect("a file was given"));
+        }
+        if server.is_finished() || std::time::Instant::now() > deadline {
+            return Err(CliError::new(
+                ExitCode::Failure,
+                format!("the demo's server did not start (no admin token in {})", file.display()),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The demo's own temporary state goes when it ends (the server has stopped every process it

@@ -19,6 +19,9 @@ pub enum ExitCode {
     Conflict = 5,
     /// The server could not be reached.
     Unreachable = 6,
+    /// The server refused the caller: no token or an invalid one (401), or a token without
+    /// the role the command needs (403).
+    Denied = 7,
     /// A rollout that was waited on ended without completing: halted, mitigated or aborted.
     RolloutFailed = 10,
     /// Waiting on a rollout timed out before it ended.

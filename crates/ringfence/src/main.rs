@@ -72,12 +72,22 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match &cli.command {
         Command::Server(args) => {
             let data_dir = args.data_dir.clone().unwrap_or_else(cli::default_data_dir);
+            if !args.listen.ip().is_loopback() {
+                return Err(CliError::new(
+                    ExitCode::Usage,
+                    format!(
+                        "refusing to serve the API on {}: it is not a loopback address, and this server speaks plain HTTP, so tokens would cross the network in the clear. Bind 127.0.0.1 and put a TLS-terminating reverse proxy in front (docs/security.md shows how), passing its name with --allowed-host.",
+                        args.listen
+                    ),
+                ));
+            }
             let listener = bind(args.listen, "API").await?;
             let addr = listener.local_addr().map_err(|e| CliError::new(ExitCode::Failure, e.to_string()))?;
             println!("ringfence server listening on http://{addr} (data in {})", data_dir.display());
             let mut config = ringfence::server::ServerConfig::new(data_dir)?;
             config.tick = args.tick;
             config.stop_workloads_on_exit = !args.keep_workloads;
+            config.allowed_hosts = args.allowed_hosts.clone();
             ringfence::server::run(config, listener, shutdown_on_signal()).await?;
             Ok(ExitCode::Ok)
         }
@@ -112,7 +122,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             ringfence::sample_app::run(args.clone()).await?;
             Ok(ExitCode::Ok)
         }
-        Command::Demo(args) => ringfence::demo::run(args, &cli, shutdown_on_signal()).await,
+        Command::Demo(args) => ringfence::demo::run(args, shutdown_on_signal()).await,
         _ => cli::run_client(&cli).await,
     }
 }

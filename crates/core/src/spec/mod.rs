@@ -45,6 +45,26 @@ pub struct WorkloadSpec {
     pub flags: FlagsSpec,
 }
 
+impl WorkloadSpec {
+    /// The spec as it is kept: OFREP tokens given in the clear become their SHA-256 digests
+    /// (the router compares digests), so the log and the API never hold them.
+    pub fn sealed(mut self) -> WorkloadSpec {
+        self.flags.tokens = self.flags.tokens.iter().map(|t| crate::secret::seal_token(t)).collect();
+        self
+    }
+
+    /// Whether `self` and `other` make the server execute the same things: the executor's
+    /// kind, command and environment, and the smoke tests' commands. Code that runs as the
+    /// server's user: changing it needs the `execute` permission.
+    pub fn executes_as(&self, other: &WorkloadSpec) -> bool {
+        let smoke_commands = |s: &WorkloadSpec| s.health.smoke.iter().map(|t| t.command.clone()).collect::<Vec<_>>();
+        self.executor.kind == other.executor.kind
+            && self.executor.command == other.executor.command
+            && self.executor.env == other.executor.env
+            && smoke_commands(self) == smoke_commands(other)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FlagsSpec {

@@ -33,9 +33,17 @@ pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
     if ex.replicas == 0 || ex.replicas > 64 {
         bad("executor.replicas", format!("expected 1 to 64 replicas, found {}", ex.replicas));
     }
-    for key in ex.env.keys() {
+    for (key, value) in &ex.env {
         if key.is_empty() || key.contains('=') || key.contains('\0') {
             bad(&format!("executor.env.{key}"), format!("invalid environment variable name {key:?}"));
+        }
+        if let Err(m) = crate::secret::check_reference(value) {
+            bad(&format!("executor.env.{key}"), m);
+        }
+    }
+    for (i, t) in spec.flags.tokens.iter().enumerate() {
+        if let Err(m) = crate::secret::check_reference(t) {
+            bad(&format!("flags.tokens[{i}]"), m);
         }
     }
     if !ex.readiness.path.starts_with('/') {

@@ -16,6 +16,12 @@ pub enum ErrorKind {
     NotFound,
     /// Refused in the current state (a rollout in progress, a release with other content).
     Conflict,
+    /// No valid token.
+    Unauthenticated,
+    /// A valid token without the permission, or a request from a foreign host or origin.
+    Forbidden,
+    /// A mutating request that is not `application/json`.
+    UnsupportedMediaType,
     /// The body is larger than [`super::MAX_REQUEST_BYTES`].
     TooLarge,
     MethodNotAllowed,
@@ -32,6 +38,9 @@ impl ErrorKind {
             ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
             ErrorKind::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ErrorKind::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            ErrorKind::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ErrorKind::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ErrorKind::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ErrorKind::Store => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
         }
@@ -51,6 +60,10 @@ impl ApiError {
         ApiError { kind, message: message.into(), details: None }
     }
 
+    pub(super) fn message(&self) -> &str {
+        &self.message
+    }
+
     pub(super) fn with_details(mut self, details: serde_json::Value) -> ApiError {
         self.details = Some(details);
         self
@@ -64,7 +77,12 @@ impl IntoResponse for ApiError {
         if let Some(d) = self.details {
             body["error"]["details"] = d;
         }
-        (status, Json(body)).into_response()
+        let mut resp = (status, Json(body)).into_response();
+        if self.kind == ErrorKind::Unauthenticated {
+            resp.headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        }
+        resp
     }
 }
 

@@ -45,25 +45,10 @@ where
     }
 }
 
-/// Who is asking: set by [`request_context`] for every request, read by the handlers that
-/// record events (the actor of every event).
+/// Who is asking: the name of the caller's token, set by [`super::auth::authorize`] for
+/// every authenticated request; the actor of every event the request causes.
 #[derive(Debug, Clone)]
 pub struct Actor(pub String);
-
-/// The layer every request passes before its handler. It establishes who is asking; today
-/// that is the name the client gives in `x-ringfence-actor`, unauthenticated. Authentication
-/// and roles take its place here, and no handler changes.
-pub async fn request_context(mut req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let who = req
-        .headers()
-        .get("x-ringfence-actor")
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.chars().take(128).collect())
-        .unwrap_or_else(|| "anonymous".into());
-    req.extensions_mut().insert(Actor(who));
-    next.run(req).await
-}
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Actor {
     type Rejection = ApiError;

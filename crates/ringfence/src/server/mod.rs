@@ -5,8 +5,8 @@
 //!
 //! One module per resource, one error type ([`ApiError`]) with one status-code policy, and
 //! one table of routes ([`router`]): a new resource is a new module and its lines there.
-//! Requests pass one layer before any handler ([`extract::request_context`]): the place where
-//! authentication and roles sit.
+//! Requests pass two layers before any handler ([`auth`]): the request's origin, then the
+//! caller's token and the route's permission.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::controller;
 use crate::state::Shared;
 
+mod auth;
 mod error;
 mod events;
 mod extract;
@@ -30,10 +31,12 @@ mod planning;
 mod releases;
 mod rollouts;
 mod signals;
+mod tokens;
 mod workloads;
 
 use crate::api::MAX_REQUEST_BYTES;
 pub use error::{ApiError, ErrorKind};
+pub use tokens::admin_token_path;
 
 use events::{all_events, workload_events};
 use flags::{kill_flag, list_flags, restore_flag};
@@ -41,6 +44,7 @@ use planning::plan;
 use releases::{create_release, list_releases, show_release};
 use rollouts::{deploy, rollback, show_rollout, verb, why};
 use signals::{alertmanager_webhook, user_report};
+use tokens::{create_token, list_tokens, revoke_token};
 use workloads::{apply_spec, list_workloads, workload_status};
 
 /// What every resource module needs, in one import.
@@ -60,6 +64,7 @@ mod prelude {
     pub(super) use ringfence_core::{Event, Release, explain};
     pub(super) use serde::{Deserialize, Serialize};
 
+    pub(super) use super::auth::Caller;
     pub(super) use super::error::{ApiError, ErrorKind};
     pub(super) use super::extract::{Actor, Body, Params, St};
     pub(super) use super::planning::bake_warnings;
@@ -77,6 +82,8 @@ pub struct ServerConfig {
     pub stop_workloads_on_exit: bool,
     /// The ringfence binary that runs routers and `{ringfence}` in commands.
     pub ringfence_bin: PathBuf,
+    /// Names the API answers to besides the loopback ones (`Host` header values).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl ServerConfig {
@@ -85,6 +92,7 @@ impl ServerConfig {
             data_dir,
             tick: Duration::from_millis(100),
             stop_workloads_on_exit: true,
+            allowed_hosts: Vec::new(),
             ringfence_bin: std::env::current_exe()
                 .map_err(|e| anyhow::anyhow!("cannot find the ringfence binary: {e}"))?,
         })
@@ -103,7 +111,16 @@ pub async fn run(
     for name in &names {
         controller::spawn_workload(&shared, name);
     }
-    let app = router(shared.clone());
+    if let Some(path) = tokens::bootstrap(&shared)? {
+        tracing::info!(file = %path.display(), "first start: an admin token was written for this machine's CLI (mode 0600)");
+        eprintln!(
+            "ringfence: first start; the admin token is in {} (readable only by this user). The CLI on this machine finds it there; `ringfence token create` makes tokens for others.",
+            path.display()
+        );
+    }
+    let bound = listener.local_addr()?;
+    let hosts = Arc::new(auth::HostPolicy::new(bound, &config.allowed_hosts));
+    let app = router(shared.clone(), hosts);
     let serve_shutdown = shutdown.clone();
     listen::serve(listener, app, listen::Limits::default(), serve_shutdown).await?;
     shared.shutdown.cancel();
@@ -120,7 +137,8 @@ pub async fn run(
     Ok(())
 }
 
-pub fn router(shared: Arc<Shared>) -> Router {
+/// The API's routes and layers. `hosts`: the `Host` names it answers to.
+pub fn router(shared: Arc<Shared>, hosts: Arc<auth::HostPolicy>) -> Router {
     Router::new()
         .route("/v1/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/v1/openapi.json", get(openapi))
@@ -144,11 +162,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/workloads/{name}/flags/{flag}/kill", post(kill_flag))
         .route("/v1/workloads/{name}/flags/{flag}/restore", post(restore_flag))
         .route("/v1/workloads/{name}/reports", post(user_report))
+        .route("/v1/tokens", get(list_tokens).post(create_token))
+        .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .fallback(|| async { ApiError::new(ErrorKind::NotFound, "no such endpoint; see docs/api.md") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(ErrorKind::MethodNotAllowed, "this endpoint does not take that method; see docs/api.md")
         })
-        .layer(axum::middleware::from_fn(extract::request_context))
+        .route_layer(axum::middleware::from_fn_with_state(shared.clone(), auth::authorize))
+        .layer(axum::middleware::from_fn_with_state(hosts, auth::guard))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(shared)
 }
@@ -166,7 +187,7 @@ mod tests {
 
     /// Every route the server declares, as (method, path), read from this file's router so
     /// that a route added without its description fails here.
-    fn declared_routes() -> BTreeSet<(String, String)> {
+    pub(super) fn declared_routes() -> BTreeSet<(String, String)> {
         let source = include_str!("mod.rs");
         let mut routes = BTreeSet::new();
         for line in source.lines().map(str::trim).filter(|l| l.starts_with(".route(\"")) {

@@ -11,9 +11,20 @@ pub(super) struct Created {
 pub(super) async fn create_release(
     State(sh): St,
     Actor(who): Actor,
+    caller: Caller,
     Path(name): Path<String>,
     Body(req): Body<ReleaseRequest>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
+    let loaders = ringfence_core::release::code_loading_keys(&req.content.config);
+    if !loaders.is_empty() && !caller.may(ringfence_core::access::Perm::Execute, Some(&name)) {
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            format!(
+                "config sets {}, which changes what the replicas execute: that needs the admin role on {name}",
+                loaders.join(", ")
+            ),
+        ));
+    }
     let mut out = None;
     let events = sh.command(&name, &who, "release registered", |w| {
         let (event, release) = command::create_release(w, &name, &req, &who, now())?;
@@ -28,7 +39,7 @@ pub(super) async fn create_release(
 pub(super) async fn list_releases(State(sh): St, Path(name): Path<String>) -> Result<Json<Vec<Release>>, ApiError> {
     sh.world(|w| {
         let ws = command::workload(w, &name)?;
-        Ok(Json(ws.release_order.iter().filter_map(|v| ws.releases.get(v).cloned()).collect()))
+        Ok(Json(ws.release_order.iter().filter_map(|v| ws.releases.get(v).map(|r| (**r).clone())).collect()))
     })
 }
 
@@ -40,8 +51,7 @@ pub(super) async fn show_release(
         let ws = command::workload(w, &name)?;
         ws.releases
             .get(&version)
-            .cloned()
-            .map(Json)
+            .map(|r| Json((**r).clone()))
             .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("{name} has no release {version:?}")))
     })
 }

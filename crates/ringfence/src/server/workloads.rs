@@ -1,5 +1,7 @@
 //! Workloads: apply a spec, list them, one workload's status.
 
+use ringfence_core::access::Perm;
+
 use super::prelude::*;
 
 #[derive(Deserialize)]
@@ -28,13 +30,22 @@ pub(super) struct Applied {
 pub(super) async fn apply_spec(
     State(sh): St,
     Actor(who): Actor,
+    caller: Caller,
     Body(b): Body<ApplyBody>,
 ) -> Result<Json<Applied>, ApiError> {
     let spec = ringfence_core::spec::parse(&b.file, &b.spec).map_err(|errors: Vec<SpecError>| {
         ApiError::new(ErrorKind::InvalidSpec, errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
             .with_details(serde_json::to_value(&errors).unwrap_or_default())
     })?;
+    let spec = spec.sealed();
     let name = spec.workload.name.clone();
+    caller.require(Perm::Deploy, Some(&name))?;
+    // What runs as the server's user is the admin's to set: a new workload's command, or a
+    // change to an existing one's.
+    let same_execution = sh.world(|w| w.workload(&name).is_some_and(|ws| ws.spec.executes_as(&spec)));
+    if !same_execution {
+        caller.require(Perm::Execute, Some(&name))?;
+    }
     let events =
         sh.command(&name, &who, "spec applied", |w| Ok(command::apply_spec(w, &spec)?.into_iter().collect()))?;
     controller::spawn_workload(&sh, &name);
@@ -68,10 +79,11 @@ pub(super) fn summary(r: &Rollout) -> RolloutSummary {
     }
 }
 
-pub(super) async fn list_workloads(State(sh): St) -> Json<Vec<WorkloadSummary>> {
+pub(super) async fn list_workloads(State(sh): St, caller: Caller) -> Json<Vec<WorkloadSummary>> {
     Json(sh.world(|w| {
         w.workloads
             .values()
+            .filter(|ws| caller.may(Perm::Read, Some(&ws.name)))
             .map(|ws| WorkloadSummary {
                 name: ws.name.clone(),
                 stable: ws.stable.clone(),

@@ -165,13 +165,24 @@ async fn read_commands_speak_json() {
     assert_eq!(s["last_known_good"]["version"], "v1", "{s:#}");
     assert!(s["router"]["listen"].as_str().is_some_and(|l| l.starts_with("127.0.0.1:")), "{s:#}");
     let replicas = s["replicas"].as_array().expect("replicas is a list");
-    assert!(!replicas.is_empty() && replicas.iter().all(|r| r["version"] == "v1" && r["pid"].is_u64()), "{s:#}");
+    let instance_of_v1 = |r: &serde_json::Value| {
+        r["version"] == "v1"
+            && r["instance"].as_str().is_some_and(|i| i.starts_with("proc:"))
+            && r["endpoint"].as_str().is_some_and(|e| e.starts_with("127.0.0.1:"))
+    };
+    assert!(!replicas.is_empty() && replicas.iter().all(instance_of_v1), "{s:#}");
     assert_eq!(s["rollout"]["status"], "completed", "{s:#}");
     assert_eq!(s["rollout"]["kind"], "initial", "{s:#}");
 
     // The API describes itself.
     let r = ringfence::http::HttpClient::new()
-        .get(&format!("{}/v1/openapi.json", server.url()), std::time::Duration::from_secs(5))
+        .request(
+            hyper::Method::GET,
+            &format!("{}/v1/openapi.json", server.url()),
+            &[("authorization", &server.bearer())],
+            None,
+            std::time::Duration::from_secs(5),
+        )
         .await
         .expect("GET /v1/openapi.json");
     assert!(r.status.is_success(), "{}", r.status);
@@ -195,11 +206,14 @@ async fn read_commands_speak_json() {
     let events = json(&server.cli(&["events", w, "-o", "json", "--all"]).await);
     let events = events.as_array().expect("events are a list");
     assert!(events.len() > notable.len());
+    // The only workload, so its events are consecutive (the log's first events create the
+    // tokens, which belong to no workload).
+    let first = events[0]["seq"].as_u64().expect("a seq");
     for (i, e) in events.iter().enumerate() {
         for field in ["at", "actor", "reason", "type"] {
             assert!(e.get(field).is_some(), "event without {field}: {e:#}");
         }
-        assert_eq!(e["seq"], i as u64 + 1, "{e:#}");
+        assert_eq!(e["seq"], first + i as u64, "{e:#}");
         assert_eq!(e["workload"], "js", "{e:#}");
     }
     let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
@@ -243,15 +257,16 @@ async fn every_refusal_has_the_api_error_shape() {
     let w = "edges";
     server.setup(&Spec::new(w), &[("v1", &[])]).await;
     let http = HttpClient::new();
+    let bearer = server.bearer();
     let call = |method: Method, path: &str, body: Option<&str>| {
         let url = format!("{}{path}", server.url());
         let http = http.clone();
         let body = body.map(|b| bytes::Bytes::from(b.to_string()));
+        let bearer = bearer.clone();
         async move {
-            let r = http
-                .request(method, &url, &[("content-type", "application/json")], body, Duration::from_secs(10))
-                .await
-                .expect("the server answers");
+            let headers = [("content-type", "application/json"), ("authorization", bearer.as_str())];
+            let r =
+                http.request(method, &url, &headers, body, Duration::from_secs(10)).await.expect("the server answers");
             let v: Value = serde_json::from_slice(&r.body)
                 .unwrap_or_else(|e| panic!("{url}: {} with a body that is not JSON ({e}): {:?}", r.status, r.body));
             (r.status.as_u16(), v)
@@ -291,7 +306,12 @@ async fn every_refusal_has_the_api_error_shape() {
         crate::harness::BIN,
         server.url()
     );
-    let out = tokio::process::Command::new("bash").args(["-c", &sh]).output().await.expect("run bash");
+    let out = tokio::process::Command::new("bash")
+        .args(["-c", &sh])
+        .env("RINGFENCE_TOKEN", server.bearer().trim_start_matches("Bearer "))
+        .output()
+        .await
+        .expect("run bash");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");

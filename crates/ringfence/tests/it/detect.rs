@@ -74,13 +74,14 @@ async fn prometheus(dir: &Path, config: &str) -> Daemon {
     d
 }
 
-async fn alertmanager(dir: &Path, webhook: &str) -> Daemon {
+/// Alertmanager sending to `webhook` with `token` (a reporter's), as a team configures it.
+async fn alertmanager(dir: &Path, webhook: &str, token: &str) -> Daemon {
     let addr = free_addr();
     let cfg = dir.join("am.yml");
     std::fs::write(
         &cfg,
         format!(
-            "route:\n  receiver: ringfence\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1m\nreceivers:\n  - name: ringfence\n    webhook_configs:\n      - url: '{webhook}'\n        send_resolved: true\n"
+            "route:\n  receiver: ringfence\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1m\nreceivers:\n  - name: ringfence\n    webhook_configs:\n      - url: '{webhook}'\n        send_resolved: true\n        http_config:\n          authorization:\n            type: Bearer\n            credentials: '{token}'\n"
         ),
     )
     .expect("write am.yml");
@@ -239,7 +240,8 @@ async fn a_firing_alertmanager_alert_halts_the_rollout() {
     // Alertmanager first (so Prometheus's first send reaches it), then Prometheus with a rule
     // that fires at once for this workload.
     let dir = tempfile::tempdir().expect("tempdir");
-    let am = alertmanager(dir.path(), &format!("{}/v1/alerts", server.url())).await;
+    let reporter = server.token_with("alertmanager", &["reporter"]).await;
+    let am = alertmanager(dir.path(), &format!("{}/v1/alerts", server.url()), &reporter).await;
     std::fs::write(
         dir.path().join("rules.yml"),
         format!(

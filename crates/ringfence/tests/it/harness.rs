@@ -20,6 +20,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use ringfence::api::WorkloadStatus;
 use ringfence::client::ApiClient;
+use ringfence::credentials::Found;
 use ringfence::loadgen::{LoadConfig, LoadSummary, Sample};
 use ringfence_core::{Event, EventKind, Rollout};
 use tempfile::TempDir;
@@ -45,6 +46,9 @@ pub struct Server {
     mark: String,
     url: String,
     api: ApiClient,
+    /// The token the tests act with: `it-test`, an admin, created with the server's first
+    /// admin token (so events name `it-test` as their actor).
+    token: String,
     child: Option<Child>,
     launches: u32,
 }
@@ -60,7 +64,8 @@ impl Server {
             data,
             mark,
             url: String::new(),
-            api: ApiClient::new("http://127.0.0.1:1", "it"),
+            api: ApiClient::new("http://127.0.0.1:1", None),
+            token: String::new(),
             child: None,
             launches: 0,
         };
@@ -111,7 +116,43 @@ impl Server {
             .filter(|u| u.starts_with("http://"))
             .unwrap_or_else(|| panic!("unexpected first line from the server: {first:?}"));
         self.url = url.to_string();
-        self.api = ApiClient::new(url, "it");
+        if self.token.is_empty() {
+            self.token = self.first_token().await;
+        }
+        self.api = ApiClient::new(url, Some(Found { token: self.token.clone(), source: "the test harness".into() }));
+    }
+
+    /// On the first start: the admin token the server wrote, then an admin token named
+    /// `it-test` made with it, through the CLI as a person would.
+    async fn first_token(&self) -> String {
+        let file = self.data.join("admin.token");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !file.is_file() {
+            assert!(Instant::now() < deadline, "the server wrote no admin token to {}", file.display());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let out = cli_with(
+            &["--server", &self.url, "--token-file", path_str(&file), "token", "create", "it-test", "--role", "admin"],
+            &[],
+        )
+        .await;
+        assert_eq!(out.code, 0, "token create failed:\n{out}");
+        out.stdout.lines().last().expect("the token is the last line").trim().to_string()
+    }
+
+    /// A token with `grants` (e.g. `["viewer"]`, `["deployer:checkout"]`), made by `it-test`.
+    pub async fn token_with(&self, name: &str, grants: &[&str]) -> String {
+        let v: serde_json::Value = self
+            .api
+            .post("/v1/tokens", &serde_json::json!({"name": name, "grants": grants}))
+            .await
+            .unwrap_or_else(|e| panic!("create token {name}: {e}"));
+        v["token"].as_str().expect("the token").to_string()
+    }
+
+    /// `Bearer <it-test's token>`, for calls made without the CLI.
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.token)
     }
 
     /// SIGKILL: the server dies at once, with no chance to clean up.
@@ -142,9 +183,14 @@ impl Server {
 
     /// Runs a client command against this server.
     pub async fn cli(&self, args: &[&str]) -> Out {
+        self.cli_as(&self.token, args).await
+    }
+
+    /// Runs a client command with another token (`RINGFENCE_TOKEN`).
+    pub async fn cli_as(&self, token: &str, args: &[&str]) -> Out {
         let mut all = vec!["--server", self.url.as_str()];
         all.extend_from_slice(args);
-        cli(&all).await
+        cli_with(&all, &[("RINGFENCE_TOKEN", token)]).await
     }
 
     /// Writes a spec file, applies it, and registers releases (version, config `K=V` items).
@@ -194,12 +240,9 @@ impl Server {
         self.api.events_after(workload, 0).await.unwrap_or_else(|e| panic!("GET events of {workload}: {e}"))
     }
 
-    /// The whole log, as `GET /v1/events?limit=10000` returns it.
+    /// The whole log, page after page of `GET /v1/events`.
     pub async fn all_events(&self) -> Vec<Event> {
-        let events: Vec<Event> =
-            self.api.get("/v1/events?limit=10000").await.unwrap_or_else(|e| panic!("GET /v1/events: {e}"));
-        assert!(events.len() < 10_000, "the log outgrew one page; the checks would miss events");
-        events
+        self.api.all_events_after(0).await.unwrap_or_else(|e| panic!("GET /v1/events: {e}"))
     }
 
     /// Where users send traffic for this workload.
@@ -221,8 +264,8 @@ impl Server {
              --- ringfence events {workload} --all (last 12)\n{}\n--- server log (last 5 lines)\n{}",
             status.stdout,
             status.stderr,
-            last_lines(&timeline.stdout, 40),
-            last_lines(&actions.stdout, 12),
+            last_lines(&format!("{}{}", timeline.stdout, timeline.stderr), 40),
+            last_lines(&format!("{}{}", actions.stdout, actions.stderr), 12),
             tail(&self.log_path(self.launches), 5)
         )
     }
@@ -276,7 +319,7 @@ impl Server {
     /// How many times a sample-app replica really started: each start appends its fixed
     /// "listening on" line to the replica's log, which outlives the process and the server.
     pub fn real_starts(&self, workload: &str, version: &str, replica: u32) -> usize {
-        let log = self.data.join("logs").join(format!("{workload}-{version}-{replica}.log"));
+        let log = self.data.join("logs").join(workload).join(format!("{version}.{replica}.log"));
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         text.lines().filter(|l| l.starts_with(&format!("sample-app {version} listening on "))).count()
     }
@@ -295,12 +338,19 @@ impl Server {
         pid
     }
 
-    /// Pids listed in `<data>/run/*.json` (replica pid files and the router's ready file).
+    /// Pids listed in `<data>/run/*.json` (the routers' ready files) and
+    /// `<data>/run/<workload>/*.json` (the replicas' pid files).
     fn run_file_pids(&self) -> Vec<u32> {
-        let Ok(dir) = std::fs::read_dir(self.data.join("run")) else { return vec![] };
-        dir.filter_map(|e| e.ok())
-            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        let run = self.data.join("run");
+        let Ok(dir) = std::fs::read_dir(&run) else { return vec![] };
+        let entries: Vec<PathBuf> = dir.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        let nested = entries.iter().filter(|p| p.is_dir()).filter_map(|d| std::fs::read_dir(d).ok()).flatten();
+        entries
+            .iter()
+            .cloned()
+            .chain(nested.filter_map(|e| e.ok()).map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .filter_map(|p| std::fs::read_to_string(p).ok())
             .filter_map(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
             .filter_map(|v| v.get("pid").and_then(|p| p.as_u64()))
             .map(|p| p as u32)
@@ -308,24 +358,36 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-            // A clean exit stops replicas (each with its stop grace) and the router first.
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-                    _ => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
+impl Server {
+    /// SIGTERM, as a supervisor stops the server: a clean exit stops replicas (each with its
+    /// stop grace) and the router first. SIGKILL if it takes more than 20 s. Returns whether it
+    /// exited on its own.
+    pub fn stop_cleanly(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else { return true };
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => return true,
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return false;
                 }
             }
         }
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop_cleanly();
         // Last safety: whatever is still alive from this test goes, by pid file and by mark.
         // A pid from a pid file is only killed if it carries this test's mark, so a recycled
         // pid of an unrelated process is never touched.
@@ -355,12 +417,23 @@ impl fmt::Display for Out {
 
 /// Runs the ringfence binary as a user would, with the given arguments.
 pub async fn cli(args: &[&str]) -> Out {
+    cli_with(args, &[]).await
+}
+
+/// The same, with environment variables set. Settings of the environment running the tests
+/// (a server, a token) never leak in; the user's own token files are out of reach.
+pub async fn cli_with(args: &[&str], env: &[(&str, &str)]) -> Out {
     let mut cmd = tokio::process::Command::new(BIN);
     cmd.args(args)
         .env_remove("RINGFENCE_SERVER")
         .env_remove("RINGFENCE_OUTPUT")
         .env_remove("RINGFENCE_LOG_FORMAT")
-        .env("RINGFENCE_ACTOR", "it-test")
+        .env_remove("RINGFENCE_TOKEN")
+        .env_remove("RINGFENCE_TOKEN_FILE")
+        .env_remove("RINGFENCE_DATA_DIR")
+        .env("XDG_CONFIG_HOME", "/nonexistent/ringfence-it")
+        .env("XDG_DATA_HOME", "/nonexistent/ringfence-it")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
@@ -606,13 +679,55 @@ pub fn of_rollout<'e>(events: &'e [Event], id: &str) -> impl Iterator<Item = &'e
     events.iter().map(|e| &e.kind).filter(move |k| k.rollout_id() == Some(id))
 }
 
+/// The pid of a process executor's instance (`proc:<pid>:<start time>`).
+pub fn pid_of(instance: &str) -> u32 {
+    instance
+        .strip_prefix("proc:")
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("not a process instance: {instance:?}"))
+}
+
 /// Pids of every replica of `version` the log says was started.
 pub fn started_pids(events: &[Event], version: &str) -> Vec<u32> {
     events
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::ReplicaStarted { version: v, pid, .. } if v == version => Some(*pid),
+            EventKind::ReplicaStarted { version: v, instance, .. } if v == version => Some(pid_of(instance)),
             _ => None,
         })
         .collect()
+}
+
+/// Polls `f` until it gives a value; panics naming `what` after [`DEADLINE`].
+pub async fn wait_until<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The intents of `events` with no recorded outcome, by op id.
+pub fn of_workload_intents(events: &[Event]) -> Vec<(String, ringfence_core::event::Action)> {
+    let mut open: BTreeMap<String, ringfence_core::event::Action> = BTreeMap::new();
+    for e in events {
+        match &e.kind {
+            EventKind::ActionIntended { op_id, action } => {
+                open.insert(op_id.clone(), action.clone());
+            }
+            EventKind::ActionSucceeded { op_id, .. } | EventKind::ActionFailed { op_id, .. } => {
+                open.remove(op_id);
+            }
+            _ => {}
+        }
+    }
+    open.into_iter().collect()
 }

@@ -13,4 +13,5 @@ mod flags;
 mod harness;
 mod limits;
 mod rollout;
+mod secure;
 mod trust;
