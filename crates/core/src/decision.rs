@@ -66,9 +66,23 @@ pub fn decide_held(rollout: &Rollout, verdict: &Verdict, max_hold: crate::durati
     }
 }
 
-/// `flags_only`: the new release runs on the stable release's processes (it changes only flags),
-/// so falling back reverts flags and stops nothing.
-pub fn decide(rollout: &Rollout, verdict: &Verdict, policy: &MitigationSpec, flags_only: bool) -> Decision {
+/// Everything a mitigation is decided from, in one value: what is coming (the exposure model,
+/// the workload's criticality, the release's migrations and guarding flags, approvals) is a
+/// new field here, and no caller changes.
+#[derive(Debug, Clone, Copy)]
+pub struct DecisionInput<'a> {
+    pub rollout: &'a Rollout,
+    /// The unhealthy verdict being answered.
+    pub verdict: &'a Verdict,
+    pub policy: &'a MitigationSpec,
+    /// The new release runs on the stable release's processes (it changes only flags), so
+    /// falling back reverts flags and stops nothing.
+    pub flags_only: bool,
+}
+
+/// The mitigation for an unhealthy verdict, with the rule that chose it.
+pub fn decide(input: &DecisionInput<'_>) -> Decision {
+    let DecisionInput { rollout, verdict, policy, flags_only } = *input;
     debug_assert_eq!(verdict.health, Health::Unhealthy);
     let phase = rollout.current_phase();
     let (action, rule) = match (&rollout.from, policy.auto_fallback) {

@@ -244,7 +244,12 @@ fn step_inner(r: &Rollout, input: &StepInput<'_>, verdict: Verdict) -> Vec<Event
         }
         RolloutStatus::Progressing | RolloutStatus::Paused => {
             if verdict.health == Health::Unhealthy {
-                let decision = decision::decide(r, &verdict, input.mitigation, input.flags_only);
+                let decision = decision::decide(&decision::DecisionInput {
+                    rollout: r,
+                    verdict: &verdict,
+                    policy: input.mitigation,
+                    flags_only: input.flags_only,
+                });
                 return vec![EventKind::RolloutHalted { rollout_id: id, decision: Box::new(decision) }];
             }
             match r.stage {
