@@ -102,19 +102,16 @@ pub async fn wait_rollout(api: &ApiClient, name: &str, id: &str, timeout: Durati
 
 /// The workload's events after sequence number `after`, oldest first.
 pub async fn events_after(api: &ApiClient, name: &str, after: u64) -> Result<Vec<Value>> {
-    // Page by page: the server answers at most 1,000 events at a time.
+    // Page by page until an empty one: a page ends at 1,000 events or a size bound.
     const PAGE: usize = 1000;
     let mut out = Vec::new();
     let mut after = after;
     loop {
         let v: Value = api.get(&format!("/v1/workloads/{name}/events?after={after}&limit={PAGE}")).await?;
         let Value::Array(page) = v else { bail!("the events of {name} are not a list: {v}") };
-        let full = page.len() == PAGE;
-        after = page.last().and_then(|e| e["seq"].as_u64()).unwrap_or(after);
+        let Some(last) = page.last().and_then(|e| e["seq"].as_u64()) else { return Ok(out) };
+        after = last;
         out.extend(page);
-        if !full {
-            return Ok(out);
-        }
     }
 }
 

@@ -152,12 +152,10 @@ impl ApiClient {
         let mut after = after;
         loop {
             let page: Vec<ringfence_core::Event> = self.get(&format!("{path}?after={after}&limit={PAGE}")).await?;
-            let full = page.len() == PAGE;
-            after = page.last().map(|e| e.seq).unwrap_or(after);
+            // A page also ends at a size bound, so only an empty one says the log ends here.
+            let Some(last) = page.last() else { return Ok(out) };
+            after = last.seq;
             out.extend(page);
-            if !full {
-                return Ok(out);
-            }
         }
     }
 }

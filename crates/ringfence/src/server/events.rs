@@ -14,9 +14,13 @@ pub(super) fn default_limit() -> usize {
     MAX_PAGE
 }
 
-/// The most events one answer holds: a page of the log stays a few megabytes at most, and a
-/// client pages on with `after` (docs/api.md).
+/// The most events one answer holds; a client pages on with `after` until a page is empty
+/// (docs/api.md).
 const MAX_PAGE: usize = 1000;
+
+/// The most bytes of events one answer holds (a page ends early past it, always with at least
+/// one event): events carry releases, and a release may be 2 MiB.
+const MAX_PAGE_BYTES: usize = 4 << 20;
 
 pub(super) async fn workload_events(
     State(sh): St,
@@ -24,13 +28,27 @@ pub(super) async fn workload_events(
     Params(q): Params<EventsQuery>,
 ) -> Result<Json<Vec<Event>>, ApiError> {
     sh.world(|w| command::workload(w, &name).map(|_| ()))?;
-    Ok(Json(sh.events(Some(&name), q.after, q.limit.min(MAX_PAGE))?))
+    Ok(Json(bounded(sh.events(Some(&name), q.after, q.limit.min(MAX_PAGE))?)))
 }
 
 pub(super) async fn all_events(State(sh): St, Params(q): Params<EventsQuery>) -> Result<Json<Vec<Event>>, ApiError> {
-    let mut events = sh.events(None, q.after, q.limit.min(MAX_PAGE))?;
+    let mut events = bounded(sh.events(None, q.after, q.limit.min(MAX_PAGE))?);
     events.iter_mut().for_each(redact);
     Ok(Json(events))
+}
+
+/// The events up to [`MAX_PAGE_BYTES`] of JSON, and at least the first.
+fn bounded(events: Vec<Event>) -> Vec<Event> {
+    let mut size = 0;
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
+        size += serde_json::to_vec(&e).map_or(0, |v| v.len());
+        if size > MAX_PAGE_BYTES && !out.is_empty() {
+            break;
+        }
+        out.push(e);
+    }
+    out
 }
 
 /// What the log keeps to verify a token is no one else's business: not even the hash leaves
@@ -39,5 +57,30 @@ fn redact(e: &mut Event) {
     if let ringfence_core::EventKind::TokenCreated { token } = &mut e.kind {
         token.salt = "<redacted>".into();
         token.hash = "<redacted>".into();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: u64, reason_bytes: usize) -> Event {
+        Event {
+            seq,
+            at: ringfence_core::Timestamp(0),
+            actor: "a".into(),
+            reason: "x".repeat(reason_bytes),
+            workload: "w".into(),
+            kind: ringfence_core::EventKind::RolloutPaused { rollout_id: "w-1".into() },
+        }
+    }
+
+    #[test]
+    fn a_page_ends_at_its_size_bound_but_always_holds_one_event() {
+        let big: Vec<Event> = (1..=3).map(|s| event(s, 3 << 20)).collect();
+        assert_eq!(bounded(big.clone()).len(), 1);
+        assert_eq!(bounded(vec![event(1, 5 << 20)]).len(), 1, "one event larger than the bound still goes");
+        let small: Vec<Event> = (1..=1000).map(|s| event(s, 100)).collect();
+        assert_eq!(bounded(small).len(), 1000);
     }
 }
