@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 
-use crate::harness::Server;
+use crate::harness::{Server, Spec};
 
 /// `Limits::default().max_connections` of the server.
 const MAX_CONNECTIONS: usize = 512;
@@ -108,6 +108,11 @@ async fn a_thousand_idle_connections_do_not_lock_anyone_out() {
     }
     let server = Server::start().await;
     let addr = server_addr(&server);
+    // A rollout in progress (v2 holds: no traffic), for an operator to abort under the flood.
+    let w = "flooded";
+    server.setup(&Spec::new(w), &[("v1", &[]), ("v2", &["GREETING=x"])]).await;
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0);
+    assert_eq!(server.cli(&["deploy", w, "v2"]).await.code, 0);
 
     // A fifth from 127.0.0.1, the address the CLI uses too (past the cap per address); the
     // rest from 16 other addresses, 50 each (within it): together past the total cap.
@@ -160,6 +165,9 @@ async fn a_thousand_idle_connections_do_not_lock_anyone_out() {
     for refusal in ["Too Many Requests", "Service Unavailable"] {
         assert!(!out.stderr.contains(refusal), "the limits refused the CLI:\n{out}");
     }
+    // What an operator needs most in such a moment: to stop the rollout.
+    let out = server.cli(&["abort", w, "--reason", "under a connection flood"]).await;
+    assert_eq!(out.code, 0, "abort under 1,000 idle connections:\n{out}");
 
     // Every idle connection closed on this side, whatever the server did with it.
     idle.shutdown().await;
