@@ -67,14 +67,15 @@ function sorted(v) {
 
 function check(got, want, type) {
   const problems = [];
-  if (!same(got.value, want.value)) problems.push(`value ${JSON.stringify(got.value)}, want ${JSON.stringify(want.value)}`);
-  if (type === 'integer' && !Number.isInteger(got.value)) problems.push(`value ${got.value} is not an integer`);
+  if ('value' in want && !same(got.value, want.value)) problems.push(`value ${JSON.stringify(got.value)}, want ${JSON.stringify(want.value)}`);
+  if ('value' in want && type === 'integer' && !Number.isInteger(got.value)) problems.push(`value ${got.value} is not an integer`);
   for (const f of ['variant', 'reason', 'errorCode']) {
     if (f in want && got[f] !== want[f]) problems.push(`${f} ${JSON.stringify(got[f])}, want ${JSON.stringify(want[f])}`);
   }
   for (const [k, v] of Object.entries(want.metadata ?? {})) {
     if (!same(got.metadata[k], v)) problems.push(`metadata[${k}] ${JSON.stringify(got.metadata[k])}, want ${JSON.stringify(v)}`);
   }
+  if (want.metadataEmpty && Object.keys(got.metadata).length > 0) problems.push(`metadata ${JSON.stringify(got.metadata)}, want none`);
   return problems;
 }
 
@@ -126,6 +127,8 @@ const packages = Object.fromEntries(
   ]),
 );
 const failed = results.filter((r) => !r.ok);
-console.log(JSON.stringify({ client: CLIENT, node: process.version, packages, passed: results.length - failed.length, failed: failed.length, results }, null, 1));
 for (const r of failed) process.stderr.write(`FAIL ${r.name}: ${r.problems.join('; ')}\n`);
-process.exit(failed.length ? 1 : 0);
+// Exit only once the report is written: process.exit() right after a large write to a pipe
+// cuts it short.
+const report = JSON.stringify({ client: CLIENT, node: process.version, packages, passed: results.length - failed.length, failed: failed.length, results }, null, 1);
+process.stdout.write(`${report}\n`, () => process.exit(failed.length ? 1 : 0));

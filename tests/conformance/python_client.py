@@ -81,7 +81,7 @@ def evaluate(client, case):
 def check(got, want):
     """The differences between what the application got and what it should have got."""
     problems = []
-    if not same(got["value"], want["value"]):
+    if "value" in want and not same(got["value"], want["value"]):
         problems.append(f"value {got['value']!r} ({type(got['value']).__name__}), want {want['value']!r}")
     for field in ("variant", "reason", "errorCode"):
         if field in want and got[field] != want[field]:
@@ -89,6 +89,8 @@ def check(got, want):
     for k, v in want.get("metadata", {}).items():
         if not same(got["metadata"].get(k), v):
             problems.append(f"metadata[{k!r}] {got['metadata'].get(k)!r}, want {v!r}")
+    if want.get("metadataEmpty") and got["metadata"]:
+        problems.append(f"metadata {got['metadata']!r}, want none")
     return problems
 
 

@@ -69,9 +69,12 @@ impl FlagsArgs {
 }
 
 /// The flag set both parts use, in flagd's format. The first three flags have an Unleash twin
-/// below; the rest make the bulk answer look like a real application's.
+/// below; the rest make the bulk answer look like a real application's. It records the
+/// `fractional` bucketing every new release records (v3: CBOR-encoded bucketing values), so
+/// the splits are measured as users get them.
 fn flagd_flags() -> Value {
     json!({
+        "$ringfence": {"fractional": ringfence_flags::Bucketing::CURRENT.as_str()},
         "metadata": {"flagSetId": "bench"},
         "flags": {
             "static-on": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"},
@@ -170,7 +173,7 @@ struct Engines {
 
 impl Engines {
     fn new() -> Result<Engines> {
-        let ours = FlagSet::parse(&flagd_flags().to_string())
+        let ours = FlagSet::parse_strict(&flagd_flags().to_string())
             .map_err(|e| anyhow!("the bench flag set does not load: {e:?}"))?;
         let theirs = EngineState::default();
         let features: UpdateMessage =
@@ -407,7 +410,7 @@ async fn over_http(args: &FlagsArgs, ringfence: &Path) -> Result<Vec<HttpResult>
     });
     let router = Router::start(ringfence, &table).await?;
     let base = format!("http://{}/ofrep/v1/evaluate/flags", router.listen);
-    let flags = FlagSet::parse(&flagd_flags().to_string()).map_err(|e| anyhow!("{e:?}"))?;
+    let flags = FlagSet::parse_strict(&flagd_flags().to_string()).map_err(|e| anyhow!("{e:?}"))?;
     eprintln!("bench: OFREP single-flag evaluations on {} ({} connections)", router.listen, args.connections);
     let single = load(args, format!("{base}/split-50"), "single flag (POST .../flags/split-50)", 1).await?;
     eprintln!("bench: OFREP bulk evaluations");
@@ -443,7 +446,8 @@ impl crate::Report for Report {
         );
         let _ = writeln!(
             o,
-            "  calls    ours: FlagSet::evaluate (value, variant, reason, metadata); theirs: EngineState::is_enabled (a bool)"
+            "  calls    ours: FlagSet::evaluate (value, variant, reason, metadata), fractional bucketing {}; theirs: EngineState::is_enabled (a bool)",
+            ringfence_flags::Bucketing::CURRENT
         );
         let _ = writeln!(o, "  bar      ringfence-flags median ns/eval <= yggdrasil's on every rule");
         let _ = writeln!(o);

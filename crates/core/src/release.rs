@@ -123,7 +123,10 @@ pub fn check_version(version: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks flag definitions with the flag engine; every problem with its JSON path.
+/// Checks that flag definitions load, as flagd loads them (`FlagSet::parse`): refused are only
+/// documents that cannot load at all (not a flag document, an unknown bucketing), with every
+/// such problem and its JSON path. What flagd loads but cannot evaluate is loaded, and the API
+/// returns it as warnings (`FlagSet::parse_lenient`), or refuses it under `[flags] strict`.
 pub fn check_flags(flags: &serde_json::Value) -> Result<(), String> {
     ringfence_flags::FlagSet::parse(&flags.to_string())
         .map(|_| ())

@@ -45,7 +45,9 @@ impl Context {
     }
 
     /// Reads an OpenFeature/OFREP JSON context object (`{"targetingKey": "...", ...}`).
-    /// `null` is an empty context. `targetingKey`, when present, must be a string.
+    /// `null` is an empty context. A `targetingKey` that is not a string is kept as the value
+    /// rules see under `targetingKey`, as flagd does, but it is no targeting key: `fractional`
+    /// without an explicit bucketing value then falls back to the default variant.
     pub fn from_json(value: Value) -> Result<Context, ContextError> {
         let mut map = match value {
             Value::Object(m) => m,
@@ -61,10 +63,9 @@ impl Context {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s),
             Some(other) => {
-                return Err(ContextError {
-                    code: ErrorCode::InvalidContext,
-                    message: format!("targetingKey must be a string, found {}", json_type(&other)),
-                });
+                // Not a targeting key (OpenFeature's is a string), but rules may read it.
+                map.insert("targetingKey".to_owned(), other);
+                None
             }
         };
         Ok(Context { targeting_key, attributes: map.into_iter().collect(), timestamp: None })
@@ -76,12 +77,19 @@ impl Context {
         self
     }
 
-    /// Adds or replaces one attribute.
+    /// Adds or replaces one attribute. `targetingKey` sets the targeting key when it is a
+    /// string; another value is kept for rules to read, as [`Context::from_json`] does.
     pub fn with_attribute(mut self, name: impl Into<String>, value: impl Into<Value>) -> Context {
         let name = name.into();
         let value = value.into();
-        if let (true, Value::String(s)) = (name == "targetingKey", &value) {
-            self.targeting_key = Some(s.clone());
+        if name == "targetingKey" {
+            self.attributes.retain(|(n, _)| n != "targetingKey");
+            self.targeting_key = None;
+            match value {
+                Value::String(s) => self.targeting_key = Some(s),
+                Value::Null => {}
+                other => self.attributes.push((name, other)),
+            }
             return self;
         }
         match self.attributes.iter_mut().find(|(n, _)| *n == name) {
@@ -97,6 +105,7 @@ impl Context {
         self
     }
 
+    /// The targeting key, when the context has one that is a string.
     pub fn targeting_key(&self) -> Option<&str> {
         self.targeting_key.as_deref()
     }
@@ -107,7 +116,7 @@ impl Context {
         self.attributes.iter().find(|(n, _)| fast_eq(n, name)).map(|(_, v)| v)
     }
 
-    /// All attributes (the targeting key is not one of them).
+    /// All attributes (a string targeting key is not one of them; another `targetingKey` value is).
     pub fn attributes(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.attributes.iter().map(|(n, v)| (n.as_str(), v))
     }

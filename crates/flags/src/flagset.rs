@@ -8,12 +8,13 @@ use std::fmt;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::Context;
+use crate::bucketing::{FRACTIONAL_KEY, SETTINGS_KEY};
 use crate::context::json_type;
 use crate::hash::{FxBuild, KeyIndex, fast_eq};
 use crate::logic::{Compiler, Env, Node, Path, Problem, Severity, number_text};
 use crate::resolution::{ErrorCode, Reason, Resolution, ValueType};
 use crate::value::{StackStr, Val};
+use crate::{Bucketing, Context};
 
 /// Variant lists longer than this get a hash index.
 const VARIANT_INDEX_MIN: usize = 16;
@@ -21,12 +22,45 @@ const VARIANT_INDEX_MIN: usize = 16;
 const MAX_SAFE_INTEGER: u64 = 9_007_199_254_740_991;
 
 /// One problem found while loading flag definitions: where (a JSON path such
-/// as `flags.new-ui.defaultVariant`) and what was expected.
+/// as `flags.new-ui.defaultVariant`), what was expected, and what it does when the
+/// document is loaded the way flagd loads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlagError {
     /// Dotted JSON path, with `[i]` for array items; empty for the document itself.
     pub path: String,
     pub message: String,
+    pub effect: Effect,
+}
+
+/// What a problem does to a document loaded the way flagd loads it ([`FlagSet::parse`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Effect {
+    /// Nothing can be loaded: the document is not JSON, has no `flags`, or names a bucketing
+    /// this engine does not know. flagd refuses such a file too.
+    Refused,
+    /// The flag cannot be evaluated: it answers `PARSE_ERROR`, as flagd does (an unknown
+    /// operator, a `$ref` to a missing evaluator, a `defaultVariant` that is not a variant...).
+    /// The other flags work.
+    ParseError,
+    /// A flagd operator is misused (`ends_with` with one argument, `sem_ver` with an unknown
+    /// operator...): where the rule reaches it, the flag answers its default variant with reason
+    /// `DEFAULT`, as flagd does.
+    DefaultVariant,
+    /// Loaded as flagd loads it (a negative weight counts as 0, an unknown property is
+    /// ignored, an unknown `state` means enabled...).
+    Ignored,
+}
+
+impl Effect {
+    /// The effect in words, for warnings.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Effect::Refused => "the document cannot be loaded",
+            Effect::ParseError => "the flag answers PARSE_ERROR, as in flagd",
+            Effect::DefaultVariant => "where evaluated, the rule falls back to the default variant, as in flagd",
+            Effect::Ignored => "loaded as flagd loads it",
+        }
+    }
 }
 
 impl fmt::Display for FlagError {
@@ -90,28 +124,41 @@ pub struct FlagSet {
     index: KeyIndex,
     metadata: Map<String, Value>,
     etag: String,
+    bucketing: Bucketing,
 }
 
 type Loaded = (FlagSet, Vec<Problem>);
 
 impl FlagSet {
-    /// Parses flag definitions, rejecting them if anything is wrong: the error
-    /// list holds every problem found, each with its JSON path.
+    /// Parses flag definitions the way flagd loads them: whatever flagd loads is loaded, and
+    /// each flag answers as flagd answers it. A flag whose definition cannot be used answers
+    /// `PARSE_ERROR` (the other flags work); a misused flagd operator makes its rule fall back to
+    /// the default variant; a negative `fractional` weight counts as 0. Fails only when nothing
+    /// can be loaded (not JSON, no `flags`, an unknown bucketing): every such problem is
+    /// returned. [`FlagSet::parse_lenient`] returns the problems found in a loaded document too,
+    /// [`FlagSet::parse_strict`] refuses a document with any problem.
     pub fn parse(json: &str) -> Result<FlagSet, Vec<FlagError>> {
+        load(json).map(|(set, _)| set)
+    }
+
+    /// Parses flag definitions, refusing them if anything is wrong (whatever flagd would do):
+    /// the error list holds every problem found, each with its JSON path.
+    pub fn parse_strict(json: &str) -> Result<FlagSet, Vec<FlagError>> {
         let (set, problems) = load(json)?;
         if problems.is_empty() { Ok(set) } else { Err(problems.into_iter().map(to_error).collect()) }
     }
 
-    /// Parses flag definitions the way flagd does: a flag whose definition is
-    /// unusable still loads and resolves to `PARSE_ERROR`; a misused custom
-    /// operator (`sem_ver` with an unknown operator, `fractional` with only
-    /// zero weights…) makes its rule fall back to the default variant; a
-    /// negative `fractional` weight counts as 0. Every problem is returned
-    /// alongside. Fails only when the document itself is unusable (not JSON,
-    /// no `flags` object).
+    /// Parses flag definitions as [`FlagSet::parse`] does, and returns the problems found
+    /// alongside (warnings: each says what it does, [`FlagError::effect`]).
     pub fn parse_lenient(json: &str) -> Result<(FlagSet, Vec<FlagError>), Vec<FlagError>> {
         let (set, problems) = load(json)?;
         Ok((set, problems.into_iter().map(to_error).collect()))
+    }
+
+    /// The `fractional` bucketing of this set: the one its document records, or
+    /// [`Bucketing::UNRECORDED`].
+    pub fn bucketing(&self) -> Bucketing {
+        self.bucketing
     }
 
     /// Evaluates the flag `key` for `ctx`. Never panics, whatever the context.
@@ -226,11 +273,83 @@ fn describe_val(v: &Val<'_>) -> &'static str {
 }
 
 fn to_error(p: Problem) -> FlagError {
-    FlagError { path: p.path, message: p.message }
+    let effect = match p.severity {
+        Severity::Fatal => Effect::ParseError,
+        Severity::Operator => Effect::DefaultVariant,
+        Severity::Lint => Effect::Ignored,
+    };
+    FlagError { path: p.path, message: p.message, effect }
 }
 
 fn doc_error(path: &str, message: impl Into<String>) -> Vec<FlagError> {
-    vec![FlagError { path: path.to_owned(), message: message.into() }]
+    vec![FlagError { path: path.to_owned(), message: message.into(), effect: Effect::Refused }]
+}
+
+/// The bucketing a document records (`"$ringfence": {"fractional": "v3"}`), or
+/// [`Bucketing::UNRECORDED`]; unknown settings are reported.
+fn read_settings(doc: &Map<String, Value>, problems: &mut Vec<Problem>) -> Result<Bucketing, Vec<FlagError>> {
+    let Some(settings) = doc.get(SETTINGS_KEY) else { return Ok(Bucketing::UNRECORDED) };
+    let Value::Object(settings) = settings else {
+        return Err(doc_error(
+            SETTINGS_KEY,
+            format!("{SETTINGS_KEY} must be an object of ringfence settings, found {}", json_type(settings)),
+        ));
+    };
+    for k in settings.keys().filter(|k| k.as_str() != FRACTIONAL_KEY) {
+        problems.push(Problem {
+            path: format!("{SETTINGS_KEY}.{k}"),
+            message: format!("unknown ringfence setting; expected {FRACTIONAL_KEY}"),
+            severity: Severity::Lint,
+        });
+    }
+    match settings.get(FRACTIONAL_KEY) {
+        None => Ok(Bucketing::UNRECORDED),
+        Some(Value::String(v)) if Bucketing::parse(v).is_some() => Ok(Bucketing::parse(v).unwrap_or(Bucketing::V2)),
+        Some(other) => Err(doc_error(
+            &format!("{SETTINGS_KEY}.{FRACTIONAL_KEY}"),
+            format!("the fractional bucketing must be \"v1\", \"v2\" or \"v3\", found {}", show(other)),
+        )),
+    }
+}
+
+/// The flags of the array form (`[{"key": "f", ...}]`, which flagd accepts) as the object form.
+fn flags_from_array(items: &[Value], problems: &mut Vec<Problem>) -> Result<Map<String, Value>, Vec<FlagError>> {
+    let mut out = Map::new();
+    for (i, item) in items.iter().enumerate() {
+        let Value::Object(def) = item else {
+            return Err(doc_error(
+                &format!("flags[{i}]"),
+                format!("a flag must be an object, found {}", json_type(item)),
+            ));
+        };
+        let Some(Value::String(key)) = def.get("key") else {
+            return Err(doc_error(&format!("flags[{i}].key"), "a flag of the array form needs a key (a string)"));
+        };
+        let mut def = def.clone();
+        def.remove("key");
+        if out.insert(key.clone(), Value::Object(def)).is_some() {
+            problems.push(Problem {
+                path: format!("flags[{i}].key"),
+                message: format!("flag \"{key}\" is defined more than once; the last definition counts"),
+                severity: Severity::Lint,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Prepares a flag document to be stored in a release: the bucketing recorded (the current one
+/// when the document records none, see [`crate::record_bucketing`]) and `flags` in the object
+/// form (the array form, `[{"key": ...}]`, becomes `{key: ...}`). Returns the bucketing the
+/// document records. Call it on a document [`FlagSet::parse`] accepts.
+pub fn prepare_document(doc: &mut Value) -> Option<Bucketing> {
+    if let Some(Value::Array(items)) = doc.get("flags") {
+        let mut ignored = Vec::new();
+        if let Ok(map) = flags_from_array(items, &mut ignored) {
+            doc["flags"] = Value::Object(map);
+        }
+    }
+    crate::record_bucketing(doc)
 }
 
 fn load(json: &str) -> Result<Loaded, Vec<FlagError>> {
@@ -238,8 +357,14 @@ fn load(json: &str) -> Result<Loaded, Vec<FlagError>> {
     let Value::Object(doc) = &root else {
         return Err(doc_error("", format!("flag definitions must be a JSON object, found {}", json_type(&root))));
     };
+    let mut problems: Vec<Problem> = Vec::new();
+    let from_array;
     let flags_json = match doc.get("flags") {
         Some(Value::Object(f)) => f,
+        Some(Value::Array(items)) => {
+            from_array = flags_from_array(items, &mut problems)?;
+            &from_array
+        }
         Some(other) => {
             return Err(doc_error(
                 "flags",
@@ -249,32 +374,32 @@ fn load(json: &str) -> Result<Loaded, Vec<FlagError>> {
         None => return Err(doc_error("", "missing required property \"flags\"")),
     };
 
-    let mut problems: Vec<Problem> = Vec::new();
     let top = Path::Root("");
     for key in doc.keys() {
-        if !matches!(key.as_str(), "flags" | "$evaluators" | "metadata" | "$schema" | "$comment") {
+        if !matches!(key.as_str(), "flags" | "$evaluators" | "metadata" | "$schema" | "$comment" | SETTINGS_KEY) {
             problems.push(Problem {
                 path: Path::Key(&top, key).render(),
-                message: "unknown top-level property; expected flags, $evaluators, metadata or $schema".into(),
+                message: format!(
+                    "unknown top-level property; expected flags, $evaluators, metadata, $schema or {SETTINGS_KEY}"
+                ),
                 severity: Severity::Lint,
             });
         }
     }
+    let bucketing = read_settings(doc, &mut problems)?;
     let evaluators = match doc.get("$evaluators") {
         None | Some(Value::Null) => None,
         Some(Value::Object(e)) => Some(e),
         Some(other) => {
-            problems.push(Problem {
-                path: "$evaluators".into(),
-                message: format!("$evaluators must be an object of named rules, found {}", json_type(other)),
-                severity: Severity::Fatal,
-            });
-            None
+            return Err(doc_error(
+                "$evaluators",
+                format!("$evaluators must be an object of named rules, found {}", json_type(other)),
+            ));
         }
     };
     let set_metadata = read_metadata(doc.get("metadata"), &Path::Root("metadata"), &mut problems);
 
-    let mut compiler = Compiler::new(evaluators);
+    let mut compiler = Compiler::new(evaluators, bucketing);
     let mut keys: Vec<&String> = flags_json.keys().collect();
     keys.sort();
     let mut flags = Vec::with_capacity(keys.len());
@@ -305,7 +430,7 @@ fn load(json: &str) -> Result<Loaded, Vec<FlagError>> {
 
     let index = KeyIndex::new(flags.iter().map(|f| f.key.as_str()));
     let etag = etag_of(&root);
-    Ok((FlagSet { flags, index, metadata: set_metadata, etag }, problems))
+    Ok((FlagSet { flags, index, metadata: set_metadata, etag, bucketing }, problems))
 }
 
 /// Reads a metadata object: string, number and boolean values only.
@@ -387,6 +512,12 @@ fn load_flag<'j>(
         None => {}
         Some(Value::String(s)) if s == "ENABLED" => {}
         Some(Value::String(s)) if s == "DISABLED" => flag.enabled = false,
+        // flagd disables only "DISABLED"; any other state is enabled.
+        Some(Value::String(s)) => lints.push(Problem {
+            path: state_path.render(),
+            message: format!("state must be \"ENABLED\" or \"DISABLED\", found \"{s}\" (read as ENABLED)"),
+            severity: Severity::Lint,
+        }),
         Some(other) => fatal(&state_path, format!("state must be \"ENABLED\" or \"DISABLED\", found {}", show(other))),
     }
 
@@ -397,11 +528,14 @@ fn load_flag<'j>(
             flag.variants = vec![("true".into(), Value::Bool(true)), ("false".into(), Value::Bool(false))];
             flag.value_type = Some(ValueType::Boolean);
         }
-        Some(Value::Object(m)) if m.is_empty() => {
-            fatal(&variants_path, "variants must define at least one variant".into())
-        }
+        Some(Value::Object(m)) if m.is_empty() => lints.push(Problem {
+            path: variants_path.render(),
+            message: "variants must define at least one variant".into(),
+            severity: Severity::Lint,
+        }),
         Some(Value::Object(m)) => {
             let mut first: Option<(&str, ValueType)> = None;
+            let mut mixed = false;
             for (name, value) in m {
                 let vp = Path::Key(&variants_path, name);
                 let Some(t) = ValueType::of(value) else {
@@ -418,29 +552,36 @@ fn load_flag<'j>(
                     let too_big = n.as_i64().map(|i| i.unsigned_abs() > MAX_SAFE_INTEGER).unwrap_or(false)
                         || n.as_u64().is_some_and(|u| u > MAX_SAFE_INTEGER);
                     if too_big {
-                        fatal(
-                            &vp,
-                            format!(
-                                "integer {n} is outside the safe range ±{MAX_SAFE_INTEGER} (JSON numbers are doubles)"
+                        lints.push(Problem {
+                            path: vp.render(),
+                            message: format!(
+                                "integer {n} is outside the safe range ±{MAX_SAFE_INTEGER} (JSON numbers are doubles: \
+                                 many clients cannot read it exactly)"
                             ),
-                        );
+                            severity: Severity::Lint,
+                        });
                     }
                 }
                 match first {
                     None => first = Some((name, t)),
-                    Some((first_name, ft)) if ft != t => fatal(
-                        &vp,
-                        format!(
-                            "all variants must have the same type: \"{first_name}\" is a {}, \"{name}\" is a {}",
-                            ft.as_str(),
-                            t.as_str()
-                        ),
-                    ),
+                    Some((first_name, ft)) if ft != t => {
+                        mixed = true;
+                        lints.push(Problem {
+                            path: vp.render(),
+                            message: format!(
+                                "all variants should have the same type: \"{first_name}\" is a {}, \"{name}\" is a {} \
+                                 (a typed evaluation of the other type answers TYPE_MISMATCH)",
+                                ft.as_str(),
+                                t.as_str()
+                            ),
+                            severity: Severity::Lint,
+                        });
+                    }
                     Some(_) => {}
                 }
                 flag.variants.push((name.as_str().into(), value.clone()));
             }
-            flag.value_type = first.map(|(_, t)| t);
+            flag.value_type = if mixed { None } else { first.map(|(_, t)| t) };
         }
         Some(other) => fatal(
             &variants_path,
@@ -501,8 +642,9 @@ fn show(v: &Value) -> String {
     }
 }
 
-/// Bump when evaluation semantics change, so OFREP clients refetch.
-const ENGINE_TAG: &str = "ringfence-flags/1 fractional=high-precision-int32";
+/// Bump when evaluation semantics change, so OFREP clients refetch. (The bucketing a
+/// document records is part of the document, so it is in the hash already.)
+const ENGINE_TAG: &str = "ringfence-flags/2";
 
 fn etag_of(root: &Value) -> String {
     let mut h = Sha256::new();

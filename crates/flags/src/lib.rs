@@ -11,17 +11,20 @@
 //! - **Targeting** is JsonLogic plus flagd's `fractional`, `sem_ver`,
 //!   `starts_with` and `ends_with`, compiled once into a tree evaluated over
 //!   borrowed data: a static flag or a `fractional` split allocates nothing.
-//! - **`fractional`** implements the bucketing of flagd's architecture decision
-//!   "High-Precision Fractional Bucketing for Sub-Percent Traffic Allocation"
-//!   (`docs/architecture-decisions/high-precision-fractional-bucketing.md` in
-//!   open-feature/flagd, as amended 2026-01-29, and flagd's
-//!   `core/pkg/evaluator/fractional.go`): `h = murmur3_x86_32(bucketing value, seed 0)`
-//!   as an unsigned 32-bit integer, `bucket = (h * totalWeight) >> 32`, and the
-//!   first variant whose cumulative integer weight exceeds `bucket` wins.
-//!   Weights are relative integers (missing weight = 1, negative counts as 0,
-//!   sum at most `i32::MAX`); the default bucketing value is
-//!   `$flagd.flagKey` immediately followed by `targetingKey` (no separator).
-//!   Verified against the flagd-testbed `@fractional-v2` vectors.
+//! - **Loading** is flagd's: [`FlagSet::parse`] loads whatever flagd loads, and a flag flagd
+//!   cannot evaluate answers as flagd answers it (`PARSE_ERROR`, or its default variant);
+//!   [`FlagSet::parse_lenient`] also returns every problem with its JSON path and
+//!   [`Effect`], and [`FlagSet::parse_strict`] refuses a document with any problem.
+//! - **`fractional`** buckets in one of flagd's three ways ([`Bucketing`]), the one the
+//!   document records (`"$ringfence": {"fractional": "v3"}`; [`Bucketing::UNRECORDED`], v2,
+//!   when it records none): v3, flagd's current bucketing, hashes the deterministic CBOR
+//!   encoding of any non-null bucketing value (flagd ADR "Harden Hashing Consistency And Add
+//!   Support For Non-string Attributes in Fractional Evaluation"); v2 the UTF-8 bytes of a
+//!   string (ADR "High-Precision Fractional Bucketing"); both map
+//!   `h = murmur3_x86_32(bytes, seed 0)` to `(h * totalWeight) >> 32`; v1 is flagd's older
+//!   percentage bucketing. [`prepare_document`] records [`Bucketing::CURRENT`] in a release's
+//!   flags, so a release keeps the bucketing it was created with. Verified against every
+//!   flagd-testbed `@fractional-v1`/`-v2`/`-v3` scenario.
 //! - **Purity**: no IO, no clock (the caller passes `$flagd.timestamp` in the
 //!   [`Context`]), no threads, no global state.
 //!
@@ -44,6 +47,8 @@
 //! assert!(r.value.is_some_and(|v| v.is_boolean()));
 //! ```
 
+mod bucketing;
+mod cbor;
 mod context;
 mod flagset;
 mod hash;
@@ -52,8 +57,9 @@ mod resolution;
 mod semver;
 mod value;
 
+pub use bucketing::{Bucketing, FRACTIONAL_KEY, SETTINGS_KEY, record_bucketing};
 pub use context::{Context, ContextError};
-pub use flagset::{FlagError, FlagSet};
+pub use flagset::{Effect, FlagError, FlagSet, prepare_document};
 pub use hash::{bucket, murmur3_x86_32};
 pub use resolution::{ErrorCode, Reason, Resolution, ResolutionError, ValueType};
 

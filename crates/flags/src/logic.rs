@@ -19,11 +19,11 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
-use crate::Context;
 use crate::context::json_type;
 use crate::hash::{FxBuild, Murmur3, bucket, fast_eq, murmur3_x86_32};
 use crate::semver::{OwnedVersion, SemVerOp, Version};
 use crate::value::{StackStr, Val, cmp_str, compare, loose_eq, strict_eq, write_js_number};
+use crate::{Bucketing, Context, cbor};
 
 /// Deepest allowed compiled rule (after `$ref` inlining): keeps evaluation
 /// recursion far from any thread's stack limit.
@@ -171,33 +171,30 @@ enum SemVerTarget {
     Expr(Node),
 }
 
-/// flagd's `fractional`, with the bucketing of the architecture decision
-/// "High-Precision Fractional Bucketing for Sub-Percent Traffic Allocation"
-/// (open-feature/flagd `docs/architecture-decisions/high-precision-fractional-bucketing.md`,
-/// amendment of 2026-01-29, as implemented by flagd's `core/pkg/evaluator/fractional.go`):
+/// flagd's `fractional`, in one of its three bucketings ([`Bucketing`]):
 ///
-/// 1. the bucketing value is the first argument when it is not an entry
-///    (a string, or a rule returning one; `null` means the default), else
-///    `$flagd.flagKey` immediately followed by `targetingKey`;
-/// 2. `hash = murmur3_x86_32(utf8 bytes, seed 0)`, read as an unsigned 32-bit integer;
-/// 3. `bucket = (hash * total_weight) >> 32`, in 64-bit integer arithmetic;
-/// 4. the first entry whose cumulative weight exceeds `bucket` is selected.
+/// 1. the bucketing value is the first argument when it is not an entry (v1 and v2: a string,
+///    or a rule returning one, `null` meaning the default; v3: any value but `null`, an error),
+///    else the default: v1 and v2 `$flagd.flagKey` immediately followed by `targetingKey`, v3
+///    the array `[$flagd.flagKey, targetingKey]` (the targeting key must be a non-empty string);
+/// 2. `hash = murmur3_x86_32(bytes, seed 0)`, read as an unsigned 32-bit integer, over the
+///    UTF-8 bytes (v1, v2) or the deterministic CBOR encoding (v3, [`crate::cbor`]);
+/// 3. v2, v3: `bucket = (hash * total_weight) >> 32`, and the first entry whose cumulative
+///    weight exceeds `bucket` is selected (flagd's `core/pkg/evaluator/fractional.go`, ADR
+///    "High-Precision Fractional Bucketing"); v1: `|int32(hash)| / i32::MAX * 100` against
+///    cumulative percentages, as flagd core did before v0.15.
 ///
-/// Weights are integers: missing or `null` = 1, negative = 0, the sum at most
-/// `i32::MAX`. Variants and weights may be rules (the "nested fractional"
-/// support that shipped with it). When a single entry carries all the weight
-/// it is selected without hashing, so no targeting key is needed.
-///
-/// Not implemented: the draft ADR "Harden Hashing Consistency And Add Support
-/// For Non-string Attributes" (CBOR-encoded bucketing values), which flagd has
-/// not shipped; a non-string bucketing value is an error here, as in flagd.
+/// Weights are integers: missing or `null` = 1, negative = 0, the sum at most `i32::MAX`.
+/// Variants and weights may be rules ("nested fractional"). A rule in the first position that
+/// returns an array is an entry, not a bucketing value (flagd's operators see evaluated
+/// arguments, so they cannot tell the two apart).
 #[derive(Debug, Clone)]
 pub(crate) struct FracNode {
-    /// The explicit bucketing expression; `None` means `$flagd.flagKey + targetingKey`.
+    bucketing: Bucketing,
+    /// The explicit bucketing expression; `None` means the default bucketing value.
     bucket_by: Option<Node>,
     entries: Vec<FracEntry>,
-    /// When every weight is a literal: cumulative range ends, the total, and
-    /// the single entry that carries all the weight, if there is one.
+    /// When every weight is a literal: cumulative range ends and the total.
     fixed: Option<FixedWeights>,
 }
 
@@ -217,7 +214,6 @@ enum Weight {
 struct FixedWeights {
     ends: Box<[u64]>,
     total: u32,
-    single: Option<usize>,
 }
 
 // ---------------------------------------------------------------------------
@@ -294,6 +290,7 @@ pub(crate) struct Compiler<'j> {
     max_depth: u32,
     recursion: u32,
     budget_reported: bool,
+    bucketing: Bucketing,
 }
 
 const OPERATORS: &str = "var, missing, missing_some, if, ?:, ==, ===, !=, !==, !, !!, or, and, >, >=, <, <=, \
@@ -301,8 +298,9 @@ const OPERATORS: &str = "var, missing, missing_some, if, ?:, ==, ===, !=, !==, !
                          fractional, sem_ver, starts_with, ends_with";
 
 impl<'j> Compiler<'j> {
-    pub(crate) fn new(evaluators: Option<&'j Map<String, Value>>) -> Compiler<'j> {
+    pub(crate) fn new(evaluators: Option<&'j Map<String, Value>>, bucketing: Bucketing) -> Compiler<'j> {
         Compiler {
+            bucketing,
             evaluators,
             states: HashMap::new(),
             ref_stack: Vec::new(),
@@ -696,10 +694,13 @@ impl<'j> Compiler<'j> {
     fn static_path(&mut self, s: &str, path: &Path<'_>) -> Result<StaticPath, Fatal> {
         let p = parse_path(s);
         if p.root == RootKind::Nothing && s.starts_with("$flagd.") && s.matches('.').count() == 1 {
-            return Err(self.fatal(
+            self.problem(
                 path,
-                format!("unknown flagd property \"{s}\": flagd provides $flagd.flagKey and $flagd.timestamp"),
-            ));
+                Severity::Lint,
+                format!(
+                    "unknown flagd property \"{s}\": flagd provides $flagd.flagKey and $flagd.timestamp (it reads as null)"
+                ),
+            );
         }
         Ok(p)
     }
@@ -792,20 +793,33 @@ impl<'j> Compiler<'j> {
             ));
         }
         // The first argument is the bucketing value unless it is itself an entry.
+        let v3 = self.bucketing == Bucketing::V3;
         let (bucket_by, entries_from) = match list.first() {
             None => {
                 return Ok(self.op_error(path, "fractional needs at least one [variant, weight] entry"));
             }
             Some(Value::Array(_)) => (None, 0),
+            Some(Value::Null) if v3 => {
+                return Ok(self.op_error(
+                    &Path::Index(path, 0),
+                    "a null bucketing value is an error in fractional bucketing v3: the rule falls back to the \
+                     default variant (leave the bucketing value out to bucket by the targeting key)",
+                ));
+            }
             Some(Value::Null) => (None, 1),
             Some(v @ (Value::String(_) | Value::Object(_))) => {
+                (Some(self.compile(v, &Path::Index(path, 0), depth + 1)?), 1)
+            }
+            Some(v @ (Value::Bool(_) | Value::Number(_))) if v3 => {
                 (Some(self.compile(v, &Path::Index(path, 0), depth + 1)?), 1)
             }
             Some(other) => {
                 return Ok(self.op_error(
                     &Path::Index(path, 0),
                     format!(
-                        "the fractional bucketing value must be a string or a rule returning one, found {}",
+                        "the fractional bucketing value must be a string or a rule returning one in bucketing {}, \
+                         found {}",
+                        self.bucketing,
                         describe(other)
                     ),
                 ));
@@ -911,7 +925,9 @@ impl<'j> Compiler<'j> {
                 }
                 ends.push(total);
             }
-            if total == 0 {
+            // (A rule in first place other than `var` or `cat` may return an entry with a weight.)
+            let may_add_entry = is_rule(&list[0]) && !matches!(bucket_by, Some(Node::Var(_) | Node::Cat(_)));
+            if total == 0 && !may_add_entry {
                 return Ok(self.op_error(path, "every fractional weight is 0: no variant can be selected"));
             }
             if total > i32::MAX as u64 {
@@ -920,15 +936,11 @@ impl<'j> Compiler<'j> {
                     format!("the fractional weights sum to {total}, more than the maximum {}", i32::MAX),
                 ));
             }
-            let single = single_positive(entries.iter().map(|e| match e.weight {
-                Weight::Lit(w) => w,
-                Weight::Expr(_) => 0,
-            }));
-            Some(FixedWeights { ends: ends.into_boxed_slice(), total: total as u32, single })
+            Some(FixedWeights { ends: ends.into_boxed_slice(), total: total as u32 })
         } else {
             None
         };
-        Ok(Node::Fractional(Box::new(FracNode { bucket_by, entries, fixed })))
+        Ok(Node::Fractional(Box::new(FracNode { bucketing: self.bucketing, bucket_by, entries, fixed })))
     }
 }
 
@@ -974,18 +986,9 @@ fn runtime_weight(v: &Val<'_>) -> R<u32> {
     }
 }
 
-/// The index of the only positive weight, if exactly one is positive.
-fn single_positive(weights: impl Iterator<Item = u32>) -> Option<usize> {
-    let mut found = None;
-    for (i, w) in weights.enumerate() {
-        if w > 0 {
-            if found.is_some() {
-                return None;
-            }
-            found = Some(i);
-        }
-    }
-    found
+/// True for a JsonLogic operation (an object with a key), whose value is known only when evaluated.
+fn is_rule(v: &Value) -> bool {
+    matches!(v, Value::Object(m) if !m.is_empty())
 }
 
 fn is_literal(n: &Node) -> bool {
@@ -1018,7 +1021,6 @@ fn parse_path(s: &str) -> StaticPath {
         s.split('.').map(|k| Seg { key: k.into(), index: k.parse::<usize>().ok() }).collect::<Vec<_>>().into();
     let root = match (segs[0].key.as_ref(), segs.len()) {
         ("targetingKey", 1) => RootKind::TargetingKey,
-        ("targetingKey", _) => RootKind::Nothing,
         ("$flagd", 1) => RootKind::Flagd,
         ("$flagd", 2) => match segs[1].key.as_ref() {
             "flagKey" => RootKind::FlagKey,
@@ -1127,7 +1129,8 @@ fn root_lookup<'a>(p: &StaticPath, env: &Env<'a>) -> Val<'a> {
         },
         RootKind::TargetingKey => match &ctx.targeting_key {
             Some(k) => Val::Str(k),
-            None => Val::Null,
+            // A targetingKey that is not a string is kept among the attributes.
+            None => ctx.attribute("targetingKey").map(Val::from_json).unwrap_or(Val::Null),
         },
         RootKind::FlagKey => Val::Str(env.flag_key),
         RootKind::Timestamp => ctx.timestamp.map(|t| Val::Num(t as f64)).unwrap_or(Val::Null),
@@ -1659,26 +1662,54 @@ fn substr(source: &str, start: i64, len: Option<i64>) -> String {
 
 impl FracNode {
     fn eval<'a>(&'a self, env: &Env<'a>, scope: Scope<'_, 'a>) -> R<Val<'a>> {
-        let index = match &self.fixed {
-            Some(fixed) => match fixed.single {
-                Some(i) => i,
-                None => {
-                    let b = bucket(self.hash(env, scope)?, fixed.total);
-                    fixed.ends.iter().position(|end| b < *end).ok_or(Abort)?
+        let (hash, lead) = self.bucket_hash(env, scope)?;
+        let variant = match (&self.fixed, lead) {
+            (Some(fixed), None) if fixed.total == 0 => return Err(Abort),
+            (Some(fixed), None) => {
+                let index = match self.bucketing {
+                    Bucketing::V1 => v1_select(hash, fixed.ends.iter().copied(), u64::from(fixed.total)),
+                    Bucketing::V2 | Bucketing::V3 => {
+                        let b = bucket(hash, fixed.total);
+                        fixed.ends.iter().position(|end| b < *end)
+                    }
+                };
+                match index {
+                    Some(i) => self.entries[i].variant.value(env, scope)?,
+                    // v1 only: a hash of i32::MIN lands past 100%, where flagd answered "".
+                    None => Val::String(Box::default()),
                 }
-            },
-            None => self.dynamic_index(env, scope)?,
+            }
+            (_, lead) => self.select_dynamic(hash, lead, env, scope)?,
         };
-        let variant = self.entries[index].variant.value(env, scope)?;
         match variant {
             Val::Null | Val::Bool(_) | Val::Num(_) | Val::Str(_) | Val::String(_) => Ok(variant),
             _ => Err(Abort),
         }
     }
 
-    /// Weights computed by rules: evaluate them, then select.
-    fn dynamic_index<'a>(&'a self, env: &Env<'a>, scope: Scope<'_, 'a>) -> R<usize> {
-        let n = self.entries.len();
+    /// Weights computed by rules, or an entry computed by the first argument: evaluate, then
+    /// select.
+    fn select_dynamic<'a>(
+        &'a self,
+        hash: u32,
+        lead: Option<Val<'a>>,
+        env: &Env<'a>,
+        scope: Scope<'_, 'a>,
+    ) -> R<Val<'a>> {
+        // The entry the first argument returned, as flagd reads an entry: [variant, weight?].
+        let lead = match &lead {
+            Some(arr) => {
+                let items = arr.array_items();
+                let (variant, weight) = match items.as_slice() {
+                    [v] => (v.clone(), 1),
+                    [v, w] => (v.clone(), runtime_weight(w)?),
+                    _ => return Err(Abort),
+                };
+                Some((variant, weight))
+            }
+            None => None,
+        };
+        let n = self.entries.len() + usize::from(lead.is_some());
         let mut stack = [0u32; STACK_ENTRIES];
         let mut heap = Vec::new();
         let weights: &mut [u32] = if n <= STACK_ENTRIES {
@@ -1687,8 +1718,13 @@ impl FracNode {
             heap.resize(n, 0);
             &mut heap
         };
+        let skip = usize::from(lead.is_some());
         let mut total: u64 = 0;
-        for (w, e) in weights.iter_mut().zip(&self.entries) {
+        if let Some((_, w)) = &lead {
+            weights[0] = *w;
+            total += u64::from(*w);
+        }
+        for (w, e) in weights[skip..].iter_mut().zip(&self.entries) {
             *w = match &e.weight {
                 Weight::Lit(x) => *x,
                 Weight::Expr(node) => runtime_weight(&node.eval(env, scope)?)?,
@@ -1698,59 +1734,161 @@ impl FracNode {
         if total == 0 || total > i32::MAX as u64 {
             return Err(Abort);
         }
-        if let Some(i) = single_positive(weights.iter().copied()) {
-            return Ok(i);
-        }
-        let b = bucket(self.hash(env, scope)?, total as u32);
         let mut end = 0u64;
-        for (i, w) in weights.iter().enumerate() {
+        let ends = weights.iter().map(|w| {
             end += u64::from(*w);
-            if b < end {
-                return Ok(i);
+            end
+        });
+        let index = match self.bucketing {
+            Bucketing::V1 => v1_select(hash, ends, total),
+            Bucketing::V2 | Bucketing::V3 => {
+                let b = bucket(hash, total as u32);
+                ends.into_iter().position(|e| b < e)
             }
-        }
-        Err(Abort)
-    }
-
-    /// MurmurHash3 of the bucketing value, streamed (no concatenated string).
-    fn hash<'a>(&'a self, env: &Env<'a>, scope: Scope<'_, 'a>) -> R<u32> {
-        match &self.bucket_by {
-            None => default_key_hash(env),
-            Some(Node::Cat(parts)) => {
-                let mut h = Murmur3::new();
-                for p in parts {
-                    match p.str_fast(env, scope) {
-                        Some(s) => h.write(s.as_bytes()),
-                        None => p.value(env, scope)?.write_js(&mut h, true),
-                    }
-                }
-                Ok(h.finish())
-            }
-            Some(node) => match node.str_fast(env, scope) {
-                Some(s) => Ok(murmur3_x86_32(s.as_bytes())),
-                None => self.hash_slow(node, env, scope),
-            },
+        };
+        match (index, lead) {
+            (None, _) => Ok(Val::String(Box::default())),
+            (Some(0), Some((variant, _))) => Ok(variant),
+            (Some(i), _) => self.entries[i - skip].variant.value(env, scope),
         }
     }
 
-    fn hash_slow<'a>(&'a self, node: &'a Node, env: &Env<'a>, scope: Scope<'_, 'a>) -> R<u32> {
+    /// The hash of the bucketing value, and the entry the first argument returned when it
+    /// returned an array (an entry, in flagd's reading; the default bucketing value is used).
+    fn bucket_hash<'a>(&'a self, env: &Env<'a>, scope: Scope<'_, 'a>) -> R<(u32, Option<Val<'a>>)> {
+        let Some(node) = &self.bucket_by else { return Ok((self.default_hash(env)?, None)) };
+        if self.bucketing == Bucketing::V3 {
+            return self.hash_v3(node, env, scope);
+        }
+        // v1, v2: the UTF-8 bytes of a string, streamed.
+        if let Node::Cat(parts) = node {
+            let mut h = Murmur3::new();
+            write_cat(parts, env, scope, &mut h)?;
+            return Ok((h.finish(), None));
+        }
+        if let Some(s) = node.str_fast(env, scope) {
+            return Ok((murmur3_x86_32(s.as_bytes()), None));
+        }
         match node.value(env, scope)? {
-            Val::Str(s) => Ok(murmur3_x86_32(s.as_bytes())),
-            Val::String(s) => Ok(murmur3_x86_32(s.as_bytes())),
-            Val::Null => default_key_hash(env),
+            Val::Str(s) => Ok((murmur3_x86_32(s.as_bytes()), None)),
+            Val::String(s) => Ok((murmur3_x86_32(s.as_bytes()), None)),
+            // flagd v2 drops a null first argument and buckets by the targeting key.
+            Val::Null => Ok((self.default_hash(env)?, None)),
+            arr @ (Val::Json(Value::Array(_)) | Val::List(_)) => Ok((self.default_hash(env)?, Some(arr))),
             _ => Err(Abort),
         }
     }
+
+    /// v3: the hash of the deterministic CBOR encoding of the bucketing value.
+    fn hash_v3<'a>(&'a self, node: &'a Node, env: &Env<'a>, scope: Scope<'_, 'a>) -> R<(u32, Option<Val<'a>>)> {
+        let mut h = Murmur3::new();
+        if let Node::Cat(parts) = node {
+            // A text string's head holds its length: count first, then stream.
+            let mut len = Counter(0);
+            write_cat(parts, env, scope, &mut len)?;
+            cbor::head(&mut h, 3, len.0 as u64);
+            write_cat(parts, env, scope, &mut h)?;
+            return Ok((h.finish(), None));
+        }
+        if let Some(s) = node.str_fast(env, scope) {
+            cbor::text(&mut h, s);
+            return Ok((h.finish(), None));
+        }
+        // A context attribute is encoded from its JSON, so integers beyond 2^53 stay exact.
+        if let Some(v) = root_json(node, env, scope) {
+            return match v {
+                Value::Null => Err(Abort),
+                Value::Array(_) => Ok((self.default_hash(env)?, Some(Val::Json(v)))),
+                other => {
+                    cbor::json(&mut h, other);
+                    Ok((h.finish(), None))
+                }
+            };
+        }
+        match node.value(env, scope)? {
+            Val::Null => Err(Abort),
+            arr @ (Val::Json(Value::Array(_)) | Val::List(_)) => Ok((self.default_hash(env)?, Some(arr))),
+            other => {
+                cbor::val(&mut h, &other);
+                Ok((h.finish(), None))
+            }
+        }
+    }
+
+    /// The hash of the default bucketing value. Needs a targeting key: a non-empty string.
+    fn default_hash(&self, env: &Env<'_>) -> R<u32> {
+        let key = env.ctx.targeting_key.as_deref().filter(|k| !k.is_empty()).ok_or(Abort)?;
+        let mut h = Murmur3::new();
+        if self.bucketing == Bucketing::V3 {
+            cbor::array_head(&mut h, 2);
+            cbor::text(&mut h, env.flag_key);
+            cbor::text(&mut h, key);
+        } else {
+            h.write(env.flag_key.as_bytes());
+            h.write(key.as_bytes());
+        }
+        Ok(h.finish())
+    }
 }
 
-/// The default bucketing value, `$flagd.flagKey` followed by `targetingKey`.
-fn default_key_hash(env: &Env<'_>) -> R<u32> {
-    let key = env.ctx.targeting_key.as_deref().ok_or(Abort)?;
-    let mut h = Murmur3::new();
-    h.write(env.flag_key.as_bytes());
-    h.write(key.as_bytes());
-    Ok(h.finish())
+/// v1 (flagd core before v0.15): the hash as a signed 32-bit integer, `|h| / i32::MAX * 100`,
+/// against the running sum of each entry's percentage, in doubles, exactly as flagd computed it.
+fn v1_select(hash: u32, ends: impl IntoIterator<Item = u64>, total: u64) -> Option<usize> {
+    let ratio = f64::from(hash as i32).abs() / f64::from(i32::MAX);
+    let b = ratio * 100.0;
+    let mut range_end = 0.0f64;
+    let mut prev = 0u64;
+    for (i, end) in ends.into_iter().enumerate() {
+        let w = end - prev;
+        prev = end;
+        range_end += if total == 0 { 0.0 } else { 100.0 * w as f64 / total as f64 };
+        if b < range_end {
+            return Some(i);
+        }
+    }
+    None
 }
+
+/// Counts the bytes written through `fmt::Write`.
+/// Streams a concatenation's parts into `out` as the string they join into, without building it.
+fn write_cat<'a, W: std::fmt::Write>(parts: &'a [Node], env: &Env<'a>, scope: Scope<'_, 'a>, out: &mut W) -> R<()> {
+    for p in parts {
+        match p.str_fast(env, scope) {
+            Some(s) => {
+                let _ = out.write_str(s);
+            }
+            None => p.value(env, scope)?.write_js(out, true),
+        }
+    }
+    Ok(())
+}
+
+struct Counter(usize);
+
+impl std::fmt::Write for Counter {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0 += s.len();
+        Ok(())
+    }
+}
+
+/// The JSON value a plain `var` names in the root context, when it names an attribute.
+fn root_json<'a>(node: &'a Node, env: &Env<'a>, scope: Scope<'_, 'a>) -> Option<&'a Value> {
+    let Node::Var(v) = node else { return None };
+    if scope.0.is_some() || v.default.is_some() {
+        return None;
+    }
+    let VarPath::Static(p) = &v.path else { return None };
+    if p.root != RootKind::Attr {
+        return None;
+    }
+    match env.ctx.attribute(&p.segs[0].key).and_then(|x| walk_json(x, &p.segs[1..])) {
+        Some(found) => Some(found),
+        None => Some(&JSON_NULL),
+    }
+}
+
+static JSON_NULL: Value = Value::Null;
 
 /// Numbers as JsonLogic turns them into strings (for variant names).
 pub(crate) fn number_text(n: f64, buf: &mut StackStr) -> Option<&str> {

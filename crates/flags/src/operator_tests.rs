@@ -11,7 +11,7 @@ use crate::logic::{Compiler, Env, Path};
 const ABORT: &str = "<abort>";
 
 fn run(rule: &Value, data: &Value) -> Value {
-    let mut compiler = Compiler::new(None);
+    let mut compiler = Compiler::new(None, crate::Bucketing::V2);
     let node = compiler
         .compile_rule(rule, &Path::Root("rule"))
         .unwrap_or_else(|_| panic!("{rule} did not compile: {:?}", compiler.problems));
@@ -225,11 +225,20 @@ fn sem_ver() {
 fn fractional() {
     // Expected variants computed from MurmurHash3 with (hash * total) >> 32.
     let rows = [
-        // One entry carrying all the weight needs no bucketing value at all.
-        (json!({"fractional": [["only", 5], ["never", 0]]}), json!({}), json!("only")),
+        // One entry carrying all the weight is selected, but the bucketing value must still
+        // be there, as in flagd (testbed `targeting-null-flag`).
+        (json!({"fractional": [["only", 5], ["never", 0]]}), json!({"targetingKey": "k"}), json!("only")),
+        (json!({"fractional": [["only", 5], ["never", 0]]}), json!({}), json!(ABORT)),
+        (json!({"fractional": [null, ["only"]]}), json!({}), json!(ABORT)),
+        (json!({"fractional": [null, ["only"]]}), json!({"targetingKey": "k"}), json!("only")),
+        (json!({"fractional": [["only"]]}), json!({"targetingKey": ""}), json!(ABORT)),
         // Non-string variants pass through (the caller maps true/false to variant names).
         (json!({"fractional": [[true, 0], [false, 1]]}), json!({"targetingKey": "k"}), json!(false)),
-        (json!({"fractional": [[null, 1]]}), json!({}), json!(null)),
+        (json!({"fractional": [[null, 1]]}), json!({"targetingKey": "k"}), json!(null)),
+        // A rule in first place that returns an array is an entry (flagd sees evaluated arguments).
+        (json!({"fractional": [{"merge": ["x", 1]}, ["y", 0]]}), json!({"targetingKey": "k"}), json!("x")),
+        // A null bucketing value computed by a rule: v2 buckets by the targeting key.
+        (json!({"fractional": [{"var": "nope"}, ["a", 1]]}), json!({"targetingKey": "k"}), json!("a")),
         // Explicit bucketing value that is not a string: an error.
         (json!({"fractional": [{"var": "n"}, ["a", 1], ["b", 1]]}), json!({"n": 5}), json!(ABORT)),
         // No targeting key and no bucketing value: an error.

@@ -115,8 +115,10 @@ fn fractional_hash_edge_keys_have_the_documented_hashes() {
 }
 
 #[test]
-fn fractional_single_entry_needs_no_targeting_key() {
-    check("fractional-single-entry-flag", json!({}), Value(json!("single"), TM));
+fn fractional_single_entry_still_needs_a_bucketing_value() {
+    check("fractional-single-entry-flag", json!({"targetingKey": "some-targeting-key"}), Value(json!("single"), TM));
+    // As in flagd: no targeting key, no bucketing value, so the default variant.
+    check("fractional-single-entry-flag", json!({}), Value(json!("fallback"), Reason::Default));
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Loading: every problem is reported with its JSON path; lenient loading
 //! keeps flagd's behaviour for broken flags.
 
-use ringfence_flags::{Context, ErrorCode, FlagSet, Reason};
+use ringfence_flags::{Bucketing, Context, Effect, ErrorCode, FlagSet, Reason, prepare_document};
 use serde_json::{Value, json};
 
 /// Wraps `flags` (and optional `$evaluators`) into a document.
@@ -21,7 +21,7 @@ fn with_targeting(t: Value) -> Value {
 /// Strict parsing fails with exactly these (path, message fragment) problems.
 #[track_caller]
 fn check_errors(json: &str, want: &[(&str, &str)]) {
-    let errors = match FlagSet::parse(json) {
+    let errors = match FlagSet::parse_strict(json) {
         Ok(_) => panic!("expected errors {want:?}, but {json} parsed"),
         Err(e) => e,
     };
@@ -38,10 +38,47 @@ fn document_level_problems() {
     check_errors("{", &[("", "invalid JSON")]);
     check_errors("[]", &[("", "must be a JSON object")]);
     check_errors("{}", &[("", "missing required property \"flags\"")]);
-    check_errors(r#"{"flags": []}"#, &[("flags", "must be an object")]);
+    check_errors(r#"{"flags": 3}"#, &[("flags", "must be an object")]);
+    check_errors(r#"{"flags": [3]}"#, &[("flags[0]", "must be an object")]);
+    check_errors(r#"{"flags": [{"state": "ENABLED"}]}"#, &[("flags[0].key", "needs a key")]);
+    check_errors(
+        r#"{"flags": {}, "$ringfence": {"fractional": "v9"}}"#,
+        &[("$ringfence.fractional", "\"v1\", \"v2\" or \"v3\"")],
+    );
+    check_errors(
+        r#"{"flags": {}, "$ringfence": {"fractionl": "v3"}}"#,
+        &[("$ringfence.fractionl", "unknown ringfence setting")],
+    );
     check_errors(r#"{"flags": {}, "flag": {}}"#, &[("flag", "unknown top-level property")]);
     check_errors(r#"{"flags": {}, "$evaluators": 3}"#, &[("$evaluators", "must be an object")]);
     check_errors(r#"{"flags": {}, "metadata": {"team": ["a"]}}"#, &[("metadata.team", "strings, numbers or booleans")]);
+    // Only these refuse the document in the default (flagd's) loading.
+    for refused in ["{", "[]", "{}", r#"{"flags": 3}"#, r#"{"flags": {}, "$evaluators": 3}"#] {
+        assert!(FlagSet::parse(refused).is_err(), "{refused}");
+    }
+    assert!(FlagSet::parse(r#"{"flags": {}, "flag": {}}"#).is_ok());
+}
+
+#[test]
+fn the_array_form_of_flags_loads_and_prepares_as_the_object_form() {
+    let mut doc = json!({"flags": [
+        {"key": "a", "state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"},
+        {"key": "b", "variants": {"x": "x"}, "defaultVariant": "x"}
+    ]});
+    let set = FlagSet::parse_strict(&doc.to_string()).unwrap();
+    assert_eq!(set.keys().collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(set.evaluate("b", &Context::new()).value, Some(&json!("x")));
+    assert_eq!(set.bucketing(), Bucketing::UNRECORDED);
+    assert_eq!(prepare_document(&mut doc), Some(Bucketing::CURRENT));
+    assert_eq!(doc["flags"]["a"]["defaultVariant"], "on");
+    assert!(doc["flags"]["a"].get("key").is_none());
+    assert_eq!(doc["$ringfence"]["fractional"], "v3");
+    let again = FlagSet::parse_strict(&doc.to_string()).unwrap();
+    assert_eq!(again.bucketing(), Bucketing::V3);
+    // A recorded bucketing is kept.
+    let mut v1 = json!({"flags": {}, "$ringfence": {"fractional": "v1"}});
+    assert_eq!(prepare_document(&mut v1), Some(Bucketing::V1));
+    assert_eq!(v1["$ringfence"]["fractional"], "v1");
 }
 
 #[test]
@@ -199,7 +236,7 @@ fn every_problem_is_reported_at_once() {
         }
     })
     .to_string();
-    let errors = FlagSet::parse(&json).unwrap_err();
+    let errors = FlagSet::parse_strict(&json).unwrap_err();
     let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(paths, ["flags.a.defaultVariant", "flags.a.state", "flags.a.variants.y", "flags.b.targeting.in"]);
 }
@@ -214,7 +251,7 @@ fn exponential_ref_expansion_is_rejected() {
     }
     evals.insert("e40".into(), json!({"==": [1, 1]}));
     let json = doc(with_targeting(json!({"$ref": "e0"})), Some(Value::Object(evals)));
-    let errors = FlagSet::parse(&json).unwrap_err();
+    let errors = FlagSet::parse_strict(&json).unwrap_err();
     assert!(errors.iter().any(|e| e.message.contains("rule too large")), "{errors:?}");
     // Lenient loading keeps the rest usable and the flag resolves to PARSE_ERROR.
     let (set, _) = FlagSet::parse_lenient(&json).unwrap();
@@ -230,7 +267,7 @@ fn deep_ref_chain_is_rejected_without_overflowing_the_stack() {
     }
     evals.insert("e5000".into(), json!({"==": [1, 1]}));
     let json = doc(with_targeting(json!({"$ref": "e0"})), Some(Value::Object(evals)));
-    let errors = FlagSet::parse(&json).unwrap_err();
+    let errors = FlagSet::parse_strict(&json).unwrap_err();
     assert!(!errors.is_empty());
 }
 
@@ -248,14 +285,26 @@ fn lenient_loading_matches_flagd() {
         }
     })
     .to_string();
-    assert!(FlagSet::parse(&json).is_err());
+    assert!(FlagSet::parse_strict(&json).is_err());
     let (set, problems) = FlagSet::parse_lenient(&json).unwrap();
     assert_eq!(problems.len(), 3, "{problems:?}");
     let c = Context::new();
     assert_eq!(set.evaluate("good", &c).value, Some(&json!(true)));
+    // flagd disables only "DISABLED": any other state is enabled (with a warning).
     let r = set.evaluate("bad-state", &c);
-    assert_eq!(r.error.as_ref().map(|e| e.code), Some(ErrorCode::ParseError));
-    assert!(r.error.unwrap().message.contains("flags.bad-state.state"));
+    assert_eq!((r.value, r.reason), (Some(&json!(true)), Reason::Static));
+    let effects: Vec<(&str, Effect)> = problems.iter().map(|p| (p.path.as_str(), p.effect)).collect();
+    assert_eq!(
+        effects,
+        [
+            ("flags.bad-op.targeting.nope", Effect::ParseError),
+            ("flags.bad-semver.targeting.if[0].sem_ver[1]", Effect::DefaultVariant),
+            ("flags.bad-state.state", Effect::Ignored),
+        ]
+    );
+    // The default parse loads it the same way, without the warnings.
+    let plain = FlagSet::parse(&json).unwrap();
+    assert_eq!(plain.evaluate("bad-state", &c).value, Some(&json!(true)));
     assert_eq!(set.evaluate("bad-op", &c).error.map(|e| e.code), Some(ErrorCode::ParseError));
     // A misused custom operator: the rule falls back to the default variant.
     let r = set.evaluate("bad-semver", &c.clone().with_attribute("v", "1.0.0"));
@@ -264,7 +313,7 @@ fn lenient_loading_matches_flagd() {
 
 #[test]
 fn omitted_state_and_variants_use_the_schema_defaults() {
-    let set = FlagSet::parse(r#"{"flags": {"f": {"defaultVariant": "true"}}}"#).unwrap();
+    let set = FlagSet::parse_strict(r#"{"flags": {"f": {"defaultVariant": "true"}}}"#).unwrap();
     let r = set.evaluate("f", &Context::new());
     assert_eq!((r.value, r.variant, r.reason), (Some(&json!(true)), Some("true"), Reason::Static));
 }
@@ -275,7 +324,8 @@ fn etag_ignores_formatting_and_key_order() {
     let b =
         r#"{ "flags" : { "x" : { "defaultVariant" : "a", "variants" : { "b" : 2, "a" : 1 }, "state" : "ENABLED" } } }"#;
     let c = r#"{"flags": {"x": {"state": "ENABLED", "variants": {"a": 1, "b": 3}, "defaultVariant": "a"}}}"#;
-    let (ea, eb, ec) = (FlagSet::parse(a).unwrap(), FlagSet::parse(b).unwrap(), FlagSet::parse(c).unwrap());
+    let (ea, eb, ec) =
+        (FlagSet::parse_strict(a).unwrap(), FlagSet::parse_strict(b).unwrap(), FlagSet::parse_strict(c).unwrap());
     assert_eq!(ea.etag(), eb.etag());
     assert_ne!(ea.etag(), ec.etag());
     assert_eq!(ea.etag().len(), 32);
@@ -289,7 +339,11 @@ fn contexts_from_json() {
     assert_eq!(c.attribute("plan"), Some(&json!("pro")));
     assert_eq!(c.attributes().count(), 1);
     assert_eq!(Context::from_json(Value::Null).unwrap(), Context::new());
-    for bad in [json!({"targetingKey": 12}), json!([1]), json!("x")] {
+    // A targetingKey that is not a string is no targeting key, but rules still read it.
+    let c = Context::from_json(json!({"targetingKey": 12})).unwrap();
+    assert_eq!(c.targeting_key(), None);
+    assert_eq!(c.attribute("targetingKey"), Some(&json!(12)));
+    for bad in [json!([1]), json!("x")] {
         let e = Context::from_json(bad).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidContext);
     }
@@ -297,7 +351,7 @@ fn contexts_from_json() {
 
 #[test]
 fn keys_and_lookups() {
-    let set = FlagSet::parse(
+    let set = FlagSet::parse_strict(
         r#"{"flags": {"b": {"variants": {"on": true}, "state": "DISABLED"}, "a": {"variants": {"x": "1"}, "defaultVariant": "x"}}}"#,
     )
     .unwrap();

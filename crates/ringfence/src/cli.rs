@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -118,13 +118,16 @@ pub enum Command {
         after_help = "Examples:\n  ringfence sample-app --listen 127.0.0.1:8081 --version v1\n  SAMPLE_ERROR_RATE=0.2 ringfence sample-app --version bad"
     )]
     SampleApp(crate::sample_app::SampleAppArgs),
-    /// Check spec files without applying them; every error with file, line, column and field.
+    /// Check spec files (.toml) and flag files (.json) without applying them; every error with its place.
     #[command(
-        after_help = "Examples:\n  ringfence validate examples/checkout.toml\n  ringfence validate -o json a.toml b.toml"
+        after_help = "A flag file loads as flagd loads it: problems flagd loads too are warnings, with their JSON path; --strict makes them errors.\n\nExamples:\n  ringfence validate examples/checkout.toml\n  ringfence validate -o json a.toml b.toml\n  ringfence validate --strict flags.json"
     )]
     Validate {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Flag files: refuse any problem, even one flagd loads.
+        #[arg(long)]
+        strict: bool,
     },
     /// Apply a workload spec (create or update the workload).
     #[command(after_help = "Example:\n  ringfence apply examples/checkout.toml")]
@@ -371,6 +374,9 @@ pub enum ReleaseCommand {
         /// Flag definitions (flagd JSON file) users of this release evaluate over OFREP.
         #[arg(long)]
         flags: Option<PathBuf>,
+        /// Refuse flags with any problem, even one flagd loads (otherwise: warnings).
+        #[arg(long, requires = "flags")]
+        strict: bool,
         /// The migration is additive: the previous release still works after it.
         #[arg(long, requires = "migration")]
         backward_compatible: bool,
@@ -471,7 +477,7 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
     let api = ApiClient::discover(&cli.server, cli.token_file.as_deref())?;
     let json = cli.output == Output::Json;
     match &cli.command {
-        Command::Validate { files } => validate(files, json),
+        Command::Validate { files, strict } => validate(files, *strict, json),
         Command::Apply { file } => {
             let text = read_spec(file)?;
             let v: serde_json::Value =
@@ -663,10 +669,16 @@ fn read_spec(file: &PathBuf) -> Result<String, CliError> {
         .map_err(|e| CliError::new(ExitCode::Invalid, format!("cannot read spec file {}: {e}", file.display())))
 }
 
-fn validate(files: &[PathBuf], json: bool) -> Result<ExitCode, CliError> {
+fn validate(files: &[PathBuf], strict: bool, json: bool) -> Result<ExitCode, CliError> {
     let mut all = Vec::new();
     let mut failed = false;
     for f in files {
+        if f.extension().is_some_and(|e| e == "json") {
+            let (ok, report) = validate_flags(f, strict, json)?;
+            failed |= !ok;
+            all.push(report);
+            continue;
+        }
         let text = read_spec(f)?;
         match ringfence_core::spec::parse(&f.display().to_string(), &text) {
             Ok(spec) => {
@@ -697,6 +709,46 @@ fn validate(files: &[PathBuf], json: bool) -> Result<ExitCode, CliError> {
     Ok(if failed { ExitCode::Invalid } else { ExitCode::Ok })
 }
 
+/// Problems of a flag file, each as `FILE: PATH: MESSAGE (what it does)`.
+fn flag_problems(file: &Path, problems: &[ringfence_flags::FlagError]) -> Vec<String> {
+    problems.iter().map(|p| format!("{}: {p} ({})", file.display(), p.effect.describe())).collect()
+}
+
+/// Loads a flag file as flagd loads it: refused problems are errors, the others warnings
+/// (errors too with `strict`). Whether it passed, and its JSON report.
+fn validate_flags(f: &Path, strict: bool, json: bool) -> Result<(bool, serde_json::Value), CliError> {
+    let text = std::fs::read_to_string(f)
+        .map_err(|e| CliError::new(ExitCode::Invalid, format!("cannot read flag file {}: {e}", f.display())))?;
+    // The bucketing the file records, or the one a release will record for it.
+    let recorded = serde_json::from_str::<serde_json::Value>(&text).ok().is_some_and(|d| {
+        d.get(ringfence_flags::SETTINGS_KEY).is_some_and(|s| s.get(ringfence_flags::FRACTIONAL_KEY).is_some())
+    });
+    let summary = |set: &ringfence_flags::FlagSet| match recorded {
+        true => format!("{} flags, fractional {}", set.len(), set.bucketing()),
+        false => format!("{} flags, fractional {} once released", set.len(), ringfence_flags::Bucketing::CURRENT),
+    };
+    let (errors, warnings, summary) = match ringfence_flags::FlagSet::parse_lenient(&text) {
+        Err(errors) => (flag_problems(f, &errors), Vec::new(), String::new()),
+        Ok((set, problems)) if strict => (flag_problems(f, &problems), Vec::new(), summary(&set)),
+        Ok((set, problems)) => (Vec::new(), flag_problems(f, &problems), summary(&set)),
+    };
+    if !json {
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
+        if errors.is_empty() {
+            let n = warnings.len();
+            let w = if n == 0 { String::new() } else { format!(", {n} warning{}", if n == 1 { "" } else { "s" }) };
+            outln!("{}: ok ({summary}{w})", f.display());
+        }
+    }
+    let ok = errors.is_empty();
+    Ok((ok, json!({"file": f.display().to_string(), "valid": ok, "errors": errors, "warnings": warnings})))
+}
+
 async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<ExitCode, CliError> {
     match rc {
         ReleaseCommand::Create {
@@ -711,6 +763,7 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
             migration,
             backward_compatible,
             flags,
+            strict,
         } => {
             let flags = match flags {
                 Some(path) => {
@@ -723,9 +776,16 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
                             format!("{}:{}:{}: not JSON: {e}", path.display(), e.line(), e.column()),
                         )
                     })?;
-                    if let Err(errors) = ringfence_flags::FlagSet::parse(&text) {
-                        let lines: Vec<String> = errors.iter().map(|e| format!("{}: {e}", path.display())).collect();
-                        return Err(CliError::new(ExitCode::Invalid, lines.join("\n")));
+                    // Loaded as flagd loads it; the server reports what flagd loads but cannot
+                    // evaluate as warnings. --strict refuses those here.
+                    match ringfence_flags::FlagSet::parse_lenient(&text) {
+                        Err(errors) => {
+                            return Err(CliError::new(ExitCode::Invalid, flag_problems(path, &errors).join("\n")));
+                        }
+                        Ok((_, problems)) if *strict && !problems.is_empty() => {
+                            return Err(CliError::new(ExitCode::Invalid, flag_problems(path, &problems).join("\n")));
+                        }
+                        Ok(_) => {}
                     }
                     Some(doc)
                 }
@@ -748,6 +808,7 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
             if json {
                 print_json(&v);
             } else {
+                print_warnings(&v);
                 let r: Release = serde_json::from_value(v["release"].clone())
                     .map_err(|e| CliError::new(ExitCode::Failure, e.to_string()))?;
                 if v["created"].as_bool() == Some(true) {

@@ -71,6 +71,10 @@ pub struct FlagsSpec {
     /// Tokens OFREP clients must present (`Authorization: Bearer T` or `X-API-Key: T`). Empty:
     /// the router's OFREP endpoints are open to anyone who can reach them.
     pub tokens: Vec<String>,
+    /// Refuse a release whose flags have any problem, even one flagd loads (docs/flags.md).
+    /// Off: such flags load as flagd loads them, and the problems are returned as warnings.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub strict: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

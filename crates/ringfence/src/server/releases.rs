@@ -6,6 +6,10 @@ use super::prelude::*;
 pub(super) struct Created {
     created: bool,
     release: Release,
+    /// Problems in the release's flags that flagd loads too, each with its JSON path and what
+    /// it does (docs/flags.md); `[flags] strict = true` in the spec refuses them instead.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
 }
 
 pub(super) async fn create_release(
@@ -13,8 +17,17 @@ pub(super) async fn create_release(
     Actor(who): Actor,
     caller: Caller,
     Path(name): Path<String>,
-    Body(req): Body<ReleaseRequest>,
+    Body(mut req): Body<ReleaseRequest>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
+    // Flags load as flagd loads them; what flagd loads but cannot evaluate is a warning. The
+    // release records the fractional bucketing, so its users keep their buckets across upgrades.
+    let mut warnings = Vec::new();
+    if let Some(flags) = req.content.flags.as_mut()
+        && let Ok((_, problems)) = ringfence_flags::FlagSet::parse_lenient(&flags.to_string())
+    {
+        warnings = problems.iter().map(|p| format!("flags: {p} ({})", p.effect.describe())).collect();
+        ringfence_flags::prepare_document(flags);
+    }
     let loaders = ringfence_core::release::code_loading_keys(&req.content.config);
     if !loaders.is_empty() && !caller.may(ringfence_core::access::Perm::Execute, Some(&name)) {
         return Err(ApiError::new(
@@ -27,13 +40,19 @@ pub(super) async fn create_release(
     }
     let mut out = None;
     let events = sh.command(&name, &who, "release registered", |w| {
+        if !warnings.is_empty() && command::workload(w, &name)?.spec.flags.strict {
+            return Err(CommandError {
+                code: ErrorCode::Invalid,
+                message: format!("field `flags` ([flags] strict = true): {}", warnings.join("; ")),
+            });
+        }
         let (event, release) = command::create_release(w, &name, &req, &who, now())?;
         out = Some(release);
         Ok(event.into_iter().collect())
     })?;
     let created = !events.is_empty();
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(Created { created, release: out.expect("set on success") })))
+    Ok((status, Json(Created { created, release: out.expect("set on success"), warnings })))
 }
 
 pub(super) async fn list_releases(State(sh): St, Path(name): Path<String>) -> Result<Json<Vec<Release>>, ApiError> {

@@ -15,7 +15,7 @@
 //! The clients are installed by `cargo xtask deps` (a venv and `npm ci` in `tests/conformance`). A test
 //! that cannot find them fails and prints the command that installs them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,7 +24,7 @@ use bytes::Bytes;
 use hyper::Method;
 use ringfence::http::HttpClient;
 use ringfence_core::{EventKind, Health, MitigationAction, RolloutStatus};
-use ringfence_flags::{Context, FlagSet, ValueType};
+use ringfence_flags::{Bucketing, Context, FlagSet, ValueType, prepare_document};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
@@ -101,6 +101,7 @@ fn client_command(program: &Path, script: &str, url: &str, token: Option<&str>) 
         .env_remove("OFREP_TOKEN")
         .env_remove("WATCH_FLAG")
         .env_remove("NODE_OPTIONS")
+        .env_remove("OFREP_CASES")
         .stdin(Stdio::null())
         .kill_on_drop(true);
     if let Some(t) = token {
@@ -111,7 +112,15 @@ fn client_command(program: &Path, script: &str, url: &str, token: Option<&str>) 
 
 /// Runs a client script to the end; its report, after checking that every case passed.
 async fn run_client(program: &Path, script: &str, url: &str, token: Option<&str>) -> Value {
+    run_client_with(program, script, url, token, None).await
+}
+
+/// [`run_client`], with the cases of another file (`OFREP_CASES`).
+async fn run_client_with(program: &Path, script: &str, url: &str, token: Option<&str>, cases: Option<&Path>) -> Value {
     let mut cmd = client_command(program, script, url, token);
+    if let Some(c) = cases {
+        cmd.env("OFREP_CASES", c);
+    }
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
         .await
@@ -281,8 +290,12 @@ async fn real_openfeature_clients_conform_over_http() {
     let flags_file = dir.join("flags.json");
     let cases_doc = read_json(&dir.join("cases.json"));
     let cases = cases_doc["cases"].as_array().expect("cases.json has `cases`").clone();
-    let flags = FlagSet::parse(&std::fs::read_to_string(&flags_file).expect("read flags.json"))
-        .unwrap_or_else(|e| panic!("flags.json does not load: {e:?}"));
+    // The engine answers for the document as the release stores it (bucketing recorded).
+    let mut stored = read_json(&flags_file);
+    prepare_document(&mut stored);
+    let flags =
+        FlagSet::parse_strict(&stored.to_string()).unwrap_or_else(|e| panic!("flags.json does not load: {e:?}"));
+    assert_eq!(flags.bucketing(), Bucketing::CURRENT);
     check_cases_against_engine(&flags, &cases);
 
     let server = Server::start().await;
@@ -340,11 +353,16 @@ async fn real_openfeature_clients_conform_over_http() {
         (a.status, &a.body["errorCode"], &a.body["key"]),
         (404, &json!("FLAG_NOT_FOUND"), &json!("no-such-flag"))
     );
-    for (body, code) in [
-        (r#"{"context":{"targetingKey":42}}"#, "INVALID_CONTEXT"),
-        (r#"{"context":["not","an","object"]}"#, "INVALID_CONTEXT"),
-        (r#"{"context":"#, "PARSE_ERROR"),
-    ] {
+    // A targetingKey that is not a string is no targeting key (flagd resolves, it does not refuse).
+    let a = ofrep(&http, &url, "/fractional-split", r#"{"context":{"targetingKey":42}}"#, &auth).await;
+    assert_eq!(
+        (a.status, &a.body["reason"], &a.body["value"]),
+        (200, &json!("DEFAULT"), &json!("control")),
+        "{}",
+        a.text
+    );
+    for (body, code) in [(r#"{"context":["not","an","object"]}"#, "INVALID_CONTEXT"), (r#"{"context":"#, "PARSE_ERROR")]
+    {
         let a = ofrep(&http, &url, "/bool-static", body, &auth).await;
         assert_eq!((a.status, &a.body["errorCode"]), (400, &json!(code)), "{body}: {}", a.text);
         assert_eq!(a.body["key"], "bool-static", "{body}: {}", a.text);
@@ -649,4 +667,165 @@ async fn a_flag_rollout_failing_its_health_gate_is_reverted_on_the_same_processe
     assert_eq!(server.real_starts(w, "v1", 0), 1, "v1 replica 0 started more than once");
     let list = server.cli(&["flags", "list", w]).await;
     assert!(list.stdout.contains("(v1, 100% of users)") && !list.stdout.contains("v2"), "{list}");
+}
+
+/// The flagd-testbed's flag files and cases (`tests/conformance/testbed`, written by its
+/// `generate.py`): every scenario that applies to an OFREP server, through the Python and
+/// Node server clients, against routers serving the testbed's own files from releases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flagd_testbed_suites_pass_through_real_openfeature_clients() {
+    let py = python();
+    let node = PathBuf::from(node());
+    let dir = conformance_dir().join("testbed");
+    let doc = read_json(&dir.join("cases.json"));
+    let cases = doc["cases"].as_array().expect("testbed cases").clone();
+    let server = Server::start().await;
+
+    // The testbed's files, unchanged, load through `release create --flags`; what flagd loads
+    // but cannot evaluate is a warning with its JSON path.
+    let w = "tb-files";
+    setup_flag_workload(&server, &Spec::new(w), "", &[]).await;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("flags"))
+        .expect("testbed flags")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.file_name().is_some_and(|n| n != "allFlags.json"))
+        .collect();
+    files.sort();
+    for (i, f) in files.iter().enumerate() {
+        let version = format!("f{i}");
+        let out = server
+            .cli(&["release", "create", w, "--version", &version, "--artifact", "a:1", "--flags", path_str(f)])
+            .await;
+        assert_eq!(out.code, 0, "{} does not load:\n{out}", f.display());
+        let shown = server.cli(&["release", "show", w, &version, "-o", "json"]).await;
+        let release: Value = serde_json::from_str(&shown.stdout).expect("release show -o json");
+        assert_eq!(release["content"]["flags"]["$ringfence"]["fractional"], "v3", "the release records its bucketing");
+    }
+    let edge = dir.join("flags/edge-case-flags.json");
+    let out =
+        server.cli(&["release", "create", w, "--version", "e1", "--artifact", "a:1", "--flags", path_str(&edge)]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains("warning: flags: flags.ends-with-wrong-args-flag.targeting.ends_with"),
+        "a rule flagd cannot evaluate is a warning with its JSON path:\n{out}"
+    );
+    let out = server
+        .cli(&["release", "create", w, "--version", "e2", "--artifact", "a:1", "--flags", path_str(&edge), "--strict"])
+        .await;
+    assert_eq!(out.code, 3, "--strict refuses it:\n{out}");
+    let out = server.cli(&["validate", path_str(&edge)]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains(" flags, fractional v3 once released, ") && out.stderr.contains("warning: "), "{out}");
+    let out = server.cli(&["validate", "--strict", path_str(&edge)]).await;
+    assert_eq!(out.code, 3, "{out}");
+    assert!(out.stderr.contains("flags.semver-invalid-operator-flag.targeting.sem_ver[1]"), "{out}");
+    // A spec can refuse such releases: `[flags] strict = true`.
+    setup_flag_workload(&server, &Spec::new("tb-strict"), "[flags]\nstrict = true", &[]).await;
+    let out = server
+        .cli(&["release", "create", "tb-strict", "--version", "v1", "--artifact", "a:1", "--flags", path_str(&edge)])
+        .await;
+    assert_eq!(out.code, 3, "[flags] strict refuses a release with warnings:\n{out}");
+    assert!(out.stderr.contains("strict"), "{out}");
+
+    // One workload per flag set and bucketing the cases need.
+    let mut groups: BTreeMap<(String, String), Vec<Value>> = BTreeMap::new();
+    for c in &cases {
+        let key = (
+            c["flagSet"].as_str().expect("flagSet").to_owned(),
+            c["bucketing"].as_str().expect("bucketing").to_owned(),
+        );
+        groups.entry(key).or_default().push(c.clone());
+    }
+    let mut runs = Vec::new();
+    for (i, ((set, bucketing), group)) in groups.iter().enumerate() {
+        let file = dir.join(match set.as_str() {
+            "testkit" => "flags/evaluator-testkit-flags.json".to_owned(),
+            other => format!("flags/{other}.json"),
+        });
+        // Releases record flagd's current bucketing (v3); the v1 and v2 scenarios run against
+        // releases that record theirs.
+        let mut stored = read_json(&file);
+        let release_file = if bucketing == Bucketing::CURRENT.as_str() {
+            file.clone()
+        } else {
+            stored["$ringfence"] = json!({ "fractional": bucketing });
+            let f = server.path(&format!("testbed-{i}.json"));
+            std::fs::write(&f, stored.to_string()).expect("write the flag file");
+            f
+        };
+        prepare_document(&mut stored);
+        let flags = FlagSet::parse(&stored.to_string()).expect("the testbed flags load");
+        assert_eq!(flags.bucketing().as_str(), bucketing);
+        // A released client that cannot read a value-less success gets a documented quirk.
+        let cases: Vec<Value> = group
+            .iter()
+            .map(|c| {
+                let mut c = c.clone();
+                let got = engine_answer(&flags, &c);
+                if got["errorCode"].is_null() && got["variant"] == "" {
+                    c["quirks"] = json!({"node-server": {
+                        "expect": {"value": c["default"], "reason": "ERROR", "errorCode": "GENERAL"},
+                        "why": "@openfeature/ofrep-provider 0.1.3 (the newest on npm) rejects a value-less success (DISABLED, or no default variant); the application gets its code default, with reason ERROR"
+                    }});
+                }
+                c
+            })
+            .collect();
+        let cases_file = server.path(&format!("testbed-cases-{i}.json"));
+        std::fs::write(&cases_file, json!({ "cases": cases }).to_string()).expect("write the cases");
+        let w = format!("tb-{i}");
+        setup_flag_workload(&server, &Spec::new(&w), "", &[("v1", &release_file)]).await;
+        let out = server.deploy_wait(&w, "v1").await;
+        assert_eq!(out.code, 0, "deploy {w} ({set}, {bucketing}):\n{out}\n{}", server.diagnose(&w).await);
+        runs.push((w, cases_file, group.len()));
+    }
+
+    // suite -> client -> (passed, with a client quirk, total)
+    let suite_of: BTreeMap<String, String> = cases
+        .iter()
+        .map(|c| {
+            (c["name"].as_str().unwrap_or_default().to_owned(), c["suite"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    let mut tally: BTreeMap<String, BTreeMap<String, (usize, usize, usize)>> = BTreeMap::new();
+    for (w, cases_file, n) in &runs {
+        let url = format!("http://{}", server.router_addr(w).await);
+        for (program, script) in [(py.as_path(), "python_client.py"), (node.as_path(), "node_server_client.mjs")] {
+            // Every case must pass (or match its documented quirk): run_client_with asserts it.
+            let report = run_client_with(program, script, &url, None, Some(cases_file)).await;
+            let results = report["results"].as_array().expect("results");
+            assert_eq!(results.len(), *n, "{script} on {w} answered {} of {n} cases", results.len());
+            for r in results {
+                let suite = suite_of.get(r["name"].as_str().unwrap_or_default()).cloned().unwrap_or_default();
+                let t = tally
+                    .entry(suite)
+                    .or_default()
+                    .entry(report["client"].as_str().unwrap_or("?").to_owned())
+                    .or_default();
+                t.2 += 1;
+                if r["ok"] == true {
+                    t.0 += 1;
+                    if r["quirk"].is_string() {
+                        t.1 += 1;
+                    }
+                }
+            }
+        }
+    }
+    eprintln!(
+        "flagd-testbed {} through real OpenFeature clients (passed, of which with a client quirk, total):",
+        doc["testbed"]
+    );
+    for (suite, clients) in &tally {
+        let line: Vec<String> = clients
+            .iter()
+            .map(|(client, (ok, quirk, total))| format!("{client} {ok}/{total} ({quirk} quirk)"))
+            .collect();
+        eprintln!("  {suite}: {}", line.join(", "));
+    }
+    let total: usize = tally.values().flat_map(|c| c.values()).map(|t| t.2).sum();
+    assert_eq!(total, 2 * cases.len(), "every case ran through both clients");
+    for na in doc["notApplicable"].as_array().into_iter().flatten() {
+        assert!(na["why"].as_str().is_some_and(|w| !w.is_empty()), "{na}");
+    }
 }
