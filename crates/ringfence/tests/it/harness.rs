@@ -731,3 +731,28 @@ pub fn of_workload_intents(events: &[Event]) -> Vec<(String, ringfence_core::eve
     }
     open.into_iter().collect()
 }
+
+/// Sends a request head announcing a body of `len` bytes (and its first 64 KiB) to `path`,
+/// as a client streaming a large upload would, and returns the server's answer: status and
+/// JSON body. A server that refuses the size answers before it reads the body.
+pub async fn announce_body(server: &Server, path: &str, len: usize) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = server.url().trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.expect("connect to the server");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\nauthorization: {}\r\ncontent-length: {len}\r\n\r\n",
+        server.bearer()
+    );
+    s.write_all(head.as_bytes()).await.expect("send the head");
+    let _ = s.write_all(&vec![b' '; (64 << 10).min(len)]).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer to {path}: {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+}

@@ -379,24 +379,11 @@ async fn a_second_server_on_the_same_data_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ten_megabyte_body_is_answered_413_and_changes_nothing() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = Server::start().await;
-    // As a client would send it: the head announces 10 MB, the body starts to flow. The answer
-    // comes at once, before the server reads the body.
-    let addr = server.url().trim_start_matches("http://").to_string();
-    let mut s = tokio::net::TcpStream::connect(&addr).await.expect("connect");
-    let head = format!(
-        "POST /v1/workloads HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\nauthorization: {}\r\ncontent-length: {}\r\n\r\n",
-        server.bearer(),
-        10 << 20
-    );
-    s.write_all(head.as_bytes()).await.expect("send the head");
-    let _ = s.write_all(&vec![b' '; 64 << 10]).await;
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
-    let text = String::from_utf8_lossy(&answer);
-    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
-    assert!(text.contains("\"too_large\""), "{text}");
+    // As a client streaming an upload sends it: the head announces 10 MB, the body starts to
+    // flow. The answer comes at once, before the server reads the body.
+    let (status, v) = crate::harness::announce_body(&server, "/v1/workloads", 10 << 20).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (413, Some("too_large")), "{v:#}");
     assert!(workload_names(&server).await.is_empty());
 }
 
