@@ -83,6 +83,44 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The commands that do not talk to a server, and the global options that do not apply to
+/// them: their `--help` does not list those (`validate` still speaks JSON).
+const NOT_CLIENTS: &[(&str, &[&str])] = &[
+    ("demo", &["server", "output", "token_file"]),
+    ("server", &["server", "output", "token_file"]),
+    ("router", &["server", "output", "token_file"]),
+    ("sample-app", &["server", "output", "token_file"]),
+    ("validate", &["server", "token_file"]),
+];
+
+/// The command line's definition: clap's, with the client options hidden from the commands
+/// they do not apply to. A global option is shown in every subcommand's help; a subcommand
+/// that has its own hidden option of the same name keeps it out (and still accepts it, so a
+/// `RINGFENCE_SERVER` in the environment or a stray `--server` changes nothing).
+pub fn command() -> clap::Command {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    for (name, options) in NOT_CLIENTS {
+        cmd = cmd.mut_subcommand(*name, |mut sub| {
+            for id in *options {
+                let long = if *id == "token_file" { "token-file" } else { id };
+                let mut arg = clap::Arg::new(*id).long(long).hide(true).num_args(1);
+                if *id == "output" {
+                    arg = arg.short('o');
+                }
+                sub = sub.arg(arg);
+            }
+            sub
+        });
+    }
+    cmd
+}
+
+/// Parses the process's arguments.
+pub fn parse() -> Result<Cli, clap::Error> {
+    let matches = command().try_get_matches()?;
+    <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum Output {
     Text,
@@ -1144,5 +1182,52 @@ async fn flags_command(api: &ApiClient, fc: &FlagsCommand, json: bool) -> Result
             }
             Ok(ExitCode::Ok)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    fn help(args: &[&str]) -> String {
+        let mut argv = vec!["ringfence"];
+        argv.extend_from_slice(args);
+        argv.push("--help");
+        super::command().try_get_matches_from(argv).expect_err("--help ends parsing").to_string()
+    }
+
+    #[test]
+    fn commands_that_talk_to_no_server_do_not_offer_its_options() {
+        for cmd in ["sample-app", "server", "router", "demo"] {
+            let text = help(&[cmd]);
+            for opt in ["--server", "--token-file", "--output"] {
+                assert!(!text.contains(opt), "`{cmd} --help` offers {opt}:\n{text}");
+            }
+        }
+        let validate = help(&["validate"]);
+        assert!(validate.contains("--output") && !validate.contains("--server"), "{validate}");
+        for cmd in [&["status"][..], &["deploy"], &["release", "create"], &["token", "create"]] {
+            let text = help(cmd);
+            assert!(text.contains("--server") && text.contains("--token-file"), "{cmd:?}:\n{text}");
+        }
+    }
+
+    #[test]
+    fn every_command_shows_an_example() {
+        fn walk(cmd: &clap::Command, path: &mut Vec<String>, missing: &mut Vec<String>) {
+            if cmd.get_subcommands().next().is_none() {
+                let after = cmd.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+                if !after.contains("Example") {
+                    missing.push(path.join(" "));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                path.push(sub.get_name().to_string());
+                walk(sub, path, missing);
+                path.pop();
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::command(), &mut Vec::new(), &mut missing);
+        missing.retain(|m| m != "help" && !m.ends_with(" help"));
+        assert!(missing.is_empty(), "commands without an example in --help: {missing:?}");
     }
 }

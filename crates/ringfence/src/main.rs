@@ -1,12 +1,11 @@
 use std::process::ExitCode as ProcessExit;
 
-use clap::Parser;
 use ringfence::cli::{self, Cli, Command, LogFormat};
 use ringfence::exit::{CliError, ExitCode};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ProcessExit {
-    let cli = match Cli::try_parse() {
+    let cli = match cli::parse() {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
