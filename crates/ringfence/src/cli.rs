@@ -142,7 +142,7 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
     /// Run the server: API, controller loops, event log.
     #[command(
-        after_help = "On first start the server writes an admin token to <data-dir>/admin.token (mode 0600); the CLI on this machine finds it there. The API listens on loopback only: put a TLS-terminating reverse proxy in front to reach it from elsewhere (docs/security.md).\n\nExamples:\n  ringfence server\n  ringfence server --listen 127.0.0.1:7171 --data-dir /var/lib/ringfence\n  ringfence server --allowed-host deploy.example.com   # behind a reverse proxy"
+        after_help = "On first start the server writes an admin token to <data-dir>/admin.token (mode 0600); the CLI on this machine finds it there. Without --tls-cert/--tls-key the API listens on loopback only (or put a TLS-terminating reverse proxy in front; docs/security.md).\n\nExamples:\n  ringfence server\n  ringfence server --listen 127.0.0.1:7171 --data-dir /var/lib/ringfence\n  ringfence server --allowed-host deploy.example.com   # behind a reverse proxy\n  ringfence server --listen 0.0.0.0:7443 --tls-cert cert.pem --tls-key key.pem --allowed-host deploy.example.com"
     )]
     Server(ServerArgs),
     /// Run a workload's traffic router (the server starts one per workload).
@@ -328,6 +328,13 @@ pub struct ServerArgs {
     /// refused (DNS rebinding).
     #[arg(long = "allowed-host", value_name = "HOST[:PORT]")]
     pub allowed_hosts: Vec<String>,
+    /// Serve HTTPS with this certificate chain (PEM); with --tls-key. Required to listen on
+    /// an address other than loopback.
+    #[arg(long, env = "RINGFENCE_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM; keep it readable by the server's user only).
+    #[arg(long, env = "RINGFENCE_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

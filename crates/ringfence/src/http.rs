@@ -1,18 +1,57 @@
-//! A small HTTP/1 client over hyper for loopback calls: readiness probes, the router's admin
-//! API and the CLI talking to the server. Plain HTTP only; no TLS is needed on loopback.
+//! A small HTTP/1 client over hyper: readiness probes, the router's admin API and the CLI
+//! talking to the server. `https://` URLs go over TLS (rustls), trusting the certificates of
+//! `$RINGFENCE_CA_FILE` when set (a server with its own CA or a self-signed certificate),
+//! else the system's bundle (`/etc/ssl/certs/ca-certificates.crt`).
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 #[derive(Clone)]
 pub struct HttpClient {
-    inner: Client<HttpConnector, Full<Bytes>>,
+    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+/// Where trusted CA certificates come from when `$RINGFENCE_CA_FILE` is not set.
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The TLS client configuration, read once per process. A CA file that cannot be read leaves
+/// no trusted certificate: every `https://` call then fails, and says the certificate is not
+/// trusted, rather than trusting anything.
+fn tls_config() -> std::sync::Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            use rustls::pki_types::CertificateDer;
+            use rustls::pki_types::pem::PemObject;
+            let file = std::env::var_os("RINGFENCE_CA_FILE")
+                .filter(|f| !f.is_empty())
+                .unwrap_or_else(|| SYSTEM_CA_BUNDLE.into());
+            let mut roots = rustls::RootCertStore::empty();
+            match CertificateDer::pem_file_iter(&file) {
+                Ok(certs) => {
+                    let (_, rejected) = roots.add_parsable_certificates(certs.flatten());
+                    if rejected > 0 {
+                        tracing::warn!(file = ?file, rejected, "some CA certificates could not be used");
+                    }
+                }
+                Err(e) => tracing::debug!(file = ?file, error = %e, "no CA certificates for https"),
+            }
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            std::sync::Arc::new(config)
+        })
+        .clone()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +96,12 @@ impl HttpClient {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        connector.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls_config()).clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let inner = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(8)

@@ -71,22 +71,31 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match &cli.command {
         Command::Server(args) => {
             let data_dir = args.data_dir.clone().unwrap_or_else(cli::default_data_dir);
-            if !args.listen.ip().is_loopback() {
+            let tls = match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => Some(
+                    ringfence::server::tls::server_config(cert, key)
+                        .map_err(|e| CliError::new(ExitCode::Invalid, format!("{e:#}")))?,
+                ),
+                _ => None,
+            };
+            if !args.listen.ip().is_loopback() && tls.is_none() {
                 return Err(CliError::new(
                     ExitCode::Usage,
                     format!(
-                        "refusing to serve the API on {}: it is not a loopback address, and this server speaks plain HTTP, so tokens would cross the network in the clear. Bind 127.0.0.1 and put a TLS-terminating reverse proxy in front (docs/security.md shows how), passing its name with --allowed-host.",
+                        "refusing to serve the API on {}: it is not a loopback address and no TLS is configured, so tokens would cross the network in the clear. Give --tls-cert and --tls-key, or bind 127.0.0.1 behind a TLS-terminating reverse proxy (docs/security.md), with its name in --allowed-host.",
                         args.listen
                     ),
                 ));
             }
+            let scheme = if tls.is_some() { "https" } else { "http" };
             let listener = bind(args.listen, "API").await?;
             let addr = listener.local_addr().map_err(|e| CliError::new(ExitCode::Failure, e.to_string()))?;
-            println!("ringfence server listening on http://{addr} (data in {})", data_dir.display());
+            println!("ringfence server listening on {scheme}://{addr} (data in {})", data_dir.display());
             let mut config = ringfence::server::ServerConfig::new(data_dir)?;
             config.tick = args.tick;
             config.stop_workloads_on_exit = !args.keep_workloads;
             config.allowed_hosts = args.allowed_hosts.clone();
+            config.tls = tls;
             ringfence::server::run(config, listener, shutdown_on_signal()).await?;
             Ok(ExitCode::Ok)
         }

@@ -103,8 +103,16 @@ const EVICTION_LINGER: Duration = Duration::from_secs(1);
 /// Serves `app` on `listener` within `limits` until `shutdown` is cancelled, then stops
 /// accepting, lets requests in progress finish for up to [`Limits::shutdown_grace`], and
 /// returns once every connection is closed.
-pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown: CancellationToken) -> io::Result<()> {
+/// `tls`: serve HTTPS with this configuration (see `server::tls`); plain HTTP without.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
     let ctx = Arc::new(Ctx {
+        tls: tls.map(tokio_rustls::TlsAcceptor::from),
         registry: Registry::default(),
         tally: Tally::default(),
         shutdown: shutdown.clone(),
@@ -155,6 +163,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
 
 /// What every connection task shares.
 struct Ctx {
+    tls: Option<tokio_rustls::TlsAcceptor>,
     limits: Limits,
     registry: Registry,
     tally: Tally,
@@ -464,6 +473,22 @@ async fn connection(stream: TcpStream, peer: SocketAddr, app: Router, admitted: 
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "set_nodelay failed");
     }
+    let stream: Box<dyn Io> = match &ctx.tls {
+        None => Box::new(stream),
+        // The handshake is on the header clock: a client that starts one and stalls is gone
+        // as surely as one that sends half a head.
+        Some(acceptor) => match tokio::time::timeout(ctx.limits.header_read_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => Box::new(tls),
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                ctx.tally.add(&ctx.tally.header_timeouts);
+                return;
+            }
+        },
+    };
     let io = TokioIo::new(Watched { stream, activity: activity.clone() });
     let service =
         ConnService { app: TowerToHyperService::new(app), activity: activity.clone(), peer, ctx: ctx.clone() };
@@ -518,9 +543,15 @@ async fn connection(stream: TcpStream, peer: SocketAddr, app: Router, admitted: 
 
 /// The socket, telling the connection's clocks when bytes arrive.
 struct Watched {
-    stream: TcpStream,
+    /// The socket, or the TLS session over it.
+    stream: Box<dyn Io>,
     activity: Arc<Activity>,
 }
+
+/// A connection's byte stream: TCP, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 impl AsyncRead for Watched {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
@@ -811,7 +842,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let stop = CancellationToken::new();
-        let task = tokio::spawn(serve(listener, app, limits, stop.clone()));
+        let task = tokio::spawn(serve(listener, app, limits, None, stop.clone()));
         TestServer { addr, stop, task: Some(task) }
     }
 

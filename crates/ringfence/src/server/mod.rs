@@ -31,6 +31,7 @@ mod planning;
 mod releases;
 mod rollouts;
 mod signals;
+pub mod tls;
 mod tokens;
 mod workloads;
 
@@ -84,6 +85,8 @@ pub struct ServerConfig {
     pub ringfence_bin: PathBuf,
     /// Names the API answers to besides the loopback ones (`Host` header values).
     pub allowed_hosts: Vec<String>,
+    /// Serve HTTPS with this configuration ([`tls::server_config`]).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ServerConfig {
@@ -93,6 +96,7 @@ impl ServerConfig {
             tick: Duration::from_millis(100),
             stop_workloads_on_exit: true,
             allowed_hosts: Vec::new(),
+            tls: None,
             ringfence_bin: std::env::current_exe()
                 .map_err(|e| anyhow::anyhow!("cannot find the ringfence binary: {e}"))?,
         })
@@ -122,7 +126,7 @@ pub async fn run(
     let hosts = Arc::new(auth::HostPolicy::new(bound, &config.allowed_hosts));
     let app = router(shared.clone(), hosts);
     let serve_shutdown = shutdown.clone();
-    listen::serve(listener, app, listen::Limits::default(), serve_shutdown).await?;
+    listen::serve(listener, app, listen::Limits::default(), config.tls.clone(), serve_shutdown).await?;
     shared.shutdown.cancel();
     // Every loop finishes the round it is in (its intents recorded) before its processes go.
     // A round is bounded by its own timeouts (readiness, probes, smoke tests); past this

@@ -458,3 +458,91 @@ async fn the_router_takes_no_table_without_its_secret_and_a_stolen_secret_is_und
         "the desired table is installed above the hijacker's generation: {restored:#}"
     );
 }
+
+/// A `ringfence server` started by hand, killed when dropped.
+struct Spawned(std::process::Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `ringfence server` with `args` and returns it with the URL of its banner line.
+fn spawn_server(args: &[&str]) -> (Spawned, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(crate::harness::BIN)
+        .arg("server")
+        .args(args)
+        .env_remove("RINGFENCE_KEEP_WORKLOADS")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn ringfence server");
+    let stdout = child.stdout.take().expect("piped");
+    let guard = Spawned(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line).expect("the banner");
+    let url = line
+        .strip_prefix("ringfence server listening on ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected banner {line:?}"))
+        .to_string();
+    (guard, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_certificate_the_api_speaks_tls_and_may_leave_loopback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .expect("a self-signed certificate");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).expect("write cert");
+    std::fs::write(&key, made.key_pair.serialize_pem()).expect("write key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
+    let data = dir.path().join("data");
+    let (cert_s, key_s, data_s) =
+        (crate::harness::path_str(&cert), crate::harness::path_str(&key), crate::harness::path_str(&data));
+    let (_server, url) =
+        spawn_server(&["--listen", "127.0.0.1:0", "--tls-cert", cert_s, "--tls-key", key_s, "--data-dir", data_s]);
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let token = data.join("admin.token");
+    crate::harness::wait_until("the admin token", || {
+        let ok = token.is_file();
+        async move { ok.then_some(()) }
+    })
+    .await;
+    let token_s = crate::harness::path_str(&token);
+
+    // A client that trusts the certificate talks to it; one that does not is refused.
+    let trusted = crate::harness::cli_with(
+        &["--server", &url, "--token-file", token_s, "token", "list"],
+        &[("RINGFENCE_CA_FILE", cert_s)],
+    )
+    .await;
+    assert_eq!(trusted.code, 0, "{trusted}");
+    assert!(trusted.stdout.contains("admin"), "{trusted}");
+    let untrusted = crate::harness::cli_with(&["--server", &url, "--token-file", token_s, "token", "list"], &[]).await;
+    assert_ne!(untrusted.code, 0, "a client that does not trust the certificate got through:\n{untrusted}");
+
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let plain = url.replacen("https://", "http://", 1);
+    let r = HttpClient::new().get(&format!("{plain}/v1/health"), Duration::from_secs(5)).await;
+    assert!(r.is_err(), "plain HTTP was answered: {:?}", r.map(|r| r.status));
+
+    // With TLS, a non-loopback address is allowed (without it, refused: see above).
+    let other = dir.path().join("data2");
+    let (_wide, wide_url) = spawn_server(&[
+        "--listen",
+        "0.0.0.0:0",
+        "--tls-cert",
+        cert_s,
+        "--tls-key",
+        key_s,
+        "--data-dir",
+        crate::harness::path_str(&other),
+    ]);
+    assert!(wide_url.starts_with("https://0.0.0.0:"), "{wide_url}");
+}
