@@ -384,45 +384,81 @@ mod tests {
         stop_app.cancel();
     }
 
-    /// Stands in for the router: names a version and group per user, the way the router's
-    /// response headers do.
-    async fn start_fake_router() -> (SocketAddr, CancellationToken) {
-        use axum::http::HeaderMap;
-        let app = axum::Router::new().fallback(|headers: HeaderMap| async move {
-            let user = headers.get("x-user-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-            let canary = user == "user-0";
-            let (version, group, status) = if canary { ("v2", "canary", 503) } else { ("v1", "stable", 200) };
-            (axum::http::StatusCode::from_u16(status).unwrap(), [(VERSION_HEADER, version), (GROUP_HEADER, group)], "")
-        });
+    /// The real router, in this process, splitting users half and half between v1 (healthy)
+    /// and v2 (every answer a 500). Returns its address, its admin address and its stop.
+    async fn start_router() -> (SocketAddr, SocketAddr, Vec<CancellationToken>) {
+        let (v1, stop_v1) = start_sample_app(app_args("v1", 0.0)).await;
+        let (v2, stop_v2) = start_sample_app(app_args("v2", 1.0)).await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await });
-        (addr, shutdown)
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (addr, admin_addr) = (listener.local_addr().unwrap(), admin.local_addr().unwrap());
+        let stop = CancellationToken::new();
+        let config = ringfence_router::RouterConfig::new(ringfence_router::AdminAuth::Insecure);
+        tokio::spawn(ringfence_router::run(config, listener, admin, stop.clone()));
+        let group = |name: &str, version: &str, upstream| ringfence_router::Group {
+            name: name.into(),
+            version: version.into(),
+            weight_bp: 5_000,
+            upstreams: vec![upstream],
+            flags: None,
+        };
+        let table = ringfence_router::RouteTable {
+            generation: 1,
+            workload: "loadgen-test".into(),
+            groups: vec![group("canary", "v2", v2), group("stable", "v1", v1)],
+            // A breaker that never opens: v2's users stay on v2, failing, as this test needs.
+            breaker: ringfence_router::BreakerConfig {
+                consecutive_failures: u32::MAX,
+                min_success_rate: 0.0,
+                ..Default::default()
+            },
+            ..serde_json::from_str(r#"{"workload": ""}"#).unwrap()
+        };
+        let r = crate::http::HttpClient::new()
+            .request(
+                hyper::Method::PUT,
+                &format!("http://{admin_addr}/v1/table"),
+                &[],
+                Some(bytes::Bytes::from(serde_json::to_vec(&table).unwrap())),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("the router's admin API answers");
+        assert!(r.status.is_success(), "the router refused the table: {}", r.status);
+        (addr, admin_addr, vec![stop, stop_v1, stop_v2])
     }
 
     #[tokio::test]
     async fn records_status_version_and_group_headers() {
-        let (addr, stop_router) = start_fake_router().await;
+        let (addr, admin, stops) = start_router().await;
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let cfg = LoadConfig { users: 2, ..config(addr, 100.0, Duration::from_millis(500)) };
+        let cfg = LoadConfig { users: 20, ..config(addr, 100.0, Duration::from_millis(600)) };
         let summary = run(cfg, Some(tx), CancellationToken::new()).await;
         let samples = drain(&mut rx);
         assert!(!samples.is_empty());
-        for sample in &samples {
-            let (version, group, status) = if sample.user == 0 { ("v2", "canary", 503) } else { ("v1", "stable", 200) };
-            assert_eq!(sample.version.as_deref(), Some(version), "{sample:?}");
-            assert_eq!(sample.group.as_deref(), Some(group), "{sample:?}");
-            assert_eq!(sample.status, Some(status), "{sample:?}");
+        // Where the router itself says each user goes.
+        let http = crate::http::HttpClient::new();
+        let mut assigned = std::collections::BTreeMap::new();
+        for user in samples.iter().map(|s| s.user).collect::<std::collections::BTreeSet<_>>() {
+            let url = format!("http://{admin}/v1/assign?user=user-{user}");
+            let r = http.get(&url, Duration::from_secs(5)).await.expect("assign answers");
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assigned.insert(user, (v["version"].as_str().unwrap().to_owned(), v["group"].as_str().unwrap().to_owned()));
         }
-        let canary = samples.iter().filter(|s| s.user == 0).count() as u64;
+        for sample in &samples {
+            let (version, group) = &assigned[&sample.user];
+            assert_eq!(sample.version.as_deref(), Some(version.as_str()), "{sample:?}");
+            assert_eq!(sample.group.as_deref(), Some(group.as_str()), "{sample:?}");
+            assert_eq!(sample.status, Some(if version == "v2" { 500 } else { 200 }), "{sample:?}");
+        }
+        let canary = samples.iter().filter(|s| assigned[&s.user].0 == "v2").count() as u64;
         let stable = samples.len() as u64 - canary;
+        assert!(canary > 0 && stable > 0, "20 users all in one half: {assigned:?}");
         assert_eq!(summary.by_version.get("v2").copied().unwrap_or_default(), (canary, canary));
         assert_eq!(summary.by_version.get("v1").copied().unwrap_or_default(), (stable, 0));
         assert_eq!(summary.errors, canary);
         assert_eq!(summary.ok, stable);
-        stop_router.cancel();
+        stops.iter().for_each(CancellationToken::cancel);
     }
 
     #[tokio::test]
