@@ -98,6 +98,18 @@ pub enum ValueType {
 }
 
 impl ValueType {
+    /// The type an OpenFeature client asks for, by the name of its typed call (`boolean`,
+    /// `string`, `integer`, `float`, `object`): integers and floats are both numbers here.
+    pub fn from_client_name(name: &str) -> Option<ValueType> {
+        Some(match name {
+            "boolean" => ValueType::Boolean,
+            "string" => ValueType::String,
+            "integer" | "float" => ValueType::Number,
+            "object" => ValueType::Object,
+            _ => return None,
+        })
+    }
+
     pub(crate) fn of(v: &Value) -> Option<ValueType> {
         match v {
             Value::Bool(_) => Some(ValueType::Boolean),

@@ -173,13 +173,10 @@ fn engine_answer(flags: &FlagSet, case: &Value) -> Value {
         Ok(c) => c,
         Err(e) => return json!({"value": default, "reason": "ERROR", "errorCode": e.code.as_str()}),
     };
-    let want = match case["type"].as_str() {
-        Some("boolean") => ValueType::Boolean,
-        Some("string") => ValueType::String,
-        Some("integer" | "float") => ValueType::Number,
-        Some("object") => ValueType::Object,
-        other => panic!("case {}: unknown type {other:?}", case["name"]),
-    };
+    let want = case["type"]
+        .as_str()
+        .and_then(ValueType::from_client_name)
+        .unwrap_or_else(|| panic!("case {}: unknown type {:?}", case["name"], case["type"]));
     let r = flags.evaluate(case["flag"].as_str().expect("flag key"), &ctx).expect_type(want);
     match &r.error {
         Some(e) => json!({"value": default, "reason": "ERROR", "errorCode": e.code.as_str()}),
