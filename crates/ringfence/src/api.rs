@@ -71,14 +71,32 @@ pub struct PhaseAdvice {
     pub name: String,
     pub weight: f64,
     pub bake_s: f64,
+    /// How the phase decides; the seconds below are finite numbers or null, never infinite
+    /// (JSON has no infinity), so this says why `needed_s` is null.
+    pub needs: PhaseNeeds,
     /// What the phase needs: the time for a release as good as the stable one to pass (the
-    /// figure `status` counts down), or with `power = 0` the time to catch the targets.
+    /// figure `status` counts down), or with `power = 0` the time to catch the targets. Set
+    /// only when `needs` is `time`.
     pub needed_s: Option<f64>,
-    /// The time for a release as good as the stable one to pass (95% of the time).
+    /// The time for a release as good as the stable one to pass (95% of the time); null when
+    /// the pass tests are off or no release can pass at this traffic.
     #[serde(default)]
     pub pass_s: Option<f64>,
-    /// The time to catch the target regressions (80% of the time, or the spec's power).
+    /// The time to catch the target regressions (80% of the time, or the spec's power); null
+    /// when the phase cannot catch them at this traffic or relies on the guards.
     #[serde(default)]
     pub detect_s: Option<f64>,
     pub warning: Option<String>,
+}
+
+/// What a phase of a plan needs to decide.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PhaseNeeds {
+    /// A known time: `needed_s`.
+    Time,
+    /// More traffic (or weight) than it has: at this traffic it cannot decide.
+    MoreTraffic,
+    /// Nothing to compare with (the 100% phase): only the guards judge it.
+    GuardsOnly,
 }

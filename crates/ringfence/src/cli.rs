@@ -619,7 +619,8 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
         Command::Flags(fc) => flags_command(&api, fc, json).await,
         Command::Plan { workload, rps } => {
             let q = rps.map(|r| format!("?rps={r}")).unwrap_or_default();
-            let p: crate::api::PlanAdvice = api.get(&format!("/v1/workloads/{workload}/plan{q}")).await?;
+            use crate::api::{PhaseNeeds, PlanAdvice};
+            let p: PlanAdvice = api.get(&format!("/v1/workloads/{workload}/plan{q}")).await?;
             if json {
                 print_json(&p);
                 return Ok(ExitCode::Ok);
@@ -635,11 +636,7 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
             );
             outln!("{:<14} {:>7} {:>9} {:>11} {:>11}  ADVICE", "PHASE", "WEIGHT", "BAKE", "NEEDED", "CATCHES IN");
             let mut short = false;
-            let secs = |s: Option<f64>| match s {
-                Some(n) if n.is_finite() => format!("{n:.0}s"),
-                Some(_) => "never".into(),
-                None => "-".into(),
-            };
+            let secs = |s: Option<f64>| s.map_or("never".into(), |n| format!("{n:.0}s"));
             for ph in &p.phases {
                 short |= ph.warning.is_some();
                 outln!(
@@ -647,8 +644,12 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
                     ph.name,
                     ph.weight,
                     ph.bake_s,
-                    if ph.needed_s.is_some() { secs(ph.needed_s) } else { "guards only".into() },
-                    secs(ph.detect_s),
+                    match ph.needs {
+                        PhaseNeeds::Time => secs(ph.needed_s),
+                        PhaseNeeds::MoreTraffic => "never".into(),
+                        PhaseNeeds::GuardsOnly => "guards only".into(),
+                    },
+                    if ph.needs == PhaseNeeds::GuardsOnly { "-".into() } else { secs(ph.detect_s) },
                     ph.warning.as_deref().unwrap_or("ok")
                 );
             }
@@ -662,7 +663,7 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
                 p.target_error_ratio,
                 p.target_latency_ratio,
                 if p.power > 0.0 { p.power * 100.0 } else { 80.0 },
-                if p.phases.iter().filter(|ph| ph.needed_s.is_some()).count() > 1 {
+                if p.phases.iter().filter(|ph| ph.needs != PhaseNeeds::GuardsOnly).count() > 1 {
                     "; in later phases, a regression that first appears there (one present from the start carries its evidence on)"
                 } else {
                     ""

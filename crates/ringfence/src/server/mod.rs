@@ -69,7 +69,7 @@ mod prelude {
     pub(super) use super::error::{ApiError, ErrorKind};
     pub(super) use super::extract::{Actor, Body, Params, St};
     pub(super) use super::planning::bake_warnings;
-    pub(super) use crate::api::{PhaseAdvice, PlanAdvice, ReportAccepted, Why, WorkloadStatus};
+    pub(super) use crate::api::{PhaseAdvice, PhaseNeeds, PlanAdvice, ReportAccepted, Why, WorkloadStatus};
     pub(super) use crate::controller;
     pub(super) use crate::state::{AppendError, Shared, now};
 }

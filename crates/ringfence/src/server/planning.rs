@@ -101,9 +101,14 @@ pub(super) fn advise(
             name: p.name.clone(),
             weight: p.weight,
             bake_s: adv.bake_s,
-            needed_s: adv.needed_s,
-            pass_s: adv.pass_s,
-            detect_s: adv.detect_s,
+            needs: match adv.needed_s {
+                None => PhaseNeeds::GuardsOnly,
+                Some(s) if s.is_finite() => PhaseNeeds::Time,
+                Some(_) => PhaseNeeds::MoreTraffic,
+            },
+            needed_s: finite(adv.needed_s),
+            pass_s: finite(adv.pass_s),
+            detect_s: finite(adv.detect_s),
             warning: if rps <= 0.0 { Some("no traffic measured: nothing can be judged".into()) } else { adv.warning },
         })
         .collect();
@@ -136,4 +141,33 @@ pub(super) async fn bake_warnings(sh: &Shared, name: &str) -> Vec<String> {
         .filter_map(|p| p.warning)
         .map(|w| format!("{w} (traffic averaged since the router started; `ringfence plan` measures it now)"))
         .collect()
+}
+
+/// Seconds as the wire carries them: JSON has no infinity, and serde would write it as null,
+/// which would read as "not applicable"; `PhaseNeeds` says which.
+fn finite(s: Option<f64>) -> Option<f64> {
+    s.filter(|s| s.is_finite())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_phase_that_cannot_decide_says_so_instead_of_looking_like_the_guarded_one() {
+        let text = include_str!("../../../../examples/checkout.toml");
+        let spec = ringfence_core::spec::parse("checkout.toml", text).expect("the example spec");
+        let busy = advise(&spec, None, None, 1000.0, false);
+        let idle = advise(&spec, None, None, 0.0, true);
+        let last = busy.phases.last().expect("phases");
+        assert_eq!((last.needs, last.needed_s), (PhaseNeeds::GuardsOnly, None));
+        let first = &busy.phases[0];
+        assert_eq!(first.needs, PhaseNeeds::Time);
+        assert!(first.needed_s.is_some_and(f64::is_finite));
+        let first = &idle.phases[0];
+        assert_eq!((first.needs, first.needed_s), (PhaseNeeds::MoreTraffic, None));
+        // What a script reads: no phase's seconds may be lost to JSON's missing infinity.
+        let json = serde_json::to_value(&idle).expect("serializes");
+        assert_eq!(json["phases"][0]["needs"], "more_traffic");
+    }
 }

@@ -419,10 +419,17 @@ async fn sequential_analysis_catches_hard_and_subtle_error_regressions() {
     let phases = p["phases"].as_array().expect("phases");
     assert_eq!(phases.len(), 3);
     let first = &phases[0];
-    assert!(first["needed_s"].as_f64().is_some_and(|n| n > 1.0), "{first:#}");
+    // A known time longer than the bake, or (on a machine slow enough for the stable p99 to make
+    // the latency target plannable) none at this traffic: either way, never within the 1 s bake.
+    match first["needs"].as_str() {
+        Some("time") => assert!(first["needed_s"].as_f64().is_some_and(|n| n > 1.0), "{first:#}"),
+        Some("more_traffic") => assert!(first["needed_s"].is_null(), "{first:#}"),
+        _ => panic!("phase 1 compares with the stable version: {first:#}"),
+    }
     assert!(first["warning"].as_str().is_some_and(|w| w.contains("the bake is 1 s")), "{first:#}");
     assert!(phases[1]["warning"].as_str().is_none_or(|w| w.contains("first appearing in this phase")), "{p:#}");
-    assert!(phases[2]["needed_s"].is_null(), "the 100% phase relies on the guards: {p:#}");
+    assert_eq!(phases[2]["needs"], "guards_only", "the 100% phase relies on the guards: {p:#}");
+    assert!(phases[2]["needed_s"].is_null(), "{p:#}");
     let out = server.cli(&["plan", w]).await;
     assert_eq!(out.code, 0, "{out}");
     assert!(out.stdout.contains("(measured)") && out.stdout.contains("PHASE"), "{out}");
