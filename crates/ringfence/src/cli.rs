@@ -8,14 +8,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ringfence_api::{
+    self as api, Event, Metadata, Migration, Release, ReleaseContent, ReleaseRequest, Rollout, RolloutStatus, Stage,
+    Why, WorkloadStatus,
+};
 use ringfence_core::event::EventKind;
 use ringfence_core::explain;
-use ringfence_core::release::{Metadata, Migration, ReleaseContent, ReleaseRequest};
-use ringfence_core::rollout::{Rollout, RolloutStatus, Stage};
-use ringfence_core::{Event, Release};
 use serde_json::json;
 
-use crate::api::{Why, WorkloadStatus};
 use crate::client::ApiClient;
 use crate::exit::{CliError, ExitCode};
 
@@ -456,10 +456,15 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 /// The server's warnings of an answer (bakes too short for the traffic), on stderr.
-fn print_warnings(v: &serde_json::Value) {
-    for w in v["warnings"].as_array().into_iter().flatten().filter_map(|w| w.as_str()) {
+fn print_warnings(warnings: &[String]) {
+    for w in warnings {
         eprintln!("warning: {w}");
     }
+}
+
+/// A time as people read it (RFC 3339, UTC).
+fn time(t: api::Timestamp) -> ringfence_core::Timestamp {
+    ringfence_core::Timestamp(t.0)
 }
 
 fn print_json(v: &impl serde::Serialize) {
@@ -467,37 +472,30 @@ fn print_json(v: &impl serde::Serialize) {
 }
 
 async fn token_command(api: &ApiClient, t: &TokenCommand, json: bool) -> Result<ExitCode, CliError> {
-    let show = |v: &serde_json::Value| {
-        let grants: Vec<&str> = v["grants"].as_array().into_iter().flatten().filter_map(|g| g.as_str()).collect();
-        let state = if !v["revoked_at"].is_null() {
-            format!("revoked {}", v["revoked_at"])
-        } else if let Some(e) = v["expires_at"].as_i64() {
-            format!("expires {}", ringfence_core::Timestamp(e))
+    let show = |v: &api::Token| {
+        let state = if let Some(r) = v.revoked_at {
+            format!("revoked {}", time(r))
+        } else if let Some(e) = v.expires_at {
+            format!("expires {}", time(e))
         } else {
             "no expiry".into()
         };
-        format!(
-            "{:<14} {:<20} {:<32} {}",
-            v["id"].as_str().unwrap_or("?"),
-            v["name"].as_str().unwrap_or("?"),
-            grants.join(" "),
-            state
-        )
+        format!("{:<14} {:<20} {:<32} {}", v.id, v.name, v.grants.join(" "), state)
     };
     match t {
         TokenCommand::Create { name, roles, expires_in } => {
-            let v: serde_json::Value =
-                api.post("/v1/tokens", &json!({"name": name, "grants": roles, "expires_in": expires_in})).await?;
+            let req = api::CreateToken { name: name.clone(), grants: roles.clone(), expires_in: expires_in.clone() };
+            let v: api::CreatedToken = api.post("/v1/tokens", &req).await?;
             if json {
                 print_json(&v);
             } else {
-                outln!("{}", show(&v));
+                outln!("{}", show(&v.view));
                 outln!("token (shown once, stored nowhere; keep it in a secret store):");
-                outln!("{}", v["token"].as_str().unwrap_or("?"));
+                outln!("{}", v.token);
             }
         }
         TokenCommand::List => {
-            let v: Vec<serde_json::Value> = api.get("/v1/tokens").await?;
+            let v: Vec<api::Token> = api.get("/v1/tokens").await?;
             if json {
                 print_json(&v);
             } else {
@@ -507,7 +505,7 @@ async fn token_command(api: &ApiClient, t: &TokenCommand, json: bool) -> Result<
             }
         }
         TokenCommand::Revoke { id } => {
-            let v: serde_json::Value = api.delete(&format!("/v1/tokens/{id}")).await?;
+            let v: api::Token = api.delete(&format!("/v1/tokens/{id}")).await?;
             if json {
                 print_json(&v);
             } else {
@@ -525,50 +523,48 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
         Command::Validate { files, strict } => validate(files, *strict, json),
         Command::Apply { file } => {
             let text = read_spec(file)?;
-            let v: serde_json::Value =
-                api.post("/v1/workloads", &json!({"spec": text, "file": file.display().to_string()})).await?;
+            let req = api::ApplySpec { spec: text, file: file.display().to_string() };
+            let v: api::Applied = api.post("/v1/workloads", &req).await?;
             if json {
                 print_json(&v);
             } else {
-                let name = v["workload"].as_str().unwrap_or("?");
-                if v["changed"].as_bool() == Some(true) {
-                    outln!("applied {name}");
+                if v.changed {
+                    outln!("applied {}", v.workload);
                 } else {
-                    outln!("{name} unchanged");
+                    outln!("{} unchanged", v.workload);
                 }
-                print_warnings(&v);
+                print_warnings(&v.warnings);
             }
             Ok(ExitCode::Ok)
         }
         Command::Release(rc) => release(&api, rc, json).await,
         Command::Deploy { workload, version, wait, reason } => {
-            let v: serde_json::Value = api
-                .post(&format!("/v1/workloads/{workload}/deploy"), &json!({"version": version, "reason": reason}))
-                .await?;
-            let id = v["rollout_id"].as_str().unwrap_or_default().to_string();
+            let req = api::Deploy { version: version.clone(), reason: reason.clone() };
+            let v: api::Started = api.post(&format!("/v1/workloads/{workload}/deploy"), &req).await?;
+            let id = v.rollout_id.clone();
             if json && !wait.wait {
                 print_json(&v);
             } else if !json {
                 outln!("rollout {id} started: {workload} {version}");
-                print_warnings(&v);
+                print_warnings(&v.warnings);
             }
             if wait.wait { wait_for(&api, workload, &id, wait.timeout, json).await } else { Ok(ExitCode::Ok) }
         }
         Command::Status { workload: None, .. } => {
-            let list: serde_json::Value = api.get("/v1/workloads").await?;
+            let list: Vec<api::WorkloadSummary> = api.get("/v1/workloads").await?;
             if json {
                 print_json(&list);
             } else {
                 outln!("{:<24} {:<14} {:<12} {:<14} PHASE", "WORKLOAD", "STABLE", "RELEASE", "STATUS");
-                for w in list.as_array().into_iter().flatten() {
-                    let r = &w["rollout"];
+                for w in &list {
+                    let r = w.rollout.as_ref();
                     outln!(
                         "{:<24} {:<14} {:<12} {:<14} {}",
-                        w["name"].as_str().unwrap_or("?"),
-                        w["stable"].as_str().unwrap_or("-"),
-                        r["release"].as_str().unwrap_or("-"),
-                        r["status"].as_str().unwrap_or("-"),
-                        if r.is_null() { "-".into() } else { format!("{}/{}", r["phase"], r["phases"]) }
+                        w.name,
+                        w.stable.as_deref().unwrap_or("-"),
+                        r.map_or("-", |r| r.release.as_str()),
+                        r.map_or("-", |r| r.status.as_str()),
+                        r.map_or("-".into(), |r| format!("{}/{}", r.phase, r.phases))
                     );
                 }
             }
@@ -591,9 +587,9 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
         Command::Promote(v) => verb(&api, "promote", v, json).await,
         Command::Abort(v) => verb(&api, "abort", v, json).await,
         Command::Rollback { workload, to, reason, wait } => {
-            let v: serde_json::Value =
-                api.post(&format!("/v1/workloads/{workload}/rollback"), &json!({"to": to, "reason": reason})).await?;
-            let id = v["rollout_id"].as_str().unwrap_or_default().to_string();
+            let req = api::Rollback { to: to.clone(), reason: reason.clone() };
+            let v: api::Started = api.post(&format!("/v1/workloads/{workload}/rollback"), &req).await?;
+            let id = v.rollout_id.clone();
             if json && !wait.wait {
                 print_json(&v);
             } else if !json {
@@ -607,9 +603,7 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
                 let ok = s.rollout.as_ref().is_some_and(|r| {
                     r.status == RolloutStatus::Completed
                         || (r.status == RolloutStatus::Mitigated
-                            && r.decision.as_ref().is_some_and(|d| {
-                                d.action == ringfence_core::decision::MitigationAction::ManualRollback
-                            }))
+                            && r.decision.as_ref().is_some_and(|d| d.action == api::MitigationAction::ManualRollback))
                 });
                 return Ok(if ok { ExitCode::Ok } else { code });
             }
@@ -619,7 +613,7 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
         Command::Flags(fc) => flags_command(&api, fc, json).await,
         Command::Plan { workload, rps } => {
             let q = rps.map(|r| format!("?rps={r}")).unwrap_or_default();
-            use crate::api::{PhaseNeeds, PlanAdvice};
+            use api::{PhaseNeeds, PlanAdvice};
             let p: PlanAdvice = api.get(&format!("/v1/workloads/{workload}/plan{q}")).await?;
             if json {
                 print_json(&p);
@@ -681,9 +675,8 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::Ok)
         }
         Command::Report { workload, user, message } => {
-            let r: crate::api::ReportAccepted = api
-                .post(&format!("/v1/workloads/{workload}/reports"), &json!({"user": user, "message": message}))
-                .await?;
+            let req = api::Report { user: user.clone(), message: message.clone() };
+            let r: api::ReportAccepted = api.post(&format!("/v1/workloads/{workload}/reports"), &req).await?;
             if json {
                 print_json(&r);
             } else {
@@ -850,14 +843,13 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
                     flags,
                 },
             };
-            let v: serde_json::Value = api.post(&format!("/v1/workloads/{workload}/releases"), &req).await?;
+            let v: api::ReleaseCreated = api.post(&format!("/v1/workloads/{workload}/releases"), &req).await?;
             if json {
                 print_json(&v);
             } else {
-                print_warnings(&v);
-                let r: Release = serde_json::from_value(v["release"].clone())
-                    .map_err(|e| CliError::new(ExitCode::Failure, e.to_string()))?;
-                if v["created"].as_bool() == Some(true) {
+                print_warnings(&v.warnings);
+                let r = &v.release;
+                if v.created {
                     outln!("release {} of {} registered ({})", r.version, r.workload, r.digest);
                 } else {
                     outln!(
@@ -880,7 +872,7 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
                     outln!(
                         "{:<16} {:<26} {:<14} {:<12} {}",
                         r.version,
-                        r.created_at,
+                        time(r.created_at),
                         r.created_by,
                         r.content.metadata.commit,
                         r.content.artifact
@@ -896,7 +888,7 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
             } else {
                 outln!("release   {} of {}", r.version, r.workload);
                 outln!("digest    {}", r.digest);
-                outln!("created   {} by {}", r.created_at, r.created_by);
+                outln!("created   {} by {}", time(r.created_at), r.created_by);
                 outln!("artifact  {}", r.content.artifact);
                 outln!("commit    {}  author {}", r.content.metadata.commit, r.content.metadata.author);
                 for (k, v) in &r.content.config {
@@ -915,12 +907,12 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
 }
 
 async fn verb(api: &ApiClient, name: &str, v: &Verb, json: bool) -> Result<ExitCode, CliError> {
-    let out: serde_json::Value =
-        api.post(&format!("/v1/workloads/{}/{name}", v.workload), &json!({"reason": v.reason})).await?;
+    let req = api::Reason { reason: v.reason.clone() };
+    let out: api::Started = api.post(&format!("/v1/workloads/{}/{name}", v.workload), &req).await?;
     if json {
         print_json(&out);
     } else {
-        outln!("{name}: rollout {} of {}", out["rollout_id"].as_str().unwrap_or("?"), v.workload);
+        outln!("{name}: rollout {} of {}", out.rollout_id, v.workload);
     }
     Ok(ExitCode::Ok)
 }
@@ -939,7 +931,7 @@ pub async fn wait_for(
         let evs = api.events_after(workload, after).await?;
         for e in &evs {
             after = e.seq;
-            if !json && e.kind.rollout_id() == Some(id) {
+            if !json && e.rollout_id() == Some(id) {
                 outln!("{}", timeline_line(e));
             }
         }
@@ -963,15 +955,24 @@ pub async fn wait_for(
 }
 
 pub fn timeline_line(e: &Event) -> String {
-    format!("{:>5}  {}  {:<12} {}", e.seq, e.at, e.actor, explain::describe(e))
+    let what = as_logged(e).map_or_else(|| format!("{} ({})", e.kind, e.reason), |c| explain::describe(&c));
+    format!("{:>5}  {}  {:<12} {}", e.seq, time(e.at), e.actor, what)
 }
 
 /// Events shown by default: what a person cares about, not every controller step.
 pub fn is_notable(e: &Event) -> bool {
-    !matches!(
-        e.kind,
-        EventKind::ActionIntended { .. } | EventKind::ActionSucceeded { .. } | EventKind::ReplicaStopped { .. }
-    )
+    !as_logged(e).is_some_and(|c| {
+        matches!(
+            c.kind,
+            EventKind::ActionIntended { .. } | EventKind::ActionSucceeded { .. } | EventKind::ReplicaStopped { .. }
+        )
+    })
+}
+
+/// An event as the log records it, for the core's words about it; `None` for a type this
+/// build does not know (a newer server's), which is then shown by its type and reason.
+pub fn as_logged(e: &Event) -> Option<ringfence_core::Event> {
+    serde_json::from_value(serde_json::to_value(e).ok()?).ok()
 }
 
 async fn events(
@@ -1034,7 +1035,7 @@ pub fn render_status(s: &WorkloadStatus) -> String {
     let _ = writeln!(o, "workload   {} ({:?})", s.workload, s.criticality);
     let _ = writeln!(o, "stable     {}", s.stable.as_deref().unwrap_or("(none)"));
     if let Some(l) = &s.last_known_good {
-        let _ = writeln!(o, "lkg        {} (since {}, rollout {})", l.version, l.at, l.rollout_id);
+        let _ = writeln!(o, "lkg        {} (since {}, rollout {})", l.version, time(l.at), l.rollout_id);
     }
     if let Some(p) = &s.pin {
         let _ = writeln!(o, "pinned     to {}: {}", p.version, p.reason);
@@ -1056,12 +1057,13 @@ pub fn render_status(s: &WorkloadStatus) -> String {
     for (v, ports) in by_version {
         let _ = writeln!(o, "replicas   {v}: {}", ports.join(" "));
     }
-    if let Some(r) = &s.rollout {
-        let phase = r.current_phase();
+    if let Some(r) = &s.rollout
+        && let Some(phase) = r.current_phase()
+    {
         let _ = writeln!(o, "rollout    {} of {}: {}", r.id, r.release, r.status.as_str().to_uppercase());
         if r.status.is_active() && r.status != RolloutStatus::Mitigating {
-            let baked = r.baked_ms(s.now);
-            let bake = phase.bake.as_ms().max(1);
+            let baked = r.baked_ms;
+            let bake = phase.bake_ms.max(1);
             let frac = if r.stage == Stage::Baking { (baked as f64 / bake as f64).min(1.0) } else { 0.0 };
             let bar_len = 24;
             let filled = (frac * bar_len as f64).round() as usize;
@@ -1130,7 +1132,7 @@ pub fn render_status(s: &WorkloadStatus) -> String {
             o,
             "alert      {} firing since {}{}",
             a.alertname,
-            a.since,
+            time(a.since),
             if a.summary.is_empty() { String::new() } else { format!(": {}", a.summary) }
         );
     }
@@ -1140,19 +1142,15 @@ pub fn render_status(s: &WorkloadStatus) -> String {
 async fn flags_command(api: &ApiClient, fc: &FlagsCommand, json: bool) -> Result<ExitCode, CliError> {
     match fc {
         FlagsCommand::List { workload } => {
-            let v: serde_json::Value = api.get(&format!("/v1/workloads/{workload}/flags")).await?;
+            let v: api::Flags = api.get(&format!("/v1/workloads/{workload}/flags")).await?;
             if json {
                 print_json(&v);
                 return Ok(ExitCode::Ok);
             }
-            for g in v["groups"].as_array().into_iter().flatten() {
-                outln!(
-                    "group {} ({}, {}% of users):",
-                    g["group"].as_str().unwrap_or("?"),
-                    g["version"].as_str().unwrap_or("?"),
-                    g["weight_bp"].as_f64().unwrap_or(0.0) / 100.0
-                );
-                for (key, def) in g["flags"]["flags"].as_object().into_iter().flatten() {
+            for g in &v.groups {
+                outln!("group {} ({}, {}% of users):", g.group, g.version, g.weight_bp as f64 / 100.0);
+                let defs = g.flags.as_ref().and_then(|f| f["flags"].as_object());
+                for (key, def) in defs.into_iter().flatten() {
                     outln!(
                         "  {key:<28} {:<9} default {}",
                         def["state"].as_str().unwrap_or("?"),
@@ -1160,29 +1158,25 @@ async fn flags_command(api: &ApiClient, fc: &FlagsCommand, json: bool) -> Result
                     );
                 }
             }
-            for (flag, k) in v["killed"].as_object().into_iter().flatten() {
-                outln!(
-                    "KILLED {flag} by {} at {}: {}",
-                    k["actor"].as_str().unwrap_or("?"),
-                    ringfence_core::Timestamp(k["at"].as_i64().unwrap_or(0)),
-                    k["reason"].as_str().unwrap_or("")
-                );
+            for (flag, k) in &v.killed {
+                outln!("KILLED {flag} by {} at {}: {}", k.actor, time(k.at), k.reason);
             }
             Ok(ExitCode::Ok)
         }
         FlagsCommand::Kill { workload, flag, reason } => {
-            let v: serde_json::Value =
-                api.post(&format!("/v1/workloads/{workload}/flags/{flag}/kill"), &json!({"reason": reason})).await?;
+            let req = api::Reason { reason: reason.clone() };
+            let v: api::FlagChange = api.post(&format!("/v1/workloads/{workload}/flags/{flag}/kill"), &req).await?;
             if json {
                 print_json(&v);
             } else {
-                outln!("flag {flag} of {workload} is OFF for every user (kill switch; event {})", v["seq"]);
+                let seq = v.seq.map_or("unchanged".into(), |s| s.to_string());
+                outln!("flag {flag} of {workload} is OFF for every user (kill switch; event {seq})");
             }
             Ok(ExitCode::Ok)
         }
         FlagsCommand::Restore { workload, flag, reason } => {
-            let v: serde_json::Value =
-                api.post(&format!("/v1/workloads/{workload}/flags/{flag}/restore"), &json!({"reason": reason})).await?;
+            let req = api::Reason { reason: reason.clone() };
+            let v: api::FlagChange = api.post(&format!("/v1/workloads/{workload}/flags/{flag}/restore"), &req).await?;
             if json {
                 print_json(&v);
             } else {

@@ -43,14 +43,14 @@ impl ApiClient {
         // The server refuses larger bodies; say so here rather than have it close the
         // connection mid-request, which would read as an unreachable server.
         if let Some(b) = &body
-            && b.len() > crate::api::MAX_REQUEST_BYTES
+            && b.len() > ringfence_api::MAX_REQUEST_BYTES
         {
             return Err(CliError::new(
                 ExitCode::Invalid,
                 format!(
                     "{method} {path}: the request is {} bytes; the server accepts at most {} (a spec or flag file this large is refused)",
                     b.len(),
-                    crate::api::MAX_REQUEST_BYTES
+                    ringfence_api::MAX_REQUEST_BYTES
                 ),
             ));
         }
@@ -136,22 +136,22 @@ fn decode<T: DeserializeOwned>(path: &str, body: &[u8]) -> Result<T, CliError> {
 
 impl ApiClient {
     /// Every event of a workload after `after`, however many pages that takes.
-    pub async fn events_after(&self, workload: &str, after: u64) -> Result<Vec<ringfence_core::Event>, CliError> {
+    pub async fn events_after(&self, workload: &str, after: u64) -> Result<Vec<ringfence_api::Event>, CliError> {
         self.paged(&format!("/v1/workloads/{workload}/events"), after).await
     }
 
     /// Every event of the log after `after` (for grants on every workload).
-    pub async fn all_events_after(&self, after: u64) -> Result<Vec<ringfence_core::Event>, CliError> {
+    pub async fn all_events_after(&self, after: u64) -> Result<Vec<ringfence_api::Event>, CliError> {
         self.paged("/v1/events", after).await
     }
 
-    async fn paged(&self, path: &str, after: u64) -> Result<Vec<ringfence_core::Event>, CliError> {
+    async fn paged(&self, path: &str, after: u64) -> Result<Vec<ringfence_api::Event>, CliError> {
         // The server's largest page (docs/api.md).
         const PAGE: usize = 1000;
-        let mut out: Vec<ringfence_core::Event> = Vec::new();
+        let mut out: Vec<ringfence_api::Event> = Vec::new();
         let mut after = after;
         loop {
-            let page: Vec<ringfence_core::Event> = self.get(&format!("{path}?after={after}&limit={PAGE}")).await?;
+            let page: Vec<ringfence_api::Event> = self.get(&format!("{path}?after={after}&limit={PAGE}")).await?;
             // A page also ends at a size bound, so only an empty one says the log ends here.
             let Some(last) = page.last() else { return Ok(out) };
             after = last.seq;

@@ -8,12 +8,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use ringfence_core::release::{Metadata, ReleaseContent, ReleaseRequest};
-use ringfence_core::rollout::{Rollout, RolloutStatus};
-use serde_json::json;
+use ringfence_api::{
+    self as api, Metadata, ReleaseContent, ReleaseRequest, Rollout, RolloutStatus, Why, WorkloadStatus,
+};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{Why, WorkloadStatus};
 use crate::cli::{is_notable, render_status, timeline_line};
 use crate::client::ApiClient;
 use crate::exit::{CliError, ExitCode};
@@ -188,7 +187,8 @@ fn remove_scratch(args: &DemoArgs, data_dir: &std::path::Path) {
 }
 
 async fn story(api: &ApiClient, args: &DemoArgs, shutdown: &CancellationToken) -> Result<CancellationToken, CliError> {
-    let _: serde_json::Value = api.post("/v1/workloads", &json!({"spec": DEMO_SPEC, "file": "demo.toml"})).await?;
+    let _: api::Applied =
+        api.post("/v1/workloads", &api::ApplySpec { spec: DEMO_SPEC.into(), file: "demo.toml".into() }).await?;
     for (version, config, message) in [
         ("v1", vec![], "first release"),
         ("v2", vec![("GREETING", "hello")], "a healthy change"),
@@ -207,7 +207,7 @@ async fn story(api: &ApiClient, args: &DemoArgs, shutdown: &CancellationToken) -
                 ..Default::default()
             },
         };
-        let _: serde_json::Value = api.post("/v1/workloads/demo/releases", &req).await?;
+        let _: api::ReleaseCreated = api.post("/v1/workloads/demo/releases", &req).await?;
     }
     say(
         "Applied workload `demo` (phases: canary 10% → half 50% → full 100%); registered v1, v2 and v3 (v3 fails 20% of requests).",
@@ -239,7 +239,7 @@ async fn story(api: &ApiClient, args: &DemoArgs, shutdown: &CancellationToken) -
         println!(
             "    decision: {:?}; rollout ended {:.1} s after it began",
             d.action,
-            end.since(r.started_at) as f64 / 1000.0
+            (end.0 - r.started_at.0) as f64 / 1000.0
         );
     }
 
@@ -272,18 +272,24 @@ fn expect(r: &Rollout, want: RolloutStatus) -> Result<(), CliError> {
 async fn deploy_and_follow(api: &ApiClient, version: &str, shutdown: &CancellationToken) -> Result<Rollout, CliError> {
     let before = api.events_after("demo", 0).await?;
     let mut after = before.last().map(|e| e.seq).unwrap_or(0);
-    let v: serde_json::Value = api.post("/v1/workloads/demo/deploy", &json!({"version": version})).await?;
-    let id = v["rollout_id"].as_str().unwrap_or_default().to_string();
+    let v: api::Started =
+        api.post("/v1/workloads/demo/deploy", &api::Deploy { version: version.into(), reason: String::new() }).await?;
+    let id = v.rollout_id;
     let started = Instant::now();
     let mut shown = Instant::now();
     loop {
         let evs = api.events_after("demo", after).await?;
         for e in &evs {
             after = e.seq;
-            if e.kind.rollout_id() == Some(id.as_str())
-                || matches!(e.kind, ringfence_core::EventKind::ReplicaStarted { .. })
+            if let Some(logged) = crate::cli::as_logged(e)
+                && (logged.kind.rollout_id() == Some(id.as_str())
+                    || matches!(logged.kind, ringfence_core::EventKind::ReplicaStarted { .. }))
             {
-                println!("  +{:>5.1}s  {}", started.elapsed().as_secs_f64(), ringfence_core::explain::describe(e));
+                println!(
+                    "  +{:>5.1}s  {}",
+                    started.elapsed().as_secs_f64(),
+                    ringfence_core::explain::describe(&logged)
+                );
             }
         }
         let r: Rollout = api.get(&format!("/v1/workloads/demo/rollouts/{id}")).await?;

@@ -2,7 +2,6 @@
 //! HTTP API), the CLI, the sample service and the demo. The decisions themselves live in
 //! `ringfence-core`, which does no IO.
 
-pub mod api;
 pub mod cli;
 pub mod client;
 pub mod controller;

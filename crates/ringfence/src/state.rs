@@ -55,7 +55,15 @@ pub struct Shared {
     pub tick: std::time::Duration,
     /// The latest verdict the controller computed per workload (not stored: it changes every
     /// tick; the verdicts that decide something are stored with their events).
-    pub live: Mutex<HashMap<String, crate::api::LiveHealth>>,
+    pub live: Mutex<HashMap<String, LiveVerdict>>,
+}
+
+/// The controller's latest verdict on a workload's rollout in progress.
+#[derive(Debug, Clone)]
+pub struct LiveVerdict {
+    pub rollout_id: String,
+    pub at: ringfence_core::Timestamp,
+    pub verdict: ringfence_core::Verdict,
 }
 
 impl Shared {

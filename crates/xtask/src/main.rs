@@ -6,6 +6,7 @@
 //!   test command and what `.ci/run` runs.
 //! * `cargo xtask deps`: only the installs.
 //! * `cargo xtask layering`: only the layering check.
+//! * `cargo xtask openapi`: writes `docs/openapi.json` from the API's wire types.
 //!
 //! Exit status: 0 when everything passed, 1 when a step failed (the step is named), 2 on a
 //! bad command line.
@@ -26,11 +27,13 @@ Tasks:
   deps          install what the tests need (Debian packages with apt-get, the
                 OpenFeature clients in tests/conformance), nothing else
   layering      check that the crates depend on each other as ARCHITECTURE.md says
+  openapi       write docs/openapi.json, generated from the wire types (crates/api)
 
 Examples:
   cargo xtask test                      # everything CI runs
   cargo xtask test -- trust::           # the same setup, then only the tests matching trust::
   cargo xtask deps                      # set up a fresh machine for `cargo test`
+  cargo xtask openapi                   # after changing an API type or operation
 
 Exit status: 0 passed, 1 a step failed (it is named), 2 bad command line.
 ";
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Some("test") => deps(&root).and_then(|()| test(&root, &args[1..])),
         Some("deps") => deps(&root),
         Some("layering") => layering::check_workspace(&root),
+        Some("openapi") => openapi(&root),
         Some("-h" | "--help" | "help") => {
             print!("{HELP}");
             return ExitCode::SUCCESS;
@@ -150,6 +154,15 @@ fn apt_get(packages: &[&str]) -> Result<(), String> {
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(packages)
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// The committed OpenAPI document, regenerated (a test in the server fails when it is stale).
+fn openapi(root: &Path) -> Result<(), String> {
+    let path = root.join("docs/openapi.json");
+    std::fs::write(&path, ringfence_api::openapi::document_json())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    step(&format!("wrote {}", path.display()));
+    Ok(())
 }
 
 fn test(root: &Path, args: &[String]) -> Result<(), String> {

@@ -363,7 +363,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         };
         let (events, verdict) = rollout::step_judged(current, &input);
         decided = events;
-        live = verdict.map(|verdict| crate::api::LiveHealth { rollout_id: current.id.clone(), at: t, verdict });
+        live = verdict.map(|verdict| crate::state::LiveVerdict { rollout_id: current.id.clone(), at: t, verdict });
         Ok(decided.clone())
     })?;
     if let Some(l) = live {

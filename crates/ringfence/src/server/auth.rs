@@ -154,8 +154,8 @@ pub fn policy(method: &Method, route: &str) -> Option<(Perm, Scope)> {
 }
 
 /// Routes anyone may call: the liveness check of load balancers and supervisors (it says
-/// only that the server runs).
-const PUBLIC: &[&str] = &["/v1/health"];
+/// only that the server runs). The OpenAPI document marks the same routes as needing no token.
+use ringfence_api::openapi::PUBLIC;
 
 /// The first layer: Host, Origin and Content-Type.
 pub async fn guard(
@@ -174,13 +174,13 @@ fn check_request(hosts: &HostPolicy, method: &Method, headers: &HeaderMap) -> Re
     // at once, not after the server has taken in what it will not use.
     let announced =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > crate::api::MAX_REQUEST_BYTES as u64) {
+    if announced.is_some_and(|n| n > ringfence_api::MAX_REQUEST_BYTES as u64) {
         return Err(ApiError::new(
             ErrorKind::TooLarge,
             format!(
                 "the body is {} bytes; the server accepts at most {}",
                 announced.unwrap_or(0),
-                crate::api::MAX_REQUEST_BYTES
+                ringfence_api::MAX_REQUEST_BYTES
             ),
         ));
     }

@@ -26,15 +26,18 @@ pub(super) async fn workload_events(
     State(sh): St,
     Path(name): Path<String>,
     Params(q): Params<EventsQuery>,
-) -> Result<Json<Vec<Event>>, ApiError> {
+) -> Result<Json<Vec<api::Event>>, ApiError> {
     sh.world(|w| command::workload(w, &name).map(|_| ()))?;
-    Ok(Json(bounded(sh.events(Some(&name), q.after, q.limit.min(MAX_PAGE))?)))
+    Ok(Json(bounded(sh.events(Some(&name), q.after, q.limit.min(MAX_PAGE))?).iter().map(wire::event).collect()))
 }
 
-pub(super) async fn all_events(State(sh): St, Params(q): Params<EventsQuery>) -> Result<Json<Vec<Event>>, ApiError> {
+pub(super) async fn all_events(
+    State(sh): St,
+    Params(q): Params<EventsQuery>,
+) -> Result<Json<Vec<api::Event>>, ApiError> {
     let mut events = bounded(sh.events(None, q.after, q.limit.min(MAX_PAGE))?);
     events.iter_mut().for_each(redact);
-    Ok(Json(events))
+    Ok(Json(events.iter().map(wire::event).collect()))
 }
 
 /// The events up to [`MAX_PAGE_BYTES`] of JSON, and at least the first.

@@ -12,8 +12,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::handler::Handler;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use ringfence_core::command;
 use tokio_util::sync::CancellationToken;
@@ -33,10 +34,11 @@ mod rollouts;
 mod signals;
 pub mod tls;
 mod tokens;
+mod wire;
 mod workloads;
 
-use crate::api::MAX_REQUEST_BYTES;
 pub use error::{ApiError, ErrorKind};
+use ringfence_api::MAX_REQUEST_BYTES;
 pub use tokens::admin_token_path;
 
 use events::{all_events, workload_events};
@@ -58,18 +60,17 @@ mod prelude {
     pub(super) use axum::http::StatusCode;
     pub(super) use axum::response::{IntoResponse, Response};
     pub(super) use axum::routing::post;
+    pub(super) use ringfence_api as api;
     pub(super) use ringfence_core::command::{self, CommandError, ErrorCode};
-    pub(super) use ringfence_core::release::ReleaseRequest;
-    pub(super) use ringfence_core::rollout::Rollout;
     pub(super) use ringfence_core::spec::SpecError;
-    pub(super) use ringfence_core::{Event, Release, explain};
-    pub(super) use serde::{Deserialize, Serialize};
+    pub(super) use ringfence_core::{Event, explain};
+    pub(super) use serde::Deserialize;
 
     pub(super) use super::auth::Caller;
     pub(super) use super::error::{ApiError, ErrorKind};
     pub(super) use super::extract::{Actor, Body, Params, St};
     pub(super) use super::planning::bake_warnings;
-    pub(super) use crate::api::{PhaseAdvice, PhaseNeeds, PlanAdvice, ReportAccepted, Why, WorkloadStatus};
+    pub(super) use super::wire;
     pub(super) use crate::controller;
     pub(super) use crate::state::{AppendError, Shared, now};
 }
@@ -143,31 +144,8 @@ pub async fn run(
 
 /// The API's routes and layers. `hosts`: the `Host` names it answers to.
 pub fn router(shared: Arc<Shared>, hosts: Arc<auth::HostPolicy>) -> Router {
-    Router::new()
-        .route("/v1/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
-        .route("/v1/openapi.json", get(openapi))
-        .route("/v1/workloads", get(list_workloads).post(apply_spec))
-        .route("/v1/workloads/{name}", get(workload_status))
-        .route("/v1/workloads/{name}/releases", get(list_releases).post(create_release))
-        .route("/v1/workloads/{name}/releases/{version}", get(show_release))
-        .route("/v1/workloads/{name}/deploy", post(deploy))
-        .route("/v1/workloads/{name}/pause", verb("pause", command::pause))
-        .route("/v1/workloads/{name}/resume", verb("resume", command::resume))
-        .route("/v1/workloads/{name}/promote", verb("promote", command::promote))
-        .route("/v1/workloads/{name}/abort", verb("abort", command::abort))
-        .route("/v1/workloads/{name}/rollback", post(rollback))
-        .route("/v1/workloads/{name}/events", get(workload_events))
-        .route("/v1/workloads/{name}/why", get(why))
-        .route("/v1/workloads/{name}/rollouts/{id}", get(show_rollout))
-        .route("/v1/events", get(all_events))
-        .route("/v1/alerts", post(alertmanager_webhook))
-        .route("/v1/workloads/{name}/plan", get(plan))
-        .route("/v1/workloads/{name}/flags", get(list_flags))
-        .route("/v1/workloads/{name}/flags/{flag}/kill", post(kill_flag))
-        .route("/v1/workloads/{name}/flags/{flag}/restore", post(restore_flag))
-        .route("/v1/workloads/{name}/reports", post(user_report))
-        .route("/v1/tokens", get(list_tokens).post(create_token))
-        .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
+    routes()
+        .router
         .fallback(|| async { ApiError::new(ErrorKind::NotFound, "no such endpoint; see docs/api.md") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(ErrorKind::MethodNotAllowed, "this endpoint does not take that method; see docs/api.md")
@@ -178,45 +156,95 @@ pub fn router(shared: Arc<Shared>, hosts: Arc<auth::HostPolicy>) -> Router {
         .with_state(shared)
 }
 
-/// The API described for tools (docs/openapi.json, embedded at build time).
-pub const OPENAPI: &str = include_str!("../../../../docs/openapi.json");
+/// The one table of the API's routes. Each line records its method and path as it adds the
+/// route, so the OpenAPI document (generated from `ringfence-api`) is compared with what is
+/// served, not with text.
+fn routes() -> Routes {
+    Routes::default()
+        .get("/v1/health", || async { Json(serde_json::json!({"status": "ok"})) })
+        .get("/v1/openapi.json", openapi)
+        .get("/v1/workloads", list_workloads)
+        .post("/v1/workloads", apply_spec)
+        .get("/v1/workloads/{name}", workload_status)
+        .get("/v1/workloads/{name}/releases", list_releases)
+        .post("/v1/workloads/{name}/releases", create_release)
+        .get("/v1/workloads/{name}/releases/{version}", show_release)
+        .post("/v1/workloads/{name}/deploy", deploy)
+        .post_verb("/v1/workloads/{name}/pause", "pause", command::pause)
+        .post_verb("/v1/workloads/{name}/resume", "resume", command::resume)
+        .post_verb("/v1/workloads/{name}/promote", "promote", command::promote)
+        .post_verb("/v1/workloads/{name}/abort", "abort", command::abort)
+        .post("/v1/workloads/{name}/rollback", rollback)
+        .get("/v1/workloads/{name}/events", workload_events)
+        .get("/v1/workloads/{name}/why", why)
+        .get("/v1/workloads/{name}/rollouts/{id}", show_rollout)
+        .get("/v1/events", all_events)
+        .post("/v1/alerts", alertmanager_webhook)
+        .get("/v1/workloads/{name}/plan", plan)
+        .get("/v1/workloads/{name}/flags", list_flags)
+        .post("/v1/workloads/{name}/flags/{flag}/kill", kill_flag)
+        .post("/v1/workloads/{name}/flags/{flag}/restore", restore_flag)
+        .post("/v1/workloads/{name}/reports", user_report)
+        .get("/v1/tokens", list_tokens)
+        .post("/v1/tokens", create_token)
+        .delete("/v1/tokens/{id}", revoke_token)
+}
+
+#[derive(Default)]
+struct Routes {
+    router: Router<Arc<Shared>>,
+    /// (method, path) of every route, in the order added.
+    declared: Vec<(&'static str, &'static str)>,
+}
+
+impl Routes {
+    fn add(mut self, method: &'static str, path: &'static str, route: MethodRouter<Arc<Shared>>) -> Routes {
+        self.declared.push((method, path));
+        self.router = self.router.route(path, route);
+        self
+    }
+
+    fn get<H: Handler<T, Arc<Shared>>, T: 'static>(self, path: &'static str, h: H) -> Routes {
+        self.add("get", path, get(h))
+    }
+
+    fn post<H: Handler<T, Arc<Shared>>, T: 'static>(self, path: &'static str, h: H) -> Routes {
+        self.add("post", path, post(h))
+    }
+
+    fn delete<H: Handler<T, Arc<Shared>>, T: 'static>(self, path: &'static str, h: H) -> Routes {
+        self.add("delete", path, axum::routing::delete(h))
+    }
+
+    /// A rollout verb (pause, resume, promote, abort): a POST with a reason.
+    fn post_verb(self, path: &'static str, name: &'static str, f: rollouts::Verb) -> Routes {
+        self.add("post", path, verb(name, f))
+    }
+}
+
+/// The API described for tools, generated from the wire types (`ringfence-api`); the same
+/// text as docs/openapi.json, which a test keeps current.
+pub fn openapi_json() -> &'static str {
+    static DOC: std::sync::LazyLock<String> = std::sync::LazyLock::new(ringfence_api::openapi::document_json);
+    &DOC
+}
 
 async fn openapi() -> impl IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI)
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], openapi_json())
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
 
-    /// Every route the server declares, as (method, path), read from this file's router so
-    /// that a route added without its description fails here.
+    /// Every route the server serves, as (method, path).
     pub(super) fn declared_routes() -> BTreeSet<(String, String)> {
-        let source = include_str!("mod.rs");
-        let mut routes = BTreeSet::new();
-        for line in source.lines().map(str::trim).filter(|l| l.starts_with(".route(\"")) {
-            let rest = &line[".route(\"".len()..];
-            let (path, handlers) = rest.split_once('"').expect("a quoted path");
-            let methods: Vec<&str> = if handlers.contains("verb(") {
-                vec!["post"]
-            } else {
-                ["get(", "post(", "put(", "delete("]
-                    .iter()
-                    .filter(|m| handlers.contains(*m))
-                    .map(|m| m.trim_end_matches('('))
-                    .collect()
-            };
-            assert!(!methods.is_empty(), "no method found for {path}: {line}");
-            for m in methods {
-                routes.insert((m.to_string(), path.to_string()));
-            }
-        }
-        routes
+        super::routes().declared.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect()
     }
 
     #[test]
     fn the_openapi_document_describes_every_route_and_only_those() {
-        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).expect("docs/openapi.json is JSON");
+        let doc: serde_json::Value = serde_json::from_str(super::openapi_json()).expect("the document is JSON");
         assert_eq!(doc["openapi"], "3.1.0");
         let mut described = BTreeSet::new();
         for (path, item) in doc["paths"].as_object().expect("paths") {
@@ -233,13 +261,24 @@ mod tests {
             }
         }
         let declared = declared_routes();
-        assert!(declared.len() > 20, "the route scan found only {declared:?}");
-        assert_eq!(declared, described, "docs/openapi.json and the server's routes differ");
+        assert_eq!(declared.len(), super::routes().declared.len(), "a route is added twice");
+        assert_eq!(declared, described, "the OpenAPI document (crates/api) and the server's routes differ");
         // Every schema reference resolves.
-        let text = super::OPENAPI;
+        let text = super::openapi_json();
         for r in text.split("\"$ref\": \"#/components/schemas/").skip(1) {
             let name = r.split('"').next().expect("a schema name");
             assert!(doc["components"]["schemas"][name].is_object(), "missing schema {name}");
         }
+    }
+
+    /// docs/openapi.json is what people and tools read without a server: the generated
+    /// document, written by `cargo xtask openapi`.
+    #[test]
+    fn the_committed_openapi_document_is_current() {
+        let committed = include_str!("../../../../docs/openapi.json");
+        assert!(
+            committed == super::openapi_json(),
+            "docs/openapi.json is stale: run `cargo xtask openapi` and commit it"
+        );
     }
 }

@@ -16,7 +16,7 @@ pub(super) async fn plan(
     State(sh): St,
     Path(name): Path<String>,
     Params(q): Params<PlanQuery>,
-) -> Result<Json<PlanAdvice>, ApiError> {
+) -> Result<Json<api::PlanAdvice>, ApiError> {
     let (spec, stable, admin) = plan_inputs(&sh, &name)?;
     let first = match &admin {
         Some(a) => read_stats(&sh, &name, a).await,
@@ -65,7 +65,7 @@ pub(super) fn advise(
     stats: Option<&ringfence_router::StatsSnapshot>,
     rps: f64,
     measured: bool,
-) -> PlanAdvice {
+) -> api::PlanAdvice {
     use ringfence_core::analysis::SequentialConfig;
     use ringfence_core::analysis::planner::{PhasePlan, Regression, check_bakes};
     let stable_stats = stable.as_ref().and_then(|v| stats?.versions.get(v).cloned());
@@ -97,14 +97,14 @@ pub(super) fn advise(
         .phases
         .iter()
         .zip(advice)
-        .map(|(p, adv)| PhaseAdvice {
+        .map(|(p, adv)| api::PhaseAdvice {
             name: p.name.clone(),
             weight: p.weight,
             bake_s: adv.bake_s,
             needs: match adv.needed_s {
-                None => PhaseNeeds::GuardsOnly,
-                Some(s) if s.is_finite() => PhaseNeeds::Time,
-                Some(_) => PhaseNeeds::MoreTraffic,
+                None => api::PhaseNeeds::GuardsOnly,
+                Some(s) if s.is_finite() => api::PhaseNeeds::Time,
+                Some(_) => api::PhaseNeeds::MoreTraffic,
             },
             needed_s: finite(adv.needed_s),
             pass_s: finite(adv.pass_s),
@@ -112,7 +112,7 @@ pub(super) fn advise(
             warning: if rps <= 0.0 { Some("no traffic measured: nothing can be judged".into()) } else { adv.warning },
         })
         .collect();
-    PlanAdvice {
+    api::PlanAdvice {
         rps,
         measured,
         stable,
@@ -160,12 +160,12 @@ mod tests {
         let busy = advise(&spec, None, None, 1000.0, false);
         let idle = advise(&spec, None, None, 0.0, true);
         let last = busy.phases.last().expect("phases");
-        assert_eq!((last.needs, last.needed_s), (PhaseNeeds::GuardsOnly, None));
+        assert_eq!((last.needs, last.needed_s), (api::PhaseNeeds::GuardsOnly, None));
         let first = &busy.phases[0];
-        assert_eq!(first.needs, PhaseNeeds::Time);
+        assert_eq!(first.needs, api::PhaseNeeds::Time);
         assert!(first.needed_s.is_some_and(f64::is_finite));
         let first = &idle.phases[0];
-        assert_eq!((first.needs, first.needed_s), (PhaseNeeds::MoreTraffic, None));
+        assert_eq!((first.needs, first.needed_s), (api::PhaseNeeds::MoreTraffic, None));
         // What a script reads: no phase's seconds may be lost to JSON's missing infinity.
         let json = serde_json::to_value(&idle).expect("serializes");
         assert_eq!(json["phases"][0]["needs"], "more_traffic");

@@ -2,23 +2,14 @@
 
 use super::prelude::*;
 
-#[derive(Serialize)]
-pub(super) struct Created {
-    created: bool,
-    release: Release,
-    /// Problems in the release's flags that flagd loads too, each with its JSON path and what
-    /// it does (docs/flags.md); `[flags] strict = true` in the spec refuses them instead.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    warnings: Vec<String>,
-}
-
 pub(super) async fn create_release(
     State(sh): St,
     Actor(who): Actor,
     caller: Caller,
     Path(name): Path<String>,
-    Body(mut req): Body<ReleaseRequest>,
-) -> Result<(StatusCode, Json<Created>), ApiError> {
+    Body(req): Body<api::ReleaseRequest>,
+) -> Result<(StatusCode, Json<api::ReleaseCreated>), ApiError> {
+    let mut req = wire::release_request(req);
     // Flags load as flagd loads them; what flagd loads but cannot evaluate is a warning. The
     // release records the fractional bucketing, so its users keep their buckets across upgrades.
     let mut warnings = Vec::new();
@@ -52,25 +43,28 @@ pub(super) async fn create_release(
     })?;
     let created = !events.is_empty();
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(Created { created, release: out.expect("set on success"), warnings })))
+    Ok((status, Json(api::ReleaseCreated { created, release: wire::release(&out.expect("set on success")), warnings })))
 }
 
-pub(super) async fn list_releases(State(sh): St, Path(name): Path<String>) -> Result<Json<Vec<Release>>, ApiError> {
+pub(super) async fn list_releases(
+    State(sh): St,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<api::Release>>, ApiError> {
     sh.world(|w| {
         let ws = command::workload(w, &name)?;
-        Ok(Json(ws.release_order.iter().filter_map(|v| ws.releases.get(v).map(|r| (**r).clone())).collect()))
+        Ok(Json(ws.release_order.iter().filter_map(|v| ws.releases.get(v).map(|r| wire::release(r))).collect()))
     })
 }
 
 pub(super) async fn show_release(
     State(sh): St,
     Path((name, version)): Path<(String, String)>,
-) -> Result<Json<Release>, ApiError> {
+) -> Result<Json<api::Release>, ApiError> {
     sh.world(|w| {
         let ws = command::workload(w, &name)?;
         ws.releases
             .get(&version)
-            .map(|r| Json((**r).clone()))
+            .map(|r| Json(wire::release(r)))
             .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("{name} has no release {version:?}")))
     })
 }

@@ -2,49 +2,24 @@
 
 use super::prelude::*;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct DeployBody {
-    version: String,
-    #[serde(default)]
-    reason: String,
-}
-
-#[derive(Serialize)]
-pub(super) struct Started {
-    rollout_id: String,
-    /// Bakes too short for the workload's measured traffic (see `GET .../plan`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    warnings: Vec<String>,
-}
-
 pub(super) async fn deploy(
     State(sh): St,
     Actor(who): Actor,
     Path(name): Path<String>,
-    Body(b): Body<DeployBody>,
-) -> Result<(StatusCode, Json<Started>), ApiError> {
+    Body(b): Body<api::Deploy>,
+) -> Result<(StatusCode, Json<api::Started>), ApiError> {
     let reason = if b.reason.is_empty() { format!("deploy {}", b.version) } else { b.reason.clone() };
     let events = sh.command(&name, &who, &reason, |w| Ok(vec![command::deploy(w, &name, &b.version)?]))?;
     let id = events.first().and_then(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
     let warnings = bake_warnings(&sh, &name).await;
-    Ok((StatusCode::ACCEPTED, Json(Started { rollout_id: id, warnings })))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ReasonBody {
-    #[serde(default)]
-    reason: String,
-    #[serde(default)]
-    to: Option<String>,
+    Ok((StatusCode::ACCEPTED, Json(api::Started { rollout_id: id, warnings })))
 }
 
 pub(super) type Verb = fn(&ringfence_core::World, &str) -> Result<ringfence_core::EventKind, CommandError>;
 
 /// The handler of a rollout verb (pause, resume, promote, abort): same body, same answer.
 pub(super) fn verb(name: &'static str, f: Verb) -> axum::routing::MethodRouter<Arc<Shared>> {
-    post(move |State(sh): St, who: Actor, Path(n): Path<String>, Body(b): Body<ReasonBody>| async move {
+    post(move |State(sh): St, who: Actor, Path(n): Path<String>, Body(b): Body<api::Reason>| async move {
         simple(sh, who, n, name, b.reason, f).await
     })
 }
@@ -56,46 +31,48 @@ pub(super) async fn simple(
     verb: &str,
     reason: String,
     f: Verb,
-) -> Result<Json<Started>, ApiError> {
+) -> Result<Json<api::Started>, ApiError> {
     let reason = if reason.is_empty() { verb.to_string() } else { reason };
     let events = sh.command(&name, &who, &reason, |w| Ok(vec![f(w, &name)?]))?;
     let id = events.first().and_then(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
-    Ok(Json(Started { rollout_id: id, warnings: Vec::new() }))
+    Ok(Json(api::Started { rollout_id: id, warnings: Vec::new() }))
 }
 
 pub(super) async fn rollback(
     State(sh): St,
     Actor(who): Actor,
     Path(name): Path<String>,
-    Body(b): Body<ReasonBody>,
-) -> Result<Json<Started>, ApiError> {
+    Body(b): Body<api::Rollback>,
+) -> Result<Json<api::Started>, ApiError> {
     let reason = if b.reason.is_empty() { "rollback to last known good".to_string() } else { b.reason.clone() };
     let events =
         sh.command(&name, &who, &reason, |w| Ok(vec![command::rollback(w, &name, b.to.as_deref(), &who, &b.reason)?]))?;
     let id = events.first().and_then(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
-    Ok(Json(Started { rollout_id: id, warnings: Vec::new() }))
+    Ok(Json(api::Started { rollout_id: id, warnings: Vec::new() }))
 }
 
-pub(super) async fn why(State(sh): St, Path(name): Path<String>) -> Result<Json<Why>, ApiError> {
+pub(super) async fn why(State(sh): St, Path(name): Path<String>) -> Result<Json<api::Why>, ApiError> {
     let live = sh.live.lock().expect("live lock").get(&name).cloned();
     sh.world(|w| {
         let ws = command::workload(w, &name)?;
-        let rollout = ws.latest_rollout().cloned();
+        let rollout = ws.latest_rollout();
         // The live verdict belongs to the rollout it was computed for, not a later one.
         let live = live.filter(|l| rollout.as_ref().is_some_and(|r| r.id == l.rollout_id));
-        Ok(Json(Why { text: explain::why_with_live(ws, live.as_ref().map(|l| &l.verdict)), rollout }))
+        Ok(Json(api::Why {
+            text: explain::why_with_live(ws, live.as_ref().map(|l| &l.verdict)),
+            rollout: rollout.map(|r| wire::rollout(r, now())),
+        }))
     })
 }
 
 pub(super) async fn show_rollout(
     State(sh): St,
     Path((name, id)): Path<(String, String)>,
-) -> Result<Json<Rollout>, ApiError> {
+) -> Result<Json<api::Rollout>, ApiError> {
     sh.world(|w| {
         let ws = command::workload(w, &name)?;
         ws.rollout(&id)
-            .cloned()
-            .map(Json)
+            .map(|r| Json(wire::rollout(r, now())))
             .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("{name} has no rollout {id:?}")))
     })
 }

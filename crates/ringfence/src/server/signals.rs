@@ -19,20 +19,13 @@ pub(super) struct AmAlert {
     fingerprint: String,
 }
 
-#[derive(Serialize)]
-pub(super) struct AlertsAccepted {
-    /// (workload, alertname, status) for every alert that concerned a workload.
-    matched: Vec<(String, String, String)>,
-    ignored: usize,
-}
-
 /// `POST /v1/alerts`: point an Alertmanager webhook receiver here. An alert concerns a
 /// workload when it carries all the labels of the workload's `health.alerts.match` (by
 /// default `workload=<name>`); a firing one halts that workload's rollout.
 pub(super) async fn alertmanager_webhook(
     State(sh): St,
     Body(body): Body<AlertmanagerBody>,
-) -> Result<Json<AlertsAccepted>, ApiError> {
+) -> Result<Json<api::AlertsAccepted>, ApiError> {
     let workloads: Vec<(String, std::collections::BTreeMap<String, String>)> = sh
         .world(|w| w.workloads.values().map(|ws| (ws.name.clone(), ws.spec.health.alerts.matchers.clone())).collect());
     let mut matched = Vec::new();
@@ -77,15 +70,7 @@ pub(super) async fn alertmanager_webhook(
             ignored += 1;
         }
     }
-    Ok(Json(AlertsAccepted { matched, ignored }))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ReportBody {
-    user: String,
-    #[serde(default)]
-    message: String,
+    Ok(Json(api::AlertsAccepted { matched, ignored }))
 }
 
 /// `POST /v1/workloads/{w}/reports`: a user reports a problem. The user's key is mapped to the
@@ -94,8 +79,8 @@ pub(super) async fn user_report(
     State(sh): St,
     Actor(who): Actor,
     Path(name): Path<String>,
-    Body(b): Body<ReportBody>,
-) -> Result<Json<ReportAccepted>, ApiError> {
+    Body(b): Body<api::Report>,
+) -> Result<Json<api::ReportAccepted>, ApiError> {
     if b.user.trim().is_empty() || b.user.len() > 256 {
         return Err(ApiError::new(
             ErrorKind::Invalid,
@@ -124,5 +109,5 @@ pub(super) async fn user_report(
             message: message.clone(),
         }])
     })?;
-    Ok(Json(ReportAccepted { user: b.user, group, version }))
+    Ok(Json(api::ReportAccepted { user: b.user, group, version }))
 }

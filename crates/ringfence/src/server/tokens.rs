@@ -66,57 +66,11 @@ pub fn bootstrap(shared: &Shared) -> anyhow::Result<Option<PathBuf>> {
     Ok(Some(path))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct CreateBody {
-    /// Who or what will hold it: the actor of what it does.
-    name: String,
-    /// `role` or `role:workload,workload`.
-    grants: Vec<String>,
-    /// How long it is valid (`30d`, `12h`); forever when absent.
-    #[serde(default)]
-    expires_in: Option<String>,
-}
-
-/// A token as the API shows it: never the hash, the salt or the secret.
-#[derive(Serialize)]
-pub(super) struct TokenView {
-    id: String,
-    name: String,
-    grants: Vec<String>,
-    created_at: ringfence_core::Timestamp,
-    created_by: String,
-    expires_at: Option<ringfence_core::Timestamp>,
-    revoked_at: Option<ringfence_core::Timestamp>,
-}
-
-impl From<&TokenRecord> for TokenView {
-    fn from(t: &TokenRecord) -> TokenView {
-        TokenView {
-            id: t.id.clone(),
-            name: t.name.clone(),
-            grants: t.grants.iter().map(|g| g.to_string()).collect(),
-            created_at: t.created_at,
-            created_by: t.created_by.clone(),
-            expires_at: t.expires_at,
-            revoked_at: t.revoked_at,
-        }
-    }
-}
-
-#[derive(Serialize)]
-pub(super) struct CreatedToken {
-    #[serde(flatten)]
-    view: TokenView,
-    /// The token itself: shown this once, stored nowhere.
-    token: String,
-}
-
 pub(super) async fn create_token(
     State(sh): St,
     Actor(who): Actor,
-    Body(b): Body<CreateBody>,
-) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    Body(b): Body<api::CreateToken>,
+) -> Result<(StatusCode, Json<api::CreatedToken>), ApiError> {
     let name = b.name.trim();
     if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control()) {
         return Err(ApiError::new(
@@ -142,29 +96,29 @@ pub(super) async fn create_token(
         }
     };
     let (record, token) = mint(name, grants, &who, expires_at);
-    let view = TokenView::from(&record);
+    let view = wire::token(&record);
     sh.command("", &who, "token created", |_| Ok(vec![EventKind::TokenCreated { token: record }]))?;
-    Ok((StatusCode::CREATED, Json(CreatedToken { view, token })))
+    Ok((StatusCode::CREATED, Json(api::CreatedToken { view, token })))
 }
 
-pub(super) async fn list_tokens(State(sh): St) -> Json<Vec<TokenView>> {
-    Json(sh.world(|w| w.access.tokens.values().map(TokenView::from).collect()))
+pub(super) async fn list_tokens(State(sh): St) -> Json<Vec<api::Token>> {
+    Json(sh.world(|w| w.access.tokens.values().map(wire::token).collect()))
 }
 
 pub(super) async fn revoke_token(
     State(sh): St,
     Actor(who): Actor,
     Path(id): Path<String>,
-) -> Result<Json<TokenView>, ApiError> {
+) -> Result<Json<api::Token>, ApiError> {
     let mut view = None;
     sh.command("", &who, "token revoked", |w| {
         let t = w.access.tokens.get(&id).ok_or_else(|| CommandError {
             code: ErrorCode::NotFound,
             message: format!("no token {id:?}; `ringfence token list` shows them"),
         })?;
-        view = Some(TokenView::from(t));
+        view = Some(wire::token(t));
         Ok(if t.revoked_at.is_some() { vec![] } else { vec![EventKind::TokenRevoked { id: id.clone() }] })
     })?;
-    let view = sh.world(|w| w.access.tokens.get(&id).map(TokenView::from)).or(view).expect("found above");
+    let view = sh.world(|w| w.access.tokens.get(&id).map(wire::token)).or(view).expect("found above");
     Ok(Json(view))
 }

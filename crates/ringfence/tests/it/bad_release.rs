@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use ringfence_api::{Health, MitigationAction, RolloutStatus, SignalResult};
+use ringfence_core::EventKind;
 use ringfence_core::explain::describe;
-use ringfence_core::health::SignalResult;
-use ringfence_core::{EventKind, Health, MitigationAction, RolloutStatus};
 
 use crate::harness::{Load, Server, Spec, alive, assert_served_by, rollout_id, started_pids};
 

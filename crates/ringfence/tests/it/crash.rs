@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use ringfence::loadgen::Sample;
-use ringfence_core::{Event, EventKind, RolloutStatus, Stage};
+use ringfence_api::{RolloutStatus, Stage};
+use ringfence_core::{Event, EventKind};
 
 use crate::harness::{Load, Server, Spec, by_version, pid_of, rollout_id};
 

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ringfence_core::{EventKind, MitigationAction, RolloutStatus};
+use ringfence_api::{MitigationAction, RolloutStatus};
+use ringfence_core::EventKind;
 
 use crate::harness::{Load, Server, Spec, rollout_id};
 
@@ -167,7 +168,7 @@ async fn a_prometheus_query_halts_a_bad_release() {
     let v = d.verdict.expect("a verdict");
     let sig =
         v.signals.iter().find(|s| s.signal == "prometheus:error_ratio").expect("the Prometheus signal in evidence");
-    assert_eq!(sig.health, ringfence_core::Health::Unhealthy, "{sig:?}");
+    assert_eq!(sig.health, ringfence_api::Health::Unhealthy, "{sig:?}");
     assert!(sig.observed.is_some_and(|x| x > 0.1), "observed value in evidence: {sig:?}");
     let why = server.cli(&["why", w]).await;
     assert!(why.stdout.contains("prometheus:error_ratio"), "why names the query:\n{why}");
@@ -215,7 +216,7 @@ async fn prometheus_unreachable_is_unknown_and_holds_without_rolling_back() {
     assert_eq!(r.phase, 0);
     let held = r.last_verdict.expect("the held verdict is stored");
     let sig = held.signals.iter().find(|s| s.signal == "prometheus:errors").expect("prometheus signal");
-    assert_eq!(sig.health, ringfence_core::Health::Unknown);
+    assert_eq!(sig.health, ringfence_api::Health::Unknown);
     assert!(sig.detail.contains("unreachable") || sig.detail.contains("no data"), "{sig:?}");
     let why = server.cli(&["why", w]).await;
     assert!(why.stdout.contains("unknown"), "{why}");
@@ -267,7 +268,7 @@ async fn a_firing_alertmanager_alert_halts_the_rollout() {
     assert_eq!(r.status, RolloutStatus::Mitigated, "{}", server.diagnose(w).await);
     let v = r.decision.and_then(|d| d.verdict).expect("verdict");
     let sig = v.signals.iter().find(|s| s.signal == "alert").expect("alert signal");
-    assert_eq!(sig.health, ringfence_core::Health::Unhealthy);
+    assert_eq!(sig.health, ringfence_api::Health::Unhealthy);
     assert!(sig.detail.contains("CheckoutErrors"), "{sig:?}");
     let s = server.status(w).await;
     assert_eq!(s.stable.as_deref(), Some("v1"));
@@ -292,7 +293,7 @@ async fn user_reports_count_against_the_group_that_served_the_user() {
     let id = rollout_id(&out);
     server
         .wait_status(w, "phase 2 to bake", |s| {
-            s.rollout.as_ref().filter(|r| r.phase == 1 && r.stage == ringfence_core::Stage::Baking).map(|_| ())
+            s.rollout.as_ref().filter(|r| r.phase == 1 && r.stage == ringfence_api::Stage::Baking).map(|_| ())
         })
         .await;
 
@@ -448,7 +449,7 @@ async fn sequential_analysis_catches_hard_and_subtle_error_regressions() {
         let sig = v
             .signals
             .iter()
-            .find(|s| s.signal == "error_rate" && s.health == ringfence_core::Health::Unhealthy)
+            .find(|s| s.signal == "error_rate" && s.health == ringfence_api::Health::Unhealthy)
             .unwrap_or_else(|| panic!("the {what} is decided by the comparison with v1: {v:#?}"));
         assert_eq!(sig.unit, "e-value");
         assert!(sig.values.contains_key("stable_rate") && sig.baseline_sample_size.is_some_and(|n| n > 0), "{sig:?}");

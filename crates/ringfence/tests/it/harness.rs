@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use ringfence::api::WorkloadStatus;
 use ringfence::client::ApiClient;
 use ringfence::credentials::Found;
 use ringfence::loadgen::{LoadConfig, LoadSummary, Sample};
-use ringfence_core::{Event, EventKind, Rollout};
+use ringfence_api::{Rollout, WorkloadStatus};
+use ringfence_core::{Event, EventKind};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -235,14 +235,15 @@ impl Server {
             .unwrap_or_else(|e| panic!("GET rollout {id}: {e}"))
     }
 
-    /// Every event of a workload.
+    /// Every event of a workload, read as the log records them (the API's payload is the
+    /// log's record: this fails if it ever is not).
     pub async fn events(&self, workload: &str) -> Vec<Event> {
-        self.api.events_after(workload, 0).await.unwrap_or_else(|e| panic!("GET events of {workload}: {e}"))
+        logged(self.api.events_after(workload, 0).await.unwrap_or_else(|e| panic!("GET events of {workload}: {e}")))
     }
 
     /// The whole log, page after page of `GET /v1/events`.
     pub async fn all_events(&self) -> Vec<Event> {
-        self.api.all_events_after(0).await.unwrap_or_else(|e| panic!("GET /v1/events: {e}"))
+        logged(self.api.all_events_after(0).await.unwrap_or_else(|e| panic!("GET /v1/events: {e}")))
     }
 
     /// Where users send traffic for this workload.
@@ -662,6 +663,14 @@ fn last_lines(text: &str, lines: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The API's events as the log's records.
+fn logged(events: Vec<ringfence_api::Event>) -> Vec<Event> {
+    events
+        .iter()
+        .map(|e| ringfence::cli::as_logged(e).unwrap_or_else(|| panic!("an event the core does not know: {e:?}")))
+        .collect()
 }
 
 /// Rollout-scoped event helpers.

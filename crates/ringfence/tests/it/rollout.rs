@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ringfence::loadgen::Sample;
-use ringfence_core::{EventKind, MitigationAction, RolloutKind, RolloutStatus, Stage};
+use ringfence_api::{MitigationAction, RolloutKind, RolloutStatus, Stage};
+use ringfence_core::EventKind;
 
 use crate::harness::{
     Load, Server, Spec, alive, assert_served_by, by_version, of_rollout, phases_passed, rollout_id, started_pids,
@@ -97,7 +98,7 @@ async fn release_without_traffic_is_held_never_promoted_and_abort_returns_to_sta
         .collect();
     assert!(moved.is_empty(), "no traffic must neither promote nor halt: {moved:?}");
     let held = r.last_verdict.as_ref().expect("a held phase keeps its verdict");
-    assert_eq!(held.health, ringfence_core::Health::Unknown);
+    assert_eq!(held.health, ringfence_api::Health::Unknown);
 
     let why = server.cli(&["why", w]).await;
     assert_eq!(why.code, 0, "{why}");

@@ -5,9 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use ringfence::api::WorkloadStatus;
+use ringfence_api::WorkloadStatus;
+use ringfence_api::{Health, MitigationAction, Rollout, RolloutStatus};
 use ringfence_core::spec::{Gate, parse};
-use ringfence_core::{Event, EventKind, Health, MitigationAction, Rollout, RolloutStatus};
+use ringfence_core::{Event, EventKind};
 
 use crate::harness::{
     Load, Server, Spec, assert_served_by, by_version, of_rollout, path_str, phases_passed, rollout_id,

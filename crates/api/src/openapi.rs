@@ -1,0 +1,346 @@
+//! The OpenAPI document, generated from the wire types and the operations declared here.
+//!
+//! Each operation below is a declaration, not a handler: the server's router (in
+//! `crates/ringfence/src/server/mod.rs`) serves them, and a test there checks that the two
+//! list the same routes. `docs/openapi.json` is this document as written by
+//! `cargo xtask openapi`; a test fails when it is stale.
+
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
+
+use crate::*;
+
+/// The API's description for tools, as served at `GET /v1/openapi.json`.
+pub fn document() -> Document {
+    ApiDoc::openapi()
+}
+
+/// The document as pretty JSON, the form committed in `docs/openapi.json`.
+pub fn document_json() -> String {
+    let mut text = document().to_pretty_json().expect("the OpenAPI document serializes");
+    text.push('\n');
+    text
+}
+
+/// Routes anyone may call without a token.
+pub const PUBLIC: &[&str] = &["/v1/health"];
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ringfence",
+        version = "1",
+        description = "The ringfence server's HTTP API. Every endpoint but `/v1/health` needs `Authorization: Bearer <token>` and a role that grants it (docs/security.md). Every change is recorded as an event with the token's name as its actor and the request's reason; a refused request changes nothing. See docs/api.md."
+    ),
+    servers((url = "http://127.0.0.1:7070")),
+    paths(
+        health, openapi_json, list_workloads, apply_spec, workload_status, list_releases, create_release,
+        show_release, deploy, pause, resume, promote, abort, rollback, workload_events, why, show_rollout,
+        all_events, alerts, plan, list_flags, kill_flag, restore_flag, report, list_tokens, create_token,
+        revoke_token
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&Common),
+    tags(
+        (name = "workloads", description = "Specs, status and the planner"),
+        (name = "releases", description = "Immutable, versioned releases"),
+        (name = "rollouts", description = "Deploying, steering and explaining rollouts"),
+        (name = "events", description = "The event log"),
+        (name = "signals", description = "Alerts and user reports"),
+        (name = "flags", description = "Feature flags and the kill switch"),
+        (name = "tokens", description = "API tokens"),
+        (name = "server", description = "The server itself")
+    )
+)]
+struct ApiDoc;
+
+/// What every operation shares: the bearer token (but on the public routes), and the error
+/// answers of the layers in front of every handler, all in the one error shape.
+struct Common;
+
+impl Modify for Common {
+    fn modify(&self, doc: &mut Document) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API token, `rf1.<id>.<secret>` (`ringfence token create`; the server writes the first admin token to `<data-dir>/admin.token`).",
+                    ))
+                    .build(),
+            ),
+        );
+        doc.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let public = PUBLIC.contains(&path.as_str());
+            for op in operations(item) {
+                if public {
+                    op.security = Some(vec![SecurityRequirement::default()]);
+                    continue;
+                }
+                add_error(op, "401", "no token, or one that is unknown, expired or revoked");
+                add_error(op, "403", "the token's roles do not grant this, or the Host or Origin is not allowed");
+                if path.contains("{name}") {
+                    add_error(op, "404", "no such workload (or release, rollout)");
+                }
+                if op.request_body.is_some() {
+                    add_error(
+                        op,
+                        "400",
+                        "the body is not the JSON expected (a field that does not exist, a wrong type)",
+                    );
+                    add_error(op, "413", "the body is larger than 2 MiB");
+                    add_error(op, "415", "the body is not sent as application/json");
+                    add_error(op, "500", "the event log could not be written");
+                }
+            }
+        }
+    }
+}
+
+fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch].into_iter().flatten()
+}
+
+fn add_error(op: &mut Operation, status: &str, description: &str) {
+    if op.responses.responses.contains_key(status) {
+        return;
+    }
+    let response = ResponseBuilder::new()
+        .description(description)
+        .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+        .build();
+    op.responses.responses.insert(status.to_string(), response.into());
+}
+
+// --- The operations ------------------------------------------------------------------------
+
+/// Server liveness
+///
+/// Says only that the server runs; needs no token (for load balancers and supervisors).
+#[utoipa::path(get, path = "/v1/health", tag = "server", responses((status = 200, description = "running", body = serde_json::Value)))]
+#[allow(dead_code)]
+fn health() {}
+
+/// This document
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "server", responses((status = 200, description = "the OpenAPI 3.1 document", body = serde_json::Value)))]
+#[allow(dead_code)]
+fn openapi_json() {}
+
+/// List workloads
+///
+/// The workloads the token may read, with their stable version and latest rollout.
+#[utoipa::path(get, path = "/v1/workloads", tag = "workloads", responses((status = 200, description = "the workloads", body = Vec<WorkloadSummary>)))]
+#[allow(dead_code)]
+fn list_workloads() {}
+
+/// Apply a workload spec
+///
+/// Creates the workload or changes its spec. A spec whose executor differs from the one in
+/// force (or a new workload's) needs the admin role.
+#[utoipa::path(post, path = "/v1/workloads", tag = "workloads", request_body = ApplySpec, responses(
+    (status = 200, description = "applied (`changed` is false when it was already in force)", body = Applied),
+    (status = 422, description = "the spec has errors: each in `details`, with file, line, column and field", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn apply_spec() {}
+
+/// Workload status
+///
+/// Stable version, last known good, pin, router, replicas, desired state, routes, the rollout
+/// in progress (or the last) and the controller's latest verdict with every signal.
+#[utoipa::path(get, path = "/v1/workloads/{name}", tag = "workloads", params(("name" = String, Path, description = "the workload")), responses((status = 200, description = "its status", body = WorkloadStatus)))]
+#[allow(dead_code)]
+fn workload_status() {}
+
+/// List releases, oldest first
+#[utoipa::path(get, path = "/v1/workloads/{name}/releases", tag = "releases", params(("name" = String, Path, description = "the workload")), responses((status = 200, description = "the releases", body = Vec<Release>)))]
+#[allow(dead_code)]
+fn list_releases() {}
+
+/// Create an immutable release
+///
+/// The same version with the same content is accepted again (200); with other content it is
+/// refused (409). Config keys that change what the replicas execute need the admin role.
+#[utoipa::path(post, path = "/v1/workloads/{name}/releases", tag = "releases", params(("name" = String, Path, description = "the workload")), request_body = ReleaseRequest, responses(
+    (status = 201, description = "registered", body = ReleaseCreated),
+    (status = 200, description = "already registered with the same content", body = ReleaseCreated),
+    (status = 409, description = "the version exists with other content", body = ErrorBody),
+    (status = 422, description = "a field out of range, or flags that do not load", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn create_release() {}
+
+/// One release
+#[utoipa::path(get, path = "/v1/workloads/{name}/releases/{version}", tag = "releases", params(("name" = String, Path, description = "the workload"), ("version" = String, Path, description = "the release's version")), responses((status = 200, description = "the release", body = Release)))]
+#[allow(dead_code)]
+fn show_release() {}
+
+/// Roll a release out through the plan
+#[utoipa::path(post, path = "/v1/workloads/{name}/deploy", tag = "rollouts", params(("name" = String, Path, description = "the workload")), request_body = Deploy, responses(
+    (status = 202, description = "the rollout started; follow it with `GET .../rollouts/{id}` or the events", body = Started),
+    (status = 409, description = "a rollout is in progress, or the version is not registered", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn deploy() {}
+
+/// Pause the rollout in progress
+#[utoipa::path(post, path = "/v1/workloads/{name}/pause", tag = "rollouts", params(("name" = String, Path, description = "the workload")), request_body = Reason, responses(
+    (status = 200, description = "paused", body = Started),
+    (status = 409, description = "no rollout it applies to", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn pause() {}
+
+/// Resume the rollout in progress
+#[utoipa::path(post, path = "/v1/workloads/{name}/resume", tag = "rollouts", params(("name" = String, Path, description = "the workload")), request_body = Reason, responses(
+    (status = 200, description = "resumed", body = Started),
+    (status = 409, description = "no rollout it applies to", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn resume() {}
+
+/// Promote the rollout in progress
+///
+/// Passes the current phase's gates by hand (an approval gate, or a phase held on an unknown
+/// verdict). Needs the approver role.
+#[utoipa::path(post, path = "/v1/workloads/{name}/promote", tag = "rollouts", params(("name" = String, Path, description = "the workload")), request_body = Reason, responses(
+    (status = 200, description = "promoted", body = Started),
+    (status = 409, description = "no rollout it applies to", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn promote() {}
+
+/// Abort the rollout in progress
+#[utoipa::path(post, path = "/v1/workloads/{name}/abort", tag = "rollouts", params(("name" = String, Path, description = "the workload")), request_body = Reason, responses(
+    (status = 200, description = "aborted: traffic returns to the stable version", body = Started),
+    (status = 409, description = "no rollout it applies to", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn abort() {}
+
+/// Roll back to the last known good
+///
+/// To the latest last known good release, or to `to`, on the fast path (one phase at 100%,
+/// judged on probes and crashes).
+#[utoipa::path(post, path = "/v1/workloads/{name}/rollback", tag = "rollouts", params(("name" = String, Path, description = "the workload")), request_body = Rollback, responses(
+    (status = 200, description = "the rollback started, or the rollout in progress is falling back", body = Started),
+    (status = 409, description = "nothing to roll back to", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn rollback() {}
+
+/// The workload's events
+///
+/// At most 1000 events or 4 MiB per answer; page on with `after` until a page is empty.
+#[utoipa::path(get, path = "/v1/workloads/{name}/events", tag = "events", params(
+    ("name" = String, Path, description = "the workload"),
+    ("after" = Option<u64>, Query, description = "only events after this sequence number"),
+    ("limit" = Option<usize>, Query, description = "at most this many (up to 1000)")
+), responses((status = 200, description = "the events, oldest first", body = Vec<Event>)))]
+#[allow(dead_code)]
+fn workload_events() {}
+
+/// The last decision in plain words, with its evidence
+#[utoipa::path(get, path = "/v1/workloads/{name}/why", tag = "rollouts", params(("name" = String, Path, description = "the workload")), responses((status = 200, description = "the explanation", body = Why)))]
+#[allow(dead_code)]
+fn why() {}
+
+/// One rollout
+///
+/// Status, phase, stage, plan, decision, last verdict, times, and `windows`: the traffic each
+/// passed comparison phase was judged on.
+#[utoipa::path(get, path = "/v1/workloads/{name}/rollouts/{id}", tag = "rollouts", params(("name" = String, Path, description = "the workload"), ("id" = String, Path, description = "the rollout")), responses((status = 200, description = "the rollout", body = Rollout)))]
+#[allow(dead_code)]
+fn show_rollout() {}
+
+/// Every workload's events
+///
+/// For tokens with a grant on `*`. Secrets in them are redacted; paged as the workload's.
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(
+    ("after" = Option<u64>, Query, description = "only events after this sequence number"),
+    ("limit" = Option<usize>, Query, description = "at most this many (up to 1000)")
+), responses((status = 200, description = "the events, oldest first", body = Vec<Event>)))]
+#[allow(dead_code)]
+fn all_events() {}
+
+/// Alertmanager webhook receiver
+///
+/// A firing alert carrying every label of a workload's `health.alerts.match` (by default
+/// `workload=<name>`) halts that workload's rollout. The body is Alertmanager's webhook
+/// payload (version 4).
+#[utoipa::path(post, path = "/v1/alerts", tag = "signals", request_body(content = serde_json::Value, description = "Alertmanager's webhook payload"), responses((status = 200, description = "the alerts that concerned a workload", body = AlertsAccepted)))]
+#[allow(dead_code)]
+fn alerts() {}
+
+/// How long each phase needs at today's traffic
+#[utoipa::path(get, path = "/v1/workloads/{name}/plan", tag = "workloads", params(
+    ("name" = String, Path, description = "the workload"),
+    ("rps" = Option<f64>, Query, description = "plan for this request rate instead of the one measured at the router")
+), responses(
+    (status = 200, description = "the advice per phase", body = PlanAdvice),
+    (status = 422, description = "`rps` is not above 0", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn plan() {}
+
+/// Flags per rollout group, and the killed ones
+#[utoipa::path(get, path = "/v1/workloads/{name}/flags", tag = "flags", params(("name" = String, Path, description = "the workload")), responses((status = 200, description = "the flags users evaluate now", body = Flags)))]
+#[allow(dead_code)]
+fn list_flags() {}
+
+/// Kill switch: the flag serves its default everywhere
+///
+/// Always allowed, whatever the rollout state. The reason is required (it is audited).
+#[utoipa::path(post, path = "/v1/workloads/{name}/flags/{flag}/kill", tag = "flags", params(("name" = String, Path, description = "the workload"), ("flag" = String, Path, description = "the flag's key")), request_body = Reason, responses(
+    (status = 200, description = "killed", body = FlagChange),
+    (status = 422, description = "no reason given, or no release defines the flag", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn kill_flag() {}
+
+/// Undo a kill
+#[utoipa::path(post, path = "/v1/workloads/{name}/flags/{flag}/restore", tag = "flags", params(("name" = String, Path, description = "the workload"), ("flag" = String, Path, description = "the flag's key")), request_body = Reason, responses(
+    (status = 200, description = "restored", body = FlagChange),
+    (status = 409, description = "the flag is not killed", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn restore_flag() {}
+
+/// A user reports a problem
+///
+/// The user is mapped to the rollout group and version that serve them; reports per group are
+/// a health signal.
+#[utoipa::path(post, path = "/v1/workloads/{name}/reports", tag = "signals", params(("name" = String, Path, description = "the workload")), request_body = Report, responses(
+    (status = 200, description = "filed", body = ReportAccepted),
+    (status = 422, description = "no user key, or one longer than 256 characters", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn report() {}
+
+/// List the tokens (never a secret or a hash)
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", responses((status = 200, description = "the tokens", body = Vec<Token>)))]
+#[allow(dead_code)]
+fn list_tokens() {}
+
+/// Create a token
+///
+/// The answer holds the token itself, shown this once.
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = CreateToken, responses(
+    (status = 201, description = "created", body = CreatedToken),
+    (status = 422, description = "a bad name, grant or expiry", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn create_token() {}
+
+/// Revoke a token at once
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path, description = "the token's id")), responses(
+    (status = 200, description = "revoked (again: no change)", body = Token),
+    (status = 404, description = "no such token", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn revoke_token() {}

@@ -1,0 +1,74 @@
+//! Releases: immutable, versioned bundles of what runs and how it is configured.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::Timestamp;
+
+/// `POST .../releases`: a version and its content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
+    pub version: String,
+    #[serde(flatten)]
+    pub content: ReleaseContent,
+}
+
+/// Everything that defines a release; its digest is its identity.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReleaseContent {
+    /// What runs: an image, a package, a commit-pinned build. Free-form, recorded as given.
+    pub artifact: String,
+    /// Configuration; the process executor passes it as environment variables. A value
+    /// `secret://NAME` is resolved when the replica starts and never stored or shown.
+    pub config: BTreeMap<String, String>,
+    /// Flag keys that guard the new code paths of this release.
+    pub guarded_by: Vec<String>,
+    /// The schema migration this release carries, if any.
+    pub migration: Option<Migration>,
+    pub metadata: Metadata,
+    /// Flag definitions in flagd's JSON format, evaluated by this release's users over OFREP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flags: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Migration {
+    pub id: String,
+    /// Additive, so the previous release still works against the migrated schema.
+    pub backward_compatible: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metadata {
+    pub commit: String,
+    pub author: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Release {
+    pub workload: String,
+    pub version: String,
+    pub content: ReleaseContent,
+    /// `sha256:<hex>` of the canonical JSON of `content`.
+    pub digest: String,
+    pub created_at: Timestamp,
+    pub created_by: String,
+}
+
+/// The answer to `POST .../releases`: 201 when registered, 200 when the same content was.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReleaseCreated {
+    pub created: bool,
+    pub release: Release,
+    /// Problems in the release's flags that flagd loads too, each with its JSON path and what
+    /// it does (docs/flags.md); `[flags] strict = true` in the spec refuses them instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}

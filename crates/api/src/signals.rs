@@ -1,0 +1,69 @@
+//! What users and alerting systems report, and the flags users evaluate.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::Timestamp;
+
+/// `POST .../reports`: a user reports a problem.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    /// The user's key, as sent in the router's sticky header or cookie (1 to 256 characters).
+    pub user: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReportAccepted {
+    pub user: String,
+    /// The rollout group that serves the user, when the router could say.
+    pub group: Option<String>,
+    pub version: Option<String>,
+}
+
+/// The answer to Alertmanager's webhook.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AlertsAccepted {
+    /// `[workload, alertname, status]` for every alert that concerned a workload.
+    #[schema(value_type = Vec<Vec<String>>)]
+    pub matched: Vec<(String, String, String)>,
+    /// Alerts that concerned no workload.
+    pub ignored: usize,
+}
+
+/// The flags users evaluate now, per rollout group, with the kill switch applied.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Flags {
+    pub groups: Vec<FlagGroup>,
+    /// Flags turned off by the kill switch, by key.
+    pub killed: BTreeMap<String, KilledFlag>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FlagGroup {
+    pub group: String,
+    pub version: String,
+    pub weight_bp: u32,
+    /// The flag definitions (flagd's JSON format) this group's users evaluate.
+    pub flags: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KilledFlag {
+    pub actor: String,
+    pub reason: String,
+    pub at: Timestamp,
+}
+
+/// The answer to a kill or a restore.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FlagChange {
+    pub flag: String,
+    pub killed: bool,
+    /// The event that recorded it; null when nothing changed.
+    pub seq: Option<u64>,
+}

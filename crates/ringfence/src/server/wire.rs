@@ -1,0 +1,379 @@
+//! Core values into the API's wire types (`ringfence-api`), and requests back into the core's.
+//!
+//! Every answer goes through here: the core's serde format is the event log's, not the API's,
+//! so a change to the core shows up here as a compile error rather than as a silent change to
+//! what clients read.
+
+use ringfence_api as api;
+use ringfence_core as core;
+
+pub(super) fn ts(t: core::Timestamp) -> api::Timestamp {
+    api::Timestamp(t.millis())
+}
+
+pub(super) fn status(
+    ws: &core::WorkloadState,
+    live: Option<&crate::state::LiveVerdict>,
+    now: core::Timestamp,
+) -> api::WorkloadStatus {
+    api::WorkloadStatus {
+        workload: ws.name.clone(),
+        criticality: criticality(ws.spec.workload.criticality),
+        stable: ws.stable.clone(),
+        last_known_good: ws.lkg().map(|l| api::LastKnownGood {
+            version: l.version.clone(),
+            rollout_id: l.rollout_id.clone(),
+            at: ts(l.at),
+            spec_digest: l.spec_digest.clone(),
+        }),
+        pin: ws.pin.as_ref().map(|p| api::Pin {
+            version: p.version.clone(),
+            rollout_id: p.rollout_id.clone(),
+            reason: p.reason.clone(),
+            at: ts(p.at),
+        }),
+        router: ws.router.as_ref().map(|r| api::RouterInfo {
+            pid: r.pid,
+            listen: r.listen.clone(),
+            admin: r.admin.clone(),
+        }),
+        replicas: ws
+            .replicas
+            .values()
+            .map(|r| api::Replica {
+                version: r.version.clone(),
+                replica: r.replica,
+                instance: r.instance.clone(),
+                endpoint: r.endpoint.clone(),
+                started_at: ts(r.started_at),
+            })
+            .collect(),
+        desired: {
+            let d = ws.desired();
+            api::Desired { versions: d.versions, routes: d.routes.iter().map(route_group).collect() }
+        },
+        routes: ws.routes.as_ref().map(|(generation, groups)| (*generation, groups.iter().map(route_group).collect())),
+        rollout: ws.latest_rollout().map(|r| rollout(r, now)),
+        // The live verdict belongs to the rollout in progress it was computed for.
+        health: live.filter(|l| ws.active_rollout().is_some_and(|r| r.id == l.rollout_id)).map(|l| api::LiveHealth {
+            rollout_id: l.rollout_id.clone(),
+            at: ts(l.at),
+            verdict: verdict(&l.verdict),
+        }),
+        alerts_firing: ws
+            .alerts
+            .values()
+            .map(|a| api::FiringAlert {
+                alertname: a.alertname.clone(),
+                labels: a.labels.clone(),
+                summary: a.summary.clone(),
+                since: ts(a.since),
+            })
+            .collect(),
+        now: ts(now),
+    }
+}
+
+pub(super) fn summary(ws: &core::WorkloadState) -> api::WorkloadSummary {
+    api::WorkloadSummary {
+        name: ws.name.clone(),
+        stable: ws.stable.clone(),
+        rollout: ws.latest_rollout().map(|r| api::RolloutSummary {
+            id: r.id.clone(),
+            release: r.release.clone(),
+            status: r.status.as_str().into(),
+            phase: r.phase + 1,
+            phases: r.phases.len(),
+        }),
+    }
+}
+
+fn criticality(c: core::spec::Criticality) -> api::Criticality {
+    use core::spec::Criticality as C;
+    match c {
+        C::Low => api::Criticality::Low,
+        C::Medium => api::Criticality::Medium,
+        C::High => api::Criticality::High,
+        C::Critical => api::Criticality::Critical,
+    }
+}
+
+fn route_group(g: &core::event::RouteGroup) -> api::RouteGroup {
+    api::RouteGroup {
+        name: g.name.clone(),
+        version: g.version.clone(),
+        weight_bp: g.weight_bp,
+        runs_on: g.runs_on.clone(),
+    }
+}
+
+pub(super) fn rollout(r: &core::Rollout, now: core::Timestamp) -> api::Rollout {
+    use core::rollout::{RolloutKind as K, RolloutStatus as S, Stage as G};
+    api::Rollout {
+        id: r.id.clone(),
+        workload: r.workload.clone(),
+        kind: match r.kind {
+            K::Initial => api::RolloutKind::Initial,
+            K::Deploy => api::RolloutKind::Deploy,
+            K::Rollback => api::RolloutKind::Rollback,
+        },
+        release: r.release.clone(),
+        from: r.from.clone(),
+        phases: r.phases.iter().map(phase).collect(),
+        phase: r.phase,
+        stage: match r.stage {
+            G::Deploying => api::Stage::Deploying,
+            G::Baking => api::Stage::Baking,
+            G::Passed => api::Stage::Passed,
+        },
+        status: match r.status {
+            S::Progressing => api::RolloutStatus::Progressing,
+            S::Paused => api::RolloutStatus::Paused,
+            S::Completed => api::RolloutStatus::Completed,
+            S::Halted => api::RolloutStatus::Halted,
+            S::Mitigating => api::RolloutStatus::Mitigating,
+            S::Mitigated => api::RolloutStatus::Mitigated,
+            S::Aborted => api::RolloutStatus::Aborted,
+        },
+        started_at: ts(r.started_at),
+        updated_at: ts(r.updated_at),
+        ended_at: r.ended_at.map(ts),
+        phase_started_at: ts(r.phase_started_at),
+        bake_started_at: r.bake_started_at.map(ts),
+        window_started_at: r.window_started_at.map(ts),
+        baked_ms: r.baked_ms(now),
+        paused_at: r.paused_at.map(ts),
+        promote_requested: r.promote_requested,
+        held_since: r.held_since.map(ts),
+        escalated: r.escalated,
+        decision: r.decision.as_ref().map(decision),
+        last_verdict: r.last_verdict.as_ref().map(verdict),
+        spec_digest: r.spec_digest.clone(),
+        started_by: r.started_by.clone(),
+        reason: r.reason.clone(),
+        smoke: r
+            .smoke
+            .iter()
+            .map(|s| api::SmokeResult {
+                phase: s.phase,
+                name: s.name.clone(),
+                version: s.version.clone(),
+                passed: s.passed,
+                detail: s.detail.clone(),
+                at: ts(s.at),
+            })
+            .collect(),
+        windows: r
+            .windows
+            .iter()
+            .map(|w| api::PhaseWindow {
+                phase: w.phase,
+                weight_bp: w.weight_bp,
+                canary: traffic(&w.canary),
+                stable: traffic(&w.stable),
+            })
+            .collect(),
+    }
+}
+
+fn phase(p: &core::spec::PhaseSpec) -> api::Phase {
+    api::Phase {
+        name: p.name.clone(),
+        weight: p.weight,
+        bake: p.bake.to_string(),
+        bake_ms: p.bake.as_ms(),
+        gates: p
+            .gates
+            .iter()
+            .map(|g| match g {
+                core::spec::Gate::Health => api::Gate::Health,
+                core::spec::Gate::Approval => api::Gate::Approval,
+            })
+            .collect(),
+    }
+}
+
+fn traffic(t: &core::health::Traffic) -> api::Traffic {
+    api::Traffic { requests: t.requests, errors: t.errors, latency_us: t.latency_us.clone() }
+}
+
+pub(super) fn decision(d: &core::decision::Decision) -> api::Decision {
+    use core::decision::MitigationAction as A;
+    api::Decision {
+        action: match d.action {
+            A::Fallback => api::MitigationAction::Fallback,
+            A::Hold => api::MitigationAction::Hold,
+            A::Stop => api::MitigationAction::Stop,
+            A::ManualRollback => api::MitigationAction::ManualRollback,
+        },
+        rule: d.rule.clone(),
+        summary: d.summary.clone(),
+        phase: d.phase,
+        phase_name: d.phase_name.clone(),
+        weight: d.weight,
+        verdict: d.verdict.as_ref().map(verdict),
+    }
+}
+
+fn health(h: core::Health) -> api::Health {
+    match h {
+        core::Health::Healthy => api::Health::Healthy,
+        core::Health::Unhealthy => api::Health::Unhealthy,
+        core::Health::Unknown => api::Health::Unknown,
+    }
+}
+
+pub(super) fn verdict(v: &core::Verdict) -> api::Verdict {
+    use core::model::Level as L;
+    api::Verdict {
+        health: health(v.health),
+        model: v.model.as_ref().map(|m| api::HealthModel {
+            level: match m.level {
+                L::Healthy => api::Level::Healthy,
+                L::Degraded => api::Level::Degraded,
+                L::Unhealthy => api::Level::Unhealthy,
+                L::Unknown => api::Level::Unknown,
+            },
+            components: m
+                .components
+                .iter()
+                .map(|c| api::ComponentHealth {
+                    name: c.name.clone(),
+                    criticality: criticality(c.criticality),
+                    health: health(c.health),
+                    signals: c.signals.clone(),
+                })
+                .collect(),
+        }),
+        signals: v
+            .signals
+            .iter()
+            .map(|s| api::SignalResult {
+                signal: s.signal.clone(),
+                version: s.version.clone(),
+                health: health(s.health),
+                observed: s.observed,
+                threshold: s.threshold,
+                unit: s.unit.clone(),
+                sample_size: s.sample_size,
+                baseline: s.baseline,
+                baseline_sample_size: s.baseline_sample_size,
+                rule: s.rule.clone(),
+                detail: s.detail.clone(),
+                values: s.values.clone(),
+            })
+            .collect(),
+        window_ms: v.window_ms,
+        freshness_ms: v.freshness_ms,
+        analyzer: v.analyzer.clone(),
+    }
+}
+
+pub(super) fn release(r: &core::Release) -> api::Release {
+    let c = &r.content;
+    api::Release {
+        workload: r.workload.clone(),
+        version: r.version.clone(),
+        content: api::ReleaseContent {
+            artifact: c.artifact.clone(),
+            config: c.config.clone(),
+            guarded_by: c.guarded_by.clone(),
+            migration: c
+                .migration
+                .as_ref()
+                .map(|m| api::Migration { id: m.id.clone(), backward_compatible: m.backward_compatible }),
+            metadata: api::Metadata {
+                commit: c.metadata.commit.clone(),
+                author: c.metadata.author.clone(),
+                message: c.metadata.message.clone(),
+            },
+            flags: c.flags.clone(),
+        },
+        digest: r.digest.clone(),
+        created_at: ts(r.created_at),
+        created_by: r.created_by.clone(),
+    }
+}
+
+/// A release request as the core takes it.
+pub(super) fn release_request(r: api::ReleaseRequest) -> core::release::ReleaseRequest {
+    let c = r.content;
+    core::release::ReleaseRequest {
+        version: r.version,
+        content: core::release::ReleaseContent {
+            artifact: c.artifact,
+            config: c.config,
+            guarded_by: c.guarded_by,
+            migration: c
+                .migration
+                .map(|m| core::release::Migration { id: m.id, backward_compatible: m.backward_compatible }),
+            metadata: core::release::Metadata {
+                commit: c.metadata.commit,
+                author: c.metadata.author,
+                message: c.metadata.message,
+            },
+            flags: c.flags,
+        },
+    }
+}
+
+/// An event as the API sends it: the envelope, and the log's record as its payload.
+pub(super) fn event(e: &core::Event) -> api::Event {
+    let mut data = match serde_json::to_value(&e.kind) {
+        Ok(serde_json::Value::Object(m)) => m,
+        // Every event kind is a tagged struct variant, so this is an object; an event that
+        // is not would still be listed, with no payload.
+        _ => serde_json::Map::new(),
+    };
+    let kind = match data.remove("type") {
+        Some(serde_json::Value::String(t)) => t,
+        _ => String::new(),
+    };
+    api::Event {
+        seq: e.seq,
+        at: ts(e.at),
+        actor: e.actor.clone(),
+        reason: e.reason.clone(),
+        workload: e.workload.clone(),
+        kind,
+        data,
+    }
+}
+
+pub(super) fn token(t: &core::access::TokenRecord) -> api::Token {
+    api::Token {
+        id: t.id.clone(),
+        name: t.name.clone(),
+        grants: t.grants.iter().map(|g| g.to_string()).collect(),
+        created_at: ts(t.created_at),
+        created_by: t.created_by.clone(),
+        expires_at: t.expires_at.map(ts),
+        revoked_at: t.revoked_at.map(ts),
+    }
+}
+
+pub(super) fn killed_flag(k: &core::state::KilledFlag) -> api::KilledFlag {
+    api::KilledFlag { actor: k.actor.clone(), reason: k.reason.clone(), at: ts(k.at) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_keeps_the_logs_record_as_its_payload() {
+        let e = core::NewEvent {
+            at: core::Timestamp(1_700_000_000_000),
+            actor: "ci".into(),
+            reason: "deploy".into(),
+            workload: "checkout".into(),
+            kind: core::EventKind::TokenRevoked { id: "abc".into() },
+        }
+        .numbered(7);
+        let wire = event(&e);
+        assert_eq!((wire.kind.as_str(), wire.seq), ("token_revoked", 7));
+        // The same JSON as the log's: a client reading events as the core's type still can.
+        let text = serde_json::to_value(&wire).expect("serializes");
+        assert_eq!(text, serde_json::to_value(&e).expect("serializes"));
+    }
+}
