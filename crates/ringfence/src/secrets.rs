@@ -49,9 +49,38 @@ pub fn resolve_all(data_dir: &Path, map: &BTreeMap<String, String>) -> Result<BT
     map.iter().map(|(k, v)| resolve(data_dir, v).map(|v| (k.clone(), v))).collect()
 }
 
+/// The values the secret references among `maps` resolve to (those that resolve), so that
+/// output which may echo them (a hook's, a replica's last log lines) can be cleaned of them.
+pub fn values(data_dir: &Path, maps: &[&BTreeMap<String, String>]) -> Vec<String> {
+    maps.iter()
+        .flat_map(|m| m.values())
+        .filter(|v| secret::reference(v).is_some())
+        .filter_map(|v| resolve(data_dir, v).ok())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// `text` with every one of `values` replaced by `<redacted>`.
+pub fn redact(text: &str, values: &[String]) -> String {
+    values.iter().fold(text.to_string(), |t, v| t.replace(v.as_str(), "<redacted>"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_is_cleaned_of_the_values_of_references_only() {
+        let data = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir(data.path())).unwrap();
+        let f = dir(data.path()).join("db");
+        std::fs::write(&f, "hunter2").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let env = BTreeMap::from([("DB".to_string(), "secret://db".to_string()), ("MODE".into(), "fast".into())]);
+        let found = values(data.path(), &[&env]);
+        assert_eq!(found, vec!["hunter2".to_string()]);
+        assert_eq!(redact("password=hunter2 mode=fast", &found), "password=<redacted> mode=fast");
+    }
 
     #[test]
     fn a_reference_resolves_from_a_private_file_or_the_environment_and_says_where_it_looked() {

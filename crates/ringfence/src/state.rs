@@ -11,7 +11,7 @@ use ringfence_store::{EventStore, Store, StoreError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::executor::{Executor, ProcessExecutor};
+use crate::executor::{CommandExecutor, Executor, Executors, ProcessExecutor};
 use crate::http::HttpClient;
 
 pub fn now() -> Timestamp {
@@ -88,7 +88,10 @@ impl Shared {
         let seq = events.last().map_or(0, |e| e.seq);
         tracing::info!(events = events.len(), workloads = world.workloads.len(), "state rebuilt from the event log");
         let http = HttpClient::new();
-        let executor = Arc::new(ProcessExecutor::new(&data_dir, ringfence_bin.clone(), http.clone())?);
+        let executor = Arc::new(Executors {
+            process: ProcessExecutor::new(&data_dir, ringfence_bin.clone(), http.clone())?,
+            command: CommandExecutor::new(&data_dir, ringfence_bin.clone(), http.clone()),
+        });
         Ok(Arc::new(Shared {
             data_dir,
             _claim: claim,

@@ -60,6 +60,7 @@ impl WorkloadSpec {
         let smoke_commands = |s: &WorkloadSpec| s.health.smoke.iter().map(|t| t.command.clone()).collect::<Vec<_>>();
         self.executor.kind == other.executor.kind
             && self.executor.command == other.executor.command
+            && self.executor.hooks == other.executor.hooks
             && self.executor.env == other.executor.env
             && smoke_commands(self) == smoke_commands(other)
     }
@@ -206,6 +207,66 @@ mod tests {
         let text = EXAMPLE.replace("{version}", "{verison}");
         let errs = errors(&text);
         assert!(errs.iter().any(|e| e.message.contains("{verison}")), "{errs:?}");
+    }
+
+    /// The example spec with the command executor: `hooks` is the body of `[executor.hooks]`.
+    fn with_hooks(hooks: &str) -> String {
+        let command = EXAMPLE.lines().find(|l| l.starts_with("command = ")).unwrap();
+        EXAMPLE
+            .replace(command, "")
+            .replace("kind = \"process\"", "kind = \"command\"")
+            .replace("[executor.readiness]", &format!("[executor.hooks]\n{hooks}\n\n[executor.readiness]"))
+    }
+
+    #[test]
+    fn the_command_executor_takes_hooks_with_their_placeholders() {
+        let spec = parse(
+            "c.toml",
+            &with_hooks(
+                "deploy = [\"deploy.sh\", \"{version}\"]\nstop = [\"stop.sh\", \"{instance}\", \"{endpoint}\"]",
+            ),
+        )
+        .expect("valid");
+        let hooks = spec.executor.hooks.expect("hooks");
+        assert_eq!((hooks.timeout.as_ms(), hooks.status), (60_000, None));
+        // A change of hooks is a change of what runs as the server's user.
+        let other = parse("c.toml", &with_hooks("deploy = [\"other.sh\"]\nstop = [\"stop.sh\"]")).unwrap();
+        assert!(
+            !parse(
+                "c.toml",
+                &with_hooks(
+                    "deploy = [\"deploy.sh\", \"{version}\"]\nstop = [\"stop.sh\", \"{instance}\", \"{endpoint}\"]"
+                )
+            )
+            .unwrap()
+            .executes_as(&other)
+        );
+    }
+
+    #[test]
+    fn the_command_executor_refuses_what_it_cannot_run_with_the_field() {
+        let cases = [
+            (with_hooks("deploy = []\nstop = [\"s\"]"), "executor.hooks.deploy", "non-empty"),
+            (with_hooks("deploy = [\"d\", \"{host}\"]\nstop = [\"s\"]"), "executor.hooks.deploy", "{host}"),
+            (with_hooks("deploy = [\"d\"]\nstop = [\"s\"]\ntimeout = \"0s\""), "executor.hooks.timeout", "above zero"),
+            (with_hooks("deploy = [\"d\"]"), "executor.hooks", "stop"),
+            (EXAMPLE.replace("kind = \"process\"", "kind = \"command\""), "executor.hooks", "needs [executor.hooks]"),
+            (
+                with_hooks("deploy = [\"d\"]\nstop = [\"s\"]").replace("kind = \"command\"", "kind = \"process\""),
+                "executor.hooks",
+                "for `kind = \"command\"`",
+            ),
+        ];
+        for (text, field, says) in cases {
+            let errs = errors(&text);
+            assert!(
+                errs.iter().any(|e| e.field.starts_with(field) && e.message.contains(says) && e.line > 0),
+                "{field} {says:?}: {errs:?}"
+            );
+        }
+        // `{instance}` means nothing to the process executor.
+        let errs = errors(&EXAMPLE.replace("{version}", "{instance}"));
+        assert!(errs.iter().any(|e| e.message.contains("{instance}")), "{errs:?}");
     }
 
     #[test]

@@ -7,9 +7,13 @@ use super::*;
 pub struct ExecutorSpec {
     #[serde(default)]
     pub kind: ExecutorKind,
-    /// Program and arguments. `{version}`, `{port}`, `{replica}`, `{workload}` and
-    /// `{ringfence}` (the path of the running ringfence binary) are substituted.
+    /// Program and arguments (the process executor). `{version}`, `{port}`, `{replica}`,
+    /// `{workload}` and `{ringfence}` (the path of the running ringfence binary) are substituted.
+    #[serde(default)]
     pub command: Vec<String>,
+    /// The team's own commands (the command executor).
+    #[serde(default)]
+    pub hooks: Option<HooksSpec>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(default = "default_replicas")]
@@ -32,8 +36,53 @@ fn default_stop_grace() -> Dur {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutorKind {
+    /// Each replica is a local process ringfence starts (`command`).
     #[default]
     Process,
+    /// Each replica is whatever the team's hooks deploy (`[executor.hooks]`): containers,
+    /// hosts over ssh, pods, or local processes.
+    Command,
+}
+
+/// The command executor's hooks. Each is a program and its arguments, with the same
+/// placeholders as `command` plus `{instance}` and `{endpoint}` (stop and status), run with a
+/// timeout; their output goes to the workload's hook log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksSpec {
+    /// Makes a replica of a version run and exits 0, printing `endpoint=HOST:PORT` (where it
+    /// serves) and optionally `instance=ID` on its standard output. Must be idempotent: a
+    /// deploy of a slot that already runs answers with that instance.
+    pub deploy: Vec<String>,
+    /// Stops an instance and everything it started; stopping one that is gone succeeds.
+    pub stop: Vec<String>,
+    /// Exits 0 while an instance runs, non-zero once it has ended (its output says how).
+    /// Without it, instances count as running and their health is judged by probes alone.
+    #[serde(default)]
+    pub status: Option<Vec<String>>,
+    /// How long one run of a hook may take; it is killed past that.
+    #[serde(default = "default_hook_timeout")]
+    pub timeout: Dur,
+    /// How often `status` runs per instance.
+    #[serde(default = "default_status_every")]
+    pub status_every: Dur,
+}
+
+fn default_hook_timeout() -> Dur {
+    Dur::secs(60)
+}
+
+fn default_status_every() -> Dur {
+    Dur::secs(2)
+}
+
+impl HooksSpec {
+    /// Every hook, with its field name.
+    pub fn all(&self) -> impl Iterator<Item = (&'static str, &Vec<String>)> {
+        [("deploy", Some(&self.deploy)), ("stop", Some(&self.stop)), ("status", self.status.as_ref())]
+            .into_iter()
+            .filter_map(|(n, h)| h.map(|h| (n, h)))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

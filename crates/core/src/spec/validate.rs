@@ -11,23 +11,58 @@ pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
         bad("workload.name", msg);
     }
     let ex = &spec.executor;
-    if ex.command.is_empty() || ex.command[0].trim().is_empty() {
-        bad("executor.command", "expected a non-empty list: the program, then its arguments".into());
-    }
-    if !ex.command.iter().any(|a| a.contains("{port}")) {
-        bad(
-            "executor.command",
-            "expected `{port}` in some argument: each replica listens on a port ringfence picks".into(),
-        );
-    }
-    for arg in &ex.command {
-        if let Some(unknown) = unknown_placeholder(arg) {
-            bad(
-                "executor.command",
-                format!(
-                    "unknown placeholder `{{{unknown}}}` in {arg:?}; known: {{version}}, {{port}}, {{replica}}, {{workload}}, {{ringfence}}"
-                ),
-            );
+    match (ex.kind, &ex.hooks) {
+        (ExecutorKind::Process, hooks) => {
+            if hooks.is_some() {
+                bad("executor.hooks", "hooks are for `kind = \"command\"`; the process executor runs `command`".into());
+            }
+            if ex.command.is_empty() || ex.command[0].trim().is_empty() {
+                bad("executor.command", "expected a non-empty list: the program, then its arguments".into());
+            }
+            if !ex.command.iter().any(|a| a.contains("{port}")) {
+                bad(
+                    "executor.command",
+                    "expected `{port}` in some argument: each replica listens on a port ringfence picks".into(),
+                );
+            }
+            for arg in &ex.command {
+                if let Some(unknown) = unknown_placeholder(arg, false) {
+                    bad(
+                        "executor.command",
+                        format!("unknown placeholder `{{{unknown}}}` in {arg:?}; known: {PLACEHOLDERS}"),
+                    );
+                }
+            }
+        }
+        (ExecutorKind::Command, None) => {
+            bad("executor.hooks", "`kind = \"command\"` needs [executor.hooks] with `deploy` and `stop`".into());
+        }
+        (ExecutorKind::Command, Some(hooks)) => {
+            if !ex.command.is_empty() {
+                bad("executor.command", "the command executor runs its hooks, not `command`: remove it".into());
+            }
+            for (name, hook) in hooks.all() {
+                let field = format!("executor.hooks.{name}");
+                if hook.is_empty() || hook[0].trim().is_empty() {
+                    bad(&field, "expected a non-empty list: the program, then its arguments".into());
+                }
+                for arg in hook {
+                    if let Some(unknown) = unknown_placeholder(arg, true) {
+                        bad(
+                            &field,
+                            format!(
+                                "unknown placeholder `{{{unknown}}}` in {arg:?}; known: {PLACEHOLDERS}, {{instance}}, {{endpoint}}"
+                            ),
+                        );
+                    }
+                }
+            }
+            if hooks.timeout.as_ms() == 0 {
+                bad("executor.hooks.timeout", "expected a timeout above zero".into());
+            }
+            if hooks.status_every.as_ms() < 100 {
+                bad("executor.hooks.status_every", "expected at least 100ms between two runs of `status`".into());
+            }
         }
     }
     if ex.replicas == 0 || ex.replicas > 64 {
@@ -265,13 +300,19 @@ pub(super) fn is_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-pub(super) fn unknown_placeholder(arg: &str) -> Option<String> {
+const PLACEHOLDERS: &str = "{version}, {port}, {replica}, {workload}, {ringfence}";
+
+/// The first placeholder of `arg` that is not substituted; `hook`: a command executor's hook,
+/// which also knows `{instance}` and `{endpoint}`.
+pub(super) fn unknown_placeholder(arg: &str, hook: bool) -> Option<String> {
     let mut rest = arg;
     while let Some(start) = rest.find('{') {
         let after = &rest[start + 1..];
         let end = after.find('}')?;
         let name = &after[..end];
-        if !matches!(name, "version" | "port" | "replica" | "workload" | "ringfence") {
+        let known = matches!(name, "version" | "port" | "replica" | "workload" | "ringfence")
+            || (hook && matches!(name, "instance" | "endpoint"));
+        if !known {
             return Some(name.to_string());
         }
         rest = &after[end + 1..];

@@ -16,6 +16,7 @@ pub(super) async fn start_replica(
     let empty = BTreeMap::new();
     let config = ws.releases.get(version).map(|r| &r.content.config).unwrap_or(&empty);
     // `secret://` references become their values here, for the executor only.
+    let secrets = crate::secrets::values(&shared.data_dir, &[config, &ws.spec.executor.env]);
     let resolved = crate::secrets::resolve_all(&shared.data_dir, config).and_then(|config| {
         let mut spec = ws.spec.executor.clone();
         spec.env = crate::secrets::resolve_all(&shared.data_dir, &spec.env)?;
@@ -32,6 +33,7 @@ pub(super) async fn start_replica(
                     spec,
                     config,
                     router: ws.router.as_ref().map(|r| r.listen.as_str()),
+                    secrets: &secrets,
                 })
                 .await
         }
@@ -294,7 +296,10 @@ pub async fn stop_all(shared: &Arc<Shared>) {
     for ws in workloads {
         for rec in ws.replicas.values() {
             let slot = Slot { workload: &ws.name, version: &rec.version, replica: rec.replica };
-            shared.executor.stop(slot, &rec.instance, ws.spec.executor.stop_grace.std()).await;
+            if let Err(e) = shared.executor.stop(slot, &rec.instance, &ws.spec.executor).await {
+                tracing::warn!(workload = ws.name, version = rec.version, error = %e, "stop at shutdown failed");
+                continue;
+            }
             let _ = shared.record(
                 &ws.name,
                 "server shutting down",

@@ -86,6 +86,8 @@ struct Local {
     probes: HashMap<String, ProbeState>,
     stats: Option<(Instant, StatsSnapshot)>,
     stable_retry: HashMap<String, Instant>,
+    /// Instances whose stop failed: when to try again, and the wait before that (doubling).
+    stop_retry: HashMap<String, (Instant, Duration)>,
     prom: crate::sources::PromCache,
     usage: crate::sources::UsageMeter,
     /// The usage rate when the current rollout began: its reference for the usage signal.
@@ -118,6 +120,7 @@ impl Local {
             probes: HashMap::new(),
             stats: None,
             stable_retry: HashMap::new(),
+            stop_retry: HashMap::new(),
             prom: Default::default(),
             usage: Default::default(),
             usage_before: None,
@@ -165,7 +168,8 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
 
     // Replicas that died since the last look are crashes: recorded, never restarted away.
     for rec in ws.replicas.values() {
-        if let InstanceStatus::Exited(status) = shared.executor.status(&rec.instance) {
+        let slot = Slot { workload: &name, version: &rec.version, replica: rec.replica };
+        if let InstanceStatus::Exited(status) = shared.executor.status(slot, &rec.instance, &ws.spec.executor) {
             // A stop that a crash of this server interrupted: the replica is gone because it
             // was asked to go. Closed as the stop it was, not taken for a crash.
             let stopping = ws.open_intents.iter().find(|(_, a)| {
@@ -260,13 +264,32 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
     if routes_match {
         for rec in ws.replicas.values() {
             let keep = wanted.get(rec.version.as_str()).is_some_and(|n| rec.replica < *n);
-            if !keep {
+            if !keep && local.stop_retry.get(&rec.instance).is_none_or(|(at, _)| Instant::now() >= *at) {
                 let action = Action::StopReplica { version: rec.version.clone(), replica: rec.replica };
                 let op = intend(shared, &name, &action)?;
                 let slot = Slot { workload: &name, version: &rec.version, replica: rec.replica };
-                shared.executor.stop(slot, &rec.instance, ws.spec.executor.stop_grace.std()).await;
-                local.probes.remove(&rec.instance);
-                shared.record(&name, "no longer desired", stopped(rec, op))?;
+                match shared.executor.stop(slot, &rec.instance, &ws.spec.executor).await {
+                    Ok(()) => {
+                        local.probes.remove(&rec.instance);
+                        local.stop_retry.remove(&rec.instance);
+                        shared.record(&name, "no longer desired", stopped(rec, op))?;
+                    }
+                    Err(e) => {
+                        // It may still run: the record stays, and the stop is tried again,
+                        // less often each time.
+                        let wait = local
+                            .stop_retry
+                            .get(&rec.instance)
+                            .map_or(Duration::from_secs(1), |(_, w)| (*w * 2).min(Duration::from_secs(60)));
+                        local.stop_retry.insert(rec.instance.clone(), (Instant::now() + wait, wait));
+                        tracing::warn!(version = rec.version, replica = rec.replica, error = %e, "stop failed");
+                        shared.record(
+                            &name,
+                            "stop failed",
+                            vec![EventKind::ActionFailed { op_id: op, error: e.to_string() }],
+                        )?;
+                    }
+                }
                 changed = true;
             }
         }

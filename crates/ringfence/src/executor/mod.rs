@@ -7,10 +7,12 @@
 //! ringfence: an id unique across workloads and over time, and an endpoint (`host:port`)
 //! where it serves. Events and projections carry only those two.
 //!
-//! Adapters: [`process::ProcessExecutor`] (local processes, the first); a command executor
-//! (hooks that deploy, stop and check through the team's own scripts), blue-green stacks and
-//! host groups reached over ssh or behind HAProxy follow, each behind this same trait.
+//! Adapters: [`process::ProcessExecutor`] (local processes ringfence starts) and
+//! [`command::CommandExecutor`] (the team's own hooks deploy, stop and check instances
+//! wherever they run); [`Executors`] picks one by the spec's `kind` and the instance's id.
+//! Blue-green stacks and host groups updated in place follow, behind this same trait.
 
+pub mod command;
 pub mod process;
 
 use std::collections::BTreeMap;
@@ -18,8 +20,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use ringfence_core::spec::ExecutorSpec;
+use ringfence_core::spec::{ExecutorKind, ExecutorSpec};
 
+pub use command::CommandExecutor;
 pub use process::{ExecError, ProcessExecutor, free_port};
 
 /// A future an executor returns; boxed so the controller holds any executor as a trait object.
@@ -43,6 +46,8 @@ pub struct Replica<'a> {
     pub config: &'a BTreeMap<String, String>,
     /// The workload's router, where the instance evaluates flags over OFREP.
     pub router: Option<&'a str>,
+    /// The values of the secrets among the above, kept out of every error and log line.
+    pub secrets: &'a [String],
 }
 
 /// An instance that runs and is ready.
@@ -72,13 +77,62 @@ pub trait Executor: Send + Sync {
     /// and waits for its readiness.
     fn ensure<'a>(&'a self, slot: &'a Replica<'a>) -> ExecFuture<'a, Result<Started, ExecError>>;
 
-    /// Whether the instance still runs. Cheap: called for every instance on every tick.
-    fn status(&self, instance: &str) -> InstanceStatus;
+    /// Whether the instance still runs. Cheap: called for every instance on every tick (an
+    /// adapter that must ask something slow answers from what it last learnt).
+    fn status(&self, slot: Slot<'_>, instance: &str, spec: &ExecutorSpec) -> InstanceStatus;
 
-    /// Stops the instance and everything it started: gracefully, then forcibly after
-    /// `grace`. Stopping an instance that is gone is fine.
-    fn stop<'a>(&'a self, slot: Slot<'a>, instance: &'a str, grace: Duration) -> ExecFuture<'a, ()>;
+    /// Stops the instance and everything it started: gracefully, then forcibly after the
+    /// spec's `stop_grace`. Stopping an instance that is gone is fine; an error means it may
+    /// still run (the controller tries again).
+    fn stop<'a>(
+        &'a self,
+        slot: Slot<'a>,
+        instance: &'a str,
+        spec: &'a ExecutorSpec,
+    ) -> ExecFuture<'a, Result<(), ExecError>>;
 
     /// Probes an instance once: `Ok` on a 2xx answer to `GET path`, the reason otherwise.
     fn probe<'a>(&'a self, endpoint: &'a str, path: &'a str, timeout: Duration) -> ExecFuture<'a, Result<(), String>>;
+}
+
+/// Every executor, each workload's picked by its spec's `kind` and each instance's by its id
+/// (a workload whose kind changed still has instances of the other kind to stop).
+pub struct Executors {
+    pub process: ProcessExecutor,
+    pub command: CommandExecutor,
+}
+
+impl Executor for Executors {
+    fn ensure<'a>(&'a self, slot: &'a Replica<'a>) -> ExecFuture<'a, Result<Started, ExecError>> {
+        match slot.spec.kind {
+            ExecutorKind::Process => self.process.ensure(slot),
+            ExecutorKind::Command => Box::pin(self.command.ensure(slot)),
+        }
+    }
+
+    fn status(&self, slot: Slot<'_>, instance: &str, spec: &ExecutorSpec) -> InstanceStatus {
+        if instance.starts_with(command::PREFIX) {
+            self.command.status(slot, instance, spec)
+        } else {
+            self.process.status(slot, instance, spec)
+        }
+    }
+
+    fn stop<'a>(
+        &'a self,
+        slot: Slot<'a>,
+        instance: &'a str,
+        spec: &'a ExecutorSpec,
+    ) -> ExecFuture<'a, Result<(), ExecError>> {
+        if instance.starts_with(command::PREFIX) {
+            Box::pin(self.command.stop(slot, instance, spec))
+        } else {
+            self.process.stop(slot, instance, spec)
+        }
+    }
+
+    fn probe<'a>(&'a self, endpoint: &'a str, path: &'a str, timeout: Duration) -> ExecFuture<'a, Result<(), String>> {
+        // Probes are ringfence's own HTTP checks, whatever runs the instance.
+        self.process.probe(endpoint, path, timeout)
+    }
 }

@@ -24,6 +24,8 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
+use ringfence_core::spec::ExecutorSpec;
+
 use super::{ExecFuture, Executor, InstanceStatus, Replica, Slot, Started};
 use crate::http::HttpClient;
 
@@ -43,6 +45,10 @@ pub enum ExecError {
     NotReady { version: String, replica: u32, timeout: Duration, path: String, port: u16, log: String },
     #[error("{version} replica {replica} cannot start: {why}")]
     Secret { version: String, replica: u32, why: String },
+    #[error("{version} replica {replica}: the {hook} hook failed: {why}")]
+    Hook { hook: &'static str, version: String, replica: u32, why: String },
+    #[error("{version} replica {replica}: the {hook} hook exited with {status}: {output}")]
+    HookFailed { hook: &'static str, version: String, replica: u32, status: String, output: String },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -219,7 +225,7 @@ impl ProcessExecutor {
                     version: r.version.into(),
                     replica: r.replica,
                     status: status.to_string(),
-                    log: log_tail(&log_path),
+                    log: crate::secrets::redact(&log_tail(&log_path), r.secrets),
                 });
             }
             if self.ready(port, &r.spec.readiness.path).await {
@@ -237,7 +243,7 @@ impl ProcessExecutor {
                     timeout: r.spec.readiness.timeout.std(),
                     path: r.spec.readiness.path.clone(),
                     port,
-                    log: log_tail(&log_path),
+                    log: crate::secrets::redact(&log_tail(&log_path), r.secrets),
                 });
             }
             tokio::time::sleep(interval).await;
@@ -309,7 +315,7 @@ impl Executor for ProcessExecutor {
         Box::pin(self.ensure_slot(slot))
     }
 
-    fn status(&self, instance: &str) -> InstanceStatus {
+    fn status(&self, _: Slot<'_>, instance: &str, _: &ExecutorSpec) -> InstanceStatus {
         let Some(id) = ProcId::parse(instance) else {
             return InstanceStatus::Exited(format!("not an instance of the process executor: {instance:?}"));
         };
@@ -320,12 +326,18 @@ impl Executor for ProcessExecutor {
         InstanceStatus::Exited(reaped.unwrap_or_else(|| "exited; status unknown (not a child of this server)".into()))
     }
 
-    fn stop<'a>(&'a self, slot: Slot<'a>, instance: &'a str, grace: Duration) -> ExecFuture<'a, ()> {
+    fn stop<'a>(
+        &'a self,
+        slot: Slot<'a>,
+        instance: &'a str,
+        spec: &'a ExecutorSpec,
+    ) -> ExecFuture<'a, Result<(), ExecError>> {
         Box::pin(async move {
             if let Some(id) = ProcId::parse(instance) {
-                self.stop_group(id, grace).await;
+                self.stop_group(id, spec.stop_grace.std()).await;
             }
             let _ = std::fs::remove_file(self.pid_path(slot.workload, slot.version, slot.replica));
+            Ok(())
         })
     }
 

@@ -7,6 +7,7 @@
 
 mod bad_input;
 mod bad_release;
+mod command;
 mod crash;
 mod detect;
 mod flags;
