@@ -82,6 +82,23 @@ pub struct Phase {
     /// The same in milliseconds.
     pub bake_ms: u64,
     pub gates: Vec<Gate>,
+    /// A ring of chosen users on the new version whatever their bucket, on top of `weight`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<Segment>,
+}
+
+/// A ring of chosen users: those whose key is listed or starts with a listed prefix, and the
+/// requests carrying `header` with one of `values`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Segment {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefixes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
 }
 
 /// One rollout: a release moving through the phases of a plan.

@@ -144,6 +144,9 @@ pub struct RouteGroup {
     /// predecessor's).
     #[serde(default)]
     pub runs_on: String,
+    /// Users the group takes whatever their bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<crate::rollout::Segment>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -147,6 +147,7 @@ pub fn deploy(world: &World, name: &str, version: &str) -> Result<EventKind, Com
                 weight: 100.0,
                 bake: ws.spec.rollout.phases[0].bake,
                 gates: vec![Gate::Health],
+                segment: None,
             }],
         ),
         Some(_) => (RolloutKind::Deploy, ws.spec.rollout.phases.clone()),
@@ -282,6 +283,7 @@ pub fn rollback(
             weight: 100.0,
             bake: crate::duration::Dur(0),
             gates: vec![Gate::Health],
+            segment: None,
         }],
         spec_digest: ws.spec_digest.clone(),
     })

@@ -62,6 +62,9 @@ pub struct RouteGroup {
     /// The version whose processes serve this group (see `WorkloadState::runtime_of`).
     #[serde(default)]
     pub runs_on: String,
+    /// Users the group takes whatever their bucket (the current phase's ring of chosen users).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<ringfence_traffic::Segment>,
 }
 
 /// What the controller does to the world. Each is idempotent: doing it again after it is

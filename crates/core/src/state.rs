@@ -196,6 +196,7 @@ impl WorkloadState {
             version: version.into(),
             weight_bp,
             runs_on: self.runtime_of(version),
+            segment: None,
         };
         let mut d = Desired::default();
         match self.active_rollout() {
@@ -203,7 +204,8 @@ impl WorkloadState {
                 if matches!(r.status, RolloutStatus::Progressing | RolloutStatus::Paused | RolloutStatus::Halted) =>
             {
                 let w = r.target_weight_bp();
-                d.routes.push(group("canary", &r.release, w));
+                d.routes
+                    .push(RouteGroup { segment: r.current_phase().segment.clone(), ..group("canary", &r.release, w) });
                 match &r.from {
                     Some(from) if from != &r.release => d.routes.push(group("stable", from, 10_000 - w)),
                     _ => d.routes[0].weight_bp = 10_000,

@@ -1101,7 +1101,8 @@ pub fn render_status(s: &WorkloadStatus) -> String {
                 } else {
                     " "
                 };
-                format!("{mark} {} {}%", p.name, p.weight)
+                let ring = if p.segment.is_some() { " + chosen users" } else { "" };
+                format!("{mark} {} {}%{ring}", p.name, p.weight)
             })
             .collect();
         let _ = writeln!(o, "plan       {}", plan.join("  →  "));

@@ -401,6 +401,7 @@ mod tests {
             weight_bp: 5_000,
             upstreams: vec![upstream],
             flags: None,
+            segment: None,
         };
         let table = ringfence_router::RouteTable {
             generation: 1,

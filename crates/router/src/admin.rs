@@ -158,7 +158,7 @@ fn assign(shared: &Shared, query: Option<&str>) -> AdminResponse {
     };
     let table = &routing.table;
     let bucket = bucket(&table.workload, &user);
-    match table.group_for_bucket(bucket) {
+    match table.group_index(&user, |_| None).map(|i| &table.groups[i]) {
         Some(group) => json_ok(&json!({"bucket": bucket, "group": group.name, "version": group.version})),
         None => error(StatusCode::NOT_FOUND, "no_group", "the routing table has no groups"),
     }

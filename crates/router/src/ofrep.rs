@@ -17,7 +17,6 @@ use sha2::{Digest, Sha256};
 
 use crate::proxy::ProxyBody;
 use crate::routing::Routing;
-use crate::table::bucket;
 
 pub(crate) const PREFIX: &str = "/ofrep/";
 const MAX_BODY: usize = 64 * 1024;
@@ -59,7 +58,8 @@ pub(crate) async fn handle(routing: Arc<Routing>, req: Request<Incoming>) -> Res
     };
     // Users without a targeting key are not in any canary: they get the last group (stable).
     let group = match ctx.targeting_key() {
-        Some(k) => routing.group_index(bucket(&routing.table.workload, k)),
+        // By the key alone: a segment's users and prefixes count, its header does not.
+        Some(k) => routing.table.group_index(k, |_| None),
         None => routing.groups.len().checked_sub(1),
     }
     .map(|i| &routing.groups[i]);

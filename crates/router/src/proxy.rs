@@ -61,8 +61,14 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: So
             (key, HeaderValue::from_str(&cookie).ok())
         }
     };
-    let bucket = bucket(&routing.table.workload, &key);
-    let picked = routing.group_index(bucket).and_then(|preferred| routing.pick(preferred, received));
+    // Most tables route by bucket alone; a segment or a pin header asks for the request's headers.
+    let preferred = if routing.by_request {
+        let headers = req.headers();
+        routing.table.group_index(&key, |name| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned))
+    } else {
+        routing.group_index(bucket(&routing.table.workload, &key))
+    };
+    let picked = preferred.and_then(|preferred| routing.pick(preferred, received));
     let Some((group_index, attempt)) = picked else {
         return shared.no_upstream(received, "no healthy upstream for this workload\n", new_cookie);
     };

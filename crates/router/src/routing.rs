@@ -21,6 +21,8 @@ pub(crate) struct Routing {
     pub(crate) groups: Vec<GroupRt>,
     /// SHA-256 digests of the OFREP tokens; empty when OFREP is open.
     pub(crate) flag_tokens: Vec<[u8; 32]>,
+    /// The table routes some requests by more than their bucket (a segment, a pin header).
+    pub(crate) by_request: bool,
 }
 
 #[derive(Debug)]
@@ -144,7 +146,8 @@ impl Routing {
             hex::decode_to_slice(t, &mut d)?;
             flag_tokens.push(d);
         }
-        Ok(Routing { table, sticky_header, groups, flag_tokens })
+        let by_request = table.routes_by_request();
+        Ok(Routing { table, sticky_header, groups, flag_tokens, by_request })
     }
 
     pub(crate) fn group_index(&self, bucket: u32) -> Option<usize> {
@@ -212,10 +215,12 @@ mod tests {
                     weight_bp,
                     upstreams: ports.iter().map(|&p| SocketAddr::from(([127, 0, 0, 1], p))).collect(),
                     flags: None,
+                    segment: None,
                 })
                 .collect(),
             breaker: BreakerConfig { consecutive_failures: 1, ..BreakerConfig::default() },
             flag_tokens: vec![],
+            pin_header: None,
         }
     }
 

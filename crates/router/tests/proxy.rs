@@ -173,10 +173,12 @@ fn table(generation: u64, groups: &[(&str, &str, u32, &[SocketAddr])]) -> RouteT
                 weight_bp,
                 upstreams: upstreams.to_vec(),
                 flags: None,
+                segment: None,
             })
             .collect(),
         breaker: BreakerConfig::default(),
         flag_tokens: vec![],
+        pin_header: None,
     }
 }
 

@@ -8,4 +8,4 @@
 pub mod grid;
 pub mod table;
 
-pub use table::{BUCKETS, BreakerConfig, Group, RouteTable, TableError, bucket, group_index_for_bucket};
+pub use table::{BUCKETS, BreakerConfig, Group, RouteTable, Segment, TableError, bucket, group_index_for_bucket};

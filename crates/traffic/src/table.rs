@@ -45,6 +45,10 @@ pub struct RouteTable {
     /// SHA-256 (hex) of the tokens OFREP clients must present; empty: OFREP is open.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flag_tokens: Vec<String>,
+    /// A request header naming a version (`x-ringfence-pin: v2`) that sends the request to
+    /// the group serving it, whatever the user's bucket: for debugging. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_header: Option<String>,
 }
 
 /// A rollout group: one version of the workload behind a share of the buckets.
@@ -60,6 +64,67 @@ pub struct Group {
     /// Flag definitions (flagd JSON) that this group's users evaluate over OFREP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flags: Option<serde_json::Value>,
+    /// Users this group takes whatever their bucket (a ring of chosen users), before any
+    /// share of the buckets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<Segment>,
+}
+
+/// A ring of chosen users: those whose key is listed or starts with a listed prefix, and the
+/// requests that carry a header with one of the listed values (staff, testers).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Segment {
+    /// User keys, as the sticky header or cookie carries them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    /// Prefixes of user keys (`staff-`, `qa-`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefixes: Vec<String>,
+    /// A request header, with `values`: a request carrying it with one of them is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+/// The most users and prefixes one segment lists, so a table stays small to check per request.
+pub const MAX_SEGMENT_ENTRIES: usize = 1_000;
+
+impl Segment {
+    /// Whether a user key is in the segment (by key alone: what OFREP and `assign` know).
+    pub fn has_user(&self, key: &str) -> bool {
+        self.users.iter().any(|u| u == key) || self.prefixes.iter().any(|p| key.starts_with(p.as_str()))
+    }
+
+    /// Whether a request is in the segment: its user key, or the segment's header.
+    pub fn has(&self, key: &str, header: impl Fn(&str) -> Option<String>) -> bool {
+        self.has_user(key)
+            || self.header.as_deref().and_then(header).is_some_and(|v| self.values.contains(&v))
+    }
+
+    /// What is wrong with it, if anything: `(field, message)`, the field relative to it.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        if self.header.is_none() && !self.values.is_empty() {
+            return Some(("header", "values without a header: name the header that carries them".into()));
+        }
+        if self.users.is_empty() && self.prefixes.is_empty() && self.header.is_none() {
+            return Some(("users", "a segment names users, prefixes of user keys or a header; this one none".into()));
+        }
+        if self.users.len() + self.prefixes.len() > MAX_SEGMENT_ENTRIES {
+            return Some(("users", format!("at most {MAX_SEGMENT_ENTRIES} users and prefixes together")));
+        }
+        for (field, list) in [("users", &self.users), ("prefixes", &self.prefixes), ("values", &self.values)] {
+            if let Some(bad) = list.iter().find(|v| v.is_empty() || v.len() > 256 || !is_header_value(v)) {
+                return Some((field, format!("{bad:?}: expected 1 to 256 visible characters")));
+            }
+        }
+        match (&self.header, self.values.is_empty()) {
+            (Some(h), _) if !is_header_name(h) => Some(("header", format!("{h:?} is not a valid HTTP header name"))),
+            (Some(_), true) => Some(("values", "a segment's header needs the values that put a request in".into())),
+            _ => None,
+        }
+    }
 }
 
 /// Circuit-breaker settings, applied to every upstream replica of the table.
@@ -110,6 +175,26 @@ impl RouteTable {
         group_index_for_bucket(self.groups.iter().map(|g| g.weight_bp), bucket).map(|i| &self.groups[i])
     }
 
+    /// Whether any request is routed by more than its bucket (a segment or the pin header).
+    pub fn routes_by_request(&self) -> bool {
+        self.pin_header.is_some() || self.groups.iter().any(|g| g.segment.is_some())
+    }
+
+    /// The group of a request: the version its pin header names, else the first group whose
+    /// segment it is in, else the group owning its user's bucket. `header` reads a request
+    /// header by name (none for OFREP and `assign`, which know the user key alone).
+    pub fn group_index(&self, key: &str, header: impl Fn(&str) -> Option<String>) -> Option<usize> {
+        if let Some(pinned) = self.pin_header.as_deref().and_then(&header)
+            && let Some(i) = self.groups.iter().position(|g| g.version == pinned)
+        {
+            return Some(i);
+        }
+        if let Some(i) = self.groups.iter().position(|g| g.segment.as_ref().is_some_and(|s| s.has(key, &header))) {
+            return Some(i);
+        }
+        group_index_for_bucket(self.groups.iter().map(|g| g.weight_bp), bucket(&self.workload, key))
+    }
+
     /// Checks everything the router relies on, so that serving a table never fails later.
     pub fn validate(&self) -> Result<(), TableError> {
         if self.workload.trim().is_empty() {
@@ -131,6 +216,16 @@ impl RouteTable {
         for (i, t) in self.flag_tokens.iter().enumerate() {
             if t.len() != 64 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(TableError::new(format!("flag_tokens[{i}]"), "must be a SHA-256 digest in hex"));
+            }
+        }
+        if let Some(h) = &self.pin_header
+            && !is_header_name(h)
+        {
+            return Err(TableError::new("pin_header", format!("{h:?} is not a valid HTTP header name")));
+        }
+        for (i, group) in self.groups.iter().enumerate() {
+            if let Some((field, message)) = group.segment.as_ref().and_then(Segment::problem) {
+                return Err(TableError::new(format!("groups[{i}].segment.{field}"), message));
             }
         }
         for (i, group) in self.groups.iter().enumerate() {
@@ -267,6 +362,7 @@ mod tests {
                     weight_bp: canary_bp,
                     upstreams: vec![addr(2)],
                     flags: None,
+                    segment: None,
                 },
                 Group {
                     name: "stable".into(),
@@ -274,10 +370,12 @@ mod tests {
                     weight_bp: BUCKETS - canary_bp,
                     upstreams: vec![addr(1)],
                     flags: None,
+                    segment: None,
                 },
             ],
             breaker: BreakerConfig::default(),
             flag_tokens: vec![],
+            pin_header: None,
         }
     }
 
@@ -389,6 +487,72 @@ mod tests {
         let mut drained = table(0);
         drained.groups[0].upstreams.clear();
         drained.validate().unwrap();
+    }
+
+    #[test]
+    fn a_pin_then_a_segment_then_the_bucket_decide_the_group() {
+        let mut t = table(0);
+        let staff = Segment {
+            users: vec!["alice".into()],
+            prefixes: vec!["qa-".into()],
+            header: Some("x-ring".into()),
+            values: vec!["staff".into()],
+        };
+        t.groups[0].segment = Some(staff);
+        t.pin_header = Some("x-ringfence-pin".into());
+        t.validate().unwrap();
+        let none = |_: &str| None;
+        let headers = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.to_string())
+        };
+        // At 0% only the segment reaches the canary.
+        assert_eq!(t.group_index("alice", none), Some(0));
+        assert_eq!(t.group_index("qa-7", none), Some(0));
+        assert_eq!(t.group_index("bob", headers(&[("x-ring", "staff")])), Some(0));
+        assert_eq!(t.group_index("bob", headers(&[("x-ring", "public")])), Some(1));
+        assert_eq!(t.group_index("bob", none), Some(1));
+        // The pin header wins, for a version in the table only.
+        assert_eq!(t.group_index("alice", headers(&[("x-ringfence-pin", "v1")])), Some(1));
+        assert_eq!(t.group_index("bob", headers(&[("x-ringfence-pin", "v2")])), Some(0));
+        assert_eq!(t.group_index("bob", headers(&[("x-ringfence-pin", "v9")])), Some(1));
+        // Without a pin header in the table, the header means nothing.
+        t.pin_header = None;
+        assert_eq!(t.group_index("bob", headers(&[("x-ringfence-pin", "v2")])), Some(1));
+        // Every user of the segment stays in the canary as its share grows.
+        let grown = RouteTable { groups: table(5_000).groups, ..t.clone() };
+        assert_eq!(
+            grown.group_index("bob", headers(&[("x-ring", "staff")])),
+            Some(1),
+            "the grown table has no segment"
+        );
+        assert!(t.routes_by_request() && !table(100).routes_by_request());
+    }
+
+    #[test]
+    fn a_segment_that_selects_nothing_or_anything_is_refused() {
+        let seg = |s: Segment| move |t: &mut RouteTable| t.groups[0].segment = Some(s);
+        check_invalid(seg(Segment::default()), "groups[0].segment.users", "none");
+        check_invalid(
+            seg(Segment { header: Some("x-ring".into()), ..Default::default() }),
+            "groups[0].segment.values",
+            "needs the values",
+        );
+        check_invalid(
+            seg(Segment { values: vec!["staff".into()], ..Default::default() }),
+            "groups[0].segment.header",
+            "without a header",
+        );
+        check_invalid(
+            seg(Segment { prefixes: vec![String::new()], ..Default::default() }),
+            "groups[0].segment.prefixes",
+            "1 to 256",
+        );
+        check_invalid(
+            seg(Segment { users: (0..1_001).map(|i| i.to_string()).collect(), ..Default::default() }),
+            "groups[0].segment.users",
+            "at most 1000",
+        );
+        check_invalid(|t| t.pin_header = Some("bad header".into()), "pin_header", "bad header");
     }
 
     #[test]

@@ -170,7 +170,9 @@ impl HealthAnalyzer for SequentialAnalyzer {
             cfg: &self.config,
             budget: self.config.budget(self.context.as_ref()),
             carried: if self.context.is_some() { &self.carried } else { &NOTHING_CARRIED },
-            weight: self.context.map(|p| p.weight()),
+            // With a ring of chosen users the canary's share is whatever they send: judged
+            // as observed, as when the phase is unknown.
+            weight: self.context.filter(|p| !p.chosen_users).map(|p| p.weight()),
             version: &c.version,
             window_s: obs.window_ms as f64 / 1000.0,
         };
@@ -1145,6 +1147,24 @@ mod tests {
         assert_eq!(s.health, Health::Unknown);
         assert!(s.detail.contains("sample ratio mismatch"), "{}", s.detail);
         assert_ne!(signal(&v, "error_rate").health, Health::Unhealthy);
+    }
+
+    #[test]
+    fn a_ring_of_chosen_users_is_judged_on_the_share_it_sends_not_on_the_weight() {
+        // A phase at 0% whose chosen users sent 5% of the requests, failing as the rest do.
+        let spec = HealthSpec::default();
+        let canary = Traffic { requests: 500, errors: 3, latency_us: vec![(router_grid()[100], 500)] };
+        let stable = Traffic { requests: 9500, errors: 47, latency_us: vec![(router_grid()[100], 9500)] };
+        let plan = [0, 1000, 10_000];
+        let ring = PhaseContext { chosen_users: true, ..PhaseContext::of_plan(&plan, 0) };
+        let obs = observation(Some(canary), Some(Some(stable)), 60_000);
+        let v = SequentialAnalyzer::default().in_phase(ring).evaluate(&obs, &spec, Mode::Phase);
+        assert!(v.signals.iter().all(|s| s.signal != "sample_ratio"), "{v:#?}");
+        assert_ne!(signal(&v, "error_rate").health, Health::Unhealthy, "{v:#?}");
+        // Told a weight of 0% without the ring, the same split is a mismatch.
+        let told =
+            SequentialAnalyzer::default().in_phase(PhaseContext::of_plan(&plan, 0)).evaluate(&obs, &spec, Mode::Phase);
+        assert_eq!(signal(&told, "sample_ratio").health, Health::Unknown, "{told:#?}");
     }
 
     #[test]

@@ -270,6 +270,26 @@ mod tests {
     }
 
     #[test]
+    fn a_phase_at_zero_percent_needs_the_users_who_see_it() {
+        let staff = "[[rollout.phases]]\nname = \"staff\"\nweight = 0\nbake = \"1m\"\nsegment = { header = \"x-ring\", values = [\"staff\"], prefixes = [\"qa-\"] }\n\n[[rollout.phases]]\nname = \"canary\"";
+        let text = EXAMPLE.replacen("[[rollout.phases]]\nname = \"canary\"", staff, 1);
+        let spec = parse("c.toml", &text).expect("a staff ring first");
+        let seg = spec.rollout.phases[0].segment.as_ref().expect("segment");
+        assert_eq!((seg.header.as_deref(), seg.prefixes.len()), (Some("x-ring"), 1));
+        let errs = errors(
+            &text.replace("segment = { header = \"x-ring\", values = [\"staff\"], prefixes = [\"qa-\"] }\n", ""),
+        );
+        assert!(
+            errs.iter().any(|e| e.field == "rollout.phases[0].weight" && e.message.contains("needs a `segment`")),
+            "{errs:?}"
+        );
+        let errs = errors(&text.replace("values = [\"staff\"], ", ""));
+        assert!(errs.iter().any(|e| e.field == "rollout.phases[0].segment.values" && e.line > 0), "{errs:?}");
+        let errs = errors(&text.replace("[router]\n", "[router]\npin_header = \"x user\"\n"));
+        assert!(errs.iter().any(|e| e.field == "router.pin_header"), "{errs:?}");
+    }
+
+    #[test]
     fn display_reads_like_a_compiler() {
         let e = SpecError { file: "a.toml".into(), line: 3, column: 7, field: "x.y".into(), message: "bad".into() };
         assert_eq!(e.to_string(), "a.toml:3:7: field `x.y`: bad");

@@ -26,6 +26,10 @@ pub struct PhaseSpec {
     pub bake: Dur,
     #[serde(default = "default_gates")]
     pub gates: Vec<Gate>,
+    /// A ring of chosen users (staff, testers) on the new version whatever their bucket, on
+    /// top of `weight`; with `weight = 0`, only they see it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<ringfence_traffic::Segment>,
 }
 
 fn default_gates() -> Vec<Gate> {

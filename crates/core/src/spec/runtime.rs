@@ -110,6 +110,10 @@ pub struct RouterSpec {
     pub sticky_header: String,
     /// Cookie that carries the user key when the header is absent; set by the router if missing.
     pub sticky_cookie: String,
+    /// A request header naming a version that sends the request there (debugging); off when
+    /// absent. Only where the edge strips it from public traffic: anyone sending it chooses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin_header: Option<String>,
     pub breaker: BreakerSpec,
 }
 
@@ -119,6 +123,7 @@ impl Default for RouterSpec {
             listen: "127.0.0.1:0".into(),
             sticky_header: "x-user-id".into(),
             sticky_cookie: "rf_user".into(),
+            pin_header: None,
             breaker: BreakerSpec::default(),
         }
     }

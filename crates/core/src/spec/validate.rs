@@ -101,6 +101,11 @@ pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
     if !is_token(&r.sticky_cookie) {
         bad("router.sticky_cookie", format!("expected a cookie name, found {:?}", r.sticky_cookie));
     }
+    if let Some(h) = &r.pin_header
+        && (!is_token(h) || h.eq_ignore_ascii_case(&r.sticky_header))
+    {
+        bad("router.pin_header", format!("expected an HTTP header name other than the sticky header, found {h:?}"));
+    }
     let b = &r.breaker;
     if b.consecutive_failures == 0 {
         bad("router.breaker.consecutive_failures", "expected at least 1".into());
@@ -128,8 +133,16 @@ pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
         } else if !names.insert(p.name.clone()) {
             bad(&at("name"), format!("phase name {:?} is used twice", p.name));
         }
-        if !(p.weight > 0.0 && p.weight <= 100.0) {
-            bad(&at("weight"), format!("expected a percentage above 0 and at most 100, found {}", p.weight));
+        if let Some((field, message)) = p.segment.as_ref().and_then(|s| s.problem()) {
+            bad(&at(&format!("segment.{field}")), message);
+        }
+        if p.weight == 0.0 && p.segment.is_none() {
+            bad(
+                &at("weight"),
+                "expected a percentage above 0; a phase at 0% needs a `segment` (the users who see it)".into(),
+            );
+        } else if !(p.weight >= 0.0 && p.weight <= 100.0) {
+            bad(&at("weight"), format!("expected a percentage from 0 to 100, found {}", p.weight));
         } else if p.weight < prev {
             bad(&at("weight"), format!("expected weights that never decrease; {} follows {}", p.weight, prev));
         }

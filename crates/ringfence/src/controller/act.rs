@@ -158,6 +158,7 @@ pub(super) fn route_table(
             weight_bp: g.weight_bp,
             upstreams: upstreams(if g.runs_on.is_empty() { &g.version } else { &g.runs_on }),
             flags: ws.flags_for(&g.version),
+            segment: g.segment.clone(),
         })
         .collect();
     // Traffic meant for a group with nothing running goes to a group that has replicas.
@@ -187,6 +188,7 @@ pub(super) fn route_table(
             open_for_ms: b.open_for.as_ms(),
         },
         flag_tokens: ws.spec.flags.tokens.iter().map(|t| flag_token_digest(data_dir, &ws.name, t)).collect(),
+        pin_header: ws.spec.router.pin_header.clone(),
     }
 }
 
@@ -197,6 +199,7 @@ pub(super) fn same_routes(a: &RouteTable, b: &RouteTable) -> bool {
         && a.breaker == b.breaker
         && a.workload == b.workload
         && a.flag_tokens == b.flag_tokens
+        && a.pin_header == b.pin_header
 }
 
 /// The router's table, if it is not the one installed last: the drift, and what the router
@@ -248,6 +251,7 @@ pub(super) async fn apply_routes(
                 version: g.version.clone(),
                 weight_bp: g.weight_bp,
                 runs_on: ws.runtime_of(&g.version),
+                segment: g.segment.clone(),
             })
             .collect(),
     };

@@ -104,6 +104,16 @@ fn route_group(g: &core::event::RouteGroup) -> api::RouteGroup {
         version: g.version.clone(),
         weight_bp: g.weight_bp,
         runs_on: g.runs_on.clone(),
+        segment: g.segment.as_ref().map(segment),
+    }
+}
+
+fn segment(s: &ringfence_traffic::Segment) -> api::Segment {
+    api::Segment {
+        users: s.users.clone(),
+        prefixes: s.prefixes.clone(),
+        header: s.header.clone(),
+        values: s.values.clone(),
     }
 }
 
@@ -190,6 +200,7 @@ fn phase(p: &core::spec::PhaseSpec) -> api::Phase {
                 core::spec::Gate::Approval => api::Gate::Approval,
             })
             .collect(),
+        segment: p.segment.as_ref().map(segment),
     }
 }
 

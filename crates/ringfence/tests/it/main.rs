@@ -10,6 +10,7 @@ mod bad_release;
 mod command;
 mod crash;
 mod detect;
+mod expose;
 mod flags;
 mod harness;
 mod limits;

@@ -1,0 +1,107 @@
+//! Exposure beyond a share of users: a ring of chosen users sees the new version first (a
+//! phase at 0% with a segment), and a pin header sends one request to a named version.
+
+use std::time::Duration;
+
+use hyper::Method;
+use ringfence::http::HttpClient;
+use ringfence_api::Stage;
+
+use crate::harness::{Load, Server, Spec, path_str};
+
+/// The version that served one request through the router, as it says in its header.
+async fn served_by(router: std::net::SocketAddr, headers: &[(&str, &str)]) -> String {
+    let url = format!("http://{router}/");
+    let r = HttpClient::new()
+        .request(Method::GET, &url, headers, None, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    assert!(r.status.is_success(), "{url} {headers:?}: {}", r.status);
+    r.headers
+        .get("x-ringfence-version")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("no x-ringfence-version: {:?}", r.headers))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chosen_users_see_the_new_version_first_and_a_pin_header_reaches_either() {
+    let server = Server::start().await;
+    let w = "ringed";
+    let mut spec = Spec::new(w);
+    spec.phases = vec![(0, "5s"), (50, "1500ms"), (100, "1500ms")];
+    // The load's users `user-19` and `user-190`..`user-199` (11 of 200) are the chosen ring,
+    // with whoever sends `x-ring: staff`.
+    let text = spec
+        .toml()
+        .replacen(
+            "name = \"p1\"\nweight = 0\n",
+            "name = \"p1\"\nweight = 0\nsegment = { prefixes = [\"user-19\"], header = \"x-ring\", values = [\"staff\"] }\n",
+            1,
+        )
+        .replacen("[router]\n", "[router]\npin_header = \"x-ringfence-pin\"\n", 1);
+    let file = server.path("ringed.toml");
+    std::fs::write(&file, &text).expect("write the spec");
+    let out = server.cli(&["apply", path_str(&file)]).await;
+    assert_eq!(out.code, 0, "{out}\n{text}");
+    server.release(w, "v1", &[]).await;
+    server.release(w, "v2", &[]).await;
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0, "{}", server.diagnose(w).await);
+    let router = server.router_addr(w).await;
+    let mut load = Load::start(router, 100.0, 200);
+
+    let out = server.cli(&["deploy", w, "v2"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    server
+        .wait_status(w, "the ring's phase baking", |s| {
+            s.rollout.as_ref().filter(|r| r.release == "v2" && r.phase == 0 && r.stage == Stage::Baking).map(|_| ())
+        })
+        .await;
+    // In the ring: by the user key, or by the header.
+    assert_eq!(served_by(router, &[("x-user-id", "user-19")]).await, "v2");
+    assert_eq!(served_by(router, &[("x-user-id", "user-195")]).await, "v2");
+    assert_eq!(served_by(router, &[("x-user-id", "bob"), ("x-ring", "staff")]).await, "v2");
+    // Everyone else: the stable version, whatever their bucket, at 0%.
+    for user in ["bob", "carol", "user-1", "user-42"] {
+        assert_eq!(served_by(router, &[("x-user-id", user)]).await, "v1", "{user}");
+    }
+    assert_eq!(served_by(router, &[("x-user-id", "bob"), ("x-ring", "public")]).await, "v1");
+    // The pin header names a version for one request, either way.
+    assert_eq!(served_by(router, &[("x-user-id", "bob"), ("x-ringfence-pin", "v2")]).await, "v2");
+    assert_eq!(served_by(router, &[("x-user-id", "user-19"), ("x-ringfence-pin", "v1")]).await, "v1");
+    // Still in the ring's phase after these checks: every request the load sent until now
+    // was routed by the ring's table (or the one before it, all v1).
+    let checked = std::time::Instant::now();
+    let s = server.status(w).await;
+    let r = s.rollout.as_ref().expect("the rollout");
+    assert_eq!((r.phase, r.stage), (0, Stage::Baking), "the ring's phase ended before the checks did");
+    let canary = s.desired.routes.iter().find(|g| g.name == "canary").expect("a canary group");
+    assert_eq!(
+        (canary.weight_bp, canary.segment.as_ref().map(|s| s.prefixes.clone())),
+        (0, Some(vec!["user-19".into()]))
+    );
+
+    let done = server
+        .wait_status(w, "the rollout of v2 ends", |s| {
+            s.rollout.as_ref().filter(|r| r.release == "v2" && !r.status.is_active()).map(|r| r.status)
+        })
+        .await;
+    assert_eq!(done, ringfence_api::RolloutStatus::Completed, "{}", server.diagnose(w).await);
+    let samples = load.samples().to_vec();
+    let in_ring = |u: u32| u == 19 || (190..200).contains(&u);
+    let outsiders_on_v2: Vec<u32> = samples
+        .iter()
+        .filter(|s| s.sent_at < checked && !in_ring(s.user) && s.version.as_deref() == Some("v2"))
+        .map(|s| s.user)
+        .collect();
+    assert!(
+        outsiders_on_v2.is_empty(),
+        "users outside the ring reached v2 during the ring's phase: {outsiders_on_v2:?}"
+    );
+    assert!(
+        samples.iter().any(|s| s.sent_at < checked && in_ring(s.user) && s.version.as_deref() == Some("v2")),
+        "the ring's users were served by v2 in the ring's phase"
+    );
+    // Once the share grows and the rollout ends, everyone is on v2.
+    assert!(samples.iter().any(|s| !in_ring(s.user) && s.version.as_deref() == Some("v2")));
+}
