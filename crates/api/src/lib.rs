@@ -30,7 +30,7 @@ pub use signals::{AlertsAccepted, FlagChange, FlagGroup, Flags, KilledFlag, Repo
 pub use token::{CreateToken, CreatedToken, Token};
 pub use workload::{
     Applied, ApplySpec, Criticality, Desired, FiringAlert, LastKnownGood, LiveHealth, Pin, Replica, RolloutSummary,
-    RouteGroup, RouterInfo, WorkloadStatus, WorkloadSummary,
+    RouteGroup, RouterInfo, WarmStack, WorkloadStatus, WorkloadSummary,
 };
 
 use serde::{Deserialize, Serialize};

@@ -80,8 +80,21 @@ pub struct WorkloadStatus {
     /// The controller's latest verdict on the rollout in progress, with the health model.
     pub health: Option<LiveHealth>,
     pub alerts_firing: Vec<FiringAlert>,
+    /// Blue-green: the old stack, still running after the switch until it is retired.
+    #[serde(default)]
+    pub warm: Option<WarmStack>,
     /// The server's clock when it answered.
     pub now: Timestamp,
+}
+
+/// The old stack of a blue-green switch, kept running so that a rollback is a switch back.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WarmStack {
+    pub version: String,
+    /// The rollout whose switch left it warm.
+    pub rollout_id: String,
+    /// When it is retired, unless a rollout to another version retires it first.
+    pub until: Timestamp,
 }
 
 /// The last release that was healthy, with the spec in force then.

@@ -200,6 +200,12 @@ pub enum EventKind {
         instance: String,
         status: String,
     },
+    /// Blue-green: the old stack, kept warm after the switch so a rollback is a switch back,
+    /// is retired (its time ran out, or a new rollout began).
+    StackRetired {
+        version: String,
+        rollout_id: String,
+    },
     /// The router served another table than the one installed (changed by someone else: a
     /// stolen admin secret, a person by hand): the controller installs the desired one again.
     RoutesDrifted {

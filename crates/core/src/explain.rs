@@ -98,6 +98,7 @@ pub fn describe(e: &Event) -> String {
             token.name,
             token.expires_at.map(|t| format!(", expires {t}")).unwrap_or_default()
         ),
+        StackRetired { version, .. } => format!("the old stack of {version}, kept warm after the switch, is retired"),
         RoutesDrifted { expected_generation, found_generation, detail } => format!(
             "the router served another table (generation {found_generation}, installed {expected_generation}): {detail}; the desired one is installed again"
         ),

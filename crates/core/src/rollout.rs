@@ -131,7 +131,7 @@ impl Rollout {
     /// with; a rollback returns to a release that was verified, and an alert that prompted it
     /// must not block it.
     pub fn is_analysed(&self) -> bool {
-        self.kind == RolloutKind::Deploy
+        self.kind == RolloutKind::Deploy && !self.current_phase().is_dark()
     }
 
     pub fn current_phase(&self) -> &PhaseSpec {
@@ -160,6 +160,8 @@ impl Rollout {
 
     fn mode(&self) -> Mode {
         match self.kind {
+            // A dark phase (a blue-green preview) has no users' traffic to compare.
+            RolloutKind::Deploy if self.current_phase().is_dark() => Mode::ProbesOnly,
             RolloutKind::Deploy => Mode::Phase,
             RolloutKind::Initial | RolloutKind::Rollback => Mode::ProbesOnly,
         }

@@ -90,6 +90,19 @@ pub struct WorkloadState {
     /// Flags turned off by the kill switch, with who did it and why.
     #[serde(default)]
     pub killed_flags: BTreeMap<String, KilledFlag>,
+    /// Blue-green: the old stack, still running after the switch so that a rollback is a
+    /// switch back, until it is retired.
+    #[serde(default)]
+    pub warm: Option<WarmStack>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WarmStack {
+    pub version: String,
+    /// The rollout whose switch left it warm.
+    pub rollout_id: String,
+    /// When its time runs out.
+    pub until: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -228,6 +241,13 @@ impl WorkloadState {
                 d.versions.push((g.runs_on.clone(), replicas));
             }
         }
+        // The old stack of a blue-green switch runs on, with no traffic, until retired (or
+        // while a rollback to it is under way, when it is the rollout's own target).
+        if let Some(w) = &self.warm
+            && !d.routes.iter().any(|g| g.runs_on == w.version)
+        {
+            d.versions.push((w.version.clone(), replicas));
+        }
         d
     }
 }
@@ -291,6 +311,7 @@ impl World {
                             alerts: BTreeMap::new(),
                             reports: Vec::new(),
                             killed_flags: BTreeMap::new(),
+                            warm: None,
                         },
                     );
                 }
@@ -325,6 +346,10 @@ impl World {
             EventKind::LkgUpdated { version, rollout_id } => {
                 let digest = ws.rollout(rollout_id).map(|r| r.spec_digest.clone()).unwrap_or_default();
                 ws.stable = Some(version.clone());
+                // Switched back to the warm stack: it is the stable one now, not a spare.
+                if ws.warm.as_ref().is_some_and(|w| w.version == *version) {
+                    ws.warm = None;
+                }
                 ws.lkg.push(LkgEntry {
                     version: version.clone(),
                     rollout_id: rollout_id.clone(),
@@ -422,6 +447,11 @@ impl World {
                     ws.reports.remove(0);
                 }
             }
+            EventKind::StackRetired { version, .. } => {
+                if ws.warm.as_ref().is_some_and(|w| w.version == *version) {
+                    ws.warm = None;
+                }
+            }
             EventKind::RouterStarted { pid, listen, admin, .. } => {
                 ws.router = Some(RouterRecord { pid: *pid, listen: listen.clone(), admin: admin.clone() });
             }
@@ -430,6 +460,18 @@ impl World {
                     && let Some(r) = ws.rollouts.iter_mut().rev().find(|r| r.id == id)
                 {
                     rollout::apply(r, kind, e.at);
+                    // A blue-green switch leaves the old stack warm for a while.
+                    if let EventKind::RolloutCompleted { .. } = kind
+                        && ws.spec.rollout.model == crate::spec::ExposureModel::BlueGreen
+                        && r.kind == RolloutKind::Deploy
+                        && let Some(from) = r.from.clone().filter(|f| *f != r.release)
+                    {
+                        ws.warm = Some(WarmStack {
+                            version: from,
+                            rollout_id: id.to_string(),
+                            until: e.at.plus_ms(ws.spec.rollout.keep_old_for.as_ms()),
+                        });
+                    }
                     if let EventKind::MitigationCompleted { .. } = kind
                         && let Some(from) = r.from.clone()
                     {
@@ -527,5 +569,51 @@ mod tests {
         assert_eq!(ws.crashes.len(), 2);
         assert_eq!((ws.crashes[1].instance.as_str(), ws.crashes[1].status.as_str()), ("proc:7:1", "exit 4"));
         assert!(ws.replicas.is_empty());
+    }
+
+    #[test]
+    fn a_blue_green_switch_keeps_the_old_stack_running_until_it_is_retired() {
+        let text = crate::spec::EXAMPLE.replacen(
+            "[rollout]\n",
+            "[rollout]\nmodel = \"blue_green\"\nkeep_old_for = \"5m\"\n",
+            1,
+        );
+        let phases = "[[rollout.phases]]\nname = \"preview\"\nweight = 0\nbake = \"1m\"\n\n[[rollout.phases]]\nname = \"switch\"\nweight = 100\nbake = \"5m\"\n";
+        let start = text.find("[[rollout.phases]]").unwrap();
+        let end = text.find("[health]").unwrap();
+        let text = format!("{}{phases}\n{}", &text[..start], &text[end..]);
+        let spec = crate::spec::parse("bg.toml", &text).expect("a blue-green spec");
+        assert!(spec.rollout.phases[0].is_dark());
+        let mut w = World::default();
+        w.apply(&ev(1, EventKind::SpecApplied { spec: Box::new(spec.clone()), digest: "d".into() }));
+        let started = |seq, id: &str, release: &str, from: Option<&str>| {
+            ev(
+                seq,
+                EventKind::RolloutStarted {
+                    rollout_id: id.into(),
+                    kind: if from.is_some() { RolloutKind::Deploy } else { RolloutKind::Initial },
+                    release: release.into(),
+                    from: from.map(String::from),
+                    phases: spec.rollout.phases.clone(),
+                    spec_digest: "d".into(),
+                },
+            )
+        };
+        w.apply(&started(2, "w-1", "v1", None));
+        w.apply(&ev(3, EventKind::RolloutCompleted { rollout_id: "w-1".into() }));
+        w.apply(&ev(4, EventKind::LkgUpdated { version: "v1".into(), rollout_id: "w-1".into() }));
+        assert_eq!(w.workload("w").unwrap().warm, None, "a first deploy leaves nothing warm");
+        w.apply(&started(5, "w-2", "v2", Some("v1")));
+        w.apply(&ev(6, EventKind::RolloutCompleted { rollout_id: "w-2".into() }));
+        w.apply(&ev(7, EventKind::LkgUpdated { version: "v2".into(), rollout_id: "w-2".into() }));
+        let ws = w.workload("w").unwrap();
+        let warm = ws.warm.clone().expect("v1 kept warm");
+        assert_eq!((warm.version.as_str(), warm.until), ("v1", Timestamp(6 + 300_000)));
+        let d = ws.desired();
+        assert_eq!(d.versions, vec![("v2".to_string(), 2), ("v1".to_string(), 2)], "v1 runs on");
+        assert!(d.routes.iter().all(|g| g.version == "v2"), "with no traffic: {d:?}");
+        w.apply(&ev(8, EventKind::StackRetired { version: "v1".into(), rollout_id: "w-2".into() }));
+        let ws = w.workload("w").unwrap();
+        assert_eq!((ws.warm.clone(), ws.desired().versions.len()), (None, 1));
     }
 }

@@ -1057,6 +1057,14 @@ pub fn render_status(s: &WorkloadStatus) -> String {
     for (v, ports) in by_version {
         let _ = writeln!(o, "replicas   {v}: {}", ports.join(" "));
     }
+    if let Some(w) = &s.warm {
+        let _ = writeln!(
+            o,
+            "warm       {} (the old stack, no traffic: a rollback switches back to it; retired at {})",
+            w.version,
+            time(w.until)
+        );
+    }
     if let Some(r) = &s.rollout
         && let Some(phase) = r.current_phase()
     {

@@ -99,8 +99,7 @@ impl Segment {
 
     /// Whether a request is in the segment: its user key, or the segment's header.
     pub fn has(&self, key: &str, header: impl Fn(&str) -> Option<String>) -> bool {
-        self.has_user(key)
-            || self.header.as_deref().and_then(header).is_some_and(|v| self.values.contains(&v))
+        self.has_user(key) || self.header.as_deref().and_then(header).is_some_and(|v| self.values.contains(&v))
     }
 
     /// What is wrong with it, if anything: `(field, message)`, the field relative to it.

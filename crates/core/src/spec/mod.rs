@@ -290,6 +290,22 @@ mod tests {
     }
 
     #[test]
+    fn blue_green_previews_at_zero_and_switches_at_a_hundred_only() {
+        let text = EXAMPLE.replacen("[rollout]\n", "[rollout]\nmodel = \"blue_green\"\n", 1);
+        let errs = errors(&text);
+        assert!(
+            errs.iter().any(|e| e.field == "rollout.phases[0].weight" && e.message.contains("0 (a preview) or 100")),
+            "{errs:?}"
+        );
+        let fixed = text
+            .replace("weight = 10 ", "weight = 0 ")
+            .replace("weight = 25", "weight = 0")
+            .replace("weight = 50", "weight = 0");
+        let spec = parse("bg.toml", &fixed).expect("previews, then the switch");
+        assert!(spec.rollout.phases[0].is_dark() && !spec.rollout.phases.last().unwrap().is_dark());
+    }
+
+    #[test]
     fn display_reads_like_a_compiler() {
         let e = SpecError { file: "a.toml".into(), line: 3, column: 7, field: "x.y".into(), message: "bad".into() };
         assert_eq!(e.to_string(), "a.toml:3:7: field `x.y`: bad");

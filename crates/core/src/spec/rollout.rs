@@ -5,15 +5,60 @@ use super::*;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutSpec {
+    /// How the new version is exposed: shares of users beside the stable version (`canary`),
+    /// or a full second stack switched to at once (`blue_green`).
+    #[serde(default, skip_serializing_if = "ExposureModel::is_default")]
+    pub model: ExposureModel,
     pub phases: Vec<PhaseSpec>,
     /// When a phase's bake is over but its verdict is still unknown (too little traffic, no
     /// data), the rollout holds; after this long it escalates. It never promotes on unknown.
     #[serde(default = "default_max_hold")]
     pub max_hold: Dur,
+    /// Blue-green: how long the old stack keeps running after the switch completed, so that a
+    /// rollback is a switch back rather than a redeploy.
+    #[serde(default = "default_keep_old_for", skip_serializing_if = "is_default_keep")]
+    pub keep_old_for: Dur,
 }
 
 fn default_max_hold() -> Dur {
     Dur::secs(600)
+}
+
+fn default_keep_old_for() -> Dur {
+    Dur::secs(600)
+}
+
+// Left out of a spec's canonical form when at its default, so the digests of specs written
+// before it existed do not change.
+fn is_default_keep(d: &Dur) -> bool {
+    *d == default_keep_old_for()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExposureModel {
+    /// Phases expose growing shares of users (and rings of chosen users) beside the stable
+    /// version.
+    #[default]
+    Canary,
+    /// The new version runs as a full second stack, previewed at 0% (probes, smoke tests,
+    /// chosen users), then takes all traffic at once; the old stack is kept warm for
+    /// `keep_old_for` after the switch.
+    BlueGreen,
+}
+
+impl ExposureModel {
+    fn is_default(&self) -> bool {
+        *self == ExposureModel::Canary
+    }
+}
+
+impl PhaseSpec {
+    /// A phase no user reaches: the new version runs and is judged on its health checks only
+    /// (a blue-green preview).
+    pub fn is_dark(&self) -> bool {
+        self.weight_bp() == 0 && self.segment.is_none()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -136,10 +136,19 @@ pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
         if let Some((field, message)) = p.segment.as_ref().and_then(|s| s.problem()) {
             bad(&at(&format!("segment.{field}")), message);
         }
-        if p.weight == 0.0 && p.segment.is_none() {
+        let blue_green = spec.rollout.model == ExposureModel::BlueGreen;
+        if p.weight == 0.0 && p.segment.is_none() && !blue_green {
             bad(
                 &at("weight"),
-                "expected a percentage above 0; a phase at 0% needs a `segment` (the users who see it)".into(),
+                "expected a percentage above 0; a phase at 0% needs a `segment` (the users who see it), or `model = \"blue_green\"` (a preview)".into(),
+            );
+        } else if blue_green && p.weight != 0.0 && p.weight != 100.0 {
+            bad(
+                &at("weight"),
+                format!(
+                    "blue-green switches all traffic at once: expected 0 (a preview) or 100 (the switch), found {}",
+                    p.weight
+                ),
             );
         } else if !(p.weight >= 0.0 && p.weight <= 100.0) {
             bad(&at("weight"), format!("expected a percentage from 0 to 100, found {}", p.weight));

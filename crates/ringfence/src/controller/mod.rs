@@ -199,6 +199,26 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         return Ok(true);
     }
 
+    // Blue-green: the old stack kept warm after a switch goes when its time is up, or when a
+    // rollout to another version begins (a rollback to it keeps it: it is the way back).
+    if let Some(w) = &ws.warm {
+        let active = ws.active_rollout();
+        let superseded = active.is_some_and(|r| r.release != w.version);
+        if superseded || (active.is_none() && crate::state::now() >= w.until) {
+            let why = if superseded {
+                "a new rollout began".to_string()
+            } else {
+                format!("kept warm for {} after the switch", ws.spec.rollout.keep_old_for)
+            };
+            shared.record(
+                &name,
+                &why,
+                vec![EventKind::StackRetired { version: w.version.clone(), rollout_id: w.rollout_id.clone() }],
+            )?;
+            return Ok(true);
+        }
+    }
+
     let admin = ensure_router(shared, local, &ws).await?;
     if admin.is_some() && ws.router.as_ref().is_none_or(|r| !crate::executor::process::pid_alive(r.pid)) {
         // A router just started: look again, so replicas learn its address.

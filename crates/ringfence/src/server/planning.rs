@@ -97,19 +97,36 @@ pub(super) fn advise(
         .phases
         .iter()
         .zip(advice)
-        .map(|(p, adv)| api::PhaseAdvice {
-            name: p.name.clone(),
-            weight: p.weight,
-            bake_s: adv.bake_s,
-            needs: match adv.needed_s {
-                None => api::PhaseNeeds::GuardsOnly,
-                Some(s) if s.is_finite() => api::PhaseNeeds::Time,
-                Some(_) => api::PhaseNeeds::MoreTraffic,
+        .map(|(p, adv)| match p.is_dark() {
+            // A preview no user reaches is judged on its health checks alone: no traffic to plan.
+            true => api::PhaseAdvice {
+                name: p.name.clone(),
+                weight: p.weight,
+                bake_s: adv.bake_s,
+                needs: api::PhaseNeeds::GuardsOnly,
+                needed_s: None,
+                pass_s: None,
+                detect_s: None,
+                warning: None,
             },
-            needed_s: finite(adv.needed_s),
-            pass_s: finite(adv.pass_s),
-            detect_s: finite(adv.detect_s),
-            warning: if rps <= 0.0 { Some("no traffic measured: nothing can be judged".into()) } else { adv.warning },
+            false => api::PhaseAdvice {
+                name: p.name.clone(),
+                weight: p.weight,
+                bake_s: adv.bake_s,
+                needs: match adv.needed_s {
+                    None => api::PhaseNeeds::GuardsOnly,
+                    Some(s) if s.is_finite() => api::PhaseNeeds::Time,
+                    Some(_) => api::PhaseNeeds::MoreTraffic,
+                },
+                needed_s: finite(adv.needed_s),
+                pass_s: finite(adv.pass_s),
+                detect_s: finite(adv.detect_s),
+                warning: if rps <= 0.0 {
+                    Some("no traffic measured: nothing can be judged".into())
+                } else {
+                    adv.warning
+                },
+            },
         })
         .collect();
     api::PlanAdvice {

@@ -70,6 +70,11 @@ pub(super) fn status(
                 since: ts(a.since),
             })
             .collect(),
+        warm: ws.warm.as_ref().map(|w| api::WarmStack {
+            version: w.version.clone(),
+            rollout_id: w.rollout_id.clone(),
+            until: ts(w.until),
+        }),
         now: ts(now),
     }
 }

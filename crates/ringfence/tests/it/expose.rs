@@ -69,6 +69,13 @@ async fn chosen_users_see_the_new_version_first_and_a_pin_header_reaches_either(
     // The pin header names a version for one request, either way.
     assert_eq!(served_by(router, &[("x-user-id", "bob"), ("x-ringfence-pin", "v2")]).await, "v2");
     assert_eq!(served_by(router, &[("x-user-id", "user-19"), ("x-ringfence-pin", "v1")]).await, "v1");
+    // The load's own ring users reach v2 too (a few requests a second: wait for one).
+    let in_ring = |u: u32| u == 19 || (190..200).contains(&u);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !load.samples().iter().any(|s| in_ring(s.user) && s.version.as_deref() == Some("v2")) {
+        assert!(std::time::Instant::now() < deadline, "no request of the ring's users reached v2");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Still in the ring's phase after these checks: every request the load sent until now
     // was routed by the ring's table (or the one before it, all v1).
     let checked = std::time::Instant::now();
@@ -88,7 +95,6 @@ async fn chosen_users_see_the_new_version_first_and_a_pin_header_reaches_either(
         .await;
     assert_eq!(done, ringfence_api::RolloutStatus::Completed, "{}", server.diagnose(w).await);
     let samples = load.samples().to_vec();
-    let in_ring = |u: u32| u == 19 || (190..200).contains(&u);
     let outsiders_on_v2: Vec<u32> = samples
         .iter()
         .filter(|s| s.sent_at < checked && !in_ring(s.user) && s.version.as_deref() == Some("v2"))
@@ -104,4 +110,89 @@ async fn chosen_users_see_the_new_version_first_and_a_pin_header_reaches_either(
     );
     // Once the share grows and the rollout ends, everyone is on v2.
     assert!(samples.iter().any(|s| !in_ring(s.user) && s.version.as_deref() == Some("v2")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_previews_dark_switches_at_once_keeps_the_old_stack_warm_and_switches_back() {
+    let server = Server::start().await;
+    let w = "bluegreen";
+    let mut spec = Spec::new(w);
+    spec.replicas = 2;
+    spec.lenient_breaker = true;
+    spec.phases = vec![(0, "1500ms"), (100, "3s")];
+    let text = spec.toml().replacen("[rollout]\n", "[rollout]\nmodel = \"blue_green\"\nkeep_old_for = \"3s\"\n", 1);
+    let file = server.path("bluegreen.toml");
+    std::fs::write(&file, &text).expect("write the spec");
+    let out = server.cli(&["apply", path_str(&file)]).await;
+    assert_eq!(out.code, 0, "{out}\n{text}");
+    for (v, config) in [("v1", &[][..]), ("v2", &[][..]), ("v3", &["SAMPLE_ERROR_RATE=0.5"][..])] {
+        server.release(w, v, config).await;
+    }
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0, "{}", server.diagnose(w).await);
+    let mut load = Load::start(server.router_addr(w).await, 100.0, 200);
+
+    // The preview: v2's whole stack runs, no user reaches it.
+    let out = server.cli(&["deploy", w, "v2"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    server
+        .wait_status(w, "the preview baking", |s| {
+            let r = s.rollout.as_ref().filter(|r| r.release == "v2" && r.phase == 0 && r.stage == Stage::Baking)?;
+            (s.replicas.iter().filter(|x| x.version == "v2").count() == 2).then_some(r.id.clone())
+        })
+        .await;
+    let previewed = std::time::Instant::now();
+    let s = server.status(w).await;
+    assert_eq!(s.rollout.as_ref().map(|r| r.phase), Some(0), "the preview ended before it was looked at");
+    assert!(
+        load.samples().iter().filter(|x| x.sent_at < previewed).all(|x| x.version.as_deref() == Some("v1")),
+        "a user reached v2 during its preview"
+    );
+
+    // The switch, all at once; the old stack stays warm, then is retired.
+    let done = server
+        .wait_status(w, "the switch to v2 completes", |s| {
+            s.rollout.as_ref().filter(|r| r.release == "v2" && !r.status.is_active()).map(|r| r.status)
+        })
+        .await;
+    assert_eq!(done, ringfence_api::RolloutStatus::Completed, "{}", server.diagnose(w).await);
+    let s = server.status(w).await;
+    assert_eq!(s.warm.as_ref().map(|x| x.version.as_str()), Some("v1"), "{s:#?}");
+    assert!(s.replicas.iter().any(|x| x.version == "v1"), "the old stack runs on: {s:#?}");
+    server
+        .wait_status(w, "the warm stack retired", |s| {
+            (s.warm.is_none() && s.replicas.iter().all(|x| x.version == "v2")).then_some(())
+        })
+        .await;
+    assert!(
+        server
+            .events(w)
+            .await
+            .iter()
+            .any(|e| matches!(&e.kind, ringfence_core::EventKind::StackRetired { version, .. } if version == "v1")),
+        "the retirement is in the log"
+    );
+
+    // A bad switch falls back to the stack that never stopped.
+    let out = server.cli(&["deploy", w, "v3", "--wait", "--timeout", "60s"]).await;
+    assert_eq!(out.code, 10, "{out}\n{}", server.diagnose(w).await);
+    assert_eq!(server.status(w).await.stable.as_deref(), Some("v2"));
+
+    // Within the warm window a rollback is a switch back: v2's stack, still running, takes
+    // the traffic again; nothing of v2 is started anew.
+    let out = server.cli(&["deploy", w, "v1", "--wait", "--timeout", "60s"]).await;
+    assert_eq!(out.code, 0, "{out}\n{}", server.diagnose(w).await);
+    let v2_starts = |events: &[ringfence_core::Event]| {
+        events
+            .iter()
+            .filter(|e| matches!(&e.kind, ringfence_core::EventKind::ReplicaStarted { version, .. } if version == "v2"))
+            .count()
+    };
+    let before = v2_starts(&server.events(w).await);
+    assert_eq!(server.status(w).await.warm.as_ref().map(|x| x.version.clone()), Some("v2".into()));
+    let out = server.cli(&["rollback", w, "--to", "v2", "--wait", "--timeout", "60s"]).await;
+    assert_eq!(out.code, 0, "{out}\n{}", server.diagnose(w).await);
+    let s = server.status(w).await;
+    assert_eq!((s.stable.as_deref(), s.warm.is_none()), (Some("v2"), true), "{s:#?}");
+    assert_eq!(v2_starts(&server.events(w).await), before, "the rollback started v2 again instead of switching back");
+    drop(load);
 }
