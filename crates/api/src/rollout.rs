@@ -85,6 +85,9 @@ pub struct Phase {
     /// A ring of chosen users on the new version whatever their bucket, on top of `weight`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment: Option<Segment>,
+    /// Shadow traffic: percent of requests copied to the new version, its answers discarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<f64>,
 }
 
 /// A ring of chosen users: those whose key is listed or starts with a listed prefix, and the

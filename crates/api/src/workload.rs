@@ -160,6 +160,9 @@ pub struct RouteGroup {
     /// Users the group takes whatever their bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment: Option<crate::rollout::Segment>,
+    /// Share of requests copied to the group (shadow traffic), in basis points.
+    #[serde(default)]
+    pub shadow_bp: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

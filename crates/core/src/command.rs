@@ -148,6 +148,7 @@ pub fn deploy(world: &World, name: &str, version: &str) -> Result<EventKind, Com
                 bake: ws.spec.rollout.phases[0].bake,
                 gates: vec![Gate::Health],
                 segment: None,
+                shadow: None,
             }],
         ),
         Some(_) => (RolloutKind::Deploy, ws.spec.rollout.phases.clone()),
@@ -284,6 +285,7 @@ pub fn rollback(
             bake: crate::duration::Dur(0),
             gates: vec![Gate::Health],
             segment: None,
+            shadow: None,
         }],
         spec_digest: ws.spec_digest.clone(),
     })

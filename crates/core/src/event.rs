@@ -65,6 +65,13 @@ pub struct RouteGroup {
     /// Users the group takes whatever their bucket (the current phase's ring of chosen users).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment: Option<ringfence_traffic::Segment>,
+    /// Share of requests copied to the group (shadow traffic), in basis points.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shadow_bp: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What the controller does to the world. Each is idempotent: doing it again after it is

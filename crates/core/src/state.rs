@@ -210,6 +210,7 @@ impl WorkloadState {
             weight_bp,
             runs_on: self.runtime_of(version),
             segment: None,
+            shadow_bp: 0,
         };
         let mut d = Desired::default();
         match self.active_rollout() {
@@ -217,8 +218,11 @@ impl WorkloadState {
                 if matches!(r.status, RolloutStatus::Progressing | RolloutStatus::Paused | RolloutStatus::Halted) =>
             {
                 let w = r.target_weight_bp();
-                d.routes
-                    .push(RouteGroup { segment: r.current_phase().segment.clone(), ..group("canary", &r.release, w) });
+                d.routes.push(RouteGroup {
+                    segment: r.current_phase().segment.clone(),
+                    shadow_bp: r.current_phase().shadow_bp(),
+                    ..group("canary", &r.release, w)
+                });
                 match &r.from {
                     Some(from) if from != &r.release => d.routes.push(group("stable", from, 10_000 - w)),
                     _ => d.routes[0].weight_bp = 10_000,

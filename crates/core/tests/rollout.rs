@@ -237,7 +237,14 @@ fn names(kinds: &[EventKind]) -> Vec<String> {
 }
 
 fn route(name: &str, version: &str, weight_bp: u32) -> RouteGroup {
-    RouteGroup { name: name.into(), version: version.into(), weight_bp, runs_on: version.into(), segment: None }
+    RouteGroup {
+        name: name.into(),
+        version: version.into(),
+        weight_bp,
+        runs_on: version.into(),
+        segment: None,
+        shadow_bp: 0,
+    }
 }
 
 fn stable_only(version: &str, replicas: u32) -> Desired {

@@ -1110,7 +1110,8 @@ pub fn render_status(s: &WorkloadStatus) -> String {
                     " "
                 };
                 let ring = if p.segment.is_some() { " + chosen users" } else { "" };
-                format!("{mark} {} {}%{ring}", p.name, p.weight)
+                let shadow = p.shadow.map(|s| format!(" + copies of {s}%")).unwrap_or_default();
+                format!("{mark} {} {}%{ring}{shadow}", p.name, p.weight)
             })
             .collect();
         let _ = writeln!(o, "plan       {}", plan.join("  →  "));

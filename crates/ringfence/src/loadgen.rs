@@ -402,6 +402,7 @@ mod tests {
             upstreams: vec![upstream],
             flags: None,
             segment: None,
+            shadow_bp: 0,
         };
         let table = ringfence_router::RouteTable {
             generation: 1,

@@ -73,6 +73,11 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: So
         return shared.no_upstream(received, "no healthy upstream for this workload\n", new_cookie);
     };
     let group = &routing.groups[group_index];
+    let shadow = routing.shadow.filter(|&i| {
+        i != group_index
+            && bodiless(req.headers())
+            && bucket(&routing.table.workload, &key) < routing.table.groups[i].shadow_bp
+    });
 
     let (mut parts, body) = req.into_parts();
     let path = parts.uri.path_and_query().cloned();
@@ -99,6 +104,9 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: So
         && let Ok(v) = HeaderValue::from_str(&key)
     {
         parts.headers.insert(routing.sticky_header.clone(), v);
+    }
+    if let Some(i) = shadow {
+        send_copy(&shared, &routing, i, &parts);
     }
     let upstream_req = Request::from_parts(parts, body);
 
@@ -130,6 +138,47 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: So
     };
     decorate(response.headers_mut(), group, new_cookie);
     response
+}
+
+/// No request body to copy (a copy is sent without one, so only such requests are copied).
+fn bodiless(headers: &HeaderMap) -> bool {
+    !headers.contains_key(header::TRANSFER_ENCODING)
+        && headers.get(header::CONTENT_LENGTH).is_none_or(|v| v.as_bytes() == b"0")
+}
+
+/// The most of a copy's answer read (so its connection can be reused); the rest is dropped.
+const MAX_COPY_ANSWER: usize = 1 << 20;
+
+/// Sends a copy of a request to a replica of the shadow group, in the background: its answer
+/// is counted in that version's statistics and dropped; the user never waits on it.
+fn send_copy(shared: &Arc<Shared>, routing: &Routing, group_index: usize, parts: &hyper::http::request::Parts) {
+    use http_body_util::{BodyExt as _, Empty, Limited};
+    let group = &routing.groups[group_index];
+    let Some(upstream) = group.next_upstream() else { return };
+    let Some(path) = parts.uri.path_and_query().cloned() else { return };
+    let Ok(uri) =
+        Uri::builder().scheme(Scheme::HTTP).authority(upstream.authority.clone()).path_and_query(path).build()
+    else {
+        return;
+    };
+    let mut copy = Request::new(Empty::<Bytes>::new());
+    *copy.method_mut() = parts.method.clone();
+    *copy.uri_mut() = uri;
+    *copy.headers_mut() = parts.headers.clone();
+    let (series, latency) = (group.series.clone(), group.latency.clone());
+    let (client, timeout) = (shared.shadow_client.clone(), shared.upstream_timeout);
+    tokio::spawn(async move {
+        let sent = Instant::now();
+        let failed = match tokio::time::timeout(timeout, client.request(copy)).await {
+            Ok(Ok(response)) => {
+                let failed = response.status().is_server_error();
+                let read = Limited::new(response.into_body(), MAX_COPY_ANSWER).collect();
+                failed || tokio::time::timeout(timeout, read).await.map_or(true, |r| r.is_err())
+            }
+            _ => true,
+        };
+        record(&series, &latency, sent, Instant::now(), failed);
+    });
 }
 
 impl Shared {

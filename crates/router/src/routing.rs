@@ -23,6 +23,8 @@ pub(crate) struct Routing {
     pub(crate) flag_tokens: Vec<[u8; 32]>,
     /// The table routes some requests by more than their bucket (a segment, a pin header).
     pub(crate) by_request: bool,
+    /// The group that gets copies of requests (shadow traffic), if any.
+    pub(crate) shadow: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -147,7 +149,8 @@ impl Routing {
             flag_tokens.push(d);
         }
         let by_request = table.routes_by_request();
-        Ok(Routing { table, sticky_header, groups, flag_tokens, by_request })
+        let shadow = table.groups.iter().position(|g| g.shadow_bp > 0 && !g.upstreams.is_empty());
+        Ok(Routing { table, sticky_header, groups, flag_tokens, by_request, shadow })
     }
 
     pub(crate) fn group_index(&self, bucket: u32) -> Option<usize> {
@@ -181,6 +184,13 @@ impl Routing {
 }
 
 impl GroupRt {
+    /// The next replica in turn, breakers aside: a copy of a request is nobody's answer, so
+    /// its failures must not shut users out of a replica (they count in the statistics).
+    pub(crate) fn next_upstream(&self) -> Option<Arc<Upstream>> {
+        let n = self.upstreams.len();
+        (n > 0).then(|| self.upstreams[self.next.fetch_add(1, Relaxed) % n].clone())
+    }
+
     /// Round-robin over the replicas, skipping those whose breaker refuses.
     fn admit(&self, now: Instant) -> Option<Attempt> {
         let n = self.upstreams.len();
@@ -216,6 +226,7 @@ mod tests {
                     upstreams: ports.iter().map(|&p| SocketAddr::from(([127, 0, 0, 1], p))).collect(),
                     flags: None,
                     segment: None,
+                    shadow_bp: 0,
                 })
                 .collect(),
             breaker: BreakerConfig { consecutive_failures: 1, ..BreakerConfig::default() },

@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     pub(crate) none_series: Arc<Series>,
     pub(crate) none_latency: Arc<Latency>,
     pub(crate) client: Client<HttpConnector, Incoming>,
+    /// For copies of requests (shadow traffic), which have no body.
+    pub(crate) shadow_client: Client<HttpConnector, http_body_util::Empty<bytes::Bytes>>,
     pub(crate) upstream_timeout: Duration,
     pub(crate) state_file: Option<PathBuf>,
     /// Who may call the admin API.
@@ -55,13 +57,15 @@ impl Shared {
         connector.set_nodelay(true);
         // Connects fail fast on their own; the overall budget is `upstream_timeout`.
         connector.set_connect_timeout(Some(config.upstream_timeout.min(Duration::from_secs(5))));
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_timer(TokioTimer::new())
             // Below the idle timeouts of common upstream servers (Node.js closes after 5 s),
             // so the pool rarely sends on a connection the upstream is closing, which would
             // surface as a spurious 502 and count against the replica's breaker.
-            .pool_idle_timeout(Duration::from_secs(4))
-            .build(connector);
+            .pool_idle_timeout(Duration::from_secs(4));
+        let client = builder.build(connector.clone());
+        let shadow_client = builder.build(connector);
         let stats = Stats::default();
         Shared {
             routing: ArcSwapOption::empty(),
@@ -69,6 +73,7 @@ impl Shared {
             none_latency: stats.latency(NO_VERSION),
             stats,
             client,
+            shadow_client,
             upstream_timeout: config.upstream_timeout,
             state_file: config.state_file,
             admin_auth: config.admin_auth,

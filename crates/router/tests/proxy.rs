@@ -174,6 +174,7 @@ fn table(generation: u64, groups: &[(&str, &str, u32, &[SocketAddr])]) -> RouteT
                 upstreams: upstreams.to_vec(),
                 flags: None,
                 segment: None,
+                shadow_bp: 0,
             })
             .collect(),
         breaker: BreakerConfig::default(),

@@ -68,6 +68,15 @@ pub struct Group {
     /// share of the buckets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment: Option<Segment>,
+    /// Share of requests, in basis points of the buckets, of which this group gets a copy
+    /// (shadow traffic): the user is answered by their own group, the copy's answer is only
+    /// counted. Requests with a body are not copied.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shadow_bp: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A ring of chosen users: those whose key is listed or starts with a listed prefix, and the
@@ -265,6 +274,12 @@ impl RouteTable {
                     format!("group {:?}: {} is above {BUCKETS}", group.name, group.weight_bp),
                 ));
             }
+            if group.shadow_bp > BUCKETS {
+                return Err(TableError::new(
+                    at("shadow_bp"),
+                    format!("group {:?}: {} is above {BUCKETS}", group.name, group.shadow_bp),
+                ));
+            }
             if group.weight_bp > 0 && group.upstreams.is_empty() {
                 return Err(TableError::new(
                     at("upstreams"),
@@ -362,6 +377,7 @@ mod tests {
                     upstreams: vec![addr(2)],
                     flags: None,
                     segment: None,
+                    shadow_bp: 0,
                 },
                 Group {
                     name: "stable".into(),
@@ -370,6 +386,7 @@ mod tests {
                     upstreams: vec![addr(1)],
                     flags: None,
                     segment: None,
+                    shadow_bp: 0,
                 },
             ],
             breaker: BreakerConfig::default(),
@@ -552,6 +569,7 @@ mod tests {
             "at most 1000",
         );
         check_invalid(|t| t.pin_header = Some("bad header".into()), "pin_header", "bad header");
+        check_invalid(|t| t.groups[0].shadow_bp = 10_001, "groups[0].shadow_bp", "canary");
     }
 
     #[test]

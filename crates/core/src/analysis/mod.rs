@@ -158,10 +158,8 @@ pub fn analyzer_for(
         crate::spec::AnalysisMethod::Sequential => {
             let weights: Vec<u32> = r.phases.iter().map(|p| p.weight_bp()).collect();
             let phase = r.current_phase();
-            let context = PhaseContext {
-                chosen_users: phase.segment.is_some() && phase.weight_bp() < 10_000,
-                ..PhaseContext::of_plan(&weights, r.phase)
-            };
+            let context =
+                PhaseContext { share_observed: phase.share_is_observed(), ..PhaseContext::of_plan(&weights, r.phase) };
             Box::new(
                 SequentialAnalyzer::new(SequentialConfig::from_spec(spec))
                     .in_phase(context)
@@ -284,9 +282,10 @@ pub struct PhaseContext {
     pub comparison_phases: usize,
     /// How many comparison phases of the plan come before this one.
     pub ordinal: usize,
-    /// The canary also takes a ring of chosen users: its share of traffic is not its weight,
-    /// so the split is neither checked against the weight nor assumed from it.
-    pub chosen_users: bool,
+    /// The canary's share of traffic is not its weight (it also takes a ring of chosen users,
+    /// or copies of requests): the split is neither checked against the weight nor assumed
+    /// from it.
+    pub share_observed: bool,
 }
 
 impl PhaseContext {
@@ -297,7 +296,7 @@ impl PhaseContext {
             phases: weights_bp.len().max(1),
             comparison_phases: weights_bp.iter().filter(|&&w| w < 10_000).count(),
             ordinal: weights_bp.iter().take(phase).filter(|&&w| w < 10_000).count(),
-            chosen_users: false,
+            share_observed: false,
         }
     }
 

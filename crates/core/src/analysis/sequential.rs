@@ -170,9 +170,9 @@ impl HealthAnalyzer for SequentialAnalyzer {
             cfg: &self.config,
             budget: self.config.budget(self.context.as_ref()),
             carried: if self.context.is_some() { &self.carried } else { &NOTHING_CARRIED },
-            // With a ring of chosen users the canary's share is whatever they send: judged
-            // as observed, as when the phase is unknown.
-            weight: self.context.filter(|p| !p.chosen_users).map(|p| p.weight()),
+            // With a ring of chosen users or copies of requests the canary's share is what
+            // they make it: judged as observed, as when the phase is unknown.
+            weight: self.context.filter(|p| !p.share_observed).map(|p| p.weight()),
             version: &c.version,
             window_s: obs.window_ms as f64 / 1000.0,
         };
@@ -1156,7 +1156,7 @@ mod tests {
         let canary = Traffic { requests: 500, errors: 3, latency_us: vec![(router_grid()[100], 500)] };
         let stable = Traffic { requests: 9500, errors: 47, latency_us: vec![(router_grid()[100], 9500)] };
         let plan = [0, 1000, 10_000];
-        let ring = PhaseContext { chosen_users: true, ..PhaseContext::of_plan(&plan, 0) };
+        let ring = PhaseContext { share_observed: true, ..PhaseContext::of_plan(&plan, 0) };
         let obs = observation(Some(canary), Some(Some(stable)), 60_000);
         let v = SequentialAnalyzer::default().in_phase(ring).evaluate(&obs, &spec, Mode::Phase);
         assert!(v.signals.iter().all(|s| s.signal != "sample_ratio"), "{v:#?}");

@@ -306,6 +306,27 @@ mod tests {
     }
 
     #[test]
+    fn shadow_traffic_comes_before_any_user_is_exposed() {
+        let shadow = |extra: &str| {
+            EXAMPLE.replacen(
+                "name = \"canary\"\nweight = 10 ",
+                &format!("name = \"shadow\"\nweight = 0\nshadow = 20\n{extra}bake = \"1m\"\n\n[[rollout.phases]]\nname = \"canary\"\nweight = 10 "),
+                1,
+            )
+        };
+        let spec = parse("s.toml", &shadow("")).expect("a shadow phase first");
+        let p = &spec.rollout.phases[0];
+        assert_eq!((p.shadow_bp(), p.is_dark(), p.share_is_observed()), (2000, false, true));
+        let errs = errors(&shadow("").replace("shadow = 20", "shadow = 120"));
+        assert!(errs.iter().any(|e| e.field == "rollout.phases[0].shadow" && e.message.contains("120")), "{errs:?}");
+        let errs = errors(&shadow("").replacen("weight = 0\nshadow", "weight = 5\nshadow", 1));
+        assert!(
+            errs.iter().any(|e| e.field == "rollout.phases[0].shadow" && e.message.contains("weight = 0")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
     fn display_reads_like_a_compiler() {
         let e = SpecError { file: "a.toml".into(), line: 3, column: 7, field: "x.y".into(), message: "bad".into() };
         assert_eq!(e.to_string(), "a.toml:3:7: field `x.y`: bad");

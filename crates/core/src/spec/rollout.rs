@@ -57,7 +57,18 @@ impl PhaseSpec {
     /// A phase no user reaches: the new version runs and is judged on its health checks only
     /// (a blue-green preview).
     pub fn is_dark(&self) -> bool {
-        self.weight_bp() == 0 && self.segment.is_none()
+        self.weight_bp() == 0 && self.segment.is_none() && self.shadow.is_none()
+    }
+
+    /// The share of requests copied to the new version, in basis points.
+    pub fn shadow_bp(&self) -> u32 {
+        self.shadow.map_or(0, |s| (s * 100.0).round().clamp(0.0, 10_000.0) as u32)
+    }
+
+    /// Whether the new version's share of traffic is something other than its weight (a ring
+    /// of chosen users, copies of requests): the analysis takes the share it observes.
+    pub fn share_is_observed(&self) -> bool {
+        self.weight_bp() < 10_000 && (self.segment.is_some() || self.shadow.is_some())
     }
 }
 
@@ -75,6 +86,11 @@ pub struct PhaseSpec {
     /// top of `weight`; with `weight = 0`, only they see it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment: Option<ringfence_traffic::Segment>,
+    /// Shadow traffic: percent of requests (0 < s <= 100) of which the new version gets a
+    /// copy, its answers discarded and judged against the stable version's; only at weight 0,
+    /// before any user is exposed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<f64>,
 }
 
 fn default_gates() -> Vec<Gate> {

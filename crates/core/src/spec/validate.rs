@@ -136,11 +136,21 @@ pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
         if let Some((field, message)) = p.segment.as_ref().and_then(|s| s.problem()) {
             bad(&at(&format!("segment.{field}")), message);
         }
+        if let Some(s) = p.shadow {
+            if !(s > 0.0 && s <= 100.0) {
+                bad(&at("shadow"), format!("expected a percentage above 0 and at most 100, found {s}"));
+            } else if p.weight != 0.0 || p.segment.is_some() {
+                bad(
+                    &at("shadow"),
+                    "shadow traffic comes before any user is exposed: only with `weight = 0` and no `segment`".into(),
+                );
+            }
+        }
         let blue_green = spec.rollout.model == ExposureModel::BlueGreen;
-        if p.weight == 0.0 && p.segment.is_none() && !blue_green {
+        if p.weight == 0.0 && p.segment.is_none() && p.shadow.is_none() && !blue_green {
             bad(
                 &at("weight"),
-                "expected a percentage above 0; a phase at 0% needs a `segment` (the users who see it), or `model = \"blue_green\"` (a preview)".into(),
+                "expected a percentage above 0; a phase at 0% needs a `segment` (the users who see it), `shadow` (copies of requests) or `model = \"blue_green\"` (a preview)".into(),
             );
         } else if blue_green && p.weight != 0.0 && p.weight != 100.0 {
             bad(

@@ -159,6 +159,7 @@ pub(super) fn route_table(
             upstreams: upstreams(if g.runs_on.is_empty() { &g.version } else { &g.runs_on }),
             flags: ws.flags_for(&g.version),
             segment: g.segment.clone(),
+            shadow_bp: g.shadow_bp,
         })
         .collect();
     // Traffic meant for a group with nothing running goes to a group that has replicas.
@@ -252,6 +253,7 @@ pub(super) async fn apply_routes(
                 weight_bp: g.weight_bp,
                 runs_on: ws.runtime_of(&g.version),
                 segment: g.segment.clone(),
+                shadow_bp: g.shadow_bp,
             })
             .collect(),
     };

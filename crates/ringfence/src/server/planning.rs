@@ -78,7 +78,8 @@ pub(super) fn advise(
         .rollout
         .phases
         .iter()
-        .map(|p| PhasePlan { weight_bp: p.weight_bp(), bake_s: p.bake.as_ms() as f64 / 1000.0 })
+        // A shadow phase is judged on the copies it gets: plan it at that share.
+        .map(|p| PhasePlan { weight_bp: p.weight_bp().max(p.shadow_bp()), bake_s: p.bake.as_ms() as f64 / 1000.0 })
         .collect();
     let target_rate = config.pass_error_limit(stable_error_rate);
     // Latency can only be planned from the stable version's latency distribution, and only

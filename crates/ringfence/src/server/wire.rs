@@ -110,6 +110,7 @@ fn route_group(g: &core::event::RouteGroup) -> api::RouteGroup {
         weight_bp: g.weight_bp,
         runs_on: g.runs_on.clone(),
         segment: g.segment.as_ref().map(segment),
+        shadow_bp: g.shadow_bp,
     }
 }
 
@@ -206,6 +207,7 @@ fn phase(p: &core::spec::PhaseSpec) -> api::Phase {
             })
             .collect(),
         segment: p.segment.as_ref().map(segment),
+        shadow: p.shadow,
     }
 }
 

@@ -196,3 +196,59 @@ async fn blue_green_previews_dark_switches_at_once_keeps_the_old_stack_warm_and_
     assert_eq!(v2_starts(&server.events(w).await), before, "the rollback started v2 again instead of switching back");
     drop(load);
 }
+
+/// Applies the spec of a workload whose first phase sends the new version copies of half the
+/// requests, no user exposed, then all users.
+async fn apply_shadowed(server: &Server, w: &str) {
+    let mut spec = Spec::new(w);
+    spec.lenient_breaker = true;
+    spec.phases = vec![(0, "3s"), (100, "1500ms")];
+    let text = spec.toml().replacen("name = \"p1\"\nweight = 0\n", "name = \"p1\"\nweight = 0\nshadow = 50\n", 1);
+    let file = server.path(&format!("{w}.toml"));
+    std::fs::write(&file, &text).expect("write the spec");
+    let out = server.cli(&["apply", path_str(&file)]).await;
+    assert_eq!(out.code, 0, "{out}\n{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_traffic_judges_the_new_version_on_copies_before_any_user_sees_it() {
+    let server = Server::start().await;
+    let w = "shadowed";
+    apply_shadowed(&server, w).await;
+    for (v, config) in [("v1", &[][..]), ("v2", &[][..]), ("v3", &["SAMPLE_ERROR_RATE=0.5"][..])] {
+        server.release(w, v, config).await;
+    }
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0, "{}", server.diagnose(w).await);
+    let mut load = Load::start(server.router_addr(w).await, 100.0, 200);
+
+    // A healthy release passes its shadow phase on the copies' evidence, then takes users.
+    let out = server.cli(&["deploy", w, "v2", "--wait", "--timeout", "60s"]).await;
+    assert_eq!(out.code, 0, "{out}\n{}", server.diagnose(w).await);
+    let r = server.rollout(w, &crate::harness::rollout_id(&out)).await;
+    let shadow_verdict = server
+        .events(w)
+        .await
+        .into_iter()
+        .find_map(|e| match e.kind {
+            ringfence_core::EventKind::PhasePassed { rollout_id, phase: 0, verdict, .. } if rollout_id == r.id => {
+                Some(verdict)
+            }
+            _ => None,
+        })
+        .expect("the shadow phase passed");
+    let traffic = shadow_verdict.signals.iter().find(|s| s.signal == "error_rate").expect("compared with v1");
+    assert!(traffic.sample_size >= 20, "judged on the copies v2 answered: {traffic:?}");
+
+    // A bad release is caught on copies alone: no user is ever answered by it.
+    let before = load.samples().len();
+    let out = server.cli(&["deploy", w, "v3", "--wait", "--timeout", "60s"]).await;
+    assert_eq!(out.code, 10, "{out}\n{}", server.diagnose(w).await);
+    let r = server.rollout(w, &crate::harness::rollout_id(&out)).await;
+    assert_eq!(r.phase, 0, "halted in its shadow phase: {r:#?}");
+    let samples = load.samples()[before..].to_vec();
+    assert!(!samples.is_empty());
+    assert!(samples.iter().all(|s| s.version.as_deref() == Some("v2")), "a user was answered by v3 or by nobody");
+    let failed = samples.iter().filter(|s| s.status.is_none_or(|c| c >= 500)).count();
+    assert_eq!(failed, 0, "users saw failures of a version they never reached");
+    assert_eq!(server.status(w).await.stable.as_deref(), Some("v2"));
+}
