@@ -9,9 +9,14 @@ use ringfence_core::{Event, EventKind};
 
 use crate::harness::{Load, Server, Spec, alive, path_str, rollout_id, wait_until};
 
-fn example_hook(name: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hooks/local").join(name);
+/// A runnable example hook of `examples/hooks/<dir>`.
+fn example(dir: &str, name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hooks").join(dir).join(name);
     p.canonicalize().unwrap_or_else(|e| panic!("{}: {e}", p.display())).display().to_string()
+}
+
+fn example_hook(name: &str) -> String {
+    example("local", name)
 }
 
 /// The harness's spec with the command executor: `hooks` is the `[executor.hooks]` table's body.
@@ -225,4 +230,34 @@ async fn a_stop_hook_that_fails_keeps_the_replica_and_is_tried_again_until_it_wo
     })
     .await;
     drop(load);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_infrastructure_change_is_released_like_code_and_a_bad_one_is_undone() {
+    let server = Server::start().await;
+    let w = "infra";
+    let state = server.path("infra-state");
+    let mut spec = Spec::new(w);
+    spec.lenient_breaker = true;
+    let infra = |name: &str| example("infra", name);
+    let hooks =
+        format!("deploy = [\"{}\"]\nstop = [\"{}\"]\ntimeout = \"20s\"", infra("apply.sh"), infra("destroy.sh"));
+    apply(&server, w, &hooked_spec(&spec, &state, &hooks)).await;
+    // Two versions of the infrastructure: the second sets what breaks the service on it.
+    server.release(w, "net-1", &["INFRA_POOL_SIZE=8"]).await;
+    server.release(w, "net-2", &["INFRA_POOL_SIZE=2", "INFRA_SAMPLE_ERROR_RATE=0.5"]).await;
+    assert_eq!(server.deploy_wait(w, "net-1").await.code, 0, "{}", server.diagnose(w).await);
+    let settings = |version: &str| std::fs::read_to_string(state.join(format!("{w}.{version}.0.settings"))).ok();
+    assert_eq!(settings("net-1").as_deref(), Some("POOL_SIZE=8\n"), "the change was applied");
+
+    let load = Load::start(server.router_addr(w).await, 100.0, 200);
+    let out = server.cli(&["deploy", w, "net-2", "--wait", "--timeout", "60s"]).await;
+    assert_eq!(out.code, 10, "the breaking change is halted:\n{out}\n{}", server.diagnose(w).await);
+    wait_until("the breaking change undone", || async { settings("net-2").is_none().then_some(()) }).await;
+    assert_eq!(settings("net-1").as_deref(), Some("POOL_SIZE=8\n"), "the last known good infrastructure stays");
+    assert_eq!(server.status(w).await.stable.as_deref(), Some("net-1"));
+    drop(load);
+    let log = hook_log(&server, w);
+    assert!(log.contains("applied 2 setting(s) of infrastructure net-2"), "{log}");
+    assert!(log.contains("infrastructure net-2 of slot 0 destroyed"), "{log}");
 }
