@@ -22,9 +22,9 @@ pub use event::Event;
 pub use plan::{PhaseAdvice, PhaseNeeds, PlanAdvice};
 pub use release::{Metadata, Migration, Release, ReleaseContent, ReleaseCreated, ReleaseRequest};
 pub use rollout::{
-    ComponentHealth, Decision, Deploy, Gate, Health, HealthModel, Level, MitigationAction, Phase, PhaseWindow, Reason,
-    Rollback, Rollout, RolloutKind, RolloutStatus, Segment, SignalResult, SmokeResult, Stage, Started, Traffic,
-    Verdict, Why,
+    ComponentHealth, Considered, Decision, Deploy, Gate, Health, HealthModel, Level, MitigationAction, Phase,
+    PhaseWindow, Reason, Rollback, Rollout, RolloutKind, RolloutStatus, Segment, SignalResult, SmokeResult, Stage,
+    Started, Traffic, Verdict, Why,
 };
 pub use signals::{AlertsAccepted, FlagChange, FlagGroup, Flags, KilledFlag, Report, ReportAccepted};
 pub use token::{CreateToken, CreatedToken, Token};

@@ -37,7 +37,7 @@ pub const PUBLIC: &[&str] = &["/v1/health"];
     servers((url = "http://127.0.0.1:7070")),
     paths(
         health, openapi_json, list_workloads, apply_spec, workload_status, list_releases, create_release,
-        show_release, deploy, pause, resume, promote, abort, rollback, workload_events, why, show_rollout,
+        show_release, clear_hold, deploy, pause, resume, promote, abort, rollback, workload_events, why, show_rollout,
         all_events, alerts, plan, list_flags, kill_flag, restore_flag, report, list_tokens, create_token,
         revoke_token
     ),
@@ -179,6 +179,18 @@ fn create_release() {}
 #[utoipa::path(get, path = "/v1/workloads/{name}/releases/{version}", tag = "releases", params(("name" = String, Path, description = "the workload"), ("version" = String, Path, description = "the release's version")), responses((status = 200, description = "the release", body = Release)))]
 #[allow(dead_code)]
 fn show_release() {}
+
+/// Clear the hold a mitigation put on a release
+///
+/// A mitigated release is held: it cannot be deployed again until a person says why it may
+/// (the reason is required and recorded).
+#[utoipa::path(post, path = "/v1/workloads/{name}/releases/{version}/clear-hold", tag = "releases", params(("name" = String, Path, description = "the workload"), ("version" = String, Path, description = "the release's version")), request_body = Reason, responses(
+    (status = 200, description = "cleared", body = Started),
+    (status = 409, description = "the release is not held", body = ErrorBody),
+    (status = 422, description = "no reason given", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn clear_hold() {}
 
 /// Roll a release out through the plan
 #[utoipa::path(post, path = "/v1/workloads/{name}/deploy", tag = "rollouts", params(("name" = String, Path, description = "the workload")), request_body = Deploy, responses(

@@ -183,6 +183,17 @@ pub struct Decision {
     pub weight: f64,
     /// The verdict that triggered it; absent for a person's command.
     pub verdict: Option<Verdict>,
+    /// Every mitigation weighed (fallback, rollback, bypass, roll_forward, redeploy, hold,
+    /// stop), the chosen one marked, each with why.
+    #[serde(default)]
+    pub considered: Vec<Considered>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Considered {
+    pub option: String,
+    pub chosen: bool,
+    pub why: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -136,6 +136,15 @@ pub fn deploy(world: &World, name: &str, version: &str) -> Result<EventKind, Com
         ));
     }
     active_conflict(ws)?;
+    if let Some(h) = ws.held.get(version) {
+        return Err(err(
+            ErrorCode::Conflict,
+            format!(
+                "{version} is held since rollout {} was mitigated ({}); once the cause is fixed, clear the hold with `ringfence release clear-hold {name} {version} --reason ...`, or release a new version",
+                h.rollout_id, h.reason
+            ),
+        ));
+    }
     if ws.stable.as_deref() == Some(version) {
         return Err(err(ErrorCode::Conflict, format!("{version} is already the stable version of {name}")));
     }
@@ -211,6 +220,15 @@ pub fn abort(world: &World, name: &str) -> Result<EventKind, CommandError> {
 /// Back to the last known good. With a rollout in progress: fall back to its stable version.
 /// Otherwise: a fast-path rollout of the previous last known good (or of `to`, which must
 /// have been last known good once).
+/// Clears the hold a mitigation put on a release, so it may be deployed again.
+pub fn clear_hold(world: &World, name: &str, version: &str) -> Result<EventKind, CommandError> {
+    let ws = workload(world, name)?;
+    if !ws.held.contains_key(version) {
+        return Err(err(ErrorCode::Conflict, format!("{version} of {name} is not held")));
+    }
+    Ok(EventKind::ReleaseHoldCleared { version: version.into() })
+}
+
 pub fn rollback(
     world: &World,
     name: &str,

@@ -1,13 +1,19 @@
 //! Decisions: which mitigation to carry out for an unhealthy rollout, and why.
 //!
-//! This first engine knows fallback, hold and stop; the later full engine (rollback, bypass
-//! with a flag, roll forward) replaces [`decide`] without changing the callers.
+//! [`decide`] weighs every mitigation the seeds name (fall back, roll back, bypass with the
+//! release's guard flags, roll forward, redeploy the last known good, hold) against what it
+//! knows: the kind of rollout, the exposure model, the trust in the failing signals, the
+//! release's data changes and guard flags, the spec's policy. It carries out the ones it can
+//! (fallback, hold, stop) and records every option with why it was or was not chosen; the
+//! ones that need a person's approval or a hotfix (bypass, roll forward) are recorded as
+//! such until the approvals of governance exist.
 
 use serde::{Deserialize, Serialize};
 
 use crate::health::{Health, Verdict};
-use crate::rollout::Rollout;
-use crate::spec::MitigationSpec;
+use crate::release::Migration;
+use crate::rollout::{Rollout, RolloutKind};
+use crate::spec::{Criticality, ExposureModel, MitigationSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -34,6 +40,18 @@ pub struct Decision {
     pub weight: f64,
     /// The verdict that triggered it; absent for a person's command.
     pub verdict: Option<Verdict>,
+    /// Every option weighed, the chosen one marked, each with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub considered: Vec<Considered>,
+}
+
+/// One mitigation the engine weighed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Considered {
+    /// `fallback`, `rollback`, `bypass`, `roll_forward`, `redeploy`, `hold`, `stop`.
+    pub option: String,
+    pub chosen: bool,
+    pub why: String,
 }
 
 /// The decision for a phase held on an unknown verdict past `rollout.max_hold`, when the spec
@@ -63,12 +81,23 @@ pub fn decide_held(rollout: &Rollout, verdict: &Verdict, max_hold: crate::durati
         phase_name: phase.name.clone(),
         weight: phase.weight,
         verdict: Some(verdict.clone()),
+        considered: Vec::new(),
     }
 }
 
-/// Everything a mitigation is decided from, in one value: what is coming (the exposure model,
-/// the workload's criticality, the release's migrations and guarding flags, approvals) is a
-/// new field here, and no caller changes.
+/// What the workload and the release say that a mitigation depends on, beside the rollout.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DecisionContext<'a> {
+    pub model: ExposureModel,
+    pub criticality: Criticality,
+    /// Flags the release declares as guarding its new code paths (a bypass turns them off).
+    pub guard_flags: &'a [String],
+    /// The schema migration the release carries, if any.
+    pub migration: Option<&'a Migration>,
+}
+
+/// Everything a mitigation is decided from, in one value: what is coming (approvals, an
+/// announced hotfix) is a new field here, and no caller changes.
 #[derive(Debug, Clone, Copy)]
 pub struct DecisionInput<'a> {
     pub rollout: &'a Rollout,
@@ -78,43 +107,84 @@ pub struct DecisionInput<'a> {
     /// The new release runs on the stable release's processes (it changes only flags), so
     /// falling back reverts flags and stops nothing.
     pub flags_only: bool,
+    pub context: DecisionContext<'a>,
 }
 
-/// The mitigation for an unhealthy verdict, with the rule that chose it.
+/// The mitigation for an unhealthy verdict, with the rule that chose it and every option
+/// weighed.
 pub fn decide(input: &DecisionInput<'_>) -> Decision {
-    let DecisionInput { rollout, verdict, policy, flags_only } = *input;
+    let DecisionInput { rollout, verdict, policy, flags_only, context } = *input;
     debug_assert_eq!(verdict.health, Health::Unhealthy);
     let phase = rollout.current_phase();
-    let (action, rule) = match (&rollout.from, policy.auto_fallback) {
-        (None, _) => (
-            MitigationAction::Stop,
-            "first deploy of the workload: there is no stable version to fall back to, so the new version is stopped",
-        ),
-        (Some(_), true) if flags_only => (
-            MitigationAction::Fallback,
-            "mitigation.auto_fallback is on: send every user back to the stable release and its flags",
-        ),
-        (Some(_), true) => (
-            MitigationAction::Fallback,
-            "mitigation.auto_fallback is on: send all traffic to the stable version and stop the new one",
-        ),
-        (Some(_), false) => (
+    let stable = rollout.from.as_deref().unwrap_or("the stable version");
+    let failing: Vec<&str> = verdict.deciding().map(|s| s.signal.as_str()).collect();
+    let untrusted: Vec<&str> = failing.iter().copied().filter(|s| !policy.trusts(s)).collect();
+    let irreversible = context.migration.filter(|m| !m.backward_compatible && !flags_only);
+
+    let (action, rule) = if rollout.kind == RolloutKind::Rollback {
+        (
             MitigationAction::Hold,
-            "mitigation.auto_fallback is off: freeze exposure and wait for a person to roll back or abort",
-        ),
+            format!(
+                "a fast-path rollback turned unhealthy: returning traffic to {stable}, the release it left, would flap between two bad states; a person decides"
+            ),
+        )
+    } else if rollout.from.is_none() {
+        (
+            MitigationAction::Stop,
+            "first deploy of the workload: there is no stable version to fall back to, so the new version is stopped"
+                .into(),
+        )
+    } else if !untrusted.is_empty() && untrusted.len() == failing.len() {
+        (
+            MitigationAction::Hold,
+            format!(
+                "only signals the spec does not trust for automatic mitigation failed ({}; trusted: {}): exposure is frozen and a person decides",
+                untrusted.join(", "),
+                policy.trusted.join(", ")
+            ),
+        )
+    } else if let Some(m) = irreversible {
+        (
+            MitigationAction::Hold,
+            format!(
+                "the release carries migration {:?}, which is not backward compatible: {stable} may not work on the migrated data, so traffic is not sent back to it blindly; a person decides (restore from the backup, or roll forward)",
+                m.id
+            ),
+        )
+    } else if !policy.auto_fallback {
+        (
+            MitigationAction::Hold,
+            "mitigation.auto_fallback is off: freeze exposure and wait for a person to roll back or abort".into(),
+        )
+    } else if flags_only {
+        (
+            MitigationAction::Fallback,
+            "mitigation.auto_fallback is on: send every user back to the stable release and its flags".into(),
+        )
+    } else {
+        (
+            MitigationAction::Fallback,
+            match context.model {
+                ExposureModel::BlueGreen => format!(
+                    "mitigation.auto_fallback is on: the old stack of {stable} never stopped, so switching back is the fastest way out; the new stack is stopped"
+                ),
+                ExposureModel::Canary => format!(
+                    "mitigation.auto_fallback is on: {stable} still serves beside the new version, so all traffic returns to it and the new version is stopped"
+                ),
+            },
+        )
     };
+    let considered = weigh(&input, action);
     let what: Vec<String> = verdict.deciding().map(|s| format!("{}: {}", s.signal, s.detail)).collect();
     let then = match action {
-        MitigationAction::Fallback => {
-            format!("all traffic returns to {}", rollout.from.as_deref().unwrap_or("the stable version"))
-        }
+        MitigationAction::Fallback => format!("all traffic returns to {stable}"),
         MitigationAction::Hold => "exposure is frozen until a person acts".into(),
         MitigationAction::Stop => format!("{} is stopped", rollout.release),
         MitigationAction::ManualRollback => unreachable!("never chosen from a verdict"),
     };
     Decision {
         action,
-        rule: rule.into(),
+        rule,
         summary: format!(
             "{} is unhealthy in phase {:?} ({}% of traffic): {}; {}",
             rollout.release,
@@ -127,7 +197,79 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
         phase_name: phase.name.clone(),
         weight: phase.weight,
         verdict: Some(verdict.clone()),
+        considered,
     }
+}
+
+/// Every option with why it was or was not chosen.
+fn weigh(input: &DecisionInput<'_>, chosen: MitigationAction) -> Vec<Considered> {
+    let DecisionInput { rollout, policy, flags_only, context, .. } = *input;
+    let stable = rollout.from.as_deref().unwrap_or("the stable version");
+    let option = |option: &str, is: bool, why: String| Considered { option: option.into(), chosen: is, why };
+    let mut out = Vec::new();
+    out.push(match rollout.from {
+        None => option("fallback", false, "nothing to fall back to: this is the workload's first release".into()),
+        Some(_) if rollout.kind == RolloutKind::Rollback => {
+            option("fallback", false, format!("{stable} is the release this rollback left"))
+        }
+        Some(_) if chosen == MitigationAction::Fallback => option(
+            "fallback",
+            true,
+            format!("{stable} still runs beside the new version: the quickest way back, confirmed by its probes"),
+        ),
+        Some(_) if !policy.auto_fallback => option("fallback", false, "mitigation.auto_fallback is off".into()),
+        Some(_) => option("fallback", false, "see the rule: it would not restore a known good state safely".into()),
+    });
+    out.push(option(
+        "rollback",
+        false,
+        if rollout.from.is_some() && rollout.kind != RolloutKind::Rollback {
+            format!("{stable} has not stopped: falling back to it is faster than redeploying it")
+        } else {
+            "no earlier state to return to that is not the one in question".into()
+        },
+    ));
+    out.push(option(
+        "bypass",
+        false,
+        if context.guard_flags.is_empty() || flags_only {
+            "the release declares no flag guarding its new code paths".into()
+        } else {
+            format!(
+                "turning off {} would keep the release, but needs a named approver's approval, which this server cannot take yet",
+                context.guard_flags.join(", ")
+            )
+        },
+    ));
+    out.push(option("roll_forward", false, "no hotfix release was announced".into()));
+    out.push(option(
+        "redeploy",
+        false,
+        format!(
+            "{stable}'s instances still run; redeploying the last known good onto fresh instances is for when they fail"
+        ),
+    ));
+    out.push(option(
+        "hold",
+        chosen == MitigationAction::Hold,
+        if chosen == MitigationAction::Hold {
+            "see the rule: a person decides, with the evidence below".into()
+        } else {
+            "a safe automatic way back exists".into()
+        },
+    ));
+    if chosen == MitigationAction::Stop {
+        out.push(option("stop", true, "the new version serves everyone and nothing else can".into()));
+    }
+    if matches!(context.criticality, Criticality::High | Criticality::Critical) && chosen == MitigationAction::Fallback
+    {
+        if let Some(f) = out.first_mut() {
+            f.why.push_str(
+                &format!("; a {:?} workload is kept side by side for exactly this", context.criticality).to_lowercase(),
+            );
+        }
+    }
+    out
 }
 
 pub fn manual_rollback(rollout: &Rollout, actor: &str, reason: &str) -> Decision {
@@ -146,5 +288,201 @@ pub fn manual_rollback(rollout: &Rollout, actor: &str, reason: &str) -> Decision
         phase_name: phase.name.clone(),
         weight: phase.weight,
         verdict: None,
+        considered: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::SignalResult;
+    use crate::rollout::RolloutKind;
+    use crate::spec::{Gate, PhaseSpec};
+    use crate::time::Timestamp;
+
+    fn rollout(kind: RolloutKind, from: Option<&str>) -> Rollout {
+        let phase = |name: &str, weight: f64| PhaseSpec {
+            name: name.into(),
+            weight,
+            bake: crate::duration::Dur::secs(60),
+            gates: vec![Gate::Health],
+            segment: None,
+            shadow: None,
+        };
+        crate::rollout::started(
+            "w-2",
+            "w",
+            kind,
+            "v2",
+            from,
+            &[phase("canary", 10.0), phase("full", 100.0)],
+            "d",
+            Timestamp(0),
+        )
+    }
+
+    fn failing(signals: &[&str]) -> Verdict {
+        Verdict {
+            health: Health::Unhealthy,
+            signals: signals
+                .iter()
+                .map(|s| SignalResult::new(*s, "v2", Health::Unhealthy, "ratio", "rule", "worse than stable"))
+                .collect(),
+            ..Verdict::placeholder()
+        }
+    }
+
+    struct Case {
+        name: &'static str,
+        kind: RolloutKind,
+        from: Option<&'static str>,
+        signals: &'static [&'static str],
+        trusted: &'static [&'static str],
+        auto_fallback: bool,
+        migration: Option<bool>,
+        guard_flags: &'static [&'static str],
+        model: ExposureModel,
+        criticality: Criticality,
+        want: MitigationAction,
+        rule_has: &'static str,
+        considered_has: &'static [(&'static str, &'static str)],
+    }
+
+    const BASE: Case = Case {
+        name: "",
+        kind: RolloutKind::Deploy,
+        from: Some("v1"),
+        signals: &["error_rate"],
+        trusted: &[],
+        auto_fallback: true,
+        migration: None,
+        guard_flags: &[],
+        model: ExposureModel::Canary,
+        criticality: Criticality::Medium,
+        want: MitigationAction::Fallback,
+        rule_has: "",
+        considered_has: &[],
+    };
+
+    #[test]
+    fn the_engine_weighs_every_option_the_seeds_name() {
+        let cases = [
+            Case { name: "canary: fall back to the version still serving", rule_has: "still serves beside", ..BASE },
+            Case {
+                name: "blue-green: switch back to the old stack",
+                model: ExposureModel::BlueGreen,
+                rule_has: "old stack of v1 never stopped",
+                ..BASE
+            },
+            Case {
+                name: "critical workload: side by side, fall back",
+                criticality: Criticality::Critical,
+                considered_has: &[("fallback", "critical workload is kept side by side")],
+                ..BASE
+            },
+            Case {
+                name: "guard flags: bypass weighed, needs an approval",
+                guard_flags: &["new-checkout"],
+                considered_has: &[("bypass", "turning off new-checkout"), ("bypass", "approval")],
+                ..BASE
+            },
+            Case {
+                name: "cheap fix: roll forward needs a hotfix",
+                considered_has: &[("roll_forward", "no hotfix")],
+                ..BASE
+            },
+            Case {
+                name: "an additive migration: falling back is safe",
+                migration: Some(true),
+                rule_has: "still serves beside",
+                ..BASE
+            },
+            Case {
+                name: "an irreversible migration: no blind fallback",
+                migration: Some(false),
+                want: MitigationAction::Hold,
+                rule_has: "not backward compatible",
+                considered_has: &[("hold", "a person decides")],
+                ..BASE
+            },
+            Case {
+                name: "no last known good: stop",
+                kind: RolloutKind::Initial,
+                from: None,
+                want: MitigationAction::Stop,
+                rule_has: "first deploy",
+                considered_has: &[("fallback", "nothing to fall back to"), ("stop", "")],
+                ..BASE
+            },
+            Case {
+                name: "an untrusted trigger: halt and ask",
+                signals: &["user_reports"],
+                trusted: &["error_rate", "crash", "latency*"],
+                want: MitigationAction::Hold,
+                rule_has: "does not trust",
+                ..BASE
+            },
+            Case {
+                name: "a trusted trigger among untrusted ones: fall back",
+                signals: &["user_reports", "latency_p99_limit"],
+                trusted: &["latency*"],
+                ..BASE
+            },
+            Case {
+                name: "a rollback that turns unhealthy holds instead of flapping back",
+                kind: RolloutKind::Rollback,
+                want: MitigationAction::Hold,
+                rule_has: "would flap",
+                considered_has: &[("fallback", "the release this rollback left")],
+                ..BASE
+            },
+            Case {
+                name: "automatic fallback off: hold",
+                auto_fallback: false,
+                want: MitigationAction::Hold,
+                rule_has: "auto_fallback is off",
+                considered_has: &[("fallback", "auto_fallback is off")],
+                ..BASE
+            },
+        ];
+        for c in cases {
+            let r = rollout(c.kind, c.from);
+            let verdict = failing(c.signals);
+            let policy = MitigationSpec {
+                auto_fallback: c.auto_fallback,
+                trusted: c.trusted.iter().map(|s| s.to_string()).collect(),
+                ..MitigationSpec::default()
+            };
+            let migration = c.migration.map(|b| Migration { id: "m1".into(), backward_compatible: b });
+            let flags: Vec<String> = c.guard_flags.iter().map(|s| s.to_string()).collect();
+            let d = decide(&DecisionInput {
+                rollout: &r,
+                verdict: &verdict,
+                policy: &policy,
+                flags_only: false,
+                context: DecisionContext {
+                    model: c.model,
+                    criticality: c.criticality,
+                    guard_flags: &flags,
+                    migration: migration.as_ref(),
+                },
+            });
+            assert_eq!(d.action, c.want, "{}: {d:#?}", c.name);
+            assert!(d.rule.contains(c.rule_has), "{}: rule {:?}", c.name, d.rule);
+            // Every option is weighed, exactly the chosen one marked.
+            let options: Vec<&str> = d.considered.iter().map(|o| o.option.as_str()).collect();
+            for o in ["fallback", "rollback", "bypass", "roll_forward", "redeploy", "hold"] {
+                assert!(options.contains(&o), "{}: {o} not weighed: {options:?}", c.name);
+            }
+            assert_eq!(d.considered.iter().filter(|o| o.chosen).count(), 1, "{}: {:#?}", c.name, d.considered);
+            for (option, why) in c.considered_has {
+                assert!(
+                    d.considered.iter().any(|o| o.option == *option && o.why.contains(why)),
+                    "{}: {option} should say {why:?}: {:#?}",
+                    c.name,
+                    d.considered
+                );
+            }
+        }
     }
 }

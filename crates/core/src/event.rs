@@ -207,6 +207,11 @@ pub enum EventKind {
         instance: String,
         status: String,
     },
+    /// A person cleared the hold a mitigation put on a release (the reason says why it may be
+    /// deployed again).
+    ReleaseHoldCleared {
+        version: String,
+    },
     /// Blue-green: the old stack, kept warm after the switch so a rollback is a switch back,
     /// is retired (its time ran out, or a new rollout began).
     StackRetired {

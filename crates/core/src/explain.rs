@@ -98,6 +98,7 @@ pub fn describe(e: &Event) -> String {
             token.name,
             token.expires_at.map(|t| format!(", expires {t}")).unwrap_or_default()
         ),
+        ReleaseHoldCleared { version } => format!("hold on {version} cleared: it may be deployed again"),
         StackRetired { version, .. } => format!("the old stack of {version}, kept warm after the switch, is retired"),
         RoutesDrifted { expected_generation, found_generation, detail } => format!(
             "the router served another table (generation {found_generation}, installed {expected_generation}): {detail}; the desired one is installed again"
@@ -169,6 +170,13 @@ pub fn why_with_live(ws: &WorkloadState, live: Option<&Verdict>) -> String {
             let _ = writeln!(out, "Decision: {:?}, in phase {:?} at {}% of traffic.", d.action, d.phase_name, d.weight);
             let _ = writeln!(out, "Why: {}", d.summary);
             let _ = writeln!(out, "Rule: {}", d.rule);
+            if !d.considered.is_empty() {
+                let _ = writeln!(out, "Options weighed:");
+                for c in &d.considered {
+                    let _ =
+                        writeln!(out, "  [{}] {}: {}", if c.chosen { "chosen " } else { "       " }, c.option, c.why);
+                }
+            }
             if let Some(v) = &d.verdict {
                 evidence(&mut out, "Evidence at the decision", v);
             }

@@ -184,6 +184,8 @@ pub struct StepInput<'a> {
     /// The new release runs on the stable release's processes (it changes only flags), so a
     /// fallback reverts flags and stops nothing.
     pub flags_only: bool,
+    /// What the workload and the release say that a mitigation depends on.
+    pub decision: decision::DecisionContext<'a>,
 }
 
 /// What the rollout does next, as events to append. Empty when nothing changes.
@@ -251,6 +253,7 @@ fn step_inner(r: &Rollout, input: &StepInput<'_>, verdict: Verdict) -> Vec<Event
                     verdict: &verdict,
                     policy: input.mitigation,
                     flags_only: input.flags_only,
+                    context: input.decision,
                 });
                 return vec![EventKind::RolloutHalted { rollout_id: id, decision: Box::new(decision) }];
             }

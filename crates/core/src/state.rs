@@ -94,6 +94,19 @@ pub struct WorkloadState {
     /// switch back, until it is retired.
     #[serde(default)]
     pub warm: Option<WarmStack>,
+    /// Releases that were mitigated, by version: not deployed again until a person clears the
+    /// hold with a reason (no flapping back into a release that failed).
+    #[serde(default)]
+    pub held: BTreeMap<String, ReleaseHold>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseHold {
+    /// The rollout whose mitigation put it on hold.
+    pub rollout_id: String,
+    /// What went wrong, as the decision said it.
+    pub reason: String,
+    pub at: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -316,6 +329,7 @@ impl World {
                             reports: Vec::new(),
                             killed_flags: BTreeMap::new(),
                             warm: None,
+                            held: BTreeMap::new(),
                         },
                     );
                 }
@@ -451,6 +465,9 @@ impl World {
                     ws.reports.remove(0);
                 }
             }
+            EventKind::ReleaseHoldCleared { version } => {
+                ws.held.remove(version);
+            }
             EventKind::StackRetired { version, .. } => {
                 if ws.warm.as_ref().is_some_and(|w| w.version == *version) {
                     ws.warm = None;
@@ -475,6 +492,18 @@ impl World {
                             rollout_id: id.to_string(),
                             until: e.at.plus_ms(ws.spec.rollout.keep_old_for.as_ms()),
                         });
+                    }
+                    if let EventKind::MitigationCompleted { .. } = kind
+                        && r.decision.as_ref().is_some_and(|d| d.verdict.is_some())
+                    {
+                        ws.held.insert(
+                            r.release.clone(),
+                            ReleaseHold {
+                                rollout_id: id.to_string(),
+                                reason: r.decision.as_ref().map(|d| d.summary.clone()).unwrap_or_default(),
+                                at: e.at,
+                            },
+                        );
                     }
                     if let EventKind::MitigationCompleted { .. } = kind
                         && let Some(from) = r.from.clone()

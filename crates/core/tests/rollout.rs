@@ -106,6 +106,7 @@ impl Sim {
                 max_hold: ws.spec.rollout.max_hold,
                 analyzer: &ThresholdAnalyzer,
                 flags_only: false,
+                decision: Default::default(),
             };
             rollout::step(r, &input)
         };

@@ -432,6 +432,18 @@ pub enum ReleaseCommand {
     /// Show one release.
     #[command(after_help = "Example:\n  ringfence release show checkout v2")]
     Show { workload: String, version: String },
+    /// Clear the hold a mitigation put on a release, so it may be deployed again. A mitigated
+    /// release is held so that nothing deploys it again automatically; say why it is safe now.
+    #[command(
+        after_help = "Example:\n  ringfence release clear-hold checkout v3 --reason \"the payment timeout was the provider's outage (INC-231)\""
+    )]
+    ClearHold {
+        workload: String,
+        version: String,
+        /// Why it may be deployed again (recorded with the event).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 fn parse_dur(s: &str) -> Result<Duration, String> {
@@ -878,6 +890,17 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
                         r.content.artifact
                     );
                 }
+            }
+            Ok(ExitCode::Ok)
+        }
+        ReleaseCommand::ClearHold { workload, version, reason } => {
+            let req = api::Reason { reason: reason.clone() };
+            let v: api::Started =
+                api.post(&format!("/v1/workloads/{workload}/releases/{version}/clear-hold"), &req).await?;
+            if json {
+                print_json(&v);
+            } else {
+                outln!("hold on {version} of {workload} cleared: it may be deployed again");
             }
             Ok(ExitCode::Ok)
         }

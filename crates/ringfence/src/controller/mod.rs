@@ -403,6 +403,15 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
                 &*local.analyzer.as_ref().expect("set just above").1
             },
             flags_only: current.from.as_ref().is_some_and(|f| ws.runtime_of(f) == ws.runtime_of(&current.release)),
+            decision: {
+                let release = ws.releases.get(&current.release);
+                ringfence_core::decision::DecisionContext {
+                    model: ws.spec.rollout.model,
+                    criticality: ws.spec.workload.criticality,
+                    guard_flags: release.map(|r| r.content.guarded_by.as_slice()).unwrap_or_default(),
+                    migration: release.and_then(|r| r.content.migration.as_ref()),
+                }
+            },
         };
         let (events, verdict) = rollout::step_judged(current, &input);
         decided = events;

@@ -68,3 +68,18 @@ pub(super) async fn show_release(
             .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("{name} has no release {version:?}")))
     })
 }
+
+/// `POST .../releases/{version}/clear-hold`: a person says a mitigated release may be deployed
+/// again, and why.
+pub(super) async fn clear_hold(
+    State(sh): St,
+    Actor(who): Actor,
+    Path((name, version)): Path<(String, String)>,
+    Body(b): Body<api::Reason>,
+) -> Result<Json<api::Started>, ApiError> {
+    if b.reason.trim().is_empty() {
+        return Err(ApiError::new(ErrorKind::Invalid, "field `reason`: say why the release may be deployed again"));
+    }
+    sh.command(&name, &who, &b.reason, |w| Ok(vec![command::clear_hold(w, &name, &version)?]))?;
+    Ok(Json(api::Started { rollout_id: String::new(), warnings: Vec::new() }))
+}

@@ -230,6 +230,11 @@ pub(super) fn decision(d: &core::decision::Decision) -> api::Decision {
         phase_name: d.phase_name.clone(),
         weight: d.weight,
         verdict: d.verdict.as_ref().map(verdict),
+        considered: d
+            .considered
+            .iter()
+            .map(|c| api::Considered { option: c.option.clone(), chosen: c.chosen, why: c.why.clone() })
+            .collect(),
     }
 }
 

@@ -176,6 +176,26 @@ async fn blue_green_previews_dark_switches_at_once_keeps_the_old_stack_warm_and_
     let out = server.cli(&["deploy", w, "v3", "--wait", "--timeout", "60s"]).await;
     assert_eq!(out.code, 10, "{out}\n{}", server.diagnose(w).await);
     assert_eq!(server.status(w).await.stable.as_deref(), Some("v2"));
+    // The decision weighed every option and says why it switched back.
+    let why = server.cli(&["why", w]).await;
+    assert!(why.stdout.contains("Options weighed:") && why.stdout.contains("old stack of v2 never stopped"), "{why}");
+    assert!(why.stdout.contains("[chosen ] fallback") && why.stdout.contains("roll_forward: no hotfix"), "{why}");
+    // A mitigated release is held: nothing deploys it again until a person says why it may.
+    let again = server.cli(&["deploy", w, "v3"]).await;
+    assert_eq!(again.code, 5, "{again}");
+    assert!(again.stderr.contains("v3 is held since rollout"), "{again}");
+    let out = server.cli(&["release", "clear-hold", w, "v3", "--reason", " "]).await;
+    assert_eq!(out.code, 3, "a hold is cleared with a reason: {out}");
+    let out = server.cli(&["release", "clear-hold", w, "v3", "--reason", "the error rate was a test fixture"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        server
+            .events(w)
+            .await
+            .iter()
+            .any(|e| matches!(&e.kind, ringfence_core::EventKind::ReleaseHoldCleared { version } if version == "v3")
+                && e.reason == "the error rate was a test fixture")
+    );
 
     // Within the warm window a rollback is a switch back: v2's stack, still running, takes
     // the traffic again; nothing of v2 is started anew.
