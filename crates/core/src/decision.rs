@@ -174,7 +174,7 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
             },
         )
     };
-    let considered = weigh(&input, action);
+    let considered = weigh(input, action);
     let what: Vec<String> = verdict.deciding().map(|s| format!("{}: {}", s.signal, s.detail)).collect();
     let then = match action {
         MitigationAction::Fallback => format!("all traffic returns to {stable}"),
@@ -261,13 +261,13 @@ fn weigh(input: &DecisionInput<'_>, chosen: MitigationAction) -> Vec<Considered>
     if chosen == MitigationAction::Stop {
         out.push(option("stop", true, "the new version serves everyone and nothing else can".into()));
     }
-    if matches!(context.criticality, Criticality::High | Criticality::Critical) && chosen == MitigationAction::Fallback
+    if matches!(context.criticality, Criticality::High | Criticality::Critical)
+        && chosen == MitigationAction::Fallback
+        && let Some(f) = out.first_mut()
     {
-        if let Some(f) = out.first_mut() {
-            f.why.push_str(
-                &format!("; a {:?} workload is kept side by side for exactly this", context.criticality).to_lowercase(),
-            );
-        }
+        f.why.push_str(
+            &format!("; a {:?} workload is kept side by side for exactly this", context.criticality).to_lowercase(),
+        );
     }
     out
 }
