@@ -2,6 +2,7 @@
 //! a subcommand run against the real release binary. `bench/run.sh` builds and runs them and
 //! saves their output under `bench/results/`.
 
+mod baseline;
 mod flags;
 mod mitigation;
 mod procs;
@@ -83,31 +84,24 @@ fn run(cli: Cli) -> Result<u8> {
                 .context("cannot start the async runtime")?;
             // Started outside the runtime: the guard's start and stop block, and its Drop must work
             // even after the runtime is gone.
-            let mut server = server::Server::start(&ringfence, args.server_tick.as_deref(), args.keep_data)?;
-            eprintln!("bench: ringfence server {} on {}", ringfence.display(), server.base);
+            let mut servers = Vec::new();
+            for binary in std::iter::once(&ringfence).chain(args.baseline.as_ref()) {
+                let server = server::Server::start(binary, args.server_tick.as_deref(), args.keep_data)?;
+                eprintln!("bench: ringfence server {} on {}", binary.display(), server.base);
+                servers.push(server);
+            }
             let outcome = runtime.block_on(async {
                 tokio::select! {
-                    r = mitigation::run(&args, &mut server, &ringfence) => r,
-                    () = interrupted() => Err(anyhow!("interrupted; the server and its processes were stopped")),
+                    r = mitigation::run(&args, &mut servers) => r,
+                    () = interrupted() => Err(anyhow!("interrupted; the servers and their processes were stopped")),
                 }
             });
             // Stopped before printing, so the report can say whether everything went away.
-            let stop = server.stop();
-            drop(server);
-            if !stop.leftovers.is_empty() {
-                eprintln!(
-                    "bench: the server ({}) left ringfence processes running; the bench stopped them: {}",
-                    stop.exit,
-                    stop.leftovers.join("; ")
-                );
-            }
+            let stops = servers.iter_mut().map(|s| s.stop_and_tell("bench")).collect();
+            drop(servers);
             let mut report = outcome?;
-            report.cleanup(stop);
-            match args.output {
-                Output::Table => print!("{}", report.table()),
-                Output::Json => println!("{}", serde_json::to_string_pretty(&report.json()).context("JSON output")?),
-            }
-            Ok(if report.passed() { EXIT_PASS } else { EXIT_MISSED })
+            report.cleanup(stops);
+            finish(&report, args.output)
         }
         Bench::Flags(args) => {
             args.validate()?;

@@ -7,9 +7,12 @@
 //! generator's own samples: from the first 5xx answer of v2 (when it arrived, `done_at`) to the
 //! last request the router sent to v2 (when it left, `sent_at`). The controller's event log is
 //! read afterwards to show where that time went.
+//!
+//! With `--baseline BINARY`, a second server run from that binary takes the same runs,
+//! alternated with this binary's, and every table shows both, weight by weight.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -18,13 +21,13 @@ use ringfence::client::ApiClient;
 use ringfence::loadgen::{LoadConfig, Sample};
 use serde_json::{Value, json};
 
-use crate::Output;
 use crate::server::{Server, StopReport};
 use crate::stats::{self, Summary, round3};
 use crate::workload::{
     self, Clock, Halt, Load, create_release, deploy, pids, read_events, router_address, signed_ms, wait_rollout,
     workload_events,
 };
+use crate::{Output, baseline};
 
 /// The bar: the median time to mitigate must be under this.
 const BAR_MS: f64 = 2000.0;
@@ -86,6 +89,11 @@ pub struct MitigationArgs {
     /// Keep the server's data directory (event log, logs) and print where it is.
     #[arg(long)]
     pub keep_data: bool,
+    /// An earlier ringfence binary to measure in the same invocation: its own server (and so its
+    /// routers and replicas) takes every run too, alternated with this binary's, and the report
+    /// puts both side by side. The bar applies to this binary.
+    #[arg(long, value_name = "BINARY")]
+    pub baseline: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "table")]
     pub output: Output,
 }
@@ -126,6 +134,11 @@ impl MitigationArgs {
         }
         if self.settle_ms < 200 {
             bail!("--settle-ms must be at least 200, to see requests that reach v2 after the mitigation ended");
+        }
+        if let Some(b) = &self.baseline
+            && !b.is_file()
+        {
+            bail!("--baseline {} is not a file", b.display());
         }
         Ok(())
     }
@@ -177,52 +190,98 @@ struct WeightReport {
     failures: Vec<(u32, String)>,
 }
 
-pub struct Report {
-    args: MitigationArgs,
+/// What one binary's server measured.
+struct Side {
     ringfence: String,
+    /// False for a build from before authentication: it wrote no admin token and took requests
+    /// without one.
+    authenticated: bool,
     weights: Vec<WeightReport>,
     cleanup: Option<StopReport>,
 }
 
-/// Runs the benchmark against the started server.
-pub async fn run(args: &MitigationArgs, server: &mut Server, ringfence: &Path) -> Result<Report> {
-    let api = server.api()?;
-    let mut weights: Vec<WeightReport> =
-        args.weights.iter().map(|&weight| WeightReport { weight, results: Vec::new(), failures: Vec::new() }).collect();
-    let total = args.runs as usize * weights.len();
+pub struct Report {
+    args: MitigationArgs,
+    /// This binary's.
+    after: Side,
+    /// `--baseline`'s, from the same invocation.
+    before: Option<Side>,
+}
+
+/// Runs the benchmark against the started servers: this binary's, then `--baseline`'s when
+/// given. Each run of each weight goes to every server in turn, so that drift over the
+/// invocation affects them alike.
+pub async fn run(args: &MitigationArgs, servers: &mut [Server]) -> Result<Report> {
+    let mut sides = Vec::new();
+    for server in servers.iter_mut() {
+        let api = server.api()?;
+        let weights = args
+            .weights
+            .iter()
+            .map(|&weight| WeightReport { weight, results: Vec::new(), failures: Vec::new() })
+            .collect();
+        let side = Side {
+            ringfence: server.binary().display().to_string(),
+            authenticated: server.authenticated(),
+            weights,
+            cleanup: None,
+        };
+        sides.push((api, side));
+    }
+    let total = args.runs as usize * args.weights.len() * servers.len();
     let mut done = 0;
     for run in 1..=args.runs {
-        for w in weights.iter_mut() {
-            done += 1;
-            let name = format!("mit-w{}-r{run:02}", w.weight.to_string().replace('.', "_"));
-            let started = Instant::now();
-            let outcome = one_run(&api, args, w.weight, run, &name).await;
-            // Whatever happened, learn the processes it started, for the guard to check on.
-            if let Ok(events) = workload_events(&api, &name).await {
-                server.note_pids(pids(&events));
-            }
-            match outcome {
-                Ok(r) => {
-                    eprintln!(
-                        "[{done:>3}/{total}] {name}: mitigated in {:.3} s (first 5xx -> last request to v2); v2 served {} requests, {} errors; halted {:.3} s after deploy [{:.1} s]",
-                        r.ttm_ms / 1000.0,
-                        r.v2_requests,
-                        r.v2_errors,
-                        r.deploy_to_halt_ms / 1000.0,
-                        started.elapsed().as_secs_f64()
-                    );
-                    w.results.push(r);
-                }
-                Err(e) => {
-                    // A dead server ends the benchmark; anything else is this run's result.
-                    server.check_alive()?;
-                    eprintln!("[{done:>3}/{total}] {name}: FAILED: {e:#}");
-                    w.failures.push((run, format!("{e:#}")));
-                }
+        for (i, &weight) in args.weights.iter().enumerate() {
+            for (n, (server, (api, side))) in servers.iter_mut().zip(sides.iter_mut()).enumerate() {
+                done += 1;
+                let w = &mut side.weights[i];
+                let name = format!("mit-w{}-r{run:02}", weight.to_string().replace('.', "_"));
+                let label = if n == 0 { name.clone() } else { format!("{name} (baseline)") };
+                measure(args, server, api, w, run, &name, &format!("[{done:>3}/{total}] {label}")).await?;
             }
         }
     }
-    Ok(Report { args: args.clone(), ringfence: ringfence.display().to_string(), weights, cleanup: None })
+    let mut sides = sides.into_iter().map(|(_, side)| side);
+    let after = sides.next().ok_or_else(|| anyhow!("no server to measure"))?;
+    Ok(Report { args: args.clone(), after, before: sides.next() })
+}
+
+/// One run of one weight on one server, recorded in `w`; an error only when the server died.
+async fn measure(
+    args: &MitigationArgs,
+    server: &mut Server,
+    api: &ApiClient,
+    w: &mut WeightReport,
+    run: u32,
+    name: &str,
+    progress: &str,
+) -> Result<()> {
+    let started = Instant::now();
+    let outcome = one_run(api, args, w.weight, run, name).await;
+    // Whatever happened, learn the processes it started, for the guard to check on.
+    if let Ok(events) = workload_events(api, name).await {
+        server.note_pids(pids(&events));
+    }
+    match outcome {
+        Ok(r) => {
+            eprintln!(
+                "{progress}: mitigated in {:.3} s (first 5xx -> last request to v2); v2 served {} requests, {} errors; halted {:.3} s after deploy [{:.1} s]",
+                r.ttm_ms / 1000.0,
+                r.v2_requests,
+                r.v2_errors,
+                r.deploy_to_halt_ms / 1000.0,
+                started.elapsed().as_secs_f64()
+            );
+            w.results.push(r);
+        }
+        Err(e) => {
+            // A dead server ends the benchmark; anything else is this run's result.
+            server.check_alive()?;
+            eprintln!("{progress}: FAILED: {e:#}");
+            w.failures.push((run, format!("{e:#}")));
+        }
+    }
+    Ok(())
 }
 
 /// The demo's workload (`ringfence::demo::DEMO_SPEC`), measured as it is but for what the
@@ -414,13 +473,43 @@ impl WeightReport {
 }
 
 impl Report {
-    pub fn cleanup(&mut self, stop: StopReport) {
-        self.cleanup = Some(stop);
+    /// How each server stopped, in the order of the servers given to [`run`].
+    pub fn cleanup(&mut self, stops: Vec<StopReport>) {
+        let sides = std::iter::once(&mut self.after).chain(self.before.as_mut());
+        for (side, stop) in sides.zip(stops) {
+            side.cleanup = Some(stop);
+        }
     }
 
-    /// Every weight met the bar and nothing was left running.
-    pub fn passed(&self) -> bool {
-        self.weights.iter().all(WeightReport::passed) && self.cleanup.as_ref().is_none_or(|c| c.leftovers.is_empty())
+    /// The columns of the tables: a weight each, or with a baseline a weight and binary each,
+    /// the baseline's first, so before and after of a weight stand next to each other.
+    fn columns(&self) -> Vec<(String, &WeightReport)> {
+        match &self.before {
+            None => self.after.weights.iter().map(|w| (format!("{}%", w.weight), w)).collect(),
+            Some(before) => before
+                .weights
+                .iter()
+                .zip(&self.after.weights)
+                .flat_map(|(b, a)| [(format!("{}% before", b.weight), b), (format!("{}% after", a.weight), a)])
+                .collect(),
+        }
+    }
+
+    /// The median TTM per weight, before and after, in seconds: the figures with a bar.
+    fn figures(&self) -> Vec<baseline::Figure> {
+        let median = |w: &WeightReport| w.ttm().map(|s| s.median / 1000.0);
+        let before = self.before.as_ref().map(|b| b.weights.as_slice()).unwrap_or_default();
+        self.after
+            .weights
+            .iter()
+            .enumerate()
+            .map(|(i, a)| baseline::Figure {
+                name: format!("median TTM at {}% (s)", a.weight),
+                before: before.get(i).and_then(median),
+                after: median(a),
+                decimals: 3,
+            })
+            .collect()
     }
 
     fn tick_label(&self) -> String {
@@ -430,8 +519,68 @@ impl Report {
         }
     }
 
-    pub fn table(&self) -> String {
+    fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        for (label, w) in self.columns() {
+            if !w.failures.is_empty() {
+                notes.push(format!("{label}: {} run(s) failed; see below", w.failures.len()));
+            }
+            let late = w.late_halts();
+            if late > 0 {
+                notes.push(format!(
+                    "{label}: {late} run(s) halted after the first phase: its bake ended before the halt (raise --bake-secs)"
+                ));
+            }
+            let others: Vec<String> = w
+                .results
+                .iter()
+                .filter(|r| r.user_errors > r.v2_errors)
+                .map(|r| format!("run {} ({})", r.run, r.user_errors - r.v2_errors))
+                .collect();
+            if !others.is_empty() {
+                notes.push(format!(
+                    "{label}: users saw errors not from v2 (transport errors or v1 5xx): {}",
+                    others.join(", ")
+                ));
+            }
+            let unverified = w.results.iter().filter(|r| r.halt.verified == Some(false)).count();
+            if unverified > 0 {
+                notes.push(format!("{label}: {unverified} mitigation(s) completed unverified"));
+            }
+        }
+        for (server, c) in self.stops() {
+            if !c.leftovers.is_empty() {
+                notes.push(format!(
+                    "the {server} exited but left {} ringfence process(es) running; the bench stopped them",
+                    c.leftovers.len()
+                ));
+            }
+        }
+        notes
+    }
+
+    /// How the servers stopped, named for the report.
+    fn stops(&self) -> Vec<(&'static str, &StopReport)> {
+        [("server", Some(&self.after)), ("baseline's server", self.before.as_ref())]
+            .into_iter()
+            .filter_map(|(server, side)| Some((server, side?.cleanup.as_ref()?)))
+            .collect()
+    }
+}
+
+impl crate::Report for Report {
+    /// Every weight met the bar and nothing was left running, with this binary.
+    fn passed(&self) -> bool {
+        let a = &self.after;
+        a.weights.iter().all(WeightReport::passed) && a.cleanup.as_ref().is_none_or(|c| c.leftovers.is_empty())
+    }
+
+    fn table(&self) -> String {
         let a = &self.args;
+        let columns = self.columns();
+        // The label column: as wide as "weight" unless a baseline's labels need more.
+        let lw = columns.iter().map(|(l, _)| l.len()).max().unwrap_or(0).max(7);
+        let cw = columns.iter().map(|(l, _)| l.len()).max().unwrap_or(0).max(9);
         let mut o = String::new();
         let _ = writeln!(o, "ringfence-bench mitigation: time to mitigate a hard failure (design.md section 5)");
         let _ = writeln!(
@@ -446,7 +595,17 @@ impl Report {
             "          the demo's workload (2 replicas), its plan cut to: first phase at the weight below, bake {} s, then 100%; health: max_error_rate {MAX_ERROR_RATE}, min_requests {MIN_REQUESTS}",
             a.bake_secs
         );
-        let _ = writeln!(o, "          binary {}; controller tick: {}", self.ringfence, self.tick_label());
+        let _ = writeln!(o, "          binary {}; controller tick: {}", self.after.ringfence, self.tick_label());
+        if let Some(b) = &self.before {
+            let _ = writeln!(
+                o,
+                "          baseline {} (--baseline): its own server, each run alternated with this binary's",
+                b.ringfence
+            );
+            if !b.authenticated {
+                let _ = writeln!(o, "          baseline: a server without authentication (it wrote no admin token)");
+            }
+        }
         let _ = writeln!(
             o,
             "  measure T0 = first 5xx from v2 arriving at a user (done_at); T1 = last request routed to v2 leaving (sent_at); TTM = T1 - T0"
@@ -455,10 +614,10 @@ impl Report {
         let _ = writeln!(o);
         let _ = writeln!(
             o,
-            "{:>7} {:>6} {:>9} {:>9} {:>9} {:>9} {:>6}  {:<6}  {:>12} {:>14}",
+            "{:>lw$} {:>6} {:>9} {:>9} {:>9} {:>9} {:>6}  {:<6}  {:>12} {:>14}",
             "weight", "runs", "median", "p90", "min", "max", "bar", "result", "TTM(done_at)", "deploy->halt"
         );
-        for w in &self.weights {
+        for (label, w) in &columns {
             let runs = format!("{}/{}", w.results.len(), w.results.len() + w.failures.len());
             let secs = |x: f64| format!("{:.3} s", x / 1000.0);
             let (median, p90, min, max) = match w.ttm() {
@@ -469,8 +628,7 @@ impl Report {
             let halt = w.summary(|r| r.deploy_to_halt_ms).map(|s| secs(s.median)).unwrap_or_else(|| "-".into());
             let _ = writeln!(
                 o,
-                "{:>6}% {:>6} {:>9} {:>9} {:>9} {:>9} {:>6}  {:<6}  {:>12} {:>14}",
-                w.weight,
+                "{label:>lw$} {:>6} {:>9} {:>9} {:>9} {:>9} {:>6}  {:<6}  {:>12} {:>14}",
                 runs,
                 median,
                 p90,
@@ -486,22 +644,25 @@ impl Report {
             o,
             "  (TTM(done_at) and deploy->halt are medians; deploy->halt is rollout_halted - rollout_started)"
         );
+        if let Some(b) = &self.before {
+            let _ = writeln!(o);
+            baseline::table(&mut o, &b.ringfence, &self.figures());
+        }
 
         let _ = writeln!(o);
         let _ = writeln!(o, "Users' view (median per run):");
         let _ = writeln!(
             o,
-            "{:>7} {:>14} {:>12} {:>13} {:>16}",
+            "{:>lw$} {:>14} {:>12} {:>13} {:>16}",
             "weight", "v2 requests", "v2 errors", "user errors", "all requests"
         );
-        for w in &self.weights {
+        for (label, w) in &columns {
             let m = |f: fn(&RunResult) -> u64| {
                 w.summary(|r| f(r) as f64).map(|s| format!("{}", s.median)).unwrap_or_else(|| "-".into())
             };
             let _ = writeln!(
                 o,
-                "{:>6}% {:>14} {:>12} {:>13} {:>16}",
-                w.weight,
+                "{label:>lw$} {:>14} {:>12} {:>13} {:>16}",
                 m(|r| r.v2_requests),
                 m(|r| r.v2_errors),
                 m(|r| r.user_errors),
@@ -513,42 +674,42 @@ impl Report {
         let _ =
             writeln!(o, "Where the time goes (median ms over the runs; from the event log and the users' samples):");
         let labels: Vec<&str> =
-            self.weights.first().map(|w| w.breakdown().iter().map(|(l, _)| *l).collect()).unwrap_or_default();
+            self.after.weights.first().map(|w| w.breakdown().iter().map(|(l, _)| *l).collect()).unwrap_or_default();
         let _ = write!(o, "{:<48}", "");
-        for w in &self.weights {
-            let _ = write!(o, " {:>9}", format!("{}%", w.weight));
+        for (label, _) in &columns {
+            let _ = write!(o, " {label:>cw$}");
         }
         let _ = writeln!(o);
-        let rows: Vec<Vec<(&str, Option<f64>)>> = self.weights.iter().map(WeightReport::breakdown).collect();
+        let rows: Vec<Vec<(&str, Option<f64>)>> = columns.iter().map(|(_, w)| w.breakdown()).collect();
         for (i, label) in labels.iter().enumerate() {
             let _ = write!(o, "{label:<48}");
             for row in &rows {
-                let _ = write!(o, " {:>9}", row[i].1.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into()));
+                let _ = write!(o, " {:>cw$}", row[i].1.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into()));
             }
             let _ = writeln!(o);
         }
         let _ = write!(o, "{:<48}", "expected window: min_requests / (rps x weight)");
-        for w in &self.weights {
-            let _ = write!(o, " {:>9.0}", w.expected_window_ms(a.rps));
+        for (_, w) in &columns {
+            let _ = write!(o, " {:>cw$.0}", w.expected_window_ms(a.rps));
         }
         let _ = writeln!(o);
         let _ = write!(o, "{:<48}", "share of requests v2 answered while routed (%)");
-        for w in &self.weights {
+        for (_, w) in &columns {
             let v = w.median(|r| r.v2_share.map(|x| x * 100.0));
-            let _ = write!(o, " {:>9}", v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into()));
+            let _ = write!(o, " {:>cw$}", v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into()));
         }
         let _ = writeln!(o);
         let _ = write!(o, "{:<48}", "requests to v2 in the window at the halt");
-        for w in &self.weights {
+        for (_, w) in &columns {
             let v = w.median(|r| r.halt.window_requests.map(|n| n as f64));
-            let _ = write!(o, " {:>9}", v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into()));
+            let _ = write!(o, " {:>cw$}", v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into()));
         }
         let _ = writeln!(o);
 
         let _ = writeln!(o);
         let _ =
             writeln!(o, "Context: the median against the anchors of design.md section 5 (ratio = median / anchor):");
-        for w in &self.weights {
+        for w in &self.after.weights {
             let Some(s) = w.ttm() else { continue };
             for (name, lo, hi) in ANCHORS {
                 let (rlo, rhi) = (s.median / 1000.0 / lo, s.median / 1000.0 / hi);
@@ -577,7 +738,7 @@ impl Report {
         let _ = writeln!(o, "Per run (ms; timeline columns are after rollout_started of v2):");
         let _ = writeln!(
             o,
-            "{:>7} {:>4} {:>8} {:>9} {:>6} {:>6} {:>6} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}  halted by",
+            "{:>lw$} {:>4} {:>8} {:>9} {:>6} {:>6} {:>6} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}  halted by",
             "weight",
             "run",
             "TTM",
@@ -594,14 +755,13 @@ impl Report {
             "T1",
             "window"
         );
-        for w in &self.weights {
+        for (label, w) in &columns {
             for r in &w.results {
                 let opt = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into());
                 let t = &r.timeline;
                 let _ = writeln!(
                     o,
-                    "{:>6}% {:>4} {:>8.1} {:>9.1} {:>6} {:>6} {:>6} {:>5} {:>7} {:>7} {:>7.0} {:>7} {:>7} {:>7.0} {:>7}  {} in {}",
-                    w.weight,
+                    "{label:>lw$} {:>4} {:>8.1} {:>9.1} {:>6} {:>6} {:>6} {:>5} {:>7} {:>7} {:>7.0} {:>7} {:>7} {:>7.0} {:>7}  {} in {}",
                     r.run,
                     r.ttm_ms,
                     r.ttm_done_ms,
@@ -621,14 +781,17 @@ impl Report {
                 );
             }
             for (run, why) in &w.failures {
-                let _ = writeln!(o, "{:>6}% {:>4} FAILED: {why}", w.weight, run);
+                let _ = writeln!(o, "{label:>lw$} {run:>4} FAILED: {why}");
             }
         }
-        if let Some(c) = &self.cleanup {
+        let stops = self.stops();
+        if !stops.is_empty() {
             let _ = writeln!(o);
+        }
+        for (server, c) in stops {
             let _ = writeln!(
                 o,
-                "Cleanup: server stopped with SIGTERM ({}); ringfence processes left running: {}",
+                "Cleanup: {server} stopped with SIGTERM ({}); ringfence processes left running: {}",
                 c.exit,
                 if c.leftovers.is_empty() { "none".to_string() } else { c.leftovers.join("; ") }
             );
@@ -636,79 +799,10 @@ impl Report {
         o
     }
 
-    fn notes(&self) -> Vec<String> {
-        let mut notes = Vec::new();
-        for w in &self.weights {
-            if !w.failures.is_empty() {
-                notes.push(format!("{}%: {} run(s) failed; see below", w.weight, w.failures.len()));
-            }
-            let late = w.late_halts();
-            if late > 0 {
-                notes.push(format!(
-                    "{}%: {late} run(s) halted after the first phase: its bake ended before the halt (raise --bake-secs)",
-                    w.weight
-                ));
-            }
-            let others: Vec<String> = w
-                .results
-                .iter()
-                .filter(|r| r.user_errors > r.v2_errors)
-                .map(|r| format!("run {} ({})", r.run, r.user_errors - r.v2_errors))
-                .collect();
-            if !others.is_empty() {
-                notes.push(format!(
-                    "{}%: users saw errors not from v2 (transport errors or v1 5xx): {}",
-                    w.weight,
-                    others.join(", ")
-                ));
-            }
-            let unverified = w.results.iter().filter(|r| r.halt.verified == Some(false)).count();
-            if unverified > 0 {
-                notes.push(format!("{}%: {unverified} mitigation(s) completed unverified", w.weight));
-            }
-        }
-        if let Some(c) = &self.cleanup
-            && !c.leftovers.is_empty()
-        {
-            notes.push(format!(
-                "the server exited but left {} ringfence process(es) running; the bench stopped them",
-                c.leftovers.len()
-            ));
-        }
-        notes
-    }
-
-    pub fn json(&self) -> Value {
+    fn json(&self) -> Value {
         let a = &self.args;
-        let opt = |v: Option<f64>| v.map(round3);
-        let weights: Vec<Value> = self
-            .weights
-            .iter()
-            .map(|w| {
-                let ttm = w.ttm();
-                let summary = |f: fn(&RunResult) -> f64| w.summary(f).map(|s| s.json());
-                json!({
-                    "weight": w.weight,
-                    "runs_measured": w.results.len(),
-                    "runs_failed": w.failures.iter().map(|(run, why)| json!({"run": run, "error": why})).collect::<Vec<_>>(),
-                    "ttm_ms": ttm.map(|s| s.json()),
-                    "pass": w.passed(),
-                    "ttm_done_at_ms": summary(|r| r.ttm_done_ms),
-                    "deploy_to_halt_ms": summary(|r| r.deploy_to_halt_ms),
-                    "v2_requests": summary(|r| r.v2_requests as f64),
-                    "v2_errors": summary(|r| r.v2_errors as f64),
-                    "user_errors": summary(|r| r.user_errors as f64),
-                    "v2_share_median": w.median(|r| r.v2_share).map(|x| round3(x * 1000.0) / 1000.0),
-                    "expected_window_ms": round3(w.expected_window_ms(a.rps)),
-                    "breakdown_median_ms": w.breakdown().into_iter().map(|(k, v)| (k.to_string(), json!(opt(v)))).collect::<serde_json::Map<_, _>>(),
-                    "median_over_anchor": ANCHORS.iter().filter_map(|(name, lo, hi)| {
-                        let m = ttm?.median / 1000.0;
-                        Some(json!({"anchor": name, "anchor_s": [lo, hi], "ratio": [m / lo, m / hi]}))
-                    }).collect::<Vec<_>>(),
-                    "runs": w.results.iter().map(run_json).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
+        let cleanup =
+            |side: &Side| side.cleanup.as_ref().map(|c| json!({"server_exit": c.exit, "leftovers": c.leftovers}));
         json!({
             "benchmark": "mitigation",
             "bar": {"median_ttm_ms_below": BAR_MS, "runs": a.runs},
@@ -716,14 +810,51 @@ impl Report {
                 "runs": a.runs, "rps": a.rps, "error_rate": a.error_rate, "weights": a.weights, "users": a.users,
                 "bake_secs": a.bake_secs, "warmup_ms": a.warmup_ms, "settle_ms": a.settle_ms,
                 "max_error_rate": MAX_ERROR_RATE, "min_requests": MIN_REQUESTS, "replicas": 2,
-                "server_tick": a.server_tick, "ringfence": self.ringfence,
+                "server_tick": a.server_tick, "ringfence": self.after.ringfence,
             },
             "pass": self.passed(),
-            "weights": weights,
+            "weights": weights_json(&self.after, a.rps),
             "notes": self.notes(),
-            "cleanup": self.cleanup.as_ref().map(|c| json!({"server_exit": c.exit, "leftovers": c.leftovers})),
+            "cleanup": cleanup(&self.after),
+            "baseline": self.before.as_ref().map(|b| json!({
+                "authenticated": b.authenticated,
+                "weights": weights_json(b, a.rps),
+                "cleanup": cleanup(b),
+                "comparison": baseline::json(&b.ringfence, &self.figures()),
+            })),
         })
     }
+}
+
+fn weights_json(side: &Side, rps: f64) -> Vec<Value> {
+    let opt = |v: Option<f64>| v.map(round3);
+    side.weights
+        .iter()
+        .map(|w| {
+            let ttm = w.ttm();
+            let summary = |f: fn(&RunResult) -> f64| w.summary(f).map(|s| s.json());
+            json!({
+                "weight": w.weight,
+                "runs_measured": w.results.len(),
+                "runs_failed": w.failures.iter().map(|(run, why)| json!({"run": run, "error": why})).collect::<Vec<_>>(),
+                "ttm_ms": ttm.map(|s| s.json()),
+                "pass": w.passed(),
+                "ttm_done_at_ms": summary(|r| r.ttm_done_ms),
+                "deploy_to_halt_ms": summary(|r| r.deploy_to_halt_ms),
+                "v2_requests": summary(|r| r.v2_requests as f64),
+                "v2_errors": summary(|r| r.v2_errors as f64),
+                "user_errors": summary(|r| r.user_errors as f64),
+                "v2_share_median": w.median(|r| r.v2_share).map(|x| round3(x * 1000.0) / 1000.0),
+                "expected_window_ms": round3(w.expected_window_ms(rps)),
+                "breakdown_median_ms": w.breakdown().into_iter().map(|(k, v)| (k.to_string(), json!(opt(v)))).collect::<serde_json::Map<_, _>>(),
+                "median_over_anchor": ANCHORS.iter().filter_map(|(name, lo, hi)| {
+                    let m = ttm?.median / 1000.0;
+                    Some(json!({"anchor": name, "anchor_s": [lo, hi], "ratio": [m / lo, m / hi]}))
+                }).collect::<Vec<_>>(),
+                "runs": w.results.iter().map(run_json).collect::<Vec<_>>(),
+            })
+        })
+        .collect()
 }
 
 fn run_json(r: &RunResult) -> Value {
@@ -765,6 +896,7 @@ fn run_json(r: &RunResult) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Report as _;
 
     #[test]
     fn the_measured_spec_is_the_demos_cut_to_two_phases() {
@@ -835,6 +967,7 @@ mod tests {
             settle_ms: 1000,
             server_tick: None,
             keep_data: false,
+            baseline: None,
             output: Output::Table,
         }
     }
@@ -882,9 +1015,8 @@ mod tests {
     fn pass_needs_the_median_under_the_bar_and_no_failed_run() {
         let report = |results: Vec<RunResult>, failures: Vec<(u32, String)>| Report {
             args: args(),
-            ringfence: "ringfence".into(),
-            weights: vec![WeightReport { weight: 10.0, results, failures }],
-            cleanup: None,
+            after: side(vec![WeightReport { weight: 10.0, results, failures }]),
+            before: None,
         };
         let fast: Vec<RunResult> = (1..=3).map(|i| result(i, 1000.0 + f64::from(i))).collect();
         assert!(report(fast.clone(), vec![]).passed());
@@ -896,7 +1028,43 @@ mod tests {
         assert_eq!(r.json()["weights"][0]["ttm_ms"]["median"], json!(2500.0));
         assert!(!report(vec![], vec![]).passed());
         let mut left = report(fast, vec![]);
-        left.cleanup(StopReport { exit: "exit status: 0".into(), leftovers: vec!["pid 1: ringfence router".into()] });
+        left.cleanup(vec![StopReport {
+            exit: "exit status: 0".into(),
+            leftovers: vec!["pid 1: ringfence router".into()],
+        }]);
         assert!(!left.passed());
+    }
+
+    fn side(weights: Vec<WeightReport>) -> Side {
+        Side { ringfence: "ringfence".into(), authenticated: true, weights, cleanup: None }
+    }
+
+    #[test]
+    fn a_baseline_stands_next_to_each_weight_with_the_ratio_of_the_medians() {
+        let weight = |results: Vec<RunResult>| WeightReport { weight: 10.0, results, failures: vec![] };
+        let mut after: Vec<RunResult> = (1..=3).map(|i| result(i, 300.0)).collect();
+        for r in &mut after {
+            r.timeline = Timeline { replicas_ready: Some(60.0), ..Timeline::default() };
+        }
+        let before: Vec<RunResult> = (1..=3).map(|i| result(i, 600.0)).collect();
+        let mut report = Report {
+            args: MitigationArgs { weights: vec![10.0], ..args() },
+            after: side(vec![weight(after)]),
+            before: Some(Side { authenticated: false, ..side(vec![weight(before)]) }),
+        };
+        let stopped = || StopReport { exit: "exit status: 0".into(), leftovers: vec![] };
+        report.cleanup(vec![stopped(), stopped()]);
+        let t = report.table();
+        assert!(t.contains("baseline: a server without authentication"), "{t}");
+        assert!(t.contains("10% before"), "{t}");
+        assert!(t.contains("median TTM at 10% (s)                         0.600      0.300          0.50"), "{t}");
+        // The baseline's events gave no replica times: a dash there, the figure for this binary.
+        let ready = t.lines().find(|l| l.starts_with("deploy -> v2 replicas ready")).unwrap();
+        assert!(ready.ends_with("          -         60"), "{ready}");
+        assert!(t.contains("Cleanup: baseline's server stopped"), "{t}");
+        let j = report.json();
+        assert_eq!(j["baseline"]["comparison"]["figures"][0]["after_over_before"], json!(0.5));
+        assert_eq!(j["weights"][0]["ttm_ms"]["median"], json!(300.0));
+        assert!(report.passed());
     }
 }

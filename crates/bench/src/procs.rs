@@ -38,14 +38,17 @@ impl Router {
     pub async fn start(ringfence: &Path, table: &Value) -> Result<Router> {
         let dir = tempfile::Builder::new().prefix("ringfence-bench-router-").tempdir().context("temp dir")?;
         let ready = dir.path().join("ready.json");
-        let token_file = dir.path().join("admin.token");
-        let token = ringfence::routerproc::create_admin_token(&token_file)?;
         let log = std::fs::File::create(dir.path().join("router.log")).context("router log")?;
-        let child = Command::new(ringfence)
-            .args(["router", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--ready-file"])
-            .arg(&ready)
-            .arg("--admin-token-file")
-            .arg(&token_file)
+        let mut cmd = Command::new(ringfence);
+        cmd.args(["router", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--ready-file"]).arg(&ready);
+        // A `--baseline` from before the admin secret has an open admin API.
+        let mut token = None;
+        if crate::baseline::router_takes_admin_token(ringfence)? {
+            let token_file = dir.path().join("admin.token");
+            token = Some(ringfence::routerproc::create_admin_token(&token_file)?);
+            cmd.arg("--admin-token-file").arg(&token_file);
+        }
+        let child = cmd
             .env("RINGFENCE_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -73,11 +76,12 @@ impl Router {
         };
         router.listen = field("listen")?;
         let admin = field("admin")?;
+        let authorization = token.map(|t| format!("Bearer {t}"));
         let r = HttpClient::new()
             .request(
                 hyper::Method::PUT,
                 &format!("http://{admin}/v1/table"),
-                &[("authorization", &format!("Bearer {token}"))],
+                &authorization.iter().map(|a| ("authorization", a.as_str())).collect::<Vec<_>>(),
                 Some(Bytes::from(table.to_string())),
                 Duration::from_secs(5),
             )

@@ -14,6 +14,9 @@
 //!
 //! Client, proxies and upstreams share the machine's CPUs, as they would on a busy host; the
 //! bar is a ratio measured in one run, not an absolute figure.
+//!
+//! With `--baseline BINARY`, that binary's router is a fourth target in the same rounds, with
+//! the same table, upstreams and nginx, so both routers' figures come from one run.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,9 +30,9 @@ use ringfence::loadgen::{self, LoadConfig, Sample};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::Output;
 use crate::procs::{Nginx, Router, Upstream};
 use crate::stats::{Summary, summarize};
+use crate::{Output, baseline};
 
 #[derive(Args, Debug, Clone)]
 pub struct RouterArgs {
@@ -51,6 +54,10 @@ pub struct RouterArgs {
     /// The new version's share of traffic, in percent.
     #[arg(long, default_value_t = 10)]
     pub weight: u32,
+    /// An earlier ringfence binary whose router is measured too, in the same rounds, against
+    /// the same upstreams and nginx; the report puts both routers side by side.
+    #[arg(long, value_name = "BINARY")]
+    pub baseline: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "table")]
     pub output: Output,
 }
@@ -75,6 +82,11 @@ impl RouterArgs {
         if !(1..=99).contains(&self.weight) {
             bail!("--weight must be a percentage from 1 to 99, got {}", self.weight);
         }
+        if let Some(b) = &self.baseline
+            && !b.is_file()
+        {
+            bail!("--baseline {} is not a file", b.display());
+        }
         Ok(())
     }
 }
@@ -83,6 +95,8 @@ impl RouterArgs {
 enum Target {
     Direct,
     Router,
+    /// The router of `--baseline`.
+    Baseline,
     Nginx,
 }
 
@@ -91,6 +105,7 @@ impl Target {
         match self {
             Target::Direct => "direct (no proxy)",
             Target::Router => "ringfence router",
+            Target::Baseline => "baseline router",
             Target::Nginx => "nginx",
         }
     }
@@ -99,12 +114,13 @@ impl Target {
         match self {
             Target::Direct => "direct",
             Target::Router => "router",
+            Target::Baseline => "baseline_router",
             Target::Nginx => "nginx",
         }
     }
 }
 
-const TARGETS: [Target; 3] = [Target::Direct, Target::Router, Target::Nginx];
+const TARGETS: [Target; 4] = [Target::Direct, Target::Router, Target::Baseline, Target::Nginx];
 
 fn wrk_binary() -> Result<PathBuf> {
     ["/usr/bin/wrk", "/usr/local/bin/wrk"]
@@ -205,11 +221,34 @@ impl Report {
     }
 
     fn ratio(&self) -> Option<f64> {
-        Some(self.summary(Target::Router, |m| &m.rps)?.median / self.summary(Target::Nginx, |m| &m.rps)?.median)
+        self.ratio_of(Target::Router)
     }
 
     fn added_p99(&self) -> Option<f64> {
-        Some(self.summary(Target::Router, |m| &m.added_p99_ms)?.median)
+        self.added_p99_of(Target::Router)
+    }
+
+    /// Throughput over nginx's, of the medians.
+    fn ratio_of(&self, t: Target) -> Option<f64> {
+        Some(self.summary(t, |m| &m.rps)?.median / self.summary(Target::Nginx, |m| &m.rps)?.median)
+    }
+
+    fn added_p99_of(&self, t: Target) -> Option<f64> {
+        Some(self.summary(t, |m| &m.added_p99_ms)?.median)
+    }
+
+    /// The baseline's router next to this binary's, on the figures with a bar.
+    fn figures(&self) -> Vec<baseline::Figure> {
+        let fig = |name: &str, f: &dyn Fn(Target) -> Option<f64>, decimals| baseline::Figure {
+            name: name.into(),
+            before: f(Target::Baseline),
+            after: f(Target::Router),
+            decimals,
+        };
+        vec![
+            fig("throughput, router / nginx", &|t| self.ratio_of(t), 2),
+            fig("p99 added by the router (ms)", &|t| self.added_p99_of(t), 3),
+        ]
     }
 
     fn failures(&self) -> u64 {
@@ -237,6 +276,13 @@ impl crate::Report for Report {
             "  rounds   {} (targets interleaved); throughput: wrk -t1 -c{} for {} s; latency: open loop at {} req/s for {} s, 10,000 user keys",
             a.rounds, a.connections, a.secs, a.rate, a.latency_secs
         );
+        if let Some(b) = &a.baseline {
+            let _ = writeln!(
+                o,
+                "  baseline {}: its router on the same upstreams, nginx and rounds (upstreams: this binary's sample-app)",
+                b.display()
+            );
+        }
         let _ = writeln!(o);
         let _ = writeln!(
             o,
@@ -296,6 +342,10 @@ impl crate::Report for Report {
         if self.failures() > 0 {
             let _ = writeln!(o, "  NOT MET  {} requests failed", self.failures());
         }
+        if let Some(b) = &a.baseline {
+            let _ = writeln!(o);
+            baseline::table(&mut o, &b.display().to_string(), &self.figures());
+        }
         o
     }
 
@@ -330,6 +380,7 @@ impl crate::Report for Report {
             "router_over_nginx_throughput": self.ratio(),
             "router_p99_added_ms": self.added_p99(),
             "passed": self.passed(),
+            "baseline": self.args.baseline.as_ref().map(|b| baseline::json(&b.display().to_string(), &self.figures())),
         })
     }
 }
@@ -352,6 +403,11 @@ pub async fn run(args: &RouterArgs, ringfence: &Path) -> Result<Report> {
         ]
     });
     let router = Router::start(ringfence, &table).await?;
+    let before = match &args.baseline {
+        Some(b) => Some(Router::start(b, &table).await?),
+        None => None,
+    };
+    let targets: Vec<Target> = TARGETS.into_iter().filter(|t| *t != Target::Baseline || before.is_some()).collect();
     // The same split: by the user key when there is one, else at random per request; the same
     // keep-alive to the upstreams the router keeps.
     let nginx = Nginx::start(&format!(
@@ -366,9 +422,10 @@ pub async fn run(args: &RouterArgs, ringfence: &Path) -> Result<Report> {
     let addr = |t: Target| match t {
         Target::Direct => stable.addr,
         Target::Router => router.listen,
+        Target::Baseline => before.as_ref().expect("a baseline target has a baseline router").listen,
         Target::Nginx => nginx.listen,
     };
-    let mut results: BTreeMap<Target, Measured> = TARGETS
+    let mut results: BTreeMap<Target, Measured> = targets
         .iter()
         .map(|&t| {
             (
@@ -386,7 +443,7 @@ pub async fn run(args: &RouterArgs, ringfence: &Path) -> Result<Report> {
         })
         .collect();
     for round in 0..args.rounds as usize {
-        let order: Vec<Target> = (0..TARGETS.len()).map(|i| TARGETS[(i + round) % TARGETS.len()]).collect();
+        let order: Vec<Target> = (0..targets.len()).map(|i| targets[(i + round) % targets.len()]).collect();
         eprintln!("bench: round {}/{}: throughput", round + 1, args.rounds);
         for &t in &order {
             let (rps, failed) = wrk(&wrk_bin, &script, addr(t), args)?;
@@ -407,12 +464,12 @@ pub async fn run(args: &RouterArgs, ringfence: &Path) -> Result<Report> {
             }
             p99.insert(t, q99);
         }
-        for t in [Target::Router, Target::Nginx] {
+        for &t in targets.iter().filter(|t| **t != Target::Direct) {
             let added = p99[&t] - p99[&Target::Direct];
             results.get_mut(&t).expect("every target").added_p99_ms.push(added);
         }
     }
-    drop((nginx, router, canary, stable));
+    drop((nginx, router, before, canary, stable));
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     Ok(Report { args: args.clone(), cpus, results })
 }

@@ -9,7 +9,7 @@
 //! and the events it saw, and stops them itself.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -35,6 +35,7 @@ pub struct Server {
     log_path: PathBuf,
     /// Routers and replicas the server reported starting (from its events).
     known_pids: BTreeSet<u32>,
+    authenticated: bool,
     /// Removes the data directory when dropped, after the server is stopped (fields drop after
     /// [`Drop::drop`] has run). None when the data is kept.
     _tempdir: Option<tempfile::TempDir>,
@@ -79,6 +80,7 @@ impl Server {
             data_dir: data_dir.clone(),
             log_path,
             known_pids: BTreeSet::new(),
+            authenticated: true,
             child: None,
             _tempdir: if keep_data {
                 eprintln!("bench: keeping the server's data in {}", tempdir.keep().display());
@@ -113,12 +115,18 @@ impl Server {
     }
 
     /// A client of this server's API with the admin token it wrote to its data directory on
-    /// its first start.
+    /// its first start. A build from before authentication writes none; once it answers the
+    /// workload list without a token, the client goes without one (see [`Server::authenticated`]).
     pub fn api(&mut self) -> Result<ringfence::client::ApiClient> {
         let file = ringfence::server::admin_token_path(&self.data_dir);
         let deadline = Instant::now() + START_TIMEOUT;
+        // The token may land a moment after the server listens, so a refusal means "not yet".
         while !file.is_file() {
             self.check_alive()?;
+            if answers_without_token(&self.base) {
+                self.authenticated = false;
+                return Ok(ringfence::client::ApiClient::new(&self.base, None));
+            }
             if Instant::now() > deadline {
                 bail!("the server wrote no admin token to {} within {START_TIMEOUT:?}", file.display());
             }
@@ -126,6 +134,16 @@ impl Server {
         }
         let token = ringfence::credentials::find_token(&self.base, Some(&file)).map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(ringfence::client::ApiClient::new(&self.base, token))
+    }
+
+    /// False once [`Server::api`] found a server that takes requests without a token.
+    pub fn authenticated(&self) -> bool {
+        self.authenticated
+    }
+
+    /// The ringfence binary this server runs.
+    pub fn binary(&self) -> &Path {
+        &self.ringfence
     }
 
     /// An error, with the end of the server's log, if the server is no longer running.
@@ -152,6 +170,19 @@ impl Server {
         }
         report.leftovers = self.stop_leftovers();
         report
+    }
+
+    /// [`Server::stop`], saying on stderr (after `who: `) what it had to stop itself.
+    pub fn stop_and_tell(&mut self, who: &str) -> StopReport {
+        let stop = self.stop();
+        if !stop.leftovers.is_empty() {
+            eprintln!(
+                "{who}: the server ({}) left ringfence processes running; the bench stopped them: {}",
+                stop.exit,
+                stop.leftovers.join("; ")
+            );
+        }
+        stop
     }
 
     /// Routers and replicas still running, found from the pids the server wrote to its run
@@ -219,6 +250,21 @@ impl Drop for Server {
             eprintln!("bench: stopped ringfence processes the server left running: {}", report.leftovers.join("; "));
         }
     }
+}
+
+/// `GET /v1/workloads` without a token answered 200. Plain blocking HTTP: [`Server::api`] runs
+/// outside the async runtime, and this is one request on loopback.
+fn answers_without_token(base: &str) -> bool {
+    let Some(addr) = base.strip_prefix("http://") else { return false };
+    let Ok(mut conn) = std::net::TcpStream::connect(addr) else { return false };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET /v1/workloads HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if conn.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut status = String::new();
+    let _ = BufReader::new(conn).read_line(&mut status);
+    status.split_whitespace().nth(1) == Some("200")
 }
 
 /// SIGTERM and wait; SIGKILL if that takes too long. Returns how it exited.

@@ -1246,15 +1246,7 @@ where
         }
     };
     server.note_pids(pids);
-    let stop = server.stop();
-    if !stop.leftovers.is_empty() {
-        eprintln!(
-            "trust: the server ({}) left ringfence processes running; the bench stopped them: {}",
-            stop.exit,
-            stop.leftovers.join("; ")
-        );
-    }
-    Ok((value, stop))
+    Ok((value, server.stop_and_tell("trust")))
 }
 
 fn secs(ms: Option<f64>) -> String {

@@ -291,13 +291,16 @@ pub fn read_decision(d: &Value) -> Halt {
 
 /// Processes the server started for a workload, from its events.
 pub fn pids(events: &[Value]) -> Vec<u32> {
-    // Routers carry a pid; replicas an instance of the process executor, `proc:<pid>:<start>`.
-    let replica_pid = |e: &Value| e["instance"].as_str()?.strip_prefix("proc:")?.split(':').next()?.parse::<u32>().ok();
+    // Routers carry a pid; replicas an instance of the process executor, `proc:<pid>:<start>`,
+    // or, from builds before the executor seam (a `--baseline`), a pid too.
+    let pid = |e: &Value| e["pid"].as_u64().and_then(|p| u32::try_from(p).ok());
+    let instance_pid =
+        |e: &Value| e["instance"].as_str()?.strip_prefix("proc:")?.split(':').next()?.parse::<u32>().ok();
     events
         .iter()
         .filter_map(|e| match e["type"].as_str() {
-            Some("router_started") => e["pid"].as_u64().and_then(|p| u32::try_from(p).ok()),
-            Some("replica_started") => replica_pid(e),
+            Some("router_started") => pid(e),
+            Some("replica_started") => instance_pid(e).or_else(|| pid(e)),
             _ => None,
         })
         .collect()
@@ -366,6 +369,8 @@ pub(crate) mod tests {
         assert_eq!((f.halt.window_requests, f.halt.window_error_rate), (Some(21), Some(0.19)));
         assert_eq!((f.halt.phase.as_str(), f.halt.weight, f.halt.verified), ("canary", Some(10.0), Some(true)));
         assert_eq!(pids(&events), vec![1, 2, 3]);
+        let before_the_executor_seam = ev("replica_started", 1050, json!({"version": "v2", "pid": 4, "port": 8080}));
+        assert_eq!(pids(&[before_the_executor_seam]), vec![4]);
         assert!(read_events(&events, "w-9", "v2").is_err());
     }
 
