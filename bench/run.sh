@@ -7,6 +7,10 @@
 #                                     # saved to bench/results/flags.txt
 #   bench/run.sh router --save        # router overhead next to nginx (installs nginx-light and wrk
 #                                     # from Debian's packages when they are missing)
+#   bench/run.sh mitigation --save --baseline /tmp/before/release/ringfence
+#                                     # mitigation and router take --baseline BINARY: an earlier
+#                                     # build measured in the same run, alternated with this one,
+#                                     # side by side with after/before of the medians
 #   bench/run.sh trust --save         # healthy rollouts (A/A) and detection through the real stack,
 #                                     # half an hour or more; `trust --quick` is a 3-minute smoke run
 #   bench/run.sh --save [ARGS...]     # also write bench/results/<benchmark>.txt, with a header
@@ -45,7 +49,8 @@ if [[ "$bench" == "router" ]] && { [[ ! -x /usr/sbin/nginx ]] || [[ ! -x /usr/bi
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q nginx-light wrk >&2
 fi
 
-bin="target/release/ringfence-bench"
+# Where cargo put it: $CARGO_TARGET_DIR when set (a relative one from here, as cargo reads it).
+bin="${CARGO_TARGET_DIR:-target}/release/ringfence-bench"
 if [[ $save -eq 0 ]]; then
     exec "$bin" "${args[@]}"
 fi
