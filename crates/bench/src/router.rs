@@ -209,6 +209,9 @@ struct Measured {
     by_version: BTreeMap<String, u64>,
 }
 
+/// One figure of a target in one round.
+type RoundFigure = fn(&Report, Target, usize) -> Option<f64>;
+
 pub struct Report {
     args: RouterArgs,
     cpus: usize,
@@ -231,6 +234,15 @@ impl Report {
     /// Throughput over nginx's, of the medians.
     fn ratio_of(&self, t: Target) -> Option<f64> {
         Some(self.summary(t, |m| &m.rps)?.median / self.summary(Target::Nginx, |m| &m.rps)?.median)
+    }
+
+    /// Throughput over nginx's in round `i`.
+    fn round_ratio(&self, t: Target, i: usize) -> Option<f64> {
+        Some(self.results.get(&t)?.rps.get(i)? / self.results.get(&Target::Nginx)?.rps.get(i)?)
+    }
+
+    fn round_added_p99(&self, t: Target, i: usize) -> Option<f64> {
+        self.results.get(&t)?.added_p99_ms.get(i).copied()
     }
 
     fn added_p99_of(&self, t: Target) -> Option<f64> {
@@ -345,6 +357,17 @@ impl crate::Report for Report {
         if let Some(b) = &a.baseline {
             let _ = writeln!(o);
             baseline::table(&mut o, &b.display().to_string(), &self.figures());
+            // Both routers ran in every round, so a round is a pair: a change that is real shows
+            // in most pairs, noise of the shared machine flips from round to round.
+            let _ = writeln!(o, "  per round, before / after:");
+            let per_round: [RoundFigure; 2] = [Report::round_ratio, Report::round_added_p99];
+            for (figure, f) in self.figures().iter().zip(per_round) {
+                let cell = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
+                let rounds: Vec<String> = (0..a.rounds as usize)
+                    .map(|i| format!("{}/{}", cell(f(self, Target::Baseline, i)), cell(f(self, Target::Router, i))))
+                    .collect();
+                let _ = writeln!(o, "    {:<38} {}", figure.name, rounds.join("  "));
+            }
         }
         o
     }
@@ -472,4 +495,50 @@ pub async fn run(args: &RouterArgs, ringfence: &Path) -> Result<Report> {
     drop((nginx, router, before, canary, stable));
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     Ok(Report { args: args.clone(), cpus, results })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Report as _;
+
+    fn measured(rps: Vec<f64>, added_p99_ms: Vec<f64>) -> Measured {
+        Measured {
+            rps,
+            wrk_failed: 0,
+            p50_ms: vec![0.2, 0.2],
+            p99_ms: vec![0.4, 0.4],
+            added_p99_ms,
+            load_failed: 0,
+            by_version: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_baseline_router_is_compared_on_the_medians_and_round_by_round() {
+        let args = RouterArgs {
+            rounds: 2,
+            secs: 5.0,
+            connections: 32,
+            rate: 1000.0,
+            latency_secs: 5.0,
+            weight: 10,
+            baseline: Some("/old/ringfence".into()),
+            output: Output::Table,
+        };
+        let results = BTreeMap::from([
+            (Target::Direct, measured(vec![80_000.0, 80_000.0], vec![])),
+            (Target::Router, measured(vec![36_000.0, 44_000.0], vec![0.2, 0.3])),
+            (Target::Baseline, measured(vec![40_000.0, 40_000.0], vec![0.1, 0.3])),
+            (Target::Nginx, measured(vec![40_000.0, 40_000.0], vec![0.1, 0.1])),
+        ]);
+        let report = Report { args, cpus: 2, results };
+        let t = report.table();
+        assert!(t.contains("router/nginx = 1.00"), "{t}");
+        assert!(t.contains("throughput, router / nginx                     1.00       1.00          1.00"), "{t}");
+        assert!(t.contains("p99 added by the router (ms)                  0.200      0.250          1.25"), "{t}");
+        assert!(t.contains("1.00/0.90  1.00/1.10"), "{t}");
+        assert!(t.contains("0.10/0.20  0.30/0.30"), "{t}");
+        assert_eq!(report.json()["baseline"]["figures"][1]["after_over_before"], json!(1.25));
+    }
 }
