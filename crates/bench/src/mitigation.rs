@@ -89,6 +89,11 @@ pub struct MitigationArgs {
     /// Keep the server's data directory (event log, logs) and print where it is.
     #[arg(long)]
     pub keep_data: bool,
+    /// Also measure the blue-green model: the bad version previewed at 0% (probes only), then
+    /// switched to for every user at once, and switched back to the old stack, which never
+    /// stopped. Its runs are interleaved with the weights' and it stands beside them.
+    #[arg(long)]
+    pub blue_green: bool,
     /// An earlier ringfence binary to measure in the same invocation: its own server (and so its
     /// routers and replicas) takes every run too, alternated with this binary's, and the report
     /// puts both side by side. The bar applies to this binary.
@@ -185,9 +190,42 @@ struct Timeline {
 }
 
 struct WeightReport {
+    /// The first phase's weight; 100 for blue-green, whose switch sends everyone at once.
     weight: f64,
+    blue_green: bool,
     results: Vec<RunResult>,
     failures: Vec<(u32, String)>,
+}
+
+/// What a run exposes the bad version with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Exposure {
+    weight: f64,
+    blue_green: bool,
+}
+
+impl Exposure {
+    /// Every exposure the arguments ask for, in the order they are measured.
+    fn all(args: &MitigationArgs) -> Vec<Exposure> {
+        let mut out: Vec<Exposure> =
+            args.weights.iter().map(|&weight| Exposure { weight, blue_green: false }).collect();
+        if args.blue_green {
+            out.push(Exposure { weight: 100.0, blue_green: true });
+        }
+        out
+    }
+
+    fn label(&self) -> String {
+        if self.blue_green { "blue-green".into() } else { format!("{}%", self.weight) }
+    }
+
+    fn workload(&self, run: u32) -> String {
+        if self.blue_green {
+            format!("mit-bg-r{run:02}")
+        } else {
+            format!("mit-w{}-r{run:02}", self.weight.to_string().replace('.', "_"))
+        }
+    }
 }
 
 /// What one binary's server measured.
@@ -215,10 +253,14 @@ pub async fn run(args: &MitigationArgs, servers: &mut [Server]) -> Result<Report
     let mut sides = Vec::new();
     for server in servers.iter_mut() {
         let api = server.api()?;
-        let weights = args
-            .weights
-            .iter()
-            .map(|&weight| WeightReport { weight, results: Vec::new(), failures: Vec::new() })
+        let weights = Exposure::all(args)
+            .into_iter()
+            .map(|e| WeightReport {
+                weight: e.weight,
+                blue_green: e.blue_green,
+                results: Vec::new(),
+                failures: Vec::new(),
+            })
             .collect();
         let side = Side {
             ringfence: server.binary().display().to_string(),
@@ -228,14 +270,15 @@ pub async fn run(args: &MitigationArgs, servers: &mut [Server]) -> Result<Report
         };
         sides.push((api, side));
     }
-    let total = args.runs as usize * args.weights.len() * servers.len();
+    let exposures = Exposure::all(args);
+    let total = args.runs as usize * exposures.len() * servers.len();
     let mut done = 0;
     for run in 1..=args.runs {
-        for (i, &weight) in args.weights.iter().enumerate() {
+        for (i, exposure) in exposures.iter().enumerate() {
             for (n, (server, (api, side))) in servers.iter_mut().zip(sides.iter_mut()).enumerate() {
                 done += 1;
                 let w = &mut side.weights[i];
-                let name = format!("mit-w{}-r{run:02}", weight.to_string().replace('.', "_"));
+                let name = exposure.workload(run);
                 let label = if n == 0 { name.clone() } else { format!("{name} (baseline)") };
                 measure(args, server, api, w, run, &name, &format!("[{done:>3}/{total}] {label}")).await?;
             }
@@ -257,7 +300,7 @@ async fn measure(
     progress: &str,
 ) -> Result<()> {
     let started = Instant::now();
-    let outcome = one_run(api, args, w.weight, run, name).await;
+    let outcome = one_run(api, args, w.exposure(), run, name).await;
     // Whatever happened, learn the processes it started, for the guard to check on.
     if let Ok(events) = workload_events(api, name).await {
         server.note_pids(pids(&events));
@@ -287,7 +330,7 @@ async fn measure(
 /// The demo's workload (`ringfence::demo::DEMO_SPEC`), measured as it is but for what the
 /// benchmark sets: two phases (the weight under test, then 100%), its bakes, and the health
 /// limits of the plan the report prints.
-fn spec(name: &str, weight: f64, bake_secs: u64) -> Result<String> {
+fn spec(name: &str, exposure: Exposure, bake_secs: u64) -> Result<String> {
     let mut doc: toml_edit::DocumentMut = ringfence::demo::DEMO_SPEC.parse().context("the demo's spec is not TOML")?;
     doc["workload"]["name"] = toml_edit::value(name);
     doc["workload"]["description"] = toml_edit::value("ringfence-bench mitigation run");
@@ -296,23 +339,41 @@ fn spec(name: &str, weight: f64, bake_secs: u64) -> Result<String> {
         .ok_or_else(|| anyhow!("the demo's spec has no [[rollout.phases]]"))?;
     phases.retain(|p| matches!(p.get("name").and_then(|n| n.as_str()), Some("canary" | "full")));
     for p in phases.iter_mut() {
-        if p.get("name").and_then(|n| n.as_str()) == Some("canary") {
-            p["weight"] = toml_edit::value(weight);
+        let first = p.get("name").and_then(|n| n.as_str()) == Some("canary");
+        match (first, exposure.blue_green) {
+            // Blue-green: a short preview at 0%, then the switch bakes.
+            (true, true) => {
+                p["weight"] = toml_edit::value(0);
+                p["bake"] = toml_edit::value("1s");
+            }
+            (true, false) => {
+                p["weight"] = toml_edit::value(exposure.weight);
+                p["bake"] = toml_edit::value(format!("{bake_secs}s"));
+            }
+            (false, _) => p["bake"] = toml_edit::value(format!("{bake_secs}s")),
         }
-        p["bake"] = toml_edit::value(format!("{bake_secs}s"));
+    }
+    if exposure.blue_green {
+        doc["rollout"]["model"] = toml_edit::value("blue_green");
     }
     doc["health"]["max_error_rate"] = toml_edit::value(MAX_ERROR_RATE);
     doc["health"]["min_requests"] = toml_edit::value(MIN_REQUESTS as i64);
     Ok(doc.to_string())
 }
 
-async fn apply(api: &ApiClient, name: &str, weight: f64, bake_secs: u64) -> Result<()> {
-    workload::apply_spec(api, name, &spec(name, weight, bake_secs)?).await
+async fn apply(api: &ApiClient, name: &str, exposure: Exposure, bake_secs: u64) -> Result<()> {
+    workload::apply_spec(api, name, &spec(name, exposure, bake_secs)?).await
 }
 
-async fn one_run(api: &ApiClient, args: &MitigationArgs, weight: f64, run: u32, name: &str) -> Result<RunResult> {
+async fn one_run(
+    api: &ApiClient,
+    args: &MitigationArgs,
+    exposure: Exposure,
+    run: u32,
+    name: &str,
+) -> Result<RunResult> {
     // Setup: a workload whose stable version is the healthy v1.
-    apply(api, name, weight, SETUP_BAKE_SECS).await?;
+    apply(api, name, exposure, SETUP_BAKE_SECS).await?;
     create_release(api, name, GOOD, &json!({}), "healthy").await?;
     let bad_config = json!({"SAMPLE_ERROR_RATE": args.error_rate.to_string()});
     create_release(api, name, BAD, &bad_config, "hard failure").await?;
@@ -321,7 +382,7 @@ async fn one_run(api: &ApiClient, args: &MitigationArgs, weight: f64, run: u32, 
     if status != "completed" {
         bail!("setup: the first deploy of {GOOD} ended {status}, not completed");
     }
-    apply(api, name, weight, args.bake_secs).await?;
+    apply(api, name, exposure, args.bake_secs).await?;
     let router = router_address(api, name).await?;
 
     // The load, then the bad deploy under it.
@@ -434,6 +495,10 @@ impl WeightReport {
         stats::median(self.results.iter().filter_map(f))
     }
 
+    fn exposure(&self) -> Exposure {
+        Exposure { weight: self.weight, blue_green: self.blue_green }
+    }
+
     /// Every run measured, none failed, and the median under the bar.
     fn passed(&self) -> bool {
         self.failures.is_empty() && self.ttm().is_some_and(|s| s.median < BAR_MS)
@@ -485,12 +550,14 @@ impl Report {
     /// the baseline's first, so before and after of a weight stand next to each other.
     fn columns(&self) -> Vec<(String, &WeightReport)> {
         match &self.before {
-            None => self.after.weights.iter().map(|w| (format!("{}%", w.weight), w)).collect(),
+            None => self.after.weights.iter().map(|w| (w.exposure().label(), w)).collect(),
             Some(before) => before
                 .weights
                 .iter()
                 .zip(&self.after.weights)
-                .flat_map(|(b, a)| [(format!("{}% before", b.weight), b), (format!("{}% after", a.weight), a)])
+                .flat_map(|(b, a)| {
+                    [(format!("{} before", b.exposure().label()), b), (format!("{} after", a.exposure().label()), a)]
+                })
                 .collect(),
         }
     }
@@ -504,7 +571,7 @@ impl Report {
             .iter()
             .enumerate()
             .map(|(i, a)| baseline::Figure {
-                name: format!("median TTM at {}% (s)", a.weight),
+                name: format!("median TTM at {} (s)", a.exposure().label()),
                 before: before.get(i).and_then(median),
                 after: median(a),
                 decimals: 3,
@@ -595,6 +662,12 @@ impl crate::Report for Report {
             "          the demo's workload (2 replicas), its plan cut to: first phase at the weight below, bake {} s, then 100%; health: max_error_rate {MAX_ERROR_RATE}, min_requests {MIN_REQUESTS}",
             a.bake_secs
         );
+        if a.blue_green {
+            let _ = writeln!(
+                o,
+                "          blue-green: model = \"blue_green\", a 1 s preview at 0% (probes only), then the switch to 100% with that bake; the old stack never stops"
+            );
+        }
         let _ = writeln!(o, "          binary {}; controller tick: {}", self.after.ringfence, self.tick_label());
         if let Some(b) = &self.before {
             let _ = writeln!(
@@ -715,8 +788,8 @@ impl crate::Report for Report {
                 let (rlo, rhi) = (s.median / 1000.0 / lo, s.median / 1000.0 / hi);
                 let _ = writeln!(
                     o,
-                    "{:>6}%  {name}: {:.4}-{:.4} ({:.0}x-{:.0}x shorter)",
-                    w.weight,
+                    "{:>10}  {name}: {:.4}-{:.4} ({:.0}x-{:.0}x shorter)",
+                    w.exposure().label(),
                     rlo,
                     rhi,
                     1.0 / rlo,
@@ -835,6 +908,7 @@ fn weights_json(side: &Side, rps: f64) -> Vec<Value> {
             let summary = |f: fn(&RunResult) -> f64| w.summary(f).map(|s| s.json());
             json!({
                 "weight": w.weight,
+                "model": if w.blue_green { "blue_green" } else { "canary" },
                 "runs_measured": w.results.len(),
                 "runs_failed": w.failures.iter().map(|(run, why)| json!({"run": run, "error": why})).collect::<Vec<_>>(),
                 "ttm_ms": ttm.map(|s| s.json()),
@@ -900,7 +974,7 @@ mod tests {
 
     #[test]
     fn the_measured_spec_is_the_demos_cut_to_two_phases() {
-        let text = spec("m", 25.0, 7).unwrap();
+        let text = spec("m", Exposure { weight: 25.0, blue_green: false }, 7).unwrap();
         let parsed = ringfence_core::spec::parse("m.toml", &text).expect("a valid spec");
         let phases: Vec<(f64, u64)> = parsed.rollout.phases.iter().map(|p| (p.weight, p.bake.as_ms())).collect();
         assert_eq!(phases, vec![(25.0, 7000), (100.0, 7000)]);
@@ -908,6 +982,12 @@ mod tests {
         assert_eq!(parsed.health.max_error_rate, MAX_ERROR_RATE);
         let demo = ringfence_core::spec::parse("demo.toml", ringfence::demo::DEMO_SPEC).unwrap();
         assert_eq!(parsed.executor, demo.executor);
+        // Blue-green: a preview, then the switch, the old stack kept.
+        let text = spec("m", Exposure { weight: 100.0, blue_green: true }, 7).unwrap();
+        let parsed = ringfence_core::spec::parse("m.toml", &text).expect("a valid blue-green spec");
+        let phases: Vec<(f64, u64)> = parsed.rollout.phases.iter().map(|p| (p.weight, p.bake.as_ms())).collect();
+        assert_eq!(phases, vec![(0.0, 1000), (100.0, 7000)]);
+        assert_eq!(parsed.rollout.model, ringfence_core::spec::ExposureModel::BlueGreen);
     }
 
     fn sample(base: Instant, sent_ms: u64, done_ms: u64, version: &str, status: Option<u16>) -> Sample {
@@ -967,6 +1047,7 @@ mod tests {
             settle_ms: 1000,
             server_tick: None,
             keep_data: false,
+            blue_green: false,
             baseline: None,
             output: Output::Table,
         }
@@ -1015,7 +1096,7 @@ mod tests {
     fn pass_needs_the_median_under_the_bar_and_no_failed_run() {
         let report = |results: Vec<RunResult>, failures: Vec<(u32, String)>| Report {
             args: args(),
-            after: side(vec![WeightReport { weight: 10.0, results, failures }]),
+            after: side(vec![WeightReport { weight: 10.0, blue_green: false, results, failures }]),
             before: None,
         };
         let fast: Vec<RunResult> = (1..=3).map(|i| result(i, 1000.0 + f64::from(i))).collect();
@@ -1041,7 +1122,8 @@ mod tests {
 
     #[test]
     fn a_baseline_stands_next_to_each_weight_with_the_ratio_of_the_medians() {
-        let weight = |results: Vec<RunResult>| WeightReport { weight: 10.0, results, failures: vec![] };
+        let weight =
+            |results: Vec<RunResult>| WeightReport { weight: 10.0, blue_green: false, results, failures: vec![] };
         let mut after: Vec<RunResult> = (1..=3).map(|i| result(i, 300.0)).collect();
         for r in &mut after {
             r.timeline = Timeline { replicas_ready: Some(60.0), ..Timeline::default() };

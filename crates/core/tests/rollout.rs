@@ -1208,8 +1208,10 @@ fn rollback_after_promotion_is_a_fast_path_to_the_previous_lkg() {
     assert_eq!(sim.ws().pin, None);
 }
 
+/// A rollback that turns unhealthy halts, and holds for a person rather than sending traffic
+/// back to the release it left: that would flap between two bad states.
 #[test]
-fn rollback_fast_path_still_halts_on_a_crash() {
+fn rollback_fast_path_still_halts_on_a_crash_and_holds_instead_of_flapping_back() {
     let mut sim = Sim::with_stable(example_spec(), "v1");
     complete_release(&mut sim, "v2", "v1");
     sim.cmd(|w| command::rollback(w, WL, None, "alice", "")).unwrap();
@@ -1219,8 +1221,10 @@ fn rollback_fast_path_still_halts_on_a_crash() {
     let [EventKind::RolloutHalted { decision, .. }] = out.as_slice() else {
         panic!("expected rollout_halted, got {out:?}");
     };
-    assert_eq!(decision.action, MitigationAction::Fallback);
-    assert_eq!(sim.ws().desired(), stable_only("v2", 2));
+    assert_eq!(decision.action, MitigationAction::Hold, "{decision:#?}");
+    assert!(decision.rule.contains("would flap"), "{}", decision.rule);
+    let back_to_v2: u32 = sim.ws().desired().routes.iter().filter(|g| g.version == "v2").map(|g| g.weight_bp).sum();
+    assert_eq!(back_to_v2, 0, "no traffic returns to the release the rollback left");
 }
 
 /// The fast path skips re-analysis, not health checks (design §4): with no probe answering, the
