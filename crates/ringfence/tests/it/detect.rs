@@ -457,3 +457,58 @@ async fn sequential_analysis_catches_hard_and_subtle_error_regressions() {
     }
     drop(load);
 }
+
+/// A signal the spec does not trust for automatic mitigation halts the rollout with exposure
+/// frozen and leaves the decision to a person, with the options it weighed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_trigger_halts_and_holds_for_a_person() {
+    let server = Server::start().await;
+    let w = "untrusted";
+    let mut spec = Spec::new(w);
+    spec.phases = vec![(10, "1s"), (10, "60s"), (100, "60s")];
+    // alice and bob are on v2 in the second phase whatever their bucket; their reports are the
+    // only thing wrong with it, and user reports are not among the trusted triggers.
+    let text = spec
+        .toml()
+        .replace("min_requests = 20", "min_requests = 20\nmax_user_reports = 2")
+        .replacen(
+            "name = \"p2\"\nweight = 10\n",
+            "name = \"p2\"\nweight = 10\nsegment = { users = [\"alice\", \"bob\"] }\n",
+            1,
+        )
+        .replace(
+            "auto_fallback = true",
+            "auto_fallback = true\ntrusted = [\"error_rate*\", \"latency*\", \"crash\", \"probe\"]",
+        );
+    apply_text(&server, w, &text).await;
+    server.release(w, "v1", &[]).await;
+    server.release(w, "v2", &[]).await;
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0);
+    let load = Load::start(server.router_addr(w).await, 100.0, 200);
+    let out = server.cli(&["deploy", w, "v2"]).await;
+    let id = rollout_id(&out);
+    server
+        .wait_status(w, "phase 2 to bake", |s| {
+            s.rollout.as_ref().filter(|r| r.phase == 1 && r.stage == ringfence_api::Stage::Baking).map(|_| ())
+        })
+        .await;
+    for user in ["alice", "bob"] {
+        let out = server.cli(&["report", w, "--user", user, "--message", "the page is blank"]).await;
+        assert!(out.stdout.contains("served by v2"), "{out}");
+    }
+    let r = server
+        .wait_status(w, "the reports to halt the rollout", |s| {
+            s.rollout.as_ref().filter(|r| r.id == id && r.status == RolloutStatus::Halted).cloned()
+        })
+        .await;
+    let d = r.decision.expect("a decision");
+    assert_eq!(d.action, MitigationAction::Hold, "{d:#?}");
+    assert!(d.rule.contains("does not trust") && d.rule.contains("user_reports"), "{}", d.rule);
+    assert!(d.considered.iter().any(|c| c.option == "hold" && c.chosen), "{:#?}", d.considered);
+    // Exposure stays where it was; nothing was stopped.
+    let s = server.status(w).await;
+    assert!(s.replicas.iter().any(|x| x.version == "v2"), "{s:#?}");
+    let why = server.cli(&["why", w]).await;
+    assert!(why.stdout.contains("Options weighed:") && why.stdout.contains("[chosen ] hold"), "{why}");
+    drop(load);
+}
