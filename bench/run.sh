@@ -15,6 +15,8 @@
 #                                     # half an hour or more; `trust --quick` is a 3-minute smoke run
 #   bench/run.sh --save [ARGS...]     # also write bench/results/<benchmark>.txt, with a header
 #                                     # saying where, when and from which commit it was measured
+#   bench/run.sh --save-as exposure mitigation --weight 10 --blue-green --rps 500 --runs 10
+#                                     # the same, saved to bench/results/exposure.txt
 #
 # The benchmark's exit status is kept: 0 = every bar met, 3 = it ran but missed a bar (the
 # results are still saved: a miss is a result), anything else = it could not run.
@@ -24,13 +26,19 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 save=0
+save_as=""
 args=()
-for arg in "$@"; do
-    if [[ "$arg" == "--save" ]]; then
-        save=1
-    else
-        args+=("$arg")
-    fi
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --save) save=1 ;;
+        --save-as)
+            save=1
+            save_as="${2:?--save-as needs a name}"
+            shift
+            ;;
+        *) args+=("$1") ;;
+    esac
+    shift
 done
 # No subcommand (nothing, or only flags): the mitigation benchmark.
 if [[ ${#args[@]} -eq 0 || "${args[0]}" == -* ]]; then
@@ -60,7 +68,14 @@ if [[ ! "$bench" =~ ^[a-z0-9-]+$ ]]; then
     exit 2
 fi
 mkdir -p bench/results
-out="bench/results/$bench.txt"
+name="${save_as:-$bench}"
+if [[ ! "$name" =~ ^[a-z0-9-]+$ ]]; then
+    echo "run.sh: --save-as needs a name of a-z, 0-9 and -, got '$name'" >&2
+    exit 2
+fi
+out="bench/results/$name.txt"
+saved_by="--save"
+if [[ -n "$save_as" ]]; then saved_by="--save-as $save_as"; fi
 tmp="$(mktemp "bench/results/.$bench.XXXXXX")"
 trap 'rm -f "$tmp"' EXIT
 
@@ -72,7 +87,7 @@ changed="$(git status --porcelain 2>/dev/null | awk '{print $NF}' | grep -v '^be
     echo "# ringfence benchmark: $bench"
     echo "# date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "# host:    $(uname -srm), $(nproc) CPUs; load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "# command: bench/run.sh --save $(printf '%q ' "${args[@]}" | sed 's/ $//')"
+    echo "# command: bench/run.sh $saved_by $(printf '%q ' "${args[@]}" | sed 's/ $//')"
     echo "# commit:  $commit"
     if [[ -n "$changed" ]]; then
         echo "# uncommitted changes in: $changed"
