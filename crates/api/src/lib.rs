@@ -20,7 +20,9 @@ mod workload;
 
 pub use event::Event;
 pub use plan::{PhaseAdvice, PhaseNeeds, PlanAdvice};
-pub use release::{Metadata, Migration, Release, ReleaseContent, ReleaseCreated, ReleaseRequest};
+pub use release::{
+    Metadata, Migration, Release, ReleaseContent, ReleaseCreated, ReleaseHold, ReleaseRequest, Revocation,
+};
 pub use rollout::{
     ComponentHealth, Considered, Decision, Deploy, Gate, Health, HealthModel, Level, MitigationAction, Phase,
     PhaseWindow, Reason, Rollback, Rollout, RolloutKind, RolloutStatus, Segment, SignalResult, SmokeResult, Stage,

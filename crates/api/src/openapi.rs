@@ -37,7 +37,7 @@ pub const PUBLIC: &[&str] = &["/v1/health"];
     servers((url = "http://127.0.0.1:7070")),
     paths(
         health, openapi_json, list_workloads, apply_spec, workload_status, list_releases, create_release,
-        show_release, clear_hold, deploy, pause, resume, promote, abort, rollback, workload_events, why, show_rollout,
+        show_release, clear_hold, revoke_release, deploy, pause, resume, promote, abort, rollback, workload_events, why, show_rollout,
         all_events, alerts, plan, list_flags, kill_flag, restore_flag, report, list_tokens, create_token,
         revoke_token
     ),
@@ -191,6 +191,18 @@ fn show_release() {}
 ))]
 #[allow(dead_code)]
 fn clear_hold() {}
+
+/// Revoke a release: it never runs again
+///
+/// No deploy of it and no rollback to it afterwards. Not the stable version, nor one a rollout
+/// in progress involves. The reason is required and recorded.
+#[utoipa::path(post, path = "/v1/workloads/{name}/releases/{version}/revoke", tag = "releases", params(("name" = String, Path, description = "the workload"), ("version" = String, Path, description = "the release's version")), request_body = Reason, responses(
+    (status = 200, description = "revoked", body = Started),
+    (status = 409, description = "already revoked, the stable version, or part of a rollout in progress", body = ErrorBody),
+    (status = 422, description = "no reason given", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn revoke_release() {}
 
 /// Roll a release out through the plan
 #[utoipa::path(post, path = "/v1/workloads/{name}/deploy", tag = "rollouts", params(("name" = String, Path, description = "the workload")), request_body = Deploy, responses(

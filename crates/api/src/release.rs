@@ -60,6 +60,28 @@ pub struct Release {
     pub digest: String,
     pub created_at: Timestamp,
     pub created_by: String,
+    /// Set when a mitigation put the release on hold: `deploy` refuses it until a person clears
+    /// the hold (`POST .../clear-hold`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<ReleaseHold>,
+    /// Set when a person revoked the release: it never runs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<Revocation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReleaseHold {
+    /// The rollout whose mitigation put it on hold.
+    pub rollout_id: String,
+    pub reason: String,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Revocation {
+    pub actor: String,
+    pub reason: String,
+    pub at: Timestamp,
 }
 
 /// The answer to `POST .../releases`: 201 when registered, 200 when the same content was.

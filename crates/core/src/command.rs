@@ -136,6 +136,12 @@ pub fn deploy(world: &World, name: &str, version: &str) -> Result<EventKind, Com
         ));
     }
     active_conflict(ws)?;
+    if let Some(r) = ws.revoked.get(version) {
+        return Err(err(
+            ErrorCode::Conflict,
+            format!("{version} was revoked by {}: {}; it never runs again: release a new version", r.actor, r.reason),
+        ));
+    }
     if let Some(h) = ws.held.get(version) {
         return Err(err(
             ErrorCode::Conflict,
@@ -217,18 +223,49 @@ pub fn abort(world: &World, name: &str) -> Result<EventKind, CommandError> {
     Ok(EventKind::RolloutAborted { rollout_id: id })
 }
 
-/// Back to the last known good. With a rollout in progress: fall back to its stable version.
-/// Otherwise: a fast-path rollout of the previous last known good (or of `to`, which must
-/// have been last known good once).
 /// Clears the hold a mitigation put on a release, so it may be deployed again.
 pub fn clear_hold(world: &World, name: &str, version: &str) -> Result<EventKind, CommandError> {
     let ws = workload(world, name)?;
+    if let Some(r) = ws.revoked.get(version) {
+        return Err(err(
+            ErrorCode::Conflict,
+            format!("{version} was revoked by {}: {}; it never runs again", r.actor, r.reason),
+        ));
+    }
     if !ws.held.contains_key(version) {
         return Err(err(ErrorCode::Conflict, format!("{version} of {name} is not held")));
     }
     Ok(EventKind::ReleaseHoldCleared { version: version.into() })
 }
 
+/// Revokes a release: it never runs again (no deploy, no rollback to it). Not the version in
+/// service: deploy or roll back to another first.
+pub fn revoke_release(world: &World, name: &str, version: &str) -> Result<EventKind, CommandError> {
+    let ws = workload(world, name)?;
+    if !ws.releases.contains_key(version) {
+        return Err(err(ErrorCode::NotFound, format!("{name} has no release {version:?}")));
+    }
+    if let Some(r) = ws.revoked.get(version) {
+        return Err(err(ErrorCode::Conflict, format!("{version} is already revoked (by {}: {})", r.actor, r.reason)));
+    }
+    if ws.stable.as_deref() == Some(version) {
+        return Err(err(
+            ErrorCode::Conflict,
+            format!("{version} is the stable version of {name}: deploy or roll back to another release first"),
+        ));
+    }
+    if let Some(r) = ws.active_rollout().filter(|r| r.release == version || r.from.as_deref() == Some(version)) {
+        return Err(err(
+            ErrorCode::Conflict,
+            format!("rollout {} involves {version}: let it end or abort it first", r.id),
+        ));
+    }
+    Ok(EventKind::ReleaseRevoked { version: version.into() })
+}
+
+/// Back to the last known good. With a rollout in progress: fall back to its stable version.
+/// Otherwise: a fast-path rollout of the previous last known good (or of `to`, which must
+/// have been last known good once).
 pub fn rollback(
     world: &World,
     name: &str,
@@ -270,6 +307,12 @@ pub fn rollback(
             if current == Some(v) {
                 return Err(err(ErrorCode::Conflict, format!("{v} is already the stable version of {name}")));
             }
+            if let Some(r) = ws.revoked.get(v) {
+                return Err(err(
+                    ErrorCode::Conflict,
+                    format!("{v} was revoked by {}: {}; it never runs again", r.actor, r.reason),
+                ));
+            }
             v.to_string()
         }
         // Versions a rollback already left are not candidates, so repeated rollbacks walk
@@ -279,6 +322,7 @@ pub fn rollback(
             .iter()
             .rev()
             .map(|e| e.version.as_str())
+            .filter(|v| !ws.revoked.contains_key(*v))
             .filter(|v| {
                 !ws.rollouts.iter().any(|r| {
                     r.kind == RolloutKind::Rollback

@@ -207,6 +207,10 @@ pub enum EventKind {
         instance: String,
         status: String,
     },
+    /// A person revoked a release: it never runs again.
+    ReleaseRevoked {
+        version: String,
+    },
     /// A person cleared the hold a mitigation put on a release (the reason says why it may be
     /// deployed again).
     ReleaseHoldCleared {

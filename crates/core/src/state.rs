@@ -98,6 +98,16 @@ pub struct WorkloadState {
     /// hold with a reason (no flapping back into a release that failed).
     #[serde(default)]
     pub held: BTreeMap<String, ReleaseHold>,
+    /// Releases a person revoked, by version: they never run again.
+    #[serde(default)]
+    pub revoked: BTreeMap<String, Revocation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub actor: String,
+    pub reason: String,
+    pub at: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -330,6 +340,7 @@ impl World {
                             killed_flags: BTreeMap::new(),
                             warm: None,
                             held: BTreeMap::new(),
+                            revoked: BTreeMap::new(),
                         },
                     );
                 }
@@ -464,6 +475,11 @@ impl World {
                 if ws.reports.len() > 1000 {
                     ws.reports.remove(0);
                 }
+            }
+            EventKind::ReleaseRevoked { version } => {
+                ws.revoked
+                    .insert(version.clone(), Revocation { actor: e.actor.clone(), reason: e.reason.clone(), at: e.at });
+                ws.held.remove(version);
             }
             EventKind::ReleaseHoldCleared { version } => {
                 ws.held.remove(version);

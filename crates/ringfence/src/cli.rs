@@ -444,6 +444,18 @@ pub enum ReleaseCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Revoke a release: it never runs again (no deploy, no rollback to it). Not the stable
+    /// version: deploy or roll back to another first.
+    #[command(
+        after_help = "Example:\n  ringfence release revoke checkout v3 --reason \"writes corrupt invoices (INC-231)\""
+    )]
+    Revoke {
+        workload: String,
+        version: String,
+        /// Why it must never run again (recorded with the event).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 fn parse_dur(s: &str) -> Result<Duration, String> {
@@ -881,9 +893,16 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
             } else {
                 outln!("{:<16} {:<26} {:<14} {:<12} ARTIFACT", "VERSION", "CREATED", "BY", "COMMIT");
                 for r in list {
+                    let mark = if r.revoked.is_some() {
+                        " (revoked)"
+                    } else if r.held.is_some() {
+                        " (held)"
+                    } else {
+                        ""
+                    };
                     outln!(
                         "{:<16} {:<26} {:<14} {:<12} {}",
-                        r.version,
+                        format!("{}{mark}", r.version),
                         time(r.created_at),
                         r.created_by,
                         r.content.metadata.commit,
@@ -901,6 +920,17 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
                 print_json(&v);
             } else {
                 outln!("hold on {version} of {workload} cleared: it may be deployed again");
+            }
+            Ok(ExitCode::Ok)
+        }
+        ReleaseCommand::Revoke { workload, version, reason } => {
+            let req = api::Reason { reason: reason.clone() };
+            let v: api::Started =
+                api.post(&format!("/v1/workloads/{workload}/releases/{version}/revoke"), &req).await?;
+            if json {
+                print_json(&v);
+            } else {
+                outln!("{version} of {workload} revoked: it never runs again");
             }
             Ok(ExitCode::Ok)
         }
@@ -922,6 +952,16 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
                 }
                 for f in &r.content.guarded_by {
                     outln!("guarded by flag {f}");
+                }
+                if let Some(h) = &r.held {
+                    outln!(
+                        "HELD      since rollout {} was mitigated ({}): `release clear-hold` to deploy it again",
+                        h.rollout_id,
+                        h.reason
+                    );
+                }
+                if let Some(v) = &r.revoked {
+                    outln!("REVOKED   by {} at {}: {}", v.actor, time(v.at), v.reason);
                 }
             }
             Ok(ExitCode::Ok)

@@ -137,6 +137,7 @@ pub fn policy(method: &Method, route: &str) -> Option<(Perm, Scope)> {
             false,
             "/v1/workloads/{name}/releases"
             | "/v1/workloads/{name}/releases/{version}/clear-hold"
+            | "/v1/workloads/{name}/releases/{version}/revoke"
             | "/v1/workloads/{name}/deploy"
             | "/v1/workloads/{name}/pause"
             | "/v1/workloads/{name}/resume"

@@ -44,7 +44,7 @@ pub use tokens::admin_token_path;
 use events::{all_events, workload_events};
 use flags::{kill_flag, list_flags, restore_flag};
 use planning::plan;
-use releases::{clear_hold, create_release, list_releases, show_release};
+use releases::{clear_hold, create_release, list_releases, revoke_release, show_release};
 use rollouts::{deploy, rollback, show_rollout, verb, why};
 use signals::{alertmanager_webhook, user_report};
 use tokens::{create_token, list_tokens, revoke_token};
@@ -170,6 +170,7 @@ fn routes() -> Routes {
         .post("/v1/workloads/{name}/releases", create_release)
         .get("/v1/workloads/{name}/releases/{version}", show_release)
         .post("/v1/workloads/{name}/releases/{version}/clear-hold", clear_hold)
+        .post("/v1/workloads/{name}/releases/{version}/revoke", revoke_release)
         .post("/v1/workloads/{name}/deploy", deploy)
         .post_verb("/v1/workloads/{name}/pause", "pause", command::pause)
         .post_verb("/v1/workloads/{name}/resume", "resume", command::resume)

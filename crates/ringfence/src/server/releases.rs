@@ -52,7 +52,7 @@ pub(super) async fn list_releases(
 ) -> Result<Json<Vec<api::Release>>, ApiError> {
     sh.world(|w| {
         let ws = command::workload(w, &name)?;
-        Ok(Json(ws.release_order.iter().filter_map(|v| ws.releases.get(v).map(|r| wire::release(r))).collect()))
+        Ok(Json(ws.release_order.iter().filter_map(|v| ws.releases.get(v).map(|r| wire::release_in(ws, r))).collect()))
     })
 }
 
@@ -64,7 +64,7 @@ pub(super) async fn show_release(
         let ws = command::workload(w, &name)?;
         ws.releases
             .get(&version)
-            .map(|r| Json(wire::release(r)))
+            .map(|r| Json(wire::release_in(ws, r)))
             .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("{name} has no release {version:?}")))
     })
 }
@@ -81,5 +81,19 @@ pub(super) async fn clear_hold(
         return Err(ApiError::new(ErrorKind::Invalid, "field `reason`: say why the release may be deployed again"));
     }
     sh.command(&name, &who, &b.reason, |w| Ok(vec![command::clear_hold(w, &name, &version)?]))?;
+    Ok(Json(api::Started { rollout_id: String::new(), warnings: Vec::new() }))
+}
+
+/// `POST .../releases/{version}/revoke`: a person decides a release must never run again.
+pub(super) async fn revoke_release(
+    State(sh): St,
+    Actor(who): Actor,
+    Path((name, version)): Path<(String, String)>,
+    Body(b): Body<api::Reason>,
+) -> Result<Json<api::Started>, ApiError> {
+    if b.reason.trim().is_empty() {
+        return Err(ApiError::new(ErrorKind::Invalid, "field `reason`: say why the release must never run again"));
+    }
+    sh.command(&name, &who, &b.reason, |w| Ok(vec![command::revoke_release(w, &name, &version)?]))?;
     Ok(Json(api::Started { rollout_id: String::new(), warnings: Vec::new() }))
 }

@@ -315,6 +315,25 @@ pub(super) fn release(r: &core::Release) -> api::Release {
         digest: r.digest.clone(),
         created_at: ts(r.created_at),
         created_by: r.created_by.clone(),
+        held: None,
+        revoked: None,
+    }
+}
+
+/// A release as its workload sees it now: held or revoked.
+pub(super) fn release_in(ws: &core::WorkloadState, r: &core::Release) -> api::Release {
+    api::Release {
+        held: ws.held.get(&r.version).map(|h| api::ReleaseHold {
+            rollout_id: h.rollout_id.clone(),
+            reason: h.reason.clone(),
+            at: ts(h.at),
+        }),
+        revoked: ws.revoked.get(&r.version).map(|v| api::Revocation {
+            actor: v.actor.clone(),
+            reason: v.reason.clone(),
+            at: ts(v.at),
+        }),
+        ..release(r)
     }
 }
 

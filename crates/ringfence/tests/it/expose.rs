@@ -196,6 +196,16 @@ async fn blue_green_previews_dark_switches_at_once_keeps_the_old_stack_warm_and_
             .any(|e| matches!(&e.kind, ringfence_core::EventKind::ReleaseHoldCleared { version } if version == "v3")
                 && e.reason == "the error rate was a test fixture")
     );
+    // A release a person decides must never run again is revoked: no deploy, no rollback.
+    let out = server.cli(&["release", "revoke", w, "v2", "--reason", "x"]).await;
+    assert_eq!(out.code, 5, "the stable version cannot be revoked: {out}");
+    let out = server.cli(&["release", "revoke", w, "v3", "--reason", "writes corrupt invoices"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let again = server.cli(&["deploy", w, "v3"]).await;
+    assert_eq!(again.code, 5, "{again}");
+    assert!(again.stderr.contains("revoked by it-test: writes corrupt invoices"), "{again}");
+    let shown = server.cli(&["release", "show", w, "v3"]).await;
+    assert!(shown.stdout.contains("REVOKED   by it-test"), "{shown}");
 
     // Within the warm window a rollback is a switch back: v2's stack, still running, takes
     // the traffic again; nothing of v2 is started anew.
