@@ -73,27 +73,36 @@ pub(super) async fn show_release(
 /// again, and why.
 pub(super) async fn clear_hold(
     State(sh): St,
-    Actor(who): Actor,
+    who: Actor,
     Path((name, version)): Path<(String, String)>,
     Body(b): Body<api::Reason>,
 ) -> Result<Json<api::Started>, ApiError> {
-    if b.reason.trim().is_empty() {
-        return Err(ApiError::new(ErrorKind::Invalid, "field `reason`: say why the release may be deployed again"));
-    }
-    sh.command(&name, &who, &b.reason, |w| Ok(vec![command::clear_hold(w, &name, &version)?]))?;
-    Ok(Json(api::Started { rollout_id: String::new(), warnings: Vec::new() }))
+    audited(&sh, who, &name, &version, &b.reason, "why the release may be deployed again", command::clear_hold)
 }
 
 /// `POST .../releases/{version}/revoke`: a person decides a release must never run again.
 pub(super) async fn revoke_release(
     State(sh): St,
-    Actor(who): Actor,
+    who: Actor,
     Path((name, version)): Path<(String, String)>,
     Body(b): Body<api::Reason>,
 ) -> Result<Json<api::Started>, ApiError> {
-    if b.reason.trim().is_empty() {
-        return Err(ApiError::new(ErrorKind::Invalid, "field `reason`: say why the release must never run again"));
+    audited(&sh, who, &name, &version, &b.reason, "why the release must never run again", command::revoke_release)
+}
+
+/// A command on one release that a person must give a reason for.
+fn audited(
+    sh: &Shared,
+    Actor(who): Actor,
+    name: &str,
+    version: &str,
+    reason: &str,
+    say: &str,
+    f: fn(&ringfence_core::World, &str, &str) -> Result<ringfence_core::EventKind, CommandError>,
+) -> Result<Json<api::Started>, ApiError> {
+    if reason.trim().is_empty() {
+        return Err(ApiError::new(ErrorKind::Invalid, format!("field `reason`: say {say}")));
     }
-    sh.command(&name, &who, &b.reason, |w| Ok(vec![command::revoke_release(w, &name, &version)?]))?;
+    sh.command(name, &who, reason, |w| Ok(vec![f(w, name, version)?]))?;
     Ok(Json(api::Started { rollout_id: String::new(), warnings: Vec::new() }))
 }
