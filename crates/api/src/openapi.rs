@@ -36,7 +36,7 @@ pub const PUBLIC: &[&str] = &["/v1/health"];
     ),
     servers((url = "http://127.0.0.1:7070")),
     paths(
-        health, openapi_json, list_workloads, apply_spec, workload_status, list_releases, create_release,
+        health, openapi_json, list_workloads, apply_spec, workload_status, delete_workload, list_releases, create_release,
         show_release, clear_hold, revoke_release, deploy, pause, resume, promote, abort, rollback, workload_events, why, show_rollout,
         all_events, alerts, plan, list_flags, kill_flag, restore_flag, report, list_tokens, create_token,
         revoke_token
@@ -156,6 +156,21 @@ fn apply_spec() {}
 #[utoipa::path(get, path = "/v1/workloads/{name}", tag = "workloads", params(("name" = String, Path, description = "the workload")), responses((status = 200, description = "its status", body = WorkloadStatus)))]
 #[allow(dead_code)]
 fn workload_status() {}
+
+/// Delete a workload
+///
+/// Its instances, routes and router are stopped; its history stays readable
+/// (`GET .../events`), and applying its spec again brings it back. Refused while a rollout is in
+/// progress. Needs the admin role.
+#[utoipa::path(delete, path = "/v1/workloads/{name}", tag = "workloads", params(
+    ("name" = String, Path, description = "the workload"),
+    ("reason" = Option<String>, Query, description = "why, recorded with the event")
+), responses(
+    (status = 200, description = "deleted; the controller stops what ran", body = Started),
+    (status = 409, description = "a rollout is in progress", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn delete_workload() {}
 
 /// List releases, oldest first
 #[utoipa::path(get, path = "/v1/workloads/{name}/releases", tag = "releases", params(("name" = String, Path, description = "the workload")), responses((status = 200, description = "the releases", body = Vec<Release>)))]

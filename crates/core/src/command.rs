@@ -40,9 +40,31 @@ fn err(code: ErrorCode, message: impl Into<String>) -> CommandError {
 }
 
 pub fn workload<'a>(world: &'a World, name: &str) -> Result<&'a WorkloadState, CommandError> {
-    world.workload(name).ok_or_else(|| {
-        err(ErrorCode::NotFound, format!("no workload named {name:?}; apply its spec first (`ringfence apply FILE`)"))
-    })
+    match world.workload(name) {
+        Some(ws) if ws.deleted => Err(err(
+            ErrorCode::NotFound,
+            format!(
+                "workload {name:?} was deleted; its events remain (`ringfence events {name}`), and applying its spec brings it back"
+            ),
+        )),
+        Some(ws) => Ok(ws),
+        None => Err(err(
+            ErrorCode::NotFound,
+            format!("no workload named {name:?}; apply its spec first (`ringfence apply FILE`)"),
+        )),
+    }
+}
+
+/// Deletes a workload: nothing of it runs any more; its history stays.
+pub fn delete_workload(world: &World, name: &str) -> Result<EventKind, CommandError> {
+    let ws = workload(world, name)?;
+    if let Some(r) = ws.active_rollout() {
+        return Err(err(
+            ErrorCode::Conflict,
+            format!("rollout {} is {}: abort it or let it end before deleting {name}", r.id, r.status.as_str()),
+        ));
+    }
+    Ok(EventKind::WorkloadDeleted)
 }
 
 /// Stores a new spec, or nothing if it is unchanged.
@@ -52,7 +74,8 @@ pub fn apply_spec(world: &World, spec: &WorkloadSpec) -> Result<Option<EventKind
         return Err(err(ErrorCode::Invalid, format!("field `{field}`: {msg}")));
     }
     let digest = spec_digest(spec);
-    if world.workload(&spec.workload.name).is_some_and(|ws| ws.spec_digest == digest) {
+    // The same spec again changes nothing, but for a deleted workload, which it brings back.
+    if world.workload(&spec.workload.name).is_some_and(|ws| ws.spec_digest == digest && !ws.deleted) {
         return Ok(None);
     }
     Ok(Some(EventKind::SpecApplied { spec: Box::new(spec.clone()), digest }))

@@ -207,6 +207,13 @@ pub enum EventKind {
         instance: String,
         status: String,
     },
+    /// A person deleted the workload: its instances, routes and router are stopped; its history
+    /// stays in the log. Applying its spec again brings it back.
+    WorkloadDeleted,
+    /// The workload's router was stopped on purpose (its workload was deleted).
+    RouterStopped {
+        pid: u32,
+    },
     /// A person revoked a release: it never runs again.
     ReleaseRevoked {
         version: String,

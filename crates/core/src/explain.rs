@@ -98,6 +98,8 @@ pub fn describe(e: &Event) -> String {
             token.name,
             token.expires_at.map(|t| format!(", expires {t}")).unwrap_or_default()
         ),
+        WorkloadDeleted => "workload deleted: its instances and router are stopped, its history kept".into(),
+        RouterStopped { pid } => format!("router (pid {pid}) stopped"),
         ReleaseRevoked { version } => format!("release {version} revoked: it never runs again"),
         ReleaseHoldCleared { version } => format!("hold on {version} cleared: it may be deployed again"),
         StackRetired { version, .. } => format!("the old stack of {version}, kept warm after the switch, is retired"),

@@ -101,6 +101,10 @@ pub struct WorkloadState {
     /// Releases a person revoked, by version: they never run again.
     #[serde(default)]
     pub revoked: BTreeMap<String, Revocation>,
+    /// Deleted: nothing of it runs (instances, routes, router), its history is kept; applying
+    /// its spec again brings it back.
+    #[serde(default)]
+    pub deleted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -226,6 +230,9 @@ impl WorkloadState {
 
     /// The world this workload should have now: which versions run and how traffic splits.
     pub fn desired(&self) -> Desired {
+        if self.deleted {
+            return Desired::default();
+        }
         let replicas = self.spec.executor.replicas;
         let group = |name: &str, version: &str, weight_bp: u32| RouteGroup {
             name: name.into(),
@@ -314,6 +321,7 @@ impl World {
                 Some(ws) => {
                     ws.spec = (**spec).clone();
                     ws.spec_digest = digest.clone();
+                    ws.deleted = false;
                 }
                 None => {
                     self.workloads.insert(
@@ -341,6 +349,7 @@ impl World {
                             warm: None,
                             held: BTreeMap::new(),
                             revoked: BTreeMap::new(),
+                            deleted: false,
                         },
                     );
                 }
@@ -474,6 +483,12 @@ impl World {
                 });
                 if ws.reports.len() > 1000 {
                     ws.reports.remove(0);
+                }
+            }
+            EventKind::WorkloadDeleted => ws.deleted = true,
+            EventKind::RouterStopped { pid } => {
+                if ws.router.as_ref().is_some_and(|r| r.pid == *pid) {
+                    ws.router = None;
                 }
             }
             EventKind::ReleaseRevoked { version } => {

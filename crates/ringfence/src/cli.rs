@@ -207,6 +207,15 @@ pub enum Command {
     /// Stop the rollout and send all traffic back to the stable version.
     #[command(after_help = "Example:\n  ringfence abort checkout --reason \"wrong build\"")]
     Abort(Verb),
+    /// Delete a workload: its instances, routes and router are stopped; its history stays
+    /// (`events`), and applying its spec again brings it back. Needs the admin role.
+    #[command(after_help = "Example:\n  ringfence delete checkout-legacy --reason \"replaced by checkout\"")]
+    Delete {
+        workload: String,
+        /// Why (recorded with the event).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Return to the last known good: falls back a rollout in progress, or rolls back the stable release.
     #[command(after_help = "Examples:\n  ringfence rollback checkout\n  ringfence rollback checkout --to v1 --wait")]
     Rollback {
@@ -610,6 +619,20 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
         Command::Resume(v) => verb(&api, "resume", v, json).await,
         Command::Promote(v) => verb(&api, "promote", v, json).await,
         Command::Abort(v) => verb(&api, "abort", v, json).await,
+        Command::Delete { workload, reason } => {
+            let q = if reason.is_empty() {
+                String::new()
+            } else {
+                format!("?reason={}", crate::http::encode_component(reason))
+            };
+            let v: api::Started = api.delete(&format!("/v1/workloads/{workload}{q}")).await?;
+            if json {
+                print_json(&v);
+            } else {
+                outln!("{workload} deleted: its instances and router are being stopped; its events remain");
+            }
+            Ok(ExitCode::Ok)
+        }
         Command::Rollback { workload, to, reason, wait } => {
             let req = api::Rollback { to: to.clone(), reason: reason.clone() };
             let v: api::Started = api.post(&format!("/v1/workloads/{workload}/rollback"), &req).await?;

@@ -86,7 +86,7 @@ pub(super) async fn ensure_router(
         }
         return Ok(Some(admin));
     }
-    if local.router_retry.is_some_and(|(at, _)| Instant::now() < at) {
+    if ws.deleted || local.router_retry.is_some_and(|(at, _)| Instant::now() < at) {
         return Ok(None);
     }
     let op = intend(shared, name, &Action::StartRouter)?;

@@ -318,6 +318,18 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         return Ok(true);
     }
 
+    // A deleted workload's router goes last, once nothing is routed to its instances.
+    if ws.deleted {
+        if ws.replicas.is_empty()
+            && let Some(r) = &ws.router
+        {
+            routerproc::stop(r.pid).await;
+            shared.record(&name, "workload deleted", vec![EventKind::RouterStopped { pid: r.pid }])?;
+            return Ok(true);
+        }
+        return Ok(false);
+    }
+
     // Observe and let the core decide.
     let stats = match admin {
         Some(admin) => read_stats(shared, admin).await,

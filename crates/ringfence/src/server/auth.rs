@@ -151,6 +151,8 @@ pub fn policy(method: &Method, route: &str) -> Option<(Perm, Scope)> {
         (false, "/v1/workloads/{name}/reports") => (Report, Workload),
         (false, "/v1/alerts") => (Report, Global),
         (false, "/v1/tokens" | "/v1/tokens/{id}") => (Admin, Global),
+        // Deleting stops everything of the workload: the admin's.
+        (false, "/v1/workloads/{name}") => (Admin, Workload),
         _ => return None,
     })
 }

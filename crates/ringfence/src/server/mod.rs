@@ -48,7 +48,7 @@ use releases::{clear_hold, create_release, list_releases, revoke_release, show_r
 use rollouts::{deploy, rollback, show_rollout, verb, why};
 use signals::{alertmanager_webhook, user_report};
 use tokens::{create_token, list_tokens, revoke_token};
-use workloads::{apply_spec, list_workloads, workload_status};
+use workloads::{apply_spec, delete_workload, list_workloads, workload_status};
 
 /// What every resource module needs, in one import.
 mod prelude {
@@ -166,6 +166,7 @@ fn routes() -> Routes {
         .get("/v1/workloads", list_workloads)
         .post("/v1/workloads", apply_spec)
         .get("/v1/workloads/{name}", workload_status)
+        .delete("/v1/workloads/{name}", delete_workload)
         .get("/v1/workloads/{name}/releases", list_releases)
         .post("/v1/workloads/{name}/releases", create_release)
         .get("/v1/workloads/{name}/releases/{version}", show_release)

@@ -32,7 +32,11 @@ pub(super) async fn apply_spec(
 
 pub(super) async fn list_workloads(State(sh): St, caller: Caller) -> Json<Vec<api::WorkloadSummary>> {
     Json(sh.world(|w| {
-        w.workloads.values().filter(|ws| caller.may(Perm::Read, Some(&ws.name))).map(wire::summary).collect()
+        w.workloads
+            .values()
+            .filter(|ws| !ws.deleted && caller.may(Perm::Read, Some(&ws.name)))
+            .map(wire::summary)
+            .collect()
     }))
 }
 
@@ -42,4 +46,24 @@ pub(super) async fn workload_status(
 ) -> Result<Json<api::WorkloadStatus>, ApiError> {
     let live = sh.live.lock().expect("live lock").get(&name).cloned();
     sh.world(|w| Ok(Json(wire::status(command::workload(w, &name)?, live.as_ref(), now()))))
+}
+
+#[derive(Deserialize)]
+pub(super) struct DeleteQuery {
+    #[serde(default)]
+    reason: String,
+}
+
+/// `DELETE /v1/workloads/{name}?reason=...`: nothing of the workload runs any more; its
+/// history stays. Refused while a rollout is in progress.
+pub(super) async fn delete_workload(
+    State(sh): St,
+    Actor(who): Actor,
+    Path(name): Path<String>,
+    Params(q): Params<DeleteQuery>,
+) -> Result<Json<api::Started>, ApiError> {
+    let reason = if q.reason.trim().is_empty() { "workload deleted".to_string() } else { q.reason };
+    sh.command(&name, &who, &reason, |w| Ok(vec![command::delete_workload(w, &name)?]))?;
+    controller::spawn_workload(&sh, &name);
+    Ok(Json(api::Started { rollout_id: String::new(), warnings: Vec::new() }))
 }

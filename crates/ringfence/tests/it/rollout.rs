@@ -230,3 +230,49 @@ async fn users_stay_on_the_new_version_once_they_have_seen_it() {
     assert!(switched > 0, "no user moved from v1 to v2: {:?}", by_version(&samples));
     assert!(samples.iter().any(|s| s.group.as_deref() == Some("canary")), "nobody was in the canary group");
 }
+
+/// A deleted workload runs nothing any more (replicas, router), its history stays readable,
+/// and applying its spec brings it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_workload_stops_everything_and_keeps_its_history() {
+    let server = Server::start().await;
+    let w = "retiring";
+    server.setup(&Spec::new(w), &[("v1", &[]), ("v2", &[])]).await;
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0, "{}", server.diagnose(w).await);
+    let s = server.status(w).await;
+    let router_pid = s.router.as_ref().expect("a router").pid;
+    let replicas: Vec<u32> = started_pids(&server.events(w).await, "v1");
+    assert!(!replicas.is_empty() && crate::harness::alive(router_pid));
+
+    // Only an admin deletes; a deployer is refused and nothing changes.
+    let deployer = server.token_with("ci", &[&format!("deployer:{w}")]).await;
+    let out = server.cli_as(&deployer, &["delete", w, "--reason", "cleanup"]).await;
+    assert_eq!(out.code, 7, "{out}");
+    let out = server.cli(&["delete", w, "--reason", "replaced by checkout"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    crate::harness::wait_until("the workload's processes stopped", || async {
+        (replicas.iter().chain([&router_pid]).all(|p| !crate::harness::alive(*p))).then_some(())
+    })
+    .await;
+    let out = server.cli(&["status", w]).await;
+    assert_eq!(out.code, 4, "{out}");
+    assert!(out.stderr.contains("was deleted"), "{out}");
+    let list = server.cli(&["status", "-o", "json"]).await;
+    assert!(!list.stdout.contains(w), "a deleted workload is not listed: {list}");
+    let events = server.cli(&["events", w]).await;
+    assert_eq!(events.code, 0, "{events}");
+    assert!(events.stdout.contains("workload deleted") && events.stdout.contains("router (pid"), "{events}");
+    let json = server.cli(&["events", w, "-o", "json"]).await;
+    assert!(json.stdout.contains("\"reason\": \"replaced by checkout\""), "{json}");
+    assert_eq!(server.cli(&["deploy", w, "v2"]).await.code, 4, "nothing deploys to a deleted workload");
+
+    // Its spec applied again brings it back, its stable version running again.
+    let file = server.path(&format!("{w}.toml"));
+    assert_eq!(server.cli(&["apply", crate::harness::path_str(&file)]).await.code, 0);
+    server
+        .wait_status(w, "the workload back with v1 running", |s| {
+            (s.stable.as_deref() == Some("v1") && s.replicas.iter().any(|r| r.version == "v1") && s.router.is_some())
+                .then_some(())
+        })
+        .await;
+}
