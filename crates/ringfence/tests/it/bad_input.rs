@@ -278,7 +278,8 @@ async fn every_refusal_has_the_api_error_shape() {
     assert_eq!((status, v["error"]["code"].as_str()), (400, Some("bad_request")), "{v:#}");
     assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("after")), "{v:#}");
 
-    let (status, v) = call(Method::DELETE, &format!("/v1/workloads/{w}"), None).await;
+    // DELETE deletes a workload now; PUT is still no method of it.
+    let (status, v) = call(Method::PUT, &format!("/v1/workloads/{w}"), None).await;
     assert_eq!((status, v["error"]["code"].as_str()), (405, Some("method_not_allowed")), "{v:#}");
 
     let (status, v) =
