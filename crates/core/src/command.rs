@@ -286,6 +286,33 @@ pub fn revoke_release(world: &World, name: &str, version: &str) -> Result<EventK
     Ok(EventKind::ReleaseRevoked { version: version.into() })
 }
 
+/// Blue-green's watch window: while the old stack is kept warm after a switch, a crash of the
+/// new stable version, or an alert about the workload that began firing since the switch, is a
+/// regression found after promotion. The answer is a switch back to the warm stack at once
+/// (a fast-path rollback), with why; `None` when nothing is wrong or there is nothing warm.
+pub fn regression_in_watch(world: &World, name: &str) -> Option<(String, EventKind)> {
+    let ws = world.workload(name)?;
+    let warm = ws.warm.as_ref()?;
+    if ws.active_rollout().is_some() || ws.deleted {
+        return None;
+    }
+    let stable = ws.stable.as_deref()?;
+    let switched_at = ws.rollout(&warm.rollout_id)?.ended_at?;
+    let crash = ws.crashes.iter().find(|c| c.version == stable && c.at >= switched_at).map(|c| {
+        format!("{stable} replica {} exited ({}) within the watch window after the switch", c.replica, c.status)
+    });
+    let alert = || {
+        ws.alerts
+            .values()
+            .find(|a| a.since >= switched_at && ws.spec.mitigation.trusts(&format!("alert:{}", a.alertname)))
+            .map(|a| format!("alert {} began firing within the watch window after the switch", a.alertname))
+    };
+    let why = crash.or_else(alert)?;
+    let reason = format!("{why}: switching back to the warm stack of {}", warm.version);
+    let event = rollback(world, name, Some(&warm.version), "controller", &reason).ok()?;
+    Some((reason, event))
+}
+
 /// Back to the last known good. With a rollout in progress: fall back to its stable version.
 /// Otherwise: a fast-path rollout of the previous last known good (or of `to`, which must
 /// have been last known good once).

@@ -219,6 +219,14 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         }
     }
 
+    // A regression right after a blue-green switch: back to the warm stack at once.
+    if let Some((why, _)) = shared.world(|w| ringfence_core::command::regression_in_watch(w, &name)) {
+        shared.command(&name, "controller", &why, |w| {
+            Ok(ringfence_core::command::regression_in_watch(w, &name).map(|(_, e)| e).into_iter().collect())
+        })?;
+        return Ok(true);
+    }
+
     let admin = ensure_router(shared, local, &ws).await?;
     if admin.is_some() && ws.router.as_ref().is_none_or(|r| !crate::executor::process::pid_alive(r.pid)) {
         // A router just started: look again, so replicas learn its address.

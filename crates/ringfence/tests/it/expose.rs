@@ -282,3 +282,42 @@ async fn shadow_traffic_judges_the_new_version_on_copies_before_any_user_sees_it
     assert_eq!(failed, 0, "users saw failures of a version they never reached");
     assert_eq!(server.status(w).await.stable.as_deref(), Some("v2"));
 }
+
+/// After a blue-green switch, while the old stack is warm, a crash of the new stable version
+/// is a regression found after promotion: ringfence switches back at once, by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regression_in_the_watch_window_switches_back_to_the_warm_stack() {
+    let server = Server::start().await;
+    let w = "watched";
+    let mut spec = Spec::new(w);
+    spec.phases = vec![(0, "1s"), (100, "1500ms")];
+    let text = spec.toml().replacen("[rollout]\n", "[rollout]\nmodel = \"blue_green\"\nkeep_old_for = \"5m\"\n", 1);
+    let file = server.path("watched.toml");
+    std::fs::write(&file, &text).expect("write the spec");
+    assert_eq!(server.cli(&["apply", path_str(&file)]).await.code, 0);
+    server.release(w, "v1", &[]).await;
+    server.release(w, "v2", &[]).await;
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0, "{}", server.diagnose(w).await);
+    let load = Load::start(server.router_addr(w).await, 50.0, 100);
+    assert_eq!(server.deploy_wait(w, "v2").await.code, 0, "{}", server.diagnose(w).await);
+    let s = server.status(w).await;
+    assert_eq!(s.warm.as_ref().map(|x| x.version.as_str()), Some("v1"));
+    let v2 = s.replicas.iter().find(|r| r.version == "v2").expect("v2 runs").instance.clone();
+
+    // v2 crashes after its promotion.
+    let pid = crate::harness::pid_of(&v2);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).expect("kill v2");
+    let r = server
+        .wait_status(w, "the switch back to v1", |s| {
+            s.rollout
+                .as_ref()
+                .filter(|r| r.kind == ringfence_api::RolloutKind::Rollback && !r.status.is_active())
+                .cloned()
+        })
+        .await;
+    assert_eq!(r.status, ringfence_api::RolloutStatus::Completed, "{}", server.diagnose(w).await);
+    assert_eq!((r.release.as_str(), r.started_by.as_str()), ("v1", "controller"));
+    assert!(r.reason.contains("within the watch window") && r.reason.contains("warm stack of v1"), "{}", r.reason);
+    assert_eq!(server.status(w).await.stable.as_deref(), Some("v1"));
+    drop(load);
+}
