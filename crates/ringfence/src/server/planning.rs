@@ -98,36 +98,30 @@ pub(super) fn advise(
         .phases
         .iter()
         .zip(advice)
-        .map(|(p, adv)| match p.is_dark() {
+        .map(|(p, adv)| {
             // A preview no user reaches is judged on its health checks alone: no traffic to plan.
-            true => api::PhaseAdvice {
-                name: p.name.clone(),
-                weight: p.weight,
-                bake_s: adv.bake_s,
-                needs: api::PhaseNeeds::GuardsOnly,
-                needed_s: None,
-                pass_s: None,
-                detect_s: None,
-                warning: None,
-            },
-            false => api::PhaseAdvice {
+            let dark = p.is_dark();
+            api::PhaseAdvice {
                 name: p.name.clone(),
                 weight: p.weight,
                 bake_s: adv.bake_s,
                 needs: match adv.needed_s {
+                    _ if dark => api::PhaseNeeds::GuardsOnly,
                     None => api::PhaseNeeds::GuardsOnly,
                     Some(s) if s.is_finite() => api::PhaseNeeds::Time,
                     Some(_) => api::PhaseNeeds::MoreTraffic,
                 },
-                needed_s: finite(adv.needed_s),
-                pass_s: finite(adv.pass_s),
-                detect_s: finite(adv.detect_s),
-                warning: if rps <= 0.0 {
+                needed_s: finite(adv.needed_s).filter(|_| !dark),
+                pass_s: finite(adv.pass_s).filter(|_| !dark),
+                detect_s: finite(adv.detect_s).filter(|_| !dark),
+                warning: if dark {
+                    None
+                } else if rps <= 0.0 {
                     Some("no traffic measured: nothing can be judged".into())
                 } else {
                     adv.warning
                 },
-            },
+            }
         })
         .collect();
     api::PlanAdvice {
