@@ -178,6 +178,18 @@ mod tests {
         assert!(first.needed_s.is_some_and(f64::is_finite));
         let first = &idle.phases[0];
         assert_eq!((first.needs, first.needed_s), (api::PhaseNeeds::MoreTraffic, None));
+        // A blue-green preview reaches no user: health checks judge it, nothing to plan or warn.
+        let bg = text
+            .replacen("[rollout]\n", "[rollout]\nmodel = \"blue_green\"\n", 1)
+            .replace("weight = 10 ", "weight = 0 ")
+            .replace("weight = 25", "weight = 0")
+            .replace("weight = 50", "weight = 0");
+        let bg = ringfence_core::spec::parse("bg.toml", &bg).expect("a blue-green spec");
+        let preview = &advise(&bg, None, None, 1000.0, false).phases[0];
+        assert_eq!(
+            (preview.needs, preview.needed_s, preview.warning.as_deref()),
+            (api::PhaseNeeds::GuardsOnly, None, None)
+        );
         // What a script reads: no phase's seconds may be lost to JSON's missing infinity.
         let json = serde_json::to_value(&idle).expect("serializes");
         assert_eq!(json["phases"][0]["needs"], "more_traffic");
