@@ -290,7 +290,7 @@ pub fn revoke_release(world: &World, name: &str, version: &str) -> Result<EventK
 /// new stable version, or an alert about the workload that began firing since the switch, is a
 /// regression found after promotion. The answer is a switch back to the warm stack at once
 /// (a fast-path rollback), with why; `None` when nothing is wrong or there is nothing warm.
-pub fn regression_in_watch(world: &World, name: &str) -> Option<(String, EventKind)> {
+pub fn regression_in_watch(world: &World, name: &str) -> Option<(String, Vec<EventKind>)> {
     let ws = world.workload(name)?;
     let warm = ws.warm.as_ref()?;
     if ws.active_rollout().is_some() || ws.deleted {
@@ -309,8 +309,41 @@ pub fn regression_in_watch(world: &World, name: &str) -> Option<(String, EventKi
     };
     let why = crash.or_else(alert)?;
     let reason = format!("{why}: switching back to the warm stack of {}", warm.version);
-    let event = rollback(world, name, Some(&warm.version), "controller", &reason).ok()?;
-    Some((reason, event))
+    let events = rollback_all(world, name, Some(&warm.version), "controller", &reason).ok()?;
+    Some((reason, events))
+}
+
+/// The spec to restore with a fast-path rollback to `target`: the one in force when `target`
+/// was last known good, when it is not the one in force now. The last known good state is the
+/// release and the spec together (scale, executor, health), not the release alone.
+pub fn rollback_spec(world: &World, name: &str, target: &str) -> Option<EventKind> {
+    let ws = world.workload(name)?;
+    if ws.active_rollout().is_some() {
+        return None; // a fallback keeps the spec: it has not changed during the rollout
+    }
+    let entry = ws.lkg.iter().rev().find(|e| e.version == target)?;
+    if entry.spec_digest == ws.spec_digest {
+        return None;
+    }
+    let spec = ws.specs.get(&entry.spec_digest)?;
+    Some(EventKind::SpecApplied { spec: Box::new((**spec).clone()), digest: entry.spec_digest.clone() })
+}
+
+/// The events of a rollback: the last known good's spec first when it differs from the one in
+/// force, then the rollback itself (see [`rollback`]).
+pub fn rollback_all(
+    world: &World,
+    name: &str,
+    to: Option<&str>,
+    actor: &str,
+    reason: &str,
+) -> Result<Vec<EventKind>, CommandError> {
+    let started = rollback(world, name, to, actor, reason)?;
+    let spec = match &started {
+        EventKind::RolloutStarted { release, .. } => rollback_spec(world, name, release),
+        _ => None,
+    };
+    Ok(spec.into_iter().chain([started]).collect())
 }
 
 /// Back to the last known good. With a rollout in progress: fall back to its stable version.

@@ -105,6 +105,10 @@ pub struct WorkloadState {
     /// its spec again brings it back.
     #[serde(default)]
     pub deleted: bool,
+    /// Every spec applied, by digest: a rollback restores the one in force when its target
+    /// was last known good (scale, executor, health), not only the release.
+    #[serde(default)]
+    pub specs: BTreeMap<String, std::sync::Arc<WorkloadSpec>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -322,6 +326,7 @@ impl World {
                     ws.spec = (**spec).clone();
                     ws.spec_digest = digest.clone();
                     ws.deleted = false;
+                    ws.specs.entry(digest.clone()).or_insert_with(|| std::sync::Arc::new((**spec).clone()));
                 }
                 None => {
                     self.workloads.insert(
@@ -350,6 +355,7 @@ impl World {
                             held: BTreeMap::new(),
                             revoked: BTreeMap::new(),
                             deleted: false,
+                            specs: BTreeMap::from([(digest.clone(), std::sync::Arc::new((**spec).clone()))]),
                         },
                     );
                 }

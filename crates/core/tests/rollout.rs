@@ -1477,3 +1477,28 @@ fn why_of_a_rollout_waiting_for_approval_says_so() {
     sim.cmd(|w| command::promote(w, WL)).unwrap();
     assert_eq!(names(&sim.tick(&healthy("v2", "v1"), true)), ["phase_passed", "rollout_completed", "lkg_updated"]);
 }
+
+/// The last known good is the release and the spec in force then: a rollback brings the scale
+/// (and executor, health) of that time back with the code.
+#[test]
+fn a_rollback_restores_the_spec_in_force_when_its_target_was_last_known_good() {
+    let mut sim = Sim::with_stable(example_spec(), "v1");
+    let before = sim.ws().spec.executor.replicas;
+    let mut bigger = example_spec();
+    bigger.executor.replicas = before + 3;
+    sim.cmd(|w| command::apply_spec(w, &bigger).map(|e| e.expect("a changed spec"))).unwrap();
+    complete_release(&mut sim, "v2", "v1");
+    assert_eq!(sim.ws().spec.executor.replicas, before + 3);
+    // A target that ran under the spec in force brings no spec back.
+    assert_eq!(command::rollback_spec(&sim.world, WL, "v2"), None);
+
+    let events = command::rollback_all(&sim.world, WL, None, "alice", "the new scale is too costly").unwrap();
+    assert!(
+        matches!(events.as_slice(), [EventKind::SpecApplied { .. }, EventKind::RolloutStarted { release, .. }] if release == "v1"),
+        "{events:?}"
+    );
+    for e in events {
+        sim.append(e, "alice", "rollback");
+    }
+    assert_eq!(sim.ws().spec.executor.replicas, before, "v1's scale comes back with v1");
+}

@@ -222,7 +222,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
     // A regression right after a blue-green switch: back to the warm stack at once.
     if let Some((why, _)) = shared.world(|w| ringfence_core::command::regression_in_watch(w, &name)) {
         shared.command(&name, "controller", &why, |w| {
-            Ok(ringfence_core::command::regression_in_watch(w, &name).map(|(_, e)| e).into_iter().collect())
+            Ok(ringfence_core::command::regression_in_watch(w, &name).map(|(_, e)| e).unwrap_or_default())
         })?;
         return Ok(true);
     }

@@ -46,8 +46,9 @@ pub(super) async fn rollback(
 ) -> Result<Json<api::Started>, ApiError> {
     let reason = if b.reason.is_empty() { "rollback to last known good".to_string() } else { b.reason.clone() };
     let events =
-        sh.command(&name, &who, &reason, |w| Ok(vec![command::rollback(w, &name, b.to.as_deref(), &who, &b.reason)?]))?;
-    let id = events.first().and_then(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
+        sh.command(&name, &who, &reason, |w| command::rollback_all(w, &name, b.to.as_deref(), &who, &b.reason))?;
+    // The last known good's spec may come first.
+    let id = events.iter().find_map(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
     Ok(Json(api::Started { rollout_id: id, warnings: Vec::new() }))
 }
 
