@@ -265,9 +265,8 @@ fn weigh(input: &DecisionInput<'_>, chosen: MitigationAction) -> Vec<Considered>
         && chosen == MitigationAction::Fallback
         && let Some(f) = out.first_mut()
     {
-        f.why.push_str(
-            &format!("; a {:?} workload is kept side by side for exactly this", context.criticality).to_lowercase(),
-        );
+        let kind = if context.criticality == Criticality::Critical { "business-critical" } else { "high-criticality" };
+        f.why.push_str(&format!("; a {kind} workload is kept side by side for exactly this"));
     }
     out
 }
