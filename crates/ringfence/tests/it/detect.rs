@@ -284,18 +284,7 @@ async fn user_reports_count_against_the_group_that_served_the_user() {
     // The first phase's bake is also the first deploy's; reports come in during the second.
     spec.phases = vec![(10, "1s"), (50, "60s"), (100, "60s")];
     let text = format!("{}\n", spec.toml().replace("min_requests = 20", "min_requests = 20\nmax_user_reports = 2"));
-    apply_text(&server, w, &text).await;
-    server.release(w, "v1", &[]).await;
-    server.release(w, "v2", &[]).await;
-    assert_eq!(server.deploy_wait(w, "v1").await.code, 0);
-    let load = Load::start(server.router_addr(w).await, 100.0, 200);
-    let out = server.cli(&["deploy", w, "v2"]).await;
-    let id = rollout_id(&out);
-    server
-        .wait_status(w, "phase 2 to bake", |s| {
-            s.rollout.as_ref().filter(|r| r.phase == 1 && r.stage == ringfence_api::Stage::Baking).map(|_| ())
-        })
-        .await;
+    let (load, id) = v2_baking_in_phase_2(&server, w, &text).await;
 
     // Find users on each side from the router itself, as support staff would.
     let admin = router_admin(&server, w).await;
@@ -480,18 +469,7 @@ async fn an_untrusted_trigger_halts_and_holds_for_a_person() {
             "auto_fallback = true",
             "auto_fallback = true\ntrusted = [\"error_rate*\", \"latency*\", \"crash\", \"probe\"]",
         );
-    apply_text(&server, w, &text).await;
-    server.release(w, "v1", &[]).await;
-    server.release(w, "v2", &[]).await;
-    assert_eq!(server.deploy_wait(w, "v1").await.code, 0);
-    let load = Load::start(server.router_addr(w).await, 100.0, 200);
-    let out = server.cli(&["deploy", w, "v2"]).await;
-    let id = rollout_id(&out);
-    server
-        .wait_status(w, "phase 2 to bake", |s| {
-            s.rollout.as_ref().filter(|r| r.phase == 1 && r.stage == ringfence_api::Stage::Baking).map(|_| ())
-        })
-        .await;
+    let (load, id) = v2_baking_in_phase_2(&server, w, &text).await;
     for user in ["alice", "bob"] {
         let out = server.cli(&["report", w, "--user", user, "--message", "the page is blank"]).await;
         assert!(out.stdout.contains("served by v2"), "{out}");
@@ -511,4 +489,22 @@ async fn an_untrusted_trigger_halts_and_holds_for_a_person() {
     let why = server.cli(&["why", w]).await;
     assert!(why.stdout.contains("Options weighed:") && why.stdout.contains("[chosen ] hold"), "{why}");
     drop(load);
+}
+
+/// Applies `text`, makes v1 stable, and deploys v2 under load until its second phase bakes:
+/// the load and v2's rollout id.
+async fn v2_baking_in_phase_2(server: &Server, w: &str, text: &str) -> (Load, String) {
+    apply_text(server, w, text).await;
+    server.release(w, "v1", &[]).await;
+    server.release(w, "v2", &[]).await;
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0);
+    let load = Load::start(server.router_addr(w).await, 100.0, 200);
+    let out = server.cli(&["deploy", w, "v2"]).await;
+    let id = rollout_id(&out);
+    server
+        .wait_status(w, "phase 2 to bake", |s| {
+            s.rollout.as_ref().filter(|r| r.phase == 1 && r.stage == ringfence_api::Stage::Baking).map(|_| ())
+        })
+        .await;
+    (load, id)
 }
