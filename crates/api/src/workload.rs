@@ -117,11 +117,19 @@ pub struct Pin {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RouterInfo {
-    pub pid: u32,
+    /// `builtin` (a `ringfence router` process) or `haproxy` (one the team runs).
+    pub kind: String,
+    /// The router process (built-in only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
     /// Where users connect, `host:port`.
     pub listen: String,
-    /// The router's admin address (its API needs the server's secret).
+    /// The built-in router's admin address (its API needs the server's secret), or
+    /// `unix:PATH` of HAProxy's runtime API.
     pub admin: String,
+    /// The HAProxy backend whose servers ringfence keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
 }
 
 /// One running instance of a release.

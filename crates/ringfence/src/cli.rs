@@ -1127,7 +1127,18 @@ pub fn render_status(s: &WorkloadStatus) -> String {
         let _ = writeln!(o, "pinned     to {}: {}", p.version, p.reason);
     }
     if let Some(r) = &s.router {
-        let _ = writeln!(o, "router     http://{} (admin http://{})", r.listen, r.admin);
+        match &r.backend {
+            Some(b) => {
+                let _ = writeln!(
+                    o,
+                    "router     HAProxy backend {b}, users at http://{} (runtime API {})",
+                    r.listen, r.admin
+                );
+            }
+            None => {
+                let _ = writeln!(o, "router     http://{} (admin http://{})", r.listen, r.admin);
+            }
+        }
     }
     if let Some((generation, groups)) = &s.routes {
         let split: Vec<String> = groups

@@ -104,7 +104,8 @@ pub struct Sample {
     pub user: u32,
     /// None = transport error or timeout.
     pub status: Option<u16>,
-    /// From the `x-ringfence-version` response header.
+    /// From the `x-ringfence-version` response header (the router's), else `x-sample-version`
+    /// (the sample app's).
     pub version: Option<String>,
     /// From the `x-ringfence-group` response header.
     pub group: Option<String>,
@@ -297,7 +298,9 @@ async fn send_one(shared: &Shared) -> Sample {
     match tokio::time::timeout(shared.timeout, exchange).await {
         Ok(Ok(parts)) => {
             sample.status = Some(parts.status.as_u16());
-            sample.version = header_string(&parts.headers, VERSION_HEADER);
+            // Behind another proxy (HAProxy) only the app says which version answered.
+            sample.version = header_string(&parts.headers, VERSION_HEADER)
+                .or_else(|| header_string(&parts.headers, crate::sample_app::VERSION_HEADER));
             sample.group = header_string(&parts.headers, GROUP_HEADER);
         }
         Ok(Err(err)) => tracing::trace!("loadgen: request failed: {err}"),

@@ -46,7 +46,7 @@ pub struct Shared {
     pub ringfence_bin: PathBuf,
     pub http: HttpClient,
     /// The data planes, through the traffic seam.
-    pub traffic: crate::traffic::BuiltinRouter,
+    pub traffic: crate::traffic::Traffic,
     notifies: Mutex<HashMap<String, Arc<Notify>>>,
     pub running_loops: Mutex<HashSet<String>>,
     /// The controller loops, so that a clean shutdown waits for each to finish its round.
@@ -98,7 +98,7 @@ impl Shared {
             inner: Mutex::new(Inner { store: Box::new(store), world, seq }),
             executor,
             ringfence_bin,
-            traffic: crate::traffic::BuiltinRouter::new(http.clone()),
+            traffic: crate::traffic::Traffic::new(http.clone()),
             http,
             notifies: Mutex::default(),
             running_loops: Mutex::default(),

@@ -95,7 +95,9 @@ fn found(program: &str) -> bool {
 /// nothing: a test whose server is missing fails with the command that installs it.
 fn deps(root: &Path) -> Result<(), String> {
     let mut packages = Vec::new();
-    for (program, package) in [("prometheus", "prometheus"), ("prometheus-alertmanager", "prometheus-alertmanager")] {
+    for (program, package) in
+        [("prometheus", "prometheus"), ("prometheus-alertmanager", "prometheus-alertmanager"), ("haproxy", "haproxy")]
+    {
         if !found(program) {
             packages.push(package);
         }

@@ -290,6 +290,37 @@ mod tests {
     }
 
     #[test]
+    fn an_haproxy_data_plane_names_its_socket_backend_file_and_logs() {
+        let haproxy = "[router.haproxy]\nsocket = \"/run/haproxy/admin.sock\"\nbackend = \"checkout\"\nconfig = \"/etc/haproxy/haproxy.cfg\"\nlog = \"/run/ringfence/checkout-haproxy.sock\"\n\n[router.breaker]";
+        let text = EXAMPLE
+            .replacen("[router]\n", "[router]\nkind = \"haproxy\"\n", 1)
+            .replacen("[router.breaker]", haproxy, 1)
+            .replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:8080\"");
+        let spec = parse("c.toml", &text).expect("an HAProxy spec");
+        let h = spec.router.haproxy.as_ref().expect("[router.haproxy]");
+        assert_eq!((h.backend.as_str(), h.server_options.as_str()), ("checkout", "check inter 1s"));
+        let errs = errors(&text.replace("[router.haproxy]\n", "[router.other]\n"));
+        assert!(!errs.is_empty());
+        let errs = errors(&text.replace("backend = \"checkout\"", "backend = \"check out\""));
+        assert!(errs.iter().any(|e| e.field == "router.haproxy.backend" && e.line > 0), "{errs:?}");
+        let errs = errors(&text.replace("\"/run/haproxy/admin.sock\"", "\"admin.sock\""));
+        assert!(errs.iter().any(|e| e.field == "router.haproxy.socket" && e.message.contains("absolute")), "{errs:?}");
+        let errs = errors(&text.replace("[router]\n", "[router]\npin_header = \"x-pin\"\n"));
+        assert!(errs.iter().any(|e| e.field == "router.pin_header" && e.message.contains("HAProxy")), "{errs:?}");
+        let ring = text.replacen("weight = 10 ", "weight = 0\nsegment = { prefixes = [\"qa-\"] } #", 1);
+        let errs = errors(&ring);
+        assert!(
+            errs.iter().any(|e| e.field.ends_with(".segment") && e.message.contains("built-in router")),
+            "{errs:?}"
+        );
+        let errs = errors(&EXAMPLE.replacen("[router]\n", "[router]\nkind = \"haproxy\"\n", 1));
+        assert!(
+            errs.iter().any(|e| e.field == "router.haproxy" && e.message.contains("needs [router.haproxy]")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
     fn blue_green_previews_at_zero_and_switches_at_a_hundred_only() {
         let text = EXAMPLE.replacen("[rollout]\n", "[rollout]\nmodel = \"blue_green\"\n", 1);
         let errs = errors(&text);

@@ -104,7 +104,11 @@ impl Default for ReadinessSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouterSpec {
-    /// Where users send traffic. Port 0 picks a free port on first start and keeps it.
+    /// Which data plane splits the traffic: ringfence's own router, or an HAProxy the team runs.
+    #[serde(skip_serializing_if = "RouterKind::is_builtin")]
+    pub kind: RouterKind,
+    /// Where users send traffic. Port 0 picks a free port on first start and keeps it. With
+    /// HAProxy: its frontend's address, for people and smoke tests (ringfence binds nothing).
     pub listen: String,
     /// Header that carries the user key for sticky routing.
     pub sticky_header: String,
@@ -115,6 +119,53 @@ pub struct RouterSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pin_header: Option<String>,
     pub breaker: BreakerSpec,
+    /// The HAProxy that carries the traffic (`kind = "haproxy"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub haproxy: Option<HaproxySpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouterKind {
+    /// A `ringfence router` process per workload, started and kept running by the server.
+    #[default]
+    Builtin,
+    /// An HAProxy the team runs: weights through its runtime API, counters from `show stat`,
+    /// latency from its logs, and its configuration file kept in step.
+    Haproxy,
+}
+
+impl RouterKind {
+    pub fn is_builtin(&self) -> bool {
+        *self == RouterKind::Builtin
+    }
+}
+
+/// Where ringfence reaches an HAProxy and which part of it is the workload's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaproxySpec {
+    /// Path of the runtime API's Unix socket (`stats socket PATH level admin`).
+    pub socket: String,
+    /// The backend whose servers are the workload's replicas. It must balance on the sticky
+    /// header with `hash-type consistent` (sticky per user, and weights that change live).
+    pub backend: String,
+    /// The configuration file HAProxy starts from. Between `# ringfence:begin BACKEND` and
+    /// `# ringfence:end` in that backend, ringfence writes the servers with their current
+    /// weights, so a reload keeps the split; it changes nothing else in the file.
+    pub config: String,
+    /// Path of the Unix datagram socket ringfence creates (mode 0620) to receive HAProxy's
+    /// request logs, its latency samples: `log PATH local0` in the frontend, and
+    /// ` rf1 %b %s %Tr %ST` at the end of its `log-format`. `show stat` has counters but only
+    /// averages of latency, and a Unix socket, unlike UDP, lets no other local user forge them.
+    pub log: String,
+    /// What follows address and weight on every server line ringfence adds.
+    #[serde(default = "default_server_options")]
+    pub server_options: String,
+}
+
+fn default_server_options() -> String {
+    "check inter 1s".into()
 }
 
 impl Default for RouterSpec {
@@ -125,6 +176,8 @@ impl Default for RouterSpec {
             sticky_cookie: "rf_user".into(),
             pin_header: None,
             breaker: BreakerSpec::default(),
+            kind: RouterKind::Builtin,
+            haproxy: None,
         }
     }
 }

@@ -106,6 +106,43 @@ pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
     {
         bad("router.pin_header", format!("expected an HTTP header name other than the sticky header, found {h:?}"));
     }
+    match (r.kind, &r.haproxy) {
+        (RouterKind::Builtin, Some(_)) => {
+            bad("router.haproxy", "[router.haproxy] is for `kind = \"haproxy\"`".into());
+        }
+        (RouterKind::Haproxy, None) => {
+            bad(
+                "router.haproxy",
+                "`kind = \"haproxy\"` needs [router.haproxy] with `socket`, `backend`, `config` and `log`".into(),
+            );
+        }
+        (RouterKind::Haproxy, Some(h)) => {
+            for (field, value) in [("socket", &h.socket), ("config", &h.config), ("log", &h.log)] {
+                if !value.starts_with('/') {
+                    bad(&format!("router.haproxy.{field}"), format!("expected an absolute path, found {value:?}"));
+                }
+            }
+            if h.backend.is_empty() || !h.backend.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
+                bad(
+                    "router.haproxy.backend",
+                    format!("expected an HAProxy proxy name (letters, digits, `-_.:`), found {:?}", h.backend),
+                );
+            }
+            if h.server_options.contains('\n') || h.server_options.contains(';') {
+                bad("router.haproxy.server_options", "expected one line of server keywords, without `;`".into());
+            }
+            if r.pin_header.is_some() {
+                bad(
+                    "router.pin_header",
+                    "HAProxy routes by weight only: a pin header needs the built-in router".into(),
+                );
+            }
+            if r.listen.ends_with(":0") {
+                bad("router.listen", format!("expected the HAProxy frontend's address, found {:?}", r.listen));
+            }
+        }
+        (RouterKind::Builtin, None) => {}
+    }
     let b = &r.breaker;
     if b.consecutive_failures == 0 {
         bad("router.breaker.consecutive_failures", "expected at least 1".into());
@@ -132,6 +169,13 @@ pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
             bad(&at("name"), format!("expected letters, digits, `-` or `_`, found {:?}", p.name));
         } else if !names.insert(p.name.clone()) {
             bad(&at("name"), format!("phase name {:?} is used twice", p.name));
+        }
+        if spec.router.kind == RouterKind::Haproxy && (p.segment.is_some() || p.shadow.is_some()) {
+            bad(
+                &at(if p.segment.is_some() { "segment" } else { "shadow" }),
+                "HAProxy routes by weight only: a ring of chosen users or shadow traffic needs the built-in router"
+                    .into(),
+            );
         }
         if let Some((field, message)) = p.segment.as_ref().and_then(|s| s.problem()) {
             bad(&at(&format!("segment.{field}")), message);

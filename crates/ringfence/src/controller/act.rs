@@ -32,7 +32,10 @@ pub(super) async fn start_replica(
                     replica,
                     spec,
                     config,
-                    router: ws.router.as_ref().map(|r| r.listen.as_str()),
+                    router: match ws.spec.router.kind {
+                        RouterKind::Haproxy => Some(ws.spec.router.listen.as_str()),
+                        RouterKind::Builtin => ws.router.as_ref().map(|r| r.listen.as_str()),
+                    },
                     secrets: &secrets,
                 })
                 .await
@@ -72,13 +75,29 @@ pub(super) async fn ensure_router(
     shared: &Arc<Shared>,
     local: &mut Local,
     ws: &WorkloadState,
-) -> anyhow::Result<Option<crate::traffic::RouterEndpoint>> {
+) -> anyhow::Result<Option<DataPlane>> {
     let name = &ws.name;
+    if ws.spec.router.kind == RouterKind::Haproxy {
+        // The team runs HAProxy: nothing to start, only to find.
+        let plane = crate::traffic::data_plane(&shared.data_dir, ws);
+        if !local.router_checked
+            && let Some(at) = &plane
+        {
+            match shared.traffic.table(at).await {
+                Ok(t) => {
+                    local.applied = t;
+                    local.router_checked = true;
+                }
+                Err(e) => tracing::warn!(workload = name, error = %format!("{e:#}"), "HAProxy cannot be read"),
+            }
+        }
+        return Ok(plane);
+    }
     if let Some(rec) = &ws.router
         && crate::executor::process::pid_alive(rec.pid)
         && let Ok(admin) = rec.admin.parse::<SocketAddr>()
     {
-        let admin = routerproc::endpoint(&shared.data_dir, name, admin);
+        let admin = DataPlane::Builtin(routerproc::endpoint(&shared.data_dir, name, admin));
         if !local.router_checked {
             // First look since this server started: trust the router's own table, not a cache.
             local.applied = shared.traffic.table(&admin).await.ok().flatten();
@@ -107,9 +126,10 @@ pub(super) async fn ensure_router(
                     EventKind::ActionSucceeded { op_id: op, detail: format!("router listening on {}", h.listen) },
                 ],
             )?;
-            local.applied = shared.traffic.table(&h.endpoint()).await.ok().flatten();
+            let plane = DataPlane::Builtin(h.endpoint());
+            local.applied = shared.traffic.table(&plane).await.ok().flatten();
             local.router_checked = true;
-            Ok(Some(h.endpoint()))
+            Ok(Some(plane))
         }
         Err(e) => {
             let wait = local.router_retry.map_or(Duration::from_secs(1), |(_, w)| (w * 2).min(Duration::from_secs(60)));
@@ -206,11 +226,7 @@ pub(super) fn same_routes(a: &RouteTable, b: &RouteTable) -> bool {
 /// The router's table, if it is not the one installed last: the drift, and what the router
 /// serves becomes the controller's starting point (so the desired table is installed again,
 /// with a generation above whatever was put there).
-pub(super) async fn check_drift(
-    shared: &Shared,
-    local: &mut Local,
-    admin: &crate::traffic::RouterEndpoint,
-) -> Option<EventKind> {
+pub(super) async fn check_drift(shared: &Shared, local: &mut Local, admin: &DataPlane) -> Option<EventKind> {
     let installed = local.applied.as_ref()?;
     let actual = shared.traffic.table(admin).await.ok()?;
     if actual.as_ref().is_some_and(|a| a.generation == installed.generation && same_routes(a, installed)) {
@@ -238,7 +254,7 @@ pub(super) async fn apply_routes(
     shared: &Arc<Shared>,
     local: &mut Local,
     ws: &WorkloadState,
-    admin: crate::traffic::RouterEndpoint,
+    admin: DataPlane,
     table: RouteTable,
 ) -> anyhow::Result<()> {
     let name = ws.name.as_str();
@@ -290,7 +306,7 @@ pub(super) async fn apply_routes(
     Ok(())
 }
 
-pub(super) async fn read_stats(shared: &Shared, admin: crate::traffic::RouterEndpoint) -> Option<StatsSnapshot> {
+pub(super) async fn read_stats(shared: &Shared, admin: DataPlane) -> Option<StatsSnapshot> {
     // Every tick reads them: skip one rather than wait.
     shared.traffic.with_timeout(Duration::from_millis(500)).stats(&admin).await.ok()
 }

@@ -21,7 +21,8 @@ use ringfence_router::{BreakerConfig, Group, RouteTable, StatsSnapshot};
 use crate::executor::{InstanceStatus, Replica, Slot};
 use crate::routerproc;
 use crate::state::Shared;
-use crate::traffic::TrafficAdapter as _;
+use crate::traffic::DataPlane;
+use ringfence_core::spec::RouterKind;
 
 mod act;
 mod observe;
@@ -228,7 +229,10 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
     }
 
     let admin = ensure_router(shared, local, &ws).await?;
-    if admin.is_some() && ws.router.as_ref().is_none_or(|r| !crate::executor::process::pid_alive(r.pid)) {
+    if admin.is_some()
+        && ws.spec.router.kind == RouterKind::Builtin
+        && ws.router.as_ref().is_none_or(|r| !crate::executor::process::pid_alive(r.pid))
+    {
         // A router just started: look again, so replicas learn its address.
         return Ok(true);
     }

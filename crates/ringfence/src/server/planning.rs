@@ -19,7 +19,7 @@ pub(super) async fn plan(
 ) -> Result<Json<api::PlanAdvice>, ApiError> {
     let (spec, stable, admin) = plan_inputs(&sh, &name)?;
     let first = match &admin {
-        Some(a) => read_stats(&sh, &name, a).await,
+        Some(a) => read_stats(&sh, a).await,
         None => None,
     };
     let (rps, measured) = match (q.rps, &first, &admin) {
@@ -29,7 +29,7 @@ pub(super) async fn plan(
         }
         (None, Some(a), Some(admin)) => {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let b = read_stats(&sh, &name, admin).await;
+            let b = read_stats(&sh, admin).await;
             (b.map(|b| total_requests(&b).saturating_sub(total_requests(a)) as f64 / 1.0).unwrap_or(0.0), true)
         }
         _ => (0.0, true),
@@ -37,20 +37,19 @@ pub(super) async fn plan(
     Ok(Json(advise(&spec, stable, first.as_ref(), rps, measured)))
 }
 
-/// The spec, the stable version and the router's admin address of a workload.
+/// The spec, the stable version and the data plane of a workload.
 pub(super) fn plan_inputs(
     sh: &Shared,
     name: &str,
-) -> Result<(ringfence_core::spec::WorkloadSpec, Option<String>, Option<String>), ApiError> {
+) -> Result<(ringfence_core::spec::WorkloadSpec, Option<String>, Option<crate::traffic::DataPlane>), ApiError> {
     sh.world(|w| {
         let ws = command::workload(w, name)?;
-        Ok::<_, ApiError>((ws.spec.clone(), ws.stable.clone(), ws.router.as_ref().map(|r| r.admin.clone())))
+        Ok::<_, ApiError>((ws.spec.clone(), ws.stable.clone(), crate::traffic::data_plane(&sh.data_dir, ws)))
     })
 }
 
-pub(super) async fn read_stats(sh: &Shared, name: &str, admin: &str) -> Option<ringfence_router::StatsSnapshot> {
-    use crate::traffic::TrafficAdapter as _;
-    sh.traffic.stats(&crate::routerproc::endpoint(&sh.data_dir, name, admin.parse().ok()?)).await.ok()
+pub(super) async fn read_stats(sh: &Shared, at: &crate::traffic::DataPlane) -> Option<ringfence_router::StatsSnapshot> {
+    sh.traffic.stats(at).await.ok()
 }
 
 pub(super) fn total_requests(s: &ringfence_router::StatsSnapshot) -> u64 {
@@ -141,7 +140,7 @@ pub(super) fn advise(
 /// router, under 10 s of uptime, or no traffic), since a plan for no traffic says nothing.
 pub(super) async fn bake_warnings(sh: &Shared, name: &str) -> Vec<String> {
     let Ok((spec, stable, Some(admin))) = plan_inputs(sh, name) else { return Vec::new() };
-    let Some(stats) = read_stats(sh, name, &admin).await else { return Vec::new() };
+    let Some(stats) = read_stats(sh, &admin).await else { return Vec::new() };
     let uptime_s = stats.uptime_ms as f64 / 1000.0;
     let rps = total_requests(&stats) as f64 / uptime_s.max(1.0);
     if uptime_s < 10.0 || rps <= 0.0 {

@@ -87,18 +87,16 @@ pub(super) async fn user_report(
             "field `user`: expected the user's key (1 to 256 characters), as sent in the sticky header or cookie",
         ));
     }
-    let admin = sh.world(|w| command::workload(w, &name).map(|ws| ws.router.as_ref().map(|r| r.admin.clone())))?;
+    let plane = sh.world(|w| command::workload(w, &name).map(|ws| crate::traffic::data_plane(&sh.data_dir, ws)))?;
     let mut group = None;
     let mut version = None;
     // The router says which group served the user; without it the report still counts,
     // against no group.
-    if let Some(at) = admin.and_then(|a| a.parse().ok()) {
-        use crate::traffic::TrafficAdapter as _;
-        let at = crate::routerproc::endpoint(&sh.data_dir, &name, at);
-        if let Ok(a) = sh.traffic.assign(&at, &b.user).await {
-            group = a.group;
-            version = a.version;
-        }
+    if let Some(at) = plane
+        && let Ok(a) = sh.traffic.assign(&at, &b.user).await
+    {
+        group = a.group;
+        version = a.version;
     }
     let message: String = b.message.chars().take(2000).collect();
     sh.command(&name, &who, "user report", |_| {

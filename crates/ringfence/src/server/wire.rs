@@ -32,11 +32,22 @@ pub(super) fn status(
             reason: p.reason.clone(),
             at: ts(p.at),
         }),
-        router: ws.router.as_ref().map(|r| api::RouterInfo {
-            pid: r.pid,
-            listen: r.listen.clone(),
-            admin: r.admin.clone(),
-        }),
+        router: match &ws.spec.router.haproxy {
+            Some(h) if ws.spec.router.kind == core::spec::RouterKind::Haproxy => Some(api::RouterInfo {
+                kind: "haproxy".into(),
+                pid: None,
+                listen: ws.spec.router.listen.clone(),
+                admin: format!("unix:{}", h.socket),
+                backend: Some(h.backend.clone()),
+            }),
+            _ => ws.router.as_ref().map(|r| api::RouterInfo {
+                kind: "builtin".into(),
+                pid: Some(r.pid),
+                listen: r.listen.clone(),
+                admin: r.admin.clone(),
+                backend: None,
+            }),
+        },
         replicas: ws
             .replicas
             .values()

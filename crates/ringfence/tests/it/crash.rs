@@ -22,7 +22,7 @@ async fn kill_during_phase(server: &mut Server, load: &mut Load, w: &str, id: &s
         })
         .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let router_pid = server.status(w).await.router.expect("the router runs").pid;
+    let router_pid = server.status(w).await.router.expect("the router runs").pid.expect("a router process");
 
     server.kill9();
     let down = Instant::now();

@@ -329,7 +329,7 @@ impl Server {
     /// Only a live process carrying this test's mark is ever signalled.
     pub async fn kill9_router(&self, workload: &str) -> u32 {
         let router = self.status(workload).await.router.unwrap_or_else(|| panic!("{workload} has no router"));
-        let pid = router.pid;
+        let pid = router.pid.unwrap_or_else(|| panic!("{workload}'s router is not a process of ringfence"));
         let mark = format!("{MARK_VAR}={}", self.mark);
         assert!(
             alive(pid) && has_env(pid, &mark),

@@ -12,6 +12,7 @@ mod crash;
 mod detect;
 mod expose;
 mod flags;
+mod haproxy;
 mod harness;
 mod limits;
 mod rollout;

@@ -240,7 +240,7 @@ async fn a_deleted_workload_stops_everything_and_keeps_its_history() {
     server.setup(&Spec::new(w), &[("v1", &[]), ("v2", &[])]).await;
     assert_eq!(server.deploy_wait(w, "v1").await.code, 0, "{}", server.diagnose(w).await);
     let s = server.status(w).await;
-    let router_pid = s.router.as_ref().expect("a router").pid;
+    let router_pid = s.router.as_ref().expect("a router").pid.expect("a router process");
     let replicas: Vec<u32> = started_pids(&server.events(w).await, "v1");
     assert!(!replicas.is_empty() && crate::harness::alive(router_pid));
 

@@ -1,11 +1,4 @@
-//! The traffic seam: how the controller and the API reach a workload's data plane.
-//!
-//! [`TrafficAdapter`] is what they need of it: install a routing table, read back the one it
-//! serves, read per-version statistics, and say which group a user is routed to.
-//! [`BuiltinRouter`], over the admin API of the workload's own `ringfence router` process
-//! (`routerproc` starts and stops it), is the first adapter. HAProxy (its runtime API and stats)
-//! and nginx follow behind the same trait; a deployment model that routes by host groups
-//! rather than weights (blue-green, rings of hosts) installs its table here too.
+//! The built-in router's admin API: the first adapter of the traffic seam.
 //!
 //! A data plane is reached at a [`RouterEndpoint`]: its admin address and the secret its admin
 //! API requires (`routerproc` creates it with the router and reads it back when adopting one).
@@ -19,6 +12,7 @@ use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use ringfence_router::{RouteTable, StatsSnapshot};
 
+use super::{Assignment, TrafficAdapter};
 use crate::http::{HttpClient, Response};
 
 /// Where a workload's data plane takes admin calls, and the secret it takes them with
@@ -35,28 +29,6 @@ impl fmt::Debug for RouterEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RouterEndpoint").field("admin", &self.admin).field("token", &"<redacted>").finish()
     }
-}
-
-/// Where a user is routed: the group and the version serving it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Assignment {
-    pub group: Option<String>,
-    pub version: Option<String>,
-}
-
-/// What the control plane needs of a data plane. Every call has its own timeout: the data
-/// plane never waits on the control plane, and the control plane never hangs on it either.
-#[allow(async_fn_in_trait)] // used with static dispatch; no Send bound needed beyond the futures'
-pub trait TrafficAdapter {
-    /// Installs `table`; the data plane swaps it atomically or refuses it whole.
-    async fn install(&self, at: &RouterEndpoint, table: &RouteTable) -> anyhow::Result<()>;
-    /// The table the data plane serves now; `None` before the first install.
-    async fn table(&self, at: &RouterEndpoint) -> anyhow::Result<Option<RouteTable>>;
-    /// Per-version counters since the data plane started (its instance id changes when it
-    /// restarts, and its counters start over).
-    async fn stats(&self, at: &RouterEndpoint) -> anyhow::Result<StatsSnapshot>;
-    /// The group and version `user` is routed to now.
-    async fn assign(&self, at: &RouterEndpoint, user: &str) -> anyhow::Result<Assignment>;
 }
 
 /// The built-in router's admin API.
@@ -108,6 +80,8 @@ fn refused(resp: &Response, call: &str) -> anyhow::Error {
 }
 
 impl TrafficAdapter for BuiltinRouter {
+    type Endpoint = RouterEndpoint;
+
     async fn install(&self, at: &RouterEndpoint, table: &RouteTable) -> anyhow::Result<()> {
         let body = Bytes::from(serde_json::to_vec(table)?);
         let resp = self.call(Method::PUT, at, "/v1/table", Some(body)).await?;
