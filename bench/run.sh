@@ -15,8 +15,9 @@
 #                                     # half an hour or more; `trust --quick` is a 3-minute smoke run
 #   bench/run.sh --save [ARGS...]     # also write bench/results/<benchmark>.txt, with a header
 #                                     # saying where, when and from which commit it was measured
-#   bench/run.sh --save-as exposure mitigation --weight 10 --blue-green --rps 500 --runs 10
-#                                     # the same, saved to bench/results/exposure.txt
+#   bench/run.sh --save-as exposure mitigation --weight 10 --blue-green --haproxy --rps 500 --runs 10
+#                                     # the same, saved to bench/results/exposure.txt (--haproxy
+#                                     # installs Debian's haproxy when it is missing)
 #
 # The benchmark's exit status is kept: 0 = every bar met, 3 = it ran but missed a bar (the
 # results are still saved: a miss is a result), anything else = it could not run.
@@ -55,6 +56,15 @@ if [[ "$bench" == "router" ]] && { [[ ! -x /usr/sbin/nginx ]] || [[ ! -x /usr/bi
     echo "run.sh: installing nginx-light and wrk" >&2
     $sudo apt-get update -q >&2
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q nginx-light wrk >&2
+fi
+
+# `--haproxy` measures through Debian's HAProxy.
+if [[ " ${args[*]} " == *" --haproxy "* ]] && [[ ! -x /usr/sbin/haproxy ]]; then
+    sudo=""
+    if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+    echo "run.sh: installing haproxy" >&2
+    $sudo apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q haproxy >&2
 fi
 
 # Where cargo put it: $CARGO_TARGET_DIR when set (a relative one from here, as cargo reads it).

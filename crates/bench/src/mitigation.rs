@@ -21,6 +21,7 @@ use ringfence::client::ApiClient;
 use ringfence::loadgen::{LoadConfig, Sample};
 use serde_json::{Value, json};
 
+use crate::procs;
 use crate::server::{Server, StopReport};
 use crate::stats::{self, Summary, round3};
 use crate::workload::{
@@ -94,6 +95,11 @@ pub struct MitigationArgs {
     /// stopped. Its runs are interleaved with the weights' and it stands beside them.
     #[arg(long)]
     pub blue_green: bool,
+    /// Also measure the first weight through an HAProxy (Debian's `haproxy`, one started per
+    /// run) instead of the built-in router: weights through its runtime API, counters from
+    /// `show stat`, latency from its logs. Its runs are interleaved with the others'.
+    #[arg(long)]
+    pub haproxy: bool,
     /// An earlier ringfence binary to measure in the same invocation: its own server (and so its
     /// routers and replicas) takes every run too, alternated with this binary's, and the report
     /// puts both side by side. The bar applies to this binary.
@@ -193,6 +199,7 @@ struct WeightReport {
     /// The first phase's weight; 100 for blue-green, whose switch sends everyone at once.
     weight: f64,
     blue_green: bool,
+    haproxy: bool,
     results: Vec<RunResult>,
     failures: Vec<(u32, String)>,
 }
@@ -202,26 +209,37 @@ struct WeightReport {
 struct Exposure {
     weight: f64,
     blue_green: bool,
+    /// Through an HAProxy rather than the built-in router.
+    haproxy: bool,
 }
 
 impl Exposure {
     /// Every exposure the arguments ask for, in the order they are measured.
     fn all(args: &MitigationArgs) -> Vec<Exposure> {
         let mut out: Vec<Exposure> =
-            args.weights.iter().map(|&weight| Exposure { weight, blue_green: false }).collect();
+            args.weights.iter().map(|&weight| Exposure { weight, blue_green: false, haproxy: false }).collect();
         if args.blue_green {
-            out.push(Exposure { weight: 100.0, blue_green: true });
+            out.push(Exposure { weight: 100.0, blue_green: true, haproxy: false });
+        }
+        if args.haproxy {
+            out.push(Exposure { weight: args.weights[0], blue_green: false, haproxy: true });
         }
         out
     }
 
     fn label(&self) -> String {
-        if self.blue_green { "blue-green".into() } else { format!("{}%", self.weight) }
+        match (self.blue_green, self.haproxy) {
+            (true, _) => "blue-green".into(),
+            (false, true) => format!("{}% HAProxy", self.weight),
+            (false, false) => format!("{}%", self.weight),
+        }
     }
 
     fn workload(&self, run: u32) -> String {
         if self.blue_green {
             format!("mit-bg-r{run:02}")
+        } else if self.haproxy {
+            format!("mit-hx-w{}-r{run:02}", self.weight.to_string().replace('.', "_"))
         } else {
             format!("mit-w{}-r{run:02}", self.weight.to_string().replace('.', "_"))
         }
@@ -258,6 +276,7 @@ pub async fn run(args: &MitigationArgs, servers: &mut [Server]) -> Result<Report
             .map(|e| WeightReport {
                 weight: e.weight,
                 blue_green: e.blue_green,
+                haproxy: e.haproxy,
                 results: Vec::new(),
                 failures: Vec::new(),
             })
@@ -330,8 +349,12 @@ async fn measure(
 /// The demo's workload (`ringfence::demo::DEMO_SPEC`), measured as it is but for what the
 /// benchmark sets: two phases (the weight under test, then 100%), its bakes, and the health
 /// limits of the plan the report prints.
-fn spec(name: &str, exposure: Exposure, bake_secs: u64) -> Result<String> {
+fn spec(name: &str, exposure: Exposure, bake_secs: u64, haproxy: Option<&procs::Haproxy>) -> Result<String> {
     let mut doc: toml_edit::DocumentMut = ringfence::demo::DEMO_SPEC.parse().context("the demo's spec is not TOML")?;
+    if let Some(h) = haproxy {
+        let router: toml_edit::DocumentMut = h.router_spec().parse().context("the HAProxy router spec")?;
+        doc["router"] = router["router"].clone();
+    }
     doc["workload"]["name"] = toml_edit::value(name);
     doc["workload"]["description"] = toml_edit::value("ringfence-bench mitigation run");
     let phases = doc["rollout"]["phases"]
@@ -361,8 +384,14 @@ fn spec(name: &str, exposure: Exposure, bake_secs: u64) -> Result<String> {
     Ok(doc.to_string())
 }
 
-async fn apply(api: &ApiClient, name: &str, exposure: Exposure, bake_secs: u64) -> Result<()> {
-    workload::apply_spec(api, name, &spec(name, exposure, bake_secs)?).await
+async fn apply(
+    api: &ApiClient,
+    name: &str,
+    exposure: Exposure,
+    bake_secs: u64,
+    haproxy: Option<&procs::Haproxy>,
+) -> Result<()> {
+    workload::apply_spec(api, name, &spec(name, exposure, bake_secs, haproxy)?).await
 }
 
 async fn one_run(
@@ -372,8 +401,9 @@ async fn one_run(
     run: u32,
     name: &str,
 ) -> Result<RunResult> {
-    // Setup: a workload whose stable version is the healthy v1.
-    apply(api, name, exposure, SETUP_BAKE_SECS).await?;
+    // Setup: a workload whose stable version is the healthy v1 (behind its own HAProxy).
+    let haproxy = if exposure.haproxy { Some(procs::Haproxy::start()?) } else { None };
+    apply(api, name, exposure, SETUP_BAKE_SECS, haproxy.as_ref()).await?;
     create_release(api, name, GOOD, &json!({}), "healthy").await?;
     let bad_config = json!({"SAMPLE_ERROR_RATE": args.error_rate.to_string()});
     create_release(api, name, BAD, &bad_config, "hard failure").await?;
@@ -382,7 +412,7 @@ async fn one_run(
     if status != "completed" {
         bail!("setup: the first deploy of {GOOD} ended {status}, not completed");
     }
-    apply(api, name, exposure, args.bake_secs).await?;
+    apply(api, name, exposure, args.bake_secs, haproxy.as_ref()).await?;
     let router = router_address(api, name).await?;
 
     // The load, then the bad deploy under it.
@@ -496,7 +526,7 @@ impl WeightReport {
     }
 
     fn exposure(&self) -> Exposure {
-        Exposure { weight: self.weight, blue_green: self.blue_green }
+        Exposure { weight: self.weight, blue_green: self.blue_green, haproxy: self.haproxy }
     }
 
     /// Every run measured, none failed, and the median under the bar.
@@ -666,6 +696,12 @@ impl crate::Report for Report {
             let _ = writeln!(
                 o,
                 "          blue-green: model = \"blue_green\", a 1 s preview at 0% (probes only), then the switch to 100% with that bake; the old stack never stops"
+            );
+        }
+        if a.haproxy {
+            let _ = writeln!(
+                o,
+                "          HAProxy: the first weight again, through a real HAProxy (one per run, `kind = \"haproxy\"`) instead of the built-in router"
             );
         }
         let _ = writeln!(o, "          binary {}; controller tick: {}", self.after.ringfence, self.tick_label());
@@ -909,6 +945,7 @@ fn weights_json(side: &Side, rps: f64) -> Vec<Value> {
             json!({
                 "weight": w.weight,
                 "model": if w.blue_green { "blue_green" } else { "canary" },
+                "data_plane": if w.haproxy { "haproxy" } else { "builtin" },
                 "runs_measured": w.results.len(),
                 "runs_failed": w.failures.iter().map(|(run, why)| json!({"run": run, "error": why})).collect::<Vec<_>>(),
                 "ttm_ms": ttm.map(|s| s.json()),
@@ -974,7 +1011,7 @@ mod tests {
 
     #[test]
     fn the_measured_spec_is_the_demos_cut_to_two_phases() {
-        let text = spec("m", Exposure { weight: 25.0, blue_green: false }, 7).unwrap();
+        let text = spec("m", Exposure { weight: 25.0, blue_green: false, haproxy: false }, 7, None).unwrap();
         let parsed = ringfence_core::spec::parse("m.toml", &text).expect("a valid spec");
         let phases: Vec<(f64, u64)> = parsed.rollout.phases.iter().map(|p| (p.weight, p.bake.as_ms())).collect();
         assert_eq!(phases, vec![(25.0, 7000), (100.0, 7000)]);
@@ -983,7 +1020,7 @@ mod tests {
         let demo = ringfence_core::spec::parse("demo.toml", ringfence::demo::DEMO_SPEC).unwrap();
         assert_eq!(parsed.executor, demo.executor);
         // Blue-green: a preview, then the switch, the old stack kept.
-        let text = spec("m", Exposure { weight: 100.0, blue_green: true }, 7).unwrap();
+        let text = spec("m", Exposure { weight: 100.0, blue_green: true, haproxy: false }, 7, None).unwrap();
         let parsed = ringfence_core::spec::parse("m.toml", &text).expect("a valid blue-green spec");
         let phases: Vec<(f64, u64)> = parsed.rollout.phases.iter().map(|p| (p.weight, p.bake.as_ms())).collect();
         assert_eq!(phases, vec![(0.0, 1000), (100.0, 7000)]);

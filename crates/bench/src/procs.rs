@@ -1,5 +1,5 @@
 //! Processes the HTTP benchmarks run against, each a guard that kills its process on drop: a
-//! `ringfence router` with a given table, a `ringfence sample-app` upstream, and nginx.
+//! `ringfence router` with a given table, a `ringfence sample-app` upstream, nginx, and HAProxy.
 
 use std::io::{BufRead as _, BufReader};
 use std::net::{SocketAddr, TcpStream};
@@ -232,4 +232,74 @@ impl Nginx {
 fn free_port() -> Result<SocketAddr> {
     let port = ringfence::executor::free_port().context("find a free loopback port")?;
     Ok(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// An HAProxy on a free loopback port whose backend `checkout` is left to ringfence (the
+/// marker lines of docs/traffic.md), from a file written for the run; killed on drop.
+pub struct Haproxy {
+    child: Child,
+    pub frontend: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+impl Haproxy {
+    pub fn start() -> Result<Haproxy> {
+        let bin = ["/usr/sbin/haproxy", "/usr/local/sbin/haproxy", "/usr/bin/haproxy"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .ok_or_else(|| anyhow!("haproxy is not installed: `apt-get install haproxy` (bench/run.sh does)"))?;
+        let dir = tempfile::Builder::new().prefix("ringfence-bench-haproxy-").tempdir().context("temp dir")?;
+        let frontend = free_port()?;
+        let p = dir.path().display().to_string();
+        let conf = format!(
+            "global\n    stats socket {p}/admin.sock mode 600 level admin\n    maxconn 4000\n\
+             defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\
+             frontend fe\n    bind {frontend}\n    log {p}/log.sock local0\n    log-format \"rf1 %b %s %Tr %ST\"\n    default_backend checkout\n\
+             backend checkout\n    balance hdr(x-user-id)\n    hash-type consistent\n    # ringfence:begin checkout\n    # ringfence:end\n"
+        );
+        std::fs::write(dir.path().join("haproxy.cfg"), conf).context("write haproxy.cfg")?;
+        let log = std::fs::File::create(dir.path().join("stderr.log")).context("haproxy log")?;
+        let child = Command::new(&bin)
+            .arg("-f")
+            .arg(dir.path().join("haproxy.cfg"))
+            .arg("-db")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let mut h = Haproxy { child, frontend, dir };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect(frontend).is_err() || !h.socket().exists() {
+            if let Some(status) = h.child.try_wait()? {
+                let log = std::fs::read_to_string(h.dir.path().join("stderr.log")).unwrap_or_default();
+                bail!("haproxy exited with {status} before it listened: {}", log.trim());
+            }
+            if Instant::now() > deadline {
+                bail!("haproxy did not listen on {frontend} within {START_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(h)
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("admin.sock")
+    }
+
+    /// The `[router]` and `[router.haproxy]` of a workload behind this HAProxy.
+    pub fn router_spec(&self) -> String {
+        let p = self.dir.path().display();
+        format!(
+            "[router]\nkind = \"haproxy\"\nlisten = \"{}\"\n\n[router.haproxy]\nsocket = \"{p}/admin.sock\"\nbackend = \"checkout\"\nconfig = \"{p}/haproxy.cfg\"\nlog = \"{p}/log.sock\"\n",
+            self.frontend
+        )
+    }
 }
