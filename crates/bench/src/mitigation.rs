@@ -100,6 +100,11 @@ pub struct MitigationArgs {
     /// `show stat`, latency from its logs. Its runs are interleaved with the others'.
     #[arg(long)]
     pub haproxy: bool,
+    /// Also measure rings over host groups: 4 instances updated in place, the first ring one
+    /// instance (25%) with that bake, then all; a fallback takes traffic off the ring at once,
+    /// then gives the ring the stable version back. Its runs are interleaved with the others'.
+    #[arg(long)]
+    pub rings: bool,
     /// An earlier ringfence binary to measure in the same invocation: its own server (and so its
     /// routers and replicas) takes every run too, alternated with this binary's, and the report
     /// puts both side by side. The bar applies to this binary.
@@ -198,8 +203,7 @@ struct Timeline {
 struct WeightReport {
     /// The first phase's weight; 100 for blue-green, whose switch sends everyone at once.
     weight: f64,
-    blue_green: bool,
-    haproxy: bool,
+    model: Model,
     results: Vec<RunResult>,
     failures: Vec<(u32, String)>,
 }
@@ -208,37 +212,55 @@ struct WeightReport {
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Exposure {
     weight: f64,
-    blue_green: bool,
-    /// Through an HAProxy rather than the built-in router.
-    haproxy: bool,
+    model: Model,
 }
+
+/// How the bad version is exposed, and through which data plane.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Model {
+    Canary,
+    BlueGreen,
+    /// The canary through an HAProxy rather than the built-in router.
+    HaproxyCanary,
+    /// Rings over 4 instances updated in place.
+    Rings,
+}
+
+/// Instances of the rings workload (the demo's 2 would make the first ring half the fleet).
+const RING_REPLICAS: u32 = 4;
 
 impl Exposure {
     /// Every exposure the arguments ask for, in the order they are measured.
     fn all(args: &MitigationArgs) -> Vec<Exposure> {
         let mut out: Vec<Exposure> =
-            args.weights.iter().map(|&weight| Exposure { weight, blue_green: false, haproxy: false }).collect();
+            args.weights.iter().map(|&weight| Exposure { weight, model: Model::Canary }).collect();
         if args.blue_green {
-            out.push(Exposure { weight: 100.0, blue_green: true, haproxy: false });
+            out.push(Exposure { weight: 100.0, model: Model::BlueGreen });
         }
         if args.haproxy {
-            out.push(Exposure { weight: args.weights[0], blue_green: false, haproxy: true });
+            out.push(Exposure { weight: args.weights[0], model: Model::HaproxyCanary });
+        }
+        if args.rings {
+            out.push(Exposure { weight: 100.0 / RING_REPLICAS as f64, model: Model::Rings });
         }
         out
     }
 
     fn label(&self) -> String {
-        match (self.blue_green, self.haproxy) {
-            (true, _) => "blue-green".into(),
-            (false, true) => format!("{}% HAProxy", self.weight),
-            (false, false) => format!("{}%", self.weight),
+        match self.model {
+            Model::BlueGreen => "blue-green".into(),
+            Model::HaproxyCanary => format!("{}% HAProxy", self.weight),
+            Model::Rings => format!("ring {}%", self.weight),
+            Model::Canary => format!("{}%", self.weight),
         }
     }
 
     fn workload(&self, run: u32) -> String {
-        if self.blue_green {
+        if self.model == Model::BlueGreen {
             format!("mit-bg-r{run:02}")
-        } else if self.haproxy {
+        } else if self.model == Model::Rings {
+            format!("mit-ring-r{run:02}")
+        } else if self.model == Model::HaproxyCanary {
             format!("mit-hx-w{}-r{run:02}", self.weight.to_string().replace('.', "_"))
         } else {
             format!("mit-w{}-r{run:02}", self.weight.to_string().replace('.', "_"))
@@ -273,13 +295,7 @@ pub async fn run(args: &MitigationArgs, servers: &mut [Server]) -> Result<Report
         let api = server.api()?;
         let weights = Exposure::all(args)
             .into_iter()
-            .map(|e| WeightReport {
-                weight: e.weight,
-                blue_green: e.blue_green,
-                haproxy: e.haproxy,
-                results: Vec::new(),
-                failures: Vec::new(),
-            })
+            .map(|e| WeightReport { weight: e.weight, model: e.model, results: Vec::new(), failures: Vec::new() })
             .collect();
         let side = Side {
             ringfence: server.binary().display().to_string(),
@@ -363,7 +379,7 @@ fn spec(name: &str, exposure: Exposure, bake_secs: u64, haproxy: Option<&procs::
     phases.retain(|p| matches!(p.get("name").and_then(|n| n.as_str()), Some("canary" | "full")));
     for p in phases.iter_mut() {
         let first = p.get("name").and_then(|n| n.as_str()) == Some("canary");
-        match (first, exposure.blue_green) {
+        match (first, exposure.model == Model::BlueGreen) {
             // Blue-green: a short preview at 0%, then the switch bakes.
             (true, true) => {
                 p["weight"] = toml_edit::value(0);
@@ -376,8 +392,13 @@ fn spec(name: &str, exposure: Exposure, bake_secs: u64, haproxy: Option<&procs::
             (false, _) => p["bake"] = toml_edit::value(format!("{bake_secs}s")),
         }
     }
-    if exposure.blue_green {
-        doc["rollout"]["model"] = toml_edit::value("blue_green");
+    match exposure.model {
+        Model::BlueGreen => doc["rollout"]["model"] = toml_edit::value("blue_green"),
+        Model::Rings => {
+            doc["rollout"]["model"] = toml_edit::value("rings");
+            doc["executor"]["replicas"] = toml_edit::value(RING_REPLICAS as i64);
+        }
+        Model::Canary | Model::HaproxyCanary => {}
     }
     doc["health"]["max_error_rate"] = toml_edit::value(MAX_ERROR_RATE);
     doc["health"]["min_requests"] = toml_edit::value(MIN_REQUESTS as i64);
@@ -402,7 +423,7 @@ async fn one_run(
     name: &str,
 ) -> Result<RunResult> {
     // Setup: a workload whose stable version is the healthy v1 (behind its own HAProxy).
-    let haproxy = if exposure.haproxy { Some(procs::Haproxy::start()?) } else { None };
+    let haproxy = if exposure.model == Model::HaproxyCanary { Some(procs::Haproxy::start()?) } else { None };
     apply(api, name, exposure, SETUP_BAKE_SECS, haproxy.as_ref()).await?;
     create_release(api, name, GOOD, &json!({}), "healthy").await?;
     let bad_config = json!({"SAMPLE_ERROR_RATE": args.error_rate.to_string()});
@@ -526,7 +547,7 @@ impl WeightReport {
     }
 
     fn exposure(&self) -> Exposure {
-        Exposure { weight: self.weight, blue_green: self.blue_green, haproxy: self.haproxy }
+        Exposure { weight: self.weight, model: self.model }
     }
 
     /// Every run measured, none failed, and the median under the bar.
@@ -702,6 +723,12 @@ impl crate::Report for Report {
             let _ = writeln!(
                 o,
                 "          HAProxy: the first weight again, through a real HAProxy (one per run, `kind = \"haproxy\"`) instead of the built-in router"
+            );
+        }
+        if a.rings {
+            let _ = writeln!(
+                o,
+                "          rings: model = \"rings\" over {RING_REPLICAS} instances updated in place, the first ring one instance (25%) with that bake, then all"
             );
         }
         let _ = writeln!(o, "          binary {}; controller tick: {}", self.after.ringfence, self.tick_label());
@@ -944,8 +971,8 @@ fn weights_json(side: &Side, rps: f64) -> Vec<Value> {
             let summary = |f: fn(&RunResult) -> f64| w.summary(f).map(|s| s.json());
             json!({
                 "weight": w.weight,
-                "model": if w.blue_green { "blue_green" } else { "canary" },
-                "data_plane": if w.haproxy { "haproxy" } else { "builtin" },
+                "model": match w.model { Model::BlueGreen => "blue_green", Model::Rings => "rings", _ => "canary" },
+                "data_plane": if w.model == Model::HaproxyCanary { "haproxy" } else { "builtin" },
                 "runs_measured": w.results.len(),
                 "runs_failed": w.failures.iter().map(|(run, why)| json!({"run": run, "error": why})).collect::<Vec<_>>(),
                 "ttm_ms": ttm.map(|s| s.json()),
@@ -1011,7 +1038,7 @@ mod tests {
 
     #[test]
     fn the_measured_spec_is_the_demos_cut_to_two_phases() {
-        let text = spec("m", Exposure { weight: 25.0, blue_green: false, haproxy: false }, 7, None).unwrap();
+        let text = spec("m", Exposure { weight: 25.0, model: Model::Canary }, 7, None).unwrap();
         let parsed = ringfence_core::spec::parse("m.toml", &text).expect("a valid spec");
         let phases: Vec<(f64, u64)> = parsed.rollout.phases.iter().map(|p| (p.weight, p.bake.as_ms())).collect();
         assert_eq!(phases, vec![(25.0, 7000), (100.0, 7000)]);
@@ -1020,7 +1047,7 @@ mod tests {
         let demo = ringfence_core::spec::parse("demo.toml", ringfence::demo::DEMO_SPEC).unwrap();
         assert_eq!(parsed.executor, demo.executor);
         // Blue-green: a preview, then the switch, the old stack kept.
-        let text = spec("m", Exposure { weight: 100.0, blue_green: true, haproxy: false }, 7, None).unwrap();
+        let text = spec("m", Exposure { weight: 100.0, model: Model::BlueGreen }, 7, None).unwrap();
         let parsed = ringfence_core::spec::parse("m.toml", &text).expect("a valid blue-green spec");
         let phases: Vec<(f64, u64)> = parsed.rollout.phases.iter().map(|p| (p.weight, p.bake.as_ms())).collect();
         assert_eq!(phases, vec![(0.0, 1000), (100.0, 7000)]);
@@ -1085,6 +1112,8 @@ mod tests {
             server_tick: None,
             keep_data: false,
             blue_green: false,
+            haproxy: false,
+            rings: false,
             baseline: None,
             output: Output::Table,
         }
@@ -1133,7 +1162,7 @@ mod tests {
     fn pass_needs_the_median_under_the_bar_and_no_failed_run() {
         let report = |results: Vec<RunResult>, failures: Vec<(u32, String)>| Report {
             args: args(),
-            after: side(vec![WeightReport { weight: 10.0, blue_green: false, results, failures }]),
+            after: side(vec![WeightReport { weight: 10.0, model: Model::Canary, results, failures }]),
             before: None,
         };
         let fast: Vec<RunResult> = (1..=3).map(|i| result(i, 1000.0 + f64::from(i))).collect();
@@ -1160,7 +1189,7 @@ mod tests {
     #[test]
     fn a_baseline_stands_next_to_each_weight_with_the_ratio_of_the_medians() {
         let weight =
-            |results: Vec<RunResult>| WeightReport { weight: 10.0, blue_green: false, results, failures: vec![] };
+            |results: Vec<RunResult>| WeightReport { weight: 10.0, model: Model::Canary, results, failures: vec![] };
         let mut after: Vec<RunResult> = (1..=3).map(|i| result(i, 300.0)).collect();
         for r in &mut after {
             r.timeline = Timeline { replicas_ready: Some(60.0), ..Timeline::default() };

@@ -189,7 +189,7 @@ pub fn deploy(world: &World, name: &str, version: &str) -> Result<EventKind, Com
                 shadow: None,
             }],
         ),
-        Some(_) => (RolloutKind::Deploy, ws.spec.rollout.phases.clone()),
+        Some(_) => (RolloutKind::Deploy, ws.spec.rollout.phases_for(ws.spec.executor.replicas)),
     };
     Ok(EventKind::RolloutStarted {
         rollout_id: ws.next_rollout_id(),

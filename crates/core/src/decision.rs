@@ -168,6 +168,9 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
                 ExposureModel::BlueGreen => format!(
                     "mitigation.auto_fallback is on: the old stack of {stable} never stopped, so switching back is the fastest way out; the new stack is stopped"
                 ),
+                ExposureModel::Rings => format!(
+                    "mitigation.auto_fallback is on: {stable} still serves on the instances not yet updated, so all traffic returns to them at once; the updated ring gets {stable} back before the new version is stopped"
+                ),
                 ExposureModel::Canary => format!(
                     "mitigation.auto_fallback is on: {stable} still serves beside the new version, so all traffic returns to it and the new version is stopped"
                 ),

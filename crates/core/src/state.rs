@@ -279,6 +279,18 @@ impl WorkloadState {
                 d.versions.push((g.runs_on.clone(), replicas));
             }
         }
+        // Rings: the phase's ring runs the new version in place of as many stable instances,
+        // so the fleet keeps its size and exposure is the share of instances updated.
+        if self.spec.rollout.model == crate::spec::ExposureModel::Rings
+            && let [canary, stable] = &d.routes[..]
+            && canary.name == "canary"
+            && canary.runs_on != stable.runs_on
+        {
+            let updated = ((canary.weight_bp as u64 * replicas as u64).div_ceil(10_000) as u32).clamp(1, replicas);
+            for (v, n) in &mut d.versions {
+                *n = if *v == canary.runs_on { updated } else { replicas - updated };
+            }
+        }
         // The old stack of a blue-green switch runs on, with no traffic, until retired (or
         // while a rollback to it is under way, when it is the rollout's own target).
         if let Some(w) = &self.warm
@@ -685,5 +697,60 @@ mod tests {
         w.apply(&ev(8, EventKind::StackRetired { version: "v1".into(), rollout_id: "w-2".into() }));
         let ws = w.workload("w").unwrap();
         assert_eq!((ws.warm.clone(), ws.desired().versions.len()), (None, 1));
+    }
+    #[test]
+    fn rings_update_instances_in_place_and_the_fleet_keeps_its_size() {
+        let text = crate::spec::EXAMPLE.replacen("[rollout]\n", "[rollout]\nmodel = \"rings\"\n", 1).replacen(
+            "replicas = 2",
+            "replicas = 4",
+            1,
+        );
+        let phases = "[[rollout.phases]]\nname = \"ring0\"\nweight = 10\nbake = \"1m\"\n\n[[rollout.phases]]\nname = \"ring1\"\nweight = 50\nbake = \"1m\"\n\n[[rollout.phases]]\nname = \"ring2\"\nweight = 100\nbake = \"1m\"\n";
+        let start = text.find("[[rollout.phases]]").unwrap();
+        let end = text.find("[health]").unwrap();
+        let text = format!("{}{phases}\n{}", &text[..start], &text[end..]);
+        let spec = crate::spec::parse("rings.toml", &text).expect("a rings spec");
+        // 10% of 4 instances is one instance: the phase carries 25%, what one instance serves.
+        let phases = spec.rollout.phases_for(4);
+        assert_eq!(phases.iter().map(|p| p.weight_bp()).collect::<Vec<_>>(), [2500, 5000, 10_000]);
+        let mut w = World::default();
+        w.apply(&ev(1, EventKind::SpecApplied { spec: Box::new(spec.clone()), digest: "d".into() }));
+        w.apply(&ev(
+            2,
+            EventKind::RolloutStarted {
+                rollout_id: "w-1".into(),
+                kind: RolloutKind::Initial,
+                release: "v1".into(),
+                from: None,
+                phases: vec![spec.rollout.phases[2].clone()],
+                spec_digest: "d".into(),
+            },
+        ));
+        w.apply(&ev(3, EventKind::RolloutCompleted { rollout_id: "w-1".into() }));
+        w.apply(&ev(3, EventKind::LkgUpdated { version: "v1".into(), rollout_id: "w-1".into() }));
+        assert_eq!(w.workload("w").unwrap().desired().versions, vec![("v1".to_string(), 4)]);
+        w.apply(&ev(
+            4,
+            EventKind::RolloutStarted {
+                rollout_id: "w-2".into(),
+                kind: RolloutKind::Deploy,
+                release: "v2".into(),
+                from: Some("v1".into()),
+                phases,
+                spec_digest: "d".into(),
+            },
+        ));
+        let d = w.workload("w").unwrap().desired();
+        assert_eq!(d.versions, vec![("v1".to_string(), 3), ("v2".to_string(), 1)], "one instance updated");
+        assert_eq!(d.routes.iter().map(|g| g.weight_bp).collect::<Vec<_>>(), [2500, 7500]);
+        w.apply(&ev(5, EventKind::PhaseStarted { rollout_id: "w-2".into(), phase: 1 }));
+        let d = w.workload("w").unwrap().desired();
+        assert_eq!(d.versions, vec![("v1".to_string(), 2), ("v2".to_string(), 2)]);
+        w.apply(&ev(6, EventKind::PhaseStarted { rollout_id: "w-2".into(), phase: 2 }));
+        let d = w.workload("w").unwrap().desired();
+        assert_eq!(d.versions, vec![("v1".to_string(), 0), ("v2".to_string(), 4)], "every instance updated");
+        w.apply(&ev(7, EventKind::RolloutCompleted { rollout_id: "w-2".into() }));
+        w.apply(&ev(8, EventKind::LkgUpdated { version: "v2".into(), rollout_id: "w-2".into() }));
+        assert_eq!(w.workload("w").unwrap().desired().versions, vec![("v2".to_string(), 4)]);
     }
 }

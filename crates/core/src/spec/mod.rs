@@ -321,6 +321,46 @@ mod tests {
     }
 
     #[test]
+    fn rings_need_instances_to_spare_and_every_ring_adds_some() {
+        let rings = EXAMPLE.replacen("[rollout]\n", "[rollout]\nmodel = \"rings\"\n", 1);
+        // 10% and 25% of 2 instances are both one instance.
+        let errs = errors(&rings);
+        assert!(
+            errs.iter().any(|e| e.field == "rollout.phases[1].weight" && e.message.contains("each ring must add")),
+            "{errs:?}"
+        );
+        let four = rings.replacen("replicas = 2", "replicas = 4", 1).replacen("weight = 10 ", "weight = 0 ", 1);
+        let errs = errors(&four);
+        assert!(errs.iter().any(|e| e.field == "rollout.phases[0].weight"), "{errs:?}");
+        let one = rings.replacen("replicas = 2", "replicas = 1", 1);
+        assert!(errors(&one).iter().any(|e| e.field == "executor.replicas"));
+    }
+
+    #[test]
+    fn a_business_critical_workload_is_deployed_side_by_side_unless_it_says_why_not() {
+        let critical = EXAMPLE.replacen("criticality = \"high\"", "criticality = \"critical\"", 1);
+        parse("c.toml", &critical).expect("a canary is side by side");
+        let big_bang = critical
+            .replacen("weight = 10 ", "weight = 100 #", 1)
+            .replace("weight = 25\n", "weight = 100\n")
+            .replace("weight = 50\n", "weight = 100\n");
+        let errs = errors(&big_bang);
+        assert!(
+            errs.iter().any(|e| e.field == "rollout.phases[0].weight" && e.message.contains("side by side")),
+            "{errs:?}"
+        );
+        let why = big_bang.replacen(
+            "[rollout]\n",
+            "[rollout]\nnot_side_by_side = \"a single-tenant batch service; nobody waits on it\"\n",
+            1,
+        );
+        let spec = parse("c.toml", &why).expect("an override with its reason");
+        assert!(spec.rollout.not_side_by_side.is_some());
+        let empty = big_bang.replacen("[rollout]\n", "[rollout]\nnot_side_by_side = \" \"\n", 1);
+        assert!(errors(&empty).iter().any(|e| e.field == "rollout.not_side_by_side"));
+    }
+
+    #[test]
     fn blue_green_previews_at_zero_and_switches_at_a_hundred_only() {
         let text = EXAMPLE.replacen("[rollout]\n", "[rollout]\nmodel = \"blue_green\"\n", 1);
         let errs = errors(&text);

@@ -18,6 +18,11 @@ pub struct RolloutSpec {
     /// rollback is a switch back rather than a redeploy.
     #[serde(default = "default_keep_old_for", skip_serializing_if = "is_default_keep")]
     pub keep_old_for: Dur,
+    /// A business-critical workload is deployed side by side (the stable version serves until
+    /// the new one is proven). A plan that is not (a first phase at 100%, or a blue-green old
+    /// stack not kept) is refused unless this says why; the reason is recorded with the spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_side_by_side: Option<String>,
 }
 
 fn default_max_hold() -> Dur {
@@ -45,6 +50,10 @@ pub enum ExposureModel {
     /// chosen users), then takes all traffic at once; the old stack is kept warm for
     /// `keep_old_for` after the switch.
     BlueGreen,
+    /// The workload's instances are updated in place, one ring (group of instances) per
+    /// phase: a phase's weight is the share of instances running the new version, rounded up
+    /// to whole instances; the rest keep the stable version and serve beside it.
+    Rings,
 }
 
 impl ExposureModel {
@@ -95,6 +104,26 @@ pub struct PhaseSpec {
 
 fn default_gates() -> Vec<Gate> {
     vec![Gate::Health]
+}
+
+impl RolloutSpec {
+    /// The phases a rollout follows. With rings, each weight becomes the share of whole
+    /// instances it updates (10% of 4 instances is 1 instance, 25%), so what the router
+    /// carries and what the analysis expects is what runs.
+    pub fn phases_for(&self, replicas: u32) -> Vec<PhaseSpec> {
+        let mut phases = self.phases.clone();
+        if self.model == ExposureModel::Rings {
+            for p in &mut phases {
+                p.weight = ring_size(p.weight, replicas) as f64 * 100.0 / replicas.max(1) as f64;
+            }
+        }
+        phases
+    }
+}
+
+/// Instances a ring at `weight` percent of `replicas` updates: rounded up, at least one.
+pub fn ring_size(weight: f64, replicas: u32) -> u32 {
+    ((weight / 100.0 * replicas as f64 - 1e-9).ceil().max(1.0) as u32).min(replicas)
 }
 
 impl PhaseSpec {

@@ -56,6 +56,12 @@ pub struct HooksSpec {
     pub deploy: Vec<String>,
     /// Stops an instance and everything it started; stopping one that is gone succeeds.
     pub stop: Vec<String>,
+    /// Reverses a deploy of the new version when its rollout is mitigated, for each instance
+    /// the rollout deployed, newest first (the way back for a step that `stop` does not undo:
+    /// a host updated in place, an applied infrastructure change). Without it, `stop` is the
+    /// undo. A failing undo is retried, and the mitigation is not complete until it succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<Vec<String>>,
     /// Exits 0 while an instance runs, non-zero once it has ended (its output says how).
     /// Without it, instances count as running and their health is judged by probes alone.
     #[serde(default)]
@@ -79,9 +85,14 @@ fn default_status_every() -> Dur {
 impl HooksSpec {
     /// Every hook, with its field name.
     pub fn all(&self) -> impl Iterator<Item = (&'static str, &Vec<String>)> {
-        [("deploy", Some(&self.deploy)), ("stop", Some(&self.stop)), ("status", self.status.as_ref())]
-            .into_iter()
-            .filter_map(|(n, h)| h.map(|h| (n, h)))
+        [
+            ("deploy", Some(&self.deploy)),
+            ("stop", Some(&self.stop)),
+            ("undo", self.undo.as_ref()),
+            ("status", self.status.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(n, h)| h.map(|h| (n, h)))
     }
 }
 

@@ -218,6 +218,68 @@ pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
             seen.push(*g);
         }
     }
+    let rings = spec.rollout.model == ExposureModel::Rings;
+    let replicas = spec.executor.replicas;
+    if rings {
+        if replicas < 2 {
+            bad(
+                "executor.replicas",
+                format!(
+                    "rings update some instances while the others keep the stable version: expected at least 2, found {replicas}"
+                ),
+            );
+        }
+        let mut before = 0;
+        for (i, p) in phases.iter().enumerate() {
+            let at = |f: &str| format!("rollout.phases[{i}].{f}");
+            if p.segment.is_some() || p.shadow.is_some() {
+                bad(
+                    &at(if p.segment.is_some() { "segment" } else { "shadow" }),
+                    "rings update instances: a ring of chosen users or shadow traffic needs `model = \"canary\"`"
+                        .into(),
+                );
+            }
+            let size = super::ring_size(p.weight, replicas);
+            if p.weight > 0.0 && size <= before {
+                bad(
+                    &at("weight"),
+                    format!(
+                        "{}% of {replicas} instances is {size} instance(s), no more than the ring before it updated: each ring must add instances",
+                        p.weight
+                    ),
+                );
+            }
+            before = size;
+        }
+    }
+    if spec.workload.criticality == Criticality::Critical {
+        match &spec.rollout.not_side_by_side {
+            Some(why) if why.trim().is_empty() => {
+                bad(
+                    "rollout.not_side_by_side",
+                    "expected the reason this workload is not deployed side by side".into(),
+                );
+            }
+            Some(_) => {}
+            None => {
+                let first = phases.first();
+                let all_at_once = first
+                    .is_some_and(|p| p.weight >= 100.0 || (rings && super::ring_size(p.weight, replicas) >= replicas));
+                if all_at_once {
+                    bad(
+                        "rollout.phases[0].weight",
+                        "a business-critical workload is deployed side by side: the first phase must leave the stable version serving (below 100%, or a blue-green preview at 0%), or `rollout.not_side_by_side` must say why not".into(),
+                    );
+                }
+                if spec.rollout.model == ExposureModel::BlueGreen && spec.rollout.keep_old_for.as_ms() == 0 {
+                    bad(
+                        "rollout.keep_old_for",
+                        "a business-critical workload keeps the old stack after a blue-green switch (the way back): expected a time above 0, or `rollout.not_side_by_side` saying why not".into(),
+                    );
+                }
+            }
+        }
+    }
     if let Some(last) = phases.last()
         && last.weight != 100.0
     {

@@ -162,10 +162,15 @@ pub(super) fn route_table(
     last_generation: u64,
     data_dir: &std::path::Path,
 ) -> RouteTable {
+    // Only the instances meant to keep running: one about to be stopped (a ring updated in
+    // place) leaves the table before it stops, so no request is sent to it as it goes.
+    let wanted = |version: &str, replica: u32| {
+        desired.versions.iter().find(|(v, _)| v == version).is_none_or(|(_, n)| replica < *n)
+    };
     let upstreams = |version: &str| -> Vec<SocketAddr> {
         ws.replicas
             .values()
-            .filter(|r| r.version == version)
+            .filter(|r| r.version == version && wanted(&r.version, r.replica))
             .filter_map(|r| r.endpoint.parse::<SocketAddr>().ok())
             .collect()
     };
@@ -318,7 +323,7 @@ pub async fn stop_all(shared: &Arc<Shared>) {
     for ws in workloads {
         for rec in ws.replicas.values() {
             let slot = Slot { workload: &ws.name, version: &rec.version, replica: rec.replica };
-            if let Err(e) = shared.executor.stop(slot, &rec.instance, &ws.spec.executor).await {
+            if let Err(e) = shared.executor.stop(slot, &rec.instance, &ws.spec.executor, StopKind::Retire).await {
                 tracing::warn!(workload = ws.name, version = rec.version, error = %e, "stop at shutdown failed");
                 continue;
             }

@@ -18,7 +18,7 @@ use ringfence_core::rollout::{self, RolloutStatus, Stage, StepInput};
 use ringfence_core::state::{Desired, WorkloadState};
 use ringfence_router::{BreakerConfig, Group, RouteTable, StatsSnapshot};
 
-use crate::executor::{InstanceStatus, Replica, Slot};
+use crate::executor::{InstanceStatus, Replica, Slot, StopKind};
 use crate::routerproc;
 use crate::state::Shared;
 use crate::traffic::DataPlane;
@@ -135,14 +135,15 @@ fn snapshot(shared: &Shared, name: &str) -> Option<WorkloadState> {
 }
 
 /// The events of a replica's stop that intent `op_id` asked for.
-fn stopped(rec: &ringfence_core::state::ReplicaRecord, op_id: String) -> Vec<EventKind> {
+fn stopped(rec: &ringfence_core::state::ReplicaRecord, op_id: String, kind: StopKind) -> Vec<EventKind> {
+    let done = if kind == StopKind::Undo { "undone" } else { "stopped" };
     vec![
         EventKind::ReplicaStopped {
             version: rec.version.clone(),
             replica: rec.replica,
             instance: rec.instance.clone(),
         },
-        EventKind::ActionSucceeded { op_id, detail: format!("{} replica {} stopped", rec.version, rec.replica) },
+        EventKind::ActionSucceeded { op_id, detail: format!("{} replica {} {done}", rec.version, rec.replica) },
     ]
 }
 
@@ -177,7 +178,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
                 matches!(a, Action::StopReplica { version, replica } if *version == rec.version && *replica == rec.replica)
             });
             if let Some((op_id, _)) = stopping {
-                shared.record(&name, "stop finished after a restart", stopped(rec, op_id.clone()))?;
+                shared.record(&name, "stop finished after a restart", stopped(rec, op_id.clone(), StopKind::Retire))?;
                 local.probes.remove(&rec.instance);
                 changed = true;
                 continue;
@@ -239,6 +240,25 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
     let desired = ws.desired();
     let active = ws.active_rollout().cloned();
 
+    // A fallback takes traffic off the new version before anything else, even when the stack
+    // that takes it back must grow first (rings updated in place): users are better served by
+    // fewer healthy instances for a moment than by the failing version while others start.
+    if active.as_ref().is_some_and(|r| r.status == RolloutStatus::Mitigating)
+        && let Some(admin) = &admin
+    {
+        let table =
+            route_table(&ws, &desired, local.applied.as_ref().map(|t| t.generation).unwrap_or(0), &shared.data_dir);
+        let leaves = |t: &RouteTable, version: &str| t.groups.iter().any(|g| g.version == version && g.weight_bp > 0);
+        let takes_off = local
+            .applied
+            .as_ref()
+            .is_some_and(|a| a.groups.iter().any(|g| g.weight_bp > 0 && !leaves(&table, &g.version)));
+        if takes_off && !table.groups.is_empty() {
+            apply_routes(shared, local, &ws, admin.clone(), table).await?;
+            return Ok(true);
+        }
+    }
+
     // Start what should run.
     for (version, count) in &desired.versions {
         // `version` here is a runtime (see `runtime_of`): the processes of the new release.
@@ -291,20 +311,51 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         return Ok(true);
     }
 
-    // Stop what should no longer run, now that no route points at it.
+    // Stop what should no longer run, now that no route points at it. A version no longer
+    // wanted at all goes only once the versions that are wanted run in full (or cannot start):
+    // the stack that took the traffic back is confirmed serving before the other is drained.
     let wanted: BTreeMap<&str, u32> = desired.versions.iter().map(|(v, n)| (v.as_str(), *n)).collect();
+    let in_full = desired
+        .versions
+        .iter()
+        .all(|(v, n)| ws.start_failures.contains_key(v) || (0..*n).all(|i| ws.replicas.contains_key(&(v.clone(), i))));
     if routes_match {
-        for rec in ws.replicas.values() {
+        for rec in ws.replicas.values().rev() {
+            if !wanted.contains_key(rec.version.as_str()) && !in_full {
+                continue;
+            }
             let keep = wanted.get(rec.version.as_str()).is_some_and(|n| rec.replica < *n);
-            if !keep && local.stop_retry.get(&rec.instance).is_none_or(|(at, _)| Instant::now() >= *at) {
+            if keep {
+                continue;
+            }
+            // A mitigated rollout's own instances are undone, newest first (the replicas are
+            // visited from the highest), and an undo waits for the newer ones to succeed;
+            // everything else is retired, each on its own.
+            let kind = if active
+                .as_ref()
+                .is_some_and(|r| r.status == RolloutStatus::Mitigating && ws.runtime_of(&r.release) == rec.version)
+            {
+                StopKind::Undo
+            } else {
+                StopKind::Retire
+            };
+            let waiting = local.stop_retry.get(&rec.instance).is_some_and(|(at, _)| Instant::now() < *at);
+            if waiting && kind == StopKind::Undo {
+                break;
+            }
+            if !waiting {
                 let action = Action::StopReplica { version: rec.version.clone(), replica: rec.replica };
                 let op = intend(shared, &name, &action)?;
                 let slot = Slot { workload: &name, version: &rec.version, replica: rec.replica };
-                match shared.executor.stop(slot, &rec.instance, &ws.spec.executor).await {
+                match shared.executor.stop(slot, &rec.instance, &ws.spec.executor, kind).await {
                     Ok(()) => {
                         local.probes.remove(&rec.instance);
                         local.stop_retry.remove(&rec.instance);
-                        shared.record(&name, "no longer desired", stopped(rec, op))?;
+                        let why = match kind {
+                            StopKind::Undo => "the rollout was mitigated: its deploys are undone, newest first",
+                            StopKind::Retire => "no longer desired",
+                        };
+                        shared.record(&name, why, stopped(rec, op, kind))?;
                     }
                     Err(e) => {
                         // It may still run: the record stays, and the stop is tried again,
@@ -317,9 +368,13 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
                         tracing::warn!(version = rec.version, replica = rec.replica, error = %e, "stop failed");
                         shared.record(
                             &name,
-                            "stop failed",
+                            if kind == StopKind::Undo { "undo failed" } else { "stop failed" },
                             vec![EventKind::ActionFailed { op_id: op, error: e.to_string() }],
                         )?;
+                        if kind == StopKind::Undo {
+                            changed = true;
+                            break;
+                        }
                     }
                 }
                 changed = true;

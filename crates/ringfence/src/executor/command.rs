@@ -216,11 +216,21 @@ impl CommandExecutor {
         entry.status.clone()
     }
 
-    pub(super) async fn stop(&self, slot: Slot<'_>, instance: &str, spec: &ExecutorSpec) -> Result<(), ExecError> {
+    pub(super) async fn stop(
+        &self,
+        slot: Slot<'_>,
+        instance: &str,
+        spec: &ExecutorSpec,
+        kind: super::StopKind,
+    ) -> Result<(), ExecError> {
         let hooks = hooks_of(spec, slot.version, slot.replica)?;
         let Some(parsed) = Instance::parse(instance) else { return Ok(()) };
+        let (hook, argv) = match (kind, &hooks.undo) {
+            (super::StopKind::Undo, Some(undo)) => ("undo", undo),
+            _ => ("stop", &hooks.stop),
+        };
         let run = Run {
-            hook: "stop",
+            hook,
             slot,
             spec,
             hooks,
@@ -230,7 +240,7 @@ impl CommandExecutor {
             port: None,
             secrets: &[],
         };
-        self.run(&run, &hooks.stop).await?;
+        self.run(&run, argv).await?;
         self.statuses.lock().expect("statuses lock").remove(instance);
         Ok(())
     }

@@ -61,6 +61,16 @@ pub struct Started {
     pub adopted: bool,
 }
 
+/// Why an instance is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopKind {
+    /// No longer needed: replaced, scaled away, or the server shutting down.
+    Retire,
+    /// Its rollout was mitigated: the deploy is reversed (the command executor's `undo` hook
+    /// when the spec has one; a stop otherwise).
+    Undo,
+}
+
 /// What became of an instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InstanceStatus {
@@ -89,6 +99,7 @@ pub trait Executor: Send + Sync {
         slot: Slot<'a>,
         instance: &'a str,
         spec: &'a ExecutorSpec,
+        kind: StopKind,
     ) -> ExecFuture<'a, Result<(), ExecError>>;
 
     /// Probes an instance once: `Ok` on a 2xx answer to `GET path`, the reason otherwise.
@@ -123,11 +134,12 @@ impl Executor for Executors {
         slot: Slot<'a>,
         instance: &'a str,
         spec: &'a ExecutorSpec,
+        kind: StopKind,
     ) -> ExecFuture<'a, Result<(), ExecError>> {
         if instance.starts_with(command::PREFIX) {
-            Box::pin(self.command.stop(slot, instance, spec))
+            Box::pin(self.command.stop(slot, instance, spec, kind))
         } else {
-            self.process.stop(slot, instance, spec)
+            self.process.stop(slot, instance, spec, kind)
         }
     }
 

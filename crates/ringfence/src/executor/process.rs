@@ -326,11 +326,13 @@ impl Executor for ProcessExecutor {
         InstanceStatus::Exited(reaped.unwrap_or_else(|| "exited; status unknown (not a child of this server)".into()))
     }
 
+    /// A local process is undone by stopping it: it changed nothing else.
     fn stop<'a>(
         &'a self,
         slot: Slot<'a>,
         instance: &'a str,
         spec: &'a ExecutorSpec,
+        _kind: super::StopKind,
     ) -> ExecFuture<'a, Result<(), ExecError>> {
         Box::pin(async move {
             if let Some(id) = ProcId::parse(instance) {

@@ -20,7 +20,7 @@ fn example_hook(name: &str) -> String {
 }
 
 /// The harness's spec with the command executor: `hooks` is the `[executor.hooks]` table's body.
-fn hooked_spec(spec: &Spec<'_>, state: &Path, hooks: &str) -> String {
+pub(crate) fn hooked_spec(spec: &Spec<'_>, state: &Path, hooks: &str) -> String {
     let text = spec.toml();
     let command_line = text.lines().find(|l| l.starts_with("command = ")).expect("a command line").to_string();
     text.replacen(
@@ -31,7 +31,7 @@ fn hooked_spec(spec: &Spec<'_>, state: &Path, hooks: &str) -> String {
     .replacen("\n[router]\n", &format!("\n[executor.hooks]\n{hooks}\n\n[router]\n"), 1)
 }
 
-fn example_hooks() -> String {
+pub(crate) fn example_hooks() -> String {
     format!(
         "deploy = [\"{}\"]\nstop = [\"{}\"]\nstatus = [\"{}\"]\ntimeout = \"20s\"\nstatus_every = \"200ms\"",
         example_hook("deploy.sh"),
@@ -260,4 +260,69 @@ async fn an_infrastructure_change_is_released_like_code_and_a_bad_one_is_undone(
     let log = hook_log(&server, w);
     assert!(log.contains("applied 2 setting(s) of infrastructure net-2"), "{log}");
     assert!(log.contains("infrastructure net-2 of slot 0 destroyed"), "{log}");
+}
+
+/// The `undo` hook reverses a mitigated rollout's deploys, newest first; one that fails is a
+/// clear error, retried, and no older deploy is undone (nor the mitigation complete) before it
+/// succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mitigated_rollouts_deploys_are_undone_newest_first_and_a_failing_undo_holds_the_rest() {
+    let server = Server::start().await;
+    let w = "undone";
+    let state = server.path("hook-state");
+    std::fs::create_dir_all(&state).unwrap();
+    // The team's undo: records itself, fails once (a lock held elsewhere), then stops the
+    // instance as the example stop hook does.
+    let undo = state.join("undo.sh");
+    std::fs::write(
+        &undo,
+        format!(
+            "#!/bin/sh\nset -eu\necho \"undo $RINGFENCE_VERSION $RINGFENCE_REPLICA\" >>\"$HOOK_STATE_DIR/undo.log\"\n\
+             if [ ! -f \"$HOOK_STATE_DIR/undo-ok\" ]; then touch \"$HOOK_STATE_DIR/undo-ok\"; echo 'the snapshot is locked by another job' >&2; exit 3; fi\n\
+             exec {}\n",
+            example_hook("stop.sh")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&undo, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut spec = Spec::new(w);
+    spec.replicas = 2;
+    spec.lenient_breaker = true;
+    spec.phases = vec![(50, "30s"), (100, "2s")];
+    let hooks = format!("{}\nundo = [\"{}\"]", example_hooks(), undo.display());
+    apply(&server, w, &hooked_spec(&spec, &state, &hooks)).await;
+    server.release(w, "v1", &[]).await;
+    server.release(w, "v2", &["SAMPLE_ERROR_RATE=0.5"]).await;
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0, "{}", server.diagnose(w).await);
+    let load = Load::start(server.router_addr(w).await, 100.0, 200);
+    let out = server.cli(&["deploy", w, "v2", "--wait", "--timeout", "60s"]).await;
+    assert_eq!(out.code, 10, "the bad release is halted and mitigated:\n{out}\n{}", server.diagnose(w).await);
+    let _ = load.finish().await;
+
+    let log = std::fs::read_to_string(state.join("undo.log")).unwrap_or_default();
+    assert_eq!(log, "undo v2 1\nundo v2 1\nundo v2 0\n", "newest first, the failed one again before the older");
+    let events = server.events(w).await;
+    let failed = failures(&events);
+    assert!(
+        failed.iter().any(|e| e.contains("undo hook") && e.contains("the snapshot is locked by another job")),
+        "the failing undo says why: {failed:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::ActionSucceeded { detail, .. } if detail == "v2 replica 0 undone")),
+        "recorded as undone"
+    );
+    // The mitigation completed only after the last undo.
+    let last_undo = events
+        .iter()
+        .rposition(|e| matches!(&e.kind, EventKind::ReplicaStopped { version, .. } if version == "v2"))
+        .expect("v2 stopped");
+    let completed = events
+        .iter()
+        .position(|e| matches!(&e.kind, EventKind::MitigationCompleted { .. }))
+        .expect("mitigation completed");
+    assert!(last_undo < completed, "the mitigation completed before the deploys were undone");
+    // Retired instances (v1 after a later release, or at shutdown) are stopped, not undone.
+    assert_eq!(server.status(w).await.stable.as_deref(), Some("v1"));
 }

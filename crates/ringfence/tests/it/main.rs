@@ -15,6 +15,7 @@ mod flags;
 mod haproxy;
 mod harness;
 mod limits;
+mod rings;
 mod rollout;
 mod secure;
 mod trust;
