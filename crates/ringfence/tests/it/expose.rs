@@ -112,6 +112,47 @@ async fn chosen_users_see_the_new_version_first_and_a_pin_header_reaches_either(
     assert!(samples.iter().any(|s| !in_ring(s.user) && s.version.as_deref() == Some("v2")));
 }
 
+/// A release that fails its ring of chosen users is halted there: nobody outside the ring was
+/// ever answered by it, and the ring's users are back on the stable version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_failing_its_ring_of_chosen_users_is_halted_before_anyone_else_sees_it() {
+    let server = Server::start().await;
+    let w = "ringbad";
+    let mut spec = Spec::new(w);
+    spec.lenient_breaker = true;
+    spec.phases = vec![(0, "30s"), (100, "1500ms")];
+    // `user-1`, `user-10`..`user-19` and `user-100`..`user-199`: the staff ring.
+    let text = spec.toml().replacen(
+        "name = \"p1\"\nweight = 0\n",
+        "name = \"p1\"\nweight = 0\nsegment = { prefixes = [\"user-1\"] }\n",
+        1,
+    );
+    let file = server.path("ringbad.toml");
+    std::fs::write(&file, &text).expect("write the spec");
+    let out = server.cli(&["apply", path_str(&file)]).await;
+    assert_eq!(out.code, 0, "{out}\n{text}");
+    server.release(w, "v1", &[]).await;
+    server.release(w, "v2", &["SAMPLE_ERROR_RATE=0.5"]).await;
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0, "{}", server.diagnose(w).await);
+    let load = Load::start(server.router_addr(w).await, 100.0, 200);
+    let out = server.cli(&["deploy", w, "v2", "--wait", "--timeout", "60s"]).await;
+    assert_eq!(out.code, 10, "halted in the ring's phase:\n{out}\n{}", server.diagnose(w).await);
+    let r = server.rollout(w, &crate::harness::rollout_id(&out)).await;
+    assert_eq!((r.phase, r.status), (0, ringfence_api::RolloutStatus::Mitigated), "{r:#?}");
+    let halted = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let samples = load.finish().await;
+    let in_ring = |u: u32| u.to_string().starts_with('1');
+    assert!(samples.iter().any(|s| in_ring(s.user) && s.version.as_deref() == Some("v2")), "the ring's users met v2");
+    let outsiders: Vec<u32> =
+        samples.iter().filter(|s| !in_ring(s.user) && s.version.as_deref() == Some("v2")).map(|s| s.user).collect();
+    assert!(outsiders.is_empty(), "users outside the ring were answered by v2: {outsiders:?}");
+    assert!(
+        samples.iter().filter(|s| s.sent_at > halted).all(|s| s.version.as_deref() == Some("v1")),
+        "after the halt the ring's users are back on v1"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blue_green_previews_dark_switches_at_once_keeps_the_old_stack_warm_and_switches_back() {
     let server = Server::start().await;

@@ -349,3 +349,60 @@ async fn an_haproxy_that_is_not_there_or_not_prepared_is_a_clear_error_that_chan
     let status = server.status(w).await;
     assert!(status.routes.is_none(), "no table counts as installed: {:?}", status.routes);
 }
+
+/// Blue-green through HAProxy: the preview's servers are in the backend at weight 0 (no user
+/// reaches them), the switch moves every user at once, and a bad switch falls back to the old
+/// stack's servers, which never left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blue_green_switch_through_haproxy_previews_at_weight_zero_and_falls_back_to_the_old_stack() {
+    let server = Server::start().await;
+    let h = Haproxy::start(&server.path("haproxy")).await;
+    let w = "checkout";
+    let text = spec_text(w, &h, vec![(0, "1500ms"), (100, "30s")]).replacen(
+        "[rollout]\n",
+        "[rollout]\nmodel = \"blue_green\"\n",
+        1,
+    );
+    apply(&server, w, &text).await;
+    server.release(w, "v1", &[]).await;
+    server.release(w, "v2", &["SAMPLE_ERROR_RATE=0.5"]).await;
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0, "{}\n{}", server.diagnose(w).await, h.output());
+    let load = Load::start(h.frontend, 100.0, 200);
+    let out = server.cli(&["deploy", w, "v2"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let id = rollout_id(&out);
+    server
+        .wait_status(w, "the preview baking", |s| {
+            s.rollout.as_ref().filter(|r| r.id == id && r.phase == 0 && r.stage == Stage::Baking).map(|_| ())
+        })
+        .await;
+    let servers = h.servers().await;
+    let v2: Vec<_> = servers.iter().filter(|(n, _, _)| n.starts_with("rf-v2-")).collect();
+    assert!(v2.len() == 2 && v2.iter().all(|(_, weight, _)| *weight == 0), "the preview's servers: {servers:?}");
+    let previewed = Instant::now();
+
+    let done = server
+        .wait_status(w, "the bad switch ends", |s| {
+            s.rollout.as_ref().filter(|r| r.id == id && !r.status.is_active()).map(|r| r.status)
+        })
+        .await;
+    assert_eq!(done, RolloutStatus::Mitigated, "{}\n{}", server.diagnose(w).await, h.output());
+    assert_eq!(h.serving("v2").await, 0, "{:?}", h.servers().await);
+    assert_eq!(h.serving("v1").await, 2, "{:?}", h.servers().await);
+    let back = Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let samples = load.finish().await;
+    assert!(
+        samples.iter().filter(|s| s.sent_at < previewed).all(|s| s.version.as_deref() == Some("v1")),
+        "no user reached the preview"
+    );
+    assert!(samples.iter().any(|s| s.version.as_deref() == Some("v2")), "the switch sent users to v2");
+    assert!(
+        samples
+            .iter()
+            .filter(|s| s.sent_at > back)
+            .all(|s| s.version.as_deref() == Some("v1") && s.status == Some(200)),
+        "after the fallback every user is on v1: {:?}",
+        by_version(&samples)
+    );
+}
