@@ -29,6 +29,10 @@ pub struct ReleaseContent {
     pub guarded_by: Vec<String>,
     /// The schema migration this release carries, if any.
     pub migration: Option<Migration>,
+    /// Schema elements (`table.column`) this release's code needs: a contract migration that
+    /// removes one is refused while this release is the last known good.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub requires_schema: Vec<String>,
     pub metadata: Metadata,
     /// Flag definitions in flagd's JSON format, evaluated by this release's users over OFREP.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -39,8 +43,20 @@ pub struct ReleaseContent {
 #[serde(deny_unknown_fields, default)]
 pub struct Migration {
     pub id: String,
-    /// Additive, so the previous release still works against the migrated schema.
+    /// Additive, so the previous release still works against the migrated schema. Set from
+    /// `kind` when that is given.
     pub backward_compatible: bool,
+    /// `expand` (additive), `contract` (removes what an earlier expand replaced) or
+    /// `irreversible` (never fallen back from blindly). Absent: `expand` when
+    /// `backward_compatible`, else `irreversible`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// A contract's removed schema elements (`table.column`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub removes: Vec<String>,
+    /// A contract's expand: the migration of an earlier completed release it completes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]

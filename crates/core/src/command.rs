@@ -102,6 +102,11 @@ pub fn create_release(
     if let Some(flags) = &req.content.flags {
         release::check_flags(flags).map_err(|m| err(ErrorCode::Invalid, format!("field `flags`: {m}")))?;
     }
+    let mut content = req.content.clone();
+    if let Some(m) = &req.content.migration {
+        content.migration = Some(m.normalized().map_err(|m| err(ErrorCode::Invalid, m))?);
+    }
+    let req = &ReleaseRequest { version: req.version.clone(), content };
     let digest = req.content.digest();
     if let Some(existing) = ws.releases.get(&req.version) {
         if existing.digest == digest {
@@ -145,6 +150,46 @@ fn active_conflict(ws: &WorkloadState) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// Expand, then contract: a contract is deployed only after a completed release carried its
+/// expand, and never while the last known good still needs what it removes (falling back to
+/// it must stay safe).
+fn check_contract(ws: &WorkloadState, version: &str) -> Result<(), CommandError> {
+    let Some(m) = ws.releases.get(version).and_then(|r| r.content.migration.as_ref()) else { return Ok(()) };
+    if m.kind() != crate::release::MigrationKind::Contract {
+        return Ok(());
+    }
+    let after = m.after.as_deref().unwrap_or_default();
+    let carried =
+        |v: &str| ws.releases.get(v).and_then(|r| r.content.migration.as_ref()).is_some_and(|x| x.id == after);
+    if !ws.lkg.iter().any(|e| carried(&e.version)) {
+        return Err(err(
+            ErrorCode::Conflict,
+            format!(
+                "{version} carries contract migration {} after {after}, which no completed release of {} carried: deploy the expand first (expand, then contract)",
+                m.id, ws.name
+            ),
+        ));
+    }
+    if let Some(lkg) = ws.lkg()
+        && let Some(r) = ws.releases.get(&lkg.version)
+    {
+        let needed: Vec<&str> =
+            m.removes.iter().filter(|x| r.content.requires_schema.contains(x)).map(String::as_str).collect();
+        if !needed.is_empty() {
+            return Err(err(
+                ErrorCode::Conflict,
+                format!(
+                    "{version} carries contract migration {}, which removes {}; {}, the last known good, still needs it (requires_schema), so falling back would break: release a version that no longer needs it first",
+                    m.id,
+                    needed.join(", "),
+                    lkg.version
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Starts a rollout of `version` through the workload's plan.
 pub fn deploy(world: &World, name: &str, version: &str) -> Result<EventKind, CommandError> {
     let ws = workload(world, name)?;
@@ -177,6 +222,7 @@ pub fn deploy(world: &World, name: &str, version: &str) -> Result<EventKind, Com
     if ws.stable.as_deref() == Some(version) {
         return Err(err(ErrorCode::Conflict, format!("{version} is already the stable version of {name}")));
     }
+    check_contract(ws, version)?;
     let (kind, phases) = match &ws.stable {
         None => (
             RolloutKind::Initial,

@@ -94,6 +94,8 @@ pub struct DecisionContext<'a> {
     pub guard_flags: &'a [String],
     /// The schema migration the release carries, if any.
     pub migration: Option<&'a Migration>,
+    /// What the backup hook recorded before this rollout's migration, if it ran.
+    pub backup: Option<&'a str>,
 }
 
 /// Everything a mitigation is decided from, in one value: what is coming (approvals, an
@@ -119,7 +121,8 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
     let stable = rollout.from.as_deref().unwrap_or("the stable version");
     let failing: Vec<&str> = verdict.deciding().map(|s| s.signal.as_str()).collect();
     let untrusted: Vec<&str> = failing.iter().copied().filter(|s| !policy.trusts(s)).collect();
-    let irreversible = context.migration.filter(|m| !m.backward_compatible && !flags_only);
+    let irreversible =
+        context.migration.filter(|m| m.kind() == crate::release::MigrationKind::Irreversible && !flags_only);
 
     let (action, rule) = if rollout.kind == RolloutKind::Rollback {
         (
@@ -147,8 +150,9 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
         (
             MitigationAction::Hold,
             format!(
-                "the release carries migration {:?}, which is not backward compatible: {stable} may not work on the migrated data, so traffic is not sent back to it blindly; a person decides (restore from the backup, or roll forward)",
-                m.id
+                "the release carries migration {:?}, which is irreversible: {stable} may not work on the migrated data, so traffic is not sent back to it blindly; a person decides (restore from the backup{}, or roll forward)",
+                m.id,
+                context.backup.map_or(String::new(), |b| format!(" taken before it: {b}"))
             ),
         )
     } else if !policy.auto_fallback {
@@ -403,7 +407,7 @@ mod tests {
                 name: "an irreversible migration: no blind fallback",
                 migration: Some(false),
                 want: MitigationAction::Hold,
-                rule_has: "not backward compatible",
+                rule_has: "which is irreversible",
                 considered_has: &[("hold", "a person decides")],
                 ..BASE
             },
@@ -455,7 +459,8 @@ mod tests {
                 trusted: c.trusted.iter().map(|s| s.to_string()).collect(),
                 ..MitigationSpec::default()
             };
-            let migration = c.migration.map(|b| Migration { id: "m1".into(), backward_compatible: b });
+            let migration =
+                c.migration.map(|b| Migration { id: "m1".into(), backward_compatible: b, ..Migration::default() });
             let flags: Vec<String> = c.guard_flags.iter().map(|s| s.to_string()).collect();
             let d = decide(&DecisionInput {
                 rollout: &r,
@@ -467,6 +472,7 @@ mod tests {
                     criticality: c.criticality,
                     guard_flags: &flags,
                     migration: migration.as_ref(),
+                    backup: None,
                 },
             });
             assert_eq!(d.action, c.want, "{}: {d:#?}", c.name);

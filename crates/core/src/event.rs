@@ -80,9 +80,23 @@ fn is_zero(n: &u32) -> bool {
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
     StartRouter,
-    StartReplica { version: String, replica: u32 },
-    StopReplica { version: String, replica: u32 },
-    ApplyRoutes { generation: u64, groups: Vec<RouteGroup> },
+    StartReplica {
+        version: String,
+        replica: u32,
+    },
+    StopReplica {
+        version: String,
+        replica: u32,
+    },
+    /// The `[data] backup` hook, before a rollout's migration.
+    Backup {
+        rollout_id: String,
+        migration: String,
+    },
+    ApplyRoutes {
+        generation: u64,
+        groups: Vec<RouteGroup>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -222,6 +236,13 @@ pub enum EventKind {
     /// deployed again).
     ReleaseHoldCleared {
         version: String,
+    },
+    /// The backup hook ran before the rollout's migration: where the backup is, or how to
+    /// restore it, as the hook said.
+    BackupTaken {
+        rollout_id: String,
+        migration: String,
+        reference: String,
     },
     /// Blue-green: the old stack, kept warm after the switch so a rollback is a switch back,
     /// is retired (its time ran out, or a new rollout began).

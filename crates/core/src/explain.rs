@@ -103,6 +103,7 @@ pub fn describe(e: &Event) -> String {
         ReleaseRevoked { version } => format!("release {version} revoked: it never runs again"),
         ReleaseHoldCleared { version } => format!("hold on {version} cleared: it may be deployed again"),
         StackRetired { version, .. } => format!("the old stack of {version}, kept warm after the switch, is retired"),
+        BackupTaken { migration, reference, .. } => format!("backed up before migration {migration}: {reference}"),
         RoutesDrifted { expected_generation, found_generation, detail } => format!(
             "the router served another table (generation {found_generation}, installed {expected_generation}): {detail}; the desired one is installed again"
         ),
@@ -125,6 +126,7 @@ pub fn action_words(a: &Action) -> String {
         Action::StartRouter => "start the router".into(),
         Action::StartReplica { version, replica } => format!("start {version} replica {replica}"),
         Action::StopReplica { version, replica } => format!("stop {version} replica {replica}"),
+        Action::Backup { migration, .. } => format!("back up the data before migration {migration}"),
         Action::ApplyRoutes { groups, .. } => format!(
             "route {}",
             groups

@@ -29,6 +29,10 @@ pub struct ReleaseContent {
     pub guarded_by: Vec<String>,
     /// The schema migration this release carries, if any.
     pub migration: Option<Migration>,
+    /// Schema elements (`table.column`, free-form names) this release's code needs: a
+    /// contract migration that removes one is refused while this release is the last known good.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub requires_schema: Vec<String>,
     pub metadata: Metadata,
     /// Flag definitions (flagd's JSON format) that users of this release evaluate over OFREP.
     /// A release that changes only these runs on the processes already there.
@@ -40,8 +44,85 @@ pub struct ReleaseContent {
 #[serde(deny_unknown_fields, default)]
 pub struct Migration {
     pub id: String,
-    /// Additive, so the previous release still works against the migrated schema.
+    /// Additive, so the previous release still works against the migrated schema. Set from
+    /// `kind` when that is given (expand and contract: true; irreversible: false).
     pub backward_compatible: bool,
+    /// What the change does to data the last known good may use. Absent: `expand` when
+    /// `backward_compatible`, else `irreversible` (releases registered before kinds existed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<MigrationKind>,
+    /// A contract's removed schema elements (`table.column`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub removes: Vec<String>,
+    /// A contract's expand: the migration, carried by an earlier completed release, that
+    /// added what replaces the removed elements (expand, then contract).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+/// The expand/contract discipline of schema changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MigrationKind {
+    /// Additive: the previous release works on the migrated schema; falling back is safe.
+    Expand,
+    /// Removes what an earlier expand replaced; refused while the last known good still
+    /// needs what it removes, so falling back stays safe.
+    Contract,
+    /// Changes data so the previous release may not work on it (a rewrite, a lossy type
+    /// change): never fallen back from blindly.
+    Irreversible,
+}
+
+impl MigrationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigrationKind::Expand => "expand",
+            MigrationKind::Contract => "contract",
+            MigrationKind::Irreversible => "irreversible",
+        }
+    }
+}
+
+impl Migration {
+    pub fn kind(&self) -> MigrationKind {
+        self.kind.unwrap_or(if self.backward_compatible { MigrationKind::Expand } else { MigrationKind::Irreversible })
+    }
+
+    /// The same migration with `kind` and `backward_compatible` agreeing, or why they cannot.
+    pub fn normalized(&self) -> Result<Migration, String> {
+        if self.id.trim().is_empty() || self.id.len() > 128 {
+            return Err(format!("field `migration.id`: expected 1 to 128 characters, found {:?}", self.id));
+        }
+        let mut m = self.clone();
+        match self.kind {
+            None if !self.removes.is_empty() || self.after.is_some() => {
+                return Err("field `migration.kind`: `removes` and `after` are for `kind = contract`".into());
+            }
+            None => {}
+            Some(MigrationKind::Irreversible) if self.backward_compatible => {
+                return Err("field `migration.kind`: an irreversible migration is not backward compatible".into());
+            }
+            Some(k) => {
+                if k != MigrationKind::Contract && (!self.removes.is_empty() || self.after.is_some()) {
+                    return Err(format!(
+                        "field `migration.kind`: `removes` and `after` are for a contract, not {}",
+                        k.as_str()
+                    ));
+                }
+                if k == MigrationKind::Contract {
+                    if self.removes.is_empty() {
+                        return Err("field `migration.removes`: a contract names the schema elements it removes".into());
+                    }
+                    if self.after.as_deref().is_none_or(|a| a.trim().is_empty()) {
+                        return Err("field `migration.after`: a contract names the expand migration it completes (expand, then contract)".into());
+                    }
+                }
+                m.backward_compatible = k != MigrationKind::Irreversible;
+            }
+        }
+        Ok(m)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -171,5 +252,41 @@ mod tests {
         assert!(check_version("").is_err());
         assert!(check_version("v 1").is_err());
         assert!(check_version("../x").is_err());
+    }
+}
+
+#[cfg(test)]
+mod migration_tests {
+    use super::*;
+
+    fn m(kind: Option<MigrationKind>, compatible: bool, removes: &[&str], after: Option<&str>) -> Migration {
+        Migration {
+            id: "m7".into(),
+            backward_compatible: compatible,
+            kind,
+            removes: removes.iter().map(|s| s.to_string()).collect(),
+            after: after.map(String::from),
+        }
+    }
+
+    #[test]
+    fn a_migration_says_what_it_does_to_data_and_its_fields_agree() {
+        // Releases registered before kinds existed keep their meaning.
+        assert_eq!(m(None, true, &[], None).kind(), MigrationKind::Expand);
+        assert_eq!(m(None, false, &[], None).kind(), MigrationKind::Irreversible);
+        // A kind sets backward_compatible.
+        let c = m(Some(MigrationKind::Contract), false, &["users.email"], Some("m6")).normalized().unwrap();
+        assert!(c.backward_compatible);
+        assert!(!m(Some(MigrationKind::Irreversible), false, &[], None).normalized().unwrap().backward_compatible);
+        // What contradicts itself is refused, with the field.
+        let e = m(Some(MigrationKind::Irreversible), true, &[], None).normalized().unwrap_err();
+        assert!(e.contains("not backward compatible"), "{e}");
+        let e = m(Some(MigrationKind::Contract), false, &[], Some("m6")).normalized().unwrap_err();
+        assert!(e.contains("migration.removes"), "{e}");
+        let e = m(Some(MigrationKind::Contract), false, &["users.email"], None).normalized().unwrap_err();
+        assert!(e.contains("migration.after") && e.contains("expand, then contract"), "{e}");
+        let e = m(Some(MigrationKind::Expand), true, &["users.email"], None).normalized().unwrap_err();
+        assert!(e.contains("for a contract"), "{e}");
+        assert!(m(None, false, &["x.y"], None).normalized().is_err());
     }
 }

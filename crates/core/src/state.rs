@@ -94,6 +94,9 @@ pub struct WorkloadState {
     /// switch back, until it is retired.
     #[serde(default)]
     pub warm: Option<WarmStack>,
+    /// Backups taken before rollouts' migrations: rollout id -> what the hook recorded.
+    #[serde(default)]
+    pub backups: BTreeMap<String, String>,
     /// Releases that were mitigated, by version: not deployed again until a person clears the
     /// hold with a reason (no flapping back into a release that failed).
     #[serde(default)]
@@ -233,10 +236,24 @@ impl WorkloadState {
     }
 
     /// The world this workload should have now: which versions run and how traffic splits.
+    /// The active rollout's migration, while the backup hook has yet to run for it: nothing of
+    /// that release starts before the data is backed up.
+    pub fn awaiting_backup(&self) -> Option<(&str, &str)> {
+        self.spec.data.backup.as_ref()?;
+        let r = self.active_rollout()?;
+        if r.kind == RolloutKind::Rollback || r.status != RolloutStatus::Progressing || self.backups.contains_key(&r.id)
+        {
+            return None;
+        }
+        let m = self.releases.get(&r.release)?.content.migration.as_ref()?;
+        Some((r.id.as_str(), m.id.as_str()))
+    }
+
     pub fn desired(&self) -> Desired {
         if self.deleted {
             return Desired::default();
         }
+        let awaiting_backup = self.awaiting_backup().is_some();
         let replicas = self.spec.executor.replicas;
         let group = |name: &str, version: &str, weight_bp: u32| RouteGroup {
             name: name.into(),
@@ -249,7 +266,11 @@ impl WorkloadState {
         let mut d = Desired::default();
         match self.active_rollout() {
             Some(r)
-                if matches!(r.status, RolloutStatus::Progressing | RolloutStatus::Paused | RolloutStatus::Halted) =>
+                if !awaiting_backup
+                    && matches!(
+                        r.status,
+                        RolloutStatus::Progressing | RolloutStatus::Paused | RolloutStatus::Halted
+                    ) =>
             {
                 let w = r.target_weight_bp();
                 d.routes.push(RouteGroup {
@@ -364,6 +385,7 @@ impl World {
                             reports: Vec::new(),
                             killed_flags: BTreeMap::new(),
                             warm: None,
+                            backups: BTreeMap::new(),
                             held: BTreeMap::new(),
                             revoked: BTreeMap::new(),
                             deleted: false,
@@ -521,6 +543,9 @@ impl World {
                 if ws.warm.as_ref().is_some_and(|w| w.version == *version) {
                     ws.warm = None;
                 }
+            }
+            EventKind::BackupTaken { rollout_id, reference, .. } => {
+                ws.backups.insert(rollout_id.clone(), reference.clone());
             }
             EventKind::RouterStarted { pid, listen, admin, .. } => {
                 ws.router = Some(RouterRecord { pid: *pid, listen: listen.clone(), admin: admin.clone() });

@@ -399,10 +399,11 @@ pub enum FlagsCommand {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once per process: the size does not matter
 pub enum ReleaseCommand {
     /// Register an immutable release. The same version with other content is refused.
     #[command(
-        after_help = "Examples:\n  ringfence release create checkout --version v2 --artifact registry/checkout@sha256:ab12 \\\n      --commit 3f9a2c1 --author alice --config LOG_LEVEL=info --config SAMPLE_ERROR_RATE=0"
+        after_help = "Examples:\n  ringfence release create checkout --version v2 --artifact registry/checkout@sha256:ab12 \\\n      --commit 3f9a2c1 --author alice --config LOG_LEVEL=info --config SAMPLE_ERROR_RATE=0\n  ringfence release create checkout --version v3 --migration m7 --migration-kind expand \\\n      --requires-schema users.email\n  ringfence release create checkout --version v5 --migration m8 --migration-kind contract \\\n      --removes users.email --after m7"
     )]
     Create {
         workload: String,
@@ -431,9 +432,25 @@ pub enum ReleaseCommand {
         /// Refuse flags with any problem, even one flagd loads (otherwise: warnings).
         #[arg(long, requires = "flags")]
         strict: bool,
-        /// The migration is additive: the previous release still works after it.
+        /// The migration is additive: the previous release still works after it (the same as
+        /// `--migration-kind expand`).
         #[arg(long, requires = "migration")]
         backward_compatible: bool,
+        /// What the migration does to data: `expand` (additive), `contract` (removes what an
+        /// earlier expand replaced; needs --removes and --after) or `irreversible` (never
+        /// fallen back from blindly). Default: expand with --backward-compatible, else irreversible.
+        #[arg(long, requires = "migration", value_parser = ["expand", "contract", "irreversible"])]
+        migration_kind: Option<String>,
+        /// A contract's removed schema element (`table.column`), repeatable.
+        #[arg(long = "removes", requires = "migration")]
+        removes: Vec<String>,
+        /// A contract's expand: the migration of an earlier completed release it completes.
+        #[arg(long, requires = "migration")]
+        after: Option<String>,
+        /// A schema element (`table.column`) this release's code needs, repeatable: a contract
+        /// that removes it is refused while this release is the last known good.
+        #[arg(long = "requires-schema")]
+        requires_schema: Vec<String>,
     },
     /// List a workload's releases, oldest first.
     #[command(after_help = "Example:\n  ringfence release list checkout -o json")]
@@ -848,6 +865,10 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
             guarded_by,
             migration,
             backward_compatible,
+            migration_kind,
+            removes,
+            after,
+            requires_schema,
             flags,
             strict,
         } => {
@@ -883,9 +904,14 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
                     artifact: artifact.clone(),
                     config: config.iter().cloned().collect::<BTreeMap<_, _>>(),
                     guarded_by: guarded_by.clone(),
-                    migration: migration
-                        .as_ref()
-                        .map(|id| Migration { id: id.clone(), backward_compatible: *backward_compatible }),
+                    migration: migration.as_ref().map(|id| Migration {
+                        id: id.clone(),
+                        backward_compatible: *backward_compatible,
+                        kind: migration_kind.clone(),
+                        removes: removes.clone(),
+                        after: after.clone(),
+                    }),
+                    requires_schema: requires_schema.clone(),
                     metadata: Metadata { commit: commit.clone(), author: author.clone(), message: message.clone() },
                     flags,
                 },
@@ -971,7 +997,20 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
                     outln!("config    {k}={v}");
                 }
                 if let Some(m) = &r.content.migration {
-                    outln!("migration {} (backward compatible: {})", m.id, m.backward_compatible);
+                    let kind = m
+                        .kind
+                        .clone()
+                        .unwrap_or_else(|| if m.backward_compatible { "expand".into() } else { "irreversible".into() });
+                    let removes = if m.removes.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", removes {}", m.removes.join(", "))
+                    };
+                    let after = m.after.as_ref().map(|a| format!(", after {a}")).unwrap_or_default();
+                    outln!("migration {} ({kind}{removes}{after})", m.id);
+                }
+                if !r.content.requires_schema.is_empty() {
+                    outln!("needs     {}", r.content.requires_schema.join(", "));
                 }
                 for f in &r.content.guarded_by {
                     outln!("guarded by flag {f}");

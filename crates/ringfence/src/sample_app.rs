@@ -84,6 +84,19 @@ pub struct SampleAppArgs {
     /// OFREP base URL (the process executor sets it to the workload's router).
     #[arg(long, env = "OFREP_ENDPOINT")]
     pub ofrep_endpoint: Option<String>,
+    /// SQLite database the app works on: a release's migration changes it, `--needs` reads it.
+    #[arg(long, env = "SAMPLE_DB")]
+    pub db: Option<std::path::PathBuf>,
+    /// SQL run once on the database at start (statements separated by `;`), recorded under
+    /// `--migration-id` so that a restart or another replica does not run it again.
+    #[arg(long, env = "SAMPLE_MIGRATE", requires = "db")]
+    pub migrate: Option<String>,
+    #[arg(long, env = "SAMPLE_MIGRATION_ID", default_value = "migration")]
+    pub migration_id: String,
+    /// Schema elements the app's code reads (`table.column`, comma-separated): while one is
+    /// missing from the database every answer is a 500, as code reading a dropped column fails.
+    #[arg(long, env = "SAMPLE_NEEDS", requires = "db")]
+    pub needs: Option<String>,
 }
 
 /// Which users get an injected failure, parsed from `--fail-users`.
@@ -191,6 +204,10 @@ impl SampleAppArgs {
             user_header: "x-user-id".into(),
             fail_on_flag: None,
             ofrep_endpoint: None,
+            db: None,
+            migrate: None,
+            migration_id: "migration".into(),
+            needs: None,
         }
     }
 }
@@ -243,6 +260,13 @@ fn standard_normal() -> f64 {
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
+/// The database, the schema elements the code reads, and the last check (when, what was missing).
+struct SchemaCheck {
+    path: std::path::PathBuf,
+    needs: Vec<(String, String)>,
+    last: std::sync::Mutex<Option<(std::time::Instant, Option<String>)>>,
+}
+
 /// Called once when `crash_after` requests have been served; the process exits in production and
 /// a test records the call instead.
 type CrashHook = Arc<dyn Fn(u64) + Send + Sync>;
@@ -263,6 +287,8 @@ struct AppState {
     /// (flag key, OFREP evaluation URL) when a flag guards the failing path.
     flag: Option<(String, String)>,
     http: crate::http::HttpClient,
+    /// The database and the schema elements the code reads, with the last check.
+    db: Option<SchemaCheck>,
 }
 
 impl AppState {
@@ -292,7 +318,37 @@ impl AppState {
                 _ => None,
             },
             http: crate::http::HttpClient::new(),
+            db: match (&args.db, &args.needs) {
+                (Some(path), Some(needs)) => Some(SchemaCheck {
+                    path: path.clone(),
+                    needs: parse_needs(needs)?,
+                    last: std::sync::Mutex::new(None),
+                }),
+                _ => None,
+            },
         })
+    }
+
+    /// The first schema element the code reads that the database lacks (checked at most every
+    /// 100 ms).
+    fn missing_schema(&self) -> Option<String> {
+        let SchemaCheck { path, needs, last } = self.db.as_ref()?;
+        let mut last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, missing)) = &*last
+            && at.elapsed() < Duration::from_millis(100)
+        {
+            return missing.clone();
+        }
+        let missing = (|| {
+            let db = rusqlite::Connection::open(path).ok()?;
+            needs.iter().find_map(|(table, column)| {
+                let mut st = db.prepare(&format!("SELECT name FROM pragma_table_info('{table}')")).ok()?;
+                let columns: Vec<String> = st.query_map([], |r| r.get(0)).ok()?.flatten().collect();
+                (!columns.contains(column)).then(|| format!("{table}.{column}"))
+            })
+        })();
+        *last = Some((std::time::Instant::now(), missing.clone()));
+        missing
     }
 
     /// Whether the guarding flag is on for this user. Like an OpenFeature SDK, any failure to
@@ -399,6 +455,19 @@ async fn healthz() -> &'static str {
 }
 
 async fn app_request(State(state): State<Arc<AppState>>, uri: Uri, headers: HeaderMap) -> Response {
+    if let Some(missing) = state.missing_schema() {
+        let body = serde_json::json!({
+            "error": format!("this code reads {missing}, which the database no longer has"),
+            "version": state.version,
+        });
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            body,
+        )
+            .into_response();
+    }
     let user = state.user_key(&headers);
     let flagged = state.flag_on(user).await;
     let fail = flagged || state.should_fail(user);
@@ -441,6 +510,39 @@ async fn after_response(State(state): State<Arc<AppState>>, request: Request, ne
     response
 }
 
+/// `table.column,table.column` as pairs.
+fn parse_needs(raw: &str) -> anyhow::Result<Vec<(String, String)>> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(|x| {
+            let pair = x.split_once('.').filter(|(t, c)| {
+                [t, c].iter().all(|p| !p.is_empty() && p.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_'))
+            });
+            pair.map(|(t, c)| (t.to_string(), c.to_string()))
+                .ok_or_else(|| anyhow::anyhow!("--needs (SAMPLE_NEEDS): expected table.column, found {x:?}"))
+        })
+        .collect()
+}
+
+/// Runs a release's migration once: in one transaction, recorded by id, so that replicas
+/// starting together or again run it once.
+fn migrate(path: &std::path::Path, id: &str, sql: &str) -> anyhow::Result<()> {
+    let mut db =
+        rusqlite::Connection::open(path).with_context(|| format!("sample-app: cannot open {}", path.display()))?;
+    db.busy_timeout(Duration::from_secs(10))?;
+    let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS sample_migrations (id TEXT PRIMARY KEY)")?;
+    let done: bool = tx.query_row("SELECT count(*) > 0 FROM sample_migrations WHERE id = ?1", [id], |r| r.get(0))?;
+    if !done {
+        tx.execute_batch(sql).with_context(|| format!("sample-app: migration {id} failed"))?;
+        tx.execute("INSERT INTO sample_migrations (id) VALUES (?1)", [id])?;
+        eprintln!("sample-app: migration {id} applied to {}", path.display());
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 /// Entry point of `ringfence sample-app`: validates, binds, and serves until SIGINT or SIGTERM.
 ///
 /// `--crash-on-start` exits the process with status 3 before binding, as a release that dies on
@@ -452,6 +554,9 @@ pub async fn run(args: SampleAppArgs) -> anyhow::Result<()> {
         // and a tracing subscriber may not flush before `exit`.
         eprintln!("sample-app {}: crashing on start (--crash-on-start / SAMPLE_CRASH_ON_START is set)", args.version);
         std::process::exit(EXIT_CRASH_ON_START);
+    }
+    if let (Some(path), Some(sql)) = (&args.db, &args.migrate) {
+        migrate(path, &args.migration_id, sql)?;
     }
     let listener = TcpListener::bind(args.listen).await.map_err(|err| {
         if err.kind() == std::io::ErrorKind::AddrInUse {

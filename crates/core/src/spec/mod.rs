@@ -43,6 +43,35 @@ pub struct WorkloadSpec {
     pub mitigation: MitigationSpec,
     #[serde(default)]
     pub flags: FlagsSpec,
+    /// The workload's data: how it is backed up before a release's migration.
+    #[serde(default, skip_serializing_if = "DataSpec::is_default")]
+    pub data: DataSpec,
+}
+
+/// `[data]`: the workload's data and its way back.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSpec {
+    /// Runs before a rollout of a release that carries a migration, before any of its
+    /// instances start: a dump, a snapshot or a point-in-time marker. It prints
+    /// `backup=REFERENCE` (where the backup is, or how to restore it), which is recorded with
+    /// the rollout. `{workload}`, `{version}`, `{migration}` and `{stable}` are substituted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<Vec<String>>,
+    /// How long the backup hook may take.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Dur>,
+}
+
+impl DataSpec {
+    fn is_default(&self) -> bool {
+        *self == DataSpec::default()
+    }
+
+    /// The backup hook's time budget: 10 minutes unless set.
+    pub fn backup_timeout(&self) -> Dur {
+        self.timeout.unwrap_or(Dur::secs(600))
+    }
 }
 
 impl WorkloadSpec {
@@ -62,6 +91,7 @@ impl WorkloadSpec {
             && self.executor.command == other.executor.command
             && self.executor.hooks == other.executor.hooks
             && self.executor.env == other.executor.env
+            && self.data.backup == other.data.backup
             && smoke_commands(self) == smoke_commands(other)
     }
 }

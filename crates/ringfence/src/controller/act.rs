@@ -70,6 +70,85 @@ pub(super) async fn start_replica(
     Ok(())
 }
 
+/// Runs the `[data] backup` hook before the active rollout's migration and records what it
+/// said (`backup=REFERENCE`); a failure is recorded with its reason and retried, less often
+/// each time, while nothing of the release starts.
+pub(super) async fn backup(
+    shared: &Arc<Shared>,
+    local: &mut Local,
+    ws: &WorkloadState,
+    rollout_id: &str,
+    migration: &str,
+) -> anyhow::Result<()> {
+    let name = &ws.name;
+    let Some(hook) = &ws.spec.data.backup else { return Ok(()) };
+    let Some(r) = ws.active_rollout() else { return Ok(()) };
+    let op = intend(shared, name, &Action::Backup { rollout_id: rollout_id.into(), migration: migration.into() })?;
+    let stable = r.from.clone().unwrap_or_default();
+    let argv: Vec<String> = hook
+        .iter()
+        .map(|a| {
+            a.replace("{migration}", migration)
+                .replace("{stable}", &stable)
+                .replace("{workload}", name)
+                .replace("{version}", &r.release)
+        })
+        .collect();
+    let env = BTreeMap::from([
+        ("RINGFENCE_MIGRATION".to_string(), migration.to_string()),
+        ("RINGFENCE_STABLE".to_string(), stable.clone()),
+        ("RINGFENCE_ROLLOUT".to_string(), rollout_id.to_string()),
+    ]);
+    let call = crate::executor::HookCall {
+        hook: "backup",
+        workload: name,
+        version: &r.release,
+        argv: &argv,
+        env: &env,
+        spec: &ws.spec.executor,
+        timeout: ws.spec.data.backup_timeout().std(),
+    };
+    let result = shared.executor.run_hook(&call).await.map_err(|e| e.to_string()).and_then(|out| {
+        out.lines()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix("backup=").map(|r| r.trim().to_string()))
+            .filter(|r| !r.is_empty() && r.len() <= 1024)
+            .ok_or_else(|| {
+                format!(
+                    "the backup hook succeeded but printed no `backup=REFERENCE` line (where the backup is): {}",
+                    out.trim()
+                )
+            })
+    });
+    match result {
+        Ok(reference) => {
+            local.backup_retry = None;
+            shared.record(
+                name,
+                "the release carries a migration: its data is backed up first",
+                vec![
+                    EventKind::BackupTaken {
+                        rollout_id: rollout_id.into(),
+                        migration: migration.into(),
+                        reference: reference.clone(),
+                    },
+                    EventKind::ActionSucceeded { op_id: op, detail: format!("backed up: {reference}") },
+                ],
+            )?;
+        }
+        Err(e) => {
+            let wait = local.backup_retry.map_or(Duration::from_secs(1), |(_, w)| (w * 2).min(Duration::from_secs(60)));
+            local.backup_retry = Some((Instant::now() + wait, wait));
+            shared.record(
+                name,
+                "backup failed: nothing of the release starts until the data is backed up",
+                vec![EventKind::ActionFailed { op_id: op, error: e }],
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// Finds the workload's router (adopting one left by an earlier server) or starts it.
 pub(super) async fn ensure_router(
     shared: &Arc<Shared>,

@@ -83,6 +83,8 @@ struct Local {
     /// After a failed router start: when to try again, and the wait after that (doubling up
     /// to a minute), so a port in use is not retried many times a second with an event each.
     router_retry: Option<(Instant, Duration)>,
+    /// After a failed backup hook: when to run it again, and the wait after that.
+    backup_retry: Option<(Instant, Duration)>,
     /// By instance id.
     probes: HashMap<String, ProbeState>,
     stats: Option<(Instant, StatsSnapshot)>,
@@ -117,6 +119,7 @@ impl Local {
             router_checked: false,
             drift_checked: None,
             router_retry: None,
+            backup_retry: None,
             applied: None,
             probes: HashMap::new(),
             stats: None,
@@ -237,6 +240,16 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         // A router just started: look again, so replicas learn its address.
         return Ok(true);
     }
+    // A release with a migration: the data is backed up before anything of it starts.
+    if let Some((rollout_id, migration)) = ws.awaiting_backup() {
+        if local.backup_retry.is_none_or(|(at, _)| Instant::now() >= at) {
+            let (rollout_id, migration) = (rollout_id.to_string(), migration.to_string());
+            act::backup(shared, local, &ws, &rollout_id, &migration).await?;
+            return Ok(true);
+        }
+        return Ok(false);
+    }
+
     let desired = ws.desired();
     let active = ws.active_rollout().cloned();
 
@@ -489,6 +502,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
                     criticality: ws.spec.workload.criticality,
                     guard_flags: release.map(|r| r.content.guarded_by.as_slice()).unwrap_or_default(),
                     migration: release.and_then(|r| r.content.migration.as_ref()),
+                    backup: ws.backups.get(&current.id).map(String::as_str),
                 }
             },
         };

@@ -245,6 +245,30 @@ impl CommandExecutor {
         Ok(())
     }
 
+    /// A workload-level hook (see [`super::HookCall`]), run like the instance hooks.
+    pub(super) async fn run_hook(&self, call: &super::HookCall<'_>) -> Result<String, ExecError> {
+        let hooks = HooksSpec {
+            deploy: Vec::new(),
+            stop: Vec::new(),
+            undo: None,
+            status: None,
+            timeout: ringfence_core::duration::Dur::ms(call.timeout.as_millis() as u64),
+            status_every: ringfence_core::duration::Dur::secs(2),
+        };
+        let run = Run {
+            hook: call.hook,
+            slot: Slot { workload: call.workload, version: call.version, replica: 0 },
+            spec: call.spec,
+            hooks: &hooks,
+            config: Some(call.env),
+            router: None,
+            instance: None,
+            port: None,
+            secrets: &[],
+        };
+        self.run(&run, call.argv).await
+    }
+
     async fn ready(&self, endpoint: &str, path: &str) -> bool {
         let url = format!("http://{endpoint}{path}");
         matches!(self.http.get(&url, Duration::from_millis(500)).await, Ok(r) if r.status.is_success())

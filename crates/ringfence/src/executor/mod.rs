@@ -104,6 +104,33 @@ pub trait Executor: Send + Sync {
 
     /// Probes an instance once: `Ok` on a 2xx answer to `GET path`, the reason otherwise.
     fn probe<'a>(&'a self, endpoint: &'a str, path: &'a str, timeout: Duration) -> ExecFuture<'a, Result<(), String>>;
+
+    /// Runs a workload-level hook that is about no one instance (the `[data] backup` hook) as
+    /// the command executor runs its hooks: its own process group, a timeout, its output kept
+    /// in the hook log with secrets redacted. Returns the output.
+    fn run_hook<'a>(&'a self, call: &'a HookCall<'a>) -> ExecFuture<'a, Result<String, ExecError>> {
+        Box::pin(async move {
+            Err(ExecError::Hook {
+                hook: call.hook,
+                version: call.version.into(),
+                replica: 0,
+                why: "this executor runs no workload hooks".into(),
+            })
+        })
+    }
+}
+
+/// A workload-level hook to run: its name in the log, the program and arguments (placeholders
+/// already substituted), extra environment, and its time budget. The workload's executor
+/// spec gives the rest of the environment (`[executor] env`, secrets resolved).
+pub struct HookCall<'a> {
+    pub hook: &'static str,
+    pub workload: &'a str,
+    pub version: &'a str,
+    pub argv: &'a [String],
+    pub env: &'a BTreeMap<String, String>,
+    pub spec: &'a ExecutorSpec,
+    pub timeout: Duration,
 }
 
 /// Every executor, each workload's picked by its spec's `kind` and each instance's by its id
@@ -146,5 +173,9 @@ impl Executor for Executors {
     fn probe<'a>(&'a self, endpoint: &'a str, path: &'a str, timeout: Duration) -> ExecFuture<'a, Result<(), String>> {
         // Probes are ringfence's own HTTP checks, whatever runs the instance.
         self.process.probe(endpoint, path, timeout)
+    }
+
+    fn run_hook<'a>(&'a self, call: &'a HookCall<'a>) -> ExecFuture<'a, Result<String, ExecError>> {
+        Box::pin(self.command.run_hook(call))
     }
 }

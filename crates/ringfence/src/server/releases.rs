@@ -9,7 +9,7 @@ pub(super) async fn create_release(
     Path(name): Path<String>,
     Body(req): Body<api::ReleaseRequest>,
 ) -> Result<(StatusCode, Json<api::ReleaseCreated>), ApiError> {
-    let mut req = wire::release_request(req);
+    let mut req = wire::release_request(req).map_err(|m| ApiError::new(ErrorKind::Invalid, m))?;
     // Flags load as flagd loads them; what flagd loads but cannot evaluate is a warning. The
     // release records the fractional bucketing, so its users keep their buckets across upgrades.
     let mut warnings = Vec::new();

@@ -312,10 +312,14 @@ pub(super) fn release(r: &core::Release) -> api::Release {
             artifact: c.artifact.clone(),
             config: c.config.clone(),
             guarded_by: c.guarded_by.clone(),
-            migration: c
-                .migration
-                .as_ref()
-                .map(|m| api::Migration { id: m.id.clone(), backward_compatible: m.backward_compatible }),
+            migration: c.migration.as_ref().map(|m| api::Migration {
+                id: m.id.clone(),
+                backward_compatible: m.backward_compatible,
+                kind: m.kind.map(|k| k.as_str().to_string()),
+                removes: m.removes.clone(),
+                after: m.after.clone(),
+            }),
+            requires_schema: c.requires_schema.clone(),
             metadata: api::Metadata {
                 commit: c.metadata.commit.clone(),
                 author: c.metadata.author.clone(),
@@ -349,17 +353,37 @@ pub(super) fn release_in(ws: &core::WorkloadState, r: &core::Release) -> api::Re
 }
 
 /// A release request as the core takes it.
-pub(super) fn release_request(r: api::ReleaseRequest) -> core::release::ReleaseRequest {
+pub(super) fn release_request(r: api::ReleaseRequest) -> Result<core::release::ReleaseRequest, String> {
+    use core::release::MigrationKind;
     let c = r.content;
-    core::release::ReleaseRequest {
+    let migration = match c.migration {
+        None => None,
+        Some(m) => Some(core::release::Migration {
+            kind: match m.kind.as_deref() {
+                None => None,
+                Some("expand") => Some(MigrationKind::Expand),
+                Some("contract") => Some(MigrationKind::Contract),
+                Some("irreversible") => Some(MigrationKind::Irreversible),
+                Some(other) => {
+                    return Err(format!(
+                        "field `migration.kind`: expected expand, contract or irreversible, found {other:?}"
+                    ));
+                }
+            },
+            id: m.id,
+            backward_compatible: m.backward_compatible,
+            removes: m.removes,
+            after: m.after,
+        }),
+    };
+    Ok(core::release::ReleaseRequest {
         version: r.version,
         content: core::release::ReleaseContent {
             artifact: c.artifact,
             config: c.config,
             guarded_by: c.guarded_by,
-            migration: c
-                .migration
-                .map(|m| core::release::Migration { id: m.id, backward_compatible: m.backward_compatible }),
+            migration,
+            requires_schema: c.requires_schema,
             metadata: core::release::Metadata {
                 commit: c.metadata.commit,
                 author: c.metadata.author,
@@ -367,7 +391,7 @@ pub(super) fn release_request(r: api::ReleaseRequest) -> core::release::ReleaseR
             },
             flags: c.flags,
         },
-    }
+    })
 }
 
 /// An event as the API sends it: the envelope, and the log's record as its payload.

@@ -9,6 +9,7 @@ mod bad_input;
 mod bad_release;
 mod command;
 mod crash;
+mod data;
 mod detect;
 mod expose;
 mod flags;
