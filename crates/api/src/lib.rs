@@ -24,7 +24,7 @@ pub use release::{
     Metadata, Migration, Release, ReleaseContent, ReleaseCreated, ReleaseHold, ReleaseRequest, Revocation,
 };
 pub use rollout::{
-    ComponentHealth, Considered, Decision, Deploy, Gate, Health, HealthModel, Level, MitigationAction, Phase,
+    Bypass, ComponentHealth, Considered, Decision, Deploy, Gate, Health, HealthModel, Level, MitigationAction, Phase,
     PhaseWindow, Reason, Rollback, Rollout, RolloutKind, RolloutStatus, Segment, SignalResult, SmokeResult, Stage,
     Started, Traffic, Verdict, Why,
 };

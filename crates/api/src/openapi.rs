@@ -37,7 +37,7 @@ pub const PUBLIC: &[&str] = &["/v1/health"];
     servers((url = "http://127.0.0.1:7070")),
     paths(
         health, openapi_json, list_workloads, apply_spec, workload_status, delete_workload, list_releases, create_release,
-        show_release, clear_hold, revoke_release, deploy, pause, resume, promote, abort, rollback, workload_events, why, show_rollout,
+        show_release, clear_hold, revoke_release, deploy, pause, resume, promote, abort, rollback, bypass, workload_events, why, show_rollout,
         all_events, alerts, plan, list_flags, kill_flag, restore_flag, report, list_tokens, create_token,
         revoke_token
     ),
@@ -253,6 +253,20 @@ fn resume() {}
 ))]
 #[allow(dead_code)]
 fn promote() {}
+
+/// Approve the bypass a halted rollout offers
+///
+/// The release's guard flags are turned off and the rollout goes on from its current phase.
+/// Needs the approver role and a name in the spec's `mitigation.bypass_approvers`; the reason
+/// is required and recorded.
+#[utoipa::path(post, path = "/v1/workloads/{name}/bypass", tag = "rollouts", params(("name" = String, Path, description = "the workload")), request_body = Reason, responses(
+    (status = 200, description = "approved: the flags are off and the rollout goes on", body = Started),
+    (status = 403, description = "this caller is not one of the spec's bypass approvers", body = ErrorBody),
+    (status = 409, description = "no rollout offers a bypass", body = ErrorBody),
+    (status = 422, description = "no reason given", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn bypass() {}
 
 /// Abort the rollout in progress
 #[utoipa::path(post, path = "/v1/workloads/{name}/abort", tag = "rollouts", params(("name" = String, Path, description = "the workload")), request_body = Reason, responses(

@@ -143,6 +143,9 @@ pub struct Rollout {
     /// Who started it and why.
     pub started_by: String,
     pub reason: String,
+    /// A bypass an approver approved in this rollout: its guard flags are off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bypass: Option<Bypass>,
     /// Smoke test results, per phase.
     pub smoke: Vec<SmokeResult>,
     /// The traffic of both versions each passed comparison phase was judged on: the evidence
@@ -187,6 +190,19 @@ pub struct Decision {
     /// stop), the chosen one marked, each with why.
     #[serde(default)]
     pub considered: Vec<Considered>,
+    /// A bypass is offered: turning these guard flags off may keep the release; the rollout
+    /// holds until an approver approves (`POST .../bypass`) or `mitigation.bypass_wait` ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bypass_flags: Vec<String>,
+}
+
+/// An approved bypass: who approved it, why, which flags it turned off, and when.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Bypass {
+    pub approver: String,
+    pub reason: String,
+    pub flags: Vec<String>,
+    pub at: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

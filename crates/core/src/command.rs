@@ -19,6 +19,8 @@ pub enum ErrorCode {
     NotFound,
     Conflict,
     Invalid,
+    /// Allowed by the caller's role, but not to this person (an approval only named people give).
+    Forbidden,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -484,6 +486,63 @@ pub fn rollback(
 
 /// The kill switch: turns `flag` off for every user at once. Always allowed, in any state:
 /// it is the emergency path.
+/// An approver approves the bypass a halted rollout offers: the release's guard flags are
+/// turned off and the rollout goes on. Only a person `mitigation.bypass_approvers` names may.
+pub fn bypass(world: &World, name: &str, actor: &str, reason: &str) -> Result<Vec<EventKind>, CommandError> {
+    let ws = workload(world, name)?;
+    let offered =
+        ws.active_rollout().filter(|r| r.status == RolloutStatus::Halted && r.bypass.is_none()).and_then(|r| {
+            let d = r.decision.as_ref().filter(|d| !d.bypass_flags.is_empty())?;
+            Some((r, d))
+        });
+    let Some((r, d)) = offered else {
+        return Err(err(
+            ErrorCode::Conflict,
+            format!(
+                "no rollout of {name} offers a bypass: one is offered when a release with guard flags turns unhealthy and the spec names approvers"
+            ),
+        ));
+    };
+    let approvers = &ws.spec.mitigation.bypass_approvers;
+    if !approvers.iter().any(|a| a == actor) {
+        return Err(err(
+            ErrorCode::Forbidden,
+            format!(
+                "{actor} may not approve a bypass of {name}: mitigation.bypass_approvers names {}",
+                approvers.join(", ")
+            ),
+        ));
+    }
+    if reason.trim().is_empty() {
+        return Err(err(ErrorCode::Invalid, "a bypass needs a reason: why running without the feature is acceptable"));
+    }
+    let mut events: Vec<EventKind> = d
+        .bypass_flags
+        .iter()
+        .filter(|f| !ws.killed_flags.contains_key(*f))
+        .map(|f| EventKind::FlagKilled { flag: f.clone() })
+        .collect();
+    events.push(EventKind::BypassApproved {
+        rollout_id: r.id.clone(),
+        approver: actor.into(),
+        flags: d.bypass_flags.clone(),
+        justification: reason.into(),
+    });
+    Ok(events)
+}
+
+/// A bypass whose flags are still off after `mitigation.max_degraded`, not yet escalated.
+pub fn degraded_too_long(world: &World, name: &str, now: Timestamp) -> Option<EventKind> {
+    let ws = world.workload(name)?;
+    let max = ws.spec.mitigation.max_degraded.as_ms();
+    ws.rollouts.iter().rev().find_map(|r| {
+        let b = r.bypass.as_ref()?;
+        let off: Vec<String> = b.flags.iter().filter(|f| ws.killed_flags.contains_key(*f)).cloned().collect();
+        (!off.is_empty() && now.since(b.at) >= max && !ws.degraded_escalated.contains(&r.id))
+            .then(|| EventKind::DegradedTooLong { rollout_id: r.id.clone(), flags: off })
+    })
+}
+
 pub fn kill_flag(world: &World, name: &str, flag: &str) -> Result<EventKind, CommandError> {
     let ws = workload(world, name)?;
     if !ws.live_flag_keys().contains(flag) {

@@ -43,6 +43,10 @@ pub struct Decision {
     /// Every option weighed, the chosen one marked, each with why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub considered: Vec<Considered>,
+    /// A bypass is offered: turning these guard flags off may keep the release. The rollout
+    /// holds until an approver approves (`ringfence bypass`) or `mitigation.bypass_wait` ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bypass_flags: Vec<String>,
 }
 
 /// One mitigation the engine weighed.
@@ -82,6 +86,7 @@ pub fn decide_held(rollout: &Rollout, verdict: &Verdict, max_hold: crate::durati
         weight: phase.weight,
         verdict: Some(verdict.clone()),
         considered: Vec::new(),
+        bypass_flags: Vec::new(),
     }
 }
 
@@ -121,8 +126,16 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
     let stable = rollout.from.as_deref().unwrap_or("the stable version");
     let failing: Vec<&str> = verdict.deciding().map(|s| s.signal.as_str()).collect();
     let untrusted: Vec<&str> = failing.iter().copied().filter(|s| !policy.trusts(s)).collect();
+    let only_untrusted = !untrusted.is_empty() && untrusted.len() == failing.len();
     let irreversible =
         context.migration.filter(|m| m.kind() == crate::release::MigrationKind::Irreversible && !flags_only);
+    // A bypass is offered once per rollout, for a release whose new code paths are behind
+    // flags, when the spec names who may approve it.
+    let offer_bypass = !flags_only
+        && rollout.kind == RolloutKind::Deploy
+        && rollout.bypass.is_none()
+        && !context.guard_flags.is_empty()
+        && !policy.bypass_approvers.is_empty();
 
     let (action, rule) = if rollout.kind == RolloutKind::Rollback {
         (
@@ -137,7 +150,7 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
             "first deploy of the workload: there is no stable version to fall back to, so the new version is stopped"
                 .into(),
         )
-    } else if !untrusted.is_empty() && untrusted.len() == failing.len() {
+    } else if only_untrusted {
         (
             MitigationAction::Hold,
             format!(
@@ -153,6 +166,17 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
                 "the release carries migration {:?}, which is irreversible: {stable} may not work on the migrated data, so traffic is not sent back to it blindly; a person decides (restore from the backup{}, or roll forward)",
                 m.id,
                 context.backup.map_or(String::new(), |b| format!(" taken before it: {b}"))
+            ),
+        )
+    } else if offer_bypass {
+        (
+            MitigationAction::Hold,
+            format!(
+                "the release's new code paths are behind {}: turning them off may keep it serving, so exposure is frozen while one of {} approves the bypass (`ringfence bypass {} --reason ...`); without an approval within {}, all traffic returns to {stable}",
+                context.guard_flags.join(", "),
+                policy.bypass_approvers.join(", "),
+                rollout.workload,
+                policy.bypass_wait
             ),
         )
     } else if !policy.auto_fallback {
@@ -181,10 +205,15 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
             },
         )
     };
-    let considered = weigh(input, action);
+    // The branch above that offers it: every earlier one ruled out.
+    let offered = offer_bypass && rollout.from.is_some() && !only_untrusted && irreversible.is_none();
+    let considered = weigh(input, action, offered);
     let what: Vec<String> = verdict.deciding().map(|s| format!("{}: {}", s.signal, s.detail)).collect();
     let then = match action {
         MitigationAction::Fallback => format!("all traffic returns to {stable}"),
+        MitigationAction::Hold if offered => {
+            format!("exposure is frozen while the bypass awaits approval (at most {})", policy.bypass_wait)
+        }
         MitigationAction::Hold => "exposure is frozen until a person acts".into(),
         MitigationAction::Stop => format!("{} is stopped", rollout.release),
         MitigationAction::ManualRollback => unreachable!("never chosen from a verdict"),
@@ -205,11 +234,40 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
         weight: phase.weight,
         verdict: Some(verdict.clone()),
         considered,
+        bypass_flags: if offered { context.guard_flags.to_vec() } else { Vec::new() },
+    }
+}
+
+/// The decision when an offered bypass found no approver in time: everyone goes back to the
+/// stable version (or the release stops, on a first deploy).
+pub fn bypass_expired(rollout: &Rollout, offered: &Decision, wait: crate::duration::Dur) -> Decision {
+    let stable = rollout.from.as_deref();
+    let action = if stable.is_some() { MitigationAction::Fallback } else { MitigationAction::Stop };
+    Decision {
+        action,
+        rule: format!(
+            "no approver approved the bypass of {} within mitigation.bypass_wait ({wait})",
+            offered.bypass_flags.join(", ")
+        ),
+        summary: format!(
+            "{} stayed unhealthy with no bypass approved within {wait}; {}",
+            rollout.release,
+            match stable {
+                Some(s) => format!("all traffic returns to {s}"),
+                None => format!("{} is stopped", rollout.release),
+            }
+        ),
+        phase: offered.phase,
+        phase_name: offered.phase_name.clone(),
+        weight: offered.weight,
+        verdict: offered.verdict.clone(),
+        considered: offered.considered.clone(),
+        bypass_flags: Vec::new(),
     }
 }
 
 /// Every option with why it was or was not chosen.
-fn weigh(input: &DecisionInput<'_>, chosen: MitigationAction) -> Vec<Considered> {
+fn weigh(input: &DecisionInput<'_>, chosen: MitigationAction, offered: bool) -> Vec<Considered> {
     let DecisionInput { rollout, policy, flags_only, context, .. } = *input;
     let stable = rollout.from.as_deref().unwrap_or("the stable version");
     let option = |option: &str, is: bool, why: String| Considered { option: option.into(), chosen: is, why };
@@ -241,9 +299,18 @@ fn weigh(input: &DecisionInput<'_>, chosen: MitigationAction) -> Vec<Considered>
         false,
         if context.guard_flags.is_empty() || flags_only {
             "the release declares no flag guarding its new code paths".into()
+        } else if offered {
+            format!(
+                "offered: turning off {} may keep the release; one of {} approves it within {}",
+                context.guard_flags.join(", "),
+                policy.bypass_approvers.join(", "),
+                policy.bypass_wait
+            )
+        } else if rollout.bypass.is_some() {
+            "already taken in this rollout: its guard flags are off, and it failed anyway".into()
         } else {
             format!(
-                "turning off {} would keep the release, but needs a named approver's approval, which this server cannot take yet",
+                "turning off {} would keep the release, but it needs a named approver and the spec names none (mitigation.bypass_approvers)",
                 context.guard_flags.join(", ")
             )
         },
@@ -259,7 +326,9 @@ fn weigh(input: &DecisionInput<'_>, chosen: MitigationAction) -> Vec<Considered>
     out.push(option(
         "hold",
         chosen == MitigationAction::Hold,
-        if chosen == MitigationAction::Hold {
+        if offered {
+            "exposure frozen while the bypass awaits its approver".into()
+        } else if chosen == MitigationAction::Hold {
             "see the rule: a person decides, with the evidence below".into()
         } else {
             "a safe automatic way back exists".into()
@@ -295,6 +364,7 @@ pub fn manual_rollback(rollout: &Rollout, actor: &str, reason: &str) -> Decision
         weight: phase.weight,
         verdict: None,
         considered: Vec::new(),
+        bypass_flags: Vec::new(),
     }
 }
 
@@ -347,6 +417,7 @@ mod tests {
         auto_fallback: bool,
         migration: Option<bool>,
         guard_flags: &'static [&'static str],
+        approvers: &'static [&'static str],
         model: ExposureModel,
         criticality: Criticality,
         want: MitigationAction,
@@ -363,6 +434,7 @@ mod tests {
         auto_fallback: true,
         migration: None,
         guard_flags: &[],
+        approvers: &[],
         model: ExposureModel::Canary,
         criticality: Criticality::Medium,
         want: MitigationAction::Fallback,
@@ -387,9 +459,27 @@ mod tests {
                 ..BASE
             },
             Case {
-                name: "guard flags: bypass weighed, needs an approval",
+                name: "guard flags: bypass weighed, needs an approver",
                 guard_flags: &["new-checkout"],
-                considered_has: &[("bypass", "turning off new-checkout"), ("bypass", "approval")],
+                considered_has: &[("bypass", "turning off new-checkout"), ("bypass", "names none")],
+                ..BASE
+            },
+            Case {
+                name: "guard flags and a named approver: a bypass is offered, exposure frozen",
+                guard_flags: &["new-checkout"],
+                approvers: &["alice"],
+                want: MitigationAction::Hold,
+                rule_has: "one of alice approves the bypass",
+                considered_has: &[("bypass", "offered: turning off new-checkout"), ("hold", "awaits its approver")],
+                ..BASE
+            },
+            Case {
+                name: "an irreversible migration is not bypassed either",
+                guard_flags: &["new-checkout"],
+                approvers: &["alice"],
+                migration: Some(false),
+                want: MitigationAction::Hold,
+                rule_has: "which is irreversible",
                 ..BASE
             },
             Case {
@@ -457,6 +547,7 @@ mod tests {
             let policy = MitigationSpec {
                 auto_fallback: c.auto_fallback,
                 trusted: c.trusted.iter().map(|s| s.to_string()).collect(),
+                bypass_approvers: c.approvers.iter().map(|s| s.to_string()).collect(),
                 ..MitigationSpec::default()
             };
             let migration =

@@ -237,6 +237,21 @@ pub enum EventKind {
     ReleaseHoldCleared {
         version: String,
     },
+    /// An approver approved the bypass a halted rollout offered: its guard flags are off (the
+    /// `flag_killed` events beside this one) and the rollout goes on from its current phase.
+    BypassApproved {
+        rollout_id: String,
+        approver: String,
+        flags: Vec<String>,
+        /// Why running without the feature is acceptable (not `reason`: the envelope's).
+        justification: String,
+    },
+    /// A bypass's flags have been off longer than `mitigation.max_degraded`: the release runs
+    /// without its feature, and someone must fix it or restore the flags.
+    DegradedTooLong {
+        rollout_id: String,
+        flags: Vec<String>,
+    },
     /// The backup hook ran before the rollout's migration: where the backup is, or how to
     /// restore it, as the hook said.
     BackupTaken {
@@ -328,6 +343,7 @@ impl EventKind {
             | RolloutCompleted { rollout_id }
             | LkgUpdated { rollout_id, .. }
             | RolloutHalted { rollout_id, .. }
+            | BypassApproved { rollout_id, .. }
             | MitigationCompleted { rollout_id, .. }
             | RolloutPaused { rollout_id }
             | RolloutResumed { rollout_id }

@@ -103,6 +103,12 @@ pub fn describe(e: &Event) -> String {
         ReleaseRevoked { version } => format!("release {version} revoked: it never runs again"),
         ReleaseHoldCleared { version } => format!("hold on {version} cleared: it may be deployed again"),
         StackRetired { version, .. } => format!("the old stack of {version}, kept warm after the switch, is retired"),
+        BypassApproved { approver, flags, justification, .. } => {
+            format!("{approver} approved the bypass: {} off, the rollout goes on ({justification})", flags.join(", "))
+        }
+        DegradedTooLong { flags, .. } => {
+            format!("{} still off since the bypass: past mitigation.max_degraded, escalated", flags.join(", "))
+        }
         BackupTaken { migration, reference, .. } => format!("backed up before migration {migration}: {reference}"),
         RoutesDrifted { expected_generation, found_generation, detail } => format!(
             "the router served another table (generation {found_generation}, installed {expected_generation}): {detail}; the desired one is installed again"

@@ -113,6 +113,21 @@ pub struct Rollout {
     /// The traffic each passed comparison phase was judged on: evidence later phases carry.
     #[serde(default)]
     pub windows: Vec<PhaseWindow>,
+    /// When it was last halted (an offered bypass waits from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted_at: Option<Timestamp>,
+    /// A bypass an approver approved: the guard flags turned off and the rollout going on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bypass: Option<Bypass>,
+}
+
+/// A bypass as approved: who, why, which flags were turned off, and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bypass {
+    pub approver: String,
+    pub reason: String,
+    pub flags: Vec<String>,
+    pub at: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -218,9 +233,21 @@ pub fn step_judged(r: &Rollout, input: &StepInput<'_>) -> (Vec<EventKind>, Optio
 fn step_inner(r: &Rollout, input: &StepInput<'_>, verdict: Verdict) -> Vec<EventKind> {
     let id = r.id.clone();
     match r.status {
-        RolloutStatus::Completed | RolloutStatus::Mitigated | RolloutStatus::Aborted | RolloutStatus::Halted => {
-            vec![]
+        RolloutStatus::Halted => {
+            // An offered bypass that no approver took in time: everyone goes back.
+            match &r.decision {
+                Some(d)
+                    if !d.bypass_flags.is_empty()
+                        && r.bypass.is_none()
+                        && r.halted_at.is_some_and(|h| input.now.since(h) >= input.mitigation.bypass_wait.as_ms()) =>
+                {
+                    let decision = decision::bypass_expired(r, d, input.mitigation.bypass_wait);
+                    vec![EventKind::RolloutHalted { rollout_id: id, decision: Box::new(decision) }]
+                }
+                _ => vec![],
+            }
         }
+        RolloutStatus::Completed | RolloutStatus::Mitigated | RolloutStatus::Aborted => vec![],
         RolloutStatus::Mitigating => {
             if !input.converged {
                 return vec![];
@@ -410,6 +437,21 @@ pub fn apply(r: &mut Rollout, kind: &EventKind, at: Timestamp) {
             };
             r.last_verdict = decision.verdict.clone();
             r.decision = Some((**decision).clone());
+            r.halted_at = Some(at);
+        }
+        EventKind::BypassApproved { approver, flags, justification, .. } => {
+            // The phase starts over with the flags off: what was judged before is not this.
+            r.status = RolloutStatus::Progressing;
+            r.stage = Stage::Deploying;
+            r.phase_started_at = at;
+            r.bake_started_at = None;
+            r.baseline = None;
+            r.window_started_at = None;
+            r.paused_ms = 0;
+            r.paused_at = None;
+            r.held_since = None;
+            r.bypass =
+                Some(Bypass { approver: approver.clone(), reason: justification.clone(), flags: flags.clone(), at });
         }
         EventKind::MitigationCompleted { .. } => {
             r.status = RolloutStatus::Mitigated;
@@ -485,5 +527,7 @@ pub fn started(
         reason: String::new(),
         smoke: Vec::new(),
         windows: Vec::new(),
+        halted_at: None,
+        bypass: None,
     }
 }

@@ -97,6 +97,9 @@ pub struct WorkloadState {
     /// Backups taken before rollouts' migrations: rollout id -> what the hook recorded.
     #[serde(default)]
     pub backups: BTreeMap<String, String>,
+    /// Rollouts whose bypass ran degraded past `mitigation.max_degraded` and was escalated.
+    #[serde(default)]
+    pub degraded_escalated: std::collections::BTreeSet<String>,
     /// Releases that were mitigated, by version: not deployed again until a person clears the
     /// hold with a reason (no flapping back into a release that failed).
     #[serde(default)]
@@ -386,6 +389,7 @@ impl World {
                             killed_flags: BTreeMap::new(),
                             warm: None,
                             backups: BTreeMap::new(),
+                            degraded_escalated: Default::default(),
                             held: BTreeMap::new(),
                             revoked: BTreeMap::new(),
                             deleted: false,
@@ -543,6 +547,9 @@ impl World {
                 if ws.warm.as_ref().is_some_and(|w| w.version == *version) {
                     ws.warm = None;
                 }
+            }
+            EventKind::DegradedTooLong { rollout_id, .. } => {
+                ws.degraded_escalated.insert(rollout_id.clone());
             }
             EventKind::BackupTaken { rollout_id, reference, .. } => {
                 ws.backups.insert(rollout_id.clone(), reference.clone());

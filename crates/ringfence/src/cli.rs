@@ -207,6 +207,13 @@ pub enum Command {
     /// Stop the rollout and send all traffic back to the stable version.
     #[command(after_help = "Example:\n  ringfence abort checkout --reason \"wrong build\"")]
     Abort(Verb),
+    /// Approve the bypass a halted rollout offers: its guard flags are turned off and the
+    /// rollout goes on without the feature. Only the approvers `[mitigation]
+    /// bypass_approvers` names may; the reason is required and recorded.
+    #[command(
+        after_help = "Example:\n  ringfence bypass checkout --reason \"new-checkout off until the tax fix (INC-88); payments work without it\""
+    )]
+    Bypass(Verb),
     /// Delete a workload: its instances, routes and router are stopped; its history stays
     /// (`events`), and applying its spec again brings it back. Needs the admin role.
     #[command(after_help = "Example:\n  ringfence delete checkout-legacy --reason \"replaced by checkout\"")]
@@ -636,6 +643,7 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
         Command::Resume(v) => verb(&api, "resume", v, json).await,
         Command::Promote(v) => verb(&api, "promote", v, json).await,
         Command::Abort(v) => verb(&api, "abort", v, json).await,
+        Command::Bypass(v) => verb(&api, "bypass", v, json).await,
         Command::Delete { workload, reason } => {
             let q = if reason.is_empty() {
                 String::new()

@@ -20,11 +20,47 @@ pub struct MitigationSpec {
     /// for a person.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted: Vec<String>,
+    /// Who may approve a bypass (token names): when a release whose new code paths are behind
+    /// flags (`guarded_by`) turns unhealthy, turning those flags off may keep it. Empty: a
+    /// bypass is never offered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bypass_approvers: Vec<String>,
+    /// How long an offered bypass waits for an approver, exposure frozen; then all traffic
+    /// returns to the stable version.
+    #[serde(default = "default_bypass_wait", skip_serializing_if = "is_default_bypass_wait")]
+    pub bypass_wait: Dur,
+    /// How long a release may run with its guard flags turned off by a bypass before that
+    /// escalates (someone must fix the feature or restore the flags).
+    #[serde(default = "default_max_degraded", skip_serializing_if = "is_default_max_degraded")]
+    pub max_degraded: Dur,
+}
+
+fn default_bypass_wait() -> Dur {
+    Dur::secs(120)
+}
+
+fn is_default_bypass_wait(d: &Dur) -> bool {
+    *d == default_bypass_wait()
+}
+
+fn default_max_degraded() -> Dur {
+    Dur::secs(3600)
+}
+
+fn is_default_max_degraded(d: &Dur) -> bool {
+    *d == default_max_degraded()
 }
 
 impl Default for MitigationSpec {
     fn default() -> Self {
-        MitigationSpec { auto_fallback: true, fallback_after_max_hold: false, trusted: Vec::new() }
+        MitigationSpec {
+            auto_fallback: true,
+            fallback_after_max_hold: false,
+            trusted: Vec::new(),
+            bypass_approvers: Vec::new(),
+            bypass_wait: default_bypass_wait(),
+            max_degraded: default_max_degraded(),
+        }
     }
 }
 

@@ -102,7 +102,9 @@ struct Local {
 }
 
 /// What the analyzer of a phase depends on.
-type AnalyzerKey = (String, usize, usize, ringfence_core::spec::AnalysisSpec);
+/// (rollout, phase, phases passed, bypassed, analysis): an analyzer judges one stretch of
+/// traffic; a bypass starts the phase over, with evidence of its own.
+type AnalyzerKey = (String, usize, usize, bool, ringfence_core::spec::AnalysisSpec);
 
 #[derive(Default)]
 struct ProbeState {
@@ -222,6 +224,16 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
             )?;
             return Ok(true);
         }
+    }
+
+    // A bypass whose flags stayed off too long: escalated, once.
+    if let Some(e) = shared.world(|w| ringfence_core::command::degraded_too_long(w, &name, crate::state::now())) {
+        tracing::error!(
+            workload = name,
+            "a bypass has kept its guard flags off past mitigation.max_degraded: fix the feature or restore the flags"
+        );
+        shared.record(&name, "the bypass ran degraded past mitigation.max_degraded", vec![e])?;
+        return Ok(true);
     }
 
     // A regression right after a blue-green switch: back to the warm stack at once.
@@ -485,11 +497,21 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
             max_hold: ws.spec.rollout.max_hold,
             analyzer: {
                 let spec = &ws.spec.health.analysis;
-                let fresh = |(id, phase, passed, s): &AnalyzerKey| {
-                    *id == current.id && *phase == current.phase && *passed == current.windows.len() && s == spec
+                let fresh = |(id, phase, passed, bypassed, s): &AnalyzerKey| {
+                    *id == current.id
+                        && *phase == current.phase
+                        && *passed == current.windows.len()
+                        && *bypassed == current.bypass.is_some()
+                        && s == spec
                 };
                 if !local.analyzer.as_ref().is_some_and(|(key, _)| fresh(key)) {
-                    let key = (current.id.clone(), current.phase, current.windows.len(), spec.clone());
+                    let key = (
+                        current.id.clone(),
+                        current.phase,
+                        current.windows.len(),
+                        current.bypass.is_some(),
+                        spec.clone(),
+                    );
                     local.analyzer = Some((key, ringfence_core::analysis::analyzer_for(spec, current)));
                 }
                 &*local.analyzer.as_ref().expect("set just above").1

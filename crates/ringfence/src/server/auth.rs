@@ -144,7 +144,7 @@ pub fn policy(method: &Method, route: &str) -> Option<(Perm, Scope)> {
             | "/v1/workloads/{name}/abort"
             | "/v1/workloads/{name}/rollback",
         ) => (Deploy, Workload),
-        (false, "/v1/workloads/{name}/promote") => (Approve, Workload),
+        (false, "/v1/workloads/{name}/promote" | "/v1/workloads/{name}/bypass") => (Approve, Workload),
         (false, "/v1/workloads/{name}/flags/{flag}/kill" | "/v1/workloads/{name}/flags/{flag}/restore") => {
             (Flags, Workload)
         }

@@ -92,6 +92,7 @@ impl From<CommandError> for ApiError {
             ErrorCode::NotFound => ErrorKind::NotFound,
             ErrorCode::Conflict => ErrorKind::Conflict,
             ErrorCode::Invalid => ErrorKind::Invalid,
+            ErrorCode::Forbidden => ErrorKind::Forbidden,
         };
         ApiError::new(kind, e.message)
     }

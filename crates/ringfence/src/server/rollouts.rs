@@ -52,6 +52,19 @@ pub(super) async fn rollback(
     Ok(Json(api::Started { rollout_id: id, warnings: Vec::new() }))
 }
 
+/// `POST .../bypass`: an approver approves the bypass a halted rollout offers (the command
+/// checks the approver against the spec: the role alone is not enough).
+pub(super) async fn bypass(
+    State(sh): St,
+    Actor(who): Actor,
+    Path(name): Path<String>,
+    Body(b): Body<api::Reason>,
+) -> Result<Json<api::Started>, ApiError> {
+    let events = sh.command(&name, &who, &b.reason, |w| command::bypass(w, &name, &who, &b.reason))?;
+    let id = events.iter().find_map(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
+    Ok(Json(api::Started { rollout_id: id, warnings: Vec::new() }))
+}
+
 pub(super) async fn why(State(sh): St, Path(name): Path<String>) -> Result<Json<api::Why>, ApiError> {
     let live = sh.live.lock().expect("live lock").get(&name).cloned();
     sh.world(|w| {

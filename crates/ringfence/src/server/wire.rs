@@ -178,6 +178,12 @@ pub(super) fn rollout(r: &core::Rollout, now: core::Timestamp) -> api::Rollout {
         spec_digest: r.spec_digest.clone(),
         started_by: r.started_by.clone(),
         reason: r.reason.clone(),
+        bypass: r.bypass.as_ref().map(|b| api::Bypass {
+            approver: b.approver.clone(),
+            reason: b.reason.clone(),
+            flags: b.flags.clone(),
+            at: ts(b.at),
+        }),
         smoke: r
             .smoke
             .iter()
@@ -246,6 +252,7 @@ pub(super) fn decision(d: &core::decision::Decision) -> api::Decision {
             .iter()
             .map(|c| api::Considered { option: c.option.clone(), chosen: c.chosen, why: c.why.clone() })
             .collect(),
+        bypass_flags: d.bypass_flags.clone(),
     }
 }
 

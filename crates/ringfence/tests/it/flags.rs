@@ -827,3 +827,131 @@ async fn flagd_testbed_suites_pass_through_real_openfeature_clients() {
         assert!(na["why"].as_str().is_some_and(|w| !w.is_empty()), "{na}");
     }
 }
+
+/// A release whose new code path is behind a flag turns unhealthy: a bypass is offered, exposure
+/// frozen. Nobody approves in time: everyone goes back. Next time an approver the spec names
+/// approves (another person with the approver role is refused): the flag is turned off, the
+/// rollout goes on and completes healthy, and running without the feature too long escalates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bypass_turns_the_guard_flag_off_on_a_named_approvers_word_and_is_bounded_in_time() {
+    let server = Server::start().await;
+    let w = "bypassed";
+    let flag_set = |default: &str| json!({"flags": {"new-path": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": default}}});
+    let (f1, f2) = (server.path("flags-v1.json"), server.path("flags-v2.json"));
+    std::fs::write(&f1, flag_set("off").to_string()).expect("write flags v1");
+    std::fs::write(&f2, flag_set("on").to_string()).expect("write flags v2");
+    let spec = Spec { phases: vec![(20, "1500ms"), (100, "1500ms")], lenient_breaker: true, ..Spec::new(w) };
+    let text = format!(
+        "{}\n[executor.env]\nSAMPLE_FAIL_ON_FLAG = \"new-path\"\n",
+        spec.toml().replacen(
+            "[mitigation]\nauto_fallback = true\n",
+            "[mitigation]\nauto_fallback = true\nbypass_approvers = [\"alice\"]\nbypass_wait = \"6s\"\nmax_degraded = \"3s\"\n",
+            1
+        )
+    );
+    let file = server.path("bypassed.toml");
+    std::fs::write(&file, &text).expect("write the spec");
+    let out = server.cli(&["apply", path_str(&file)]).await;
+    assert_eq!(out.code, 0, "{out}\n{text}");
+    // v2 and v3: new code (another config) whose new path, behind `new-path`, fails.
+    for (version, flags, config) in [("v1", &f1, "GREETING=1"), ("v2", &f2, "GREETING=2"), ("v3", &f2, "GREETING=3")] {
+        let out = server
+            .cli(&[
+                "release",
+                "create",
+                w,
+                "--version",
+                version,
+                "--artifact",
+                "sample-app:1",
+                "--flags",
+                path_str(flags),
+                "--config",
+                config,
+                "--guarded-by",
+                "new-path",
+            ])
+            .await;
+        assert_eq!(out.code, 0, "{out}");
+    }
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0, "{}", server.diagnose(w).await);
+    let load = Load::start(server.router_addr(w).await, 100.0, 200);
+    let alice = server.token_with("alice", &[&format!("approver:{w}")]).await;
+    let bob = server.token_with("bob", &[&format!("approver:{w}")]).await;
+
+    // Offered, not taken: after bypass_wait everyone is back on v1.
+    let out = server.cli(&["deploy", w, "v2"]).await;
+    let first = rollout_id(&out);
+    let offered = server
+        .wait_status(w, "the bypass offered", |s| {
+            s.rollout
+                .as_ref()
+                .filter(|r| r.id == first && r.status == RolloutStatus::Halted)
+                .and_then(|r| r.decision.clone())
+        })
+        .await;
+    assert_eq!(offered.action, MitigationAction::Hold, "{offered:#?}");
+    assert_eq!(offered.bypass_flags, vec!["new-path".to_string()], "{offered:#?}");
+    assert!(offered.rule.contains("one of alice approves the bypass"), "{}", offered.rule);
+    let r = server
+        .wait_status(w, "the offer expires", |s| {
+            s.rollout.as_ref().filter(|r| r.id == first && !r.status.is_active()).cloned()
+        })
+        .await;
+    assert_eq!(r.status, RolloutStatus::Mitigated, "{r:#?}");
+    let d = r.decision.expect("the decision after the offer");
+    assert_eq!(d.action, MitigationAction::Fallback);
+    assert!(d.rule.contains("no approver approved the bypass of new-path"), "{}", d.rule);
+
+    // Offered and taken, by the right person.
+    let out = server.cli(&["deploy", w, "v3"]).await;
+    let id = rollout_id(&out);
+    server
+        .wait_status(w, "the bypass offered again", |s| {
+            s.rollout.as_ref().filter(|r| r.id == id && r.status == RolloutStatus::Halted).map(|_| ())
+        })
+        .await;
+    let refused = server.cli_as(&bob, &["bypass", w, "--reason", "let it through"]).await;
+    assert_eq!(refused.code, 7, "{refused}");
+    assert!(
+        refused.stderr.contains("bob may not approve a bypass of bypassed: mitigation.bypass_approvers names alice"),
+        "{refused}"
+    );
+    let no_reason = server.cli_as(&alice, &["bypass", w]).await;
+    assert_eq!(no_reason.code, 3, "{no_reason}");
+    let approved = server
+        .cli_as(&alice, &["bypass", w, "--reason", "new-path off until the fix; checkout works without it"])
+        .await;
+    assert_eq!(approved.code, 0, "{approved}\n{}", server.diagnose(w).await);
+    let done = server
+        .wait_status(w, "the bypassed rollout ends", |s| {
+            s.rollout.as_ref().filter(|r| r.id == id && !r.status.is_active()).map(|r| r.status)
+        })
+        .await;
+    assert_eq!(done, RolloutStatus::Completed, "{}", server.diagnose(w).await);
+    let r = server.rollout(w, &id).await;
+    let b = r.bypass.as_ref().expect("the bypass on record");
+    assert_eq!((b.approver.as_str(), b.flags.clone()), ("alice", vec!["new-path".to_string()]));
+    let events = server.events(w).await;
+    assert!(events.iter().any(|e| matches!(&e.kind, EventKind::FlagKilled { flag } if flag == "new-path")));
+    let passed: Vec<bool> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::PhasePassed { rollout_id, verdict, .. } if *rollout_id == id => {
+                Some(verdict.health == ringfence_core::Health::Healthy)
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(!passed.is_empty() && passed.iter().all(|h| *h), "health verified after the bypass: {passed:?}");
+    server
+        .wait_events(w, "degraded too long", |events| {
+            events.iter().find_map(|e| match &e.kind {
+                EventKind::DegradedTooLong { rollout_id, flags } if *rollout_id == id => Some(flags.clone()),
+                _ => None,
+            })
+        })
+        .await;
+    let _ = load.finish().await;
+    assert_eq!(server.status(w).await.stable.as_deref(), Some("v3"));
+}
