@@ -37,7 +37,7 @@ pub const PUBLIC: &[&str] = &["/v1/health"];
     servers((url = "http://127.0.0.1:7070")),
     paths(
         health, openapi_json, list_workloads, apply_spec, workload_status, delete_workload, list_releases, create_release,
-        show_release, clear_hold, revoke_release, deploy, pause, resume, promote, abort, rollback, bypass, workload_events, why, show_rollout,
+        show_release, clear_hold, revoke_release, deploy, pause, resume, promote, abort, rollback, bypass, redeploy, workload_events, why, show_rollout,
         all_events, alerts, plan, list_flags, kill_flag, restore_flag, report, list_tokens, create_token,
         revoke_token
     ),
@@ -267,6 +267,17 @@ fn promote() {}
 ))]
 #[allow(dead_code)]
 fn bypass() {}
+
+/// Redeploy the stable version onto fresh instances
+///
+/// One instance at a time: each leaves the traffic split, stops, and its slot starts afresh
+/// (for instances that fail, not code). Refused while a rollout is in progress.
+#[utoipa::path(post, path = "/v1/workloads/{name}/redeploy", tag = "rollouts", params(("name" = String, Path, description = "the workload")), request_body = Reason, responses(
+    (status = 200, description = "the redeploy began", body = Started),
+    (status = 409, description = "a rollout or a redeploy is in progress, or there is no stable version", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn redeploy() {}
 
 /// Abort the rollout in progress
 #[utoipa::path(post, path = "/v1/workloads/{name}/abort", tag = "rollouts", params(("name" = String, Path, description = "the workload")), request_body = Reason, responses(

@@ -531,6 +531,23 @@ pub fn bypass(world: &World, name: &str, actor: &str, reason: &str) -> Result<Ve
     Ok(events)
 }
 
+/// Redeploys the stable version onto fresh instances, one at a time: for instances that
+/// fail (a bad host, a leak) rather than code that does.
+pub fn redeploy(world: &World, name: &str) -> Result<EventKind, CommandError> {
+    let ws = workload(world, name)?;
+    active_conflict(ws)?;
+    let Some(version) = ws.stable.clone() else {
+        return Err(err(ErrorCode::Conflict, format!("{name} has no stable version to redeploy")));
+    };
+    if !ws.recycle.is_empty() {
+        return Err(err(
+            ErrorCode::Conflict,
+            format!("a redeploy of {name} is under way ({} instance(s) to go)", ws.recycle.len()),
+        ));
+    }
+    Ok(EventKind::RedeployRequested { version })
+}
+
 /// A bypass whose flags are still off after `mitigation.max_degraded`, not yet escalated.
 pub fn degraded_too_long(world: &World, name: &str, now: Timestamp) -> Option<EventKind> {
     let ws = world.workload(name)?;

@@ -320,7 +320,7 @@ fn weigh(input: &DecisionInput<'_>, chosen: MitigationAction, offered: bool) -> 
         "redeploy",
         false,
         format!(
-            "{stable}'s instances still run; redeploying the last known good onto fresh instances is for when they fail"
+            "{stable}'s instances still run; redeploying the last known good onto fresh instances is for when they fail (done by itself if its probes fail once traffic is back; `ringfence redeploy` by hand)"
         ),
     ));
     out.push(option(

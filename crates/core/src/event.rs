@@ -237,6 +237,11 @@ pub enum EventKind {
     ReleaseHoldCleared {
         version: String,
     },
+    /// Every instance of `version` is replaced by a fresh one, one at a time (the last known
+    /// good redeployed onto new instances: for when its instances fail, not its code).
+    RedeployRequested {
+        version: String,
+    },
     /// An approver approved the bypass a halted rollout offered: its guard flags are off (the
     /// `flag_killed` events beside this one) and the rollout goes on from its current phase.
     BypassApproved {

@@ -106,6 +106,7 @@ pub fn describe(e: &Event) -> String {
         BypassApproved { approver, flags, justification, .. } => {
             format!("{approver} approved the bypass: {} off, the rollout goes on ({justification})", flags.join(", "))
         }
+        RedeployRequested { version } => format!("{version} is redeployed onto fresh instances, one at a time"),
         DegradedTooLong { flags, .. } => {
             format!("{} still off since the bypass: past mitigation.max_degraded, escalated", flags.join(", "))
         }

@@ -255,10 +255,23 @@ fn step_inner(r: &Rollout, input: &StepInput<'_>, verdict: Verdict) -> Vec<Event
             let (verified, detail) = match (&r.from, &input.observation.baseline) {
                 (None, _) => (true, format!("{} stopped; there was no stable version to return to", r.release)),
                 (Some(from), None) => (false, format!("traffic is back on {from}, but it could not be observed")),
-                (Some(_), Some(b)) if !b.probes_failing.is_empty() => (
-                    false,
-                    format!("traffic is back on {} but its probes fail: {}", b.version, b.probes_failing.join(", ")),
-                ),
+                (Some(_), Some(b)) if !b.probes_failing.is_empty() => {
+                    // The way back does not restore health: its instances fail too. Fresh ones,
+                    // and a person is told.
+                    return vec![
+                        EventKind::MitigationCompleted {
+                            rollout_id: id.clone(),
+                            verified: false,
+                            detail: format!(
+                                "traffic is back on {} but its probes fail ({}): it is redeployed onto fresh instances, and escalated",
+                                b.version,
+                                b.probes_failing.join(", ")
+                            ),
+                        },
+                        EventKind::Escalated { rollout_id: id, phase: r.phase },
+                        EventKind::RedeployRequested { version: b.version.clone() },
+                    ];
+                }
                 (Some(_), Some(b)) if b.probes_answered == 0 => {
                     (false, format!("traffic is back on {}, but none of its probes has answered yet", b.version))
                 }

@@ -97,6 +97,10 @@ pub struct WorkloadState {
     /// Backups taken before rollouts' migrations: rollout id -> what the hook recorded.
     #[serde(default)]
     pub backups: BTreeMap<String, String>,
+    /// Instances to replace with fresh ones (a redeploy), by slot: each leaves the routing
+    /// table, stops, and its slot starts again.
+    #[serde(default)]
+    pub recycle: std::collections::BTreeSet<(String, u32)>,
     /// Rollouts whose bypass ran degraded past `mitigation.max_degraded` and was escalated.
     #[serde(default)]
     pub degraded_escalated: std::collections::BTreeSet<String>,
@@ -239,6 +243,15 @@ impl WorkloadState {
     }
 
     /// The world this workload should have now: which versions run and how traffic splits.
+    /// The instance a redeploy replaces now: one at a time, and only while every other slot it
+    /// replaces runs (a fresh instance that is still starting holds the next one back).
+    pub fn replacing(&self) -> Option<&(String, u32)> {
+        if self.recycle.iter().any(|k| !self.replicas.contains_key(k)) {
+            return None;
+        }
+        self.recycle.iter().next()
+    }
+
     /// The active rollout's migration, while the backup hook has yet to run for it: nothing of
     /// that release starts before the data is backed up.
     pub fn awaiting_backup(&self) -> Option<(&str, &str)> {
@@ -390,6 +403,7 @@ impl World {
                             warm: None,
                             backups: BTreeMap::new(),
                             degraded_escalated: Default::default(),
+                            recycle: Default::default(),
                             held: BTreeMap::new(),
                             revoked: BTreeMap::new(),
                             deleted: false,
@@ -463,8 +477,11 @@ impl World {
                     _ => {}
                 }
             }
-            EventKind::ReplicaStarted { version, replica, instance, endpoint, .. } => {
+            EventKind::ReplicaStarted { version, replica, instance, endpoint, adopted } => {
                 ws.start_failures.remove(version);
+                if !adopted {
+                    ws.recycle.remove(&(version.clone(), *replica));
+                }
                 ws.replicas.insert(
                     (version.clone(), *replica),
                     ReplicaRecord {
@@ -547,6 +564,11 @@ impl World {
                 if ws.warm.as_ref().is_some_and(|w| w.version == *version) {
                     ws.warm = None;
                 }
+            }
+            EventKind::RedeployRequested { version } => {
+                let runtime = ws.runtime_of(version);
+                let slots: Vec<(String, u32)> = ws.replicas.keys().filter(|(v, _)| *v == runtime).cloned().collect();
+                ws.recycle.extend(slots);
             }
             EventKind::DegradedTooLong { rollout_id, .. } => {
                 ws.degraded_escalated.insert(rollout_id.clone());

@@ -729,12 +729,20 @@ fn mitigation_is_verified_only_when_the_baseline_probes_pass() {
         let mut base = vo("v1", 1_000, 0);
         base.probes_failing = failing_probes.clone();
         let out = sim.tick(&obs(vo("v2", 0, 0), Some(base)), true);
-        let [EventKind::MitigationCompleted { verified: got, detail, .. }] = out.as_slice() else {
+        let Some(EventKind::MitigationCompleted { verified: got, detail, .. }) = out.first() else {
             panic!("{case}: expected mitigation_completed, got {out:?}");
         };
         assert_eq!(*got, verified, "{case}: {detail}");
         for replica in &failing_probes {
             assert!(detail.contains(replica), "{case}: {detail}");
+        }
+        // A way back that does not restore health escalates and is redeployed onto fresh
+        // instances (its instances fail, not its code).
+        if verified {
+            assert_eq!(out.len(), 1, "{case}: {out:?}");
+        } else {
+            assert_eq!(names(&out), ["mitigation_completed", "escalated", "redeploy_requested"], "{case}");
+            assert!(matches!(&out[2], EventKind::RedeployRequested { version } if version == "v1"), "{case}");
         }
         assert_eq!(sim.latest().status, RolloutStatus::Mitigated, "{case}");
         assert_eq!(sim.ws().pin.as_ref().unwrap().version, "v1", "{case}");

@@ -207,6 +207,12 @@ pub enum Command {
     /// Stop the rollout and send all traffic back to the stable version.
     #[command(after_help = "Example:\n  ringfence abort checkout --reason \"wrong build\"")]
     Abort(Verb),
+    /// Redeploy the stable version onto fresh instances, one at a time (each leaves the
+    /// traffic split before it stops): for instances that fail (a bad host, a leak), not code.
+    #[command(
+        after_help = "Example:\n  ringfence redeploy checkout --reason \"replica on host-7 leaks file descriptors\""
+    )]
+    Redeploy(Verb),
     /// Approve the bypass a halted rollout offers: its guard flags are turned off and the
     /// rollout goes on without the feature. Only the approvers `[mitigation]
     /// bypass_approvers` names may; the reason is required and recorded.
@@ -644,6 +650,7 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
         Command::Promote(v) => verb(&api, "promote", v, json).await,
         Command::Abort(v) => verb(&api, "abort", v, json).await,
         Command::Bypass(v) => verb(&api, "bypass", v, json).await,
+        Command::Redeploy(v) => verb(&api, "redeploy", v, json).await,
         Command::Delete { workload, reason } => {
             let q = if reason.is_empty() {
                 String::new()
@@ -1045,7 +1052,11 @@ async fn verb(api: &ApiClient, name: &str, v: &Verb, json: bool) -> Result<ExitC
     if json {
         print_json(&out);
     } else {
-        outln!("{name}: rollout {} of {}", out.rollout_id, v.workload);
+        if out.rollout_id.is_empty() {
+            outln!("{name}: {} (under way: `ringfence events {}` shows it)", v.workload, v.workload);
+        } else {
+            outln!("{name}: rollout {} of {}", out.rollout_id, v.workload);
+        }
     }
     Ok(ExitCode::Ok)
 }

@@ -243,8 +243,10 @@ pub(super) fn route_table(
 ) -> RouteTable {
     // Only the instances meant to keep running: one about to be stopped (a ring updated in
     // place) leaves the table before it stops, so no request is sent to it as it goes.
+    let replacing = ws.replacing();
     let wanted = |version: &str, replica: u32| {
         desired.versions.iter().find(|(v, _)| v == version).is_none_or(|(_, n)| replica < *n)
+            && replacing.is_none_or(|(v, i)| !(v == version && *i == replica))
     };
     let upstreams = |version: &str| -> Vec<SocketAddr> {
         ws.replicas

@@ -349,7 +349,9 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
             if !wanted.contains_key(rec.version.as_str()) && !in_full {
                 continue;
             }
-            let keep = wanted.get(rec.version.as_str()).is_some_and(|n| rec.replica < *n);
+            // A redeploy replaces this one now: it has left the table; its slot starts afresh.
+            let replaced = ws.replacing().is_some_and(|(v, i)| *v == rec.version && *i == rec.replica);
+            let keep = !replaced && wanted.get(rec.version.as_str()).is_some_and(|n| rec.replica < *n);
             if keep {
                 continue;
             }

@@ -142,7 +142,8 @@ pub fn policy(method: &Method, route: &str) -> Option<(Perm, Scope)> {
             | "/v1/workloads/{name}/pause"
             | "/v1/workloads/{name}/resume"
             | "/v1/workloads/{name}/abort"
-            | "/v1/workloads/{name}/rollback",
+            | "/v1/workloads/{name}/rollback"
+            | "/v1/workloads/{name}/redeploy",
         ) => (Deploy, Workload),
         (false, "/v1/workloads/{name}/promote" | "/v1/workloads/{name}/bypass") => (Approve, Workload),
         (false, "/v1/workloads/{name}/flags/{flag}/kill" | "/v1/workloads/{name}/flags/{flag}/restore") => {

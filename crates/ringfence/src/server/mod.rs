@@ -45,7 +45,7 @@ use events::{all_events, workload_events};
 use flags::{kill_flag, list_flags, restore_flag};
 use planning::plan;
 use releases::{clear_hold, create_release, list_releases, revoke_release, show_release};
-use rollouts::{bypass, deploy, rollback, show_rollout, verb, why};
+use rollouts::{bypass, deploy, redeploy, rollback, show_rollout, verb, why};
 use signals::{alertmanager_webhook, user_report};
 use tokens::{create_token, list_tokens, revoke_token};
 use workloads::{apply_spec, delete_workload, list_workloads, workload_status};
@@ -179,6 +179,7 @@ fn routes() -> Routes {
         .post_verb("/v1/workloads/{name}/abort", "abort", command::abort)
         .post("/v1/workloads/{name}/rollback", rollback)
         .post("/v1/workloads/{name}/bypass", bypass)
+        .post("/v1/workloads/{name}/redeploy", redeploy)
         .get("/v1/workloads/{name}/events", workload_events)
         .get("/v1/workloads/{name}/why", why)
         .get("/v1/workloads/{name}/rollouts/{id}", show_rollout)

@@ -65,6 +65,18 @@ pub(super) async fn bypass(
     Ok(Json(api::Started { rollout_id: id, warnings: Vec::new() }))
 }
 
+/// `POST .../redeploy`: the stable version onto fresh instances, one at a time.
+pub(super) async fn redeploy(
+    State(sh): St,
+    Actor(who): Actor,
+    Path(name): Path<String>,
+    Body(b): Body<api::Reason>,
+) -> Result<Json<api::Started>, ApiError> {
+    let reason = if b.reason.is_empty() { "redeploy onto fresh instances".to_string() } else { b.reason.clone() };
+    sh.command(&name, &who, &reason, |w| Ok(vec![command::redeploy(w, &name)?]))?;
+    Ok(Json(api::Started { rollout_id: String::new(), warnings: Vec::new() }))
+}
+
 pub(super) async fn why(State(sh): St, Path(name): Path<String>) -> Result<Json<api::Why>, ApiError> {
     let live = sh.live.lock().expect("live lock").get(&name).cloned();
     sh.world(|w| {

@@ -276,3 +276,48 @@ async fn a_deleted_workload_stops_everything_and_keeps_its_history() {
         })
         .await;
 }
+
+/// `ringfence redeploy`: the stable version onto fresh instances, one at a time, each leaving
+/// the traffic split before it stops, so users see no failure; refused while a rollout runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redeploy_replaces_every_stable_instance_one_at_a_time_without_a_failed_request() {
+    let server = Server::start().await;
+    let w = "fresh";
+    let mut spec = Spec::new(w);
+    spec.replicas = 2;
+    server.setup(&spec, &[("v1", &[])]).await;
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0, "{}", server.diagnose(w).await);
+    let before: Vec<String> = server.status(w).await.replicas.iter().map(|r| r.instance.clone()).collect();
+    let load = Load::start(server.router_addr(w).await, 100.0, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let out = server.cli(&["redeploy", w, "--reason", "host-7 leaks file descriptors"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let again = server.cli(&["redeploy", w]).await;
+    assert_eq!(again.code, 5, "one redeploy at a time: {again}");
+    let after = server
+        .wait_status(w, "both instances replaced", |s| {
+            let now: Vec<String> = s.replicas.iter().map(|r| r.instance.clone()).collect();
+            (now.len() == 2 && now.iter().all(|i| !before.contains(i))).then_some(now)
+        })
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let samples = load.finish().await;
+    let failed: Vec<_> = samples.iter().filter(|s| s.is_error()).collect();
+    assert!(
+        failed.is_empty(),
+        "users saw {} failures during the redeploy: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    // One at a time: the second old instance stopped only after the first one's slot ran again.
+    let events = server.events(w).await;
+    let order: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::ReplicaStopped { instance, .. } if before.contains(instance) => Some("stop".to_string()),
+            EventKind::ReplicaStarted { instance, .. } if after.contains(instance) => Some("start".to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, ["stop", "start", "stop", "start"], "one instance at a time");
+}
