@@ -33,6 +33,10 @@ pub struct ReleaseContent {
     /// removes one is refused while this release is the last known good.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub requires_schema: Vec<String>,
+    /// The release this one fixes (an announced hotfix): deploying it rolls a halted rollout
+    /// of that release forward.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hotfix_for: Option<String>,
     pub metadata: Metadata,
     /// Flag definitions in flagd's JSON format, evaluated by this release's users over OFREP.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -192,8 +192,34 @@ fn check_contract(ws: &WorkloadState, version: &str) -> Result<(), CommandError>
     Ok(())
 }
 
+/// A deploy of `version` while a rollout is active: refused, unless `version` is an announced
+/// hotfix of the release that rollout halted on, which rolls it forward (the halted rollout
+/// ends, replaced). Returns the events that end the replaced rollout.
+fn roll_forward(ws: &WorkloadState, version: &str) -> Result<Vec<EventKind>, CommandError> {
+    let Some(r) = ws.active_rollout() else { return Ok(Vec::new()) };
+    let fixes = ws.releases.get(version).and_then(|x| x.content.hotfix_for.as_deref());
+    if fixes == Some(r.release.as_str()) && r.status == RolloutStatus::Halted {
+        return Ok(vec![EventKind::RolloutAborted { rollout_id: r.id.clone() }]);
+    }
+    active_conflict(ws)?;
+    Ok(Vec::new())
+}
+
 /// Starts a rollout of `version` through the workload's plan.
 pub fn deploy(world: &World, name: &str, version: &str) -> Result<EventKind, CommandError> {
+    deploy_checked(world, name, version, true)
+}
+
+/// [`deploy`], or, when `version` is an announced hotfix of the release a halted rollout is
+/// on, a roll forward: that rollout ends and the hotfix's begins.
+pub fn deploy_or_roll_forward(world: &World, name: &str, version: &str) -> Result<Vec<EventKind>, CommandError> {
+    let ws = workload(world, name)?;
+    let mut out = if ws.releases.contains_key(version) { roll_forward(ws, version)? } else { Vec::new() };
+    out.push(deploy_checked(world, name, version, out.is_empty())?);
+    Ok(out)
+}
+
+fn deploy_checked(world: &World, name: &str, version: &str, check_active: bool) -> Result<EventKind, CommandError> {
     let ws = workload(world, name)?;
     if !ws.releases.contains_key(version) {
         let known: Vec<_> = ws.release_order.iter().rev().take(5).cloned().collect();
@@ -205,7 +231,9 @@ pub fn deploy(world: &World, name: &str, version: &str) -> Result<EventKind, Com
             ),
         ));
     }
-    active_conflict(ws)?;
+    if check_active {
+        active_conflict(ws)?;
+    }
     if let Some(r) = ws.revoked.get(version) {
         return Err(err(
             ErrorCode::Conflict,

@@ -101,6 +101,8 @@ pub struct DecisionContext<'a> {
     pub migration: Option<&'a Migration>,
     /// What the backup hook recorded before this rollout's migration, if it ran.
     pub backup: Option<&'a str>,
+    /// An announced hotfix for the release (a release whose `hotfix_for` names it).
+    pub hotfix: Option<&'a str>,
 }
 
 /// Everything a mitigation is decided from, in one value: what is coming (approvals, an
@@ -315,7 +317,17 @@ fn weigh(input: &DecisionInput<'_>, chosen: MitigationAction, offered: bool) -> 
             )
         },
     ));
-    out.push(option("roll_forward", false, "no hotfix release was announced".into()));
+    out.push(option(
+        "roll_forward",
+        false,
+        match context.hotfix {
+            Some(h) => format!(
+                "hotfix {h} is announced: `ringfence deploy {} {h}` rolls forward, replacing this rollout, through the plan (never on its own: a person decides to)",
+                rollout.workload
+            ),
+            None => "no hotfix release was announced (`release create --hotfix-for`)".into(),
+        },
+    ));
     out.push(option(
         "redeploy",
         false,
@@ -418,6 +430,7 @@ mod tests {
         migration: Option<bool>,
         guard_flags: &'static [&'static str],
         approvers: &'static [&'static str],
+        hotfix: Option<&'static str>,
         model: ExposureModel,
         criticality: Criticality,
         want: MitigationAction,
@@ -435,6 +448,7 @@ mod tests {
         migration: None,
         guard_flags: &[],
         approvers: &[],
+        hotfix: None,
         model: ExposureModel::Canary,
         criticality: Criticality::Medium,
         want: MitigationAction::Fallback,
@@ -471,6 +485,12 @@ mod tests {
                 want: MitigationAction::Hold,
                 rule_has: "one of alice approves the bypass",
                 considered_has: &[("bypass", "offered: turning off new-checkout"), ("hold", "awaits its approver")],
+                ..BASE
+            },
+            Case {
+                name: "an announced hotfix: roll forward is a person's choice, fallback protects users now",
+                hotfix: Some("v3"),
+                considered_has: &[("roll_forward", "hotfix v3 is announced"), ("fallback", "quickest way back")],
                 ..BASE
             },
             Case {
@@ -564,6 +584,7 @@ mod tests {
                     guard_flags: &flags,
                     migration: migration.as_ref(),
                     backup: None,
+                    hotfix: c.hotfix,
                 },
             });
             assert_eq!(d.action, c.want, "{}: {d:#?}", c.name);

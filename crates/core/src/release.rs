@@ -33,6 +33,10 @@ pub struct ReleaseContent {
     /// contract migration that removes one is refused while this release is the last known good.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub requires_schema: Vec<String>,
+    /// The release this one fixes (an announced hotfix): deploying it rolls a halted rollout
+    /// of that release forward instead of waiting for it to be mitigated first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hotfix_for: Option<String>,
     pub metadata: Metadata,
     /// Flag definitions (flagd's JSON format) that users of this release evaluate over OFREP.
     /// A release that changes only these runs on the processes already there.

@@ -464,6 +464,10 @@ pub enum ReleaseCommand {
         /// that removes it is refused while this release is the last known good.
         #[arg(long = "requires-schema")]
         requires_schema: Vec<String>,
+        /// The release this one fixes (a hotfix): deploying it rolls a halted rollout of that
+        /// release forward, replacing it.
+        #[arg(long)]
+        hotfix_for: Option<String>,
     },
     /// List a workload's releases, oldest first.
     #[command(after_help = "Example:\n  ringfence release list checkout -o json")]
@@ -884,6 +888,7 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
             removes,
             after,
             requires_schema,
+            hotfix_for,
             flags,
             strict,
         } => {
@@ -927,6 +932,7 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
                         after: after.clone(),
                     }),
                     requires_schema: requires_schema.clone(),
+                    hotfix_for: hotfix_for.clone(),
                     metadata: Metadata { commit: commit.clone(), author: author.clone(), message: message.clone() },
                     flags,
                 },
@@ -1023,6 +1029,9 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
                     };
                     let after = m.after.as_ref().map(|a| format!(", after {a}")).unwrap_or_default();
                     outln!("migration {} ({kind}{removes}{after})", m.id);
+                }
+                if let Some(v) = &r.content.hotfix_for {
+                    outln!("hotfix   for {v}");
                 }
                 if !r.content.requires_schema.is_empty() {
                     outln!("needs     {}", r.content.requires_schema.join(", "));

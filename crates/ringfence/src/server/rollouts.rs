@@ -9,8 +9,9 @@ pub(super) async fn deploy(
     Body(b): Body<api::Deploy>,
 ) -> Result<(StatusCode, Json<api::Started>), ApiError> {
     let reason = if b.reason.is_empty() { format!("deploy {}", b.version) } else { b.reason.clone() };
-    let events = sh.command(&name, &who, &reason, |w| Ok(vec![command::deploy(w, &name, &b.version)?]))?;
-    let id = events.first().and_then(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
+    let events = sh.command(&name, &who, &reason, |w| command::deploy_or_roll_forward(w, &name, &b.version))?;
+    // The new rollout's id: a roll forward ends the one it replaces first.
+    let id = events.last().and_then(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
     let warnings = bake_warnings(&sh, &name).await;
     Ok((StatusCode::ACCEPTED, Json(api::Started { rollout_id: id, warnings })))
 }

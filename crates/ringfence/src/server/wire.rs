@@ -327,6 +327,7 @@ pub(super) fn release(r: &core::Release) -> api::Release {
                 after: m.after.clone(),
             }),
             requires_schema: c.requires_schema.clone(),
+            hotfix_for: c.hotfix_for.clone(),
             metadata: api::Metadata {
                 commit: c.metadata.commit.clone(),
                 author: c.metadata.author.clone(),
@@ -391,6 +392,7 @@ pub(super) fn release_request(r: api::ReleaseRequest) -> Result<core::release::R
             guarded_by: c.guarded_by,
             migration,
             requires_schema: c.requires_schema,
+            hotfix_for: c.hotfix_for,
             metadata: core::release::Metadata {
                 commit: c.metadata.commit,
                 author: c.metadata.author,

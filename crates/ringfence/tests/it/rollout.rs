@@ -321,3 +321,48 @@ async fn a_redeploy_replaces_every_stable_instance_one_at_a_time_without_a_faile
         .collect();
     assert_eq!(order, ["stop", "start", "stop", "start"], "one instance at a time");
 }
+
+/// Roll forward: a rollout halted with exposure frozen (here: automatic fallback is off) is
+/// replaced by an announced hotfix of its release, which then goes through the plan and ends
+/// healthy; any other release waits until the halted rollout is dealt with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announced_hotfix_rolls_a_halted_rollout_forward() {
+    let server = Server::start().await;
+    let w = "forward";
+    let spec = Spec { lenient_breaker: true, ..Spec::new(w) };
+    let text = spec.toml().replacen("auto_fallback = true", "auto_fallback = false", 1);
+    let file = server.path("forward.toml");
+    std::fs::write(&file, &text).unwrap();
+    let out = server.cli(&["apply", crate::harness::path_str(&file)]).await;
+    assert_eq!(out.code, 0, "{out}");
+    server.release(w, "v1", &[]).await;
+    server.release(w, "v2", &["SAMPLE_ERROR_RATE=0.5"]).await;
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0, "{}", server.diagnose(w).await);
+    let load = Load::start(server.router_addr(w).await, 100.0, 200);
+    let out = server.cli(&["deploy", w, "v2"]).await;
+    let halted = rollout_id(&out);
+    server
+        .wait_status(w, "v2 halted, exposure frozen", |s| {
+            s.rollout.as_ref().filter(|r| r.id == halted && r.status == RolloutStatus::Halted).map(|_| ())
+        })
+        .await;
+    // The fix is announced; an unrelated release cannot jump the queue.
+    let out = server
+        .cli(&["release", "create", w, "--version", "v3", "--artifact", "sample-app:v3", "--hotfix-for", "v2"])
+        .await;
+    assert_eq!(out.code, 0, "{out}");
+    let shown = server.cli(&["release", "show", w, "v3"]).await;
+    assert!(shown.stdout.contains("hotfix   for v2"), "{shown}");
+    server.release(w, "v4", &[]).await;
+    let refused = server.cli(&["deploy", w, "v4"]).await;
+    assert_eq!(refused.code, 5, "{refused}");
+    let out = server.cli(&["deploy", w, "v3", "--wait", "--timeout", "60s"]).await;
+    assert_eq!(out.code, 0, "the hotfix rolls forward and completes:\n{out}\n{}", server.diagnose(w).await);
+    let r = server.rollout(w, &halted).await;
+    assert_eq!(r.status, RolloutStatus::Aborted, "the halted rollout was replaced: {r:#?}");
+    assert_eq!(server.status(w).await.stable.as_deref(), Some("v3"));
+    server.wait_status(w, "only v3 runs", |s| s.replicas.iter().all(|r| r.version == "v3").then_some(())).await;
+    let samples = load.finish().await;
+    let v3_errors = samples.iter().filter(|s| s.version.as_deref() == Some("v3") && s.is_error()).count();
+    assert_eq!(v3_errors, 0, "{:?}", by_version(&samples));
+}
