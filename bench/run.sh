@@ -11,6 +11,7 @@
 #                                     # mitigation and router take --baseline BINARY: an earlier
 #                                     # build measured in the same run, alternated with this one,
 #                                     # side by side with after/before of the medians
+#   bench/run.sh mitigations --save   # each mitigation's time to restored health, side by side
 #   bench/run.sh trust --save         # healthy rollouts (A/A) and detection through the real stack,
 #                                     # half an hour or more; `trust --quick` is a 3-minute smoke run
 #   bench/run.sh --save [ARGS...]     # also write bench/results/<benchmark>.txt, with a header

@@ -5,6 +5,7 @@
 mod baseline;
 mod flags;
 mod mitigation;
+mod mitigations;
 mod procs;
 mod router;
 mod server;
@@ -52,6 +53,9 @@ enum Bench {
     /// complete, per rate), and a hard failure, a subtle error increase and a p99 regression must
     /// be caught in time at 10%.
     Trust(trust::TrustArgs),
+    /// Time to restored health for each mitigation (fallback, rollback, bypass, roll forward,
+    /// redeploy), side by side in one run through the real stack.
+    Mitigations(mitigations::MitigationsArgs),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +118,25 @@ fn run(cli: Cli) -> Result<u8> {
             let ringfence = ringfence_binary()?;
             let report = block_on(router::run(&args, &ringfence), "the router, nginx and the upstreams were stopped")?;
             finish(&report, args.output)
+        }
+        Bench::Mitigations(args) => {
+            args.validate()?;
+            let ringfence = ringfence_binary()?;
+            let mut server = server::Server::start(&ringfence, None, false)?;
+            eprintln!("bench: ringfence server {} on {}", ringfence.display(), server.base);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let outcome = runtime.block_on(async {
+                tokio::select! {
+                    r = mitigations::run(&args, &mut server) => r,
+                    () = interrupted() => Err(anyhow!("interrupted; the server and its processes were stopped")),
+                }
+            });
+            let _ = server.stop_and_tell("bench");
+            drop(server);
+            finish(&outcome?, args.output)
         }
         Bench::Trust(args) => {
             let cfg = args.resolve()?;

@@ -88,6 +88,11 @@ pub enum Action {
         version: String,
         replica: u32,
     },
+    /// The command executor's `scale` hook: a version resized to `replicas`.
+    Scale {
+        version: String,
+        replicas: u32,
+    },
     /// The `[data] backup` hook, before a rollout's migration.
     Backup {
         rollout_id: String,

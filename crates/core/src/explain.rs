@@ -133,6 +133,7 @@ pub fn action_words(a: &Action) -> String {
         Action::StartRouter => "start the router".into(),
         Action::StartReplica { version, replica } => format!("start {version} replica {replica}"),
         Action::StopReplica { version, replica } => format!("stop {version} replica {replica}"),
+        Action::Scale { version, replicas } => format!("scale {version} to {replicas}"),
         Action::Backup { migration, .. } => format!("back up the data before migration {migration}"),
         Action::ApplyRoutes { groups, .. } => format!(
             "route {}",

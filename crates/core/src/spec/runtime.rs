@@ -62,6 +62,12 @@ pub struct HooksSpec {
     /// undo. A failing undo is retried, and the mitigation is not complete until it succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undo: Option<Vec<String>>,
+    /// Resizes a version's capacity on platforms that scale by count (a Kubernetes Deployment,
+    /// an autoscaling group), with `{replicas}` the version's new count: run before ringfence
+    /// grows a version (the stack taking traffic back first) and after it shrinks one. `deploy`
+    /// still answers for each slot. Optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<Vec<String>>,
     /// Exits 0 while an instance runs, non-zero once it has ended (its output says how).
     /// Without it, instances count as running and their health is judged by probes alone.
     #[serde(default)]
@@ -89,6 +95,7 @@ impl HooksSpec {
             ("deploy", Some(&self.deploy)),
             ("stop", Some(&self.stop)),
             ("undo", self.undo.as_ref()),
+            ("scale", self.scale.as_ref()),
             ("status", self.status.as_ref()),
         ]
         .into_iter()

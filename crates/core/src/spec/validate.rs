@@ -449,7 +449,7 @@ pub(super) fn unknown_placeholder(arg: &str, hook: bool) -> Option<String> {
         let end = after.find('}')?;
         let name = &after[..end];
         let known = matches!(name, "version" | "port" | "replica" | "workload" | "ringfence")
-            || (hook && matches!(name, "instance" | "endpoint"));
+            || (hook && matches!(name, "instance" | "endpoint" | "replicas"));
         if !known {
             return Some(name.to_string());
         }

@@ -70,6 +70,42 @@ pub(super) async fn start_replica(
     Ok(())
 }
 
+/// Resizes `version` to `replicas` through the command executor's `scale` hook, once per
+/// count. A failure is recorded and the deploys go on: they are what makes instances run.
+pub(super) async fn scale(
+    shared: &Arc<Shared>,
+    local: &mut Local,
+    ws: &WorkloadState,
+    version: &str,
+    replicas: u32,
+) -> anyhow::Result<()> {
+    let Some(hook) = ws.spec.executor.hooks.as_ref().and_then(|h| h.scale.as_ref()) else { return Ok(()) };
+    if local.scaled.get(version) == Some(&replicas) {
+        return Ok(());
+    }
+    local.scaled.insert(version.to_string(), replicas);
+    let name = &ws.name;
+    let op = intend(shared, name, &Action::Scale { version: version.into(), replicas })?;
+    let argv: Vec<String> = hook.iter().map(|a| a.replace("{replicas}", &replicas.to_string())).collect();
+    let env = BTreeMap::from([("RINGFENCE_REPLICAS".to_string(), replicas.to_string())]);
+    let timeout = ws.spec.executor.hooks.as_ref().map_or(Duration::from_secs(60), |h| h.timeout.std());
+    let call = crate::executor::HookCall {
+        hook: "scale",
+        workload: name,
+        version,
+        argv: &argv,
+        env: &env,
+        spec: &ws.spec.executor,
+        timeout,
+    };
+    let outcome = match shared.executor.run_hook(&call).await {
+        Ok(_) => EventKind::ActionSucceeded { op_id: op, detail: format!("{version} scaled to {replicas}") },
+        Err(e) => EventKind::ActionFailed { op_id: op, error: e.to_string() },
+    };
+    shared.record(name, "the platform resizes by count", vec![outcome])?;
+    Ok(())
+}
+
 /// Runs the `[data] backup` hook before the active rollout's migration and records what it
 /// said (`backup=REFERENCE`); a failure is recorded with its reason and retried, less often
 /// each time, while nothing of the release starts.

@@ -85,6 +85,8 @@ struct Local {
     router_retry: Option<(Instant, Duration)>,
     /// After a failed backup hook: when to run it again, and the wait after that.
     backup_retry: Option<(Instant, Duration)>,
+    /// The count each version was last resized to through the `scale` hook.
+    scaled: HashMap<String, u32>,
     /// By instance id.
     probes: HashMap<String, ProbeState>,
     stats: Option<(Instant, StatsSnapshot)>,
@@ -122,6 +124,7 @@ impl Local {
             drift_checked: None,
             router_retry: None,
             backup_retry: None,
+            scaled: HashMap::new(),
             applied: None,
             probes: HashMap::new(),
             stats: None,
@@ -303,6 +306,16 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
                 continue;
             }
         }
+        // A platform that scales by count grows first; deploy then answers for each slot. What
+        // runs when this server first looks is the size it starts from.
+        if local.scaled.is_empty() {
+            for (v, _) in ws.replicas.keys() {
+                *local.scaled.entry(v.clone()).or_default() += 1;
+            }
+        }
+        if (0..*count).any(|i| !ws.replicas.contains_key(&(version.clone(), i))) {
+            act::scale(shared, local, &ws, version, *count).await?;
+        }
         for replica in 0..*count {
             if ws.replicas.contains_key(&(version.clone(), replica)) {
                 continue;
@@ -410,6 +423,17 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
     }
     if changed {
         return Ok(true);
+    }
+    // ... and shrinks once the instances it no longer needs are gone.
+    let shrunk: Vec<(String, u32)> = local
+        .scaled
+        .iter()
+        .map(|(v, n)| (v.clone(), *n, wanted.get(v.as_str()).copied().unwrap_or(0)))
+        .filter(|(v, n, target)| target < n && ws.replicas.keys().filter(|(x, _)| x == v).count() as u32 <= *target)
+        .map(|(v, _, target)| (v, target))
+        .collect();
+    for (version, target) in shrunk {
+        act::scale(shared, local, &ws, &version, target).await?;
     }
 
     // A deleted workload's router goes last, once nothing is routed to its instances.

@@ -251,6 +251,7 @@ impl CommandExecutor {
             deploy: Vec::new(),
             stop: Vec::new(),
             undo: None,
+            scale: None,
             status: None,
             timeout: ringfence_core::duration::Dur::ms(call.timeout.as_millis() as u64),
             status_every: ringfence_core::duration::Dur::secs(2),

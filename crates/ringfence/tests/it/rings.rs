@@ -35,7 +35,12 @@ async fn rings_through_the_command_executor_update_one_group_at_a_time_in_place(
     spec.phases = vec![(10, "2s"), (50, "2s"), (100, "2s")];
     let state = server.path("hook-state");
     std::fs::create_dir_all(&state).unwrap();
-    apply(&server, w, &with_rings(&hooked_spec(&spec, &state, &example_hooks()))).await;
+    // The platform's own resize (here: a log of what it was asked).
+    let scale = state.join("scale.sh");
+    std::fs::write(&scale, "#!/bin/sh\necho \"$RINGFENCE_VERSION $1\" >>\"$HOOK_STATE_DIR/scale.log\"\n").unwrap();
+    std::fs::set_permissions(&scale, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let hooks = format!("{}\nscale = [\"{}\", \"{{replicas}}\"]", example_hooks(), scale.display());
+    apply(&server, w, &with_rings(&hooked_spec(&spec, &state, &hooks))).await;
     server.release(w, "v1", &[]).await;
     server.release(w, "v2", &[]).await;
     assert_eq!(server.deploy_wait(w, "v1").await.code, 0, "{}", server.diagnose(w).await);
@@ -79,6 +84,18 @@ async fn rings_through_the_command_executor_update_one_group_at_a_time_in_place(
         most = most.max(running);
     }
     assert!(most <= 4 + 2, "at most the ring being updated runs beside the fleet: {most} instances at once");
+    // The scale hook sized v1 for its first deploy, then grew v2 before each ring's instances
+    // deployed and shrank v1 after each ring's old instances stopped.
+    let log = std::fs::read_to_string(state.join("scale.log")).unwrap_or_default();
+    let of = |v: &str| log.lines().filter(|l| l.starts_with(&format!("{v} "))).map(String::from).collect::<Vec<_>>();
+    assert_eq!(of("v2"), ["v2 1", "v2 2", "v2 4"], "{log}");
+    assert_eq!(of("v1"), ["v1 4", "v1 3", "v1 2", "v1 0"], "{log}");
+    let order: Vec<&str> = log.lines().collect();
+    let pos = |l: &str| order.iter().position(|x| *x == l).unwrap();
+    assert!(
+        pos("v2 1") < pos("v1 3") && pos("v2 2") < pos("v1 2") && pos("v2 4") < pos("v1 0"),
+        "grow, then shrink: {log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
