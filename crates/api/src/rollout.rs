@@ -102,6 +102,9 @@ pub struct Segment {
     pub header: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<String>,
+    /// A targeting rule over the user key (flagd's JsonLogic, in JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 /// One rollout: a release moving through the phases of a plan.

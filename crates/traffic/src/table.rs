@@ -95,15 +95,62 @@ pub struct Segment {
     pub header: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<String>,
+    /// A targeting rule over the user key, as flags write them (flagd's JsonLogic, the key as
+    /// `{"var": "targetingKey"}`), in JSON: the users it is true for are in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The rule, compiled once per segment (with the flag engine), on first use.
+    #[serde(skip)]
+    compiled: CompiledRule,
+}
+
+/// A segment's rule as the flag engine runs it: one boolean flag whose targeting is the rule.
+#[derive(Clone, Default)]
+struct CompiledRule(std::sync::Arc<std::sync::OnceLock<Option<ringfence_flags::FlagSet>>>);
+
+impl PartialEq for CompiledRule {
+    /// A cache of the rule's text, which the segments compare.
+    fn eq(&self, _: &CompiledRule) -> bool {
+        true
+    }
+}
+
+impl Eq for CompiledRule {}
+
+impl std::fmt::Debug for CompiledRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CompiledRule")
+    }
 }
 
 /// The most users and prefixes one segment lists, so a table stays small to check per request.
 pub const MAX_SEGMENT_ENTRIES: usize = 1_000;
 
+/// The longest rule a segment takes.
+pub const MAX_SEGMENT_RULE: usize = 4_096;
+
+/// The flag document that runs a segment's rule: `true` for the users it picks.
+fn rule_document(rule: &str) -> String {
+    format!(
+        r#"{{"flags":{{"segment":{{"state":"ENABLED","variants":{{"in":true,"out":false}},"defaultVariant":"out","targeting":{{"if":[{rule},"in","out"]}}}}}}}}"#
+    )
+}
+
 impl Segment {
     /// Whether a user key is in the segment (by key alone: what OFREP and `assign` know).
     pub fn has_user(&self, key: &str) -> bool {
-        self.users.iter().any(|u| u == key) || self.prefixes.iter().any(|p| key.starts_with(p.as_str()))
+        self.users.iter().any(|u| u == key)
+            || self.prefixes.iter().any(|p| key.starts_with(p.as_str()))
+            || self.rule_matches(key)
+    }
+
+    fn rule_matches(&self, key: &str) -> bool {
+        let Some(rule) = &self.rule else { return false };
+        let set = self.compiled.0.get_or_init(|| ringfence_flags::FlagSet::parse_strict(&rule_document(rule)).ok());
+        set.as_ref().is_some_and(|set| {
+            let ctx = ringfence_flags::Context::new().with_targeting_key(key);
+            set.evaluate("segment", &ctx).value == Some(&serde_json::Value::Bool(true))
+        })
     }
 
     /// Whether a request is in the segment: its user key, or the segment's header.
@@ -116,8 +163,25 @@ impl Segment {
         if self.header.is_none() && !self.values.is_empty() {
             return Some(("header", "values without a header: name the header that carries them".into()));
         }
-        if self.users.is_empty() && self.prefixes.is_empty() && self.header.is_none() {
-            return Some(("users", "a segment names users, prefixes of user keys or a header; this one none".into()));
+        if self.users.is_empty() && self.prefixes.is_empty() && self.header.is_none() && self.rule.is_none() {
+            return Some((
+                "users",
+                "a segment names users, prefixes of user keys, a rule over the user key or a header; this one none"
+                    .into(),
+            ));
+        }
+        if let Some(rule) = &self.rule {
+            if rule.len() > MAX_SEGMENT_RULE {
+                return Some(("rule", format!("at most {MAX_SEGMENT_RULE} characters, found {}", rule.len())));
+            }
+            if let Err(problems) =
+                serde_json::from_str::<serde_json::Value>(rule).map_err(|e| e.to_string()).and_then(|_| {
+                    ringfence_flags::FlagSet::parse_strict(&rule_document(rule))
+                        .map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))
+                })
+            {
+                return Some(("rule", format!("expected a targeting rule in flagd's JSON (JsonLogic): {problems}")));
+            }
         }
         if self.users.len() + self.prefixes.len() > MAX_SEGMENT_ENTRIES {
             return Some(("users", format!("at most {MAX_SEGMENT_ENTRIES} users and prefixes together")));
@@ -513,6 +577,7 @@ mod tests {
             prefixes: vec!["qa-".into()],
             header: Some("x-ring".into()),
             values: vec!["staff".into()],
+            ..Default::default()
         };
         t.groups[0].segment = Some(staff);
         t.pin_header = Some("x-ringfence-pin".into());
@@ -545,6 +610,22 @@ mod tests {
     }
 
     #[test]
+    fn a_segments_rule_targets_users_as_flags_do() {
+        let staff = Segment {
+            rule: Some(r#"{"or": [{"ends_with": [{"var": "targetingKey"}, "@example.com"]}, {"in": [{"var": "targetingKey"}, ["qa-1", "qa-2"]]}]}"#.into()),
+            ..Default::default()
+        };
+        assert_eq!(staff.problem(), None);
+        for (key, inside) in
+            [("ada@example.com", true), ("qa-2", true), ("qa-3", false), ("bob@example.org", false), ("", false)]
+        {
+            assert_eq!(staff.has_user(key), inside, "{key}");
+        }
+        // Compiled once, on first use; a clone shares it and compares equal.
+        assert_eq!(staff.clone(), staff);
+    }
+
+    #[test]
     fn a_segment_that_selects_nothing_or_anything_is_refused() {
         let seg = |s: Segment| move |t: &mut RouteTable| t.groups[0].segment = Some(s);
         check_invalid(seg(Segment::default()), "groups[0].segment.users", "none");
@@ -567,6 +648,11 @@ mod tests {
             seg(Segment { users: (0..1_001).map(|i| i.to_string()).collect(), ..Default::default() }),
             "groups[0].segment.users",
             "at most 1000",
+        );
+        check_invalid(
+            seg(Segment { rule: Some(r#"{"starts_with": [{"var": "targetingKey"}"#.into()), ..Default::default() }),
+            "groups[0].segment.rule",
+            "JsonLogic",
         );
         check_invalid(|t| t.pin_header = Some("bad header".into()), "pin_header", "bad header");
         check_invalid(|t| t.groups[0].shadow_bp = 10_001, "groups[0].shadow_bp", "canary");

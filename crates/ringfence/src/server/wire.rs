@@ -131,6 +131,7 @@ fn segment(s: &ringfence_traffic::Segment) -> api::Segment {
         prefixes: s.prefixes.clone(),
         header: s.header.clone(),
         values: s.values.clone(),
+        rule: s.rule.clone(),
     }
 }
 

@@ -121,10 +121,11 @@ async fn a_release_failing_its_ring_of_chosen_users_is_halted_before_anyone_else
     let mut spec = Spec::new(w);
     spec.lenient_breaker = true;
     spec.phases = vec![(0, "30s"), (100, "1500ms")];
-    // `user-1`, `user-10`..`user-19` and `user-100`..`user-199`: the staff ring.
+    // `user-1`, `user-10`..`user-19` and `user-100`..`user-199`: the staff ring, as a
+    // targeting rule over the user key (the way flags target users).
     let text = spec.toml().replacen(
         "name = \"p1\"\nweight = 0\n",
-        "name = \"p1\"\nweight = 0\nsegment = { prefixes = [\"user-1\"] }\n",
+        "name = \"p1\"\nweight = 0\nsegment = { rule = '{\"starts_with\": [{\"var\": \"targetingKey\"}, \"user-1\"]}' }\n",
         1,
     );
     let file = server.path("ringbad.toml");
