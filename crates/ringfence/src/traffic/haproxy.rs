@@ -409,6 +409,8 @@ impl Region {
         let mut consistent = false;
         let mut offset = 0;
         let mut start: Option<(usize, usize, String)> = None;
+        let mut found: Option<Region> = None;
+        // The whole backend is read (its `balance` may come after the markers).
         for (i, line) in text.split_inclusive('\n').enumerate() {
             let lineno = i + 1;
             let trimmed = line.trim();
@@ -444,13 +446,6 @@ impl Region {
             } else if trimmed == "# ringfence:end"
                 && let Some((_, from, indent)) = start.take()
             {
-                if !balance_ok || !consistent {
-                    bail!(
-                        "{path}: backend {} must balance on the sticky header with consistent hashing, so users stay put while weights change: add `balance hdr({})` and `hash-type consistent`",
-                        at.backend,
-                        at.sticky_header
-                    );
-                }
                 let inner = &text[from..here];
                 let table = inner
                     .lines()
@@ -460,8 +455,18 @@ impl Region {
                             .with_context(|| format!("{path}: the `# ringfence-table` line cannot be read"))
                     })
                     .transpose()?;
-                return Ok(Region { inner: from..here, indent, table });
+                found = Some(Region { inner: from..here, indent, table });
             }
+        }
+        if let Some(region) = found {
+            if !balance_ok || !consistent {
+                bail!(
+                    "{path}: backend {} must balance on the sticky header with consistent hashing, so users stay put while weights change: add `balance hdr({})` and `hash-type consistent`",
+                    at.backend,
+                    at.sticky_header
+                );
+            }
+            return Ok(region);
         }
         match start {
             Some((line, _, _)) => bail!("{path} line {line}: `{begin}` has no `# ringfence:end` after it"),
@@ -798,6 +803,11 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("hash-type consistent"), "{e}");
+        // Where the backend's `balance` and `hash-type` stand does not matter.
+        let after = CONFIG
+            .replace("    balance hdr(x-user-id)\n    hash-type consistent\n", "")
+            .replace("    # after\n", "    # after\n    balance hdr(x-user-id)\n    hash-type consistent\n");
+        assert!(Region::find(&after, &at).is_ok(), "{after}");
         let e = Region::find(&CONFIG.replace("    # ringfence:end\n", ""), &at).err().unwrap().to_string();
         assert!(e.contains("line 12: a new section begins"), "{e}");
         let e =
