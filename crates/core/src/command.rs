@@ -366,7 +366,9 @@ pub fn revoke_release(world: &World, name: &str, version: &str) -> Result<EventK
 /// new stable version, or an alert about the workload that began firing since the switch, is a
 /// regression found after promotion. The answer is a switch back to the warm stack at once
 /// (a fast-path rollback), with why; `None` when nothing is wrong or there is nothing warm.
-pub fn regression_in_watch(world: &World, name: &str) -> Option<(String, Vec<EventKind>)> {
+/// `served`: the requests and errors of the stable version since the switch, when the router
+/// could be read (a regression in its own traffic counts as one).
+pub fn regression_in_watch(world: &World, name: &str, served: Option<(u64, u64)>) -> Option<(String, Vec<EventKind>)> {
     let ws = world.workload(name)?;
     let warm = ws.warm.as_ref()?;
     if ws.active_rollout().is_some() || ws.deleted {
@@ -383,7 +385,21 @@ pub fn regression_in_watch(world: &World, name: &str) -> Option<(String, Vec<Eve
             .find(|a| a.since >= switched_at && ws.spec.mitigation.trusts(&format!("alert:{}", a.alertname)))
             .map(|a| format!("alert {} began firing within the watch window after the switch", a.alertname))
     };
-    let why = crash.or_else(alert)?;
+    let errors = || {
+        let (requests, errors) = served?;
+        let h = &ws.spec.health;
+        let rate = errors as f64 / requests.max(1) as f64;
+        (requests >= h.min_requests && rate > h.max_error_rate && ws.spec.mitigation.trusts("error_rate_limit")).then(
+            || {
+                format!(
+                    "{stable} failed {errors} of {requests} requests ({:.1}%, above health.max_error_rate {:.1}%) within the watch window after the switch",
+                    rate * 100.0,
+                    h.max_error_rate * 100.0
+                )
+            },
+        )
+    };
+    let why = crash.or_else(alert).or_else(errors)?;
     let reason = format!("{why}: switching back to the warm stack of {}", warm.version);
     let events = rollback_all(world, name, Some(&warm.version), "controller", &reason).ok()?;
     Some((reason, events))

@@ -584,16 +584,17 @@ impl World {
                     && let Some(r) = ws.rollouts.iter_mut().rev().find(|r| r.id == id)
                 {
                     rollout::apply(r, kind, e.at);
-                    // A blue-green switch leaves the old stack warm for a while.
+                    // A blue-green switch, or a canary with a watch window, leaves the old stack
+                    // warm for a while.
                     if let EventKind::RolloutCompleted { .. } = kind
-                        && ws.spec.rollout.model == crate::spec::ExposureModel::BlueGreen
+                        && ws.spec.rollout.warm_for().as_ms() > 0
                         && r.kind == RolloutKind::Deploy
                         && let Some(from) = r.from.clone().filter(|f| *f != r.release)
                     {
                         ws.warm = Some(WarmStack {
                             version: from,
                             rollout_id: id.to_string(),
-                            until: e.at.plus_ms(ws.spec.rollout.keep_old_for.as_ms()),
+                            until: e.at.plus_ms(ws.spec.rollout.warm_for().as_ms()),
                         });
                     }
                     if let EventKind::MitigationCompleted { .. } = kind

@@ -69,6 +69,10 @@ pub struct SampleAppArgs {
     /// 0 = never.
     #[arg(long, env = "SAMPLE_CRASH_AFTER", default_value_t = 0)]
     pub crash_after: u64,
+    /// `--error-rate` applies only once this many requests were served: a regression that
+    /// shows after a release was promoted.
+    #[arg(long, env = "SAMPLE_ERRORS_AFTER", default_value_t = 0)]
+    pub errors_after: u64,
     /// Fail (HTTP 500) only for some users: a percentage "10%" of user keys (stable hash), or a
     /// comma-separated list of key prefixes "beta-,qa-".
     #[arg(long, env = "SAMPLE_FAIL_USERS")]
@@ -200,6 +204,7 @@ impl SampleAppArgs {
             slow_ms: 0,
             crash_on_start: false,
             crash_after: 0,
+            errors_after: 0,
             fail_users: None,
             user_header: "x-user-id".into(),
             fail_on_flag: None,
@@ -282,6 +287,7 @@ struct AppState {
     fail_users: Option<FailUsers>,
     user_header: HeaderName,
     crash_after: u64,
+    errors_after: u64,
     served: AtomicU64,
     on_crash: CrashHook,
     /// (flag key, OFREP evaluation URL) when a flag guards the failing path.
@@ -306,6 +312,7 @@ impl AppState {
             fail_users,
             user_header: HeaderName::try_from(args.user_header.as_str())?,
             crash_after: args.crash_after,
+            errors_after: args.errors_after,
             served: AtomicU64::new(0),
             on_crash,
             flag: match (&args.fail_on_flag, &args.ofrep_endpoint) {
@@ -400,7 +407,8 @@ impl AppState {
 
     fn should_fail(&self, user: Option<&str>) -> bool {
         // `random()` is in [0, 1), so 1.0 fails every request and 0.0 none.
-        let random_failure = self.error_rate > 0.0 && rand::random::<f64>() < self.error_rate;
+        let started = self.served.load(std::sync::atomic::Ordering::Relaxed) >= self.errors_after;
+        let random_failure = started && self.error_rate > 0.0 && rand::random::<f64>() < self.error_rate;
         random_failure || self.fail_users.as_ref().is_some_and(|f| f.matches(user))
     }
 }
@@ -492,11 +500,14 @@ async fn app_request(State(state): State<Arc<AppState>>, uri: Uri, headers: Head
 }
 
 /// Stamps the version on every response (health checks and 405s included) and counts served
-/// requests for `crash_after`.
+/// requests for `crash_after` and `errors_after`.
 async fn after_response(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let counts = request.uri().path() != "/healthz";
     let mut response = next.run(request).await;
     response.headers_mut().insert(VERSION_HEADER, state.version_header.clone());
+    if counts && state.crash_after == 0 {
+        state.served.fetch_add(1, Ordering::Relaxed);
+    }
     if counts && state.crash_after > 0 {
         let served = state.served.fetch_add(1, Ordering::Relaxed) + 1;
         if served == state.crash_after {

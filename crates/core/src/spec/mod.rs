@@ -351,6 +351,20 @@ mod tests {
     }
 
     #[test]
+    fn a_watch_window_is_for_a_canary() {
+        let watched = EXAMPLE.replacen("[rollout]\n", "[rollout]\nwatch = \"10m\"\n", 1);
+        let spec = parse("c.toml", &watched).expect("a watched canary");
+        assert_eq!(spec.rollout.warm_for().as_ms(), 600_000);
+        let rings = watched.replacen("[rollout]\n", "[rollout]\nmodel = \"rings\"\n", 1).replacen(
+            "replicas = 2",
+            "replicas = 4",
+            1,
+        );
+        assert!(errors(&rings).iter().any(|e| e.field == "rollout.watch"));
+        assert_eq!(parse("c.toml", EXAMPLE).unwrap().rollout.warm_for().as_ms(), 0, "off by default");
+    }
+
+    #[test]
     fn rings_need_instances_to_spare_and_every_ring_adds_some() {
         let rings = EXAMPLE.replacen("[rollout]\n", "[rollout]\nmodel = \"rings\"\n", 1);
         // 10% and 25% of 2 instances are both one instance.

@@ -18,11 +18,20 @@ pub struct RolloutSpec {
     /// rollback is a switch back rather than a redeploy.
     #[serde(default = "default_keep_old_for", skip_serializing_if = "is_default_keep")]
     pub keep_old_for: Dur,
+    /// Canary: how long the previous stable version keeps running, with no traffic, after a
+    /// rollout completes; a regression in that time (a crash, a trusted alert, the error rate
+    /// past `health.max_error_rate`) switches back to it at once. 0 (the default): it stops.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub watch: Dur,
     /// A business-critical workload is deployed side by side (the stable version serves until
     /// the new one is proven). A plan that is not (a first phase at 100%, or a blue-green old
     /// stack not kept) is refused unless this says why; the reason is recorded with the spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_side_by_side: Option<String>,
+}
+
+fn is_zero(d: &Dur) -> bool {
+    d.as_ms() == 0
 }
 
 fn default_max_hold() -> Dur {
@@ -107,6 +116,16 @@ fn default_gates() -> Vec<Gate> {
 }
 
 impl RolloutSpec {
+    /// How long the previous stack stays warm after a rollout completes: `keep_old_for` for
+    /// blue-green, `watch` for a canary, nothing for rings (their old instances were replaced).
+    pub fn warm_for(&self) -> Dur {
+        match self.model {
+            ExposureModel::BlueGreen => self.keep_old_for,
+            ExposureModel::Canary => self.watch,
+            ExposureModel::Rings => Dur::ms(0),
+        }
+    }
+
     /// The phases a rollout follows. With rings, each weight becomes the share of whole
     /// instances it updates (10% of 4 instances is 1 instance, 25%), so what the router
     /// carries and what the analysis expects is what runs.

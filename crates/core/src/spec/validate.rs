@@ -219,6 +219,12 @@ pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
         }
     }
     let rings = spec.rollout.model == ExposureModel::Rings;
+    if spec.rollout.watch.as_ms() > 0 && spec.rollout.model != ExposureModel::Canary {
+        bad(
+            "rollout.watch",
+            "a watch window keeps a canary's old stack: blue-green keeps it for `keep_old_for`, and rings replace it in place".into(),
+        );
+    }
     let replicas = spec.executor.replicas;
     if rings {
         if replicas < 2 {

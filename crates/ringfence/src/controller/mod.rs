@@ -90,6 +90,9 @@ struct Local {
     /// By instance id.
     probes: HashMap<String, ProbeState>,
     stats: Option<(Instant, StatsSnapshot)>,
+    /// The stable version's counters when its watch window began: (rollout, router instance,
+    /// counters), so a regression in its own traffic can be told from what it served before.
+    watch_base: Option<(String, String, ringfence_router::VersionStats)>,
     stable_retry: HashMap<String, Instant>,
     /// Instances whose stop failed: when to try again, and the wait before that (doubling).
     stop_retry: HashMap<String, (Instant, Duration)>,
@@ -128,6 +131,7 @@ impl Local {
             applied: None,
             probes: HashMap::new(),
             stats: None,
+            watch_base: None,
             stable_retry: HashMap::new(),
             stop_retry: HashMap::new(),
             prom: Default::default(),
@@ -218,7 +222,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
             let why = if superseded {
                 "a new rollout began".to_string()
             } else {
-                format!("kept warm for {} after the switch", ws.spec.rollout.keep_old_for)
+                format!("kept warm for {} after the switch", ws.spec.rollout.warm_for())
             };
             shared.record(
                 &name,
@@ -239,10 +243,22 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         return Ok(true);
     }
 
-    // A regression right after a blue-green switch: back to the warm stack at once.
-    if let Some((why, _)) = shared.world(|w| ringfence_core::command::regression_in_watch(w, &name)) {
+    // A regression right after a switch (blue-green, or a canary watched): back to the warm
+    // stack at once. Its own traffic counts from the first look in the window.
+    let mut served = None;
+    if let (Some(w), Some(stable), Some((_, snap))) = (&ws.warm, &ws.stable, &local.stats) {
+        let now = snap.versions.get(stable).cloned().unwrap_or_default();
+        match &local.watch_base {
+            Some((id, instance, base)) if *id == w.rollout_id && *instance == snap.instance_id => {
+                let d = now.delta(base);
+                served = Some((d.requests, d.errors));
+            }
+            _ => local.watch_base = Some((w.rollout_id.clone(), snap.instance_id.clone(), now)),
+        }
+    }
+    if let Some((why, _)) = shared.world(|w| ringfence_core::command::regression_in_watch(w, &name, served)) {
         shared.command(&name, "controller", &why, |w| {
-            Ok(ringfence_core::command::regression_in_watch(w, &name).map(|(_, e)| e).unwrap_or_default())
+            Ok(ringfence_core::command::regression_in_watch(w, &name, served).map(|(_, e)| e).unwrap_or_default())
         })?;
         return Ok(true);
     }

@@ -363,3 +363,52 @@ async fn a_regression_in_the_watch_window_switches_back_to_the_warm_stack() {
     assert_eq!(server.status(w).await.stable.as_deref(), Some("v1"));
     drop(load);
 }
+
+/// A canary with a watch window: after it completes, the previous stable version keeps running
+/// with no traffic; a regression in the promoted version's own traffic (its errors past the
+/// health limit) switches back to it at once, by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_watched_after_promotion_switches_back_on_a_regression_in_its_own_traffic() {
+    let server = Server::start().await;
+    let w = "watched";
+    let mut spec = Spec::new(w);
+    spec.lenient_breaker = true;
+    let text = spec.toml().replacen("[rollout]\n", "[rollout]\nwatch = \"60s\"\n", 1);
+    let file = server.path("watched.toml");
+    std::fs::write(&file, &text).expect("write the spec");
+    let out = server.cli(&["apply", path_str(&file)]).await;
+    assert_eq!(out.code, 0, "{out}\n{text}");
+    server.release(w, "v1", &[]).await;
+    // Healthy through its rollout (a few hundred requests), failing half its requests after.
+    server.release(w, "v2", &["SAMPLE_ERROR_RATE=0.5", "SAMPLE_ERRORS_AFTER=900"]).await;
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0, "{}", server.diagnose(w).await);
+    let load = Load::start(server.router_addr(w).await, 100.0, 200);
+    let out = server.cli(&["deploy", w, "v2", "--wait", "--timeout", "60s"]).await;
+    assert_eq!(out.code, 0, "v2 is healthy through its rollout:\n{out}\n{}", server.diagnose(w).await);
+    let s = server.status(w).await;
+    assert_eq!(s.warm.as_ref().map(|x| x.version.as_str()), Some("v1"), "v1 kept warm: {s:#?}");
+    let reason = server
+        .wait_events(w, "the switch back", |events| {
+            events.iter().find_map(|e| match &e.kind {
+                ringfence_core::EventKind::RolloutStarted { release, kind, .. }
+                    if release == "v1" && *kind == ringfence_core::RolloutKind::Rollback =>
+                {
+                    Some(e.reason.clone())
+                }
+                _ => None,
+            })
+        })
+        .await;
+    assert!(reason.contains("v2 failed") && reason.contains("within the watch window"), "{reason}");
+    server.wait_status(w, "back on v1", |s| (s.stable.as_deref() == Some("v1")).then_some(())).await;
+    let back = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let samples = load.finish().await;
+    assert!(
+        samples
+            .iter()
+            .filter(|s| s.sent_at > back)
+            .all(|s| s.version.as_deref() == Some("v1") && s.status == Some(200)),
+        "after the switch back every user is on v1"
+    );
+}
