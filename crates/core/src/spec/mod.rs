@@ -83,8 +83,9 @@ impl WorkloadSpec {
     }
 
     /// Whether `self` and `other` make the server execute the same things: the executor's
-    /// kind, command and environment, and the smoke tests' commands. Code that runs as the
-    /// server's user: changing it needs the `execute` permission.
+    /// kind, command and environment, the hooks, and the smoke tests' commands. Code that runs
+    /// as the server's user: changing it needs the `execute` permission. So does who may
+    /// approve a bypass, or a deployer could name themselves.
     pub fn executes_as(&self, other: &WorkloadSpec) -> bool {
         let smoke_commands = |s: &WorkloadSpec| s.health.smoke.iter().map(|t| t.command.clone()).collect::<Vec<_>>();
         self.executor.kind == other.executor.kind
@@ -92,6 +93,7 @@ impl WorkloadSpec {
             && self.executor.hooks == other.executor.hooks
             && self.executor.env == other.executor.env
             && self.data.backup == other.data.backup
+            && self.mitigation.bypass_approvers == other.mitigation.bypass_approvers
             && smoke_commands(self) == smoke_commands(other)
     }
 }
@@ -348,6 +350,15 @@ mod tests {
             errs.iter().any(|e| e.field == "router.haproxy" && e.message.contains("needs [router.haproxy]")),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn who_may_approve_a_bypass_is_changed_like_what_executes() {
+        let base = parse("c.toml", EXAMPLE).unwrap();
+        let named = EXAMPLE.replacen("[mitigation]\n", "[mitigation]\nbypass_approvers = [\"mallory\"]\n", 1);
+        let named = parse("c.toml", &named).expect("approvers");
+        assert!(!base.executes_as(&named), "a deployer must not name the approvers");
+        assert!(named.executes_as(&named.clone()));
     }
 
     #[test]
