@@ -25,8 +25,10 @@ pub enum Perm {
     Read,
     /// Register releases, apply specs, deploy, pause, resume, abort and roll back.
     Deploy,
-    /// Pass an approval gate (`promote`).
+    /// Approve or reject a deployment or a phase's gate (`approve`, `reject`, `promote`).
     Approve,
+    /// Approve an emergency deployment (a hotfix during an incident, on the accelerated path).
+    Emergency,
     /// Kill and restore flags.
     Flags,
     /// Send health signals: alerts (Alertmanager's webhook) and user reports.
@@ -34,6 +36,9 @@ pub enum Perm {
     /// Change what a workload executes (its executor command and environment, smoke-test
     /// commands): code that runs as the server's user.
     Execute,
+    /// Change how deployments are governed: environments, required attestations,
+    /// approvals, the emergency path, deployment windows; stop and restart the line.
+    Govern,
     /// Manage tokens.
     Admin,
 }
@@ -44,6 +49,8 @@ impl fmt::Display for Perm {
             Perm::Read => "read",
             Perm::Deploy => "deploy",
             Perm::Approve => "approve",
+            Perm::Emergency => "approve an emergency deployment",
+            Perm::Govern => "change how deployments are governed",
             Perm::Flags => "manage flags",
             Perm::Report => "report signals",
             Perm::Execute => "change what a workload executes",
@@ -60,8 +67,11 @@ pub enum Role {
     Viewer,
     /// Read, release and deploy, and stop or undo a rollout.
     Deployer,
-    /// Read, and pass approval gates.
+    /// Read, and approve or reject deployments and approval gates.
     Approver,
+    /// Read, and approve the emergency deployments the spec's criteria allow (and ordinary
+    /// approvals).
+    EmergencyApprover,
     /// Read, and kill or restore flags.
     FlagAdmin,
     /// Only send signals (for Alertmanager and support tools).
@@ -71,8 +81,15 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 6] =
-        [Role::Viewer, Role::Deployer, Role::Approver, Role::FlagAdmin, Role::Reporter, Role::Admin];
+    pub const ALL: [Role; 7] = [
+        Role::Viewer,
+        Role::Deployer,
+        Role::Approver,
+        Role::EmergencyApprover,
+        Role::FlagAdmin,
+        Role::Reporter,
+        Role::Admin,
+    ];
 
     pub fn grants(self, perm: Perm) -> bool {
         match self {
@@ -80,6 +97,7 @@ impl Role {
             Role::Viewer => perm == Perm::Read,
             Role::Deployer => matches!(perm, Perm::Read | Perm::Deploy),
             Role::Approver => matches!(perm, Perm::Read | Perm::Approve),
+            Role::EmergencyApprover => matches!(perm, Perm::Read | Perm::Approve | Perm::Emergency),
             Role::FlagAdmin => matches!(perm, Perm::Read | Perm::Flags),
             Role::Reporter => perm == Perm::Report,
         }
@@ -90,6 +108,7 @@ impl Role {
             Role::Viewer => "viewer",
             Role::Deployer => "deployer",
             Role::Approver => "approver",
+            Role::EmergencyApprover => "emergency-approver",
             Role::FlagAdmin => "flag-admin",
             Role::Reporter => "reporter",
             Role::Admin => "admin",

@@ -210,9 +210,32 @@ pub fn deploy(world: &World, name: &str, version: &str) -> Result<EventKind, Com
     deploy_checked(world, name, version, true)
 }
 
+/// A deployment as people and pipelines ask for it: the workload's own rules
+/// ([`start_rollout`]), then governance (`governance::admit`: the previous environment,
+/// attestations, change size, approvals, windows, the line). It starts at once, or is queued
+/// until what it waits for is there. Returns the events and the warnings to show.
+pub fn deploy_governed(
+    world: &World,
+    name: &str,
+    version: &str,
+    actor: &str,
+    emergency: Option<crate::governance::Emergency>,
+    now: Timestamp,
+) -> Result<(Vec<EventKind>, Vec<String>), CommandError> {
+    let started = start_rollout(world, name, version)?;
+    let ws = workload(world, name)?;
+    let admitted = crate::governance::admit(world, ws, version, actor, emergency.as_ref(), now)?;
+    if admitted.waiting_for.is_empty() && admitted.approvals_needed == 0 {
+        return Ok((started, admitted.warnings));
+    }
+    let Some(first) = started.last().cloned() else { return Ok((started, admitted.warnings)) };
+    Ok(crate::governance::start_or_queue(ws, admitted, first, emergency))
+}
+
 /// [`deploy`], or, when `version` is an announced hotfix of the release a halted rollout is
-/// on, a roll forward: that rollout ends and the hotfix's begins.
-pub fn deploy_or_roll_forward(world: &World, name: &str, version: &str) -> Result<Vec<EventKind>, CommandError> {
+/// on, a roll forward: that rollout ends and the hotfix's begins. The workload's own rules
+/// only: governance is [`deploy_governed`]'s.
+pub fn start_rollout(world: &World, name: &str, version: &str) -> Result<Vec<EventKind>, CommandError> {
     let ws = workload(world, name)?;
     let mut out = if ws.releases.contains_key(version) { roll_forward(ws, version)? } else { Vec::new() };
     out.push(deploy_checked(world, name, version, out.is_empty())?);
@@ -294,6 +317,12 @@ pub fn pause(world: &World, name: &str) -> Result<EventKind, CommandError> {
 
 pub fn resume(world: &World, name: &str) -> Result<EventKind, CommandError> {
     let ws = workload(world, name)?;
+    if let Some(l) = &world.line {
+        return Err(err(
+            ErrorCode::Conflict,
+            format!("the line is stopped (by {}: {}): nothing resumes until `ringfence freeze --lift`", l.by, l.reason),
+        ));
+    }
     let (id, status) = active(ws, "resume")?;
     if status != RolloutStatus::Paused {
         return Err(err(ErrorCode::Conflict, format!("rollout {id} is {}, not paused", status.as_str())));
@@ -301,9 +330,29 @@ pub fn resume(world: &World, name: &str) -> Result<EventKind, CommandError> {
     Ok(EventKind::RolloutResumed { rollout_id: id })
 }
 
-pub fn promote(world: &World, name: &str) -> Result<EventKind, CommandError> {
+/// Promote by hand: the current phase passes now, whatever its bake and gates. An approver's
+/// act, so the same separation of duties as an approval, and never outside a deployment
+/// window or with the line stopped.
+pub fn promote(world: &World, name: &str, actor: &str, now: Timestamp) -> Result<EventKind, CommandError> {
     let ws = workload(world, name)?;
     let (id, status) = active(ws, "promote")?;
+    if let Some(r) = ws.active_rollout() {
+        if r.started_by == actor {
+            return Err(err(
+                ErrorCode::Forbidden,
+                format!("{actor} started rollout {id} and may not promote it (separation of duties)"),
+            ));
+        }
+        if ws.releases.get(&r.release).is_some_and(|x| x.created_by == actor || x.content.metadata.author == actor) {
+            return Err(err(
+                ErrorCode::Forbidden,
+                format!("{actor} is the author of {} and may not promote it (separation of duties)", r.release),
+            ));
+        }
+        if let Some(why) = crate::governance::advance_blocked(world, ws, r, now) {
+            return Err(err(ErrorCode::Conflict, format!("rollout {id} may not advance now: {why}")));
+        }
+    }
     if !matches!(status, RolloutStatus::Progressing | RolloutStatus::Paused) {
         return Err(err(
             ErrorCode::Conflict,

@@ -324,6 +324,71 @@ pub enum EventKind {
     FlagRestored {
         flag: String,
     },
+    // --- Governance ----------------------------------------------------------------------------
+    /// A deployment that may not start yet: it waits for approvals or a deployment window
+    /// (`waiting_for` says which), and starts by itself once nothing is missing.
+    DeployQueued {
+        version: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        emergency: Option<crate::governance::Emergency>,
+        /// Approvals it needs before it starts.
+        approvals_needed: u32,
+        waiting_for: Vec<String>,
+    },
+    /// A queued deployment that will not start: rejected, void (its approvals expired), or
+    /// replaced by another.
+    DeployDropped {
+        version: String,
+        why: String,
+    },
+    /// A person approved a queued deployment (no `rollout_id`), a rollout's current phase, or,
+    /// after an emergency deployment, the approval it skipped (`owed`).
+    ApprovalGiven {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rollout_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        phase: Option<usize>,
+        approver: String,
+        comment: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        emergency: bool,
+    },
+    /// A person with the approver role rejected a queued deployment or a rollout's gate: the
+    /// gate fails.
+    ApprovalRejected {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rollout_id: Option<String>,
+        approver: String,
+        comment: String,
+    },
+    /// The rollout that just started is an emergency deployment: bake times shortened, the
+    /// gates it skips owed out of band.
+    EmergencyDeclared {
+        rollout_id: String,
+        emergency: crate::governance::Emergency,
+        /// The gates it skipped, which must pass out of band by `due`.
+        skipped: Vec<String>,
+        due: Timestamp,
+    },
+    /// A gate an emergency deployment skipped passed or failed out of band, or is overdue.
+    OwedGateSettled {
+        version: String,
+        gate: String,
+        outcome: crate::governance::OwedOutcome,
+        detail: String,
+    },
+    /// A predeployment check about a release: code review, security scan, compliance, tests.
+    AttestationAdded {
+        version: String,
+        attestation: crate::governance::Attestation,
+    },
+    // --- Stop the line (events of no workload) --------------------------------------------------
+    /// Every running rollout paused and no new one started, in every workload, until lifted.
+    LineStopped {
+        /// (workload, rollout id) of the rollouts it pauses; the restart resumes them.
+        paused: Vec<(String, String)>,
+    },
+    LineRestarted,
     // --- Access (events of no workload: `workload` is empty) ----------------------------------
     /// An API token was created; the record holds a salted hash, never the secret.
     TokenCreated {
@@ -359,7 +424,9 @@ impl EventKind {
             | RolloutResumed { rollout_id }
             | PromoteRequested { rollout_id }
             | RolloutAborted { rollout_id }
-            | SmokeTestRan { rollout_id, .. } => Some(rollout_id),
+            | SmokeTestRan { rollout_id, .. }
+            | EmergencyDeclared { rollout_id, .. } => Some(rollout_id),
+            ApprovalGiven { rollout_id, .. } | ApprovalRejected { rollout_id, .. } => rollout_id.as_deref(),
             _ => None,
         }
     }

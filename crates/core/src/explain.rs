@@ -115,6 +115,44 @@ pub fn describe(e: &Event) -> String {
             "the router served another table (generation {found_generation}, installed {expected_generation}): {detail}; the desired one is installed again"
         ),
         TokenRevoked { id } => format!("token {id} revoked"),
+        DeployQueued { version, emergency, waiting_for, .. } => format!(
+            "{}deployment of {version} queued: waits for {}",
+            if emergency.is_some() { "EMERGENCY " } else { "" },
+            waiting_for.join("; ")
+        ),
+        DeployDropped { version, why } => format!("queued deployment of {version} dropped: {why}"),
+        ApprovalGiven { phase, approver, comment, emergency, .. } => format!(
+            "{}approved by {approver}{}{}",
+            if *emergency { "emergency deployment " } else { "" },
+            phase.map(|p| format!(" (phase {})", p + 1)).unwrap_or_default(),
+            if comment.is_empty() { String::new() } else { format!(": {comment}") }
+        ),
+        ApprovalRejected { approver, comment, .. } => format!("REJECTED by {approver}: {comment}"),
+        EmergencyDeclared { emergency, skipped, due, .. } => format!(
+            "EMERGENCY deployment for incident {} ({}): bake times shortened{}",
+            emergency.incident,
+            emergency.severity,
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                format!("; owed out of band by {due}: {}", skipped.join(", "))
+            }
+        ),
+        OwedGateSettled { version, gate, outcome, detail } => {
+            format!("owed gate {gate} of {version}: {outcome:?} ({detail})")
+                .replace("Passed", "passed")
+                .replace("Failed", "FAILED")
+                .replace("Overdue", "OVERDUE")
+        }
+        AttestationAdded { version, attestation: a } => format!(
+            "attestation {} of {version}: {} ({}, subject {})",
+            a.kind,
+            if a.passed { "passed" } else { "FAILED" },
+            a.source,
+            a.subject
+        ),
+        LineStopped { paused } => format!("LINE STOPPED: {} rollout(s) paused, none may start", paused.len()),
+        LineRestarted => "line restarted: rollouts may start and advance again".to_string(),
         FlagKilled { flag } => format!("KILL SWITCH: flag {flag} turned off for every user"),
         FlagRestored { flag } => format!("kill switch released: flag {flag} follows its release again"),
         SmokeTestRan { phase, name, version, passed, detail, .. } => format!(

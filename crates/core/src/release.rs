@@ -135,6 +135,19 @@ pub struct Metadata {
     pub commit: String,
     pub author: String,
     pub message: String,
+    /// How big the change is since the release it follows, as the pipeline measured it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<ChangeSize>,
+}
+
+/// A change's size: smaller, more frequent changes are easier to judge and to undo.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChangeSize {
+    pub files: u64,
+    /// Lines added and removed.
+    pub lines: u64,
+    pub commits: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -119,6 +119,12 @@ pub struct Rollout {
     /// A bypass an approver approved: the guard flags turned off and the rollout going on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bypass: Option<Bypass>,
+    /// Approvals of its phases' gates, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<crate::governance::Approval>,
+    /// An emergency deployment: the incident it answers, on the accelerated path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emergency: Option<crate::governance::Emergency>,
 }
 
 /// A bypass as approved: who, why, which flags were turned off, and when.
@@ -201,6 +207,12 @@ pub struct StepInput<'a> {
     pub flags_only: bool,
     /// What the workload and the release say that a mitigation depends on.
     pub decision: decision::DecisionContext<'a>,
+    /// Governance: whether the current phase's approval gate has its approvals
+    /// (`governance::phase_approved`), and why the rollout may not advance now (a closed
+    /// deployment window, a freeze, the line stopped), if it may not. Neither ever holds back
+    /// a mitigation.
+    pub approved: bool,
+    pub advance_blocked: Option<String>,
 }
 
 /// What the rollout does next, as events to append. Empty when nothing changes.
@@ -336,8 +348,20 @@ fn bake_step(r: &Rollout, input: &StepInput<'_>, verdict: Verdict) -> Vec<EventK
         return vec![];
     }
     let health_ok = !phase.gates.contains(&Gate::Health) || verdict.health == Health::Healthy;
-    let approved = !phase.gates.contains(&Gate::Approval) || r.promote_requested;
+    let approved = !phase.gates.contains(&Gate::Approval) || r.promote_requested || input.approved;
     let mut out = Vec::new();
+    if input.advance_blocked.is_some() && ((health_ok && approved) || r.promote_requested) {
+        // Ready, but it may not advance now (the status says why): wait, without escalating,
+        // since nothing is wrong with the release.
+        if r.held_since.is_none() {
+            out.push(EventKind::PhaseHeld {
+                rollout_id: r.id.clone(),
+                phase: r.phase,
+                verdict: Some(Box::new(verdict)),
+            });
+        }
+        return out;
+    }
     if (health_ok && approved) || r.promote_requested {
         out.push(EventKind::PhasePassed {
             rollout_id: r.id.clone(),
@@ -398,6 +422,18 @@ pub fn apply(r: &mut Rollout, kind: &EventKind, at: Timestamp) {
     }
     r.updated_at = at;
     match kind {
+        EventKind::ApprovalGiven { phase, approver, comment, emergency, .. } => {
+            r.approvals.push(crate::governance::Approval {
+                by: approver.clone(),
+                at,
+                comment: comment.clone(),
+                phase: *phase,
+                emergency: *emergency,
+            });
+        }
+        EventKind::EmergencyDeclared { emergency, .. } => {
+            r.emergency = Some(emergency.clone());
+        }
         EventKind::BakeStarted { phase, baseline, .. } => {
             r.phase = *phase;
             r.stage = Stage::Baking;
@@ -542,5 +578,7 @@ pub fn started(
         windows: Vec::new(),
         halted_at: None,
         bypass: None,
+        approvals: Vec::new(),
+        emergency: None,
     }
 }

@@ -17,6 +17,9 @@ pub struct World {
     pub access: crate::access::Access,
     /// Sequence number of the last event applied.
     pub last_seq: u64,
+    /// Stop the line: every workload's rollouts paused and none started, until lifted.
+    #[serde(default)]
+    pub line: Option<crate::governance::LineStop>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,6 +122,9 @@ pub struct WorkloadState {
     /// was last known good (scale, executor, health), not only the release.
     #[serde(default)]
     pub specs: BTreeMap<String, std::sync::Arc<WorkloadSpec>>,
+    /// Attestations, the deployment waiting to start, and the gates an emergency skipped.
+    #[serde(default)]
+    pub governance: crate::governance::Governance,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -367,6 +373,19 @@ impl World {
                 }
                 return;
             }
+            EventKind::LineStopped { paused } => {
+                self.line = Some(crate::governance::LineStop {
+                    by: e.actor.clone(),
+                    reason: e.reason.clone(),
+                    at: e.at,
+                    paused: paused.clone(),
+                });
+                return;
+            }
+            EventKind::LineRestarted => {
+                self.line = None;
+                return;
+            }
             _ => {}
         }
         if let EventKind::SpecApplied { spec, digest } = &e.kind {
@@ -408,6 +427,7 @@ impl World {
                             revoked: BTreeMap::new(),
                             deleted: false,
                             specs: BTreeMap::from([(digest.clone(), std::sync::Arc::new((**spec).clone()))]),
+                            governance: Default::default(),
                         },
                     );
                 }
@@ -434,8 +454,9 @@ impl World {
                     spec_digest,
                     e.at,
                 ));
+                let starter = crate::governance::starter(ws, release);
                 if let Some(r) = ws.rollouts.last_mut() {
-                    r.started_by = e.actor.clone();
+                    r.started_by = starter.unwrap_or_else(|| e.actor.clone());
                     r.reason = e.reason.clone();
                 }
             }
@@ -634,6 +655,7 @@ impl World {
                 }
             }
         }
+        crate::governance::apply(ws, &e.actor, &e.reason, &e.kind, e.at);
     }
 }
 

@@ -107,6 +107,8 @@ impl Sim {
                 analyzer: &ThresholdAnalyzer,
                 flags_only: false,
                 decision: Default::default(),
+                approved: ringfence_core::governance::phase_approved(ws, r, self.now),
+                advance_blocked: ringfence_core::governance::advance_blocked(&self.world, ws, r, self.now),
             };
             rollout::step(r, &input)
         };
@@ -413,7 +415,7 @@ fn healthy_release_is_promoted_through_every_phase_on_simulated_hours() {
     assert_eq!(sim.ws().stable.as_deref(), Some("v1"));
     assert_eq!(sim.ws().lkg, lkg_before);
 
-    let promoted = sim.cmd(|w| command::promote(w, WL)).unwrap();
+    let promoted = sim.cmd(|w| command::promote(w, WL, "bob", Timestamp(0))).unwrap();
     assert!(matches!(promoted.kind, EventKind::PromoteRequested { .. }));
     let out = sim.tick(&good, true);
     assert_eq!(names(&out), ["phase_passed", "rollout_completed", "lkg_updated"]);
@@ -872,7 +874,7 @@ fn without_auto_fallback_an_unhealthy_rollout_holds_its_exposure() {
     let before = sim.log.len();
     for (verb, result) in [
         ("deploy", command::deploy(&sim.world, WL, "v2")),
-        ("promote", command::promote(&sim.world, WL)),
+        ("promote", command::promote(&sim.world, WL, "bob", Timestamp(0))),
         ("resume", command::resume(&sim.world, WL)),
         ("pause", command::pause(&sim.world, WL)),
     ] {
@@ -976,7 +978,7 @@ fn pause_and_resume_refuse_the_wrong_state() {
     for (verb, r) in [
         ("pause", command::pause(&sim.world, WL)),
         ("resume", command::resume(&sim.world, WL)),
-        ("promote", command::promote(&sim.world, WL)),
+        ("promote", command::promote(&sim.world, WL, "bob", Timestamp(0))),
         ("abort", command::abort(&sim.world, WL)),
     ] {
         let e = r.expect_err(verb);
@@ -1011,7 +1013,7 @@ fn promote_skips_the_rest_of_the_bake() {
     let mut sim = canary_baking();
     let good = healthy("v2", "v1");
     assert!(sim.run_for(&good, true, SEC, 10 * SEC).is_empty());
-    sim.cmd(|w| command::promote(w, WL)).unwrap();
+    sim.cmd(|w| command::promote(w, WL, "bob", Timestamp(0))).unwrap();
     assert!(sim.active().promote_requested);
     let out = sim.tick(&good, true);
     assert_eq!(names(&out), ["phase_passed", "phase_started"]);
@@ -1033,7 +1035,7 @@ fn promote_while_deploying_passes_the_phase_once_it_has_converged() {
     let mut sim = Sim::with_stable(example_spec(), "v1");
     sim.release("v2");
     sim.cmd(|w| command::deploy(w, WL, "v2")).unwrap();
-    sim.cmd(|w| command::promote(w, WL)).unwrap();
+    sim.cmd(|w| command::promote(w, WL, "bob", Timestamp(0))).unwrap();
     let good = healthy("v2", "v1");
     assert!(sim.run_for(&good, false, SEC, MIN).is_empty(), "not before convergence");
     assert_eq!(names(&sim.tick(&good, true)), ["bake_started"]);
@@ -1044,7 +1046,7 @@ fn promote_while_deploying_passes_the_phase_once_it_has_converged() {
 #[test]
 fn promote_does_not_override_an_unhealthy_verdict() {
     let mut sim = canary_baking();
-    sim.cmd(|w| command::promote(w, WL)).unwrap();
+    sim.cmd(|w| command::promote(w, WL, "bob", Timestamp(0))).unwrap();
     let out = sim.tick(&failing("v2", "v1"), true);
     assert_eq!(names(&out), ["rollout_halted"]);
     assert_eq!(sim.count_latest("phase_passed"), 0);
@@ -1133,7 +1135,7 @@ fn complete_release(sim: &mut Sim, version: &str, stable: &str) {
         if out.iter().any(|k| matches!(k, EventKind::RolloutCompleted { .. })) {
             break;
         }
-        sim.cmd(|w| command::promote(w, WL)).unwrap();
+        sim.cmd(|w| command::promote(w, WL, "bob", Timestamp(0))).unwrap();
     }
     assert_eq!(sim.ws().stable.as_deref(), Some(version));
 }
@@ -1482,7 +1484,7 @@ fn why_of_a_rollout_waiting_for_approval_says_so() {
         text.contains("approval") || text.contains("approve"),
         "`why` does not say the phase waits for an approval:\n{text}"
     );
-    sim.cmd(|w| command::promote(w, WL)).unwrap();
+    sim.cmd(|w| command::promote(w, WL, "bob", Timestamp(0))).unwrap();
     assert_eq!(names(&sim.tick(&healthy("v2", "v1"), true)), ["phase_passed", "rollout_completed", "lkg_updated"]);
 }
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::Dur;
 
+mod governance;
 mod health;
 mod locate;
 mod mitigation;
@@ -20,6 +21,7 @@ mod rollout;
 mod runtime;
 mod validate;
 
+pub use governance::*;
 pub use health::*;
 pub use locate::SpecError;
 pub use mitigation::*;
@@ -46,6 +48,18 @@ pub struct WorkloadSpec {
     /// The workload's data: how it is backed up before a release's migration.
     #[serde(default, skip_serializing_if = "DataSpec::is_default")]
     pub data: DataSpec,
+    /// Where the workload sits on the way to production, and what a release needs to get here.
+    #[serde(default, skip_serializing_if = "EnvironmentSpec::is_default")]
+    pub environment: EnvironmentSpec,
+    /// How approval gates are passed.
+    #[serde(default, skip_serializing_if = "ApprovalSpec::is_default")]
+    pub approval: ApprovalSpec,
+    /// The accelerated path for hotfixes during an incident.
+    #[serde(default, skip_serializing_if = "EmergencySpec::is_default")]
+    pub emergency: EmergencySpec,
+    /// When rollouts may start and advance: deployment windows and freezes.
+    #[serde(default, skip_serializing_if = "crate::schedule::Schedule::is_default")]
+    pub schedule: crate::schedule::Schedule,
 }
 
 /// `[data]`: the workload's data and its way back.
@@ -95,6 +109,18 @@ impl WorkloadSpec {
             && self.data.backup == other.data.backup
             && self.mitigation.bypass_approvers == other.mitigation.bypass_approvers
             && smoke_commands(self) == smoke_commands(other)
+    }
+
+    /// Whether `self` and `other` govern deployments alike: the previous environment, the
+    /// required attestations and change size, approvals, the emergency path and the
+    /// deployment windows. Weakening them is the admin's, not a pipeline's: changing them
+    /// needs the `govern` permission.
+    pub fn governs_as(&self, other: &WorkloadSpec) -> bool {
+        self.environment == other.environment
+            && self.approval == other.approval
+            && self.emergency == other.emergency
+            && self.schedule == other.schedule
+            && self.rollout.phases.iter().map(|p| &p.gates).eq(other.rollout.phases.iter().map(|p| &p.gates))
     }
 }
 

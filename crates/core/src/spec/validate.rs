@@ -6,6 +6,7 @@ use super::*;
 pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut bad = |field: &str, msg: String| out.push((field.to_string(), msg));
+    governance::validate(spec, &mut bad);
 
     if let Err(msg) = check_name(&spec.workload.name) {
         bad("workload.name", msg);
