@@ -10,6 +10,7 @@
 //! the store's schema (docs/api.md, "Events").
 
 mod event;
+mod governance;
 pub mod openapi;
 mod plan;
 mod release;
@@ -19,9 +20,13 @@ mod token;
 mod workload;
 
 pub use event::Event;
+pub use governance::{
+    Approval, Attestation, Difference, Emergency, EmergencyClaim, GovernanceChange, GovernanceStatus, LineChange,
+    LineStop, OwedGate, Parity, QueuedDeploy,
+};
 pub use plan::{PhaseAdvice, PhaseNeeds, PlanAdvice};
 pub use release::{
-    Metadata, Migration, Release, ReleaseContent, ReleaseCreated, ReleaseHold, ReleaseRequest, Revocation,
+    ChangeSize, Metadata, Migration, Release, ReleaseContent, ReleaseCreated, ReleaseHold, ReleaseRequest, Revocation,
 };
 pub use rollout::{
     Bypass, ComponentHealth, Considered, Decision, Deploy, Gate, Health, HealthModel, Level, MitigationAction, Phase,

@@ -37,7 +37,8 @@ pub const PUBLIC: &[&str] = &["/v1/health"];
     servers((url = "http://127.0.0.1:7070")),
     paths(
         health, openapi_json, list_workloads, apply_spec, workload_status, delete_workload, list_releases, create_release,
-        show_release, clear_hold, revoke_release, deploy, pause, resume, promote, abort, rollback, bypass, redeploy, workload_events, why, show_rollout,
+        show_release, clear_hold, revoke_release, attest, deploy, pause, resume, promote, abort, rollback, bypass, redeploy,
+        approve, reject, parity, stop_line, restart_line, workload_events, why, show_rollout,
         all_events, alerts, plan, list_flags, kill_flag, restore_flag, report, list_tokens, create_token,
         revoke_token
     ),
@@ -50,6 +51,7 @@ pub const PUBLIC: &[&str] = &["/v1/health"];
         (name = "events", description = "The event log"),
         (name = "signals", description = "Alerts and user reports"),
         (name = "flags", description = "Feature flags and the kill switch"),
+        (name = "governance", description = "Approvals, attestations, environments, stopping the line"),
         (name = "tokens", description = "API tokens"),
         (name = "server", description = "The server itself")
     )
@@ -220,9 +222,15 @@ fn clear_hold() {}
 fn revoke_release() {}
 
 /// Roll a release out through the plan
+///
+/// Governance applies to every caller: the release must have completed in the previous
+/// environment and carry the required attestations; the line must not be stopped. A
+/// deployment that needs approvals or a deployment window is queued (`queued` says what it
+/// waits for) and starts by itself. With `emergency`, it waits for an emergency approver.
 #[utoipa::path(post, path = "/v1/workloads/{name}/deploy", tag = "rollouts", params(("name" = String, Path, description = "the workload")), request_body = Deploy, responses(
-    (status = 202, description = "the rollout started; follow it with `GET .../rollouts/{id}` or the events", body = Started),
-    (status = 409, description = "a rollout is in progress, or the version is not registered", body = ErrorBody)
+    (status = 202, description = "the rollout started (or was queued); follow it with `GET .../rollouts/{id}` or the events", body = Started),
+    (status = 403, description = "the emergency's severity is not one the spec allows", body = ErrorBody),
+    (status = 409, description = "a rollout is in progress, the version is not registered, or governance refuses it (previous environment, attestations, a closed window with `outside = \"refuse\"`, the line stopped)", body = ErrorBody)
 ))]
 #[allow(dead_code)]
 fn deploy() {}
@@ -253,6 +261,78 @@ fn resume() {}
 ))]
 #[allow(dead_code)]
 fn promote() {}
+
+/// Approve what waits for an approval
+///
+/// A queued deployment (it starts when this was the last thing it waited for), the current
+/// phase's approval gate, or the approval an emergency deployment skipped. Needs the approver
+/// role (an emergency deployment: emergency-approver); the release's author and the
+/// deployment's starter may not approve it (403).
+#[utoipa::path(post, path = "/v1/workloads/{name}/approve", tag = "governance", params(("name" = String, Path, description = "the workload")), request_body = Reason, responses(
+    (status = 200, description = "recorded", body = GovernanceChange),
+    (status = 403, description = "separation of duties, or an emergency deployment and no emergency-approver role", body = ErrorBody),
+    (status = 409, description = "nothing waits for an approval, or this person already approved", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn approve() {}
+
+/// Reject what waits for an approval
+///
+/// One eligible rejection fails the gate: a queued deployment is dropped, a rollout at an
+/// approval gate is aborted (all traffic back to the stable version). The reason is required.
+#[utoipa::path(post, path = "/v1/workloads/{name}/reject", tag = "governance", params(("name" = String, Path, description = "the workload")), request_body = Reason, responses(
+    (status = 200, description = "recorded", body = GovernanceChange),
+    (status = 403, description = "separation of duties", body = ErrorBody),
+    (status = 409, description = "nothing waits for an approval", body = ErrorBody),
+    (status = 422, description = "no reason given", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn reject() {}
+
+/// Record a predeployment check about a release
+///
+/// Code review, security scan, compliance, tests: environments require theirs
+/// (`environment.requires`). A check an emergency deployment skipped is settled by it.
+#[utoipa::path(post, path = "/v1/workloads/{name}/releases/{version}/attestations", tag = "governance", params(("name" = String, Path, description = "the workload"), ("version" = String, Path, description = "the release's version")), request_body = Attestation, responses(
+    (status = 201, description = "recorded", body = GovernanceChange),
+    (status = 422, description = "a field empty or too long", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn attest() {}
+
+/// Parity report
+///
+/// How this workload's desired state differs from another environment's beyond the version:
+/// the spec (scale, executor, plan, health), the stable release's configuration keys and flags.
+#[utoipa::path(get, path = "/v1/workloads/{name}/parity", tag = "governance", params(
+    ("name" = String, Path, description = "the workload"),
+    ("against" = Option<String>, Query, description = "the other environment's workload (default: environment.after, or the workload whose environment.after is this one)")
+), responses((status = 200, description = "the differences", body = Parity), (status = 422, description = "no environment to compare with", body = ErrorBody)))]
+#[allow(dead_code)]
+fn parity() {}
+
+/// Stop the line
+///
+/// Pauses every progressing rollout of every workload and refuses to start, resume or
+/// promote any until the line restarts. Rollbacks and automatic fallbacks still run. Needs
+/// the admin role on every workload; the reason is required.
+#[utoipa::path(post, path = "/v1/line/stop", tag = "governance", request_body = Reason, responses(
+    (status = 200, description = "stopped: the rollouts it paused", body = LineChange),
+    (status = 409, description = "already stopped", body = ErrorBody),
+    (status = 422, description = "no reason given", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn stop_line() {}
+
+/// Restart the line
+///
+/// The rollouts the stop paused resume.
+#[utoipa::path(post, path = "/v1/line/restart", tag = "governance", request_body = Reason, responses(
+    (status = 200, description = "restarted: the rollouts it resumed", body = LineChange),
+    (status = 409, description = "the line is not stopped", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn restart_line() {}
 
 /// Approve the bypass a halted rollout offers
 ///

@@ -69,6 +69,18 @@ pub struct Metadata {
     pub commit: String,
     pub author: String,
     pub message: String,
+    /// The change's size since the release it follows, as the pipeline measured it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<ChangeSize>,
+}
+
+/// A change's size: files, lines added and removed, commits.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChangeSize {
+    pub files: u64,
+    pub lines: u64,
+    pub commits: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -329,6 +329,10 @@ pub struct Deploy {
     pub version: String,
     #[serde(default)]
     pub reason: String,
+    /// An emergency deployment (a hotfix during an incident): approved by an emergency
+    /// approver, bakes shortened, skipped gates owed out of band. `reason` is its justification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emergency: Option<crate::EmergencyClaim>,
 }
 
 /// `POST .../pause`, `resume`, `promote`, `abort`.
@@ -357,6 +361,10 @@ pub struct Started {
     /// Bakes too short for the workload's measured traffic (see `GET .../plan`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// A deployment that may not start yet: what it waits for (approvals, a window). It
+    /// starts by itself when nothing is missing; `rollout_id` is empty until then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queued: Vec<String>,
 }
 
 /// The last decision in plain words, with its evidence.

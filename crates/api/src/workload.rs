@@ -83,6 +83,9 @@ pub struct WorkloadStatus {
     /// Blue-green: the old stack, still running after the switch until it is retired.
     #[serde(default)]
     pub warm: Option<WarmStack>,
+    /// Approvals, the queued deployment, windows, the line, the gates owed out of band.
+    #[serde(default)]
+    pub governance: crate::GovernanceStatus,
     /// The server's clock when it answered.
     pub now: Timestamp,
 }

@@ -173,15 +173,66 @@ pub enum Command {
     /// Register, list and show releases.
     #[command(subcommand)]
     Release(ReleaseCommand),
-    /// Roll a release out through the workload's plan.
+    /// Roll a release out through the workload's plan. Governance applies to every caller: a
+    /// release must have completed in the previous environment and carry the required
+    /// attestations; a deployment that needs approvals or a deployment window is queued and
+    /// starts by itself once nothing is missing.
     #[command(
-        after_help = "Examples:\n  ringfence deploy checkout v2\n  ringfence deploy checkout v2 --wait --timeout 30m   # exit 10 if halted"
+        after_help = "Examples:\n  ringfence deploy checkout v2\n  ringfence deploy checkout v2 --wait --timeout 30m   # exit 10 if halted\n  ringfence deploy checkout v2.0.1 --emergency --incident INC-42 --severity sev1 \\\n      --reason \"hotfix for the payment timeout\"   # waits for an emergency approver"
     )]
     Deploy {
         workload: String,
         version: String,
         #[command(flatten)]
         wait: WaitArgs,
+        /// Why (recorded with the event); an emergency deployment's justification.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// An emergency deployment (a hotfix during an incident): an emergency approver
+        /// approves it, bakes are shortened, skipped gates are owed out of band.
+        #[arg(long, requires_all = ["incident", "severity"])]
+        emergency: bool,
+        /// The incident an emergency deployment answers.
+        #[arg(long, requires = "emergency")]
+        incident: Option<String>,
+        /// The incident's severity (one of the spec's `emergency.severities`).
+        #[arg(long, requires = "emergency")]
+        severity: Option<String>,
+    },
+    /// Approve what waits for an approval: a queued deployment, the current phase's approval
+    /// gate, or the approval an emergency deployment skipped. Needs the approver role (an
+    /// emergency deployment: emergency-approver); the release's author and the deployment's
+    /// starter may not.
+    #[command(after_help = "Example:\n  ringfence approve checkout --reason \"go-forward plan reviewed in CAB-311\"")]
+    Approve(Verb),
+    /// Reject what waits for an approval: the queued deployment is dropped, or the rollout at
+    /// an approval gate is aborted (all traffic back to the stable version).
+    #[command(after_help = "Example:\n  ringfence reject checkout --reason \"no rollback plan for the schema change\"")]
+    Reject(Verb),
+    /// How a workload's desired state differs from another environment's beyond the version:
+    /// spec (scale, executor, plan, health), configuration keys, flags.
+    #[command(
+        after_help = "Examples:\n  ringfence parity checkout                       # against environment.after\n  ringfence parity checkout --against checkout-staging -o json"
+    )]
+    Parity {
+        workload: String,
+        /// The other environment's workload (default: `environment.after`, or the workload
+        /// whose `environment.after` is this one).
+        #[arg(long)]
+        against: Option<String>,
+    },
+    /// Stop the line: pause every running rollout of every workload and start none until
+    /// lifted. Rollbacks and automatic fallbacks still run. Needs the admin role.
+    #[command(
+        after_help = "Examples:\n  ringfence freeze --all --reason \"payments outage, INC-42\"\n  ringfence freeze --lift --reason \"INC-42 resolved\""
+    )]
+    Freeze {
+        /// Every workload and environment (the only scope there is: say it).
+        #[arg(long, required_unless_present = "lift", conflicts_with = "lift")]
+        all: bool,
+        /// Restart the line: the rollouts it paused resume.
+        #[arg(long)]
+        lift: bool,
         #[arg(long, default_value = "")]
         reason: String,
     },
@@ -468,6 +519,38 @@ pub enum ReleaseCommand {
         /// release forward, replacing it.
         #[arg(long)]
         hotfix_for: Option<String>,
+        /// The change's size since the release it follows: files changed.
+        #[arg(long)]
+        changed_files: Option<u64>,
+        /// ... lines added and removed (compared with `environment.max_change_lines`).
+        #[arg(long)]
+        changed_lines: Option<u64>,
+        /// ... commits.
+        #[arg(long)]
+        commits: Option<u64>,
+    },
+    /// Record a predeployment check about a release (code review, security scan, compliance,
+    /// tests). Environments require theirs (`environment.requires`) before a deploy.
+    #[command(
+        after_help = "Examples:\n  ringfence release attest checkout v2 --kind code-review --source https://git.example/pr/81 \\\n      --subject sha256:ab12\n  ringfence release attest checkout v2 --kind security-scan --source trivy/run/77 --subject sha256:ab12 \\\n      --failed --detail \"CVE-2026-1234 in libfoo\""
+    )]
+    Attest {
+        workload: String,
+        version: String,
+        /// What was checked: code-review, security-scan, compliance, tests, ...
+        #[arg(long)]
+        kind: String,
+        /// Who or what checked it (a URL, a scanner's run).
+        #[arg(long)]
+        source: String,
+        /// What was checked: the artifact, its digest, or the release's commit.
+        #[arg(long)]
+        subject: String,
+        /// The check failed (default: passed).
+        #[arg(long)]
+        failed: bool,
+        #[arg(long, default_value = "")]
+        detail: String,
     },
     /// List a workload's releases, oldest first.
     #[command(after_help = "Example:\n  ringfence release list checkout -o json")]
@@ -605,17 +688,56 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::Ok)
         }
         Command::Release(rc) => release(&api, rc, json).await,
-        Command::Deploy { workload, version, wait, reason } => {
-            let req = api::Deploy { version: version.clone(), reason: reason.clone() };
+        Command::Deploy { workload, version, wait, reason, emergency, incident, severity } => {
+            let emergency = emergency.then(|| api::EmergencyClaim {
+                incident: incident.clone().unwrap_or_default(),
+                severity: severity.clone().unwrap_or_default(),
+            });
+            let req = api::Deploy { version: version.clone(), reason: reason.clone(), emergency };
             let v: api::Started = api.post(&format!("/v1/workloads/{workload}/deploy"), &req).await?;
-            let id = v.rollout_id.clone();
+            let mut id = v.rollout_id.clone();
             if json && !wait.wait {
                 print_json(&v);
             } else if !json {
-                outln!("rollout {id} started: {workload} {version}");
+                if v.queued.is_empty() {
+                    outln!("rollout {id} started: {workload} {version}");
+                } else {
+                    outln!("deployment of {workload} {version} queued; it starts by itself once it has:");
+                    for w in &v.queued {
+                        outln!("  - {w}");
+                    }
+                }
                 print_warnings(&v.warnings);
             }
-            if wait.wait { wait_for(&api, workload, &id, wait.timeout, json).await } else { Ok(ExitCode::Ok) }
+            if !wait.wait {
+                return Ok(ExitCode::Ok);
+            }
+            let start = Instant::now();
+            if id.is_empty() {
+                id = wait_until_started(&api, workload, version, wait.timeout, json).await?;
+            }
+            wait_for(&api, workload, &id, wait.timeout.saturating_sub(start.elapsed()), json).await
+        }
+        Command::Approve(v) => govern(&api, "approve", v, json).await,
+        Command::Reject(v) => govern(&api, "reject", v, json).await,
+        Command::Parity { workload, against } => parity(&api, workload, against.as_deref(), json).await,
+        Command::Freeze { lift, reason, .. } => {
+            let path = if *lift { "/v1/line/restart" } else { "/v1/line/stop" };
+            let v: api::LineChange = api.post(path, &api::Reason { reason: reason.clone() }).await?;
+            if json {
+                print_json(&v);
+            } else if *lift {
+                outln!(
+                    "line restarted; resumed: {}",
+                    if v.rollouts.is_empty() { "none".into() } else { v.rollouts.join(", ") }
+                );
+            } else {
+                outln!(
+                    "LINE STOPPED: no rollout starts or advances until `ringfence freeze --lift`; paused: {}",
+                    if v.rollouts.is_empty() { "none".into() } else { v.rollouts.join(", ") }
+                );
+            }
+            Ok(ExitCode::Ok)
         }
         Command::Status { workload: None, .. } => {
             let list: Vec<api::WorkloadSummary> = api.get("/v1/workloads").await?;
@@ -891,6 +1013,9 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
             hotfix_for,
             flags,
             strict,
+            changed_files,
+            changed_lines,
+            commits,
         } => {
             let flags = match flags {
                 Some(path) => {
@@ -933,7 +1058,18 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
                     }),
                     requires_schema: requires_schema.clone(),
                     hotfix_for: hotfix_for.clone(),
-                    metadata: Metadata { commit: commit.clone(), author: author.clone(), message: message.clone() },
+                    metadata: Metadata {
+                        commit: commit.clone(),
+                        author: author.clone(),
+                        message: message.clone(),
+                        size: (changed_files.is_some() || changed_lines.is_some() || commits.is_some()).then(|| {
+                            api::ChangeSize {
+                                files: changed_files.unwrap_or(0),
+                                lines: changed_lines.unwrap_or(0),
+                                commits: commits.unwrap_or(0),
+                            }
+                        }),
+                    },
                     flags,
                 },
             };
@@ -990,6 +1126,26 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
                 print_json(&v);
             } else {
                 outln!("hold on {version} of {workload} cleared: it may be deployed again");
+            }
+            Ok(ExitCode::Ok)
+        }
+        ReleaseCommand::Attest { workload, version, kind, source, subject, failed, detail } => {
+            let req = api::Attestation {
+                kind: kind.clone(),
+                source: source.clone(),
+                subject: subject.clone(),
+                passed: !failed,
+                checked_at: None,
+                detail: detail.clone(),
+            };
+            let v: api::GovernanceChange =
+                api.post(&format!("/v1/workloads/{workload}/releases/{version}/attestations"), &req).await?;
+            if json {
+                print_json(&v);
+            } else {
+                for line in &v.recorded {
+                    outln!("{line}");
+                }
             }
             Ok(ExitCode::Ok)
         }
@@ -1070,6 +1226,87 @@ async fn verb(api: &ApiClient, name: &str, v: &Verb, json: bool) -> Result<ExitC
     Ok(ExitCode::Ok)
 }
 
+/// `approve` and `reject`: prints what was recorded (a start too, when it was the last thing
+/// a queued deployment waited for).
+async fn govern(api: &ApiClient, name: &str, v: &Verb, json: bool) -> Result<ExitCode, CliError> {
+    let req = api::Reason { reason: v.reason.clone() };
+    let out: api::GovernanceChange = api.post(&format!("/v1/workloads/{}/{name}", v.workload), &req).await?;
+    if json {
+        print_json(&out);
+    } else {
+        for line in &out.recorded {
+            outln!("{line}");
+        }
+    }
+    Ok(ExitCode::Ok)
+}
+
+async fn parity(api: &ApiClient, workload: &str, against: Option<&str>, json: bool) -> Result<ExitCode, CliError> {
+    let q = against.map(|a| format!("?against={}", crate::http::encode_component(a))).unwrap_or_default();
+    let p: api::Parity = api.get(&format!("/v1/workloads/{workload}/parity{q}")).await?;
+    if json {
+        print_json(&p);
+        return Ok(ExitCode::Ok);
+    }
+    let v = |x: &Option<String>| x.clone().unwrap_or_else(|| "-".into());
+    outln!("{} ({}) against {} ({})", p.workload, v(&p.workload_version), p.against, v(&p.against_version));
+    if p.differences.is_empty() {
+        outln!("no difference beyond the version");
+        return Ok(ExitCode::Ok);
+    }
+    let show = |x: &Option<serde_json::Value>| x.as_ref().map_or("(absent)".to_string(), |v| v.to_string());
+    outln!("{:<8} {:<36} {:<28} {}", "AREA", "KEY", p.workload, p.against);
+    for d in &p.differences {
+        outln!("{:<8} {:<36} {:<28} {}", d.area, d.key, show(&d.workload), show(&d.against));
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// A queued deployment: waits until its rollout starts (approvals, a window), showing what it
+/// waits for, and returns the rollout's id.
+async fn wait_until_started(
+    api: &ApiClient,
+    workload: &str,
+    version: &str,
+    timeout: Duration,
+    json: bool,
+) -> Result<String, CliError> {
+    let start = Instant::now();
+    let mut shown = None;
+    loop {
+        let st: api::WorkloadStatus = api.get(&format!("/v1/workloads/{workload}")).await?;
+        match (&st.governance.queued, &st.rollout) {
+            (Some(q), _) if q.version == version => {
+                let now = format!("{} of {} approval(s)", q.approvals.len(), q.approvals_needed);
+                if !json && shown.as_ref() != Some(&now) {
+                    outln!(
+                        "queued: {now}{}",
+                        st.governance.closed.as_ref().map(|c| format!("; {c}")).unwrap_or_default()
+                    );
+                    shown = Some(now);
+                }
+            }
+            (_, Some(r)) if r.release == version && r.status.is_active() => return Ok(r.id.clone()),
+            (_, Some(r)) if r.release == version && st.governance.queued.is_none() => return Ok(r.id.clone()),
+            _ => {
+                return Err(CliError::new(
+                    ExitCode::RolloutFailed,
+                    format!(
+                        "the queued deployment of {workload} {version} was dropped (`ringfence events {workload}` says why)"
+                    ),
+                ));
+            }
+        }
+        if start.elapsed() > timeout {
+            return Err(CliError::new(
+                ExitCode::WaitTimeout,
+                format!("the deployment of {workload} {version} is still queued after {timeout:?}"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Prints progress until the rollout ends. Exit 0 if it completed, 10 otherwise.
 pub async fn wait_for(
     api: &ApiClient,
@@ -1089,7 +1326,9 @@ pub async fn wait_for(
             }
         }
         let r: Rollout = api.get(&format!("/v1/workloads/{workload}/rollouts/{id}")).await?;
-        if !r.status.is_active() {
+        // Halted with exposure frozen (automatic fallback off, or a bypass on offer) is an end
+        // for whoever waits: a person decides now, and a pipeline step must fail.
+        if !r.status.is_active() || r.status == RolloutStatus::Halted {
             if json {
                 print_json(&r);
             } else {
@@ -1300,6 +1539,64 @@ pub fn render_status(s: &WorkloadStatus) -> String {
                 let _ = writeln!(o, "component  {} ({:?}): {}", c.name, c.criticality, c.health);
             }
         }
+    }
+    let g = &s.governance;
+    if let Some(l) = &g.line {
+        let _ =
+            writeln!(o, "LINE       STOPPED by {} at {}: {} (`ringfence freeze --lift`)", l.by, time(l.at), l.reason);
+    }
+    if let Some(env) = &g.environment {
+        let _ = writeln!(
+            o,
+            "env        {env}{}",
+            g.after.as_ref().map(|a| format!(" (after {a}: `ringfence parity {}`)", s.workload)).unwrap_or_default()
+        );
+    }
+    if let Some(c) = &g.closed {
+        let _ = writeln!(
+            o,
+            "window     closed: {c}{}",
+            g.next_open.map(|t| format!("; opens {}", time(t))).unwrap_or_default()
+        );
+    }
+    if let Some(q) = &g.queued {
+        let _ = writeln!(
+            o,
+            "queued     {}{} by {}: {} of {} approval(s){}",
+            if q.emergency.is_some() { "EMERGENCY " } else { "" },
+            q.version,
+            q.requested_by,
+            q.approvals.len(),
+            q.approvals_needed,
+            q.approvals.iter().map(|a| format!(" ✓ {}", a.by)).collect::<String>()
+        );
+        for w in &q.waiting_for {
+            let _ = writeln!(o, "  waits    {w}");
+        }
+    }
+    for a in &g.approvals {
+        let _ = writeln!(
+            o,
+            "approved   {}by {} at {}{}",
+            a.phase.map(|p| format!("phase {} ", p + 1)).unwrap_or_default(),
+            a.by,
+            time(a.at),
+            if a.comment.is_empty() { String::new() } else { format!(": {}", a.comment) }
+        );
+    }
+    if let Some(e) = &g.emergency {
+        let _ = writeln!(o, "emergency  incident {} ({}): {}", e.incident, e.severity, e.justification);
+    }
+    for w in &g.owed {
+        let _ = writeln!(
+            o,
+            "owed       {} of {}: {} (due {}){}",
+            w.gate,
+            w.version,
+            w.outcome.as_deref().unwrap_or("pending").to_uppercase(),
+            time(w.due),
+            if w.detail.is_empty() { String::new() } else { format!(": {}", w.detail) }
+        );
     }
     for a in &s.alerts_firing {
         let _ = writeln!(

@@ -203,6 +203,7 @@ async fn story(api: &ApiClient, args: &DemoArgs, shutdown: &CancellationToken) -
                     commit: format!("demo-{version}"),
                     author: "demo".into(),
                     message: message.into(),
+                    size: None,
                 },
                 ..Default::default()
             },
@@ -272,8 +273,12 @@ fn expect(r: &Rollout, want: RolloutStatus) -> Result<(), CliError> {
 async fn deploy_and_follow(api: &ApiClient, version: &str, shutdown: &CancellationToken) -> Result<Rollout, CliError> {
     let before = api.events_after("demo", 0).await?;
     let mut after = before.last().map(|e| e.seq).unwrap_or(0);
-    let v: api::Started =
-        api.post("/v1/workloads/demo/deploy", &api::Deploy { version: version.into(), reason: String::new() }).await?;
+    let v: api::Started = api
+        .post(
+            "/v1/workloads/demo/deploy",
+            &api::Deploy { version: version.into(), reason: String::new(), emergency: None },
+        )
+        .await?;
     let id = v.rollout_id;
     let started = Instant::now();
     let mut shown = Instant::now();

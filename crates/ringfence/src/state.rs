@@ -121,12 +121,23 @@ impl Shared {
         reason: &str,
         f: impl FnOnce(&World) -> Result<Vec<EventKind>, CommandError>,
     ) -> Result<Vec<Event>, AppendError> {
+        self.command_many(actor, reason, |w| Ok(f(w)?.into_iter().map(|k| (workload.to_string(), k)).collect()))
+    }
+
+    /// [`Shared::command`] for a change of several workloads at once (stopping the line):
+    /// each event names its workload, and all are appended in one transaction.
+    pub fn command_many(
+        &self,
+        actor: &str,
+        reason: &str,
+        f: impl FnOnce(&World) -> Result<Vec<(String, EventKind)>, CommandError>,
+    ) -> Result<Vec<Event>, AppendError> {
         let mut inner = self.inner.lock().expect("state lock");
         let kinds = f(&inner.world)?;
         let at = now();
         let new: Vec<NewEvent> = kinds
             .into_iter()
-            .map(|kind| NewEvent { at, actor: actor.into(), reason: reason.into(), workload: workload.into(), kind })
+            .map(|(workload, kind)| NewEvent { at, actor: actor.into(), reason: reason.into(), workload, kind })
             .collect();
         let expected = inner.seq;
         let events = off_the_workers(|| inner.store.append(expected, new))?;
@@ -135,8 +146,10 @@ impl Shared {
         }
         inner.seq = events.last().map_or(inner.seq, |e| e.seq);
         drop(inner);
-        if !events.is_empty() {
-            self.notify(workload);
+        let touched: std::collections::BTreeSet<&str> =
+            events.iter().map(|e| e.workload.as_str()).filter(|w| !w.is_empty()).collect();
+        for w in touched {
+            self.notify(w);
         }
         Ok(events)
     }

@@ -243,6 +243,35 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         return Ok(true);
     }
 
+    // Governance: a queued deployment whose wait is over starts; owed gates are settled or
+    // flagged overdue. Decided against the state as it is when appended.
+    if shared.world(|w| !ringfence_core::governance::tick(w, &name, crate::state::now()).is_empty()) {
+        let events = shared.command(&name, "controller", "governance", |w| {
+            Ok(ringfence_core::governance::tick(w, &name, crate::state::now()))
+        })?;
+        for e in &events {
+            match &e.kind {
+                EventKind::OwedGateSettled { gate, outcome, detail, version }
+                    if *outcome != ringfence_core::governance::OwedOutcome::Passed =>
+                {
+                    tracing::error!(
+                        workload = name,
+                        version,
+                        gate,
+                        ?outcome,
+                        detail,
+                        "a gate an emergency deployment skipped has not passed"
+                    );
+                }
+                EventKind::DeployDropped { version, why } => {
+                    tracing::warn!(workload = name, version, why, "a queued deployment was dropped");
+                }
+                _ => {}
+            }
+        }
+        return Ok(true);
+    }
+
     // A regression right after a switch (blue-green, or a canary watched): back to the warm
     // stack at once. Its own traffic counts from the first look in the window.
     let mut served = None;
@@ -559,6 +588,8 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
                 &*local.analyzer.as_ref().expect("set just above").1
             },
             flags_only: current.from.as_ref().is_some_and(|f| ws.runtime_of(f) == ws.runtime_of(&current.release)),
+            approved: ringfence_core::governance::phase_approved(ws, current, t),
+            advance_blocked: ringfence_core::governance::advance_blocked(w, ws, current, t),
             decision: {
                 let release = ws.releases.get(&current.release);
                 ringfence_core::decision::DecisionContext {

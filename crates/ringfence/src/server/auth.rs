@@ -143,9 +143,18 @@ pub fn policy(method: &Method, route: &str) -> Option<(Perm, Scope)> {
             | "/v1/workloads/{name}/resume"
             | "/v1/workloads/{name}/abort"
             | "/v1/workloads/{name}/rollback"
-            | "/v1/workloads/{name}/redeploy",
+            | "/v1/workloads/{name}/redeploy"
+            | "/v1/workloads/{name}/releases/{version}/attestations",
         ) => (Deploy, Workload),
-        (false, "/v1/workloads/{name}/promote" | "/v1/workloads/{name}/bypass") => (Approve, Workload),
+        (
+            false,
+            "/v1/workloads/{name}/promote"
+            | "/v1/workloads/{name}/bypass"
+            | "/v1/workloads/{name}/approve"
+            | "/v1/workloads/{name}/reject",
+        ) => (Approve, Workload),
+        // Stopping the line halts every workload: for grants on `*`.
+        (false, "/v1/line/stop" | "/v1/line/restart") => (Govern, Global),
         (false, "/v1/workloads/{name}/flags/{flag}/kill" | "/v1/workloads/{name}/flags/{flag}/restore") => {
             (Flags, Workload)
         }

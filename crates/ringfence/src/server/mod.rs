@@ -27,6 +27,7 @@ mod error;
 mod events;
 mod extract;
 mod flags;
+mod governance;
 mod listen;
 mod planning;
 mod releases;
@@ -43,9 +44,10 @@ pub use tokens::admin_token_path;
 
 use events::{all_events, workload_events};
 use flags::{kill_flag, list_flags, restore_flag};
+use governance::{approve, attest, parity, reject, restart_line, stop_line};
 use planning::plan;
 use releases::{clear_hold, create_release, list_releases, revoke_release, show_release};
-use rollouts::{bypass, deploy, redeploy, rollback, show_rollout, verb, why};
+use rollouts::{bypass, deploy, promote, redeploy, rollback, show_rollout, verb, why};
 use signals::{alertmanager_webhook, user_report};
 use tokens::{create_token, list_tokens, revoke_token};
 use workloads::{apply_spec, delete_workload, list_workloads, workload_status};
@@ -175,11 +177,17 @@ fn routes() -> Routes {
         .post("/v1/workloads/{name}/deploy", deploy)
         .post_verb("/v1/workloads/{name}/pause", "pause", command::pause)
         .post_verb("/v1/workloads/{name}/resume", "resume", command::resume)
-        .post_verb("/v1/workloads/{name}/promote", "promote", command::promote)
+        .post("/v1/workloads/{name}/promote", promote)
         .post_verb("/v1/workloads/{name}/abort", "abort", command::abort)
         .post("/v1/workloads/{name}/rollback", rollback)
         .post("/v1/workloads/{name}/bypass", bypass)
         .post("/v1/workloads/{name}/redeploy", redeploy)
+        .post("/v1/workloads/{name}/approve", approve)
+        .post("/v1/workloads/{name}/reject", reject)
+        .post("/v1/workloads/{name}/releases/{version}/attestations", attest)
+        .get("/v1/workloads/{name}/parity", parity)
+        .post("/v1/line/stop", stop_line)
+        .post("/v1/line/restart", restart_line)
         .get("/v1/workloads/{name}/events", workload_events)
         .get("/v1/workloads/{name}/why", why)
         .get("/v1/workloads/{name}/rollouts/{id}", show_rollout)

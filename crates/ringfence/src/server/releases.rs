@@ -104,5 +104,5 @@ fn audited(
         return Err(ApiError::new(ErrorKind::Invalid, format!("field `reason`: say {say}")));
     }
     sh.command(name, &who, reason, |w| Ok(vec![f(w, name, version)?]))?;
-    Ok(Json(api::Started { rollout_id: String::new(), warnings: Vec::new() }))
+    Ok(Json(api::Started { rollout_id: String::new(), warnings: Vec::new(), queued: Vec::new() }))
 }

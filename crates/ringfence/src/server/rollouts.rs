@@ -9,11 +9,43 @@ pub(super) async fn deploy(
     Body(b): Body<api::Deploy>,
 ) -> Result<(StatusCode, Json<api::Started>), ApiError> {
     let reason = if b.reason.is_empty() { format!("deploy {}", b.version) } else { b.reason.clone() };
-    let events = sh.command(&name, &who, &reason, |w| command::deploy_or_roll_forward(w, &name, &b.version))?;
+    let emergency = b.emergency.map(|e| ringfence_core::governance::Emergency {
+        incident: e.incident,
+        severity: e.severity,
+        justification: b.reason.clone(),
+    });
+    let mut governed = Vec::new();
+    let events = sh.command(&name, &who, &reason, |w| {
+        let (events, warnings) = command::deploy_governed(w, &name, &b.version, &who, emergency, now())?;
+        governed = warnings;
+        Ok(events)
+    })?;
     // The new rollout's id: a roll forward ends the one it replaces first.
     let id = events.last().and_then(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
-    let warnings = bake_warnings(&sh, &name).await;
-    Ok((StatusCode::ACCEPTED, Json(api::Started { rollout_id: id, warnings })))
+    let queued = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            ringfence_core::EventKind::DeployQueued { waiting_for, .. } => Some(waiting_for.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let mut warnings = governed;
+    warnings.extend(bake_warnings(&sh, &name).await);
+    Ok((StatusCode::ACCEPTED, Json(api::Started { rollout_id: id, warnings, queued })))
+}
+
+/// `POST .../promote`: the current phase passes by hand. The approver may not be the
+/// release's author or the rollout's starter, and it never advances outside a window.
+pub(super) async fn promote(
+    State(sh): St,
+    Actor(who): Actor,
+    Path(name): Path<String>,
+    Body(b): Body<api::Reason>,
+) -> Result<Json<api::Started>, ApiError> {
+    let reason = if b.reason.is_empty() { "promote".to_string() } else { b.reason.clone() };
+    let events = sh.command(&name, &who, &reason, |w| Ok(vec![command::promote(w, &name, &who, now())?]))?;
+    let id = events.first().and_then(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
+    Ok(Json(api::Started { rollout_id: id, warnings: Vec::new(), queued: Vec::new() }))
 }
 
 pub(super) type Verb = fn(&ringfence_core::World, &str) -> Result<ringfence_core::EventKind, CommandError>;
@@ -36,7 +68,7 @@ pub(super) async fn simple(
     let reason = if reason.is_empty() { verb.to_string() } else { reason };
     let events = sh.command(&name, &who, &reason, |w| Ok(vec![f(w, &name)?]))?;
     let id = events.first().and_then(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
-    Ok(Json(api::Started { rollout_id: id, warnings: Vec::new() }))
+    Ok(Json(api::Started { rollout_id: id, warnings: Vec::new(), queued: Vec::new() }))
 }
 
 pub(super) async fn rollback(
@@ -50,7 +82,7 @@ pub(super) async fn rollback(
         sh.command(&name, &who, &reason, |w| command::rollback_all(w, &name, b.to.as_deref(), &who, &b.reason))?;
     // The last known good's spec may come first.
     let id = events.iter().find_map(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
-    Ok(Json(api::Started { rollout_id: id, warnings: Vec::new() }))
+    Ok(Json(api::Started { rollout_id: id, warnings: Vec::new(), queued: Vec::new() }))
 }
 
 /// `POST .../bypass`: an approver approves the bypass a halted rollout offers (the command
@@ -63,7 +95,7 @@ pub(super) async fn bypass(
 ) -> Result<Json<api::Started>, ApiError> {
     let events = sh.command(&name, &who, &b.reason, |w| command::bypass(w, &name, &who, &b.reason))?;
     let id = events.iter().find_map(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
-    Ok(Json(api::Started { rollout_id: id, warnings: Vec::new() }))
+    Ok(Json(api::Started { rollout_id: id, warnings: Vec::new(), queued: Vec::new() }))
 }
 
 /// `POST .../redeploy`: the stable version onto fresh instances, one at a time.
@@ -75,7 +107,7 @@ pub(super) async fn redeploy(
 ) -> Result<Json<api::Started>, ApiError> {
     let reason = if b.reason.is_empty() { "redeploy onto fresh instances".to_string() } else { b.reason.clone() };
     sh.command(&name, &who, &reason, |w| Ok(vec![command::redeploy(w, &name)?]))?;
-    Ok(Json(api::Started { rollout_id: String::new(), warnings: Vec::new() }))
+    Ok(Json(api::Started { rollout_id: String::new(), warnings: Vec::new(), queued: Vec::new() }))
 }
 
 pub(super) async fn why(State(sh): St, Path(name): Path<String>) -> Result<Json<api::Why>, ApiError> {

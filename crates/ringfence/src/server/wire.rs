@@ -12,11 +12,13 @@ pub(super) fn ts(t: core::Timestamp) -> api::Timestamp {
 }
 
 pub(super) fn status(
+    world: &core::World,
     ws: &core::WorkloadState,
     live: Option<&crate::state::LiveVerdict>,
     now: core::Timestamp,
 ) -> api::WorkloadStatus {
     api::WorkloadStatus {
+        governance: governance(world, ws, now),
         workload: ws.name.clone(),
         criticality: criticality(ws.spec.workload.criticality),
         stable: ws.stable.clone(),
@@ -333,6 +335,11 @@ pub(super) fn release(r: &core::Release) -> api::Release {
                 commit: c.metadata.commit.clone(),
                 author: c.metadata.author.clone(),
                 message: c.metadata.message.clone(),
+                size: c.metadata.size.as_ref().map(|z| api::ChangeSize {
+                    files: z.files,
+                    lines: z.lines,
+                    commits: z.commits,
+                }),
             },
             flags: c.flags.clone(),
         },
@@ -398,6 +405,11 @@ pub(super) fn release_request(r: api::ReleaseRequest) -> Result<core::release::R
                 commit: c.metadata.commit,
                 author: c.metadata.author,
                 message: c.metadata.message,
+                size: c.metadata.size.map(|z| core::release::ChangeSize {
+                    files: z.files,
+                    lines: z.lines,
+                    commits: z.commits,
+                }),
             },
             flags: c.flags,
         },
@@ -441,6 +453,67 @@ pub(super) fn token(t: &core::access::TokenRecord) -> api::Token {
 
 pub(super) fn killed_flag(k: &core::state::KilledFlag) -> api::KilledFlag {
     api::KilledFlag { actor: k.actor.clone(), reason: k.reason.clone(), at: ts(k.at) }
+}
+
+fn approval(a: &core::governance::Approval) -> api::Approval {
+    api::Approval { by: a.by.clone(), at: ts(a.at), comment: a.comment.clone(), phase: a.phase }
+}
+
+fn emergency(e: &core::governance::Emergency) -> api::Emergency {
+    api::Emergency {
+        incident: e.incident.clone(),
+        severity: e.severity.clone(),
+        justification: e.justification.clone(),
+    }
+}
+
+/// A workload's governance now: the line, the windows, the queued deployment, approvals, and
+/// the gates an emergency deployment owes.
+pub(super) fn governance(world: &core::World, ws: &core::WorkloadState, now: core::Timestamp) -> api::GovernanceStatus {
+    use core::schedule::Gate;
+    let (closed, next_open) = match ws.spec.schedule.check(now) {
+        Gate::Open => (None, None),
+        Gate::Closed { why, next_open } => (Some(why), next_open.map(ts)),
+    };
+    let g = &ws.governance;
+    let latest = ws.latest_rollout();
+    api::GovernanceStatus {
+        environment: Some(ws.spec.environment.name.clone()).filter(|n| !n.is_empty()),
+        after: ws.spec.environment.after.clone(),
+        line: world.line.as_ref().map(|l| api::LineStop { by: l.by.clone(), reason: l.reason.clone(), at: ts(l.at) }),
+        closed,
+        next_open,
+        queued: g.pending.as_ref().map(|p| api::QueuedDeploy {
+            version: p.version.clone(),
+            requested_by: p.requested_by.clone(),
+            at: ts(p.at),
+            emergency: p.emergency.as_ref().map(emergency),
+            approvals_needed: p.approvals_needed,
+            approvals: p.approvals.iter().map(approval).collect(),
+            waiting_for: p.waiting_for.clone(),
+        }),
+        approvals: ws.active_rollout().map(|r| r.approvals.iter().map(approval).collect()).unwrap_or_default(),
+        emergency: latest.and_then(|r| r.emergency.as_ref()).map(emergency),
+        owed: g
+            .owed
+            .iter()
+            .map(|o| api::OwedGate {
+                version: o.version.clone(),
+                rollout_id: o.rollout_id.clone(),
+                gate: o.gate.clone(),
+                due: ts(o.due),
+                outcome: o.outcome.map(|x| {
+                    match x {
+                        core::governance::OwedOutcome::Passed => "passed",
+                        core::governance::OwedOutcome::Failed => "failed",
+                        core::governance::OwedOutcome::Overdue => "overdue",
+                    }
+                    .to_string()
+                }),
+                detail: o.detail.clone(),
+            })
+            .collect(),
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,12 @@ pub(super) async fn apply_spec(
     if !same_execution {
         caller.require(Perm::Execute, Some(&name))?;
     }
+    // How deployments are governed (previous environment, attestations, approvals, windows,
+    // the emergency path) is not a pipeline's to weaken.
+    let same_governance = sh.world(|w| w.workload(&name).is_some_and(|ws| ws.spec.governs_as(&spec)));
+    if !same_governance {
+        caller.require(Perm::Govern, Some(&name))?;
+    }
     let events =
         sh.command(&name, &who, "spec applied", |w| Ok(command::apply_spec(w, &spec)?.into_iter().collect()))?;
     controller::spawn_workload(&sh, &name);
@@ -45,7 +51,7 @@ pub(super) async fn workload_status(
     Path(name): Path<String>,
 ) -> Result<Json<api::WorkloadStatus>, ApiError> {
     let live = sh.live.lock().expect("live lock").get(&name).cloned();
-    sh.world(|w| Ok(Json(wire::status(command::workload(w, &name)?, live.as_ref(), now()))))
+    sh.world(|w| Ok(Json(wire::status(w, command::workload(w, &name)?, live.as_ref(), now()))))
 }
 
 #[derive(Deserialize)]
@@ -65,5 +71,5 @@ pub(super) async fn delete_workload(
     let reason = if q.reason.trim().is_empty() { "workload deleted".to_string() } else { q.reason };
     sh.command(&name, &who, &reason, |w| Ok(vec![command::delete_workload(w, &name)?]))?;
     controller::spawn_workload(&sh, &name);
-    Ok(Json(api::Started { rollout_id: String::new(), warnings: Vec::new() }))
+    Ok(Json(api::Started { rollout_id: String::new(), warnings: Vec::new(), queued: Vec::new() }))
 }

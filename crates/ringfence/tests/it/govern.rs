@@ -1,0 +1,322 @@
+//! Governance over the real API and CLI: roles and separation of duties (403, nothing
+//! changed), approvals, a refusal outside the window that names the next opening, a rollback
+//! during a freeze, stop the line with a fallback that still runs, the emergency path with its
+//! out-of-band gates, and the parity report.
+
+use std::time::Duration;
+
+use ringfence_api::RolloutStatus;
+
+use crate::harness::{Load, Server, Spec, path_str, rollout_id};
+
+/// Applies `spec` with `extra` TOML appended, as the admin.
+async fn apply(server: &Server, spec: &Spec<'_>, extra: &str) {
+    let file = server.path(&format!("{}.toml", spec.name));
+    std::fs::write(&file, spec.toml() + extra).expect("write the spec");
+    let out = server.cli(&["apply", path_str(&file)]).await;
+    assert_eq!(out.code, 0, "apply {}:\n{out}", spec.name);
+}
+
+fn rfc3339(offset_ms: i64) -> String {
+    let now = ringfence_core::Timestamp(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64,
+    );
+    ringfence_core::Timestamp(now.0 + offset_ms).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_need_the_role_and_other_people_than_the_author_and_the_starter() {
+    let server = Server::start().await;
+    let w = "gov-approve";
+    let spec = Spec::new(w);
+    apply(&server, &spec, "\n[approval]\nrequired = 2\nbefore_start = true\n").await;
+    server.release(w, "v1", &[]).await; // registered by it-test: its author
+    let pipeline = server.token_with("pipeline", &[&format!("deployer:{w}")]).await;
+    let bob = server.token_with("bob", &[&format!("approver:{w}")]).await;
+    let dave = server.token_with("dave", &[&format!("approver:{w}")]).await;
+    let elsewhere = server.token_with("eve", &["approver:other"]).await;
+    let viewer = server.token_with("vic", &["viewer"]).await;
+
+    let out = server.cli_as(&pipeline, &["deploy", w, "v1", "--reason", "first release"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("queued") && out.stdout.contains("2 approvals"), "{out}");
+    let before = server.events(w).await.len();
+    // The role: a deployer (the pipeline's service principal), a viewer, an approver of
+    // another workload. 403 (exit 7), nothing recorded.
+    for (who, token) in [("pipeline", &pipeline), ("viewer", &viewer), ("approver of another workload", &elsewhere)] {
+        let out = server.cli_as(token, &["approve", w, "--reason", "ok"]).await;
+        assert_eq!(out.code, 7, "{who} may not approve:\n{out}");
+    }
+    // Separation of duties: the admin holds every role, but registered the release.
+    let out = server.cli(&["approve", w]).await;
+    assert_eq!(out.code, 7, "{out}");
+    assert!(out.stderr.contains("author of v1"), "{out}");
+    assert_eq!(server.events(w).await.len(), before, "refusals change nothing");
+
+    let out = server.cli_as(&bob, &["approve", w, "--reason", "plan reviewed"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let s = server.status(w).await;
+    let q = s.governance.queued.as_ref().expect("still queued");
+    assert_eq!((q.approvals.len(), q.approvals_needed), (1, 2), "{q:?}");
+    assert!(s.rollout.is_none());
+    let again = server.cli_as(&bob, &["approve", w]).await;
+    assert_eq!(again.code, 5, "one approval per person:\n{again}");
+    let out = server.cli_as(&dave, &["approve", w, "--reason", "go"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("rollout"), "the last approval starts it:\n{out}");
+    let s = server
+        .wait_status(w, "v1 completed", |s| {
+            s.rollout.as_ref().filter(|r| r.status == RolloutStatus::Completed).map(|_| s.clone())
+        })
+        .await;
+    assert_eq!(s.stable.as_deref(), Some("v1"));
+    let events = server.events(w).await;
+    let started = events.iter().find(|e| e.kind.type_name() == "rollout_started").expect("started");
+    assert_eq!(started.actor, "dave", "started by the approval that completed the set");
+    let r = server.rollout(w, s.rollout.as_ref().map(|r| r.id.as_str()).unwrap()).await;
+    assert_eq!(r.started_by, "pipeline", "the start is the requester's");
+    // A deployer may not weaken governance in the spec: 403, nothing changed.
+    let file = server.path("weaker.toml");
+    std::fs::write(&file, spec.toml()).unwrap();
+    let out = server.cli_as(&pipeline, &["apply", path_str(&file)]).await;
+    assert_eq!(out.code, 7, "{out}");
+    assert!(out.stderr.contains("governed"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_the_window_a_deploy_is_refused_with_the_next_opening_and_a_rollback_still_runs() {
+    let server = Server::start().await;
+    let w = "gov-window";
+    let spec = Spec { phases: vec![(100, "500ms")], ..Spec::new(w) };
+    apply(&server, &spec, "").await;
+    for v in ["v1", "v2", "v3"] {
+        server.release(w, v, &[]).await;
+    }
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0, "{}", server.diagnose(w).await);
+    let load = Load::start(server.router_addr(w).await, 100.0, 200);
+    let out = server.deploy_wait(w, "v2").await;
+    assert_eq!(out.code, 0, "{out}\n{}", server.diagnose(w).await);
+    let freeze = format!(
+        "\n[schedule]\noutside = \"refuse\"\n[[schedule.freezes]]\nfrom = \"{}\"\nto = \"{}\"\nreason = \"end-of-quarter freeze\"\n",
+        rfc3339(-3_600_000),
+        rfc3339(2 * 86_400_000)
+    );
+    apply(&server, &spec, &freeze).await;
+    let out = server.cli(&["deploy", w, "v3"]).await;
+    assert_eq!(out.code, 5, "{out}");
+    assert!(out.stderr.contains("end-of-quarter freeze"), "{out}");
+    assert!(out.stderr.contains("the next window opens"), "names the next opening:\n{out}");
+    assert_eq!(server.status(w).await.stable.as_deref(), Some("v2"), "nothing changed");
+    let st = server.cli(&["status", w]).await;
+    assert!(st.stdout.contains("window     closed"), "{st}");
+    // A mitigation is never blocked by a freeze.
+    let out = server.cli(&["rollback", w, "--reason", "v2 leaks memory", "--wait", "--timeout", "45s"]).await;
+    assert_eq!(out.code, 0, "{out}\n{}", server.diagnose(w).await);
+    assert_eq!(server.status(w).await.stable.as_deref(), Some("v1"));
+    drop(load);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_line_pauses_every_rollout_refuses_new_ones_and_a_fallback_still_runs() {
+    let server = Server::start().await;
+    let (a, b) = ("gov-line-a", "gov-line-b");
+    let slow = Spec { phases: vec![(50, "20s"), (100, "1s")], lenient_breaker: true, ..Spec::new(a) };
+    apply(&server, &slow, "").await;
+    apply(&server, &Spec { name: b, ..Spec { phases: vec![(50, "20s"), (100, "1s")], ..Spec::new(b) } }, "").await;
+    for w in [a, b] {
+        server.release(w, "v1", &[]).await;
+        assert_eq!(server.deploy_wait(w, "v1").await.code, 0, "{}", server.diagnose(w).await);
+    }
+    server.release(a, "v2", &["SAMPLE_ERRORS_AFTER=300", "SAMPLE_ERROR_RATE=0.6"]).await;
+    server.release(b, "v2", &[]).await;
+    server.release(b, "v3", &[]).await;
+    let load = Load::start(server.router_addr(a).await, 100.0, 200);
+    let load_b = Load::start(server.router_addr(b).await, 100.0, 200);
+    let ra = rollout_id(&server.cli(&["deploy", a, "v2"]).await);
+    let rb = rollout_id(&server.cli(&["deploy", b, "v2"]).await);
+
+    let deployer = server.token_with("pipeline", &["deployer"]).await;
+    let out = server.cli_as(&deployer, &["freeze", "--all", "--reason", "payments outage INC-42"]).await;
+    assert_eq!(out.code, 7, "only an admin stops the line:\n{out}");
+    let out = server.cli(&["freeze", "--all", "--reason", "payments outage INC-42"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains(&ra) && out.stdout.contains(&rb), "both paused:\n{out}");
+    assert_eq!(server.rollout(b, &rb).await.status, RolloutStatus::Paused);
+    let out = server.cli(&["resume", b]).await;
+    assert_eq!(out.code, 5, "{out}");
+    assert!(out.stderr.contains("line is stopped"), "{out}");
+    let st = server.cli(&["status", b]).await;
+    assert!(st.stdout.contains("LINE       STOPPED"), "{st}");
+
+    // a's v2 starts failing while paused: the fallback still runs.
+    let r = server
+        .wait_status(a, "v2 fallen back with the line stopped", |s| {
+            s.rollout.as_ref().filter(|r| r.id == ra && r.status == RolloutStatus::Mitigated).cloned()
+        })
+        .await;
+    assert_eq!(r.release, "v2");
+    drop(load);
+
+    let out = server.cli(&["freeze", "--lift", "--reason", "INC-42 resolved"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains(&rb), "b's rollout resumes:\n{out}");
+    server
+        .wait_status(b, "b's v2 completes after the line restarts", |s| {
+            s.rollout.as_ref().filter(|r| r.id == rb && r.status == RolloutStatus::Completed).map(|_| ())
+        })
+        .await;
+    drop(load_b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_emergency_path_end_to_end_with_its_out_of_band_gates() {
+    let server = Server::start().await;
+    let (staging, prod) = ("gov-em-staging", "gov-em");
+    let phases = vec![(10, "20s"), (100, "20s")];
+    apply(&server, &Spec { phases: phases.clone(), ..Spec::new(staging) }, "\n[environment]\nname = \"staging\"\n")
+        .await;
+    let extra = format!(
+        "\n[environment]\nname = \"production\"\nafter = \"{staging}\"\nrequires = [\"security-scan\"]\n[approval]\nbefore_start = true\n[emergency]\nseverities = [\"sev1\", \"sev2\"]\nbake_factor = 0.05\nout_of_band_within = \"1h\"\n"
+    );
+    apply(&server, &Spec { phases, ..Spec::new(prod) }, &extra).await;
+    for w in [staging, prod] {
+        server.release(w, "v1", &[]).await;
+        server.release(w, "v2", &[]).await;
+    }
+    // v1 through staging, then production (approved, scanned).
+    assert_eq!(server.deploy_wait(staging, "v1").await.code, 0);
+    let out = server.cli(&["deploy", prod, "v1"]).await;
+    assert_eq!(out.code, 5, "no scan yet:\n{out}");
+    assert!(out.stderr.contains("attestation security-scan is missing"), "{out}");
+    let scan = ["--kind", "security-scan", "--source", "trivy/run/1", "--subject", "sample-app:v1"];
+    let out = server.cli(&[&["release", "attest", prod, "v1"][..], &scan].concat()).await;
+    assert_eq!(out.code, 0, "{out}");
+    let pipeline = server.token_with("pipeline", &["deployer"]).await;
+    let bob = server.token_with("bob", &[&format!("approver:{prod}")]).await;
+    let erin = server.token_with("erin", &[&format!("emergency-approver:{prod}")]).await;
+    assert_eq!(server.cli_as(&pipeline, &["deploy", prod, "v1"]).await.code, 0);
+    assert_eq!(server.cli_as(&bob, &["approve", prod]).await.code, 0);
+    server.wait_status(prod, "v1 in production", |s| (s.stable.as_deref() == Some("v1")).then_some(())).await;
+
+    // The hotfix v2: not through staging, not scanned. On the emergency path.
+    let load = Load::start(server.router_addr(prod).await, 100.0, 200);
+    let out = server
+        .cli_as(
+            &pipeline,
+            &["deploy", prod, "v2", "--emergency", "--incident", "INC-42", "--severity", "sev3", "--reason", "fix"],
+        )
+        .await;
+    assert_eq!(out.code, 7, "sev3 is not an emergency here:\n{out}");
+    let out = server
+        .cli_as(
+            &pipeline,
+            &[
+                "deploy",
+                prod,
+                "v2",
+                "--emergency",
+                "--incident",
+                "INC-42",
+                "--severity",
+                "sev1",
+                "--reason",
+                "payments time out",
+            ],
+        )
+        .await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("emergency approver"), "{out}");
+    let out = server.cli_as(&bob, &["approve", prod]).await;
+    assert_eq!(out.code, 7, "an ordinary approver may not approve an emergency:\n{out}");
+    let out = server.cli_as(&erin, &["approve", prod, "--reason", "INC-42 is sev1; fix reviewed on the call"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("EMERGENCY"), "{out}");
+    let s = server
+        .wait_status(prod, "the hotfix completes on shortened bakes", |s| {
+            s.rollout.as_ref().filter(|r| r.release == "v2" && r.status == RolloutStatus::Completed).map(|_| s.clone())
+        })
+        .await;
+    let r = s.rollout.as_ref().unwrap();
+    assert_eq!(r.phases[0].bake_ms, 1_000, "20s x 0.05");
+    let em = s.governance.emergency.as_ref().expect("shown in status");
+    assert_eq!(em.incident, "INC-42");
+    let gates: Vec<(&str, Option<&str>)> =
+        s.governance.owed.iter().map(|o| (o.gate.as_str(), o.outcome.as_deref())).collect();
+    assert_eq!(
+        gates,
+        vec![
+            (format!("promotion through {staging}").as_str(), None),
+            ("attestation security-scan", None),
+            ("approval", None)
+        ]
+    );
+    let st = server.cli(&["status", prod]).await;
+    assert!(st.stdout.contains("owed       attestation security-scan of v2: PENDING"), "{st}");
+
+    // Out of band: the scan fails (an alert), staging completes the hotfix (passes), an
+    // approver approves after the fact (passes), then a new scan passes.
+    let scan2 = ["--kind", "security-scan", "--source", "trivy/run/2", "--subject", "sample-app:v2", "--failed"];
+    let out = server.cli(&[&["release", "attest", prod, "v2"][..], &scan2].concat()).await;
+    assert!(out.stdout.contains("FAILED"), "{out}");
+    let load_staging = Load::start(server.router_addr(staging).await, 100.0, 200);
+    assert_eq!(server.deploy_wait(staging, "v2").await.code, 0, "{}", server.diagnose(staging).await);
+    drop(load_staging);
+    drop(load);
+    server
+        .wait_status(prod, "promotion settled", |s| {
+            s.governance
+                .owed
+                .iter()
+                .any(|o| o.gate.starts_with("promotion") && o.outcome.as_deref() == Some("passed"))
+                .then_some(())
+        })
+        .await;
+    assert_eq!(server.cli_as(&pipeline, &["approve", prod]).await.code, 7, "the starter may not approve");
+    assert_eq!(server.cli_as(&bob, &["approve", prod, "--reason", "reviewed after the fact"]).await.code, 0);
+    let scan3 = ["--kind", "security-scan", "--source", "trivy/run/3", "--subject", "sample-app:v2"];
+    assert_eq!(server.cli(&[&["release", "attest", prod, "v2"][..], &scan3].concat()).await.code, 0);
+    let s = server.status(prod).await;
+    let outcomes: Vec<Option<&str>> = s.governance.owed.iter().map(|o| o.outcome.as_deref()).collect();
+    assert_eq!(outcomes, vec![Some("passed"), Some("failed"), Some("passed")], "{:?}", s.governance.owed);
+    // Every step is in the log, with its actor.
+    let events = server.events(prod).await;
+    let actors: Vec<(String, String)> = events
+        .iter()
+        .map(|e| (e.kind.type_name(), e.actor.clone()))
+        .filter(|(t, _)| t.contains("approv") || t.contains("emergency"))
+        .collect();
+    assert!(actors.contains(&("approval_given".into(), "erin".into())), "{actors:?}");
+    assert!(actors.contains(&("emergency_declared".into(), "erin".into())), "{actors:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_parity_report_shows_what_differs_beyond_the_version() {
+    let server = Server::start().await;
+    let (staging, prod) = ("gov-par-staging", "gov-par");
+    let one = vec![(100, "500ms")];
+    apply(&server, &Spec { phases: one.clone(), ..Spec::new(staging) }, "").await;
+    apply(
+        &server,
+        &Spec { phases: one, replicas: 2, ..Spec::new(prod) },
+        &format!("\n[environment]\nname = \"production\"\nafter = \"{staging}\"\n"),
+    )
+    .await;
+    server.release(staging, "v1", &["POOL=5", "REGION=eu"]).await;
+    server.release(prod, "v1", &["POOL=20", "REGION=eu"]).await;
+    for w in [staging, prod] {
+        assert_eq!(server.deploy_wait(w, "v1").await.code, 0, "{}", server.diagnose(w).await);
+    }
+    let out = server.cli(&["parity", prod]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("executor.replicas") && out.stdout.contains("POOL"), "{out}");
+    assert!(!out.stdout.contains("REGION"), "equal keys are not differences:\n{out}");
+    let json = server.cli(&["parity", staging, "-o", "json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
+    assert_eq!(v["against"], prod, "found through environment.after");
+    let keys: Vec<&str> = v["differences"].as_array().unwrap().iter().filter_map(|d| d["key"].as_str()).collect();
+    assert_eq!(keys, vec!["executor.replicas", "POOL"]);
+    let viewer_elsewhere = server.token_with("vic", &[&format!("viewer:{staging}")]).await;
+    let out = server.cli_as(&viewer_elsewhere, &["parity", staging]).await;
+    assert_eq!(out.code, 7, "must read both:\n{out}");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
