@@ -5,13 +5,21 @@
 //! transaction, so a crash leaves either all of them or none. The SQLite database runs in WAL
 //! mode with `synchronous=FULL`: an acknowledged append survives a power cut, not just a
 //! process crash.
+//!
+//! The log is tamper-evident (`audit`): each row carries a hash chained to the previous
+//! row's, and digests of the chain are signed with a key kept beside the log.
 
 use std::path::{Path, PathBuf};
 
+pub mod audit;
 pub mod migrate;
 
+pub use audit::{AuditOptions, Digest};
 use ringfence_core::{Event, NewEvent};
 use rusqlite::{Connection, OptionalExtension, params};
+
+/// The event log's file name in a server's data directory.
+pub const LOG_FILE: &str = "events.db";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -31,6 +39,9 @@ pub enum StoreError {
         "the event log {path} ends at event {found}, not {expected}: another writer appended to it; nothing was written"
     )]
     Conflict { path: PathBuf, expected: u64, found: u64 },
+    /// The audit trail's key files, options or chain (the file named, and what is wrong).
+    #[error("{path}: {why}")]
+    Audit { path: PathBuf, why: String },
 }
 
 /// The event log as the server uses it. Adapters: [`Store`] (SQLite, embedded, the default);
@@ -48,6 +59,12 @@ pub trait EventStore: Send {
     fn last_seq(&self) -> u64;
     /// Where the log is, for messages.
     fn describe(&self) -> String;
+    /// Signs a digest of the log as it ends now, if it grew since the last one: what a
+    /// stopping server calls, so that no event it wrote is left covered by the chain alone.
+    /// Adapters without digests write nothing.
+    fn write_digest(&mut self) -> Result<Option<Digest>, StoreError> {
+        Ok(None)
+    }
 }
 
 const SCHEMA_VERSION: i64 = migrate::CURRENT;
@@ -56,11 +73,22 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     last_seq: u64,
+    signer: audit::Signer,
+    options: AuditOptions,
 }
 
 impl Store {
-    /// Opens (creating if needed) the log at `path`.
+    /// Opens (creating if needed) the log at `path`, with the audit trail's default options
+    /// (and `RINGFENCE_AUDIT_DIGEST_EVERY_MS` when set).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let options = AuditOptions::from_env().map_err(|why| StoreError::Audit { path: path.to_owned(), why })?;
+        Store::open_with(path, options)
+    }
+
+    /// Opens (creating if needed) the log at `path`. Its signing key (`audit.key`) and public
+    /// key (`audit.pub`) are beside it, created on the first open. Events an earlier run left
+    /// without a signed digest (a crash) get one now.
+    pub fn open_with(path: &Path, options: AuditOptions) -> Result<Store, StoreError> {
         let open_err = |source| StoreError::Open { path: path.to_owned(), source };
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
@@ -76,7 +104,8 @@ impl Store {
                  workload TEXT NOT NULL,
                  type TEXT NOT NULL,
                  rollout_id TEXT,
-                 body TEXT NOT NULL
+                 body TEXT NOT NULL,
+                 hash BLOB
              );
              CREATE INDEX IF NOT EXISTS events_by_workload ON events (workload, seq);",
         )
@@ -87,6 +116,7 @@ impl Store {
             .map_err(open_err)?;
         match found {
             None => {
+                conn.execute_batch(audit::DIGESTS_TABLE).map_err(open_err)?;
                 conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION])
                     .map_err(open_err)?;
             }
@@ -97,7 +127,37 @@ impl Store {
             Some(_) => {}
         }
         let last: Option<i64> = conn.query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0)).map_err(open_err)?;
-        Ok(Store { conn, path: path.to_owned(), last_seq: last.unwrap_or(0) as u64 })
+        let has_digests: bool =
+            conn.query_row("SELECT EXISTS (SELECT 1 FROM digests)", [], |r| r.get(0)).map_err(open_err)?;
+        let signer =
+            audit::Signer::load_or_create(path, has_digests).map_err(|(path, why)| StoreError::Audit { path, why })?;
+        let mut store = Store { conn, path: path.to_owned(), last_seq: last.unwrap_or(0) as u64, signer, options };
+        store.write_digest()?;
+        Ok(store)
+    }
+
+    /// Signs a digest of the log as it ends now, unless no event was appended since the last
+    /// digest. The server calls it when it stops; appends sign one on their own every
+    /// [`AuditOptions::digest_every`].
+    pub fn write_digest(&mut self) -> Result<Option<Digest>, StoreError> {
+        let path = self.path.clone();
+        let sql = move |source| StoreError::Sql { path: path.clone(), source };
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(&sql)?;
+        let Some((seq, hash)) = audit::tail(&tx).map_err(&sql)? else { return Ok(None) };
+        let hash = hash.ok_or_else(|| unchained(&self.path, seq))?;
+        let digest = audit::digest_if_due(&tx, &self.signer, seq, &hash, audit::now_ms(), None).map_err(&sql)?;
+        tx.commit().map_err(&sql)?;
+        Ok(digest)
+    }
+
+    /// The short name of the key this store signs digests with (the `key_id` of each).
+    pub fn key_id(&self) -> &str {
+        self.signer.key_id()
+    }
+
+    /// The public key of the digests' signatures (the content of `audit.pub`, as bytes).
+    pub fn public_key(&self) -> &[u8] {
+        self.signer.public_key()
     }
 
     pub fn path(&self) -> &Path {
@@ -127,37 +187,58 @@ impl Store {
         // IMMEDIATE takes the write lock first, so the check below and the inserts see the
         // same log even with another process on the same file.
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(&sql)?;
-        let found: Option<i64> = tx.query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0)).map_err(&sql)?;
-        let found = found.unwrap_or(0) as u64;
+        // The last event's hash is read under the same write lock as the check, so the chain
+        // continues from the row that really is last.
+        let tail = audit::tail(&tx).map_err(&sql)?;
+        let found = tail.map_or(0, |(seq, _)| seq);
         if found != expected_last {
             return Err(StoreError::Conflict { path: self.path.clone(), expected: expected_last, found });
         }
+        let mut prev = match tail {
+            None => audit::GENESIS,
+            Some((seq, hash)) => hash.ok_or_else(|| unchained(&self.path, seq))?,
+        };
         let mut out = Vec::with_capacity(events.len());
+        let mut seq = expected_last;
         {
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT INTO events (seq, at, actor, reason, workload, type, rollout_id, body)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    "INSERT INTO events (seq, at, actor, reason, workload, type, rollout_id, body, hash)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )
                 .map_err(&sql)?;
-            let mut seq = expected_last;
             for e in events {
                 seq += 1;
                 let body = serde_json::to_string(&e.kind).expect("events always serialize");
+                let kind = e.kind.type_name();
+                let rollout_id = e.kind.rollout_id();
+                let fields = audit::EventFields {
+                    at: e.at.millis(),
+                    actor: &e.actor,
+                    reason: &e.reason,
+                    workload: &e.workload,
+                    kind: &kind,
+                    rollout_id,
+                    body: &body,
+                };
+                prev = audit::event_hash(&prev, seq, &fields);
                 stmt.execute(params![
                     seq as i64,
                     e.at.millis(),
                     e.actor,
                     e.reason,
                     e.workload,
-                    e.kind.type_name(),
-                    e.kind.rollout_id(),
-                    body
+                    kind,
+                    rollout_id,
+                    body,
+                    prev.to_vec()
                 ])
                 .map_err(&sql)?;
                 out.push(e.numbered(seq));
             }
         }
+        let every = Some(self.options.digest_every);
+        audit::digest_if_due(&tx, &self.signer, seq, &prev, audit::now_ms(), every).map_err(&sql)?;
         tx.commit().map_err(&sql)?;
         self.last_seq = out.last().map(|e| e.seq).unwrap_or(self.last_seq);
         Ok(out)
@@ -204,6 +285,17 @@ impl Store {
     }
 }
 
+/// Appending after a last row without a valid hash would extend a chain nobody can check:
+/// refused, since only a change made outside ringfence leaves such a row.
+fn unchained(path: &Path, seq: u64) -> StoreError {
+    StoreError::Audit {
+        path: path.to_owned(),
+        why: format!(
+            "event {seq}, the last of the log, has no valid hash: the log was changed outside ringfence (`ringfence audit verify` names what changed); nothing was written"
+        ),
+    }
+}
+
 /// Upgrades a log of schema `from` in place, in one transaction, after keeping a copy of it
 /// as it was (`<file>.schema-<from>`, written once).
 fn upgrade(conn: &mut Connection, path: &Path, from: i64) -> Result<(), StoreError> {
@@ -230,6 +322,10 @@ fn upgrade(conn: &mut Connection, path: &Path, from: i64) -> Result<(), StoreErr
             tx.execute("UPDATE events SET body = ?1 WHERE seq = ?2", params![new, seq]).map_err(sql)?;
         }
     }
+    // After the bodies' rewrites: the chain is over the rows as this schema stores them.
+    if from < 3 {
+        audit::chain_existing(&tx).map_err(sql)?;
+    }
     tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema'", [SCHEMA_VERSION]).map_err(sql)?;
     tx.commit().map_err(sql)?;
     Ok(())
@@ -250,6 +346,10 @@ impl EventStore for Store {
 
     fn describe(&self) -> String {
         format!("SQLite {}", self.path.display())
+    }
+
+    fn write_digest(&mut self) -> Result<Option<Digest>, StoreError> {
+        Store::write_digest(self)
     }
 }
 

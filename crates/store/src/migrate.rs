@@ -12,11 +12,14 @@
 //!   `replica_stopped` and `replica_exited` had `pid`; they have `instance`. The process
 //!   executor's ids are `proc:<pid>:<start time>`; upgraded ones are `proc:<pid>` (the start
 //!   time was not recorded), which that executor reads as "this pid, start time unknown".
+//! - 2 → 3: the audit trail (`audit.rs`). Events gain a `hash` column, computed for the
+//!   existing rows in order when the log is upgraded, and the log a `digests` table. No body
+//!   changes; the store signs a first digest over the upgraded chain right away.
 
 use serde_json::{Map, Value};
 
 /// The schema this build writes.
-pub const CURRENT: i64 = 2;
+pub const CURRENT: i64 = 3;
 
 /// The event types whose bodies changed at some version, for a store to select the rows to
 /// rewrite instead of reading the whole log.

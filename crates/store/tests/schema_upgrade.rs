@@ -61,6 +61,14 @@ fn a_schema_1_log_upgrades_and_replays() {
     let again = Store::open(&path).unwrap();
     assert_eq!(again.load_all().unwrap(), events);
     assert_eq!(again.last_seq(), events.last().unwrap().seq);
+    drop(again);
+
+    // The upgrade chained every event and signed a digest over all of them.
+    let report = ringfence_store::audit::verify(&path, None).unwrap();
+    assert!(report.intact, "{:?}", report.findings);
+    assert_eq!(report.events as usize, events.len());
+    assert_eq!(report.signed.map(|s| s.through_seq), Some(events.last().unwrap().seq));
+    assert!(path.with_file_name("events.db.schema-1").is_file() && path.with_file_name("audit.pub").is_file());
 }
 
 #[test]
