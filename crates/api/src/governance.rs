@@ -158,3 +158,12 @@ pub struct LineChange {
     /// The rollouts it paused or resumed, as `workload/rollout`.
     pub rollouts: Vec<String>,
 }
+
+/// `POST /v1/hooks/{name}/attestations`: a signed attestation about one release.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationHook {
+    pub version: String,
+    #[serde(flatten)]
+    pub attestation: Attestation,
+}

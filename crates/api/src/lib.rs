@@ -21,8 +21,8 @@ mod workload;
 
 pub use event::Event;
 pub use governance::{
-    Approval, Attestation, Difference, Emergency, EmergencyClaim, GovernanceChange, GovernanceStatus, LineChange,
-    LineStop, OwedGate, Parity, QueuedDeploy,
+    Approval, Attestation, AttestationHook, Difference, Emergency, EmergencyClaim, GovernanceChange, GovernanceStatus,
+    LineChange, LineStop, OwedGate, Parity, QueuedDeploy,
 };
 pub use plan::{PhaseAdvice, PhaseNeeds, PlanAdvice};
 pub use release::{

@@ -25,7 +25,7 @@ pub fn document_json() -> String {
 }
 
 /// Routes anyone may call without a token.
-pub const PUBLIC: &[&str] = &["/v1/health"];
+pub const PUBLIC: &[&str] = &["/v1/health", "/v1/hooks/{name}/attestations"];
 
 #[derive(OpenApi)]
 #[openapi(
@@ -38,7 +38,7 @@ pub const PUBLIC: &[&str] = &["/v1/health"];
     paths(
         health, openapi_json, list_workloads, apply_spec, workload_status, delete_workload, list_releases, create_release,
         show_release, clear_hold, revoke_release, attest, deploy, pause, resume, promote, abort, rollback, bypass, redeploy,
-        approve, reject, parity, stop_line, restart_line, workload_events, why, show_rollout,
+        approve, reject, parity, stop_line, restart_line, attestation_hook, workload_events, why, show_rollout,
         all_events, alerts, plan, list_flags, kill_flag, restore_flag, report, list_tokens, create_token,
         revoke_token
     ),
@@ -310,6 +310,21 @@ fn attest() {}
 ), responses((status = 200, description = "the differences", body = Parity), (status = 422, description = "no environment to compare with", body = ErrorBody)))]
 #[allow(dead_code)]
 fn parity() {}
+
+/// Receive a signed attestation
+///
+/// For systems that sign instead of holding a token (a CI server, a scanner): no bearer
+/// token; the Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
+/// `webhook-signature`), HMAC-SHA256 with the workload's `environment.webhook_secret`. A
+/// timestamp more than five minutes off, a bad signature or an id already received is refused
+/// (401), and nothing is recorded.
+#[utoipa::path(post, path = "/v1/hooks/{name}/attestations", tag = "governance", params(("name" = String, Path, description = "the workload")), request_body = AttestationHook, responses(
+    (status = 201, description = "recorded", body = GovernanceChange),
+    (status = 401, description = "unsigned, badly signed, stale, a replay, or a workload that takes no signed attestations (one answer for all, so nothing is learnt without the secret)", body = ErrorBody),
+    (status = 404, description = "no such release", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn attestation_hook() {}
 
 /// Stop the line
 ///

@@ -271,6 +271,15 @@ pub fn admit(
             problems.push(problem);
         }
     }
+    // Checks ringfence runs itself: once per deployment request, before it starts (or, on
+    // the emergency path, right after it).
+    for c in &spec.environment.checks {
+        if emergency.is_some() {
+            a.skipped.push(format!("check {}", c.name));
+        } else {
+            a.waiting_for.push(format!("check {} to pass", c.name));
+        }
+    }
     if !problems.is_empty() {
         return Err(err(
             ErrorCode::Conflict,
@@ -638,6 +647,30 @@ fn ready(
     if world.line.is_some() {
         return Ok(None);
     }
+    if p.emergency.is_none() {
+        for c in &ws.spec.environment.checks {
+            match ws
+                .governance
+                .attestations
+                .get(&p.version)
+                .and_then(|v| v.iter().rev().find(|a| a.kind == c.name && a.checked_at.is_some_and(|t| t >= p.at)))
+            {
+                None => return Ok(None),
+                Some(a) if !a.passed => {
+                    return Ok(Some(vec![EventKind::DeployDropped {
+                        version: p.version.clone(),
+                        why: format!(
+                            "check {} failed ({}{})",
+                            c.name,
+                            a.source,
+                            if a.detail.is_empty() { String::new() } else { format!(": {}", a.detail) }
+                        ),
+                    }]));
+                }
+                Some(_) => {}
+            }
+        }
+    }
     let approvals = live_approvals(ws, &p.approvals, None, p.at, now);
     let eligible = approvals.iter().filter(|a| p.emergency.is_none() || a.emergency).count() as u32;
     if eligible < p.approvals_needed {
@@ -719,6 +752,39 @@ pub fn tick(world: &World, name: &str, now: Timestamp) -> Vec<EventKind> {
     out
 }
 
+/// The checks the controller runs now: those of a queued deployment that have no result
+/// since it was asked for, and those an emergency deployment skipped once its rollout has
+/// ended. (version, check).
+pub fn checks_due(world: &World, name: &str) -> Vec<(String, crate::spec::CheckSpec)> {
+    let Some(ws) = world.workload(name).filter(|ws| !ws.deleted) else { return Vec::new() };
+    let checks = &ws.spec.environment.checks;
+    let result_since = |version: &str, kind: &str, since: Timestamp| {
+        ws.governance
+            .attestations
+            .get(version)
+            .is_some_and(|v| v.iter().any(|a| a.kind == kind && a.checked_at.is_some_and(|t| t >= since)))
+    };
+    let mut out = Vec::new();
+    if let Some(p) = ws.governance.pending.as_ref().filter(|p| p.emergency.is_none())
+        && ws.active_rollout().is_none()
+    {
+        for c in checks.iter().filter(|c| !result_since(&p.version, &c.name, p.at)) {
+            out.push((p.version.clone(), c.clone()));
+        }
+    }
+    // Never while a rollout is active: the controller runs checks in its own loop, and a
+    // rollout's health and mitigation come first.
+    for o in ws.governance.owed.iter().filter(|o| o.is_open() && ws.active_rollout().is_none()) {
+        let ended = ws.rollout(&o.rollout_id).is_some_and(|r| !r.status.is_active());
+        if let (true, Some(kind)) = (ended, o.gate.strip_prefix("check "))
+            && let Some(c) = checks.iter().find(|c| c.name == kind)
+        {
+            out.push((o.version.clone(), c.clone()));
+        }
+    }
+    out
+}
+
 /// `attest`: records a check about a release; settles the gate an emergency deployment owes.
 pub fn attest(world: &World, name: &str, version: &str, a: &Attestation) -> Result<Vec<EventKind>, CommandError> {
     let ws = crate::command::workload(world, name)?;
@@ -730,8 +796,14 @@ pub fn attest(world: &World, name: &str, version: &str, a: &Attestation) -> Resu
         return Err(err(ErrorCode::Conflict, format!("{version} of {name} already has 256 attestations")));
     }
     let mut out = vec![EventKind::AttestationAdded { version: version.into(), attestation: a.clone() }];
-    let gate = format!("attestation {}", a.kind);
-    if ws.governance.owed.iter().any(|o| o.version == version && o.gate == gate && o.is_open()) {
+    let gates = [format!("attestation {}", a.kind), format!("check {}", a.kind)];
+    if let Some(gate) = ws
+        .governance
+        .owed
+        .iter()
+        .find(|o| o.version == version && gates.contains(&o.gate) && o.is_open())
+        .map(|o| o.gate.clone())
+    {
         let about = ws.releases.get(version).is_some_and(|r| a.is_about(r));
         let passed = a.passed && about;
         out.push(EventKind::OwedGateSettled {

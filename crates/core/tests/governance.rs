@@ -508,3 +508,42 @@ fn bad_governance_sections_are_refused_with_their_field() {
         assert!(errs.iter().any(|e| e.to_string().contains(field)), "{extra}: {errs:?}");
     }
 }
+
+#[test]
+fn checks_ringfence_runs_wait_before_a_deployment_and_run_after_an_emergency_one() {
+    let extra = "[[environment.checks]]\nname = \"tests\"\ncommand = [\"make\", \"test\"]\n[emergency]\nseverities = [\"sev1\"]\n";
+    let mut g = two_environments(extra);
+    g.complete("shop-staging", "v2");
+    let ev = g.deploy("shop", "v2", "pipeline").unwrap();
+    assert!(
+        matches!(&ev[0].kind, EventKind::DeployQueued { waiting_for, .. } if waiting_for == &vec!["check tests to pass".to_string()])
+    );
+    let due = governance::checks_due(&g.world, "shop");
+    assert_eq!(due.iter().map(|(v, c)| (v.as_str(), c.name.as_str())).collect::<Vec<_>>(), vec![("v2", "tests")]);
+    g.attest("shop", "v2", "tests", false);
+    assert!(governance::checks_due(&g.world, "shop").is_empty(), "ran once for this request");
+    let ev = g.tick("shop");
+    assert!(
+        matches!(&ev[0].kind, EventKind::DeployDropped { why, .. } if why.contains("check tests failed")),
+        "{ev:?}"
+    );
+    // The emergency path skips it, and it runs right after the rollout.
+    let e = Emergency { incident: "INC-1".into(), severity: "sev1".into(), justification: "now".into() };
+    g.deploy_as("shop", "v2", "pipeline", Some(e)).unwrap();
+    let ev = g.approve("shop", "erin", true).unwrap();
+    assert!(ev.iter().any(|e| matches!(&e.kind, EventKind::EmergencyDeclared { skipped, .. } if skipped == &vec!["check tests".to_string(), "approval".to_string()])), "{ev:?}");
+    assert!(governance::checks_due(&g.world, "shop").is_empty(), "not while the rollout runs");
+    let id = g.active("shop").unwrap().id.clone();
+    g.append(
+        "shop",
+        "controller",
+        vec![
+            EventKind::RolloutCompleted { rollout_id: id.clone() },
+            EventKind::LkgUpdated { version: "v2".into(), rollout_id: id },
+        ],
+    );
+    assert_eq!(governance::checks_due(&g.world, "shop").len(), 1, "out of band, right after");
+    let ev = g.attest("shop", "v2", "tests", true);
+    assert!(ev.iter().any(|e| matches!(&e.kind, EventKind::OwedGateSettled { gate, outcome: OwedOutcome::Passed, .. } if gate == "check tests")));
+    assert!(governance::checks_due(&g.world, "shop").is_empty());
+}

@@ -91,6 +91,7 @@ const NOT_CLIENTS: &[(&str, &[&str])] = &[
     ("router", &["server", "output", "token_file"]),
     ("sample-app", &["server", "output", "token_file"]),
     ("validate", &["server", "token_file"]),
+    ("audit", &["server", "token_file"]),
 ];
 
 /// The command line's definition: clap's, with the client options hidden from the commands
@@ -167,6 +168,10 @@ pub enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// The tamper-evident audit log: verify its hash chain and signed digests, or export it
+    /// as JSON Lines. Offline, on the data directory (docs/audit.md).
+    #[command(subcommand)]
+    Audit(crate::audit::AuditCommand),
     /// Apply a workload spec (create or update the workload).
     #[command(after_help = "Example:\n  ringfence apply examples/checkout.toml")]
     Apply { file: PathBuf },
@@ -902,7 +907,7 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::Ok)
         }
         Command::Token(t) => token_command(&api, t, json).await,
-        Command::Demo(_) | Command::Server(_) | Command::Router(_) | Command::SampleApp(_) => {
+        Command::Demo(_) | Command::Server(_) | Command::Router(_) | Command::SampleApp(_) | Command::Audit(_) => {
             unreachable!("run from main")
         }
     }

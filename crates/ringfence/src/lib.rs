@@ -2,6 +2,8 @@
 //! HTTP API), the CLI, the sample service and the demo. The decisions themselves live in
 //! `ringfence-core`, which does no IO.
 
+pub mod audit;
+pub mod checks;
 pub mod cli;
 pub mod client;
 pub mod controller;
@@ -19,3 +21,4 @@ pub mod server;
 pub mod sources;
 pub mod state;
 pub mod traffic;
+pub mod webhook;

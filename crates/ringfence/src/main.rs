@@ -131,6 +131,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::Ok)
         }
         Command::Demo(args) => ringfence::demo::run(args, shutdown_on_signal()).await,
+        Command::Audit(cmd) => ringfence::audit::run(cmd, cli.output == cli::Output::Json),
         _ => cli::run_client(&cli).await,
     }
 }

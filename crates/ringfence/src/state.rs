@@ -56,6 +56,8 @@ pub struct Shared {
     /// The latest verdict the controller computed per workload (not stored: it changes every
     /// tick; the verdicts that decide something are stored with their events).
     pub live: Mutex<HashMap<String, LiveVerdict>>,
+    /// Ids of the signed webhooks accepted lately, so a replay is refused.
+    pub webhooks: crate::webhook::ReplayGuard,
 }
 
 /// The controller's latest verdict on a workload's rollout in progress.
@@ -75,7 +77,7 @@ impl Shared {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Shared>> {
         let claim = crate::datadir::DataDir::claim(&data_dir)?;
-        let log_file = data_dir.join("events.db");
+        let log_file = data_dir.join(ringfence_store::LOG_FILE);
         let store = Store::open(&log_file)?;
         for suffix in ["", "-wal", "-shm"] {
             crate::datadir::DataDir::make_private(&PathBuf::from(format!("{}{suffix}", log_file.display())));
@@ -106,6 +108,7 @@ impl Shared {
             shutdown,
             tick,
             live: Mutex::default(),
+            webhooks: Default::default(),
         }))
     }
 
@@ -152,6 +155,13 @@ impl Shared {
             self.notify(w);
         }
         Ok(events)
+    }
+
+    /// Signs a digest of the log as it ends now (a clean stop), so no event this server wrote
+    /// is covered by the hash chain alone.
+    pub fn seal(&self) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock().expect("state lock");
+        off_the_workers(|| inner.store.write_digest()).map(|_| ())
     }
 
     /// Appends events the controller decided on.

@@ -27,6 +27,41 @@ pub struct EnvironmentSpec {
     /// needs one more approval before it starts).
     #[serde(skip_serializing_if = "OverSize::is_default")]
     pub over_size: OverSize,
+    /// Predeployment checks ringfence runs itself: a command or a webhook per check, its
+    /// result recorded as an attestation of the check's name. A deployment waits for them;
+    /// an emergency deployment skips them and they run right after it, out of band.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckSpec>,
+    /// The secret (`secret://NAME`) incoming attestations are signed with (Standard Webhooks):
+    /// `POST /v1/hooks/WORKLOAD/attestations` needs no token, only this signature.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+}
+
+/// `[[environment.checks]]`: one predeployment check ringfence runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSpec {
+    /// The attestation kind it records (`tests`, `security-scan`).
+    pub name: String,
+    /// A program and its arguments: exit 0 passes. It gets RINGFENCE_WORKLOAD,
+    /// RINGFENCE_VERSION, RINGFENCE_ARTIFACT, RINGFENCE_COMMIT and RINGFENCE_CHECK.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// A URL that gets a signed JSON POST about the release and answers 2xx with
+    /// `{"passed": true|false, "detail": "..."}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    /// The webhook's signing secret, `secret://NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// How long it may take; longer fails it.
+    #[serde(default = "default_check_timeout")]
+    pub timeout: Dur,
+}
+
+fn default_check_timeout() -> Dur {
+    Dur::secs(300)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -126,6 +161,44 @@ pub(super) fn validate(spec: &WorkloadSpec, bad: &mut dyn FnMut(&str, String)) {
         if let Err(m) = check_name(r) {
             bad(&format!("environment.requires[{i}]"), format!("{r:?}: {m}"));
         }
+    }
+    for (i, c) in env.checks.iter().enumerate() {
+        let field = format!("environment.checks[{i}]");
+        if let Err(m) = check_name(&c.name) {
+            bad(&format!("{field}.name"), format!("{:?}: {m}", c.name));
+        }
+        match (&c.command, &c.webhook) {
+            (Some(cmd), None) if cmd.is_empty() || cmd[0].trim().is_empty() => {
+                bad(&format!("{field}.command"), "expected a non-empty list: the program, then its arguments".into());
+            }
+            (None, Some(url)) if !(url.starts_with("https://") || url.starts_with("http://")) => {
+                bad(&format!("{field}.webhook"), format!("{url:?}: expected an http:// or https:// URL"));
+            }
+            (None, Some(_)) if c.secret.is_none() => {
+                bad(&format!("{field}.secret"), "a webhook check is signed: name its secret (`secret://NAME`)".into());
+            }
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => bad(&field, "expected exactly one of `command` and `webhook`".into()),
+        }
+        if let Some(secret) = &c.secret
+            && (crate::secret::reference(secret).is_none() || crate::secret::check_reference(secret).is_err())
+        {
+            bad(
+                &format!("{field}.secret"),
+                "expected `secret://NAME`: the spec is kept in the event log, a secret never is".into(),
+            );
+        }
+        if c.timeout.as_ms() == 0 {
+            bad(&format!("{field}.timeout"), "expected a timeout above zero".into());
+        }
+    }
+    if let Some(secret) = &env.webhook_secret
+        && (crate::secret::reference(secret).is_none() || crate::secret::check_reference(secret).is_err())
+    {
+        bad(
+            "environment.webhook_secret",
+            "expected `secret://NAME`: the spec is kept in the event log, a secret never is".into(),
+        );
     }
     if env.max_change_lines == Some(0) {
         bad("environment.max_change_lines", "expected a number above 0 (leave it out for no bound)".into());

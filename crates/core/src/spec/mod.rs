@@ -108,6 +108,7 @@ impl WorkloadSpec {
             && self.executor.env == other.executor.env
             && self.data.backup == other.data.backup
             && self.mitigation.bypass_approvers == other.mitigation.bypass_approvers
+            && self.environment.checks == other.environment.checks
             && smoke_commands(self) == smoke_commands(other)
     }
 

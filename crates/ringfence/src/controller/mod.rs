@@ -243,6 +243,21 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         return Ok(true);
     }
 
+    // Predeployment checks ringfence runs itself, each result an attestation.
+    let due = shared.world(|w| ringfence_core::governance::checks_due(w, &name));
+    if !due.is_empty() {
+        for (version, check) in due {
+            let Some(release) = ws.releases.get(&version).cloned() else { continue };
+            let a = crate::checks::run(&shared.http, &shared.data_dir, &name, &release, &check).await;
+            tracing::info!(workload = name, version, check = check.name, passed = a.passed, "predeployment check ran");
+            let reason = format!("check {} {}", check.name, if a.passed { "passed" } else { "failed" });
+            shared.command(&name, "controller", &reason, |w| {
+                ringfence_core::governance::attest(w, &name, &version, &a)
+            })?;
+        }
+        return Ok(true);
+    }
+
     // Governance: a queued deployment whose wait is over starts; owed gates are settled or
     // flagged overdue. Decided against the state as it is when appended.
     if shared.world(|w| !ringfence_core::governance::tick(w, &name, crate::state::now()).is_empty()) {

@@ -137,3 +137,43 @@ fn line_change(events: &[Event]) -> api::LineChange {
         rollouts: events.iter().filter_map(|e| e.kind.rollout_id().map(|id| format!("{}/{id}", e.workload))).collect(),
     }
 }
+
+/// `POST /v1/hooks/{name}/attestations`: an attestation from a system that signs instead of
+/// holding a token (a CI server, a scanner): verified with the workload's
+/// `environment.webhook_secret` by the Standard Webhooks scheme, a replay refused.
+pub(super) async fn attestation_hook(
+    State(sh): St,
+    Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<api::GovernanceChange>), ApiError> {
+    // Before the signature holds, the caller is nobody: every refusal is the same 401, so
+    // nobody learns which workloads exist or how they are configured; the log says why.
+    let refuse = |why: String| {
+        tracing::warn!(workload = name, why, "signed attestation refused");
+        ApiError::new(ErrorKind::Unauthenticated, "the webhook signature does not verify for this workload")
+    };
+    let secret = sh
+        .world(|w| w.workload(&name).filter(|ws| !ws.deleted).and_then(|ws| ws.spec.environment.webhook_secret.clone()))
+        .ok_or_else(|| refuse("no such workload, or its spec names no environment.webhook_secret".into()))?;
+    let secret = crate::secrets::resolve(&sh.data_dir, &secret).map_err(refuse)?;
+    sh.webhooks.verify(&secret, &body, &headers).map_err(|e| match e.contains("replay") {
+        true => ApiError::new(ErrorKind::Unauthenticated, e),
+        false => refuse(e),
+    })?;
+    let hook: api::AttestationHook = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(ErrorKind::BadRequest, format!("request body: {e}")))?;
+    let a = governance::Attestation {
+        kind: hook.attestation.kind,
+        source: hook.attestation.source,
+        subject: hook.attestation.subject,
+        passed: hook.attestation.passed,
+        checked_at: hook.attestation.checked_at.map(|t| ringfence_core::Timestamp(t.0)),
+        detail: hook.attestation.detail,
+    };
+    let actor = format!("webhook:{name}");
+    let reason = format!("signed attestation {} {}", a.kind, if a.passed { "passed" } else { "failed" });
+    let version = hook.version;
+    let events = sh.command(&name, &actor, &reason, |w| governance::attest(w, &name, &version, &a))?;
+    Ok((StatusCode::CREATED, Json(change(&events))))
+}

@@ -44,7 +44,7 @@ pub use tokens::admin_token_path;
 
 use events::{all_events, workload_events};
 use flags::{kill_flag, list_flags, restore_flag};
-use governance::{approve, attest, parity, reject, restart_line, stop_line};
+use governance::{approve, attest, attestation_hook, parity, reject, restart_line, stop_line};
 use planning::plan;
 use releases::{clear_hold, create_release, list_releases, revoke_release, show_release};
 use rollouts::{bypass, deploy, promote, redeploy, rollback, show_rollout, verb, why};
@@ -141,6 +141,9 @@ pub async fn run(
     if config.stop_workloads_on_exit {
         controller::stop_all(&shared).await;
     }
+    if let Err(e) = shared.seal() {
+        tracing::warn!(error = %e, "cannot sign the audit log's last digest");
+    }
     Ok(())
 }
 
@@ -188,6 +191,7 @@ fn routes() -> Routes {
         .get("/v1/workloads/{name}/parity", parity)
         .post("/v1/line/stop", stop_line)
         .post("/v1/line/restart", restart_line)
+        .post("/v1/hooks/{name}/attestations", attestation_hook)
         .get("/v1/workloads/{name}/events", workload_events)
         .get("/v1/workloads/{name}/why", why)
         .get("/v1/workloads/{name}/rollouts/{id}", show_rollout)

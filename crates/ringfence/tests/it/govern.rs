@@ -320,3 +320,133 @@ async fn the_parity_report_shows_what_differs_beyond_the_version() {
     assert_eq!(out.code, 7, "must read both:\n{out}");
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// A check service of the organisation's own: verifies each request with the Standard
+/// Webhooks reference library (not ringfence's code), and fails v3.
+async fn check_service(secret: &'static str) -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::http::HeaderMap;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let app = axum::Router::new().route(
+        "/check",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let log = log.clone();
+            async move {
+                let hook = standardwebhooks::Webhook::from_bytes(secret.as_bytes().to_vec()).unwrap();
+                if let Err(e) = hook.verify(&body, &headers) {
+                    return (axum::http::StatusCode::UNAUTHORIZED, format!("{e}"));
+                }
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let version = v["version"].as_str().unwrap_or_default().to_string();
+                log.lock().unwrap().push(version.clone());
+                let passed = version != "v3";
+                (
+                    axum::http::StatusCode::OK,
+                    serde_json::json!({"passed": passed, "detail": format!("scanned {version}")}).to_string(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, seen)
+}
+
+fn write_secret(server: &Server, name: &str, value: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = server.data_dir().join("secrets");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(name);
+    std::fs::write(&file, value).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_ringfence_runs_gate_the_deployment_and_signed_attestations_are_verified() {
+    let server = Server::start().await;
+    let w = "gov-checks";
+    let (addr, seen) = check_service("scanner-secret").await;
+    write_secret(&server, "scanner", "scanner-secret");
+    write_secret(&server, "ci-hook", "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD");
+    let extra = format!(
+        r#"
+[environment]
+webhook_secret = "secret://ci-hook"
+[[environment.checks]]
+name = "tests"
+command = ["/bin/sh", "-c", "test \"$RINGFENCE_VERSION\" != v3 || {{ echo 'unit tests failed: 3 of 212' >&2; exit 1; }}"]
+timeout = "30s"
+[[environment.checks]]
+name = "scan"
+webhook = "http://{addr}/check"
+secret = "secret://scanner"
+"#
+    );
+    apply(&server, &Spec::new(w), &extra).await;
+    server.release(w, "v1", &[]).await;
+    server.release(w, "v3", &[]).await;
+    let out = server.deploy_wait(w, "v1").await;
+    assert_eq!(out.code, 0, "both checks pass, then the rollout:\n{out}\n{}", server.diagnose(w).await);
+    assert!(out.stdout.contains("check tests to pass") && out.stdout.contains("check scan to pass"), "{out}");
+
+    let out = server.deploy_wait(w, "v3").await;
+    assert_eq!(out.code, 10, "a failed check drops the deployment:\n{out}");
+    let events = server.events(w).await;
+    let dropped = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            ringfence_core::EventKind::DeployDropped { why, .. } => Some(why.clone()),
+            _ => None,
+        })
+        .expect("dropped");
+    assert!(
+        dropped.contains("check") && (dropped.contains("unit tests failed") || dropped.contains("scanned v3")),
+        "{dropped}"
+    );
+    assert_eq!(server.status(w).await.stable.as_deref(), Some("v1"));
+    assert_eq!(*seen.lock().unwrap(), vec!["v1", "v3"], "each request verified by the reference library");
+
+    // A signed attestation from a CI system: no token, the signature is the credential.
+    let body = serde_json::json!({"version": "v1", "kind": "compliance", "source": "grc/run/5", "subject": "sample-app:v1", "passed": true}).to_string();
+    let sign = |secret: &str, id: &str| {
+        let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let sig = standardwebhooks::Webhook::new(secret).unwrap().sign(id, ts, body.as_bytes()).unwrap();
+        vec![
+            ("webhook-id".to_string(), id.to_string()),
+            ("webhook-timestamp".into(), ts.to_string()),
+            ("webhook-signature".into(), sig),
+        ]
+    };
+    let post = |path: String, headers: Vec<(String, String)>| {
+        let url = format!("{}{path}", server.url());
+        let body = body.clone();
+        async move {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            ringfence::http::HttpClient::new()
+                .request(hyper::Method::POST, &url, &h, Some(bytes::Bytes::from(body)), Duration::from_secs(10))
+                .await
+                .unwrap()
+                .status
+                .as_u16()
+        }
+    };
+    let good = sign("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD", "msg_1");
+    let path = format!("/v1/hooks/{w}/attestations");
+    assert_eq!(post(path.clone(), good.clone()).await, 201);
+    assert_eq!(post(path.clone(), good).await, 401, "a replay is refused");
+    assert_eq!(post(path.clone(), sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_2")).await, 401, "another key");
+    assert_eq!(post(path.clone(), Vec::new()).await, 401, "unsigned");
+    assert_eq!(
+        post("/v1/hooks/nobody/attestations".into(), sign("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD", "msg_3")).await,
+        401,
+        "the same answer for a workload that does not exist"
+    );
+    let events = server.events(w).await;
+    let hooked: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind.type_name() == "attestation_added" && e.actor.starts_with("webhook:"))
+        .map(|e| e.actor.as_str())
+        .collect();
+    assert_eq!(hooked, vec![format!("webhook:{w}").as_str()], "recorded once, by the signer");
+}

@@ -5,6 +5,7 @@
 //! Timings are never asserted; deadlines only keep a broken build from hanging, and a failure
 //! prints the workload's timeline and status.
 
+mod audit;
 mod bad_input;
 mod bad_release;
 mod command;
