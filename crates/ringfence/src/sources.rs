@@ -17,10 +17,19 @@ fn signal(name: String, version: &str, health: Health, rule: String, detail: Str
 
 /// Runs one smoke test against every replica of the new version. `Ok` with a summary when
 /// all pass, `Err` with the first failure's story otherwise.
-pub async fn run_smoke(http: &HttpClient, test: &SmokeSpec, replicas: &[ReplicaRecord]) -> Result<String, String> {
+/// `accelerated`: an emergency deployment's smoke tests: a command test gets
+/// `RINGFENCE_ACCELERATED=1` (to run its quick subset), and each test runs against one replica
+/// instead of every one.
+pub async fn run_smoke(
+    http: &HttpClient,
+    test: &SmokeSpec,
+    replicas: &[ReplicaRecord],
+    accelerated: bool,
+) -> Result<String, String> {
     if replicas.is_empty() {
         return Err("no replica of the new version to test".into());
     }
+    let replicas = if accelerated { &replicas[..1] } else { replicas };
     for r in replicas {
         let base = format!("http://{}", r.endpoint);
         if let Some(path) = &test.path {
@@ -44,6 +53,7 @@ pub async fn run_smoke(http: &HttpClient, test: &SmokeSpec, replicas: &[ReplicaR
             c.args(&cmd[1..])
                 .env("TARGET_URL", &base)
                 .env("RINGFENCE_VERSION", &r.version)
+                .env("RINGFENCE_ACCELERATED", if accelerated { "1" } else { "0" })
                 .stdin(std::process::Stdio::null())
                 .kill_on_drop(true);
             let out = tokio::time::timeout(test.timeout.std(), c.output())

@@ -542,7 +542,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
             let replicas: Vec<_> = ws.replicas.values().filter(|x| x.version == runtime).cloned().collect();
             let mut events = Vec::new();
             for test in &todo {
-                let result = crate::sources::run_smoke(&shared.http, test, &replicas).await;
+                let result = crate::sources::run_smoke(&shared.http, test, &replicas, r.emergency.is_some()).await;
                 events.push(EventKind::SmokeTestRan {
                     rollout_id: r.id.clone(),
                     phase: r.phase,

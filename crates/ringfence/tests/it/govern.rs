@@ -172,11 +172,17 @@ async fn stopping_the_line_pauses_every_rollout_refuses_new_ones_and_a_fallback_
 async fn the_emergency_path_end_to_end_with_its_out_of_band_gates() {
     let server = Server::start().await;
     let (staging, prod) = ("gov-em-staging", "gov-em");
-    let phases = vec![(10, "20s"), (100, "20s")];
-    apply(&server, &Spec { phases: phases.clone(), ..Spec::new(staging) }, "\n[environment]\nname = \"staging\"\n")
-        .await;
+    let phases = vec![(10, "4s"), (100, "4s")];
+    apply(
+        &server,
+        &Spec { phases: vec![(10, "2s"), (100, "2s")], ..Spec::new(staging) },
+        "\n[environment]\nname = \"staging\"\n",
+    )
+    .await;
+    let smoked = server.path("smoke.log");
     let extra = format!(
-        "\n[environment]\nname = \"production\"\nafter = \"{staging}\"\nrequires = [\"security-scan\"]\n[approval]\nbefore_start = true\n[emergency]\nseverities = [\"sev1\", \"sev2\"]\nbake_factor = 0.05\nout_of_band_within = \"1h\"\n"
+        "\n[[health.smoke]]\nname = \"quick\"\ncommand = [\"/bin/sh\", \"-c\", \"echo $RINGFENCE_VERSION $RINGFENCE_ACCELERATED >> {}\"]\n[environment]\nname = \"production\"\nafter = \"{staging}\"\nrequires = [\"security-scan\"]\n[approval]\nbefore_start = true\n[emergency]\nseverities = [\"sev1\", \"sev2\"]\nbake_factor = 0.25\nout_of_band_within = \"1h\"\n",
+        smoked.display()
     );
     apply(&server, &Spec { phases, ..Spec::new(prod) }, &extra).await;
     for w in [staging, prod] {
@@ -237,7 +243,12 @@ async fn the_emergency_path_end_to_end_with_its_out_of_band_gates() {
         })
         .await;
     let r = s.rollout.as_ref().unwrap();
-    assert_eq!(r.phases[0].bake_ms, 1_000, "20s x 0.05");
+    assert_eq!(r.phases[0].bake_ms, 1_000, "4s x 0.25");
+    let smoke = std::fs::read_to_string(&smoked).expect("the smoke tests ran");
+    assert!(
+        smoke.lines().any(|l| l == "v1 0") && smoke.lines().any(|l| l == "v2 1"),
+        "accelerated on the emergency path only:\n{smoke}"
+    );
     let em = s.governance.emergency.as_ref().expect("shown in status");
     assert_eq!(em.incident, "INC-42");
     let gates: Vec<(&str, Option<&str>)> =
