@@ -496,6 +496,9 @@ fn signals_with(verdict: &Value, health: &str) -> Vec<String> {
 
 struct AaSlot {
     api: ApiClient,
+    /// Passes the example plan's approval gate: someone other than the release's author and
+    /// the deployment's starter (separation of duties).
+    approver: ApiClient,
     cfg: Arc<Config>,
     rate: f64,
     name: String,
@@ -539,7 +542,9 @@ impl AaSlot {
             if approval && !r["held_since"].is_null() && approved_phase != phase {
                 let st = workload::status(api, name).await?;
                 if awaiting_approval(&r, &st, &self.plan) {
-                    command(api, name, "promote", "ringfence-bench: approval gate of a baked, healthy phase").await?;
+                    let approver = &self.approver;
+                    command(approver, name, "promote", "ringfence-bench: approval gate of a baked, healthy phase")
+                        .await?;
                     approved_phase = phase;
                 }
             }
@@ -670,6 +675,7 @@ async fn aa_slot(
     let spec = spec_from_example(&name, &SpecEdit { bake: cfg.bake, first_phase: None })?;
     let setup = spec_from_example(&name, &SpecEdit { bake: Some(SETUP_BAKE), first_phase: None })?;
     let mut slot = AaSlot {
+        approver: approver_client(&api).await?,
         api: api.clone(),
         cfg: cfg.clone(),
         rate,
@@ -774,6 +780,21 @@ pub struct AaReport {
     rates: Vec<RateReport>,
     elapsed_secs: f64,
     cleanup: Option<StopReport>,
+}
+
+/// A client with an approver's token of its own, made with the admin's (a server without
+/// tokens, an older build measured as a baseline, takes the admin's client as it is).
+async fn approver_client(api: &ApiClient) -> Result<ApiClient> {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let name = format!("bench-approver-{}-{nanos}", std::process::id());
+    let made: Result<Value, _> = api.post("/v1/tokens", &json!({"name": name, "grants": ["approver"]})).await;
+    match made.ok().and_then(|v| v["token"].as_str().map(String::from)) {
+        Some(token) => Ok(ApiClient::new(
+            api.base(),
+            Some(ringfence::credentials::Found { token, source: "ringfence-bench's approver token".into() }),
+        )),
+        None => Ok(api.clone()),
+    }
 }
 
 async fn run_aa(cfg: Arc<Config>, api: ApiClient) -> Result<(AaReport, Vec<u32>)> {

@@ -679,9 +679,18 @@ fn ready(
     if p.emergency.is_none() && matches!(ws.spec.schedule.check(now), Window::Closed { .. }) {
         return Ok(None);
     }
-    let mut out = crate::command::start_rollout(world, &ws.name, &p.version)?;
+    // Everything admitted at the request is checked again now: an attestation may have failed,
+    // the release may have been revoked or held, the previous environment rolled back.
+    let dropped = |why: String| Ok(Some(vec![EventKind::DeployDropped { version: p.version.clone(), why }]));
+    let admitted = match admit(world, ws, &p.version, &p.requested_by, p.emergency.as_ref(), now) {
+        Ok(a) => a,
+        Err(e) => return dropped(e.message),
+    };
+    let mut out = match crate::command::start_rollout(world, &ws.name, &p.version) {
+        Ok(out) => out,
+        Err(e) => return dropped(e.message),
+    };
     if let (Some(e), Some(id)) = (&p.emergency, out.last().and_then(|e| e.rollout_id()).map(String::from)) {
-        let admitted = admit(world, ws, &p.version, &p.requested_by, Some(e), now)?;
         accelerate(ws, &mut out, e, &id, admitted.skipped, now);
     }
     Ok(Some(out))

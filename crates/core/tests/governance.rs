@@ -547,3 +547,20 @@ fn checks_ringfence_runs_wait_before_a_deployment_and_run_after_an_emergency_one
     assert!(ev.iter().any(|e| matches!(&e.kind, EventKind::OwedGateSettled { gate, outcome: OwedOutcome::Passed, .. } if gate == "check tests")));
     assert!(governance::checks_due(&g.world, "shop").is_empty());
 }
+
+#[test]
+fn a_queued_deployment_is_checked_again_when_it_would_start() {
+    let mut g = two_environments("requires = [\"security-scan\"]\n[approval]\nbefore_start = true\n");
+    g.complete("shop-staging", "v2");
+    g.attest("shop", "v2", "security-scan", true);
+    g.deploy("shop", "v2", "pipeline").expect("queued for an approval");
+    // While it waits, a new scan finds a vulnerability.
+    g.attest("shop", "v2", "security-scan", false);
+    let ev = g.approve("shop", "bob", false).expect("the approval is recorded");
+    assert!(
+        ev.iter()
+            .any(|e| matches!(&e.kind, EventKind::DeployDropped { why, .. } if why.contains("security-scan failed"))),
+        "{ev:?}"
+    );
+    assert!(g.active("shop").is_none(), "nothing started");
+}
