@@ -461,3 +461,48 @@ secret = "secret://scanner"
         .collect();
     assert_eq!(hooked, vec![format!("webhook:{w}").as_str()], "recorded once, by the signer");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_change_warns_or_waits_for_one_more_approval() {
+    let server = Server::start().await;
+    let w = "gov-size";
+    let spec = Spec::new(w);
+    apply(&server, &spec, "\n[environment]\nmax_change_lines = 400\n").await;
+    server.release(w, "v1", &[]).await;
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0, "{}", server.diagnose(w).await);
+    for v in ["v2", "v3"] {
+        let out = server
+            .cli(&[
+                "release",
+                "create",
+                w,
+                "--version",
+                v,
+                "--artifact",
+                "sample-app:big",
+                "--changed-files",
+                "40",
+                "--changed-lines",
+                "2000",
+                "--commits",
+                "12",
+            ])
+            .await;
+        assert_eq!(out.code, 0, "{out}");
+    }
+    let shown = server.cli(&["release", "show", w, "v2", "-o", "json"]).await;
+    assert!(shown.stdout.contains("\"lines\": 2000"), "{shown}");
+    let out = server.cli(&["deploy", w, "v2"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("2000 lines, above environment.max_change_lines = 400"), "a warning:\n{out}");
+    assert_eq!(server.cli(&["abort", w, "--reason", "too big"]).await.code, 0);
+    server.wait_status(w, "v2 aborted", |s| s.rollout.as_ref().filter(|r| !r.status.is_active()).map(|_| ())).await;
+    apply(&server, &spec, "\n[environment]\nmax_change_lines = 400\nover_size = \"approve\"\n").await;
+    let out = server.cli(&["deploy", w, "v3"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("one more approval"), "queued for an approval:\n{out}");
+    let bob = server.token_with("bob", &[&format!("approver:{w}")]).await;
+    let out = server.cli_as(&bob, &["approve", w, "--reason", "reviewed the whole diff"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("rollout"), "started:\n{out}");
+}
