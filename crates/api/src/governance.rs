@@ -163,6 +163,9 @@ pub struct LineChange {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttestationHook {
+    /// The workload it is about: the same as in the path (signed, so an attestation cannot be
+    /// replayed to another workload that shares the secret).
+    pub workload: String,
     pub version: String,
     #[serde(flatten)]
     pub attestation: Attestation,

@@ -336,6 +336,12 @@ pub fn resume(world: &World, name: &str) -> Result<EventKind, CommandError> {
 pub fn promote(world: &World, name: &str, actor: &str, now: Timestamp) -> Result<EventKind, CommandError> {
     let ws = workload(world, name)?;
     let (id, status) = active(ws, "promote")?;
+    if !matches!(status, RolloutStatus::Progressing | RolloutStatus::Paused) {
+        return Err(err(
+            ErrorCode::Conflict,
+            format!("rollout {id} is {}; only a progressing or paused rollout can be promoted", status.as_str()),
+        ));
+    }
     if let Some(r) = ws.active_rollout() {
         if r.started_by == actor {
             return Err(err(
@@ -353,13 +359,29 @@ pub fn promote(world: &World, name: &str, actor: &str, now: Timestamp) -> Result
             return Err(err(ErrorCode::Conflict, format!("rollout {id} may not advance now: {why}")));
         }
     }
-    if !matches!(status, RolloutStatus::Progressing | RolloutStatus::Paused) {
-        return Err(err(
-            ErrorCode::Conflict,
-            format!("rollout {id} is {}; only a progressing or paused rollout can be promoted", status.as_str()),
-        ));
-    }
     Ok(EventKind::PromoteRequested { rollout_id: id })
+}
+
+/// `promote` as recorded: at a phase with an approval gate it is also this person's approval
+/// (one of the `approval.required` the gate needs: a promote never stands for more people).
+pub fn promote_all(world: &World, name: &str, actor: &str, now: Timestamp) -> Result<Vec<EventKind>, CommandError> {
+    let promoted = promote(world, name, actor, now)?;
+    let ws = workload(world, name)?;
+    let mut out = Vec::new();
+    if let Some(r) = ws.active_rollout()
+        && r.current_phase().gates.contains(&Gate::Approval)
+        && !r.approvals.iter().any(|a| a.by == actor && a.phase == Some(r.phase) && a.at >= r.phase_started_at)
+    {
+        out.push(EventKind::ApprovalGiven {
+            rollout_id: Some(r.id.clone()),
+            phase: Some(r.phase),
+            approver: actor.into(),
+            comment: "promoted by hand".into(),
+            emergency: false,
+        });
+    }
+    out.push(promoted);
+    Ok(out)
 }
 
 pub fn abort(world: &World, name: &str) -> Result<EventKind, CommandError> {
@@ -466,8 +488,27 @@ pub fn rollback_spec(world: &World, name: &str, target: &str) -> Option<EventKin
     if entry.spec_digest == ws.spec_digest {
         return None;
     }
-    let spec = ws.specs.get(&entry.spec_digest)?;
-    Some(EventKind::SpecApplied { spec: Box::new((**spec).clone()), digest: entry.spec_digest.clone() })
+    let old = ws.specs.get(&entry.spec_digest)?;
+    // Governance stays as it is now: a rollback (which a deployer, or the controller, may
+    // start, inside a freeze too) must not bring back the gates, approvers and windows of an
+    // older spec.
+    let mut spec = (**old).clone();
+    let now = &ws.spec;
+    spec.environment = now.environment.clone();
+    spec.approval = now.approval.clone();
+    spec.emergency = now.emergency.clone();
+    spec.schedule = now.schedule.clone();
+    spec.mitigation.bypass_approvers = now.mitigation.bypass_approvers.clone();
+    if !spec.governs_as(now) {
+        spec.rollout.phases = now.rollout.phases.clone();
+        spec.rollout.model = now.rollout.model;
+        spec.executor.replicas = now.executor.replicas;
+    }
+    let digest = spec_digest(&spec);
+    if digest == ws.spec_digest {
+        return None;
+    }
+    Some(EventKind::SpecApplied { spec: Box::new(spec), digest })
 }
 
 /// The events of a rollback: the last known good's spec first when it differs from the one in

@@ -127,6 +127,12 @@ pub struct OwedGate {
     pub outcome: Option<OwedOutcome>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// Who may not settle it: the emergency approver (an owed approval is someone else's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// An owed approval's approvers so far.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<String>,
 }
 
 impl OwedGate {
@@ -214,16 +220,29 @@ pub fn admit(
     // The previous environment.
     if let Some(after) = &spec.environment.after {
         let upstream = world.workload(after).filter(|u| !u.deleted);
-        let done = upstream.is_some_and(|u| u.lkg.iter().any(|e| e.version == version));
-        let same_build = upstream
-            .and_then(|u| u.releases.get(version))
-            .is_none_or(|r| r.content.artifact == release.content.artifact);
-        if !same_build {
+        // Completed there, and not withdrawn since (revoked, or held after a mitigation).
+        let done = upstream.is_some_and(|u| {
+            u.lkg.iter().any(|e| e.version == version)
+                && !u.revoked.contains_key(version)
+                && !u.held.contains_key(version)
+        });
+        let differs = upstream.and_then(|u| u.releases.get(version)).and_then(|r| {
+            let (x, y) = (&r.content, &release.content);
+            if x.artifact != y.artifact {
+                Some("artifact")
+            } else if x.flags != y.flags {
+                Some("flags")
+            } else if x.migration != y.migration {
+                Some("migration")
+            } else {
+                None
+            }
+        });
+        if let Some(what) = differs {
             return Err(err(
                 ErrorCode::Conflict,
                 format!(
-                    "{version} of {after} runs another artifact than {version} of {name} ({}): a release is promoted as the same build",
-                    release.content.artifact
+                    "{version} of {after} differs from {version} of {name} in its {what}: a release is promoted as the same build"
                 ),
             ));
         }
@@ -291,10 +310,17 @@ pub fn admit(
     }
     // Change size.
     let lines = release.content.metadata.size.as_ref().map(|s| s.lines);
-    if let (Some(max), Some(lines)) = (spec.environment.max_change_lines, lines)
-        && lines > max
-    {
-        let why = format!("the change is {lines} lines, above environment.max_change_lines = {max}");
+    let over = match (spec.environment.max_change_lines, lines) {
+        (Some(max), Some(lines)) if lines > max => {
+            Some(format!("the change is {lines} lines, above environment.max_change_lines = {max}"))
+        }
+        // A size the pipeline did not give cannot be shown to be small.
+        (Some(max), None) if spec.environment.over_size == OverSize::Approve => Some(format!(
+            "the release gives no change size (metadata.size) to hold against environment.max_change_lines = {max}"
+        )),
+        _ => None,
+    };
+    if let Some(why) = over {
         match spec.environment.over_size {
             OverSize::Warn => {
                 a.warnings.push(format!("{why}: smaller, more frequent changes are easier to judge and undo"))
@@ -305,6 +331,19 @@ pub fn admit(
             }
             OverSize::Approve => {}
         }
+    }
+    // Separation of duties needs to know who wrote the change, not only who registered it.
+    let approvals_here = spec.approval.before_start
+        || a.approvals_needed > 0
+        || spec.rollout.phases.iter().any(|p| p.gates.contains(&Gate::Approval))
+        || emergency.is_some();
+    if approvals_here && release.content.metadata.author.trim().is_empty() {
+        return Err(err(
+            ErrorCode::Conflict,
+            format!(
+                "{version} names no author (metadata.author): {name} needs approvals, which its author may not give; register the release with --author"
+            ),
+        ));
     }
     if emergency.is_some() {
         // One emergency approver stands for every approval on the accelerated path.
@@ -536,12 +575,15 @@ pub fn approve(
             emergency: p.emergency.is_some(),
         });
         let mut out = vec![given];
-        if let Some(start) = ready(world, ws, &p2, now)? {
+        if startable(ws, &p.version)
+            && let Some(start) = ready(world, ws, &p2, now)?
+        {
             out.extend(start);
         }
         return Ok(out);
     }
-    if let Some(r) = gated_rollout(ws)? {
+    let gated = gated_rollout(ws);
+    if let Ok(Some(r)) = gated {
         check_duties(ws, &r.release, &r.started_by, who.name)?;
         if r.approvals.iter().any(|a| a.by == who.name && a.phase == Some(r.phase) && a.at >= r.phase_started_at) {
             return Err(err(
@@ -560,23 +602,54 @@ pub fn approve(
     if let Some(o) = ws.governance.owed.iter().find(|o| o.gate == "approval" && o.is_open()) {
         let starter = ws.rollout(&o.rollout_id).map(|r| r.started_by.clone()).unwrap_or_default();
         check_duties(ws, &o.version, &starter, who.name)?;
-        return Ok(vec![
-            EventKind::ApprovalGiven {
-                rollout_id: None,
-                phase: None,
-                approver: who.name.into(),
-                comment: comment.into(),
-                emergency: false,
-            },
-            EventKind::OwedGateSettled {
+        if o.exclude.iter().any(|x| x == who.name) {
+            return Err(err(
+                ErrorCode::Forbidden,
+                format!(
+                    "{} approved the emergency deployment of {}: the approval it skipped is someone else's",
+                    who.name, o.version
+                ),
+            ));
+        }
+        if o.approvals.iter().any(|x| x == who.name) {
+            return Err(err(
+                ErrorCode::Conflict,
+                format!("{} already approved {} after the fact", who.name, o.version),
+            ));
+        }
+        let mut out = vec![EventKind::ApprovalGiven {
+            rollout_id: None,
+            phase: None,
+            approver: who.name.into(),
+            comment: comment.into(),
+            emergency: false,
+        }];
+        if o.approvals.len() as u32 + 1 >= ws.spec.approval.required {
+            let mut by = o.approvals.clone();
+            by.push(who.name.into());
+            out.push(EventKind::OwedGateSettled {
                 version: o.version.clone(),
                 gate: o.gate.clone(),
                 outcome: OwedOutcome::Passed,
-                detail: format!("approved out of band by {}", who.name),
-            },
-        ]);
+                detail: format!("approved out of band by {}", by.join(", ")),
+            });
+        }
+        return Ok(out);
     }
+    gated?;
     Err(err(ErrorCode::Conflict, format!("nothing of {name} waits for an approval")))
+}
+
+/// Whether a queued deployment of `version` could start now: no rollout is active, or the
+/// active one is halted on the release `version` is an announced hotfix of (a roll forward).
+fn startable(ws: &WorkloadState, version: &str) -> bool {
+    match ws.active_rollout() {
+        None => true,
+        Some(r) => {
+            r.status == RolloutStatus::Halted
+                && ws.releases.get(version).and_then(|x| x.content.hotfix_for.as_deref()) == Some(r.release.as_str())
+        }
+    }
 }
 
 /// The rollout in progress, if any, when its current phase waits at an approval gate; an
@@ -671,21 +744,22 @@ fn ready(
             }
         }
     }
-    let approvals = live_approvals(ws, &p.approvals, None, p.at, now);
-    let eligible = approvals.iter().filter(|a| p.emergency.is_none() || a.emergency).count() as u32;
-    if eligible < p.approvals_needed {
-        return Ok(None);
-    }
     if p.emergency.is_none() && matches!(ws.spec.schedule.check(now), Window::Closed { .. }) {
         return Ok(None);
     }
-    // Everything admitted at the request is checked again now: an attestation may have failed,
-    // the release may have been revoked or held, the previous environment rolled back.
+    // Everything admitted at the request is checked again now, under the spec in force: an
+    // attestation may have failed, the release been revoked or held, the previous environment
+    // withdrawn it, the approvals needed grown.
     let dropped = |why: String| Ok(Some(vec![EventKind::DeployDropped { version: p.version.clone(), why }]));
     let admitted = match admit(world, ws, &p.version, &p.requested_by, p.emergency.as_ref(), now) {
         Ok(a) => a,
         Err(e) => return dropped(e.message),
     };
+    let approvals = live_approvals(ws, &p.approvals, None, p.at, now);
+    let eligible = approvals.iter().filter(|a| p.emergency.is_none() || a.emergency).count() as u32;
+    if eligible < p.approvals_needed.max(admitted.approvals_needed) {
+        return Ok(None);
+    }
     let mut out = match crate::command::start_rollout(world, &ws.name, &p.version) {
         Ok(out) => out,
         Err(e) => return dropped(e.message),
@@ -731,7 +805,7 @@ pub fn tick(world: &World, name: &str, now: Timestamp) -> Vec<EventKind> {
                 version: p.version.clone(),
                 why: format!("its emergency approval expired after {}", ws.spec.emergency.expires),
             });
-        } else if ws.active_rollout().is_none() {
+        } else if startable(ws, &p.version) {
             match ready(world, ws, p, now) {
                 Ok(Some(start)) => out.extend(start),
                 Ok(None) => {}
@@ -774,16 +848,12 @@ pub fn checks_due(world: &World, name: &str) -> Vec<(String, crate::spec::CheckS
             .is_some_and(|v| v.iter().any(|a| a.kind == kind && a.checked_at.is_some_and(|t| t >= since)))
     };
     let mut out = Vec::new();
-    if let Some(p) = ws.governance.pending.as_ref().filter(|p| p.emergency.is_none())
-        && ws.active_rollout().is_none()
-    {
+    if let Some(p) = ws.governance.pending.as_ref().filter(|p| p.emergency.is_none()) {
         for c in checks.iter().filter(|c| !result_since(&p.version, &c.name, p.at)) {
             out.push((p.version.clone(), c.clone()));
         }
     }
-    // Never while a rollout is active: the controller runs checks in its own loop, and a
-    // rollout's health and mitigation come first.
-    for o in ws.governance.owed.iter().filter(|o| o.is_open() && ws.active_rollout().is_none()) {
+    for o in ws.governance.owed.iter().filter(|o| o.is_open()) {
         let ended = ws.rollout(&o.rollout_id).is_some_and(|r| !r.status.is_active());
         if let (true, Some(kind)) = (ended, o.gate.strip_prefix("check "))
             && let Some(c) = checks.iter().find(|c| c.name == kind)
@@ -795,13 +865,35 @@ pub fn checks_due(world: &World, name: &str) -> Vec<(String, crate::spec::CheckS
 }
 
 /// `attest`: records a check about a release; settles the gate an emergency deployment owes.
-pub fn attest(world: &World, name: &str, version: &str, a: &Attestation) -> Result<Vec<EventKind>, CommandError> {
+/// `actor`: `controller` for the checks ringfence runs itself, whose kinds nobody else may
+/// record (a pipeline must not pass a check it is held by).
+pub fn attest(
+    world: &World,
+    name: &str,
+    version: &str,
+    a: &Attestation,
+    actor: &str,
+    now: Timestamp,
+) -> Result<Vec<EventKind>, CommandError> {
     let ws = crate::command::workload(world, name)?;
     if !ws.releases.contains_key(version) {
         return Err(err(ErrorCode::NotFound, format!("{name} has no release {version:?}")));
     }
     a.check().map_err(|m| err(ErrorCode::Invalid, m))?;
-    if ws.governance.attestations.get(version).is_some_and(|v| v.len() >= 256) {
+    let by_controller = actor == "controller";
+    if !by_controller && ws.spec.environment.checks.iter().any(|c| c.name == a.kind) {
+        return Err(err(
+            ErrorCode::Forbidden,
+            format!(
+                "{} is a check {name} runs itself ([[environment.checks]]): its result is not recorded by hand",
+                a.kind
+            ),
+        ));
+    }
+    if a.checked_at.is_some_and(|t| t > now.plus_ms(5 * 60_000)) {
+        return Err(err(ErrorCode::Invalid, "field `checked_at`: a check cannot have run in the future"));
+    }
+    if !by_controller && ws.governance.attestations.get(version).is_some_and(|v| v.len() >= 256) {
         return Err(err(ErrorCode::Conflict, format!("{version} of {name} already has 256 attestations")));
     }
     let mut out = vec![EventKind::AttestationAdded { version: version.into(), attestation: a.clone() }];
@@ -887,8 +979,13 @@ pub(crate) fn apply(ws: &mut WorkloadState, actor: &str, reason: &str, kind: &Ev
                 waiting_for: waiting_for.clone(),
             });
         }
-        EventKind::DeployDropped { version, .. } | EventKind::RolloutStarted { release: version, .. }
-            if g.pending.as_ref().is_some_and(|p| p.version == *version) =>
+        EventKind::DeployDropped { version, .. } if g.pending.as_ref().is_some_and(|p| p.version == *version) => {
+            g.pending = None;
+        }
+        // A rollback to the queued version is not its start: the deployment stays queued.
+        EventKind::RolloutStarted { release, kind, .. }
+            if *kind != crate::rollout::RolloutKind::Rollback
+                && g.pending.as_ref().is_some_and(|p| p.version == *release) =>
         {
             g.pending = None;
         }
@@ -901,6 +998,8 @@ pub(crate) fn apply(ws: &mut WorkloadState, actor: &str, reason: &str, kind: &Ev
                     phase: None,
                     emergency: *emergency,
                 });
+            } else if let Some(o) = g.owed.iter_mut().find(|o| o.gate == "approval" && o.is_open()) {
+                o.approvals.push(approver.clone());
             }
         }
         EventKind::EmergencyDeclared { rollout_id, skipped, due, .. } => {
@@ -914,6 +1013,8 @@ pub(crate) fn apply(ws: &mut WorkloadState, actor: &str, reason: &str, kind: &Ev
                     due: *due,
                     outcome: None,
                     detail: String::new(),
+                    exclude: vec![actor.to_string()],
+                    approvals: Vec::new(),
                 });
             }
         }

@@ -348,21 +348,16 @@ fn bake_step(r: &Rollout, input: &StepInput<'_>, verdict: Verdict) -> Vec<EventK
         return vec![];
     }
     let health_ok = !phase.gates.contains(&Gate::Health) || verdict.health == Health::Healthy;
-    let approved = !phase.gates.contains(&Gate::Approval) || r.promote_requested || input.approved;
+    // An approval gate passes on its approvals only: a promote by hand is one person's
+    // approval (recorded with it), never more.
+    let approved = !phase.gates.contains(&Gate::Approval) || input.approved;
     let mut out = Vec::new();
-    if input.advance_blocked.is_some() && ((health_ok && approved) || r.promote_requested) {
-        // Ready, but it may not advance now (the status says why): wait, without escalating,
-        // since nothing is wrong with the release.
-        if r.held_since.is_none() {
-            out.push(EventKind::PhaseHeld {
-                rollout_id: r.id.clone(),
-                phase: r.phase,
-                verdict: Some(Box::new(verdict)),
-            });
-        }
+    if input.advance_blocked.is_some() && approved && (health_ok || r.promote_requested) {
+        // Ready, but it may not advance now (the status says why): wait, with no event and no
+        // escalation, since nothing is wrong with the release.
         return out;
     }
-    if (health_ok && approved) || r.promote_requested {
+    if approved && (health_ok || r.promote_requested) {
         out.push(EventKind::PhasePassed {
             rollout_id: r.id.clone(),
             phase: r.phase,

@@ -454,7 +454,8 @@ impl World {
                     spec_digest,
                     e.at,
                 ));
-                let starter = crate::governance::starter(ws, release);
+                let starter =
+                    if *kind == RolloutKind::Rollback { None } else { crate::governance::starter(ws, release) };
                 if let Some(r) = ws.rollouts.last_mut() {
                     r.started_by = starter.unwrap_or_else(|| e.actor.clone());
                     r.reason = e.reason.clone();

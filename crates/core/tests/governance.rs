@@ -57,7 +57,11 @@ impl G {
     fn release(&mut self, workload: &str, version: &str, author: &str) {
         let req = ReleaseRequest {
             version: version.into(),
-            content: ReleaseContent { artifact: format!("registry/app@sha256:{version}"), ..Default::default() },
+            content: ReleaseContent {
+                artifact: format!("registry/app@sha256:{version}"),
+                metadata: ringfence_core::release::Metadata { author: author.into(), ..Default::default() },
+                ..Default::default()
+            },
         };
         let (e, _) = command::create_release(&self.world, workload, &req, author, self.now).expect("release");
         self.append(workload, author, e.into_iter().collect());
@@ -113,8 +117,11 @@ impl G {
             checked_at: None,
             detail: if passed { String::new() } else { "CVE-2026-1".into() },
         };
-        let events = governance::attest(&self.world, workload, version, &a).expect("attest");
-        self.append(workload, "ci", events)
+        // The checks ringfence runs are recorded by the controller; the rest by the pipeline.
+        let checks = self.world.workload(workload).map(|ws| ws.spec.environment.checks.clone()).unwrap_or_default();
+        let actor = if checks.iter().any(|c| c.name == kind) { "controller" } else { "ci" };
+        let events = governance::attest(&self.world, workload, version, &a, actor, self.now).expect("attest");
+        self.append(workload, actor, events)
     }
 
     fn active(&self, workload: &str) -> Option<&ringfence_core::Rollout> {
@@ -166,7 +173,7 @@ fn another_build_under_the_same_version_is_not_promoted() {
     let (e, _) = command::create_release(&g.world, "shop", &req, "alice", g.now).unwrap();
     g.append("shop", "alice", e.into_iter().collect());
     let err = g.deploy("shop", "v3", "pipeline").unwrap_err();
-    assert!(err.message.contains("another artifact"), "{err}");
+    assert!(err.message.contains("differs from v3 of shop in its artifact"), "{err}");
 }
 
 #[test]
@@ -191,7 +198,7 @@ fn missing_or_failed_attestations_block_and_are_named() {
         checked_at: None,
         detail: String::new(),
     };
-    let ev = governance::attest(&g.world, "shop", "v2", &other).unwrap();
+    let ev = governance::attest(&g.world, "shop", "v2", &other, "ci", g.now).unwrap();
     g.append("shop", "ci", ev);
     let e = g.deploy("shop", "v2", "pipeline").unwrap_err();
     assert!(e.message.contains("is about sha256:other"), "{e}");
@@ -434,6 +441,7 @@ fn a_large_change_warns_or_needs_one_more_approval() {
         content: ReleaseContent {
             metadata: ringfence_core::release::Metadata {
                 size: Some(ChangeSize { files: 40, lines: 2_000, commits: 12 }),
+                author: "alice".into(),
                 ..Default::default()
             },
             ..Default::default()
@@ -563,4 +571,163 @@ fn a_queued_deployment_is_checked_again_when_it_would_start() {
         "{ev:?}"
     );
     assert!(g.active("shop").is_none(), "nothing started");
+}
+
+#[test]
+fn a_rollback_keeps_the_governance_in_force() {
+    let mut g = G::new();
+    g.apply(spec("shop", ""));
+    for v in ["v1", "v2"] {
+        g.release("shop", v, "alice");
+        g.complete("shop", v);
+    }
+    let frozen = "[schedule]\noutside = \"refuse\"\n[[schedule.freezes]]\nfrom = \"2026-11-30T00:00:00Z\"\nto = \"2026-12-07T00:00:00Z\"\nreason = \"year-end\"\n[approval]\nbefore_start = true\n";
+    let mut now = spec("shop", frozen);
+    now.executor.replicas = 3;
+    g.apply(now);
+    let back = command::rollback_all(&g.world, "shop", None, "pipeline", "v2 is slow").expect("a rollback");
+    let restored = back.iter().find_map(|e| match e {
+        EventKind::SpecApplied { spec, .. } => Some(spec.clone()),
+        _ => None,
+    });
+    // The spec v1 ran under comes back for what it runs, not for its governance.
+    let s = restored.expect("v1's spec (2 replicas) comes back");
+    assert_eq!(s.executor.replicas, 2);
+    assert!(s.governs_as(&g.world.workload("shop").unwrap().spec), "{s:?}");
+    assert!(!s.schedule.freezes.is_empty() && s.approval.before_start);
+}
+
+#[test]
+fn a_promote_is_one_approval_of_the_ones_a_gate_needs() {
+    let mut g = G::new();
+    let mut s = spec("shop", "[approval]\nrequired = 2\n");
+    s.rollout.phases[0].gates.push(Gate::Approval);
+    g.apply(s);
+    g.release("shop", "v1", "alice");
+    g.complete("shop", "v1");
+    g.release("shop", "v2", "alice");
+    g.deploy("shop", "v2", "pipeline").unwrap();
+    let ev = command::promote_all(&g.world, "shop", "bob", g.now).unwrap();
+    assert!(matches!(ev[0], EventKind::ApprovalGiven { .. }), "{ev:?}");
+    g.append("shop", "bob", ev);
+    let (ws, r) = (g.world.workload("shop").unwrap(), g.active("shop").unwrap());
+    assert!(!governance::phase_approved(ws, r, g.now), "one of two");
+    g.approve("shop", "carol", false).unwrap();
+    let (ws, r) = (g.world.workload("shop").unwrap(), g.active("shop").unwrap());
+    assert!(governance::phase_approved(ws, r, g.now));
+}
+
+#[test]
+fn the_checks_ringfence_runs_are_not_recorded_by_hand_and_no_check_runs_in_the_future() {
+    let mut g = two_environments("[[environment.checks]]\nname = \"tests\"\ncommand = [\"make\", \"test\"]\n");
+    let mut a = Attestation {
+        kind: "tests".into(),
+        source: "me".into(),
+        subject: "sha256:v2".into(),
+        passed: true,
+        checked_at: None,
+        detail: String::new(),
+    };
+    let e = governance::attest(&g.world, "shop", "v2", &a, "pipeline", g.now).unwrap_err();
+    assert_eq!(e.code, ErrorCode::Forbidden, "{e}");
+    a.kind = "code-review".into();
+    a.checked_at = Some(g.now.plus_ms(365 * 24 * HOUR));
+    let e = governance::attest(&g.world, "shop", "v2", &a, "pipeline", g.now).unwrap_err();
+    assert!(e.message.contains("future"), "{e}");
+    assert!(governance::attest(&g.world, "shop", "v2", &a, "pipeline", g.now.plus_ms(366 * 24 * HOUR)).is_ok());
+    let _ = &mut g;
+}
+
+#[test]
+fn more_exposure_ahead_of_an_approval_is_governance() {
+    let mut gated = spec("shop", "");
+    gated.rollout.phases[1].gates.push(Gate::Approval);
+    let mut wider = gated.clone();
+    wider.rollout.phases[0].weight = 100.0;
+    assert!(!gated.governs_as(&wider), "all users before anyone approves");
+    let mut slower = gated.clone();
+    slower.rollout.phases[0].bake = ringfence_core::duration::Dur(1);
+    assert!(gated.governs_as(&slower), "bakes are the deployer's");
+}
+
+#[test]
+fn a_release_withdrawn_in_the_previous_environment_is_not_promoted() {
+    let mut g = two_environments("");
+    g.complete("shop-staging", "v2");
+    let e = command::rollback_all(&g.world, "shop-staging", Some("v1"), "oncall", "v2 is bad").unwrap();
+    g.append("shop-staging", "oncall", e);
+    let id = g.active("shop-staging").unwrap().id.clone();
+    g.append(
+        "shop-staging",
+        "controller",
+        vec![
+            EventKind::RolloutCompleted { rollout_id: id.clone() },
+            EventKind::LkgUpdated { version: "v1".into(), rollout_id: id },
+        ],
+    );
+    let e = command::revoke_release(&g.world, "shop-staging", "v2").unwrap();
+    g.append("shop-staging", "oncall", vec![e]);
+    let e = g.deploy("shop", "v2", "pipeline").unwrap_err();
+    assert!(e.message.contains("not completed a rollout in shop-staging"), "{e}");
+}
+
+#[test]
+fn approvals_need_a_named_author() {
+    let mut g = G::new();
+    g.apply(spec("shop", "[approval]\nbefore_start = true\n"));
+    g.release("shop", "v1", "");
+    let e = g.deploy("shop", "v1", "pipeline").unwrap_err();
+    assert!(e.message.contains("names no author"), "{e}");
+}
+
+#[test]
+fn the_approval_an_emergency_skipped_is_someone_elses_and_needs_as_many_people() {
+    let mut g =
+        two_environments("[approval]\nrequired = 2\nbefore_start = true\n[emergency]\nseverities = [\"sev1\"]\n");
+    g.complete("shop-staging", "v2");
+    let e = Emergency { incident: "INC-3".into(), severity: "sev1".into(), justification: "now".into() };
+    g.deploy_as("shop", "v2", "pipeline", Some(e)).unwrap();
+    g.approve("shop", "erin", true).unwrap();
+    let id = g.active("shop").unwrap().id.clone();
+    g.append(
+        "shop",
+        "controller",
+        vec![
+            EventKind::RolloutCompleted { rollout_id: id.clone() },
+            EventKind::LkgUpdated { version: "v2".into(), rollout_id: id },
+        ],
+    );
+    let e = g.approve("shop", "erin", false).unwrap_err();
+    assert!(e.message.contains("someone else's"), "{e}");
+    let ev = g.approve("shop", "bob", false).unwrap();
+    assert!(!ev.iter().any(|e| matches!(e.kind, EventKind::OwedGateSettled { .. })), "one of two");
+    let ev = g.approve("shop", "carol", false).unwrap();
+    assert!(ev.iter().any(|e| matches!(&e.kind, EventKind::OwedGateSettled { outcome: OwedOutcome::Passed, .. })));
+}
+
+#[test]
+fn a_rollback_to_the_queued_version_leaves_the_queue_alone() {
+    let mut g = G::new();
+    g.apply(spec("shop", "[approval]\nbefore_start = true\n"));
+    for v in ["v1", "v2"] {
+        g.release("shop", v, "alice");
+        g.deploy("shop", v, "pipeline").unwrap();
+        g.approve("shop", "bob", false).unwrap();
+        let id = g.active("shop").unwrap().id.clone();
+        g.append(
+            "shop",
+            "controller",
+            vec![
+                EventKind::RolloutCompleted { rollout_id: id.clone() },
+                EventKind::LkgUpdated { version: v.into(), rollout_id: id },
+            ],
+        );
+    }
+    g.release("shop", "v3", "alice");
+    g.deploy("shop", "v3", "pipeline").unwrap();
+    let back = command::rollback_all(&g.world, "shop", Some("v1"), "oncall", "v2 is slow").unwrap();
+    g.append("shop", "oncall", back);
+    let ws = g.world.workload("shop").unwrap();
+    assert_eq!(ws.governance.pending.as_ref().map(|p| p.version.as_str()), Some("v3"));
+    assert_eq!(ws.active_rollout().unwrap().started_by, "oncall");
 }

@@ -159,6 +159,17 @@ impl Sim {
     }
 
     /// Runs a command against the world; on success appends its event as `alice`.
+    /// `promote` by bob (not the author, alice): his approval at an approval gate, then the
+    /// promote itself, which is returned.
+    fn promote(&mut self) -> Result<Event, CommandError> {
+        let events = command::promote_all(&self.world, WL, "bob", self.now)?;
+        let mut last = None;
+        for k in events {
+            last = Some(self.append(k, "bob", "by hand"));
+        }
+        Ok(last.expect("a promote"))
+    }
+
     fn cmd(&mut self, f: impl FnOnce(&World) -> Result<EventKind, CommandError>) -> Result<Event, CommandError> {
         let kind = f(&self.world)?;
         Ok(self.append(kind, "alice", "by hand"))
@@ -415,7 +426,7 @@ fn healthy_release_is_promoted_through_every_phase_on_simulated_hours() {
     assert_eq!(sim.ws().stable.as_deref(), Some("v1"));
     assert_eq!(sim.ws().lkg, lkg_before);
 
-    let promoted = sim.cmd(|w| command::promote(w, WL, "bob", Timestamp(0))).unwrap();
+    let promoted = sim.promote().unwrap();
     assert!(matches!(promoted.kind, EventKind::PromoteRequested { .. }));
     let out = sim.tick(&good, true);
     assert_eq!(names(&out), ["phase_passed", "rollout_completed", "lkg_updated"]);
@@ -1013,7 +1024,7 @@ fn promote_skips_the_rest_of_the_bake() {
     let mut sim = canary_baking();
     let good = healthy("v2", "v1");
     assert!(sim.run_for(&good, true, SEC, 10 * SEC).is_empty());
-    sim.cmd(|w| command::promote(w, WL, "bob", Timestamp(0))).unwrap();
+    sim.promote().unwrap();
     assert!(sim.active().promote_requested);
     let out = sim.tick(&good, true);
     assert_eq!(names(&out), ["phase_passed", "phase_started"]);
@@ -1035,7 +1046,7 @@ fn promote_while_deploying_passes_the_phase_once_it_has_converged() {
     let mut sim = Sim::with_stable(example_spec(), "v1");
     sim.release("v2");
     sim.cmd(|w| command::deploy(w, WL, "v2")).unwrap();
-    sim.cmd(|w| command::promote(w, WL, "bob", Timestamp(0))).unwrap();
+    sim.promote().unwrap();
     let good = healthy("v2", "v1");
     assert!(sim.run_for(&good, false, SEC, MIN).is_empty(), "not before convergence");
     assert_eq!(names(&sim.tick(&good, true)), ["bake_started"]);
@@ -1046,7 +1057,7 @@ fn promote_while_deploying_passes_the_phase_once_it_has_converged() {
 #[test]
 fn promote_does_not_override_an_unhealthy_verdict() {
     let mut sim = canary_baking();
-    sim.cmd(|w| command::promote(w, WL, "bob", Timestamp(0))).unwrap();
+    sim.promote().unwrap();
     let out = sim.tick(&failing("v2", "v1"), true);
     assert_eq!(names(&out), ["rollout_halted"]);
     assert_eq!(sim.count_latest("phase_passed"), 0);
@@ -1135,7 +1146,7 @@ fn complete_release(sim: &mut Sim, version: &str, stable: &str) {
         if out.iter().any(|k| matches!(k, EventKind::RolloutCompleted { .. })) {
             break;
         }
-        sim.cmd(|w| command::promote(w, WL, "bob", Timestamp(0))).unwrap();
+        sim.promote().unwrap();
     }
     assert_eq!(sim.ws().stable.as_deref(), Some(version));
 }
@@ -1484,7 +1495,7 @@ fn why_of_a_rollout_waiting_for_approval_says_so() {
         text.contains("approval") || text.contains("approve"),
         "`why` does not say the phase waits for an approval:\n{text}"
     );
-    sim.cmd(|w| command::promote(w, WL, "bob", Timestamp(0))).unwrap();
+    sim.promote().unwrap();
     assert_eq!(names(&sim.tick(&healthy("v2", "v1"), true)), ["phase_passed", "rollout_completed", "lkg_updated"]);
 }
 

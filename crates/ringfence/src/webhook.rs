@@ -17,7 +17,16 @@ const REMEMBER: Duration = Duration::from_secs(11 * 60);
 /// ids early (a flood must not open the door to replays).
 const MAX_IDS: usize = 100_000;
 
+/// The shortest key accepted: the scheme's secrets are 24 to 64 random bytes.
+const MIN_KEY_BYTES: usize = 24;
+
 fn webhook(secret: &str) -> Result<standardwebhooks::Webhook, String> {
+    let bytes = secret.strip_prefix("whsec_").map_or(secret.len(), |b64| b64.trim_end_matches('=').len() * 3 / 4);
+    if bytes < MIN_KEY_BYTES {
+        return Err(format!(
+            "the webhook secret is {bytes} bytes; use at least {MIN_KEY_BYTES} random bytes (`whsec_` and base64, as the scheme writes them)"
+        ));
+    }
     // `whsec_<base64>` as the scheme serializes secrets; any other text is the key itself.
     let hook = if secret.starts_with("whsec_") {
         standardwebhooks::Webhook::new(secret)
@@ -93,22 +102,28 @@ mod tests {
     fn verifies_once_and_refuses_a_replay_a_forgery_and_a_stale_timestamp() {
         let guard = ReplayGuard::default();
         let body = br#"{"kind":"tests"}"#;
-        let signed = headers(&sign("s3cret", body).unwrap());
-        guard.verify("s3cret", body, &signed).expect("a fresh, signed webhook");
-        let again = guard.verify("s3cret", body, &signed).unwrap_err();
+        let key = "a-secret-of-at-least-24-bytes";
+        let signed = headers(&sign(key, body).unwrap());
+        guard.verify(key, body, &signed).expect("a fresh, signed webhook");
+        let again = guard.verify(key, body, &signed).unwrap_err();
         assert!(again.contains("replay"), "{again}");
-        let forged = guard.verify("other", body, &headers(&sign("s3cret", br#"{"kind":"x"}"#).unwrap())).unwrap_err();
+        let forged = guard
+            .verify("another-secret-of-24-bytes", body, &headers(&sign(key, br#"{"kind":"x"}"#).unwrap()))
+            .unwrap_err();
         assert!(forged.contains("does not verify"), "{forged}");
-        let tampered = headers(&sign("s3cret", body).unwrap());
-        assert!(guard.verify("s3cret", br#"{"kind":"tests","passed":true}"#, &tampered).is_err());
-        let old = webhook("s3cret").unwrap().sign("msg_old", 1_000_000, body).unwrap();
+        let tampered = headers(&sign(key, body).unwrap());
+        assert!(guard.verify(key, br#"{"kind":"tests","passed":true}"#, &tampered).is_err());
+        let old = webhook(key).unwrap().sign("msg_old", 1_000_000, body).unwrap();
         let stale = headers(&[
             ("webhook-id", "msg_old".into()),
             ("webhook-timestamp", "1000000".into()),
             ("webhook-signature", old),
         ]);
-        let e = guard.verify("s3cret", body, &stale).unwrap_err();
+        let e = guard.verify(key, body, &stale).unwrap_err();
         assert!(e.contains("does not verify"), "{e}");
-        assert!(guard.verify("s3cret", body, &HeaderMap::new()).is_err(), "unsigned");
+        assert!(guard.verify(key, body, &HeaderMap::new()).is_err(), "unsigned");
+        let short = sign("short", body).unwrap_err();
+        assert!(short.contains("at least 24"), "{short}");
+        assert!(guard.verify("", body, &signed).is_err(), "an empty key verifies nothing");
     }
 }

@@ -122,6 +122,20 @@ impl WorkloadSpec {
             && self.emergency == other.emergency
             && self.schedule == other.schedule
             && self.rollout.phases.iter().map(|p| &p.gates).eq(other.rollout.phases.iter().map(|p| &p.gates))
+            && (!(self.gated() || other.gated()) || self.exposure() == other.exposure())
+    }
+
+    /// Whether people approve its deployments (before the start or at a phase).
+    fn gated(&self) -> bool {
+        self.approval.before_start || self.rollout.phases.iter().any(|p| p.gates.contains(&Gate::Approval))
+    }
+
+    /// Who is exposed when, bakes aside: with approvals in the plan, exposing more users ahead
+    /// of an approval is as much governance as the approval itself.
+    fn exposure(&self) -> (ExposureModel, Vec<PhaseSpec>, Option<u32>) {
+        let phases = self.rollout.phases.iter().map(|p| PhaseSpec { bake: Dur(0), ..p.clone() }).collect();
+        let replicas = (self.rollout.model == ExposureModel::Rings).then_some(self.executor.replicas);
+        (self.rollout.model, phases, replicas)
     }
 }
 

@@ -157,6 +157,6 @@ impl PhaseSpec {
 pub enum Gate {
     /// The health verdict must be healthy at the end of the bake (it is watched throughout).
     Health,
-    /// A person must run `ringfence promote` after the bake.
+    /// `[approval] required` people approve (`ringfence approve`; a `promote` is one of them).
     Approval,
 }

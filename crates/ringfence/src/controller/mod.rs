@@ -104,6 +104,9 @@ struct Local {
     /// analysis spec: carrying the passed phases' evidence reads their histograms, which is
     /// not worth redoing every tick.
     analyzer: Option<(AnalyzerKey, Box<dyn HealthAnalyzer + Send>)>,
+    /// Predeployment checks running in tasks of their own, by (version, check): a slow check
+    /// never holds up this loop (a rollout's health and mitigation come first).
+    checks: HashMap<(String, String), tokio::task::JoinHandle<()>>,
 }
 
 /// What the analyzer of a phase depends on.
@@ -138,6 +141,7 @@ impl Local {
             usage: Default::default(),
             usage_before: None,
             analyzer: None,
+            checks: HashMap::new(),
         }
     }
 }
@@ -243,19 +247,28 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         return Ok(true);
     }
 
-    // Predeployment checks ringfence runs itself, each result an attestation.
-    let due = shared.world(|w| ringfence_core::governance::checks_due(w, &name));
-    if !due.is_empty() {
-        for (version, check) in due {
-            let Some(release) = ws.releases.get(&version).cloned() else { continue };
+    // Predeployment checks ringfence runs itself, each in a task of its own; its result is an
+    // attestation recorded when it comes back.
+    local.checks.retain(|_, task| !task.is_finished());
+    for (version, check) in shared.world(|w| ringfence_core::governance::checks_due(w, &name)) {
+        let key = (version.clone(), check.name.clone());
+        let Some(release) = ws.releases.get(&version).cloned() else { continue };
+        if local.checks.contains_key(&key) {
+            continue;
+        }
+        let (shared, name) = (shared.clone(), name.clone());
+        let task = tokio::spawn(async move {
             let a = crate::checks::run(&shared.http, &shared.data_dir, &name, &release, &check).await;
             tracing::info!(workload = name, version, check = check.name, passed = a.passed, "predeployment check ran");
             let reason = format!("check {} {}", check.name, if a.passed { "passed" } else { "failed" });
-            shared.command(&name, "controller", &reason, |w| {
-                ringfence_core::governance::attest(w, &name, &version, &a)
-            })?;
-        }
-        return Ok(true);
+            let recorded = shared.command(&name, "controller", &reason, |w| {
+                ringfence_core::governance::attest(w, &name, &version, &a, "controller", crate::state::now())
+            });
+            if let Err(e) = recorded {
+                tracing::error!(workload = name, version, check = check.name, error = %e, "cannot record a check's result");
+            }
+        });
+        local.checks.insert(key, task);
     }
 
     // Governance: a queued deployment whose wait is over starts; owed gates are settled or

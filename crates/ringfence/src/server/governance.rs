@@ -58,7 +58,7 @@ pub(super) async fn attest(
         detail: a.detail,
     };
     let reason = format!("attestation {} {}", a.kind, if a.passed { "passed" } else { "failed" });
-    let events = sh.command(&name, &who, &reason, |w| governance::attest(w, &name, &version, &a))?;
+    let events = sh.command(&name, &who, &reason, |w| governance::attest(w, &name, &version, &a, &who, now()))?;
     Ok((StatusCode::CREATED, Json(change(&events))))
 }
 
@@ -173,7 +173,13 @@ pub(super) async fn attestation_hook(
     };
     let actor = format!("webhook:{name}");
     let reason = format!("signed attestation {} {}", a.kind, if a.passed { "passed" } else { "failed" });
+    if hook.workload != name {
+        return Err(ApiError::new(
+            ErrorKind::Invalid,
+            format!("the signed body is about workload {:?}, not {name:?}", hook.workload),
+        ));
+    }
     let version = hook.version;
-    let events = sh.command(&name, &actor, &reason, |w| governance::attest(w, &name, &version, &a))?;
+    let events = sh.command(&name, &actor, &reason, |w| governance::attest(w, &name, &version, &a, &actor, now()))?;
     Ok((StatusCode::CREATED, Json(change(&events))))
 }

@@ -43,7 +43,7 @@ pub(super) async fn promote(
     Body(b): Body<api::Reason>,
 ) -> Result<Json<api::Started>, ApiError> {
     let reason = if b.reason.is_empty() { "promote".to_string() } else { b.reason.clone() };
-    let events = sh.command(&name, &who, &reason, |w| Ok(vec![command::promote(w, &name, &who, now())?]))?;
+    let events = sh.command(&name, &who, &reason, |w| command::promote_all(w, &name, &who, now()))?;
     let id = events.first().and_then(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
     Ok(Json(api::Started { rollout_id: id, warnings: Vec::new(), queued: Vec::new() }))
 }

@@ -78,6 +78,14 @@ pub(super) async fn create_token(
             format!("name: 1 to 64 printable characters, found {:?}", b.name),
         ));
     }
+    // The actors ringfence itself acts as: a token named so would pass for the controller
+    // (which records the checks it runs) or for a signed webhook.
+    if name == "controller" || name.starts_with("webhook:") {
+        return Err(ApiError::new(
+            ErrorKind::Invalid,
+            format!("name: {name:?} is reserved for ringfence's own actions; choose another"),
+        ));
+    }
     if b.grants.is_empty() {
         return Err(ApiError::new(ErrorKind::Invalid, "grants: at least one role, e.g. [\"deployer:checkout\"]"));
     }

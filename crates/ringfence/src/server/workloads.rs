@@ -17,20 +17,31 @@ pub(super) async fn apply_spec(
     let spec = spec.sealed();
     let name = spec.workload.name.clone();
     caller.require(Perm::Deploy, Some(&name))?;
-    // What runs as the server's user is the admin's to set: a new workload's command, or a
-    // change to an existing one's.
-    let same_execution = sh.world(|w| w.workload(&name).is_some_and(|ws| ws.spec.executes_as(&spec)));
-    if !same_execution {
-        caller.require(Perm::Execute, Some(&name))?;
-    }
-    // How deployments are governed (previous environment, attestations, approvals, windows,
-    // the emergency path) is not a pipeline's to weaken.
-    let same_governance = sh.world(|w| w.workload(&name).is_some_and(|ws| ws.spec.governs_as(&spec)));
-    if !same_governance {
-        caller.require(Perm::Govern, Some(&name))?;
-    }
-    let events =
-        sh.command(&name, &who, "spec applied", |w| Ok(command::apply_spec(w, &spec)?.into_iter().collect()))?;
+    // Checked against the spec in force when the change is appended (in the same critical
+    // section), so an admin's stricter spec cannot be undone by a check made just before it.
+    let events = sh.command(&name, &who, "spec applied", |w| {
+        let current = w.workload(&name);
+        let need = |perm: Perm| {
+            ringfence_core::access::Access::check(&caller.token, perm, Some(&name)).map_err(|d| CommandError {
+                code: ErrorCode::Forbidden,
+                message: match d {
+                    ringfence_core::access::Denied::Forbidden(m)
+                    | ringfence_core::access::Denied::Unauthenticated(m) => m,
+                },
+            })
+        };
+        // What runs as the server's user is the admin's to set: a new workload's command, or
+        // a change to an existing one's.
+        if !current.is_some_and(|ws| ws.spec.executes_as(&spec)) {
+            need(Perm::Execute)?;
+        }
+        // How deployments are governed (previous environment, attestations, approvals, windows,
+        // the emergency path, the exposure ahead of an approval) is not a pipeline's to weaken.
+        if !current.is_some_and(|ws| ws.spec.governs_as(&spec)) {
+            need(Perm::Govern)?;
+        }
+        Ok(command::apply_spec(w, &spec)?.into_iter().collect())
+    })?;
     controller::spawn_workload(&sh, &name);
     let warnings = bake_warnings(&sh, &name).await;
     Ok(Json(api::Applied { workload: name, changed: !events.is_empty(), warnings }))

@@ -377,8 +377,8 @@ fn write_secret(server: &Server, name: &str, value: &str) {
 async fn checks_ringfence_runs_gate_the_deployment_and_signed_attestations_are_verified() {
     let server = Server::start().await;
     let w = "gov-checks";
-    let (addr, seen) = check_service("scanner-secret").await;
-    write_secret(&server, "scanner", "scanner-secret");
+    let (addr, seen) = check_service("scanner-secret-of-24-bytes-or-more").await;
+    write_secret(&server, "scanner", "scanner-secret-of-24-bytes-or-more");
     write_secret(&server, "ci-hook", "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD");
     let extra = format!(
         r#"
@@ -419,7 +419,7 @@ secret = "secret://scanner"
     assert_eq!(*seen.lock().unwrap(), vec!["v1", "v3"], "each request verified by the reference library");
 
     // A signed attestation from a CI system: no token, the signature is the credential.
-    let body = serde_json::json!({"version": "v1", "kind": "compliance", "source": "grc/run/5", "subject": "sample-app:v1", "passed": true}).to_string();
+    let body = serde_json::json!({"workload": w, "version": "v1", "kind": "compliance", "source": "grc/run/5", "subject": "sample-app:v1", "passed": true}).to_string();
     let sign = |secret: &str, id: &str| {
         let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
         let sig = standardwebhooks::Webhook::new(secret).unwrap().sign(id, ts, body.as_bytes()).unwrap();
@@ -486,6 +486,8 @@ async fn a_large_change_warns_or_waits_for_one_more_approval() {
                 "2000",
                 "--commits",
                 "12",
+                "--author",
+                "carol",
             ])
             .await;
         assert_eq!(out.code, 0, "{out}");

@@ -207,7 +207,8 @@ impl Server {
     /// `ringfence release create`, asserting success.
     pub async fn release(&self, workload: &str, version: &str, config: &[&str]) -> Out {
         let artifact = format!("sample-app:{version}");
-        let mut args = vec!["release", "create", workload, "--version", version, "--artifact", &artifact];
+        let mut args =
+            vec!["release", "create", workload, "--version", version, "--artifact", &artifact, "--author", "it-test"];
         for kv in config {
             args.extend_from_slice(&["--config", kv]);
         }

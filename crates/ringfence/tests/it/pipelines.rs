@@ -288,7 +288,8 @@ async fn the_pipeline_script_deploys_and_fails_the_step_unless_the_rollout_compl
     std::fs::write(&plain_file, spec.toml()).expect("write the spec");
     let out = pipeline(&ci, "v4", &[("SPEC", crate::harness::path_str(&plain_file)), ("TIMEOUT", "3s")]).await;
     assert_eq!(out.code, 7, "a pipeline may not remove an approval gate:\n{out}");
-    let out = pipeline(&ci, "v4", &[("SPEC", spec_path.as_str()), ("TIMEOUT", "3s")]).await;
+    // Approvals need to know who wrote the change (separation of duties): the pipeline says.
+    let out = pipeline(&ci, "v4", &[("SPEC", spec_path.as_str()), ("TIMEOUT", "3s"), ("AUTHOR", "alice")]).await;
     assert_eq!(out.code, 11, "a rollout still going at the timeout must fail the step with 11:\n{out}");
     assert!(out.stdout.contains("shop unchanged"), "the pipeline applied its spec: {out}");
     assert!(out.stderr.contains("goes on on the server"), "{out}");
