@@ -70,8 +70,13 @@ impl G {
     /// Runs `version` to completion by hand (the rollout machine is tested elsewhere).
     fn complete(&mut self, workload: &str, version: &str) {
         let started = command::start_rollout(&self.world, workload, version).expect("starts");
-        let events = self.append(workload, "ci", started);
-        let id = events.last().and_then(|e| e.kind.rollout_id()).expect("an id").to_string();
+        self.append(workload, "ci", started);
+        self.finish(workload, version);
+    }
+
+    /// The active rollout of `workload` completes with `version` (the controller's events).
+    fn finish(&mut self, workload: &str, version: &str) {
+        let id = self.active(workload).expect("a rollout").id.clone();
         self.append(
             workload,
             "controller",
@@ -369,15 +374,7 @@ fn the_emergency_path_end_to_end() {
     g.complete("shop-staging", "v2");
     let ev = g.tick("shop");
     assert!(ev.iter().any(|e| matches!(&e.kind, EventKind::OwedGateSettled { gate, outcome: OwedOutcome::Passed, .. } if gate.starts_with("promotion"))), "{ev:?}");
-    let rid = r.id.clone();
-    g.append(
-        "shop",
-        "controller",
-        vec![
-            EventKind::RolloutCompleted { rollout_id: rid.clone() },
-            EventKind::LkgUpdated { version: "v2".into(), rollout_id: rid },
-        ],
-    );
+    g.finish("shop", "v2");
     let e = g.approve("shop", "pipeline", false).unwrap_err();
     assert!(e.message.contains("separation of duties"), "{e}");
     let ev = g.approve("shop", "bob", false).expect("approved after the fact");
@@ -541,15 +538,7 @@ fn checks_ringfence_runs_wait_before_a_deployment_and_run_after_an_emergency_one
     let ev = g.approve("shop", "erin", true).unwrap();
     assert!(ev.iter().any(|e| matches!(&e.kind, EventKind::EmergencyDeclared { skipped, .. } if skipped == &vec!["check tests".to_string(), "approval".to_string()])), "{ev:?}");
     assert!(governance::checks_due(&g.world, "shop").is_empty(), "not while the rollout runs");
-    let id = g.active("shop").unwrap().id.clone();
-    g.append(
-        "shop",
-        "controller",
-        vec![
-            EventKind::RolloutCompleted { rollout_id: id.clone() },
-            EventKind::LkgUpdated { version: "v2".into(), rollout_id: id },
-        ],
-    );
+    g.finish("shop", "v2");
     assert_eq!(governance::checks_due(&g.world, "shop").len(), 1, "out of band, right after");
     let ev = g.attest("shop", "v2", "tests", true);
     assert!(ev.iter().any(|e| matches!(&e.kind, EventKind::OwedGateSettled { gate, outcome: OwedOutcome::Passed, .. } if gate == "check tests")));
@@ -656,15 +645,7 @@ fn a_release_withdrawn_in_the_previous_environment_is_not_promoted() {
     g.complete("shop-staging", "v2");
     let e = command::rollback_all(&g.world, "shop-staging", Some("v1"), "oncall", "v2 is bad").unwrap();
     g.append("shop-staging", "oncall", e);
-    let id = g.active("shop-staging").unwrap().id.clone();
-    g.append(
-        "shop-staging",
-        "controller",
-        vec![
-            EventKind::RolloutCompleted { rollout_id: id.clone() },
-            EventKind::LkgUpdated { version: "v1".into(), rollout_id: id },
-        ],
-    );
+    g.finish("shop-staging", "v1");
     let e = command::revoke_release(&g.world, "shop-staging", "v2").unwrap();
     g.append("shop-staging", "oncall", vec![e]);
     let e = g.deploy("shop", "v2", "pipeline").unwrap_err();
@@ -688,15 +669,7 @@ fn the_approval_an_emergency_skipped_is_someone_elses_and_needs_as_many_people()
     let e = Emergency { incident: "INC-3".into(), severity: "sev1".into(), justification: "now".into() };
     g.deploy_as("shop", "v2", "pipeline", Some(e)).unwrap();
     g.approve("shop", "erin", true).unwrap();
-    let id = g.active("shop").unwrap().id.clone();
-    g.append(
-        "shop",
-        "controller",
-        vec![
-            EventKind::RolloutCompleted { rollout_id: id.clone() },
-            EventKind::LkgUpdated { version: "v2".into(), rollout_id: id },
-        ],
-    );
+    g.finish("shop", "v2");
     let e = g.approve("shop", "erin", false).unwrap_err();
     assert!(e.message.contains("someone else's"), "{e}");
     let ev = g.approve("shop", "bob", false).unwrap();
@@ -713,15 +686,7 @@ fn a_rollback_to_the_queued_version_leaves_the_queue_alone() {
         g.release("shop", v, "alice");
         g.deploy("shop", v, "pipeline").unwrap();
         g.approve("shop", "bob", false).unwrap();
-        let id = g.active("shop").unwrap().id.clone();
-        g.append(
-            "shop",
-            "controller",
-            vec![
-                EventKind::RolloutCompleted { rollout_id: id.clone() },
-                EventKind::LkgUpdated { version: v.into(), rollout_id: id },
-            ],
-        );
+        g.finish("shop", v);
     }
     g.release("shop", "v3", "alice");
     g.deploy("shop", "v3", "pipeline").unwrap();
