@@ -11,6 +11,7 @@
 
 mod event;
 mod governance;
+mod incident;
 pub mod openapi;
 mod plan;
 mod release;
@@ -24,6 +25,7 @@ pub use governance::{
     Approval, Attestation, AttestationHook, Difference, Emergency, EmergencyClaim, GovernanceChange, GovernanceStatus,
     LineChange, LineStop, OwedGate, Parity, QueuedDeploy,
 };
+pub use incident::{Dora, DoraDeployment, DoraMetric, Incident, IncidentTransition, Postmortem};
 pub use plan::{PhaseAdvice, PhaseNeeds, PlanAdvice};
 pub use release::{
     ChangeSize, Metadata, Migration, Release, ReleaseContent, ReleaseCreated, ReleaseHold, ReleaseRequest, Revocation,

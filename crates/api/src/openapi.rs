@@ -38,7 +38,8 @@ pub const PUBLIC: &[&str] = &["/v1/health", "/v1/hooks/{name}/attestations"];
     paths(
         health, openapi_json, list_workloads, apply_spec, workload_status, delete_workload, list_releases, create_release,
         show_release, clear_hold, revoke_release, attest, deploy, pause, resume, promote, abort, rollback, bypass, redeploy,
-        approve, reject, parity, stop_line, restart_line, attestation_hook, workload_events, why, show_rollout,
+        approve, reject, parity, stop_line, restart_line, attestation_hook, list_incidents, ack_incident, resolve_incident,
+        show_postmortem, show_dora, workload_events, why, show_rollout,
         all_events, alerts, plan, list_flags, kill_flag, restore_flag, report, list_tokens, create_token,
         revoke_token
     ),
@@ -52,6 +53,7 @@ pub const PUBLIC: &[&str] = &["/v1/health", "/v1/hooks/{name}/attestations"];
         (name = "signals", description = "Alerts and user reports"),
         (name = "flags", description = "Feature flags and the kill switch"),
         (name = "governance", description = "Approvals, attestations, environments, stopping the line"),
+        (name = "incidents", description = "Incidents of failed rollouts, postmortems, DORA metrics"),
         (name = "tokens", description = "API tokens"),
         (name = "server", description = "The server itself")
     )
@@ -325,6 +327,58 @@ fn parity() {}
 ))]
 #[allow(dead_code)]
 fn attestation_hook() {}
+
+/// A workload's incidents, newest first
+///
+/// Every halted rollout opens one, keyed on the rollout (never two), with its severity, state,
+/// transitions and the roles the spec's `[incident]` names.
+#[utoipa::path(get, path = "/v1/workloads/{name}/incidents", tag = "incidents", params(("name" = String, Path, description = "the workload")), responses((status = 200, description = "the incidents", body = Vec<Incident>)))]
+#[allow(dead_code)]
+fn list_incidents() {}
+
+/// Acknowledge an incident
+///
+/// Investigating becomes identified. Needs the deployer role.
+#[utoipa::path(post, path = "/v1/workloads/{name}/incidents/{id}/ack", tag = "incidents", params(("name" = String, Path, description = "the workload"), ("id" = String, Path, description = "the incident (the rollout's id)")), request_body = Reason, responses(
+    (status = 200, description = "acknowledged", body = Incident),
+    (status = 409, description = "acknowledged already, or resolved", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn ack_incident() {}
+
+/// Resolve an incident
+///
+/// Only once its mitigation is verified (state monitoring). Without a person, it resolves when
+/// health has held for `[incident] confirm_after`. Needs the deployer role.
+#[utoipa::path(post, path = "/v1/workloads/{name}/incidents/{id}/resolve", tag = "incidents", params(("name" = String, Path, description = "the workload"), ("id" = String, Path, description = "the incident (the rollout's id)")), request_body = Reason, responses(
+    (status = 200, description = "resolved", body = Incident),
+    (status = 409, description = "not mitigated yet, or resolved already", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn resolve_incident() {}
+
+/// The postmortem draft of a failed rollout
+///
+/// Blameless, in Markdown, written from the event log: summary, impact, times to detect,
+/// mitigate and restore, the timeline, the decision with its options and evidence, prompts.
+#[utoipa::path(get, path = "/v1/workloads/{name}/postmortem", tag = "incidents", params(
+    ("name" = String, Path, description = "the workload"),
+    ("rollout" = Option<String>, Query, description = "the failed rollout (default: the latest incident's)")
+), responses((status = 200, description = "the draft", body = Postmortem)))]
+#[allow(dead_code)]
+fn show_postmortem() {}
+
+/// DORA metrics
+///
+/// Deployment frequency, lead time for changes, change fail rate, failed deployment recovery
+/// time and deployment rework rate over the last `days`, from the event log, beside the 2024
+/// report's clusters, with every deployment counted.
+#[utoipa::path(get, path = "/v1/workloads/{name}/dora", tag = "incidents", params(
+    ("name" = String, Path, description = "the workload"),
+    ("days" = Option<u32>, Query, description = "the window in days back from now (default 30, 1 to 3660)")
+), responses((status = 200, description = "the metrics", body = Dora), (status = 422, description = "days out of range", body = ErrorBody)))]
+#[allow(dead_code)]
+fn show_dora() {}
 
 /// Stop the line
 ///

@@ -382,6 +382,16 @@ pub enum EventKind {
         version: String,
         attestation: crate::governance::Attestation,
     },
+    // --- Incidents -------------------------------------------------------------------------------
+    /// A person took the incident a failed rollout opened (its id is the rollout's).
+    IncidentAcknowledged {
+        incident: String,
+    },
+    /// The incident is over: by a person once its mitigation was verified, or by the controller
+    /// when health held for `[incident] confirm_after`.
+    IncidentResolved {
+        incident: String,
+    },
     // --- Stop the line (events of no workload) --------------------------------------------------
     /// Every running rollout paused and no new one started, in every workload, until lifted.
     LineStopped {

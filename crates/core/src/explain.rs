@@ -153,6 +153,8 @@ pub fn describe(e: &Event) -> String {
         ),
         LineStopped { paused } => format!("LINE STOPPED: {} rollout(s) paused, none may start", paused.len()),
         LineRestarted => "line restarted: rollouts may start and advance again".to_string(),
+        IncidentAcknowledged { incident } => format!("incident {incident} acknowledged"),
+        IncidentResolved { incident } => format!("incident {incident} resolved"),
         FlagKilled { flag } => format!("KILL SWITCH: flag {flag} turned off for every user"),
         FlagRestored { flag } => format!("kill switch released: flag {flag} follows its release again"),
         SmokeTestRan { phase, name, version, passed, detail, .. } => format!(

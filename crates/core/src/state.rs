@@ -125,6 +125,9 @@ pub struct WorkloadState {
     /// Attestations, the deployment waiting to start, and the gates an emergency skipped.
     #[serde(default)]
     pub governance: crate::governance::Governance,
+    /// One incident per failed rollout, by the rollout's id.
+    #[serde(default)]
+    pub incidents: BTreeMap<String, crate::incident::Incident>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -428,6 +431,7 @@ impl World {
                             deleted: false,
                             specs: BTreeMap::from([(digest.clone(), std::sync::Arc::new((**spec).clone()))]),
                             governance: Default::default(),
+                            incidents: BTreeMap::new(),
                         },
                     );
                 }
@@ -657,6 +661,7 @@ impl World {
             }
         }
         crate::governance::apply(ws, &e.actor, &e.reason, &e.kind, e.at);
+        crate::incident::apply(ws, &e.actor, &e.reason, &e.kind, e.at);
     }
 }
 

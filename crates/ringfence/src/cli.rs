@@ -344,6 +344,53 @@ pub enum Command {
     /// API tokens: create one for a person or a pipeline, list them, revoke one (admin only).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Incidents: every halted rollout opens one (its id is the rollout's); list, show,
+    /// acknowledge and resolve them.
+    #[command(subcommand)]
+    Incident(IncidentCommand),
+    /// The blameless postmortem draft of a failed rollout, in Markdown (the latest failure's
+    /// without ROLLOUT).
+    #[command(
+        after_help = "Examples:\n  ringfence postmortem checkout\n  ringfence postmortem checkout checkout-7 > INC-checkout-7.md"
+    )]
+    Postmortem { workload: String, rollout: Option<String> },
+    /// DORA's five metrics of a workload over the last days, beside the 2024 report's clusters.
+    #[command(after_help = "Examples:\n  ringfence dora checkout\n  ringfence dora checkout --days 90 -o json")]
+    Dora {
+        workload: String,
+        /// The window, in days back from now.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IncidentCommand {
+    /// A workload's incidents, newest first.
+    #[command(after_help = "Example:\n  ringfence incident list checkout")]
+    List { workload: String },
+    /// One incident with its transitions.
+    #[command(after_help = "Example:\n  ringfence incident show checkout checkout-7")]
+    Show { workload: String, id: String },
+    /// Take the incident: investigating becomes identified (deployer role).
+    #[command(after_help = "Example:\n  ringfence incident ack checkout checkout-7 --reason \"on it (alice)\"")]
+    Ack {
+        workload: String,
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Resolve it, once its mitigation is verified (deployer role). Without this, it resolves
+    /// by itself when health has held for `[incident] confirm_after`.
+    #[command(
+        after_help = "Example:\n  ringfence incident resolve checkout checkout-7 --reason \"v2 stable for an hour\""
+    )]
+    Resolve {
+        workload: String,
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -907,6 +954,27 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::Ok)
         }
         Command::Token(t) => token_command(&api, t, json).await,
+        Command::Incident(c) => incident_command(&api, c, json).await,
+        Command::Postmortem { workload, rollout } => {
+            let q =
+                rollout.as_ref().map(|r| format!("?rollout={}", crate::http::encode_component(r))).unwrap_or_default();
+            let p: api::Postmortem = api.get(&format!("/v1/workloads/{workload}/postmortem{q}")).await?;
+            if json {
+                print_json(&p);
+            } else {
+                out!("{}", p.markdown);
+            }
+            Ok(ExitCode::Ok)
+        }
+        Command::Dora { workload, days } => {
+            let d: api::Dora = api.get(&format!("/v1/workloads/{workload}/dora?days={days}")).await?;
+            if json {
+                print_json(&d);
+            } else {
+                print_dora(&d);
+            }
+            Ok(ExitCode::Ok)
+        }
         Command::Demo(_) | Command::Server(_) | Command::Router(_) | Command::SampleApp(_) | Command::Audit(_) => {
             unreachable!("run from main")
         }
@@ -1661,6 +1729,86 @@ async fn flags_command(api: &ApiClient, fc: &FlagsCommand, json: bool) -> Result
             Ok(ExitCode::Ok)
         }
     }
+}
+
+async fn incident_command(api: &ApiClient, c: &IncidentCommand, json: bool) -> Result<ExitCode, CliError> {
+    let show = |i: &api::Incident| {
+        outln!("incident {} ({}) of {}: {} {}", i.id, i.severity, i.workload, i.release, i.state.to_uppercase());
+        outln!("  {}", i.summary);
+        for t in &i.transitions {
+            outln!("  {}  {:<13} {:<12} {}", time(t.at), t.state, t.by, t.note);
+        }
+        for (role, who) in
+            [("commander", &i.commander), ("communications", &i.communications), ("escalation", &i.escalation)]
+        {
+            if !who.is_empty() {
+                outln!("  {role}: {who}");
+            }
+        }
+    };
+    match c {
+        IncidentCommand::List { workload } => {
+            let list: Vec<api::Incident> = api.get(&format!("/v1/workloads/{workload}/incidents")).await?;
+            if json {
+                print_json(&list);
+            } else {
+                outln!("{:<20} {:<5} {:<14} {:<10} {:<24} SUMMARY", "ID", "SEV", "STATE", "RELEASE", "DETECTED");
+                for i in &list {
+                    outln!(
+                        "{:<20} {:<5} {:<14} {:<10} {:<24} {}",
+                        i.id,
+                        i.severity,
+                        i.state,
+                        i.release,
+                        time(i.detected_at),
+                        i.summary
+                    );
+                }
+            }
+        }
+        IncidentCommand::Show { workload, id } => {
+            let list: Vec<api::Incident> = api.get(&format!("/v1/workloads/{workload}/incidents")).await?;
+            let i = list
+                .iter()
+                .find(|i| i.id == *id)
+                .ok_or_else(|| CliError::new(ExitCode::NotFound, format!("{workload} has no incident {id:?}")))?;
+            if json {
+                print_json(i);
+            } else {
+                show(i);
+            }
+        }
+        IncidentCommand::Ack { workload, id, reason } | IncidentCommand::Resolve { workload, id, reason } => {
+            let verb = if matches!(c, IncidentCommand::Ack { .. }) { "ack" } else { "resolve" };
+            let path = format!("/v1/workloads/{workload}/incidents/{}/{verb}", crate::http::encode_component(id));
+            let i: api::Incident = api.post(&path, &api::Reason { reason: reason.clone() }).await?;
+            if json {
+                print_json(&i);
+            } else {
+                show(&i);
+            }
+        }
+    }
+    Ok(ExitCode::Ok)
+}
+
+fn print_dora(d: &api::Dora) {
+    outln!("DORA metrics of {} from {} to {}", d.workload, time(d.from), time(d.to));
+    let row = |name: &str, m: &api::DoraMetric, fmt: &dyn Fn(f64) -> String| {
+        outln!(
+            "  {:<28} {:<14} {:<8} {}",
+            name,
+            m.value.map_or("-".to_string(), fmt),
+            m.band.as_deref().unwrap_or(""),
+            m.reference
+        );
+    };
+    row("deployment frequency", &d.deployment_frequency, &|v| format!("{v:.2}/day"));
+    row("lead time for changes", &d.lead_time, &|v| format!("{v:.1} h"));
+    row("change fail rate", &d.change_fail_rate, &|v| format!("{:.0}%", v * 100.0));
+    row("failed deployment recovery", &d.recovery_time, &|v| format!("{:.1} min", v * 60.0));
+    row("deployment rework rate", &d.rework_rate, &|v| format!("{:.0}%", v * 100.0));
+    outln!("  {} deployment(s) in the window", d.deployments.len());
 }
 
 #[cfg(test)]

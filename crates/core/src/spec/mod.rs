@@ -15,6 +15,7 @@ use crate::duration::Dur;
 
 mod governance;
 mod health;
+mod incident;
 mod locate;
 mod mitigation;
 mod rollout;
@@ -23,6 +24,7 @@ mod validate;
 
 pub use governance::*;
 pub use health::*;
+pub use incident::*;
 pub use locate::SpecError;
 pub use mitigation::*;
 pub use rollout::*;
@@ -60,6 +62,9 @@ pub struct WorkloadSpec {
     /// When rollouts may start and advance: deployment windows and freezes.
     #[serde(default, skip_serializing_if = "crate::schedule::Schedule::is_default")]
     pub schedule: crate::schedule::Schedule,
+    /// Who answers when a rollout fails, and when its incident is over.
+    #[serde(default, skip_serializing_if = "IncidentSpec::is_default")]
+    pub incident: IncidentSpec,
 }
 
 /// `[data]`: the workload's data and its way back.

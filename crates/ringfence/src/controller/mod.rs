@@ -300,6 +300,16 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         return Ok(true);
     }
 
+    // An incident whose mitigation was verified and whose health has held since: resolved.
+    let resolved = |w: &ringfence_core::World| {
+        w.workload(&name).map(|ws| ringfence_core::incident::confirmed(ws, crate::state::now())).unwrap_or_default()
+    };
+    if !shared.world(resolved).is_empty() {
+        let why = format!("health held for {} after the verified mitigation", ws.spec.incident.confirm_after);
+        shared.command(&name, "controller", &why, |w| Ok(resolved(w)))?;
+        return Ok(true);
+    }
+
     // A regression right after a switch (blue-green, or a canary watched): back to the warm
     // stack at once. Its own traffic counts from the first look in the window.
     let mut served = None;

@@ -144,7 +144,9 @@ pub fn policy(method: &Method, route: &str) -> Option<(Perm, Scope)> {
             | "/v1/workloads/{name}/abort"
             | "/v1/workloads/{name}/rollback"
             | "/v1/workloads/{name}/redeploy"
-            | "/v1/workloads/{name}/releases/{version}/attestations",
+            | "/v1/workloads/{name}/releases/{version}/attestations"
+            | "/v1/workloads/{name}/incidents/{id}/ack"
+            | "/v1/workloads/{name}/incidents/{id}/resolve",
         ) => (Deploy, Workload),
         (
             false,

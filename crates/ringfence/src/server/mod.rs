@@ -28,6 +28,7 @@ mod events;
 mod extract;
 mod flags;
 mod governance;
+mod incidents;
 mod listen;
 mod planning;
 mod releases;
@@ -45,6 +46,7 @@ pub use tokens::admin_token_path;
 use events::{all_events, workload_events};
 use flags::{kill_flag, list_flags, restore_flag};
 use governance::{approve, attest, attestation_hook, parity, reject, restart_line, stop_line};
+use incidents::{ack_incident, list_incidents, resolve_incident, show_dora, show_postmortem};
 use planning::plan;
 use releases::{clear_hold, create_release, list_releases, revoke_release, show_release};
 use rollouts::{bypass, deploy, promote, redeploy, rollback, show_rollout, verb, why};
@@ -192,6 +194,11 @@ fn routes() -> Routes {
         .post("/v1/line/stop", stop_line)
         .post("/v1/line/restart", restart_line)
         .post("/v1/hooks/{name}/attestations", attestation_hook)
+        .get("/v1/workloads/{name}/incidents", list_incidents)
+        .post("/v1/workloads/{name}/incidents/{id}/ack", ack_incident)
+        .post("/v1/workloads/{name}/incidents/{id}/resolve", resolve_incident)
+        .get("/v1/workloads/{name}/postmortem", show_postmortem)
+        .get("/v1/workloads/{name}/dora", show_dora)
         .get("/v1/workloads/{name}/events", workload_events)
         .get("/v1/workloads/{name}/why", why)
         .get("/v1/workloads/{name}/rollouts/{id}", show_rollout)

@@ -516,6 +516,73 @@ pub(super) fn governance(world: &core::World, ws: &core::WorkloadState, now: cor
     }
 }
 
+/// An incident, with the roles the workload's `[incident]` names.
+pub(super) fn incident(ws: &core::WorkloadState, i: &core::incident::Incident) -> api::Incident {
+    let roles = &ws.spec.incident;
+    api::Incident {
+        id: i.id.clone(),
+        workload: i.workload.clone(),
+        rollout_id: i.rollout_id.clone(),
+        release: i.release.clone(),
+        stable: i.stable.clone(),
+        severity: i.severity_name(),
+        state: i.state.as_str().into(),
+        summary: i.summary.clone(),
+        detected_at: ts(i.detected_at),
+        acknowledged_at: i.acknowledged_at.map(ts),
+        mitigated_at: i.mitigated_at.map(ts),
+        resolved_at: i.resolved_at.map(ts),
+        transitions: i
+            .transitions
+            .iter()
+            .map(|t| api::IncidentTransition {
+                state: t.state.as_str().into(),
+                at: ts(t.at),
+                by: t.by.clone(),
+                note: t.note.clone(),
+            })
+            .collect(),
+        commander: roles.commander.clone(),
+        communications: roles.communications.clone(),
+        stakeholders: roles.stakeholders.clone(),
+        escalation: roles.escalation.clone(),
+    }
+}
+
+pub(super) fn dora(d: &core::dora::Dora) -> api::Dora {
+    let metric = |m: &core::dora::Metric| api::DoraMetric {
+        value: m.value,
+        unit: m.unit.into(),
+        band: m.band.map(String::from),
+        reference: m.reference.into(),
+    };
+    api::Dora {
+        workload: d.workload.clone(),
+        from: ts(d.from),
+        to: ts(d.to),
+        deployment_frequency: metric(&d.deployment_frequency),
+        lead_time: metric(&d.lead_time),
+        change_fail_rate: metric(&d.change_fail_rate),
+        recovery_time: metric(&d.recovery_time),
+        rework_rate: metric(&d.rework_rate),
+        deployments: d
+            .deployments
+            .iter()
+            .map(|x| api::DoraDeployment {
+                rollout_id: x.rollout_id.clone(),
+                version: x.version.clone(),
+                started_at: ts(x.started_at),
+                ended_at: ts(x.ended_at),
+                outcome: x.outcome.clone(),
+                failed: x.failed,
+                rework: x.rework,
+                lead_time_ms: x.lead_time_ms,
+                change_lines: x.change_lines,
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

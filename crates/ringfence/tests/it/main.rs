@@ -17,6 +17,7 @@ mod flags;
 mod govern;
 mod haproxy;
 mod harness;
+mod incidents;
 mod limits;
 mod pipelines;
 mod rings;

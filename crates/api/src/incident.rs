@@ -1,0 +1,86 @@
+//! Incidents, postmortems and DORA metrics on the wire.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::Timestamp;
+
+/// One state change of an incident.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IncidentTransition {
+    /// `investigating`, `identified`, `monitoring`, `resolved`.
+    pub state: String,
+    pub at: Timestamp,
+    pub by: String,
+    pub note: String,
+}
+
+/// The incident a failed rollout opened (its id is the rollout's).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Incident {
+    pub id: String,
+    pub workload: String,
+    pub rollout_id: String,
+    pub release: String,
+    pub stable: Option<String>,
+    /// `sev1` (most severe) to `sev4`.
+    pub severity: String,
+    /// `investigating`, `identified`, `monitoring`, `resolved`.
+    pub state: String,
+    pub summary: String,
+    pub detected_at: Timestamp,
+    pub acknowledged_at: Option<Timestamp>,
+    pub mitigated_at: Option<Timestamp>,
+    pub resolved_at: Option<Timestamp>,
+    pub transitions: Vec<IncidentTransition>,
+    /// The roles `[incident]` names.
+    pub commander: String,
+    pub communications: String,
+    pub stakeholders: Vec<String>,
+    pub escalation: String,
+}
+
+/// `GET .../postmortem`: the blameless draft of a failed rollout, in Markdown.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Postmortem {
+    pub rollout_id: String,
+    pub markdown: String,
+}
+
+/// A DORA metric beside the 2024 report's clusters.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DoraMetric {
+    pub value: Option<f64>,
+    pub unit: String,
+    /// `elite`, `high`, `medium` or `low`, where the clusters are ordered for this metric.
+    pub band: Option<String>,
+    pub reference: String,
+}
+
+/// One deployment as the metrics count it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DoraDeployment {
+    pub rollout_id: String,
+    pub version: String,
+    pub started_at: Timestamp,
+    pub ended_at: Timestamp,
+    pub outcome: String,
+    pub failed: bool,
+    pub rework: bool,
+    pub lead_time_ms: Option<u64>,
+    pub change_lines: Option<u64>,
+}
+
+/// `GET .../dora`: the five metrics over a window.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Dora {
+    pub workload: String,
+    pub from: Timestamp,
+    pub to: Timestamp,
+    pub deployment_frequency: DoraMetric,
+    pub lead_time: DoraMetric,
+    pub change_fail_rate: DoraMetric,
+    pub recovery_time: DoraMetric,
+    pub rework_rate: DoraMetric,
+    pub deployments: Vec<DoraDeployment>,
+}

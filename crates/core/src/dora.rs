@@ -1,0 +1,147 @@
+//! DORA's five metrics of a workload, computed from its state (itself a fold of the event log)
+//! over a window of time: deployment frequency, lead time for changes, change fail rate,
+//! failed deployment recovery time and deployment rework rate, with the clusters of the 2024
+//! Accelerate State of DevOps report beside them, and the change size of each deployment.
+
+use serde::{Deserialize, Serialize};
+
+use crate::rollout::{RolloutKind, RolloutStatus};
+use crate::state::WorkloadState;
+use crate::time::Timestamp;
+
+const DAY_MS: u64 = 86_400_000;
+
+/// One deployment as the metrics count it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub rollout_id: String,
+    pub version: String,
+    pub started_at: Timestamp,
+    pub ended_at: Timestamp,
+    /// completed, mitigated, aborted, halted.
+    pub outcome: String,
+    /// It failed in production: an incident was opened for it.
+    pub failed: bool,
+    /// Rework: a rollback, or a hotfix of an earlier release.
+    pub rework: bool,
+    /// From the release's registration (the change's time as ringfence knows it) to completion.
+    pub lead_time_ms: Option<u64>,
+    pub change_lines: Option<u64>,
+}
+
+/// A metric beside the report's clusters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Metric {
+    pub value: Option<f64>,
+    pub unit: &'static str,
+    /// The report's cluster the value falls in (`elite`, `high`, `medium`, `low`), when there
+    /// is a value and the clusters are ordered for this metric.
+    pub band: Option<&'static str>,
+    /// The report's figures for each cluster, in words.
+    pub reference: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Dora {
+    pub workload: String,
+    pub from: Timestamp,
+    pub to: Timestamp,
+    pub deployment_frequency: Metric,
+    pub lead_time: Metric,
+    pub change_fail_rate: Metric,
+    pub recovery_time: Metric,
+    pub rework_rate: Metric,
+    pub deployments: Vec<Deployment>,
+}
+
+fn median(mut v: Vec<u64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable();
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] as f64 } else { (v[n / 2 - 1] + v[n / 2]) as f64 / 2.0 })
+}
+
+/// The metrics of `ws` over deployments that ended in `[from, to)`.
+pub fn compute(ws: &WorkloadState, from: Timestamp, to: Timestamp) -> Dora {
+    let mut deployments = Vec::new();
+    for r in &ws.rollouts {
+        let Some(ended) = r.ended_at.filter(|e| *e >= from && *e < to) else { continue };
+        let release = ws.releases.get(&r.release);
+        let completed = r.status == RolloutStatus::Completed;
+        deployments.push(Deployment {
+            rollout_id: r.id.clone(),
+            version: r.release.clone(),
+            started_at: r.started_at,
+            ended_at: ended,
+            outcome: r.status.as_str().to_string(),
+            failed: ws.incidents.contains_key(&r.id),
+            rework: r.kind == RolloutKind::Rollback || release.is_some_and(|x| x.content.hotfix_for.is_some()),
+            lead_time_ms: release.filter(|_| completed).map(|x| ended.since(x.created_at)),
+            change_lines: release.and_then(|x| x.content.metadata.size.as_ref().map(|s| s.lines)),
+        });
+    }
+    let days = (to.since(from) as f64 / DAY_MS as f64).max(1.0 / 24.0);
+    let completed = deployments.iter().filter(|d| d.outcome == "completed").count();
+    let total = deployments.len();
+    let per_day = completed as f64 / days;
+    let lead = median(deployments.iter().filter_map(|d| d.lead_time_ms).collect());
+    let failed = deployments.iter().filter(|d| d.failed).count();
+    let recovery = median(
+        ws.incidents
+            .values()
+            .filter(|i| i.detected_at >= from && i.detected_at < to)
+            .filter_map(|i| i.mitigated_at.map(|m| m.since(i.detected_at)))
+            .collect(),
+    );
+    let rework = deployments.iter().filter(|d| d.rework).count();
+    let rate = |n: usize| (total > 0).then(|| n as f64 / total as f64);
+    let band_by = |value: Option<f64>, limits: [f64; 3], lower_is_better: bool| {
+        let v = value?;
+        let names = ["elite", "high", "medium"];
+        for (name, limit) in names.iter().zip(limits) {
+            if (lower_is_better && v <= limit) || (!lower_is_better && v >= limit) {
+                return Some(*name);
+            }
+        }
+        Some("low")
+    };
+    Dora {
+        workload: ws.name.clone(),
+        from,
+        to,
+        deployment_frequency: Metric {
+            value: Some(per_day),
+            unit: "deployments per day",
+            band: band_by(Some(per_day), [1.0, 1.0 / 7.0, 1.0 / 30.0], false),
+            reference: "elite: on demand (several a day); high: daily to weekly; medium: weekly to monthly; low: monthly to every six months",
+        },
+        lead_time: Metric {
+            value: lead.map(|ms| ms / 3_600_000.0),
+            unit: "hours (median, release registered to completed)",
+            band: band_by(lead.map(|ms| ms / 3_600_000.0), [24.0, 7.0 * 24.0, 30.0 * 24.0], true),
+            reference: "elite: under a day; high: a day to a week; medium: a week to a month; low: a month to six months",
+        },
+        change_fail_rate: Metric {
+            value: rate(failed),
+            unit: "share of deployments that failed in production",
+            // The 2024 clusters are not ordered on this metric (high 20%, medium 10%).
+            band: None,
+            reference: "elite 5%, high 20%, medium 10%, low 40%",
+        },
+        recovery_time: Metric {
+            value: recovery.map(|ms| ms / 3_600_000.0),
+            unit: "hours (median, detected to mitigated)",
+            band: band_by(recovery.map(|ms| ms / 3_600_000.0), [1.0, 24.0, 24.0], true),
+            reference: "elite: under an hour; high: under a day; medium: under a day; low: a week to a month",
+        },
+        rework_rate: Metric {
+            value: rate(rework),
+            unit: "share of deployments that were rollbacks or hotfixes",
+            band: None,
+            reference: "new in the 2024 report: no clusters published yet",
+        },
+        deployments,
+    }
+}

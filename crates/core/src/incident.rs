@@ -1,0 +1,222 @@
+//! Incidents: every halted rollout opens one, and only one (it is keyed on the rollout), with a
+//! severity from the workload's criticality and how the mitigation went. Its states follow
+//! Statuspage's (investigating, identified, monitoring, resolved), each transition validated
+//! and timed: detected when the rollout halts, acknowledged by a person, mitigated when the
+//! mitigation is verified, resolved by a person or once health has held for
+//! `[incident] confirm_after` after the mitigation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{CommandError, ErrorCode};
+use crate::event::EventKind;
+use crate::spec::Criticality;
+use crate::state::{WorkloadState, World};
+use crate::time::Timestamp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentState {
+    /// Detected: the rollout halted; what is wrong is being looked at.
+    Investigating,
+    /// A person acknowledged it and owns it.
+    Identified,
+    /// The mitigation is verified; health is watched before it is called resolved.
+    Monitoring,
+    Resolved,
+}
+
+impl IncidentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentState::Investigating => "investigating",
+            IncidentState::Identified => "identified",
+            IncidentState::Monitoring => "monitoring",
+            IncidentState::Resolved => "resolved",
+        }
+    }
+}
+
+/// One state change, as it happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    pub state: IncidentState,
+    pub at: Timestamp,
+    pub by: String,
+    pub note: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    /// `<rollout id>`: one incident per failed rollout, by construction.
+    pub id: String,
+    pub workload: String,
+    pub rollout_id: String,
+    pub release: String,
+    /// The version traffic went back to.
+    pub stable: Option<String>,
+    /// 1 (most severe) to 4.
+    pub severity: u8,
+    pub state: IncidentState,
+    /// What went wrong, as the decision said it.
+    pub summary: String,
+    pub detected_at: Timestamp,
+    pub acknowledged_at: Option<Timestamp>,
+    pub mitigated_at: Option<Timestamp>,
+    pub resolved_at: Option<Timestamp>,
+    pub transitions: Vec<Transition>,
+}
+
+impl Incident {
+    pub fn is_open(&self) -> bool {
+        self.state != IncidentState::Resolved
+    }
+
+    pub fn severity_name(&self) -> String {
+        format!("sev{}", self.severity)
+    }
+}
+
+/// The severity of a failed rollout of a workload of `criticality`: critical is sev1, low
+/// sev4; one level worse when the mitigation could not be verified.
+pub fn severity(criticality: Criticality, unverified: bool) -> u8 {
+    let base: u8 = match criticality {
+        Criticality::Critical => 1,
+        Criticality::High => 2,
+        Criticality::Medium => 3,
+        Criticality::Low => 4,
+    };
+    if unverified { base.saturating_sub(1).max(1) } else { base }
+}
+
+/// Folds an event into the workload's incidents.
+pub(crate) fn apply(ws: &mut WorkloadState, actor: &str, reason: &str, kind: &EventKind, at: Timestamp) {
+    let criticality = ws.spec.workload.criticality;
+    match kind {
+        EventKind::RolloutHalted { rollout_id, decision } if !ws.incidents.contains_key(rollout_id) => {
+            let Some(r) = ws.rollouts.iter().find(|r| r.id == *rollout_id) else { return };
+            let incident = Incident {
+                id: rollout_id.clone(),
+                workload: ws.name.clone(),
+                rollout_id: rollout_id.clone(),
+                release: r.release.clone(),
+                stable: r.from.clone(),
+                severity: severity(criticality, false),
+                state: IncidentState::Investigating,
+                summary: decision.summary.clone(),
+                detected_at: at,
+                acknowledged_at: None,
+                mitigated_at: None,
+                resolved_at: None,
+                transitions: vec![Transition {
+                    state: IncidentState::Investigating,
+                    at,
+                    by: actor.into(),
+                    note: decision.summary.clone(),
+                }],
+            };
+            ws.incidents.insert(rollout_id.clone(), incident);
+        }
+        EventKind::MitigationCompleted { rollout_id, verified, detail } => {
+            if let Some(i) = ws.incidents.get_mut(rollout_id).filter(|i| i.is_open()) {
+                if *verified {
+                    i.mitigated_at = Some(at);
+                    i.state = IncidentState::Monitoring;
+                    i.transitions.push(Transition {
+                        state: IncidentState::Monitoring,
+                        at,
+                        by: actor.into(),
+                        note: detail.clone(),
+                    });
+                } else {
+                    i.severity = severity(criticality, true).min(i.severity);
+                    i.transitions.push(Transition { state: i.state, at, by: actor.into(), note: detail.clone() });
+                }
+            }
+        }
+        EventKind::IncidentAcknowledged { incident } => {
+            if let Some(i) = ws.incidents.get_mut(incident) {
+                i.acknowledged_at = Some(at);
+                if i.state == IncidentState::Investigating {
+                    i.state = IncidentState::Identified;
+                }
+                i.transitions.push(Transition {
+                    state: i.state,
+                    at,
+                    by: actor.into(),
+                    note: format!("acknowledged: {reason}"),
+                });
+            }
+        }
+        EventKind::IncidentResolved { incident } => {
+            if let Some(i) = ws.incidents.get_mut(incident) {
+                i.state = IncidentState::Resolved;
+                i.resolved_at = Some(at);
+                i.transitions.push(Transition {
+                    state: IncidentState::Resolved,
+                    at,
+                    by: actor.into(),
+                    note: reason.into(),
+                });
+            }
+        }
+        _ => {}
+    }
+}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> CommandError {
+    CommandError { code, message: message.into() }
+}
+
+fn find<'a>(ws: &'a WorkloadState, id: &str) -> Result<&'a Incident, CommandError> {
+    ws.incidents.get(id).ok_or_else(|| {
+        err(ErrorCode::NotFound, format!("{} has no incident {id:?} (`ringfence incident list {}`)", ws.name, ws.name))
+    })
+}
+
+/// A person takes the incident: investigating becomes identified.
+pub fn acknowledge(world: &World, name: &str, id: &str) -> Result<EventKind, CommandError> {
+    let ws = crate::command::workload(world, name)?;
+    let i = find(ws, id)?;
+    if i.acknowledged_at.is_some() || !i.is_open() {
+        return Err(err(
+            ErrorCode::Conflict,
+            format!("incident {id} is {} and was acknowledged already", i.state.as_str()),
+        ));
+    }
+    Ok(EventKind::IncidentAcknowledged { incident: id.into() })
+}
+
+/// A person resolves the incident. Only once its mitigation is verified (monitoring): health
+/// that is not restored is not resolved, whoever says so.
+pub fn resolve(world: &World, name: &str, id: &str) -> Result<EventKind, CommandError> {
+    let ws = crate::command::workload(world, name)?;
+    let i = find(ws, id)?;
+    match i.state {
+        IncidentState::Resolved => Err(err(ErrorCode::Conflict, format!("incident {id} is resolved already"))),
+        IncidentState::Monitoring => Ok(EventKind::IncidentResolved { incident: id.into() }),
+        s => Err(err(
+            ErrorCode::Conflict,
+            format!(
+                "incident {id} is {}: its mitigation is not verified yet (health not restored), so it cannot be resolved",
+                s.as_str()
+            ),
+        )),
+    }
+}
+
+/// Incidents whose health has held since the mitigation for `[incident] confirm_after`,
+/// with no crash of the version traffic went back to and no alert firing: resolved by the
+/// controller.
+pub fn confirmed(ws: &WorkloadState, now: Timestamp) -> Vec<EventKind> {
+    let wait = ws.spec.incident.confirm_after.as_ms();
+    ws.incidents
+        .values()
+        .filter(|i| i.state == IncidentState::Monitoring)
+        .filter(|i| i.mitigated_at.is_some_and(|m| now.since(m) >= wait))
+        .filter(|i| {
+            let since = i.mitigated_at.unwrap_or(now);
+            !ws.crashes.iter().any(|c| Some(&c.version) == i.stable.as_ref() && c.at >= since) && ws.alerts.is_empty()
+        })
+        .map(|i| EventKind::IncidentResolved { incident: i.id.clone() })
+        .collect()
+}

@@ -1,0 +1,156 @@
+//! The blameless postmortem draft of a failed rollout, written from the event log: what
+//! happened, its impact and timeline, how long detection, mitigation and recovery took, the
+//! decision with the options it weighed and its evidence, and prompts for the team. Every
+//! failed deployment gets one, without exception: it exists as soon as the incident does.
+
+use std::fmt::Write;
+
+use crate::command::{CommandError, ErrorCode};
+use crate::event::{Event, EventKind};
+use crate::state::WorkloadState;
+
+fn minutes(ms: u64) -> String {
+    if ms < 60_000 { format!("{:.1} s", ms as f64 / 1000.0) } else { format!("{:.1} min", ms as f64 / 60_000.0) }
+}
+
+/// The draft, in Markdown. `events`: the workload's events (its timeline comes from them).
+/// `rollout`: the failed rollout; the latest incident's when absent.
+pub fn draft(ws: &WorkloadState, events: &[Event], rollout: Option<&str>) -> Result<String, CommandError> {
+    let incident = match rollout {
+        Some(id) => ws.incidents.get(id),
+        None => ws.incidents.values().max_by_key(|i| i.detected_at),
+    }
+    .ok_or_else(|| CommandError {
+        code: ErrorCode::NotFound,
+        message: match rollout {
+            Some(id) => format!("rollout {id} of {} did not fail: no incident, no postmortem", ws.name),
+            None => format!("{} has had no failed rollout: no postmortem to write", ws.name),
+        },
+    })?;
+    let r = ws.rollout(&incident.rollout_id).ok_or_else(|| CommandError {
+        code: ErrorCode::NotFound,
+        message: format!("rollout {} is not in {}'s history", incident.rollout_id, ws.name),
+    })?;
+    let decision = r.decision.as_ref();
+    let mut o = String::new();
+    let _ = writeln!(o, "# Postmortem (draft): {} {} — rollout {}\n", ws.name, r.release, r.id);
+    let _ = writeln!(
+        o,
+        "_Blameless: this describes what the system and the process allowed, not who erred. Written from the event log; edit it into the team's own words._\n"
+    );
+    let _ = writeln!(o, "## Summary\n");
+    let _ = writeln!(
+        o,
+        "{} replaced {} on {} ({}). {}. Incident {} ({}), {}.\n",
+        r.release,
+        r.from.as_deref().unwrap_or("nothing"),
+        ws.name,
+        format!("{:?}", ws.spec.workload.criticality).to_lowercase(),
+        incident.summary,
+        incident.id,
+        incident.severity_name(),
+        incident.state.as_str()
+    );
+    if let Some(e) = &r.emergency {
+        let _ =
+            writeln!(o, "It was an emergency deployment for {} ({}): {}.\n", e.incident, e.severity, e.justification);
+    }
+
+    let _ = writeln!(o, "## Impact\n");
+    let phase = decision.map(|d| (d.phase_name.clone(), d.weight));
+    if let Some((name, weight)) = &phase {
+        let _ = writeln!(o, "- Exposure when it was stopped: phase {name}, {weight}% of users on {}.", r.release);
+    }
+    if let Some(v) = decision.and_then(|d| d.verdict.as_ref()) {
+        for s in v.signals.iter().filter(|s| s.health == crate::health::Health::Unhealthy) {
+            let _ = writeln!(o, "- {} on {}: {}.", s.signal, s.version, s.detail);
+        }
+        let _ = writeln!(o, "- Judged over {} of traffic ({} analysis).", minutes(v.window_ms), v.analyzer);
+    }
+    let exposed_ms = incident.mitigated_at.unwrap_or(incident.detected_at).since(r.started_at);
+    let _ =
+        writeln!(o, "- Users could meet {} for {} (rollout start to mitigation).\n", r.release, minutes(exposed_ms));
+
+    let _ = writeln!(o, "## Times\n");
+    let _ = writeln!(o, "| measure | time |\n|---|---|");
+    let _ = writeln!(
+        o,
+        "| time to detect (rollout start to halt) | {} |",
+        minutes(incident.detected_at.since(r.started_at))
+    );
+    match incident.mitigated_at {
+        Some(m) => {
+            let _ = writeln!(
+                o,
+                "| time to mitigate (halt to verified mitigation) | {} |",
+                minutes(m.since(incident.detected_at))
+            );
+        }
+        None => {
+            let _ = writeln!(o, "| time to mitigate | not mitigated yet |");
+        }
+    }
+    match incident.resolved_at {
+        Some(t) => {
+            let _ = writeln!(o, "| time to restore (halt to resolved) | {} |", minutes(t.since(incident.detected_at)));
+        }
+        None => {
+            let _ = writeln!(o, "| time to restore | not resolved yet |");
+        }
+    }
+    let _ = writeln!(o);
+
+    let _ = writeln!(o, "## Timeline (UTC)\n");
+    for e in events.iter().filter(|e| {
+        e.kind.rollout_id() == Some(r.id.as_str())
+            || matches!(&e.kind, EventKind::IncidentAcknowledged { incident: i } | EventKind::IncidentResolved { incident: i } if *i == incident.id)
+    }) {
+        if matches!(
+            e.kind,
+            EventKind::ActionIntended { .. } | EventKind::ActionSucceeded { .. } | EventKind::ReplicaStopped { .. }
+        ) {
+            continue;
+        }
+        let _ = writeln!(o, "- {} — {} — {}", e.at, e.actor, crate::explain::describe(e));
+    }
+    let _ = writeln!(o);
+
+    if let Some(d) = decision {
+        let _ = writeln!(o, "## The decision\n");
+        let _ = writeln!(o, "{:?}: {} (rule: {}).\n", d.action, d.summary, d.rule);
+        if !d.considered.is_empty() {
+            let _ = writeln!(o, "| option | chosen | why |\n|---|---|---|");
+            for c in &d.considered {
+                let _ = writeln!(
+                    o,
+                    "| {} | {} | {} |",
+                    c.option,
+                    if c.chosen { "yes" } else { "" },
+                    c.why.replace('|', "/")
+                );
+            }
+            let _ = writeln!(o);
+        }
+        if let Some(v) = &d.verdict {
+            let _ = writeln!(o, "Evidence:\n");
+            for s in &v.signals {
+                let _ = writeln!(o, "- {} ({}, {}): {}", s.signal, s.version, s.health, s.detail);
+            }
+            let _ = writeln!(o);
+        }
+    }
+
+    let _ = writeln!(o, "## Contributing factors (to discuss)\n");
+    for q in [
+        "What made this change look safe before it shipped, and what would have shown otherwise?",
+        "Which check, test or staging environment could have met this failure before users did?",
+        "Was the signal that caught it the earliest one available? What would have caught it sooner?",
+        "Did the mitigation restore service as expected? What slowed it down, if anything?",
+        "What did the people responding need to know that was hard to find?",
+    ] {
+        let _ = writeln!(o, "- {q}");
+    }
+    let _ = writeln!(o, "\n## Follow-up items\n");
+    let _ = writeln!(o, "- [ ] (owner, due date) ...");
+    Ok(o)
+}

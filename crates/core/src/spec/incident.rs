@@ -1,0 +1,42 @@
+//! `[incident]`: who answers when a rollout of this workload fails, and when an incident is
+//! over.
+
+use super::*;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IncidentSpec {
+    /// Who leads the response (a person or a rota), named in every incident.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub commander: String,
+    /// Who speaks to stakeholders and users.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub communications: String,
+    /// Who is kept informed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stakeholders: Vec<String>,
+    /// How support escalates (a pager, a channel, a phone number).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub escalation: String,
+    /// How long health must hold after a verified mitigation before the incident resolves
+    /// by itself (no crash of the version traffic went back to, no alert firing).
+    pub confirm_after: Dur,
+}
+
+impl Default for IncidentSpec {
+    fn default() -> Self {
+        IncidentSpec {
+            commander: String::new(),
+            communications: String::new(),
+            stakeholders: Vec::new(),
+            escalation: String::new(),
+            confirm_after: Dur::secs(600),
+        }
+    }
+}
+
+impl IncidentSpec {
+    pub fn is_default(&self) -> bool {
+        *self == IncidentSpec::default()
+    }
+}

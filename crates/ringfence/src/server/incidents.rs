@@ -1,0 +1,104 @@
+//! Incidents (list, ack, resolve), the postmortem draft of a failed rollout, and DORA
+//! metrics. The rules are the core's (`ringfence_core::{incident, postmortem, dora}`).
+
+use ringfence_core::{dora, incident, postmortem};
+
+use super::prelude::*;
+
+/// Every event of a workload, for a timeline (read in pages, off the workers).
+fn workload_log(sh: &Shared, name: &str) -> Result<Vec<Event>, ApiError> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = sh.events(Some(name), after, 10_000)?;
+        let Some(last) = page.last() else { return Ok(out) };
+        after = last.seq;
+        out.extend(page);
+    }
+}
+
+pub(super) async fn list_incidents(
+    State(sh): St,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<api::Incident>>, ApiError> {
+    sh.world(|w| {
+        let ws = command::workload(w, &name)?;
+        let mut list: Vec<_> = ws.incidents.values().map(|i| wire::incident(ws, i)).collect();
+        list.sort_by_key(|i| std::cmp::Reverse(i.detected_at));
+        Ok(Json(list))
+    })
+}
+
+pub(super) async fn ack_incident(
+    State(sh): St,
+    Actor(who): Actor,
+    Path((name, id)): Path<(String, String)>,
+    Body(b): Body<api::Reason>,
+) -> Result<Json<api::Incident>, ApiError> {
+    let reason = if b.reason.is_empty() { "acknowledged".to_string() } else { b.reason.clone() };
+    sh.command(&name, &who, &reason, |w| Ok(vec![incident::acknowledge(w, &name, &id)?]))?;
+    show(&sh, &name, &id)
+}
+
+pub(super) async fn resolve_incident(
+    State(sh): St,
+    Actor(who): Actor,
+    Path((name, id)): Path<(String, String)>,
+    Body(b): Body<api::Reason>,
+) -> Result<Json<api::Incident>, ApiError> {
+    let reason = if b.reason.is_empty() { "resolved".to_string() } else { b.reason.clone() };
+    sh.command(&name, &who, &reason, |w| Ok(vec![incident::resolve(w, &name, &id)?]))?;
+    show(&sh, &name, &id)
+}
+
+fn show(sh: &Shared, name: &str, id: &str) -> Result<Json<api::Incident>, ApiError> {
+    sh.world(|w| {
+        let ws = command::workload(w, name)?;
+        let i = ws.incidents.get(id).ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("no incident {id}")))?;
+        Ok(Json(wire::incident(ws, i)))
+    })
+}
+
+#[derive(Deserialize)]
+pub(super) struct PostmortemQuery {
+    /// The failed rollout; the latest incident's when absent.
+    rollout: Option<String>,
+}
+
+pub(super) async fn show_postmortem(
+    State(sh): St,
+    Path(name): Path<String>,
+    Params(q): Params<PostmortemQuery>,
+) -> Result<Json<api::Postmortem>, ApiError> {
+    let events = workload_log(&sh, &name)?;
+    sh.world(|w| {
+        let ws = command::workload(w, &name)?;
+        let markdown = postmortem::draft(ws, &events, q.rollout.as_deref())?;
+        let rollout_id = q
+            .rollout
+            .clone()
+            .or_else(|| ws.incidents.values().max_by_key(|i| i.detected_at).map(|i| i.rollout_id.clone()))
+            .unwrap_or_default();
+        Ok(Json(api::Postmortem { rollout_id, markdown }))
+    })
+}
+
+#[derive(Deserialize)]
+pub(super) struct DoraQuery {
+    /// The window, in days back from now (default 30, at most 3660).
+    days: Option<u32>,
+}
+
+pub(super) async fn show_dora(
+    State(sh): St,
+    Path(name): Path<String>,
+    Params(q): Params<DoraQuery>,
+) -> Result<Json<api::Dora>, ApiError> {
+    let days = q.days.unwrap_or(30);
+    if days == 0 || days > 3660 {
+        return Err(ApiError::new(ErrorKind::Invalid, format!("days: expected 1 to 3660, found {days}")));
+    }
+    let to = now();
+    let from = ringfence_core::Timestamp(to.millis() - i64::from(days) * 86_400_000);
+    sh.world(|w| Ok(Json(wire::dora(&dora::compute(command::workload(w, &name)?, from, to)))))
+}

@@ -1,0 +1,96 @@
+//! Incidents over the real server: a bad release opens exactly one, a person acknowledges it,
+//! it resolves once health held after the verified fallback; its postmortem's timeline and
+//! times match the event log; DORA metrics count the deployments.
+
+use ringfence_api::RolloutStatus;
+
+use crate::harness::{Load, Server, Spec, path_str, rollout_id, wait_until};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_release_opens_one_incident_with_a_postmortem_and_the_dora_metrics_count_it() {
+    let server = Server::start().await;
+    let w = "inc";
+    let spec = Spec { lenient_breaker: true, ..Spec::new(w) };
+    let file = server.path("inc.toml");
+    std::fs::write(
+        &file,
+        spec.toml()
+            + "\n[incident]\ncommander = \"alice\"\nescalation = \"#payments-oncall\"\nconfirm_after = \"2s\"\n",
+    )
+    .unwrap();
+    assert_eq!(server.cli(&["apply", path_str(&file)]).await.code, 0);
+    server.release(w, "v1", &[]).await;
+    server.release(w, "v2", &["SAMPLE_ERROR_RATE=0.5"]).await;
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0, "{}", server.diagnose(w).await);
+    let load = Load::start(server.router_addr(w).await, 100.0, 200);
+    let out = server.deploy_wait(w, "v2").await;
+    assert_eq!(out.code, 10, "v2 fails:\n{out}");
+    let id = rollout_id(&out);
+    let r = server.rollout(w, &id).await;
+    assert_eq!(r.status, RolloutStatus::Mitigated);
+    drop(load);
+
+    let out = server.cli(&["incident", "list", w, "-o", "json"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let list: Vec<ringfence_api::Incident> = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(list.len(), 1, "one incident for one failed rollout: {list:#?}");
+    let i = &list[0];
+    assert_eq!((i.id.as_str(), i.release.as_str(), i.severity.as_str()), (id.as_str(), "v2", "sev3"));
+    assert_eq!((i.commander.as_str(), i.escalation.as_str()), ("alice", "#payments-oncall"));
+    assert!(i.mitigated_at.is_some(), "{i:#?}");
+    let out = server.cli(&["incident", "ack", w, &id, "--reason", "alice has it"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(server.cli(&["incident", "ack", w, &id]).await.code, 5, "once");
+    // Health holds for confirm_after: the controller resolves it.
+    let i = wait_until("the incident resolves by itself", || async {
+        let out = server.cli(&["incident", "show", w, &id, "-o", "json"]).await;
+        let i: ringfence_api::Incident = serde_json::from_str(&out.stdout).ok()?;
+        (i.state == "resolved").then_some(i)
+    })
+    .await;
+    let states: Vec<&str> = i.transitions.iter().map(|t| t.state.as_str()).collect();
+    assert_eq!(states.first(), Some(&"investigating"));
+    assert_eq!(states.last(), Some(&"resolved"));
+    assert_eq!(i.transitions.last().unwrap().by, "controller");
+    assert!(i.transitions.iter().any(|t| t.by == "it-test" && t.note.contains("alice has it")), "{i:#?}");
+    assert_eq!(server.cli(&["incident", "resolve", w, &id]).await.code, 5, "resolved already");
+
+    // The postmortem: its times and timeline are the event log's.
+    let out = server.cli(&["postmortem", w]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let md = &out.stdout;
+    assert!(md.starts_with(&format!("# Postmortem (draft): {w} v2 — rollout {id}")), "{md}");
+    let events = server.events(w).await;
+    let at = |t: &str| {
+        events.iter().find(|e| e.kind.type_name() == t && e.kind.rollout_id() == Some(id.as_str())).map(|e| e.at)
+    };
+    let (started, halted, mitigated) =
+        (at("rollout_started").unwrap(), at("rollout_halted").unwrap(), at("mitigation_completed").unwrap());
+    let fmt = |ms: u64| {
+        if ms < 60_000 { format!("{:.1} s", ms as f64 / 1000.0) } else { format!("{:.1} min", ms as f64 / 60_000.0) }
+    };
+    assert!(
+        md.contains(&format!("| time to detect (rollout start to halt) | {} |", fmt(halted.since(started)))),
+        "{md}"
+    );
+    assert!(
+        md.contains(&format!("| time to mitigate (halt to verified mitigation) | {} |", fmt(mitigated.since(halted)))),
+        "{md}"
+    );
+    assert!(md.contains(&format!("{} — controller — HALTED", halted)), "{md}");
+    assert!(md.contains("| fallback | yes |"), "the options weighed:\n{md}");
+    let out = server.cli(&["postmortem", w, "-o", "json"]).await;
+    assert!(out.stdout.contains("\"markdown\""), "{out}");
+
+    // DORA: v1 and v2 ended in the window, v2 failed, recovered in the fallback's time.
+    let out = server.cli(&["dora", w, "-o", "json"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let d: ringfence_api::Dora = serde_json::from_str(&out.stdout).unwrap();
+    let outcomes: Vec<(&str, bool)> = d.deployments.iter().map(|x| (x.outcome.as_str(), x.failed)).collect();
+    assert_eq!(outcomes, vec![("completed", false), ("mitigated", true)]);
+    assert_eq!(d.change_fail_rate.value, Some(0.5));
+    let recovery_h = mitigated.since(halted) as f64 / 3_600_000.0;
+    assert!((d.recovery_time.value.unwrap() - recovery_h).abs() < 1e-9, "{d:#?}");
+    let text = server.cli(&["dora", w]).await;
+    assert!(text.stdout.contains("change fail rate") && text.stdout.contains("50%"), "{text}");
+}
