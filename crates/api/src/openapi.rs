@@ -39,7 +39,7 @@ pub const PUBLIC: &[&str] = &["/v1/health", "/v1/hooks/{name}/attestations"];
         health, openapi_json, list_workloads, apply_spec, workload_status, delete_workload, list_releases, create_release,
         show_release, clear_hold, revoke_release, attest, deploy, pause, resume, promote, abort, rollback, bypass, redeploy,
         approve, reject, parity, stop_line, restart_line, attestation_hook, list_incidents, ack_incident, resolve_incident,
-        show_postmortem, show_dora, workload_events, why, show_rollout,
+        show_postmortem, show_dora, metrics, workload_events, why, show_rollout,
         all_events, alerts, plan, list_flags, kill_flag, restore_flag, report, list_tokens, create_token,
         revoke_token
     ),
@@ -379,6 +379,17 @@ fn show_postmortem() {}
 ), responses((status = 200, description = "the metrics", body = Dora), (status = 422, description = "days out of range", body = ErrorBody)))]
 #[allow(dead_code)]
 fn show_dora() {}
+
+/// ringfence's own metrics (Prometheus)
+///
+/// OpenMetrics text: `ringfence_deployments` by outcome, `ringfence_halts`,
+/// `ringfence_mitigations` by action, the histograms `ringfence_time_to_detect_seconds` and
+/// `ringfence_time_to_mitigate_seconds`, `ringfence_incidents_open` by severity,
+/// `ringfence_deployments_queued`, `ringfence_line_stopped`; for the workloads the token may
+/// read. Scrape it with a viewer token (`authorization: credentials_file`).
+#[utoipa::path(get, path = "/v1/metrics", tag = "incidents", responses((status = 200, description = "the metrics", content_type = "application/openmetrics-text", body = String)))]
+#[allow(dead_code)]
+fn metrics() {}
 
 /// Stop the line
 ///

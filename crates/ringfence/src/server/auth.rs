@@ -126,6 +126,8 @@ pub fn policy(method: &Method, route: &str) -> Option<(Perm, Scope)> {
     let get = method == Method::GET || method == Method::HEAD;
     Some(match (get, route) {
         (true, "/v1/openapi.json" | "/v1/workloads") => (Read, Any),
+        // The workloads the caller may read, each series labelled with its workload.
+        (true, "/v1/metrics") => (Read, Any),
         // The whole log, every workload's and the tokens' events: for grants on `*`; a scoped
         // reader reads its workloads' events.
         (true, "/v1/events") => (Read, Global),

@@ -30,6 +30,7 @@ mod flags;
 mod governance;
 mod incidents;
 mod listen;
+mod metrics;
 mod planning;
 mod releases;
 mod rollouts;
@@ -199,6 +200,7 @@ fn routes() -> Routes {
         .post("/v1/workloads/{name}/incidents/{id}/resolve", resolve_incident)
         .get("/v1/workloads/{name}/postmortem", show_postmortem)
         .get("/v1/workloads/{name}/dora", show_dora)
+        .get("/v1/metrics", metrics::metrics)
         .get("/v1/workloads/{name}/events", workload_events)
         .get("/v1/workloads/{name}/why", why)
         .get("/v1/workloads/{name}/rollouts/{id}", show_rollout)

@@ -93,4 +93,30 @@ async fn a_bad_release_opens_one_incident_with_a_postmortem_and_the_dora_metrics
     assert!((d.recovery_time.value.unwrap() - recovery_h).abs() < 1e-9, "{d:#?}");
     let text = server.cli(&["dora", w]).await;
     assert!(text.stdout.contains("change fail rate") && text.stdout.contains("50%"), "{text}");
+
+    // ringfence's own effect, for Prometheus.
+    let bearer = server.bearer();
+    let r = ringfence::http::HttpClient::new()
+        .request(
+            hyper::Method::GET,
+            &format!("{}/v1/metrics", server.url()),
+            &[("authorization", bearer.as_str())],
+            None,
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let body = String::from_utf8_lossy(&r.body).to_string();
+    assert_eq!(r.status.as_u16(), 200, "{body}");
+    for line in [
+        "ringfence_halts_total{workload=\"inc\"} 1",
+        "ringfence_deployments_total{workload=\"inc\",outcome=\"mitigated\"} 1",
+        "ringfence_deployments_total{workload=\"inc\",outcome=\"completed\"} 1",
+        "ringfence_mitigations_total{workload=\"inc\",action=\"fallback\"} 1",
+        "ringfence_time_to_mitigate_seconds_count{workload=\"inc\"} 1",
+        "ringfence_line_stopped 0",
+    ] {
+        assert!(body.contains(line), "{line} in:\n{body}");
+    }
+    assert!(!body.contains("ringfence_incidents_open{"), "resolved: none open\n{body}");
 }

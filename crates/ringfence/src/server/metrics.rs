@@ -1,0 +1,179 @@
+//! `GET /v1/metrics`: ringfence's own effect for Prometheus (OpenMetrics text), rendered at
+//! scrape time from the projections (every figure is a fold of the event log, so a restart
+//! neither loses nor double-counts): deployments by outcome, halts, mitigations by kind, time
+//! to detect and to mitigate, open incidents, queued deployments, the line.
+
+use std::fmt;
+
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::exemplar::Exemplar;
+use prometheus_client::registry::Unit;
+use ringfence_core::World;
+
+use super::prelude::*;
+
+const NO_EXEMPLAR: Option<&Exemplar<NoLabelSet, u64>> = None;
+
+/// Bucket bounds (seconds) of the detection and mitigation histograms: a fallback is expected
+/// in well under a second, a detection within a phase's bake.
+const BOUNDS: [f64; 10] = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0, 1800.0];
+
+#[derive(Default)]
+struct Figures {
+    deployments: Vec<(String, String, u64)>,
+    halts: Vec<(String, u64)>,
+    mitigations: Vec<(String, String, u64)>,
+    detect: Vec<(String, Vec<f64>)>,
+    mitigate: Vec<(String, Vec<f64>)>,
+    incidents_open: Vec<(String, String, i64)>,
+    queued: Vec<(String, i64)>,
+    line_stopped: i64,
+}
+
+fn figures(world: &World, caller: &Caller) -> Figures {
+    let mut f = Figures { line_stopped: i64::from(world.line.is_some()), ..Figures::default() };
+    for ws in
+        world.workloads.values().filter(|w| !w.deleted && caller.may(ringfence_core::access::Perm::Read, Some(&w.name)))
+    {
+        let w = ws.name.clone();
+        let mut outcomes: std::collections::BTreeMap<&str, u64> = Default::default();
+        for r in ws.rollouts.iter().filter(|r| r.ended_at.is_some()) {
+            *outcomes.entry(r.status.as_str()).or_default() += 1;
+        }
+        f.deployments.extend(outcomes.into_iter().map(|(o, n)| (w.clone(), o.to_string(), n)));
+        f.halts.push((w.clone(), ws.incidents.len() as u64));
+        let mut actions: std::collections::BTreeMap<String, u64> = Default::default();
+        for d in ws.rollouts.iter().filter_map(|r| r.decision.as_ref()) {
+            *actions.entry(format!("{:?}", d.action).to_lowercase()).or_default() += 1;
+        }
+        f.mitigations.extend(actions.into_iter().map(|(a, n)| (w.clone(), a, n)));
+        let detect = ws
+            .incidents
+            .values()
+            .filter_map(|i| ws.rollout(&i.rollout_id).map(|r| i.detected_at.since(r.started_at) as f64 / 1000.0))
+            .collect();
+        f.detect.push((w.clone(), detect));
+        let mitigate = ws
+            .incidents
+            .values()
+            .filter_map(|i| i.mitigated_at.map(|m| m.since(i.detected_at) as f64 / 1000.0))
+            .collect();
+        f.mitigate.push((w.clone(), mitigate));
+        let mut open: std::collections::BTreeMap<String, i64> = Default::default();
+        for i in ws.incidents.values().filter(|i| i.is_open()) {
+            *open.entry(i.severity_name()).or_default() += 1;
+        }
+        f.incidents_open.extend(open.into_iter().map(|(s, n)| (w.clone(), s, n)));
+        f.queued.push((w, i64::from(ws.governance.pending.is_some())));
+    }
+    f
+}
+
+struct Collector(Figures);
+
+impl fmt::Debug for Collector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ringfence::server::metrics::Collector")
+    }
+}
+
+impl prometheus_client::collector::Collector for Collector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let f = &self.0;
+        let mut e = encoder.encode_descriptor(
+            "ringfence_deployments",
+            "Rollouts that ended, by workload and outcome (completed, mitigated, aborted).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (w, outcome, n) in &f.deployments {
+            e.encode_family(&[("workload", w.as_str()), ("outcome", outcome.as_str())])?
+                .encode_counter(n, NO_EXEMPLAR)?;
+        }
+        let mut e = encoder.encode_descriptor(
+            "ringfence_halts",
+            "Rollouts halted (each opened an incident), by workload.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (w, n) in &f.halts {
+            e.encode_family(&[("workload", w.as_str())])?.encode_counter(n, NO_EXEMPLAR)?;
+        }
+        let mut e = encoder.encode_descriptor(
+            "ringfence_mitigations",
+            "Decisions on halted rollouts, by workload and action (fallback, rollback, hold, ...).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (w, action, n) in &f.mitigations {
+            e.encode_family(&[("workload", w.as_str()), ("action", action.as_str())])?
+                .encode_counter(n, NO_EXEMPLAR)?;
+        }
+        for (name, help, series) in [
+            ("ringfence_time_to_detect", "From a failed rollout's start to its halt.", &f.detect),
+            ("ringfence_time_to_mitigate", "From a halt to its verified mitigation.", &f.mitigate),
+        ] {
+            let mut e = encoder.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+            for (w, values) in series {
+                // Counts per bucket (the encoder makes them cumulative), the last one +Inf.
+                let mut lower = f64::NEG_INFINITY;
+                let per_bucket: Vec<(f64, u64)> = BOUNDS
+                    .iter()
+                    .copied()
+                    .chain(std::iter::once(f64::MAX))
+                    .map(|b| {
+                        let n = values.iter().filter(|v| **v > lower && **v <= b).count() as u64;
+                        lower = b;
+                        (b, n)
+                    })
+                    .collect();
+                let sum = values.iter().sum();
+                e.encode_family(&[("workload", w.as_str())])?.encode_histogram::<NoLabelSet>(
+                    sum,
+                    values.len() as u64,
+                    &per_bucket,
+                    None,
+                )?;
+            }
+        }
+        let mut e = encoder.encode_descriptor(
+            "ringfence_incidents_open",
+            "Incidents not resolved, by workload and severity.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (w, sev, n) in &f.incidents_open {
+            e.encode_family(&[("workload", w.as_str()), ("severity", sev.as_str())])?.encode_gauge(n)?;
+        }
+        let mut e = encoder.encode_descriptor(
+            "ringfence_deployments_queued",
+            "1 while a deployment of the workload waits for approvals, checks or a window.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (w, n) in &f.queued {
+            e.encode_family(&[("workload", w.as_str())])?.encode_gauge(n)?;
+        }
+        let mut e = encoder.encode_descriptor(
+            "ringfence_line_stopped",
+            "1 while the line is stopped (every rollout paused, none started).",
+            None,
+            MetricType::Gauge,
+        )?;
+        e.encode_gauge(&f.line_stopped)?;
+        Ok(())
+    }
+}
+
+/// `GET /v1/metrics`: the workloads the caller may read.
+pub(super) async fn metrics(State(sh): St, caller: Caller) -> Result<Response, ApiError> {
+    let figures = sh.world(|w| figures(w, &caller));
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(Collector(figures)));
+    let mut body = String::new();
+    prometheus_client::encoding::text::encode(&mut body, &registry)
+        .map_err(|e| ApiError::new(ErrorKind::Store, format!("encoding metrics: {e}")))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+        .into_response())
+}
