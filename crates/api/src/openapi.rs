@@ -25,7 +25,8 @@ pub fn document_json() -> String {
 }
 
 /// Routes anyone may call without a token.
-pub const PUBLIC: &[&str] = &["/v1/health", "/v1/hooks/{name}/attestations"];
+pub const PUBLIC: &[&str] =
+    &["/v1/health", "/v1/hooks/{name}/attestations", "/status", "/status/{name}", "/status/{name}/feed.atom"];
 
 #[derive(OpenApi)]
 #[openapi(
@@ -39,7 +40,7 @@ pub const PUBLIC: &[&str] = &["/v1/health", "/v1/hooks/{name}/attestations"];
         health, openapi_json, list_workloads, apply_spec, workload_status, delete_workload, list_releases, create_release,
         show_release, clear_hold, revoke_release, attest, deploy, pause, resume, promote, abort, rollback, bypass, redeploy,
         approve, reject, parity, stop_line, restart_line, attestation_hook, list_incidents, ack_incident, resolve_incident,
-        show_postmortem, show_dora, metrics, workload_events, why, show_rollout,
+        show_postmortem, show_dora, metrics, status_index, status_page, status_feed, workload_events, why, show_rollout,
         all_events, alerts, plan, list_flags, kill_flag, restore_flag, report, list_tokens, create_token,
         revoke_token
     ),
@@ -390,6 +391,28 @@ fn show_dora() {}
 #[utoipa::path(get, path = "/v1/metrics", tag = "incidents", responses((status = 200, description = "the metrics", content_type = "application/openmetrics-text", body = String)))]
 #[allow(dead_code)]
 fn metrics() {}
+
+/// The public status pages
+///
+/// An index of the workloads whose spec sets `[status_page] public`, with whether each is
+/// operational. HTML, no token, no JavaScript.
+#[utoipa::path(get, path = "/status", tag = "incidents", responses((status = 200, description = "the index", content_type = "text/html", body = String)))]
+#[allow(dead_code)]
+fn status_index() {}
+
+/// A workload's public status page
+///
+/// Current status, open incidents with their updates in plain words, the last 90 days at a
+/// glance, past incidents. Only for a workload whose spec sets `[status_page] public`; any
+/// other answers 404 as if it did not exist.
+#[utoipa::path(get, path = "/status/{name}", tag = "incidents", params(("name" = String, Path, description = "the workload")), responses((status = 200, description = "the page", content_type = "text/html", body = String)))]
+#[allow(dead_code)]
+fn status_page() {}
+
+/// A workload's status updates as an Atom feed
+#[utoipa::path(get, path = "/status/{name}/feed.atom", tag = "incidents", params(("name" = String, Path, description = "the workload")), responses((status = 200, description = "the feed", content_type = "application/atom+xml", body = String)))]
+#[allow(dead_code)]
+fn status_feed() {}
 
 /// Stop the line
 ///

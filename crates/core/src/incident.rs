@@ -220,3 +220,32 @@ pub fn confirmed(ws: &WorkloadState, now: Timestamp) -> Vec<EventKind> {
         .map(|i| EventKind::IncidentResolved { incident: i.id.clone() })
         .collect()
 }
+
+/// What a workload's users read about an incident in `state`: plain words, no internals.
+pub fn public_words(state: IncidentState) -> &'static str {
+    match state {
+        IncidentState::Investigating => "We are investigating a problem affecting some users.",
+        IncidentState::Identified => "The problem has been identified and is being worked on.",
+        IncidentState::Monitoring => "A fix is in place. We are watching to make sure it holds.",
+        IncidentState::Resolved => "This incident is resolved. Thank you for your patience.",
+    }
+}
+
+/// The most severe incident open on each of the last `days` days up to `now` (oldest first;
+/// `None`: none that day). An incident counts on every day from its detection to its
+/// resolution.
+pub fn by_day(ws: &WorkloadState, now: Timestamp, days: u32) -> Vec<Option<u8>> {
+    const DAY: i64 = 86_400_000;
+    let today = now.millis().div_euclid(DAY);
+    (0..i64::from(days))
+        .rev()
+        .map(|back| {
+            let (start, end) = ((today - back) * DAY, (today - back + 1) * DAY);
+            ws.incidents
+                .values()
+                .filter(|i| i.detected_at.millis() < end && i.resolved_at.is_none_or(|r| r.millis() >= start))
+                .map(|i| i.severity)
+                .min()
+        })
+        .collect()
+}

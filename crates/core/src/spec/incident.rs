@@ -40,3 +40,24 @@ impl IncidentSpec {
         *self == IncidentSpec::default()
     }
 }
+
+/// `[status_page]`: a public page about this workload's health for its users.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusPageSpec {
+    /// Serve `/status/WORKLOAD` (HTML) and its Atom feed to anyone, without a token. Off by
+    /// default: turning it on publishes the workload's incidents (in plain words).
+    pub public: bool,
+    /// The name users know the service by; the workload's name when empty.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub title: String,
+    /// Name release versions in what users read (off: no internals).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub show_versions: bool,
+}
+
+impl StatusPageSpec {
+    pub fn is_default(&self) -> bool {
+        *self == StatusPageSpec::default()
+    }
+}

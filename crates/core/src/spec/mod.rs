@@ -65,6 +65,9 @@ pub struct WorkloadSpec {
     /// Who answers when a rollout fails, and when its incident is over.
     #[serde(default, skip_serializing_if = "IncidentSpec::is_default")]
     pub incident: IncidentSpec,
+    /// A public status page for the workload's users.
+    #[serde(default, skip_serializing_if = "StatusPageSpec::is_default")]
+    pub status_page: StatusPageSpec,
 }
 
 /// `[data]`: the workload's data and its way back.
@@ -126,6 +129,7 @@ impl WorkloadSpec {
             && self.approval == other.approval
             && self.emergency == other.emergency
             && self.schedule == other.schedule
+            && self.status_page == other.status_page
             && self.rollout.phases.iter().map(|p| &p.gates).eq(other.rollout.phases.iter().map(|p| &p.gates))
             && (!(self.gated() || other.gated()) || self.exposure() == other.exposure())
     }

@@ -35,6 +35,7 @@ mod planning;
 mod releases;
 mod rollouts;
 mod signals;
+mod status_page;
 pub mod tls;
 mod tokens;
 mod wire;
@@ -201,6 +202,9 @@ fn routes() -> Routes {
         .get("/v1/workloads/{name}/postmortem", show_postmortem)
         .get("/v1/workloads/{name}/dora", show_dora)
         .get("/v1/metrics", metrics::metrics)
+        .get("/status", status_page::index)
+        .get("/status/{name}", status_page::workload_page)
+        .get("/status/{name}/feed.atom", status_page::feed)
         .get("/v1/workloads/{name}/events", workload_events)
         .get("/v1/workloads/{name}/why", why)
         .get("/v1/workloads/{name}/rollouts/{id}", show_rollout)

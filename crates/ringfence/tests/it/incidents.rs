@@ -15,7 +15,7 @@ async fn a_bad_release_opens_one_incident_with_a_postmortem_and_the_dora_metrics
     std::fs::write(
         &file,
         spec.toml()
-            + "\n[incident]\ncommander = \"alice\"\nescalation = \"#payments-oncall\"\nconfirm_after = \"2s\"\n",
+            + "\n[incident]\ncommander = \"alice\"\nescalation = \"#payments-oncall\"\nconfirm_after = \"2s\"\n[status_page]\npublic = true\ntitle = \"Shop <checkout>\"\n",
     )
     .unwrap();
     assert_eq!(server.cli(&["apply", path_str(&file)]).await.code, 0);
@@ -119,4 +119,32 @@ async fn a_bad_release_opens_one_incident_with_a_postmortem_and_the_dora_metrics
         assert!(body.contains(line), "{line} in:\n{body}");
     }
     assert!(!body.contains("ringfence_incidents_open{"), "resolved: none open\n{body}");
+
+    // The public status page: no token, plain words, no versions, escaped.
+    let base = server.url().to_string();
+    let get = |path: String| {
+        let url = format!("{base}{path}");
+        async move {
+            let r = ringfence::http::HttpClient::new()
+                .request(hyper::Method::GET, &url, &[], None, std::time::Duration::from_secs(10))
+                .await
+                .unwrap();
+            (r.status.as_u16(), r.headers.clone(), String::from_utf8_lossy(&r.body).to_string())
+        }
+    };
+    let (status, headers, page) = get(format!("/status/{w}")).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(headers.get("content-security-policy").is_some_and(|v| v.to_str().unwrap().contains("default-src 'none'")));
+    assert!(page.contains("<h1>Shop &lt;checkout&gt;</h1>"), "escaped title:\n{page}");
+    assert!(page.contains("All systems operational."), "{page}");
+    assert!(page.contains("This incident is resolved."), "{page}");
+    assert!(page.contains("89 of 90 days without an incident"), "{page}");
+    assert!(!page.contains("v2") && !page.contains("<script"), "no internals, no script:\n{page}");
+    let (status, _, feed) = get(format!("/status/{w}/feed.atom")).await;
+    assert_eq!(status, 200);
+    assert!(feed.starts_with("<?xml") && feed.matches("<entry>").count() >= 3, "{feed}");
+    let (status, _, index) = get("/status".into()).await;
+    assert_eq!(status, 200);
+    assert!(index.contains(&format!("href=\"/status/{w}\"")) && index.contains("operational"), "{index}");
+    assert_eq!(get("/status/nope".into()).await.0, 404);
 }
