@@ -15,6 +15,19 @@ pub struct IncidentTransition {
     pub note: String,
 }
 
+/// A status update, for each audience.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IncidentUpdate {
+    pub at: Timestamp,
+    pub state: String,
+    /// For stakeholders: what is known, the evidence, what is done, the next update.
+    pub stakeholders: String,
+    /// For users: plain words, no internals.
+    pub users: String,
+    /// When the next update comes; none once resolved.
+    pub next_at: Option<Timestamp>,
+}
+
 /// The incident a failed rollout opened (its id is the rollout's).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Incident {
@@ -33,6 +46,8 @@ pub struct Incident {
     pub mitigated_at: Option<Timestamp>,
     pub resolved_at: Option<Timestamp>,
     pub transitions: Vec<IncidentTransition>,
+    /// The status updates sent, oldest first.
+    pub updates: Vec<IncidentUpdate>,
     /// The roles `[incident]` names.
     pub commander: String,
     pub communications: String,

@@ -392,6 +392,19 @@ pub enum EventKind {
     IncidentResolved {
         incident: String,
     },
+    /// A status update of an incident, for each audience: on every change of its state, then
+    /// on the cadence `[incident] update_every` sets for its severity while it is open, each
+    /// naming the time of the next.
+    IncidentUpdated {
+        incident: String,
+        state: crate::incident::IncidentState,
+        /// For stakeholders: what is known, the evidence, what is done, the next update.
+        stakeholders: String,
+        /// For users: plain words, no internals.
+        users: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next_at: Option<Timestamp>,
+    },
     // --- Stop the line (events of no workload) --------------------------------------------------
     /// Every running rollout paused and no new one started, in every workload, until lifted.
     LineStopped {

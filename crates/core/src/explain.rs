@@ -155,6 +155,11 @@ pub fn describe(e: &Event) -> String {
         LineRestarted => "line restarted: rollouts may start and advance again".to_string(),
         IncidentAcknowledged { incident } => format!("incident {incident} acknowledged"),
         IncidentResolved { incident } => format!("incident {incident} resolved"),
+        IncidentUpdated { incident, state, next_at, .. } => format!(
+            "incident {incident} update ({}){}",
+            state.as_str(),
+            next_at.map(|t| format!(", next by {t}")).unwrap_or_default()
+        ),
         FlagKilled { flag } => format!("KILL SWITCH: flag {flag} turned off for every user"),
         FlagRestored { flag } => format!("kill switch released: flag {flag} follows its release again"),
         SmokeTestRan { phase, name, version, passed, detail, .. } => format!(

@@ -64,6 +64,19 @@ pub struct Incident {
     pub mitigated_at: Option<Timestamp>,
     pub resolved_at: Option<Timestamp>,
     pub transitions: Vec<Transition>,
+    /// The status updates sent, oldest first.
+    #[serde(default)]
+    pub updates: Vec<Update>,
+}
+
+/// One status update, for each audience.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Update {
+    pub at: Timestamp,
+    pub state: IncidentState,
+    pub stakeholders: String,
+    pub users: String,
+    pub next_at: Option<Timestamp>,
 }
 
 impl Incident {
@@ -107,6 +120,7 @@ pub(crate) fn apply(ws: &mut WorkloadState, actor: &str, reason: &str, kind: &Ev
                 acknowledged_at: None,
                 mitigated_at: None,
                 resolved_at: None,
+                updates: Vec::new(),
                 transitions: vec![Transition {
                     state: IncidentState::Investigating,
                     at,
@@ -144,6 +158,17 @@ pub(crate) fn apply(ws: &mut WorkloadState, actor: &str, reason: &str, kind: &Ev
                     at,
                     by: actor.into(),
                     note: format!("acknowledged: {reason}"),
+                });
+            }
+        }
+        EventKind::IncidentUpdated { incident, state, stakeholders, users, next_at } => {
+            if let Some(i) = ws.incidents.get_mut(incident) {
+                i.updates.push(Update {
+                    at,
+                    state: *state,
+                    stakeholders: stakeholders.clone(),
+                    users: users.clone(),
+                    next_at: *next_at,
                 });
             }
         }
@@ -248,4 +273,43 @@ pub fn by_day(ws: &WorkloadState, now: Timestamp, days: u32) -> Vec<Option<u8>> 
                 .min()
         })
         .collect()
+}
+
+/// The status updates due at `now`: one after every change of state not yet announced, and,
+/// while an incident is open, one when the previous update's promised time has come. Each
+/// names when the next one comes (none once resolved).
+pub fn updates_due(ws: &WorkloadState, now: Timestamp) -> Vec<EventKind> {
+    let mut out = Vec::new();
+    for i in ws.incidents.values() {
+        let last_change = i.transitions.last().map_or(i.detected_at, |t| t.at);
+        let last = i.updates.last();
+        let changed = last.is_none_or(|u| u.at < last_change || u.state != i.state);
+        let promised = last.and_then(|u| u.next_at).is_some_and(|t| now >= t);
+        if !(changed || (i.is_open() && promised)) {
+            continue;
+        }
+        let every = ws.spec.incident.update_every[usize::from(i.severity.clamp(1, 4) - 1)];
+        let next_at = i.is_open().then(|| now.plus_ms(every.as_ms()));
+        let next = next_at.map(|t| format!(" Next update by {t}.")).unwrap_or_default();
+        let roles = &ws.spec.incident;
+        let mut stakeholders =
+            format!("[{}] {} {} — {}: {}.", i.severity_name(), ws.name, i.release, i.state.as_str(), i.summary);
+        if let Some(m) = i.mitigated_at {
+            stakeholders.push_str(&format!(
+                " Mitigated at {m}, {} after detection.",
+                crate::duration::Dur(m.since(i.detected_at))
+            ));
+        }
+        if !roles.commander.is_empty() {
+            stakeholders.push_str(&format!(" Commander: {}.", roles.commander));
+        }
+        if !roles.escalation.is_empty() && i.is_open() {
+            stakeholders.push_str(&format!(" Escalation: {}.", roles.escalation));
+        }
+        stakeholders.push_str(&next);
+        let name = if ws.spec.status_page.title.is_empty() { &ws.name } else { &ws.spec.status_page.title };
+        let users = format!("{}: {}{next}", name, public_words(i.state));
+        out.push(EventKind::IncidentUpdated { incident: i.id.clone(), state: i.state, stakeholders, users, next_at });
+    }
+    out
 }

@@ -194,3 +194,61 @@ fn every_failed_rollout_has_a_postmortem_whose_timeline_and_figures_match_the_lo
     let e = ringfence_core::postmortem::draft(ws, &[], Some(&first)).unwrap_err();
     assert_eq!(e.code, ErrorCode::NotFound);
 }
+
+#[test]
+fn updates_come_on_every_change_of_state_and_then_on_the_cadence_each_naming_the_next() {
+    let mut h = H { world: World::default(), seq: 0, log: Vec::new() };
+    let text = spec::EXAMPLE.replacen("name = \"checkout\"", "name = \"shop\"", 1).replacen(
+        "[mitigation]\n",
+        "[incident]\ncommander = \"alice\"\nescalation = \"#oncall\"\n\n[mitigation]\n",
+        1,
+    );
+    let s = spec::parse("shop.toml", &text).unwrap();
+    h.at(T0, "admin", command::apply_spec(&h.world, &s).unwrap().unwrap());
+    h.release(T0, "v1", None);
+    let r1 = h.start(T0, "v1");
+    h.complete(T0.plus_ms(HOUR), &r1, "v1");
+    h.release(T0, "v2", None);
+    let r2 = h.start(T0.plus_ms(2 * HOUR), "v2");
+    let t = T0.plus_ms(2 * HOUR + MIN);
+    h.halt(t, &r2);
+    let mut sent = Vec::new();
+    // A controller tick every minute for two hours, the mitigation after 3 minutes and the
+    // resolution after 70.
+    for m in 0..=120u64 {
+        let now = t.plus_ms(m * MIN);
+        if m == 3 {
+            h.at(
+                now,
+                "controller",
+                EventKind::MitigationCompleted { rollout_id: r2.clone(), verified: true, detail: "ok".into() },
+            );
+        }
+        if m == 70 {
+            let e = incident::resolve(&h.world, "shop", &r2).unwrap();
+            h.at(now, "oncall", e);
+        }
+        for e in incident::updates_due(h.world.workload("shop").unwrap(), now) {
+            sent.push((m, e.clone()));
+            h.at(now, "controller", e);
+        }
+    }
+    let times: Vec<u64> = sent.iter().map(|(m, _)| *m).collect();
+    // sev2 (high): every 30 minutes. Opened at 0, mitigated at 3, then 33 and 63 on the
+    // cadence, resolved at 70, then nothing.
+    assert_eq!(times, vec![0, 3, 33, 63, 70]);
+    let EventKind::IncidentUpdated { stakeholders, users, next_at, state, .. } = &sent[0].1 else { panic!() };
+    assert_eq!(*state, IncidentState::Investigating);
+    assert_eq!(*next_at, Some(t.plus_ms(30 * MIN)));
+    assert!(
+        stakeholders.contains("[sev2] shop v2")
+            && stakeholders.contains("Commander: alice")
+            && stakeholders.contains("#oncall"),
+        "{stakeholders}"
+    );
+    assert!(stakeholders.contains(&format!("Next update by {}", t.plus_ms(30 * MIN))), "{stakeholders}");
+    assert!(users.contains("We are investigating") && !users.contains("v2"), "{users}");
+    let EventKind::IncidentUpdated { next_at, state, users, .. } = &sent[4].1 else { panic!() };
+    assert_eq!((*state, *next_at), (IncidentState::Resolved, None));
+    assert!(!users.contains("Next update"), "{users}");
+}

@@ -1738,6 +1738,9 @@ async fn incident_command(api: &ApiClient, c: &IncidentCommand, json: bool) -> R
         for t in &i.transitions {
             outln!("  {}  {:<13} {:<12} {}", time(t.at), t.state, t.by, t.note);
         }
+        if let Some(u) = i.updates.last() {
+            outln!("  last update {}: {}", time(u.at), u.stakeholders);
+        }
         for (role, who) in
             [("commander", &i.commander), ("communications", &i.communications), ("escalation", &i.escalation)]
         {

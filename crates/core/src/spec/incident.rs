@@ -21,6 +21,9 @@ pub struct IncidentSpec {
     /// How long health must hold after a verified mitigation before the incident resolves
     /// by itself (no crash of the version traffic went back to, no alert firing).
     pub confirm_after: Dur,
+    /// The longest time between two status updates of an open incident, by severity: sev1,
+    /// sev2, sev3, sev4 (PagerDuty's practice: every 20 minutes at the most severe).
+    pub update_every: [Dur; 4],
 }
 
 impl Default for IncidentSpec {
@@ -31,6 +34,7 @@ impl Default for IncidentSpec {
             stakeholders: Vec::new(),
             escalation: String::new(),
             confirm_after: Dur::secs(600),
+            update_every: [Dur::secs(20 * 60), Dur::secs(30 * 60), Dur::secs(60 * 60), Dur::secs(120 * 60)],
         }
     }
 }

@@ -310,6 +310,15 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         return Ok(true);
     }
 
+    // Status updates of the incidents: on every change of state, then on their cadence.
+    let updates = |w: &ringfence_core::World| {
+        w.workload(&name).map(|ws| ringfence_core::incident::updates_due(ws, crate::state::now())).unwrap_or_default()
+    };
+    if !shared.world(updates).is_empty() {
+        shared.command(&name, "controller", "incident status update", |w| Ok(updates(w)))?;
+        return Ok(true);
+    }
+
     // A regression right after a switch (blue-green, or a canary watched): back to the warm
     // stack at once. Its own traffic counts from the first look in the window.
     let mut served = None;

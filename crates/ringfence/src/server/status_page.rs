@@ -75,14 +75,27 @@ fn incident_html(ws: &WorkloadState, i: &Incident) -> String {
     let what =
         if ws.spec.status_page.show_versions { format!(" (release {})", esc(&i.release)) } else { String::new() };
     let _ = write!(o, "<article><h3>Incident of {}{what}: {}</h3><ol>", when(i.detected_at), esc(i.state.as_str()));
-    for t in i.transitions.iter().rev() {
+    // The updates users were sent (each naming the next); the states alone before any.
+    if i.updates.is_empty() {
+        for t in i.transitions.iter().rev() {
+            let _ = write!(
+                o,
+                "<li><time datetime=\"{}\">{}</time>: <strong>{}</strong> {}</li>",
+                t.at,
+                when(t.at),
+                esc(t.state.as_str()),
+                esc(incident::public_words(t.state))
+            );
+        }
+    }
+    for u in i.updates.iter().rev() {
         let _ = write!(
             o,
             "<li><time datetime=\"{}\">{}</time>: <strong>{}</strong> {}</li>",
-            t.at,
-            when(t.at),
-            esc(t.state.as_str()),
-            esc(incident::public_words(t.state))
+            u.at,
+            when(u.at),
+            esc(u.state.as_str()),
+            esc(&u.users)
         );
     }
     o.push_str("</ol></article>");
@@ -173,8 +186,8 @@ pub(super) async fn workload_page(State(sh): St, Path(name): Path<String>) -> Re
 pub(super) async fn feed(State(sh): St, Path(name): Path<String>) -> Result<Response, ApiError> {
     let body = sh.world(|w| {
         let ws = w.workload(&name).filter(|ws| public(ws)).ok_or_else(not_found)?;
-        let mut updates: Vec<(&Incident, &incident::Transition)> =
-            ws.incidents.values().flat_map(|i| i.transitions.iter().map(move |t| (i, t))).collect();
+        let mut updates: Vec<(&Incident, &incident::Update)> =
+            ws.incidents.values().flat_map(|i| i.updates.iter().map(move |u| (i, u))).collect();
         updates.sort_by_key(|(_, t)| std::cmp::Reverse(t.at));
         let updated = updates.first().map_or(Timestamp(0), |(_, t)| t.at);
         let mut o = String::new();
@@ -195,7 +208,7 @@ pub(super) async fn feed(State(sh): St, Path(name): Path<String>) -> Result<Resp
                 esc(&i.id),
                 t.at.millis(),
                 t.at,
-                esc(incident::public_words(t.state))
+                esc(&t.users)
             );
         }
         o.push_str("</feed>\n");

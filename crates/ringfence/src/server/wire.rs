@@ -542,6 +542,17 @@ pub(super) fn incident(ws: &core::WorkloadState, i: &core::incident::Incident) -
                 note: t.note.clone(),
             })
             .collect(),
+        updates: i
+            .updates
+            .iter()
+            .map(|u| api::IncidentUpdate {
+                at: ts(u.at),
+                state: u.state.as_str().into(),
+                stakeholders: u.stakeholders.clone(),
+                users: u.users.clone(),
+                next_at: u.next_at.map(ts),
+            })
+            .collect(),
         commander: roles.commander.clone(),
         communications: roles.communications.clone(),
         stakeholders: roles.stakeholders.clone(),

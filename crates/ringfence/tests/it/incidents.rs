@@ -54,6 +54,17 @@ async fn a_bad_release_opens_one_incident_with_a_postmortem_and_the_dora_metrics
     assert_eq!(i.transitions.last().unwrap().by, "controller");
     assert!(i.transitions.iter().any(|t| t.by == "it-test" && t.note.contains("alice has it")), "{i:#?}");
     assert_eq!(server.cli(&["incident", "resolve", w, &id]).await.code, 5, "resolved already");
+    // Status updates: one per change of state, each naming the next, none after the last.
+    let i = wait_until("the final status update", || async {
+        let out = server.cli(&["incident", "show", w, &id, "-o", "json"]).await;
+        let i: ringfence_api::Incident = serde_json::from_str(&out.stdout).ok()?;
+        i.updates.last().is_some_and(|u| u.state == "resolved").then_some(i)
+    })
+    .await;
+    assert!(i.updates.len() >= 3, "{:#?}", i.updates);
+    assert!(i.updates[..i.updates.len() - 1].iter().all(|u| u.next_at.is_some()), "{:#?}", i.updates);
+    assert_eq!(i.updates.last().unwrap().next_at, None);
+    assert!(i.updates[0].stakeholders.contains("Commander: alice"), "{:#?}", i.updates[0]);
 
     // The postmortem: its times and timeline are the event log's.
     let out = server.cli(&["postmortem", w]).await;
