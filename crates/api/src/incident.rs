@@ -55,6 +55,42 @@ pub struct Incident {
     pub escalation: String,
 }
 
+/// A follow-up item of an incident's postmortem.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FollowUp {
+    pub id: String,
+    pub incident: String,
+    pub title: String,
+    pub owner: String,
+    pub due: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub created_by: String,
+    pub closed_at: Option<Timestamp>,
+    /// Open past its due time.
+    pub overdue: bool,
+}
+
+/// `POST .../followups`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewFollowUp {
+    /// The incident (its rollout's id) whose postmortem calls for it.
+    pub incident: String,
+    pub title: String,
+    #[serde(default)]
+    pub owner: String,
+    /// Due this long from now (`7d`, `36h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_in: Option<String>,
+}
+
+/// `POST .../followups/{id}/assign`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssignFollowUp {
+    pub owner: String,
+}
+
 /// `GET .../postmortem`: the blameless draft of a failed rollout, in Markdown.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Postmortem {

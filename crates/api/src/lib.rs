@@ -25,7 +25,10 @@ pub use governance::{
     Approval, Attestation, AttestationHook, Difference, Emergency, EmergencyClaim, GovernanceChange, GovernanceStatus,
     LineChange, LineStop, OwedGate, Parity, QueuedDeploy,
 };
-pub use incident::{Dora, DoraDeployment, DoraMetric, Incident, IncidentTransition, IncidentUpdate, Postmortem};
+pub use incident::{
+    AssignFollowUp, Dora, DoraDeployment, DoraMetric, FollowUp, Incident, IncidentTransition, IncidentUpdate,
+    NewFollowUp, Postmortem,
+};
 pub use plan::{PhaseAdvice, PhaseNeeds, PlanAdvice};
 pub use release::{
     ChangeSize, Metadata, Migration, Release, ReleaseContent, ReleaseCreated, ReleaseHold, ReleaseRequest, Revocation,

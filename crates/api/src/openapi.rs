@@ -40,7 +40,7 @@ pub const PUBLIC: &[&str] =
         health, openapi_json, list_workloads, apply_spec, workload_status, delete_workload, list_releases, create_release,
         show_release, clear_hold, revoke_release, attest, deploy, pause, resume, promote, abort, rollback, bypass, redeploy,
         approve, reject, parity, stop_line, restart_line, attestation_hook, list_incidents, ack_incident, resolve_incident,
-        show_postmortem, show_dora, metrics, status_index, status_page, status_feed, workload_events, why, show_rollout,
+        show_postmortem, show_dora, list_follow_ups, create_follow_up, assign_follow_up, close_follow_up, metrics, status_index, status_page, status_feed, workload_events, why, show_rollout,
         all_events, alerts, plan, list_flags, kill_flag, restore_flag, report, list_tokens, create_token,
         revoke_token
     ),
@@ -380,6 +380,40 @@ fn show_postmortem() {}
 ), responses((status = 200, description = "the metrics", body = Dora), (status = 422, description = "days out of range", body = ErrorBody)))]
 #[allow(dead_code)]
 fn show_dora() {}
+
+/// Follow-up items
+///
+/// The improvements the postmortems call for, open and closed, with their owners and due
+/// times (`overdue` when open past it).
+#[utoipa::path(get, path = "/v1/workloads/{name}/followups", tag = "incidents", params(("name" = String, Path, description = "the workload")), responses((status = 200, description = "the items", body = Vec<FollowUp>)))]
+#[allow(dead_code)]
+fn list_follow_ups() {}
+
+/// Add a follow-up item to an incident's postmortem
+///
+/// Needs the deployer role.
+#[utoipa::path(post, path = "/v1/workloads/{name}/followups", tag = "incidents", params(("name" = String, Path, description = "the workload")), request_body = NewFollowUp, responses(
+    (status = 201, description = "added", body = FollowUp),
+    (status = 422, description = "a field empty, too long, or a due time that is not a duration", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn create_follow_up() {}
+
+/// Assign a follow-up item
+#[utoipa::path(post, path = "/v1/workloads/{name}/followups/{id}/assign", tag = "incidents", params(("name" = String, Path, description = "the workload"), ("id" = String, Path, description = "the item")), request_body = AssignFollowUp, responses(
+    (status = 200, description = "assigned", body = FollowUp),
+    (status = 409, description = "the item is closed", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn assign_follow_up() {}
+
+/// Close a follow-up item
+#[utoipa::path(post, path = "/v1/workloads/{name}/followups/{id}/close", tag = "incidents", params(("name" = String, Path, description = "the workload"), ("id" = String, Path, description = "the item")), request_body = Reason, responses(
+    (status = 200, description = "closed", body = FollowUp),
+    (status = 409, description = "closed already", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn close_follow_up() {}
 
 /// ringfence's own metrics (Prometheus)
 ///

@@ -405,6 +405,23 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         next_at: Option<Timestamp>,
     },
+    /// A follow-up item of an incident's postmortem (an improvement for the backlog).
+    FollowUpCreated {
+        id: String,
+        incident: String,
+        title: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        owner: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        due: Option<Timestamp>,
+    },
+    FollowUpAssigned {
+        id: String,
+        owner: String,
+    },
+    FollowUpClosed {
+        id: String,
+    },
     // --- Stop the line (events of no workload) --------------------------------------------------
     /// Every running rollout paused and no new one started, in every workload, until lifted.
     LineStopped {

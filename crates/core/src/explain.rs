@@ -155,6 +155,12 @@ pub fn describe(e: &Event) -> String {
         LineRestarted => "line restarted: rollouts may start and advance again".to_string(),
         IncidentAcknowledged { incident } => format!("incident {incident} acknowledged"),
         IncidentResolved { incident } => format!("incident {incident} resolved"),
+        FollowUpCreated { id, incident, title, owner, .. } => format!(
+            "follow-up {id} of incident {incident}: {title}{}",
+            if owner.is_empty() { String::new() } else { format!(" (owner {owner})") }
+        ),
+        FollowUpAssigned { id, owner } => format!("follow-up {id} assigned to {owner}"),
+        FollowUpClosed { id } => format!("follow-up {id} closed"),
         IncidentUpdated { incident, state, next_at, .. } => format!(
             "incident {incident} update ({}){}",
             state.as_str(),

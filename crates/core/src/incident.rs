@@ -172,6 +172,31 @@ pub(crate) fn apply(ws: &mut WorkloadState, actor: &str, reason: &str, kind: &Ev
                 });
             }
         }
+        EventKind::FollowUpCreated { id, incident, title, owner, due } => {
+            ws.follow_ups.insert(
+                id.clone(),
+                FollowUp {
+                    id: id.clone(),
+                    incident: incident.clone(),
+                    title: title.clone(),
+                    owner: owner.clone(),
+                    due: *due,
+                    created_at: at,
+                    created_by: actor.into(),
+                    closed_at: None,
+                },
+            );
+        }
+        EventKind::FollowUpAssigned { id, owner } => {
+            if let Some(f) = ws.follow_ups.get_mut(id) {
+                f.owner = owner.clone();
+            }
+        }
+        EventKind::FollowUpClosed { id } => {
+            if let Some(f) = ws.follow_ups.get_mut(id) {
+                f.closed_at.get_or_insert(at);
+            }
+        }
         EventKind::IncidentResolved { incident } => {
             if let Some(i) = ws.incidents.get_mut(incident) {
                 i.state = IncidentState::Resolved;
@@ -312,4 +337,78 @@ pub fn updates_due(ws: &WorkloadState, now: Timestamp) -> Vec<EventKind> {
         out.push(EventKind::IncidentUpdated { incident: i.id.clone(), state: i.state, stakeholders, users, next_at });
     }
     out
+}
+
+/// An improvement a postmortem calls for, on the workload's backlog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FollowUp {
+    pub id: String,
+    pub incident: String,
+    pub title: String,
+    pub owner: String,
+    pub due: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub created_by: String,
+    pub closed_at: Option<Timestamp>,
+}
+
+impl FollowUp {
+    pub fn is_overdue(&self, now: Timestamp) -> bool {
+        self.closed_at.is_none() && self.due.is_some_and(|d| now > d)
+    }
+}
+
+/// A follow-up item of incident `incident`.
+pub fn follow_up(
+    world: &World,
+    name: &str,
+    incident: &str,
+    title: &str,
+    owner: &str,
+    due: Option<Timestamp>,
+) -> Result<EventKind, CommandError> {
+    let ws = crate::command::workload(world, name)?;
+    find(ws, incident)?;
+    if title.trim().is_empty() || title.len() > 300 {
+        return Err(err(ErrorCode::Invalid, "field `title`: expected 1 to 300 characters"));
+    }
+    if owner.len() > 64 {
+        return Err(err(ErrorCode::Invalid, "field `owner`: expected at most 64 characters"));
+    }
+    if ws.follow_ups.len() >= 10_000 {
+        return Err(err(ErrorCode::Conflict, format!("{name} has 10000 follow-up items: close some first")));
+    }
+    Ok(EventKind::FollowUpCreated {
+        id: format!("fu-{}", ws.follow_ups.len() + 1),
+        incident: incident.into(),
+        title: title.trim().into(),
+        owner: owner.trim().into(),
+        due,
+    })
+}
+
+fn open_follow_up<'a>(ws: &'a WorkloadState, id: &str) -> Result<&'a FollowUp, CommandError> {
+    let f = ws
+        .follow_ups
+        .get(id)
+        .ok_or_else(|| err(ErrorCode::NotFound, format!("{} has no follow-up item {id:?}", ws.name)))?;
+    if f.closed_at.is_some() {
+        return Err(err(ErrorCode::Conflict, format!("follow-up {id} is closed")));
+    }
+    Ok(f)
+}
+
+pub fn assign_follow_up(world: &World, name: &str, id: &str, owner: &str) -> Result<EventKind, CommandError> {
+    let ws = crate::command::workload(world, name)?;
+    open_follow_up(ws, id)?;
+    if owner.trim().is_empty() || owner.len() > 64 {
+        return Err(err(ErrorCode::Invalid, "field `owner`: expected 1 to 64 characters"));
+    }
+    Ok(EventKind::FollowUpAssigned { id: id.into(), owner: owner.trim().into() })
+}
+
+pub fn close_follow_up(world: &World, name: &str, id: &str) -> Result<EventKind, CommandError> {
+    let ws = crate::command::workload(world, name)?;
+    open_follow_up(ws, id)?;
+    Ok(EventKind::FollowUpClosed { id: id.into() })
 }

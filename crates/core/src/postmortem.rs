@@ -151,6 +151,24 @@ pub fn draft(ws: &WorkloadState, events: &[Event], rollout: Option<&str>) -> Res
         let _ = writeln!(o, "- {q}");
     }
     let _ = writeln!(o, "\n## Follow-up items\n");
-    let _ = writeln!(o, "- [ ] (owner, due date) ...");
+    let mut items = ws.follow_ups.values().filter(|f| f.incident == incident.id).peekable();
+    if items.peek().is_none() {
+        let _ = writeln!(
+            o,
+            "- [ ] (add them: `ringfence followup add {} --incident {} --title ...`)",
+            ws.name, incident.id
+        );
+    }
+    for f in items {
+        let _ = writeln!(
+            o,
+            "- [{}] {} {}{}{}",
+            if f.closed_at.is_some() { "x" } else { " " },
+            f.id,
+            f.title,
+            if f.owner.is_empty() { String::new() } else { format!(" (owner {})", f.owner) },
+            f.due.map(|d| format!(", due {d}")).unwrap_or_default()
+        );
+    }
     Ok(o)
 }

@@ -128,6 +128,9 @@ pub struct WorkloadState {
     /// One incident per failed rollout, by the rollout's id.
     #[serde(default)]
     pub incidents: BTreeMap<String, crate::incident::Incident>,
+    /// Follow-up items of the postmortems, by id.
+    #[serde(default)]
+    pub follow_ups: BTreeMap<String, crate::incident::FollowUp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -432,6 +435,7 @@ impl World {
                             specs: BTreeMap::from([(digest.clone(), std::sync::Arc::new((**spec).clone()))]),
                             governance: Default::default(),
                             incidents: BTreeMap::new(),
+                            follow_ups: BTreeMap::new(),
                         },
                     );
                 }

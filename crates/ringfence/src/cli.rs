@@ -348,6 +348,9 @@ pub enum Command {
     /// acknowledge and resolve them.
     #[command(subcommand)]
     Incident(IncidentCommand),
+    /// Follow-up items of the postmortems: add, list, assign, close.
+    #[command(subcommand)]
+    Followup(FollowupCommand),
     /// The blameless postmortem draft of a failed rollout, in Markdown (the latest failure's
     /// without ROLLOUT).
     #[command(
@@ -361,6 +364,50 @@ pub enum Command {
         /// The window, in days back from now.
         #[arg(long, default_value_t = 30)]
         days: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FollowupCommand {
+    /// Add an improvement an incident's postmortem calls for.
+    #[command(
+        after_help = "Example:\n  ringfence followup add checkout --incident checkout-7 --title \"alert on p99 of the tax service\" \\\n      --owner bob --due-in 14d"
+    )]
+    Add {
+        workload: String,
+        /// The incident (its rollout's id).
+        #[arg(long)]
+        incident: String,
+        #[arg(long)]
+        title: String,
+        #[arg(long, default_value = "")]
+        owner: String,
+        /// Due this long from now (`14d`).
+        #[arg(long)]
+        due_in: Option<String>,
+    },
+    /// A workload's items (`--open`: those not closed), overdue ones marked.
+    #[command(after_help = "Example:\n  ringfence followup list checkout --open")]
+    List {
+        workload: String,
+        #[arg(long)]
+        open: bool,
+    },
+    /// Give an item an owner.
+    #[command(after_help = "Example:\n  ringfence followup assign checkout fu-3 --owner carol")]
+    Assign {
+        workload: String,
+        id: String,
+        #[arg(long)]
+        owner: String,
+    },
+    /// Close an item.
+    #[command(after_help = "Example:\n  ringfence followup close checkout fu-3 --reason \"alert added in PR 412\"")]
+    Close {
+        workload: String,
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
     },
 }
 
@@ -955,6 +1002,7 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
         }
         Command::Token(t) => token_command(&api, t, json).await,
         Command::Incident(c) => incident_command(&api, c, json).await,
+        Command::Followup(c) => followup_command(&api, c, json).await,
         Command::Postmortem { workload, rollout } => {
             let q =
                 rollout.as_ref().map(|r| format!("?rollout={}", crate::http::encode_component(r))).unwrap_or_default();
@@ -1727,6 +1775,64 @@ async fn flags_command(api: &ApiClient, fc: &FlagsCommand, json: bool) -> Result
                 outln!("flag {flag} of {workload} follows its release again");
             }
             Ok(ExitCode::Ok)
+        }
+    }
+}
+
+async fn followup_command(api: &ApiClient, c: &FollowupCommand, json: bool) -> Result<ExitCode, CliError> {
+    let show = |f: &api::FollowUp| {
+        outln!(
+            "{:<7} {:<6} {:<16} {:<12} {:<24} {}",
+            f.id,
+            if f.closed_at.is_some() {
+                "closed"
+            } else if f.overdue {
+                "OVERDUE"
+            } else {
+                "open"
+            },
+            f.incident,
+            if f.owner.is_empty() { "-" } else { f.owner.as_str() },
+            f.due.map_or("-".to_string(), |d| time(d).to_string()),
+            f.title
+        );
+    };
+    let one = |f: api::FollowUp| {
+        if json {
+            print_json(&f);
+        } else {
+            show(&f);
+        }
+        Ok(ExitCode::Ok)
+    };
+    match c {
+        FollowupCommand::Add { workload, incident, title, owner, due_in } => {
+            let req = api::NewFollowUp {
+                incident: incident.clone(),
+                title: title.clone(),
+                owner: owner.clone(),
+                due_in: due_in.clone(),
+            };
+            one(api.post(&format!("/v1/workloads/{workload}/followups"), &req).await?)
+        }
+        FollowupCommand::List { workload, open } => {
+            let list: Vec<api::FollowUp> = api.get(&format!("/v1/workloads/{workload}/followups")).await?;
+            let list: Vec<_> = list.into_iter().filter(|f| !open || f.closed_at.is_none()).collect();
+            if json {
+                print_json(&list);
+            } else {
+                outln!("{:<7} {:<6} {:<16} {:<12} {:<24} TITLE", "ID", "STATE", "INCIDENT", "OWNER", "DUE");
+                list.iter().for_each(show);
+            }
+            Ok(ExitCode::Ok)
+        }
+        FollowupCommand::Assign { workload, id, owner } => {
+            let path = format!("/v1/workloads/{workload}/followups/{}/assign", crate::http::encode_component(id));
+            one(api.post(&path, &api::AssignFollowUp { owner: owner.clone() }).await?)
+        }
+        FollowupCommand::Close { workload, id, reason } => {
+            let path = format!("/v1/workloads/{workload}/followups/{}/close", crate::http::encode_component(id));
+            one(api.post(&path, &api::Reason { reason: reason.clone() }).await?)
         }
     }
 }

@@ -148,7 +148,10 @@ pub fn policy(method: &Method, route: &str) -> Option<(Perm, Scope)> {
             | "/v1/workloads/{name}/redeploy"
             | "/v1/workloads/{name}/releases/{version}/attestations"
             | "/v1/workloads/{name}/incidents/{id}/ack"
-            | "/v1/workloads/{name}/incidents/{id}/resolve",
+            | "/v1/workloads/{name}/incidents/{id}/resolve"
+            | "/v1/workloads/{name}/followups"
+            | "/v1/workloads/{name}/followups/{id}/assign"
+            | "/v1/workloads/{name}/followups/{id}/close",
         ) => (Deploy, Workload),
         (
             false,

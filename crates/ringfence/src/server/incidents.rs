@@ -102,3 +102,84 @@ pub(super) async fn show_dora(
     let from = ringfence_core::Timestamp(to.millis() - i64::from(days) * 86_400_000);
     sh.world(|w| Ok(Json(wire::dora(&dora::compute(command::workload(w, &name)?, from, to)))))
 }
+
+fn follow_up(f: &ringfence_core::incident::FollowUp, now: ringfence_core::Timestamp) -> api::FollowUp {
+    api::FollowUp {
+        id: f.id.clone(),
+        incident: f.incident.clone(),
+        title: f.title.clone(),
+        owner: f.owner.clone(),
+        due: f.due.map(wire::ts),
+        created_at: wire::ts(f.created_at),
+        created_by: f.created_by.clone(),
+        closed_at: f.closed_at.map(wire::ts),
+        overdue: f.is_overdue(now),
+    }
+}
+
+pub(super) async fn list_follow_ups(
+    State(sh): St,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<api::FollowUp>>, ApiError> {
+    let now = now();
+    sh.world(|w| Ok(Json(command::workload(w, &name)?.follow_ups.values().map(|f| follow_up(f, now)).collect())))
+}
+
+pub(super) async fn create_follow_up(
+    State(sh): St,
+    Actor(who): Actor,
+    Path(name): Path<String>,
+    Body(b): Body<api::NewFollowUp>,
+) -> Result<(StatusCode, Json<api::FollowUp>), ApiError> {
+    let now = now();
+    let due = match &b.due_in {
+        Some(d) => Some(
+            now.plus_ms(
+                ringfence_core::duration::parse(d)
+                    .map_err(|e| ApiError::new(ErrorKind::Invalid, format!("field `due_in`: {e}")))?
+                    .as_ms(),
+            ),
+        ),
+        None => None,
+    };
+    let events = sh.command(&name, &who, "follow-up item", |w| {
+        Ok(vec![incident::follow_up(w, &name, &b.incident, &b.title, &b.owner, due)?])
+    })?;
+    let id = match events.first().map(|e| &e.kind) {
+        Some(ringfence_core::EventKind::FollowUpCreated { id, .. }) => id.clone(),
+        _ => String::new(),
+    };
+    sh.world(|w| {
+        let f = command::workload(w, &name)?.follow_ups.get(&id).map(|f| follow_up(f, now));
+        f.map(|f| (StatusCode::CREATED, Json(f))).ok_or_else(|| ApiError::new(ErrorKind::NotFound, "the item is gone"))
+    })
+}
+
+pub(super) async fn assign_follow_up(
+    State(sh): St,
+    Actor(who): Actor,
+    Path((name, id)): Path<(String, String)>,
+    Body(b): Body<api::AssignFollowUp>,
+) -> Result<Json<api::FollowUp>, ApiError> {
+    sh.command(&name, &who, "follow-up assigned", |w| Ok(vec![incident::assign_follow_up(w, &name, &id, &b.owner)?]))?;
+    show_follow_up(&sh, &name, &id)
+}
+
+pub(super) async fn close_follow_up(
+    State(sh): St,
+    Actor(who): Actor,
+    Path((name, id)): Path<(String, String)>,
+    Body(b): Body<api::Reason>,
+) -> Result<Json<api::FollowUp>, ApiError> {
+    let reason = if b.reason.is_empty() { "follow-up closed".to_string() } else { b.reason.clone() };
+    sh.command(&name, &who, &reason, |w| Ok(vec![incident::close_follow_up(w, &name, &id)?]))?;
+    show_follow_up(&sh, &name, &id)
+}
+
+fn show_follow_up(sh: &Shared, name: &str, id: &str) -> Result<Json<api::FollowUp>, ApiError> {
+    let now = now();
+    sh.world(|w| {
+        let f = command::workload(w, name)?.follow_ups.get(id).map(|f| follow_up(f, now));
+        f.map(Json).ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("no follow-up item {id}")))
+    })
+}

@@ -48,7 +48,10 @@ pub use tokens::admin_token_path;
 use events::{all_events, workload_events};
 use flags::{kill_flag, list_flags, restore_flag};
 use governance::{approve, attest, attestation_hook, parity, reject, restart_line, stop_line};
-use incidents::{ack_incident, list_incidents, resolve_incident, show_dora, show_postmortem};
+use incidents::{
+    ack_incident, assign_follow_up, close_follow_up, create_follow_up, list_follow_ups, list_incidents,
+    resolve_incident, show_dora, show_postmortem,
+};
 use planning::plan;
 use releases::{clear_hold, create_release, list_releases, revoke_release, show_release};
 use rollouts::{bypass, deploy, promote, redeploy, rollback, show_rollout, verb, why};
@@ -201,6 +204,10 @@ fn routes() -> Routes {
         .post("/v1/workloads/{name}/incidents/{id}/resolve", resolve_incident)
         .get("/v1/workloads/{name}/postmortem", show_postmortem)
         .get("/v1/workloads/{name}/dora", show_dora)
+        .get("/v1/workloads/{name}/followups", list_follow_ups)
+        .post("/v1/workloads/{name}/followups", create_follow_up)
+        .post("/v1/workloads/{name}/followups/{id}/assign", assign_follow_up)
+        .post("/v1/workloads/{name}/followups/{id}/close", close_follow_up)
         .get("/v1/metrics", metrics::metrics)
         .get("/status", status_page::index)
         .get("/status/{name}", status_page::workload_page)

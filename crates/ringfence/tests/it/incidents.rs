@@ -66,6 +66,35 @@ async fn a_bad_release_opens_one_incident_with_a_postmortem_and_the_dora_metrics
     assert_eq!(i.updates.last().unwrap().next_at, None);
     assert!(i.updates[0].stakeholders.contains("Commander: alice"), "{:#?}", i.updates[0]);
 
+    // Follow-up items, linked to the incident and listed in its postmortem.
+    let out = server
+        .cli(&[
+            "followup",
+            "add",
+            w,
+            "--incident",
+            &id,
+            "--title",
+            "alert on the error rate",
+            "--owner",
+            "bob",
+            "--due-in",
+            "14d",
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{out}");
+    let out = server.cli(&["followup", "add", w, "--incident", "nope", "--title", "x"]).await;
+    assert_eq!(out.code, 4, "no such incident:\n{out}");
+    assert_eq!(server.cli(&["followup", "assign", w, "fu-1", "--owner", "carol"]).await.code, 0);
+    let list = server.cli(&["followup", "list", w, "--open", "-o", "json"]).await;
+    let items: Vec<ringfence_api::FollowUp> = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!((items[0].owner.as_str(), items[0].overdue), ("carol", false));
+    assert_eq!(server.cli(&["followup", "close", w, "fu-1"]).await.code, 0);
+    assert_eq!(server.cli(&["followup", "close", w, "fu-1"]).await.code, 5, "closed already");
+    let list = server.cli(&["followup", "list", w, "--open", "-o", "json"]).await;
+    assert_eq!(list.stdout.trim(), "[]");
+
     // The postmortem: its times and timeline are the event log's.
     let out = server.cli(&["postmortem", w]).await;
     assert_eq!(out.code, 0, "{out}");
@@ -90,6 +119,7 @@ async fn a_bad_release_opens_one_incident_with_a_postmortem_and_the_dora_metrics
     );
     assert!(md.contains(&format!("{} — controller — HALTED", halted)), "{md}");
     assert!(md.contains("| fallback | yes |"), "the options weighed:\n{md}");
+    assert!(md.contains("- [x] fu-1 alert on the error rate (owner carol)"), "the follow-ups:\n{md}");
     let out = server.cli(&["postmortem", w, "-o", "json"]).await;
     assert!(out.stdout.contains("\"markdown\""), "{out}");
 
