@@ -86,6 +86,9 @@ pub struct WorkloadStatus {
     /// Approvals, the queued deployment, windows, the line, the gates owed out of band.
     #[serde(default)]
     pub governance: crate::GovernanceStatus,
+    /// Incident updates not delivered to a channel yet (being retried, or given up).
+    #[serde(default)]
+    pub notifications_failing: Vec<String>,
     /// The server's clock when it answered.
     pub now: Timestamp,
 }

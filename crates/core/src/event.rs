@@ -405,6 +405,21 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         next_at: Option<Timestamp>,
     },
+    /// An incident update was delivered to a channel (`update`: its index in the incident's
+    /// updates), after `attempts` tries.
+    NotificationDelivered {
+        channel: String,
+        incident: String,
+        update: usize,
+        attempts: u32,
+    },
+    /// A delivery failed; it is tried again after a backoff.
+    NotificationFailed {
+        channel: String,
+        incident: String,
+        update: usize,
+        error: String,
+    },
     /// A follow-up item of an incident's postmortem (an improvement for the backlog).
     FollowUpCreated {
         id: String,

@@ -159,6 +159,12 @@ pub fn describe(e: &Event) -> String {
             "follow-up {id} of incident {incident}: {title}{}",
             if owner.is_empty() { String::new() } else { format!(" (owner {owner})") }
         ),
+        NotificationDelivered { channel, incident, update, attempts } => {
+            format!("update {} of incident {incident} delivered to {channel} (attempt {attempts})", update + 1)
+        }
+        NotificationFailed { channel, incident, update, error } => {
+            format!("update {} of incident {incident} not delivered to {channel}: {error}", update + 1)
+        }
         FollowUpAssigned { id, owner } => format!("follow-up {id} assigned to {owner}"),
         FollowUpClosed { id } => format!("follow-up {id} closed"),
         IncidentUpdated { incident, state, next_at, .. } => format!(

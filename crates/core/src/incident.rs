@@ -187,6 +187,17 @@ pub(crate) fn apply(ws: &mut WorkloadState, actor: &str, reason: &str, kind: &Ev
                 },
             );
         }
+        EventKind::NotificationDelivered { channel, incident, update, .. } => {
+            let d = ws.deliveries.entry((channel.clone(), incident.clone(), *update)).or_default();
+            d.attempts += 1;
+            d.delivered_at = Some(at);
+        }
+        EventKind::NotificationFailed { channel, incident, update, error } => {
+            let d = ws.deliveries.entry((channel.clone(), incident.clone(), *update)).or_default();
+            d.attempts += 1;
+            d.last_attempt = Some(at);
+            d.last_error = error.clone();
+        }
         EventKind::FollowUpAssigned { id, owner } => {
             if let Some(f) = ws.follow_ups.get_mut(id) {
                 f.owner = owner.clone();
@@ -411,4 +422,51 @@ pub fn close_follow_up(world: &World, name: &str, id: &str) -> Result<EventKind,
     let ws = crate::command::workload(world, name)?;
     open_follow_up(ws, id)?;
     Ok(EventKind::FollowUpClosed { id: id.into() })
+}
+
+/// One update's delivery to one channel.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Delivery {
+    pub attempts: u32,
+    pub delivered_at: Option<Timestamp>,
+    pub last_attempt: Option<Timestamp>,
+    pub last_error: String,
+}
+
+/// Tries of one delivery before it is given up (and stays visible as failed).
+pub const MAX_ATTEMPTS: u32 = 10;
+/// Updates older than this are not sent to a channel added later.
+const FRESH_MS: u64 = 24 * 3_600_000;
+
+/// A delivery to make now: the channel, the incident, the update's index, and the update.
+#[derive(Debug, Clone)]
+pub struct Due {
+    pub channel: crate::spec::NotifySpec,
+    pub incident: Incident,
+    pub update: usize,
+}
+
+/// Deliveries due at `now`: every recent update not yet delivered to a channel, the first try
+/// at once, then after 1 s, 2 s, 4 s... (at most 5 min apart), up to [`MAX_ATTEMPTS`] tries.
+pub fn deliveries_due(ws: &WorkloadState, now: Timestamp) -> Vec<Due> {
+    let mut out = Vec::new();
+    for c in &ws.spec.notify {
+        for i in ws.incidents.values() {
+            for (n, _) in i.updates.iter().enumerate().filter(|(_, u)| now.since(u.at) < FRESH_MS) {
+                let d = ws.deliveries.get(&(c.name.clone(), i.id.clone(), n));
+                let due = match d {
+                    None => true,
+                    Some(d) if d.delivered_at.is_some() || d.attempts >= MAX_ATTEMPTS => false,
+                    Some(d) => {
+                        let wait = (1_000u64 << d.attempts.min(9)).min(300_000);
+                        d.last_attempt.is_none_or(|t| now.since(t) >= wait)
+                    }
+                };
+                if due {
+                    out.push(Due { channel: c.clone(), incident: i.clone(), update: n });
+                }
+            }
+        }
+    }
+    out
 }

@@ -131,6 +131,10 @@ pub struct WorkloadState {
     /// Follow-up items of the postmortems, by id.
     #[serde(default)]
     pub follow_ups: BTreeMap<String, crate::incident::FollowUp>,
+    /// Deliveries of incident updates to the `[[notify]]` channels, by (channel, incident,
+    /// update).
+    #[serde(default)]
+    pub deliveries: BTreeMap<(String, String, usize), crate::incident::Delivery>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -436,6 +440,7 @@ impl World {
                             governance: Default::default(),
                             incidents: BTreeMap::new(),
                             follow_ups: BTreeMap::new(),
+                            deliveries: BTreeMap::new(),
                         },
                     );
                 }

@@ -1661,6 +1661,9 @@ pub fn render_status(s: &WorkloadStatus) -> String {
             }
         }
     }
+    for n in &s.notifications_failing {
+        let _ = writeln!(o, "notify     NOT DELIVERED: {n}");
+    }
     let g = &s.governance;
     if let Some(l) = &g.line {
         let _ =

@@ -14,6 +14,7 @@ pub mod executor;
 pub mod exit;
 pub mod http;
 pub mod loadgen;
+pub mod notify;
 pub mod routerproc;
 pub mod sample_app;
 pub mod secrets;

@@ -38,7 +38,13 @@ fn webhook(secret: &str) -> Result<standardwebhooks::Webhook, String> {
 
 /// The headers that sign `body` for delivery now.
 pub fn sign(secret: &str, body: &[u8]) -> Result<Vec<(&'static str, String)>, String> {
-    let id = format!("msg_{}", hex::encode(rand::random::<[u8; 16]>()));
+    sign_with_id(secret, &format!("msg_{}", hex::encode(rand::random::<[u8; 16]>())), body)
+}
+
+/// [`sign`] with the message's id given: the same on every try of one message, so a receiver
+/// can deduplicate retries.
+pub fn sign_with_id(secret: &str, id: &str, body: &[u8]) -> Result<Vec<(&'static str, String)>, String> {
+    let id = id.to_string();
     let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let signature = webhook(secret)?.sign(&id, ts, body).map_err(|e| format!("cannot sign: {e}"))?;
     Ok(vec![("webhook-id", id), ("webhook-timestamp", ts.to_string()), ("webhook-signature", signature)])

@@ -65,3 +65,62 @@ impl StatusPageSpec {
         *self == StatusPageSpec::default()
     }
 }
+
+/// `[[notify]]`: a channel incident updates are delivered to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySpec {
+    /// Unique within the workload: deliveries are recorded per channel name.
+    pub name: String,
+    pub kind: NotifyKind,
+    /// Where to POST.
+    pub url: String,
+    /// `secret://NAME`: a webhook's Standard Webhooks signing secret (required for `webhook`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Whose version of each update it carries.
+    #[serde(default)]
+    pub audience: Audience,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyKind {
+    /// A signed JSON body: `{"type": "incident.updated", ...}`.
+    Webhook,
+    /// A Slack-compatible incoming webhook: `{"text": ...}`.
+    Slack,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Audience {
+    #[default]
+    Stakeholders,
+    Users,
+}
+
+pub(super) fn validate_notify(channels: &[NotifySpec], bad: &mut dyn FnMut(&str, String)) {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, c) in channels.iter().enumerate() {
+        let field = format!("notify[{i}]");
+        if let Err(m) = check_name(&c.name) {
+            bad(&format!("{field}.name"), format!("{:?}: {m}", c.name));
+        } else if !seen.insert(c.name.clone()) {
+            bad(&format!("{field}.name"), format!("{:?} is used twice: channel names are unique", c.name));
+        }
+        if !(c.url.starts_with("https://") || c.url.starts_with("http://")) || c.url.len() > 2048 {
+            bad(&format!("{field}.url"), format!("{:?}: expected an http:// or https:// URL", c.url));
+        }
+        match (&c.kind, &c.secret) {
+            (NotifyKind::Webhook, None) => {
+                bad(&format!("{field}.secret"), "a webhook is signed: name its secret (`secret://NAME`)".into())
+            }
+            (_, Some(s)) if crate::secret::reference(s).is_none() || crate::secret::check_reference(s).is_err() => bad(
+                &format!("{field}.secret"),
+                "expected `secret://NAME`: the spec is kept in the event log, a secret never is".into(),
+            ),
+            _ => {}
+        }
+    }
+}

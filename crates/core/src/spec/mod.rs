@@ -68,6 +68,9 @@ pub struct WorkloadSpec {
     /// A public status page for the workload's users.
     #[serde(default, skip_serializing_if = "StatusPageSpec::is_default")]
     pub status_page: StatusPageSpec,
+    /// Channels incident updates are delivered to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NotifySpec>,
 }
 
 /// `[data]`: the workload's data and its way back.

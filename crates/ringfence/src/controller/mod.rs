@@ -107,6 +107,8 @@ struct Local {
     /// Predeployment checks running in tasks of their own, by (version, check): a slow check
     /// never holds up this loop (a rollout's health and mitigation come first).
     checks: HashMap<(String, String), tokio::task::JoinHandle<()>>,
+    /// Deliveries of incident updates under way, by (channel, incident, update).
+    deliveries: HashMap<(String, String, usize), tokio::task::JoinHandle<()>>,
 }
 
 /// What the analyzer of a phase depends on.
@@ -142,6 +144,7 @@ impl Local {
             usage_before: None,
             analyzer: None,
             checks: HashMap::new(),
+            deliveries: HashMap::new(),
         }
     }
 }
@@ -308,6 +311,52 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         let why = format!("health held for {} after the verified mitigation", ws.spec.incident.confirm_after);
         shared.command(&name, "controller", &why, |w| Ok(resolved(w)))?;
         return Ok(true);
+    }
+
+    // Incident updates to the channels, each in a task of its own (a slow receiver never holds
+    // up this loop); each outcome is recorded, and failures are tried again after a backoff.
+    local.deliveries.retain(|_, task| !task.is_finished());
+    for due in shared.world(|w| {
+        w.workload(&name)
+            .map(|ws| ringfence_core::incident::deliveries_due(ws, crate::state::now()))
+            .unwrap_or_default()
+    }) {
+        let key = (due.channel.name.clone(), due.incident.id.clone(), due.update);
+        if local.deliveries.contains_key(&key) {
+            continue;
+        }
+        let (shared, name) = (shared.clone(), name.clone());
+        let task = tokio::spawn(async move {
+            let outcome = crate::notify::deliver(&shared.http, &shared.data_dir, &name, &due).await;
+            let (channel, incident, update) = (due.channel.name.clone(), due.incident.id.clone(), due.update);
+            let event = match outcome {
+                Ok(()) => ringfence_core::EventKind::NotificationDelivered {
+                    attempts: shared.world(|w| {
+                        w.workload(&name)
+                            .and_then(|ws| ws.deliveries.get(&(channel.clone(), incident.clone(), update)))
+                            .map_or(1, |d| d.attempts + 1)
+                    }),
+                    channel,
+                    incident,
+                    update,
+                },
+                Err(error) => {
+                    tracing::warn!(
+                        workload = name,
+                        channel,
+                        incident,
+                        update,
+                        error,
+                        "an incident update was not delivered"
+                    );
+                    ringfence_core::EventKind::NotificationFailed { channel, incident, update, error }
+                }
+            };
+            if let Err(e) = shared.record(&name, "notification", vec![event]) {
+                tracing::error!(workload = name, error = %e, "cannot record a delivery");
+            }
+        });
+        local.deliveries.insert(key, task);
     }
 
     // Status updates of the incidents: on every change of state, then on their cadence.

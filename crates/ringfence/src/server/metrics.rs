@@ -29,6 +29,8 @@ struct Figures {
     incidents_open: Vec<(String, String, i64)>,
     queued: Vec<(String, i64)>,
     line_stopped: i64,
+    /// (workload, channel, delivered, failed tries)
+    notifications: Vec<(String, String, u64, u64)>,
 }
 
 fn figures(world: &World, caller: &Caller) -> Figures {
@@ -65,6 +67,14 @@ fn figures(world: &World, caller: &Caller) -> Figures {
             *open.entry(i.severity_name()).or_default() += 1;
         }
         f.incidents_open.extend(open.into_iter().map(|(s, n)| (w.clone(), s, n)));
+        let mut per_channel: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+        for ((channel, _, _), d) in &ws.deliveries {
+            let e = per_channel.entry(channel.as_str()).or_default();
+            let delivered = u64::from(d.delivered_at.is_some());
+            e.0 += delivered;
+            e.1 += u64::from(d.attempts) - delivered;
+        }
+        f.notifications.extend(per_channel.into_iter().map(|(c, (ok, failed))| (w.clone(), c.to_string(), ok, failed)));
         f.queued.push((w, i64::from(ws.governance.pending.is_some())));
     }
     f
@@ -154,6 +164,17 @@ impl prometheus_client::collector::Collector for Collector {
         )?;
         for (w, n) in &f.queued {
             e.encode_family(&[("workload", w.as_str())])?.encode_gauge(n)?;
+        }
+        for (name, help, pick) in [
+            ("ringfence_notifications_delivered", "Incident updates delivered, by workload and channel.", 0),
+            ("ringfence_notifications_failed", "Failed tries to deliver incident updates, by workload and channel.", 1),
+        ] {
+            let mut e = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (w, channel, ok, failed) in &f.notifications {
+                let n = if pick == 0 { ok } else { failed };
+                e.encode_family(&[("workload", w.as_str()), ("channel", channel.as_str())])?
+                    .encode_counter(n, NO_EXEMPLAR)?;
+            }
         }
         let mut e = encoder.encode_descriptor(
             "ringfence_line_stopped",

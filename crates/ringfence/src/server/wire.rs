@@ -19,6 +19,20 @@ pub(super) fn status(
 ) -> api::WorkloadStatus {
     api::WorkloadStatus {
         governance: governance(world, ws, now),
+        notifications_failing: ws
+            .deliveries
+            .iter()
+            .filter(|(_, d)| d.delivered_at.is_none() && d.attempts > 0)
+            .map(|((channel, incident, update), d)| {
+                format!(
+                    "update {} of incident {incident} to {channel}: {} ({} of {} tries)",
+                    update + 1,
+                    d.last_error,
+                    d.attempts,
+                    core::incident::MAX_ATTEMPTS
+                )
+            })
+            .collect(),
         workload: ws.name.clone(),
         criticality: criticality(ws.spec.workload.criticality),
         stable: ws.stable.clone(),

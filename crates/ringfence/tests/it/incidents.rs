@@ -189,3 +189,108 @@ async fn a_bad_release_opens_one_incident_with_a_postmortem_and_the_dora_metrics
     assert!(index.contains(&format!("href=\"/status/{w}\"")) && index.contains("operational"), "{index}");
     assert_eq!(get("/status/nope".into()).await.0, 404);
 }
+
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
+
+/// A receiver of the organisation's: `/hook` verifies the Standard Webhooks signature with the
+/// scheme's reference library; `/slack` fails its first `fail` requests with 500.
+async fn receiver(secret: &'static str, fail: usize) -> (std::net::SocketAddr, Seen, Seen) {
+    use axum::http::{HeaderMap, StatusCode};
+    let (hooks, slack): (Seen, Seen) = Default::default();
+    let (h, s) = (hooks.clone(), slack.clone());
+    let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let h = h.clone();
+                async move {
+                    let hook = standardwebhooks::Webhook::new(secret).unwrap();
+                    if hook.verify(&body, &headers).is_err() {
+                        return StatusCode::UNAUTHORIZED;
+                    }
+                    let id = headers["webhook-id"].to_str().unwrap().to_string();
+                    h.lock().unwrap().push((id, serde_json::from_slice(&body).unwrap()));
+                    StatusCode::OK
+                }
+            }),
+        )
+        .route(
+            "/slack",
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let (s, failures) = (s.clone(), failures.clone());
+                async move {
+                    if failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < fail {
+                        return StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    let key = headers["idempotency-key"].to_str().unwrap().to_string();
+                    s.lock().unwrap().push((key, serde_json::from_slice(&body).unwrap()));
+                    StatusCode::OK
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, hooks, slack)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incident_updates_reach_a_signed_webhook_and_slack_once_each_across_a_server_kill() {
+    const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    let mut server = Server::start().await;
+    let w = "notified";
+    let (addr, hooks, slack) = receiver(SECRET, 2).await;
+    let dir = server.data_dir().join("secrets");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("hook"), SECRET).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("hook"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let spec = Spec { lenient_breaker: true, ..Spec::new(w) };
+    let extra = format!(
+        "\n[incident]\nconfirm_after = \"3s\"\n\n[[notify]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"http://{addr}/hook\"\nsecret = \"secret://hook\"\n\n[[notify]]\nname = \"chat\"\nkind = \"slack\"\nurl = \"http://{addr}/slack\"\naudience = \"users\"\n"
+    );
+    let file = server.path("notified.toml");
+    std::fs::write(&file, spec.toml() + &extra).unwrap();
+    assert_eq!(server.cli(&["apply", path_str(&file)]).await.code, 0);
+    server.release(w, "v1", &[]).await;
+    server.release(w, "v2", &["SAMPLE_ERROR_RATE=0.5"]).await;
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0, "{}", server.diagnose(w).await);
+    let load = Load::start(server.router_addr(w).await, 100.0, 200);
+    let out = server.cli(&["deploy", w, "v2"]).await;
+    let id = rollout_id(&out);
+    // The first update reaches the webhook; then the server dies and comes back.
+    wait_until("the first update at the webhook", || async { (!hooks.lock().unwrap().is_empty()).then_some(()) }).await;
+    drop(load);
+    server.kill9();
+    server.restart().await;
+    // It resolves (health held 3 s); every update reaches both channels.
+    let i = wait_until("every update delivered", || async {
+        let out = server.cli(&["incident", "show", w, &id, "-o", "json"]).await;
+        let i: ringfence_api::Incident = serde_json::from_str(&out.stdout).ok()?;
+        let n = i.updates.len();
+        let done = i.state == "resolved"
+            && i.updates.last().is_some_and(|u| u.state == "resolved")
+            && hooks.lock().unwrap().len() >= n
+            && slack.lock().unwrap().len() >= n;
+        done.then_some(i)
+    })
+    .await;
+    let n = i.updates.len();
+    let hooks = hooks.lock().unwrap().clone();
+    let slack = slack.lock().unwrap().clone();
+    let ids: std::collections::BTreeSet<&String> = hooks.iter().map(|(id, _)| id).collect();
+    assert_eq!((hooks.len(), ids.len()), (n, n), "one delivery per update, none twice: {hooks:#?}");
+    let updates: std::collections::BTreeSet<u64> = hooks.iter().map(|(_, b)| b["update"].as_u64().unwrap()).collect();
+    assert_eq!(updates, (0..n as u64).collect(), "none missing");
+    assert!(hooks.iter().all(|(_, b)| b["type"] == "incident.updated" && b["incident"] == id.as_str()));
+    assert_eq!(slack.len(), n, "the Slack channel too, after its two failures: {slack:#?}");
+    assert!(slack.iter().all(|(_, b)| !b["text"].as_str().unwrap().contains("v2")), "users' words: {slack:#?}");
+    let status = server.status(w).await;
+    assert!(status.notifications_failing.is_empty(), "{:?}", status.notifications_failing);
+    let events = server.events(w).await;
+    let failed = events.iter().filter(|e| e.kind.type_name() == "notification_failed").count();
+    assert!(failed >= 2, "the Slack failures are recorded: {failed}");
+}
