@@ -25,8 +25,14 @@ pub async fn deliver(http: &HttpClient, data_dir: &Path, workload: &str, due: &D
         Audience::Stakeholders => &u.stakeholders,
         Audience::Users => &u.users,
     };
+    let key = idempotency_key(workload, due);
+    if due.channel.kind == NotifyKind::Email {
+        let subject =
+            format!("[{}] {workload}: incident {} {}", due.incident.severity_name(), due.incident.id, u.state.as_str());
+        return email(due, &key, &subject, text).await;
+    }
     let body = match due.channel.kind {
-        NotifyKind::Slack => serde_json::json!({ "text": text }),
+        NotifyKind::Slack | NotifyKind::Email => serde_json::json!({ "text": text }),
         NotifyKind::Webhook => serde_json::json!({
             "type": "incident.updated",
             "workload": workload,
@@ -40,7 +46,6 @@ pub async fn deliver(http: &HttpClient, data_dir: &Path, workload: &str, due: &D
         }),
     }
     .to_string();
-    let key = idempotency_key(workload, due);
     let signed = match (&due.channel.kind, &due.channel.secret) {
         (NotifyKind::Webhook, Some(secret)) => {
             let secret = crate::secrets::resolve(data_dir, secret)?;
@@ -59,4 +64,36 @@ pub async fn deliver(http: &HttpClient, data_dir: &Path, workload: &str, due: &D
     } else {
         Err(format!("{} answered {}", due.channel.url, resp.status.as_u16()))
     }
+}
+
+/// An email channel's mail: one per update, its Message-ID the update's idempotency key.
+pub async fn email(due: &Due, key: &str, subject: &str, text: &str) -> Result<(), String> {
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    let c = &due.channel;
+    let (starttls, rest) = match c.url.strip_prefix("smtp+starttls://") {
+        Some(rest) => (true, rest),
+        None => (false, c.url.strip_prefix("smtp://").unwrap_or(&c.url)),
+    };
+    let (host, port) = match rest.trim_end_matches('/').rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("{}: the port is not a number", c.url))?),
+        None => (rest.trim_end_matches('/'), if starttls { 587 } else { 25 }),
+    };
+    let from = c.from.as_deref().unwrap_or_default();
+    let mut mail = Message::builder()
+        .from(from.parse().map_err(|e| format!("from {from:?}: {e}"))?)
+        .subject(subject)
+        .message_id(Some(format!("<{key}@ringfence>")));
+    for to in &c.to {
+        mail = mail.to(to.parse().map_err(|e| format!("to {to:?}: {e}"))?);
+    }
+    let mail = mail.body(text.to_string()).map_err(|e| format!("cannot build the mail: {e}"))?;
+    let transport = if starttls {
+        AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host).map_err(|e| format!("{}: {e}", c.url))?
+    } else {
+        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+    }
+    .port(port)
+    .timeout(Some(Duration::from_secs(10)))
+    .build();
+    transport.send(mail).await.map(|_| ()).map_err(|e| format!("{}: {e}", c.url))
 }

@@ -73,8 +73,15 @@ pub struct NotifySpec {
     /// Unique within the workload: deliveries are recorded per channel name.
     pub name: String,
     pub kind: NotifyKind,
-    /// Where to POST.
+    /// Where to POST (`webhook`, `slack`), or the mail server (`email`): `smtp://HOST:PORT`
+    /// (plain, for a relay on a trusted network) or `smtp+starttls://HOST:PORT`.
     pub url: String,
+    /// `email`: the sender.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// `email`: the recipients.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<String>,
     /// `secret://NAME`: a webhook's Standard Webhooks signing secret (required for `webhook`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
@@ -90,6 +97,8 @@ pub enum NotifyKind {
     Webhook,
     /// A Slack-compatible incoming webhook: `{"text": ...}`.
     Slack,
+    /// A mail over SMTP to `to`, from `from`.
+    Email,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -109,8 +118,26 @@ pub(super) fn validate_notify(channels: &[NotifySpec], bad: &mut dyn FnMut(&str,
         } else if !seen.insert(c.name.clone()) {
             bad(&format!("{field}.name"), format!("{:?} is used twice: channel names are unique", c.name));
         }
-        if !(c.url.starts_with("https://") || c.url.starts_with("http://")) || c.url.len() > 2048 {
-            bad(&format!("{field}.url"), format!("{:?}: expected an http:// or https:// URL", c.url));
+        let smtp = c.url.starts_with("smtp://") || c.url.starts_with("smtp+starttls://");
+        let http = c.url.starts_with("https://") || c.url.starts_with("http://");
+        match c.kind {
+            NotifyKind::Email if !smtp => bad(
+                &format!("{field}.url"),
+                format!("{:?}: expected smtp://HOST:PORT or smtp+starttls://HOST:PORT", c.url),
+            ),
+            NotifyKind::Email => {
+                if c.from.as_deref().is_none_or(|f| !f.contains('@')) {
+                    bad(&format!("{field}.from"), "an email channel needs a sender address".into());
+                }
+                if c.to.is_empty() || c.to.iter().any(|t| !t.contains('@')) || c.to.len() > 50 {
+                    bad(&format!("{field}.to"), "expected 1 to 50 recipient addresses".into());
+                }
+            }
+            _ if !http => bad(&format!("{field}.url"), format!("{:?}: expected an http:// or https:// URL", c.url)),
+            _ => {}
+        }
+        if c.url.len() > 2048 {
+            bad(&format!("{field}.url"), "expected at most 2048 characters".into());
         }
         match (&c.kind, &c.secret) {
             (NotifyKind::Webhook, None) => {
