@@ -40,7 +40,7 @@ pub const PUBLIC: &[&str] =
         health, openapi_json, list_workloads, apply_spec, workload_status, delete_workload, list_releases, create_release,
         show_release, clear_hold, revoke_release, attest, deploy, pause, resume, promote, abort, rollback, bypass, redeploy,
         approve, reject, parity, stop_line, restart_line, attestation_hook, list_incidents, ack_incident, resolve_incident,
-        show_postmortem, show_dora, list_follow_ups, create_follow_up, assign_follow_up, close_follow_up, metrics, status_index, status_page, status_feed, workload_events, why, show_rollout,
+        show_postmortem, show_dora, show_dora_svg, list_follow_ups, create_follow_up, assign_follow_up, close_follow_up, metrics, status_index, status_page, status_feed, workload_events, why, show_rollout,
         all_events, alerts, plan, list_flags, kill_flag, restore_flag, report, list_tokens, create_token,
         revoke_token
     ),
@@ -380,6 +380,17 @@ fn show_postmortem() {}
 ), responses((status = 200, description = "the metrics", body = Dora), (status = 422, description = "days out of range", body = ErrorBody)))]
 #[allow(dead_code)]
 fn show_dora() {}
+
+/// DORA metrics, drawn
+///
+/// SVG: deployments per day (completed green, failed red) and each deployment's change size,
+/// with a title and a description in words.
+#[utoipa::path(get, path = "/v1/workloads/{name}/dora.svg", tag = "incidents", params(
+    ("name" = String, Path, description = "the workload"),
+    ("days" = Option<u32>, Query, description = "the window in days back from now (default 30, 1 to 3660)")
+), responses((status = 200, description = "the chart", content_type = "image/svg+xml", body = String)))]
+#[allow(dead_code)]
+fn show_dora_svg() {}
 
 /// Follow-up items
 ///

@@ -145,3 +145,89 @@ pub fn compute(ws: &WorkloadState, from: Timestamp, to: Timestamp) -> Dora {
         deployments,
     }
 }
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The window drawn for people: a bar per day of deployments (completed ones green, failed
+/// ones red on top), and each deployment's change size as a dot on a second scale. SVG with a
+/// title and a description, so it reads without the picture too.
+pub fn svg(d: &Dora) -> String {
+    const W: f64 = 720.0;
+    const H: f64 = 240.0;
+    const PAD: f64 = 40.0;
+    let days = ((d.to.since(d.from) as f64) / DAY_MS as f64).ceil().max(1.0) as usize;
+    let mut ok = vec![0u32; days];
+    let mut failed = vec![0u32; days];
+    for x in &d.deployments {
+        let i = ((x.ended_at.since(d.from) / DAY_MS) as usize).min(days - 1);
+        if x.failed {
+            failed[i] += 1;
+        } else if x.outcome == "completed" {
+            ok[i] += 1;
+        }
+    }
+    let top = ok.iter().zip(&failed).map(|(a, b)| a + b).max().unwrap_or(0).max(1) as f64;
+    let max_lines = d.deployments.iter().filter_map(|x| x.change_lines).max().unwrap_or(0).max(1) as f64;
+    let bar = (W - 2.0 * PAD) / days as f64;
+    let y = |n: f64| H - PAD - n / top * (H - 2.0 * PAD);
+    let rate = |m: &Metric, f: &dyn Fn(f64) -> String| m.value.map_or("none".to_string(), f);
+    let desc = format!(
+        "{} deployments from {} to {}; {} failed. Frequency {}, lead time {}, change fail rate {}, recovery {}.",
+        d.deployments.len(),
+        d.from,
+        d.to,
+        d.deployments.iter().filter(|x| x.failed).count(),
+        rate(&d.deployment_frequency, &|v| format!("{v:.2} a day")),
+        rate(&d.lead_time, &|v| format!("{v:.1} h")),
+        rate(&d.change_fail_rate, &|v| format!("{:.0}%", v * 100.0)),
+        rate(&d.recovery_time, &|v| format!("{:.1} min", v * 60.0)),
+    );
+    let mut o = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-labelledby=\"t d\">\
+<title id=\"t\">Deployments of {} per day</title><desc id=\"d\">{}</desc>\
+<line x1=\"{PAD}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"#888\"/>\
+<text x=\"{PAD}\" y=\"{t}\" font-size=\"12\">{} a day at most; dots: change size (lines, up to {})</text>",
+        esc(&d.workload),
+        esc(&desc),
+        top,
+        max_lines,
+        b = H - PAD,
+        r = W - PAD,
+        t = PAD - 12.0,
+    );
+    for i in 0..days {
+        let x = PAD + i as f64 * bar;
+        let (g, r) = (f64::from(ok[i]), f64::from(failed[i]));
+        if g > 0.0 {
+            o.push_str(&format!(
+                "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#1a7f37\"/>",
+                y(g),
+                (bar - 1.0).max(1.0),
+                H - PAD - y(g)
+            ));
+        }
+        if r > 0.0 {
+            o.push_str(&format!(
+                "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#b3261e\"/>",
+                y(g + r),
+                (bar - 1.0).max(1.0),
+                y(g) - y(g + r)
+            ));
+        }
+    }
+    for x in &d.deployments {
+        if let Some(lines) = x.change_lines {
+            let cx = PAD + (x.ended_at.since(d.from) as f64 / d.to.since(d.from).max(1) as f64) * (W - 2.0 * PAD);
+            let cy = H - PAD - lines as f64 / max_lines * (H - 2.0 * PAD);
+            o.push_str(&format!(
+                "<circle cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"3\" fill=\"#444\"><title>{} {}: {lines} lines</title></circle>",
+                esc(&x.version),
+                esc(&x.outcome)
+            ));
+        }
+    }
+    o.push_str("</svg>\n");
+    o
+}

@@ -252,3 +252,16 @@ fn updates_come_on_every_change_of_state_and_then_on_the_cadence_each_naming_the
     assert_eq!((*state, *next_at), (IncidentState::Resolved, None));
     assert!(!users.contains("Next update"), "{users}");
 }
+
+#[test]
+fn the_dora_chart_draws_each_day_and_says_in_words_what_it_shows() {
+    let h = history();
+    let d = dora::compute(h.world.workload("shop").unwrap(), T0, T0.plus_ms(7 * DAY));
+    let svg = dora::svg(&d);
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert!(svg.contains("<desc id=\"d\">3 deployments from"), "{svg}");
+    assert!(svg.contains("1 failed") && svg.contains("change fail rate 33%"), "{svg}");
+    // Day 0 and day 2 completed (green), day 1 failed (red).
+    assert_eq!(svg.matches("fill=\"#1a7f37\"").count(), 2, "{svg}");
+    assert_eq!(svg.matches("fill=\"#b3261e\"").count(), 1, "{svg}");
+}

@@ -358,12 +358,17 @@ pub enum Command {
     )]
     Postmortem { workload: String, rollout: Option<String> },
     /// DORA's five metrics of a workload over the last days, beside the 2024 report's clusters.
-    #[command(after_help = "Examples:\n  ringfence dora checkout\n  ringfence dora checkout --days 90 -o json")]
+    #[command(
+        after_help = "Examples:\n  ringfence dora checkout\n  ringfence dora checkout --days 90 -o json\n  ringfence dora checkout --svg dora.svg"
+    )]
     Dora {
         workload: String,
         /// The window, in days back from now.
         #[arg(long, default_value_t = 30)]
         days: u32,
+        /// Also write the chart (deployments per day, change sizes) to this SVG file.
+        #[arg(long)]
+        svg: Option<PathBuf>,
     },
 }
 
@@ -1014,8 +1019,13 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::Ok)
         }
-        Command::Dora { workload, days } => {
+        Command::Dora { workload, days, svg } => {
             let d: api::Dora = api.get(&format!("/v1/workloads/{workload}/dora?days={days}")).await?;
+            if let Some(path) = svg {
+                let chart = api.get_text(&format!("/v1/workloads/{workload}/dora.svg?days={days}")).await?;
+                std::fs::write(path, chart)
+                    .map_err(|e| CliError::new(ExitCode::Failure, format!("cannot write {}: {e}", path.display())))?;
+            }
             if json {
                 print_json(&d);
             } else {

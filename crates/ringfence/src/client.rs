@@ -117,6 +117,12 @@ impl ApiClient {
         decode(path, &body)
     }
 
+    /// A GET whose answer is text (a chart), not JSON.
+    pub async fn get_text(&self, path: &str) -> Result<String, CliError> {
+        let body = self.call(Method::GET, path, None).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
         let body = self.call(Method::DELETE, path, None).await?;
         decode(path, &body)

@@ -183,3 +183,19 @@ fn show_follow_up(sh: &Shared, name: &str, id: &str) -> Result<Json<api::FollowU
         f.map(Json).ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("no follow-up item {id}")))
     })
 }
+
+/// `GET .../dora.svg`: the same window drawn.
+pub(super) async fn show_dora_svg(
+    State(sh): St,
+    Path(name): Path<String>,
+    Params(q): Params<DoraQuery>,
+) -> Result<Response, ApiError> {
+    let days = q.days.unwrap_or(30);
+    if days == 0 || days > 3660 {
+        return Err(ApiError::new(ErrorKind::Invalid, format!("days: expected 1 to 3660, found {days}")));
+    }
+    let to = now();
+    let from = ringfence_core::Timestamp(to.millis() - i64::from(days) * 86_400_000);
+    let svg = sh.world(|w| Ok::<_, ApiError>(dora::svg(&dora::compute(command::workload(w, &name)?, from, to))))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
+}
