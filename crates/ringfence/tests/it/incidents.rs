@@ -136,7 +136,10 @@ async fn a_bad_release_opens_one_incident_with_a_postmortem_and_the_dora_metrics
     let text = server.cli(&["dora", w, "--svg", path_str(&chart)]).await;
     assert!(text.stdout.contains("change fail rate") && text.stdout.contains("50%"), "{text}");
     let svg = std::fs::read_to_string(&chart).expect("the chart was written");
-    assert!(svg.starts_with("<svg") && svg.contains("<desc id=\"d\">2 deployments from") && svg.contains("1 failed"), "{svg}");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("<desc id=\"d\">2 deployments from") && svg.contains("1 failed"),
+        "{svg}"
+    );
 
     // ringfence's own effect, for Prometheus.
     let bearer = server.bearer();
