@@ -89,17 +89,24 @@ pub(super) struct DoraQuery {
     days: Option<u32>,
 }
 
+impl DoraQuery {
+    /// The window the metrics cover: `days` back from now.
+    fn window(&self) -> Result<(ringfence_core::Timestamp, ringfence_core::Timestamp), ApiError> {
+        let days = self.days.unwrap_or(30);
+        if days == 0 || days > 3660 {
+            return Err(ApiError::new(ErrorKind::Invalid, format!("days: expected 1 to 3660, found {days}")));
+        }
+        let to = now();
+        Ok((ringfence_core::Timestamp(to.millis() - i64::from(days) * 86_400_000), to))
+    }
+}
+
 pub(super) async fn show_dora(
     State(sh): St,
     Path(name): Path<String>,
     Params(q): Params<DoraQuery>,
 ) -> Result<Json<api::Dora>, ApiError> {
-    let days = q.days.unwrap_or(30);
-    if days == 0 || days > 3660 {
-        return Err(ApiError::new(ErrorKind::Invalid, format!("days: expected 1 to 3660, found {days}")));
-    }
-    let to = now();
-    let from = ringfence_core::Timestamp(to.millis() - i64::from(days) * 86_400_000);
+    let (from, to) = q.window()?;
     sh.world(|w| Ok(Json(wire::dora(&dora::compute(command::workload(w, &name)?, from, to)))))
 }
 
@@ -190,12 +197,7 @@ pub(super) async fn show_dora_svg(
     Path(name): Path<String>,
     Params(q): Params<DoraQuery>,
 ) -> Result<Response, ApiError> {
-    let days = q.days.unwrap_or(30);
-    if days == 0 || days > 3660 {
-        return Err(ApiError::new(ErrorKind::Invalid, format!("days: expected 1 to 3660, found {days}")));
-    }
-    let to = now();
-    let from = ringfence_core::Timestamp(to.millis() - i64::from(days) * 86_400_000);
+    let (from, to) = q.window()?;
     let svg = sh.world(|w| Ok::<_, ApiError>(dora::svg(&dora::compute(command::workload(w, &name)?, from, to))))?;
     Ok(([(axum::http::header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
 }
