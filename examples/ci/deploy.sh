@@ -16,6 +16,8 @@
 #   REASON            optional: why, stored with the rollout (`ringfence events` shows it)
 #   TIMEOUT           optional: how long to wait for the rollout (default 30m)
 #   COMMIT, AUTHOR    optional: release metadata: the commit the artifact was built from, its author
+#   COMMITTED_AT      optional: when COMMIT was made, RFC 3339 (`git log -1 --format=%cI`); DORA's
+#                     lead time for changes runs from it
 #
 # A release is immutable: VERSION registered again with the same ARTIFACT, CONFIG, COMMIT and
 # AUTHOR changes nothing (so a re-run works), with anything else it is refused (exit 5).
@@ -158,6 +160,7 @@ fi
 release=(release create "$WORKLOAD" --version "$VERSION" --artifact "$ARTIFACT")
 [ -z "$COMMIT" ] || release+=(--commit "$COMMIT")
 [ -z "$AUTHOR" ] || release+=(--author "$AUTHOR")
+[ -z "${COMMITTED_AT:-}" ] || release+=(--committed-at "$COMMITTED_AT")
 while IFS= read -r line; do
     line=${line#"${line%%[![:space:]]*}"}
     case $line in

@@ -68,6 +68,12 @@ pub struct FollowUp {
     pub closed_at: Option<Timestamp>,
     /// Open past its due time.
     pub overdue: bool,
+    /// Reminders sent to the stakeholders while it was overdue.
+    #[serde(default)]
+    pub reminders: u32,
+    /// Issue trackers it was exported to: channel name to the tracker's link or id for it.
+    #[serde(default)]
+    pub exported: std::collections::BTreeMap<String, String>,
 }
 
 /// `POST .../followups`.
@@ -119,6 +125,9 @@ pub struct DoraDeployment {
     pub failed: bool,
     pub rework: bool,
     pub lead_time_ms: Option<u64>,
+    /// Where the lead time starts: `commit` (the release's `metadata.committed_at`) or
+    /// `registration` (when the pipeline did not say when the change was committed).
+    pub lead_time_from: String,
     pub change_lines: Option<u64>,
 }
 

@@ -69,6 +69,10 @@ pub struct Metadata {
     pub commit: String,
     pub author: String,
     pub message: String,
+    /// When the change was committed, RFC 3339 (`git log -1 --format=%cI`): DORA's lead time
+    /// runs from here to the completed deployment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub committed_at: Option<String>,
     /// The change's size since the release it follows, as the pipeline measured it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<ChangeSize>,

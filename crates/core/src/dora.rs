@@ -24,8 +24,11 @@ pub struct Deployment {
     pub failed: bool,
     /// Rework: a rollback, or a hotfix of an earlier release.
     pub rework: bool,
-    /// From the release's registration (the change's time as ringfence knows it) to completion.
+    /// From the change's commit (`metadata.committed_at`) to completion; from the release's
+    /// registration when the pipeline did not say when it was committed.
     pub lead_time_ms: Option<u64>,
+    /// Where the lead time starts: `commit` or `registration`.
+    pub lead_time_from: String,
     pub change_lines: Option<u64>,
 }
 
@@ -78,7 +81,15 @@ pub fn compute(ws: &WorkloadState, from: Timestamp, to: Timestamp) -> Dora {
             outcome: r.status.as_str().to_string(),
             failed: ws.incidents.contains_key(&r.id),
             rework: r.kind == RolloutKind::Rollback || release.is_some_and(|x| x.content.hotfix_for.is_some()),
-            lead_time_ms: release.filter(|_| completed).map(|x| ended.since(x.created_at)),
+            lead_time_ms: release
+                .filter(|_| completed)
+                .map(|x| ended.since(x.content.metadata.committed_at.unwrap_or(x.created_at))),
+            lead_time_from: if release.is_some_and(|x| x.content.metadata.committed_at.is_some()) {
+                "commit"
+            } else {
+                "registration"
+            }
+            .to_string(),
             change_lines: release.and_then(|x| x.content.metadata.size.as_ref().map(|s| s.lines)),
         });
     }

@@ -437,6 +437,29 @@ pub enum EventKind {
     FollowUpClosed {
         id: String,
     },
+    /// An overdue follow-up item brought up again on the stakeholder channels: as soon as it is
+    /// overdue, then every `[incident] remind_every` until it is closed.
+    FollowUpReminded {
+        id: String,
+        text: String,
+    },
+    /// A follow-up's message reached a channel: reminder number `message`, or on an issue
+    /// tracker the item itself (`message` 0, `reference` the tracker's link or id for it).
+    FollowUpSent {
+        id: String,
+        channel: String,
+        message: usize,
+        attempts: u32,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        reference: String,
+    },
+    /// A follow-up's message did not reach a channel; it is tried again after a backoff.
+    FollowUpSendFailed {
+        id: String,
+        channel: String,
+        message: usize,
+        error: String,
+    },
     // --- Stop the line (events of no workload) --------------------------------------------------
     /// Every running rollout paused and no new one started, in every workload, until lifted.
     LineStopped {

@@ -167,6 +167,16 @@ pub fn describe(e: &Event) -> String {
         }
         FollowUpAssigned { id, owner } => format!("follow-up {id} assigned to {owner}"),
         FollowUpClosed { id } => format!("follow-up {id} closed"),
+        FollowUpReminded { id, .. } => format!("follow-up {id} is overdue: reminder sent to the stakeholders"),
+        FollowUpSent { id, channel, message, reference, .. } if !reference.is_empty() => {
+            format!("follow-up {id} exported to {channel} as {reference} (message {message})")
+        }
+        FollowUpSent { id, channel, message, attempts, .. } => {
+            format!("follow-up {id}: message {message} delivered to {channel} (attempt {attempts})")
+        }
+        FollowUpSendFailed { id, channel, message, error } => {
+            format!("follow-up {id}: message {message} not delivered to {channel}: {error}")
+        }
         IncidentUpdated { incident, state, next_at, .. } => format!(
             "incident {incident} update ({}){}",
             state.as_str(),

@@ -5,11 +5,13 @@
 //! mitigation is verified, resolved by a person or once health has held for
 //! `[incident] confirm_after` after the mitigation.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::command::{CommandError, ErrorCode};
 use crate::event::EventKind;
-use crate::spec::Criticality;
+use crate::spec::{Audience, Criticality, NotifyKind};
 use crate::state::{WorkloadState, World};
 use crate::time::Timestamp;
 
@@ -184,8 +186,31 @@ pub(crate) fn apply(ws: &mut WorkloadState, actor: &str, reason: &str, kind: &Ev
                     created_at: at,
                     created_by: actor.into(),
                     closed_at: None,
+                    reminders: Vec::new(),
+                    exported: BTreeMap::new(),
                 },
             );
+        }
+        EventKind::FollowUpReminded { id, text } => {
+            if let Some(f) = ws.follow_ups.get_mut(id) {
+                f.reminders.push(Reminder { at, text: text.clone() });
+            }
+        }
+        EventKind::FollowUpSent { id, channel, message, reference, .. } => {
+            let d = ws.deliveries.entry((channel.clone(), follow_up_subject(id), *message)).or_default();
+            d.attempts += 1;
+            d.delivered_at = Some(at);
+            if !reference.is_empty()
+                && let Some(f) = ws.follow_ups.get_mut(id)
+            {
+                f.exported.insert(channel.clone(), reference.clone());
+            }
+        }
+        EventKind::FollowUpSendFailed { id, channel, message, error } => {
+            let d = ws.deliveries.entry((channel.clone(), follow_up_subject(id), *message)).or_default();
+            d.attempts += 1;
+            d.last_attempt = Some(at);
+            d.last_error = error.clone();
         }
         EventKind::NotificationDelivered { channel, incident, update, .. } => {
             let d = ws.deliveries.entry((channel.clone(), incident.clone(), *update)).or_default();
@@ -344,7 +369,15 @@ pub fn updates_due(ws: &WorkloadState, now: Timestamp) -> Vec<EventKind> {
         }
         stakeholders.push_str(&next);
         let name = if ws.spec.status_page.title.is_empty() { &ws.name } else { &ws.spec.status_page.title };
-        let users = format!("{}: {}{next}", name, public_words(i.state));
+        let versions = if ws.spec.status_page.show_versions {
+            match &i.stable {
+                Some(stable) => format!(" Affected release: {}; serving {stable}.", i.release),
+                None => format!(" Affected release: {}.", i.release),
+            }
+        } else {
+            String::new()
+        };
+        let users = format!("{}: {}{versions}{next}", name, public_words(i.state));
         out.push(EventKind::IncidentUpdated { incident: i.id.clone(), state: i.state, stakeholders, users, next_at });
     }
     out
@@ -361,6 +394,18 @@ pub struct FollowUp {
     pub created_at: Timestamp,
     pub created_by: String,
     pub closed_at: Option<Timestamp>,
+    /// Reminders sent while it was overdue, oldest first.
+    #[serde(default)]
+    pub reminders: Vec<Reminder>,
+    /// Issue trackers it was exported to: channel name to the tracker's link or id for it.
+    #[serde(default)]
+    pub exported: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reminder {
+    pub at: Timestamp,
+    pub text: String,
 }
 
 impl FollowUp {
@@ -446,24 +491,113 @@ pub struct Due {
     pub update: usize,
 }
 
-/// Deliveries due at `now`: every recent update not yet delivered to a channel, the first try
-/// at once, then after 1 s, 2 s, 4 s... (at most 5 min apart), up to [`MAX_ATTEMPTS`] tries.
+/// Whether a message with this delivery record is to be tried at `now`: at once the first
+/// time, then 2 s, 4 s, 8 s... after each failure (at most 5 min), up to [`MAX_ATTEMPTS`] tries, never
+/// again once delivered.
+fn try_now(d: Option<&Delivery>, now: Timestamp) -> bool {
+    match d {
+        None => true,
+        Some(d) if d.delivered_at.is_some() || d.attempts >= MAX_ATTEMPTS => false,
+        Some(d) => {
+            let wait = (1_000u64 << d.attempts.min(9)).min(300_000);
+            d.last_attempt.is_none_or(|t| now.since(t) >= wait)
+        }
+    }
+}
+
+/// Deliveries due at `now`: every recent update not yet delivered to a channel (issue
+/// trackers get none), with the retries of [`try_now`].
 pub fn deliveries_due(ws: &WorkloadState, now: Timestamp) -> Vec<Due> {
     let mut out = Vec::new();
-    for c in &ws.spec.notify {
+    for c in ws.spec.notify.iter().filter(|c| c.kind != NotifyKind::Tracker) {
         for i in ws.incidents.values() {
             for (n, _) in i.updates.iter().enumerate().filter(|(_, u)| now.since(u.at) < FRESH_MS) {
-                let d = ws.deliveries.get(&(c.name.clone(), i.id.clone(), n));
-                let due = match d {
-                    None => true,
-                    Some(d) if d.delivered_at.is_some() || d.attempts >= MAX_ATTEMPTS => false,
-                    Some(d) => {
-                        let wait = (1_000u64 << d.attempts.min(9)).min(300_000);
-                        d.last_attempt.is_none_or(|t| now.since(t) >= wait)
-                    }
-                };
-                if due {
+                if try_now(ws.deliveries.get(&(c.name.clone(), i.id.clone(), n)), now) {
                     out.push(Due { channel: c.clone(), incident: i.clone(), update: n });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The outbox's key for follow-up `id`'s messages, beside the incidents' ids (which never hold
+/// a `/`).
+pub fn follow_up_subject(id: &str) -> String {
+    format!("followup/{id}")
+}
+
+/// Reminders due at `now`: one for each open follow-up item past its due time, as soon as it
+/// is, then every `[incident] remind_every`, when a stakeholder channel is there to carry it.
+pub fn reminders_due(ws: &WorkloadState, now: Timestamp) -> Vec<EventKind> {
+    let carried = ws.spec.notify.iter().any(|c| c.kind != NotifyKind::Tracker && c.audience == Audience::Stakeholders);
+    if !carried {
+        return Vec::new();
+    }
+    let every = ws.spec.incident.remind_every.as_ms();
+    ws.follow_ups
+        .values()
+        .filter(|f| f.is_overdue(now))
+        .filter(|f| f.reminders.last().is_none_or(|r| now.since(r.at) >= every))
+        .map(|f| {
+            let due = f.due.unwrap_or(now);
+            let owner = if f.owner.is_empty() { "no owner".to_string() } else { format!("owner {}", f.owner) };
+            EventKind::FollowUpReminded {
+                id: f.id.clone(),
+                text: format!(
+                    "[follow-up overdue] {} {} (incident {}): {} — {owner}, due {due}, overdue by {}. \
+                     Close it when done: `ringfence followup close {} {}`.",
+                    ws.name,
+                    f.id,
+                    f.incident,
+                    f.title,
+                    crate::duration::Dur(now.since(due)),
+                    ws.name,
+                    f.id
+                ),
+            }
+        })
+        .collect()
+}
+
+/// A follow-up's message to make now: reminder `message` to a stakeholder channel, or the item
+/// itself (message 0) to an issue tracker.
+#[derive(Debug, Clone)]
+pub struct FollowUpDue {
+    pub channel: crate::spec::NotifySpec,
+    pub follow_up: FollowUp,
+    pub incident: Option<Incident>,
+    pub message: usize,
+}
+
+/// Follow-up messages due at `now`: every open item not yet exported to each issue tracker,
+/// and every recent reminder not yet delivered to each stakeholder channel, with the retries
+/// of [`try_now`].
+pub fn follow_up_sends_due(ws: &WorkloadState, now: Timestamp) -> Vec<FollowUpDue> {
+    let mut out = Vec::new();
+    for c in &ws.spec.notify {
+        for f in ws.follow_ups.values() {
+            let subject = follow_up_subject(&f.id);
+            let messages: Vec<usize> = match c.kind {
+                NotifyKind::Tracker if f.closed_at.is_none() && !f.exported.contains_key(&c.name) => vec![0],
+                NotifyKind::Tracker => Vec::new(),
+                _ if c.audience != Audience::Stakeholders => Vec::new(),
+                _ => f
+                    .reminders
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| now.since(r.at) < FRESH_MS && f.closed_at.is_none())
+                    .map(|(n, _)| n)
+                    .collect(),
+            };
+            for n in messages {
+                if try_now(ws.deliveries.get(&(c.name.clone(), subject.clone(), n)), now) {
+                    out.push(FollowUpDue {
+                        channel: c.clone(),
+                        follow_up: f.clone(),
+                        incident: ws.incidents.get(&f.incident).cloned(),
+                        message: n,
+                    });
                 }
             }
         }

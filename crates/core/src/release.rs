@@ -135,6 +135,10 @@ pub struct Metadata {
     pub commit: String,
     pub author: String,
     pub message: String,
+    /// When the change was committed: DORA's lead time runs from here to the completed
+    /// deployment (from the release's registration when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub committed_at: Option<Timestamp>,
     /// How big the change is since the release it follows, as the pipeline measured it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<ChangeSize>,

@@ -28,6 +28,13 @@ impl Timestamp {
     }
 }
 
+/// An RFC 3339 time with an offset (`2026-11-22T10:25:06Z`, `2026-11-22T11:25:06+01:00`).
+pub fn parse_rfc3339(s: &str) -> Result<Timestamp, String> {
+    let t: jiff::Timestamp =
+        s.trim().parse().map_err(|_| format!("expected an RFC 3339 time such as 2026-11-22T10:25:06Z, found {s:?}"))?;
+    Ok(Timestamp(t.as_millisecond()))
+}
+
 /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-22T10:25:06.123Z`.
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -63,6 +70,14 @@ mod tests {
         assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000Z");
         assert_eq!(Timestamp(1_795_343_106_123).to_string(), "2026-11-22T10:25:06.123Z");
         assert_eq!(Timestamp(951_782_400_000).to_string(), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn parses_rfc3339_with_any_offset() {
+        assert_eq!(parse_rfc3339("2026-11-22T10:25:06.123Z"), Ok(Timestamp(1_795_343_106_123)));
+        assert_eq!(parse_rfc3339("2026-11-22T11:25:06.123+01:00"), Ok(Timestamp(1_795_343_106_123)));
+        let e = parse_rfc3339("yesterday").unwrap_err();
+        assert!(e.contains("RFC 3339") && e.contains("yesterday"), "{e}");
     }
 
     #[test]

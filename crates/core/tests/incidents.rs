@@ -30,10 +30,19 @@ impl H {
     }
 
     fn release(&mut self, at: Timestamp, version: &str, hotfix_for: Option<&str>) {
-        let req = ReleaseRequest {
-            version: version.into(),
-            content: ReleaseContent { hotfix_for: hotfix_for.map(String::from), ..Default::default() },
-        };
+        self.release_committed(at, version, hotfix_for, None);
+    }
+
+    fn release_committed(
+        &mut self,
+        at: Timestamp,
+        version: &str,
+        hotfix_for: Option<&str>,
+        committed_at: Option<Timestamp>,
+    ) {
+        let mut content = ReleaseContent { hotfix_for: hotfix_for.map(String::from), ..Default::default() };
+        content.metadata.committed_at = committed_at;
+        let req = ReleaseRequest { version: version.into(), content };
         let (e, _) = command::create_release(&self.world, "shop", &req, "alice", at).unwrap();
         self.at(at, "alice", e.unwrap());
     }
@@ -60,7 +69,7 @@ impl H {
 }
 
 /// v1 first deploy (1 h), v2 fails (halted after 10 min, mitigated 2 min later), v3 a hotfix
-/// of v2 registered a day before it completes.
+/// of v2 committed 30 min before its registration, a day before it completes.
 fn history() -> H {
     let mut h = H { world: World::default(), seq: 0, log: Vec::new() };
     let text = spec::EXAMPLE.replacen("[mitigation]\n", "[incident]\nconfirm_after = \"30m\"\n\n[mitigation]\n", 1);
@@ -77,7 +86,7 @@ fn history() -> H {
         "controller",
         EventKind::MitigationCompleted { rollout_id: r2.clone(), verified: true, detail: "back on v1".into() },
     );
-    h.release(T0.plus_ms(DAY + HOUR), "v3", Some("v2"));
+    h.release_committed(T0.plus_ms(DAY + HOUR), "v3", Some("v2"), Some(T0.plus_ms(DAY + 30 * MIN)));
     let r3 = h.start(T0.plus_ms(2 * DAY), "v3");
     h.complete(T0.plus_ms(2 * DAY + HOUR), &r3, "v3");
     h
@@ -153,8 +162,11 @@ fn dora_metrics_match_the_figures_worked_out_by_hand() {
     // Two completed in seven days.
     assert!((d.deployment_frequency.value.unwrap() - 2.0 / 7.0).abs() < 1e-9);
     assert_eq!(d.deployment_frequency.band, Some("high"), "daily to weekly");
-    // Lead times 1 h (v1) and 24 h (v3, registered a day before it completed): median 12.5 h.
-    assert_eq!(d.lead_time.value, Some(12.5));
+    // Lead times 1 h (v1, from its registration: no commit time) and 24.5 h (v3, committed
+    // 30 min before its registration a day before it completed): median 12.75 h.
+    assert_eq!(d.lead_time.value, Some(12.75));
+    let from: Vec<&str> = d.deployments.iter().map(|x| x.lead_time_from.as_str()).collect();
+    assert_eq!(from, ["registration", "registration", "commit"]);
     assert_eq!(d.lead_time.band, Some("elite"));
     assert!((d.change_fail_rate.value.unwrap() - 1.0 / 3.0).abs() < 1e-9);
     assert!((d.recovery_time.value.unwrap() - 2.0 / 60.0).abs() < 1e-9, "2 minutes");
@@ -264,4 +276,97 @@ fn the_dora_chart_draws_each_day_and_says_in_words_what_it_shows() {
     // Day 0 and day 2 completed (green), day 1 failed (red).
     assert_eq!(svg.matches("fill=\"#1a7f37\"").count(), 2, "{svg}");
     assert_eq!(svg.matches("fill=\"#b3261e\"").count(), 1, "{svg}");
+}
+
+#[test]
+fn follow_ups_go_to_the_tracker_once_and_overdue_ones_are_brought_up_until_closed() {
+    let mut h = history();
+    let channels = "\n[[notify]]\nname = \"ops\"\nkind = \"slack\"\nurl = \"http://127.0.0.1:9/hook\"\n\n\
+                    [[notify]]\nname = \"issues\"\nkind = \"tracker\"\nurl = \"http://127.0.0.1:9/repos/o/r/issues\"\n";
+    let text = spec::EXAMPLE.replacen("name = \"checkout\"", "name = \"shop\"", 1) + channels;
+    let s = spec::parse("shop.toml", &text).unwrap();
+    let t = T0.plus_ms(3 * DAY);
+    h.at(t, "admin", command::apply_spec(&h.world, &s).unwrap().unwrap());
+    let incident = h.world.workload("shop").unwrap().incidents.keys().next().unwrap().clone();
+    let e =
+        incident::follow_up(&h.world, "shop", &incident, "Alert on p99 latency", "bob", Some(t.plus_ms(DAY))).unwrap();
+    h.at(t, "alice", e);
+    let ws = h.world.workload("shop").unwrap();
+    // The tracker gets the item at once; the stakeholders nothing until it is overdue.
+    let due = incident::follow_up_sends_due(ws, t);
+    let sends: Vec<(&str, usize)> = due.iter().map(|d| (d.channel.name.as_str(), d.message)).collect();
+    assert_eq!(sends, [("issues", 0)]);
+    assert_eq!(due[0].incident.as_ref().map(|i| i.release.as_str()), Some("v2"));
+    assert!(incident::reminders_due(ws, t.plus_ms(HOUR)).is_empty(), "not overdue yet");
+    assert!(incident::deliveries_due(ws, t).iter().all(|d| d.channel.name != "issues"), "no updates to a tracker");
+    // A failed export is tried again after its backoff; a successful one never again.
+    let failed = |m| EventKind::FollowUpSendFailed {
+        id: "fu-1".into(),
+        channel: "issues".into(),
+        message: m,
+        error: "503".into(),
+    };
+    h.at(t, "controller", failed(0));
+    assert!(incident::follow_up_sends_due(h.world.workload("shop").unwrap(), t.plus_ms(1_500)).is_empty());
+    assert_eq!(incident::follow_up_sends_due(h.world.workload("shop").unwrap(), t.plus_ms(2_000)).len(), 1);
+    h.at(
+        t.plus_ms(2_000),
+        "controller",
+        EventKind::FollowUpSent {
+            id: "fu-1".into(),
+            channel: "issues".into(),
+            message: 0,
+            attempts: 2,
+            reference: "https://git.example/o/r/issues/7".into(),
+        },
+    );
+    let ws = h.world.workload("shop").unwrap();
+    assert_eq!(ws.follow_ups["fu-1"].exported["issues"], "https://git.example/o/r/issues/7");
+    assert!(incident::follow_up_sends_due(ws, t.plus_ms(HOUR)).is_empty());
+    // Overdue: a reminder at once, then one a day (`remind_every`) until it is closed.
+    let late = t.plus_ms(DAY + MIN);
+    let r = incident::reminders_due(ws, late);
+    let [EventKind::FollowUpReminded { id, text }] = r.as_slice() else { panic!("{r:?}") };
+    assert_eq!(id, "fu-1");
+    assert!(
+        text.contains("Alert on p99 latency") && text.contains("owner bob") && text.contains("overdue by 1m"),
+        "{text}"
+    );
+    h.at(late, "controller", r[0].clone());
+    let ws = h.world.workload("shop").unwrap();
+    assert!(incident::reminders_due(ws, late.plus_ms(HOUR)).is_empty());
+    let sends: Vec<(String, usize)> =
+        incident::follow_up_sends_due(ws, late).iter().map(|d| (d.channel.name.clone(), d.message)).collect();
+    assert_eq!(sends, [("ops".to_string(), 0)], "the reminder goes to the stakeholder channel only");
+    assert_eq!(incident::reminders_due(ws, late.plus_ms(DAY)).len(), 1);
+    h.at(late.plus_ms(HOUR), "bob", incident::close_follow_up(&h.world, "shop", "fu-1").unwrap());
+    let ws = h.world.workload("shop").unwrap();
+    assert!(incident::reminders_due(ws, late.plus_ms(2 * DAY)).is_empty(), "closed: no more reminders");
+    assert!(incident::follow_up_sends_due(ws, late.plus_ms(2 * HOUR)).is_empty());
+}
+
+#[test]
+fn users_read_versions_only_when_the_status_page_says_so() {
+    let mut h = H { world: World::default(), seq: 0, log: Vec::new() };
+    let text = spec::EXAMPLE.replacen("name = \"checkout\"", "name = \"shop\"", 1)
+        + "\n[status_page]\nshow_versions = true\ntitle = \"Shop\"\n";
+    h.at(T0, "admin", command::apply_spec(&h.world, &spec::parse("shop.toml", &text).unwrap()).unwrap().unwrap());
+    h.release(T0, "v1", None);
+    let r1 = h.start(T0, "v1");
+    h.complete(T0.plus_ms(HOUR), &r1, "v1");
+    h.release(T0, "v2", None);
+    let r2 = h.start(T0.plus_ms(2 * HOUR), "v2");
+    h.halt(T0.plus_ms(2 * HOUR + MIN), &r2);
+    let due = incident::updates_due(h.world.workload("shop").unwrap(), T0.plus_ms(2 * HOUR + MIN));
+    let [EventKind::IncidentUpdated { users, .. }] = due.as_slice() else { panic!("{due:?}") };
+    assert!(users.starts_with("Shop: We are investigating"), "{users}");
+    assert!(users.contains("Affected release: v2; serving v1."), "{users}");
+}
+
+#[test]
+fn update_and_reminder_cadences_under_a_minute_are_refused() {
+    let text = spec::EXAMPLE.to_string()
+        + "\n[incident]\nremind_every = \"30s\"\nupdate_every = [\"5m\", \"10s\", \"1h\", \"2h\"]\n";
+    let e = format!("{:?}", spec::parse("w.toml", &text).unwrap_err());
+    assert!(e.contains("incident.remind_every") && e.contains("incident.update_every[1]"), "{e}");
 }

@@ -588,6 +588,10 @@ pub enum ReleaseCommand {
         author: String,
         #[arg(long, default_value = "")]
         message: String,
+        /// When the change was committed, RFC 3339 (`git log -1 --format=%cI`): DORA's lead
+        /// time for changes runs from it.
+        #[arg(long)]
+        committed_at: Option<String>,
         /// Flag key that guards the release's new code paths, repeatable.
         #[arg(long = "guarded-by")]
         guarded_by: Vec<String>,
@@ -1134,6 +1138,7 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
             commit,
             author,
             message,
+            committed_at,
             guarded_by,
             migration,
             backward_compatible,
@@ -1193,6 +1198,7 @@ async fn release(api: &ApiClient, rc: &ReleaseCommand, json: bool) -> Result<Exi
                         commit: commit.clone(),
                         author: author.clone(),
                         message: message.clone(),
+                        committed_at: committed_at.clone(),
                         size: (changed_files.is_some() || changed_lines.is_some() || commits.is_some()).then(|| {
                             api::ChangeSize {
                                 files: changed_files.unwrap_or(0),
@@ -1809,6 +1815,9 @@ async fn followup_command(api: &ApiClient, c: &FollowupCommand, json: bool) -> R
             f.due.map_or("-".to_string(), |d| time(d).to_string()),
             f.title
         );
+        for (channel, reference) in &f.exported {
+            outln!("        exported to {channel}: {reference}");
+        }
     };
     let one = |f: api::FollowUp| {
         if json {

@@ -203,6 +203,7 @@ async fn story(api: &ApiClient, args: &DemoArgs, shutdown: &CancellationToken) -
                     commit: format!("demo-{version}"),
                     author: "demo".into(),
                     message: message.into(),
+                    committed_at: None,
                     size: None,
                 },
                 ..Default::default()

@@ -24,6 +24,9 @@ pub struct IncidentSpec {
     /// The longest time between two status updates of an open incident, by severity: sev1,
     /// sev2, sev3, sev4 (PagerDuty's practice: every 20 minutes at the most severe).
     pub update_every: [Dur; 4],
+    /// How often an overdue follow-up item is brought up again on the stakeholder channels
+    /// (first as soon as it is overdue).
+    pub remind_every: Dur,
 }
 
 impl Default for IncidentSpec {
@@ -35,6 +38,7 @@ impl Default for IncidentSpec {
             escalation: String::new(),
             confirm_after: Dur::secs(600),
             update_every: [Dur::secs(20 * 60), Dur::secs(30 * 60), Dur::secs(60 * 60), Dur::secs(120 * 60)],
+            remind_every: Dur::secs(24 * 3600),
         }
     }
 }
@@ -73,7 +77,7 @@ pub struct NotifySpec {
     /// Unique within the workload: deliveries are recorded per channel name.
     pub name: String,
     pub kind: NotifyKind,
-    /// Where to POST (`webhook`, `slack`), or the mail server (`email`): `smtp://HOST:PORT`
+    /// Where to POST (`webhook`, `slack`, `tracker`), or the mail server (`email`): `smtp://HOST:PORT`
     /// (plain, for a relay on a trusted network) or `smtp+starttls://HOST:PORT`.
     pub url: String,
     /// `email`: the sender.
@@ -82,7 +86,8 @@ pub struct NotifySpec {
     /// `email`: the recipients.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub to: Vec<String>,
-    /// `secret://NAME`: a webhook's Standard Webhooks signing secret (required for `webhook`).
+    /// `secret://NAME`: a webhook's Standard Webhooks signing secret (required for `webhook`),
+    /// or a tracker's API token (sent as `Authorization: Bearer`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
     /// Whose version of each update it carries.
@@ -99,6 +104,10 @@ pub enum NotifyKind {
     Slack,
     /// A mail over SMTP to `to`, from `from`.
     Email,
+    /// An issue tracker's create-issue endpoint (GitHub's `POST /repos/OWNER/REPO/issues`
+    /// shape: `title`, `body`, `labels`): every open follow-up item is exported to it once, and
+    /// the tracker's link for it recorded. It gets no incident updates and no reminders.
+    Tracker,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -107,6 +116,17 @@ pub enum Audience {
     #[default]
     Stakeholders,
     Users,
+}
+
+pub(super) fn validate_incident(spec: &IncidentSpec, bad: &mut dyn FnMut(&str, String)) {
+    for (i, d) in spec.update_every.iter().enumerate() {
+        if d.as_ms() < 60_000 {
+            bad(&format!("incident.update_every[{i}]"), format!("{d}: expected at least 1m"));
+        }
+    }
+    if spec.remind_every.as_ms() < 60_000 {
+        bad("incident.remind_every", format!("{}: expected at least 1m", spec.remind_every));
+    }
 }
 
 pub(super) fn validate_notify(channels: &[NotifySpec], bad: &mut dyn FnMut(&str, String)) {

@@ -8,6 +8,7 @@ pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
     let mut bad = |field: &str, msg: String| out.push((field.to_string(), msg));
     governance::validate(spec, &mut bad);
     incident::validate_notify(&spec.notify, &mut bad);
+    incident::validate_incident(&spec.incident, &mut bad);
 
     if let Err(msg) = check_name(&spec.workload.name) {
         bad("workload.name", msg);

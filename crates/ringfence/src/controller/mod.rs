@@ -359,6 +359,59 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         local.deliveries.insert(key, task);
     }
 
+    // Follow-up items: exported to the issue trackers, and reminders of overdue ones to the
+    // stakeholders, through the same outbox (one task per message, each outcome an event).
+    for due in shared.world(|w| {
+        w.workload(&name)
+            .map(|ws| ringfence_core::incident::follow_up_sends_due(ws, crate::state::now()))
+            .unwrap_or_default()
+    }) {
+        let subject = ringfence_core::incident::follow_up_subject(&due.follow_up.id);
+        let key = (due.channel.name.clone(), subject.clone(), due.message);
+        if local.deliveries.contains_key(&key) {
+            continue;
+        }
+        let (shared, name) = (shared.clone(), name.clone());
+        let task = tokio::spawn(async move {
+            let outcome = crate::notify::send_follow_up(&shared.http, &shared.data_dir, &name, &due).await;
+            let (id, channel, message) = (due.follow_up.id.clone(), due.channel.name.clone(), due.message);
+            let event = match outcome {
+                Ok(reference) => ringfence_core::EventKind::FollowUpSent {
+                    attempts: shared.world(|w| {
+                        w.workload(&name)
+                            .and_then(|ws| ws.deliveries.get(&(channel.clone(), subject.clone(), message)))
+                            .map_or(1, |d| d.attempts + 1)
+                    }),
+                    id,
+                    channel,
+                    message,
+                    reference,
+                },
+                Err(error) => {
+                    tracing::warn!(
+                        workload = name,
+                        follow_up = id,
+                        channel,
+                        error,
+                        "a follow-up message was not delivered"
+                    );
+                    ringfence_core::EventKind::FollowUpSendFailed { id, channel, message, error }
+                }
+            };
+            if let Err(e) = shared.record(&name, "notification", vec![event]) {
+                tracing::error!(workload = name, error = %e, "cannot record a delivery");
+            }
+        });
+        local.deliveries.insert(key, task);
+    }
+    let reminders = |w: &ringfence_core::World| {
+        w.workload(&name).map(|ws| ringfence_core::incident::reminders_due(ws, crate::state::now())).unwrap_or_default()
+    };
+    if !shared.world(reminders).is_empty() {
+        shared.command(&name, "controller", "overdue follow-up items", |w| Ok(reminders(w)))?;
+        return Ok(true);
+    }
+
     // Status updates of the incidents: on every change of state, then on their cadence.
     let updates = |w: &ringfence_core::World| {
         w.workload(&name).map(|ws| ringfence_core::incident::updates_due(ws, crate::state::now())).unwrap_or_default()

@@ -121,6 +121,8 @@ fn follow_up(f: &ringfence_core::incident::FollowUp, now: ringfence_core::Timest
         created_by: f.created_by.clone(),
         closed_at: f.closed_at.map(wire::ts),
         overdue: f.is_overdue(now),
+        reminders: f.reminders.len() as u32,
+        exported: f.exported.clone(),
     }
 }
 

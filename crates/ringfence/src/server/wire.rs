@@ -23,10 +23,13 @@ pub(super) fn status(
             .deliveries
             .iter()
             .filter(|(_, d)| d.delivered_at.is_none() && d.attempts > 0)
-            .map(|((channel, incident, update), d)| {
+            .map(|((channel, subject, n), d)| {
+                let what = match subject.strip_prefix("followup/") {
+                    Some(id) => format!("follow-up {id} (message {n})"),
+                    None => format!("update {} of incident {subject}", n + 1),
+                };
                 format!(
-                    "update {} of incident {incident} to {channel}: {} ({} of {} tries)",
-                    update + 1,
+                    "{what} to {channel}: {} ({} of {} tries)",
                     d.last_error,
                     d.attempts,
                     core::incident::MAX_ATTEMPTS
@@ -349,6 +352,7 @@ pub(super) fn release(r: &core::Release) -> api::Release {
                 commit: c.metadata.commit.clone(),
                 author: c.metadata.author.clone(),
                 message: c.metadata.message.clone(),
+                committed_at: c.metadata.committed_at.map(|t| t.to_string()),
                 size: c.metadata.size.as_ref().map(|z| api::ChangeSize {
                     files: z.files,
                     lines: z.lines,
@@ -419,6 +423,12 @@ pub(super) fn release_request(r: api::ReleaseRequest) -> Result<core::release::R
                 commit: c.metadata.commit,
                 author: c.metadata.author,
                 message: c.metadata.message,
+                committed_at: c
+                    .metadata
+                    .committed_at
+                    .as_deref()
+                    .map(|s| core::time::parse_rfc3339(s).map_err(|e| format!("field `metadata.committed_at`: {e}")))
+                    .transpose()?,
                 size: c.metadata.size.map(|z| core::release::ChangeSize {
                     files: z.files,
                     lines: z.lines,
@@ -602,6 +612,7 @@ pub(super) fn dora(d: &core::dora::Dora) -> api::Dora {
                 failed: x.failed,
                 rework: x.rework,
                 lead_time_ms: x.lead_time_ms,
+                lead_time_from: x.lead_time_from.clone(),
                 change_lines: x.change_lines,
             })
             .collect(),
