@@ -40,7 +40,7 @@ pub const PUBLIC: &[&str] =
         health, openapi_json, list_workloads, apply_spec, workload_status, delete_workload, list_releases, create_release,
         show_release, clear_hold, revoke_release, attest, deploy, pause, resume, promote, abort, rollback, bypass, redeploy,
         approve, reject, parity, stop_line, restart_line, attestation_hook, list_incidents, ack_incident, resolve_incident,
-        show_postmortem, show_dora, show_dora_svg, list_follow_ups, create_follow_up, assign_follow_up, close_follow_up, metrics, status_index, status_page, status_feed, workload_events, why, show_rollout,
+        show_postmortem, show_postmortem_svg, show_dora, show_dora_svg, list_follow_ups, create_follow_up, assign_follow_up, close_follow_up, metrics, status_index, status_page, status_feed, workload_events, why, show_rollout,
         all_events, alerts, plan, list_flags, kill_flag, restore_flag, report, list_tokens, create_token,
         revoke_token
     ),
@@ -368,6 +368,21 @@ fn resolve_incident() {}
 ), responses((status = 200, description = "the draft", body = Postmortem)))]
 #[allow(dead_code)]
 fn show_postmortem() {}
+
+/// The postmortem's signals, drawn
+///
+/// SVG: error rate, p99 latency and requests per second of the new and the stable version
+/// around the incident, the halt and the mitigation marked, the thresholds dashed, with a
+/// title and a description in words.
+#[utoipa::path(get, path = "/v1/workloads/{name}/postmortem.svg", tag = "incidents", params(
+    ("name" = String, Path, description = "the workload"),
+    ("rollout" = Option<String>, Query, description = "the failed rollout (default: the latest incident's)")
+), responses(
+    (status = 200, description = "the chart", content_type = "image/svg+xml", body = String),
+    (status = 404, description = "no such failed rollout, or no traffic recorded for it", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn show_postmortem_svg() {}
 
 /// DORA metrics
 ///

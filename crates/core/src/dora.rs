@@ -157,9 +157,7 @@ pub fn compute(ws: &WorkloadState, from: Timestamp, to: Timestamp) -> Dora {
     }
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
+use crate::chart::esc;
 
 /// The window drawn for people: a bar per day of deployments (completed ones green, failed
 /// ones red on top), and each deployment's change size as a dot on a second scale. SVG with a

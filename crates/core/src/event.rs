@@ -176,6 +176,13 @@ pub enum EventKind {
         verified: bool,
         detail: String,
     },
+    /// The router's traffic per version over the last intervals of a rollout (and a few
+    /// minutes after its mitigation): what its charts and its postmortem's draw. Recorded in
+    /// batches, so the log grows by one event every couple of minutes of a rollout.
+    SignalsRecorded {
+        rollout_id: String,
+        samples: Vec<crate::health::SignalSample>,
+    },
     // --- People acting on a rollout -------------------------------------------------------------
     RolloutPaused {
         rollout_id: String,
@@ -503,6 +510,7 @@ impl EventKind {
             | PromoteRequested { rollout_id }
             | RolloutAborted { rollout_id }
             | SmokeTestRan { rollout_id, .. }
+            | SignalsRecorded { rollout_id, .. }
             | EmergencyDeclared { rollout_id, .. } => Some(rollout_id),
             ApprovalGiven { rollout_id, .. } | ApprovalRejected { rollout_id, .. } => rollout_id.as_deref(),
             _ => None,

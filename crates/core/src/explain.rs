@@ -60,6 +60,11 @@ pub fn describe(e: &Event) -> String {
         MitigationCompleted { verified, detail, .. } => {
             format!("mitigation {}: {detail}", if *verified { "done and verified" } else { "done, NOT verified" })
         }
+        SignalsRecorded { samples, .. } => format!(
+            "traffic recorded: {} sample(s) up to {}",
+            samples.len(),
+            samples.last().map(|s| s.at.to_string()).unwrap_or_default()
+        ),
         RolloutPaused { .. } => "rollout paused".into(),
         RolloutResumed { .. } => "rollout resumed".into(),
         PromoteRequested { .. } => "promotion requested".into(),

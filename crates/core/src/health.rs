@@ -8,6 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::spec::HealthSpec;
+use crate::time::Timestamp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -35,6 +36,38 @@ pub struct Traffic {
     pub errors: u64,
     /// (upper bound in microseconds, count), ascending, non-zero buckets only.
     pub latency_us: Vec<(u64, u64)>,
+}
+
+/// One version's traffic over a short interval of a rollout, as the router counted it: what the
+/// charts of a rollout and of its postmortem draw, new version against stable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignalSample {
+    /// The end of the interval.
+    pub at: Timestamp,
+    pub version: String,
+    /// The interval's length.
+    pub span_ms: u64,
+    pub requests: u64,
+    pub errors: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_us: Option<u64>,
+}
+
+impl SignalSample {
+    /// The sample of `version` over the traffic `t` of an interval of `span_ms` ending `at`.
+    pub fn of(version: &str, at: Timestamp, span_ms: u64, t: &Traffic) -> SignalSample {
+        SignalSample {
+            at,
+            version: version.to_string(),
+            span_ms,
+            requests: t.requests,
+            errors: t.errors,
+            p50_us: t.quantile_us(0.5),
+            p99_us: t.quantile_us(0.99),
+        }
+    }
 }
 
 /// The traffic one comparison phase of a rollout was judged on when it passed: what later

@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod analysis;
+pub mod chart;
 pub mod command;
 pub mod decision;
 pub mod dora;

@@ -5,9 +5,12 @@
 
 use std::fmt::Write;
 
+use crate::chart;
 use crate::command::{CommandError, ErrorCode};
 use crate::event::{Event, EventKind};
+use crate::health::SignalSample;
 use crate::state::WorkloadState;
+use crate::time::Timestamp;
 
 fn minutes(ms: u64) -> String {
     if ms < 60_000 { format!("{:.1} s", ms as f64 / 1000.0) } else { format!("{:.1} min", ms as f64 / 60_000.0) }
@@ -107,13 +110,44 @@ pub fn draft(ws: &WorkloadState, events: &[Event], rollout: Option<&str>) -> Res
     }) {
         if matches!(
             e.kind,
-            EventKind::ActionIntended { .. } | EventKind::ActionSucceeded { .. } | EventKind::ReplicaStopped { .. }
+            EventKind::ActionIntended { .. }
+                | EventKind::ActionSucceeded { .. }
+                | EventKind::ReplicaStopped { .. }
+                | EventKind::SignalsRecorded { .. }
         ) {
             continue;
         }
         let _ = writeln!(o, "- {} — {} — {}", e.at, e.actor, crate::explain::describe(e));
     }
     let _ = writeln!(o);
+
+    let samples = samples(events, &r.id);
+    if !samples.is_empty() {
+        let _ = writeln!(o, "## Signals\n");
+        let _ = writeln!(
+            o,
+            "What the router counted for each version, before the halt and after it (chart: \
+             `ringfence postmortem {} {} --svg FILE`).\n",
+            ws.name, r.id
+        );
+        let _ =
+            writeln!(o, "| version | window | requests | errors | error rate | worst p99 |\n|---|---|---|---|---|---|");
+        for (version, window, s) in summary(&samples, incident.detected_at) {
+            let _ = writeln!(
+                o,
+                "| {version} | {window} | {} | {} | {} | {} |",
+                s.requests,
+                s.errors,
+                if s.requests == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{:.2}%", s.errors as f64 * 100.0 / s.requests as f64)
+                },
+                s.worst_p99_us.map_or("-".to_string(), |us| format!("{:.1} ms", us as f64 / 1000.0)),
+            );
+        }
+        let _ = writeln!(o);
+    }
 
     if let Some(d) = decision {
         let _ = writeln!(o, "## The decision\n");
@@ -171,4 +205,123 @@ pub fn draft(ws: &WorkloadState, events: &[Event], rollout: Option<&str>) -> Res
         );
     }
     Ok(o)
+}
+
+/// The traffic samples recorded for rollout `id`, oldest first.
+pub fn samples(events: &[Event], id: &str) -> Vec<SignalSample> {
+    let mut out: Vec<SignalSample> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::SignalsRecorded { rollout_id, samples } if rollout_id == id => Some(samples.iter().cloned()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    out.sort_by_key(|s| s.at);
+    out
+}
+
+#[derive(Default)]
+struct Totals {
+    requests: u64,
+    errors: u64,
+    worst_p99_us: Option<u64>,
+}
+
+/// Per version, the totals of the intervals that began before `halt`, and of the later ones.
+fn summary(samples: &[SignalSample], halt: Timestamp) -> Vec<(String, &'static str, Totals)> {
+    let mut out: Vec<(String, &'static str, Totals)> = Vec::new();
+    for s in samples {
+        // By the interval's start: the one the halt fell in counts before it.
+        let window =
+            if s.at.millis() - s.span_ms as i64 <= halt.millis() { "before the halt" } else { "after the halt" };
+        let i = match out.iter().position(|(v, w, _)| *v == s.version && *w == window) {
+            Some(i) => i,
+            None => {
+                out.push((s.version.clone(), window, Totals::default()));
+                out.len() - 1
+            }
+        };
+        let t = &mut out[i].2;
+        t.requests += s.requests;
+        t.errors += s.errors;
+        t.worst_p99_us = t.worst_p99_us.max(s.p99_us);
+    }
+    out.sort_by(|a, b| (a.1 != "before the halt", &a.0).cmp(&(b.1 != "before the halt", &b.0)));
+    out
+}
+
+/// The key signals of the new and the stable version around the incident of rollout
+/// `rollout` (the latest incident's when absent): error rate and p99 latency over time, with
+/// the halt and the mitigation marked and the error-rate threshold drawn. `None` when nothing
+/// was recorded for it.
+pub fn signals_svg(
+    ws: &WorkloadState,
+    events: &[Event],
+    rollout: Option<&str>,
+) -> Result<Option<String>, CommandError> {
+    let incident = match rollout {
+        Some(id) => ws.incidents.get(id),
+        None => ws.incidents.values().max_by_key(|i| i.detected_at),
+    }
+    .ok_or_else(|| CommandError {
+        code: ErrorCode::NotFound,
+        message: format!("{}: no such failed rollout, no postmortem chart", ws.name),
+    })?;
+    let samples = samples(events, &incident.rollout_id);
+    if samples.is_empty() {
+        return Ok(None);
+    }
+    let versions: Vec<(&str, &'static str, String)> = std::iter::once((incident.release.as_str(), chart::NEW, "new"))
+        .chain(incident.stable.as_deref().map(|s| (s, chart::STABLE, "stable")))
+        .map(|(v, c, role)| (v, c, format!("{v} ({role})")))
+        .collect();
+    let line = |f: &dyn Fn(&SignalSample) -> Option<f64>| -> Vec<chart::Series> {
+        versions
+            .iter()
+            .map(|(v, colour, name)| chart::Series {
+                name: name.clone(),
+                colour,
+                points: samples.iter().filter(|s| s.version == *v).filter_map(|s| Some((s.at, f(s)?))).collect(),
+            })
+            .collect()
+    };
+    let panels = [
+        chart::Panel {
+            label: "error rate (%)".into(),
+            series: line(&|s| (s.requests > 0).then(|| s.errors as f64 * 100.0 / s.requests as f64)),
+            threshold: Some(ws.spec.health.max_error_rate * 100.0),
+        },
+        chart::Panel {
+            label: "p99 latency (ms)".into(),
+            series: line(&|s| s.p99_us.map(|us| us as f64 / 1000.0)),
+            threshold: ws.spec.health.max_p99_latency.map(|d| d.as_ms() as f64),
+        },
+        chart::Panel {
+            label: "requests per second".into(),
+            series: line(&|s| Some(s.requests as f64 * 1000.0 / s.span_ms.max(1) as f64)),
+            threshold: None,
+        },
+    ];
+    let mut marks = vec![chart::Mark { at: incident.detected_at, label: "halted".into() }];
+    if let Some(m) = incident.mitigated_at {
+        marks.push(chart::Mark { at: m, label: "mitigated".into() });
+    }
+    let words: Vec<String> = summary(&samples, incident.detected_at)
+        .iter()
+        .map(|(v, w, t)| {
+            format!(
+                "{v} {w}: {} requests, {} errors{}",
+                t.requests,
+                t.errors,
+                t.worst_p99_us.map(|us| format!(", worst p99 {:.1} ms", us as f64 / 1000.0)).unwrap_or_default()
+            )
+        })
+        .collect();
+    Ok(Some(chart::lines(
+        &format!("{} {}: the new and the stable version around incident {}", ws.name, incident.release, incident.id),
+        &format!("{}. Halted at {}.", words.join("; "), incident.detected_at),
+        &panels,
+        &marks,
+    )))
 }

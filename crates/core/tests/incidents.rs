@@ -370,3 +370,45 @@ fn update_and_reminder_cadences_under_a_minute_are_refused() {
     let e = format!("{:?}", spec::parse("w.toml", &text).unwrap_err());
     assert!(e.contains("incident.remind_every") && e.contains("incident.update_every[1]"), "{e}");
 }
+
+#[test]
+fn the_postmortem_draws_the_new_and_the_stable_version_around_the_incident() {
+    use ringfence_core::health::SignalSample;
+    let mut h = history();
+    let id = h.world.workload("shop").unwrap().incidents.keys().next().unwrap().clone();
+    let halt = T0.plus_ms(DAY + 10 * MIN);
+    let sample = |at: Timestamp, version: &str, requests, errors, p99_us| SignalSample {
+        at,
+        version: version.into(),
+        span_ms: 1_000,
+        requests,
+        errors,
+        p50_us: Some(2_000),
+        p99_us: Some(p99_us),
+    };
+    // Two one-second intervals up to the halt (v2 failing, v1 fine), one after it (only v1
+    // serves): an interval counts by its start.
+    let samples = vec![
+        sample(halt.plus_ms(500), "v2", 10, 4, 9_000),
+        sample(Timestamp(halt.millis() - 1_000), "v2", 10, 3, 8_000),
+        sample(Timestamp(halt.millis() - 1_000), "v1", 90, 1, 4_000),
+        sample(halt.plus_ms(1_600), "v1", 100, 0, 3_000),
+    ];
+    h.at(halt.plus_ms(2_000), "controller", EventKind::SignalsRecorded { rollout_id: id.clone(), samples });
+    let ws = h.world.workload("shop").unwrap();
+    let md = ringfence_core::postmortem::draft(ws, &h.log, None).unwrap();
+    assert!(md.contains("## Signals"), "{md}");
+    assert!(md.contains("| v2 | before the halt | 20 | 7 | 35.00% | 9.0 ms |"), "{md}");
+    assert!(md.contains("| v1 | before the halt | 90 | 1 | 1.11% | 4.0 ms |"), "{md}");
+    assert!(md.contains("| v1 | after the halt | 100 | 0 | 0.00% | 3.0 ms |"), "{md}");
+    assert!(!md.contains("traffic recorded"), "samples stay out of the timeline: {md}");
+    let svg = ringfence_core::postmortem::signals_svg(ws, &h.log, None).unwrap().expect("a chart");
+    // Three panels, a line for each version in each.
+    assert_eq!(svg.matches("<polyline").count(), 6, "{svg}");
+    assert!(svg.contains("v2 (new)") && svg.contains("v1 (stable)") && svg.contains("halted"), "{svg}");
+    assert!(svg.contains("v2 before the halt: 20 requests, 7 errors, worst p99 9.0 ms"), "{svg}");
+    // A failed rollout with nothing recorded has no chart, and one that did not fail no postmortem.
+    assert!(ringfence_core::postmortem::signals_svg(ws, &[], None).unwrap().is_none());
+    let first = ws.rollouts[0].id.clone();
+    assert!(ringfence_core::postmortem::signals_svg(ws, &h.log, Some(&first)).is_err());
+}

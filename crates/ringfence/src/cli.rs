@@ -354,9 +354,16 @@ pub enum Command {
     /// The blameless postmortem draft of a failed rollout, in Markdown (the latest failure's
     /// without ROLLOUT).
     #[command(
-        after_help = "Examples:\n  ringfence postmortem checkout\n  ringfence postmortem checkout checkout-7 > INC-checkout-7.md"
+        after_help = "Examples:\n  ringfence postmortem checkout\n  ringfence postmortem checkout checkout-7 > INC-checkout-7.md\n  ringfence postmortem checkout checkout-7 --svg INC-checkout-7.svg"
     )]
-    Postmortem { workload: String, rollout: Option<String> },
+    Postmortem {
+        workload: String,
+        rollout: Option<String>,
+        /// Also write the chart of the new and the stable version's signals around the
+        /// incident (SVG) to this file.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
     /// DORA's five metrics of a workload over the last days, beside the 2024 report's clusters.
     #[command(
         after_help = "Examples:\n  ringfence dora checkout\n  ringfence dora checkout --days 90 -o json\n  ringfence dora checkout --svg dora.svg"
@@ -1012,10 +1019,15 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
         Command::Token(t) => token_command(&api, t, json).await,
         Command::Incident(c) => incident_command(&api, c, json).await,
         Command::Followup(c) => followup_command(&api, c, json).await,
-        Command::Postmortem { workload, rollout } => {
+        Command::Postmortem { workload, rollout, svg } => {
             let q =
                 rollout.as_ref().map(|r| format!("?rollout={}", crate::http::encode_component(r))).unwrap_or_default();
             let p: api::Postmortem = api.get(&format!("/v1/workloads/{workload}/postmortem{q}")).await?;
+            if let Some(path) = svg {
+                let chart = api.get_text(&format!("/v1/workloads/{workload}/postmortem.svg{q}")).await?;
+                std::fs::write(path, chart)
+                    .map_err(|e| CliError::new(ExitCode::Failure, format!("cannot write {}: {e}", path.display())))?;
+            }
             if json {
                 print_json(&p);
             } else {

@@ -26,6 +26,7 @@ use ringfence_core::spec::RouterKind;
 
 mod act;
 mod observe;
+mod record;
 
 pub use act::stop_all;
 use act::{apply_routes, check_drift, ensure_router, read_stats, route_table, same_routes, start_replica};
@@ -109,6 +110,8 @@ struct Local {
     checks: HashMap<(String, String), tokio::task::JoinHandle<()>>,
     /// Deliveries of incident updates under way, by (channel, incident, update).
     deliveries: HashMap<(String, String, usize), tokio::task::JoinHandle<()>>,
+    /// The traffic samples of the rollout being recorded, not yet appended.
+    recorder: Option<record::Recorder>,
 }
 
 /// What the analyzer of a phase depends on.
@@ -145,6 +148,7 @@ impl Local {
             analyzer: None,
             checks: HashMap::new(),
             deliveries: HashMap::new(),
+            recorder: None,
         }
     }
 }
@@ -649,6 +653,10 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
     };
     if let Some(s) = &stats {
         local.stats = Some((Instant::now(), s.clone()));
+        let batches = record::observe(&mut local.recorder, &ws, s);
+        if !batches.is_empty() {
+            shared.record(&name, "traffic samples", batches)?;
+        }
     }
     let Some(r) = active else {
         if let Some(s) = &stats {

@@ -83,6 +83,26 @@ pub(super) async fn show_postmortem(
     })
 }
 
+/// `GET .../postmortem.svg`: the key signals of the new and the stable version around the
+/// incident, drawn; 404 when no traffic was recorded for the rollout.
+pub(super) async fn show_postmortem_svg(
+    State(sh): St,
+    Path(name): Path<String>,
+    Params(q): Params<PostmortemQuery>,
+) -> Result<Response, ApiError> {
+    let events = workload_log(&sh, &name)?;
+    let svg = sh.world(|w| {
+        Ok::<_, ApiError>(postmortem::signals_svg(command::workload(w, &name)?, &events, q.rollout.as_deref())?)
+    })?;
+    match svg {
+        Some(svg) => Ok(([(axum::http::header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()),
+        None => Err(ApiError::new(
+            ErrorKind::NotFound,
+            format!("no traffic was recorded for this rollout of {name}: nothing to draw (was a router serving it?)"),
+        )),
+    }
+}
+
 #[derive(Deserialize)]
 pub(super) struct DoraQuery {
     /// The window, in days back from now (default 30, at most 3660).

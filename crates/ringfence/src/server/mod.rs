@@ -50,7 +50,7 @@ use flags::{kill_flag, list_flags, restore_flag};
 use governance::{approve, attest, attestation_hook, parity, reject, restart_line, stop_line};
 use incidents::{
     ack_incident, assign_follow_up, close_follow_up, create_follow_up, list_follow_ups, list_incidents,
-    resolve_incident, show_dora, show_dora_svg, show_postmortem,
+    resolve_incident, show_dora, show_dora_svg, show_postmortem, show_postmortem_svg,
 };
 use planning::plan;
 use releases::{clear_hold, create_release, list_releases, revoke_release, show_release};
@@ -205,6 +205,7 @@ fn routes() -> Routes {
         .get("/v1/workloads/{name}/postmortem", show_postmortem)
         .get("/v1/workloads/{name}/dora", show_dora)
         .get("/v1/workloads/{name}/dora.svg", show_dora_svg)
+        .get("/v1/workloads/{name}/postmortem.svg", show_postmortem_svg)
         .get("/v1/workloads/{name}/followups", list_follow_ups)
         .post("/v1/workloads/{name}/followups", create_follow_up)
         .post("/v1/workloads/{name}/followups/{id}/assign", assign_follow_up)

@@ -19,7 +19,30 @@ async fn a_bad_release_opens_one_incident_with_a_postmortem_and_the_dora_metrics
     )
     .unwrap();
     assert_eq!(server.cli(&["apply", path_str(&file)]).await.code, 0);
-    server.release(w, "v1", &[]).await;
+    // v1's change was committed an hour before it was registered: its lead time counts from
+    // the commit.
+    let committed = ringfence_core::Timestamp(now_ms() - 3_600_000);
+    let out = server
+        .cli(&[
+            "release",
+            "create",
+            w,
+            "--version",
+            "v1",
+            "--artifact",
+            "sample-app:v1",
+            "--author",
+            "it-test",
+            "--committed-at",
+            &committed.to_string(),
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{out}");
+    let bad = server
+        .cli(&["release", "create", w, "--version", "v9", "--author", "it-test", "--committed-at", "yesterday"])
+        .await;
+    assert_eq!(bad.code, 3, "{bad}");
+    assert!(bad.stderr.contains("metadata.committed_at") && bad.stderr.contains("yesterday"), "{bad}");
     server.release(w, "v2", &["SAMPLE_ERROR_RATE=0.5"]).await;
     assert_eq!(server.deploy_wait(w, "v1").await.code, 0, "{}", server.diagnose(w).await);
     let load = Load::start(server.router_addr(w).await, 100.0, 200);
@@ -122,6 +145,18 @@ async fn a_bad_release_opens_one_incident_with_a_postmortem_and_the_dora_metrics
     assert!(md.contains("- [x] fu-1 alert on the error rate (owner carol)"), "the follow-ups:\n{md}");
     let out = server.cli(&["postmortem", w, "-o", "json"]).await;
     assert!(out.stdout.contains("\"markdown\""), "{out}");
+    // Its signals, the new version against the stable one around the halt, in words and drawn.
+    let chart = server.path("postmortem.svg");
+    let out = server.cli(&["postmortem", w, &id, "--svg", path_str(&chart)]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let before =
+        out.stdout.lines().find(|l| l.starts_with("| v2 | before the halt |")).unwrap_or_else(|| panic!("{out}"));
+    let cells: Vec<&str> = before.split('|').map(str::trim).collect();
+    let (requests, errors): (u64, u64) = (cells[3].parse().unwrap(), cells[4].parse().unwrap());
+    assert!(requests > 0 && errors > 0, "v2 served and failed before the halt: {before}");
+    let svg = std::fs::read_to_string(&chart).expect("the chart was written");
+    assert!(svg.starts_with("<svg") && svg.contains("v2 (new)") && svg.contains("v1 (stable)"), "{svg}");
+    assert!(svg.contains(">halted<") && svg.contains(">mitigated<") && svg.matches("<polyline").count() >= 4, "{svg}");
 
     // DORA: v1 and v2 ended in the window, v2 failed, recovered in the fallback's time.
     let out = server.cli(&["dora", w, "-o", "json"]).await;
@@ -129,6 +164,9 @@ async fn a_bad_release_opens_one_incident_with_a_postmortem_and_the_dora_metrics
     let d: ringfence_api::Dora = serde_json::from_str(&out.stdout).unwrap();
     let outcomes: Vec<(&str, bool)> = d.deployments.iter().map(|x| (x.outcome.as_str(), x.failed)).collect();
     assert_eq!(outcomes, vec![("completed", false), ("mitigated", true)]);
+    let v1 = &d.deployments[0];
+    assert_eq!(v1.lead_time_from, "commit");
+    assert!(v1.lead_time_ms.unwrap() >= 3_600_000, "an hour and the rollout: {v1:#?}");
     assert_eq!(d.change_fail_rate.value, Some(0.5));
     let recovery_h = mitigated.since(halted) as f64 / 3_600_000.0;
     assert!((d.recovery_time.value.unwrap() - recovery_h).abs() < 1e-9, "{d:#?}");
@@ -194,6 +232,10 @@ async fn a_bad_release_opens_one_incident_with_a_postmortem_and_the_dora_metrics
     assert_eq!(status, 200);
     assert!(index.contains(&format!("href=\"/status/{w}\"")) && index.contains("operational"), "{index}");
     assert_eq!(get("/status/nope".into()).await.0, 404);
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
@@ -265,11 +307,13 @@ impl Drop for Smtp {
 }
 
 /// A receiver of the organisation's: `/hook` verifies the Standard Webhooks signature with the
-/// scheme's reference library; `/slack` fails its first `fail` requests with 500.
-async fn receiver(secret: &'static str, fail: usize) -> (std::net::SocketAddr, Seen, Seen) {
+/// scheme's reference library; `/slack` fails its first `fail` requests with 500; `/issues` is
+/// an issue tracker's create-issue endpoint that wants its bearer token and answers with the
+/// new issue's link.
+async fn receiver(secret: &'static str, fail: usize) -> (std::net::SocketAddr, Seen, Seen, Seen) {
     use axum::http::{HeaderMap, StatusCode};
-    let (hooks, slack): (Seen, Seen) = Default::default();
-    let (h, s) = (hooks.clone(), slack.clone());
+    let (hooks, slack, issues): (Seen, Seen, Seen) = Default::default();
+    let (h, s, t) = (hooks.clone(), slack.clone(), issues.clone());
     let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let app = axum::Router::new()
         .route(
@@ -300,11 +344,30 @@ async fn receiver(secret: &'static str, fail: usize) -> (std::net::SocketAddr, S
                     StatusCode::OK
                 }
             }),
+        )
+        .route(
+            "/issues",
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let t = t.clone();
+                async move {
+                    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer tracker-token-1234") {
+                        return (StatusCode::UNAUTHORIZED, String::new());
+                    }
+                    let key = headers["idempotency-key"].to_str().unwrap().to_string();
+                    let mut seen = t.lock().unwrap();
+                    seen.push((key, serde_json::from_slice(&body).unwrap()));
+                    let n = seen.len();
+                    (
+                        StatusCode::CREATED,
+                        format!("{{\"number\": {n}, \"html_url\": \"https://git.example/shop/issues/{n}\"}}"),
+                    )
+                }
+            }),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (addr, hooks, slack)
+    (addr, hooks, slack, issues)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,18 +375,21 @@ async fn incident_updates_reach_a_signed_webhook_slack_and_a_real_smtp_server_ac
     const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
     let mut server = Server::start().await;
     let w = "notified";
-    let (addr, hooks, slack) = receiver(SECRET, 2).await;
+    let (addr, hooks, slack, issues) = receiver(SECRET, 2).await;
     let smtp = Smtp::start(&server.path("smtp"));
     let dir = server.data_dir().join("secrets");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("hook"), SECRET).unwrap();
+    std::fs::write(dir.join("tracker"), "tracker-token-1234").unwrap();
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.join("hook"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        for s in ["hook", "tracker"] {
+            std::fs::set_permissions(dir.join(s), std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
     }
     let spec = Spec { lenient_breaker: true, ..Spec::new(w) };
     let extra = format!(
-        "\n[incident]\nconfirm_after = \"3s\"\n\n[[notify]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"http://{addr}/hook\"\nsecret = \"secret://hook\"\n\n[[notify]]\nname = \"chat\"\nkind = \"slack\"\nurl = \"http://{addr}/slack\"\naudience = \"users\"\n\n[[notify]]\nname = \"mail\"\nkind = \"email\"\nurl = \"smtp://127.0.0.1:{}\"\nfrom = \"ringfence@example.com\"\nto = [\"oncall@example.com\"]\n",
+        "\n[incident]\nconfirm_after = \"3s\"\n\n[[notify]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"http://{addr}/hook\"\nsecret = \"secret://hook\"\n\n[[notify]]\nname = \"chat\"\nkind = \"slack\"\nurl = \"http://{addr}/slack\"\naudience = \"users\"\n\n[[notify]]\nname = \"mail\"\nkind = \"email\"\nurl = \"smtp://127.0.0.1:{}\"\nfrom = \"ringfence@example.com\"\nto = [\"oncall@example.com\"]\n\n[[notify]]\nname = \"issues\"\nkind = \"tracker\"\nurl = \"http://{addr}/issues\"\nsecret = \"secret://tracker\"\n",
         smtp.port
     );
     let file = server.path("notified.toml");
@@ -355,6 +421,7 @@ async fn incident_updates_reach_a_signed_webhook_slack_and_a_real_smtp_server_ac
     })
     .await;
     let n = i.updates.len();
+    let (hooks_seen, slack_seen) = (hooks.clone(), slack.clone());
     let hooks = hooks.lock().unwrap().clone();
     let slack = slack.lock().unwrap().clone();
     // Every update reaches every channel under one id per update and channel. The kill may land
@@ -384,4 +451,46 @@ async fn incident_updates_reach_a_signed_webhook_slack_and_a_real_smtp_server_ac
     let events = server.events(w).await;
     let failed = events.iter().filter(|e| e.kind.type_name() == "notification_failed").count();
     assert!(failed >= 2, "the Slack failures are recorded: {failed}");
+    assert!(issues.lock().unwrap().is_empty(), "a tracker gets no incident updates");
+
+    // A follow-up item goes to the issue tracker once, with its link recorded; overdue, it is
+    // brought up on the stakeholder channels (the webhook and the mail, not the users' chat).
+    let out = server
+        .cli(&["followup", "add", w, "--incident", &id, "--title", "page on p99", "--owner", "bob", "--due-in", "1s"])
+        .await;
+    assert_eq!(out.code, 0, "{out}");
+    let item = wait_until("the item exported and reminded", || async {
+        let out = server.cli(&["followup", "list", w, "-o", "json"]).await;
+        let items: Vec<ringfence_api::FollowUp> = serde_json::from_str(&out.stdout).ok()?;
+        let f = items.into_iter().next()?;
+        let reminded = smtp.mails().iter().any(|(_, subject)| subject.contains("[follow-up overdue]"));
+        (f.exported.contains_key("issues") && f.reminders >= 1 && reminded).then_some(f)
+    })
+    .await;
+    assert_eq!(item.exported["issues"], "https://git.example/shop/issues/1");
+    let exported = issues.lock().unwrap().clone();
+    assert_eq!(exported.len(), 1, "exported once: {exported:#?}");
+    let (key, body) = &exported[0];
+    assert_eq!(key, &format!("rf.{w}.followup/fu-1.0.issues"));
+    assert_eq!(body["title"], "page on p99");
+    let text = body["body"].as_str().unwrap();
+    assert!(text.contains(&format!("incident {id}")) && text.contains("Owner: bob"), "{text}");
+    assert_eq!(body["labels"], serde_json::json!(["ringfence", "postmortem", w]));
+    let list = server.cli(&["followup", "list", w]).await;
+    assert!(list.stdout.contains("exported to issues: https://git.example/shop/issues/1"), "{list}");
+    let reminders: Vec<serde_json::Value> = wait_until("the reminder at the webhook", || async {
+        let r: Vec<_> = hooks_now(&hooks_seen).into_iter().filter(|b| b["type"] == "followup.overdue").collect();
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
+    assert_eq!(reminders[0]["follow_up"], "fu-1");
+    assert!(reminders[0]["text"].as_str().unwrap().contains("owner bob"), "{reminders:#?}");
+    assert!(
+        slack_seen.lock().unwrap().iter().all(|(_, b)| !b["text"].as_str().unwrap().contains("follow-up")),
+        "users are not reminded of the team's backlog"
+    );
+}
+
+fn hooks_now(seen: &Seen) -> Vec<serde_json::Value> {
+    seen.lock().unwrap().iter().map(|(_, b)| b.clone()).collect()
 }
