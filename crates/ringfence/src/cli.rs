@@ -519,6 +519,14 @@ pub struct ServerArgs {
     /// The certificate's private key (PEM; keep it readable by the server's user only).
     #[arg(long, env = "RINGFENCE_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Where the event log is: `sqlite` (events.db in the data directory, the default) or a
+    /// PostgreSQL database, `postgres://USER@HOST:PORT/DB` (its password in
+    /// --store-password-file, never in the URL).
+    #[arg(long, env = "RINGFENCE_STORE", value_name = "sqlite|URL")]
+    pub store: Option<String>,
+    /// File holding the PostgreSQL password (mode 0600).
+    #[arg(long, env = "RINGFENCE_STORE_PASSWORD_FILE", value_name = "PATH")]
+    pub store_password_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

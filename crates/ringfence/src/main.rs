@@ -87,6 +87,9 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                     ),
                 ));
             }
+            let store =
+                ringfence::state::StoreLocation::parse(args.store.as_deref(), args.store_password_file.as_deref())
+                    .map_err(|e| CliError::new(ExitCode::Usage, e))?;
             let scheme = if tls.is_some() { "https" } else { "http" };
             let listener = bind(args.listen, "API").await?;
             let addr = listener.local_addr().map_err(|e| CliError::new(ExitCode::Failure, e.to_string()))?;
@@ -96,6 +99,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             config.stop_workloads_on_exit = !args.keep_workloads;
             config.allowed_hosts = args.allowed_hosts.clone();
             config.tls = tls;
+            config.store = store;
             ringfence::server::run(config, listener, shutdown_on_signal()).await?;
             Ok(ExitCode::Ok)
         }

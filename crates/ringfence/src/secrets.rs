@@ -22,18 +22,7 @@ pub fn resolve(data_dir: &Path, value: &str) -> Result<String, String> {
     secret::check_reference(value)?;
     let file = dir(data_dir).join(name);
     match std::fs::metadata(&file) {
-        Ok(meta) => {
-            if meta.permissions().mode() & 0o077 != 0 {
-                return Err(format!(
-                    "secret {name}: {} may be read by other users (mode {:o}); chmod 600 it",
-                    file.display(),
-                    meta.permissions().mode() & 0o777
-                ));
-            }
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| format!("secret {name}: cannot read {}: {e}", file.display()))?;
-            Ok(text.trim_end_matches(['\n', '\r']).to_string())
-        }
+        Ok(_) => read_private_file(&file).map_err(|e| format!("secret {name}: {e}")),
         Err(_) => std::env::var(secret::env_name(name)).map_err(|_| {
             format!(
                 "secret {name} is not set: put it in {} (mode 0600) or in the server's environment as {}",
@@ -45,6 +34,20 @@ pub fn resolve(data_dir: &Path, value: &str) -> Result<String, String> {
 }
 
 /// Every value of `map` resolved; the first missing secret is the error.
+/// A file of secret text, refused when other users may read it; trailing newlines trimmed.
+pub fn read_private_file(file: &Path) -> Result<String, String> {
+    let meta = std::fs::metadata(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(format!(
+            "{} may be read by other users (mode {:o}); chmod 600 it",
+            file.display(),
+            meta.permissions().mode() & 0o777
+        ));
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}
+
 pub fn resolve_all(data_dir: &Path, map: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String> {
     map.iter().map(|(k, v)| resolve(data_dir, v).map(|v| (k.clone(), v))).collect()
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use ringfence_core::command::CommandError;
 use ringfence_core::{Event, EventKind, NewEvent, Timestamp, World};
+use ringfence_store::postgres::PgStore;
 use ringfence_store::{EventStore, Store, StoreError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +19,51 @@ pub fn now() -> Timestamp {
     let ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     Timestamp(ms)
+}
+
+/// Where the server keeps its event log.
+#[derive(Debug, Clone, Default)]
+pub enum StoreLocation {
+    /// `events.db` in the data directory: embedded, nothing to run beside the server.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database (`postgres://USER@HOST:PORT/DB`), its password apart (never in
+    /// the URL: a command line is readable by every user of the machine).
+    Postgres { url: String, password: Option<String> },
+}
+
+impl StoreLocation {
+    /// `sqlite` (or nothing) or a `postgres://` URL without a password; `password_file` (mode
+    /// 0600) holds the password.
+    pub fn parse(value: Option<&str>, password_file: Option<&std::path::Path>) -> Result<StoreLocation, String> {
+        let url = match value.map(str::trim) {
+            None | Some("" | "sqlite") => {
+                if password_file.is_some() {
+                    return Err("--store-password-file: only a PostgreSQL store takes a password".into());
+                }
+                return Ok(StoreLocation::Sqlite);
+            }
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => u,
+            Some(other) => {
+                return Err(format!(
+                    "--store {:?}: expected `sqlite` or postgres://USER@HOST:PORT/DB",
+                    ringfence_store::postgres::redact(other)
+                ));
+            }
+        };
+        let authority = url.split_once("://").map_or("", |(_, r)| r.split('/').next().unwrap_or(""));
+        if authority.rsplit_once('@').is_some_and(|(user, _)| user.contains(':')) {
+            return Err(format!(
+                "--store {}: the URL holds a password, which every user of this machine can read in the process list; put it in a file readable only by you and name it with --store-password-file",
+                ringfence_store::postgres::redact(url)
+            ));
+        }
+        let password = match password_file {
+            None => None,
+            Some(path) => Some(crate::secrets::read_private_file(path)?),
+        };
+        Ok(StoreLocation::Postgres { url: url.to_string(), password })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,21 +115,38 @@ pub struct LiveVerdict {
 }
 
 impl Shared {
-    /// Opens the log in `data_dir` and rebuilds every projection from it.
-    pub fn open(
-        data_dir: PathBuf,
-        ringfence_bin: PathBuf,
-        tick: std::time::Duration,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<Arc<Shared>> {
+    /// Opens the event log the configuration names and rebuilds every projection from it.
+    pub fn open(config: &crate::server::ServerConfig, shutdown: CancellationToken) -> anyhow::Result<Arc<Shared>> {
+        let (data_dir, ringfence_bin, tick) = (config.data_dir.clone(), config.ringfence_bin.clone(), config.tick);
         let claim = crate::datadir::DataDir::claim(&data_dir)?;
-        let log_file = data_dir.join(ringfence_store::LOG_FILE);
-        let store = Store::open(&log_file)?;
-        for suffix in ["", "-wal", "-shm"] {
-            crate::datadir::DataDir::make_private(&PathBuf::from(format!("{}{suffix}", log_file.display())));
-        }
+        let (store, events): (Box<dyn EventStore>, Vec<Event>) = match &config.store {
+            StoreLocation::Sqlite => {
+                let log_file = data_dir.join(ringfence_store::LOG_FILE);
+                let store = Store::open(&log_file)?;
+                for suffix in ["", "-wal", "-shm"] {
+                    crate::datadir::DataDir::make_private(&PathBuf::from(format!("{}{suffix}", log_file.display())));
+                }
+                let events = store.load_all()?;
+                (Box::new(store), events)
+            }
+            StoreLocation::Postgres { url, password } => {
+                let mut store = off_the_workers(|| PgStore::open(url, password.as_deref()))?;
+                // A server that just died may still hold the claim until PostgreSQL notices its
+                // connection closed: a restart waits a little for it.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+                loop {
+                    match off_the_workers(|| store.claim()) {
+                        Ok(()) => break,
+                        Err(e) if std::time::Instant::now() >= deadline => return Err(e.into()),
+                        Err(_) => std::thread::sleep(std::time::Duration::from_millis(250)),
+                    }
+                }
+                let events = off_the_workers(|| store.read(None, 0, usize::MAX))?;
+                tracing::info!(store = %store.describe(), "event log on PostgreSQL");
+                (Box::new(store), events)
+            }
+        };
         let mut world = World::default();
-        let events = store.load_all()?;
         for e in &events {
             world.apply(e);
         }
@@ -97,7 +160,7 @@ impl Shared {
         Ok(Arc::new(Shared {
             data_dir,
             _claim: claim,
-            inner: Mutex::new(Inner { store: Box::new(store), world, seq }),
+            inner: Mutex::new(Inner { store, world, seq }),
             executor,
             ringfence_bin,
             traffic: crate::traffic::Traffic::new(http.clone()),
@@ -174,7 +237,7 @@ impl Shared {
     }
 
     pub fn events(&self, workload: Option<&str>, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let inner = self.inner.lock().expect("state lock");
+        let mut inner = self.inner.lock().expect("state lock");
         off_the_workers(|| inner.store.read(workload, after, limit))
     }
 

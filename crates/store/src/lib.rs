@@ -1,7 +1,7 @@
 //! The event log: append-only, numbered without gaps, durable at commit.
 //!
-//! [`EventStore`] is the seam; [`Store`], on SQLite, is its first adapter (PostgreSQL, for
-//! several server replicas, follows behind the same trait). Appends of one call go in one
+//! [`EventStore`] is the seam; [`Store`], on SQLite, is the embedded default, and
+//! [`postgres::PgStore`] keeps the same guarantees on PostgreSQL. Appends of one call go in one
 //! transaction, so a crash leaves either all of them or none. The SQLite database runs in WAL
 //! mode with `synchronous=FULL`: an acknowledged append survives a power cut, not just a
 //! process crash.
@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 pub mod audit;
 pub mod migrate;
+pub mod postgres;
 
 pub use audit::{AuditOptions, Digest};
 use ringfence_core::{Event, NewEvent};
@@ -42,10 +43,13 @@ pub enum StoreError {
     /// The audit trail's key files, options or chain (the file named, and what is wrong).
     #[error("{path}: {why}")]
     Audit { path: PathBuf, why: String },
+    /// PostgreSQL refused or failed (`at`: the log's URL without its password).
+    #[error("event log {at}: {why}")]
+    Postgres { at: String, why: String },
 }
 
-/// The event log as the server uses it. Adapters: [`Store`] (SQLite, embedded, the default);
-/// PostgreSQL for several replicas is the next. Implementations keep the guarantees the
+/// The event log as the server uses it. Adapters: [`Store`] (SQLite, embedded, the default)
+/// and [`postgres::PgStore`]. Implementations keep the guarantees the
 /// server relies on: sequence numbers without gaps, one transaction per append call, and an
 /// append refused unless the log still ends where the caller last saw it.
 pub trait EventStore: Send {
@@ -54,7 +58,7 @@ pub trait EventStore: Send {
     /// written. This blocks until the events are durable: call it off the async workers.
     fn append(&mut self, expected_last: u64, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError>;
     /// Events after `after_seq`, optionally of one workload, oldest first, at most `limit`.
-    fn read(&self, workload: Option<&str>, after_seq: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
+    fn read(&mut self, workload: Option<&str>, after_seq: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
     /// The number of the last event.
     fn last_seq(&self) -> u64;
     /// Where the log is, for messages.
@@ -336,7 +340,7 @@ impl EventStore for Store {
         self.append_after(expected_last, events)
     }
 
-    fn read(&self, workload: Option<&str>, after_seq: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    fn read(&mut self, workload: Option<&str>, after_seq: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         self.read_events(workload, after_seq, limit)
     }
 

@@ -102,6 +102,13 @@ fn deps(root: &Path) -> Result<(), String> {
             packages.push(package);
         }
     }
+    // The store suite's PostgreSQL: Debian keeps its server programs off PATH.
+    let postgres = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.filter_map(Result::ok).any(|v| v.path().join("bin/initdb").exists()))
+        .unwrap_or(false);
+    if !postgres {
+        packages.push("postgresql");
+    }
     if !(found("node") && found("npm")) {
         packages.extend(["nodejs", "npm"]);
     }

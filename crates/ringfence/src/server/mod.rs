@@ -97,6 +97,8 @@ pub struct ServerConfig {
     pub allowed_hosts: Vec<String>,
     /// Serve HTTPS with this configuration ([`tls::server_config`]).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Where the event log is: SQLite in the data directory (the default), or PostgreSQL.
+    pub store: crate::state::StoreLocation,
 }
 
 impl ServerConfig {
@@ -107,6 +109,7 @@ impl ServerConfig {
             stop_workloads_on_exit: true,
             allowed_hosts: Vec::new(),
             tls: None,
+            store: crate::state::StoreLocation::Sqlite,
             ringfence_bin: std::env::current_exe()
                 .map_err(|e| anyhow::anyhow!("cannot find the ringfence binary: {e}"))?,
         })
@@ -119,8 +122,7 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let shared =
-        Shared::open(config.data_dir.clone(), config.ringfence_bin.clone(), config.tick, shutdown.child_token())?;
+    let shared = Shared::open(&config, shutdown.child_token())?;
     let names: Vec<String> = shared.world(|w| w.workloads.keys().cloned().collect());
     for name in &names {
         controller::spawn_workload(&shared, name);

@@ -417,7 +417,14 @@ async fn sequential_analysis_catches_hard_and_subtle_error_regressions() {
         _ => panic!("phase 1 compares with the stable version: {first:#}"),
     }
     assert!(first["warning"].as_str().is_some_and(|w| w.contains("the bake is 1 s")), "{first:#}");
-    assert!(phases[1]["warning"].as_str().is_none_or(|w| w.contains("first appearing in this phase")), "{p:#}");
+    // Phase 2's bake is long enough for errors; its warning, if any, is about a regression first
+    // appearing there, or (the slow-machine case above) a latency target out of reach.
+    assert!(
+        phases[1]["warning"].as_str().is_none_or(
+            |w| w.contains("first appearing in this phase") || w.contains("cannot be detected at this traffic")
+        ),
+        "{p:#}"
+    );
     assert_eq!(phases[2]["needs"], "guards_only", "the 100% phase relies on the guards: {p:#}");
     assert!(phases[2]["needed_s"].is_null(), "{p:#}");
     let out = server.cli(&["plan", w]).await;

@@ -51,11 +51,18 @@ pub struct Server {
     token: String,
     child: Option<Child>,
     launches: u32,
+    /// More `ringfence server` arguments (e.g. `--store postgres://...`).
+    extra: Vec<String>,
 }
 
 impl Server {
     /// Starts a server on a free loopback port with a fresh data directory.
     pub async fn start() -> Server {
+        Server::start_with(&[]).await
+    }
+
+    /// [`Server::start`] with more `ringfence server` arguments, kept for restarts.
+    pub async fn start_with(extra: &[&str]) -> Server {
         let dir = tempfile::Builder::new().prefix("ringfence-it-").tempdir().expect("create a temp dir");
         let data = dir.path().join("data");
         let mark = dir.path().display().to_string();
@@ -68,6 +75,7 @@ impl Server {
             token: String::new(),
             child: None,
             launches: 0,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         server.launch().await;
         server
@@ -81,6 +89,7 @@ impl Server {
         let mut child = Command::new(BIN)
             .args(["server", "--listen", "127.0.0.1:0", "--tick", "50ms", "--data-dir"])
             .arg(&self.data)
+            .args(&self.extra)
             .env(MARK_VAR, &self.mark)
             // Settings of the environment running the tests must not change the server.
             .env_remove("RINGFENCE_KEEP_WORKLOADS")

@@ -23,4 +23,5 @@ mod pipelines;
 mod rings;
 mod rollout;
 mod secure;
+mod store;
 mod trust;
