@@ -43,6 +43,12 @@ pub enum StoreError {
     /// The audit trail's key files, options or chain (the file named, and what is wrong).
     #[error("{path}: {why}")]
     Audit { path: PathBuf, why: String },
+    /// A workload's lease moved to another holder since this writer took it (or never was
+    /// its): the writer no longer leads the workload. Nothing was written.
+    #[error(
+        "the lease of workload {workload} is no longer this writer's (its token {token}, the current one {current:?}): another server leads it; nothing was written"
+    )]
+    Fenced { workload: String, token: i64, current: Option<i64> },
     /// PostgreSQL refused or failed (`at`: the log's URL without its password).
     #[error("event log {at}: {why}")]
     Postgres { at: String, why: String },

@@ -22,6 +22,25 @@ pub const PG_SCHEMA: i64 = 1;
 /// The advisory lock a running server holds on the log (an arbitrary constant: "ringfnce").
 const SERVER_LOCK: i64 = 0x7269_6e67_666e_6365;
 
+/// Who leads a workload's controller, until when, and the fencing token its writes carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub workload: String,
+    pub holder: String,
+    /// Grows with every change of holder (and when a holder comes back after its lease
+    /// lapsed): a write carrying an older one is refused.
+    pub token: i64,
+    /// Milliseconds since the Unix epoch, by PostgreSQL's clock, the one every replica shares.
+    pub expires_at_ms: i64,
+}
+
+/// What a leader's append carries: the workload it leads and its lease's token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub workload: String,
+    pub token: i64,
+}
+
 pub struct PgStore {
     /// Always `Some` until dropped (see `Drop`).
     client: Option<Client>,
@@ -112,6 +131,70 @@ impl PgStore {
     pub fn last_seq(&self) -> u64 {
         self.last_seq
     }
+
+    /// Takes the lease of `workload` for `holder` for `ttl` when it is free or has lapsed, or
+    /// renews it when `holder` has it (same token). `None`: another holder has it.
+    pub fn acquire(&mut self, workload: &str, holder: &str, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        let ttl_ms = ttl.as_millis().min(i64::MAX as u128) as i64;
+        let row = self
+            .client()
+            .query_opt(
+                "INSERT INTO leases AS l (workload, holder, token, expires_at)
+                 VALUES ($1, $2, 1, now() + make_interval(secs => $3::BIGINT / 1000.0))
+                 ON CONFLICT (workload) DO UPDATE SET
+                     token = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > now()
+                                  THEN l.token ELSE l.token + 1 END,
+                     holder = EXCLUDED.holder,
+                     expires_at = EXCLUDED.expires_at
+                 WHERE l.holder = EXCLUDED.holder OR l.expires_at <= now()
+                 RETURNING holder, token, (extract(epoch FROM expires_at) * 1000)::BIGINT",
+                &[&workload, &holder, &ttl_ms],
+            )
+            .map_err(|e| pg(&self.at, e))?;
+        Ok(row.map(|r| Lease { workload: workload.into(), holder: r.get(0), token: r.get(1), expires_at_ms: r.get(2) }))
+    }
+
+    /// Gives the lease up at once (a clean shutdown), so another replica need not wait for it
+    /// to lapse. Nothing happens unless `holder` has it with `fence`'s token.
+    pub fn release(&mut self, fence: &Fence, holder: &str) -> Result<(), StoreError> {
+        self.client()
+            .execute(
+                "UPDATE leases SET expires_at = now() WHERE workload = $1 AND holder = $2 AND token = $3",
+                &[&fence.workload, &holder, &fence.token],
+            )
+            .map_err(|e| pg(&self.at, e))?;
+        Ok(())
+    }
+
+    /// Every workload's lease, by workload.
+    pub fn leases(&mut self) -> Result<Vec<Lease>, StoreError> {
+        let rows = self
+            .client()
+            .query(
+                "SELECT workload, holder, token, (extract(epoch FROM expires_at) * 1000)::BIGINT
+                 FROM leases ORDER BY workload",
+                &[],
+            )
+            .map_err(|e| pg(&self.at, e))?;
+        Ok(rows
+            .iter()
+            .map(|r| Lease { workload: r.get(0), holder: r.get(1), token: r.get(2), expires_at_ms: r.get(3) })
+            .collect())
+    }
+
+    /// [`EventStore::append`] by a workload's leader: refused ([`StoreError::Fenced`]), with
+    /// nothing written, unless `fence` still is the workload's current lease. The check and
+    /// the append are one transaction, so a takeover lands either before the append (which
+    /// is then refused) or after it; a deposed leader that still believes it leads cannot
+    /// write.
+    pub fn append_fenced(
+        &mut self,
+        fence: &Fence,
+        expected_last: u64,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.append_tx(Some(fence), expected_last, events)
+    }
 }
 
 /// Creates the tables of schema 1, or checks the version found, under a transaction-scoped
@@ -138,7 +221,13 @@ fn migrate(client: &mut Client, at: &str) -> Result<(), StoreError> {
              seq BIGINT NOT NULL,
              hash BYTEA
          );
-         INSERT INTO head (id, seq, hash) VALUES (1, 0, NULL) ON CONFLICT (id) DO NOTHING;",
+         INSERT INTO head (id, seq, hash) VALUES (1, 0, NULL) ON CONFLICT (id) DO NOTHING;
+         CREATE TABLE IF NOT EXISTS leases (
+             workload TEXT PRIMARY KEY,
+             holder TEXT NOT NULL,
+             token BIGINT NOT NULL,
+             expires_at TIMESTAMPTZ NOT NULL
+         );",
     )
     .map_err(|e| pg(at, e))?;
     let found: Option<i64> =
@@ -156,14 +245,31 @@ fn migrate(client: &mut Client, at: &str) -> Result<(), StoreError> {
     tx.commit().map_err(|e| pg(at, e))
 }
 
-impl EventStore for PgStore {
-    fn append(&mut self, expected_last: u64, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
+impl PgStore {
+    /// An append, by a workload's leader when `fence` is given (see [`PgStore::append_fenced`]).
+    fn append_tx(
+        &mut self,
+        fence: Option<&Fence>,
+        expected_last: u64,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Event>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let at = self.at.clone();
         let e = |e| pg(&at, e);
         let mut tx = self.client.as_mut().expect("the client lives as long as the store").transaction().map_err(e)?;
+        if let Some(f) = fence {
+            // Share-locked: a takeover (which updates the row) waits for this append, or this
+            // append reads the token the takeover left.
+            let current: Option<i64> = tx
+                .query_opt("SELECT token FROM leases WHERE workload = $1 FOR SHARE", &[&f.workload])
+                .map_err(e)?
+                .map(|r| r.get(0));
+            if current != Some(f.token) {
+                return Err(StoreError::Fenced { workload: f.workload.clone(), token: f.token, current });
+            }
+        }
         // The lock on the one row that says where the log ends: a second writer waits here,
         // then reads the end the first one left.
         let row = tx.query_one("SELECT seq, hash FROM head WHERE id = 1 FOR UPDATE", &[]).map_err(e)?;
@@ -232,6 +338,12 @@ impl EventStore for PgStore {
         tx.commit().map_err(e)?;
         self.last_seq = seq;
         Ok(out)
+    }
+}
+
+impl EventStore for PgStore {
+    fn append(&mut self, expected_last: u64, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
+        self.append_tx(None, expected_last, events)
     }
 
     fn read(&mut self, workload: Option<&str>, after_seq: u64, limit: usize) -> Result<Vec<Event>, StoreError> {

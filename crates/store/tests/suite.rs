@@ -6,7 +6,7 @@
 mod pgcluster;
 
 use ringfence_core::{EventKind, NewEvent, Timestamp};
-use ringfence_store::postgres::PgStore;
+use ringfence_store::postgres::{Fence, PgStore};
 use ringfence_store::{EventStore, Store, StoreError};
 
 fn ev(workload: &str, n: u32) -> NewEvent {
@@ -170,4 +170,98 @@ fn the_store_suite_on_postgresql() {
     let bad = format!("postgres://postgres:hunter2@127.0.0.1:{}/nope", pg.port);
     let e = PgStore::open(&bad, None).err().expect("no such database").to_string();
     assert!(e.contains("nope") && !e.contains("hunter2"), "{e}");
+}
+
+#[test]
+fn a_deposed_leader_cannot_write_and_a_lease_moves_only_when_it_lapses() {
+    use std::time::Duration;
+    let Some(pg) = pgcluster::PgCluster::start() else { return };
+    let url = pg.fresh_db();
+    let (mut a, mut b) = (PgStore::open(&url, None).unwrap(), PgStore::open(&url, None).unwrap());
+    let lease = a.acquire("shop", "replica-a", Duration::from_millis(400)).unwrap().expect("free: a takes it");
+    assert_eq!((lease.holder.as_str(), lease.token), ("replica-a", 1));
+    assert!(b.acquire("shop", "replica-b", Duration::from_secs(5)).unwrap().is_none(), "a holds it");
+    // a renews: the same token.
+    assert_eq!(a.acquire("shop", "replica-a", Duration::from_millis(400)).unwrap().map(|l| l.token), Some(1));
+    let fence_a = Fence { workload: "shop".into(), token: 1 };
+    a.append_fenced(&fence_a, 0, vec![ev("shop", 1)]).unwrap();
+    // a stops renewing (a pause, a partition); its lease lapses and b takes over.
+    std::thread::sleep(Duration::from_millis(600));
+    let taken = b.acquire("shop", "replica-b", Duration::from_secs(5)).unwrap().expect("lapsed: b takes it");
+    assert_eq!(taken.token, 2, "a new holder, a new token");
+    // a still believes it leads: its write is refused and nothing is written.
+    match a.append_fenced(&fence_a, 1, vec![ev("shop", 2)]) {
+        Err(StoreError::Fenced { token: 1, current: Some(2), .. }) => {}
+        other => panic!("expected the deposed leader fenced off, got {other:?}"),
+    }
+    assert_eq!(b.read(None, 0, 10).unwrap().len(), 1, "nothing of the fenced append");
+    // A token for a workload nobody leads is refused too.
+    let stray = Fence { workload: "nobody".into(), token: 1 };
+    assert!(matches!(a.append_fenced(&stray, 1, vec![ev("x", 3)]), Err(StoreError::Fenced { current: None, .. })));
+    // b writes with its token; a can no longer take the lease while b holds it.
+    let fence_b = Fence { workload: "shop".into(), token: 2 };
+    assert_eq!(b.append_fenced(&fence_b, 1, vec![ev("shop", 2)]).unwrap()[0].seq, 2);
+    assert!(a.acquire("shop", "replica-a", Duration::from_secs(1)).unwrap().is_none());
+    // A clean handover: b releases, a takes it at once with the next token.
+    b.release(&fence_b, "replica-b").unwrap();
+    assert_eq!(a.acquire("shop", "replica-a", Duration::from_secs(1)).unwrap().map(|l| l.token), Some(3));
+    let leases = a.leases().unwrap();
+    assert_eq!(leases.len(), 1);
+    assert_eq!((leases[0].holder.as_str(), leases[0].token), ("replica-a", 3));
+    let e = b.append_fenced(&fence_b, 2, vec![ev("shop", 3)]).unwrap_err().to_string();
+    assert!(e.contains("another server leads it") && e.contains("nothing was written"), "{e}");
+}
+
+#[test]
+fn a_takeover_racing_an_append_lands_wholly_before_or_after_it() {
+    use std::time::Duration;
+    let Some(pg) = pgcluster::PgCluster::start() else { return };
+    let url = pg.fresh_db();
+    let mut leader = PgStore::open(&url, None).unwrap();
+    let token = leader.acquire("shop", "old", Duration::from_millis(50)).unwrap().unwrap().token;
+    let fence = Fence { workload: "shop".into(), token };
+    // The old leader appends as fast as it can while another replica takes over once the
+    // lease lapses: every append either lands before the takeover or is refused after it.
+    let url2 = url.clone();
+    let taker = std::thread::spawn(move || {
+        let mut s = PgStore::open(&url2, None).unwrap();
+        let token = loop {
+            if let Some(l) = s.acquire("shop", "new", Duration::from_secs(30)).unwrap() {
+                break l.token;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        // The new leader's first write, as soon as it leads.
+        let fence = Fence { workload: "shop".into(), token };
+        loop {
+            let last = s.read(None, 0, usize::MAX).unwrap().last().map_or(0, |e| e.seq);
+            match s.append_fenced(&fence, last, vec![ev("new-leader", 0)]) {
+                Ok(e) => return (token, e[0].seq),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    });
+    let mut last = 0;
+    let mut fenced_at = None;
+    for n in 0..2_000u32 {
+        match leader.append_fenced(&fence, last, vec![ev("shop", n)]) {
+            Ok(e) => last = e[0].seq,
+            Err(StoreError::Fenced { .. }) => {
+                fenced_at = Some(last);
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let (new_token, marker) = taker.join().unwrap();
+    assert_eq!(new_token, token + 1);
+    let fenced_at = fenced_at.expect("the old leader was fenced off");
+    // Every write of the old leader precedes the new leader's first: none slipped in after
+    // the takeover.
+    let all = leader.read(None, 0, usize::MAX).unwrap();
+    let old_last = all.iter().filter(|e| e.workload == "shop").map(|e| e.seq).max().unwrap_or(0);
+    assert!(old_last < marker, "the old leader wrote {old_last} after the new one's first write {marker}");
+    assert_eq!(old_last, fenced_at, "its last accepted write is the last of its writes");
+    assert!(leader.append_fenced(&fence, fenced_at, vec![ev("shop", 9)]).is_err(), "and never again");
 }
