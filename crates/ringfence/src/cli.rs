@@ -527,6 +527,11 @@ pub struct ServerArgs {
     /// File holding the PostgreSQL password (mode 0600).
     #[arg(long, env = "RINGFENCE_STORE_PASSWORD_FILE", value_name = "PATH")]
     pub store_password_file: Option<PathBuf>,
+    /// Run as one replica of several on the same PostgreSQL log, under this id (unique among
+    /// them, e.g. the host name): each workload's controller runs on the replica holding its
+    /// lease, any replica serves the API, and the others take over when one dies.
+    #[arg(long, env = "RINGFENCE_REPLICA_ID", value_name = "ID")]
+    pub replica_id: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -26,6 +26,17 @@ impl DataDir {
     /// Creates `path` (mode 0700) if needed, tightens it if others can read it, and claims it
     /// for this process; refused when another server holds it.
     pub fn claim(path: &Path) -> anyhow::Result<DataDir> {
+        DataDir::claim_as(path, false)
+    }
+
+    /// [`DataDir::claim`] by one replica of several on a shared event log: replicas on one
+    /// machine share the directory (the run files of the processes one leader started are how
+    /// the next adopts them); a server running alone is refused beside them, and they beside it.
+    pub fn claim_shared(path: &Path) -> anyhow::Result<DataDir> {
+        DataDir::claim_as(path, true)
+    }
+
+    fn claim_as(path: &Path, shared: bool) -> anyhow::Result<DataDir> {
         let create = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path);
         create.map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", path.display()))?;
         let meta = std::fs::metadata(path)
@@ -48,7 +59,8 @@ impl DataDir {
             .mode(0o600)
             .open(&lock_path)
             .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", lock_path.display()))?;
-        match lock.try_lock() {
+        let locked = if shared { lock.try_lock_shared() } else { lock.try_lock() };
+        match locked {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let mut holder = String::new();
@@ -62,10 +74,12 @@ impl DataDir {
             }
             Err(TryLockError::Error(e)) => anyhow::bail!("cannot lock {}: {e}", lock_path.display()),
         }
-        // Who holds it, for the message the next one gets.
-        let _ = lock.set_len(0);
-        let _ = lock.rewind();
-        let _ = write!(lock, "{}", std::process::id());
+        // Who holds it, for the message the next one gets (replicas are several: none named).
+        if !shared {
+            let _ = lock.set_len(0);
+            let _ = lock.rewind();
+            let _ = write!(lock, "{}", std::process::id());
+        }
         Ok(DataDir { path: path.to_owned(), _lock: lock })
     }
 

@@ -90,6 +90,22 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let store =
                 ringfence::state::StoreLocation::parse(args.store.as_deref(), args.store_password_file.as_deref())
                     .map_err(|e| CliError::new(ExitCode::Usage, e))?;
+            let replica = match &args.replica_id {
+                None => None,
+                Some(_) if matches!(store, ringfence::state::StoreLocation::Sqlite) => {
+                    return Err(CliError::new(
+                        ExitCode::Usage,
+                        "--replica-id: replicas share a PostgreSQL event log; give --store postgres://...",
+                    ));
+                }
+                Some(id) if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) => {
+                    return Err(CliError::new(
+                        ExitCode::Usage,
+                        format!("--replica-id {id:?}: expected 1 to 64 letters, digits, '-', '_' or '.'"),
+                    ));
+                }
+                Some(id) => Some(id.clone()),
+            };
             let scheme = if tls.is_some() { "https" } else { "http" };
             let listener = bind(args.listen, "API").await?;
             let addr = listener.local_addr().map_err(|e| CliError::new(ExitCode::Failure, e.to_string()))?;
@@ -100,6 +116,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             config.allowed_hosts = args.allowed_hosts.clone();
             config.tls = tls;
             config.store = store;
+            config.replica = replica;
             ringfence::server::run(config, listener, shutdown_on_signal()).await?;
             Ok(ExitCode::Ok)
         }

@@ -104,7 +104,17 @@ pub struct Shared {
     pub live: Mutex<HashMap<String, LiveVerdict>>,
     /// Ids of the signed webhooks accepted lately, so a replay is refused.
     pub webhooks: crate::webhook::ReplayGuard,
+    /// One replica of several on a shared log: this replica's id. Each workload's controller
+    /// then runs where its lease is, and this state follows what the others append.
+    pub replica: Option<String>,
+    /// The workloads this replica leads, with the fence their controllers' appends carry.
+    fences: Mutex<HashMap<String, ringfence_store::Fence>>,
 }
+
+/// How long a workload's lease lasts unless renewed, and how often it is renewed: a dead
+/// leader's workloads move within `LEASE_TTL + LEASE_RENEW` (the 5 s bar).
+pub const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(3);
+pub const LEASE_RENEW: std::time::Duration = std::time::Duration::from_millis(750);
 
 /// The controller's latest verdict on a workload's rollout in progress.
 #[derive(Debug, Clone)]
@@ -118,7 +128,12 @@ impl Shared {
     /// Opens the event log the configuration names and rebuilds every projection from it.
     pub fn open(config: &crate::server::ServerConfig, shutdown: CancellationToken) -> anyhow::Result<Arc<Shared>> {
         let (data_dir, ringfence_bin, tick) = (config.data_dir.clone(), config.ringfence_bin.clone(), config.tick);
-        let claim = crate::datadir::DataDir::claim(&data_dir)?;
+        let claim = match config.replica {
+            // Replicas on one machine share the data directory (the run files of the
+            // processes a leader started are how the next one adopts them).
+            Some(_) => crate::datadir::DataDir::claim_shared(&data_dir)?,
+            None => crate::datadir::DataDir::claim(&data_dir)?,
+        };
         let (store, events): (Box<dyn EventStore>, Vec<Event>) = match &config.store {
             StoreLocation::Sqlite => {
                 let log_file = data_dir.join(ringfence_store::LOG_FILE);
@@ -127,6 +142,13 @@ impl Shared {
                     crate::datadir::DataDir::make_private(&PathBuf::from(format!("{}{suffix}", log_file.display())));
                 }
                 let events = store.load_all()?;
+                (Box::new(store), events)
+            }
+            StoreLocation::Postgres { url, password } if config.replica.is_some() => {
+                let mut store = off_the_workers(|| PgStore::open(url, password.as_deref()))?;
+                off_the_workers(|| store.claim_shared())?;
+                let events = off_the_workers(|| store.read(None, 0, usize::MAX))?;
+                tracing::info!(store = %store.describe(), replica = config.replica.as_deref(), "event log on PostgreSQL, shared by replicas");
                 (Box::new(store), events)
             }
             StoreLocation::Postgres { url, password } => {
@@ -172,7 +194,75 @@ impl Shared {
             tick,
             live: Mutex::default(),
             webhooks: Default::default(),
+            replica: config.replica.clone(),
+            fences: Mutex::default(),
         }))
+    }
+
+    /// Whether this server runs `workload`'s controller: always when it runs alone; as one of
+    /// several replicas, while it holds the workload's lease.
+    pub fn leads(&self, workload: &str) -> bool {
+        self.replica.is_none() || self.fences.lock().expect("fences lock").contains_key(workload)
+    }
+
+    /// Replicas: folds what the others appended since this one last looked. Returns whether
+    /// anything was new.
+    pub fn catch_up(&self) -> Result<bool, StoreError> {
+        let mut inner = self.inner.lock().expect("state lock");
+        let touched = catch_up_locked(&mut inner)?;
+        drop(inner);
+        let any = !touched.is_empty();
+        for w in touched {
+            self.notify(&w);
+        }
+        Ok(any)
+    }
+
+    /// Replicas: takes or renews the lease of every workload it can, and lets go of those it
+    /// lost. Returns the workloads it newly leads.
+    pub fn renew_leases(&self) -> Result<Vec<String>, StoreError> {
+        let Some(me) = self.replica.clone() else { return Ok(Vec::new()) };
+        let names: Vec<String> = self.world(|w| w.workloads.keys().cloned().collect());
+        let mut gained = Vec::new();
+        for name in names {
+            let lease = {
+                let mut inner = self.inner.lock().expect("state lock");
+                off_the_workers(|| inner.store.acquire(&name, &me, LEASE_TTL))
+            };
+            let mut fences = self.fences.lock().expect("fences lock");
+            match lease {
+                Ok(Some(l)) => {
+                    let fence = ringfence_store::Fence { workload: name.clone(), token: l.token };
+                    if fences.insert(name.clone(), fence).is_none_or(|old| old.token != l.token) {
+                        tracing::info!(workload = name, replica = me, token = l.token, "leading the workload");
+                        gained.push(name);
+                    }
+                }
+                Ok(None) => {
+                    if fences.remove(&name).is_some() {
+                        tracing::warn!(workload = name, replica = me, "another replica leads the workload now");
+                    }
+                }
+                Err(e) => {
+                    // Unrenewed, the lease lapses by itself; until then the fence still holds
+                    // (and PostgreSQL refuses the writes once another replica takes it).
+                    tracing::warn!(workload = name, error = %e, "cannot renew the workload's lease");
+                }
+            }
+        }
+        Ok(gained)
+    }
+
+    /// Replicas, on a clean stop: hands every lease back so the others take over at once.
+    pub fn release_leases(&self) {
+        let Some(me) = self.replica.clone() else { return };
+        let fences: Vec<_> = self.fences.lock().expect("fences lock").drain().map(|(_, f)| f).collect();
+        let mut inner = self.inner.lock().expect("state lock");
+        for f in fences {
+            if let Err(e) = off_the_workers(|| inner.store.release(&f, &me)) {
+                tracing::warn!(workload = f.workload, error = %e, "cannot hand the lease back; it lapses by itself");
+            }
+        }
     }
 
     pub fn world<R>(&self, f: impl FnOnce(&World) -> R) -> R {
@@ -199,6 +289,12 @@ impl Shared {
         f: impl FnOnce(&World) -> Result<Vec<(String, EventKind)>, CommandError>,
     ) -> Result<Vec<Event>, AppendError> {
         let mut inner = self.inner.lock().expect("state lock");
+        // A replica decides on the log as the others left it; an append that still races one
+        // of theirs is refused (`Conflict`) and tried again by its caller.
+        let mut caught_up = Vec::new();
+        if self.replica.is_some() {
+            caught_up = catch_up_locked(&mut inner)?;
+        }
         let kinds = f(&inner.world)?;
         let at = now();
         let new: Vec<NewEvent> = kinds
@@ -206,14 +302,32 @@ impl Shared {
             .map(|(workload, kind)| NewEvent { at, actor: actor.into(), reason: reason.into(), workload, kind })
             .collect();
         let expected = inner.seq;
-        let events = off_the_workers(|| inner.store.append(expected, new))?;
+        // What a replica's controller appends carries the workload's fence: refused once
+        // another replica has taken the workload over.
+        let fence = match (&self.replica, actor) {
+            (Some(_), "controller") => match new.first() {
+                Some(e) => Some(self.fences.lock().expect("fences lock").get(&e.workload).cloned().ok_or_else(|| {
+                    StoreError::Fenced { workload: e.workload.clone(), token: 0, current: None }
+                })?),
+                None => None,
+            },
+            _ => None,
+        };
+        let events = off_the_workers(|| match &fence {
+            Some(f) => inner.store.append_fenced(f, expected, new),
+            None => inner.store.append(expected, new),
+        })?;
         for e in &events {
             inner.world.apply(e);
         }
         inner.seq = events.last().map_or(inner.seq, |e| e.seq);
         drop(inner);
-        let touched: std::collections::BTreeSet<&str> =
-            events.iter().map(|e| e.workload.as_str()).filter(|w| !w.is_empty()).collect();
+        let touched: std::collections::BTreeSet<&str> = events
+            .iter()
+            .map(|e| e.workload.as_str())
+            .chain(caught_up.iter().map(String::as_str))
+            .filter(|w| !w.is_empty())
+            .collect();
         for w in touched {
             self.notify(w);
         }
@@ -247,6 +361,24 @@ impl Shared {
 
     pub fn notify(&self, workload: &str) {
         self.notifier(workload).notify_one();
+    }
+}
+
+/// Folds the events appended after the last one `inner` knows (by other replicas); returns
+/// the workloads they touched.
+fn catch_up_locked(inner: &mut Inner) -> Result<Vec<String>, StoreError> {
+    let mut touched = Vec::new();
+    loop {
+        let after = inner.seq;
+        let new = off_the_workers(|| inner.store.read(None, after, 10_000))?;
+        let Some(last) = new.last().map(|e| e.seq) else { return Ok(touched) };
+        for e in &new {
+            inner.world.apply(e);
+            if !touched.contains(&e.workload) {
+                touched.push(e.workload.clone());
+            }
+        }
+        inner.seq = last;
     }
 }
 

@@ -49,6 +49,8 @@ pub enum StoreError {
         "the lease of workload {workload} is no longer this writer's (its token {token}, the current one {current:?}): another server leads it; nothing was written"
     )]
     Fenced { workload: String, token: i64, current: Option<i64> },
+    #[error("{what}")]
+    Unsupported { what: String },
     /// PostgreSQL refused or failed (`at`: the log's URL without its password).
     #[error("event log {at}: {why}")]
     Postgres { at: String, why: String },
@@ -75,6 +77,49 @@ pub trait EventStore: Send {
     fn write_digest(&mut self) -> Result<Option<Digest>, StoreError> {
         Ok(None)
     }
+    /// [`EventStore::append`] by the leader of `fence.workload`: refused
+    /// ([`StoreError::Fenced`]), with nothing written, unless `fence` still is the workload's
+    /// current lease. Adapters without leases (one server per log) append as usual.
+    fn append_fenced(
+        &mut self,
+        fence: &Fence,
+        expected_last: u64,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Event>, StoreError> {
+        let _ = fence;
+        self.append(expected_last, events)
+    }
+    /// Takes the lease of `workload` for `holder` for `ttl` when it is free or lapsed, or renews
+    /// it when `holder` has it; `None` while another holder has it. Only adapters shared by
+    /// several servers have leases.
+    fn acquire(&mut self, workload: &str, holder: &str, ttl: std::time::Duration) -> Result<Option<Lease>, StoreError> {
+        let _ = (workload, holder, ttl);
+        Err(StoreError::Unsupported { what: format!("leases (replicas) on {}: they need PostgreSQL", self.describe()) })
+    }
+    /// Gives a lease up at once (a clean shutdown).
+    fn release(&mut self, fence: &Fence, holder: &str) -> Result<(), StoreError> {
+        let _ = (fence, holder);
+        Ok(())
+    }
+}
+
+/// Who leads a workload's controller, until when, and the fencing token its writes carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub workload: String,
+    pub holder: String,
+    /// Grows with every change of holder (and when a holder comes back after its lease
+    /// lapsed): a write carrying an older one is refused.
+    pub token: i64,
+    /// Milliseconds since the Unix epoch, by PostgreSQL's clock, the one every replica shares.
+    pub expires_at_ms: i64,
+}
+
+/// What a leader's append carries: the workload it leads and its lease's token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub workload: String,
+    pub token: i64,
 }
 
 const SCHEMA_VERSION: i64 = migrate::CURRENT;

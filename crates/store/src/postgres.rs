@@ -14,32 +14,13 @@ use std::time::Duration;
 use postgres::{Client, NoTls};
 use ringfence_core::{Event, NewEvent};
 
-use crate::{EventStore, StoreError, audit};
+use crate::{EventStore, Fence, Lease, StoreError, audit};
 
 /// The PostgreSQL schema this build writes; a newer one is refused.
 pub const PG_SCHEMA: i64 = 1;
 
 /// The advisory lock a running server holds on the log (an arbitrary constant: "ringfnce").
 const SERVER_LOCK: i64 = 0x7269_6e67_666e_6365;
-
-/// Who leads a workload's controller, until when, and the fencing token its writes carry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    pub workload: String,
-    pub holder: String,
-    /// Grows with every change of holder (and when a holder comes back after its lease
-    /// lapsed): a write carrying an older one is refused.
-    pub token: i64,
-    /// Milliseconds since the Unix epoch, by PostgreSQL's clock, the one every replica shares.
-    pub expires_at_ms: i64,
-}
-
-/// What a leader's append carries: the workload it leads and its lease's token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fence {
-    pub workload: String,
-    pub token: i64,
-}
 
 pub struct PgStore {
     /// Always `Some` until dropped (see `Drop`).
@@ -124,6 +105,24 @@ impl PgStore {
                 why: "another ringfence server runs on this event log: one server per log until replicas \
                       with leadership per workload are configured (docs/topology.md)"
                     .into(),
+            })
+        }
+    }
+
+    /// Claims the log as one replica of several: refused while a server runs on it alone (and
+    /// such a server is refused while replicas run). Held until this connection closes.
+    pub fn claim_shared(&mut self) -> Result<(), StoreError> {
+        let got: bool = self
+            .client()
+            .query_one("SELECT pg_try_advisory_lock_shared($1)", &[&SERVER_LOCK])
+            .map_err(|e| pg(&self.at, e))?
+            .get(0);
+        if got {
+            Ok(())
+        } else {
+            Err(StoreError::Postgres {
+                at: self.at.clone(),
+                why: "a ringfence server runs on this event log alone (without --replica-id); stop it first".into(),
             })
         }
     }
@@ -344,6 +343,23 @@ impl PgStore {
 impl EventStore for PgStore {
     fn append(&mut self, expected_last: u64, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
         self.append_tx(None, expected_last, events)
+    }
+
+    fn append_fenced(
+        &mut self,
+        fence: &Fence,
+        expected_last: u64,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Event>, StoreError> {
+        PgStore::append_fenced(self, fence, expected_last, events)
+    }
+
+    fn acquire(&mut self, workload: &str, holder: &str, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        PgStore::acquire(self, workload, holder, ttl)
+    }
+
+    fn release(&mut self, fence: &Fence, holder: &str) -> Result<(), StoreError> {
+        PgStore::release(self, fence, holder)
     }
 
     fn read(&mut self, workload: Option<&str>, after_seq: u64, limit: usize) -> Result<Vec<Event>, StoreError> {

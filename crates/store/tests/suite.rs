@@ -6,7 +6,8 @@
 mod pgcluster;
 
 use ringfence_core::{EventKind, NewEvent, Timestamp};
-use ringfence_store::postgres::{Fence, PgStore};
+use ringfence_store::Fence;
+use ringfence_store::postgres::PgStore;
 use ringfence_store::{EventStore, Store, StoreError};
 
 fn ev(workload: &str, n: u32) -> NewEvent {

@@ -33,6 +33,10 @@ use act::{apply_routes, check_drift, ensure_router, read_stats, route_table, sam
 
 /// Starts the loop of a workload unless it runs already.
 pub fn spawn_workload(shared: &Arc<Shared>, name: &str) {
+    // Replicas: the controller runs only where the workload's lease is.
+    if !shared.leads(name) {
+        return;
+    }
     if !shared.running_loops.lock().expect("loops lock").insert(name.to_string()) {
         return;
     }
@@ -45,6 +49,10 @@ pub fn spawn_workload(shared: &Arc<Shared>, name: &str) {
         let mut local = Local::new(&name);
         let notify = shared.notifier(&name);
         loop {
+            if !shared.leads(&name) {
+                tracing::warn!("no longer leading this workload: its controller stops here");
+                break;
+            }
             let mut rounds = 0;
             // A round that changed something runs again at once: a halt is followed by the
             // fallback in the same breath, not a tick later.

@@ -102,6 +102,14 @@ impl From<AppendError> for ApiError {
     fn from(e: AppendError) -> ApiError {
         match e {
             AppendError::Command(c) => c.into(),
+            // Replicas: another one appended between this one's look at the log and its write.
+            AppendError::Store(s @ ringfence_store::StoreError::Conflict { .. }) => {
+                tracing::warn!(error = %s, "a command raced another replica's");
+                ApiError::new(
+                    ErrorKind::Conflict,
+                    "another replica changed this at the same moment; nothing was written: try again",
+                )
+            }
             AppendError::Store(s) => {
                 tracing::error!(error = %s, "event log write failed");
                 ApiError::new(ErrorKind::Store, format!("the event log could not be written: {s}"))

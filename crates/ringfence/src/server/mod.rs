@@ -99,6 +99,8 @@ pub struct ServerConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Where the event log is: SQLite in the data directory (the default), or PostgreSQL.
     pub store: crate::state::StoreLocation,
+    /// One replica of several on a shared PostgreSQL log: this replica's id.
+    pub replica: Option<String>,
 }
 
 impl ServerConfig {
@@ -110,6 +112,7 @@ impl ServerConfig {
             allowed_hosts: Vec::new(),
             tls: None,
             store: crate::state::StoreLocation::Sqlite,
+            replica: None,
             ringfence_bin: std::env::current_exe()
                 .map_err(|e| anyhow::anyhow!("cannot find the ringfence binary: {e}"))?,
         })
@@ -123,6 +126,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let shared = Shared::open(&config, shutdown.child_token())?;
+    if shared.replica.is_some() {
+        spawn_replica_tasks(&shared);
+    }
     let names: Vec<String> = shared.world(|w| w.workloads.keys().cloned().collect());
     for name in &names {
         controller::spawn_workload(&shared, name);
@@ -147,13 +153,50 @@ pub async fn run(
     if tokio::time::timeout(Duration::from_secs(30), shared.tasks.wait()).await.is_err() {
         tracing::warn!("a controller loop did not finish its round within 30 s; stopping anyway");
     }
-    if config.stop_workloads_on_exit {
+    // A replica leaves the workloads running for the replica that takes them over.
+    shared.release_leases();
+    if config.stop_workloads_on_exit && shared.replica.is_none() {
         controller::stop_all(&shared).await;
     }
     if let Err(e) = shared.seal() {
         tracing::warn!(error = %e, "cannot sign the audit log's last digest");
     }
     Ok(())
+}
+
+/// A replica's two background duties: follow what the other replicas append (every 100 ms),
+/// and take, renew or let go of the workloads' leases, starting the controller of each
+/// workload it comes to lead.
+fn spawn_replica_tasks(shared: &Arc<Shared>) {
+    let sh = shared.clone();
+    shared.tasks.spawn(async move {
+        loop {
+            if let Err(e) = sh.catch_up() {
+                tracing::warn!(error = %e, "cannot read what the other replicas appended");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = sh.shutdown.cancelled() => break,
+            }
+        }
+    });
+    let sh = shared.clone();
+    shared.tasks.spawn(async move {
+        loop {
+            match sh.renew_leases() {
+                Ok(gained) => {
+                    for name in gained {
+                        controller::spawn_workload(&sh, &name);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot renew the leases"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(crate::state::LEASE_RENEW) => {}
+                _ = sh.shutdown.cancelled() => break,
+            }
+        }
+    });
 }
 
 /// The API's routes and layers. `hosts`: the `Host` names it answers to.

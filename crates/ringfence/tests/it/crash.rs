@@ -94,7 +94,7 @@ async fn server_killed_mid_rollout_resumes_and_does_nothing_twice() {
 }
 
 /// The invariants of the event log after crashes.
-fn check_log(server: &Server, w: &str, all: &[Event], workload_events: &[Event]) {
+pub(crate) fn check_log(server: &Server, w: &str, all: &[Event], workload_events: &[Event]) {
     // Numbered 1..N: no gap, no duplicate.
     let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
     let expected: Vec<u64> = (1..=all.len() as u64).collect();
@@ -158,7 +158,7 @@ fn check_log(server: &Server, w: &str, all: &[Event], workload_events: &[Event])
 }
 
 /// Intended actions without an outcome yet.
-fn open_intents(events: &[Event]) -> Vec<String> {
+pub(crate) fn open_intents(events: &[Event]) -> Vec<String> {
     let mut open = BTreeSet::new();
     for e in events {
         match &e.kind {
@@ -175,7 +175,7 @@ fn open_intents(events: &[Event]) -> Vec<String> {
 }
 
 /// (version, replica) the log says run now.
-fn replicas_running(events: &[Event]) -> BTreeSet<(String, u32)> {
+pub(crate) fn replicas_running(events: &[Event]) -> BTreeSet<(String, u32)> {
     let mut running = BTreeMap::new();
     for e in events {
         match &e.kind {

@@ -81,6 +81,30 @@ impl Server {
         server
     }
 
+    /// Another server on this one's data directory and marker, acting with its token: a
+    /// replica beside it (`extra` names the shared store and its replica id).
+    pub async fn beside(&self, extra: &[&str]) -> Server {
+        let dir = tempfile::Builder::new().prefix("ringfence-it-").tempdir().expect("create a temp dir");
+        let mut server = Server {
+            dir,
+            data: self.data.clone(),
+            mark: self.mark.clone(),
+            url: String::new(),
+            api: ApiClient::new("http://127.0.0.1:1", None),
+            token: self.token.clone(),
+            child: None,
+            launches: 0,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.launch().await;
+        server
+    }
+
+    /// The last lines of the server's log (its current launch).
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log_path(self.launches), lines)
+    }
+
     async fn launch(&mut self) {
         assert!(self.child.is_none(), "the server is already running");
         self.launches += 1;

@@ -20,6 +20,7 @@ mod harness;
 mod incidents;
 mod limits;
 mod pipelines;
+mod replicas;
 mod rings;
 mod rollout;
 mod secure;
