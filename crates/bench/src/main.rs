@@ -3,6 +3,7 @@
 //! saves their output under `bench/results/`.
 
 mod baseline;
+mod failover;
 mod flags;
 mod mitigation;
 mod mitigations;
@@ -56,6 +57,9 @@ enum Bench {
     /// Time to restored health for each mitigation (fallback, rollback, bypass, roll forward,
     /// redeploy), side by side in one run through the real stack.
     Mitigations(mitigations::MitigationsArgs),
+    /// Replicas on one PostgreSQL: the leading replica SIGKILLed again and again under a
+    /// rollout; the time until another one leads (bar: every failover under 5 s).
+    Failover(failover::FailoverArgs),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +141,12 @@ fn run(cli: Cli) -> Result<u8> {
             let _ = server.stop_and_tell("bench");
             drop(server);
             finish(&outcome?, args.output)
+        }
+        Bench::Failover(args) => {
+            args.validate()?;
+            let ringfence = ringfence_binary()?;
+            let report = failover::run(&args, &ringfence)?;
+            finish(&report, args.output)
         }
         Bench::Trust(args) => {
             let cfg = args.resolve()?;

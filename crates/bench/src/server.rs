@@ -54,16 +54,58 @@ impl Server {
     /// Starts `ringfence server` on a free loopback port with a fresh data directory.
     /// `tick` is passed as `--tick` when given; otherwise the product default applies.
     pub fn start(ringfence: &Path, tick: Option<&str>, keep_data: bool) -> Result<Server> {
-        let tempdir = tempfile::Builder::new()
-            .prefix("ringfence-bench-")
-            .tempdir()
-            .context("cannot create a temporary data directory")?;
-        let data_dir = tempdir.path().to_path_buf();
-        let log_path = data_dir.join("server.log");
-        let log = std::fs::File::create(&log_path)
+        Server::launch(ringfence, tick, keep_data, None, &[])
+    }
+
+    /// One replica of several on a shared event log: the data directory is the replicas'
+    /// (kept by the caller), `extra` names the store and the replica id, the log is
+    /// `server-<id>.log` in it.
+    pub fn start_replica(ringfence: &Path, data_dir: &Path, id: &str, extra: &[&str]) -> Result<Server> {
+        let mut args: Vec<&str> = extra.to_vec();
+        args.extend(["--replica-id", id]);
+        Server::launch(ringfence, Some("50ms"), false, Some((data_dir, id)), &args)
+    }
+
+    /// SIGKILL: the server dies at once; its processes live on.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn launch(
+        ringfence: &Path,
+        tick: Option<&str>,
+        keep_data: bool,
+        shared: Option<(&Path, &str)>,
+        extra: &[&str],
+    ) -> Result<Server> {
+        let tempdir = match shared {
+            Some(_) => None,
+            None => Some(
+                tempfile::Builder::new()
+                    .prefix("ringfence-bench-")
+                    .tempdir()
+                    .context("cannot create a temporary data directory")?,
+            ),
+        };
+        let data_dir = match (shared, &tempdir) {
+            (Some((dir, _)), _) => dir.to_path_buf(),
+            (None, Some(t)) => t.path().to_path_buf(),
+            (None, None) => unreachable!("a server has its own data directory or a shared one"),
+        };
+        let log_path = data_dir.join(match shared {
+            Some((_, id)) => format!("server-{id}.log"),
+            None => "server.log".to_string(),
+        });
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
             .with_context(|| format!("cannot create the server log {}", log_path.display()))?;
         let mut cmd = Command::new(ringfence);
-        cmd.arg("server").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(&data_dir);
+        cmd.arg("server").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(&data_dir).args(extra);
         if let Some(tick) = tick {
             cmd.arg("--tick").arg(tick);
         }
@@ -82,11 +124,12 @@ impl Server {
             known_pids: BTreeSet::new(),
             authenticated: true,
             child: None,
-            _tempdir: if keep_data {
-                eprintln!("bench: keeping the server's data in {}", tempdir.keep().display());
-                None
-            } else {
-                Some(tempdir)
+            _tempdir: match tempdir {
+                Some(t) if keep_data => {
+                    eprintln!("bench: keeping the server's data in {}", t.keep().display());
+                    None
+                }
+                t => t,
             },
         };
 

@@ -98,7 +98,11 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                         "--replica-id: replicas share a PostgreSQL event log; give --store postgres://...",
                     ));
                 }
-                Some(id) if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) => {
+                Some(id)
+                    if id.is_empty()
+                        || id.len() > 64
+                        || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
+                {
                     return Err(CliError::new(
                         ExitCode::Usage,
                         format!("--replica-id {id:?}: expected 1 to 64 letters, digits, '-', '_' or '.'"),

@@ -304,15 +304,18 @@ impl Shared {
         let expected = inner.seq;
         // What a replica's controller appends carries the workload's fence: refused once
         // another replica has taken the workload over.
-        let fence = match (&self.replica, actor) {
-            (Some(_), "controller") => match new.first() {
-                Some(e) => Some(self.fences.lock().expect("fences lock").get(&e.workload).cloned().ok_or_else(|| {
-                    StoreError::Fenced { workload: e.workload.clone(), token: 0, current: None }
-                })?),
-                None => None,
-            },
-            _ => None,
-        };
+        let fence =
+            match (&self.replica, actor) {
+                (Some(_), "controller") => match new.first() {
+                    Some(e) => {
+                        Some(self.fences.lock().expect("fences lock").get(&e.workload).cloned().ok_or_else(|| {
+                            StoreError::Fenced { workload: e.workload.clone(), token: 0, current: None }
+                        })?)
+                    }
+                    None => None,
+                },
+                _ => None,
+            };
         let events = off_the_workers(|| match &fence {
             Some(f) => inner.store.append_fenced(f, expected, new),
             None => inner.store.append(expected, new),
