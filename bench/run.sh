@@ -12,6 +12,8 @@
 #                                     # build measured in the same run, alternated with this one,
 #                                     # side by side with after/before of the medians
 #   bench/run.sh mitigations --save   # each mitigation's time to restored health, side by side
+#   bench/run.sh failover --save      # three replicas on a PostgreSQL the bench starts, the leader
+#                                     # SIGKILLed 20 times: failover times (needs postgresql)
 #   bench/run.sh trust --save         # healthy rollouts (A/A) and detection through the real stack,
 #                                     # half an hour or more; `trust --quick` is a 3-minute smoke run
 #   bench/run.sh --save [ARGS...]     # also write bench/results/<benchmark>.txt, with a header

@@ -19,6 +19,9 @@ mod haproxy;
 mod harness;
 mod incidents;
 mod limits;
+/// A real PostgreSQL for the tests of the store and of replicas.
+#[path = "../../../store/tests/support/pgcluster.rs"]
+mod pgcluster;
 mod pipelines;
 mod replicas;
 mod rings;

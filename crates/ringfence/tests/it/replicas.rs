@@ -2,8 +2,7 @@
 //! SIGKILLed mid-bake. Another replica takes the workload over and finishes the rollout; the
 //! log stays gapless and no action is done twice; users see no failure.
 
-#[path = "../../../store/tests/support/pgcluster.rs"]
-mod pgcluster;
+use crate::pgcluster;
 
 use std::time::{Duration, Instant};
 
@@ -41,13 +40,11 @@ async fn another_replica_finishes_a_rollout_whose_leader_was_killed() {
     let before = b.status(w).await.rollout.expect("the rollout");
     a.kill9();
     let down = Instant::now();
-    let moved = b
-        .wait_status(w, "another replica to move the rollout on", |s| {
+    b.wait_status(w, "another replica to move the rollout on", |s| {
             let r = s.rollout.as_ref()?;
             (r.id == id && (r.phase > before.phase || r.status != RolloutStatus::Progressing)).then_some(())
         })
         .await;
-    let _ = moved;
     let took_over = [&b, &c].iter().any(|s| s.log_tail(200).contains("leading the workload"));
     assert!(took_over, "b or c says it leads the workload now:\n{}\n{}", b.log_tail(20), c.log_tail(20));
     let r = c

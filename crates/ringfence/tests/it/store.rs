@@ -2,8 +2,7 @@
 //! it deploys, a SIGKILL mid-rollout loses nothing, the log stays gapless, and a second server
 //! on the same log is refused.
 
-#[path = "../../../store/tests/support/pgcluster.rs"]
-mod pgcluster;
+use crate::pgcluster;
 
 use ringfence_api::RolloutStatus;
 
