@@ -52,7 +52,8 @@ pub struct Report {
     completed: bool,
 }
 
-fn spec() -> String {
+/// The workload, its canary phase baking `bake` (the first deployment bakes as long).
+fn spec(bake: &str) -> String {
     format!(
         r#"[workload]
 name = "{WORKLOAD}"
@@ -70,7 +71,7 @@ max_hold = "2h"
 [[rollout.phases]]
 name = "canary"
 weight = 10
-bake = "1h"
+bake = "{bake}"
 
 [[rollout.phases]]
 name = "all"
@@ -100,7 +101,7 @@ pub fn run(args: &FailoverArgs, ringfence: &Path) -> Result<Report> {
             let api = servers[0].api()?;
             crate::block_on(
                 async {
-                    workload::apply_spec(&api, WORKLOAD, &spec()).await?;
+                    workload::apply_spec(&api, WORKLOAD, &spec("1s")).await?;
                     for v in ["v1", "v2"] {
                         workload::create_release(&api, WORKLOAD, v, &json!({}), "failover bench").await?;
                     }
@@ -109,6 +110,8 @@ pub fn run(args: &FailoverArgs, ringfence: &Path) -> Result<Report> {
                     if status != "completed" {
                         bail!("the first deployment ended {status}");
                     }
+                    // The rollout the kills land in bakes for an hour (promoted at the end).
+                    workload::apply_spec(&api, WORKLOAD, &spec("1h")).await?;
                     workload::deploy(&api, WORKLOAD, "v2").await?;
                     Ok(())
                 },

@@ -66,7 +66,11 @@ impl Recorder {
         for v in &self.versions {
             let counters = snap.versions.get(v).map(to_traffic).unwrap_or_default();
             let delta = self.last.get(v).map_or_else(|| counters.clone(), |before| counters.since(before));
-            self.pending.push(SignalSample::of(v, now, span, &delta));
+            // An interval without a request says nothing to draw: an idle rollout adds nothing
+            // to the log.
+            if delta.requests > 0 {
+                self.pending.push(SignalSample::of(v, now, span, &delta));
+            }
             self.last.insert(v.clone(), counters);
         }
     }

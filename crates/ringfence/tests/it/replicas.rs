@@ -41,10 +41,10 @@ async fn another_replica_finishes_a_rollout_whose_leader_was_killed() {
     a.kill9();
     let down = Instant::now();
     b.wait_status(w, "another replica to move the rollout on", |s| {
-            let r = s.rollout.as_ref()?;
-            (r.id == id && (r.phase > before.phase || r.status != RolloutStatus::Progressing)).then_some(())
-        })
-        .await;
+        let r = s.rollout.as_ref()?;
+        (r.id == id && (r.phase > before.phase || r.status != RolloutStatus::Progressing)).then_some(())
+    })
+    .await;
     let took_over = [&b, &c].iter().any(|s| s.log_tail(200).contains("leading the workload"));
     assert!(took_over, "b or c says it leads the workload now:\n{}\n{}", b.log_tail(20), c.log_tail(20));
     let r = c
