@@ -92,13 +92,13 @@ pub fn run(args: &FailoverArgs, ringfence: &Path) -> Result<Report> {
     let data = tempfile::Builder::new().prefix("ringfence-bench-failover-").tempdir().context("a data directory")?;
     let extra = ["--store", url.as_str()];
     let ids = ["r0", "r1", "r2"];
-    let mut servers: Vec<Server> = Vec::new();
+    let mut servers = Replicas(Vec::new());
     for id in ids {
-        servers.push(Server::start_replica(ringfence, data.path(), id, &extra)?);
-        eprintln!("bench: replica {id} on {}", servers.last().map(|s| s.base.as_str()).unwrap_or_default());
+        servers.0.push(Server::start_replica(ringfence, data.path(), id, &extra)?);
+        eprintln!("bench: replica {id} on {}", servers.0.last().map(|s| s.base.as_str()).unwrap_or_default());
         if id == "r0" {
             // The first replica creates the workload and so leads it; the others follow.
-            let api = servers[0].api()?;
+            let api = servers.0[0].api()?;
             crate::block_on(
                 async {
                     workload::apply_spec(&api, WORKLOAD, &spec("1s")).await?;
@@ -125,7 +125,7 @@ pub fn run(args: &FailoverArgs, ringfence: &Path) -> Result<Report> {
     for n in 0..args.kills {
         let holder = leader(&mut store)?.ok_or_else(|| anyhow!("nobody leads {WORKLOAD}"))?;
         let i = ids.iter().position(|id| *id == holder).ok_or_else(|| anyhow!("an unknown replica {holder} leads"))?;
-        servers[i].kill9();
+        servers.0[i].kill9();
         let killed = Instant::now();
         let taker = loop {
             if let Some(h) = leader(&mut store)?.filter(|h| *h != holder) {
@@ -141,13 +141,13 @@ pub fn run(args: &FailoverArgs, ringfence: &Path) -> Result<Report> {
         failovers_ms.push(ms);
         takers.push(taker);
         // The killed replica comes back as a follower; the next kill is of whoever leads.
-        servers[i] = Server::start_replica(ringfence, data.path(), &holder, &extra)?;
+        servers.0[i] = Server::start_replica(ringfence, data.path(), &holder, &extra)?;
         std::thread::sleep(Duration::from_millis(500));
     }
     // The rollout carried through every failover: promoted, it completes.
     let holder = leader(&mut store)?.unwrap_or_default();
     let i = ids.iter().position(|id| *id == holder).unwrap_or(0);
-    let api = servers[i].api()?;
+    let api = servers.0[i].api()?;
     let completed = crate::block_on(
         async {
             let s = workload::status(&api, WORKLOAD).await?;
@@ -163,11 +163,23 @@ pub fn run(args: &FailoverArgs, ringfence: &Path) -> Result<Report> {
     if !gapless {
         bail!("the event log has a gap or a duplicate");
     }
-    for s in &mut servers {
-        s.stop();
-    }
     drop(servers);
     Ok(Report { kills: args.kills, failovers_ms, takers, events: all.len() as u64, completed })
+}
+
+/// The replicas, stopped however the bench ends; they leave the workload running for each
+/// other, so the last one out stops its processes.
+struct Replicas(Vec<Server>);
+
+impl Drop for Replicas {
+    fn drop(&mut self) {
+        for s in &mut self.0 {
+            s.stop();
+        }
+        if let Some(last) = self.0.last_mut() {
+            last.stop_processes();
+        }
+    }
 }
 
 impl crate::Report for Report {

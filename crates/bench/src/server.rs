@@ -36,6 +36,9 @@ pub struct Server {
     /// Routers and replicas the server reported starting (from its events).
     known_pids: BTreeSet<u32>,
     authenticated: bool,
+    /// The processes in the data directory's run files are this server's to stop when it goes
+    /// (not a replica's: the next leader adopts them; see [`Server::stop_processes`]).
+    owns_processes: bool,
     /// Removes the data directory when dropped, after the server is stopped (fields drop after
     /// [`Drop::drop`] has run). None when the data is kept.
     _tempdir: Option<tempfile::TempDir>,
@@ -123,6 +126,7 @@ impl Server {
             log_path,
             known_pids: BTreeSet::new(),
             authenticated: true,
+            owns_processes: shared.is_none(),
             child: None,
             _tempdir: match tempdir {
                 Some(t) if keep_data => {
@@ -211,8 +215,16 @@ impl Server {
         if let Some(mut child) = self.child.take() {
             report.exit = terminate(&mut child);
         }
-        report.leftovers = self.stop_leftovers();
+        if self.owns_processes {
+            report.leftovers = self.stop_leftovers();
+        }
         report
+    }
+
+    /// Stops the routers and replicas of the data directory's run files: for replicas, once
+    /// the last of them has stopped.
+    pub fn stop_processes(&mut self) -> Vec<String> {
+        self.stop_leftovers()
     }
 
     /// [`Server::stop`], saying on stderr (after `who: `) what it had to stop itself.
