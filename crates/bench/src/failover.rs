@@ -152,8 +152,9 @@ pub fn run(args: &FailoverArgs, ringfence: &Path) -> Result<Report> {
         async {
             let s = workload::status(&api, WORKLOAD).await?;
             let id = s["rollout"]["id"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("no rollout: {s}"))?;
-            workload::command(&api, WORKLOAD, "promote", "failover bench").await?;
-            workload::command(&api, WORKLOAD, "promote", "failover bench").await.ok();
+            // Promoted by someone other than who started it (separation of duties).
+            let approver = crate::trust::approver_client(&api).await?;
+            workload::command(&approver, WORKLOAD, "promote", "failover bench").await?;
             Ok(workload::wait_rollout(&api, WORKLOAD, &id, Duration::from_secs(120)).await? == "completed")
         },
         "the replicas were stopped",

@@ -784,7 +784,7 @@ pub struct AaReport {
 
 /// A client with an approver's token of its own, made with the admin's (a server without
 /// tokens, an older build measured as a baseline, takes the admin's client as it is).
-async fn approver_client(api: &ApiClient) -> Result<ApiClient> {
+pub(crate) async fn approver_client(api: &ApiClient) -> Result<ApiClient> {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let name = format!("bench-approver-{}-{nanos}", std::process::id());
     let made: Result<Value, _> = api.post("/v1/tokens", &json!({"name": name, "grants": ["approver"]})).await;

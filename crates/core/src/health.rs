@@ -53,6 +53,10 @@ pub struct SignalSample {
     pub p50_us: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p99_us: Option<u64>,
+    /// Distinct users the router had sent to the version by the interval's end, since it
+    /// started (an estimate within about 5%; distinct counts do not add up across intervals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<u64>,
 }
 
 impl SignalSample {
@@ -66,6 +70,7 @@ impl SignalSample {
             errors: t.errors,
             p50_us: t.quantile_us(0.5),
             p99_us: t.quantile_us(0.99),
+            users: None,
         }
     }
 }

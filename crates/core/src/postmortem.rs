@@ -70,6 +70,14 @@ pub fn draft(ws: &WorkloadState, events: &[Event], rollout: Option<&str>) -> Res
         }
         let _ = writeln!(o, "- Judged over {} of traffic ({} analysis).", minutes(v.window_ms), v.analyzer);
     }
+    let met = samples(events, &r.id)
+        .iter()
+        .filter(|s| s.version == r.release && s.at.millis() - s.span_ms as i64 <= incident.detected_at.millis())
+        .filter_map(|s| s.users)
+        .max();
+    if let Some(users) = met {
+        let _ = writeln!(o, "- About {users} distinct users were sent to {} before the halt.", r.release);
+    }
     let exposed_ms = incident.mitigated_at.unwrap_or(incident.detected_at).since(r.started_at);
     let _ =
         writeln!(o, "- Users could meet {} for {} (rollout start to mitigation).\n", r.release, minutes(exposed_ms));
@@ -130,12 +138,14 @@ pub fn draft(ws: &WorkloadState, events: &[Event], rollout: Option<&str>) -> Res
              `ringfence postmortem {} {} --svg FILE`).\n",
             ws.name, r.id
         );
-        let _ =
-            writeln!(o, "| version | window | requests | errors | error rate | worst p99 |\n|---|---|---|---|---|---|");
+        let _ = writeln!(
+            o,
+            "| version | window | requests | errors | error rate | worst p99 | users (about) |\n|---|---|---|---|---|---|---|"
+        );
         for (version, window, s) in summary(&samples, incident.detected_at) {
             let _ = writeln!(
                 o,
-                "| {version} | {window} | {} | {} | {} | {} |",
+                "| {version} | {window} | {} | {} | {} | {} | {} |",
                 s.requests,
                 s.errors,
                 if s.requests == 0 {
@@ -144,9 +154,14 @@ pub fn draft(ws: &WorkloadState, events: &[Event], rollout: Option<&str>) -> Res
                     format!("{:.2}%", s.errors as f64 * 100.0 / s.requests as f64)
                 },
                 s.worst_p99_us.map_or("-".to_string(), |us| format!("{:.1} ms", us as f64 / 1000.0)),
+                s.users.map_or("-".to_string(), |u| u.to_string()),
             );
         }
-        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "\nUsers: distinct users the router had sent to the version by the end of the window, since it \
+             started serving it (an estimate within about 5%).\n"
+        );
     }
 
     if let Some(d) = decision {
@@ -226,6 +241,8 @@ struct Totals {
     requests: u64,
     errors: u64,
     worst_p99_us: Option<u64>,
+    /// Distinct users by the window's end (cumulative counts: the latest).
+    users: Option<u64>,
 }
 
 /// Per version, the totals of the intervals that began before `halt`, and of the later ones.
@@ -246,6 +263,7 @@ fn summary(samples: &[SignalSample], halt: Timestamp) -> Vec<(String, &'static s
         t.requests += s.requests;
         t.errors += s.errors;
         t.worst_p99_us = t.worst_p99_us.max(s.p99_us);
+        t.users = t.users.max(s.users);
     }
     out.sort_by(|a, b| (a.1 != "before the halt", &a.0).cmp(&(b.1 != "before the halt", &b.0)));
     out

@@ -377,7 +377,7 @@ fn the_postmortem_draws_the_new_and_the_stable_version_around_the_incident() {
     let mut h = history();
     let id = h.world.workload("shop").unwrap().incidents.keys().next().unwrap().clone();
     let halt = T0.plus_ms(DAY + 10 * MIN);
-    let sample = |at: Timestamp, version: &str, requests, errors, p99_us| SignalSample {
+    let sample = |at: Timestamp, version: &str, requests, errors, p99_us, users| SignalSample {
         at,
         version: version.into(),
         span_ms: 1_000,
@@ -385,22 +385,24 @@ fn the_postmortem_draws_the_new_and_the_stable_version_around_the_incident() {
         errors,
         p50_us: Some(2_000),
         p99_us: Some(p99_us),
+        users: Some(users),
     };
     // Two one-second intervals up to the halt (v2 failing, v1 fine), one after it (only v1
     // serves): an interval counts by its start.
     let samples = vec![
-        sample(halt.plus_ms(500), "v2", 10, 4, 9_000),
-        sample(Timestamp(halt.millis() - 1_000), "v2", 10, 3, 8_000),
-        sample(Timestamp(halt.millis() - 1_000), "v1", 90, 1, 4_000),
-        sample(halt.plus_ms(1_600), "v1", 100, 0, 3_000),
+        sample(halt.plus_ms(500), "v2", 10, 4, 9_000, 12),
+        sample(Timestamp(halt.millis() - 1_000), "v2", 10, 3, 8_000, 8),
+        sample(Timestamp(halt.millis() - 1_000), "v1", 90, 1, 4_000, 50),
+        sample(halt.plus_ms(1_600), "v1", 100, 0, 3_000, 60),
     ];
     h.at(halt.plus_ms(2_000), "controller", EventKind::SignalsRecorded { rollout_id: id.clone(), samples });
     let ws = h.world.workload("shop").unwrap();
     let md = ringfence_core::postmortem::draft(ws, &h.log, None).unwrap();
     assert!(md.contains("## Signals"), "{md}");
-    assert!(md.contains("| v2 | before the halt | 20 | 7 | 35.00% | 9.0 ms |"), "{md}");
-    assert!(md.contains("| v1 | before the halt | 90 | 1 | 1.11% | 4.0 ms |"), "{md}");
-    assert!(md.contains("| v1 | after the halt | 100 | 0 | 0.00% | 3.0 ms |"), "{md}");
+    assert!(md.contains("| v2 | before the halt | 20 | 7 | 35.00% | 9.0 ms | 12 |"), "{md}");
+    assert!(md.contains("| v1 | before the halt | 90 | 1 | 1.11% | 4.0 ms | 50 |"), "{md}");
+    assert!(md.contains("| v1 | after the halt | 100 | 0 | 0.00% | 3.0 ms | 60 |"), "{md}");
+    assert!(md.contains("- About 12 distinct users were sent to v2 before the halt."), "{md}");
     assert!(!md.contains("traffic recorded"), "samples stay out of the timeline: {md}");
     let svg = ringfence_core::postmortem::signals_svg(ws, &h.log, None).unwrap().expect("a chart");
     // Three panels, a line for each version in each.

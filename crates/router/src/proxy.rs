@@ -73,6 +73,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: So
         return shared.no_upstream(received, "no healthy upstream for this workload\n", new_cookie);
     };
     let group = &routing.groups[group_index];
+    group.latency.observe_user(user_hash(&key));
     let shadow = routing.shadow.filter(|&i| {
         i != group_index
             && bodiless(req.headers())
@@ -200,6 +201,13 @@ impl Shared {
         }
         response
     }
+}
+
+/// A user's key, hashed for the count of distinct users (SipHash with fixed keys: the same
+/// user counts once across requests and connections).
+fn user_hash(key: &str) -> u64 {
+    use std::hash::BuildHasher;
+    std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(key)
 }
 
 fn record(series: &Series, latency: &Latency, received: Instant, now: Instant, failed: bool) {

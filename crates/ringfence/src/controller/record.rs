@@ -69,7 +69,9 @@ impl Recorder {
             // An interval without a request says nothing to draw: an idle rollout adds nothing
             // to the log.
             if delta.requests > 0 {
-                self.pending.push(SignalSample::of(v, now, span, &delta));
+                let mut sample = SignalSample::of(v, now, span, &delta);
+                sample.users = snap.versions.get(v).map(|s| s.users).filter(|u| *u > 0);
+                self.pending.push(sample);
             }
             self.last.insert(v.clone(), counters);
         }

@@ -154,6 +154,9 @@ async fn a_bad_release_opens_one_incident_with_a_postmortem_and_the_dora_metrics
     let cells: Vec<&str> = before.split('|').map(str::trim).collect();
     let (requests, errors): (u64, u64) = (cells[3].parse().unwrap(), cells[4].parse().unwrap());
     assert!(requests > 0 && errors > 0, "v2 served and failed before the halt: {before}");
+    // The load's 200 users, some of whom the canary served: counted distinctly.
+    let users: u64 = cells[7].parse().unwrap_or_else(|_| panic!("a user count: {before}"));
+    assert!(users > 0 && users <= 230 && users <= requests, "users of v2 before the halt: {before}");
     let svg = std::fs::read_to_string(&chart).expect("the chart was written");
     assert!(svg.starts_with("<svg") && svg.contains("v2 (new)") && svg.contains("v1 (stable)"), "{svg}");
     assert!(svg.contains(">halted<") && svg.contains(">mitigated<") && svg.matches("<polyline").count() >= 4, "{svg}");
