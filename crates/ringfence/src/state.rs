@@ -218,13 +218,31 @@ impl Shared {
         Ok(any)
     }
 
-    /// Replicas: takes or renews the lease of every workload it can, and lets go of those it
-    /// lost. Returns the workloads it newly leads.
+    /// Replicas: renews the leases it holds, takes free ones while it holds fewer than its
+    /// share (the workloads divided by the live replicas, rounded up), hands idle workloads
+    /// beyond its share back for the others to take, and lets go of those it lost. Returns the
+    /// workloads it newly leads.
     pub fn renew_leases(&self) -> Result<Vec<String>, StoreError> {
         let Some(me) = self.replica.clone() else { return Ok(Vec::new()) };
-        let names: Vec<String> = self.world(|w| w.workloads.keys().cloned().collect());
+        let live = {
+            let mut inner = self.inner.lock().expect("state lock");
+            off_the_workers(|| inner.store.heartbeat(&me, LEASE_TTL))?
+        };
+        let names: Vec<(String, bool)> = self
+            .world(|w| w.workloads.iter().map(|(name, ws)| (name.clone(), ws.active_rollout().is_none())).collect());
+        let share = names.len().div_ceil(live.max(1) as usize).max(1);
         let mut gained = Vec::new();
-        for name in names {
+        for (name, _) in &names {
+            let name = name.clone();
+            let (held, mine) = {
+                let fences = self.fences.lock().expect("fences lock");
+                (fences.contains_key(&name), fences.len())
+            };
+            if !held && mine >= share {
+                // Full: a replica with room takes it (or this one, once the count of live
+                // replicas drops and its share grows).
+                continue;
+            }
             let lease = {
                 let mut inner = self.inner.lock().expect("state lock");
                 off_the_workers(|| inner.store.acquire(&name, &me, LEASE_TTL))
@@ -247,6 +265,32 @@ impl Shared {
                     // Unrenewed, the lease lapses by itself; until then the fence still holds
                     // (and PostgreSQL refuses the writes once another replica takes it).
                     tracing::warn!(workload = name, error = %e, "cannot renew the workload's lease");
+                }
+            }
+        }
+        // Beyond its share: idle workloads are handed over (never one mid-rollout).
+        let excess: Vec<ringfence_store::Fence> = {
+            let fences = self.fences.lock().expect("fences lock");
+            let over = fences.len().saturating_sub(share);
+            names
+                .iter()
+                .filter(|(name, idle)| *idle && fences.contains_key(name))
+                .filter_map(|(name, _)| fences.get(name).cloned())
+                .take(over)
+                .collect()
+        };
+        for f in excess {
+            self.fences.lock().expect("fences lock").remove(&f.workload);
+            let mut inner = self.inner.lock().expect("state lock");
+            match off_the_workers(|| inner.store.release(&f, &me)) {
+                Ok(()) => tracing::info!(
+                    workload = f.workload,
+                    replica = me,
+                    share,
+                    "handing the workload to a replica with room"
+                ),
+                Err(e) => {
+                    tracing::warn!(workload = f.workload, error = %e, "cannot hand the lease back; it lapses by itself")
                 }
             }
         }

@@ -96,10 +96,15 @@ pub trait EventStore: Send {
         let _ = (workload, holder, ttl);
         Err(StoreError::Unsupported { what: format!("leases (replicas) on {}: they need PostgreSQL", self.describe()) })
     }
-    /// Gives a lease up at once (a clean shutdown).
+    /// Gives a lease up at once (a clean shutdown, or a share handed to another replica).
     fn release(&mut self, fence: &Fence, holder: &str) -> Result<(), StoreError> {
         let _ = (fence, holder);
         Ok(())
+    }
+    /// Says `replica` is alive and returns how many replicas are (seen within `ttl`).
+    fn heartbeat(&mut self, replica: &str, ttl: std::time::Duration) -> Result<u32, StoreError> {
+        let _ = (replica, ttl);
+        Ok(1)
     }
 }
 

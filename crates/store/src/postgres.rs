@@ -165,6 +165,29 @@ impl PgStore {
         Ok(())
     }
 
+    /// Says this replica is alive, and how many are (seen within `ttl`, itself included): how
+    /// many ways the workloads are shared.
+    pub fn heartbeat(&mut self, replica: &str, ttl: Duration) -> Result<u32, StoreError> {
+        let ttl_ms = ttl.as_millis().min(i64::MAX as u128) as i64;
+        let at = self.at.clone();
+        let client = self.client();
+        client
+            .execute(
+                "INSERT INTO replicas (id, seen_at) VALUES ($1, now())
+                 ON CONFLICT (id) DO UPDATE SET seen_at = now()",
+                &[&replica],
+            )
+            .map_err(|e| pg(&at, e))?;
+        let live: i64 = client
+            .query_one(
+                "SELECT count(*) FROM replicas WHERE seen_at > now() - make_interval(secs => $1::BIGINT / 1000.0)",
+                &[&ttl_ms],
+            )
+            .map_err(|e| pg(&at, e))?
+            .get(0);
+        Ok(live.max(1) as u32)
+    }
+
     /// Every workload's lease, by workload.
     pub fn leases(&mut self) -> Result<Vec<Lease>, StoreError> {
         let rows = self
@@ -221,6 +244,10 @@ fn migrate(client: &mut Client, at: &str) -> Result<(), StoreError> {
              hash BYTEA
          );
          INSERT INTO head (id, seq, hash) VALUES (1, 0, NULL) ON CONFLICT (id) DO NOTHING;
+         CREATE TABLE IF NOT EXISTS replicas (
+             id TEXT PRIMARY KEY,
+             seen_at TIMESTAMPTZ NOT NULL
+         );
          CREATE TABLE IF NOT EXISTS leases (
              workload TEXT PRIMARY KEY,
              holder TEXT NOT NULL,
@@ -360,6 +387,10 @@ impl EventStore for PgStore {
 
     fn release(&mut self, fence: &Fence, holder: &str) -> Result<(), StoreError> {
         PgStore::release(self, fence, holder)
+    }
+
+    fn heartbeat(&mut self, replica: &str, ttl: Duration) -> Result<u32, StoreError> {
+        PgStore::heartbeat(self, replica, ttl)
     }
 
     fn read(&mut self, workload: Option<&str>, after_seq: u64, limit: usize) -> Result<Vec<Event>, StoreError> {

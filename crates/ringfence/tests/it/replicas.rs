@@ -70,3 +70,35 @@ async fn another_replica_finishes_a_rollout_whose_leader_was_killed() {
     check_log(&c, w, &c.all_events().await, &events);
     drop((b, c));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workloads_spread_over_the_replicas_and_move_when_one_dies() {
+    let Some(pg) = pgcluster::PgCluster::start() else { return };
+    let url = pg.fresh_db();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let mut a = Server::start_with(&["--store", &url, "--replica-id", "a"]).await;
+    let b = a.beside(&["--store", &url, "--replica-id", "b"]).await;
+    let c = a.beside(&["--store", &url, "--replica-id", "c"]).await;
+    // Six workloads, all created through a: they end up two per replica.
+    for i in 0..6 {
+        a.setup(&Spec::new(&format!("s{i}")), &[]).await;
+    }
+    let held = || {
+        pg.psql(&db, "SELECT string_agg(n, ' ') FROM (SELECT holder || '=' || count(*) AS n FROM leases WHERE expires_at > now() GROUP BY holder ORDER BY holder) x")
+    };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while held() != "a=2 b=2 c=2" {
+        assert!(Instant::now() < deadline, "not spread: {}\n{}", held(), a.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // One dies: its two move to the others, three each.
+    a.kill9();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while held() != "b=3 c=3" {
+        assert!(Instant::now() < deadline, "not taken over: {}\n{}", held(), b.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every workload is led by exactly one live replica.
+    assert_eq!(pg.psql(&db, "SELECT count(DISTINCT workload) FROM leases WHERE expires_at > now()"), "6");
+    drop((b, c));
+}
