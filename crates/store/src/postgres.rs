@@ -92,39 +92,25 @@ impl PgStore {
     /// Claims the log for this server: refused while another server runs on it. Held until
     /// this connection closes (the server stops, or dies and PostgreSQL notices).
     pub fn claim(&mut self) -> Result<(), StoreError> {
-        let got: bool = self
-            .client()
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&SERVER_LOCK])
-            .map_err(|e| pg(&self.at, e))?
-            .get(0);
-        if got {
-            Ok(())
-        } else {
-            Err(StoreError::Postgres {
-                at: self.at.clone(),
-                why: "another ringfence server runs on this event log: one server per log until replicas \
-                      with leadership per workload are configured (docs/topology.md)"
-                    .into(),
-            })
-        }
+        self.try_claim(
+            "SELECT pg_try_advisory_lock($1)",
+            "another ringfence server runs on this event log: one server per log, or replicas each \
+             started with --replica-id (docs/topology.md)",
+        )
     }
 
     /// Claims the log as one replica of several: refused while a server runs on it alone (and
     /// such a server is refused while replicas run). Held until this connection closes.
     pub fn claim_shared(&mut self) -> Result<(), StoreError> {
-        let got: bool = self
-            .client()
-            .query_one("SELECT pg_try_advisory_lock_shared($1)", &[&SERVER_LOCK])
-            .map_err(|e| pg(&self.at, e))?
-            .get(0);
-        if got {
-            Ok(())
-        } else {
-            Err(StoreError::Postgres {
-                at: self.at.clone(),
-                why: "a ringfence server runs on this event log alone (without --replica-id); stop it first".into(),
-            })
-        }
+        self.try_claim(
+            "SELECT pg_try_advisory_lock_shared($1)",
+            "a ringfence server runs on this event log alone (without --replica-id); stop it first",
+        )
+    }
+
+    fn try_claim(&mut self, sql: &str, refused: &str) -> Result<(), StoreError> {
+        let got: bool = self.client().query_one(sql, &[&SERVER_LOCK]).map_err(|e| pg(&self.at, e))?.get(0);
+        if got { Ok(()) } else { Err(StoreError::Postgres { at: self.at.clone(), why: refused.into() }) }
     }
 
     pub fn last_seq(&self) -> u64 {
