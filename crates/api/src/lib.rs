@@ -41,8 +41,8 @@ pub use rollout::{
 pub use signals::{AlertsAccepted, FlagChange, FlagGroup, Flags, KilledFlag, Report, ReportAccepted};
 pub use token::{CreateToken, CreatedToken, Token};
 pub use workload::{
-    Applied, ApplySpec, Criticality, Desired, FiringAlert, LastKnownGood, LiveHealth, Pin, Replica, RolloutSummary,
-    RouteGroup, RouterInfo, WarmStack, WorkloadStatus, WorkloadSummary,
+    Applied, ApplySpec, Criticality, Desired, FiringAlert, LastKnownGood, Leader, LiveHealth, Pin, Replica,
+    RolloutSummary, RouteGroup, RouterInfo, WarmStack, WorkloadStatus, WorkloadSummary,
 };
 
 use serde::{Deserialize, Serialize};

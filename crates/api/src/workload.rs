@@ -89,6 +89,10 @@ pub struct WorkloadStatus {
     /// Incident updates not delivered to a channel yet (being retried, or given up).
     #[serde(default)]
     pub notifications_failing: Vec<String>,
+    /// With replicas: the one whose controller runs this workload, and its lease's fencing
+    /// token. Absent for a server running alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<Leader>,
     /// The server's clock when it answered.
     pub now: Timestamp,
 }
@@ -192,4 +196,11 @@ pub struct FiringAlert {
     pub labels: std::collections::BTreeMap<String, String>,
     pub summary: String,
     pub since: Timestamp,
+}
+
+/// The replica leading a workload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Leader {
+    pub replica: String,
+    pub token: i64,
 }

@@ -1594,6 +1594,9 @@ pub fn render_status(s: &WorkloadStatus) -> String {
     if let Some(p) = &s.pin {
         let _ = writeln!(o, "pinned     to {}: {}", p.version, p.reason);
     }
+    if let Some(l) = &s.leader {
+        let _ = writeln!(o, "leader     replica {} (lease token {})", l.replica, l.token);
+    }
     if let Some(r) = &s.router {
         match &r.backend {
             Some(b) => {

@@ -109,6 +109,8 @@ pub struct Shared {
     pub replica: Option<String>,
     /// The workloads this replica leads, with the fence their controllers' appends carry.
     fences: Mutex<HashMap<String, ringfence_store::Fence>>,
+    /// Every workload's lease as of the last renewal (unexpired ones), for `status`.
+    pub leaders: Mutex<HashMap<String, ringfence_store::Lease>>,
 }
 
 /// How long a workload's lease lasts unless renewed, and how often it is renewed: a dead
@@ -196,6 +198,7 @@ impl Shared {
             webhooks: Default::default(),
             replica: config.replica.clone(),
             fences: Mutex::default(),
+            leaders: Mutex::default(),
         }))
     }
 
@@ -279,6 +282,18 @@ impl Shared {
                 .take(over)
                 .collect()
         };
+        let leases = {
+            let mut inner = self.inner.lock().expect("state lock");
+            off_the_workers(|| inner.store.leases())
+        };
+        match leases {
+            Ok(all) => {
+                let now = now().millis();
+                *self.leaders.lock().expect("leaders lock") =
+                    all.into_iter().filter(|l| l.expires_at_ms > now).map(|l| (l.workload.clone(), l)).collect();
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the leases"),
+        }
         for f in excess {
             self.fences.lock().expect("fences lock").remove(&f.workload);
             let mut inner = self.inner.lock().expect("state lock");
@@ -319,7 +334,7 @@ impl Shared {
         workload: &str,
         actor: &str,
         reason: &str,
-        f: impl FnOnce(&World) -> Result<Vec<EventKind>, CommandError>,
+        mut f: impl FnMut(&World) -> Result<Vec<EventKind>, CommandError>,
     ) -> Result<Vec<Event>, AppendError> {
         self.command_many(actor, reason, |w| Ok(f(w)?.into_iter().map(|k| (workload.to_string(), k)).collect()))
     }
@@ -330,40 +345,45 @@ impl Shared {
         &self,
         actor: &str,
         reason: &str,
-        f: impl FnOnce(&World) -> Result<Vec<(String, EventKind)>, CommandError>,
+        mut f: impl FnMut(&World) -> Result<Vec<(String, EventKind)>, CommandError>,
     ) -> Result<Vec<Event>, AppendError> {
         let mut inner = self.inner.lock().expect("state lock");
-        // A replica decides on the log as the others left it; an append that still races one
-        // of theirs is refused (`Conflict`) and tried again by its caller.
+        // A replica decides on the log as the others left it. An append that still races one
+        // of theirs is refused (`Conflict`), and the command is decided again on the log as
+        // it now ends, a few times before the caller is told to try again.
         let mut caught_up = Vec::new();
-        if self.replica.is_some() {
-            caught_up = catch_up_locked(&mut inner)?;
-        }
-        let kinds = f(&inner.world)?;
-        let at = now();
-        let new: Vec<NewEvent> = kinds
-            .into_iter()
-            .map(|(workload, kind)| NewEvent { at, actor: actor.into(), reason: reason.into(), workload, kind })
-            .collect();
-        let expected = inner.seq;
-        // What a replica's controller appends carries the workload's fence: refused once
-        // another replica has taken the workload over.
-        let fence =
-            match (&self.replica, actor) {
-                (Some(_), "controller") => match new.first() {
-                    Some(e) => {
+        let mut tries = 0;
+        let events = loop {
+            if self.replica.is_some() {
+                caught_up.extend(catch_up_locked(&mut inner)?);
+            }
+            let kinds = f(&inner.world)?;
+            let at = now();
+            let new: Vec<NewEvent> = kinds
+                .into_iter()
+                .map(|(workload, kind)| NewEvent { at, actor: actor.into(), reason: reason.into(), workload, kind })
+                .collect();
+            let expected = inner.seq;
+            // What a replica's controller appends carries the workload's fence: refused once
+            // another replica has taken the workload over.
+            let fence =
+                match (&self.replica, actor, new.first()) {
+                    (Some(_), "controller", Some(e)) => {
                         Some(self.fences.lock().expect("fences lock").get(&e.workload).cloned().ok_or_else(|| {
                             StoreError::Fenced { workload: e.workload.clone(), token: 0, current: None }
                         })?)
                     }
-                    None => None,
-                },
-                _ => None,
-            };
-        let events = off_the_workers(|| match &fence {
-            Some(f) => inner.store.append_fenced(f, expected, new),
-            None => inner.store.append(expected, new),
-        })?;
+                    _ => None,
+                };
+            let appended = off_the_workers(|| match &fence {
+                Some(f) => inner.store.append_fenced(f, expected, new),
+                None => inner.store.append(expected, new),
+            });
+            match appended {
+                Err(StoreError::Conflict { .. }) if self.replica.is_some() && tries < 5 => tries += 1,
+                other => break other?,
+            }
+        };
         for e in &events {
             inner.world.apply(e);
         }
@@ -390,7 +410,7 @@ impl Shared {
 
     /// Appends events the controller decided on.
     pub fn record(&self, workload: &str, reason: &str, kinds: Vec<EventKind>) -> Result<Vec<Event>, StoreError> {
-        match self.command(workload, "controller", reason, |_| Ok(kinds)) {
+        match self.command(workload, "controller", reason, |_| Ok(kinds.clone())) {
             Ok(e) => Ok(e),
             Err(AppendError::Store(e)) => Err(e),
             Err(AppendError::Command(_)) => unreachable!("recording checks nothing"),

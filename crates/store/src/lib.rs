@@ -101,6 +101,10 @@ pub trait EventStore: Send {
         let _ = (fence, holder);
         Ok(())
     }
+    /// Every workload's lease (none for adapters without leases).
+    fn leases(&mut self) -> Result<Vec<Lease>, StoreError> {
+        Ok(Vec::new())
+    }
     /// Says `replica` is alive and returns how many replicas are (seen within `ttl`).
     fn heartbeat(&mut self, replica: &str, ttl: std::time::Duration) -> Result<u32, StoreError> {
         let _ = (replica, ttl);

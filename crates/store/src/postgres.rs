@@ -379,6 +379,10 @@ impl EventStore for PgStore {
         PgStore::heartbeat(self, replica, ttl)
     }
 
+    fn leases(&mut self) -> Result<Vec<Lease>, StoreError> {
+        PgStore::leases(self)
+    }
+
     fn read(&mut self, workload: Option<&str>, after_seq: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let limit = limit.min(i64::MAX as usize) as i64;
         let rows = self

@@ -16,7 +16,7 @@ pub(super) async fn deploy(
     });
     let mut governed = Vec::new();
     let events = sh.command(&name, &who, &reason, |w| {
-        let (events, warnings) = command::deploy_governed(w, &name, &b.version, &who, emergency, now())?;
+        let (events, warnings) = command::deploy_governed(w, &name, &b.version, &who, emergency.clone(), now())?;
         governed = warnings;
         Ok(events)
     })?;

@@ -60,7 +60,7 @@ pub fn bootstrap(shared: &Shared) -> anyhow::Result<Option<PathBuf>> {
         .map_err(|e| anyhow::anyhow!("cannot write the admin token to {}: {e}", path.display()))?;
     shared
         .command("", "ringfence", "first start: the admin token", |_| {
-            Ok(vec![EventKind::TokenCreated { token: record }])
+            Ok(vec![EventKind::TokenCreated { token: record.clone() }])
         })
         .map_err(|e| anyhow::anyhow!("cannot record the admin token: {e}"))?;
     Ok(Some(path))
@@ -105,7 +105,7 @@ pub(super) async fn create_token(
     };
     let (record, token) = mint(name, grants, &who, expires_at);
     let view = wire::token(&record);
-    sh.command("", &who, "token created", |_| Ok(vec![EventKind::TokenCreated { token: record }]))?;
+    sh.command("", &who, "token created", |_| Ok(vec![EventKind::TokenCreated { token: record.clone() }]))?;
     Ok((StatusCode::CREATED, Json(api::CreatedToken { view, token })))
 }
 

@@ -18,6 +18,8 @@ pub(super) fn status(
     now: core::Timestamp,
 ) -> api::WorkloadStatus {
     api::WorkloadStatus {
+        // Replicas only: the caller, which holds the leases, fills it in.
+        leader: None,
         governance: governance(world, ws, now),
         notifications_failing: ws
             .deliveries

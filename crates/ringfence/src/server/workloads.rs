@@ -62,7 +62,17 @@ pub(super) async fn workload_status(
     Path(name): Path<String>,
 ) -> Result<Json<api::WorkloadStatus>, ApiError> {
     let live = sh.live.lock().expect("live lock").get(&name).cloned();
-    sh.world(|w| Ok(Json(wire::status(w, command::workload(w, &name)?, live.as_ref(), now()))))
+    let leader = sh
+        .leaders
+        .lock()
+        .expect("leaders lock")
+        .get(&name)
+        .map(|l| api::Leader { replica: l.holder.clone(), token: l.token });
+    sh.world(|w| {
+        let mut s = wire::status(w, command::workload(w, &name)?, live.as_ref(), now());
+        s.leader = leader;
+        Ok(Json(s))
+    })
 }
 
 #[derive(Deserialize)]

@@ -15,46 +15,60 @@ use crate::harness::{Load, Server, Spec, rollout_id};
 async fn another_replica_finishes_a_rollout_whose_leader_was_killed() {
     let Some(pg) = pgcluster::PgCluster::start() else { return };
     let url = pg.fresh_db();
-    let mut a = Server::start_with(&["--store", &url, "--replica-id", "a"]).await;
+    let a = Server::start_with(&["--store", &url, "--replica-id", "a"]).await;
     let w = "ha";
     let spec = Spec { replicas: 2, phases: vec![(10, "3s"), (50, "3s"), (100, "3s")], ..Spec::new(w) };
     a.setup(&spec, &[("v1", &[]), ("v2", &["GREETING=hello"])]).await;
-    // The first replica took the workload's lease; the others join behind it.
     let b = a.beside(&["--store", &url, "--replica-id", "b"]).await;
     let c = a.beside(&["--store", &url, "--replica-id", "c"]).await;
-    let out = a.deploy_wait(w, "v1").await;
-    assert_eq!(out.code, 0, "first deploy of v1:\n{out}\n{}", a.diagnose(w).await);
+    let mut replicas = [a, b, c];
+    let out = replicas[0].deploy_wait(w, "v1").await;
+    assert_eq!(out.code, 0, "first deploy of v1:\n{out}\n{}", replicas[0].diagnose(w).await);
 
-    // Any replica serves the API: the deployment is asked of b.
-    let load = Load::start(a.router_addr(w).await, 150.0, 200);
-    let out = b.cli(&["deploy", w, "v2"]).await;
+    // Any replica serves the API: the deployment is asked of the second.
+    let load = Load::start(replicas[0].router_addr(w).await, 150.0, 200);
+    let out = replicas[1].cli(&["deploy", w, "v2"]).await;
     assert_eq!(out.code, 0, "{out}");
     let id = rollout_id(&out);
-    b.wait_status(w, "phase 2 to bake", |s| {
-        let r = s.rollout.as_ref()?;
-        (r.id == id && r.phase == 1 && r.stage == Stage::Baking).then_some(())
-    })
-    .await;
+    replicas[1]
+        .wait_status(w, "phase 2 to bake", |s| {
+            let r = s.rollout.as_ref()?;
+            (r.id == id && r.phase == 1 && r.stage == Stage::Baking).then_some(())
+        })
+        .await;
 
-    // The leader dies. The workload moves to b or c; the rollout goes on.
-    let before = b.status(w).await.rollout.expect("the rollout");
-    a.kill9();
+    // The leader (any replica's status names it) dies; another takes the rollout on.
+    let leader = replicas[1].wait_status(w, "a leader named", |s| s.leader.clone()).await;
+    let dead = ["a", "b", "c"].iter().position(|r| *r == leader.replica).expect("a known replica");
+    let (x, y) = ((dead + 1) % 3, (dead + 2) % 3);
+    let before = replicas[x].status(w).await.rollout.expect("the rollout");
+    replicas[dead].kill9();
     let down = Instant::now();
-    b.wait_status(w, "another replica to move the rollout on", |s| {
-        let r = s.rollout.as_ref()?;
-        (r.id == id && (r.phase > before.phase || r.status != RolloutStatus::Progressing)).then_some(())
-    })
-    .await;
-    let took_over = [&b, &c].iter().any(|s| s.log_tail(200).contains("leading the workload"));
-    assert!(took_over, "b or c says it leads the workload now:\n{}\n{}", b.log_tail(20), c.log_tail(20));
-    let r = c
+    replicas[x]
+        .wait_status(w, "another replica to move the rollout on", |s| {
+            let r = s.rollout.as_ref()?;
+            (r.id == id && (r.phase > before.phase || r.status != RolloutStatus::Progressing)).then_some(())
+        })
+        .await;
+    let r = replicas[y]
         .wait_status(w, "the rollout to complete on the replicas", |s| {
             s.rollout.as_ref().filter(|r| r.id == id && !r.status.is_active()).cloned()
         })
         .await;
-    assert_eq!(r.status, RolloutStatus::Completed, "{r:#?}\n{}", c.diagnose(w).await);
+    assert_eq!(r.status, RolloutStatus::Completed, "{r:#?}\n{}", replicas[y].diagnose(w).await);
     assert!(down.elapsed() < Duration::from_secs(60));
-    assert_eq!(c.status(w).await.stable.as_deref(), Some("v2"));
+    let c = &replicas[y];
+    let s = c.status(w).await;
+    assert_eq!(s.stable.as_deref(), Some("v2"));
+    // Status names the replica that leads now; its token grew with the change of holder.
+    let now =
+        c.wait_status(w, "the new leader named", |s| s.leader.clone().filter(|l| l.replica != leader.replica)).await;
+    assert!(now.token > leader.token, "{leader:?} then {now:?}");
+    let took_over = replicas[x].log_tail(200).contains("leading the workload")
+        || replicas[y].log_tail(200).contains("leading the workload");
+    assert!(took_over, "the new leader says so in its log");
+    let text = c.cli(&["status", w]).await;
+    assert!(text.stdout.contains(&format!("leader     replica {}", now.replica)), "{text}");
 
     let events = c
         .wait_events(w, "v1 stopped and every intended action closed", |ev| {
@@ -67,8 +81,7 @@ async fn another_replica_finishes_a_rollout_whose_leader_was_killed() {
     let failed = samples.iter().filter(|s| s.is_error()).count();
     assert_eq!(failed, 0, "users saw failures through the failover");
     // Gapless, each action once, each replica process started once and adopted after.
-    check_log(&c, w, &c.all_events().await, &events);
-    drop((b, c));
+    check_log(c, w, &c.all_events().await, &events);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,7 +31,9 @@ async fn a_server_on_postgresql_deploys_survives_a_kill_and_holds_its_log_alone(
         assert!(std::time::Instant::now() < deadline, "the rollout did not complete:\n{}", server.diagnose(w).await);
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!(server.status(w).await.stable.as_deref(), Some("v2"));
+    let s = server.status(w).await;
+    assert_eq!(s.stable.as_deref(), Some("v2"));
+    assert!(s.leader.is_none(), "a server running alone names no leader");
     drop(load);
     let timeline = server.cli(&["events", w]).await;
     assert!(timeline.stdout.contains("rollout pgw-2 completed"), "{timeline}");
