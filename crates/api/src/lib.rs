@@ -38,11 +38,13 @@ pub use rollout::{
     PhaseWindow, Reason, Rollback, Rollout, RolloutKind, RolloutStatus, Segment, SignalResult, SmokeResult, Stage,
     Started, Traffic, Verdict, Why,
 };
-pub use signals::{AlertsAccepted, FlagChange, FlagGroup, Flags, KilledFlag, Report, ReportAccepted};
+pub use signals::{
+    AlertsAccepted, FlagChange, FlagGroup, Flags, KilledFlag, Report, ReportAccepted, RoutesReportAccepted,
+};
 pub use token::{CreateToken, CreatedToken, Token};
 pub use workload::{
     Applied, ApplySpec, Criticality, Desired, FiringAlert, LastKnownGood, Leader, LiveHealth, Pin, Replica,
-    RolloutSummary, RouteGroup, RouterInfo, WarmStack, WorkloadStatus, WorkloadSummary,
+    RolloutSummary, RouteGroup, RouterInfo, TierRouter, WarmStack, WorkloadStatus, WorkloadSummary,
 };
 
 use serde::{Deserialize, Serialize};

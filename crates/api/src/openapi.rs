@@ -41,7 +41,7 @@ pub const PUBLIC: &[&str] =
         show_release, clear_hold, revoke_release, attest, deploy, pause, resume, promote, abort, rollback, bypass, redeploy,
         approve, reject, parity, stop_line, restart_line, attestation_hook, list_incidents, ack_incident, resolve_incident,
         show_postmortem, show_postmortem_svg, show_dora, show_dora_svg, list_follow_ups, create_follow_up, assign_follow_up, close_follow_up, metrics, status_index, status_page, status_feed, workload_events, why, show_rollout,
-        all_events, alerts, plan, list_flags, kill_flag, restore_flag, report, list_tokens, create_token,
+        all_events, alerts, plan, list_flags, kill_flag, restore_flag, report, routes, routes_report, list_tokens, create_token,
         revoke_token
     ),
     components(schemas(ErrorBody)),
@@ -52,6 +52,7 @@ pub const PUBLIC: &[&str] =
         (name = "rollouts", description = "Deploying, steering and explaining rollouts"),
         (name = "events", description = "The event log"),
         (name = "signals", description = "Alerts and user reports"),
+        (name = "routing", description = "The router tier: tables and traffic counters"),
         (name = "flags", description = "Feature flags and the kill switch"),
         (name = "governance", description = "Approvals, attestations, environments, stopping the line"),
         (name = "incidents", description = "Incidents of failed rollouts, postmortems, DORA metrics"),
@@ -583,6 +584,34 @@ fn all_events() {}
 #[utoipa::path(post, path = "/v1/alerts", tag = "signals", request_body(content = serde_json::Value, description = "Alertmanager's webhook payload"), responses((status = 200, description = "the alerts that concerned a workload", body = AlertsAccepted)))]
 #[allow(dead_code)]
 fn alerts() {}
+
+/// Routing tables for the router tier
+///
+/// The tables of every workload with `[router] kind = "tier"` that the token may route (role
+/// `router`), with the host and path prefix that select each, as `{"etag", "routes": [{"host",
+/// "path_prefix", "table"}]}`. Send the last `ETag` back in `If-None-Match` with `wait` to
+/// hold the request open until the set changes.
+#[utoipa::path(get, path = "/v1/routes", tag = "routing", params(
+    ("wait" = Option<u64>, Query, description = "seconds (up to 60) to wait for a change of the set named by If-None-Match"),
+    ("If-None-Match" = Option<String>, Header, description = "the ETag of the set the router serves")
+), responses(
+    (status = 200, description = "the table set, with its ETag", body = serde_json::Value),
+    (status = 304, description = "the set named by If-None-Match is still current after `wait`"),
+    (status = 400, description = "`wait` is above 60", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn routes() {}
+
+/// A router's traffic counters
+///
+/// `{"router": NAME, "workloads": {WORKLOAD: <the router's /v1/stats snapshot>}}`, counters
+/// since the router started. Every router of the tier reports every second; the analysis
+/// reads their sum. A workload the token may not route refuses the whole report.
+#[utoipa::path(post, path = "/v1/routes/report", tag = "routing", request_body(content = serde_json::Value, description = "the router's name and counters per workload"), responses(
+    (status = 200, description = "what was kept", body = RoutesReportAccepted)
+))]
+#[allow(dead_code)]
+fn routes_report() {}
 
 /// How long each phase needs at today's traffic
 #[utoipa::path(get, path = "/v1/workloads/{name}/plan", tag = "workloads", params(

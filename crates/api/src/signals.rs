@@ -25,6 +25,15 @@ pub struct ReportAccepted {
     pub version: Option<String>,
 }
 
+/// The answer to a router's report of its counters.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RoutesReportAccepted {
+    /// Workloads whose counters were kept.
+    pub accepted: Vec<String>,
+    /// Workloads not served by the router tier (unknown, deleted or of another router kind).
+    pub ignored: Vec<String>,
+}
+
 /// The answer to Alertmanager's webhook.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AlertsAccepted {

@@ -93,6 +93,10 @@ pub struct WorkloadStatus {
     /// token. Absent for a server running alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<Leader>,
+    /// The router tier's routers that reported this workload's traffic to this server,
+    /// freshest first (`[router] kind = "tier"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tier_routers: Vec<TierRouter>,
     /// The server's clock when it answered.
     pub now: Timestamp,
 }
@@ -127,7 +131,8 @@ pub struct Pin {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RouterInfo {
-    /// `builtin` (a `ringfence router` process) or `haproxy` (one the team runs).
+    /// `builtin` (a `ringfence router` process), `haproxy` (one the team runs) or `tier`
+    /// (the shared routers of the router tier; `admin` then says which host and path).
     pub kind: String,
     /// The router process (built-in only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -196,6 +201,19 @@ pub struct FiringAlert {
     pub labels: std::collections::BTreeMap<String, String>,
     pub summary: String,
     pub since: Timestamp,
+}
+
+/// A router of the tier, as its last report of a workload's traffic showed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TierRouter {
+    /// Its `--name`.
+    pub name: String,
+    /// Random per router start.
+    pub instance_id: String,
+    /// How long ago it last reported.
+    pub reported_ms_ago: u64,
+    /// The generation of the workload's table it served then.
+    pub generation: u64,
 }
 
 /// The replica leading a workload.

@@ -33,6 +33,9 @@ pub enum Perm {
     Flags,
     /// Send health signals: alerts (Alertmanager's webhook) and user reports.
     Report,
+    /// Serve traffic in the router tier: read the workloads' routing tables and report their
+    /// traffic counters.
+    Route,
     /// Change what a workload executes (its executor command and environment, smoke-test
     /// commands): code that runs as the server's user.
     Execute,
@@ -53,6 +56,7 @@ impl fmt::Display for Perm {
             Perm::Govern => "change how deployments are governed",
             Perm::Flags => "manage flags",
             Perm::Report => "report signals",
+            Perm::Route => "serve traffic as a router of the tier",
             Perm::Execute => "change what a workload executes",
             Perm::Admin => "manage tokens",
         })
@@ -76,18 +80,22 @@ pub enum Role {
     FlagAdmin,
     /// Only send signals (for Alertmanager and support tools).
     Reporter,
+    /// Only fetch routing tables and report traffic counters (for the router tier's
+    /// `ringfence router --control-plane`).
+    Router,
     /// Everything, including what a workload executes and the tokens.
     Admin,
 }
 
 impl Role {
-    pub const ALL: [Role; 7] = [
+    pub const ALL: [Role; 8] = [
         Role::Viewer,
         Role::Deployer,
         Role::Approver,
         Role::EmergencyApprover,
         Role::FlagAdmin,
         Role::Reporter,
+        Role::Router,
         Role::Admin,
     ];
 
@@ -100,6 +108,7 @@ impl Role {
             Role::EmergencyApprover => matches!(perm, Perm::Read | Perm::Approve | Perm::Emergency),
             Role::FlagAdmin => matches!(perm, Perm::Read | Perm::Flags),
             Role::Reporter => perm == Perm::Report,
+            Role::Router => perm == Perm::Route,
         }
     }
 
@@ -111,6 +120,7 @@ impl Role {
             Role::EmergencyApprover => "emergency-approver",
             Role::FlagAdmin => "flag-admin",
             Role::Reporter => "reporter",
+            Role::Router => "router",
             Role::Admin => "admin",
         }
     }

@@ -296,6 +296,12 @@ pub enum EventKind {
         admin: String,
         adopted: bool,
     },
+    /// The table the router tier serves for the workload (`kind = "tier"`): the routers fetch
+    /// it from the API of any server reading this log. Without the OFREP token digests, which
+    /// the serving server adds from the spec's secrets.
+    RoutesPublished {
+        table: ringfence_traffic::table::RouteTable,
+    },
     // --- Signals from outside and the phase's own tests ----------------------------------------
     /// From Alertmanager's webhook: an alert concerning the workload fired or resolved.
     AlertReceived {

@@ -197,6 +197,16 @@ pub fn describe(e: &Event) -> String {
         RouterStarted { listen, admin, adopted, .. } => {
             format!("router {} on {listen} (admin {admin})", if *adopted { "adopted" } else { "started" })
         }
+        RoutesPublished { table } => format!(
+            "routing table {} published to the router tier: {}",
+            table.generation,
+            table
+                .groups
+                .iter()
+                .map(|g| format!("{} {}%", g.version, g.weight_bp as f64 / 100.0))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 

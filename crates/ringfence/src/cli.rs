@@ -146,9 +146,10 @@ pub enum Command {
         after_help = "On first start the server writes an admin token to <data-dir>/admin.token (mode 0600); the CLI on this machine finds it there. Without --tls-cert/--tls-key the API listens on loopback only (or put a TLS-terminating reverse proxy in front; docs/security.md).\n\nExamples:\n  ringfence server\n  ringfence server --listen 127.0.0.1:7171 --data-dir /var/lib/ringfence\n  ringfence server --allowed-host deploy.example.com   # behind a reverse proxy\n  ringfence server --listen 0.0.0.0:7443 --tls-cert cert.pem --tls-key key.pem --allowed-host deploy.example.com"
     )]
     Server(ServerArgs),
-    /// Run a workload's traffic router (the server starts one per workload).
+    /// Run a traffic router: a workload's own (the server starts one per workload), or one of
+    /// the router tier serving many workloads (--control-plane).
     #[command(
-        after_help = "Every admin call but GET /metrics needs `Authorization: Bearer <secret>`, the secret being the content of --admin-token-file (mode 0600: the router refuses a file group or others can read). Without that option the router does not start, unless --insecure-admin is given.\n\nExamples:\n  (umask 077; openssl rand -hex 32 > admin.token)\n  ringfence router --listen 127.0.0.1:8080 --admin 127.0.0.1:9901 --admin-token-file admin.token\n  curl -H \"Authorization: Bearer $(cat admin.token)\" http://127.0.0.1:9901/v1/stats\n  ringfence router --listen 127.0.0.1:8080 --insecure-admin   # experiments by hand only"
+        after_help = "Every admin call but GET /metrics needs `Authorization: Bearer <secret>`, the secret being the content of --admin-token-file (mode 0600: the router refuses a file group or others can read). Without that option the router does not start, unless --insecure-admin is given.\n\nA router of the tier (--control-plane) serves every workload with `[router] kind = \"tier\"` that its token may route, chosen by the request's Host and path (the workloads' `host` and `path_prefix`). It fetches the tables from the API, keeps serving the last ones (also across its own restart, with --state-file) while no server answers, and reports its counters every second.\n\nExamples:\n  (umask 077; openssl rand -hex 32 > admin.token)\n  ringfence router --listen 127.0.0.1:8080 --admin 127.0.0.1:9901 --admin-token-file admin.token\n  curl -H \"Authorization: Bearer $(cat admin.token)\" http://127.0.0.1:9901/v1/stats\n  ringfence router --listen 127.0.0.1:8080 --insecure-admin   # experiments by hand only\n\n  (umask 077; ringfence token create edge-1 --role router | tail -n 1 > router.token)\n  ringfence router --listen 0.0.0.0:80 --admin-token-file admin.token --state-file /var/lib/ringfence-router/tables.json \\\n      --control-plane https://rf-1:7070 --control-plane https://rf-2:7070 --api-token-file router.token --name edge-1"
     )]
     Router(RouterArgs),
     /// Run the sample HTTP service whose behaviour is set per version.
@@ -456,7 +457,7 @@ pub enum IncidentCommand {
 pub enum TokenCommand {
     /// Create a token; it is printed once and stored nowhere (only a salted hash is kept).
     #[command(
-        after_help = "Roles: viewer, deployer, approver, flag-admin, reporter, admin; each on every workload, or on some with ROLE:W1,W2.\n\nExamples:\n  ringfence token create ci-checkout --role deployer:checkout --expires-in 90d\n  ringfence token create alice --role viewer --role approver:checkout,search\n  ringfence token create alertmanager --role reporter"
+        after_help = "Roles: viewer, deployer, approver, emergency-approver, flag-admin, reporter, router, admin; each on every workload, or on some with ROLE:W1,W2.\n\nExamples:\n  ringfence token create ci-checkout --role deployer:checkout --expires-in 90d\n  ringfence token create alice --role viewer --role approver:checkout,search\n  ringfence token create alertmanager --role reporter\n  (umask 077; ringfence token create edge-1 --role router | tail -n 1 > router.token)"
     )]
     Create {
         /// Who or what holds it: the actor of everything done with it.
@@ -559,6 +560,18 @@ pub struct RouterArgs {
     /// Upstream timeout.
     #[arg(long, default_value = "30s", value_parser = parse_dur)]
     pub upstream_timeout: Duration,
+    /// Serve the router tier: every workload with `[router] kind = "tier"`, by host and path
+    /// prefix, with tables fetched from this server's API (long-poll) and counters reported
+    /// to it. Repeat for the replicas of a control plane: tables come from the first that
+    /// answers, counters go to all.
+    #[arg(long = "control-plane", value_name = "URL")]
+    pub control_plane: Vec<String>,
+    /// With --control-plane: the file holding an API token with the `router` role (mode 0600).
+    #[arg(long, value_name = "PATH", requires = "control_plane")]
+    pub api_token_file: Option<PathBuf>,
+    /// With --control-plane: this router's name in `status` and the server's logs.
+    #[arg(long, requires = "control_plane")]
+    pub name: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -1606,10 +1619,22 @@ pub fn render_status(s: &WorkloadStatus) -> String {
                     r.listen, r.admin
                 );
             }
+            None if r.kind == "tier" => {
+                let _ = writeln!(o, "router     the router tier ({})", r.admin);
+            }
             None => {
                 let _ = writeln!(o, "router     http://{} (admin http://{})", r.listen, r.admin);
             }
         }
+    }
+    for t in &s.tier_routers {
+        let _ = writeln!(
+            o,
+            "  edge     {} serves table {}, reported {} ago",
+            t.name,
+            t.generation,
+            ringfence_core::duration::Dur::ms(t.reported_ms_ago)
+        );
     }
     if let Some((generation, groups)) = &s.routes {
         let split: Vec<String> = groups

@@ -21,5 +21,6 @@ pub mod secrets;
 pub mod server;
 pub mod sources;
 pub mod state;
+pub mod tierclient;
 pub mod traffic;
 pub mod webhook;

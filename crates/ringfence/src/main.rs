@@ -128,6 +128,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             // Before listening: a router that will refuse to start must not write its ready file.
             let admin_auth =
                 ringfence_router::AdminAuth::from_options(args.admin_token_file.as_deref(), args.insecure_admin)?;
+            let client = if args.control_plane.is_empty() { None } else { Some(tier_client(args)?) };
             let listener = bind(args.listen, "router").await?;
             let admin = bind(args.admin, "router admin API").await?;
             let (listen, admin_addr) = (
@@ -147,8 +148,14 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 state_file: args.state_file.clone(),
                 upstream_timeout: args.upstream_timeout,
                 admin_auth,
+                tier: !args.control_plane.is_empty(),
             };
-            ringfence_router::run(config, listener, admin, shutdown_on_signal()).await?;
+            let router = ringfence_router::Router::new(config).await;
+            let shutdown = shutdown_on_signal();
+            if let Some(client) = client {
+                tokio::spawn(client.run(router.tier(), shutdown.clone()));
+            }
+            router.run(listener, admin, shutdown).await?;
             Ok(ExitCode::Ok)
         }
         Command::SampleApp(args) => {
@@ -159,4 +166,30 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Audit(cmd) => ringfence::audit::run(cmd, cli.output == cli::Output::Json),
         _ => cli::run_client(&cli).await,
     }
+}
+
+/// The client of a router of the tier, from its options: every URL checked, the token read.
+fn tier_client(args: &cli::RouterArgs) -> Result<ringfence::tierclient::TierClient, CliError> {
+    for url in &args.control_plane {
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.parse::<hyper::Uri>().is_err() {
+            return Err(CliError::new(
+                ExitCode::Usage,
+                format!("--control-plane {url:?}: expected the server's URL, like http://127.0.0.1:7070"),
+            ));
+        }
+    }
+    let Some(file) = &args.api_token_file else {
+        return Err(CliError::new(
+            ExitCode::Usage,
+            "--control-plane needs --api-token-file: a file holding an API token with the `router` role (ringfence token create NAME --role router)",
+        ));
+    };
+    let token = ringfence::secrets::read_private_file(file).map_err(|e| CliError::new(ExitCode::Usage, e))?;
+    let name = args.name.clone().unwrap_or_else(|| format!("router-{}", std::process::id()));
+    Ok(ringfence::tierclient::TierClient {
+        control_planes: args.control_plane.clone(),
+        token,
+        name,
+        http: ringfence::http::HttpClient::new(),
+    })
 }

@@ -68,6 +68,18 @@ pub fn redact(text: &str, values: &[String]) -> String {
     values.iter().fold(text.to_string(), |t, v| t.replace(v.as_str(), "<redacted>"))
 }
 
+/// The digest a router compares an OFREP token with. A `secret://` token that cannot be
+/// resolved gets a digest no token has (all zeros): OFREP stays closed, never open.
+pub fn token_digest(data_dir: &Path, workload: &str, token: &str) -> String {
+    match resolve(data_dir, token) {
+        Ok(value) => ringfence_core::secret::token_digest(&value),
+        Err(e) => {
+            tracing::warn!(workload, error = %e, "an OFREP token cannot be resolved; no client can use it");
+            "0".repeat(64)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

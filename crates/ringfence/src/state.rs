@@ -94,6 +94,9 @@ pub struct Shared {
     /// The data planes, through the traffic seam.
     pub traffic: crate::traffic::Traffic,
     notifies: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Bumped whenever any workload's state changes (here or, for replicas, by another):
+    /// what long-polls wait on.
+    changes: tokio::sync::watch::Sender<u64>,
     pub running_loops: Mutex<HashSet<String>>,
     /// The controller loops, so that a clean shutdown waits for each to finish its round.
     pub tasks: tokio_util::task::TaskTracker,
@@ -190,6 +193,7 @@ impl Shared {
             traffic: crate::traffic::Traffic::new(http.clone()),
             http,
             notifies: Mutex::default(),
+            changes: tokio::sync::watch::Sender::new(0),
             running_loops: Mutex::default(),
             tasks: tokio_util::task::TaskTracker::new(),
             shutdown,
@@ -428,6 +432,12 @@ impl Shared {
 
     pub fn notify(&self, workload: &str) {
         self.notifier(workload).notify_one();
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Wakes when any workload's state changes.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 }
 

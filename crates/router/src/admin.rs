@@ -35,6 +35,35 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Admin
     {
         return refused;
     }
+    if shared.tier_mode {
+        match (req.method(), path.as_str()) {
+            (&Method::GET, "/v1/table") => {
+                return match shared.tier.load_full() {
+                    Some(tier) => json_ok(&tier.tables),
+                    None => error(StatusCode::NOT_FOUND, "no_table", "no routing table has been loaded yet"),
+                };
+            }
+            (&Method::PUT, "/v1/table") => {
+                return error(
+                    StatusCode::CONFLICT,
+                    "tier_mode",
+                    "this router takes its tables from the control plane (--control-plane), not from PUT /v1/table",
+                );
+            }
+            (&Method::GET, "/v1/stats") => return json_ok(&crate::tier::tier_snapshots(&shared)),
+            (&Method::GET, "/ready") => {
+                return if shared.tier.load().is_some() {
+                    text(StatusCode::OK, "ready\n")
+                } else {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "no routing table loaded\n")
+                };
+            }
+            (&Method::GET, "/v1/assign") => {
+                return error(StatusCode::NOT_FOUND, "tier_mode", "ask the control plane which version a user gets");
+            }
+            _ => {}
+        }
+    }
     match (req.method(), path.as_str()) {
         (&Method::GET, "/v1/table") => match shared.routing.load_full() {
             Some(routing) => json_ok(&routing.table),
@@ -137,15 +166,24 @@ async fn put_table(shared: &Shared, req: Request<Incoming>) -> AdminResponse {
 }
 
 pub(crate) fn snapshot(shared: &Shared) -> StatsSnapshot {
-    let now = Instant::now();
     let routing = shared.routing.load_full();
+    snapshot_of(shared, &shared.stats, routing.as_deref(), Instant::now())
+}
+
+/// The counters in `stats` with what `routing` (the table they belong to) adds.
+pub(crate) fn snapshot_of(
+    shared: &Shared,
+    stats: &crate::stats::Stats,
+    routing: Option<&crate::routing::Routing>,
+    now: Instant,
+) -> StatsSnapshot {
     let live_versions = routing.iter().flat_map(|r| r.groups.iter().map(|g| g.version.as_str()));
     StatsSnapshot {
         instance_id: shared.instance_id.clone(),
-        generation: routing.as_ref().map_or(0, |r| r.table.generation),
+        generation: routing.map_or(0, |r| r.table.generation),
         uptime_ms: u64::try_from(now.duration_since(shared.started).as_millis()).unwrap_or(u64::MAX),
-        versions: shared.stats.versions(live_versions),
-        upstreams: routing.as_ref().map(|r| r.upstream_stats(now)).unwrap_or_default(),
+        versions: stats.versions(live_versions),
+        upstreams: routing.map(|r| r.upstream_stats(now)).unwrap_or_default(),
     }
 }
 

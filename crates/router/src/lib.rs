@@ -22,6 +22,7 @@ mod proxy;
 mod routing;
 mod server;
 mod stats;
+mod tier;
 /// The routing table lives in `ringfence-traffic`, shared with the control plane.
 mod table {
     pub use ringfence_traffic::table::*;
@@ -38,6 +39,7 @@ pub use proxy::{GROUP_HEADER, VERSION_HEADER};
 pub use server::{write_atomically, write_secret_file};
 pub use stats::{BreakerState, NO_VERSION, StatsSnapshot, UpstreamStats, VersionStats};
 pub use table::{BUCKETS, BreakerConfig, Group, RouteTable, TableError, bucket};
+pub use tier::{TierHandle, TierRoute, TierTables};
 
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
@@ -48,12 +50,48 @@ pub struct RouterConfig {
     /// Who may call the admin API. No default: a router that serves users must be given a
     /// token, and one without must be asked for explicitly.
     pub admin_auth: AdminAuth,
+    /// Serve many workloads, by host and path prefix, with tables installed through
+    /// [`Router::tier`] (fetched from the control plane) instead of `PUT /v1/table`.
+    pub tier: bool,
 }
 
 impl RouterConfig {
     /// No state file, a 30 s upstream timeout, and the admin API guarded by `admin_auth`.
     pub fn new(admin_auth: AdminAuth) -> RouterConfig {
-        RouterConfig { state_file: None, upstream_timeout: Duration::from_secs(30), admin_auth }
+        RouterConfig { state_file: None, upstream_timeout: Duration::from_secs(30), admin_auth, tier: false }
+    }
+}
+
+/// A router before it serves: its state file is loaded, and in tier mode [`Router::tier`]
+/// hands out what installs tables and reads counters.
+pub struct Router {
+    shared: std::sync::Arc<server::Shared>,
+}
+
+impl Router {
+    /// Loads the state file, if any, so the router serves its last tables from the start.
+    pub async fn new(config: RouterConfig) -> Router {
+        let shared = std::sync::Arc::new(server::Shared::new(config));
+        if let Some(path) = shared.state_file.clone() {
+            server::load_state(&shared, &path).await;
+        }
+        Router { shared }
+    }
+
+    /// Installs table sets and reads per-workload counters (tier mode).
+    pub fn tier(&self) -> TierHandle {
+        TierHandle(self.shared.clone())
+    }
+
+    /// Serves proxy traffic on `listener` and the admin API on `admin` until `shutdown` is
+    /// cancelled, then drains open connections (for at most the upstream timeout).
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        admin: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        server::run(self.shared, listener, admin, shutdown).await
     }
 }
 
@@ -66,5 +104,5 @@ pub async fn run(
     admin: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    server::run(config, listener, admin, shutdown).await
+    Router::new(config).await.run(listener, admin, shutdown).await
 }

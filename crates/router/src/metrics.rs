@@ -23,12 +23,24 @@ impl fmt::Debug for Collector {
     }
 }
 
+/// ((version, group), requests, errors).
+type SeriesCounts = ((String, String), u64, u64);
+
 const NO_EXEMPLAR: Option<&Exemplar<NoLabelSet, u64>> = None;
 
 impl prometheus_client::collector::Collector for Collector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let shared = &self.0;
-        let series = shared.stats.all_series();
+        // Tier mode: every workload's counters, labelled with it; else the one table's.
+        let tier = shared.tier.load_full();
+        let tier_stats: Vec<(String, Arc<crate::stats::Stats>)> = {
+            let map = shared.tier_stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            map.iter().map(|(w, s)| (w.clone(), s.clone())).collect()
+        };
+        let mut sets: Vec<(&str, &crate::stats::Stats)> = vec![("", &shared.stats)];
+        sets.extend(tier_stats.iter().map(|(w, s)| (w.as_str(), &**s)));
+        let series: Vec<(&str, SeriesCounts)> =
+            sets.iter().flat_map(|&(w, s)| s.all_series().into_iter().map(move |x| (w, x))).collect();
 
         let mut requests = encoder.encode_descriptor(
             "ringfence_router_requests",
@@ -36,8 +48,8 @@ impl prometheus_client::collector::Collector for Collector {
             None,
             MetricType::Counter,
         )?;
-        for ((version, group), count, _) in &series {
-            let labels = [("version", version.as_str()), ("group", group.as_str())];
+        for (workload, ((version, group), count, _)) in &series {
+            let labels = labels(workload, &[("version", version.as_str()), ("group", group.as_str())]);
             requests.encode_family(&labels)?.encode_counter(count, NO_EXEMPLAR)?;
         }
 
@@ -47,8 +59,8 @@ impl prometheus_client::collector::Collector for Collector {
             None,
             MetricType::Counter,
         )?;
-        for ((version, group), _, count) in &series {
-            let labels = [("version", version.as_str()), ("group", group.as_str())];
+        for (workload, ((version, group), _, count)) in &series {
+            let labels = labels(workload, &[("version", version.as_str()), ("group", group.as_str())]);
             errors.encode_family(&labels)?.encode_counter(count, NO_EXEMPLAR)?;
         }
 
@@ -58,15 +70,19 @@ impl prometheus_client::collector::Collector for Collector {
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;
-        for (version, latency) in shared.stats.all_latency() {
-            let buckets = latency.coarse_buckets();
-            let count = buckets.iter().map(|&(_, n)| n).sum();
-            let sum = latency.sum_us() as f64 / 1e6;
-            let labels = [("version", version.as_str())];
-            duration.encode_family(&labels)?.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        for &(workload, stats) in &sets {
+            for (version, latency) in stats.all_latency() {
+                let buckets = latency.coarse_buckets();
+                let count = buckets.iter().map(|&(_, n)| n).sum();
+                let sum = latency.sum_us() as f64 / 1e6;
+                let labels = labels(workload, &[("version", version.as_str())]);
+                duration.encode_family(&labels)?.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+            }
         }
 
         let routing = shared.routing.load_full();
+        let routings: Vec<Arc<crate::routing::Routing>> =
+            routing.iter().cloned().chain(tier.iter().flat_map(|t| t.routings().cloned())).collect();
         let now = Instant::now();
         let mut breaker = encoder.encode_descriptor(
             "ringfence_router_breaker_open",
@@ -74,14 +90,18 @@ impl prometheus_client::collector::Collector for Collector {
             None,
             MetricType::Gauge,
         )?;
-        for upstream in routing.iter().flat_map(|r| r.upstream_stats(now)) {
-            let addr = upstream.addr.to_string();
-            let labels = [("upstream", addr.as_str()), ("version", upstream.version.as_str())];
-            let open = i64::from(upstream.state != BreakerState::Closed);
-            breaker.encode_family(&labels)?.encode_gauge(&open)?;
+        for r in &routings {
+            for upstream in r.upstream_stats(now) {
+                let addr = upstream.addr.to_string();
+                let workload = if tier.is_some() { r.table.workload.as_str() } else { "" };
+                let labels = labels(workload, &[("upstream", addr.as_str()), ("version", upstream.version.as_str())]);
+                let open = i64::from(upstream.state != BreakerState::Closed);
+                breaker.encode_family(&labels)?.encode_gauge(&open)?;
+            }
         }
 
-        let generation = routing.as_ref().map_or(0, |r| r.table.generation);
+        // Tier mode: the highest of the workloads' generations.
+        let generation = routings.iter().map(|r| r.table.generation).max().unwrap_or(0);
         encoder
             .encode_descriptor(
                 "ringfence_router_table_generation",
@@ -92,4 +112,14 @@ impl prometheus_client::collector::Collector for Collector {
             .encode_gauge(&generation)?;
         Ok(())
     }
+}
+
+/// `extra` with `workload` first, when there is one (tier mode).
+fn labels<'a>(workload: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut out = Vec::with_capacity(extra.len() + 1);
+    if !workload.is_empty() {
+        out.push(("workload", workload));
+    }
+    out.extend_from_slice(extra);
+    out
 }

@@ -43,8 +43,20 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
     let received = Instant::now();
     // An owned Arc, not a guard: the request holds the table across awaits.
-    let Some(routing) = shared.routing.load_full() else {
-        return shared.no_upstream(received, "no routing table loaded yet\n", None);
+    let routing = if shared.tier_mode {
+        let Some(tier) = shared.tier.load_full() else {
+            return shared.no_upstream(received, "no routing table loaded yet\n", None, None);
+        };
+        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host());
+        match tier.select(host, req.uri().path()) {
+            Some(routing) => routing.clone(),
+            None => return plain(StatusCode::NOT_FOUND, "no workload is served at this host and path\n"),
+        }
+    } else {
+        match shared.routing.load_full() {
+            Some(routing) => routing,
+            None => return shared.no_upstream(received, "no routing table loaded yet\n", None, None),
+        }
     };
     if req.method() == Method::CONNECT {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
@@ -70,7 +82,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: So
     };
     let picked = preferred.and_then(|preferred| routing.pick(preferred, received));
     let Some((group_index, attempt)) = picked else {
-        return shared.no_upstream(received, "no healthy upstream for this workload\n", new_cookie);
+        return shared.no_upstream(received, "no healthy upstream for this workload\n", new_cookie, Some(&routing));
     };
     let group = &routing.groups[group_index];
     group.latency.observe_user(user_hash(&key));
@@ -183,14 +195,17 @@ fn send_copy(shared: &Arc<Shared>, routing: &Routing, group_index: usize, parts:
 }
 
 impl Shared {
-    /// 503 counted under version "none": there was nowhere to send the request.
+    /// 503 counted under version "none" (of the workload, when one was chosen): there was
+    /// nowhere to send the request.
     fn no_upstream(
         &self,
         received: Instant,
         why: &'static str,
         new_cookie: Option<HeaderValue>,
+        routing: Option<&Routing>,
     ) -> Response<ProxyBody> {
-        record(&self.none_series, &self.none_latency, received, Instant::now(), true);
+        let (series, latency) = routing.map_or((&self.none_series, &self.none_latency), |r| (&r.none.0, &r.none.1));
+        record(series, latency, received, Instant::now(), true);
         let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, why);
         let headers = response.headers_mut();
         let none = HeaderValue::from_static(NO_VERSION);

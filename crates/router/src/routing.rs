@@ -11,7 +11,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::http::uri::Authority;
 
 use crate::breaker::{Breaker, Permit};
-use crate::stats::{BreakerState, Latency, Series, Stats, UpstreamStats};
+use crate::stats::{BreakerState, Latency, NO_VERSION, Series, Stats, UpstreamStats};
 use crate::table::{BreakerConfig, RouteTable, group_index_for_bucket};
 
 #[derive(Debug)]
@@ -25,6 +25,8 @@ pub(crate) struct Routing {
     pub(crate) by_request: bool,
     /// The group that gets copies of requests (shadow traffic), if any.
     pub(crate) shadow: Option<usize>,
+    /// Where requests that found no upstream are counted (version "none").
+    pub(crate) none: (Arc<Series>, Arc<Latency>),
 }
 
 #[derive(Debug)]
@@ -150,7 +152,8 @@ impl Routing {
         }
         let by_request = table.routes_by_request();
         let shadow = table.groups.iter().position(|g| g.shadow_bp > 0 && !g.upstreams.is_empty());
-        Ok(Routing { table, sticky_header, groups, flag_tokens, by_request, shadow })
+        let none = (stats.series(NO_VERSION, NO_VERSION), stats.latency(NO_VERSION));
+        Ok(Routing { table, sticky_header, groups, flag_tokens, by_request, shadow, none })
     }
 
     pub(crate) fn group_index(&self, bucket: u32) -> Option<usize> {

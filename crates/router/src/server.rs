@@ -25,10 +25,17 @@ use crate::proxy::ErrorChain;
 use crate::routing::Routing;
 use crate::stats::{Latency, NO_VERSION, Series, Stats};
 use crate::table::RouteTable;
+use crate::tier::{TierRt, TierTables};
 
 /// Everything the proxy and admin handlers share. Only `routing` changes after start.
 pub(crate) struct Shared {
     pub(crate) routing: ArcSwapOption<Routing>,
+    /// Tier mode (`RouterConfig::tier`): every workload's table, fetched from the control
+    /// plane; `routing` then stays empty.
+    pub(crate) tier: ArcSwapOption<TierRt>,
+    /// Tier mode: each workload's counters, kept across table sets.
+    pub(crate) tier_stats: std::sync::Mutex<std::collections::HashMap<String, Arc<Stats>>>,
+    pub(crate) tier_mode: bool,
     pub(crate) stats: Stats,
     pub(crate) none_series: Arc<Series>,
     pub(crate) none_latency: Arc<Latency>,
@@ -52,7 +59,7 @@ pub(crate) struct WriteState {
 }
 
 impl Shared {
-    fn new(config: RouterConfig) -> Shared {
+    pub(crate) fn new(config: RouterConfig) -> Shared {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         // Connects fail fast on their own; the overall budget is `upstream_timeout`.
@@ -69,6 +76,9 @@ impl Shared {
         let stats = Stats::default();
         Shared {
             routing: ArcSwapOption::empty(),
+            tier: ArcSwapOption::empty(),
+            tier_stats: Default::default(),
+            tier_mode: config.tier,
             none_series: stats.series(NO_VERSION, NO_VERSION),
             none_latency: stats.latency(NO_VERSION),
             stats,
@@ -100,16 +110,12 @@ impl Shared {
 }
 
 pub(crate) async fn run(
-    config: RouterConfig,
+    shared: Arc<Shared>,
     listener: TcpListener,
     admin: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let drain_for = config.upstream_timeout;
-    let shared = Arc::new(Shared::new(config));
-    if let Some(path) = shared.state_file.clone() {
-        load_state(&shared, &path).await;
-    }
+    let drain_for = shared.upstream_timeout;
     tracing::info!(
         proxy = %listener.local_addr()?,
         admin = %admin.local_addr()?,
@@ -204,10 +210,11 @@ async fn serve<H, F, B>(
     }
 }
 
-/// Starts from the persisted table so the data plane serves before the controller is back.
-/// A missing file is normal on first start; a broken one is logged and ignored, since
-/// refusing to start would take traffic down over a file the controller will rewrite anyway.
-async fn load_state(shared: &Shared, path: &Path) {
+/// Starts from the persisted table (or, in tier mode, table set) so the data plane serves
+/// before the control plane is back. A missing file is normal on first start; a broken one is
+/// logged and ignored, since refusing to start would take traffic down over a file the
+/// control plane will rewrite anyway.
+pub(crate) async fn load_state(shared: &Shared, path: &Path) {
     let bytes = match tokio::fs::read(path).await {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return,
@@ -216,30 +223,50 @@ async fn load_state(shared: &Shared, path: &Path) {
             return;
         }
     };
-    let table = match serde_json::from_slice::<RouteTable>(&bytes) {
-        Ok(table) => table,
-        Err(error) => {
-            tracing::error!(path = %path.display(), %error, "state file is not a routing table; starting without one");
-            return;
+    let installed = if shared.tier_mode {
+        match decode(&bytes, TierTables::validate) {
+            Ok(tables) => {
+                let _writes = shared.writes.lock().await;
+                shared.install_tier(tables)
+            }
+            Err(error) => Err(error),
+        }
+    } else {
+        match decode(&bytes, RouteTable::validate) {
+            Ok(table) => {
+                let _writes = shared.writes.lock().await;
+                shared.install(table)
+            }
+            Err(error) => Err(error),
         }
     };
-    if let Err(error) = table.validate() {
-        tracing::error!(path = %path.display(), %error, "state file holds an invalid table; starting without one");
-        return;
-    }
-    let _writes = shared.writes.lock().await;
-    match shared.install(table) {
-        Ok(()) => tracing::info!(path = %path.display(), "routing table restored from state file"),
+    match installed {
+        Ok(()) => tracing::info!(path = %path.display(), "routing tables restored from state file"),
         Err(error) => {
-            tracing::error!(path = %path.display(), error = %error, "cannot install persisted table")
+            tracing::error!(path = %path.display(), error = %format!("{error:#}"), "state file not used; starting without a table")
         }
     }
+}
+
+/// A state file's content, parsed and checked.
+fn decode<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    validate: impl Fn(&T) -> Result<(), crate::table::TableError>,
+) -> anyhow::Result<T> {
+    let value: T = serde_json::from_slice(bytes).map_err(|e| anyhow::anyhow!("not a table this router serves: {e}"))?;
+    validate(&value).map_err(|e| anyhow::anyhow!("invalid table: {e}"))?;
+    Ok(value)
 }
 
 /// Writes the table next to its final place and renames it over, so a crash leaves either
 /// the old or the new file, never half of one.
 pub(crate) async fn persist(path: PathBuf, table: &RouteTable) -> anyhow::Result<()> {
-    let bytes = serde_json::to_vec_pretty(table)?;
+    persist_json(path, table).await
+}
+
+/// [`persist`] for any JSON document (the tier's table set).
+pub(crate) async fn persist_json(path: PathBuf, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let bytes = serde_json::to_vec_pretty(value)?;
     tokio::task::spawn_blocking(move || {
         write_atomically(&path, &bytes).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
     })

@@ -70,6 +70,44 @@ pub(crate) use ringfence_traffic::grid::LATENCY_BOUNDS_US as FINE_BOUNDS_US;
 pub(crate) const COARSE_BOUNDS_S: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+impl StatsSnapshot {
+    /// Several routers' counters for one workload as one, under `instance_id`: per version,
+    /// requests, errors, latency sums and buckets add up; distinct users add up too, so a user
+    /// who reached the workload through two routers counts twice (an upper bound). The
+    /// generation is the lowest served (every router serves at least that table); the
+    /// upstreams are each router's view of its breakers.
+    pub fn merge<'a>(instance_id: String, parts: impl IntoIterator<Item = &'a StatsSnapshot>) -> StatsSnapshot {
+        let mut out = StatsSnapshot {
+            instance_id,
+            generation: u64::MAX,
+            uptime_ms: 0,
+            versions: BTreeMap::new(),
+            upstreams: Vec::new(),
+        };
+        for part in parts {
+            out.generation = out.generation.min(part.generation);
+            out.uptime_ms = out.uptime_ms.max(part.uptime_ms);
+            out.upstreams.extend(part.upstreams.iter().cloned());
+            for (version, v) in &part.versions {
+                let m = out.versions.entry(version.clone()).or_default();
+                m.requests += v.requests;
+                m.errors += v.errors;
+                m.latency_sum_us += v.latency_sum_us;
+                m.users += v.users;
+                let mut buckets: BTreeMap<u64, u64> = m.latency_buckets.iter().copied().collect();
+                for &(upper, n) in &v.latency_buckets {
+                    *buckets.entry(upper).or_default() += n;
+                }
+                m.latency_buckets = buckets.into_iter().collect();
+            }
+        }
+        if out.generation == u64::MAX {
+            out.generation = 0;
+        }
+        out
+    }
+}
+
 impl VersionStats {
     /// Estimated latency quantile in µs, interpolating linearly inside the bucket.
     /// `None` without observations or for `q` outside `0.0..=1.0`.
@@ -290,6 +328,39 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merged_counters_add_up_per_version_and_bucket() {
+        let v = |requests, errors, buckets: &[(u64, u64)]| VersionStats {
+            requests,
+            errors,
+            latency_sum_us: requests * 10,
+            latency_buckets: buckets.to_vec(),
+            users: requests / 2,
+        };
+        let a = StatsSnapshot {
+            instance_id: "a".into(),
+            generation: 4,
+            uptime_ms: 10,
+            versions: [("v1".to_string(), v(10, 1, &[(100, 4), (121, 6)]))].into(),
+            upstreams: vec![],
+        };
+        let b = StatsSnapshot {
+            instance_id: "b".into(),
+            generation: 3,
+            uptime_ms: 20,
+            versions: [("v1".to_string(), v(6, 0, &[(110, 1), (121, 5)])), ("v2".to_string(), v(2, 2, &[(100, 2)]))]
+                .into(),
+            upstreams: vec![],
+        };
+        let m = StatsSnapshot::merge("tier".into(), [&a, &b]);
+        assert_eq!((m.instance_id.as_str(), m.generation, m.uptime_ms), ("tier", 3, 20));
+        let v1 = &m.versions["v1"];
+        assert_eq!((v1.requests, v1.errors, v1.latency_sum_us, v1.users), (16, 1, 160, 8));
+        assert_eq!(v1.latency_buckets, vec![(100, 4), (110, 1), (121, 11)]);
+        assert_eq!(m.versions["v2"].requests, 2);
+        assert_eq!(StatsSnapshot::merge("x".into(), []).generation, 0);
+    }
 
     #[test]
     fn fine_bounds_are_log_spaced_from_100us_to_60s() {

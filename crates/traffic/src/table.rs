@@ -236,7 +236,7 @@ pub struct TableError {
 }
 
 impl TableError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> TableError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> TableError {
         TableError { field: field.into(), message: message.into() }
     }
 }

@@ -375,6 +375,33 @@ mod tests {
     }
 
     #[test]
+    fn a_tier_workload_is_matched_by_host_and_path_prefix() {
+        let text = EXAMPLE.replacen(
+            "[router]\n",
+            "[router]\nkind = \"tier\"\nhost = \"shop.example.com\"\npath_prefix = \"/cart\"\n",
+            1,
+        );
+        let spec = parse("c.toml", &text).expect("a tier spec");
+        assert_eq!(spec.router.kind, RouterKind::Tier);
+        assert_eq!(
+            (spec.router.host.as_deref(), spec.router.path_prefix.as_deref()),
+            (Some("shop.example.com"), Some("/cart"))
+        );
+        for (from, to, field) in [
+            ("\"shop.example.com\"", "\"Shop.example.com:80\"", "router.host"),
+            ("\"/cart\"", "\"cart\"", "router.path_prefix"),
+            ("\"/cart\"", "\"/cart/\"", "router.path_prefix"),
+            ("\"/cart\"", "\"/cart?x=1\"", "router.path_prefix"),
+        ] {
+            let errs = errors(&text.replace(from, to));
+            assert!(errs.iter().any(|e| e.field == field && e.line > 0), "{to}: {errs:?}");
+        }
+        // Host and prefix select among the tier's workloads only.
+        let errs = errors(&text.replace("kind = \"tier\"\n", ""));
+        assert!(errs.iter().any(|e| e.field == "router.host" && e.message.contains("tier")), "{errs:?}");
+    }
+
+    #[test]
     fn an_haproxy_data_plane_names_its_socket_backend_file_and_logs() {
         let haproxy = "[router.haproxy]\nsocket = \"/run/haproxy/admin.sock\"\nbackend = \"checkout\"\nconfig = \"/etc/haproxy/haproxy.cfg\"\nlog = \"/run/ringfence/checkout-haproxy.sock\"\n\n[router.breaker]";
         let text = EXAMPLE

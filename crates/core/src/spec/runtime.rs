@@ -140,6 +140,14 @@ pub struct RouterSpec {
     /// The HAProxy that carries the traffic (`kind = "haproxy"`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub haproxy: Option<HaproxySpec>,
+    /// `kind = "tier"`: the host name (the `Host` header, without a port) whose requests are
+    /// this workload's. Absent: any host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// `kind = "tier"`: the path prefix (`/shop`, matched at a `/` boundary, passed on
+    /// unchanged) whose requests are this workload's. Absent: every path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -151,6 +159,10 @@ pub enum RouterKind {
     /// An HAProxy the team runs: weights through its runtime API, counters from `show stat`,
     /// latency from its logs, and its configuration file kept in step.
     Haproxy,
+    /// Shared `ringfence router --control-plane` processes, each serving many workloads (by
+    /// `host` and `path_prefix`): they fetch their tables from the API and report their
+    /// counters to it, and several can serve the same workload.
+    Tier,
 }
 
 impl RouterKind {
@@ -196,6 +208,8 @@ impl Default for RouterSpec {
             breaker: BreakerSpec::default(),
             kind: RouterKind::Builtin,
             haproxy: None,
+            host: None,
+            path_prefix: None,
         }
     }
 }

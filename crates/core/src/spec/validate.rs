@@ -144,7 +144,35 @@ pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
                 bad("router.listen", format!("expected the HAProxy frontend's address, found {:?}", r.listen));
             }
         }
-        (RouterKind::Builtin, None) => {}
+        (RouterKind::Builtin | RouterKind::Tier, None) => {}
+        (RouterKind::Tier, Some(_)) => {
+            bad("router.haproxy", "[router.haproxy] is for `kind = \"haproxy\"`".into());
+        }
+    }
+    if r.kind != RouterKind::Tier {
+        for (field, set) in [("router.host", r.host.is_some()), ("router.path_prefix", r.path_prefix.is_some())] {
+            if set {
+                bad(
+                    field,
+                    "only a workload served by the router tier (`kind = \"tier\"`) is matched by host or path".into(),
+                );
+            }
+        }
+    }
+    if let Some(h) = &r.host
+        && (h.is_empty()
+            || h.len() > 253
+            || !h.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'))
+    {
+        bad("router.host", format!("expected a host name in lower case, without a port, found {h:?}"));
+    }
+    if let Some(p) = &r.path_prefix
+        && (!p.starts_with('/')
+            || p.len() > 512
+            || (p.len() > 1 && p.ends_with('/'))
+            || !p.chars().all(|c| c.is_ascii_graphic() && c != '?' && c != '#'))
+    {
+        bad("router.path_prefix", format!("expected a path like \"/shop\" (no query, no trailing `/`), found {p:?}"));
     }
     let b = &r.breaker;
     if b.consecutive_failures == 0 {

@@ -33,7 +33,7 @@ pub(super) async fn start_replica(
                     spec,
                     config,
                     router: match ws.spec.router.kind {
-                        RouterKind::Haproxy => Some(ws.spec.router.listen.as_str()),
+                        RouterKind::Haproxy | RouterKind::Tier => Some(ws.spec.router.listen.as_str()),
                         RouterKind::Builtin => ws.router.as_ref().map(|r| r.listen.as_str()),
                     },
                     secrets: &secrets,
@@ -192,8 +192,8 @@ pub(super) async fn ensure_router(
     ws: &WorkloadState,
 ) -> anyhow::Result<Option<DataPlane>> {
     let name = &ws.name;
-    if ws.spec.router.kind == RouterKind::Haproxy {
-        // The team runs HAProxy: nothing to start, only to find.
+    if matches!(ws.spec.router.kind, RouterKind::Haproxy | RouterKind::Tier) {
+        // The team runs HAProxy, or the tier's routers: nothing to start, only to find.
         let plane = crate::traffic::data_plane(&shared.data_dir, ws);
         if !local.router_checked
             && let Some(at) = &plane
@@ -203,7 +203,7 @@ pub(super) async fn ensure_router(
                     local.applied = t;
                     local.router_checked = true;
                 }
-                Err(e) => tracing::warn!(workload = name, error = %format!("{e:#}"), "HAProxy cannot be read"),
+                Err(e) => tracing::warn!(workload = name, error = %format!("{e:#}"), "the data plane cannot be read"),
             }
         }
         return Ok(plane);
@@ -255,18 +255,6 @@ pub(super) async fn ensure_router(
                 vec![EventKind::ActionFailed { op_id: op, error: format!("{e:#}") }],
             )?;
             Ok(None)
-        }
-    }
-}
-
-/// The digest the router compares an OFREP token with. A `secret://` token that cannot be
-/// resolved gets a digest no token has (all zeros): OFREP stays closed, never open.
-fn flag_token_digest(data_dir: &std::path::Path, workload: &str, token: &str) -> String {
-    match crate::secrets::resolve(data_dir, token) {
-        Ok(value) => ringfence_core::secret::token_digest(&value),
-        Err(e) => {
-            tracing::warn!(workload, error = %e, "an OFREP token cannot be resolved; no client can use it");
-            "0".repeat(64)
         }
     }
 }
@@ -330,7 +318,7 @@ pub(super) fn route_table(
             min_success_rate: b.min_success_rate,
             open_for_ms: b.open_for.as_ms(),
         },
-        flag_tokens: ws.spec.flags.tokens.iter().map(|t| flag_token_digest(data_dir, &ws.name, t)).collect(),
+        flag_tokens: ws.spec.flags.tokens.iter().map(|t| crate::secrets::token_digest(data_dir, &ws.name, t)).collect(),
         pin_header: ws.spec.router.pin_header.clone(),
     }
 }
@@ -410,6 +398,13 @@ pub(super) async fn apply_routes(
                 })
                 .collect();
             let mut events = superseded;
+            if let DataPlane::Tier(_) = &admin {
+                // The tier's routers fetch the table from the log; the OFREP token digests
+                // stay out of it (the serving server adds them from the spec's secrets).
+                let mut published = table.clone();
+                published.flag_tokens.clear();
+                events.push(EventKind::RoutesPublished { table: published });
+            }
             events
                 .push(EventKind::ActionSucceeded { op_id: op, detail: ringfence_core::explain::action_words(&action) });
             shared.record(name, "desired traffic split", events)?;

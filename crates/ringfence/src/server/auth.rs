@@ -167,6 +167,8 @@ pub fn policy(method: &Method, route: &str) -> Option<(Perm, Scope)> {
         }
         (false, "/v1/workloads/{name}/reports") => (Report, Workload),
         (false, "/v1/alerts") => (Report, Global),
+        // The router tier: the handlers narrow to the workloads the caller may route.
+        (true, "/v1/routes") | (false, "/v1/routes/report") => (Route, Any),
         (false, "/v1/tokens" | "/v1/tokens/{id}") => (Admin, Global),
         // Deleting stops everything of the workload: the admin's.
         (false, "/v1/workloads/{name}") => (Admin, Workload),

@@ -34,6 +34,7 @@ mod metrics;
 mod planning;
 mod releases;
 mod rollouts;
+mod routes;
 mod signals;
 mod status_page;
 pub mod tls;
@@ -269,6 +270,8 @@ fn routes() -> Routes {
         .post("/v1/workloads/{name}/flags/{flag}/kill", kill_flag)
         .post("/v1/workloads/{name}/flags/{flag}/restore", restore_flag)
         .post("/v1/workloads/{name}/reports", user_report)
+        .get("/v1/routes", routes::routes)
+        .post("/v1/routes/report", routes::report)
         .get("/v1/tokens", list_tokens)
         .post("/v1/tokens", create_token)
         .delete("/v1/tokens/{id}", revoke_token)

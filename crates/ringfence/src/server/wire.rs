@@ -20,6 +20,7 @@ pub(super) fn status(
     api::WorkloadStatus {
         // Replicas only: the caller, which holds the leases, fills it in.
         leader: None,
+        tier_routers: Vec::new(),
         governance: governance(world, ws, now),
         notifications_failing: ws
             .deliveries
@@ -54,6 +55,17 @@ pub(super) fn status(
             at: ts(p.at),
         }),
         router: match &ws.spec.router.haproxy {
+            _ if ws.spec.router.kind == core::spec::RouterKind::Tier => Some(api::RouterInfo {
+                kind: "tier".into(),
+                pid: None,
+                listen: ws.spec.router.listen.clone(),
+                admin: format!(
+                    "host {}, path {}",
+                    ws.spec.router.host.as_deref().unwrap_or("(any)"),
+                    ws.spec.router.path_prefix.as_deref().unwrap_or("(any)")
+                ),
+                backend: None,
+            }),
             Some(h) if ws.spec.router.kind == core::spec::RouterKind::Haproxy => Some(api::RouterInfo {
                 kind: "haproxy".into(),
                 pid: None,

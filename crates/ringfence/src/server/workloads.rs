@@ -71,6 +71,18 @@ pub(super) async fn workload_status(
     sh.world(|w| {
         let mut s = wire::status(w, command::workload(w, &name)?, live.as_ref(), now());
         s.leader = leader;
+        s.tier_routers = sh
+            .traffic
+            .tier
+            .routers(&name)
+            .into_iter()
+            .map(|r| api::TierRouter {
+                name: r.name,
+                instance_id: r.instance_id,
+                reported_ms_ago: u64::try_from(r.age.as_millis()).unwrap_or(u64::MAX),
+                generation: r.generation,
+            })
+            .collect();
         Ok(Json(s))
     })
 }

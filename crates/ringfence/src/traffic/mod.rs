@@ -7,7 +7,9 @@
 //! - [`BuiltinRouter`] (`builtin.rs`): the admin API of the workload's own `ringfence router`
 //!   process, which `routerproc` starts and stops;
 //! - [`Haproxy`] (`haproxy.rs`): an HAProxy the team runs, through its runtime API, its
-//!   statistics, its request logs and its configuration file.
+//!   statistics, its request logs and its configuration file;
+//! - [`Tier`] (`tier.rs`): shared routers that fetch their tables from the API and report
+//!   their counters to it.
 //!
 //! [`Traffic`] is the one door: it holds both and sends each call to the adapter a
 //! [`DataPlane`] names. [`data_plane`] says which data plane a workload has, from its spec and
@@ -15,6 +17,7 @@
 
 pub mod builtin;
 pub mod haproxy;
+pub mod tier;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -26,6 +29,7 @@ use ringfence_router::{RouteTable, StatsSnapshot};
 
 pub use builtin::{BuiltinRouter, RouterEndpoint};
 pub use haproxy::{Haproxy, HaproxyEndpoint};
+pub use tier::{Tier, TierEndpoint};
 
 /// Where a user is routed: the group and the version serving it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -58,6 +62,7 @@ pub trait TrafficAdapter {
 pub enum DataPlane {
     Builtin(RouterEndpoint),
     Haproxy(HaproxyEndpoint),
+    Tier(TierEndpoint),
 }
 
 /// Every adapter, one door: calls go to the adapter of the [`DataPlane`] they name.
@@ -65,23 +70,29 @@ pub enum DataPlane {
 pub struct Traffic {
     pub builtin: BuiltinRouter,
     pub haproxy: Haproxy,
+    pub tier: Tier,
 }
 
 impl Traffic {
     pub fn new(http: crate::http::HttpClient) -> Traffic {
-        Traffic { builtin: BuiltinRouter::new(http), haproxy: Haproxy::new() }
+        Traffic { builtin: BuiltinRouter::new(http), haproxy: Haproxy::new(), tier: Tier::default() }
     }
 
     /// The same adapters with another budget per call (the controller reads stats every tick
     /// and would rather skip one than wait).
     pub fn with_timeout(&self, timeout: Duration) -> Traffic {
-        Traffic { builtin: self.builtin.with_timeout(timeout), haproxy: self.haproxy.with_timeout(timeout) }
+        Traffic {
+            builtin: self.builtin.with_timeout(timeout),
+            haproxy: self.haproxy.with_timeout(timeout),
+            tier: self.tier.clone(),
+        }
     }
 
     pub async fn install(&self, at: &DataPlane, table: &RouteTable) -> anyhow::Result<()> {
         match at {
             DataPlane::Builtin(e) => self.builtin.install(e, table).await,
             DataPlane::Haproxy(e) => self.haproxy.install(e, table).await,
+            DataPlane::Tier(e) => self.tier.install(e, table).await,
         }
     }
 
@@ -89,6 +100,7 @@ impl Traffic {
         match at {
             DataPlane::Builtin(e) => self.builtin.table(e).await,
             DataPlane::Haproxy(e) => self.haproxy.table(e).await,
+            DataPlane::Tier(e) => self.tier.table(e).await,
         }
     }
 
@@ -96,6 +108,7 @@ impl Traffic {
         match at {
             DataPlane::Builtin(e) => self.builtin.stats(e).await,
             DataPlane::Haproxy(e) => self.haproxy.stats(e).await,
+            DataPlane::Tier(e) => self.tier.stats(e).await,
         }
     }
 
@@ -103,14 +116,18 @@ impl Traffic {
         match at {
             DataPlane::Builtin(e) => self.builtin.assign(e, user).await,
             DataPlane::Haproxy(e) => self.haproxy.assign(e, user).await,
+            DataPlane::Tier(e) => self.tier.assign(e, user).await,
         }
     }
 }
 
 /// The data plane of a workload as its spec and state say: its router process once one runs
-/// (`None` before), or the HAProxy its spec names.
+/// (`None` before), the HAProxy its spec names, or the router tier.
 pub fn data_plane(data_dir: &Path, ws: &WorkloadState) -> Option<DataPlane> {
     match (ws.spec.router.kind, &ws.spec.router.haproxy) {
+        (RouterKind::Tier, _) => {
+            Some(DataPlane::Tier(TierEndpoint { workload: ws.name.clone(), table: tier::served_table(data_dir, ws) }))
+        }
         (RouterKind::Haproxy, Some(h)) => Some(DataPlane::Haproxy(HaproxyEndpoint::new(&ws.spec.router, h))),
         (RouterKind::Haproxy, None) => None, // refused by validation
         (RouterKind::Builtin, _) => {

@@ -53,6 +53,8 @@ pub struct Server {
     launches: u32,
     /// More `ringfence server` arguments (e.g. `--store postgres://...`).
     extra: Vec<String>,
+    /// Where the server listens (a free port by default).
+    listen: String,
 }
 
 impl Server {
@@ -76,6 +78,7 @@ impl Server {
             child: None,
             launches: 0,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            listen: "127.0.0.1:0".into(),
         };
         server.launch().await;
         server
@@ -95,6 +98,7 @@ impl Server {
             child: None,
             launches: 0,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            listen: "127.0.0.1:0".into(),
         };
         server.launch().await;
         server
@@ -111,7 +115,7 @@ impl Server {
         let log_path = self.log_path(self.launches);
         let log = std::fs::File::create(&log_path).expect("create the server log");
         let mut child = Command::new(BIN)
-            .args(["server", "--listen", "127.0.0.1:0", "--tick", "50ms", "--data-dir"])
+            .args(["server", "--listen", &self.listen, "--tick", "50ms", "--data-dir"])
             .arg(&self.data)
             .args(&self.extra)
             .env(MARK_VAR, &self.mark)
@@ -198,6 +202,18 @@ impl Server {
     /// Starts the server again on the same data directory (on a new port).
     pub async fn restart(&mut self) {
         self.launch().await;
+    }
+
+    /// Starts the server again on the same data directory and the same port, as a supervisor
+    /// restarts a server its clients know by address.
+    pub async fn restart_on_same_port(&mut self) {
+        self.listen = self.url.trim_start_matches("http://").to_string();
+        self.launch().await;
+    }
+
+    /// The marker of this test's processes, for processes a test starts itself.
+    pub fn mark(&self) -> (&'static str, &str) {
+        (MARK_VAR, &self.mark)
     }
 
     /// A path in the test's temporary directory (outside the data directory).

@@ -28,4 +28,5 @@ mod rings;
 mod rollout;
 mod secure;
 mod store;
+mod tier;
 mod trust;

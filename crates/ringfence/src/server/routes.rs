@@ -1,0 +1,138 @@
+//! The router tier's side of the API: the tables routers fetch (`GET /v1/routes`, a
+//! long-poll) and the counters they report (`POST /v1/routes/report`).
+//!
+//! Any server reading the log answers both: the tables come from the log (`RoutesPublished`),
+//! and a router reports to every server it knows, so each replica can analyse the workloads
+//! it comes to lead.
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use ringfence_core::access::Perm;
+use ringfence_core::spec::RouterKind;
+use ringfence_router::{TierRoute, TierTables};
+use sha2::{Digest, Sha256};
+
+use super::prelude::*;
+use crate::tierclient::RouterReport;
+
+/// The longest a fetch is held open.
+const MAX_WAIT_S: u64 = 60;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RoutesQuery {
+    /// Seconds to wait for a change when `If-None-Match` names the current set.
+    #[serde(default)]
+    wait: u64,
+}
+
+/// `GET /v1/routes`: the tables of every tier workload the caller may route. With
+/// `If-None-Match: "<etag>"` naming the current set, the answer waits up to `wait` seconds
+/// for a change, then is 304.
+pub(super) async fn routes(
+    State(sh): St,
+    caller: Caller,
+    Params(q): Params<RoutesQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if q.wait > MAX_WAIT_S {
+        return Err(ApiError::new(
+            ErrorKind::BadRequest,
+            format!("wait: at most {MAX_WAIT_S} seconds, found {}", q.wait),
+        ));
+    }
+    let known = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"').to_owned());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait);
+    // Subscribed before reading, so no change between the read and the wait is missed.
+    let mut changes = sh.changes();
+    loop {
+        let tables = tables_for(&sh, &caller);
+        if known.as_deref() != Some(tables.etag.as_str()) {
+            let etag = HeaderValue::from_str(&format!("\"{}\"", tables.etag)).expect("hex is a header value");
+            return Ok(([(header::ETAG, etag)], Json(tables)).into_response());
+        }
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { break },
+            () = tokio::time::sleep_until(deadline) => break,
+            () = sh.shutdown.cancelled() => break,
+        }
+    }
+    Ok(StatusCode::NOT_MODIFIED.into_response())
+}
+
+/// The set as it is now, for what `caller` may route; its etag is a digest of its content.
+fn tables_for(sh: &Shared, caller: &Caller) -> TierTables {
+    let mut routes: Vec<TierRoute> = sh.world(|w| {
+        w.workloads
+            .values()
+            .filter(|ws| !ws.deleted && ws.spec.router.kind == RouterKind::Tier)
+            .filter(|ws| caller.may(Perm::Route, Some(&ws.name)))
+            .filter_map(|ws| {
+                Some(TierRoute {
+                    host: ws.spec.router.host.clone(),
+                    path_prefix: ws.spec.router.path_prefix.clone(),
+                    table: crate::traffic::tier::served_table(&sh.data_dir, ws)?,
+                })
+            })
+            .collect()
+    });
+    // Two workloads claiming the same host and prefix: the first by name keeps it (a router
+    // refuses a set with a clash whole, which would freeze every other workload's changes).
+    let mut claimed = std::collections::HashSet::new();
+    routes.retain(|r| {
+        let key = (r.host.clone(), r.path_prefix.clone().unwrap_or_default());
+        let first = claimed.insert(key);
+        if !first {
+            tracing::warn!(
+                workload = r.table.workload,
+                host = ?r.host,
+                path_prefix = ?r.path_prefix,
+                "another workload serves the same host and path prefix in the router tier; this one is left out"
+            );
+        }
+        first
+    });
+    let body = serde_json::to_vec(&routes).expect("tables serialize");
+    let etag = hex::encode(&Sha256::digest(&body)[..16]);
+    TierTables { etag, routes }
+}
+
+/// `POST /v1/routes/report`: a router's counters per workload since it started. Refused
+/// whole (403) if it names a workload the token may not route; workloads not served by the
+/// tier are ignored.
+pub(super) async fn report(
+    State(sh): St,
+    caller: Caller,
+    Body(report): Body<RouterReport>,
+) -> Result<Json<api::RoutesReportAccepted>, ApiError> {
+    if report.router.is_empty() || report.router.len() > 128 || report.router.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            ErrorKind::BadRequest,
+            format!("router: expected a name of 1 to 128 printable characters, found {:?}", report.router),
+        ));
+    }
+    for name in report.workloads.keys() {
+        caller.require(Perm::Route, Some(name))?;
+    }
+    let served: Vec<String> = sh.world(|w| {
+        report
+            .workloads
+            .keys()
+            .filter(|n| w.workloads.get(*n).is_some_and(|ws| !ws.deleted && ws.spec.router.kind == RouterKind::Tier))
+            .cloned()
+            .collect()
+    });
+    let mut accepted = Vec::new();
+    let mut ignored = Vec::new();
+    for (name, snapshot) in report.workloads {
+        if served.contains(&name) {
+            sh.traffic.tier.report(&report.router, &name, snapshot);
+            accepted.push(name);
+        } else {
+            ignored.push(name);
+        }
+    }
+    Ok(Json(api::RoutesReportAccepted { accepted, ignored }))
+}

@@ -1,0 +1,210 @@
+//! The router tier (`[router] kind = "tier"`): shared `ringfence router --control-plane`
+//! processes serve the workload, several of them at once, each for many workloads.
+//!
+//! The direction is reversed from the other adapters: the routers call the API, the server
+//! never calls them. A table reaches them through the event log (`RoutesPublished`, which
+//! the controller appends with the outcome of its `apply_routes` action) and `GET /v1/routes`,
+//! which any server reading the log answers, so routers may talk to any replica. Their
+//! counters come back with `POST /v1/routes/report`, to every server they know; this adapter
+//! keeps each router's latest report and merges them per workload for the analysis.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ringfence_core::state::WorkloadState;
+use ringfence_router::{RouteTable, StatsSnapshot};
+
+use super::{Assignment, TrafficAdapter};
+
+/// A workload of the tier: its name and the table it serves now, as the log says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TierEndpoint {
+    pub workload: String,
+    pub table: Option<RouteTable>,
+}
+
+/// A report older than this no longer says what a router's breakers look like now.
+const FRESH: Duration = Duration::from_secs(5);
+/// A router silent for this long is forgotten (its counters leave the merged sum, which
+/// then starts over under a new instance id, so no reader mistakes it for a drop).
+const FORGET: Duration = Duration::from_secs(600);
+
+/// The routers' latest reports, per workload and router instance.
+#[derive(Clone)]
+pub struct Tier {
+    reports: Arc<Mutex<Reports>>,
+}
+
+struct Reports {
+    /// Random per server start, and bumped when a router is forgotten: part of the merged
+    /// counters' instance id.
+    epoch: String,
+    forgotten: u64,
+    by_workload: HashMap<String, HashMap<String, Report>>,
+}
+
+struct Report {
+    router: String,
+    received: Instant,
+    snapshot: StatsSnapshot,
+}
+
+/// A router and when it last reported, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportingRouter {
+    pub name: String,
+    pub instance_id: String,
+    pub age: Duration,
+    pub generation: u64,
+}
+
+impl Default for Tier {
+    fn default() -> Self {
+        Tier {
+            reports: Arc::new(Mutex::new(Reports {
+                epoch: format!("{:08x}", rand::random::<u32>()),
+                forgotten: 0,
+                by_workload: HashMap::new(),
+            })),
+        }
+    }
+}
+
+impl Tier {
+    /// Keeps `snapshot` as `router`'s latest counters of `workload`.
+    pub fn report(&self, router: &str, workload: &str, snapshot: StatsSnapshot) {
+        let mut reports = self.reports.lock().expect("tier reports lock");
+        let now = Instant::now();
+        reports
+            .by_workload
+            .entry(workload.to_owned())
+            .or_default()
+            .insert(snapshot.instance_id.clone(), Report { router: router.to_owned(), received: now, snapshot });
+        let before: usize = reports.by_workload.values().map(HashMap::len).sum();
+        for routers in reports.by_workload.values_mut() {
+            routers.retain(|_, r| now.duration_since(r.received) < FORGET);
+        }
+        let after: usize = reports.by_workload.values().map(HashMap::len).sum();
+        if after < before {
+            reports.forgotten += 1;
+        }
+    }
+
+    /// The routers that reported `workload`'s traffic, freshest first.
+    pub fn routers(&self, workload: &str) -> Vec<ReportingRouter> {
+        let reports = self.reports.lock().expect("tier reports lock");
+        let now = Instant::now();
+        let mut out: Vec<ReportingRouter> = reports
+            .by_workload
+            .get(workload)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .map(|r| ReportingRouter {
+                name: r.router.clone(),
+                instance_id: r.snapshot.instance_id.clone(),
+                age: now.duration_since(r.received),
+                generation: r.snapshot.generation,
+            })
+            .collect();
+        out.sort_by_key(|r| r.age);
+        out
+    }
+
+    /// Every router's latest counters of `workload`, summed. Each router's count is
+    /// cumulative and a restarted router reports under a new instance, so the sum only grows
+    /// while the merged instance id stays the same.
+    fn merged(&self, workload: &str) -> Option<StatsSnapshot> {
+        let reports = self.reports.lock().expect("tier reports lock");
+        let routers = reports.by_workload.get(workload).filter(|m| !m.is_empty())?;
+        let now = Instant::now();
+        let mut merged = StatsSnapshot::merge(
+            format!("tier-{}-{}", reports.epoch, reports.forgotten),
+            routers.values().map(|r| &r.snapshot),
+        );
+        // Breakers and the served generation: only what the routers say now.
+        let fresh: Vec<&Report> = routers.values().filter(|r| now.duration_since(r.received) < FRESH).collect();
+        merged.upstreams = fresh.iter().flat_map(|r| r.snapshot.upstreams.iter().cloned()).collect();
+        merged.generation = fresh.iter().map(|r| r.snapshot.generation).min().unwrap_or(0);
+        Some(merged)
+    }
+}
+
+/// The table the tier serves for `ws`: the one the log last published, with the digests of
+/// the OFREP tokens its spec names (kept out of the log), or `None` before the first.
+pub fn served_table(data_dir: &Path, ws: &WorkloadState) -> Option<RouteTable> {
+    let mut table = ws.published.clone()?;
+    table.flag_tokens =
+        ws.spec.flags.tokens.iter().map(|t| crate::secrets::token_digest(data_dir, &ws.name, t)).collect();
+    Some(table)
+}
+
+impl TrafficAdapter for Tier {
+    type Endpoint = TierEndpoint;
+
+    /// Nothing to send: the controller records the table in the log with the action's
+    /// outcome (`RoutesPublished`), and the routers fetch it from there.
+    async fn install(&self, _at: &TierEndpoint, _table: &RouteTable) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn table(&self, at: &TierEndpoint) -> anyhow::Result<Option<RouteTable>> {
+        Ok(at.table.clone())
+    }
+
+    async fn stats(&self, at: &TierEndpoint) -> anyhow::Result<StatsSnapshot> {
+        self.merged(&at.workload).ok_or_else(|| {
+            anyhow::anyhow!("no router of the tier has reported {}'s traffic yet (POST /v1/routes/report)", at.workload)
+        })
+    }
+
+    async fn assign(&self, at: &TierEndpoint, user: &str) -> anyhow::Result<Assignment> {
+        let Some(table) = &at.table else { return Ok(Assignment::default()) };
+        Ok(table
+            .group_index(user, |_| None)
+            .map(|i| &table.groups[i])
+            .map(|g| Assignment { group: Some(g.name.clone()), version: Some(g.version.clone()) })
+            .unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use ringfence_router::VersionStats;
+
+    use super::*;
+
+    fn snap(instance: &str, requests: u64) -> StatsSnapshot {
+        StatsSnapshot {
+            instance_id: instance.into(),
+            generation: 2,
+            uptime_ms: 1,
+            versions: BTreeMap::from([(
+                "v1".to_string(),
+                VersionStats { requests, errors: 0, latency_sum_us: 0, latency_buckets: vec![], users: 0 },
+            )]),
+            upstreams: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn reports_of_several_routers_are_summed_and_a_restart_never_lowers_the_sum() {
+        let tier = Tier::default();
+        let at = TierEndpoint { workload: "w".into(), table: None };
+        assert!(tier.stats(&at).await.is_err(), "nothing reported yet");
+        tier.report("edge-a", "w", snap("a1", 10));
+        tier.report("edge-b", "w", snap("b1", 5));
+        let first = tier.stats(&at).await.unwrap();
+        assert_eq!(first.versions["v1"].requests, 15);
+        // edge-a restarts: its old counters stay, the new ones add to them.
+        tier.report("edge-a", "w", snap("a2", 1));
+        let second = tier.stats(&at).await.unwrap();
+        assert_eq!(second.versions["v1"].requests, 16);
+        assert_eq!(first.instance_id, second.instance_id);
+        assert_eq!(tier.routers("w").len(), 3);
+        assert!(tier.routers("other").is_empty());
+    }
+}
