@@ -5,9 +5,6 @@
 //! comes back as a follower. At the end the rollout is promoted and must complete, and the log
 //! must be numbered without a gap. Bar: every failover under 5 s.
 
-#[path = "../../store/tests/support/pgcluster.rs"]
-mod pgcluster;
-
 use std::fmt::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -86,7 +83,7 @@ fn leader(store: &mut PgStore) -> Result<Option<String>> {
 }
 
 pub fn run(args: &FailoverArgs, ringfence: &Path) -> Result<Report> {
-    let pg = pgcluster::PgCluster::start()
+    let pg = crate::pgcluster::PgCluster::start()
         .ok_or_else(|| anyhow!("PostgreSQL is not installed: apt-get install postgresql"))?;
     let url = pg.fresh_db();
     let data = tempfile::Builder::new().prefix("ringfence-bench-failover-").tempdir().context("a data directory")?;

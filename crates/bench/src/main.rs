@@ -7,10 +7,14 @@ mod failover;
 mod flags;
 mod mitigation;
 mod mitigations;
+/// The PostgreSQL cluster the failover and store benchmarks start, shared with the tests.
+#[path = "../../store/tests/support/pgcluster.rs"]
+mod pgcluster;
 mod procs;
 mod router;
 mod server;
 mod stats;
+mod store;
 mod trust;
 mod workload;
 
@@ -60,6 +64,9 @@ enum Bench {
     /// Replicas on one PostgreSQL: the leading replica SIGKILLed again and again under a
     /// rollout; the time until another one leads (bar: every failover under 5 s).
     Failover(failover::FailoverArgs),
+    /// How far one event log carries: appends per second on SQLite and on PostgreSQL (one
+    /// writer, three replicas), and the events one real rollout appends per second.
+    Store(store::StoreArgs),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +153,12 @@ fn run(cli: Cli) -> Result<u8> {
             args.validate()?;
             let ringfence = ringfence_binary()?;
             let report = failover::run(&args, &ringfence)?;
+            finish(&report, args.output)
+        }
+        Bench::Store(args) => {
+            args.validate()?;
+            let ringfence = ringfence_binary()?;
+            let report = store::run(&args, &ringfence)?;
             finish(&report, args.output)
         }
         Bench::Trust(args) => {
