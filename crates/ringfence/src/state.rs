@@ -239,40 +239,65 @@ impl Shared {
             .world(|w| w.workloads.iter().map(|(name, ws)| (name.clone(), ws.active_rollout().is_none())).collect());
         let share = names.len().div_ceil(live.max(1) as usize).max(1);
         let mut gained = Vec::new();
+        // The leases this replica has, renewed in one statement; one it no longer has (lapsed,
+        // taken over) stops its controller.
+        let renewed = {
+            let mut inner = self.inner.lock().expect("state lock");
+            off_the_workers(|| inner.store.renew(&me, LEASE_TTL))
+        };
+        match renewed {
+            Ok(renewed) => {
+                let mut fences = self.fences.lock().expect("fences lock");
+                fences.retain(|name, f| {
+                    let kept = renewed.iter().any(|l| l.workload == *name && l.token == f.token);
+                    if !kept {
+                        tracing::warn!(
+                            workload = name,
+                            replica = me,
+                            "the lease is lost: another replica may lead now"
+                        );
+                    }
+                    kept
+                });
+                for l in renewed {
+                    if !fences.contains_key(&l.workload) {
+                        // Held since before this process (a restart under the same id).
+                        tracing::info!(workload = l.workload, replica = me, token = l.token, "leading the workload");
+                        gained.push(l.workload.clone());
+                        fences.insert(
+                            l.workload.clone(),
+                            ringfence_store::Fence { workload: l.workload, token: l.token },
+                        );
+                    }
+                }
+            }
+            // Unrenewed, the leases lapse by themselves; until then the fences still hold (and
+            // PostgreSQL refuses the writes once another replica takes a workload).
+            Err(e) => tracing::warn!(replica = me, error = %e, "cannot renew the leases"),
+        }
+        // Free workloads, while this replica holds fewer than its share.
         for (name, _) in &names {
             let name = name.clone();
             let (held, mine) = {
                 let fences = self.fences.lock().expect("fences lock");
                 (fences.contains_key(&name), fences.len())
             };
-            if !held && mine >= share {
-                // Full: a replica with room takes it (or this one, once the count of live
-                // replicas drops and its share grows).
+            if held || mine >= share {
                 continue;
             }
             let lease = {
                 let mut inner = self.inner.lock().expect("state lock");
                 off_the_workers(|| inner.store.acquire(&name, &me, LEASE_TTL))
             };
-            let mut fences = self.fences.lock().expect("fences lock");
             match lease {
                 Ok(Some(l)) => {
+                    tracing::info!(workload = name, replica = me, token = l.token, "leading the workload");
                     let fence = ringfence_store::Fence { workload: name.clone(), token: l.token };
-                    if fences.insert(name.clone(), fence).is_none_or(|old| old.token != l.token) {
-                        tracing::info!(workload = name, replica = me, token = l.token, "leading the workload");
-                        gained.push(name);
-                    }
+                    self.fences.lock().expect("fences lock").insert(name.clone(), fence);
+                    gained.push(name);
                 }
-                Ok(None) => {
-                    if fences.remove(&name).is_some() {
-                        tracing::warn!(workload = name, replica = me, "another replica leads the workload now");
-                    }
-                }
-                Err(e) => {
-                    // Unrenewed, the lease lapses by itself; until then the fence still holds
-                    // (and PostgreSQL refuses the writes once another replica takes it).
-                    tracing::warn!(workload = name, error = %e, "cannot renew the workload's lease");
-                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(workload = name, error = %e, "cannot take the workload's lease"),
             }
         }
         // Beyond its share: idle workloads are handed over (never one mid-rollout).

@@ -96,6 +96,11 @@ pub trait EventStore: Send {
         let _ = (workload, holder, ttl);
         Err(StoreError::Unsupported { what: format!("leases (replicas) on {}: they need PostgreSQL", self.describe()) })
     }
+    /// Renews every unlapsed lease `holder` has, at once, and returns them.
+    fn renew(&mut self, holder: &str, ttl: std::time::Duration) -> Result<Vec<Lease>, StoreError> {
+        let _ = (holder, ttl);
+        Err(StoreError::Unsupported { what: format!("leases (replicas) on {}: they need PostgreSQL", self.describe()) })
+    }
     /// Gives a lease up at once (a clean shutdown, or a share handed to another replica).
     fn release(&mut self, fence: &Fence, holder: &str) -> Result<(), StoreError> {
         let _ = (fence, holder);

@@ -139,6 +139,26 @@ impl PgStore {
         Ok(row.map(|r| Lease { workload: workload.into(), holder: r.get(0), token: r.get(1), expires_at_ms: r.get(2) }))
     }
 
+    /// Renews, in one statement, every lease `holder` has that has not lapsed; returns them.
+    /// A lapsed one is not renewed (another replica may have taken it; `acquire` takes it back
+    /// under a new token if not).
+    pub fn renew(&mut self, holder: &str, ttl: Duration) -> Result<Vec<Lease>, StoreError> {
+        let ttl_ms = ttl.as_millis().min(i64::MAX as u128) as i64;
+        let rows = self
+            .client()
+            .query(
+                "UPDATE leases SET expires_at = now() + make_interval(secs => $2::BIGINT / 1000.0)
+                 WHERE holder = $1 AND expires_at > now()
+                 RETURNING workload, holder, token, (extract(epoch FROM expires_at) * 1000)::BIGINT",
+                &[&holder, &ttl_ms],
+            )
+            .map_err(|e| pg(&self.at, e))?;
+        Ok(rows
+            .iter()
+            .map(|r| Lease { workload: r.get(0), holder: r.get(1), token: r.get(2), expires_at_ms: r.get(3) })
+            .collect())
+    }
+
     /// Gives the lease up at once (a clean shutdown), so another replica need not wait for it
     /// to lapse. Nothing happens unless `holder` has it with `fence`'s token.
     pub fn release(&mut self, fence: &Fence, holder: &str) -> Result<(), StoreError> {
@@ -373,6 +393,10 @@ impl EventStore for PgStore {
 
     fn release(&mut self, fence: &Fence, holder: &str) -> Result<(), StoreError> {
         PgStore::release(self, fence, holder)
+    }
+
+    fn renew(&mut self, holder: &str, ttl: Duration) -> Result<Vec<Lease>, StoreError> {
+        PgStore::renew(self, holder, ttl)
     }
 
     fn heartbeat(&mut self, replica: &str, ttl: Duration) -> Result<u32, StoreError> {

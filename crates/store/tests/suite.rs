@@ -182,12 +182,16 @@ fn a_deposed_leader_cannot_write_and_a_lease_moves_only_when_it_lapses() {
     let lease = a.acquire("shop", "replica-a", Duration::from_millis(400)).unwrap().expect("free: a takes it");
     assert_eq!((lease.holder.as_str(), lease.token), ("replica-a", 1));
     assert!(b.acquire("shop", "replica-b", Duration::from_secs(5)).unwrap().is_none(), "a holds it");
-    // a renews: the same token.
+    // a renews: the same token; renewing all its leases at once finds this one.
     assert_eq!(a.acquire("shop", "replica-a", Duration::from_millis(400)).unwrap().map(|l| l.token), Some(1));
+    let renewed = a.renew("replica-a", Duration::from_millis(400)).unwrap();
+    assert_eq!(renewed.iter().map(|l| (l.workload.as_str(), l.token)).collect::<Vec<_>>(), [("shop", 1)]);
+    assert!(b.renew("replica-b", Duration::from_secs(5)).unwrap().is_empty(), "b has none");
     let fence_a = Fence { workload: "shop".into(), token: 1 };
     a.append_fenced(&fence_a, 0, vec![ev("shop", 1)]).unwrap();
     // a stops renewing (a pause, a partition); its lease lapses and b takes over.
     std::thread::sleep(Duration::from_millis(600));
+    assert!(a.renew("replica-a", Duration::from_secs(5)).unwrap().is_empty(), "a lapsed lease is not renewed");
     let taken = b.acquire("shop", "replica-b", Duration::from_secs(5)).unwrap().expect("lapsed: b takes it");
     assert_eq!(taken.token, 2, "a new holder, a new token");
     // a still believes it leads: its write is refused and nothing is written.

@@ -323,6 +323,35 @@ pub(super) fn route_table(
     }
 }
 
+/// Outcomes for the routing intents a crashed leader left open once the router serves the
+/// desired table: the one whose table the router serves took effect (installed before the
+/// crash, unrecorded), the others were superseded. Without them the intent would stay open,
+/// and the projected split would stay the one before it.
+pub(super) fn settle_route_intents(ws: &WorkloadState, serving: &RouteTable) -> Vec<EventKind> {
+    ws.open_intents
+        .iter()
+        .filter_map(|(op_id, action)| {
+            let Action::ApplyRoutes { generation, groups } = action else { return None };
+            let in_effect = *generation == serving.generation
+                && groups.len() == serving.groups.len()
+                && groups.iter().zip(&serving.groups).all(|(a, b)| {
+                    a.name == b.name && a.version == b.version && a.weight_bp == b.weight_bp && a.segment == b.segment
+                });
+            Some(if in_effect {
+                EventKind::ActionSucceeded {
+                    op_id: op_id.clone(),
+                    detail: format!("table {generation} found in effect after a change of leader or a restart"),
+                }
+            } else {
+                EventKind::ActionFailed {
+                    op_id: op_id.clone(),
+                    error: format!("superseded by table {}", serving.generation),
+                }
+            })
+        })
+        .collect()
+}
+
 pub(super) fn same_routes(a: &RouteTable, b: &RouteTable) -> bool {
     a.groups == b.groups
         && a.sticky_header == b.sticky_header

@@ -334,24 +334,17 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
             .unwrap_or_default()
     }) {
         let key = (due.channel.name.clone(), due.incident.id.clone(), due.update);
-        if local.deliveries.contains_key(&key) {
-            continue;
-        }
-        let (shared, name) = (shared.clone(), name.clone());
-        let task = tokio::spawn(async move {
-            let outcome = crate::notify::deliver(&shared.http, &shared.data_dir, &name, &due).await;
-            let (channel, incident, update) = (due.channel.name.clone(), due.incident.id.clone(), due.update);
-            let event = match outcome {
-                Ok(()) => ringfence_core::EventKind::NotificationDelivered {
-                    attempts: shared.world(|w| {
-                        w.workload(&name)
-                            .and_then(|ws| ws.deliveries.get(&(channel.clone(), incident.clone(), update)))
-                            .map_or(1, |d| d.attempts + 1)
-                    }),
-                    channel,
-                    incident,
-                    update,
-                },
+        let (channel, incident, update) = key.clone();
+        let (http, data_dir, w) = (shared.http.clone(), shared.data_dir.clone(), name.clone());
+        let send = async move { crate::notify::deliver(&http, &data_dir, &w, &due).await };
+        send_in_background(
+            shared,
+            &name,
+            &mut local.deliveries,
+            key,
+            send,
+            move |result, attempts, name| match result {
+                Ok(()) => EventKind::NotificationDelivered { attempts, channel, incident, update },
                 Err(error) => {
                     tracing::warn!(
                         workload = name,
@@ -361,14 +354,10 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
                         error,
                         "an incident update was not delivered"
                     );
-                    ringfence_core::EventKind::NotificationFailed { channel, incident, update, error }
+                    EventKind::NotificationFailed { channel, incident, update, error }
                 }
-            };
-            if let Err(e) = shared.record(&name, "notification", vec![event]) {
-                tracing::error!(workload = name, error = %e, "cannot record a delivery");
-            }
-        });
-        local.deliveries.insert(key, task);
+            },
+        );
     }
 
     // Follow-up items: exported to the issue trackers, and reminders of overdue ones to the
@@ -379,26 +368,18 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
             .unwrap_or_default()
     }) {
         let subject = ringfence_core::incident::follow_up_subject(&due.follow_up.id);
-        let key = (due.channel.name.clone(), subject.clone(), due.message);
-        if local.deliveries.contains_key(&key) {
-            continue;
-        }
-        let (shared, name) = (shared.clone(), name.clone());
-        let task = tokio::spawn(async move {
-            let outcome = crate::notify::send_follow_up(&shared.http, &shared.data_dir, &name, &due).await;
-            let (id, channel, message) = (due.follow_up.id.clone(), due.channel.name.clone(), due.message);
-            let event = match outcome {
-                Ok(reference) => ringfence_core::EventKind::FollowUpSent {
-                    attempts: shared.world(|w| {
-                        w.workload(&name)
-                            .and_then(|ws| ws.deliveries.get(&(channel.clone(), subject.clone(), message)))
-                            .map_or(1, |d| d.attempts + 1)
-                    }),
-                    id,
-                    channel,
-                    message,
-                    reference,
-                },
+        let key = (due.channel.name.clone(), subject, due.message);
+        let (id, channel, message) = (due.follow_up.id.clone(), due.channel.name.clone(), due.message);
+        let (http, data_dir, w) = (shared.http.clone(), shared.data_dir.clone(), name.clone());
+        let send = async move { crate::notify::send_follow_up(&http, &data_dir, &w, &due).await };
+        send_in_background(
+            shared,
+            &name,
+            &mut local.deliveries,
+            key,
+            send,
+            move |result, attempts, name| match result {
+                Ok(reference) => EventKind::FollowUpSent { attempts, id, channel, message, reference },
                 Err(error) => {
                     tracing::warn!(
                         workload = name,
@@ -407,14 +388,10 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
                         error,
                         "a follow-up message was not delivered"
                     );
-                    ringfence_core::EventKind::FollowUpSendFailed { id, channel, message, error }
+                    EventKind::FollowUpSendFailed { id, channel, message, error }
                 }
-            };
-            if let Err(e) = shared.record(&name, "notification", vec![event]) {
-                tracing::error!(workload = name, error = %e, "cannot record a delivery");
-            }
-        });
-        local.deliveries.insert(key, task);
+            },
+        );
     }
     let reminders = |w: &ringfence_core::World| {
         w.workload(&name).map(|ws| ringfence_core::incident::reminders_due(ws, crate::state::now())).unwrap_or_default()
@@ -553,6 +530,13 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
     if !routes_match && let Some(admin) = admin {
         apply_routes(shared, local, &ws, admin, table).await?;
         return Ok(true);
+    }
+    if routes_match && let Some(serving) = &local.applied {
+        let settled = act::settle_route_intents(&ws, serving);
+        if !settled.is_empty() {
+            shared.record(&name, "the router serves the desired table", settled)?;
+            return Ok(true);
+        }
     }
 
     // Stop what should no longer run, now that no route points at it. A version no longer
@@ -794,6 +778,34 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         }
     }
     Ok(!decided.is_empty())
+}
+
+/// Sends one message of the outbox (`key`: channel, subject, message number) in a task of its
+/// own, so a slow receiver never holds up the loop, unless one is in flight already; `outcome`
+/// turns the result and the attempt's number into the event recorded, which schedules the
+/// next try of a failure.
+fn send_in_background<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    name: &str,
+    in_flight: &mut HashMap<(String, String, usize), tokio::task::JoinHandle<()>>,
+    key: (String, String, usize),
+    send: impl std::future::Future<Output = Result<T, String>> + Send + 'static,
+    outcome: impl FnOnce(Result<T, String>, u32, &str) -> EventKind + Send + 'static,
+) {
+    if in_flight.contains_key(&key) {
+        return;
+    }
+    let (shared, name, k) = (shared.clone(), name.to_owned(), key.clone());
+    let task = tokio::spawn(async move {
+        let result = send.await;
+        let attempts =
+            shared.world(|w| w.workload(&name).and_then(|ws| ws.deliveries.get(&k)).map_or(1, |d| d.attempts + 1));
+        let event = outcome(result, attempts, &name);
+        if let Err(e) = shared.record(&name, "notification", vec![event]) {
+            tracing::error!(workload = name, error = %e, "cannot record a delivery");
+        }
+    });
+    in_flight.insert(key, task);
 }
 
 #[cfg(test)]

@@ -152,13 +152,20 @@ impl ProcessExecutor {
             && pf.replica == r.replica
         {
             let id = ProcId { pid: pf.pid, start: Some(pf.start) };
-            let running = self.running(id);
-            if running && self.ready(pf.port, &r.spec.readiness.path).await {
-                return Ok(Started { instance: id.id(), endpoint: endpoint(pf.port), adopted: true });
-            }
-            if running {
-                // Running but not answering: it cannot be trusted; replace it.
-                self.stop_group(id, r.spec.stop_grace.std()).await;
+            // A process that runs but does not answer yet may be one whose start a server
+            // that died (or a leader that was deposed) was waiting on: it gets the readiness
+            // budget to come up, as a start would, rather than a second process beside it.
+            let deadline = Instant::now() + r.spec.readiness.timeout.std();
+            while self.running(id) {
+                if self.ready(pf.port, &r.spec.readiness.path).await {
+                    return Ok(Started { instance: id.id(), endpoint: endpoint(pf.port), adopted: true });
+                }
+                if Instant::now() >= deadline {
+                    // Running but not answering: it cannot be trusted; replace it.
+                    self.stop_group(id, r.spec.stop_grace.std()).await;
+                    break;
+                }
+                tokio::time::sleep(r.spec.readiness.interval.std()).await;
             }
             let _ = std::fs::remove_file(&pid_path);
         }

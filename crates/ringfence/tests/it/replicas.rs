@@ -115,3 +115,77 @@ async fn workloads_spread_over_the_replicas_and_move_when_one_dies() {
     assert_eq!(pg.psql(&db, "SELECT count(DISTINCT workload) FROM leases WHERE expires_at > now()"), "6");
     drop((b, c));
 }
+
+/// Where in a rollout the leader dies: as the new version's replicas start, and as a bad
+/// release is halted and mitigated. Another replica finishes what was begun, each action once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_killed_as_replicas_start_or_as_a_mitigation_begins_loses_and_doubles_nothing() {
+    use ringfence_core::EventKind;
+    use ringfence_core::event::Action;
+
+    let Some(pg) = pgcluster::PgCluster::start() else { return };
+    for (bad, point) in [(false, "the new version's replicas start"), (true, "the bad release is halted")] {
+        let url = pg.fresh_db();
+        let a = Server::start_with(&["--store", &url, "--replica-id", "a"]).await;
+        let w = if bad { "mitigate" } else { "start" };
+        let spec = Spec { replicas: 2, phases: vec![(20, "3s"), (100, "2s")], lenient_breaker: bad, ..Spec::new(w) };
+        let v2: &[&str] = if bad { &["SAMPLE_ERROR_RATE=0.5"] } else { &[] };
+        a.setup(&spec, &[("v1", &[]), ("v2", v2)]).await;
+        let b = a.beside(&["--store", &url, "--replica-id", "b"]).await;
+        let c = a.beside(&["--store", &url, "--replica-id", "c"]).await;
+        let mut replicas = [a, b, c];
+        let out = replicas[0].deploy_wait(w, "v1").await;
+        assert_eq!(out.code, 0, "{point}: first deploy of v1:\n{out}");
+        let load = Load::start(replicas[0].router_addr(w).await, 100.0, 200);
+        let leader = replicas[1].wait_status(w, "a leader named", |s| s.leader.clone()).await;
+        let dead = ["a", "b", "c"].iter().position(|r| *r == leader.replica).expect("a known replica");
+        let (x, y) = ((dead + 1) % 3, (dead + 2) % 3);
+        let out = replicas[x].cli(&["deploy", w, "v2"]).await;
+        assert_eq!(out.code, 0, "{out}");
+        let id = rollout_id(&out);
+
+        // Watch the log closely from another replica and kill the leader the moment the point
+        // is reached.
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let events = replicas[x].events(w).await;
+            let reached = events.iter().any(|e| match &e.kind {
+                EventKind::ActionIntended { action: Action::StartReplica { version, .. }, .. } => {
+                    !bad && version == "v2"
+                }
+                EventKind::RolloutHalted { rollout_id, .. } => bad && *rollout_id == id,
+                _ => false,
+            });
+            if reached {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{point}: never reached\n{}", replicas[x].diagnose(w).await);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        replicas[dead].kill9();
+
+        let r = replicas[y]
+            .wait_status(w, "the rollout to end on another replica", |s| {
+                s.rollout.as_ref().filter(|r| r.id == id && !r.status.is_active()).cloned()
+            })
+            .await;
+        let expected = if bad { RolloutStatus::Mitigated } else { RolloutStatus::Completed };
+        assert_eq!(r.status, expected, "{point}: {r:#?}\n{}", replicas[y].diagnose(w).await);
+        let c = &replicas[y];
+        let stable = if bad { "v1" } else { "v2" };
+        let gone = if bad { "v2" } else { "v1" };
+        assert_eq!(c.status(w).await.stable.as_deref(), Some(stable), "{point}");
+        let events = c
+            .wait_events(w, "every intended action closed", |ev| {
+                let running = replicas_running(ev);
+                (open_intents(ev).is_empty() && !running.iter().any(|(v, _)| v == gone)).then_some(ev.to_vec())
+            })
+            .await;
+        let samples = load.finish().await;
+        if !bad {
+            assert_eq!(samples.iter().filter(|s| s.is_error()).count(), 0, "{point}: users saw failures");
+        }
+        check_log(c, w, &c.all_events().await, &events);
+        drop(replicas);
+    }
+}
