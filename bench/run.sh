@@ -14,6 +14,8 @@
 #   bench/run.sh mitigations --save   # each mitigation's time to restored health, side by side
 #   bench/run.sh failover --save      # three replicas on a PostgreSQL the bench starts, the leader
 #                                     # SIGKILLed 20 times: failover times (needs postgresql)
+#   bench/run.sh store --save         # appends per second on SQLite and PostgreSQL, and the events a
+#                                     # real rollout appends: how far one log carries (needs postgresql)
 #   bench/run.sh trust --save         # healthy rollouts (A/A) and detection through the real stack,
 #                                     # half an hour or more; `trust --quick` is a 3-minute smoke run
 #   bench/run.sh --save [ARGS...]     # also write bench/results/<benchmark>.txt, with a header
