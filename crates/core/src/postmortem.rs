@@ -286,12 +286,74 @@ pub fn signals_svg(
         code: ErrorCode::NotFound,
         message: format!("{}: no such failed rollout, no postmortem chart", ws.name),
     })?;
-    let samples = samples(events, &incident.rollout_id);
-    if samples.is_empty() {
-        return Ok(None);
+    let mut marks = vec![chart::Mark { at: incident.detected_at, label: "halted".into() }];
+    if let Some(m) = incident.mitigated_at {
+        marks.push(chart::Mark { at: m, label: "mitigated".into() });
     }
-    let versions: Vec<(&str, &'static str, String)> = std::iter::once((incident.release.as_str(), chart::NEW, "new"))
-        .chain(incident.stable.as_deref().map(|s| (s, chart::STABLE, "stable")))
+    let samples = samples(events, &incident.rollout_id);
+    let words: Vec<String> = summary(&samples, incident.detected_at)
+        .iter()
+        .map(|(v, w, t)| {
+            format!(
+                "{v} {w}: {} requests, {} errors{}",
+                t.requests,
+                t.errors,
+                t.worst_p99_us.map(|us| format!(", worst p99 {:.1} ms", us as f64 / 1000.0)).unwrap_or_default()
+            )
+        })
+        .collect();
+    Ok(draw(
+        ws,
+        &samples,
+        &incident.release,
+        incident.stable.as_deref(),
+        &format!("{} {}: the new and the stable version around incident {}", ws.name, incident.release, incident.id),
+        &format!("{}. Halted at {}.", words.join("; "), incident.detected_at),
+        &marks,
+    ))
+}
+
+/// The signals recorded during rollout `id` (any rollout, failed or not) drawn as
+/// [`signals_svg`] draws an incident's; `None` when the rollout is unknown or nothing was
+/// recorded.
+pub fn rollout_svg(ws: &WorkloadState, events: &[Event], id: &str) -> Option<String> {
+    let r = ws.rollout(id)?;
+    let samples = samples(events, id);
+    let mut marks = Vec::new();
+    if let Some(d) = &r.decision {
+        marks.push(chart::Mark {
+            at: r.ended_at.unwrap_or(r.updated_at),
+            label: format!("{:?}", d.action).to_lowercase(),
+        });
+    } else if let Some(end) = r.ended_at {
+        marks.push(chart::Mark { at: end, label: r.status.as_str().into() });
+    }
+    draw(
+        ws,
+        &samples,
+        &r.release,
+        r.from.as_deref().filter(|f| *f != r.release),
+        &format!("{} rollout {} of {}: the new and the stable version", ws.name, r.id, r.release),
+        &format!("{} samples of traffic per version recorded during the rollout.", samples.len()),
+        &marks,
+    )
+}
+
+/// Three panels (error rate, p99, requests per second) of `release` against `stable`.
+fn draw(
+    ws: &WorkloadState,
+    samples: &[SignalSample],
+    release: &str,
+    stable: Option<&str>,
+    title: &str,
+    description: &str,
+    marks: &[chart::Mark],
+) -> Option<String> {
+    if samples.is_empty() {
+        return None;
+    }
+    let versions: Vec<(&str, &'static str, String)> = std::iter::once((release, chart::NEW, "new"))
+        .chain(stable.map(|s| (s, chart::STABLE, "stable")))
         .map(|(v, c, role)| (v, c, format!("{v} ({role})")))
         .collect();
     let line = |f: &dyn Fn(&SignalSample) -> Option<f64>| -> Vec<chart::Series> {
@@ -321,25 +383,5 @@ pub fn signals_svg(
             threshold: None,
         },
     ];
-    let mut marks = vec![chart::Mark { at: incident.detected_at, label: "halted".into() }];
-    if let Some(m) = incident.mitigated_at {
-        marks.push(chart::Mark { at: m, label: "mitigated".into() });
-    }
-    let words: Vec<String> = summary(&samples, incident.detected_at)
-        .iter()
-        .map(|(v, w, t)| {
-            format!(
-                "{v} {w}: {} requests, {} errors{}",
-                t.requests,
-                t.errors,
-                t.worst_p99_us.map(|us| format!(", worst p99 {:.1} ms", us as f64 / 1000.0)).unwrap_or_default()
-            )
-        })
-        .collect();
-    Ok(Some(chart::lines(
-        &format!("{} {}: the new and the stable version around incident {}", ws.name, incident.release, incident.id),
-        &format!("{}. Halted at {}.", words.join("; "), incident.detected_at),
-        &panels,
-        &marks,
-    )))
+    Some(chart::lines(title, description, &panels, marks))
 }

@@ -1039,6 +1039,22 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
                 print_json(&w);
             } else {
                 out!("{}", w.text);
+                // The same, drawn and live, in the hub.
+                let page = match &w.rollout {
+                    Some(r) => format!(
+                        "{}/ui/w/{}/r/{}",
+                        api.base().trim_end_matches('/'),
+                        crate::http::encode_component(workload),
+                        crate::http::encode_component(&r.id)
+                    ),
+                    None => {
+                        format!("{}/ui/w/{}", api.base().trim_end_matches('/'), crate::http::encode_component(workload))
+                    }
+                };
+                if !w.text.ends_with('\n') {
+                    outln!();
+                }
+                outln!("page: {page}");
             }
             Ok(ExitCode::Ok)
         }

@@ -1,7 +1,8 @@
 //! The project's own tasks, run as `cargo xtask TASK` (the alias is in `.cargo/config.toml`).
 //!
-//! * `cargo xtask test [ARGS]`: installs what the tests need (Debian's Prometheus and
-//!   Alertmanager, the OpenFeature clients of `tests/conformance`), checks formatting and the
+//! * `cargo xtask test [ARGS]`: installs what the tests need (Debian's Prometheus,
+//!   Alertmanager, HAProxy, PostgreSQL and Chromium, the OpenFeature clients of
+//!   `tests/conformance`, the browser test's packages in `tests/ui`), checks formatting and the
 //!   crate layering, then runs `cargo test --workspace --locked ARGS`. It is the README's
 //!   test command and what `.ci/run` runs.
 //! * `cargo xtask deps`: only the installs.
@@ -25,7 +26,8 @@ Tasks:
   test [ARGS]   install what the tests need, check formatting and layering, run
                 `cargo test --workspace --locked ARGS`
   deps          install what the tests need (Debian packages with apt-get, the
-                OpenFeature clients in tests/conformance), nothing else
+                OpenFeature clients in tests/conformance, the browser test's
+                packages in tests/ui), nothing else
   layering      check that the crates depend on each other as ARCHITECTURE.md says
   openapi       write docs/openapi.json, generated from the wire types (crates/api)
 
@@ -102,6 +104,10 @@ fn deps(root: &Path) -> Result<(), String> {
             packages.push(package);
         }
     }
+    // The hub's browser test drives Debian's Chromium (never a browser an npm package downloads).
+    if !Path::new("/usr/bin/chromium").exists() {
+        packages.push("chromium");
+    }
     // The store suite's PostgreSQL: Debian keeps its server programs off PATH.
     let postgres = std::fs::read_dir("/usr/lib/postgresql")
         .map(|d| d.filter_map(Result::ok).any(|v| v.path().join("bin/initdb").exists()))
@@ -138,6 +144,12 @@ fn deps(root: &Path) -> Result<(), String> {
     run(Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
         .current_dir(&conformance)
+        .stdout(std::process::Stdio::null()))?;
+    step("installing the hub's browser test (npm ci in tests/ui: playwright-core, axe-core)");
+    run(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(root.join("tests/ui"))
+        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
         .stdout(std::process::Stdio::null()))?;
     Ok(())
 }

@@ -186,13 +186,13 @@ pub async fn guard(
     req: Request,
     next: Next,
 ) -> Response {
-    if let Err(e) = check_request(&hosts, req.method(), req.headers()) {
+    if let Err(e) = check_request(&hosts, req.method(), req.uri().path(), req.headers()) {
         return e.into_response();
     }
     next.run(req).await
 }
 
-fn check_request(hosts: &HostPolicy, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
+fn check_request(hosts: &HostPolicy, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
     // A body announced too large is refused before a byte of it is read: the answer comes
     // at once, not after the server has taken in what it will not use.
     let announced =
@@ -230,13 +230,19 @@ fn check_request(hosts: &HostPolicy, method: &Method, headers: &HeaderMap) -> Re
     }
     // Of the methods a page can send without a preflight (GET, HEAD, POST), POST is the one
     // that changes something; PUT and DELETE always need a preflight, which gets no answer.
+    // The hub's pages post forms: they carry the session's form token instead, which another
+    // site cannot know (checked by each `/ui` handler), and the checks above still apply.
     if *method == Method::POST {
-        let json = headers
+        let content_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
-            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
-        if !json {
+            .map(str::trim)
+            .unwrap_or("");
+        let json = content_type.eq_ignore_ascii_case("application/json");
+        let ui_form =
+            path.starts_with("/ui/") && content_type.eq_ignore_ascii_case("application/x-www-form-urlencoded");
+        if !json && !ui_form {
             return Err(ApiError::new(
                 ErrorKind::UnsupportedMediaType,
                 "POST requests must be Content-Type: application/json (with a JSON body, `{}` if none)",
@@ -324,7 +330,8 @@ mod tests {
     #[test]
     fn only_known_hosts_and_same_origin_pages_get_through() {
         let h = hosts();
-        let ok = |pairs: &[(&'static str, &str)]| check_request(&h, &Method::GET, &headers(pairs)).is_ok();
+        let ok =
+            |pairs: &[(&'static str, &str)]| check_request(&h, &Method::GET, "/v1/workloads", &headers(pairs)).is_ok();
         assert!(ok(&[("host", "127.0.0.1:7070")]));
         assert!(ok(&[("host", "LOCALHOST:7070")]));
         assert!(ok(&[("host", "deploy.example.com:7070")]));
@@ -346,7 +353,7 @@ mod tests {
             if let Some(ct) = ct {
                 pairs.push(("content-type", ct));
             }
-            check_request(&h, &Method::POST, &headers(&pairs))
+            check_request(&h, &Method::POST, "/v1/workloads/w/pause", &headers(&pairs))
         };
         assert!(post(Some("application/json")).is_ok());
         assert!(post(Some("application/json; charset=utf-8")).is_ok());
@@ -354,6 +361,16 @@ mod tests {
         {
             assert!(post(simple).is_err(), "{simple:?}");
         }
+        // The hub's pages post forms (with their form token), and only they.
+        let form = |path: &str, origin: Option<&'static str>| {
+            let mut pairs = vec![("host", "127.0.0.1:7070"), ("content-type", "application/x-www-form-urlencoded")];
+            pairs.extend(origin.map(|o| ("origin", o)));
+            check_request(&h, &Method::POST, path, &headers(&pairs))
+        };
+        assert!(form("/ui/w/shop/act", None).is_ok());
+        assert!(form("/ui/w/shop/act", Some("http://127.0.0.1:7070")).is_ok());
+        assert!(form("/ui/w/shop/act", Some("http://evil.example")).is_err(), "another site's form");
+        assert!(form("/v1/ui/w/shop/act", None).is_err());
     }
 
     #[test]

@@ -64,6 +64,10 @@ impl ApiError {
         &self.message
     }
 
+    pub(super) fn status(&self) -> StatusCode {
+        self.kind.status_and_code().0
+    }
+
     pub(super) fn with_details(mut self, details: serde_json::Value) -> ApiError {
         self.details = Some(details);
         self

@@ -39,6 +39,7 @@ mod signals;
 mod status_page;
 pub mod tls;
 mod tokens;
+mod ui;
 mod wire;
 mod workloads;
 
@@ -143,7 +144,7 @@ pub async fn run(
     }
     let bound = listener.local_addr()?;
     let hosts = Arc::new(auth::HostPolicy::new(bound, &config.allowed_hosts));
-    let app = router(shared.clone(), hosts);
+    let app = router(shared.clone(), hosts, ui::UiConfig { secure_cookies: config.tls.is_some() });
     let serve_shutdown = shutdown.clone();
     listen::serve(listener, app, listen::Limits::default(), config.tls.clone(), serve_shutdown).await?;
     shared.shutdown.cancel();
@@ -200,8 +201,9 @@ fn spawn_replica_tasks(shared: &Arc<Shared>) {
     });
 }
 
-/// The API's routes and layers. `hosts`: the `Host` names it answers to.
-pub fn router(shared: Arc<Shared>, hosts: Arc<auth::HostPolicy>) -> Router {
+/// The API's routes and layers, and the pages of the hub (`/ui`, which check the same
+/// tokens themselves, from the session cookie). `hosts`: the `Host` names it answers to.
+pub fn router(shared: Arc<Shared>, hosts: Arc<auth::HostPolicy>, ui: ui::UiConfig) -> Router {
     routes()
         .router
         .fallback(|| async { ApiError::new(ErrorKind::NotFound, "no such endpoint; see docs/api.md") })
@@ -209,6 +211,7 @@ pub fn router(shared: Arc<Shared>, hosts: Arc<auth::HostPolicy>) -> Router {
             ApiError::new(ErrorKind::MethodNotAllowed, "this endpoint does not take that method; see docs/api.md")
         })
         .route_layer(axum::middleware::from_fn_with_state(shared.clone(), auth::authorize))
+        .merge(ui::router(ui))
         .layer(axum::middleware::from_fn_with_state(hosts, auth::guard))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(shared)

@@ -30,3 +30,4 @@ mod secure;
 mod store;
 mod tier;
 mod trust;
+mod ui;

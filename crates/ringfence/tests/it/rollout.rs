@@ -105,6 +105,8 @@ async fn release_without_traffic_is_held_never_promoted_and_abort_returns_to_sta
     assert!(why.stdout.contains("is progressing"), "{why}");
     assert!(why.stdout.contains("Held after its bake: the verdict is unknown"), "{why}");
     assert!(why.stdout.contains("[unknown] traffic: only 0 of the 20 requests"), "{why}");
+    // And where to see it in the hub.
+    assert!(why.stdout.contains(&format!("page: {}/ui/w/{w}/r/", server.url())), "{why}");
 
     let out = server.cli(&["abort", w, "--reason", "nobody uses it yet"]).await;
     assert_eq!(out.code, 0, "{out}");
