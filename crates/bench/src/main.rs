@@ -16,6 +16,7 @@ mod server;
 mod stats;
 mod store;
 mod trust;
+mod ui;
 mod workload;
 
 use std::path::PathBuf;
@@ -67,6 +68,9 @@ enum Bench {
     /// How far one event log carries: appends per second on SQLite and on PostgreSQL (one
     /// writer, three replicas), and the events one real rollout appends per second.
     Store(store::StoreArgs),
+    /// The hub's pages with 10,000 past rollouts in the log: time and bytes of the overview,
+    /// a workload and a rollout page through the real server (bar: p95 under 50 ms).
+    Ui(ui::UiArgs),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +163,12 @@ fn run(cli: Cli) -> Result<u8> {
             args.validate()?;
             let ringfence = ringfence_binary()?;
             let report = store::run(&args, &ringfence)?;
+            finish(&report, args.output)
+        }
+        Bench::Ui(args) => {
+            args.validate()?;
+            let ringfence = ringfence_binary()?;
+            let report = ui::run(&args, &ringfence)?;
             finish(&report, args.output)
         }
         Bench::Trust(args) => {

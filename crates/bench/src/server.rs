@@ -69,6 +69,16 @@ impl Server {
         Server::launch(ringfence, Some("50ms"), false, Some((data_dir, id)), &args)
     }
 
+    /// A server on an existing data directory (kept by the caller), alone on it.
+    pub fn start_in(ringfence: &Path, data_dir: &Path) -> Result<Server> {
+        Server::launch(ringfence, None, false, Some((data_dir, "alone")), &[])
+    }
+
+    /// Where the server keeps its data.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     /// SIGKILL: the server dies at once; its processes live on.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -1,6 +1,6 @@
 //! Order statistics over a handful of runs.
 
-/// Median, p90, min and max of a set of measurements.
+/// Median, p90, p95, min and max of a set of measurements.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Summary {
     pub n: usize,
@@ -10,6 +10,8 @@ pub struct Summary {
     /// Nearest rank: the smallest value with at least 90% of the runs at or below it. With 20
     /// runs that is the 18th; no interpolation, so it is always a value that was measured.
     pub p90: f64,
+    /// Nearest rank, as `p90`.
+    pub p95: f64,
     pub min: f64,
     pub max: f64,
 }
@@ -20,6 +22,7 @@ impl Summary {
             "n": self.n,
             "median": round3(self.median),
             "p90": round3(self.p90),
+            "p95": round3(self.p95),
             "min": round3(self.min),
             "max": round3(self.max),
         })
@@ -36,8 +39,8 @@ pub fn summarize(values: &[f64]) -> Option<Summary> {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
-    let rank = ((0.9 * n as f64).ceil() as usize).clamp(1, n);
-    Some(Summary { n, median, p90: v[rank - 1], min: v[0], max: v[n - 1] })
+    let rank = |q: f64| ((q * n as f64).ceil() as usize).clamp(1, n);
+    Some(Summary { n, median, p90: v[rank(0.9) - 1], p95: v[rank(0.95) - 1], min: v[0], max: v[n - 1] })
 }
 
 /// The median alone, for the "where the time goes" columns.

@@ -125,6 +125,12 @@ pub struct Rollout {
     /// An emergency deployment: the incident it answers, on the accelerated path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emergency: Option<crate::governance::Emergency>,
+    /// The sequence numbers of its first and its latest event: where its events lie in the
+    /// log, so a reader of one rollout reads that stretch, not the workload's whole history.
+    #[serde(default)]
+    pub first_seq: u64,
+    #[serde(default)]
+    pub last_seq: u64,
 }
 
 /// A bypass as approved: who, why, which flags were turned off, and when.
@@ -572,6 +578,8 @@ pub fn started(
         smoke: Vec::new(),
         windows: Vec::new(),
         halted_at: None,
+        first_seq: 0,
+        last_seq: 0,
         bypass: None,
         approvals: Vec::new(),
         emergency: None,

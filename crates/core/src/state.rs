@@ -453,6 +453,11 @@ impl World {
         let Some(ws) = self.workloads.get_mut(&e.workload) else {
             return;
         };
+        if let Some(id) = e.kind.rollout_id()
+            && let Some(r) = ws.rollouts.iter_mut().rev().find(|r| r.id == id)
+        {
+            r.last_seq = e.seq;
+        }
         match &e.kind {
             EventKind::SpecApplied { .. } => unreachable!("handled above"),
             EventKind::ReleaseCreated { release } => {
@@ -475,6 +480,7 @@ impl World {
                 if let Some(r) = ws.rollouts.last_mut() {
                     r.started_by = starter.unwrap_or_else(|| e.actor.clone());
                     r.reason = e.reason.clone();
+                    (r.first_seq, r.last_seq) = (e.seq, e.seq);
                 }
             }
             EventKind::LkgUpdated { version, rollout_id } => {

@@ -218,7 +218,17 @@ fn actions(user: &UiCaller, ws: &WorkloadState, s: &api::WorkloadStatus) -> Stri
 pub(super) struct HistoryQuery {
     #[serde(default)]
     status: String,
+    /// From 1.
+    #[serde(default = "first_page")]
+    page: usize,
 }
+
+fn first_page() -> usize {
+    1
+}
+
+/// Rollouts per page of a workload's history.
+const PAGE: usize = 50;
 
 /// `GET /ui/w/{name}`: the workload now, its actions, its history and incidents.
 pub(super) async fn workload(
@@ -238,7 +248,11 @@ pub(super) async fn workload(
         let live = live.filter(|l| latest.is_some_and(|r| r.id == l.rollout_id));
         let why = ringfence_core::explain::why_with_live(ws, live.as_ref().map(|l| &l.verdict));
         let mut rows = String::new();
-        for r in ws.rollouts.iter().rev().filter(|r| q.status.is_empty() || core_status(r) == q.status) {
+        let matching: Vec<&ringfence_core::Rollout> =
+            ws.rollouts.iter().rev().filter(|r| q.status.is_empty() || core_status(r) == q.status).collect();
+        let pages = matching.len().div_ceil(PAGE).max(1);
+        let page = q.page.clamp(1, pages);
+        for r in matching.iter().skip((page - 1) * PAGE).take(PAGE) {
             let _ = write!(
                 rows,
                 "<tr><td><a href=\"/ui/w/{u}/r/{ru}\">{id}</a></td><td>{rel}</td><td>{from}</td><td>{badge}</td><td>{by}</td><td>{start}</td><td>{end}</td></tr>",
@@ -253,6 +267,16 @@ pub(super) async fn workload(
                 end = r.ended_at.map(when).unwrap_or_default(),
             );
         }
+        let link = |p: usize, label: &str| {
+            format!("<a href=\"/ui/w/{}?status={}&amp;page={p}\">{label}</a>", url(&name), url(&q.status))
+        };
+        let pager = format!(
+            "<nav aria-label=\"Pages of the history\"><p>{} rollouts{}; page {page} of {pages}{}{}</p></nav>",
+            matching.len(),
+            if q.status.is_empty() { String::new() } else { format!(" {}", esc(&q.status)) },
+            if page > 1 { format!(" · {}", link(page - 1, "newer")) } else { String::new() },
+            if page < pages { format!(" · {}", link(page + 1, "older")) } else { String::new() },
+        );
         let filters: String = ["", "completed", "mitigated", "aborted", "halted", "progressing", "paused"]
             .iter()
             .map(|f| {
@@ -306,7 +330,7 @@ pub(super) async fn workload(
 <section aria-labelledby=\"why\"><h2 id=\"why\">Now</h2><pre class=\"why\">{why}</pre></section>\
 <section aria-labelledby=\"act\"><h2 id=\"act\">Actions</h2>{actions}</section>\
 <section aria-labelledby=\"hist\"><h2 id=\"hist\">History</h2><nav aria-label=\"Filter by outcome\">{filters}</nav>\
-<table><caption>Every rollout of {n}, newest first</caption><thead><tr><th scope=\"col\">Rollout</th><th scope=\"col\">Release</th><th scope=\"col\">From</th><th scope=\"col\">Outcome</th><th scope=\"col\">Started by</th><th scope=\"col\">Started</th><th scope=\"col\">Ended</th></tr></thead><tbody>{rows}</tbody></table></section>\
+{pager}<table><caption>Every rollout of {n}, newest first</caption><thead><tr><th scope=\"col\">Rollout</th><th scope=\"col\">Release</th><th scope=\"col\">From</th><th scope=\"col\">Outcome</th><th scope=\"col\">Started by</th><th scope=\"col\">Started</th><th scope=\"col\">Ended</th></tr></thead><tbody>{rows}</tbody></table></section>\
 <section aria-labelledby=\"inc\"><h2 id=\"inc\">Incidents</h2>{incidents}</section>",
             n = esc(&name),
             stable = esc(s.stable.as_deref().unwrap_or("none")),
@@ -335,7 +359,7 @@ pub(super) async fn rollout(State(sh): St, user: UiCaller, Path((name, id)): Pat
     if !user.may(Perm::Read, Some(&name)) {
         return not_found(&user, &format!("No workload {name} you may read."));
     }
-    let events = match sh.events(Some(&name), 0, usize::MAX) {
+    let events = match rollout_events(&sh, &name, &id) {
         Ok(e) => e,
         Err(e) => return not_found(&user, &format!("The event log cannot be read: {e}")),
     };
@@ -464,14 +488,25 @@ pub(super) async fn rollout(State(sh): St, user: UiCaller, Path((name, id)): Pat
     }
 }
 
+/// The workload's events from the rollout's first to its latest: the stretch of the log that
+/// holds its own (read, not the workload's whole history).
+fn rollout_events(sh: &Shared, name: &str, id: &str) -> Result<Vec<ringfence_core::Event>, String> {
+    let Some((first, last)) =
+        sh.world(|w| w.workload(name).and_then(|ws| ws.rollout(id)).map(|r| (r.first_seq, r.last_seq)))
+    else {
+        return Ok(Vec::new());
+    };
+    let span = usize::try_from(last.saturating_sub(first) + 1).unwrap_or(usize::MAX).min(200_000);
+    let events = sh.events(Some(name), first.saturating_sub(1), span).map_err(|e| e.to_string())?;
+    Ok(events.into_iter().filter(|e| e.seq <= last).collect())
+}
+
 /// `GET /ui/w/{name}/r/{id}/signals.svg`: the recorded traffic of the rollout, drawn.
 pub(super) async fn signals_svg(State(sh): St, user: UiCaller, Path((name, id)): Path<(String, String)>) -> Response {
     if !user.may(Perm::Read, Some(&name)) {
         return StatusCode::NOT_FOUND.into_response();
     }
-    let Ok(events) = sh.events(Some(&name), 0, usize::MAX) else {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    };
+    let Ok(events) = rollout_events(&sh, &name, &id) else { return StatusCode::SERVICE_UNAVAILABLE.into_response() };
     let svg = sh.world(|w| {
         let ws = w.workload(&name)?;
         ringfence_core::postmortem::rollout_svg(ws, &events, &id)

@@ -1,0 +1,306 @@
+//! The hub's pages with a long history: a workload with 10,000 past rollouts in its log, and
+//! the time and bytes of the overview, the workload page (its history paged), a rollout page
+//! and, beside them, the API's status of the same workload, each fetched again and again
+//! through the real server over loopback. Bar: p95 under 50 ms for the overview and the
+//! rollout page.
+//!
+//! The history is made from a real one: a server runs two real rollouts; the second one's
+//! events (intents, replicas, phases, verdicts, traffic samples) are copied into a fresh log
+//! 10,000 times under new rollout ids, and a server starts on that log (its start, which folds
+//! every event, is timed too).
+
+use std::fmt::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+use ringfence_core::{EventKind, NewEvent};
+use ringfence_store::Store;
+use serde_json::json;
+
+use crate::server::Server;
+use crate::{Output, stats, workload};
+
+const BAR_MS: f64 = 50.0;
+const WORKLOAD: &str = "history";
+
+#[derive(Args, Debug)]
+pub struct UiArgs {
+    /// Past rollouts in the log.
+    #[arg(long, default_value_t = 10_000)]
+    pub rollouts: u32,
+    /// Fetches of each page.
+    #[arg(long, default_value_t = 200)]
+    pub requests: u32,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+impl UiArgs {
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=100_000).contains(&self.rollouts) {
+            bail!("--rollouts: expected 1 to 100000, found {}", self.rollouts);
+        }
+        if !(10..=10_000).contains(&self.requests) {
+            bail!("--requests: expected 10 to 10000, found {}", self.requests);
+        }
+        Ok(())
+    }
+}
+
+struct PageResult {
+    name: &'static str,
+    path: String,
+    ms: Vec<f64>,
+    bytes: usize,
+    gated: bool,
+}
+
+pub struct Report {
+    rollouts: u32,
+    events: u64,
+    start_s: f64,
+    pages: Vec<PageResult>,
+}
+
+fn spec() -> String {
+    format!(
+        r#"[workload]
+name = "{WORKLOAD}"
+
+[executor]
+command = ["{{ringfence}}", "sample-app", "--listen", "127.0.0.1:{{port}}", "--version", "{{version}}"]
+replicas = 1
+
+[router]
+listen = "127.0.0.1:0"
+
+[[rollout.phases]]
+name = "canary"
+weight = 20
+bake = "2s"
+
+[[rollout.phases]]
+name = "all"
+weight = 100
+bake = "1s"
+
+[health.analysis]
+power = 0
+"#
+    )
+}
+
+pub fn run(args: &UiArgs, ringfence: &Path) -> Result<Report> {
+    // 1. Two real rollouts, for a real history to copy.
+    eprintln!("bench: two real rollouts");
+    let mut first = Server::start(ringfence, None, false)?;
+    let api = first.api()?;
+    crate::block_on(
+        async {
+            workload::apply_spec(&api, WORKLOAD, &spec()).await?;
+            for v in ["v1", "v2"] {
+                workload::create_release(&api, WORKLOAD, v, &json!({}), "ui bench").await?;
+            }
+            let id = workload::deploy(&api, WORKLOAD, "v1").await?;
+            let status = workload::wait_rollout(&api, WORKLOAD, &id, Duration::from_secs(120)).await?;
+            if status != "completed" {
+                bail!("the first deployment ended {status}");
+            }
+            // The copied rollout has users' traffic, so its page has signals to draw.
+            let router = workload::router_address(&api, WORKLOAD).await?;
+            let load = workload::Load::start(ringfence::loadgen::LoadConfig::steady(router, 50.0, 100), None)?;
+            let id = workload::deploy(&api, WORKLOAD, "v2").await?;
+            let status = workload::wait_rollout(&api, WORKLOAD, &id, Duration::from_secs(120)).await?;
+            load.stop().await;
+            if status != "completed" {
+                bail!("the real rollout of v2 ended {status}");
+            }
+            Ok(())
+        },
+        "the server was stopped",
+    )?;
+    let _ = first.stop_and_tell("bench");
+    let real = Store::open(&first.data_dir().join(ringfence_store::LOG_FILE))?.load_all()?;
+    let token = std::fs::read_to_string(ringfence::server::admin_token_path(first.data_dir()))
+        .context("the first server's admin token")?;
+
+    // 2. A fresh log: the real history, then the second rollout again and again.
+    let copy_of = format!("{WORKLOAD}-2");
+    let start = real
+        .iter()
+        .position(|e| matches!(&e.kind, EventKind::RolloutStarted { rollout_id, .. } if *rollout_id == copy_of))
+        .ok_or_else(|| anyhow!("no rollout {copy_of} in the real history"))?;
+    let end = real
+        .iter()
+        .rposition(|e| e.kind.rollout_id() == Some(copy_of.as_str()))
+        .ok_or_else(|| anyhow!("no event of {copy_of}"))?;
+    let template: Vec<String> = real[start..=end]
+        .iter()
+        .map(|e| {
+            let n = NewEvent {
+                at: e.at,
+                actor: e.actor.clone(),
+                reason: e.reason.clone(),
+                workload: e.workload.clone(),
+                kind: e.kind.clone(),
+            };
+            serde_json::to_string(&n).expect("an event serializes")
+        })
+        .collect();
+    let dir = tempfile::Builder::new().prefix("ringfence-bench-ui-").tempdir()?;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))?;
+    }
+    eprintln!("bench: writing {} past rollouts ({} events each)", args.rollouts, template.len());
+    let mut store = Store::open(&data.join(ringfence_store::LOG_FILE))?;
+    let history: Vec<NewEvent> = real
+        .iter()
+        .map(|e| NewEvent {
+            at: e.at,
+            actor: e.actor.clone(),
+            reason: e.reason.clone(),
+            workload: e.workload.clone(),
+            kind: e.kind.clone(),
+        })
+        .collect();
+    store.append_now(history)?;
+    let mut batch = Vec::new();
+    for i in 0..args.rollouts {
+        let id = format!("\"{WORKLOAD}-{}\"", i + 3);
+        for t in &template {
+            let text = t.replace(&format!("\"{copy_of}\""), &id);
+            batch.push(serde_json::from_str::<NewEvent>(&text).context("a copied event")?);
+        }
+        if batch.len() >= 5_000 {
+            store.append_now(std::mem::take(&mut batch))?;
+        }
+    }
+    store.append_now(batch)?;
+    let events = store.last_seq();
+    drop(store);
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(ringfence::server::admin_token_path(&data))?;
+        f.write_all(token.as_bytes())?;
+    }
+    drop(first);
+
+    // 3. A server on that log; then each page, fetched again and again.
+    let started = Instant::now();
+    let mut server = Server::start_in(ringfence, &data)?;
+    let start_s = started.elapsed().as_secs_f64();
+    eprintln!("bench: the server started on {events} events in {start_s:.2} s");
+    let token = token.trim().to_string();
+    let middle = format!("{WORKLOAD}-{}", args.rollouts / 2 + 3);
+    let mut pages = vec![
+        PageResult { name: "overview", path: "/ui".into(), ms: vec![], bytes: 0, gated: true },
+        PageResult {
+            name: "rollout page",
+            path: format!("/ui/w/{WORKLOAD}/r/{middle}"),
+            ms: vec![],
+            bytes: 0,
+            gated: true,
+        },
+        PageResult { name: "workload page", path: format!("/ui/w/{WORKLOAD}"), ms: vec![], bytes: 0, gated: false },
+        PageResult {
+            name: "API status (JSON)",
+            path: format!("/v1/workloads/{WORKLOAD}"),
+            ms: vec![],
+            bytes: 0,
+            gated: false,
+        },
+    ];
+    let base = server.base.clone();
+    let outcome = crate::block_on(
+        async {
+            let http = ringfence::http::HttpClient::new();
+            let cookie = format!("rf_ui={token}");
+            let bearer = format!("Bearer {token}");
+            for round in 0..args.requests {
+                // Interleaved, so a slow moment of the machine falls on every page alike.
+                for p in &mut pages {
+                    let url = format!("{base}{}", p.path);
+                    let headers: [(&str, &str); 1] =
+                        if p.path.starts_with("/ui") { [("cookie", &cookie)] } else { [("authorization", &bearer)] };
+                    let sent = Instant::now();
+                    let r = http.request(hyper::Method::GET, &url, &headers, None, Duration::from_secs(30)).await?;
+                    let ms = sent.elapsed().as_secs_f64() * 1000.0;
+                    if !r.status.is_success() {
+                        bail!("GET {}: {}", p.path, r.status);
+                    }
+                    if round > 0 {
+                        p.ms.push(ms);
+                    }
+                    p.bytes = r.body.len();
+                }
+            }
+            Ok(())
+        },
+        "the server was stopped",
+    );
+    let _ = server.stop_and_tell("bench");
+    server.stop_processes();
+    outcome?;
+    Ok(Report { rollouts: args.rollouts, events, start_s, pages })
+}
+
+impl crate::Report for Report {
+    fn passed(&self) -> bool {
+        self.pages.iter().filter(|p| p.gated).all(|p| stats::summarize(&p.ms).is_some_and(|s| s.p95 < BAR_MS))
+    }
+
+    fn table(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(o, "ringfence-bench ui: the hub's pages with {} past rollouts in the log", self.rollouts);
+        let _ = writeln!(
+            o,
+            "  setup   one workload, {} events in its log (copies of a real rollout's); the server folded them in {:.2} s at start",
+            self.events, self.start_s
+        );
+        let _ = writeln!(
+            o,
+            "          each page fetched {} times over loopback, interleaved (time to the whole answer)",
+            self.pages.first().map_or(0, |p| p.ms.len() + 1)
+        );
+        let _ = writeln!(o);
+        let _ = writeln!(o, "  page                  p50 ms    p95 ms    max ms      bytes  path");
+        for p in &self.pages {
+            let s = stats::summarize(&p.ms);
+            let (p50, p95, max) = s.map_or((0.0, 0.0, 0.0), |s| (s.median, s.p95, s.max));
+            let _ = writeln!(o, "  {:<20} {p50:>7.2} {p95:>9.2} {max:>9.2} {:>10}  {}", p.name, p.bytes, p.path);
+        }
+        let _ = writeln!(o);
+        for p in self.pages.iter().filter(|p| p.gated) {
+            let p95 = stats::summarize(&p.ms).map_or(f64::NAN, |s| s.p95);
+            let _ = writeln!(
+                o,
+                "  {}  {} p95 under {BAR_MS} ms: {p95:.2} ms",
+                if p95 < BAR_MS { "met    " } else { "NOT MET" },
+                p.name
+            );
+        }
+        o
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "rollouts": self.rollouts,
+            "events": self.events,
+            "start_s": self.start_s,
+            "pages": self.pages.iter().map(|p| {
+                let s = stats::summarize(&p.ms);
+                json!({"name": p.name, "path": p.path, "bytes": p.bytes, "p50_ms": s.as_ref().map(|s| s.median), "p95_ms": s.as_ref().map(|s| s.p95), "max_ms": s.as_ref().map(|s| s.max), "bar": p.gated})
+            }).collect::<Vec<_>>(),
+        })
+    }
+}
