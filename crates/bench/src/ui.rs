@@ -196,11 +196,38 @@ pub fn run(args: &UiArgs, ringfence: &Path) -> Result<Report> {
     drop(first);
 
     // 3. A server on that log; then each page, fetched again and again.
+    let token = token.trim().to_string();
     let started = Instant::now();
     let mut server = Server::start_in(ringfence, &data)?;
+    // Started: when it answers the workload's status (it has folded the whole log by then).
+    let status_url = format!("{}/v1/workloads/{WORKLOAD}", server.base);
+    let bearer = format!("Bearer {token}");
+    crate::block_on(
+        async {
+            let http = ringfence::http::HttpClient::new();
+            loop {
+                let r = http
+                    .request(
+                        hyper::Method::GET,
+                        &status_url,
+                        &[("authorization", &bearer)],
+                        None,
+                        Duration::from_secs(30),
+                    )
+                    .await;
+                if r.is_ok_and(|r| r.status.is_success()) {
+                    return Ok(());
+                }
+                if started.elapsed() > Duration::from_secs(120) {
+                    bail!("the server did not answer within 120 s");
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        },
+        "the server was stopped",
+    )?;
     let start_s = started.elapsed().as_secs_f64();
-    eprintln!("bench: the server started on {events} events in {start_s:.2} s");
-    let token = token.trim().to_string();
+    eprintln!("bench: the server answered on {events} events {start_s:.2} s after it was started");
     let middle = format!("{WORKLOAD}-{}", args.rollouts / 2 + 3);
     let mut pages = vec![
         PageResult { name: "overview", path: "/ui".into(), ms: vec![], bytes: 0, gated: true },
@@ -264,7 +291,7 @@ impl crate::Report for Report {
         let _ = writeln!(o, "ringfence-bench ui: the hub's pages with {} past rollouts in the log", self.rollouts);
         let _ = writeln!(
             o,
-            "  setup   one workload, {} events in its log (copies of a real rollout's); the server folded them in {:.2} s at start",
+            "  setup   one workload, {} events in its log (copies of a real rollout's); the server answered {:.2} s after its start",
             self.events, self.start_s
         );
         let _ = writeln!(
