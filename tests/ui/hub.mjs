@@ -168,7 +168,27 @@ try {
   await page.screenshot({ path: `${shots}/rollback.png`, fullPage: true });
   step(`rolled back with a click: ${rollbackId} completed, recorded as done by ${actor}`);
 
-  // 5. A viewer sees, and cannot act: no button, and a forged form is refused.
+  // 5. The kill switch: a release with a flag, its flag killed from the page and restored.
+  const flagged = await api("POST", `/v1/workloads/${workload}/deploy`, { version: "v4", reason: "hub test: flags" });
+  await waitFor("v4 to complete", async () => {
+    const r = await latestRollout();
+    return r.id === flagged.rollout_id && r.status === "completed";
+  });
+  await page.goto(`${base}/ui/w/${workload}`);
+  page.once("dialog", (d) => d.accept());
+  await page.getByLabel("Reason to kill new-path").fill("hub test: payments failing");
+  await page.getByRole("button", { name: "Kill new-path" }).click();
+  await page.getByRole("button", { name: "Restore new-path" }).waitFor();
+  const flags = await api("GET", `/v1/workloads/${workload}/flags`);
+  if (!flags.killed["new-path"]) fail(`the flag is not killed: ${JSON.stringify(flags.killed)}`);
+  await page.getByRole("button", { name: "Restore new-path" }).click();
+  await page.getByRole("button", { name: "Kill new-path" }).waitFor();
+  await page.screenshot({ path: `${shots}/workload.png`, fullPage: true });
+  await page.goto(`${base}/ui`);
+  await page.screenshot({ path: `${shots}/overview.png`, fullPage: true });
+  step("killed a flag from the page and restored it");
+
+  // 6. A viewer sees, and cannot act: no button, and a forged form is refused.
   const viewer = await signIn(browser, viewerToken);
   await viewer.page.goto(`${base}/ui/w/${workload}`);
   await viewer.page.getByText("No action your token allows applies now.").waitFor();

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use crate::harness::{Server, Spec};
+use crate::harness::{Server, Spec, path_str};
 
 fn ui_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/ui");
@@ -28,6 +28,14 @@ async fn the_hub_in_a_real_browser() {
     let w = "hub";
     let spec = Spec { phases: vec![(30, "3s"), (100, "2s")], ..Spec::new(w) };
     server.setup(&spec, &[("v1", &[]), ("v2", &[]), ("v3", &["SAMPLE_ERROR_RATE=0.5"])]).await;
+    // A release with a flag, for the kill switch.
+    let flags = server.path("flags.json");
+    let doc = r#"{"flags": {"new-path": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}}}"#;
+    std::fs::write(&flags, doc).unwrap();
+    let out = server
+        .cli(&["release", "create", w, "--version", "v4", "--artifact", "sample-app:v4", "--flags", path_str(&flags)])
+        .await;
+    assert_eq!(out.code, 0, "{out}");
     let out = server.deploy_wait(w, "v1").await;
     assert_eq!(out.code, 0, "{out}");
     let admin = server.token_with("alice", &["admin"]).await;

@@ -53,6 +53,8 @@ pub fn router(config: UiConfig) -> Router<Arc<Shared>> {
         .route("/ui/w/{name}/act", post(act))
         .route("/ui/w/{name}/r/{id}", get(pages::rollout))
         .route("/ui/w/{name}/r/{id}/signals.svg", get(pages::signals_svg))
+        .route("/ui/w/{name}/postmortem/{id}", get(pages::postmortem))
+        .route("/ui/w/{name}/dora.svg", get(pages::dora_svg))
         .layer(axum::Extension(config))
 }
 
@@ -289,6 +291,9 @@ struct ActForm {
     /// Set by the confirmation (the script's dialog, or the confirmation page).
     #[serde(default)]
     confirmed: String,
+    /// The flag of a kill switch action.
+    #[serde(default)]
+    flag: String,
 }
 
 /// The actions, each with the API route whose policy and handler it goes through, and
@@ -301,6 +306,8 @@ const ACTIONS: &[(&str, &str, bool)] = &[
     ("reject", "/v1/workloads/{name}/reject", true),
     ("abort", "/v1/workloads/{name}/abort", true),
     ("rollback", "/v1/workloads/{name}/rollback", true),
+    ("kill", "/v1/workloads/{name}/flags/{flag}/kill", true),
+    ("restore", "/v1/workloads/{name}/flags/{flag}/restore", false),
 ];
 
 /// Whether `user` may take `action` on `workload` (as the API's policy says).
@@ -331,7 +338,7 @@ async fn act(State(sh): St, user: UiCaller, Path(name): Path<String>, Form(f): F
         return forbidden(Some(&user), &format!("Your token may not {perm} on {name}: nothing was done."));
     }
     if destructive && f.confirmed != "yes" {
-        return pages::confirm(&user, &name, action, &f.reason);
+        return pages::confirm(&user, &name, action, &f.flag, &f.reason);
     }
     let who = Actor(user.name().to_owned());
     let reason = f.reason.clone();
@@ -382,6 +389,26 @@ async fn act(State(sh): St, user: UiCaller, Path(name): Path<String>, Form(f): F
             .0
             .rollout_id
             .unwrap_or_default(),
+            "kill" => {
+                let _killed = super::flags::kill_flag(
+                    State(sh.clone()),
+                    who,
+                    Path((name.clone(), f.flag.clone())),
+                    Body(api::Reason { reason }),
+                )
+                .await?;
+                String::new()
+            }
+            "restore" => {
+                let _restored = super::flags::restore_flag(
+                    State(sh.clone()),
+                    who,
+                    Path((name.clone(), f.flag.clone())),
+                    Body(api::Reason { reason }),
+                )
+                .await?;
+                String::new()
+            }
             _ => unreachable!("listed in ACTIONS"),
         })
     }

@@ -297,9 +297,9 @@ pub(super) async fn workload(
                 summary = esc(&i.summary),
                 at = when(i.detected_at),
                 pm = format_args!(
-                    " · <a href=\"/ui/w/{}/r/{}\">rollout and evidence</a>",
-                    url(&name),
-                    url(&i.rollout_id)
+                    " · <a href=\"/ui/w/{u}/r/{r}\">rollout and evidence</a> · <a href=\"/ui/w/{u}/postmortem/{r}\">postmortem draft</a>",
+                    u = url(&name),
+                    r = url(&i.rollout_id)
                 ),
             );
         }
@@ -309,6 +309,33 @@ pub(super) async fn workload(
             incidents = format!("<ul>{incidents}</ul>");
         }
         let waiting: String = waiting(ws, &s).iter().map(|i| format!("<li>{}</li>", esc(i))).collect();
+        let now = now();
+        let follow_ups: String = ws
+            .follow_ups
+            .values()
+            .map(|f| {
+                let state = match (f.closed_at, f.is_overdue(now)) {
+                    (Some(t), _) => format!("closed {}", when(t)),
+                    (None, true) => "<strong>overdue</strong>".into(),
+                    (None, false) => f.due.map(|d| format!("due {}", when(d))).unwrap_or_else(|| "open".into()),
+                };
+                format!(
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{state}</td></tr>",
+                    esc(&f.id),
+                    esc(&f.incident),
+                    esc(&f.title),
+                    esc(if f.owner.is_empty() { "nobody yet" } else { &f.owner })
+                )
+            })
+            .collect();
+        let follow_ups = if follow_ups.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "<table><caption>Follow-up items of the incidents</caption><thead><tr><th scope=\"col\">Item</th><th scope=\"col\">Incident</th><th scope=\"col\">What</th><th scope=\"col\">Owner</th><th scope=\"col\">State</th></tr></thead><tbody>{follow_ups}</tbody></table>"
+            )
+        };
+        let flags = flags_section(&user, ws);
         let current = match &s.rollout {
             Some(r) => format!(
                 "<p class=\"current\">Rollout <a href=\"/ui/w/{u}/r/{ru}\">{id}</a> of {rel} {badge} · phase {p} of {np}{w} · {bake}</p>",
@@ -331,7 +358,10 @@ pub(super) async fn workload(
 <section aria-labelledby=\"act\"><h2 id=\"act\">Actions</h2>{actions}</section>\
 <section aria-labelledby=\"hist\"><h2 id=\"hist\">History</h2><nav aria-label=\"Filter by outcome\">{filters}</nav>\
 {pager}<table><caption>Every rollout of {n}, newest first</caption><thead><tr><th scope=\"col\">Rollout</th><th scope=\"col\">Release</th><th scope=\"col\">From</th><th scope=\"col\">Outcome</th><th scope=\"col\">Started by</th><th scope=\"col\">Started</th><th scope=\"col\">Ended</th></tr></thead><tbody>{rows}</tbody></table></section>\
-<section aria-labelledby=\"inc\"><h2 id=\"inc\">Incidents</h2>{incidents}</section>",
+{flags}\
+<section aria-labelledby=\"inc\"><h2 id=\"inc\">Incidents</h2>{incidents}{follow_ups}</section>\
+<section aria-labelledby=\"dora\"><h2 id=\"dora\">Delivery, last 30 days</h2><img class=\"chart\" src=\"/ui/w/{u}/dora.svg\" alt=\"Deployment frequency, lead time, change fail rate and recovery time of {n} over the last 30 days\"></section>",
+            u = url(&name),
             n = esc(&name),
             stable = esc(s.stable.as_deref().unwrap_or("none")),
             lkg = s
@@ -446,10 +476,11 @@ pub(super) async fn rollout(State(sh): St, user: UiCaller, Path((name, id)): Pat
         );
         let chart = if has_signals {
             format!(
-                "<section aria-labelledby=\"sig\"><h2 id=\"sig\">Signals</h2><img src=\"/ui/w/{u}/r/{ru}/signals.svg\" alt=\"Error rate, p99 latency and requests per second of {rel} and the stable version during the rollout\" class=\"chart\"></section>",
+                "<section aria-labelledby=\"sig\"><h2 id=\"sig\">Signals</h2><img src=\"/ui/w/{u}/r/{ru}/signals.svg?at={seq}\" alt=\"Error rate, p99 latency and requests per second of {rel} and the stable version during the rollout\" class=\"chart\"></section>",
                 u = url(&name),
                 ru = url(&id),
-                rel = esc(&r.release)
+                rel = esc(&r.release),
+                seq = core.last_seq
             )
         } else {
             String::new()
@@ -501,6 +532,104 @@ fn rollout_events(sh: &Shared, name: &str, id: &str) -> Result<Vec<ringfence_cor
     Ok(events.into_iter().filter(|e| e.seq <= last).collect())
 }
 
+/// The flags users evaluate now, each with its kill switch (for those who may use it).
+fn flags_section(user: &UiCaller, ws: &WorkloadState) -> String {
+    let mut keys: std::collections::BTreeSet<String> = ws.killed_flags.keys().cloned().collect();
+    for g in &ws.desired().routes {
+        if let Some(doc) = ws.flags_for(&g.version)
+            && let Some(flags) = doc.get("flags").and_then(|f| f.as_object())
+        {
+            keys.extend(flags.keys().cloned());
+        }
+    }
+    if keys.is_empty() {
+        return String::new();
+    }
+    let may_kill = may_act(user, "kill", &ws.name);
+    let rows: String = keys
+        .iter()
+        .map(|k| {
+            let killed = ws.killed_flags.contains_key(k);
+            let action = if killed { "restore" } else { "kill" };
+            let button = if may_kill {
+                format!(
+                    "<form method=\"post\" action=\"/ui/w/{u}/act\" class=\"action\"{confirm}><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+<input type=\"hidden\" name=\"action\" value=\"{action}\"><input type=\"hidden\" name=\"flag\" value=\"{k}\">\
+<label for=\"reason-{action}-{k}\" class=\"visually-hidden\">Reason to {action} {k}</label><input id=\"reason-{action}-{k}\" name=\"reason\" placeholder=\"reason\" maxlength=\"2048\"{required}>\
+<button type=\"submit\" class=\"{class}\">{label} {k}</button></form>",
+                    u = url(&ws.name),
+                    csrf = user.csrf,
+                    k = esc(k),
+                    confirm = if killed { "" } else { " data-confirm=\"yes\"" },
+                    required = if killed { "" } else { " required" },
+                    class = if killed { "" } else { "danger" },
+                    label = if killed { "Restore" } else { "Kill" },
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "<tr><th scope=\"row\">{}</th><td>{}</td><td>{button}</td></tr>",
+                esc(k),
+                if killed { "<strong>killed</strong>: off for every user" } else { "as its release defines" }
+            )
+        })
+        .collect();
+    format!(
+        "<section aria-labelledby=\"flags\"><h2 id=\"flags\">Flags</h2><table><caption>The flags users evaluate now, and the kill switch</caption><thead><tr><th scope=\"col\">Flag</th><th scope=\"col\">State</th><th scope=\"col\">Kill switch</th></tr></thead><tbody>{rows}</tbody></table></section>"
+    )
+}
+
+/// `GET /ui/w/{name}/postmortem/{id}`: the blameless draft of a failed rollout.
+pub(super) async fn postmortem(State(sh): St, user: UiCaller, Path((name, id)): Path<(String, String)>) -> Response {
+    if !user.may(Perm::Read, Some(&name)) {
+        return not_found(&user, &format!("No workload {name} you may read."));
+    }
+    let events = match sh.events(Some(&name), 0, usize::MAX) {
+        Ok(e) => e,
+        Err(e) => return not_found(&user, &format!("The event log cannot be read: {e}")),
+    };
+    let draft = sh.world(|w| {
+        let ws = w.workload(&name)?;
+        ringfence_core::postmortem::draft(ws, &events, Some(&id)).ok()
+    });
+    match draft {
+        Some(markdown) => layout(
+            &format!("Postmortem {id}"),
+            Some(&user),
+            &format!(
+                "<p><a href=\"/ui/w/{u}\">{n}</a> · <a href=\"/ui/w/{u}/r/{r}\">the rollout</a></p><h1>Postmortem draft: {id}</h1><pre class=\"why\">{md}</pre>",
+                u = url(&name),
+                n = esc(&name),
+                r = url(&id),
+                id = esc(&id),
+                md = esc(&markdown)
+            ),
+        ),
+        None => not_found(&user, &format!("No failed rollout {id} of {name}.")),
+    }
+}
+
+/// `GET /ui/w/{name}/dora.svg`: the DORA metrics of the last 30 days, drawn.
+pub(super) async fn dora_svg(State(sh): St, user: UiCaller, Path(name): Path<String>) -> Response {
+    if !user.may(Perm::Read, Some(&name)) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let to = now();
+    let from = Timestamp(to.0 - 30 * 86_400_000);
+    let svg = sh
+        .world(|w| w.workload(&name).map(|ws| ringfence_core::dora::svg(&ringfence_core::dora::compute(ws, from, to))));
+    match svg {
+        Some(svg) => svg_response(svg),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+fn svg_response(svg: String) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "image/svg+xml"), (axum::http::header::CACHE_CONTROL, "no-store")], svg)
+        .into_response()
+}
+
 /// `GET /ui/w/{name}/r/{id}/signals.svg`: the recorded traffic of the rollout, drawn.
 pub(super) async fn signals_svg(State(sh): St, user: UiCaller, Path((name, id)): Path<(String, String)>) -> Response {
     if !user.may(Perm::Read, Some(&name)) {
@@ -512,17 +641,18 @@ pub(super) async fn signals_svg(State(sh): St, user: UiCaller, Path((name, id)):
         ringfence_core::postmortem::rollout_svg(ws, &events, &id)
     });
     match svg {
-        Some(svg) => ([(axum::http::header::CONTENT_TYPE, "image/svg+xml")], svg).into_response(),
+        Some(svg) => svg_response(svg),
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 
 /// The confirmation page of a destructive action (without JavaScript, or with it off).
-pub(super) fn confirm(user: &UiCaller, name: &str, action: &str, reason: &str) -> Response {
+pub(super) fn confirm(user: &UiCaller, name: &str, action: &str, flag: &str, reason: &str) -> Response {
     let main = format!(
-        "<h1>{action} {n}?</h1><p>This cannot be taken back by the same button.</p>\
+        "<h1>{action} {n}{f}?</h1><p>This cannot be taken back by the same button.</p>\
 <form method=\"post\" action=\"/ui/w/{u}/act\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
 <input type=\"hidden\" name=\"action\" value=\"{action}\"><input type=\"hidden\" name=\"confirmed\" value=\"yes\">\
+<input type=\"hidden\" name=\"flag\" value=\"{flag}\">\
 <p><label for=\"reason\">Reason</label><br><input id=\"reason\" name=\"reason\" value=\"{reason}\" maxlength=\"2048\"></p>\
 <p><button type=\"submit\" class=\"danger\">Yes, {action}</button> <a href=\"/ui/w/{u}\">No, back</a></p></form>",
         action = esc(action),
@@ -530,6 +660,8 @@ pub(super) fn confirm(user: &UiCaller, name: &str, action: &str, reason: &str) -
         u = url(name),
         csrf = user.csrf,
         reason = esc(reason),
+        f = if flag.is_empty() { String::new() } else { format!(": flag {}", esc(flag)) },
+        flag = esc(flag),
     );
     layout(&format!("{action} {name}?"), Some(user), &main)
 }
