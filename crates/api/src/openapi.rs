@@ -372,7 +372,7 @@ fn show_postmortem() {}
 
 /// The postmortem's signals, drawn
 ///
-/// SVG: error rate, p99 latency and requests per second of the new and the stable version
+/// SVG: error rate, p99 and p50 latency and requests per second of the new and the stable version
 /// around the incident, the halt and the mitigation marked, the thresholds dashed, with a
 /// title and a description in words.
 #[utoipa::path(get, path = "/v1/workloads/{name}/postmortem.svg", tag = "incidents", params(

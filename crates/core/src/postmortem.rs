@@ -339,7 +339,8 @@ pub fn rollout_svg(ws: &WorkloadState, events: &[Event], id: &str) -> Option<Str
     )
 }
 
-/// Three panels (error rate, p99, requests per second) of `release` against `stable`.
+/// Four panels (error rate, p99 and p50 latency, requests per second) of `release` against
+/// `stable`.
 fn draw(
     ws: &WorkloadState,
     samples: &[SignalSample],
@@ -376,6 +377,11 @@ fn draw(
             label: "p99 latency (ms)".into(),
             series: line(&|s| s.p99_us.map(|us| us as f64 / 1000.0)),
             threshold: ws.spec.health.max_p99_latency.map(|d| d.as_ms() as f64),
+        },
+        chart::Panel {
+            label: "p50 latency (ms)".into(),
+            series: line(&|s| s.p50_us.map(|us| us as f64 / 1000.0)),
+            threshold: None,
         },
         chart::Panel {
             label: "requests per second".into(),

@@ -288,9 +288,19 @@ pub(super) async fn workload(
             .join(" · ");
         let mut incidents = String::new();
         for i in ws.incidents.values().rev() {
+            let updates: String = i
+                .updates
+                .iter()
+                .map(|u| format!("<li><time>{}</time> {:?}: {}</li>", when(u.at), u.state, esc(&u.stakeholders)))
+                .collect();
+            let updates = if updates.is_empty() {
+                String::new()
+            } else {
+                format!("<details><summary>{} update(s)</summary><ol class=\"timeline\">{updates}</ol></details>", i.updates.len())
+            };
             let _ = write!(
                 incidents,
-                "<li><strong>{id}</strong> SEV{sev} {state:?}: {summary} (detected {at}){pm}</li>",
+                "<li><strong>{id}</strong> SEV{sev} {state:?}: {summary} (detected {at}){pm}{updates}</li>",
                 id = esc(&i.id),
                 sev = i.severity,
                 state = i.state,
@@ -409,13 +419,12 @@ pub(super) async fn rollout(State(sh): St, user: UiCaller, Path((name, id)): Pat
             let current = if i == r.phase && r.status.is_active() { " aria-current=\"step\"" } else { "" };
             let _ = write!(
                 phases,
-                "<li{current} class=\"phase {cls}\"><strong>{n}. {name}</strong> {w} for {bake} <span>{state}</span>{progress}</li>",
+                "<li{current} class=\"phase {cls}\"><strong>{name}</strong> {w} for {bake} <span>{state}</span>{progress}</li>",
                 cls = state.replace(' ', "-"),
-                n = i + 1,
                 name = esc(&p.name),
                 w = pct(p.weight),
                 bake = esc(&p.bake),
-                progress = if i == r.phase { format!(" {}", bake(&r)) } else { String::new() },
+                progress = if i == r.phase && r.status.is_active() { format!(" {}", bake(&r)) } else { String::new() },
             );
         }
         let decision = match &r.decision {
@@ -471,6 +480,7 @@ pub(super) async fn rollout(State(sh): St, user: UiCaller, Path((name, id)): Pat
             }
             None => String::new(),
         };
+        let windows = phase_windows(&r);
         let has_signals = events.iter().any(
             |e| matches!(&e.kind, ringfence_core::EventKind::SignalsRecorded { rollout_id, .. } if *rollout_id == id),
         );
@@ -499,7 +509,7 @@ pub(super) async fn rollout(State(sh): St, user: UiCaller, Path((name, id)): Pat
             "<p><a href=\"/ui/w/{u}\">{n}</a></p><h1>Rollout {id} of {rel}</h1>\
 <p>{badge} · from {from} · started by {by} at {start}{end} · reason: {reason}</p>\
 <section aria-labelledby=\"ph\"><h2 id=\"ph\">Phases</h2><ol class=\"phases\">{phases}</ol></section>\
-{decision}{chart}{evidence}\
+{decision}{chart}{evidence}{windows}\
 <section aria-labelledby=\"tl\"><h2 id=\"tl\">Timeline</h2><ol class=\"timeline\">{timeline}</ol></section>",
             u = url(&name),
             n = esc(&name),
@@ -530,6 +540,60 @@ fn rollout_events(sh: &Shared, name: &str, id: &str) -> Result<Vec<ringfence_cor
     let span = usize::try_from(last.saturating_sub(first) + 1).unwrap_or(usize::MAX).min(200_000);
     let events = sh.events(Some(name), first.saturating_sub(1), span).map_err(|e| e.to_string())?;
     Ok(events.into_iter().filter(|e| e.seq <= last).collect())
+}
+
+/// A latency quantile (µs) of a histogram of `(upper bound, count)`: the bound of the bucket
+/// holding it.
+fn quantile_us(buckets: &[(u64, u64)], q: f64) -> Option<u64> {
+    let total: u64 = buckets.iter().map(|&(_, n)| n).sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((q * total as f64).ceil() as u64).max(1);
+    let mut seen = 0;
+    buckets
+        .iter()
+        .find(|&&(_, n)| {
+            seen += n;
+            seen >= rank
+        })
+        .map(|&(upper, _)| upper)
+}
+
+/// The traffic each passed comparison phase was judged on: the evidence of every verdict that
+/// let the rollout go on.
+fn phase_windows(r: &api::Rollout) -> String {
+    if r.windows.is_empty() {
+        return String::new();
+    }
+    let side = |t: &api::Traffic| {
+        let rate = if t.requests > 0 { t.errors as f64 * 100.0 / t.requests as f64 } else { 0.0 };
+        let ms = |q| {
+            quantile_us(&t.latency_us, q).map(|us| format!("{:.1}", us as f64 / 1000.0)).unwrap_or_else(|| "-".into())
+        };
+        format!("<td>{}</td><td>{} ({rate:.2}%)</td><td>{}</td><td>{}</td>", t.requests, t.errors, ms(0.5), ms(0.99))
+    };
+    let rows: String = r
+        .windows
+        .iter()
+        .map(|w| {
+            let name = r.phases.get(w.phase).map(|p| p.name.as_str()).unwrap_or("");
+            format!(
+                "<tr><th scope=\"row\">{n}. {name}</th><td>{weight}</td>{new}{stable}</tr>",
+                n = w.phase + 1,
+                name = esc(name),
+                weight = pct(w.weight_bp as f64 / 100.0),
+                new = side(&w.canary),
+                stable = side(&w.stable),
+            )
+        })
+        .collect();
+    format!(
+        "<section aria-labelledby=\"win\"><h2 id=\"win\">Evidence of each passed phase</h2><table><caption>The traffic of the new and the stable version each passed phase was judged on (latency: upper bounds of the histogram buckets)</caption>\
+<thead><tr><th scope=\"col\" rowspan=\"2\">Phase</th><th scope=\"col\" rowspan=\"2\">Weight</th><th scope=\"colgroup\" colspan=\"4\">New version</th><th scope=\"colgroup\" colspan=\"4\">Stable version</th></tr>\
+<tr><th scope=\"col\">Requests</th><th scope=\"col\">Errors</th><th scope=\"col\">p50 ms</th><th scope=\"col\">p99 ms</th><th scope=\"col\">Requests</th><th scope=\"col\">Errors</th><th scope=\"col\">p50 ms</th><th scope=\"col\">p99 ms</th></tr></thead>\
+<tbody>{rows}</tbody></table></section>"
+    )
 }
 
 /// The flags users evaluate now, each with its kill switch (for those who may use it).
