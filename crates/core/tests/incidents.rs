@@ -405,8 +405,9 @@ fn the_postmortem_draws_the_new_and_the_stable_version_around_the_incident() {
     assert!(md.contains("- About 12 distinct users were sent to v2 before the halt."), "{md}");
     assert!(!md.contains("traffic recorded"), "samples stay out of the timeline: {md}");
     let svg = ringfence_core::postmortem::signals_svg(ws, &h.log, None).unwrap().expect("a chart");
-    // Three panels, a line for each version in each.
-    assert_eq!(svg.matches("<polyline").count(), 6, "{svg}");
+    // Four panels (error rate, p99, p50, requests per second), a line for each version in each.
+    assert_eq!(svg.matches("<polyline").count(), 8, "{svg}");
+    assert!(svg.contains("p50 latency (ms)"), "{svg}");
     assert!(svg.contains("v2 (new)") && svg.contains("v1 (stable)") && svg.contains("halted"), "{svg}");
     assert!(svg.contains("v2 before the halt: 20 requests, 7 errors, worst p99 9.0 ms"), "{svg}");
     // A failed rollout with nothing recorded has no chart, and one that did not fail no postmortem.
