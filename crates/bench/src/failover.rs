@@ -51,31 +51,7 @@ pub struct Report {
 
 /// The workload, its canary phase baking `bake` (the first deployment bakes as long).
 fn spec(bake: &str) -> String {
-    format!(
-        r#"[workload]
-name = "{WORKLOAD}"
-
-[executor]
-command = ["{{ringfence}}", "sample-app", "--listen", "127.0.0.1:{{port}}", "--version", "{{version}}"]
-replicas = 1
-
-[router]
-listen = "127.0.0.1:0"
-
-[rollout]
-max_hold = "2h"
-
-[[rollout.phases]]
-name = "canary"
-weight = 10
-bake = "{bake}"
-
-[[rollout.phases]]
-name = "all"
-weight = 100
-bake = "1s"
-"#
-    )
+    workload::sample_spec(WORKLOAD, 1, &[("canary", 10, bake), ("all", 100, "1s")], "[rollout]\nmax_hold = \"2h\"")
 }
 
 fn leader(store: &mut PgStore) -> Result<Option<String>> {

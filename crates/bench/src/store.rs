@@ -169,35 +169,11 @@ const WORKLOAD: &str = "storebench";
 fn rollout_rate(ringfence: &Path) -> Result<(f64, f64, u64)> {
     eprintln!("bench: a real rollout, for the events it appends per second");
     let mut server = Server::start(ringfence, None, false)?;
-    let spec = format!(
-        r#"[workload]
-name = "{WORKLOAD}"
-
-[executor]
-command = ["{{ringfence}}", "sample-app", "--listen", "127.0.0.1:{{port}}", "--version", "{{version}}"]
-replicas = 2
-
-[router]
-listen = "127.0.0.1:0"
-
-[[rollout.phases]]
-name = "canary"
-weight = 10
-bake = "10s"
-
-[[rollout.phases]]
-name = "half"
-weight = 50
-bake = "10s"
-
-[[rollout.phases]]
-name = "all"
-weight = 100
-bake = "10s"
-
-[health.analysis]
-power = 0
-"#
+    let spec = workload::sample_spec(
+        WORKLOAD,
+        2,
+        &[("canary", 10, "10s"), ("half", 50, "10s"), ("all", 100, "10s")],
+        "[health.analysis]\npower = 0",
     );
     let api = server.api()?;
     let out = crate::block_on(

@@ -65,31 +65,7 @@ pub struct Report {
 }
 
 fn spec() -> String {
-    format!(
-        r#"[workload]
-name = "{WORKLOAD}"
-
-[executor]
-command = ["{{ringfence}}", "sample-app", "--listen", "127.0.0.1:{{port}}", "--version", "{{version}}"]
-replicas = 1
-
-[router]
-listen = "127.0.0.1:0"
-
-[[rollout.phases]]
-name = "canary"
-weight = 20
-bake = "2s"
-
-[[rollout.phases]]
-name = "all"
-weight = 100
-bake = "1s"
-
-[health.analysis]
-power = 0
-"#
-    )
+    workload::sample_spec(WORKLOAD, 1, &[("canary", 20, "2s"), ("all", 100, "1s")], "[health.analysis]\npower = 0")
 }
 
 pub fn run(args: &UiArgs, ringfence: &Path) -> Result<Report> {

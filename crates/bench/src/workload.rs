@@ -13,6 +13,31 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 /// Applies a spec (TOML text) as the workload's desired configuration.
+/// The spec of a benchmark's workload: `replicas` sample-app replicas behind the built-in
+/// router, the `(name, weight, bake)` phases, then `extra` TOML (e.g. `[health.analysis]`).
+pub fn sample_spec(name: &str, replicas: u32, phases: &[(&str, u32, &str)], extra: &str) -> String {
+    use std::fmt::Write as _;
+    let mut spec = format!(
+        r#"[workload]
+name = "{name}"
+
+[executor]
+command = ["{{ringfence}}", "sample-app", "--listen", "127.0.0.1:{{port}}", "--version", "{{version}}"]
+replicas = {replicas}
+
+[router]
+listen = "127.0.0.1:0"
+"#
+    );
+    for (phase, weight, bake) in phases {
+        let _ = write!(spec, "\n[[rollout.phases]]\nname = \"{phase}\"\nweight = {weight}\nbake = \"{bake}\"\n");
+    }
+    if !extra.is_empty() {
+        let _ = write!(spec, "\n{extra}\n");
+    }
+    spec
+}
+
 pub async fn apply_spec(api: &ApiClient, name: &str, spec: &str) -> Result<()> {
     let body = json!({"spec": spec, "file": format!("{name}.toml")});
     let _: Value = api.post("/v1/workloads", &body).await.with_context(|| format!("applying the spec of {name}"))?;
@@ -309,6 +334,24 @@ pub fn pids(events: &[Value]) -> Vec<u32> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn the_benchmarks_specs_are_valid() {
+        let plain = sample_spec("w", 2, &[("canary", 10, "10s"), ("all", 100, "1s")], "");
+        let held = sample_spec("w", 1, &[("canary", 10, "1h"), ("all", 100, "1s")], "[rollout]\nmax_hold = \"2h\"");
+        let strict = sample_spec("w", 1, &[("canary", 20, "2s"), ("all", 100, "1s")], "[health.analysis]\npower = 0");
+        for spec in [plain, held, strict] {
+            let parsed = ringfence_core::spec::parse("bench.toml", &spec);
+            assert!(parsed.is_ok(), "{spec}\n{parsed:?}");
+        }
+        let held = ringfence_core::spec::parse(
+            "b.toml",
+            &sample_spec("w", 1, &[("c", 100, "1h")], "[rollout]\nmax_hold = \"2h\""),
+        )
+        .unwrap();
+        assert_eq!(held.rollout.phases.len(), 1);
+        assert_eq!(held.executor.replicas, 1);
+    }
 
     /// An event as the API returns it.
     pub fn ev(kind: &str, at: i64, extra: Value) -> Value {
