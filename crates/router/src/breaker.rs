@@ -97,6 +97,23 @@ impl Breaker {
         }
     }
 
+    /// The replica could not be reached (connection refused, no route, connect timeout): it
+    /// is taken out at once instead of after the consecutive-failure threshold, since every
+    /// request sent to it meanwhile would fail the same way. Probing follows as after a trip.
+    pub(crate) fn eject(&mut self, permit: Permit, now: Instant, config: &BreakerConfig) {
+        match self.state {
+            State::Closed => {
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+                self.trip(now, config);
+            }
+            State::HalfOpen { .. } if permit.probe => {
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+                self.trip(now, config);
+            }
+            State::HalfOpen { .. } | State::Open { .. } => {}
+        }
+    }
+
     /// The request ended without an outcome (client went away): free the probe slot so the
     /// breaker cannot stay half-open forever.
     pub(crate) fn abandon(&mut self, permit: Permit) {
@@ -298,6 +315,27 @@ mod tests {
         assert_eq!(b.trips(), 1);
         b.record(probe, true, now, &c);
         assert_eq!(b.state_at(now), BreakerState::Closed);
+    }
+
+    #[test]
+    fn an_unreachable_replica_is_ejected_at_once_and_probed_later() {
+        let (c, t0) = (config(), Instant::now());
+        let mut b = Breaker::default();
+        let p = b.admit(t0).unwrap();
+        b.eject(p, t0, &c);
+        assert_eq!(b.state_at(t0), BreakerState::Open);
+        assert_eq!(b.trips(), 1);
+        // Requests admitted before the ejection report late and change nothing.
+        b.eject(CLOSED, t0, &c);
+        assert_eq!(b.trips(), 1);
+        // After the open period the probe decides; an unreachable probe ejects again, longer.
+        let probe = b.admit(t0 + ms(1_000)).unwrap();
+        assert!(probe.probe);
+        b.eject(probe, t0 + ms(1_000), &c);
+        assert_eq!(b.state_at(t0 + ms(2_999)), BreakerState::Open);
+        let probe = b.admit(t0 + ms(3_000)).unwrap();
+        b.record(probe, true, t0 + ms(3_000), &c);
+        assert_eq!(b.state_at(t0 + ms(3_000)), BreakerState::Closed);
     }
 
     #[test]

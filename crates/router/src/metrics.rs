@@ -13,7 +13,7 @@ use prometheus_client::metrics::exemplar::Exemplar;
 use prometheus_client::registry::Unit;
 
 use crate::server::Shared;
-use crate::stats::BreakerState;
+use crate::stats::{BreakerState, SeriesCounts};
 
 pub(crate) struct Collector(pub(crate) Arc<Shared>);
 
@@ -22,9 +22,6 @@ impl fmt::Debug for Collector {
         f.write_str("ringfence_router::Collector")
     }
 }
-
-/// ((version, group), requests, errors).
-type SeriesCounts = ((String, String), u64, u64);
 
 const NO_EXEMPLAR: Option<&Exemplar<NoLabelSet, u64>> = None;
 
@@ -42,26 +39,27 @@ impl prometheus_client::collector::Collector for Collector {
         let series: Vec<(&str, SeriesCounts)> =
             sets.iter().flat_map(|&(w, s)| s.all_series().into_iter().map(move |x| (w, x))).collect();
 
-        let mut requests = encoder.encode_descriptor(
-            "ringfence_router_requests",
-            "Requests answered, by the version and group that served them.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (workload, ((version, group), count, _)) in &series {
-            let labels = labels(workload, &[("version", version.as_str()), ("group", group.as_str())]);
-            requests.encode_family(&labels)?.encode_counter(count, NO_EXEMPLAR)?;
-        }
-
-        let mut errors = encoder.encode_descriptor(
-            "ringfence_router_errors",
-            "5xx responses and transport errors, by the version and group that served them.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (workload, ((version, group), _, count)) in &series {
-            let labels = labels(workload, &[("version", version.as_str()), ("group", group.as_str())]);
-            errors.encode_family(&labels)?.encode_counter(count, NO_EXEMPLAR)?;
+        let counters: [(&str, &str, fn(&SeriesCounts) -> u64); 3] = [
+            ("ringfence_router_requests", "Requests answered, by the version and group that served them.", |c| {
+                c.requests
+            }),
+            (
+                "ringfence_router_errors",
+                "5xx responses and transport errors, by the version and group that served them.",
+                |c| c.errors,
+            ),
+            (
+                "ringfence_router_retries",
+                "Requests sent a second time, to another replica of the same version, after the first gave no answer.",
+                |c| c.retries,
+            ),
+        ];
+        for (name, help, count) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (workload, c) in &series {
+                let labels = labels(workload, &[("version", c.version.as_str()), ("group", c.group.as_str())]);
+                family.encode_family(&labels)?.encode_counter(&count(c), NO_EXEMPLAR)?;
+            }
         }
 
         let mut duration = encoder.encode_descriptor(

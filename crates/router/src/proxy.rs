@@ -12,7 +12,7 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::{PathAndQuery, Scheme};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 
-use crate::routing::{GroupRt, Routing};
+use crate::routing::{Attempt, GroupRt, Outcome, Routing};
 use crate::server::Shared;
 use crate::stats::{Latency, NO_VERSION, Series};
 use crate::table::bucket;
@@ -121,36 +121,128 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: So
     if let Some(i) = shadow {
         send_copy(&shared, &routing, i, &parts);
     }
-    let upstream_req = Request::from_parts(parts, body);
-
-    let result = tokio::time::timeout(shared.upstream_timeout, shared.client.request(upstream_req)).await;
+    // A bodiless request can be sent again as it was; one with a body cannot, since the body
+    // streams through and is gone once sent.
+    let spare = bodiless(&parts.headers).then(|| Spare {
+        idempotent: idempotent(&parts.method),
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        headers: parts.headers.clone(),
+    });
+    let first = attempt.upstream.addr;
+    let mut result = forward(&shared, &routing, attempt, Request::from_parts(parts, Either::Left(body))).await;
+    if let Err(failure) = &result
+        && let Some(spare) = spare
+        && failure.may_retry(spare.idempotent)
+        && let Some(second) = group.admit_other(Instant::now(), first)
+        && let Some(request) = spare.to(&second.upstream.authority)
+    {
+        group.series.retries.fetch_add(1, Relaxed);
+        tracing::debug!(%first, second = %second.upstream.addr, group = %group.name, ?failure, "retrying on another replica");
+        result = forward(&shared, &routing, second, request).await;
+    }
     let now = Instant::now();
     let mut response = match result {
-        Ok(Ok(response)) => {
-            let failed = response.status().is_server_error();
-            attempt.finish(!failed, now, &routing.table.breaker);
-            record(&group.series, &group.latency, received, now, failed);
+        Ok(response) => {
+            record(&group.series, &group.latency, received, now, response.status().is_server_error());
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, Either::Left(body))
         }
-        Ok(Err(error)) => {
-            let upstream = attempt.upstream.addr;
-            attempt.finish(false, now, &routing.table.breaker);
+        Err(failure) => {
             record(&group.series, &group.latency, received, now, true);
-            tracing::debug!(%upstream, group = %group.name, error = %ErrorChain(&error), "upstream request failed");
-            plain(StatusCode::BAD_GATEWAY, "upstream unavailable\n")
-        }
-        Err(_elapsed) => {
-            let upstream = attempt.upstream.addr;
-            attempt.finish(false, now, &routing.table.breaker);
-            record(&group.series, &group.latency, received, now, true);
-            tracing::debug!(%upstream, group = %group.name, "upstream timed out");
-            plain(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n")
+            match failure {
+                Failure::TimedOut => plain(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
+                Failure::Unreachable | Failure::Died => plain(StatusCode::BAD_GATEWAY, "upstream unavailable\n"),
+            }
         }
     };
     decorate(response.headers_mut(), group, new_cookie);
     response
+}
+
+/// What a request that got no answer needs to be sent once more.
+struct Spare {
+    idempotent: bool,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Spare {
+    fn to(self, authority: &hyper::http::uri::Authority) -> Option<Request<ProxyBody>> {
+        let path = self.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let uri = Uri::builder().scheme(Scheme::HTTP).authority(authority.clone()).path_and_query(path).build().ok()?;
+        let mut request = Request::new(Either::Right(Full::new(Bytes::new())));
+        *request.method_mut() = self.method;
+        *request.uri_mut() = uri;
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = self.headers;
+        Some(request)
+    }
+}
+
+/// Why one replica gave no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Nothing was sent: the connection could not be made.
+    Unreachable,
+    /// The request may have reached the replica, which closed or reset the connection before
+    /// its answer's headers.
+    Died,
+    /// No answer within the upstream timeout: the budget is spent, so no second try.
+    TimedOut,
+}
+
+impl Failure {
+    /// A request that never left can go anywhere; one that may have been processed is sent
+    /// again only when doing it twice is harmless (RFC 9110 9.2.2).
+    fn may_retry(self, idempotent: bool) -> bool {
+        match self {
+            Failure::Unreachable => true,
+            Failure::Died => idempotent,
+            Failure::TimedOut => false,
+        }
+    }
+}
+
+fn idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
+
+/// Sends `request` on `attempt`'s replica and tells its breaker how that went.
+async fn forward(
+    shared: &Shared,
+    routing: &Routing,
+    attempt: Attempt,
+    request: Request<ProxyBody>,
+) -> Result<Response<Incoming>, Failure> {
+    let result = tokio::time::timeout(shared.upstream_timeout, shared.client.request(request)).await;
+    let now = Instant::now();
+    let config = &routing.table.breaker;
+    let upstream = attempt.upstream.addr;
+    match result {
+        Ok(Ok(response)) => {
+            let outcome = if response.status().is_server_error() { Outcome::Failed } else { Outcome::Served };
+            attempt.finish(outcome, now, config);
+            Ok(response)
+        }
+        Ok(Err(error)) if error.is_connect() => {
+            attempt.finish(Outcome::Unreachable, now, config);
+            tracing::debug!(%upstream, error = %ErrorChain(&error), "upstream unreachable");
+            Err(Failure::Unreachable)
+        }
+        Ok(Err(error)) => {
+            attempt.finish(Outcome::Failed, now, config);
+            tracing::debug!(%upstream, error = %ErrorChain(&error), "upstream request failed");
+            Err(Failure::Died)
+        }
+        Err(_elapsed) => {
+            attempt.finish(Outcome::Failed, now, config);
+            tracing::debug!(%upstream, "upstream timed out");
+            Err(Failure::TimedOut)
+        }
+    }
 }
 
 /// No request body to copy (a copy is sent without one, so only such requests are copied).
@@ -165,7 +257,7 @@ const MAX_COPY_ANSWER: usize = 1 << 20;
 /// Sends a copy of a request to a replica of the shadow group, in the background: its answer
 /// is counted in that version's statistics and dropped; the user never waits on it.
 fn send_copy(shared: &Arc<Shared>, routing: &Routing, group_index: usize, parts: &hyper::http::request::Parts) {
-    use http_body_util::{BodyExt as _, Empty, Limited};
+    use http_body_util::{BodyExt as _, Limited};
     let group = &routing.groups[group_index];
     let Some(upstream) = group.next_upstream() else { return };
     let Some(path) = parts.uri.path_and_query().cloned() else { return };
@@ -174,12 +266,12 @@ fn send_copy(shared: &Arc<Shared>, routing: &Routing, group_index: usize, parts:
     else {
         return;
     };
-    let mut copy = Request::new(Empty::<Bytes>::new());
+    let mut copy: Request<ProxyBody> = Request::new(Either::Right(Full::new(Bytes::new())));
     *copy.method_mut() = parts.method.clone();
     *copy.uri_mut() = uri;
     *copy.headers_mut() = parts.headers.clone();
     let (series, latency) = (group.series.clone(), group.latency.clone());
-    let (client, timeout) = (shared.shadow_client.clone(), shared.upstream_timeout);
+    let (client, timeout) = (shared.client.clone(), shared.upstream_timeout);
     tokio::spawn(async move {
         let sent = Instant::now();
         let failed = match tokio::time::timeout(timeout, client.request(copy)).await {

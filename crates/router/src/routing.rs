@@ -75,12 +75,27 @@ pub(crate) struct Attempt {
     finished: bool,
 }
 
+/// How an attempt on one replica ended, for its breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The replica answered with a status below 500.
+    Served,
+    /// A 5xx, a timeout, or the connection died before the answer.
+    Failed,
+    /// The replica could not be connected to: ejected at once.
+    Unreachable,
+}
+
 impl Attempt {
-    pub(crate) fn finish(mut self, success: bool, now: Instant, config: &BreakerConfig) {
+    pub(crate) fn finish(mut self, outcome: Outcome, now: Instant, config: &BreakerConfig) {
         self.finished = true;
         let mut breaker = self.upstream.breaker();
         let before = breaker.state_at(now);
-        breaker.record(self.permit, success, now, config);
+        match outcome {
+            Outcome::Served => breaker.record(self.permit, true, now, config),
+            Outcome::Failed => breaker.record(self.permit, false, now, config),
+            Outcome::Unreachable => breaker.eject(self.permit, now, config),
+        }
         let after = breaker.state_at(now);
         let trips = breaker.trips();
         drop(breaker);
@@ -196,13 +211,28 @@ impl GroupRt {
 
     /// Round-robin over the replicas, skipping those whose breaker refuses.
     fn admit(&self, now: Instant) -> Option<Attempt> {
+        self.admit_except(now, None)
+    }
+
+    /// Another replica of this group (so of the same version) for a second try, never
+    /// `failed`: a retry must not cross versions, or the analysis would count one version's
+    /// failure as the other's success.
+    pub(crate) fn admit_other(&self, now: Instant, failed: SocketAddr) -> Option<Attempt> {
+        self.admit_except(now, Some(failed))
+    }
+
+    fn admit_except(&self, now: Instant, except: Option<SocketAddr>) -> Option<Attempt> {
         let n = self.upstreams.len();
         if n == 0 {
             return None;
         }
-        let start = self.next.fetch_add(1, Relaxed);
+        // A second try does not take a turn, so first tries stay evenly spread.
+        let start = if except.is_some() { self.next.load(Relaxed) } else { self.next.fetch_add(1, Relaxed) };
         (0..n).find_map(|k| {
             let upstream = &self.upstreams[(start + k) % n];
+            if Some(upstream.addr) == except {
+                return None;
+            }
             let permit = upstream.breaker().admit(now)?;
             Some(Attempt { upstream: upstream.clone(), permit, finished: false })
         })
@@ -240,7 +270,7 @@ mod tests {
 
     fn trip(r: &Routing, group: usize, now: Instant) {
         let (_, attempt) = r.pick(group, now).unwrap();
-        attempt.finish(false, now, &r.table.breaker);
+        attempt.finish(Outcome::Failed, now, &r.table.breaker);
     }
 
     #[test]
@@ -267,6 +297,26 @@ mod tests {
         trip(&r, 2, now);
         assert!(r.pick(0, now).is_none());
         assert!(r.pick(2, now).is_none());
+    }
+
+    #[test]
+    fn a_second_try_stays_in_the_group_and_skips_the_failed_replica() {
+        let stats = Stats::default();
+        let now = Instant::now();
+        let r = Routing::build(table(&[("a", 5_000, &[1, 2]), ("b", 5_000, &[3])]), None, &stats).unwrap();
+        let failed = SocketAddr::from(([127, 0, 0, 1], 1));
+        for _ in 0..4 {
+            assert_eq!(r.groups[0].admit_other(now, failed).unwrap().upstream.addr.port(), 2);
+        }
+        // Group b's only replica failed: no other replica of its version, so no second try.
+        assert!(r.groups[1].admit_other(now, SocketAddr::from(([127, 0, 0, 1], 3))).is_none());
+        // An unreachable replica is out after one attempt.
+        let (_, attempt) = r.pick(0, now).unwrap();
+        let port = attempt.upstream.addr.port();
+        attempt.finish(Outcome::Unreachable, now, &r.table.breaker);
+        for _ in 0..4 {
+            assert_ne!(r.pick(0, now).unwrap().1.upstream.addr.port(), port);
+        }
     }
 
     #[test]

@@ -39,9 +39,9 @@ pub(crate) struct Shared {
     pub(crate) stats: Stats,
     pub(crate) none_series: Arc<Series>,
     pub(crate) none_latency: Arc<Latency>,
-    pub(crate) client: Client<HttpConnector, Incoming>,
-    /// For copies of requests (shadow traffic), which have no body.
-    pub(crate) shadow_client: Client<HttpConnector, http_body_util::Empty<bytes::Bytes>>,
+    /// Forwarded requests stream their body through; second tries and copies of requests
+    /// (shadow traffic) have none.
+    pub(crate) client: Client<HttpConnector, crate::proxy::ProxyBody>,
     pub(crate) upstream_timeout: Duration,
     pub(crate) state_file: Option<PathBuf>,
     /// Who may call the admin API.
@@ -71,8 +71,7 @@ impl Shared {
             // so the pool rarely sends on a connection the upstream is closing, which would
             // surface as a spurious 502 and count against the replica's breaker.
             .pool_idle_timeout(Duration::from_secs(4));
-        let client = builder.build(connector.clone());
-        let shadow_client = builder.build(connector);
+        let client = builder.build(connector);
         let stats = Stats::default();
         Shared {
             routing: ArcSwapOption::empty(),
@@ -83,7 +82,6 @@ impl Shared {
             none_latency: stats.latency(NO_VERSION),
             stats,
             client,
-            shadow_client,
             upstream_timeout: config.upstream_timeout,
             state_file: config.state_file,
             admin_auth: config.admin_auth,

@@ -168,6 +168,19 @@ impl VersionStats {
 pub(crate) struct Series {
     pub(crate) requests: AtomicU64,
     pub(crate) errors: AtomicU64,
+    /// Requests sent a second time, to another replica of the group, after the first gave no
+    /// answer. Each still counts once in `requests`, with the second try's outcome.
+    pub(crate) retries: AtomicU64,
+}
+
+/// One series' counters, as read by the metrics endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SeriesCounts {
+    pub(crate) version: String,
+    pub(crate) group: String,
+    pub(crate) requests: u64,
+    pub(crate) errors: u64,
+    pub(crate) retries: u64,
 }
 
 /// Latency of one version, in both the fine (JSON) and coarse (Prometheus) bucket sets, and
@@ -293,10 +306,18 @@ impl Stats {
         map.entry(version.to_owned()).or_default().clone()
     }
 
-    /// Copies of every series: ((version, group), requests, errors).
-    pub(crate) fn all_series(&self) -> Vec<((String, String), u64, u64)> {
+    /// Copies of every series' counters.
+    pub(crate) fn all_series(&self) -> Vec<SeriesCounts> {
         let map = self.series.lock().unwrap_or_else(PoisonError::into_inner);
-        map.iter().map(|(k, s)| (k.clone(), s.requests.load(Relaxed), s.errors.load(Relaxed))).collect()
+        map.iter()
+            .map(|((version, group), s)| SeriesCounts {
+                version: version.clone(),
+                group: group.clone(),
+                requests: s.requests.load(Relaxed),
+                errors: s.errors.load(Relaxed),
+                retries: s.retries.load(Relaxed),
+            })
+            .collect()
     }
 
     pub(crate) fn all_latency(&self) -> Vec<(String, Arc<Latency>)> {
@@ -308,10 +329,10 @@ impl Stats {
     /// (the versions of the current table), so readers see every live version.
     pub(crate) fn versions<'a>(&self, keep: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, VersionStats> {
         let mut out: BTreeMap<String, VersionStats> = BTreeMap::new();
-        for ((version, _group), requests, errors) in self.all_series() {
-            let v = out.entry(version).or_default();
-            v.requests += requests;
-            v.errors += errors;
+        for c in self.all_series() {
+            let v = out.entry(c.version).or_default();
+            v.requests += c.requests;
+            v.errors += c.errors;
         }
         for (version, latency) in self.all_latency() {
             let v = out.entry(version).or_default();

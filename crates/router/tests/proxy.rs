@@ -379,13 +379,100 @@ async fn unreachable_upstreams_give_502_then_503_under_version_none() {
         let (status, headers, _) = router.get(&[("x-user-id", &format!("u{i}"))]).await;
         statuses.push((status.as_u16(), header(&headers, "x-ringfence-group").to_owned()));
     }
+    // The only replica refuses connections: ejected on the first, with no other replica of
+    // its version to try; from then on nowhere to send.
     let expected: Vec<(u16, String)> =
-        [(502, "stable"); 5].into_iter().chain([(503, "none"); 3]).map(|(s, g)| (s, g.to_owned())).collect();
+        [(502, "stable"); 1].into_iter().chain([(503, "none"); 7]).map(|(s, g)| (s, g.to_owned())).collect();
     assert_eq!(statuses, expected);
 
     let stats = router.stats().await;
-    assert_eq!((stats.versions["v1"].requests, stats.versions["v1"].errors), (5, 5));
-    assert_eq!((stats.versions["none"].requests, stats.versions["none"].errors), (4, 4));
+    assert_eq!((stats.versions["v1"].requests, stats.versions["v1"].errors), (1, 1));
+    assert_eq!((stats.versions["none"].requests, stats.versions["none"].errors), (8, 8));
+    router.stop().await;
+}
+
+/// A replica that takes each request and closes the connection without an answer, the way a
+/// process dying mid-request looks from outside.
+async fn hangs_up() -> SocketAddr {
+    use tokio::io::AsyncReadExt as _;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_request_without_an_answer_is_tried_once_more_on_the_same_version_only() {
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let stable = upstream("stable-2", StatusCode::OK).await;
+    let canary = upstream("canary-1", StatusCode::OK).await;
+    let router = Router::start(None).await;
+    let user_in = |group: u32| (0..).map(|i| format!("u{i}")).find(|u| (bucket("checkout", u) < 5_000) == (group == 0));
+    let (stable_user, canary_user) = (user_in(0).unwrap(), user_in(1).unwrap());
+
+    // A stable replica refusing connections: its users are served by the other one, and the
+    // refusing replica is out after its first refusal.
+    let t = table(1, &[("stable", "v1", 5_000, &[dead, stable.addr]), ("canary", "v2", 5_000, &[canary.addr])]);
+    assert_eq!(router.put_table(&to_json(&t)).await.0, StatusCode::OK);
+    for _ in 0..6 {
+        let (status, headers, body) = router.get(&[("x-user-id", &stable_user)]).await;
+        assert_eq!(
+            (status, body.as_str(), header(&headers, "x-ringfence-version")),
+            (StatusCode::OK, "stable-2", "v1")
+        );
+    }
+    // A POST without a body never reached the refusing replica either: it goes too.
+    let (status, _, _) = router.send(Method::POST, router.proxy, "/pay", &[("x-user-id", &stable_user)], "").await;
+    assert_eq!(status, StatusCode::OK);
+    let stats = router.stats().await;
+    let dead_replica = stats.upstreams.iter().find(|u| u.addr == dead).unwrap();
+    assert_eq!((dead_replica.state, dead_replica.trips), (BreakerState::Open, 1), "{stats:?}");
+    assert_eq!((stats.versions["v1"].requests, stats.versions["v1"].errors), (7, 0));
+    let metrics = router.admin_get("/metrics").await.1;
+    assert!(metrics.contains(r#"ringfence_router_retries_total{version="v1",group="stable"} 1"#), "{metrics}");
+
+    // A replica that takes the request and hangs up: a GET is sent again to the other
+    // replica; a POST may have been processed, so its user gets the 502.
+    let hangup = hangs_up().await;
+    let t = table(2, &[("stable", "v1", 5_000, &[hangup, stable.addr]), ("canary", "v2", 5_000, &[canary.addr])]);
+    assert_eq!(router.put_table(&to_json(&t)).await.0, StatusCode::OK);
+    for _ in 0..4 {
+        let (status, _, body) = router.get(&[("x-user-id", &stable_user)]).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "stable-2"));
+    }
+    let mut posts = Vec::new();
+    for _ in 0..4 {
+        let (status, _, _) = router.send(Method::POST, router.proxy, "/pay", &[("x-user-id", &stable_user)], "").await;
+        posts.push(status.as_u16());
+    }
+    posts.sort();
+    assert_eq!(posts, [200, 200, 502, 502], "round robin sends half the POSTs to each replica");
+
+    // The canary's only replica refuses: no other replica of v2, and never one of v1, so the
+    // user sees the failure and the analysis counts it against v2.
+    drop(canary);
+    let dead_canary = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let t = table(3, &[("stable", "v1", 5_000, &[stable.addr]), ("canary", "v2", 5_000, &[dead_canary])]);
+    assert_eq!(router.put_table(&to_json(&t)).await.0, StatusCode::OK);
+    let before = router.stats().await;
+    let (status, headers, _) = router.get(&[("x-user-id", &canary_user)]).await;
+    assert_eq!((status, header(&headers, "x-ringfence-version")), (StatusCode::BAD_GATEWAY, "v2"));
+    let after = router.stats().await;
+    assert_eq!(after.versions["v2"].errors - before.versions["v2"].errors, 1);
+    assert_eq!(after.versions["v1"].requests, before.versions["v1"].requests, "nothing of v2's went to v1");
     router.stop().await;
 }
 
