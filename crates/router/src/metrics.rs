@@ -23,6 +23,9 @@ impl fmt::Debug for Collector {
     }
 }
 
+/// A counter family: its name, its help text, and how to read it off a series.
+type Counter = (&'static str, &'static str, fn(&SeriesCounts) -> u64);
+
 const NO_EXEMPLAR: Option<&Exemplar<NoLabelSet, u64>> = None;
 
 impl prometheus_client::collector::Collector for Collector {
@@ -39,7 +42,7 @@ impl prometheus_client::collector::Collector for Collector {
         let series: Vec<(&str, SeriesCounts)> =
             sets.iter().flat_map(|&(w, s)| s.all_series().into_iter().map(move |x| (w, x))).collect();
 
-        let counters: [(&str, &str, fn(&SeriesCounts) -> u64); 3] = [
+        let counters: [Counter; 3] = [
             ("ringfence_router_requests", "Requests answered, by the version and group that served them.", |c| {
                 c.requests
             }),
