@@ -537,9 +537,10 @@ pub struct ServerArgs {
 
 #[derive(Args, Debug)]
 pub struct RouterArgs {
-    /// Where users send traffic.
+    /// Where users send traffic. Not needed when the listening socket is handed over in
+    /// LISTEN_FDS (systemd socket activation; the server starts its routers this way).
     #[arg(long, env = "RINGFENCE_ROUTER_LISTEN")]
-    pub listen: SocketAddr,
+    pub listen: Option<SocketAddr>,
     /// Admin API (tables, stats, /metrics).
     #[arg(long, env = "RINGFENCE_ROUTER_ADMIN", default_value = "127.0.0.1:0")]
     pub admin: SocketAddr,

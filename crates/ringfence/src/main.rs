@@ -13,6 +13,18 @@ fn main() -> ProcessExit {
         }
     };
     init_logging(&cli);
+    // A socket handed over by whoever started this process (the server, or systemd): taken
+    // while the process has one thread, since taking it edits the environment.
+    let inherited = match &cli.command {
+        Command::Router(_) => match listenfd::ListenFd::from_env().take_tcp_listener(0) {
+            Ok(listener) => listener,
+            Err(e) => {
+                eprintln!("error: the socket passed in LISTEN_FDS is not a TCP listening socket: {e}");
+                return ProcessExit::from(ExitCode::Invalid as u8);
+            }
+        },
+        _ => None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -20,7 +32,7 @@ fn main() -> ProcessExit {
             return ProcessExit::from(ExitCode::Failure as u8);
         }
     };
-    let result = runtime.block_on(run(cli));
+    let result = runtime.block_on(run(cli, inherited));
     match result {
         Ok(code) => ProcessExit::from(code as u8),
         Err(e) => {
@@ -67,7 +79,7 @@ async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<tokio::net::TcpL
         .map_err(|e| CliError::new(ExitCode::Failure, format!("cannot listen on {addr} for the {what}: {e}")))
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+async fn run(cli: Cli, inherited: Option<std::net::TcpListener>) -> Result<ExitCode, CliError> {
     match &cli.command {
         Command::Server(args) => {
             let data_dir = args.data_dir.clone().unwrap_or_else(cli::default_data_dir);
@@ -129,7 +141,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let admin_auth =
                 ringfence_router::AdminAuth::from_options(args.admin_token_file.as_deref(), args.insecure_admin)?;
             let client = if args.control_plane.is_empty() { None } else { Some(tier_client(args)?) };
-            let listener = bind(args.listen, "router").await?;
+            let listener = router_listener(args.listen, inherited).await?;
             let admin = bind(args.admin, "router admin API").await?;
             let (listen, admin_addr) = (
                 listener.local_addr().map_err(|e| CliError::new(ExitCode::Failure, e.to_string()))?,
@@ -166,6 +178,39 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Audit(cmd) => ringfence::audit::run(cmd, cli.output == cli::Output::Json),
         _ => cli::run_client(&cli).await,
     }
+}
+
+/// The router's users' socket: the one handed over, else a new one on `--listen`. A socket
+/// handed over keeps the connections that arrived while no router was accepting, so a router
+/// restarted on it refuses none.
+async fn router_listener(
+    listen: Option<std::net::SocketAddr>,
+    inherited: Option<std::net::TcpListener>,
+) -> Result<tokio::net::TcpListener, CliError> {
+    let Some(socket) = inherited else {
+        let Some(addr) = listen else {
+            return Err(CliError::new(
+                ExitCode::Usage,
+                "the router needs --listen ADDR, or a listening socket handed over in LISTEN_FDS (systemd socket activation)",
+            ));
+        };
+        return bind(addr, "router").await;
+    };
+    let fail = |e: std::io::Error| {
+        CliError::new(ExitCode::Failure, format!("cannot serve on the listening socket passed in LISTEN_FDS: {e}"))
+    };
+    let local = socket.local_addr().map_err(fail)?;
+    if let Some(addr) = listen
+        && addr != local
+        && !(addr.port() == 0 && addr.ip() == local.ip())
+    {
+        return Err(CliError::new(
+            ExitCode::Usage,
+            format!("--listen {addr} differs from the socket passed in LISTEN_FDS, which listens on {local}"),
+        ));
+    }
+    socket.set_nonblocking(true).map_err(fail)?;
+    tokio::net::TcpListener::from_std(socket).map_err(fail)
 }
 
 /// The client of a router of the tier, from its options: every URL checked, the token read.

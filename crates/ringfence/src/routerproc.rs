@@ -82,7 +82,33 @@ fn paths(shared: &Shared, workload: &str) -> (PathBuf, PathBuf, PathBuf) {
     )
 }
 
+/// The workload's users' socket, bound on first use and kept for the next routers; a copy
+/// of it for the child.
+fn users_socket(shared: &Shared, workload: &str, listen: &str) -> anyhow::Result<std::os::fd::OwnedFd> {
+    let mut sockets = shared.router_sockets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let socket = match sockets.entry(workload.to_owned()) {
+        std::collections::hash_map::Entry::Occupied(held) => held.into_mut(),
+        std::collections::hash_map::Entry::Vacant(slot) => {
+            let socket = std::net::TcpListener::bind(listen)
+                .with_context(|| format!("cannot listen on {listen} for {workload}'s router"))?;
+            slot.insert(socket)
+        }
+    };
+    Ok(std::os::fd::OwnedFd::from(socket.try_clone().context("cannot copy the router's listening socket")?))
+}
+
+/// Closes the workload's users' socket, once its router is stopped for good (the workload
+/// is deleted): from then on its users are refused.
+pub fn release_socket(shared: &Shared, workload: &str) {
+    shared.router_sockets.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(workload);
+}
+
+/// Starts the workload's router on the users' socket this server holds for it (fd 3, as
+/// systemd hands sockets over), so that a router restarted after a crash or a stop finds the
+/// connections that arrived meanwhile waiting, and no user is refused.
 pub async fn start(shared: &Shared, workload: &str, listen: &str) -> anyhow::Result<RouterHandle> {
+    use command_fds::{CommandFdExt as _, FdMapping};
+    let socket = users_socket(shared, workload, listen)?;
     let (ready, table, log) = paths(shared, workload);
     let _ = std::fs::remove_file(&ready);
     // Before the process: it reads the file once, at start.
@@ -94,10 +120,15 @@ pub async fn start(shared: &Shared, workload: &str, listen: &str) -> anyhow::Res
         .append(true)
         .open(&log)
         .with_context(|| format!("cannot open {}", log.display()))?;
-    let mut child = tokio::process::Command::new(exe)
+    let mut command = tokio::process::Command::new(exe);
+    command
+        .fd_mappings(vec![FdMapping { parent_fd: socket, child_fd: 3 }])
+        .context("cannot hand the listening socket to the router")?;
+    let mut child = command
+        .env("LISTEN_FDS", "1")
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDNAMES")
         .arg("router")
-        .arg("--listen")
-        .arg(listen)
         .arg("--admin")
         .arg("127.0.0.1:0")
         .arg("--state-file")

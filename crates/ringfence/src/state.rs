@@ -114,6 +114,10 @@ pub struct Shared {
     fences: Mutex<HashMap<String, ringfence_store::Fence>>,
     /// Every workload's lease as of the last renewal (unexpired ones), for `status`.
     pub leaders: Mutex<HashMap<String, ringfence_store::Lease>>,
+    /// The users' listening socket of each workload's router, held here while routers come
+    /// and go: connections that arrive between a router's exit and its successor's start wait
+    /// in the socket's queue instead of being refused (`routerproc`).
+    pub router_sockets: Mutex<HashMap<String, std::net::TcpListener>>,
 }
 
 /// How long a workload's lease lasts unless renewed, and how often it is renewed: a dead
@@ -203,6 +207,7 @@ impl Shared {
             replica: config.replica.clone(),
             fences: Mutex::default(),
             leaders: Mutex::default(),
+            router_sockets: Mutex::default(),
         }))
     }
 

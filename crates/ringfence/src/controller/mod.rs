@@ -632,6 +632,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
             && let Some(r) = &ws.router
         {
             routerproc::stop(r.pid).await;
+            routerproc::release_socket(shared, &name);
             shared.record(&name, "workload deleted", vec![EventKind::RouterStopped { pid: r.pid }])?;
             return Ok(true);
         }

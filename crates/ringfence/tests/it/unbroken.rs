@@ -1,0 +1,52 @@
+//! No user sees a failure ringfence could have avoided: while users are served at 500
+//! requests per second, a stable replica is SIGKILLed (the router tries the request again on
+//! the other replica and ejects the dead one at its first refusal), then the router itself is
+//! stopped (the server starts the next one on the same listening socket, so connections that
+//! arrive in between wait instead of being refused).
+
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::harness::{Load, Server, Spec, alive, by_version, pid_of};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_replica_and_a_restarted_router_fail_no_request() {
+    let mut server = Server::start().await;
+    let w = "unbroken";
+    let spec = Spec { replicas: 2, ..Spec::new(w) };
+    server.setup(&spec, &[("v1", &[])]).await;
+    let out = server.deploy_wait(w, "v1").await;
+    assert_eq!(out.code, 0, "deploy v1:\n{out}\n{}", server.diagnose(w).await);
+    let addr = server.router_addr(w).await;
+    let mut load = Load::start(addr, 500.0, 200);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let s = server.status(w).await;
+    let victim = pid_of(&s.replicas[0].instance);
+    kill(Pid::from_raw(victim as i32), Signal::SIGKILL).expect("SIGKILL a stable replica");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // A router stopped the way an upgrade or an operator stops it.
+    let old = s.router.as_ref().and_then(|r| r.pid).expect("the router is a process");
+    kill(Pid::from_raw(old as i32), Signal::SIGTERM).expect("SIGTERM the router");
+    let new = server
+        .wait_status(w, "a new router", |s| s.router.as_ref().and_then(|r| r.pid).filter(|&p| p != old && alive(p)))
+        .await;
+    assert_eq!(server.router_addr(w).await, addr, "the new router serves the same address");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let samples = load.finish().await;
+    let failed: Vec<_> = samples.iter().filter(|s| s.is_error()).collect();
+    assert!(samples.len() > 1_000, "the load ran: {} requests", samples.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed (router {old} -> {new}, replica {victim} killed): first {:?}; by version {:?}\n{}",
+        failed.len(),
+        samples.len(),
+        failed.first(),
+        by_version(&samples),
+        server.diagnose(w).await
+    );
+}
