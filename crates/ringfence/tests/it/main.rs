@@ -31,3 +31,4 @@ mod store;
 mod tier;
 mod trust;
 mod ui;
+mod unbroken;
