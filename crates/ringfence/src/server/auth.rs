@@ -256,10 +256,16 @@ fn check_request(hosts: &HostPolicy, method: &Method, path: &str, headers: &Head
 pub async fn authorize(
     axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
     matched: MatchedPath,
-    params: RawPathParams,
+    params: Result<RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
     mut req: Request,
     next: Next,
 ) -> Response {
+    // A segment that is not UTF-8 names nothing; refused here, before the token is looked at,
+    // in the error shape rather than as axum's plain text.
+    let params = match params {
+        Ok(p) => p,
+        Err(e) => return ApiError::new(ErrorKind::BadRequest, format!("path: {}", e.body_text())).into_response(),
+    };
     let route = matched.as_str().to_owned();
     if PUBLIC.contains(&route.as_str()) {
         return next.run(req).await;

@@ -1,5 +1,6 @@
-//! How requests are read: bodies and query strings refused in the API's error shape, with
-//! a size limit; who is asking.
+//! How requests are read: bodies, query strings and path segments refused in the API's error
+//! shape, with a size limit; who is asking. Handlers take these, never axum's own extractors,
+//! whose rejections are plain text.
 
 use super::prelude::*;
 
@@ -42,6 +43,25 @@ where
             .await
             .map(|Query(q)| Params(q))
             .map_err(|e| ApiError::new(ErrorKind::BadRequest, e.body_text()))
+    }
+}
+
+/// Path parameters that answer 400 in the API's error shape when they cannot be read
+/// (`/v1/workloads/%FF`: not UTF-8), instead of axum's plain-text rejection.
+pub struct Path<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(p)| Path(p))
+            .map_err(|e| ApiError::new(ErrorKind::BadRequest, format!("path: {}", e.body_text())))
     }
 }
 

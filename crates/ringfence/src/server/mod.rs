@@ -67,7 +67,7 @@ mod prelude {
     pub(super) use std::time::Duration;
 
     pub(super) use axum::Json;
-    pub(super) use axum::extract::{Path, Query, State};
+    pub(super) use axum::extract::{Query, State};
     pub(super) use axum::http::StatusCode;
     pub(super) use axum::response::{IntoResponse, Response};
     pub(super) use axum::routing::post;
@@ -79,7 +79,7 @@ mod prelude {
 
     pub(super) use super::auth::Caller;
     pub(super) use super::error::{ApiError, ErrorKind};
-    pub(super) use super::extract::{Actor, Body, Params, St};
+    pub(super) use super::extract::{Actor, Body, Params, Path, St};
     pub(super) use super::planning::bake_warnings;
     pub(super) use super::wire;
     pub(super) use crate::controller;
