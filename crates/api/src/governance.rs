@@ -21,17 +21,24 @@ pub struct EmergencyClaim {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Attestation {
-    /// `code-review`, `security-scan`, `compliance`, `tests`, ...
+    /// `code-review`, `security-scan`, `compliance`, `tests`, ... (1 to 63 letters, digits, `-`
+    /// or `_`).
+    #[schema(max_length = 63, pattern = r"^[A-Za-z0-9_-]+$")]
     pub kind: String,
-    /// Who or what checked: the review's URL, the scanner's run.
+    /// Who or what checked: the review's URL, the scanner's run (1 to 512 characters, not blank).
+    #[schema(max_length = 512, pattern = r"[^ \t\n\r\x0b\x0c]")]
     pub source: String,
-    /// What was checked: the artifact, its digest (`sha256:...`), or the release's commit.
+    /// What was checked: the artifact, its digest (`sha256:...`), or the release's commit (1 to
+    /// 512 characters, not blank).
+    #[schema(max_length = 512, pattern = r"[^ \t\n\r\x0b\x0c]")]
     pub subject: String,
     pub passed: bool,
     /// When the check ran; when it was recorded if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checked_at: Option<Timestamp>,
+    /// At most 4096 characters.
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schema(max_length = 4096)]
     pub detail: String,
 }
 

@@ -82,8 +82,12 @@ pub struct FollowUp {
 pub struct NewFollowUp {
     /// The incident (its rollout's id) whose postmortem calls for it.
     pub incident: String,
+    /// 1 to 300 characters, not blank.
+    #[schema(max_length = 300, pattern = r"[^ \t\n\r\x0b\x0c]")]
     pub title: String,
+    /// At most 64 characters; none when empty.
     #[serde(default)]
+    #[schema(max_length = 64)]
     pub owner: String,
     /// Due this long from now (`7d`, `36h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,6 +98,8 @@ pub struct NewFollowUp {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssignFollowUp {
+    /// 1 to 64 characters, not blank.
+    #[schema(max_length = 64, pattern = r"[^ \t\n\r\x0b\x0c]")]
     pub owner: String,
 }
 

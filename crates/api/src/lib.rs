@@ -35,8 +35,8 @@ pub use release::{
 };
 pub use rollout::{
     Bypass, ComponentHealth, Considered, Decision, Deploy, Gate, Health, HealthModel, Level, MitigationAction, Phase,
-    PhaseWindow, Reason, Rollback, Rollout, RolloutKind, RolloutStatus, Segment, SignalResult, SmokeResult, Stage,
-    Started, Traffic, Verdict, Why,
+    PhaseWindow, Reason, RequiredReason, Rollback, Rollout, RolloutKind, RolloutStatus, Segment, SignalResult,
+    SmokeResult, Stage, Started, Traffic, Verdict, Why,
 };
 pub use signals::{
     AlertsAccepted, FlagChange, FlagGroup, Flags, KilledFlag, Report, ReportAccepted, RoutesReportAccepted,

@@ -5,9 +5,10 @@
 //! list the same routes. `docs/openapi.json` is this document as written by
 //! `cargo xtask openapi`; a test fails when it is stale.
 
-use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
+use utoipa::openapi::schema::Schema;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::*;
@@ -63,7 +64,10 @@ pub const PUBLIC: &[&str] =
 struct ApiDoc;
 
 /// What every operation shares: the bearer token (but on the public routes), and the error
-/// answers of the layers in front of every handler, all in the one error shape.
+/// answers that follow from its shape rather than its handler (the layers in front of every
+/// handler, the extractors of its path, query and body, the checks and the log every command
+/// passes), all in the one error shape. With these, every status an operation can answer is
+/// listed (a test sends it generated requests and fails on one that is not).
 struct Common;
 
 impl Modify for Common {
@@ -84,27 +88,81 @@ impl Modify for Common {
         for (path, item) in doc.paths.paths.iter_mut() {
             let public = PUBLIC.contains(&path.as_str());
             for op in operations(item) {
+                let has_query = op
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .any(|p| matches!(p, RefOr::T(p) if matches!(p.parameter_in, ParameterIn::Query)));
                 if public {
                     op.security = Some(vec![SecurityRequirement::default()]);
-                    continue;
+                    add_error(op, "403", "the Host or Origin is not allowed");
+                } else {
+                    add_error(op, "401", "no token, or one that is unknown, expired or revoked");
+                    add_error(op, "403", "the token's roles do not grant this, or the Host or Origin is not allowed");
                 }
-                add_error(op, "401", "no token, or one that is unknown, expired or revoked");
-                add_error(op, "403", "the token's roles do not grant this, or the Host or Origin is not allowed");
-                if path.contains("{name}") {
-                    add_error(op, "404", "no such workload (or release, rollout)");
+                if path.contains('{') {
+                    add_error(op, "404", "no such workload (or release, rollout, item)");
                 }
-                if op.request_body.is_some() {
+                if path.contains('{') || has_query || op.request_body.is_some() {
                     add_error(
                         op,
                         "400",
-                        "the body is not the JSON expected (a field that does not exist, a wrong type)",
+                        "the request does not fit this document: a path segment or query parameter that cannot be read or is out of its range, or a body that is not the JSON expected (a field that does not exist, a wrong type)",
                     );
+                }
+                if op.request_body.is_some() {
                     add_error(op, "413", "the body is larger than 2 MiB");
                     add_error(op, "415", "the body is not sent as application/json");
-                    add_error(op, "500", "the event log could not be written");
                 }
             }
+            // Every command (a POST with a body, a DELETE) is checked against the state and
+            // the rules, and appends to the log; a replica racing another's write is refused
+            // with 409 too.
+            for op in [&mut item.post, &mut item.delete].into_iter().flatten() {
+                add_error(op, "409", "refused in the current state, or another replica changed it at the same moment");
+                add_error(op, "422", "read, but a value breaks a rule (the message names it)");
+                add_error(op, "500", "the event log could not be written: nothing changed");
+            }
         }
+        if let Some(components) = doc.components.as_mut() {
+            merge_flattened(&mut components.schemas);
+        }
+    }
+}
+
+/// A struct that flattens another (`#[serde(flatten)]`) is generated as `allOf` of the two,
+/// but each part says `additionalProperties: false`, so no object fits both: the parts are
+/// merged into the one object the server reads.
+fn merge_flattened(schemas: &mut std::collections::BTreeMap<String, RefOr<Schema>>) {
+    use utoipa::openapi::schema::{AdditionalProperties, Object};
+    let closed = |o: &Object| matches!(o.additional_properties.as_deref(), Some(AdditionalProperties::FreeForm(false)));
+    let snapshot = schemas.clone();
+    for schema in schemas.values_mut() {
+        let RefOr::T(Schema::AllOf(all)) = schema else { continue };
+        let parts: Option<Vec<&Object>> = all
+            .items
+            .iter()
+            .map(|p| match p {
+                RefOr::T(Schema::Object(o)) => Some(o),
+                RefOr::Ref(r) => match r.ref_location.rsplit('/').next().and_then(|n| snapshot.get(n)) {
+                    Some(RefOr::T(Schema::Object(o))) => Some(o),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        let Some(parts) = parts else { continue };
+        if !parts.iter().any(|o| closed(o)) {
+            continue;
+        }
+        let mut merged = Object::new();
+        merged.description = all.description.clone();
+        for o in parts {
+            merged.properties.extend(o.properties.clone());
+            merged.required.extend(o.required.iter().cloned());
+        }
+        merged.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+        *schema = RefOr::T(Schema::Object(merged));
     }
 }
 
@@ -205,7 +263,7 @@ fn show_release() {}
 ///
 /// A mitigated release is held: it cannot be deployed again until a person says why it may
 /// (the reason is required and recorded).
-#[utoipa::path(post, path = "/v1/workloads/{name}/releases/{version}/clear-hold", tag = "releases", params(("name" = String, Path, description = "the workload"), ("version" = String, Path, description = "the release's version")), request_body = Reason, responses(
+#[utoipa::path(post, path = "/v1/workloads/{name}/releases/{version}/clear-hold", tag = "releases", params(("name" = String, Path, description = "the workload"), ("version" = String, Path, description = "the release's version")), request_body = RequiredReason, responses(
     (status = 200, description = "cleared", body = Started),
     (status = 409, description = "the release is not held", body = ErrorBody),
     (status = 422, description = "no reason given", body = ErrorBody)
@@ -217,7 +275,7 @@ fn clear_hold() {}
 ///
 /// No deploy of it and no rollback to it afterwards. Not the stable version, nor one a rollout
 /// in progress involves. The reason is required and recorded.
-#[utoipa::path(post, path = "/v1/workloads/{name}/releases/{version}/revoke", tag = "releases", params(("name" = String, Path, description = "the workload"), ("version" = String, Path, description = "the release's version")), request_body = Reason, responses(
+#[utoipa::path(post, path = "/v1/workloads/{name}/releases/{version}/revoke", tag = "releases", params(("name" = String, Path, description = "the workload"), ("version" = String, Path, description = "the release's version")), request_body = RequiredReason, responses(
     (status = 200, description = "revoked", body = Started),
     (status = 409, description = "already revoked, the stable version, or part of a rollout in progress", body = ErrorBody),
     (status = 422, description = "no reason given", body = ErrorBody)
@@ -284,7 +342,7 @@ fn approve() {}
 ///
 /// One eligible rejection fails the gate: a queued deployment is dropped, a rollout at an
 /// approval gate is aborted (all traffic back to the stable version). The reason is required.
-#[utoipa::path(post, path = "/v1/workloads/{name}/reject", tag = "governance", params(("name" = String, Path, description = "the workload")), request_body = Reason, responses(
+#[utoipa::path(post, path = "/v1/workloads/{name}/reject", tag = "governance", params(("name" = String, Path, description = "the workload")), request_body = RequiredReason, responses(
     (status = 200, description = "recorded", body = GovernanceChange),
     (status = 403, description = "separation of duties", body = ErrorBody),
     (status = 409, description = "nothing waits for an approval", body = ErrorBody),
@@ -366,7 +424,10 @@ fn resolve_incident() {}
 #[utoipa::path(get, path = "/v1/workloads/{name}/postmortem", tag = "incidents", params(
     ("name" = String, Path, description = "the workload"),
     ("rollout" = Option<String>, Query, description = "the failed rollout (default: the latest incident's)")
-), responses((status = 200, description = "the draft", body = Postmortem)))]
+), responses(
+    (status = 200, description = "the draft", body = Postmortem),
+    (status = 500, description = "the event log could not be read", body = ErrorBody)
+))]
 #[allow(dead_code)]
 fn show_postmortem() {}
 
@@ -380,7 +441,8 @@ fn show_postmortem() {}
     ("rollout" = Option<String>, Query, description = "the failed rollout (default: the latest incident's)")
 ), responses(
     (status = 200, description = "the chart", content_type = "image/svg+xml", body = String),
-    (status = 404, description = "no such failed rollout, or no traffic recorded for it", body = ErrorBody)
+    (status = 404, description = "no such failed rollout, or no traffic recorded for it", body = ErrorBody),
+    (status = 500, description = "the event log could not be read", body = ErrorBody)
 ))]
 #[allow(dead_code)]
 fn show_postmortem_svg() {}
@@ -392,8 +454,8 @@ fn show_postmortem_svg() {}
 /// report's clusters, with every deployment counted.
 #[utoipa::path(get, path = "/v1/workloads/{name}/dora", tag = "incidents", params(
     ("name" = String, Path, description = "the workload"),
-    ("days" = Option<u32>, Query, description = "the window in days back from now (default 30, 1 to 3660)")
-), responses((status = 200, description = "the metrics", body = Dora), (status = 422, description = "days out of range", body = ErrorBody)))]
+    ("days" = Option<u32>, Query, minimum = 1, maximum = 3660, description = "the window in days back from now (default 30, 1 to 3660)")
+), responses((status = 200, description = "the metrics", body = Dora)))]
 #[allow(dead_code)]
 fn show_dora() {}
 
@@ -403,7 +465,7 @@ fn show_dora() {}
 /// with a title and a description in words.
 #[utoipa::path(get, path = "/v1/workloads/{name}/dora.svg", tag = "incidents", params(
     ("name" = String, Path, description = "the workload"),
-    ("days" = Option<u32>, Query, description = "the window in days back from now (default 30, 1 to 3660)")
+    ("days" = Option<u32>, Query, minimum = 1, maximum = 3660, description = "the window in days back from now (default 30, 1 to 3660)")
 ), responses((status = 200, description = "the chart", content_type = "image/svg+xml", body = String)))]
 #[allow(dead_code)]
 fn show_dora_svg() {}
@@ -480,7 +542,7 @@ fn status_feed() {}
 /// Pauses every progressing rollout of every workload and refuses to start, resume or
 /// promote any until the line restarts. Rollbacks and automatic fallbacks still run. Needs
 /// the admin role on every workload; the reason is required.
-#[utoipa::path(post, path = "/v1/line/stop", tag = "governance", request_body = Reason, responses(
+#[utoipa::path(post, path = "/v1/line/stop", tag = "governance", request_body = RequiredReason, responses(
     (status = 200, description = "stopped: the rollouts it paused", body = LineChange),
     (status = 409, description = "already stopped", body = ErrorBody),
     (status = 422, description = "no reason given", body = ErrorBody)
@@ -503,7 +565,7 @@ fn restart_line() {}
 /// The release's guard flags are turned off and the rollout goes on from its current phase.
 /// Needs the approver role and a name in the spec's `mitigation.bypass_approvers`; the reason
 /// is required and recorded.
-#[utoipa::path(post, path = "/v1/workloads/{name}/bypass", tag = "rollouts", params(("name" = String, Path, description = "the workload")), request_body = Reason, responses(
+#[utoipa::path(post, path = "/v1/workloads/{name}/bypass", tag = "rollouts", params(("name" = String, Path, description = "the workload")), request_body = RequiredReason, responses(
     (status = 200, description = "approved: the flags are off and the rollout goes on", body = Started),
     (status = 403, description = "this caller is not one of the spec's bypass approvers", body = ErrorBody),
     (status = 409, description = "no rollout offers a bypass", body = ErrorBody),
@@ -537,7 +599,8 @@ fn abort() {}
 /// judged on probes and crashes).
 #[utoipa::path(post, path = "/v1/workloads/{name}/rollback", tag = "rollouts", params(("name" = String, Path, description = "the workload")), request_body = Rollback, responses(
     (status = 200, description = "the rollback started, or the rollout in progress is falling back", body = Started),
-    (status = 409, description = "nothing to roll back to", body = ErrorBody)
+    (status = 409, description = "nothing to roll back to, `to` is revoked or already stable, or a rollback is already under way", body = ErrorBody),
+    (status = 422, description = "`to` was never last known good", body = ErrorBody)
 ))]
 #[allow(dead_code)]
 fn rollback() {}
@@ -548,8 +611,11 @@ fn rollback() {}
 #[utoipa::path(get, path = "/v1/workloads/{name}/events", tag = "events", params(
     ("name" = String, Path, description = "the workload"),
     ("after" = Option<u64>, Query, description = "only events after this sequence number"),
-    ("limit" = Option<usize>, Query, description = "at most this many (up to 1000)")
-), responses((status = 200, description = "the events, oldest first", body = Vec<Event>)))]
+    ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "at most this many (1 to 1000; default 1000)")
+), responses(
+    (status = 200, description = "the events, oldest first", body = Vec<Event>),
+    (status = 500, description = "the event log could not be read", body = ErrorBody)
+))]
 #[allow(dead_code)]
 fn workload_events() {}
 
@@ -571,8 +637,11 @@ fn show_rollout() {}
 /// For tokens with a grant on `*`. Secrets in them are redacted; paged as the workload's.
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(
     ("after" = Option<u64>, Query, description = "only events after this sequence number"),
-    ("limit" = Option<usize>, Query, description = "at most this many (up to 1000)")
-), responses((status = 200, description = "the events, oldest first", body = Vec<Event>)))]
+    ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "at most this many (1 to 1000; default 1000)")
+), responses(
+    (status = 200, description = "the events, oldest first", body = Vec<Event>),
+    (status = 500, description = "the event log could not be read", body = ErrorBody)
+))]
 #[allow(dead_code)]
 fn all_events() {}
 
@@ -592,12 +661,11 @@ fn alerts() {}
 /// "path_prefix", "table"}]}`. Send the last `ETag` back in `If-None-Match` with `wait` to
 /// hold the request open until the set changes.
 #[utoipa::path(get, path = "/v1/routes", tag = "routing", params(
-    ("wait" = Option<u64>, Query, description = "seconds (up to 60) to wait for a change of the set named by If-None-Match"),
+    ("wait" = Option<u64>, Query, maximum = 60, description = "seconds (up to 60) to wait for a change of the set named by If-None-Match"),
     ("If-None-Match" = Option<String>, Header, description = "the ETag of the set the router serves")
 ), responses(
     (status = 200, description = "the table set, with its ETag", body = serde_json::Value),
     (status = 304, description = "the set named by If-None-Match is still current after `wait`"),
-    (status = 400, description = "`wait` is above 60", body = ErrorBody)
 ))]
 #[allow(dead_code)]
 fn routes() {}
@@ -616,10 +684,9 @@ fn routes_report() {}
 /// How long each phase needs at today's traffic
 #[utoipa::path(get, path = "/v1/workloads/{name}/plan", tag = "workloads", params(
     ("name" = String, Path, description = "the workload"),
-    ("rps" = Option<f64>, Query, description = "plan for this request rate instead of the one measured at the router")
+    ("rps" = Option<f64>, Query, exclusive_minimum = 0, description = "plan for this request rate (above 0) instead of the one measured at the router")
 ), responses(
-    (status = 200, description = "the advice per phase", body = PlanAdvice),
-    (status = 422, description = "`rps` is not above 0", body = ErrorBody)
+    (status = 200, description = "the advice per phase", body = PlanAdvice)
 ))]
 #[allow(dead_code)]
 fn plan() {}
@@ -632,7 +699,7 @@ fn list_flags() {}
 /// Kill switch: the flag serves its default everywhere
 ///
 /// Always allowed, whatever the rollout state. The reason is required (it is audited).
-#[utoipa::path(post, path = "/v1/workloads/{name}/flags/{flag}/kill", tag = "flags", params(("name" = String, Path, description = "the workload"), ("flag" = String, Path, description = "the flag's key")), request_body = Reason, responses(
+#[utoipa::path(post, path = "/v1/workloads/{name}/flags/{flag}/kill", tag = "flags", params(("name" = String, Path, description = "the workload"), ("flag" = String, Path, description = "the flag's key")), request_body = RequiredReason, responses(
     (status = 200, description = "killed", body = FlagChange),
     (status = 422, description = "no reason given, or no release defines the flag", body = ErrorBody)
 ))]

@@ -343,6 +343,16 @@ pub struct Reason {
     pub reason: String,
 }
 
+/// The body of the commands that must say why (the kill switch, stopping the line, clearing a
+/// hold, revoking, a bypass, a rejection): `Reason` on the wire, with the reason required and
+/// not blank (a blank one is refused with 422).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequiredReason {
+    #[schema(pattern = r"[^ \t\n\r\x0b\x0c]")]
+    pub reason: String,
+}
+
 /// `POST .../rollback`: to the last known good, or to `to`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -351,6 +361,7 @@ pub struct Rollback {
     pub reason: String,
     /// A version that was last known good; the latest when absent.
     #[serde(default)]
+    #[schema(min_length = 1)]
     pub to: Option<String>,
 }
 

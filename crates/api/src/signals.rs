@@ -11,7 +11,9 @@ use crate::Timestamp;
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Report {
-    /// The user's key, as sent in the router's sticky header or cookie (1 to 256 characters).
+    /// The user's key, as sent in the router's sticky header or cookie (1 to 256 characters,
+    /// not blank).
+    #[schema(max_length = 256, pattern = r"[^ \t\n\r\x0b\x0c]")]
     pub user: String,
     #[serde(default)]
     pub message: String,

@@ -9,10 +9,13 @@ use crate::Timestamp;
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
-    /// Who or what will hold it: the actor of what it does.
+    /// Who or what will hold it: the actor of what it does (1 to 64 printable characters, not
+    /// blank).
+    #[schema(max_length = 64, pattern = r"[^ \t\n\r\x0b\x0c]")]
     pub name: String,
     /// `role` or `role:workload,workload` (roles: viewer, reporter, flag-admin, deployer,
-    /// approver, admin; docs/security.md).
+    /// approver, admin; docs/security.md). At least one.
+    #[schema(min_items = 1)]
     pub grants: Vec<String>,
     /// How long it is valid (`30d`, `12h`); forever when absent.
     #[serde(default)]

@@ -14,6 +14,27 @@ pub(super) fn default_limit() -> usize {
     MAX_PAGE
 }
 
+impl EventsQuery {
+    /// The page asked for: (after, limit). A limit past the largest page is refused rather than
+    /// cut down, so a client that asked for more never takes a short page for the end of the
+    /// log; sequence numbers are 63-bit (the document's int64).
+    fn page(&self) -> Result<(u64, usize), ApiError> {
+        if self.after > i64::MAX as u64 {
+            return Err(ApiError::new(
+                ErrorKind::BadRequest,
+                format!("after: expected 0 to {}, found {}", i64::MAX, self.after),
+            ));
+        }
+        if self.limit == 0 || self.limit > MAX_PAGE {
+            return Err(ApiError::new(
+                ErrorKind::BadRequest,
+                format!("limit: expected 1 to {MAX_PAGE}, found {}", self.limit),
+            ));
+        }
+        Ok((self.after, self.limit))
+    }
+}
+
 /// The most events one answer holds; a client pages on with `after` until a page is empty
 /// (docs/api.md).
 const MAX_PAGE: usize = 1000;
@@ -32,14 +53,16 @@ pub(super) async fn workload_events(
         Some(_) => Ok(()),
         None => command::workload(w, &name).map(|_| ()),
     })?;
-    Ok(Json(bounded(sh.events(Some(&name), q.after, q.limit.min(MAX_PAGE))?).iter().map(wire::event).collect()))
+    let (after, limit) = q.page()?;
+    Ok(Json(bounded(sh.events(Some(&name), after, limit)?).iter().map(wire::event).collect()))
 }
 
 pub(super) async fn all_events(
     State(sh): St,
     Params(q): Params<EventsQuery>,
 ) -> Result<Json<Vec<api::Event>>, ApiError> {
-    let mut events = bounded(sh.events(None, q.after, q.limit.min(MAX_PAGE))?);
+    let (after, limit) = q.page()?;
+    let mut events = bounded(sh.events(None, after, limit)?);
     events.iter_mut().for_each(redact);
     Ok(Json(events.iter().map(wire::event).collect()))
 }

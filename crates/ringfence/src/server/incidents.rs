@@ -114,7 +114,7 @@ impl DoraQuery {
     fn window(&self) -> Result<(ringfence_core::Timestamp, ringfence_core::Timestamp), ApiError> {
         let days = self.days.unwrap_or(30);
         if days == 0 || days > 3660 {
-            return Err(ApiError::new(ErrorKind::Invalid, format!("days: expected 1 to 3660, found {days}")));
+            return Err(ApiError::new(ErrorKind::BadRequest, format!("days: expected 1 to 3660, found {days}")));
         }
         let to = now();
         Ok((ringfence_core::Timestamp(to.millis() - i64::from(days) * 86_400_000), to))

@@ -25,7 +25,7 @@ pub(super) async fn plan(
     let (rps, measured) = match (q.rps, &first, &admin) {
         (Some(r), _, _) if r.is_finite() && r > 0.0 => (r, false),
         (Some(r), _, _) => {
-            return Err(ApiError::new(ErrorKind::Invalid, format!("rps must be above 0, found {r}")));
+            return Err(ApiError::new(ErrorKind::BadRequest, format!("rps must be above 0, found {r}")));
         }
         (None, Some(a), Some(admin)) => {
             tokio::time::sleep(Duration::from_secs(1)).await;

@@ -81,7 +81,7 @@ pub(super) async fn user_report(
     Path(name): Path<String>,
     Body(b): Body<api::Report>,
 ) -> Result<Json<api::ReportAccepted>, ApiError> {
-    if b.user.trim().is_empty() || b.user.len() > 256 {
+    if b.user.trim().is_empty() || b.user.chars().count() > 256 {
         return Err(ApiError::new(
             ErrorKind::Invalid,
             "field `user`: expected the user's key (1 to 256 characters), as sent in the sticky header or cookie",

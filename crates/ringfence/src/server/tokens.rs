@@ -72,7 +72,7 @@ pub(super) async fn create_token(
     Body(b): Body<api::CreateToken>,
 ) -> Result<(StatusCode, Json<api::CreatedToken>), ApiError> {
     let name = b.name.trim();
-    if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control()) {
+    if name.is_empty() || b.name.chars().count() > 64 || name.chars().any(|c| c.is_control()) {
         return Err(ApiError::new(
             ErrorKind::Invalid,
             format!("name: 1 to 64 printable characters, found {:?}", b.name),
