@@ -2,9 +2,10 @@
 //!
 //! * `cargo xtask test [ARGS]`: installs what the tests need (Debian's Prometheus,
 //!   Alertmanager, HAProxy, PostgreSQL and Chromium, the OpenFeature clients of
-//!   `tests/conformance`, the browser test's packages in `tests/ui`), checks formatting and the
-//!   crate layering, then runs `cargo test --workspace --locked ARGS`. It is the README's
-//!   test command and what `.ci/run` runs.
+//!   `tests/conformance`, schemathesis in `tests/schema`, the browser test's packages in
+//!   `tests/ui`), checks formatting and the crate layering, then runs
+//!   `cargo test --workspace --locked ARGS`. It is the README's test command and what
+//!   `.ci/run` runs.
 //! * `cargo xtask deps`: only the installs.
 //! * `cargo xtask layering`: only the layering check.
 //! * `cargo xtask openapi`: writes `docs/openapi.json` from the API's wire types.
@@ -26,8 +27,9 @@ Tasks:
   test [ARGS]   install what the tests need, check formatting and layering, run
                 `cargo test --workspace --locked ARGS`
   deps          install what the tests need (Debian packages with apt-get, the
-                OpenFeature clients in tests/conformance, the browser test's
-                packages in tests/ui), nothing else
+                OpenFeature clients in tests/conformance, schemathesis in
+                tests/schema, the browser test's packages in tests/ui), nothing
+                else
   layering      check that the crates depend on each other as ARCHITECTURE.md says
   openapi       write docs/openapi.json, generated from the wire types (crates/api)
 
@@ -126,25 +128,14 @@ fn deps(root: &Path) -> Result<(), String> {
         apt_get(&packages)?;
     }
     let conformance = root.join("tests/conformance");
-    let python = conformance.join(".venv/bin/python");
-    let venv_works = Command::new(&python).args(["-c", ""]).status().is_ok_and(|s| s.success());
-    if !venv_works {
-        step("creating the Python venv of the OpenFeature conformance clients");
-        let _ = std::fs::remove_dir_all(conformance.join(".venv"));
-        if run(Command::new("python3").args(["-m", "venv"]).arg(conformance.join(".venv"))).is_err() {
-            // Debian's python3 without ensurepip: the venv module lives in python3-venv.
-            apt_get(&["python3-venv"])?;
-            run(Command::new("python3").args(["-m", "venv"]).arg(conformance.join(".venv")))?;
-        }
-    }
     step("installing the OpenFeature conformance clients (pip, npm ci)");
-    run(Command::new(conformance.join(".venv/bin/pip"))
-        .args(["install", "-q", "--disable-pip-version-check", "-r"])
-        .arg(conformance.join("requirements.txt")))?;
+    pip_venv(&conformance, "the OpenFeature conformance clients")?;
     run(Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
         .current_dir(&conformance)
         .stdout(std::process::Stdio::null()))?;
+    step("installing schemathesis for the API's schema test (pip in tests/schema)");
+    pip_venv(&root.join("tests/schema"), "schemathesis")?;
     step("installing the hub's browser test (npm ci in tests/ui: playwright-core, axe-core)");
     run(Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
@@ -152,6 +143,25 @@ fn deps(root: &Path) -> Result<(), String> {
         .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
         .stdout(std::process::Stdio::null()))?;
     Ok(())
+}
+
+/// `dir/requirements.txt` installed into the venv `dir/.venv`, made first when it is missing or
+/// broken.
+fn pip_venv(dir: &Path, what: &str) -> Result<(), String> {
+    let venv = dir.join(".venv");
+    let works = Command::new(venv.join("bin/python")).args(["-c", ""]).status().is_ok_and(|s| s.success());
+    if !works {
+        step(&format!("creating the Python venv of {what}"));
+        let _ = std::fs::remove_dir_all(&venv);
+        if run(Command::new("python3").args(["-m", "venv"]).arg(&venv)).is_err() {
+            // Debian's python3 without ensurepip: the venv module lives in python3-venv.
+            apt_get(&["python3-venv"])?;
+            run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        }
+    }
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "-q", "--disable-pip-version-check", "-r"])
+        .arg(dir.join("requirements.txt")))
 }
 
 /// `apt-get install` as root, or through sudo; without either, says what to install.

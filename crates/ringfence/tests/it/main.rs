@@ -26,6 +26,7 @@ mod pipelines;
 mod replicas;
 mod rings;
 mod rollout;
+mod schema;
 mod secure;
 mod store;
 mod tier;
