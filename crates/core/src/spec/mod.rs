@@ -254,6 +254,27 @@ mod tests {
         assert_eq!(errs[0].field, "health.max_eror_rate");
     }
 
+    /// Found by the spec's fuzz target: NaN and infinities passed checks written as `x <= 1`,
+    /// and the log (JSON) stored them as null, which it could not read back.
+    #[test]
+    fn numbers_json_cannot_hold_are_refused_with_their_place() {
+        for (value, shown) in [("nan", "NaN"), ("inf", "inf"), ("-inf", "-inf")] {
+            let text = EXAMPLE.replace("target_error_ratio = 4.0", &format!("target_error_ratio = {value}"));
+            let errs = errors(&text);
+            let e = errs.iter().find(|e| e.field == "health.analysis.target_error_ratio").expect("the field is named");
+            let line = text.lines().position(|l| l.starts_with("target_error_ratio")).unwrap() + 1;
+            assert_eq!(e.line, line, "{errs:?}");
+            assert!(e.message.contains(shown) || e.message.contains("ratio above 1"), "{}", e.message);
+        }
+        let text = EXAMPLE.replace("target_latency_ratio = 1.5", "target_latency_ratio = inf");
+        let errs = errors(&text);
+        assert!(
+            errs.iter().any(|e| e.field == "health.analysis.target_latency_ratio"
+                && e.message == "expected a finite number, found inf"),
+            "{errs:?}"
+        );
+    }
+
     #[test]
     fn every_semantic_error_is_reported_with_its_place() {
         let text = EXAMPLE

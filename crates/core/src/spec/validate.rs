@@ -458,7 +458,36 @@ pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
             }
         }
     }
+    // The log keeps a spec as JSON, which has no NaN or infinity: such a number would be stored
+    // as null, and the log could not be read back. Every number, whatever its field.
+    if let Ok(value) = toml::Value::try_from(spec) {
+        let mut found = Vec::new();
+        non_finite(&value, "", &mut found);
+        for (field, x) in found {
+            if !out.iter().any(|(f, _)| *f == field) {
+                out.push((field, format!("expected a finite number, found {x}")));
+            }
+        }
+    }
     out
+}
+
+/// The fields of `value` (under `path`) holding NaN or an infinity.
+fn non_finite(value: &toml::Value, path: &str, found: &mut Vec<(String, f64)>) {
+    match value {
+        toml::Value::Float(x) if !x.is_finite() => found.push((path.to_string(), *x)),
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                non_finite(v, &if path.is_empty() { k.clone() } else { format!("{path}.{k}") }, found);
+            }
+        }
+        toml::Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                non_finite(v, &format!("{path}[{i}]"), found);
+            }
+        }
+        _ => {}
+    }
 }
 
 pub fn check_name(name: &str) -> Result<(), String> {
