@@ -260,7 +260,22 @@ pub fn why_with_live(ws: &WorkloadState, live: Option<&Verdict>) -> String {
         r.status.as_str(),
         r.from.as_ref().map(|f| format!(" (replacing {f})")).unwrap_or_default()
     );
-    match (&r.decision, r.status) {
+    // An approved bypass answered the decision that halted the rollout: it went on, and
+    // what it waits for now is its progress, not that decision (unless it halted again).
+    let bypassed = r.bypass.as_ref().filter(|b| {
+        matches!(r.status, RolloutStatus::Progressing | RolloutStatus::Paused | RolloutStatus::Completed)
+            && r.halted_at.is_none_or(|h| b.at >= h)
+    });
+    if let Some(b) = bypassed {
+        let _ = writeln!(
+            out,
+            "{} approved a bypass ({} off): {}; the rollout went on.",
+            b.approver,
+            b.flags.join(", "),
+            b.reason
+        );
+    }
+    match (r.decision.as_ref().filter(|_| bypassed.is_none()), r.status) {
         (Some(d), _) => {
             let _ = writeln!(out, "Decision: {:?}, in phase {:?} at {}% of traffic.", d.action, d.phase_name, d.weight);
             let _ = writeln!(out, "Why: {}", d.summary);
