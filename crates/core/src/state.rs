@@ -12,7 +12,10 @@ use crate::time::Timestamp;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct World {
-    pub workloads: BTreeMap<String, WorkloadState>,
+    /// Shared, copied on write: a reader (a controller's tick, an API answer) takes a
+    /// snapshot by cloning the `Arc`, whatever the size of the workload's history, and the
+    /// fold copies a workload only when it changes while a snapshot of it is held.
+    pub workloads: BTreeMap<String, std::sync::Arc<WorkloadState>>,
     /// The API's tokens (from events of no workload).
     pub access: crate::access::Access,
     /// Sequence number of the last event applied.
@@ -368,7 +371,12 @@ pub struct Desired {
 
 impl World {
     pub fn workload(&self, name: &str) -> Option<&WorkloadState> {
-        self.workloads.get(name)
+        self.workloads.get(name).map(|ws| &**ws)
+    }
+
+    /// A snapshot of one workload, as cheap to take as an `Arc` clone.
+    pub fn snapshot(&self, name: &str) -> Option<std::sync::Arc<WorkloadState>> {
+        self.workloads.get(name).cloned()
     }
 
     /// Folds one event into the projections. Events must come in log order.
@@ -401,7 +409,7 @@ impl World {
             _ => {}
         }
         if let EventKind::SpecApplied { spec, digest } = &e.kind {
-            match self.workloads.get_mut(&e.workload) {
+            match self.workloads.get_mut(&e.workload).map(std::sync::Arc::make_mut) {
                 Some(ws) => {
                     ws.spec = (**spec).clone();
                     ws.spec_digest = digest.clone();
@@ -411,7 +419,7 @@ impl World {
                 None => {
                     self.workloads.insert(
                         e.workload.clone(),
-                        WorkloadState {
+                        std::sync::Arc::new(WorkloadState {
                             name: e.workload.clone(),
                             spec: (**spec).clone(),
                             spec_digest: digest.clone(),
@@ -444,13 +452,13 @@ impl World {
                             incidents: BTreeMap::new(),
                             follow_ups: BTreeMap::new(),
                             deliveries: BTreeMap::new(),
-                        },
+                        }),
                     );
                 }
             }
             return;
         }
-        let Some(ws) = self.workloads.get_mut(&e.workload) else {
+        let Some(ws) = self.workloads.get_mut(&e.workload).map(std::sync::Arc::make_mut) else {
             return;
         };
         if let Some(id) = e.kind.rollout_id()

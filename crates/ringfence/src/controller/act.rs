@@ -460,7 +460,7 @@ pub(super) async fn read_stats(shared: &Shared, admin: DataPlane) -> Option<Stat
 /// Stops every process the server started, for a clean exit. Recorded, so the next start
 /// knows they were stopped on purpose and starts them again.
 pub async fn stop_all(shared: &Arc<Shared>) {
-    let workloads: Vec<WorkloadState> = shared.world(|w| w.workloads.values().cloned().collect());
+    let workloads: Vec<std::sync::Arc<WorkloadState>> = shared.world(|w| w.workloads.values().cloned().collect());
     for ws in workloads {
         for rec in ws.replicas.values() {
             let slot = Slot { workload: &ws.name, version: &rec.version, replica: rec.replica };

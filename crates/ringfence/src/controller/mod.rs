@@ -161,8 +161,10 @@ impl Local {
     }
 }
 
-fn snapshot(shared: &Shared, name: &str) -> Option<WorkloadState> {
-    shared.world(|w| w.workload(name).cloned())
+/// The workload's state for one tick: an `Arc` clone, so a tick costs the same whatever the
+/// size of the workload's history.
+fn snapshot(shared: &Shared, name: &str) -> Option<std::sync::Arc<WorkloadState>> {
+    shared.world(|w| w.snapshot(name))
 }
 
 /// The events of a replica's stop that intent `op_id` asked for.

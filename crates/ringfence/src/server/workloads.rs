@@ -52,7 +52,7 @@ pub(super) async fn list_workloads(State(sh): St, caller: Caller) -> Json<Vec<ap
         w.workloads
             .values()
             .filter(|ws| !ws.deleted && caller.may(Perm::Read, Some(&ws.name)))
-            .map(wire::summary)
+            .map(|ws| wire::summary(ws))
             .collect()
     }))
 }

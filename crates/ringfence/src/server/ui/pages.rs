@@ -99,7 +99,7 @@ fn status_of(sh: &Shared, ws: &WorkloadState, w: &ringfence_core::World) -> api:
 pub(super) async fn overview(State(sh): St, user: UiCaller) -> Response {
     let main = sh.world(|w| {
         let visible: Vec<&WorkloadState> =
-            w.workloads.values().filter(|ws| !ws.deleted && user.may(Perm::Read, Some(&ws.name))).collect();
+            w.workloads.values().map(|ws| &**ws).filter(|ws| !ws.deleted && user.may(Perm::Read, Some(&ws.name))).collect();
         let mut rows = String::new();
         let mut attention = String::new();
         let mut recent: Vec<(&WorkloadState, &ringfence_core::Rollout)> = Vec::new();
