@@ -15,6 +15,7 @@ mod router;
 mod server;
 mod stats;
 mod store;
+mod tick;
 mod trust;
 mod ui;
 mod workload;
@@ -71,6 +72,9 @@ enum Bench {
     /// The hub's pages with 10,000 past rollouts in the log: time and bytes of the overview,
     /// a workload and a rollout page through the real server (bar: p95 under 50 ms).
     Ui(ui::UiArgs),
+    /// A controller tick's cost as a workload's history grows to 10,000 past rollouts: the
+    /// snapshot a tick takes next to the deep copy it took before, and the fold per event.
+    Tick(tick::TickArgs),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +173,12 @@ fn run(cli: Cli) -> Result<u8> {
             args.validate()?;
             let ringfence = ringfence_binary()?;
             let report = ui::run(&args, &ringfence)?;
+            finish(&report, args.output)
+        }
+        Bench::Tick(args) => {
+            args.validate()?;
+            let ringfence = ringfence_binary()?;
+            let report = tick::run(&args, &ringfence)?;
             finish(&report, args.output)
         }
         Bench::Trust(args) => {

@@ -68,63 +68,107 @@ fn spec() -> String {
     workload::sample_spec(WORKLOAD, 1, &[("canary", 20, "2s"), ("all", 100, "1s")], "[health.analysis]\npower = 0")
 }
 
+/// A real history to copy: the log of a server that ran two real rollouts (the second under
+/// users' traffic), and that second rollout's events, to be copied under new ids.
+pub(crate) struct RealHistory {
+    pub(crate) real: Vec<ringfence_core::Event>,
+    /// The copied rollout's events as JSON, its id being `copy_of`.
+    template: Vec<String>,
+    copy_of: String,
+    /// The first server's admin token.
+    token: String,
+}
+
+impl RealHistory {
+    /// Runs the two real rollouts on a server of `ringfence`'s own, stopped afterwards.
+    pub(crate) fn record(ringfence: &Path) -> Result<RealHistory> {
+        eprintln!("bench: two real rollouts");
+        let mut first = Server::start(ringfence, None, false)?;
+        let api = first.api()?;
+        crate::block_on(
+            async {
+                workload::apply_spec(&api, WORKLOAD, &spec()).await?;
+                for v in ["v1", "v2"] {
+                    workload::create_release(&api, WORKLOAD, v, &json!({}), "ui bench").await?;
+                }
+                let id = workload::deploy(&api, WORKLOAD, "v1").await?;
+                let status = workload::wait_rollout(&api, WORKLOAD, &id, Duration::from_secs(120)).await?;
+                if status != "completed" {
+                    bail!("the first deployment ended {status}");
+                }
+                // The copied rollout has users' traffic, so its page has signals to draw.
+                let router = workload::router_address(&api, WORKLOAD).await?;
+                let load = workload::Load::start(ringfence::loadgen::LoadConfig::steady(router, 50.0, 100), None)?;
+                let id = workload::deploy(&api, WORKLOAD, "v2").await?;
+                let status = workload::wait_rollout(&api, WORKLOAD, &id, Duration::from_secs(120)).await?;
+                load.stop().await;
+                if status != "completed" {
+                    bail!("the real rollout of v2 ended {status}");
+                }
+                Ok(())
+            },
+            "the server was stopped",
+        )?;
+        let _ = first.stop_and_tell("bench");
+        let real = Store::open(&first.data_dir().join(ringfence_store::LOG_FILE))?.load_all()?;
+        let token = std::fs::read_to_string(ringfence::server::admin_token_path(first.data_dir()))
+            .context("the first server's admin token")?;
+        drop(first);
+
+        let copy_of = format!("{WORKLOAD}-2");
+        let start = real
+            .iter()
+            .position(|e| matches!(&e.kind, EventKind::RolloutStarted { rollout_id, .. } if *rollout_id == copy_of))
+            .ok_or_else(|| anyhow!("no rollout {copy_of} in the real history"))?;
+        let end = real
+            .iter()
+            .rposition(|e| e.kind.rollout_id() == Some(copy_of.as_str()))
+            .ok_or_else(|| anyhow!("no event of {copy_of}"))?;
+        let template = real[start..=end]
+            .iter()
+            .map(|e| serde_json::to_string(&unnumbered(e)).expect("an event serializes"))
+            .collect();
+        Ok(RealHistory { real, template, copy_of, token })
+    }
+
+    /// The real log's events, not numbered.
+    pub(crate) fn history(&self) -> Vec<NewEvent> {
+        self.real.iter().map(unnumbered).collect()
+    }
+
+    /// The copied rollout's events under the id of past rollout `i` (from 3 on, after the
+    /// two real ones).
+    pub(crate) fn copy(&self, i: u32) -> Result<Vec<NewEvent>> {
+        let id = format!("\"{WORKLOAD}-{}\"", i + 3);
+        let from = format!("\"{}\"", self.copy_of);
+        self.template
+            .iter()
+            .map(|t| serde_json::from_str::<NewEvent>(&t.replace(&from, &id)).context("a copied event"))
+            .collect()
+    }
+
+    /// Events per copied rollout.
+    pub(crate) fn events_per_rollout(&self) -> usize {
+        self.template.len()
+    }
+}
+
+fn unnumbered(e: &ringfence_core::Event) -> NewEvent {
+    NewEvent {
+        at: e.at,
+        actor: e.actor.clone(),
+        reason: e.reason.clone(),
+        workload: e.workload.clone(),
+        kind: e.kind.clone(),
+    }
+}
+
 pub fn run(args: &UiArgs, ringfence: &Path) -> Result<Report> {
     // 1. Two real rollouts, for a real history to copy.
-    eprintln!("bench: two real rollouts");
-    let mut first = Server::start(ringfence, None, false)?;
-    let api = first.api()?;
-    crate::block_on(
-        async {
-            workload::apply_spec(&api, WORKLOAD, &spec()).await?;
-            for v in ["v1", "v2"] {
-                workload::create_release(&api, WORKLOAD, v, &json!({}), "ui bench").await?;
-            }
-            let id = workload::deploy(&api, WORKLOAD, "v1").await?;
-            let status = workload::wait_rollout(&api, WORKLOAD, &id, Duration::from_secs(120)).await?;
-            if status != "completed" {
-                bail!("the first deployment ended {status}");
-            }
-            // The copied rollout has users' traffic, so its page has signals to draw.
-            let router = workload::router_address(&api, WORKLOAD).await?;
-            let load = workload::Load::start(ringfence::loadgen::LoadConfig::steady(router, 50.0, 100), None)?;
-            let id = workload::deploy(&api, WORKLOAD, "v2").await?;
-            let status = workload::wait_rollout(&api, WORKLOAD, &id, Duration::from_secs(120)).await?;
-            load.stop().await;
-            if status != "completed" {
-                bail!("the real rollout of v2 ended {status}");
-            }
-            Ok(())
-        },
-        "the server was stopped",
-    )?;
-    let _ = first.stop_and_tell("bench");
-    let real = Store::open(&first.data_dir().join(ringfence_store::LOG_FILE))?.load_all()?;
-    let token = std::fs::read_to_string(ringfence::server::admin_token_path(first.data_dir()))
-        .context("the first server's admin token")?;
+    let real = RealHistory::record(ringfence)?;
+    let token = real.token.clone();
 
     // 2. A fresh log: the real history, then the second rollout again and again.
-    let copy_of = format!("{WORKLOAD}-2");
-    let start = real
-        .iter()
-        .position(|e| matches!(&e.kind, EventKind::RolloutStarted { rollout_id, .. } if *rollout_id == copy_of))
-        .ok_or_else(|| anyhow!("no rollout {copy_of} in the real history"))?;
-    let end = real
-        .iter()
-        .rposition(|e| e.kind.rollout_id() == Some(copy_of.as_str()))
-        .ok_or_else(|| anyhow!("no event of {copy_of}"))?;
-    let template: Vec<String> = real[start..=end]
-        .iter()
-        .map(|e| {
-            let n = NewEvent {
-                at: e.at,
-                actor: e.actor.clone(),
-                reason: e.reason.clone(),
-                workload: e.workload.clone(),
-                kind: e.kind.clone(),
-            };
-            serde_json::to_string(&n).expect("an event serializes")
-        })
-        .collect();
     let dir = tempfile::Builder::new().prefix("ringfence-bench-ui-").tempdir()?;
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data)?;
@@ -132,26 +176,12 @@ pub fn run(args: &UiArgs, ringfence: &Path) -> Result<Report> {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))?;
     }
-    eprintln!("bench: writing {} past rollouts ({} events each)", args.rollouts, template.len());
+    eprintln!("bench: writing {} past rollouts ({} events each)", args.rollouts, real.events_per_rollout());
     let mut store = Store::open(&data.join(ringfence_store::LOG_FILE))?;
-    let history: Vec<NewEvent> = real
-        .iter()
-        .map(|e| NewEvent {
-            at: e.at,
-            actor: e.actor.clone(),
-            reason: e.reason.clone(),
-            workload: e.workload.clone(),
-            kind: e.kind.clone(),
-        })
-        .collect();
-    store.append_now(history)?;
+    store.append_now(real.history())?;
     let mut batch = Vec::new();
     for i in 0..args.rollouts {
-        let id = format!("\"{WORKLOAD}-{}\"", i + 3);
-        for t in &template {
-            let text = t.replace(&format!("\"{copy_of}\""), &id);
-            batch.push(serde_json::from_str::<NewEvent>(&text).context("a copied event")?);
-        }
+        batch.extend(real.copy(i)?);
         if batch.len() >= 5_000 {
             store.append_now(std::mem::take(&mut batch))?;
         }
@@ -169,7 +199,6 @@ pub fn run(args: &UiArgs, ringfence: &Path) -> Result<Report> {
             .open(ringfence::server::admin_token_path(&data))?;
         f.write_all(token.as_bytes())?;
     }
-    drop(first);
 
     // 3. A server on that log; then each page, fetched again and again.
     let token = token.trim().to_string();

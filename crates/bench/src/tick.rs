@@ -1,0 +1,205 @@
+//! What a controller tick costs as a workload's history grows: the projections of a real
+//! history (a real rollout's events copied under new ids, as in the `ui` benchmark) are folded
+//! up to 10, 100, 1,000 and 10,000 past rollouts, and at each size, side by side:
+//!
+//! - the snapshot a tick takes today (an `Arc` clone of the copy-on-write workload), and the
+//!   deep copy of the workload's state every tick took before;
+//! - folding one event, with no snapshot held and with one held (a tick in flight: the fold
+//!   then copies the workload once).
+//!
+//! Bar: the tick's snapshot at the largest history costs at most twice what it costs at 10
+//! past rollouts (work per tick independent of the history's size).
+
+use std::fmt::Write;
+use std::hint::black_box;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Result, anyhow, bail};
+use clap::Args;
+use ringfence_core::{NewEvent, World};
+
+use crate::ui::RealHistory;
+use crate::{Output, stats};
+
+const WORKLOAD: &str = "history";
+const SIZES: [u32; 4] = [10, 100, 1_000, 10_000];
+
+#[derive(Args, Debug)]
+pub struct TickArgs {
+    /// The largest history, in past rollouts (sizes are the powers of ten up to it).
+    #[arg(long, default_value_t = 10_000)]
+    pub rollouts: u32,
+    /// Repetitions of each measurement at each size.
+    #[arg(long, default_value_t = 30)]
+    pub reps: u32,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+impl TickArgs {
+    pub fn validate(&self) -> Result<()> {
+        if !(10..=100_000).contains(&self.rollouts) {
+            bail!("--rollouts: expected 10 to 100000, found {}", self.rollouts);
+        }
+        if !(5..=1_000).contains(&self.reps) {
+            bail!("--reps: expected 5 to 1000, found {}", self.reps);
+        }
+        Ok(())
+    }
+}
+
+struct Row {
+    rollouts: u32,
+    events: u64,
+    /// Medians, in µs.
+    deep_copy_us: f64,
+    snapshot_us: f64,
+    fold_us: f64,
+    fold_held_us: f64,
+}
+
+pub struct Report {
+    events_per_rollout: usize,
+    rows: Vec<Row>,
+}
+
+pub fn run(args: &TickArgs, ringfence: &Path) -> Result<Report> {
+    let real = RealHistory::record(ringfence)?;
+    let mut world = World::default();
+    let mut seq = 0u64;
+    fold(&mut world, &mut seq, real.history());
+    let sizes: Vec<u32> = SIZES.iter().copied().filter(|&n| n <= args.rollouts).collect();
+    let mut rows = Vec::new();
+    let mut copied = 0u32;
+    for &size in &sizes {
+        eprintln!("bench: folding up to {size} past rollouts");
+        while copied < size {
+            fold(&mut world, &mut seq, real.copy(copied)?);
+            copied += 1;
+        }
+        let ws = world.snapshot(WORKLOAD).ok_or_else(|| anyhow!("no workload {WORKLOAD} in the history"))?;
+        let deep: Vec<f64> = (0..args.reps)
+            .map(|_| {
+                let t = Instant::now();
+                black_box((*ws).clone());
+                t.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        drop(ws);
+        let snap: Vec<f64> = (0..args.reps)
+            .map(|_| {
+                let t = Instant::now();
+                for _ in 0..1_000 {
+                    black_box(world.snapshot(WORKLOAD));
+                }
+                t.elapsed().as_secs_f64() * 1e6 / 1_000.0
+            })
+            .collect();
+        // Folding: the next past rollouts' events, one by one, without and then with a
+        // snapshot held across each (those rollouts are part of the next size's history).
+        let mut plain = Vec::new();
+        let mut held = Vec::new();
+        for k in 0..args.reps.min(10) {
+            let events = real.copy(copied)?;
+            copied += 1;
+            for e in events {
+                seq += 1;
+                let e = e.numbered(seq);
+                if k % 2 == 0 {
+                    let t = Instant::now();
+                    world.apply(&e);
+                    plain.push(t.elapsed().as_secs_f64() * 1e6);
+                } else {
+                    let snapshot = world.snapshot(WORKLOAD);
+                    let t = Instant::now();
+                    world.apply(&e);
+                    held.push(t.elapsed().as_secs_f64() * 1e6);
+                    drop(snapshot);
+                }
+            }
+        }
+        let median = |v: Vec<f64>| stats::median(v).unwrap_or(f64::NAN);
+        rows.push(Row {
+            rollouts: size,
+            events: seq,
+            deep_copy_us: median(deep),
+            snapshot_us: median(snap),
+            fold_us: median(plain),
+            fold_held_us: median(held),
+        });
+    }
+    Ok(Report { events_per_rollout: real.events_per_rollout(), rows })
+}
+
+fn fold(world: &mut World, seq: &mut u64, events: Vec<NewEvent>) {
+    for e in events {
+        *seq += 1;
+        world.apply(&e.numbered(*seq));
+    }
+}
+
+impl Report {
+    /// The tick's snapshot at the largest history over at the smallest.
+    fn growth(&self) -> f64 {
+        match (self.rows.first(), self.rows.last()) {
+            (Some(a), Some(b)) if a.snapshot_us > 0.0 => b.snapshot_us / a.snapshot_us,
+            _ => f64::NAN,
+        }
+    }
+}
+
+impl crate::Report for Report {
+    fn passed(&self) -> bool {
+        self.growth() <= 2.0
+    }
+
+    fn table(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(o, "ringfence-bench tick: a controller tick's cost as the history grows");
+        let _ = writeln!(
+            o,
+            "  setup    a real rollout's events ({} per rollout) copied under new ids, folded in-process; medians",
+            self.events_per_rollout
+        );
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "  {:>9} {:>9}  {:>16} {:>16}  {:>14} {:>22}",
+            "rollouts", "events", "deep copy µs", "snapshot µs", "fold µs/event", "fold, snapshot held µs"
+        );
+        let _ = writeln!(o, "  {:>9} {:>9}  {:>16} {:>16}", "", "", "(tick before)", "(tick now)");
+        for r in &self.rows {
+            let _ = writeln!(
+                o,
+                "  {:>9} {:>9}  {:>16.1} {:>16.3} {:>14.2} {:>22.1}",
+                r.rollouts, r.events, r.deep_copy_us, r.snapshot_us, r.fold_us, r.fold_held_us
+            );
+        }
+        let _ = writeln!(o);
+        let verdict = if crate::Report::passed(self) { "met    " } else { "NOT MET" };
+        let _ = writeln!(
+            o,
+            "  {verdict}  a tick's snapshot independent of the history: largest / smallest = {:.2} (bar: at most 2)",
+            self.growth()
+        );
+        o
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "benchmark": "tick",
+            "events_per_rollout": self.events_per_rollout,
+            "rows": self.rows.iter().map(|r| serde_json::json!({
+                "rollouts": r.rollouts,
+                "events": r.events,
+                "deep_copy_us": stats::round3(r.deep_copy_us),
+                "snapshot_us": stats::round3(r.snapshot_us),
+                "fold_us_per_event": stats::round3(r.fold_us),
+                "fold_snapshot_held_us_per_event": stats::round3(r.fold_held_us),
+            })).collect::<Vec<_>>(),
+            "snapshot_growth": stats::round3(self.growth()),
+            "passed": crate::Report::passed(self),
+        })
+    }
+}
