@@ -91,6 +91,7 @@ pub struct NewFollowUp {
     pub owner: String,
     /// Due this long from now (`7d`, `36h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1)]
     pub due_in: Option<String>,
 }
 

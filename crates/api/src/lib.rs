@@ -39,7 +39,8 @@ pub use rollout::{
     SmokeResult, Stage, Started, Traffic, Verdict, Why,
 };
 pub use signals::{
-    AlertsAccepted, FlagChange, FlagGroup, Flags, KilledFlag, Report, ReportAccepted, RoutesReportAccepted,
+    AlertState, AlertmanagerAlert, AlertmanagerPayload, AlertsAccepted, FlagChange, FlagGroup, Flags, KilledFlag,
+    Report, ReportAccepted, RoutesReport, RoutesReportAccepted,
 };
 pub use token::{CreateToken, CreatedToken, Token};
 pub use workload::{

@@ -650,7 +650,7 @@ fn all_events() {}
 /// A firing alert carrying every label of a workload's `health.alerts.match` (by default
 /// `workload=<name>`) halts that workload's rollout. The body is Alertmanager's webhook
 /// payload (version 4).
-#[utoipa::path(post, path = "/v1/alerts", tag = "signals", request_body(content = serde_json::Value, description = "Alertmanager's webhook payload"), responses((status = 200, description = "the alerts that concerned a workload", body = AlertsAccepted)))]
+#[utoipa::path(post, path = "/v1/alerts", tag = "signals", request_body = AlertmanagerPayload, responses((status = 200, description = "the alerts that concerned a workload", body = AlertsAccepted)))]
 #[allow(dead_code)]
 fn alerts() {}
 
@@ -675,7 +675,7 @@ fn routes() {}
 /// `{"router": NAME, "workloads": {WORKLOAD: <the router's /v1/stats snapshot>}}`, counters
 /// since the router started. Every router of the tier reports every second; the analysis
 /// reads their sum. A workload the token may not route refuses the whole report.
-#[utoipa::path(post, path = "/v1/routes/report", tag = "routing", request_body(content = serde_json::Value, description = "the router's name and counters per workload"), responses(
+#[utoipa::path(post, path = "/v1/routes/report", tag = "routing", request_body = RoutesReport, responses(
     (status = 200, description = "what was kept", body = RoutesReportAccepted)
 ))]
 #[allow(dead_code)]

@@ -11,6 +11,8 @@ use crate::Timestamp;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
+    /// 1 to 128 letters, digits, `.`, `-`, `_` and `+`.
+    #[schema(max_length = 128, pattern = r"^[A-Za-z0-9._+-]+$")]
     pub version: String,
     #[serde(flatten)]
     pub content: ReleaseContent,

@@ -36,6 +36,56 @@ pub struct RoutesReportAccepted {
     pub ignored: Vec<String>,
 }
 
+/// `POST /v1/alerts`: Alertmanager's webhook payload (version 4). Only the fields read here are
+/// described; Alertmanager's others are taken and ignored.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AlertmanagerPayload {
+    pub alerts: Vec<AlertmanagerAlert>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AlertmanagerAlert {
+    pub status: AlertState,
+    /// `alertname`, and the labels a workload's `health.alerts.match` looks for (by default
+    /// `workload`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// `summary` or `description` is recorded with the alert.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// Alertmanager's identity of the alert; the labels when empty.
+    #[serde(default)]
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    Firing,
+    Resolved,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+        }
+    }
+}
+
+/// `POST /v1/routes/report`, as a router of the tier sends it. Described here; the server reads
+/// the router crate's own type, whose counters are the router's `/v1/stats` snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoutesReport {
+    /// The router's name (`--name`): 1 to 128 characters, no control characters.
+    #[schema(min_length = 1, max_length = 128)]
+    pub router: String,
+    /// Per workload, the counters since the router started: its `/v1/stats` snapshot.
+    pub workloads: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+}
+
 /// The answer to Alertmanager's webhook.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AlertsAccepted {

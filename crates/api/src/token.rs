@@ -19,6 +19,7 @@ pub struct CreateToken {
     pub grants: Vec<String>,
     /// How long it is valid (`30d`, `12h`); forever when absent.
     #[serde(default)]
+    #[schema(min_length = 1)]
     pub expires_in: Option<String>,
 }
 

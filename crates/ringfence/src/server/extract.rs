@@ -4,7 +4,8 @@
 
 use super::prelude::*;
 
-/// A JSON body that answers 400 with the serde message when it cannot be read.
+/// A JSON object body that answers 400 with the serde message when it cannot be read (an
+/// empty body is `{}`).
 pub struct Body<T>(pub T);
 
 impl<S, T> axum::extract::FromRequest<S> for Body<T>
@@ -21,6 +22,11 @@ where
             ApiError::new(kind, e.body_text())
         })?;
         let bytes = if bytes.is_empty() { axum::body::Bytes::from_static(b"{}") } else { bytes };
+        // Every body is an object; serde would also read a struct from an array of its fields
+        // in order (`[]` as every field left out), which no client means.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::new(ErrorKind::BadRequest, "request body: expected a JSON object"));
+        }
         serde_json::from_slice(&bytes)
             .map(Body)
             .map_err(|e| ApiError::new(ErrorKind::BadRequest, format!("request body: {e}")))

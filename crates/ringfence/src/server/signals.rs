@@ -2,41 +2,19 @@
 
 use super::prelude::*;
 
-/// Alertmanager's webhook body (the fields ringfence reads).
-#[derive(Deserialize)]
-pub(super) struct AlertmanagerBody {
-    alerts: Vec<AmAlert>,
-}
-
-#[derive(Deserialize)]
-pub(super) struct AmAlert {
-    status: String,
-    #[serde(default)]
-    labels: std::collections::BTreeMap<String, String>,
-    #[serde(default)]
-    annotations: std::collections::BTreeMap<String, String>,
-    #[serde(default)]
-    fingerprint: String,
-}
-
 /// `POST /v1/alerts`: point an Alertmanager webhook receiver here. An alert concerns a
 /// workload when it carries all the labels of the workload's `health.alerts.match` (by
 /// default `workload=<name>`); a firing one halts that workload's rollout.
 pub(super) async fn alertmanager_webhook(
     State(sh): St,
-    Body(body): Body<AlertmanagerBody>,
+    Body(body): Body<api::AlertmanagerPayload>,
 ) -> Result<Json<api::AlertsAccepted>, ApiError> {
     let workloads: Vec<(String, std::collections::BTreeMap<String, String>)> = sh
         .world(|w| w.workloads.values().map(|ws| (ws.name.clone(), ws.spec.health.alerts.matchers.clone())).collect());
     let mut matched = Vec::new();
     let mut ignored = 0;
     for a in body.alerts {
-        if a.status != "firing" && a.status != "resolved" {
-            return Err(ApiError::new(
-                ErrorKind::BadRequest,
-                format!("alert status must be \"firing\" or \"resolved\", found {:?}", a.status),
-            ));
-        }
+        let status = a.status.as_str();
         let alertname = a.labels.get("alertname").cloned().unwrap_or_else(|| "unnamed".into());
         let fingerprint = if a.fingerprint.is_empty() {
             a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
@@ -55,16 +33,16 @@ pub(super) async fn alertmanager_webhook(
                 continue;
             }
             any = true;
-            sh.command(name, "alertmanager", &format!("alert {alertname} {}", a.status), |_| {
+            sh.command(name, "alertmanager", &format!("alert {alertname} {status}"), |_| {
                 Ok(vec![ringfence_core::EventKind::AlertReceived {
                     fingerprint: fingerprint.clone(),
                     alertname: alertname.clone(),
-                    status: a.status.clone(),
+                    status: status.to_string(),
                     labels: a.labels.clone(),
                     summary: summary.clone(),
                 }])
             })?;
-            matched.push((name.clone(), alertname.clone(), a.status.clone()));
+            matched.push((name.clone(), alertname.clone(), status.to_string()));
         }
         if !any {
             ignored += 1;

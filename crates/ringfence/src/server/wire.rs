@@ -443,11 +443,19 @@ pub(super) fn release_request(r: api::ReleaseRequest) -> Result<core::release::R
                     .as_deref()
                     .map(|s| core::time::parse_rfc3339(s).map_err(|e| format!("field `metadata.committed_at`: {e}")))
                     .transpose()?,
-                size: c.metadata.size.map(|z| core::release::ChangeSize {
-                    files: z.files,
-                    lines: z.lines,
-                    commits: z.commits,
-                }),
+                size: c
+                    .metadata
+                    .size
+                    .map(|z| {
+                        // The document's integers are int64, as JSON's readers can hold them.
+                        for (field, n) in [("files", z.files), ("lines", z.lines), ("commits", z.commits)] {
+                            if n > i64::MAX as u64 {
+                                return Err(format!("field `metadata.size.{field}`: at most {}, found {n}", i64::MAX));
+                            }
+                        }
+                        Ok(core::release::ChangeSize { files: z.files, lines: z.lines, commits: z.commits })
+                    })
+                    .transpose()?,
             },
             flags: c.flags,
         },
