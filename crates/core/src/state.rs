@@ -76,7 +76,9 @@ pub struct WorkloadState {
     pub stable: Option<String>,
     pub lkg: Vec<LkgEntry>,
     pub pin: Option<Pin>,
-    pub rollouts: Vec<Rollout>,
+    /// Each shared, so copying the workload (when the fold changes it while a tick holds a
+    /// snapshot) copies pointers, not the history.
+    pub rollouts: Vec<std::sync::Arc<Rollout>>,
     pub replicas: BTreeMap<(String, u32), ReplicaRecord>,
     pub router: Option<RouterRecord>,
     /// The table last published to the router tier (`kind = "tier"`).
@@ -202,15 +204,15 @@ pub struct Crash {
 
 impl WorkloadState {
     pub fn active_rollout(&self) -> Option<&Rollout> {
-        self.rollouts.last().filter(|r| r.status.is_active())
+        self.rollouts.last().map(|r| &**r).filter(|r| r.status.is_active())
     }
 
     pub fn rollout(&self, id: &str) -> Option<&Rollout> {
-        self.rollouts.iter().rev().find(|r| r.id == id)
+        self.rollouts.iter().rev().find(|r| r.id == id).map(|r| &**r)
     }
 
     pub fn latest_rollout(&self) -> Option<&Rollout> {
-        self.rollouts.last()
+        self.rollouts.last().map(|r| &**r)
     }
 
     pub fn lkg(&self) -> Option<&LkgEntry> {
@@ -464,7 +466,7 @@ impl World {
         if let Some(id) = e.kind.rollout_id()
             && let Some(r) = ws.rollouts.iter_mut().rev().find(|r| r.id == id)
         {
-            r.last_seq = e.seq;
+            std::sync::Arc::make_mut(r).last_seq = e.seq;
         }
         match &e.kind {
             EventKind::SpecApplied { .. } => unreachable!("handled above"),
@@ -473,7 +475,7 @@ impl World {
                 ws.releases.insert(release.version.clone(), std::sync::Arc::new((**release).clone()));
             }
             EventKind::RolloutStarted { rollout_id, kind, release, from, phases, spec_digest } => {
-                ws.rollouts.push(rollout::started(
+                ws.rollouts.push(std::sync::Arc::new(rollout::started(
                     rollout_id,
                     &e.workload,
                     *kind,
@@ -482,10 +484,10 @@ impl World {
                     phases,
                     spec_digest,
                     e.at,
-                ));
+                )));
                 let starter =
                     if *kind == RolloutKind::Rollback { None } else { crate::governance::starter(ws, release) };
-                if let Some(r) = ws.rollouts.last_mut() {
+                if let Some(r) = ws.rollouts.last_mut().map(std::sync::Arc::make_mut) {
                     r.started_by = starter.unwrap_or_else(|| e.actor.clone());
                     r.reason = e.reason.clone();
                     (r.first_seq, r.last_seq) = (e.seq, e.seq);
@@ -636,6 +638,7 @@ impl World {
                 if let Some(id) = kind.rollout_id()
                     && let Some(r) = ws.rollouts.iter_mut().rev().find(|r| r.id == id)
                 {
+                    let r = std::sync::Arc::make_mut(r);
                     rollout::apply(r, kind, e.at);
                     // A blue-green switch, or a canary with a watch window, leaves the old stack
                     // warm for a while.

@@ -13,14 +13,14 @@ use crate::harness::{Load, Server, Spec, alive, by_version, pid_of};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_replica_and_a_restarted_router_fail_no_request() {
-    let mut server = Server::start().await;
+    let server = Server::start().await;
     let w = "unbroken";
     let spec = Spec { replicas: 2, ..Spec::new(w) };
     server.setup(&spec, &[("v1", &[])]).await;
     let out = server.deploy_wait(w, "v1").await;
     assert_eq!(out.code, 0, "deploy v1:\n{out}\n{}", server.diagnose(w).await);
     let addr = server.router_addr(w).await;
-    let mut load = Load::start(addr, 500.0, 200);
+    let load = Load::start(addr, 500.0, 200);
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let s = server.status(w).await;

@@ -133,7 +133,7 @@ pub(super) async fn overview(State(sh): St, user: UiCaller) -> Response {
             for item in waiting(ws, &s) {
                 let _ = write!(attention, "<li><a href=\"/ui/w/{}\">{}</a>: {}</li>", url(&ws.name), esc(&ws.name), esc(&item));
             }
-            recent.extend(ws.rollouts.iter().map(|r| (*ws, r)));
+            recent.extend(ws.rollouts.iter().map(|r| (*ws, &**r)));
         }
         recent.sort_by_key(|(_, r)| std::cmp::Reverse(r.started_at));
         let mut history = String::new();
@@ -249,7 +249,7 @@ pub(super) async fn workload(
         let why = ringfence_core::explain::why_with_live(ws, live.as_ref().map(|l| &l.verdict));
         let mut rows = String::new();
         let matching: Vec<&ringfence_core::Rollout> =
-            ws.rollouts.iter().rev().filter(|r| q.status.is_empty() || core_status(r) == q.status).collect();
+            ws.rollouts.iter().rev().map(|r| &**r).filter(|r| q.status.is_empty() || core_status(r) == q.status).collect();
         let pages = matching.len().div_ceil(PAGE).max(1);
         let page = q.page.clamp(1, pages);
         for r in matching.iter().skip((page - 1) * PAGE).take(PAGE) {
