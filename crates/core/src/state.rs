@@ -74,7 +74,8 @@ pub struct WorkloadState {
     pub release_order: Vec<String>,
     /// The version serving users outside any canary.
     pub stable: Option<String>,
-    pub lkg: Vec<LkgEntry>,
+    /// Shared like `rollouts`: one entry per completed rollout.
+    pub lkg: Vec<std::sync::Arc<LkgEntry>>,
     pub pin: Option<Pin>,
     /// Each shared, so copying the workload (when the fold changes it while a tick holds a
     /// snapshot) copies pointers, not the history.
@@ -216,7 +217,7 @@ impl WorkloadState {
     }
 
     pub fn lkg(&self) -> Option<&LkgEntry> {
-        self.lkg.last()
+        self.lkg.last().map(|e| &**e)
     }
 
     pub fn next_rollout_id(&self) -> String {
@@ -500,12 +501,12 @@ impl World {
                 if ws.warm.as_ref().is_some_and(|w| w.version == *version) {
                     ws.warm = None;
                 }
-                ws.lkg.push(LkgEntry {
+                ws.lkg.push(std::sync::Arc::new(LkgEntry {
                     version: version.clone(),
                     rollout_id: rollout_id.clone(),
                     at: e.at,
                     spec_digest: digest,
-                });
+                }));
                 // A rollback pins the version it returned to, with the person's reason (not the
                 // controller's, which only completed it).
                 let rollback = ws.rollout(rollout_id).filter(|r| r.kind == RolloutKind::Rollback);
