@@ -11,6 +11,10 @@
 //!    Bar: the router's median at least nginx's.
 //! 2. Added latency: an open-loop load at a fixed rate, with user keys, against each target;
 //!    p99 of each, minus the direct p99 of the same round. Bar: the router adds under 1 ms.
+//! 3. A stable replica killed at full throughput: each proxy in front of two fresh stable
+//!    replicas, wrk at full speed, the first replica SIGKILLed a third into the run; the
+//!    requests that failed. Bar: none through the router (nginx, which also tries the next
+//!    upstream on a connection error, is beside it).
 //!
 //! Client, proxies and upstreams share the machine's CPUs, as they would on a busy host; the
 //! bar is a ratio measured in one run, not an absolute figure.
@@ -216,6 +220,9 @@ pub struct Report {
     args: RouterArgs,
     cpus: usize,
     results: BTreeMap<Target, Measured>,
+    /// Per proxy: wrk at full throughput while one of two stable replicas is SIGKILLed,
+    /// (requests per second, requests that failed).
+    killed: BTreeMap<Target, (f64, u64)>,
 }
 
 impl Report {
@@ -270,7 +277,10 @@ impl Report {
 
 impl crate::Report for Report {
     fn passed(&self) -> bool {
-        self.ratio().is_some_and(|r| r >= 1.0) && self.added_p99().is_some_and(|a| a < 1.0) && self.failures() == 0
+        self.ratio().is_some_and(|r| r >= 1.0)
+            && self.added_p99().is_some_and(|a| a < 1.0)
+            && self.failures() == 0
+            && self.killed.get(&Target::Router).is_some_and(|&(_, failed)| failed == 0)
     }
 
     fn table(&self) -> String {
@@ -354,6 +364,20 @@ impl crate::Report for Report {
         if self.failures() > 0 {
             let _ = writeln!(o, "  NOT MET  {} requests failed", self.failures());
         }
+        if let Some(&(_, failed)) = self.killed.get(&Target::Router) {
+            let others: Vec<String> = self
+                .killed
+                .iter()
+                .filter(|(t, _)| **t != Target::Router)
+                .map(|(t, (_, f))| format!("{} {f}", t.name()))
+                .collect();
+            let _ = writeln!(
+                o,
+                "  {:<8} no failed request with a stable replica SIGKILLed at full throughput: {failed} failed ({})",
+                verdict(failed == 0),
+                others.join(", ")
+            );
+        }
         if let Some(b) = &a.baseline {
             let _ = writeln!(o);
             baseline::table(&mut o, &b.display().to_string(), &self.figures());
@@ -402,6 +426,7 @@ impl crate::Report for Report {
             "targets": targets,
             "router_over_nginx_throughput": self.ratio(),
             "router_p99_added_ms": self.added_p99(),
+            "replica_killed": self.killed.iter().map(|(t, (rps, failed))| (t.key().to_string(), json!({"rps": rps, "failed": failed}))).collect::<serde_json::Map<String, Value>>(),
             "passed": self.passed(),
             "baseline": self.args.baseline.as_ref().map(|b| baseline::json(&b.display().to_string(), &self.figures())),
         })
@@ -492,9 +517,53 @@ pub async fn run(args: &RouterArgs, ringfence: &Path) -> Result<Report> {
             results.get_mut(&t).expect("every target").added_p99_ms.push(added);
         }
     }
-    drop((nginx, router, before, canary, stable));
+    drop((nginx, router, before));
+
+    // A stable replica killed at full throughput: each proxy in front of two fresh stable
+    // replicas (and the same canary), the first replica SIGKILLed a third into the run.
+    let mut killed = BTreeMap::new();
+    for &t in targets.iter().filter(|t| **t != Target::Direct) {
+        eprintln!("bench: a stable replica SIGKILLed under {}", t.name());
+        let (first, second) = (Upstream::start(ringfence, "v1")?, Upstream::start(ringfence, "v1")?);
+        let stables = [first.addr.to_string(), second.addr.to_string()];
+        let table = json!({
+            "generation": 1,
+            "workload": "bench",
+            "groups": [
+                {"name": "canary", "version": "v2", "weight_bp": weight_bp, "upstreams": [canary.addr.to_string()]},
+                {"name": "stable", "version": "v1", "weight_bp": 10_000 - weight_bp, "upstreams": stables},
+            ]
+        });
+        let mut router = None;
+        let mut nginx = None;
+        let listen = match t {
+            Target::Router | Target::Baseline => {
+                let binary = if t == Target::Router { ringfence } else { args.baseline.as_deref().unwrap_or(ringfence) };
+                router.insert(Router::start(binary, &table).await?).listen
+            }
+            _ => {
+                nginx.insert(Nginx::start(&format!(
+                    "  upstream canary {{ server {}; keepalive 64; }}\n  upstream stable {{ server {}; server {}; keepalive 64; }}\n  \
+                     map $http_x_user_id $split_key {{ \"\" $request_id; default $http_x_user_id; }}\n  \
+                     split_clients \"$split_key\" $pool {{ {}% canary; * stable; }}\n  \
+                     server {{\n    listen LISTEN;\n    location / {{\n      proxy_pass http://$pool;\n      \
+                     proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}",
+                    canary.addr, first.addr, second.addr, args.weight
+                ))?)
+                .listen
+            }
+        };
+        let (bin, path, wrk_args) = (wrk_bin.clone(), script.clone(), args.clone());
+        let run = std::thread::spawn(move || wrk(&bin, &path, listen, &wrk_args));
+        tokio::time::sleep(Duration::from_secs_f64(args.secs / 3.0)).await;
+        drop(first);
+        let measured = run.join().map_err(|_| anyhow!("the wrk thread panicked"))??;
+        killed.insert(t, measured);
+        drop((router, nginx, second));
+    }
+    drop((canary, stable));
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    Ok(Report { args: args.clone(), cpus, results })
+    Ok(Report { args: args.clone(), cpus, results, killed })
 }
 
 #[cfg(test)]
@@ -532,7 +601,7 @@ mod tests {
             (Target::Baseline, measured(vec![40_000.0, 40_000.0], vec![0.1, 0.3])),
             (Target::Nginx, measured(vec![40_000.0, 40_000.0], vec![0.1, 0.1])),
         ]);
-        let report = Report { args, cpus: 2, results };
+        let report = Report { args, cpus: 2, results, killed: BTreeMap::new() };
         let t = report.table();
         assert!(t.contains("router/nginx = 1.00"), "{t}");
         assert!(t.contains("throughput, router / nginx                     1.00       1.00          1.00"), "{t}");
