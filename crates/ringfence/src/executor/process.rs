@@ -195,8 +195,15 @@ impl ProcessExecutor {
         let log_err = log
             .try_clone()
             .map_err(|source| ExecError::Io { what: format!("cannot open {}", log_path.display()), source })?;
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..])
+        // The command starts behind a gate: a shell that waits for a line on its stdin, then
+        // becomes the command (same pid, same start time). The line is sent once the pid file
+        // is written, so a server that dies between the spawn and the pid file leaves no
+        // process nobody knows of: the shell reads end-of-file and exits, and whoever leads
+        // next starts the replica once.
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(r#"read -r _ || exit 0; exec "$0" "$@" </dev/null"#)
+            .args(&argv)
             .envs(&r.spec.env)
             .envs(r.config)
             .env("RINGFENCE_WORKLOAD", r.workload)
@@ -204,7 +211,7 @@ impl ProcessExecutor {
             .env("RINGFENCE_REPLICA", r.replica.to_string())
             .env("PORT", port.to_string())
             .envs(r.router.map(|a| ("OFREP_ENDPOINT", format!("http://{a}"))))
-            .stdin(std::process::Stdio::null())
+            .stdin(std::process::Stdio::piped())
             .stdout(log)
             .stderr(log_err)
             .process_group(0)
@@ -220,8 +227,19 @@ impl ProcessExecutor {
         let start = proc_start(pid).unwrap_or(0);
         let id = ProcId { pid, start: Some(start) };
         let pf = PidFile { pid, start, port, version: r.version.into(), replica: r.replica };
-        ringfence_router::write_atomically(pid_path, &serde_json::to_vec(&pf).expect("pid file serializes"))
-            .map_err(|source| ExecError::Io { what: format!("cannot write {}", pid_path.display()), source })?;
+        if let Err(source) =
+            ringfence_router::write_atomically(pid_path, &serde_json::to_vec(&pf).expect("pid file serializes"))
+        {
+            // Closing the gate unopened ends the shell.
+            drop(child.stdin.take());
+            let _ = child.wait().await;
+            return Err(ExecError::Io { what: format!("cannot write {}", pid_path.display()), source });
+        }
+        if let Some(mut gate) = child.stdin.take() {
+            use tokio::io::AsyncWriteExt as _;
+            // A failed write means the shell is gone; the loop below reports its exit.
+            let _ = gate.write_all(b"start\n").await;
+        }
 
         let deadline = Instant::now() + r.spec.readiness.timeout.std();
         let interval = r.spec.readiness.interval.std();
