@@ -13,6 +13,7 @@ mod pgcluster;
 mod procs;
 mod router;
 mod server;
+mod soak;
 mod stats;
 mod store;
 mod tick;
@@ -75,6 +76,9 @@ enum Bench {
     /// A controller tick's cost as a workload's history grows to 10,000 past rollouts: the
     /// snapshot a tick takes next to the deep copy it took before, and the fold per event.
     Tick(tick::TickArgs),
+    /// Continuous deploys (one release in three bad) on a few workloads for a set time:
+    /// server memory, open files, routers' memory, log size and rollout time, flat or not.
+    Soak(soak::SoakArgs),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +183,12 @@ fn run(cli: Cli) -> Result<u8> {
             args.validate()?;
             let ringfence = ringfence_binary()?;
             let report = tick::run(&args, &ringfence)?;
+            finish(&report, args.output)
+        }
+        Bench::Soak(args) => {
+            args.validate()?;
+            let ringfence = ringfence_binary()?;
+            let report = soak::run(&args, &ringfence)?;
             finish(&report, args.output)
         }
         Bench::Trust(args) => {

@@ -80,6 +80,11 @@ impl Server {
     }
 
     /// SIGKILL: the server dies at once; its processes live on.
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
