@@ -20,6 +20,9 @@
 #                                     # and bytes of the overview, workload and rollout pages
 #   bench/run.sh tick --save          # a controller tick's snapshot and the fold per event as a
 #                                     # workload's history grows to 10,000 past rollouts
+#   bench/run.sh soak --save --minutes 12
+#                                     # continuous deploys on two workloads: memory, open files, log
+#                                     # size and rollout time over the run
 #   bench/run.sh trust --save         # healthy rollouts (A/A) and detection through the real stack,
 #                                     # half an hour or more; `trust --quick` is a 3-minute smoke run
 #   bench/run.sh --save [ARGS...]     # also write bench/results/<benchmark>.txt, with a header
