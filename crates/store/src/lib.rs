@@ -315,14 +315,22 @@ impl Store {
 
     /// Events after `after_seq`, optionally of one workload, oldest first, at most `limit`.
     pub fn read_events(&self, workload: Option<&str>, after_seq: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
+        // Two statements, not one with `?2 IS NULL OR workload = ?2`: SQLite plans a prepared
+        // statement once, and that one walks the whole log from `after_seq` instead of the
+        // workload's index, which with thousands of workloads reads every event of every one.
+        let sql = match workload {
+            Some(_) => {
                 "SELECT seq, at, actor, reason, workload, body FROM events
-                 WHERE seq > ?1 AND (?2 IS NULL OR workload = ?2)
-                 ORDER BY seq LIMIT ?3",
-            )
-            .map_err(self.sql())?;
+                 WHERE workload = ?2 AND seq > ?1
+                 ORDER BY seq LIMIT ?3"
+            }
+            None => {
+                "SELECT seq, at, actor, reason, workload, body FROM events
+                 WHERE seq > ?1 AND ?2 IS NULL
+                 ORDER BY seq LIMIT ?3"
+            }
+        };
+        let mut stmt = self.conn.prepare_cached(sql).map_err(self.sql())?;
         let rows = stmt
             .query_map(params![after_seq as i64, workload, limit.min(i64::MAX as usize) as i64], |r| {
                 Ok((

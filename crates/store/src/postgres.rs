@@ -409,15 +409,21 @@ impl EventStore for PgStore {
 
     fn read(&mut self, workload: Option<&str>, after_seq: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let limit = limit.min(i64::MAX as usize) as i64;
-        let rows = self
-            .client()
-            .query(
+        // One statement per case, as for SQLite: a generic plan of `$2 IS NULL OR workload = $2`
+        // cannot use the workload's index.
+        let sql = match workload {
+            Some(_) => {
                 "SELECT seq, at, actor, reason, workload, body FROM events
-                 WHERE seq > $1 AND ($2::TEXT IS NULL OR workload = $2)
-                 ORDER BY seq LIMIT $3",
-                &[&(after_seq as i64), &workload, &limit],
-            )
-            .map_err(|e| pg(&self.at, e))?;
+                 WHERE workload = $2::TEXT AND seq > $1
+                 ORDER BY seq LIMIT $3"
+            }
+            None => {
+                "SELECT seq, at, actor, reason, workload, body FROM events
+                 WHERE seq > $1 AND $2::TEXT IS NULL
+                 ORDER BY seq LIMIT $3"
+            }
+        };
+        let rows = self.client().query(sql, &[&(after_seq as i64), &workload, &limit]).map_err(|e| pg(&self.at, e))?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let seq = r.get::<_, i64>(0) as u64;
