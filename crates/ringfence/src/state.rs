@@ -133,6 +133,9 @@ pub struct LiveVerdict {
     pub verdict: ringfence_core::Verdict,
 }
 
+/// Events read at a time while the state is rebuilt at start.
+const FOLD_PAGE: usize = 5_000;
+
 impl Shared {
     /// Opens the event log the configuration names and rebuilds every projection from it.
     pub fn open(config: &crate::server::ServerConfig, shutdown: CancellationToken) -> anyhow::Result<Arc<Shared>> {
@@ -143,22 +146,20 @@ impl Shared {
             Some(_) => crate::datadir::DataDir::claim_shared(&data_dir)?,
             None => crate::datadir::DataDir::claim(&data_dir)?,
         };
-        let (store, events): (Box<dyn EventStore>, Vec<Event>) = match &config.store {
+        let mut store: Box<dyn EventStore> = match &config.store {
             StoreLocation::Sqlite => {
                 let log_file = data_dir.join(ringfence_store::LOG_FILE);
                 let store = Store::open(&log_file)?;
                 for suffix in ["", "-wal", "-shm"] {
                     crate::datadir::DataDir::make_private(&PathBuf::from(format!("{}{suffix}", log_file.display())));
                 }
-                let events = store.load_all()?;
-                (Box::new(store), events)
+                Box::new(store)
             }
             StoreLocation::Postgres { url, password } if config.replica.is_some() => {
                 let mut store = off_the_workers(|| PgStore::open(url, password.as_deref()))?;
                 off_the_workers(|| store.claim_shared())?;
-                let events = off_the_workers(|| store.read(None, 0, usize::MAX))?;
                 tracing::info!(store = %store.describe(), replica = config.replica.as_deref(), "event log on PostgreSQL, shared by replicas");
-                (Box::new(store), events)
+                Box::new(store)
             }
             StoreLocation::Postgres { url, password } => {
                 let mut store = off_the_workers(|| PgStore::open(url, password.as_deref()))?;
@@ -172,17 +173,24 @@ impl Shared {
                         Err(_) => std::thread::sleep(std::time::Duration::from_millis(250)),
                     }
                 }
-                let events = off_the_workers(|| store.read(None, 0, usize::MAX))?;
                 tracing::info!(store = %store.describe(), "event log on PostgreSQL");
-                (Box::new(store), events)
+                Box::new(store)
             }
         };
+        // Folded a page at a time: the whole log read at once would hold every event in memory
+        // beside the state it folds into, and the process keeps that peak for good.
         let mut world = World::default();
-        for e in &events {
-            world.apply(e);
+        let (mut seq, mut folded) = (0, 0);
+        loop {
+            let page = off_the_workers(|| store.read(None, seq, FOLD_PAGE))?;
+            let Some(last) = page.last() else { break };
+            seq = last.seq;
+            folded += page.len();
+            for e in &page {
+                world.apply(e);
+            }
         }
-        let seq = events.last().map_or(0, |e| e.seq);
-        tracing::info!(events = events.len(), workloads = world.workloads.len(), "state rebuilt from the event log");
+        tracing::info!(events = folded, workloads = world.workloads.len(), "state rebuilt from the event log");
         let http = HttpClient::new();
         let executor = Arc::new(Executors {
             process: ProcessExecutor::new(&data_dir, ringfence_bin.clone(), http.clone())?,
