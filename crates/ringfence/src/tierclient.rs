@@ -19,7 +19,7 @@ use crate::http::HttpClient;
 /// How long the server may hold a fetch open when nothing changes.
 pub const WAIT: Duration = Duration::from_secs(25);
 /// How often counters are reported.
-const REPORT_EVERY: Duration = Duration::from_secs(1);
+pub const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// The longest pause between tries while no server answers: a server back reaches the
 /// routers within it.
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
@@ -129,6 +129,7 @@ impl TierClient {
         let mut ticker = tokio::time::interval(REPORT_EVERY);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let auth = format!("Bearer {}", self.token);
+        let mut warned = None;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -138,23 +139,110 @@ impl TierClient {
             if workloads.is_empty() {
                 continue;
             }
-            let report = RouterReport { router: self.name.clone(), workloads };
-            let body = bytes::Bytes::from(serde_json::to_vec(&report).expect("a report serializes"));
             // To every server at once: a slow one must not delay the others' counters.
             let mut sends = tokio::task::JoinSet::new();
-            for base in &self.control_planes {
-                let url = format!("{}/v1/routes/report", base.trim_end_matches('/'));
-                let (body, auth, http) = (body.clone(), auth.clone(), self.http.clone());
-                sends.spawn(async move {
-                    match http.request(Method::POST, &url, &[("authorization", &auth)], Some(body), REPORT_EVERY).await
-                    {
-                        Ok(r) if r.status.is_success() => {}
-                        Ok(r) => tracing::debug!(%url, status = %r.status, "report refused"),
-                        Err(e) => tracing::debug!(%url, error = %e, "report not sent"),
-                    }
-                });
+            for part in report_parts(workloads, REPORT_BYTES) {
+                let report = RouterReport { router: self.name.clone(), workloads: part };
+                let body = bytes::Bytes::from(serde_json::to_vec(&report).expect("a report serializes"));
+                for base in &self.control_planes {
+                    let url = format!("{}/v1/routes/report", base.trim_end_matches('/'));
+                    let (body, auth, http) = (body.clone(), auth.clone(), self.http.clone());
+                    sends.spawn(async move {
+                        let headers = [("authorization", auth.as_str())];
+                        match http.request(Method::POST, &url, &headers, Some(body), REPORT_EVERY).await {
+                            Ok(r) if r.status.is_success() => None,
+                            Ok(r) => {
+                                let why = String::from_utf8_lossy(&r.body[..r.body.len().min(300)]).into_owned();
+                                Some(format!("{url} refused a report: {} {why}", r.status))
+                            }
+                            Err(e) => Some(format!("cannot report to {url}: {e}")),
+                        }
+                    });
+                }
             }
-            sends.join_all().await;
+            let failures: Vec<String> = sends.join_all().await.into_iter().flatten().collect();
+            // A server away is expected now and then (a restart, a failover): said at debug.
+            // A refusal is not: the analysis of these workloads goes without their traffic.
+            if let Some(first) = failures.iter().find(|f| f.contains("refused")) {
+                if warned.is_none_or(|t: std::time::Instant| t.elapsed() >= REFUSAL_WARN_EVERY) {
+                    warned = Some(std::time::Instant::now());
+                    tracing::warn!(refused = failures.len(), first = %first, "reports of traffic refused by the control plane");
+                }
+            } else if let Some(first) = failures.first() {
+                tracing::debug!(failed = failures.len(), first = %first, "reports not sent");
+            }
         }
+    }
+}
+
+/// The most a report's body may take: the API refuses bodies over
+/// [`ringfence_api::MAX_REQUEST_BYTES`], so a router serving thousands of workloads sends its
+/// counters in as many parts as that takes.
+const REPORT_BYTES: usize = ringfence_api::MAX_REQUEST_BYTES / 2;
+/// How often a refused report is logged at warn level.
+const REFUSAL_WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Splits the counters into parts whose JSON stays under `budget` bytes (a single workload's
+/// counters larger than that go alone, and the server says why it refuses them).
+fn report_parts(workloads: BTreeMap<String, StatsSnapshot>, budget: usize) -> Vec<BTreeMap<String, StatsSnapshot>> {
+    let mut parts = Vec::new();
+    let mut part = BTreeMap::new();
+    let mut size = 0;
+    for (name, snapshot) in workloads {
+        // The workload's entry: its name quoted, a colon, its counters, a comma.
+        let entry = name.len() + 4 + serde_json::to_vec(&snapshot).map_or(0, |v| v.len());
+        if !part.is_empty() && size + entry > budget {
+            parts.push(std::mem::take(&mut part));
+            size = 0;
+        }
+        size += entry;
+        part.insert(name, snapshot);
+    }
+    if !part.is_empty() {
+        parts.push(part);
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_of_many_workloads_goes_in_parts_under_the_api_limit() {
+        let snapshot = StatsSnapshot {
+            instance_id: "r1".into(),
+            generation: 3,
+            uptime_ms: 1,
+            // Two versions with a few latency buckets each: what a rollout's counters look like.
+            versions: ["v1", "v2"]
+                .into_iter()
+                .map(|v| {
+                    let buckets = (1..=12).map(|i| (100 * i, 1000 + i)).collect();
+                    let stats = ringfence_router::VersionStats {
+                        requests: 123_456,
+                        errors: 12,
+                        latency_sum_us: 98_765_432,
+                        latency_buckets: buckets,
+                        users: 4321,
+                    };
+                    (v.to_string(), stats)
+                })
+                .collect(),
+            upstreams: vec![],
+        };
+        let workloads: BTreeMap<String, StatsSnapshot> =
+            (0..20_000).map(|i| (format!("workload-{i:05}"), snapshot.clone())).collect();
+        let whole = serde_json::to_vec(&RouterReport { router: "edge".into(), workloads: workloads.clone() }).unwrap();
+        assert!(whole.len() > ringfence_api::MAX_REQUEST_BYTES, "the test needs a report over the limit");
+        let parts = report_parts(workloads.clone(), REPORT_BYTES);
+        assert!(parts.len() > 1);
+        for part in &parts {
+            let body = serde_json::to_vec(&RouterReport { router: "edge".into(), workloads: part.clone() }).unwrap();
+            assert!(body.len() <= REPORT_BYTES, "{} bytes", body.len());
+        }
+        let rejoined: BTreeMap<String, StatsSnapshot> = parts.into_iter().flatten().collect();
+        assert_eq!(rejoined, workloads);
+        assert!(report_parts(BTreeMap::new(), REPORT_BYTES).is_empty());
     }
 }

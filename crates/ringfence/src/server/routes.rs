@@ -16,6 +16,8 @@ use crate::tierclient::RouterReport;
 
 /// The longest a fetch is held open.
 const MAX_WAIT_S: u64 = 60;
+/// After a change, how long a held fetch waits for more before it answers.
+const COALESCE: Duration = Duration::from_millis(50);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,7 +50,9 @@ pub(super) async fn routes(
     // Subscribed before reading, so no change between the read and the wait is missed.
     let mut changes = sh.changes();
     loop {
+        let pass = std::time::Instant::now();
         let tables = tables_for(&sh, &caller);
+        let pass = pass.elapsed();
         if known.as_deref() != Some(tables.etag.as_str()) {
             let etag = HeaderValue::from_str(&format!("\"{}\"", tables.etag)).expect("hex is a header value");
             return Ok(([(header::ETAG, etag)], Json(tables)).into_response());
@@ -58,26 +62,39 @@ pub(super) async fn routes(
             () = tokio::time::sleep_until(deadline) => break,
             () = sh.shutdown.cancelled() => break,
         }
+        // Every event of every workload is a change here, and the set costs a pass over all
+        // the tier's workloads: changes arriving close together are answered together, and
+        // with thousands of workloads (a pass of tens of milliseconds) the pause grows so that
+        // the passes take at most a fifth of the time.
+        let pause = COALESCE.max(pass * 4);
+        tokio::time::sleep(pause.min(deadline.saturating_duration_since(tokio::time::Instant::now()))).await;
+        changes.mark_unchanged();
     }
     Ok(StatusCode::NOT_MODIFIED.into_response())
 }
 
 /// The set as it is now, for what `caller` may route; its etag is a digest of its content.
 fn tables_for(sh: &Shared, caller: &Caller) -> TierTables {
-    let mut routes: Vec<TierRoute> = sh.world(|w| {
+    // The workloads' snapshots under the lock (a pointer each), the tables outside it: with
+    // thousands of workloads the pass takes milliseconds every command would wait for.
+    let tier: Vec<std::sync::Arc<ringfence_core::state::WorkloadState>> = sh.world(|w| {
         w.workloads
             .values()
             .filter(|ws| !ws.deleted && ws.spec.router.kind == RouterKind::Tier)
             .filter(|ws| caller.may(Perm::Route, Some(&ws.name)))
-            .filter_map(|ws| {
-                Some(TierRoute {
-                    host: ws.spec.router.host.clone(),
-                    path_prefix: ws.spec.router.path_prefix.clone(),
-                    table: crate::traffic::tier::served_table(&sh.data_dir, ws)?,
-                })
-            })
+            .cloned()
             .collect()
     });
+    let mut routes: Vec<TierRoute> = tier
+        .iter()
+        .filter_map(|ws| {
+            Some(TierRoute {
+                host: ws.spec.router.host.clone(),
+                path_prefix: ws.spec.router.path_prefix.clone(),
+                table: crate::traffic::tier::served_table(&sh.data_dir, ws)?,
+            })
+        })
+        .collect();
     // Two workloads claiming the same host and prefix: the first by name keeps it (a router
     // refuses a set with a clash whole, which would freeze every other workload's changes).
     let mut claimed = std::collections::HashSet::new();
@@ -116,7 +133,7 @@ pub(super) async fn report(
     for name in report.workloads.keys() {
         caller.require(Perm::Route, Some(name))?;
     }
-    let served: Vec<String> = sh.world(|w| {
+    let served: std::collections::HashSet<String> = sh.world(|w| {
         report
             .workloads
             .keys()
@@ -129,6 +146,8 @@ pub(super) async fn report(
     for (name, snapshot) in report.workloads {
         if served.contains(&name) {
             sh.traffic.tier.report(&report.router, &name, snapshot);
+            // Its loop judges on these counters: it wakes now rather than at its next tick.
+            sh.notifier(&name).notify_one();
             accepted.push(name);
         } else {
             ignored.push(name);

@@ -28,8 +28,15 @@ pub struct TierEndpoint {
 /// A report older than this no longer says what a router's breakers look like now.
 const FRESH: Duration = Duration::from_secs(5);
 /// A router silent for this long is forgotten (its counters leave the merged sum, which
-/// then starts over under a new instance id, so no reader mistakes it for a drop).
+/// then goes on under another instance id, so no reader mistakes it for a drop).
 const FORGET: Duration = Duration::from_secs(600);
+/// How often the reports of every workload are swept for forgotten routers.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// After this server starts, how long the counters are withheld while the routers report for
+/// the first time: every router reports once a second, and a sum read before all of them
+/// have would go under another instance id than the one before the restart, starting every
+/// analysis window over.
+const FIRST_REPORTS: Duration = Duration::from_millis(1500);
 
 /// The routers' latest reports, per workload and router instance.
 #[derive(Clone)]
@@ -38,10 +45,8 @@ pub struct Tier {
 }
 
 struct Reports {
-    /// Random per server start, and bumped when a router is forgotten: part of the merged
-    /// counters' instance id.
-    epoch: String,
-    forgotten: u64,
+    started: Instant,
+    swept: Instant,
     by_workload: HashMap<String, HashMap<String, Report>>,
 }
 
@@ -64,8 +69,8 @@ impl Default for Tier {
     fn default() -> Self {
         Tier {
             reports: Arc::new(Mutex::new(Reports {
-                epoch: format!("{:08x}", rand::random::<u32>()),
-                forgotten: 0,
+                started: Instant::now(),
+                swept: Instant::now(),
                 by_workload: HashMap::new(),
             })),
         }
@@ -77,18 +82,17 @@ impl Tier {
     pub fn report(&self, router: &str, workload: &str, snapshot: StatsSnapshot) {
         let mut reports = self.reports.lock().expect("tier reports lock");
         let now = Instant::now();
-        reports
-            .by_workload
-            .entry(workload.to_owned())
-            .or_default()
-            .insert(snapshot.instance_id.clone(), Report { router: router.to_owned(), received: now, snapshot });
-        let before: usize = reports.by_workload.values().map(HashMap::len).sum();
-        for routers in reports.by_workload.values_mut() {
-            routers.retain(|_, r| now.duration_since(r.received) < FORGET);
-        }
-        let after: usize = reports.by_workload.values().map(HashMap::len).sum();
-        if after < before {
-            reports.forgotten += 1;
+        let routers = reports.by_workload.entry(workload.to_owned()).or_default();
+        routers.retain(|_, r| now.duration_since(r.received) < FORGET);
+        routers.insert(snapshot.instance_id.clone(), Report { router: router.to_owned(), received: now, snapshot });
+        // The other workloads' routers now and then, not on every report: with thousands of
+        // workloads a sweep per report would cost thousands of times the report itself.
+        if now.duration_since(reports.swept) >= SWEEP_EVERY {
+            reports.swept = now;
+            for routers in reports.by_workload.values_mut() {
+                routers.retain(|_, r| now.duration_since(r.received) < FORGET);
+            }
+            reports.by_workload.retain(|_, routers| !routers.is_empty());
         }
     }
 
@@ -114,15 +118,24 @@ impl Tier {
 
     /// Every router's latest counters of `workload`, summed. Each router's count is
     /// cumulative and a restarted router reports under a new instance, so the sum only grows
-    /// while the merged instance id stays the same.
+    /// while the set of instances stays the same. The merged instance id names that set: a
+    /// router that joins or is forgotten changes it (the sum jumps), and a restart of this
+    /// server that hears from the same routers keeps it, so analysis windows go on.
     fn merged(&self, workload: &str) -> Option<StatsSnapshot> {
+        use sha2::Digest as _;
         let reports = self.reports.lock().expect("tier reports lock");
         let routers = reports.by_workload.get(workload).filter(|m| !m.is_empty())?;
         let now = Instant::now();
-        let mut merged = StatsSnapshot::merge(
-            format!("tier-{}-{}", reports.epoch, reports.forgotten),
-            routers.values().map(|r| &r.snapshot),
-        );
+        let mut ids: Vec<&str> = routers.keys().map(String::as_str).collect();
+        ids.sort_unstable();
+        let mut digest = sha2::Sha256::new();
+        for id in ids {
+            digest.update(id.as_bytes());
+            digest.update([0]);
+        }
+        let digest = digest.finalize();
+        let mut merged =
+            StatsSnapshot::merge(format!("tier-{}", hex::encode(&digest[..8])), routers.values().map(|r| &r.snapshot));
         // Breakers and the served generation: only what the routers say now.
         let fresh: Vec<&Report> = routers.values().filter(|r| now.duration_since(r.received) < FRESH).collect();
         merged.upstreams = fresh.iter().flat_map(|r| r.snapshot.upstreams.iter().cloned()).collect();
@@ -154,6 +167,13 @@ impl TrafficAdapter for Tier {
     }
 
     async fn stats(&self, at: &TierEndpoint) -> anyhow::Result<StatsSnapshot> {
+        let started = self.reports.lock().expect("tier reports lock").started;
+        if started.elapsed() < FIRST_REPORTS {
+            anyhow::bail!(
+                "this server started {} ms ago: the routers of the tier are reporting for the first time",
+                started.elapsed().as_millis()
+            );
+        }
         self.merged(&at.workload).ok_or_else(|| {
             anyhow::anyhow!("no router of the tier has reported {}'s traffic yet (POST /v1/routes/report)", at.workload)
         })
@@ -190,21 +210,61 @@ mod tests {
         }
     }
 
+    /// A tier whose server started long enough ago for every router to have reported.
+    fn settled() -> Tier {
+        let tier = Tier::default();
+        let mut reports = tier.reports.lock().unwrap();
+        reports.started = Instant::now().checked_sub(FIRST_REPORTS).unwrap_or(reports.started);
+        drop(reports);
+        tier
+    }
+
     #[tokio::test]
     async fn reports_of_several_routers_are_summed_and_a_restart_never_lowers_the_sum() {
-        let tier = Tier::default();
+        let tier = settled();
         let at = TierEndpoint { workload: "w".into(), table: None };
         assert!(tier.stats(&at).await.is_err(), "nothing reported yet");
         tier.report("edge-a", "w", snap("a1", 10));
         tier.report("edge-b", "w", snap("b1", 5));
         let first = tier.stats(&at).await.unwrap();
         assert_eq!(first.versions["v1"].requests, 15);
-        // edge-a restarts: its old counters stay, the new ones add to them.
+        // edge-a restarts: its old counters stay, the new ones add to them. The set of
+        // instances is another one, so the analysis window starts over, as it does when a
+        // workload's own router restarts.
         tier.report("edge-a", "w", snap("a2", 1));
         let second = tier.stats(&at).await.unwrap();
         assert_eq!(second.versions["v1"].requests, 16);
-        assert_eq!(first.instance_id, second.instance_id);
+        assert_ne!(first.instance_id, second.instance_id);
         assert_eq!(tier.routers("w").len(), 3);
         assert!(tier.routers("other").is_empty());
+        // More reports from the same routers: the same instance id, the sum grows.
+        tier.report("edge-b", "w", snap("b1", 9));
+        let third = tier.stats(&at).await.unwrap();
+        assert_eq!((third.versions["v1"].requests, &third.instance_id), (20, &second.instance_id));
+    }
+
+    #[tokio::test]
+    async fn a_restarted_server_hearing_from_the_same_routers_goes_on_with_the_same_counters() {
+        let before = settled();
+        let at = TierEndpoint { workload: "w".into(), table: None };
+        before.report("edge-a", "w", snap("a1", 10));
+        before.report("edge-b", "w", snap("b1", 5));
+        let id = before.stats(&at).await.unwrap().instance_id;
+
+        // The new server withholds the counters until every router has had time to report:
+        // read after edge-a's report alone, they would go under another id.
+        let after = Tier::default();
+        after.report("edge-a", "w", snap("a1", 12));
+        let early = after.stats(&at).await.unwrap_err().to_string();
+        assert!(early.contains("reporting for the first time"), "{early}");
+        after.report("edge-b", "w", snap("b1", 6));
+        after.reports.lock().unwrap().started = Instant::now().checked_sub(FIRST_REPORTS).unwrap();
+        let resumed = after.stats(&at).await.unwrap();
+        assert_eq!((resumed.instance_id, resumed.versions["v1"].requests), (id, 18));
+
+        // A router gone with the restart: its counters are gone from the sum, so the id changes.
+        let without_b = settled();
+        without_b.report("edge-a", "w", snap("a1", 12));
+        assert_ne!(without_b.stats(&at).await.unwrap().instance_id, before.stats(&at).await.unwrap().instance_id);
     }
 }
