@@ -174,6 +174,15 @@ impl Rollout {
         end.since(start).saturating_sub(self.paused_ms)
     }
 
+    /// While a phase bakes and the clock runs (not paused): milliseconds until its bake
+    /// time is served, when the phase falls due to be judged. The controller wakes then
+    /// rather than at its next tick.
+    pub fn bake_due_in_ms(&self, now: Timestamp) -> Option<u64> {
+        let running = self.stage == Stage::Baking && self.status == RolloutStatus::Progressing;
+        (running && self.bake_started_at.is_some() && self.paused_at.is_none())
+            .then(|| self.current_phase().bake.as_ms().saturating_sub(self.baked_ms(now)))
+    }
+
     /// Weight of the new version the router should carry now, in basis points.
     pub fn target_weight_bp(&self) -> u32 {
         match self.status {

@@ -464,6 +464,23 @@ fn phase_never_passes_before_its_bake_is_over() {
     assert_eq!(sim.now.since(bake_at), 30 * SEC);
 }
 
+#[test]
+fn a_baking_phase_says_when_it_falls_due_and_a_pause_stops_the_clock() {
+    let mut sim = canary_baking();
+    let good = healthy("v2", "v1");
+    assert_eq!(sim.active().bake_due_in_ms(sim.now), Some(30 * SEC));
+    assert!(sim.run_for(&good, true, SEC, 10 * SEC).is_empty());
+    assert_eq!(sim.active().bake_due_in_ms(sim.now), Some(20 * SEC));
+    sim.cmd(|w| command::pause(w, WL)).expect("pause");
+    assert_eq!(sim.active().bake_due_in_ms(sim.now), None, "paused: nothing falls due");
+    sim.advance(60 * SEC);
+    sim.cmd(|w| command::resume(w, WL)).expect("resume");
+    assert_eq!(sim.active().bake_due_in_ms(sim.now), Some(20 * SEC), "the paused minute does not count");
+    sim.advance(20 * SEC);
+    assert_eq!(sim.active().bake_due_in_ms(sim.now), Some(0));
+    assert_eq!(names(&sim.tick(&good, true)), ["phase_passed", "phase_started"]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. Not converged
 // ---------------------------------------------------------------------------------------------

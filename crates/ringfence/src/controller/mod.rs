@@ -67,8 +67,16 @@ pub fn spawn_workload(shared: &Arc<Shared>, name: &str) {
                     }
                 }
             }
+            // A workload of the router tier learns its traffic from the routers' reports,
+            // which wake it (once a second); ticking ten times as often would judge the same
+            // counters again. Every other change wakes it as it wakes any workload.
+            let mut period = if local.tier { shared.tick.max(crate::tierclient::REPORT_EVERY) } else { shared.tick };
+            // A phase whose bake ends sooner is judged when it ends, not up to a period late.
+            if let Some(due) = local.bake_due.take() {
+                period = period.min(due.saturating_duration_since(Instant::now()));
+            }
             tokio::select! {
-                _ = tokio::time::sleep(shared.tick) => {}
+                _ = tokio::time::sleep(period) => {}
                 _ = notify.notified() => {}
                 _ = shared.shutdown.cancelled() => break,
             }
@@ -85,6 +93,10 @@ const DRIFT_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 struct Local {
     name: String,
+    /// Whether the workload's traffic goes through the router tier (as of the last tick).
+    tier: bool,
+    /// When the bake of the phase in progress ends (as of the last tick).
+    bake_due: Option<Instant>,
     router_checked: bool,
     applied: Option<RouteTable>,
     /// When the router's own table was last compared with the installed one.
@@ -139,6 +151,8 @@ impl Local {
     fn new(name: &str) -> Local {
         Local {
             name: name.into(),
+            tier: false,
+            bake_due: None,
             router_checked: false,
             drift_checked: None,
             router_retry: None,
@@ -199,6 +213,14 @@ fn intend(shared: &Shared, name: &str, action: &Action) -> anyhow::Result<String
 async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
     let name = local.name.clone();
     let Some(ws) = snapshot(shared, &name) else { return Ok(false) };
+    local.tier = ws.spec.router.kind == RouterKind::Tier;
+    local.bake_due = ws
+        .active_rollout()
+        .and_then(|r| r.bake_due_in_ms(crate::state::now()))
+        // Already due and still baking: the phase waits for evidence, on the usual period.
+        .filter(|ms| *ms > 0)
+        // A little after, so the bake is served on the millisecond clock the core reads.
+        .map(|ms| Instant::now() + Duration::from_millis(ms + 2));
     let mut changed = false;
 
     // Replicas that died since the last look are crashes: recorded, never restarted away.
