@@ -23,6 +23,10 @@
 #   bench/run.sh soak --save --minutes 12
 #                                     # continuous deploys on two workloads: memory, open files, log
 #                                     # size and rollout time over the run
+#   bench/run.sh scale --save --workloads 10000
+#                                     # that many workloads with a rollout each at once, through one
+#                                     # router of the tier: lateness of steps due, memory, and the
+#                                     # server SIGKILLed and restarted mid-run
 #   bench/run.sh trust --save         # healthy rollouts (A/A) and detection through the real stack,
 #                                     # half an hour or more; `trust --quick` is a 3-minute smoke run
 #   bench/run.sh --save [ARGS...]     # also write bench/results/<benchmark>.txt, with a header

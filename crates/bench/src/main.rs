@@ -12,6 +12,7 @@ mod mitigations;
 mod pgcluster;
 mod procs;
 mod router;
+mod scale;
 mod server;
 mod soak;
 mod stats;
@@ -79,6 +80,9 @@ enum Bench {
     /// Continuous deploys (one release in three bad) on a few workloads for a set time:
     /// server memory, open files, routers' memory, log size and rollout time, flat or not.
     Soak(soak::SoakArgs),
+    /// Many rollouts at once on one server (design.md's 10,000): how late steps fall due, the
+    /// server's memory, and a SIGKILL and restart in the middle (`--workloads N`).
+    Scale(scale::ScaleArgs),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +195,12 @@ fn run(cli: Cli) -> Result<u8> {
             let report = soak::run(&args, &ringfence)?;
             finish(&report, args.output)
         }
+        Bench::Scale(args) => {
+            args.validate()?;
+            let ringfence = ringfence_binary()?;
+            let report = scale::run(&args, &ringfence)?;
+            finish(&report, args.output)
+        }
         Bench::Trust(args) => {
             let cfg = args.resolve()?;
             let output = cfg.output;
@@ -250,7 +260,7 @@ fn ringfence_binary() -> Result<PathBuf> {
 
 /// Resolves on Ctrl-C or SIGTERM, so the guards get to stop the server instead of the process
 /// dying with it still running.
-async fn interrupted() {
+pub(crate) async fn interrupted() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).ok();
     tokio::select! {

@@ -229,7 +229,7 @@ impl Nginx {
 }
 
 /// A loopback port that was free a moment ago (nginx cannot be told to pick one itself).
-fn free_port() -> Result<SocketAddr> {
+pub fn free_port() -> Result<SocketAddr> {
     let port = ringfence::executor::free_port().context("find a free loopback port")?;
     Ok(SocketAddr::from(([127, 0, 0, 1], port)))
 }
@@ -302,4 +302,16 @@ impl Haproxy {
             self.frontend
         )
     }
+}
+
+/// A process's resident memory in MiB, from /proc (0 once it is gone).
+pub fn rss_mib(pid: u32) -> f64 {
+    let kb = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok()))
+        })
+        .unwrap_or(0.0);
+    kb / 1024.0
 }

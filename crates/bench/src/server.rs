@@ -74,6 +74,13 @@ impl Server {
         Server::launch(ringfence, None, false, Some((data_dir, "alone")), &[])
     }
 
+    /// [`Server::start_in`] on a set address, so that what was told the server's address (a
+    /// router of the tier) finds it again after a restart.
+    pub fn start_in_at(ringfence: &Path, data_dir: &Path, listen: std::net::SocketAddr) -> Result<Server> {
+        let listen = listen.to_string();
+        Server::launch(ringfence, None, false, Some((data_dir, "alone")), &["--listen", &listen])
+    }
+
     /// Where the server keeps its data.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
@@ -123,7 +130,11 @@ impl Server {
             .open(&log_path)
             .with_context(|| format!("cannot create the server log {}", log_path.display()))?;
         let mut cmd = Command::new(ringfence);
-        cmd.arg("server").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(&data_dir).args(extra);
+        cmd.arg("server");
+        if !extra.contains(&"--listen") {
+            cmd.arg("--listen").arg("127.0.0.1:0");
+        }
+        cmd.arg("--data-dir").arg(&data_dir).args(extra);
         if let Some(tick) = tick {
             cmd.arg("--tick").arg(tick);
         }

@@ -86,15 +86,8 @@ fn spec(name: &str) -> String {
 
 /// Resident memory in MiB and open files of a process, from /proc.
 fn proc_usage(pid: u32) -> (f64, usize) {
-    let rss_kb = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok()))
-        })
-        .unwrap_or(0.0);
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
-    (rss_kb / 1024.0, fds)
+    (crate::procs::rss_mib(pid), fds)
 }
 
 /// The event log's files (the database and its write-ahead log), in MiB.
