@@ -206,17 +206,23 @@ async fn two_tier_routers_serve_a_rollout_and_carry_on_without_the_server() {
     let (via_a, via_b) = (served(&sa), served(&sb));
     assert!(via_a > 0 && via_b > 0, "both routers served v2: {via_a}, {via_b}");
     assert_eq!(sa.iter().chain(&sb).filter(|x| x.is_error()).count(), 0, "no user saw a failure");
-    let events = server.events(w).await;
-    let counted: u64 = events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::SignalsRecorded { rollout_id, samples } if *rollout_id == id => Some(samples),
-            _ => None,
-        })
-        .flatten()
-        .filter(|s| s.version == "v2")
-        .map(|s| s.requests)
-        .sum();
+    // The traffic samples of a rollout are appended at its end, by the loop's next look at
+    // the counters, which for a tier workload comes with the routers' next report.
+    let counted: u64 = wait_until("the rollout's traffic samples", || async {
+        let events = server.events(w).await;
+        let counted: u64 = events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::SignalsRecorded { rollout_id, samples } if *rollout_id == id => Some(samples),
+                _ => None,
+            })
+            .flatten()
+            .filter(|s| s.version == "v2")
+            .map(|s| s.requests)
+            .sum();
+        (counted > 0).then_some(counted)
+    })
+    .await;
     assert!(
         counted as usize > via_a.max(via_b),
         "the analysis saw {counted} requests to v2: more than either router alone ({via_a}, {via_b})"
