@@ -177,19 +177,7 @@ impl Shared {
                 Box::new(store)
             }
         };
-        // Folded a page at a time: the whole log read at once would hold every event in memory
-        // beside the state it folds into, and the process keeps that peak for good.
-        let mut world = World::default();
-        let (mut seq, mut folded) = (0, 0);
-        loop {
-            let page = off_the_workers(|| store.read(None, seq, FOLD_PAGE))?;
-            let Some(last) = page.last() else { break };
-            seq = last.seq;
-            folded += page.len();
-            for e in &page {
-                world.apply(e);
-            }
-        }
+        let (world, seq, folded) = off_the_workers(|| fold_log(store.as_mut(), FOLD_PAGE))?;
         tracing::info!(events = folded, workloads = world.workloads.len(), "state rebuilt from the event log");
         let http = HttpClient::new();
         let executor = Arc::new(Executors {
@@ -497,6 +485,24 @@ fn catch_up_locked(inner: &mut Inner) -> Result<Vec<String>, StoreError> {
     }
 }
 
+/// The state the log folds into, the last event's number and the events folded, read `page`
+/// events at a time: the whole log read at once would hold every event in memory beside the
+/// state it folds into, and the process keeps that peak for good.
+fn fold_log(store: &mut dyn EventStore, page: usize) -> Result<(World, u64, usize), StoreError> {
+    let mut world = World::default();
+    let (mut seq, mut folded) = (0, 0);
+    loop {
+        let events = store.read(None, seq, page)?;
+        let Some(last) = events.last() else { break };
+        seq = last.seq;
+        folded += events.len();
+        for e in &events {
+            world.apply(e);
+        }
+    }
+    Ok((world, seq, folded))
+}
+
 /// Runs blocking IO (an fsync of the event log) without stalling the async runtime: on a
 /// multi-threaded runtime the worker hands its other tasks over first; elsewhere (a
 /// current-thread test runtime, plain threads) it just runs.
@@ -504,5 +510,31 @@ fn off_the_workers<R>(f: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
         _ => f(),
+    }
+}
+
+#[cfg(test)]
+mod fold_tests {
+    use super::*;
+
+    #[test]
+    fn the_log_folded_page_by_page_is_the_log_folded_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("events.db")).unwrap();
+        let events: Vec<NewEvent> = (0..7)
+            .map(|n| NewEvent {
+                at: Timestamp(1_000 + n),
+                actor: "tester".into(),
+                reason: format!("event {n}"),
+                workload: String::new(),
+                kind: if n % 2 == 0 { EventKind::LineStopped { paused: vec![] } } else { EventKind::LineRestarted },
+            })
+            .collect();
+        store.append(0, events).unwrap();
+        let whole = fold_log(&mut store, usize::MAX).unwrap();
+        assert_eq!((whole.1, whole.2), (7, 7));
+        for page in [1, 2, 3, 7, 8] {
+            assert_eq!(fold_log(&mut store, page).unwrap(), whole, "pages of {page}");
+        }
     }
 }

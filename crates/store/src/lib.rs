@@ -318,18 +318,7 @@ impl Store {
         // Two statements, not one with `?2 IS NULL OR workload = ?2`: SQLite plans a prepared
         // statement once, and that one walks the whole log from `after_seq` instead of the
         // workload's index, which with thousands of workloads reads every event of every one.
-        let sql = match workload {
-            Some(_) => {
-                "SELECT seq, at, actor, reason, workload, body FROM events
-                 WHERE workload = ?2 AND seq > ?1
-                 ORDER BY seq LIMIT ?3"
-            }
-            None => {
-                "SELECT seq, at, actor, reason, workload, body FROM events
-                 WHERE seq > ?1 AND ?2 IS NULL
-                 ORDER BY seq LIMIT ?3"
-            }
-        };
+        let sql = if workload.is_some() { READ_WORKLOAD } else { READ_ALL };
         let mut stmt = self.conn.prepare_cached(sql).map_err(self.sql())?;
         let rows = stmt
             .query_map(params![after_seq as i64, workload, limit.min(i64::MAX as usize) as i64], |r| {
@@ -361,6 +350,15 @@ impl Store {
         self.read_events(None, 0, usize::MAX)
     }
 }
+
+/// A workload's events after a cursor, through `events_by_workload`.
+const READ_WORKLOAD: &str = "SELECT seq, at, actor, reason, workload, body FROM events
+     WHERE workload = ?2 AND seq > ?1
+     ORDER BY seq LIMIT ?3";
+/// Every event after a cursor (`?2` is NULL: the parameters are the same as above).
+const READ_ALL: &str = "SELECT seq, at, actor, reason, workload, body FROM events
+     WHERE seq > ?1 AND ?2 IS NULL
+     ORDER BY seq LIMIT ?3";
 
 /// Appending after a last row without a valid hash would extend a chain nobody can check:
 /// refused, since only a change made outside ringfence leaves such a row.
@@ -445,6 +443,21 @@ mod tests {
             workload: workload.into(),
             kind: EventKind::RolloutPaused { rollout_id: format!("{workload}-{n}") },
         }
+    }
+
+    #[test]
+    fn a_workloads_events_are_read_through_its_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("events.db")).unwrap();
+        let plan = |sql: &str| -> String {
+            let mut stmt = s.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows = stmt.query_map(params![0i64, "a", 10i64], |r| r.get::<_, String>(3)).unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+        };
+        let one = plan(READ_WORKLOAD);
+        assert!(one.contains("USING INDEX events_by_workload"), "{one}");
+        let all = plan(READ_ALL);
+        assert!(all.contains("INTEGER PRIMARY KEY"), "{all}");
     }
 
     #[test]
