@@ -9,6 +9,7 @@
 //! actor, reason, workload, type) whose payload is the event log's own record, versioned with
 //! the store's schema (docs/api.md, "Events").
 
+mod drill;
 mod event;
 mod governance;
 mod incident;
@@ -20,6 +21,7 @@ mod signals;
 mod token;
 mod workload;
 
+pub use drill::{Drill, DrillReport, DrillStarted, FaultCoverage, GameDay, LintFinding, LintReport, StartDrill};
 pub use event::Event;
 pub use governance::{
     Approval, Attestation, AttestationHook, Difference, Emergency, EmergencyClaim, GovernanceChange, GovernanceStatus,
@@ -44,7 +46,7 @@ pub use signals::{
 };
 pub use token::{CreateToken, CreatedToken, Token};
 pub use workload::{
-    Applied, ApplySpec, Criticality, Desired, FiringAlert, LastKnownGood, Leader, LiveHealth, Pin, Replica,
+    Applied, ApplySpec, Criticality, Desired, FiringAlert, GroupFault, LastKnownGood, Leader, LiveHealth, Pin, Replica,
     RolloutSummary, RouteGroup, RouterInfo, TierRouter, WarmStack, WorkloadStatus, WorkloadSummary,
 };
 

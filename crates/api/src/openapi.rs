@@ -42,7 +42,7 @@ pub const PUBLIC: &[&str] =
         show_release, clear_hold, revoke_release, attest, deploy, pause, resume, promote, abort, rollback, bypass, redeploy,
         approve, reject, parity, stop_line, restart_line, attestation_hook, list_incidents, ack_incident, resolve_incident,
         show_postmortem, show_postmortem_svg, show_dora, show_dora_svg, list_follow_ups, create_follow_up, assign_follow_up, close_follow_up, metrics, status_index, status_page, status_feed, workload_events, why, show_rollout,
-        all_events, alerts, plan, list_flags, kill_flag, restore_flag, report, routes, routes_report, list_tokens, create_token,
+        all_events, alerts, plan, lint, list_drills, start_drill, abort_drill, gameday, gameday_svg, list_flags, kill_flag, restore_flag, report, routes, routes_report, list_tokens, create_token,
         revoke_token
     ),
     components(schemas(ErrorBody)),
@@ -57,6 +57,7 @@ pub const PUBLIC: &[&str] =
         (name = "flags", description = "Feature flags and the kill switch"),
         (name = "governance", description = "Approvals, attestations, environments, stopping the line"),
         (name = "incidents", description = "Incidents of failed rollouts, postmortems, DORA metrics"),
+        (name = "drills", description = "Failure-mode analysis, mitigation drills with injected faults, game days"),
         (name = "tokens", description = "API tokens"),
         (name = "server", description = "The server itself")
     )
@@ -469,6 +470,71 @@ fn show_dora() {}
 ), responses((status = 200, description = "the chart", content_type = "image/svg+xml", body = String)))]
 #[allow(dead_code)]
 fn show_dora_svg() {}
+
+/// Failure-mode analysis of a workload's deployment path
+///
+/// Findings from its spec, its plan at its traffic and its history (releases, last known good,
+/// drills, the previous environment, emergency approvers), each with its rule, severity, the
+/// spec field, the fix and the recommendation it serves (docs/drills.md).
+#[utoipa::path(get, path = "/v1/workloads/{name}/lint", tag = "drills", params(
+    ("name" = String, Path, description = "the workload"),
+    ("rps" = Option<f64>, Query, description = "requests per second to check the bakes at (default: the router's average since it started)")
+), responses((status = 200, description = "the findings", body = LintReport)))]
+#[allow(dead_code)]
+fn lint() {}
+
+/// A workload's drills, newest first
+#[utoipa::path(get, path = "/v1/workloads/{name}/drills", tag = "drills", params(("name" = String, Path, description = "the workload")), responses((status = 200, description = "the drills", body = Vec<Drill>)))]
+#[allow(dead_code)]
+fn list_drills() {}
+
+/// Start a drill
+///
+/// A rollout of a drill release (the stable release's content under a drill version) through
+/// one phase capped at `[drill] max_weight`, with the fault injected when its bake begins: by
+/// the router for the drill version's share (`error-rate`, `latency`), by the executor
+/// (`crash`, `hang`: the process executor only), or at the signal seam (`signal-outage`). It
+/// must be detected and mitigated within `[drill] detect_within` and `mitigate_within`; it
+/// never promotes, opens no incident and counts in no DORA metric. Refused while a rollout
+/// runs and outside the deployment windows unless `outside_window`. Needs the deployer role.
+#[utoipa::path(post, path = "/v1/workloads/{name}/drills", tag = "drills", params(("name" = String, Path, description = "the workload")), request_body = StartDrill, responses(
+    (status = 201, description = "started", body = DrillStarted),
+    (status = 409, description = "a rollout or a drill runs, a deployment is queued, no stable release, or outside a deployment window", body = ErrorBody),
+    (status = 422, description = "an unknown fault, a bad weight, or a fault this workload's executor or router cannot carry out", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn start_drill() {}
+
+/// Abort the running drill
+///
+/// Its rollout is aborted (the users go back to the stable version, its instances stop) and
+/// the drill is recorded as aborted. Needs the deployer role.
+#[utoipa::path(post, path = "/v1/workloads/{name}/drills/abort", tag = "drills", params(("name" = String, Path, description = "the workload")), request_body = Reason, responses(
+    (status = 200, description = "aborted", body = DrillStarted),
+    (status = 409, description = "no drill runs", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn abort_drill() {}
+
+/// Game day
+///
+/// Every failure mode a drill exercises: whether automatic mitigation acts on it, whether its
+/// drills cover it (`covered`, `stale`, `failing`, `not_drilled`), their counts and median
+/// times, and every ended drill for the trends.
+#[utoipa::path(get, path = "/v1/workloads/{name}/gameday", tag = "drills", params(("name" = String, Path, description = "the workload")), responses((status = 200, description = "the game day", body = GameDay)))]
+#[allow(dead_code)]
+fn gameday() {}
+
+/// Game day, drawn
+///
+/// SVG: time to detect and time to mitigate of every ended drill, a line per fault, failed
+/// drills marked, with a title and a description in words.
+#[utoipa::path(get, path = "/v1/workloads/{name}/gameday.svg", tag = "drills", params(("name" = String, Path, description = "the workload")), responses(
+    (status = 200, description = "the chart", content_type = "image/svg+xml", body = String),
+    (status = 404, description = "no ended drill", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn gameday_svg() {}
 
 /// Follow-up items
 ///

@@ -17,6 +17,8 @@ pub enum RolloutKind {
     Deploy,
     /// Back to a release that was last known good.
     Rollback,
+    /// A mitigation drill: one capped phase of a drill release with a fault injected.
+    Drill,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

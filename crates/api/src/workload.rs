@@ -97,6 +97,9 @@ pub struct WorkloadStatus {
     /// freshest first (`[router] kind = "tier"`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tier_routers: Vec<TierRouter>,
+    /// The last ended drill of each fault, newest first, and the one running if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drills: Vec<crate::Drill>,
     /// The server's clock when it answered.
     pub now: Timestamp,
 }
@@ -186,6 +189,18 @@ pub struct RouteGroup {
     /// Share of requests copied to the group (shadow traffic), in basis points.
     #[serde(default)]
     pub shadow_bp: u32,
+    /// A drill's fault the router carries out on the group's requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<GroupFault>,
+}
+
+/// What a drill does to a group's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GroupFault {
+    /// Share of requests the router answers with 503, in basis points.
+    pub error_bp: u32,
+    /// Added to each request before it is forwarded.
+    pub delay_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

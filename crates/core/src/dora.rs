@@ -70,6 +70,9 @@ fn median(mut v: Vec<u64>) -> Option<f64> {
 pub fn compute(ws: &WorkloadState, from: Timestamp, to: Timestamp) -> Dora {
     let mut deployments = Vec::new();
     for r in &ws.rollouts {
+        if crate::drill::is_drill(r) {
+            continue;
+        }
         let Some(ended) = r.ended_at.filter(|e| *e >= from && *e < to) else { continue };
         let release = ws.releases.get(&r.release);
         let completed = r.status == RolloutStatus::Completed;

@@ -68,6 +68,9 @@ pub struct RouteGroup {
     /// Share of requests copied to the group (shadow traffic), in basis points.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub shadow_bp: u32,
+    /// A drill's fault, carried out by the router on this group's requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<ringfence_traffic::table::GroupFault>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -487,6 +490,19 @@ pub enum EventKind {
     },
     TokenRevoked {
         id: String,
+    },
+    // --- Mitigation drills (`crate::drill`) ---------------------------------------------------
+    DrillStarted {
+        drill: Box<crate::drill::Drill>,
+    },
+    /// The fault took effect (the drilled phase's bake began): how, in words.
+    DrillInjected {
+        drill_id: String,
+        detail: String,
+    },
+    DrillEnded {
+        drill_id: String,
+        report: Box<crate::drill::DrillReport>,
     },
 }
 

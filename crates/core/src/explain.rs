@@ -120,6 +120,20 @@ pub fn describe(e: &Event) -> String {
             "the router served another table (generation {found_generation}, installed {expected_generation}): {detail}; the desired one is installed again"
         ),
         TokenRevoked { id } => format!("token {id} revoked"),
+        DrillStarted { drill } => format!(
+            "drill {} started: {} on {} ({}% of users, stable {})",
+            drill.id,
+            drill.fault.describe(),
+            drill.version,
+            drill.weight_bp as f64 / 100.0,
+            drill.stable
+        ),
+        DrillInjected { drill_id, detail } => format!("drill {drill_id}: fault in effect ({detail})"),
+        DrillEnded { drill_id, report } => format!(
+            "drill {drill_id} {}{}",
+            report.outcome.as_str().to_uppercase(),
+            if report.problems.is_empty() { String::new() } else { format!(": {}", report.problems.join("; ")) }
+        ),
         DeployQueued { version, emergency, waiting_for, .. } => format!(
             "{}deployment of {version} queued: waits for {}",
             if emergency.is_some() { "EMERGENCY " } else { "" },

@@ -25,6 +25,9 @@ pub enum RolloutKind {
     /// Back to a release that was last known good: one phase at 100%, judged on probes and
     /// crashes, no re-analysis.
     Rollback,
+    /// A mitigation drill (`crate::drill`): one phase at a capped weight with a fault
+    /// injected, judged like a deployment, and never completed: a phase that passes aborts it.
+    Drill,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,7 +161,7 @@ impl Rollout {
     /// with; a rollback returns to a release that was verified, and an alert that prompted it
     /// must not block it.
     pub fn is_analysed(&self) -> bool {
-        self.kind == RolloutKind::Deploy && !self.current_phase().is_dark()
+        matches!(self.kind, RolloutKind::Deploy | RolloutKind::Drill) && !self.current_phase().is_dark()
     }
 
     pub fn current_phase(&self) -> &PhaseSpec {
@@ -198,7 +201,7 @@ impl Rollout {
         match self.kind {
             // A dark phase (a blue-green preview) has no users' traffic to compare.
             RolloutKind::Deploy if self.current_phase().is_dark() => Mode::ProbesOnly,
-            RolloutKind::Deploy => Mode::Phase,
+            RolloutKind::Deploy | RolloutKind::Drill => Mode::Phase,
             RolloutKind::Initial | RolloutKind::Rollback => Mode::ProbesOnly,
         }
     }
@@ -415,6 +418,10 @@ fn compared_window(r: &Rollout, input: &StepInput<'_>) -> Option<PhaseWindow> {
 }
 
 fn advance(r: &Rollout) -> Vec<EventKind> {
+    if r.kind == RolloutKind::Drill {
+        // The fault went unnoticed for a whole phase: the drill release never goes further.
+        return vec![EventKind::RolloutAborted { rollout_id: r.id.clone() }];
+    }
     if r.phase + 1 < r.phases.len() {
         vec![EventKind::PhaseStarted { rollout_id: r.id.clone(), phase: r.phase + 1 }]
     } else {

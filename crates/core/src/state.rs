@@ -122,6 +122,9 @@ pub struct WorkloadState {
     /// Releases a person revoked, by version: they never run again.
     #[serde(default)]
     pub revoked: BTreeMap<String, Revocation>,
+    /// Mitigation drills, oldest first (`crate::drill`).
+    #[serde(default)]
+    pub drills: Vec<std::sync::Arc<crate::drill::Drill>>,
     /// Deleted: nothing of it runs (instances, routes, router), its history is kept; applying
     /// its spec again brings it back.
     #[serde(default)]
@@ -289,6 +292,11 @@ impl WorkloadState {
         Some((r.id.as_str(), m.id.as_str()))
     }
 
+    /// The running drill a rollout is the rollout of, if it is.
+    pub fn drill_of(&self, rollout_id: &str) -> Option<&crate::drill::Drill> {
+        self.drills.iter().rev().find(|d| d.rollout_id == rollout_id && d.is_running()).map(|d| d.as_ref())
+    }
+
     pub fn desired(&self) -> Desired {
         if self.deleted {
             return Desired::default();
@@ -302,6 +310,7 @@ impl WorkloadState {
             runs_on: self.runtime_of(version),
             segment: None,
             shadow_bp: 0,
+            fault: None,
         };
         let mut d = Desired::default();
         match self.active_rollout() {
@@ -316,6 +325,7 @@ impl WorkloadState {
                 d.routes.push(RouteGroup {
                     segment: r.current_phase().segment.clone(),
                     shadow_bp: r.current_phase().shadow_bp(),
+                    fault: self.drill_of(&r.id).and_then(|d| d.fault.route_fault()),
                     ..group("canary", &r.release, w)
                 });
                 match &r.from {
@@ -449,6 +459,7 @@ impl World {
                             recycle: Default::default(),
                             held: BTreeMap::new(),
                             revoked: BTreeMap::new(),
+                            drills: Vec::new(),
                             deleted: false,
                             specs: BTreeMap::from([(digest.clone(), std::sync::Arc::new((**spec).clone()))]),
                             governance: Default::default(),
@@ -693,6 +704,7 @@ impl World {
         }
         crate::governance::apply(ws, &e.actor, &e.reason, &e.kind, e.at);
         crate::incident::apply(ws, &e.actor, &e.reason, &e.kind, e.at);
+        crate::drill::apply(ws, &e.kind, e.at);
     }
 }
 

@@ -258,6 +258,7 @@ fn route(name: &str, version: &str, weight_bp: u32) -> RouteGroup {
         runs_on: version.into(),
         segment: None,
         shadow_bp: 0,
+        fault: None,
     }
 }
 

@@ -39,6 +39,8 @@ macro_rules! outln {
     }};
 }
 
+mod drill;
+
 /// A reader that went away (`| head`) has what it wanted: exit quietly with success, as Unix
 /// filters do. Any other failure to write the output is an error.
 fn stdout_failed(e: std::io::Error) -> ! {
@@ -362,6 +364,66 @@ pub enum Command {
         rollout: Option<String>,
         /// Also write the chart of the new and the stable version's signals around the
         /// incident (SVG) to this file.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
+    /// A failure-mode analysis of a workload's deployment path: a spec file alone, or a
+    /// workload on the server (its spec, its plan at its traffic, its history and drills).
+    /// Each finding has a severity, the field, the fix and the recommendation it serves.
+    #[command(
+        after_help = "Exit codes: 0 when nothing at --fail-on or above was found, 3 otherwise (so it can gate a pipeline).\n\nExamples:\n  ringfence lint examples/production.toml\n  ringfence lint checkout\n  ringfence lint checkout --rps 200 -o json\n  ringfence lint deploy/checkout.toml --sarif lint.sarif     # for a code-scanning UI\n  ringfence lint checkout --fail-on warning"
+    )]
+    Lint {
+        /// A spec file (.toml), or the name of a workload on the server.
+        target: String,
+        /// Check the bakes at this many requests per second (default for a workload: its
+        /// router's average since it started; a file alone: not checked).
+        #[arg(long)]
+        rps: Option<f64>,
+        /// Also write the findings as SARIF 2.1.0 to this file (`-`: standard output, instead
+        /// of the text).
+        #[arg(long, value_name = "FILE")]
+        sarif: Option<PathBuf>,
+        /// The lowest severity that fails the command.
+        #[arg(long, value_enum, default_value_t = drill::FailOn::Error)]
+        fail_on: drill::FailOn,
+    },
+    /// Rehearse the mitigation: roll a drill release (the stable one's content) out to a
+    /// capped share of users with a fault injected, check that it is detected and mitigated
+    /// within the spec's `[drill]` targets, and record the report. Never promotes; opens no
+    /// incident. Needs the deployer role.
+    #[command(
+        after_help = "Faults: error-rate[=SHARE] (the router answers 503), latency[=DURATION] (the router delays), crash (SIGKILL), hang (SIGSTOP), signal-outage (the analysis' counters unreadable: the rollout must hold).\n\nExit codes with --wait: 0 passed, 10 failed or aborted, 11 timed out.\n\nExamples:\n  ringfence drill checkout --fault error-rate --wait\n  ringfence drill checkout --fault latency=300ms --weight 5 --wait\n  ringfence drill checkout --fault crash --outside-window --reason \"game day\"\n  ringfence drill checkout --abort"
+    )]
+    Drill {
+        workload: String,
+        /// The fault to inject.
+        #[arg(long, required_unless_present = "abort")]
+        fault: Option<String>,
+        /// Percent of users on the drill release (capped by `[drill] max_weight`, its default).
+        #[arg(long)]
+        weight: Option<f64>,
+        /// Run outside the workload's deployment windows.
+        #[arg(long)]
+        outside_window: bool,
+        /// Why (recorded with the drill).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Abort the running drill: its users go back to the stable version.
+        #[arg(long, conflicts_with_all = ["fault", "weight", "outside_window"])]
+        abort: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// A workload's drills, newest first, with their reports.
+    #[command(after_help = "Examples:\n  ringfence drills checkout\n  ringfence drills checkout -o json")]
+    Drills { workload: String },
+    /// Game day: which failure modes the workload's drills cover (and whether automatic
+    /// mitigation relies on one they do not), the trend of times to detect and to mitigate.
+    #[command(after_help = "Examples:\n  ringfence gameday checkout\n  ringfence gameday checkout --svg gameday.svg")]
+    Gameday {
+        workload: String,
+        /// Also write the chart of times to detect and to mitigate (SVG) to this file.
         #[arg(long)]
         svg: Option<PathBuf>,
     },
@@ -1092,6 +1154,24 @@ pub async fn run_client(cli: &Cli) -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::Ok)
         }
+        Command::Lint { target, rps, sarif, fail_on } => {
+            drill::lint(&api, target, *rps, sarif.as_deref(), *fail_on, json).await
+        }
+        Command::Drill { workload, fault, weight, outside_window, reason, abort, wait } => {
+            let args = drill::DrillArgs {
+                workload,
+                fault: fault.as_deref(),
+                weight: *weight,
+                outside_window: *outside_window,
+                reason,
+                abort: *abort,
+                wait: wait.wait,
+                timeout: wait.timeout,
+            };
+            drill::drill(&api, &args, json).await
+        }
+        Command::Drills { workload } => drill::drills(&api, workload, json).await,
+        Command::Gameday { workload, svg } => drill::gameday(&api, workload, svg.as_ref(), json).await,
         Command::Demo(_) | Command::Server(_) | Command::Router(_) | Command::SampleApp(_) | Command::Audit(_) => {
             unreachable!("run from main")
         }
@@ -1656,7 +1736,19 @@ pub fn render_status(s: &WorkloadStatus) -> String {
     if let Some((generation, groups)) = &s.routes {
         let split: Vec<String> = groups
             .iter()
-            .map(|g| format!("{} {} {}", g.name, g.version, ringfence_core::health::pct(g.weight_bp as f64 / 10_000.0)))
+            .map(|g| {
+                let fault = match g.fault {
+                    Some(f) if f.error_bp > 0 => format!(" [DRILL: 503 on {}%]", f.error_bp as f64 / 100.0),
+                    Some(f) if f.delay_ms > 0 => format!(" [DRILL: +{} ms]", f.delay_ms),
+                    _ => String::new(),
+                };
+                format!(
+                    "{} {} {}{fault}",
+                    g.name,
+                    g.version,
+                    ringfence_core::health::pct(g.weight_bp as f64 / 10_000.0)
+                )
+            })
             .collect();
         let _ = writeln!(o, "traffic    {} (table {generation})", split.join(" | "));
     }
@@ -1749,6 +1841,18 @@ pub fn render_status(s: &WorkloadStatus) -> String {
     }
     for n in &s.notifications_failing {
         let _ = writeln!(o, "notify     NOT DELIVERED: {n}");
+    }
+    for d in &s.drills {
+        let what = match &d.report {
+            None => format!("RUNNING since {} ({}% of users on {})", time(d.started_at), d.weight, d.version),
+            Some(r) => format!(
+                "{} {}{}",
+                r.outcome,
+                time(r.ended_at),
+                r.time_to_detect_ms.map_or(String::new(), |t| format!(", detected in {:.1} s", t as f64 / 1000.0))
+            ),
+        };
+        let _ = writeln!(o, "drill      {:<14} {:<10} {what} ({})", d.fault, d.trigger, d.id);
     }
     let g = &s.governance;
     if let Some(l) = &g.line {

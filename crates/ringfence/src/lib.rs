@@ -13,6 +13,7 @@ pub mod demo;
 pub mod executor;
 pub mod exit;
 pub mod http;
+pub mod lintreport;
 pub mod loadgen;
 pub mod notify;
 pub mod routerproc;

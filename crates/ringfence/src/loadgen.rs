@@ -406,6 +406,7 @@ mod tests {
             flags: None,
             segment: None,
             shadow_bp: 0,
+            fault: None,
         };
         let table = ringfence_router::RouteTable {
             generation: 1,

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
@@ -86,6 +86,20 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: So
     };
     let group = &routing.groups[group_index];
     group.latency.observe_user(user_hash(&key));
+    if let Some(fault) = group.fault {
+        // A drill: what a regressed release would do to this group's users, done here so any
+        // release can be drilled; counted for the group's version, past the breakers (its
+        // replicas are healthy).
+        if fault.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
+        }
+        if fault.error_bp > 0 && rand::random::<u32>() % 10_000 < fault.error_bp {
+            record(&group.series, &group.latency, received, Instant::now(), true);
+            let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "fault injected by a ringfence drill\n");
+            decorate(response.headers_mut(), group, new_cookie);
+            return response;
+        }
+    }
     let shadow = routing.shadow.filter(|&i| {
         i != group_index
             && bodiless(req.headers())

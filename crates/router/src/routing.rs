@@ -42,6 +42,8 @@ pub(crate) struct GroupRt {
     pub(crate) latency: Arc<Latency>,
     /// Compiled once per table; evaluated per OFREP request without locks.
     pub(crate) flags: Option<Arc<ringfence_flags::FlagSet>>,
+    /// A drill's fault on this group's requests.
+    pub(crate) fault: Option<ringfence_traffic::table::GroupFault>,
 }
 
 /// One replica. Shared between consecutive tables so its breaker survives a table swap.
@@ -141,6 +143,7 @@ impl Routing {
                 })
                 .collect();
             groups.push(GroupRt {
+                fault: g.fault.filter(|f| f.error_bp > 0 || f.delay_ms > 0),
                 name: g.name.clone(),
                 version: g.version.clone(),
                 name_header: HeaderValue::from_str(&g.name)?,
@@ -260,6 +263,7 @@ mod tests {
                     flags: None,
                     segment: None,
                     shadow_bp: 0,
+                    fault: None,
                 })
                 .collect(),
             breaker: BreakerConfig { consecutive_failures: 1, ..BreakerConfig::default() },

@@ -238,6 +238,7 @@ mod tests {
                     flags: None,
                     segment: None,
                     shadow_bp: 0,
+                    fault: None,
                 }],
                 breaker: BreakerConfig::default(),
                 flag_tokens: vec![],

@@ -175,6 +175,7 @@ fn table(generation: u64, groups: &[(&str, &str, u32, &[SocketAddr])]) -> RouteT
                 flags: None,
                 segment: None,
                 shadow_bp: 0,
+                fault: None,
             })
             .collect(),
         breaker: BreakerConfig::default(),

@@ -73,7 +73,28 @@ pub struct Group {
     /// counted. Requests with a body are not copied.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub shadow_bp: u32,
+    /// A fault injected on purpose into this group's requests, by the router itself: a
+    /// mitigation drill. Never set outside one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<GroupFault>,
 }
+
+/// What a drill does to a group's requests: answers a share of them with a 503 from the
+/// router, and delays each by a fixed time. Both are counted for the group's version as if
+/// its replicas had done it, so the analysis judges them like a real regression.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GroupFault {
+    /// Share of requests answered 503, in basis points.
+    #[serde(default)]
+    pub error_bp: u32,
+    /// Added before each request is forwarded.
+    #[serde(default)]
+    pub delay_ms: u64,
+}
+
+/// The longest delay a drill may add: past it, a request is better failed than held.
+pub const MAX_FAULT_DELAY_MS: u64 = 60_000;
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
@@ -338,6 +359,17 @@ impl RouteTable {
                     format!("group {:?}: {} is above {BUCKETS}", group.name, group.weight_bp),
                 ));
             }
+            if let Some(f) = group.fault
+                && (f.error_bp > BUCKETS || f.delay_ms > MAX_FAULT_DELAY_MS)
+            {
+                return Err(TableError::new(
+                    at("fault"),
+                    format!(
+                        "group {:?}: a fault's error_bp is at most {BUCKETS} and its delay_ms at most {MAX_FAULT_DELAY_MS}, found {} and {}",
+                        group.name, f.error_bp, f.delay_ms
+                    ),
+                ));
+            }
             if group.shadow_bp > BUCKETS {
                 return Err(TableError::new(
                     at("shadow_bp"),
@@ -442,6 +474,7 @@ mod tests {
                     flags: None,
                     segment: None,
                     shadow_bp: 0,
+                    fault: None,
                 },
                 Group {
                     name: "stable".into(),
@@ -451,6 +484,7 @@ mod tests {
                     flags: None,
                     segment: None,
                     shadow_bp: 0,
+                    fault: None,
                 },
             ],
             breaker: BreakerConfig::default(),
@@ -656,6 +690,16 @@ mod tests {
         );
         check_invalid(|t| t.pin_header = Some("bad header".into()), "pin_header", "bad header");
         check_invalid(|t| t.groups[0].shadow_bp = 10_001, "groups[0].shadow_bp", "canary");
+        check_invalid(
+            |t| t.groups[0].fault = Some(GroupFault { error_bp: 10_001, delay_ms: 0 }),
+            "groups[0].fault",
+            "canary",
+        );
+        check_invalid(
+            |t| t.groups[0].fault = Some(GroupFault { error_bp: 0, delay_ms: 60_001 }),
+            "groups[0].fault",
+            "canary",
+        );
     }
 
     #[test]

@@ -146,6 +146,11 @@ const MODULE_RULES: &[(&str, &[&str], &str)] = &[
         "the CLI speaks the API through `ringfence-api` and `client`, not through the server",
     ),
     (
+        "crates/ringfence/src/cli/drill.rs",
+        &["crate::server", "crate::state", "crate::controller"],
+        "the CLI speaks the API through `ringfence-api` and `client`, not through the server",
+    ),
+    (
         "crates/ringfence/src/client.rs",
         &["crate::server", "crate::state", "crate::controller"],
         "the API client knows the wire types, not the server",

@@ -350,6 +350,38 @@ pub struct BakeAdvice {
     pub warning: Option<String>,
 }
 
+/// [`check_bakes`] for a spec's plan at `rps`, with the stable version's error rate and
+/// latency (the router's histogram buckets): the advice `ringfence plan` shows and `lint`
+/// reports from.
+pub fn spec_bakes(
+    spec: &crate::spec::WorkloadSpec,
+    rps: f64,
+    stable_error_rate: f64,
+    stable_latency_us: &[(u64, u64)],
+) -> Vec<BakeAdvice> {
+    let a = &spec.health.analysis;
+    let config = SequentialConfig::from_spec(a);
+    let plan: Vec<PhasePlan> = spec
+        .rollout
+        .phases
+        .iter()
+        // A shadow phase is judged on the copies it gets: plan it at that share.
+        .map(|p| PhasePlan { weight_bp: p.weight_bp().max(p.shadow_bp()), bake_s: p.bake.as_ms() as f64 / 1000.0 })
+        .collect();
+    let target_rate = config.pass_error_limit(stable_error_rate);
+    // Latency can only be planned from the stable version's latency distribution, and only
+    // when the target slow-down at its p99 exceeds the latency margin: x1.5 of a 0.3 ms
+    // service is a difference not worth acting on.
+    let mut regressions = vec![Regression::ErrorRate(target_rate)];
+    let p99_us = crate::analysis::latency::Hist::new(stable_latency_us, &[]).quantile(0.99);
+    if let Some(p99) = p99_us
+        && p99 as f64 * (a.target_latency_ratio - 1.0) > config.latency_margin_us as f64
+    {
+        regressions.push(Regression::LatencyScale(a.target_latency_ratio));
+    }
+    check_bakes(&config, &plan, rps, stable_error_rate, stable_latency_us, &regressions)
+}
+
 /// Checks every comparison phase of a plan against the regressions it should catch, and the
 /// time a release as good as the stable one needs to pass, at the workload's current traffic.
 pub fn check_bakes(

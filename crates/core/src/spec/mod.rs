@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::Dur;
 
+mod drill;
 mod governance;
 mod health;
 mod incident;
@@ -22,6 +23,7 @@ mod rollout;
 mod runtime;
 mod validate;
 
+pub use drill::*;
 pub use governance::*;
 pub use health::*;
 pub use incident::*;
@@ -71,6 +73,9 @@ pub struct WorkloadSpec {
     /// Channels incident updates are delivered to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<NotifySpec>,
+    /// How mitigation drills run, and how recent one must be (docs/drills.md).
+    #[serde(default, skip_serializing_if = "DrillSpec::is_default")]
+    pub drill: DrillSpec,
 }
 
 /// `[data]`: the workload's data and its way back.
@@ -208,6 +213,12 @@ pub fn parse(file: &str, text: &str) -> Result<WorkloadSpec, Vec<SpecError>> {
             SpecError { file: file.into(), line, column, field, message }
         })
         .collect())
+}
+
+/// The line and column (1-based) of a field (`rollout.phases[1].bake`) in a spec's text, or
+/// of its nearest parent present; (0, 0) when the text does not parse.
+pub fn locate(text: &str, field: &str) -> (usize, usize) {
+    Locator::new(text).locate(field)
 }
 
 /// A complete, commented example spec: the reference for every field.

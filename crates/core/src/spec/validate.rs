@@ -9,6 +9,7 @@ pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
     governance::validate(spec, &mut bad);
     incident::validate_notify(&spec.notify, &mut bad);
     incident::validate_incident(&spec.incident, &mut bad);
+    drill::validate(&spec.drill, &mut bad);
 
     if let Err(msg) = check_name(&spec.workload.name) {
         bad("workload.name", msg);

@@ -290,6 +290,7 @@ pub(super) fn route_table(
             flags: ws.flags_for(&g.version),
             segment: g.segment.clone(),
             shadow_bp: g.shadow_bp,
+            fault: g.fault,
         })
         .collect();
     // Traffic meant for a group with nothing running goes to a group that has replicas.
@@ -409,6 +410,7 @@ pub(super) async fn apply_routes(
                 runs_on: ws.runtime_of(&g.version),
                 segment: g.segment.clone(),
                 shadow_bp: g.shadow_bp,
+                fault: g.fault,
             })
             .collect(),
     };

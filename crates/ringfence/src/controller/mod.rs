@@ -25,6 +25,7 @@ use crate::traffic::DataPlane;
 use ringfence_core::spec::RouterKind;
 
 mod act;
+mod drill;
 mod observe;
 mod record;
 
@@ -132,6 +133,8 @@ struct Local {
     deliveries: HashMap<(String, String, usize), tokio::task::JoinHandle<()>>,
     /// The traffic samples of the rollout being recorded, not yet appended.
     recorder: Option<record::Recorder>,
+    /// The running drill's version's counters at the last look: (drill, counters).
+    drill_traffic: Option<(String, ringfence_core::drill::DrillTraffic)>,
 }
 
 /// What the analyzer of a phase depends on.
@@ -171,6 +174,7 @@ impl Local {
             checks: HashMap::new(),
             deliveries: HashMap::new(),
             recorder: None,
+            drill_traffic: None,
         }
     }
 }
@@ -674,6 +678,9 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         if !batches.is_empty() {
             shared.record(&name, "traffic samples", batches)?;
         }
+    }
+    if drill::tick(shared, local, &ws, stats.as_ref())? {
+        return Ok(true);
     }
     let Some(r) = active else {
         if let Some(s) = &stats {

@@ -26,8 +26,13 @@ pub(super) async fn observe(
     stats: Option<&StatsSnapshot>,
 ) -> (Observation, Option<BakeBaseline>, Timestamp) {
     let name = ws.name.clone();
-    let stats = stats.cloned();
-    let freshness_ms = local.stats.as_ref().map(|(t, _)| t.elapsed().as_millis() as u64).unwrap_or(u64::MAX);
+    // A signal-outage drill: the analysis sees what an unreadable router looks like.
+    let outage = ringfence_core::drill::signal_outage(ws, &r.id);
+    let stats = if outage { None } else { stats.cloned() };
+    let freshness_ms = match &local.stats {
+        Some((t, _)) if !outage => t.elapsed().as_millis() as u64,
+        _ => u64::MAX,
+    };
     probe(shared, local, ws, &ws.runtime_of(&r.release)).await;
     if let Some(from) = &r.from {
         probe(shared, local, ws, &ws.runtime_of(from)).await;

@@ -105,6 +105,14 @@ pub trait Executor: Send + Sync {
     /// Probes an instance once: `Ok` on a 2xx answer to `GET path`, the reason otherwise.
     fn probe<'a>(&'a self, endpoint: &'a str, path: &'a str, timeout: Duration) -> ExecFuture<'a, Result<(), String>>;
 
+    /// Breaks a running instance on purpose, for a drill: `crash` ends it at once (no chance
+    /// to clean up), `hang` stops it answering while it keeps running. An adapter that cannot
+    /// says why; `stop` still works on a hung instance.
+    fn inject(&self, instance: &str, fault: InstanceFault) -> Result<(), String> {
+        let _ = (instance, fault);
+        Err("this executor cannot break its instances on purpose".into())
+    }
+
     /// Runs a workload-level hook that is about no one instance (the `[data] backup` hook) as
     /// the command executor runs its hooks: its own process group, a timeout, its output kept
     /// in the hook log with secrets redacted. Returns the output.
@@ -118,6 +126,13 @@ pub trait Executor: Send + Sync {
             })
         })
     }
+}
+
+/// What a drill does to an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceFault {
+    Crash,
+    Hang,
 }
 
 /// A workload-level hook to run: its name in the log, the program and arguments (placeholders
@@ -167,6 +182,14 @@ impl Executor for Executors {
             Box::pin(self.command.stop(slot, instance, spec, kind))
         } else {
             self.process.stop(slot, instance, spec, kind)
+        }
+    }
+
+    fn inject(&self, instance: &str, fault: InstanceFault) -> Result<(), String> {
+        if instance.starts_with(command::PREFIX) {
+            Err("the command executor's instances are the team's own: a drill cannot signal them".into())
+        } else {
+            self.process.inject(instance, fault)
         }
     }
 

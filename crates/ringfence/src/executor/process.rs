@@ -323,6 +323,8 @@ impl ProcessExecutor {
         let group = Pid::from_raw(-(id.pid as i32));
         let group_alive = || kill(group, None).is_ok();
         let _ = kill(group, Signal::SIGTERM);
+        // A hung instance (a drill's SIGSTOP) takes the SIGTERM only once it runs again.
+        let _ = kill(group, Signal::SIGCONT);
         let deadline = Instant::now() + grace;
         while (self.running(id) || group_alive()) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -349,6 +351,18 @@ impl Executor for ProcessExecutor {
         }
         let reaped = self.child(id).and_then(|c| c.ended);
         InstanceStatus::Exited(reaped.unwrap_or_else(|| "exited; status unknown (not a child of this server)".into()))
+    }
+
+    fn inject(&self, instance: &str, fault: super::InstanceFault) -> Result<(), String> {
+        let Some(id) = ProcId::parse(instance).filter(|id| self.running(*id)) else {
+            return Err(format!("{instance} does not run"));
+        };
+        let signal = match fault {
+            super::InstanceFault::Crash => Signal::SIGKILL,
+            super::InstanceFault::Hang => Signal::SIGSTOP,
+        };
+        kill(Pid::from_raw(-(id.pid as i32)), signal)
+            .map_err(|e| format!("{signal} to {instance}'s process group: {e}"))
     }
 
     /// A local process is undone by stopping it: it changed nothing else.

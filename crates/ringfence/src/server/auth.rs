@@ -151,7 +151,10 @@ pub fn policy(method: &Method, route: &str) -> Option<(Perm, Scope)> {
             | "/v1/workloads/{name}/incidents/{id}/resolve"
             | "/v1/workloads/{name}/followups"
             | "/v1/workloads/{name}/followups/{id}/assign"
-            | "/v1/workloads/{name}/followups/{id}/close",
+            | "/v1/workloads/{name}/followups/{id}/close"
+            // A drill is a deployment of a drill release, limited in exposure and time.
+            | "/v1/workloads/{name}/drills"
+            | "/v1/workloads/{name}/drills/abort",
         ) => (Deploy, Workload),
         (
             false,

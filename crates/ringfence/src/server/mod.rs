@@ -23,6 +23,7 @@ use crate::controller;
 use crate::state::Shared;
 
 mod auth;
+mod drills;
 mod error;
 mod events;
 mod extract;
@@ -47,6 +48,7 @@ pub use error::{ApiError, ErrorKind};
 use ringfence_api::MAX_REQUEST_BYTES;
 pub use tokens::admin_token_path;
 
+use drills::{abort_drill, gameday, gameday_svg, lint_workload, list_drills, start_drill};
 use events::{all_events, workload_events};
 use flags::{kill_flag, list_flags, restore_flag};
 use governance::{approve, attest, attestation_hook, parity, reject, restart_line, stop_line};
@@ -269,6 +271,12 @@ fn routes() -> Routes {
         .get("/v1/events", all_events)
         .post("/v1/alerts", alertmanager_webhook)
         .get("/v1/workloads/{name}/plan", plan)
+        .get("/v1/workloads/{name}/lint", lint_workload)
+        .get("/v1/workloads/{name}/drills", list_drills)
+        .post("/v1/workloads/{name}/drills", start_drill)
+        .post("/v1/workloads/{name}/drills/abort", abort_drill)
+        .get("/v1/workloads/{name}/gameday", gameday)
+        .get("/v1/workloads/{name}/gameday.svg", gameday_svg)
         .get("/v1/workloads/{name}/flags", list_flags)
         .post("/v1/workloads/{name}/flags/{flag}/kill", kill_flag)
         .post("/v1/workloads/{name}/flags/{flag}/restore", restore_flag)

@@ -65,33 +65,12 @@ pub(super) fn advise(
     rps: f64,
     measured: bool,
 ) -> api::PlanAdvice {
-    use ringfence_core::analysis::SequentialConfig;
-    use ringfence_core::analysis::planner::{PhasePlan, Regression, check_bakes};
     let stable_stats = stable.as_ref().and_then(|v| stats?.versions.get(v).cloned());
     let stable_error_rate =
         stable_stats.as_ref().filter(|s| s.requests > 0).map(|s| s.errors as f64 / s.requests as f64).unwrap_or(0.0);
     let latency = stable_stats.map(|s| s.latency_buckets).unwrap_or_default();
     let a = &spec.health.analysis;
-    let config = SequentialConfig::from_spec(a);
-    let plan: Vec<PhasePlan> = spec
-        .rollout
-        .phases
-        .iter()
-        // A shadow phase is judged on the copies it gets: plan it at that share.
-        .map(|p| PhasePlan { weight_bp: p.weight_bp().max(p.shadow_bp()), bake_s: p.bake.as_ms() as f64 / 1000.0 })
-        .collect();
-    let target_rate = config.pass_error_limit(stable_error_rate);
-    // Latency can only be planned from the stable version's latency distribution, and only
-    // when the target slow-down at its p99 exceeds the latency margin: x1.5 of a 0.3 ms
-    // service is a difference not worth acting on.
-    let mut regressions = vec![Regression::ErrorRate(target_rate)];
-    let p99_us = ringfence_core::analysis::latency::Hist::new(&latency, &[]).quantile(0.99);
-    if let Some(p99) = p99_us
-        && p99 as f64 * (a.target_latency_ratio - 1.0) > config.latency_margin_us as f64
-    {
-        regressions.push(Regression::LatencyScale(a.target_latency_ratio));
-    }
-    let advice = check_bakes(&config, &plan, rps, stable_error_rate, &latency, &regressions);
+    let advice = ringfence_core::analysis::planner::spec_bakes(spec, rps, stable_error_rate, &latency);
     let phases = spec
         .rollout
         .phases

@@ -22,6 +22,15 @@ pub(super) fn status(
         leader: None,
         tier_routers: Vec::new(),
         governance: governance(world, ws, now),
+        drills: ws
+            .drills
+            .iter()
+            .rev()
+            .filter(|d| d.is_running())
+            .map(|d| d.as_ref())
+            .chain(core::drill::last_per_fault(ws))
+            .map(drill)
+            .collect(),
         notifications_failing: ws
             .deliveries
             .iter()
@@ -155,6 +164,7 @@ fn route_group(g: &core::event::RouteGroup) -> api::RouteGroup {
         runs_on: g.runs_on.clone(),
         segment: g.segment.as_ref().map(segment),
         shadow_bp: g.shadow_bp,
+        fault: g.fault.map(|f| api::GroupFault { error_bp: f.error_bp, delay_ms: f.delay_ms }),
     }
 }
 
@@ -177,6 +187,7 @@ pub(super) fn rollout(r: &core::Rollout, now: core::Timestamp) -> api::Rollout {
             K::Initial => api::RolloutKind::Initial,
             K::Deploy => api::RolloutKind::Deploy,
             K::Rollback => api::RolloutKind::Rollback,
+            K::Drill => api::RolloutKind::Drill,
         },
         release: r.release.clone(),
         from: r.from.clone(),
@@ -639,6 +650,58 @@ pub(super) fn dora(d: &core::dora::Dora) -> api::Dora {
             })
             .collect(),
     }
+}
+
+pub(super) fn drill(d: &core::drill::Drill) -> api::Drill {
+    let report = d.report.as_ref().map(|r| api::DrillReport {
+        outcome: r.outcome.as_str().into(),
+        ended_at: ts(r.ended_at),
+        time_to_detect_ms: r.time_to_detect_ms,
+        time_to_mitigate_ms: r.time_to_mitigate_ms,
+        requests: r.requests,
+        failed_requests: r.failed_requests,
+        mitigation: r.mitigation.clone(),
+        problems: r.problems.clone(),
+    });
+    api::Drill {
+        id: d.id.clone(),
+        workload: d.workload.clone(),
+        fault: d.fault.describe(),
+        trigger: d.fault.trigger().into(),
+        version: d.version.clone(),
+        stable: d.stable.clone(),
+        rollout_id: d.rollout_id.clone(),
+        started_at: ts(d.started_at),
+        started_by: d.started_by.clone(),
+        reason: d.reason.clone(),
+        scheduled: d.scheduled,
+        weight: d.weight_bp as f64 / 100.0,
+        injected_at: d.injected_at.map(ts),
+        injection: d.injection.clone(),
+        detect_within_ms: d.detect_within_ms,
+        mitigate_within_ms: d.mitigate_within_ms,
+        status: report.as_ref().map_or("running".into(), |r| r.outcome.clone()),
+        report,
+    }
+}
+
+pub(super) fn coverage(c: &core::drill::Coverage) -> api::FaultCoverage {
+    api::FaultCoverage {
+        fault: c.fault.into(),
+        trigger: c.trigger.into(),
+        automatic: c.automatic,
+        status: c.status.into(),
+        drills: c.drills,
+        passed: c.passed,
+        failed: c.failed,
+        last: c.last.as_ref().map(drill),
+        median_detect_ms: c.median_detect_ms,
+        median_mitigate_ms: c.median_mitigate_ms,
+    }
+}
+
+pub(super) fn lint_report(workload: &str, rps: Option<f64>, findings: &[core::lint::Finding]) -> api::LintReport {
+    crate::lintreport::lint_report(workload, rps, findings)
 }
 
 #[cfg(test)]

@@ -738,6 +738,7 @@ mod tests {
             flags: None,
             segment: None,
             shadow_bp: 0,
+            fault: None,
         }
     }
 

@@ -12,6 +12,7 @@ mod command;
 mod crash;
 mod data;
 mod detect;
+mod drill;
 mod expose;
 mod flags;
 mod govern;
