@@ -103,6 +103,9 @@ pub struct DecisionContext<'a> {
     pub backup: Option<&'a str>,
     /// An announced hotfix for the release (a release whose `hotfix_for` names it).
     pub hotfix: Option<&'a str>,
+    /// Triggers not trusted for automatic mitigation until a drill shows they work
+    /// (`[drill] trust_only_drilled`: `crate::drill::undrilled`), each with why.
+    pub undrilled: &'a [(String, String)],
 }
 
 /// Everything a mitigation is decided from, in one value: what is coming (approvals, an
@@ -127,8 +130,16 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
     let phase = rollout.current_phase();
     let stable = rollout.from.as_deref().unwrap_or("the stable version");
     let failing: Vec<&str> = verdict.deciding().map(|s| s.signal.as_str()).collect();
-    let untrusted: Vec<&str> = failing.iter().copied().filter(|s| !policy.trusts(s)).collect();
+    // A drill is what earns a trigger its trust: its own halt is never held back for want of one.
+    let undrilled = |s: &str| {
+        let t = crate::drill::trigger_of(s).filter(|_| rollout.kind != RolloutKind::Drill)?;
+        context.undrilled.iter().find(|(u, _)| u == t).map(|(_, why)| why)
+    };
+    let untrusted: Vec<&str> =
+        failing.iter().copied().filter(|s| !policy.trusts(s) || undrilled(s).is_some()).collect();
     let only_untrusted = !untrusted.is_empty() && untrusted.len() == failing.len();
+    let drill_note: Vec<String> =
+        untrusted.iter().filter_map(|s| undrilled(s).map(|why| format!("{s}: {why}"))).collect();
     let irreversible =
         context.migration.filter(|m| m.kind() == crate::release::MigrationKind::Irreversible && !flags_only);
     // A bypass is offered once per rollout, for a release whose new code paths are behind
@@ -156,9 +167,14 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
         (
             MitigationAction::Hold,
             format!(
-                "only signals the spec does not trust for automatic mitigation failed ({}; trusted: {}): exposure is frozen and a person decides",
+                "only signals the spec does not trust for automatic mitigation failed ({}; trusted: {}{}): exposure is frozen and a person decides",
                 untrusted.join(", "),
-                policy.trusted.join(", ")
+                if policy.trusted.is_empty() { "every signal".to_string() } else { policy.trusted.join(", ") },
+                if drill_note.is_empty() {
+                    String::new()
+                } else {
+                    format!("; [drill] trust_only_drilled: {}", drill_note.join("; "))
+                }
             ),
         )
     } else if let Some(m) = irreversible {
@@ -579,6 +595,7 @@ mod tests {
                 policy: &policy,
                 flags_only: false,
                 context: DecisionContext {
+                    undrilled: &[],
                     model: c.model,
                     criticality: c.criticality,
                     guard_flags: &flags,

@@ -36,10 +36,15 @@ pub enum Fault {
     /// The traffic counters the analysis reads are unreadable for the drill's length: the
     /// rollout must hold, never pass on no evidence.
     SignalOutage,
+    /// The workload's controller stops (no observation, no decision, no action) for this
+    /// long while the router fails half the drill version's requests: the data plane must go
+    /// on serving from its last table, and the controller must detect and mitigate once it is
+    /// back (what a server outage in the middle of a bad rollout does).
+    ControlPlaneDown { down_ms: u64 },
 }
 
 /// The faults `ringfence drill --fault` takes, as written there.
-pub const FAULTS: [&str; 5] = ["error-rate", "latency", "crash", "hang", "signal-outage"];
+pub const FAULTS: [&str; 6] = ["error-rate", "latency", "crash", "hang", "signal-outage", "control-plane-down"];
 
 impl Fault {
     /// Parses `error-rate`, `error-rate=0.3`, `latency`, `latency=500ms`, `crash`, `hang`,
@@ -76,6 +81,16 @@ impl Fault {
                 }
                 Ok(Fault::Latency { added_ms: added.as_ms() })
             }
+            "control-plane-down" => {
+                let down = match arg {
+                    None => crate::duration::Dur::secs(10),
+                    Some(a) => crate::duration::parse(a).map_err(|e| format!("`control-plane-down={a}`: {e}"))?,
+                };
+                if down.as_ms() < 1000 || down.as_ms() > 600_000 {
+                    return Err(format!("a control-plane outage lasts 1s to 10m, found {down}"));
+                }
+                Ok(Fault::ControlPlaneDown { down_ms: down.as_ms() })
+            }
             "crash" => no_arg(Fault::Crash),
             "hang" => no_arg(Fault::Hang),
             "signal-outage" => no_arg(Fault::SignalOutage),
@@ -91,6 +106,7 @@ impl Fault {
             Fault::Crash => "crash",
             Fault::Hang => "hang",
             Fault::SignalOutage => "signal-outage",
+            Fault::ControlPlaneDown { .. } => "control-plane-down",
         }
     }
 
@@ -99,6 +115,7 @@ impl Fault {
         match self {
             Fault::ErrorRate { rate } => format!("error-rate={rate}"),
             Fault::Latency { added_ms } => format!("latency={added_ms}ms"),
+            Fault::ControlPlaneDown { down_ms } => format!("control-plane-down={}", crate::duration::Dur::ms(*down_ms)),
             other => other.name().to_string(),
         }
     }
@@ -112,6 +129,7 @@ impl Fault {
             Fault::Crash => "crash",
             Fault::Hang => "probe",
             Fault::SignalOutage => "unknown",
+            Fault::ControlPlaneDown { .. } => "control_plane",
         }
     }
 
@@ -129,18 +147,23 @@ impl Fault {
             Fault::Latency { added_ms } => {
                 Some(ringfence_traffic::table::GroupFault { error_bp: 0, delay_ms: added_ms })
             }
+            Fault::ControlPlaneDown { .. } => {
+                Some(ringfence_traffic::table::GroupFault { error_bp: 5000, delay_ms: 0 })
+            }
             _ => None,
         }
     }
 }
 
 /// The triggers a drill can exercise, with the fault that does.
-pub const TRIGGERS: [(&str, &str); 5] = [
+pub const TRIGGERS: [(&str, &str); 6] = [
     ("error_rate", "error-rate"),
     ("latency", "latency"),
     ("crash", "crash"),
     ("probe", "hang"),
     ("unknown", "signal-outage"),
+    // Not a signal: that the automatic fallback still happens once the controller is back.
+    ("control_plane", "control-plane-down"),
 ];
 
 /// One drill, folded from its events.
@@ -218,6 +241,22 @@ impl DrillOutcome {
 impl Drill {
     pub fn is_running(&self) -> bool {
         self.report.is_none()
+    }
+
+    /// While a control-plane-down drill's outage lasts: when it ends.
+    pub fn controller_down_until(&self) -> Option<Timestamp> {
+        match (self.fault, self.injected_at) {
+            (Fault::ControlPlaneDown { down_ms }, Some(at)) if self.is_running() => Some(at.plus_ms(down_ms)),
+            _ => None,
+        }
+    }
+
+    /// How long the fault keeps the controller away, which detection cannot be faster than.
+    fn outage_ms(&self) -> u64 {
+        match self.fault {
+            Fault::ControlPlaneDown { down_ms } => down_ms,
+            _ => 0,
+        }
     }
 }
 
@@ -447,8 +486,10 @@ pub fn assess(ws: &WorkloadState, d: &Drill, now: Timestamp, traffic: DrillTraff
         problems: Vec::new(),
     };
     let detected_at = if d.fault.expects_hold() { r.held_since.or(r.halted_at) } else { r.halted_at };
+    // Detection counts from when the controller could see the fault: after an outage of
+    // the control plane, from its return.
     report.time_to_detect_ms = match (injected, detected_at) {
-        (Some(i), Some(h)) => Some(h.since(i)),
+        (Some(i), Some(h)) => Some(h.since(i.plus_ms(d.outage_ms()))),
         _ => None,
     };
     let mut out = Vec::new();
@@ -505,7 +546,8 @@ pub fn assess(ws: &WorkloadState, d: &Drill, now: Timestamp, traffic: DrillTraff
             // Past the bake, the phase extends on unknown evidence; the drill gives up at
             // twice its detection target (and never before the bake is served).
             let limit =
-                d.detect_within_ms.max(r.phases[0].bake.as_ms()).saturating_mul(2).max(d.detect_within_ms + 10_000);
+                d.detect_within_ms.max(r.phases[0].bake.as_ms()).saturating_mul(2).max(d.detect_within_ms + 10_000)
+                    + d.outage_ms();
             if now.since(i) < limit {
                 return Vec::new();
             }
@@ -606,9 +648,45 @@ pub fn automatic(spec: &crate::spec::WorkloadSpec, trigger: &str) -> bool {
     if trigger == "unknown" {
         return m.fallback_after_max_hold;
     }
+    if trigger == "control_plane" {
+        return m.auto_fallback;
+    }
     m.auto_fallback
         && (m.trusted.is_empty()
             || m.trusted.iter().any(|t| t == trigger || t.strip_suffix('*').is_some_and(|p| trigger.starts_with(p))))
+}
+
+/// The drill trigger a failing signal is, if a drill can exercise it.
+pub fn trigger_of(signal: &str) -> Option<&'static str> {
+    match signal {
+        s if s.starts_with("error_rate") => Some("error_rate"),
+        s if s.starts_with("latency") => Some("latency"),
+        "crash" | "start" => Some("crash"),
+        "probe" | "breaker" => Some("probe"),
+        _ => None,
+    }
+}
+
+/// Under `[drill] trust_only_drilled`, the triggers whose last drill did not pass within
+/// `[drill] max_age`, each with why: automatic mitigation does not act on them alone.
+pub fn undrilled(ws: &WorkloadState, now: Timestamp) -> Vec<(String, String)> {
+    if !ws.spec.drill.trust_only_drilled {
+        return Vec::new();
+    }
+    coverage(ws, now)
+        .into_iter()
+        .filter(|c| c.trigger != "unknown" && c.trigger != "control_plane" && c.status != "covered")
+        .map(|c| {
+            let why = match (c.status, &c.last) {
+                ("failing", Some(d)) => format!("its last drill ({}) failed", d.id),
+                ("stale", _) => {
+                    format!("its last passed drill is older than [drill] max_age ({})", ws.spec.drill.max_age)
+                }
+                _ => format!("no drill has exercised it (`ringfence drill {} --fault {}`)", ws.name, c.fault),
+            };
+            (c.trigger.to_string(), why)
+        })
+        .collect()
 }
 
 /// One failure mode on a game day.

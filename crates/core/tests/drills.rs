@@ -182,13 +182,19 @@ fn faults_parse_with_their_values_and_refuse_what_they_cannot_do() {
     assert_eq!(Fault::parse("error-rate=0.2").unwrap(), Fault::ErrorRate { rate: 0.2 });
     assert_eq!(Fault::parse("latency=300ms").unwrap(), Fault::Latency { added_ms: 300 });
     assert_eq!(Fault::parse("signal-outage").unwrap(), Fault::SignalOutage);
+    assert_eq!(Fault::parse("control-plane-down").unwrap(), Fault::ControlPlaneDown { down_ms: 10_000 });
+    assert_eq!(Fault::parse("control-plane-down=3s").unwrap().describe(), "control-plane-down=3s");
     for (bad, says) in [
         ("error-rate=2", "at most 1"),
         ("error-rate=x", "expected a share"),
         ("latency=0ms", "above 0"),
         ("latency=2m", "at most 60s"),
         ("crash=1", "takes no value"),
-        ("disk-full", "unknown fault `disk-full`; known: error-rate, latency, crash, hang, signal-outage"),
+        (
+            "disk-full",
+            "unknown fault `disk-full`; known: error-rate, latency, crash, hang, signal-outage, control-plane-down",
+        ),
+        ("control-plane-down=100ms", "1s to 10m"),
     ] {
         let e = Fault::parse(bad).unwrap_err();
         assert!(e.contains(says), "{bad}: {e}");
@@ -408,7 +414,8 @@ fn drill_rules_follow_each_automatically_mitigated_trigger() {
     );
     let drills =
         |h: &H| h.lint("checkout", None, None).into_iter().filter(|r| r.starts_with("trigger-")).collect::<Vec<_>>();
-    assert_eq!(drills(&h), vec!["trigger-never-drilled", "trigger-never-drilled"], "error_rate and crash, not latency");
+    // error_rate and crash, not latency; and the control plane, since the fallback is automatic.
+    assert_eq!(drills(&h), vec!["trigger-never-drilled"; 3]);
 
     // A failed drill of error_rate is an error.
     h.drill("checkout", "error-rate").unwrap();
@@ -417,7 +424,7 @@ fn drill_rules_follow_each_automatically_mitigated_trigger() {
     h.halt("checkout", MitigationAction::Hold);
     h.later(60 * SEC);
     h.assess("checkout", DrillTraffic::default());
-    assert_eq!(drills(&h), vec!["trigger-drill-failed", "trigger-never-drilled"]);
+    assert_eq!(drills(&h), vec!["trigger-drill-failed", "trigger-never-drilled", "trigger-never-drilled"]);
 
     // A passed one clears it, until it is older than max_age.
     h.drill("checkout", "error-rate").unwrap();
@@ -427,7 +434,96 @@ fn drill_rules_follow_each_automatically_mitigated_trigger() {
     h.mitigated("checkout");
     h.assess("checkout", DrillTraffic::default());
     assert_eq!(h.last_drill("checkout").report.unwrap().outcome, DrillOutcome::Passed);
-    assert_eq!(drills(&h), vec!["trigger-never-drilled"]);
+    assert_eq!(drills(&h), vec!["trigger-never-drilled"; 2]);
     h.later(31 * 24 * 3600 * SEC);
-    assert_eq!(drills(&h), vec!["trigger-drill-stale", "trigger-never-drilled"], "error_rate first, as it is listed");
+    assert_eq!(
+        drills(&h),
+        vec!["trigger-drill-stale", "trigger-never-drilled", "trigger-never-drilled"],
+        "error_rate first, as it is listed"
+    );
+}
+
+#[test]
+fn with_trust_only_drilled_a_trigger_acts_alone_only_once_a_drill_passed() {
+    use ringfence_core::decision::{DecisionContext, DecisionInput, decide};
+    use ringfence_core::health::{Health, SignalResult, Verdict};
+    let mut h = H::stable("earned", "[drill]\ntrust_only_drilled = true\n");
+    let verdict = Verdict {
+        health: Health::Unhealthy,
+        model: None,
+        signals: vec![SignalResult::new(
+            "error_rate",
+            "v2",
+            Health::Unhealthy,
+            "e-value",
+            "sequential",
+            "50% against 0%",
+        )],
+        window_ms: 5000,
+        freshness_ms: 0,
+        analyzer: "sequential".into(),
+    };
+    let decide_now = |h: &H, kind: RolloutKind| {
+        let ws = h.world.workload("earned").unwrap();
+        let undrilled = drill::undrilled(ws, h.now);
+        let mut r = (*h.rollout("earned")).clone();
+        r.kind = kind;
+        r.from = Some("v1".into());
+        let policy = ws.spec.mitigation.clone();
+        let d = decide(&DecisionInput {
+            rollout: &r,
+            verdict: &verdict,
+            policy: &policy,
+            flags_only: false,
+            context: DecisionContext {
+                model: ws.spec.rollout.model,
+                criticality: ws.spec.workload.criticality,
+                guard_flags: &[],
+                migration: None,
+                backup: None,
+                hotfix: None,
+                undrilled: &undrilled,
+            },
+        });
+        (d.action, d.rule)
+    };
+    let (action, rule) = decide_now(&h, RolloutKind::Deploy);
+    assert_eq!(action, MitigationAction::Hold, "{rule}");
+    assert!(rule.contains("trust_only_drilled") && rule.contains("no drill has exercised it"), "{rule}");
+    // The drill itself falls back: it is what earns the trust.
+    assert_eq!(decide_now(&h, RolloutKind::Drill).0, MitigationAction::Fallback);
+
+    h.drill("earned", "error-rate").unwrap();
+    h.bake("earned");
+    h.later(3 * SEC);
+    h.halt("earned", MitigationAction::Fallback);
+    h.mitigated("earned");
+    h.assess("earned", DrillTraffic::default());
+    assert_eq!(h.last_drill("earned").report.unwrap().outcome, DrillOutcome::Passed);
+    assert_eq!(decide_now(&h, RolloutKind::Deploy).0, MitigationAction::Fallback, "earned");
+    h.later(31 * 24 * 3600 * SEC);
+    let (action, rule) = decide_now(&h, RolloutKind::Deploy);
+    assert_eq!(action, MitigationAction::Hold, "stale again: {rule}");
+    assert!(rule.contains("older than [drill] max_age"), "{rule}");
+}
+
+#[test]
+fn a_control_plane_outage_counts_detection_from_the_controllers_return() {
+    let mut h = H::stable("cp", "[drill]\ndetect_within = \"5s\"\n");
+    h.drill("cp", "control-plane-down=20s").unwrap();
+    h.bake("cp");
+    let d = h.last_drill("cp");
+    assert_eq!(d.fault.route_fault().unwrap().error_bp, 5000, "the drill release fails while the controller is away");
+    assert_eq!(d.controller_down_until(), None, "not before the fault takes effect");
+    h.append("cp", "controller", vec![EventKind::DrillInjected { drill_id: d.id.clone(), detail: "down".into() }]);
+    assert_eq!(h.last_drill("cp").controller_down_until(), Some(h.now.plus_ms(20 * SEC)));
+    h.later(22 * SEC);
+    h.halt("cp", MitigationAction::Fallback);
+    h.later(SEC);
+    h.mitigated("cp");
+    h.assess("cp", DrillTraffic { requests: 300, failed: 150 });
+    let r = h.last_drill("cp").report.unwrap();
+    assert_eq!(r.outcome, DrillOutcome::Passed, "{r:?}");
+    assert_eq!(r.time_to_detect_ms, Some(2 * SEC), "from the return, not from the injection");
+    assert_eq!(h.last_drill("cp").controller_down_until(), None, "over with the drill");
 }

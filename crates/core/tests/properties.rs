@@ -376,6 +376,7 @@ impl Sim {
             analyzer: &*analyzer,
             flags_only: r.from.as_ref().is_some_and(|f| ws.runtime_of(f) == ws.runtime_of(&r.release)),
             decision: DecisionContext {
+                undrilled: &[],
                 model: ws.spec.rollout.model,
                 criticality: ws.spec.workload.criticality,
                 guard_flags: release.map(|x| x.content.guarded_by.as_slice()).unwrap_or_default(),

@@ -18,6 +18,11 @@ pub struct DrillSpec {
     pub mitigate_within: Dur,
     /// A trusted trigger whose last passed drill is older than this is reported by `lint`.
     pub max_age: Dur,
+    /// Automatic mitigation acts on a drillable trigger (`error_rate`, `latency`, `crash`,
+    /// `probe`) only once its last drill passed within `max_age`; until then a verdict made
+    /// unhealthy by it alone halts with exposure frozen, as an untrusted one does.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub trust_only_drilled: bool,
     /// Drills the server starts by itself, each when `every` has passed since that fault's
     /// last drill, inside a deployment window, while no rollout runs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -39,6 +44,7 @@ impl Default for DrillSpec {
             detect_within: None,
             mitigate_within: Dur::secs(30),
             max_age: Dur::secs(30 * 24 * 3600),
+            trust_only_drilled: false,
             scheduled: Vec::new(),
         }
     }

@@ -14,6 +14,13 @@ use super::Local;
 use crate::executor::InstanceFault;
 use crate::state::{Shared, now};
 
+/// While a control-plane-down drill keeps the workload's controller away: how long is left.
+pub(super) fn controller_down_for(ws: &WorkloadState) -> Option<std::time::Duration> {
+    let until = ws.drills.iter().rev().find(|d| d.is_running())?.controller_down_until()?;
+    let left = until.since(now());
+    (left > 0).then(|| std::time::Duration::from_millis(left))
+}
+
 /// One round of the workload's drill, if one runs or is due. True when something was
 /// recorded (the loop looks again at once).
 pub(super) fn tick(
@@ -78,6 +85,14 @@ fn inject(shared: &Shared, ws: &WorkloadState, d: &Drill) -> String {
         }
         Fault::SignalOutage => {
             return "the traffic counters the analysis reads are unreadable until the drill ends".into();
+        }
+        Fault::ControlPlaneDown { down_ms } => {
+            return format!(
+                "the controller of {} stops for {} while the router answers half of {}'s requests with 503 ({share})",
+                ws.name,
+                ringfence_core::duration::Dur::ms(down_ms),
+                d.version
+            );
         }
         Fault::Crash => InstanceFault::Crash,
         Fault::Hang => InstanceFault::Hang,

@@ -217,6 +217,12 @@ fn intend(shared: &Shared, name: &str, action: &Action) -> anyhow::Result<String
 async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
     let name = local.name.clone();
     let Some(ws) = snapshot(shared, &name) else { return Ok(false) };
+    // A control-plane-down drill: this loop is the control plane it takes down. Nothing is
+    // observed, decided or done until the outage is over; the router serves on its own.
+    if let Some(left) = drill::controller_down_for(&ws) {
+        local.bake_due = Some(Instant::now() + left + Duration::from_millis(2));
+        return Ok(false);
+    }
     local.tier = ws.spec.router.kind == RouterKind::Tier;
     local.bake_due = ws
         .active_rollout()
@@ -723,6 +729,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         }
     }
     let (observation, baseline_now, t) = observe::observe(shared, local, &ws, &r, stats.as_ref()).await;
+    let undrilled = ringfence_core::drill::undrilled(&ws, t);
 
     // Decide against the state as it is now, not as it was when this tick began: a person
     // may have paused or aborted in between.
@@ -774,6 +781,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
             decision: {
                 let release = ws.releases.get(&current.release);
                 ringfence_core::decision::DecisionContext {
+                    undrilled: &undrilled,
                     model: ws.spec.rollout.model,
                     criticality: ws.spec.workload.criticality,
                     guard_flags: release.map(|r| r.content.guarded_by.as_slice()).unwrap_or_default(),

@@ -130,6 +130,18 @@ async fn a_crash_drill_kills_the_drill_instances_only_and_is_mitigated() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hang_drill_is_caught_and_the_stopped_instances_are_cleaned_up() {
+    let w = "drill-hang";
+    let (server, load) = stable(w, spec(w), DRILL).await;
+    let (code, d) = drill(&server, w, "hang").await;
+    let r = d.report.as_ref().expect("ended");
+    assert_eq!((code, r.outcome.as_str()), (0, "passed"), "{d:#?}\n{}", server.diagnose(w).await);
+    assert!(d.injection.contains("SIGSTOP"), "{d:#?}");
+    // A stopped process still goes when it is stopped: nothing of it is left.
+    nothing_left_behind(&server, w, &d, load).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signal_outage_drill_holds_the_rollout_and_never_passes_it() {
     let w = "drill-outage";
     let (server, load) = stable(w, spec(w), DRILL).await;
@@ -143,6 +155,27 @@ async fn a_signal_outage_drill_holds_the_rollout_and_never_passes_it() {
             .any(|k| matches!(k, ringfence_core::EventKind::PhasePassed { .. })),
         "a phase never passes with its signals out"
     );
+    nothing_left_behind(&server, w, &d, load).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_plane_outage_drill_keeps_users_served_and_mitigates_on_return() {
+    let w = "drill-cp";
+    let (server, load) = stable(w, spec(w), DRILL).await;
+    let (code, d) = drill(&server, w, "control-plane-down=3s").await;
+    let r = d.report.as_ref().expect("ended");
+    assert_eq!((code, r.outcome.as_str()), (0, "passed"), "{d:#?}\n{}", server.diagnose(w).await);
+    assert_eq!(r.mitigation.as_deref(), Some("fallback"), "{d:#?}");
+    let injected = d.injected_at.expect("injected").0;
+    let halted = server
+        .events(w)
+        .await
+        .into_iter()
+        .find(|e| matches!(&e.kind, ringfence_core::EventKind::RolloutHalted { rollout_id, .. } if *rollout_id == d.rollout_id))
+        .expect("the drill's rollout halted");
+    assert!(halted.at.0 - injected >= 3000, "nothing is decided while the controller is down: {d:#?}");
+    // The router served on its own meanwhile: the drill version's requests were counted.
+    assert!(r.requests > 0, "{d:#?}");
     nothing_left_behind(&server, w, &d, load).await;
 }
 
