@@ -103,6 +103,25 @@ async fn an_error_rate_drill_is_detected_mitigated_and_leaves_nothing_behind() {
     assert_eq!(out.code, 0, "{out}");
     let chart = std::fs::read_to_string(&svg).expect("the chart");
     assert!(chart.starts_with("<svg") && chart.contains("error-rate"), "{chart}");
+
+    // And what the hub shows people watching a game day.
+    let bearer = server.bearer();
+    let cookie = format!("rf_ui={}", bearer.trim_start_matches("Bearer "));
+    let http = ringfence::http::HttpClient::new();
+    let get = |path: String| {
+        let (http, cookie) = (&http, &cookie);
+        async move {
+            http.request(hyper::Method::GET, &path, &[("cookie", cookie)], None, Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        }
+    };
+    let page = get(format!("{}/ui/w/{w}", server.url())).await;
+    let html = String::from_utf8_lossy(&page.body);
+    assert!(page.status.is_success() && html.contains(">Drills</h2>"), "{html}");
+    assert!(html.contains("<span class=\"badge covered\">covered</span>"), "{html}");
+    let chart = get(format!("{}/ui/w/{w}/gameday.svg", server.url())).await;
+    assert!(chart.status.is_success() && chart.body.starts_with(b"<svg"), "{:?}", chart.status);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

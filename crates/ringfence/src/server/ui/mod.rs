@@ -55,6 +55,7 @@ pub fn router(config: UiConfig) -> Router<Arc<Shared>> {
         .route("/ui/w/{name}/r/{id}/signals.svg", get(pages::signals_svg))
         .route("/ui/w/{name}/postmortem/{id}", get(pages::postmortem))
         .route("/ui/w/{name}/dora.svg", get(pages::dora_svg))
+        .route("/ui/w/{name}/gameday.svg", get(pages::gameday_svg))
         .layer(axum::Extension(config))
 }
 

@@ -346,6 +346,7 @@ pub(super) async fn workload(
             )
         };
         let flags = flags_section(&user, ws);
+        let drills = drills_section(&name, ws);
         let current = match &s.rollout {
             Some(r) => format!(
                 "<p class=\"current\">Rollout <a href=\"/ui/w/{u}/r/{ru}\">{id}</a> of {rel} {badge} · phase {p} of {np}{w} · {bake}</p>",
@@ -369,6 +370,7 @@ pub(super) async fn workload(
 <section aria-labelledby=\"hist\"><h2 id=\"hist\">History</h2><nav aria-label=\"Filter by outcome\">{filters}</nav>\
 {pager}<table><caption>Every rollout of {n}, newest first</caption><thead><tr><th scope=\"col\">Rollout</th><th scope=\"col\">Release</th><th scope=\"col\">From</th><th scope=\"col\">Outcome</th><th scope=\"col\">Started by</th><th scope=\"col\">Started</th><th scope=\"col\">Ended</th></tr></thead><tbody>{rows}</tbody></table></section>\
 {flags}\
+{drills}\
 <section aria-labelledby=\"inc\"><h2 id=\"inc\">Incidents</h2>{incidents}{follow_ups}</section>\
 <section aria-labelledby=\"dora\"><h2 id=\"dora\">Delivery, last 30 days</h2><img class=\"chart\" src=\"/ui/w/{u}/dora.svg\" alt=\"Deployment frequency, lead time, change fail rate and recovery time of {n} over the last 30 days\"></section>",
             u = url(&name),
@@ -675,6 +677,69 @@ pub(super) async fn postmortem(State(sh): St, user: UiCaller, Path((name, id)): 
 }
 
 /// `GET /ui/w/{name}/dora.svg`: the DORA metrics of the last 30 days, drawn.
+/// The workload's drills: which failure modes they cover, and their times (docs/drills.md).
+fn drills_section(name: &str, ws: &WorkloadState) -> String {
+    let secs = |ms: Option<u64>| ms.map_or("-".to_string(), |m| format!("{:.1} s", m as f64 / 1000.0));
+    let rows: String = ringfence_core::drill::coverage(ws, now())
+        .iter()
+        .map(|c| {
+            let last = c.last.as_ref().map_or("never".to_string(), |d| {
+                let r = d.report.as_ref();
+                format!(
+                    "{} {}",
+                    esc(&d.id),
+                    r.map_or(String::new(), |r| format!("{} {}", r.outcome.as_str(), when(r.ended_at)))
+                )
+            });
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td><span class=\"badge {}\">{}</span></td><td>{} of {}</td><td>{}</td><td>{}</td><td>{last}</td></tr>",
+                c.fault,
+                c.trigger,
+                if c.automatic { "yes" } else { "no" },
+                c.status,
+                c.status.replace('_', " "),
+                c.passed,
+                c.drills,
+                secs(c.median_detect_ms),
+                secs(c.median_mitigate_ms)
+            )
+        })
+        .collect();
+    let running = ws.drills.iter().rev().find(|d| d.is_running()).map_or(String::new(), |d| {
+        format!(
+            "<p class=\"current\">Drill {} runs: {} on {} ({}% of users).</p>",
+            esc(&d.id),
+            esc(&d.fault.describe()),
+            esc(&d.version),
+            d.weight_bp as f64 / 100.0
+        )
+    });
+    let chart = if ws.drills.iter().any(|d| d.report.is_some()) {
+        format!(
+            "<img class=\"chart\" src=\"/ui/w/{}/gameday.svg\" alt=\"Time to detect and time to mitigate of every drill of {}, a line per fault\">",
+            url(name),
+            esc(name)
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "<section aria-labelledby=\"drills\"><h2 id=\"drills\">Drills</h2>{running}<table><caption>Each failure mode a drill exercises (`ringfence drill {n} --fault F`), and whether automatic mitigation relies on it</caption><thead><tr><th scope=\"col\">Fault</th><th scope=\"col\">Trigger</th><th scope=\"col\">Automatic</th><th scope=\"col\">Status</th><th scope=\"col\">Passed</th><th scope=\"col\">Detect (median)</th><th scope=\"col\">Mitigate (median)</th><th scope=\"col\">Last drill</th></tr></thead><tbody>{rows}</tbody></table>{chart}</section>",
+        n = esc(name)
+    )
+}
+
+/// `GET /ui/w/{name}/gameday.svg`: the drills' times, drawn.
+pub(super) async fn gameday_svg(State(sh): St, user: UiCaller, Path(name): Path<String>) -> Response {
+    if !user.may(Perm::Read, Some(&name)) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    match sh.world(|w| w.workload(&name).and_then(ringfence_core::drill::game_day_svg)) {
+        Some(svg) => svg_response(svg),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
 pub(super) async fn dora_svg(State(sh): St, user: UiCaller, Path(name): Path<String>) -> Response {
     if !user.may(Perm::Read, Some(&name)) {
         return StatusCode::NOT_FOUND.into_response();
