@@ -289,6 +289,12 @@ pub fn start(
             format!("rollout {} of {name} is in progress: drill when it is over", r.id),
         );
     }
+    if let Some(l) = &world.line {
+        return refuse(
+            ErrorCode::Conflict,
+            format!("the line is stopped ({}): no drill starts until it is lifted", l.reason),
+        );
+    }
     if let Some(q) = ws.governance.pending.as_ref() {
         return refuse(
             ErrorCode::Conflict,
@@ -511,6 +517,19 @@ pub fn assess(ws: &WorkloadState, d: &Drill, now: Timestamp, traffic: DrillTraff
             // `ringfence abort` of the drill's rollout: the drill is over, unjudged.
             report.outcome = DrillOutcome::Aborted;
             report.problems.push("its rollout was aborted before the drill was judged".into());
+            out.push(EventKind::DrillEnded { drill_id: d.id.clone(), report: Box::new(report) });
+            return out;
+        }
+        // A person rolled the drill back before it was judged.
+        RolloutStatus::Mitigating | RolloutStatus::Mitigated
+            if r.decision.as_ref().is_some_and(|x| x.action == crate::decision::MitigationAction::ManualRollback) =>
+        {
+            if r.status == RolloutStatus::Mitigating {
+                return Vec::new();
+            }
+            report.outcome = DrillOutcome::Aborted;
+            report.time_to_detect_ms = None;
+            report.problems.push("rolled back by a person before the drill was judged".into());
             out.push(EventKind::DrillEnded { drill_id: d.id.clone(), report: Box::new(report) });
             return out;
         }

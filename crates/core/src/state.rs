@@ -665,7 +665,9 @@ impl World {
                             until: e.at.plus_ms(ws.spec.rollout.warm_for().as_ms()),
                         });
                     }
+                    // A drill release is never deployed again anyway: no hold to clear.
                     if let EventKind::MitigationCompleted { .. } = kind
+                        && r.kind != RolloutKind::Drill
                         && r.decision.as_ref().is_some_and(|d| d.verdict.is_some())
                     {
                         ws.held.insert(

@@ -527,3 +527,28 @@ fn a_control_plane_outage_counts_detection_from_the_controllers_return() {
     assert_eq!(r.time_to_detect_ms, Some(2 * SEC), "from the return, not from the injection");
     assert_eq!(h.last_drill("cp").controller_down_until(), None, "over with the drill");
 }
+
+#[test]
+fn a_drill_waits_for_the_line_and_a_person_rolling_it_back_aborts_it() {
+    let mut h = H::stable("line", "");
+    let stops = ringfence_core::governance::stop_line(&h.world).unwrap();
+    for (w, e) in stops {
+        h.append(&w, "admin", vec![e]);
+    }
+    let e = h.drill("line", "crash").unwrap_err();
+    assert!(e.message.contains("the line is stopped"), "{}", e.message);
+
+    let mut h = H::stable("manual", "");
+    h.drill("manual", "error-rate").unwrap();
+    h.bake("manual");
+    let rollback =
+        command::rollback(&h.world, "manual", None, "alice", "not now").expect("a person may always roll back");
+    h.append("manual", "alice", vec![rollback]);
+    assert!(h.assess("manual", DrillTraffic::default()).is_empty(), "judged once mitigated");
+    h.mitigated("manual");
+    h.assess("manual", DrillTraffic::default());
+    let r = h.last_drill("manual").report.unwrap();
+    assert_eq!(r.outcome, DrillOutcome::Aborted, "{r:?}");
+    let ws = h.world.workload("manual").unwrap();
+    assert!(ws.held.is_empty(), "a drill release is not held: {:?}", ws.held);
+}

@@ -31,6 +31,8 @@ struct Figures {
     line_stopped: i64,
     /// (workload, channel, delivered, failed tries)
     notifications: Vec<(String, String, u64, u64)>,
+    /// (workload, fault, outcome, count)
+    drills: Vec<(String, String, String, u64)>,
 }
 
 fn figures(world: &World, caller: &Caller) -> Figures {
@@ -40,16 +42,25 @@ fn figures(world: &World, caller: &Caller) -> Figures {
     {
         let w = ws.name.clone();
         let mut outcomes: std::collections::BTreeMap<&str, u64> = Default::default();
-        for r in ws.rollouts.iter().filter(|r| r.ended_at.is_some()) {
+        // A drill is a rehearsal: counted as drills, never as deployments or mitigations.
+        for r in ws.rollouts.iter().filter(|r| r.ended_at.is_some() && !ringfence_core::drill::is_drill(r)) {
             *outcomes.entry(r.status.as_str()).or_default() += 1;
         }
         f.deployments.extend(outcomes.into_iter().map(|(o, n)| (w.clone(), o.to_string(), n)));
         f.halts.push((w.clone(), ws.incidents.len() as u64));
         let mut actions: std::collections::BTreeMap<String, u64> = Default::default();
-        for d in ws.rollouts.iter().filter_map(|r| r.decision.as_ref()) {
+        for d in ws.rollouts.iter().filter(|r| !ringfence_core::drill::is_drill(r)).filter_map(|r| r.decision.as_ref())
+        {
             *actions.entry(format!("{:?}", d.action).to_lowercase()).or_default() += 1;
         }
         f.mitigations.extend(actions.into_iter().map(|(a, n)| (w.clone(), a, n)));
+        let mut drills: std::collections::BTreeMap<(&str, &str), u64> = Default::default();
+        for d in &ws.drills {
+            if let Some(r) = &d.report {
+                *drills.entry((d.fault.name(), r.outcome.as_str())).or_default() += 1;
+            }
+        }
+        f.drills.extend(drills.into_iter().map(|((fault, o), n)| (w.clone(), fault.to_string(), o.to_string(), n)));
         let detect = ws
             .incidents
             .values()
@@ -175,6 +186,16 @@ impl prometheus_client::collector::Collector for Collector {
                 e.encode_family(&[("workload", w.as_str()), ("channel", channel.as_str())])?
                     .encode_counter(n, NO_EXEMPLAR)?;
             }
+        }
+        let mut e = encoder.encode_descriptor(
+            "ringfence_drills",
+            "Mitigation drills that ended, by workload, fault and outcome (passed, failed, aborted).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (w, fault, outcome, n) in &f.drills {
+            e.encode_family(&[("workload", w.as_str()), ("fault", fault.as_str()), ("outcome", outcome.as_str())])?
+                .encode_counter(n, NO_EXEMPLAR)?;
         }
         let mut e = encoder.encode_descriptor(
             "ringfence_line_stopped",

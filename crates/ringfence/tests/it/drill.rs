@@ -122,6 +122,46 @@ async fn an_error_rate_drill_is_detected_mitigated_and_leaves_nothing_behind() {
     assert!(html.contains("<span class=\"badge covered\">covered</span>"), "{html}");
     let chart = get(format!("{}/ui/w/{w}/gameday.svg", server.url())).await;
     assert!(chart.status.is_success() && chart.body.starts_with(b"<svg"), "{:?}", chart.status);
+    // Counted as a drill, not as a deployment that failed.
+    let metrics = http
+        .request(
+            hyper::Method::GET,
+            &format!("{}/v1/metrics", server.url()),
+            &[("authorization", &bearer)],
+            None,
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("GET /v1/metrics");
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains(&format!("ringfence_drills_total{{workload=\"{w}\",fault=\"error-rate\",outcome=\"passed\"}} 1")),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&format!("ringfence_deployments_total{{workload=\"{w}\",outcome=\"mitigated\"}}")),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_drill_starts_by_itself_when_due() {
+    let w = "drill-sched";
+    let (server, load) =
+        stable(w, spec(w), &format!("{DRILL}\n[[drill.scheduled]]\nfault = \"error-rate\"\nevery = \"1h\"\n")).await;
+    let d = crate::harness::wait_until("the scheduled drill to end", || async {
+        let drills: Vec<Drill> = serde_json::from_str(&server.cli(&["drills", w, "-o", "json"]).await.stdout).ok()?;
+        drills.into_iter().next().filter(|d| d.report.is_some())
+    })
+    .await;
+    assert!(d.scheduled && d.started_by == "controller", "{d:#?}");
+    assert_eq!(d.status, "passed", "{d:#?}\n{}", server.diagnose(w).await);
+    nothing_left_behind(&server, w, &d, load).await;
+    // Not again before `every` has passed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let drills: Vec<Drill> =
+        serde_json::from_str(&server.cli(&["drills", w, "-o", "json"]).await.stdout).expect("JSON");
+    assert_eq!(drills.len(), 1, "{drills:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
