@@ -56,8 +56,18 @@ pub struct ScaleArgs {
     /// Keep the data directory (the event log, the router's log) and print where it is.
     #[arg(long)]
     pub keep_data: bool,
+    /// The event log: SQLite in the data directory, or a PostgreSQL cluster the bench starts
+    /// (durable: fsync on), whose CPU is measured beside the server's.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    pub store: Store,
     #[arg(long, short = 'o', value_enum, default_value = "table")]
     pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Store {
+    Sqlite,
+    Postgres,
 }
 
 impl ScaleArgs {
@@ -98,6 +108,9 @@ pub struct Report {
     peak_rss_mib: f64,
     /// The server's CPU while the rollouts baked, in cores.
     cpu_cores: f64,
+    store: Store,
+    /// PostgreSQL's CPU (every process of the cluster) over the same time, in cores.
+    pg_cpu_cores: Option<f64>,
     restart: Option<Restart>,
     statuses: BTreeMap<String, usize>,
     requests: (u64, u64),
@@ -350,7 +363,16 @@ pub fn run(args: &ScaleArgs, ringfence: &Path) -> Result<Report> {
     std::fs::create_dir_all(&data).context("the data directory")?;
     let upstream = procs::Upstream::start(ringfence, "v1")?;
     let listen = procs::free_port()?;
-    let mut server = Server::start_in_at(ringfence, &data, listen)?;
+    let pg = match args.store {
+        Store::Sqlite => None,
+        Store::Postgres => Some(
+            crate::pgcluster::PgCluster::start_durable()
+                .ok_or_else(|| anyhow!("PostgreSQL is not installed: apt-get install postgresql"))?,
+        ),
+    };
+    let pg_url = pg.as_ref().map(crate::pgcluster::PgCluster::fresh_db);
+    let extra: Vec<&str> = pg_url.as_deref().map(|u| vec!["--store", u]).unwrap_or_default();
+    let mut server = Server::start_in_at_with(ringfence, &data, listen, &extra)?;
     let mut old_servers = Vec::new();
     let api = server.api()?;
     let names: Vec<String> = (0..args.workloads).map(|i| format!("w{i:05}")).collect();
@@ -398,6 +420,7 @@ pub fn run(args: &ScaleArgs, ringfence: &Path) -> Result<Report> {
     pause(&runtime, Duration::from_secs(3))?;
     let pid = server.pid().ok_or_else(|| anyhow!("the server has no process"))?;
     let (_, cpu_before) = proc_usage(pid);
+    let pg_before = pg.as_ref().map(pg_cpu);
     let t_deploy = Instant::now();
     guarded(
         &runtime,
@@ -419,6 +442,8 @@ pub fn run(args: &ScaleArgs, ringfence: &Path) -> Result<Report> {
     }
     let (_, cpu_after) = proc_usage(pid);
     let cpu_cores = (cpu_after - cpu_before) / t_deploy.elapsed().as_secs_f64();
+    let pg_cpu_cores =
+        pg.as_ref().zip(pg_before).map(|(pg, before)| (pg_cpu(pg) - before) / t_deploy.elapsed().as_secs_f64());
     let mut restart = None;
     let mut killed_window = None;
     if !args.no_restart {
@@ -430,7 +455,7 @@ pub fn run(args: &ScaleArgs, ringfence: &Path) -> Result<Report> {
         let killed_ms = now_ms();
         server.kill9();
         old_servers.push(server);
-        server = Server::start_in_at(ringfence, &data, listen)?;
+        server = Server::start_in_at_with(ringfence, &data, listen, &extra)?;
         // It listens at once and answers once it has rebuilt its state from the log.
         let api = server.api()?;
         let first = format!("/v1/workloads/{}", names[0]);
@@ -519,10 +544,29 @@ pub fn run(args: &ScaleArgs, ringfence: &Path) -> Result<Report> {
         outage_steps,
         peak_rss_mib,
         cpu_cores,
+        store: args.store,
+        pg_cpu_cores,
         restart,
         statuses,
         requests,
     })
+}
+
+/// CPU seconds of every process of the cluster: the postmaster and its children (the
+/// backends serving the server's connections, the WAL writer, the checkpointer).
+fn pg_cpu(pg: &crate::pgcluster::PgCluster) -> f64 {
+    let Some(root) = pg.postmaster_pid() else { return 0.0 };
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0.0 };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            *pid == root
+                || std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().is_some_and(|s| {
+                    s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                        == Some(root)
+                })
+        })
+        .map(|pid| proc_usage(pid).1)
+        .sum()
 }
 
 /// Sleeps `d`, unless interrupted.
@@ -609,7 +653,11 @@ impl crate::Report for Report {
     fn table(&self) -> String {
         let mut o = String::new();
         let verdict = |ok: bool| if ok { "met    " } else { "NOT MET" };
-        let _ = writeln!(o, "ringfence-bench scale: {} rollouts at once on one server (SQLite)", self.workloads);
+        let store = match self.store {
+            Store::Sqlite => "SQLite",
+            Store::Postgres => "PostgreSQL, fsync on",
+        };
+        let _ = writeln!(o, "ringfence-bench scale: {} rollouts at once on one server ({store})", self.workloads);
         let _ = writeln!(
             o,
             "  setup    {} workloads (command executor, one shared router of the tier), 2 phases of {} s, {} req/s of users over all of them",
@@ -622,7 +670,13 @@ impl crate::Report for Report {
         );
         let st: Vec<String> = self.statuses.iter().map(|(k, v)| format!("{v} {k}")).collect();
         let _ = writeln!(o, "  rollouts {}", st.join(", "));
-        let _ = writeln!(o, "  server CPU while the rollouts baked: {:.2} cores", self.cpu_cores);
+        let _ = writeln!(
+            o,
+            "  server CPU while the rollouts baked: {:.2} cores{}",
+            self.cpu_cores,
+            self.pg_cpu_cores
+                .map_or(String::new(), |c| format!("; PostgreSQL (every process of the cluster): {c:.2} cores"))
+        );
         let _ = writeln!(o);
         let ok = self.completed() == self.workloads as usize;
         let _ = writeln!(o, "  {}  every rollout completed: {} of {}", verdict(ok), self.completed(), self.workloads);
@@ -671,6 +725,8 @@ impl crate::Report for Report {
             "statuses": self.statuses,
             "requests": {"sent": self.requests.0, "ok": self.requests.1},
             "server_cpu_cores": stats::round3(self.cpu_cores),
+            "store": match self.store { Store::Sqlite => "sqlite", Store::Postgres => "postgres" },
+            "postgres_cpu_cores": self.pg_cpu_cores.map(stats::round3),
             "lag_ms": {"steps": self.lags_ms.len(), "p50": stats::round3(self.lag(0.5)), "p99": stats::round3(self.lag(0.99)), "max": stats::round3(self.lag(1.0))},
             "outage_steps": self.outage_steps,
             "peak_rss_mib": stats::round3(self.peak_rss_mib),

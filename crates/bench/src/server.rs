@@ -75,10 +75,17 @@ impl Server {
     }
 
     /// [`Server::start_in`] on a set address, so that what was told the server's address (a
-    /// router of the tier) finds it again after a restart.
-    pub fn start_in_at(ringfence: &Path, data_dir: &Path, listen: std::net::SocketAddr) -> Result<Server> {
+    /// router of the tier) finds it again after a restart, with more options (`--store URL`).
+    pub fn start_in_at_with(
+        ringfence: &Path,
+        data_dir: &Path,
+        listen: std::net::SocketAddr,
+        extra: &[&str],
+    ) -> Result<Server> {
         let listen = listen.to_string();
-        Server::launch(ringfence, None, false, Some((data_dir, "alone")), &["--listen", &listen])
+        let mut args = vec!["--listen", listen.as_str()];
+        args.extend_from_slice(extra);
+        Server::launch(ringfence, None, false, Some((data_dir, "alone")), &args)
     }
 
     /// Where the server keeps its data.

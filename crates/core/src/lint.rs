@@ -55,6 +55,7 @@ const WINDOWS: &str =
     "Mitigation strategy, Detection: deploy rollout phases during working hours, with a full support team available";
 const STAGING: &str = "Safe deployment: deploy changes to staging environments that mirror production";
 const CAPACITY: &str = "Mitigation strategy: the stack falling back takes all the traffic; pay attention to scaling in the last known good deployment";
+const SMOKE: &str = "Mitigation strategy, Detection: smoke testing and other quality testing should happen at each phase of the rollout";
 const TRUST: &str =
     "Mitigation strategy: trust that automation is triggered only when necessary; design triggers carefully";
 
@@ -176,6 +177,20 @@ pub const RULES: &[Rule] = &[
         severity: Severity::Warning,
         title: "Any difference from the stable version fails a release",
         fix: "set `health.analysis.margin` to the smallest difference worth acting on",
+        seed: TRUST,
+    },
+    Rule {
+        id: "no-smoke-tests",
+        severity: Severity::Note,
+        title: "No smoke test runs in each phase",
+        fix: "add `[[health.smoke]]` (an HTTP check or a command) that exercises the main paths of the new version",
+        seed: SMOKE,
+    },
+    Rule {
+        id: "pin-header-open",
+        severity: Severity::Note,
+        title: "Any request can choose its version",
+        fix: "keep `router.pin_header` only where the edge strips that header from users' requests, or remove it",
         seed: TRUST,
     },
     Rule {
@@ -327,6 +342,23 @@ pub fn lint(input: &LintInput<'_>) -> Vec<Finding> {
             "health.analysis.margin".into(),
             "every margin is zero: a release measurably but harmlessly different (a fraction of a millisecond) is failed"
                 .into(),
+        );
+    }
+
+    if spec.health.smoke.is_empty() {
+        add(
+            "no-smoke-tests",
+            "health.smoke".into(),
+            "no [[health.smoke]]: a phase is judged on users' traffic and probes only, and a path few users take is not exercised".into(),
+        );
+    }
+    if let Some(h) = &spec.router.pin_header {
+        add(
+            "pin-header-open",
+            "router.pin_header".into(),
+            format!(
+                "a request carrying `{h}: VERSION` is sent to that version whatever its bucket, past the plan's exposure"
+            ),
         );
     }
 
@@ -615,6 +647,11 @@ mod tests {
         );
         finds("min_usage_ratio = 0.5", "min_usage_ratio = 0.0", "no-usage-floor", "health.min_usage_ratio");
         finds("replicas = 3", "replicas = 1", "stable-too-small", "executor.replicas");
+        finds("[router]\n", "[router]\npin_header = \"x-pin\"\n", "pin-header-open", "router.pin_header");
+        let no_smoke = PRODUCTION.split("[[health.smoke]]").next().unwrap().to_string()
+            + "[mitigation]"
+            + PRODUCTION.split("[mitigation]").nth(1).unwrap();
+        assert_eq!(rules(&lint_text(&no_smoke)), vec!["no-smoke-tests"]);
         finds("auto_fallback = true", "auto_fallback = false", "automatic-fallback-off", "mitigation.auto_fallback");
         finds(
             "[environment]",

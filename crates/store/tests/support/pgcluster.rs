@@ -37,7 +37,17 @@ fn is_root() -> bool {
 }
 
 impl PgCluster {
+    /// A cluster for tests: fsync off, since a test's data need not survive the machine.
     pub fn start() -> Option<PgCluster> {
+        PgCluster::start_with(false)
+    }
+
+    /// A cluster that writes as a production one does (fsync on): for benchmarks.
+    pub fn start_durable() -> Option<PgCluster> {
+        PgCluster::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Option<PgCluster> {
         let Some(bin) = bin_dir() else {
             let how = "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): apt-get install postgresql \
                        (`cargo xtask deps` does)";
@@ -58,9 +68,10 @@ impl PgCluster {
         let mut pg = PgCluster { dir, bin, port: free_port(), as_postgres, next_db: Default::default() };
         pg.run("initdb", &["-D", &pg.data(), "-A", "trust", "-U", "postgres", "--no-sync"]);
         let opts = format!(
-            "-k {} -p {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50",
+            "-k {} -p {} -c listen_addresses=127.0.0.1 -c fsync={} -c max_connections=50",
             pg.dir_str(),
-            pg.port
+            pg.port,
+            if durable { "on" } else { "off" }
         );
         let log = format!("{}/log", pg.dir_str());
         let mut tries = 0;
@@ -105,6 +116,12 @@ impl PgCluster {
     fn run(&self, program: &str, args: &[&str]) {
         let out = self.command(program, args).stderr(Stdio::piped()).output().expect(program);
         assert!(out.status.success(), "{program} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The postmaster's process id, from its pid file.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(format!("{}/postmaster.pid", self.data())).ok()?;
+        text.lines().next()?.trim().parse().ok()
     }
 
     /// The URL of a new, empty database.
