@@ -27,6 +27,9 @@
 #                                     # that many workloads with a rollout each at once, through one
 #                                     # router of the tier: lateness of steps due, memory, and the
 #                                     # server SIGKILLed and restarted mid-run
+#   bench/run.sh --save-as scale-postgres-1000 scale --workloads 1000 --store postgres
+#                                     # the same on a durable PostgreSQL cluster the bench starts,
+#                                     # its CPU measured beside the server's
 #   bench/run.sh trust --save         # healthy rollouts (A/A) and detection through the real stack,
 #                                     # half an hour or more; `trust --quick` is a 3-minute smoke run
 #   bench/run.sh --save [ARGS...]     # also write bench/results/<benchmark>.txt, with a header
