@@ -111,6 +111,8 @@ pub struct Report {
     store: Store,
     /// PostgreSQL's CPU (every process of the cluster) over the same time, in cores.
     pg_cpu_cores: Option<f64>,
+    /// Transactions PostgreSQL committed per second over the same time (`pg_stat_database`).
+    pg_commits_per_s: Option<f64>,
     restart: Option<Restart>,
     statuses: BTreeMap<String, usize>,
     requests: (u64, u64),
@@ -421,6 +423,7 @@ pub fn run(args: &ScaleArgs, ringfence: &Path) -> Result<Report> {
     let pid = server.pid().ok_or_else(|| anyhow!("the server has no process"))?;
     let (_, cpu_before) = proc_usage(pid);
     let pg_before = pg.as_ref().map(pg_cpu);
+    let commits_before = pg.as_ref().zip(pg_url.as_deref()).and_then(|(pg, url)| pg_commits(pg, url));
     let t_deploy = Instant::now();
     guarded(
         &runtime,
@@ -444,6 +447,9 @@ pub fn run(args: &ScaleArgs, ringfence: &Path) -> Result<Report> {
     let cpu_cores = (cpu_after - cpu_before) / t_deploy.elapsed().as_secs_f64();
     let pg_cpu_cores =
         pg.as_ref().zip(pg_before).map(|(pg, before)| (pg_cpu(pg) - before) / t_deploy.elapsed().as_secs_f64());
+    let commits_after = pg.as_ref().zip(pg_url.as_deref()).and_then(|(pg, url)| pg_commits(pg, url));
+    let pg_commits_per_s =
+        commits_before.zip(commits_after).map(|(b, a)| a.saturating_sub(b) as f64 / t_deploy.elapsed().as_secs_f64());
     let mut restart = None;
     let mut killed_window = None;
     if !args.no_restart {
@@ -546,10 +552,17 @@ pub fn run(args: &ScaleArgs, ringfence: &Path) -> Result<Report> {
         cpu_cores,
         store: args.store,
         pg_cpu_cores,
+        pg_commits_per_s,
         restart,
         statuses,
         requests,
     })
+}
+
+/// Transactions committed in the server's database so far.
+fn pg_commits(pg: &crate::pgcluster::PgCluster, url: &str) -> Option<u64> {
+    let db = url.rsplit('/').next()?;
+    pg.psql(db, "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()").parse().ok()
 }
 
 /// CPU seconds of every process of the cluster: the postmaster and its children (the
@@ -674,8 +687,10 @@ impl crate::Report for Report {
             o,
             "  server CPU while the rollouts baked: {:.2} cores{}",
             self.cpu_cores,
-            self.pg_cpu_cores
-                .map_or(String::new(), |c| format!("; PostgreSQL (every process of the cluster): {c:.2} cores"))
+            self.pg_cpu_cores.map_or(String::new(), |c| format!(
+                "; PostgreSQL (every process of the cluster): {c:.2} cores, {:.0} commits/s",
+                self.pg_commits_per_s.unwrap_or(0.0)
+            ))
         );
         let _ = writeln!(o);
         let ok = self.completed() == self.workloads as usize;
@@ -727,6 +742,7 @@ impl crate::Report for Report {
             "server_cpu_cores": stats::round3(self.cpu_cores),
             "store": match self.store { Store::Sqlite => "sqlite", Store::Postgres => "postgres" },
             "postgres_cpu_cores": self.pg_cpu_cores.map(stats::round3),
+            "postgres_commits_per_s": self.pg_commits_per_s.map(stats::round3),
             "lag_ms": {"steps": self.lags_ms.len(), "p50": stats::round3(self.lag(0.5)), "p99": stats::round3(self.lag(0.99)), "max": stats::round3(self.lag(1.0))},
             "outage_steps": self.outage_steps,
             "peak_rss_mib": stats::round3(self.peak_rss_mib),
