@@ -20,7 +20,9 @@ pub struct StartDrill {
     /// Run outside the workload's deployment windows.
     #[serde(default)]
     pub outside_window: bool,
+    /// Why (recorded with the drill), at most 2048 bytes.
     #[serde(default)]
+    #[schema(max_length = 2048)]
     pub reason: String,
 }
 

@@ -14,6 +14,13 @@ pub(super) async fn start_drill(
     Path(name): Path<String>,
     Body(b): Body<api::StartDrill>,
 ) -> Result<(StatusCode, Json<api::DrillStarted>), ApiError> {
+    // Limits first: an error message never echoes a long input back.
+    if b.fault.chars().count() > 64 {
+        return Err(ApiError::new(ErrorKind::Invalid, "field `fault`: at most 64 characters"));
+    }
+    if b.reason.len() > 2048 {
+        return Err(ApiError::new(ErrorKind::Invalid, "field `reason`: at most 2048 bytes"));
+    }
     let fault = Fault::parse(&b.fault).map_err(|e| ApiError::new(ErrorKind::Invalid, format!("field `fault`: {e}")))?;
     let reason = if b.reason.trim().is_empty() { format!("drill: {}", fault.describe()) } else { b.reason.clone() };
     let req = DrillRequest {

@@ -280,6 +280,17 @@ async fn an_aborted_drill_is_recorded_and_leaves_nothing_behind() {
         server.status(w).await.replicas.iter().any(|r| r.version != "v1").then_some(())
     })
     .await;
+    // Who may not drive it: a viewer, and nobody without a token; a huge fault is refused
+    // without being echoed back.
+    let viewer = server.token_with("watcher", &["viewer"]).await;
+    let out = server.cli_as(&viewer, &["drill", w, "--abort"]).await;
+    assert_eq!(out.code, 7, "{out}");
+    let out = server.cli_as("", &["drills", w]).await;
+    assert_eq!(out.code, 7, "{out}");
+    let long = "x".repeat(100_000);
+    let out = server.cli(&["drill", w, "--fault", &long]).await;
+    assert_eq!(out.code, 3, "{}", &out.stderr[..out.stderr.len().min(300)]);
+    assert!(out.stderr.len() < 1000 && out.stderr.contains("at most 64 characters"), "{}", &out.stderr[..300]);
     let out = server.cli(&["drill", w, "--abort", "--reason", "game day over"]).await;
     assert_eq!(out.code, 0, "{out}");
     let drills: Vec<Drill> =
