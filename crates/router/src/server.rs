@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use hyper::body::{Body, Incoming};
+use hyper::header::{CONNECTION, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -151,6 +152,12 @@ pub(crate) async fn run(
     Ok(())
 }
 
+/// How long a kept-alive connection may stay idle after the router begins to stop before it is
+/// closed. Long enough for a busy client to send one more request on each of its pooled
+/// connections (and get `Connection: close` back), short enough that the connections waiting
+/// in the shared listening socket's backlog for the next router wait little.
+const IDLE_GRACE: Duration = Duration::from_millis(300);
+
 /// Accepts until `shutdown`, serving each connection on its own task tracked by `tracker`.
 async fn serve<H, F, B>(
     listener: TcpListener,
@@ -185,19 +192,43 @@ async fn serve<H, F, B>(
         let shutdown = shutdown.clone();
         let hard_stop = hard_stop.clone();
         tracker.spawn(async move {
+            let stopping = shutdown.clone();
             let service = service_fn(move |req| {
                 let response = handler(req, peer);
-                async move { Ok::<_, Infallible>(response.await) }
+                let stopping = stopping.clone();
+                async move {
+                    let mut response = response.await;
+                    if stopping.is_cancelled() {
+                        // The client learns from the answer itself that this connection ends,
+                        // and takes the next request elsewhere instead of racing our close.
+                        response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    Ok::<_, Infallible>(response)
+                }
             });
             let conn = http1::Builder::new().timer(TokioTimer::new()).serve_connection(TokioIo::new(stream), service);
             let mut conn = std::pin::pin!(conn);
             let result = tokio::select! {
                 result = conn.as_mut() => result,
                 () = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    tokio::select! {
-                        result = conn.as_mut() => result,
-                        () = hard_stop.cancelled() => Ok(()),
+                    // Closing a kept-alive connection the moment we stop races a client that is
+                    // already writing its next request on it: that request fails. A connection
+                    // in use gets its next answer with `Connection: close` instead; only one
+                    // left idle through the grace is closed.
+                    let graced = tokio::select! {
+                        result = conn.as_mut() => Some(result),
+                        () = tokio::time::sleep(IDLE_GRACE) => None,
+                        () = hard_stop.cancelled() => Some(Ok(())),
+                    };
+                    match graced {
+                        Some(result) => result,
+                        None => {
+                            conn.as_mut().graceful_shutdown();
+                            tokio::select! {
+                                result = conn.as_mut() => result,
+                                () = hard_stop.cancelled() => Ok(()),
+                            }
+                        }
                     }
                 }
             };

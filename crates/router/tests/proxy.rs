@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -612,6 +613,60 @@ async fn shutdown_drains_requests_in_flight() {
     release.notify_one();
     let (status, body) = in_flight.await.unwrap();
     assert_eq!((status, &body[..]), (StatusCode::OK, &b"late"[..]));
+    router.task.await.unwrap().unwrap();
+}
+
+/// A client that keeps its connection alive and sends its next request just after the router
+/// began to stop is answered (with `Connection: close`, so it goes elsewhere after), not cut off
+/// mid-request: cutting it off is the failure users of a restarting router would see.
+#[tokio::test]
+async fn a_kept_alive_connection_is_answered_once_more_after_shutdown_begins() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let stable = upstream("stable-1", StatusCode::OK).await;
+    let router = Router::start(None).await;
+    let t = table(1, &[("stable", "v1", 10_000, &[stable.addr])]);
+    assert_eq!(router.put_table(&to_json(&t)).await.0, StatusCode::OK);
+
+    let mut conn = tokio::net::TcpStream::connect(router.proxy).await.unwrap();
+    let request = format!("GET / HTTP/1.1\r\nhost: {}\r\nx-user-id: u\r\n\r\n", router.proxy);
+    // Reads one whole response (this upstream's bodies are short and sent with a length).
+    async fn response(conn: &mut tokio::net::TcpStream) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await.unwrap().unwrap();
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).to_string();
+            if n == 0 {
+                return text;
+            }
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    return text;
+                }
+            }
+        }
+    }
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let first = response(&mut conn).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(!first.to_ascii_lowercase().contains("connection: close"), "{first}");
+
+    router.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let second = response(&mut conn).await;
+    assert!(second.starts_with("HTTP/1.1 200"), "the request after shutdown began: {second:?}");
+    assert!(second.to_ascii_lowercase().contains("connection: close"), "{second}");
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest)).await.unwrap().unwrap();
+    assert_eq!(n, 0, "the router closes the connection after that answer");
     router.task.await.unwrap().unwrap();
 }
 
