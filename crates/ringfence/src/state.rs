@@ -405,6 +405,11 @@ impl Shared {
                     }
                     _ => None,
                 };
+            // Most controller ticks decide nothing: they must not pay for handing the worker
+            // thread over to a blocking one (`block_in_place`), which cost more than the tick.
+            if new.is_empty() {
+                break Vec::new();
+            }
             let appended = off_the_workers(|| match &fence {
                 Some(f) => inner.store.append_fenced(f, expected, new),
                 None => inner.store.append(expected, new),

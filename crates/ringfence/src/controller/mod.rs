@@ -483,7 +483,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
     }
 
     let desired = ws.desired();
-    let active = ws.active_rollout().cloned();
+    let active = ws.active_rollout();
 
     // A fallback takes traffic off the new version before anything else, even when the stack
     // that takes it back must grow first (rings updated in place): users are better served by
@@ -728,7 +728,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
             return Ok(true);
         }
     }
-    let (observation, baseline_now, t) = observe::observe(shared, local, &ws, &r, stats.as_ref()).await;
+    let (observation, baseline_now, t) = observe::observe(shared, local, &ws, r, stats.as_ref()).await;
     let undrilled = ringfence_core::drill::undrilled(&ws, t);
 
     // Decide against the state as it is now, not as it was when this tick began: a person
