@@ -407,7 +407,7 @@ pub fn run(args: &ScaleArgs, ringfence: &Path) -> Result<Report> {
         names.len(),
         t0.elapsed().as_secs_f64()
     );
-    guarded(&runtime, wait_all(&api, &names, args.concurrency, Duration::from_secs(args.bake_secs * 2 + 300)))?;
+    guarded(&runtime, wait_all(&api, &names, Duration::from_secs(args.bake_secs * 2 + 300)))?;
     let setup_s = t0.elapsed().as_secs_f64();
     eprintln!("bench: set up in {setup_s:.1} s");
 
@@ -492,7 +492,7 @@ pub fn run(args: &ScaleArgs, ringfence: &Path) -> Result<Report> {
             peak
         })
     };
-    guarded(&runtime, wait_all(&api, &names, args.concurrency, deadline))?;
+    guarded(&runtime, wait_all(&api, &names, deadline))?;
     sampler_stop.cancel();
     peak_rss_mib = peak_rss_mib.max(runtime.block_on(sampler).unwrap_or(0.0));
     stop.cancel();
@@ -602,36 +602,39 @@ fn guarded<T>(runtime: &tokio::runtime::Runtime, f: impl std::future::Future<Out
 }
 
 /// Waits until no workload has a rollout in progress.
-async fn wait_all(api: &ApiClient, names: &[String], concurrency: usize, timeout: Duration) -> Result<()> {
+/// Waits until none of `names` has a rollout in progress (nor is still waiting for its first
+/// release), from the workload list, one request a pass: polling every workload's full status
+/// made the bench itself the server's heaviest client, 10,000 answers every few seconds, while
+/// the steps it measures fell due.
+async fn wait_all(api: &ApiClient, names: &[String], timeout: Duration) -> Result<()> {
     let started = Instant::now();
-    let mut pending: Vec<String> = names.to_vec();
-    while !pending.is_empty() {
+    let wanted: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
+    loop {
+        let list: Vec<Value> = api.get("/v1/workloads").await.context("listing the workloads")?;
+        let pending: Vec<&str> = list
+            .iter()
+            .filter(|w| w["name"].as_str().is_some_and(|n| wanted.contains(n)))
+            .filter(|w| {
+                w["rollout"]["status"].as_str().is_some_and(|st| matches!(st, "progressing" | "paused" | "mitigating"))
+                    || w["rollout"].is_null() && w["stable"].is_null()
+            })
+            .filter_map(|w| w["name"].as_str())
+            .collect();
+        let listed = list.iter().filter(|w| w["name"].as_str().is_some_and(|n| wanted.contains(n))).count();
+        if pending.is_empty() && listed == wanted.len() {
+            return Ok(());
+        }
         if started.elapsed() > timeout {
-            bail!("{} rollouts still in progress after {timeout:?}, {} among them", pending.len(), pending[0]);
+            bail!(
+                "{} rollouts still in progress after {timeout:?} ({} of {} workloads listed), {} among them",
+                pending.len(),
+                listed,
+                wanted.len(),
+                pending.first().copied().unwrap_or("-")
+            );
         }
-        let still = Arc::new(std::sync::Mutex::new(Vec::new()));
-        for_each(&pending, concurrency, |name| {
-            let (api, still) = (api.clone(), still.clone());
-            async move {
-                let s = workload::status(&api, &name).await?;
-                let active = s["rollout"]["status"]
-                    .as_str()
-                    .is_some_and(|st| matches!(st, "progressing" | "paused" | "mitigating"))
-                    || s["rollout"].is_null() && s["stable"].is_null();
-                if active {
-                    still.lock().expect("pending").push(name);
-                }
-                Ok(())
-            }
-        })
-        .await?;
-        pending = std::mem::take(&mut *still.lock().expect("pending"));
-        pending.sort();
-        if !pending.is_empty() {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    Ok(())
 }
 
 impl Report {

@@ -453,7 +453,9 @@ async fn incident_updates_reach_a_signed_webhook_slack_and_a_real_smtp_server_ac
     assert!(status.notifications_failing.is_empty(), "{:?}", status.notifications_failing);
     let events = server.events(w).await;
     let failed = events.iter().filter(|e| e.kind.type_name() == "notification_failed").count();
-    assert!(failed >= 2, "the Slack failures are recorded: {failed}");
+    // The receiver refuses Slack twice. The kill may land between its first refusal and the
+    // record of it (the race `once` allows for above): at least the other one is recorded.
+    assert!(failed >= 1, "the Slack failures are recorded: {failed}");
     assert!(issues.lock().unwrap().is_empty(), "a tracker gets no incident updates");
 
     // A follow-up item goes to the issue tracker once, with its link recorded; overdue, it is
