@@ -601,7 +601,6 @@ fn guarded<T>(runtime: &tokio::runtime::Runtime, f: impl std::future::Future<Out
     })
 }
 
-/// Waits until no workload has a rollout in progress.
 /// Waits until none of `names` has a rollout in progress (nor is still waiting for its first
 /// release), from the workload list, one request a pass: polling every workload's full status
 /// made the bench itself the server's heaviest client, 10,000 answers every few seconds, while
@@ -611,16 +610,17 @@ async fn wait_all(api: &ApiClient, names: &[String], timeout: Duration) -> Resul
     let wanted: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
     loop {
         let list: Vec<Value> = api.get("/v1/workloads").await.context("listing the workloads")?;
-        let pending: Vec<&str> = list
+        let ours: Vec<&Value> =
+            list.iter().filter(|w| w["name"].as_str().is_some_and(|n| wanted.contains(n))).collect();
+        let listed = ours.len();
+        let pending: Vec<&str> = ours
             .iter()
-            .filter(|w| w["name"].as_str().is_some_and(|n| wanted.contains(n)))
             .filter(|w| {
                 w["rollout"]["status"].as_str().is_some_and(|st| matches!(st, "progressing" | "paused" | "mitigating"))
                     || w["rollout"].is_null() && w["stable"].is_null()
             })
             .filter_map(|w| w["name"].as_str())
             .collect();
-        let listed = list.iter().filter(|w| w["name"].as_str().is_some_and(|n| wanted.contains(n))).count();
         if pending.is_empty() && listed == wanted.len() {
             return Ok(());
         }
