@@ -100,6 +100,11 @@ pub struct FaultCoverage {
     /// Median times of its passed drills.
     pub median_detect_ms: Option<u64>,
     pub median_mitigate_ms: Option<u64>,
+    /// Times of its first and of its latest passed drill: the trend.
+    pub first_detect_ms: Option<u64>,
+    pub latest_detect_ms: Option<u64>,
+    pub first_mitigate_ms: Option<u64>,
+    pub latest_mitigate_ms: Option<u64>,
 }
 
 /// `GET .../gameday`: every failure mode, its drills and their trend.

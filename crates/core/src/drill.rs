@@ -577,7 +577,22 @@ pub fn assess(ws: &WorkloadState, d: &Drill, now: Timestamp, traffic: DrillTraff
             ));
             stop(&mut out, r);
         }
-        RolloutStatus::Mitigating => return Vec::new(),
+        RolloutStatus::Mitigating => {
+            // A mitigation under way is never cut short (that would leave users on the fault):
+            // past twice its target, the drill is judged failed and the mitigation goes on.
+            let h = detected_at.unwrap_or(now);
+            let limit = d.mitigate_within_ms.saturating_mul(2).max(d.mitigate_within_ms + 10_000);
+            if now.since(h) < limit {
+                return Vec::new();
+            }
+            report.problems.push(format!(
+                "the mitigation ({}) was still under way {} after detection, the target is {}",
+                report.mitigation.as_deref().unwrap_or("none named"),
+                crate::duration::Dur::ms(now.since(h)),
+                crate::duration::Dur::ms(d.mitigate_within_ms)
+            ));
+            judge_times(d, &mut report);
+        }
         RolloutStatus::Completed => {
             report.problems.push("the drill release completed its rollout: a drill must never do so".into());
         }
@@ -722,6 +737,11 @@ pub struct Coverage {
     pub last: Option<Drill>,
     pub median_detect_ms: Option<u64>,
     pub median_mitigate_ms: Option<u64>,
+    /// The times of its first and latest passed drills: the trend, once there are two.
+    pub first_detect_ms: Option<u64>,
+    pub latest_detect_ms: Option<u64>,
+    pub first_mitigate_ms: Option<u64>,
+    pub latest_mitigate_ms: Option<u64>,
 }
 
 /// Every failure mode a drill can exercise, with how its drills went.
@@ -751,7 +771,14 @@ pub fn coverage(ws: &WorkloadState, now: Timestamp) -> Vec<Coverage> {
                 v.sort_unstable();
                 (!v.is_empty()).then(|| v[v.len() / 2])
             };
+            let at = |d: Option<&&Drill>, f: &dyn Fn(&DrillReport) -> Option<u64>| {
+                d.and_then(|d| d.report.as_ref().and_then(f))
+            };
             Coverage {
+                first_detect_ms: at(passed.first(), &|r| r.time_to_detect_ms),
+                latest_detect_ms: at(passed.last(), &|r| r.time_to_detect_ms),
+                first_mitigate_ms: at(passed.first(), &|r| r.time_to_mitigate_ms),
+                latest_mitigate_ms: at(passed.last(), &|r| r.time_to_mitigate_ms),
                 fault,
                 trigger,
                 automatic: automatic(&ws.spec, trigger),
@@ -771,7 +798,8 @@ pub fn coverage(ws: &WorkloadState, now: Timestamp) -> Vec<Coverage> {
 /// fault, failed drills marked. `None` when no drill has ended.
 pub fn game_day_svg(ws: &WorkloadState) -> Option<String> {
     use crate::chart::{Mark, Panel, Series, lines};
-    const COLOURS: [&str; 5] = ["#d55e00", "#0072b2", "#009e73", "#cc79a7", "#e69f00"];
+    // One colour per fault (the Okabe-Ito palette, told apart with colour blindness).
+    const COLOURS: [&str; FAULTS.len()] = ["#d55e00", "#0072b2", "#009e73", "#cc79a7", "#e69f00", "#56b4e9"];
     let ended: Vec<(&Drill, &DrillReport)> =
         ws.drills.iter().filter_map(|d| d.report.as_ref().map(|r| (d.as_ref(), r))).collect();
     if ended.is_empty() {

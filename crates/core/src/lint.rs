@@ -162,7 +162,7 @@ pub const RULES: &[Rule] = &[
         id: "stable-too-small",
         severity: Severity::Warning,
         title: "The stable stack is too small to carry all traffic after a fallback",
-        fix: "run at least 2 replicas, so that losing one during a fallback still leaves one serving",
+        fix: "run at least 2 replicas, and enough that the stable version alone serves the workload's traffic with room for its peaks (`executor.replica_capacity` is one replica's requests per second)",
         seed: CAPACITY,
     },
     Rule {
@@ -239,6 +239,10 @@ pub struct LintInput<'a> {
     pub now: Timestamp,
 }
 
+/// The share of its capacity the stable stack may need after a fallback: the traffic measured
+/// is an average over the router's life, and peaks run above it.
+const MAX_LOAD_AFTER_FALLBACK: f64 = 0.7;
+
 /// The analysis: every finding, errors first.
 pub fn lint(input: &LintInput<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -314,14 +318,31 @@ pub fn lint(input: &LintInput<'_>) -> Vec<Finding> {
         }
     }
 
-    // Capacity of the stable stack.
-    if spec.executor.replicas < 2 {
+    // Capacity of the stable stack: after a fallback it carries every user alone.
+    let replicas = spec.executor.replicas;
+    let load = match (spec.executor.replica_capacity, &input.traffic) {
+        (Some(capacity), Some(t)) if t.rps > 0.0 => Some(t.rps / (capacity * f64::from(replicas))),
+        _ => None,
+    };
+    if let Some(load) = load.filter(|l| *l > MAX_LOAD_AFTER_FALLBACK) {
+        let rps = input.traffic.as_ref().map_or(0.0, |t| t.rps);
         add(
             "stable-too-small",
             "executor.replicas".into(),
             format!(
-                "{} replica: after a fallback one instance carries every user, and the router has no other replica to retry a failed request on",
-                spec.executor.replicas
+                "at the measured {rps:.0} requests/s, the stable version's {replicas} replica(s) of {:.0} requests/s each would run at {:.0}% of their capacity after a fallback (at most {:.0}%, to leave room for peaks): {} replicas are needed",
+                spec.executor.replica_capacity.unwrap_or_default(),
+                load * 100.0,
+                MAX_LOAD_AFTER_FALLBACK * 100.0,
+                (f64::from(replicas) * load / MAX_LOAD_AFTER_FALLBACK).ceil().max(2.0)
+            ),
+        );
+    } else if replicas < 2 {
+        add(
+            "stable-too-small",
+            "executor.replicas".into(),
+            format!(
+                "{replicas} replica: after a fallback one instance carries every user, and the router has no other replica to retry a failed request on"
             ),
         );
     }
@@ -698,24 +719,44 @@ mod tests {
         assert!(!f.contains(&"phase-without-health-gate"), "{f:?}");
     }
 
+    /// A spec file linted at a measured traffic.
+    fn at_traffic(spec: &WorkloadSpec, rps: f64, stable_error_rate: f64) -> Vec<Finding> {
+        lint(&LintInput {
+            spec,
+            state: None,
+            previous: None,
+            emergency_approvers: None,
+            traffic: Some(PlanTraffic { rps, stable_error_rate, stable_latency_us: vec![] }),
+            now: Timestamp(0),
+        })
+    }
+
     #[test]
     fn a_bake_shorter_than_detection_at_the_measured_traffic_is_found() {
         let spec = parse("spec.toml", &PRODUCTION.replacen("bake = \"5m\"", "bake = \"5s\"", 1)).unwrap();
-        let at = |rps: f64| {
-            lint(&LintInput {
-                spec: &spec,
-                state: None,
-                previous: None,
-                emergency_approvers: None,
-                traffic: Some(PlanTraffic { rps, stable_error_rate: 0.01, stable_latency_us: vec![] }),
-                now: Timestamp(0),
-            })
-        };
+        let at = |rps: f64| at_traffic(&spec, rps, 0.01);
         let slow = at(5.0);
         assert!(rules(&slow).contains(&"bake-shorter-than-detection"), "{slow:#?}");
         let f = slow.iter().find(|f| f.rule == "bake-shorter-than-detection").unwrap();
         assert_eq!(f.field, "rollout.phases[0].bake");
         assert!(!rules(&at(20_000.0)).contains(&"bake-shorter-than-detection"), "{:#?}", at(20_000.0));
+    }
+
+    #[test]
+    fn a_stable_stack_that_cannot_carry_the_measured_traffic_is_found() {
+        let spec = parse("spec.toml", &PRODUCTION.replacen("replicas = 3", "replicas = 3\nreplica_capacity = 100", 1))
+            .unwrap();
+        let at = |rps: f64| at_traffic(&spec, rps, 0.0);
+        // 3 replicas of 100 requests/s: 150 is half their capacity, 250 is 83%.
+        assert!(!rules(&at(150.0)).contains(&"stable-too-small"), "{:#?}", at(150.0));
+        let busy = at(250.0);
+        let f = busy.iter().find(|f| f.rule == "stable-too-small").expect("found");
+        assert_eq!(f.field, "executor.replicas");
+        assert!(f.message.contains("3 replica(s) of 100 requests/s each would run at 83%"), "{}", f.message);
+        assert!(f.message.contains("4 replicas are needed"), "{}", f.message);
+        assert!(
+            parse("spec.toml", &PRODUCTION.replacen("replicas = 3", "replicas = 3\nreplica_capacity = 0", 1)).is_err()
+        );
     }
 
     #[test]

@@ -552,3 +552,128 @@ fn a_drill_waits_for_the_line_and_a_person_rolling_it_back_aborts_it() {
     let ws = h.world.workload("manual").unwrap();
     assert!(ws.held.is_empty(), "a drill release is not held: {:?}", ws.held);
 }
+
+#[test]
+fn a_detection_or_a_mitigation_past_its_target_fails_the_drill() {
+    let targets = "[drill]\ndetect_within = \"5s\"\nmitigate_within = \"10s\"\n";
+    let mut h = H::stable("late", targets);
+    h.drill("late", "error-rate").unwrap();
+    h.bake("late");
+    h.later(8 * SEC);
+    h.halt("late", MitigationAction::Fallback);
+    h.later(SEC);
+    h.mitigated("late");
+    h.assess("late", DrillTraffic::default());
+    let r = h.last_drill("late").report.unwrap();
+    assert_eq!(r.outcome, DrillOutcome::Failed, "{r:?}");
+    assert_eq!(r.problems, ["detected after 8s, the target is 5s"]);
+
+    let mut h = H::stable("slow", targets);
+    h.drill("slow", "error-rate").unwrap();
+    h.bake("slow");
+    h.later(2 * SEC);
+    h.halt("slow", MitigationAction::Fallback);
+    h.later(15 * SEC);
+    h.mitigated("slow");
+    h.assess("slow", DrillTraffic::default());
+    let r = h.last_drill("slow").report.unwrap();
+    assert_eq!(r.outcome, DrillOutcome::Failed, "{r:?}");
+    assert_eq!(r.time_to_mitigate_ms, Some(15 * SEC));
+    assert_eq!(r.problems, ["mitigated 15s after detection, the target is 10s"]);
+}
+
+#[test]
+fn a_mitigation_that_never_ends_fails_the_drill_and_is_left_to_finish() {
+    let mut h = H::stable("stuck", "[drill]\nmitigate_within = \"10s\"\n");
+    h.drill("stuck", "error-rate").unwrap();
+    h.bake("stuck");
+    h.later(2 * SEC);
+    h.halt("stuck", MitigationAction::Fallback);
+    assert_eq!(h.rollout("stuck").status, RolloutStatus::Mitigating);
+    let id = h.rollout("stuck").id.clone();
+    assert!(h.world.workload("stuck").unwrap().drill_of(&id).is_some_and(|d| d.fault.route_fault().is_some()));
+    // Twice the target (20 s) is allowed before the drill gives up on it.
+    h.later(19 * SEC);
+    assert!(h.assess("stuck", DrillTraffic::default()).is_empty(), "still within twice the target");
+    h.later(2 * SEC);
+    let events = h.assess("stuck", DrillTraffic::default());
+    assert!(matches!(events.as_slice(), [EventKind::DrillEnded { .. }]), "the mitigation is not aborted: {events:?}");
+    let r = h.last_drill("stuck").report.unwrap();
+    assert_eq!(r.outcome, DrillOutcome::Failed);
+    assert_eq!(r.problems, ["the mitigation (fallback) was still under way 21s after detection, the target is 10s"]);
+    assert_eq!(h.rollout("stuck").status, RolloutStatus::Mitigating, "the fallback goes on");
+    assert!(h.world.workload("stuck").unwrap().drill_of(&id).is_none(), "the fault is taken out of the table");
+}
+
+#[test]
+fn the_game_day_chart_draws_a_line_for_every_fault() {
+    let mut h = H::stable("every", "[drill]\nmitigate_within = \"10s\"\n");
+    for fault in drill::FAULTS {
+        h.drill("every", fault).unwrap_or_else(|e| panic!("{fault}: {e:?}"));
+        h.bake("every");
+        h.later(20 * SEC);
+        let id = h.rollout("every").id.clone();
+        if fault == "signal-outage" {
+            h.append("every", "controller", vec![EventKind::PhaseHeld { rollout_id: id, phase: 0, verdict: None }]);
+        } else {
+            h.halt("every", MitigationAction::Fallback);
+            h.later(SEC);
+            h.mitigated("every");
+        }
+        h.assess("every", DrillTraffic::default());
+        assert!(h.last_drill("every").report.is_some(), "{fault} ended");
+        h.later(60 * SEC);
+    }
+    let svg = drill::game_day_svg(h.world.workload("every").unwrap()).unwrap();
+    for fault in drill::FAULTS {
+        // Its line in the time-to-detect panel (a polyline titled with the fault) and its
+        // legend entry.
+        assert!(svg.contains(&format!("<title>{fault}</title></polyline>")), "no line for {fault}");
+        assert!(svg.contains(&format!(">{fault}</text>")), "no legend for {fault}");
+    }
+}
+
+#[test]
+fn coverage_tells_covered_failing_stale_and_undrilled_modes_apart_with_their_trend() {
+    let mut h = H::stable("cov", "[drill]\nmitigate_within = \"10s\"\nmax_age = \"7d\"\n");
+    let passing = |h: &mut H, fault: &str, detect: u64| {
+        h.drill("cov", fault).unwrap();
+        h.bake("cov");
+        h.later(detect);
+        h.halt("cov", MitigationAction::Fallback);
+        h.later(SEC);
+        h.mitigated("cov");
+        h.assess("cov", DrillTraffic::default());
+        assert_eq!(h.last_drill("cov").report.unwrap().outcome, DrillOutcome::Passed);
+        h.later(60 * SEC);
+    };
+    passing(&mut h, "crash", 3 * SEC);
+    h.later(8 * 24 * 3600 * SEC);
+    passing(&mut h, "error-rate", 4 * SEC);
+    passing(&mut h, "error-rate", 3 * SEC);
+    passing(&mut h, "error-rate", 2 * SEC);
+    passing(&mut h, "latency", 2 * SEC);
+    // The latest latency drill is detected too late.
+    passing(&mut h, "latency", 2 * SEC);
+    h.drill("cov", "latency").unwrap();
+    h.bake("cov");
+    h.later(600 * SEC);
+    h.halt("cov", MitigationAction::Fallback);
+    h.mitigated("cov");
+    h.assess("cov", DrillTraffic::default());
+    let ws = h.world.workload("cov").unwrap();
+    let c = drill::coverage(ws, h.now);
+    let of = |fault: &str| c.iter().find(|c| c.fault == fault).unwrap();
+    let e = of("error-rate");
+    assert_eq!((e.status, e.drills, e.passed, e.failed), ("covered", 3, 3, 0));
+    assert_eq!(
+        (e.first_detect_ms, e.median_detect_ms, e.latest_detect_ms),
+        (Some(4 * SEC), Some(3 * SEC), Some(2 * SEC))
+    );
+    assert_eq!((e.first_mitigate_ms, e.latest_mitigate_ms), (Some(SEC), Some(SEC)));
+    let l = of("latency");
+    assert_eq!((l.status, l.drills, l.passed, l.failed), ("failing", 3, 2, 1));
+    assert_eq!(of("crash").status, "stale", "its only pass is older than max_age");
+    assert_eq!(of("hang").status, "not_drilled");
+    assert_eq!((of("hang").first_detect_ms, of("hang").median_detect_ms), (None, None));
+}

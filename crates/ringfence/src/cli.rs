@@ -393,7 +393,7 @@ pub enum Command {
     /// within the spec's `[drill]` targets, and record the report. Never promotes; opens no
     /// incident. Needs the deployer role.
     #[command(
-        after_help = "Faults: error-rate[=SHARE] (the router answers 503), latency[=DURATION] (the router delays), crash (SIGKILL), hang (SIGSTOP), signal-outage (the analysis' counters unreadable: the rollout must hold).\n\nExit codes with --wait: 0 passed, 10 failed or aborted, 11 timed out.\n\nExamples:\n  ringfence drill checkout --fault error-rate --wait\n  ringfence drill checkout --fault latency=300ms --weight 5 --wait\n  ringfence drill checkout --fault crash --outside-window --reason \"game day\"\n  ringfence drill checkout --abort"
+        after_help = "Faults: error-rate[=SHARE] (the router answers 503), latency[=DURATION] (the router delays), crash (SIGKILL), hang (SIGSTOP), signal-outage (the analysis' counters unreadable: the rollout must hold), control-plane-down[=DURATION] (the workload's controller stops while the router fails half the drill's requests).\n\nExit codes with --wait: 0 passed, 10 failed or aborted, 11 timed out.\n\nExamples:\n  ringfence drill checkout --fault error-rate --wait\n  ringfence drill checkout --fault latency=300ms --weight 5 --wait\n  ringfence drill checkout --fault crash --outside-window --reason \"game day\"\n  ringfence drill checkout --abort"
     )]
     Drill {
         workload: String,

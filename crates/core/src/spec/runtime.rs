@@ -18,6 +18,11 @@ pub struct ExecutorSpec {
     pub env: BTreeMap<String, String>,
     #[serde(default = "default_replicas")]
     pub replicas: u32,
+    /// Requests per second one replica serves at most (measured by the team's load tests):
+    /// what `lint` weighs the workload's traffic against, for the stable version alone after
+    /// a fallback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_capacity: Option<f64>,
     #[serde(default)]
     pub readiness: ReadinessSpec,
     /// Time a replica gets to exit after SIGTERM before SIGKILL.

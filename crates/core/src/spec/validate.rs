@@ -72,6 +72,14 @@ pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
     if ex.replicas == 0 || ex.replicas > 64 {
         bad("executor.replicas", format!("expected 1 to 64 replicas, found {}", ex.replicas));
     }
+    if let Some(c) = ex.replica_capacity
+        && !(c > 0.0 && c <= 10_000_000.0)
+    {
+        bad(
+            "executor.replica_capacity",
+            format!("expected requests per second above 0 and at most 10000000, found {c}"),
+        );
+    }
     for (key, value) in &ex.env {
         if key.is_empty() || key.contains('=') || key.contains('\0') {
             bad(&format!("executor.env.{key}"), format!("invalid environment variable name {key:?}"));

@@ -697,6 +697,10 @@ pub(super) fn coverage(c: &core::drill::Coverage) -> api::FaultCoverage {
         last: c.last.as_ref().map(drill),
         median_detect_ms: c.median_detect_ms,
         median_mitigate_ms: c.median_mitigate_ms,
+        first_detect_ms: c.first_detect_ms,
+        latest_detect_ms: c.latest_detect_ms,
+        first_mitigate_ms: c.first_mitigate_ms,
+        latest_mitigate_ms: c.latest_mitigate_ms,
     }
 }
 
