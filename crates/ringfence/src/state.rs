@@ -74,18 +74,50 @@ pub enum AppendError {
     Store(#[from] StoreError),
 }
 
+/// The projections and the events decided but not yet durable. A server alone commits the
+/// log in groups: a command decides and folds its events here under this lock, then waits,
+/// outside it, for a commit that carries every event pending at that moment (one fsync for
+/// many workloads' steps). Replicas decide and append under both locks, one command at a time.
 struct Inner {
-    store: Box<dyn EventStore>,
     world: World,
-    /// The last event folded into `world`: where this server expects the log to end.
+    /// The last event folded into `world`: where this server expects the log to end once the
+    /// pending events are committed.
     seq: u64,
+    /// Decided and folded into `world`, not yet in the log, oldest first.
+    pending: Vec<Event>,
+    /// Bumped when pending events are dropped (a failed commit), so their waiters learn it.
+    generation: u64,
+    /// The last event decided of each workload (`""`: of none, such as tokens and the line),
+    /// so a read of one workload waits only for its own events to be durable.
+    last_of: HashMap<String, u64>,
+    /// Where the log ended when each generation ended (index: the generation): an event of
+    /// that generation up to there is durable even if the waiter only hears of a later one.
+    generation_ends: Vec<u64>,
+}
+
+/// A command decided, resolving once its events are durable. Named (and boxed) so that it
+/// does not carry the deciding closure's type, which borrows the caller's locals.
+pub type Committed<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Vec<Event>, AppendError>> + Send + 'a>>;
+
+/// How far the log is durable, as the commits publish it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Durable {
+    pub generation: u64,
+    pub seq: u64,
 }
 
 pub struct Shared {
     pub data_dir: PathBuf,
     /// This server's claim on the data directory, held for its lifetime.
     _claim: crate::datadir::DataDir,
+    /// The log. Lock order: `store` before `inner`, never the other way.
+    store: Mutex<Box<dyn EventStore>>,
     inner: Mutex<Inner>,
+    durable: tokio::sync::watch::Sender<Durable>,
+    /// Wakes the committer when events are pending (with `inner`'s lock).
+    commit_wanted: std::sync::Condvar,
+    /// Why the last failed commit failed, for the commands whose events it dropped.
+    commit_failure: Mutex<String>,
     /// What runs the workloads' instances, through the executor seam.
     pub executor: Arc<dyn Executor>,
     /// The ringfence binary: `{ringfence}` in commands, and what runs routers.
@@ -184,10 +216,21 @@ impl Shared {
             process: ProcessExecutor::new(&data_dir, ringfence_bin.clone(), http.clone())?,
             command: CommandExecutor::new(&data_dir, ringfence_bin.clone(), http.clone()),
         });
-        Ok(Arc::new(Shared {
+        let shared = Arc::new(Shared {
             data_dir,
             _claim: claim,
-            inner: Mutex::new(Inner { store, world, seq }),
+            store: Mutex::new(store),
+            inner: Mutex::new(Inner {
+                world,
+                seq,
+                pending: Vec::new(),
+                generation: 0,
+                last_of: HashMap::new(),
+                generation_ends: Vec::new(),
+            }),
+            durable: tokio::sync::watch::Sender::new(Durable { generation: 0, seq }),
+            commit_wanted: std::sync::Condvar::new(),
+            commit_failure: Mutex::default(),
             executor,
             ringfence_bin,
             traffic: crate::traffic::Traffic::new(http.clone()),
@@ -204,7 +247,15 @@ impl Shared {
             fences: Mutex::default(),
             leaders: Mutex::default(),
             router_sockets: Mutex::default(),
-        }))
+        });
+        if shared.replica.is_none() {
+            let state = Arc::downgrade(&shared);
+            std::thread::Builder::new()
+                .name("ringfence-commit".into())
+                .spawn(move || Shared::committer(state))
+                .map_err(|e| anyhow::anyhow!("cannot start the event log's committer: {e}"))?;
+        }
+        Ok(shared)
     }
 
     /// Whether this server runs `workload`'s controller: always when it runs alone; as one of
@@ -216,9 +267,11 @@ impl Shared {
     /// Replicas: folds what the others appended since this one last looked. Returns whether
     /// anything was new.
     pub fn catch_up(&self) -> Result<bool, StoreError> {
+        let mut store = self.store.lock().expect("store lock");
         let mut inner = self.inner.lock().expect("state lock");
-        let touched = catch_up_locked(&mut inner)?;
+        let touched = self.catch_up_locked(store.as_mut(), &mut inner)?;
         drop(inner);
+        drop(store);
         let any = !touched.is_empty();
         for w in touched {
             self.notify(&w);
@@ -233,8 +286,8 @@ impl Shared {
     pub fn renew_leases(&self) -> Result<Vec<String>, StoreError> {
         let Some(me) = self.replica.clone() else { return Ok(Vec::new()) };
         let live = {
-            let mut inner = self.inner.lock().expect("state lock");
-            off_the_workers(|| inner.store.heartbeat(&me, LEASE_TTL))?
+            let mut store = self.store.lock().expect("store lock");
+            off_the_workers(|| store.heartbeat(&me, LEASE_TTL))?
         };
         let names: Vec<(String, bool)> = self
             .world(|w| w.workloads.iter().map(|(name, ws)| (name.clone(), ws.active_rollout().is_none())).collect());
@@ -243,8 +296,8 @@ impl Shared {
         // The leases this replica has, renewed in one statement; one it no longer has (lapsed,
         // taken over) stops its controller.
         let renewed = {
-            let mut inner = self.inner.lock().expect("state lock");
-            off_the_workers(|| inner.store.renew(&me, LEASE_TTL))
+            let mut store = self.store.lock().expect("store lock");
+            off_the_workers(|| store.renew(&me, LEASE_TTL))
         };
         match renewed {
             Ok(renewed) => {
@@ -287,8 +340,8 @@ impl Shared {
                 continue;
             }
             let lease = {
-                let mut inner = self.inner.lock().expect("state lock");
-                off_the_workers(|| inner.store.acquire(&name, &me, LEASE_TTL))
+                let mut store = self.store.lock().expect("store lock");
+                off_the_workers(|| store.acquire(&name, &me, LEASE_TTL))
             };
             match lease {
                 Ok(Some(l)) => {
@@ -313,8 +366,8 @@ impl Shared {
                 .collect()
         };
         let leases = {
-            let mut inner = self.inner.lock().expect("state lock");
-            off_the_workers(|| inner.store.leases())
+            let mut store = self.store.lock().expect("store lock");
+            off_the_workers(|| store.leases())
         };
         match leases {
             Ok(all) => {
@@ -326,8 +379,8 @@ impl Shared {
         }
         for f in excess {
             self.fences.lock().expect("fences lock").remove(&f.workload);
-            let mut inner = self.inner.lock().expect("state lock");
-            match off_the_workers(|| inner.store.release(&f, &me)) {
+            let mut store = self.store.lock().expect("store lock");
+            match off_the_workers(|| store.release(&f, &me)) {
                 Ok(()) => tracing::info!(
                     workload = f.workload,
                     replica = me,
@@ -346,9 +399,9 @@ impl Shared {
     pub fn release_leases(&self) {
         let Some(me) = self.replica.clone() else { return };
         let fences: Vec<_> = self.fences.lock().expect("fences lock").drain().map(|(_, f)| f).collect();
-        let mut inner = self.inner.lock().expect("state lock");
+        let mut store = self.store.lock().expect("store lock");
         for f in fences {
-            if let Err(e) = off_the_workers(|| inner.store.release(&f, &me)) {
+            if let Err(e) = off_the_workers(|| store.release(&f, &me)) {
                 tracing::warn!(workload = f.workload, error = %e, "cannot hand the lease back; it lapses by itself");
             }
         }
@@ -359,34 +412,254 @@ impl Shared {
     }
 
     /// Checks a command against the current state and appends its events, atomically.
+    ///
+    /// The command is decided when this is called; the future it returns resolves once its
+    /// events are durable (see [`Shared::command_many`]).
     pub fn command(
         &self,
         workload: &str,
         actor: &str,
         reason: &str,
         mut f: impl FnMut(&World) -> Result<Vec<EventKind>, CommandError>,
-    ) -> Result<Vec<Event>, AppendError> {
-        self.command_many(actor, reason, |w| Ok(f(w)?.into_iter().map(|k| (workload.to_string(), k)).collect()))
+    ) -> Committed<'_> {
+        self.command_scoped(Some(workload), actor, reason, |w| {
+            Ok(f(w)?.into_iter().map(|k| (workload.to_string(), k)).collect())
+        })
     }
 
     /// [`Shared::command`] for a change of several workloads at once (stopping the line):
     /// each event names its workload, and all are appended in one transaction.
+    ///
+    /// A server alone decides the command and folds its events under the state's lock when
+    /// this is called, and the future waits, without holding a thread, for the log's committer
+    /// to make them durable together with every other command's events pending by then (one
+    /// transaction, one fsync). Replicas decide and append under the log's lock, one command
+    /// at a time, on the log as the others left it. Either way the future resolves only once
+    /// the events are in the log: nothing acts on a decision before it is durable.
     pub fn command_many(
+        &self,
+        actor: &str,
+        reason: &str,
+        f: impl FnMut(&World) -> Result<Vec<(String, EventKind)>, CommandError>,
+    ) -> Committed<'_> {
+        self.command_scoped(None, actor, reason, f)
+    }
+
+    /// A command that reads only `scope`'s state (and that of no workload), or all of it.
+    fn command_scoped(
+        &self,
+        scope: Option<&str>,
+        actor: &str,
+        reason: &str,
+        f: impl FnMut(&World) -> Result<Vec<(String, EventKind)>, CommandError>,
+    ) -> Committed<'_> {
+        let (decided, wait) = if self.replica.is_some() {
+            (self.command_replica(actor, reason, f), None)
+        } else {
+            self.decide(scope, actor, reason, f)
+        };
+        Box::pin(async move {
+            if let Some(through) = wait {
+                self.durable_through(through).await?;
+            }
+            decided
+        })
+    }
+
+    /// A server alone: decides the command and folds its events, pending for the committer.
+    /// Returns the decision and how far the log must be durable before it is answered: its
+    /// own events, or, when it decided nothing or refused, the pending events it was decided
+    /// on (a refusal or a no-op must not rest on what a failed commit may still drop).
+    fn decide(
+        &self,
+        scope: Option<&str>,
+        actor: &str,
+        reason: &str,
+        mut f: impl FnMut(&World) -> Result<Vec<(String, EventKind)>, CommandError>,
+    ) -> (Result<Vec<Event>, AppendError>, Option<Durable>) {
+        let mut inner = self.inner.lock().expect("state lock");
+        let kinds = match f(&inner.world) {
+            Ok(kinds) if !kinds.is_empty() => kinds,
+            // Most controller ticks decide nothing: they wait only if what they read is not
+            // durable yet.
+            other => {
+                let read = self.read_through(&inner, scope);
+                return (other.map(|_| Vec::new()).map_err(AppendError::from), read);
+            }
+        };
+        let at = now();
+        let first = inner.seq + 1;
+        let events: Vec<Event> = kinds
+            .into_iter()
+            .zip(first..)
+            .map(|((workload, kind), seq)| Event {
+                seq,
+                at,
+                actor: actor.into(),
+                reason: reason.into(),
+                workload,
+                kind,
+            })
+            .collect();
+        for e in &events {
+            inner.world.apply(e);
+            inner.last_of.insert(e.workload.clone(), e.seq);
+        }
+        inner.seq += events.len() as u64;
+        inner.pending.extend(events.iter().cloned());
+        let through = Durable { generation: inner.generation, seq: inner.seq };
+        drop(inner);
+        self.commit_wanted.notify_one();
+        (Ok(events), Some(through))
+    }
+
+    /// How far the log must be durable for a read of `scope` (a workload; `None`: all) to
+    /// rest only on durable events; `None` when it already is.
+    fn read_through(&self, inner: &Inner, scope: Option<&str>) -> Option<Durable> {
+        let seq = match scope {
+            None => inner.seq,
+            Some(w) => {
+                let of = |w: &str| inner.last_of.get(w).copied().unwrap_or(0);
+                of(w).max(of(""))
+            }
+        };
+        (seq > self.durable.borrow().seq).then_some(Durable { generation: inner.generation, seq })
+    }
+
+    /// Reads workload `name`'s state (and that of no workload) once every event it holds is
+    /// durable: what the controller acts on outside the process reads through here, so that
+    /// nothing is done on a decision a crash or a failed commit could still take back.
+    pub async fn world_durable<R>(&self, name: &str, f: impl Fn(&World) -> R) -> R {
+        loop {
+            let (read, wait) = {
+                let inner = self.inner.lock().expect("state lock");
+                (f(&inner.world), self.read_through(&inner, Some(name)))
+            };
+            match wait {
+                None => return read,
+                // Read again if the commit failed: the state was folded again without it.
+                Some(through) => {
+                    if self.durable_through(through).await.is_ok() {
+                        return read;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits until the log is durable through `through`, or fails if the commit that carried
+    /// it (or one before it) failed.
+    async fn durable_through(&self, through: Durable) -> Result<(), StoreError> {
+        let mut durable = self.durable.subscribe();
+        let reached = durable
+            .wait_for(|d| d.generation != through.generation || d.seq >= through.seq)
+            .await
+            .map(|d| *d)
+            .map_err(|_| StoreError::Dropped { why: "the server stopped".into() })?;
+        if reached.generation != through.generation {
+            // Committed before the generation ended (the watch keeps only the latest value).
+            let end = self.inner.lock().expect("state lock").generation_ends.get(through.generation as usize).copied();
+            if end.is_some_and(|end| through.seq <= end) {
+                return Ok(());
+            }
+            return Err(StoreError::Dropped { why: self.commit_failure.lock().expect("failure lock").clone() });
+        }
+        Ok(())
+    }
+
+    /// The log's committer (a thread of its own, a server alone): appends every pending event
+    /// in one transaction, as soon as there are any, until the state is dropped.
+    fn committer(state: std::sync::Weak<Shared>) {
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            loop {
+                let Some(sh) = state.upgrade() else { return };
+                let wanted = {
+                    let inner = sh.inner.lock().expect("state lock");
+                    let (inner, _) = sh
+                        .commit_wanted
+                        .wait_timeout_while(inner, std::time::Duration::from_millis(100), |i| i.pending.is_empty())
+                        .expect("state lock");
+                    !inner.pending.is_empty()
+                };
+                if wanted {
+                    let mut store = sh.store.lock().expect("store lock");
+                    sh.commit_pending(store.as_mut());
+                }
+            }
+        }));
+        if run.is_err() {
+            // Every command would wait for a commit that never comes.
+            tracing::error!("the event log's committer failed; the server stops (a restart folds the log)");
+            std::process::exit(crate::exit::ExitCode::Failure as i32);
+        }
+    }
+
+    /// Appends what is pending, in one transaction; on failure drops it and every decision
+    /// made on it. Called with the log's lock held.
+    fn commit_pending(&self, store: &mut dyn EventStore) {
+        let (batch, generation) = {
+            let mut inner = self.inner.lock().expect("state lock");
+            (std::mem::take(&mut inner.pending), inner.generation)
+        };
+        let Some(last) = batch.last().map(|e| e.seq) else { return };
+        let expected = batch[0].seq - 1;
+        let touched: std::collections::BTreeSet<String> = batch.iter().map(|e| e.workload.clone()).collect();
+        let new: Vec<NewEvent> = batch
+            .into_iter()
+            .map(|e| NewEvent { at: e.at, actor: e.actor, reason: e.reason, workload: e.workload, kind: e.kind })
+            .collect();
+        match store.append(expected, new) {
+            Ok(_) => {
+                self.durable.send_replace(Durable { generation, seq: last });
+                // Here, not in the commands' futures: a future dropped unawaited (a client
+                // gone) still has its change woken up.
+                self.notify_touched(touched.iter().map(String::as_str));
+            }
+            Err(e) => self.drop_pending(store, &e),
+        }
+    }
+
+    /// After a failed commit the projections hold decisions the log does not: they are folded
+    /// again from the log, and every command that decided on the dropped events is told so.
+    fn drop_pending(&self, store: &mut dyn EventStore, error: &StoreError) {
+        tracing::error!(error = %error, "the event log refused a commit; the decisions it carried are dropped and the state is folded again from the log");
+        *self.commit_failure.lock().expect("failure lock") = error.to_string();
+        let refolded = fold_log(store, FOLD_PAGE);
+        let Ok((world, seq, _)) = refolded.map_err(|e| {
+            // The state holds what the log does not, and cannot be rebuilt: nothing may act
+            // on it or serve it. The server stops; a restart folds the log.
+            tracing::error!(error = %e, "the event log cannot be read after a failed commit; the server stops");
+            std::process::exit(crate::exit::ExitCode::Failure as i32);
+        });
+        let mut inner = self.inner.lock().expect("state lock");
+        inner.pending.clear();
+        // What of this generation the log holds (a commit may fail after it was written).
+        inner.generation_ends.push(seq);
+        inner.generation += 1;
+        inner.world = world;
+        inner.seq = seq;
+        inner.last_of.clear();
+        self.durable.send_replace(Durable { generation: inner.generation, seq });
+        let names: Vec<String> = inner.world.workloads.keys().cloned().collect();
+        drop(inner);
+        self.notify_touched(names.iter().map(String::as_str));
+    }
+
+    /// A replica's command: decided on the log as the others left it. An append that still
+    /// races one of theirs is refused (`Conflict`), and the command is decided again on the
+    /// log as it now ends, a few times before the caller is told to try again.
+    fn command_replica(
         &self,
         actor: &str,
         reason: &str,
         mut f: impl FnMut(&World) -> Result<Vec<(String, EventKind)>, CommandError>,
     ) -> Result<Vec<Event>, AppendError> {
+        let mut store = self.store.lock().expect("store lock");
         let mut inner = self.inner.lock().expect("state lock");
-        // A replica decides on the log as the others left it. An append that still races one
-        // of theirs is refused (`Conflict`), and the command is decided again on the log as
-        // it now ends, a few times before the caller is told to try again.
         let mut caught_up = Vec::new();
         let mut tries = 0;
         let events = loop {
-            if self.replica.is_some() {
-                caught_up.extend(catch_up_locked(&mut inner)?);
-            }
+            caught_up.extend(self.catch_up_locked(store.as_mut(), &mut inner)?);
             let kinds = f(&inner.world)?;
             let at = now();
             let new: Vec<NewEvent> = kinds
@@ -397,25 +670,23 @@ impl Shared {
             // What a replica's controller appends carries the workload's fence: refused once
             // another replica has taken the workload over.
             let fence =
-                match (&self.replica, actor, new.first()) {
-                    (Some(_), "controller", Some(e)) => {
+                match (actor, new.first()) {
+                    ("controller", Some(e)) => {
                         Some(self.fences.lock().expect("fences lock").get(&e.workload).cloned().ok_or_else(|| {
                             StoreError::Fenced { workload: e.workload.clone(), token: 0, current: None }
                         })?)
                     }
                     _ => None,
                 };
-            // Most controller ticks decide nothing: they must not pay for handing the worker
-            // thread over to a blocking one (`block_in_place`), which cost more than the tick.
             if new.is_empty() {
                 break Vec::new();
             }
             let appended = off_the_workers(|| match &fence {
-                Some(f) => inner.store.append_fenced(f, expected, new),
-                None => inner.store.append(expected, new),
+                Some(f) => store.append_fenced(f, expected, new),
+                None => store.append(expected, new),
             });
             match appended {
-                Err(StoreError::Conflict { .. }) if self.replica.is_some() && tries < 5 => tries += 1,
+                Err(StoreError::Conflict { .. }) if tries < 5 => tries += 1,
                 other => break other?,
             }
         };
@@ -423,29 +694,69 @@ impl Shared {
             inner.world.apply(e);
         }
         inner.seq = events.last().map_or(inner.seq, |e| e.seq);
+        self.durable.send_replace(Durable { generation: inner.generation, seq: inner.seq });
         drop(inner);
-        let touched: std::collections::BTreeSet<&str> = events
-            .iter()
-            .map(|e| e.workload.as_str())
-            .chain(caught_up.iter().map(String::as_str))
-            .filter(|w| !w.is_empty())
-            .collect();
+        drop(store);
+        self.notify_touched(events.iter().map(|e| e.workload.as_str()).chain(caught_up.iter().map(String::as_str)));
+        Ok(events)
+    }
+
+    /// Folds the events appended after the last one `inner` knows (by other replicas); returns
+    /// the workloads they touched.
+    fn catch_up_locked(&self, store: &mut dyn EventStore, inner: &mut Inner) -> Result<Vec<String>, StoreError> {
+        let mut touched = Vec::new();
+        loop {
+            let after = inner.seq;
+            let new = off_the_workers(|| store.read(None, after, 10_000))?;
+            let Some(last) = new.last().map(|e| e.seq) else { break };
+            for e in &new {
+                inner.world.apply(e);
+                if !touched.contains(&e.workload) {
+                    touched.push(e.workload.clone());
+                }
+            }
+            inner.seq = last;
+        }
+        if !touched.is_empty() {
+            self.durable.send_replace(Durable { generation: inner.generation, seq: inner.seq });
+        }
+        Ok(touched)
+    }
+
+    fn notify_touched<'a>(&self, workloads: impl Iterator<Item = &'a str>) {
+        let touched: std::collections::BTreeSet<&str> = workloads.filter(|w| !w.is_empty()).collect();
         for w in touched {
             self.notify(w);
         }
-        Ok(events)
+    }
+
+    /// How far the log is durable; changes as commits land.
+    pub fn durable(&self) -> tokio::sync::watch::Receiver<Durable> {
+        self.durable.subscribe()
+    }
+
+    /// The projections read together with the last event folded into them (which may still
+    /// be pending: see [`Shared::durable`]).
+    pub fn world_at<R>(&self, f: impl FnOnce(&World) -> R) -> (R, Durable) {
+        let inner = self.inner.lock().expect("state lock");
+        (f(&inner.world), Durable { generation: inner.generation, seq: inner.seq })
     }
 
     /// Signs a digest of the log as it ends now (a clean stop), so no event this server wrote
     /// is covered by the hash chain alone.
     pub fn seal(&self) -> Result<(), StoreError> {
-        let mut inner = self.inner.lock().expect("state lock");
-        off_the_workers(|| inner.store.write_digest()).map(|_| ())
+        let mut store = self.store.lock().expect("store lock");
+        off_the_workers(|| {
+            self.commit_pending(store.as_mut());
+            store.write_digest()
+        })
+        .map(|_| ())
     }
 
     /// Appends events the controller decided on.
-    pub fn record(&self, workload: &str, reason: &str, kinds: Vec<EventKind>) -> Result<Vec<Event>, StoreError> {
-        match self.command(workload, "controller", reason, |_| Ok(kinds.clone())) {
+    pub async fn record(&self, workload: &str, reason: &str, kinds: Vec<EventKind>) -> Result<Vec<Event>, StoreError> {
+        // Cloned, not taken: a replica decides again after a race with another replica.
+        match self.command(workload, "controller", reason, |_| Ok(kinds.clone())).await {
             Ok(e) => Ok(e),
             Err(AppendError::Store(e)) => Err(e),
             Err(AppendError::Command(_)) => unreachable!("recording checks nothing"),
@@ -453,8 +764,8 @@ impl Shared {
     }
 
     pub fn events(&self, workload: Option<&str>, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let mut inner = self.inner.lock().expect("state lock");
-        off_the_workers(|| inner.store.read(workload, after, limit))
+        let mut store = self.store.lock().expect("store lock");
+        off_the_workers(|| store.read(workload, after, limit))
     }
 
     pub fn notifier(&self, workload: &str) -> Arc<Notify> {
@@ -469,24 +780,6 @@ impl Shared {
     /// Wakes when any workload's state changes.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
-    }
-}
-
-/// Folds the events appended after the last one `inner` knows (by other replicas); returns
-/// the workloads they touched.
-fn catch_up_locked(inner: &mut Inner) -> Result<Vec<String>, StoreError> {
-    let mut touched = Vec::new();
-    loop {
-        let after = inner.seq;
-        let new = off_the_workers(|| inner.store.read(None, after, 10_000))?;
-        let Some(last) = new.last().map(|e| e.seq) else { return Ok(touched) };
-        for e in &new {
-            inner.world.apply(e);
-            if !touched.contains(&e.workload) {
-                touched.push(e.workload.clone());
-            }
-        }
-        inner.seq = last;
     }
 }
 
@@ -521,6 +814,119 @@ fn off_the_workers<R>(f: impl FnOnce() -> R) -> R {
 #[cfg(test)]
 mod fold_tests {
     use super::*;
+    use std::time::Duration;
+
+    fn line(n: usize) -> EventKind {
+        if n.is_multiple_of(2) { EventKind::LineStopped { paused: vec![] } } else { EventKind::LineRestarted }
+    }
+
+    fn shared(dir: &std::path::Path) -> Arc<Shared> {
+        let config = crate::server::ServerConfig::new(dir.to_path_buf()).unwrap();
+        Shared::open(&config, CancellationToken::new()).unwrap()
+    }
+
+    /// The state folded from the log as it is on disk.
+    fn folded(sh: &Shared) -> (World, u64) {
+        let mut store = sh.store.lock().unwrap();
+        let (world, seq, _) = fold_log(store.as_mut(), 1_000).unwrap();
+        (world, seq)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commands_committed_together_are_each_durable_once_in_the_order_decided() {
+        let dir = tempfile::tempdir().unwrap();
+        let sh = shared(dir.path());
+        let tasks: Vec<_> = (0..8)
+            .map(|t| {
+                let sh = sh.clone();
+                tokio::spawn(async move {
+                    let mut answered = Vec::new();
+                    for n in 0..50 {
+                        let reason = format!("task {t} command {n}");
+                        let pair = vec![(String::new(), line(n)), (String::new(), line(n + 1))];
+                        answered.extend(sh.command_many("tester", &reason, |_| Ok(pair.clone())).await.unwrap());
+                    }
+                    answered
+                })
+            })
+            .collect();
+        let mut answered = Vec::new();
+        for t in tasks {
+            answered.extend(t.await.unwrap());
+        }
+        let on_disk = sh.events(None, 0, usize::MAX).unwrap();
+        assert_eq!(on_disk.len(), 800);
+        assert!(on_disk.iter().enumerate().all(|(i, e)| e.seq == i as u64 + 1), "numbered without gaps");
+        // What each command was answered is what the log holds under that number, and a
+        // command's two events stayed next to each other.
+        for e in &answered {
+            assert_eq!(&on_disk[e.seq as usize - 1], e);
+        }
+        for pair in on_disk.chunks(2) {
+            assert_eq!(pair[0].reason, pair[1].reason);
+        }
+        let (world, seq) = folded(&sh);
+        assert_eq!(seq, 800);
+        assert!(sh.world(|w| *w == world), "the projections are the log folded");
+        assert_eq!(*sh.durable().borrow(), Durable { generation: 0, seq: 800 });
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_commit_drops_its_decisions_and_the_next_ones_continue_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let sh = shared(dir.path());
+        sh.command_many("tester", "before", |_| Ok(vec![(String::new(), line(0))])).await.unwrap();
+        // Another connection makes every insert fail, as a full disk would.
+        let db = rusqlite::Connection::open(dir.path().join(ringfence_store::LOG_FILE)).unwrap();
+        db.execute_batch("CREATE TRIGGER refuse BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk full'); END;")
+            .unwrap();
+        // Two commands decided before the commit: the second decided on the first's events.
+        let refused = sh.command_many("tester", "refused", |_| Ok(vec![(String::new(), line(1))]));
+        let after_it = sh.command_many("tester", "decided after", |_| Ok(vec![(String::new(), line(2))]));
+        let err = refused.await.unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+        let err = after_it.await.unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+        assert!(sh.world(|w| w.line.is_some()), "the refused restart of the line is not in the state");
+        // One failed commit carried both, or each failed its own.
+        let durable = *sh.durable().borrow();
+        assert!(durable.seq == 1 && (1..=2).contains(&durable.generation), "{durable:?}");
+        db.execute_batch("DROP TRIGGER refuse;").unwrap();
+        let next = sh.command_many("tester", "after", |_| Ok(vec![(String::new(), line(1))])).await.unwrap();
+        assert_eq!(next[0].seq, 2);
+        let (world, seq) = folded(&sh);
+        assert_eq!(seq, 2);
+        assert!(sh.world(|w| *w == world));
+        let reasons: Vec<String> = sh.events(None, 0, 10).unwrap().into_iter().map(|e| e.reason).collect();
+        assert_eq!(reasons, ["before", "after"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[expect(clippy::await_holding_lock, reason = "the test holds the log's lock to hold the committer up")]
+    async fn what_the_controller_acts_on_is_durable_and_other_workloads_do_not_wait_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let sh = shared(dir.path());
+        // The committer is held up: a decided event stays pending.
+        let store = sh.store.lock().unwrap();
+        let pending = sh.command("shop", "tester", "pending", |_| Ok(vec![line(0)]));
+        assert!(sh.world(|w| w.line.is_some()), "decided and folded at once");
+        let read = {
+            let sh = sh.clone();
+            tokio::spawn(async move { sh.world_durable("shop", |w| w.line.is_some()).await })
+        };
+        // The pending event is `shop`'s: a read of another workload does not wait for it.
+        let other = tokio::time::timeout(Duration::from_millis(100), sh.world_durable("cart", |w| w.last_seq)).await;
+        assert!(other.is_ok(), "a workload with nothing pending reads at once");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!read.is_finished(), "the read waits while its workload's event is not durable");
+        // A no-op decided on the pending event waits for it too.
+        let noop = sh.command("shop", "tester", "no-op", |_| Ok(vec![]));
+        drop(store);
+        assert!(read.await.unwrap());
+        assert_eq!(pending.await.unwrap()[0].seq, 1);
+        assert!(noop.await.unwrap().is_empty());
+        assert_eq!(sh.events(None, 0, 10).unwrap().len(), 1);
+    }
 
     #[test]
     fn the_log_folded_page_by_page_is_the_log_folded_whole() {

@@ -51,6 +51,10 @@ pub enum StoreError {
     Fenced { workload: String, token: i64, current: Option<i64> },
     #[error("{what}")]
     Unsupported { what: String },
+    /// Events committed together with others whose commit failed (`why`): decided on a state
+    /// that included the failed ones, they are dropped with them. Nothing was written.
+    #[error("the event log refused the commit these events were part of ({why}); nothing was written")]
+    Dropped { why: String },
     /// PostgreSQL refused or failed (`at`: the log's URL without its password).
     #[error("event log {at}: {why}")]
     Postgres { at: String, why: String },

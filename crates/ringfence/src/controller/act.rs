@@ -12,7 +12,7 @@ pub(super) async fn start_replica(
 ) -> anyhow::Result<()> {
     let name = &ws.name;
     let action = Action::StartReplica { version: version.into(), replica };
-    let op = intend(shared, name, &action)?;
+    let op = intend(shared, name, &action).await?;
     let empty = BTreeMap::new();
     let config = ws.releases.get(version).map(|r| &r.content.config).unwrap_or(&empty);
     // `secret://` references become their values here, for the executor only.
@@ -44,27 +44,31 @@ pub(super) async fn start_replica(
     };
     match result {
         Ok(s) => {
-            shared.record(
-                name,
-                if s.adopted { "found running after a restart" } else { "desired" },
-                vec![
-                    EventKind::ReplicaStarted {
-                        version: version.into(),
-                        replica,
-                        instance: s.instance.clone(),
-                        endpoint: s.endpoint.clone(),
-                        adopted: s.adopted,
-                    },
-                    EventKind::ActionSucceeded {
-                        op_id: op,
-                        detail: format!("{version} replica {replica} ready at {}", s.endpoint),
-                    },
-                ],
-            )?;
+            shared
+                .record(
+                    name,
+                    if s.adopted { "found running after a restart" } else { "desired" },
+                    vec![
+                        EventKind::ReplicaStarted {
+                            version: version.into(),
+                            replica,
+                            instance: s.instance.clone(),
+                            endpoint: s.endpoint.clone(),
+                            adopted: s.adopted,
+                        },
+                        EventKind::ActionSucceeded {
+                            op_id: op,
+                            detail: format!("{version} replica {replica} ready at {}", s.endpoint),
+                        },
+                    ],
+                )
+                .await?;
         }
         Err(e) => {
             tracing::warn!(version, replica, error = %e, "replica failed to start");
-            shared.record(name, "start failed", vec![EventKind::ActionFailed { op_id: op, error: e.to_string() }])?;
+            shared
+                .record(name, "start failed", vec![EventKind::ActionFailed { op_id: op, error: e.to_string() }])
+                .await?;
         }
     }
     Ok(())
@@ -85,7 +89,7 @@ pub(super) async fn scale(
     }
     local.scaled.insert(version.to_string(), replicas);
     let name = &ws.name;
-    let op = intend(shared, name, &Action::Scale { version: version.into(), replicas })?;
+    let op = intend(shared, name, &Action::Scale { version: version.into(), replicas }).await?;
     let argv: Vec<String> = hook.iter().map(|a| a.replace("{replicas}", &replicas.to_string())).collect();
     let env = BTreeMap::from([("RINGFENCE_REPLICAS".to_string(), replicas.to_string())]);
     let timeout = ws.spec.executor.hooks.as_ref().map_or(Duration::from_secs(60), |h| h.timeout.std());
@@ -102,7 +106,7 @@ pub(super) async fn scale(
         Ok(_) => EventKind::ActionSucceeded { op_id: op, detail: format!("{version} scaled to {replicas}") },
         Err(e) => EventKind::ActionFailed { op_id: op, error: e.to_string() },
     };
-    shared.record(name, "the platform resizes by count", vec![outcome])?;
+    shared.record(name, "the platform resizes by count", vec![outcome]).await?;
     Ok(())
 }
 
@@ -119,7 +123,8 @@ pub(super) async fn backup(
     let name = &ws.name;
     let Some(hook) = &ws.spec.data.backup else { return Ok(()) };
     let Some(r) = ws.active_rollout() else { return Ok(()) };
-    let op = intend(shared, name, &Action::Backup { rollout_id: rollout_id.into(), migration: migration.into() })?;
+    let op =
+        intend(shared, name, &Action::Backup { rollout_id: rollout_id.into(), migration: migration.into() }).await?;
     let stable = r.from.clone().unwrap_or_default();
     let argv: Vec<String> = hook
         .iter()
@@ -159,27 +164,31 @@ pub(super) async fn backup(
     match result {
         Ok(reference) => {
             local.backup_retry = None;
-            shared.record(
-                name,
-                "the release carries a migration: its data is backed up first",
-                vec![
-                    EventKind::BackupTaken {
-                        rollout_id: rollout_id.into(),
-                        migration: migration.into(),
-                        reference: reference.clone(),
-                    },
-                    EventKind::ActionSucceeded { op_id: op, detail: format!("backed up: {reference}") },
-                ],
-            )?;
+            shared
+                .record(
+                    name,
+                    "the release carries a migration: its data is backed up first",
+                    vec![
+                        EventKind::BackupTaken {
+                            rollout_id: rollout_id.into(),
+                            migration: migration.into(),
+                            reference: reference.clone(),
+                        },
+                        EventKind::ActionSucceeded { op_id: op, detail: format!("backed up: {reference}") },
+                    ],
+                )
+                .await?;
         }
         Err(e) => {
             let wait = local.backup_retry.map_or(Duration::from_secs(1), |(_, w)| (w * 2).min(Duration::from_secs(60)));
             local.backup_retry = Some((Instant::now() + wait, wait));
-            shared.record(
-                name,
-                "backup failed: nothing of the release starts until the data is backed up",
-                vec![EventKind::ActionFailed { op_id: op, error: e }],
-            )?;
+            shared
+                .record(
+                    name,
+                    "backup failed: nothing of the release starts until the data is backed up",
+                    vec![EventKind::ActionFailed { op_id: op, error: e }],
+                )
+                .await?;
         }
     }
     Ok(())
@@ -223,24 +232,26 @@ pub(super) async fn ensure_router(
     if ws.deleted || local.router_retry.is_some_and(|(at, _)| Instant::now() < at) {
         return Ok(None);
     }
-    let op = intend(shared, name, &Action::StartRouter)?;
+    let op = intend(shared, name, &Action::StartRouter).await?;
     let listen = ws.router.as_ref().map(|r| r.listen.clone()).unwrap_or_else(|| ws.spec.router.listen.clone());
     match routerproc::start(shared, name, &listen).await {
         Ok(h) => {
             local.router_retry = None;
-            shared.record(
-                name,
-                "the workload needs its router",
-                vec![
-                    EventKind::RouterStarted {
-                        pid: h.pid,
-                        listen: h.listen.to_string(),
-                        admin: h.admin.to_string(),
-                        adopted: false,
-                    },
-                    EventKind::ActionSucceeded { op_id: op, detail: format!("router listening on {}", h.listen) },
-                ],
-            )?;
+            shared
+                .record(
+                    name,
+                    "the workload needs its router",
+                    vec![
+                        EventKind::RouterStarted {
+                            pid: h.pid,
+                            listen: h.listen.to_string(),
+                            admin: h.admin.to_string(),
+                            adopted: false,
+                        },
+                        EventKind::ActionSucceeded { op_id: op, detail: format!("router listening on {}", h.listen) },
+                    ],
+                )
+                .await?;
             let plane = DataPlane::Builtin(h.endpoint());
             local.applied = shared.traffic.table(&plane).await.ok().flatten();
             local.router_checked = true;
@@ -249,11 +260,13 @@ pub(super) async fn ensure_router(
         Err(e) => {
             let wait = local.router_retry.map_or(Duration::from_secs(1), |(_, w)| (w * 2).min(Duration::from_secs(60)));
             local.router_retry = Some((Instant::now() + wait, wait));
-            shared.record(
-                name,
-                "router start failed",
-                vec![EventKind::ActionFailed { op_id: op, error: format!("{e:#}") }],
-            )?;
+            shared
+                .record(
+                    name,
+                    "router start failed",
+                    vec![EventKind::ActionFailed { op_id: op, error: format!("{e:#}") }],
+                )
+                .await?;
             Ok(None)
         }
     }
@@ -414,7 +427,7 @@ pub(super) async fn apply_routes(
             })
             .collect(),
     };
-    let op = intend(shared, name, &action)?;
+    let op = intend(shared, name, &action).await?;
     match shared.traffic.install(&admin, &table).await {
         Ok(()) => {
             // Tables intended before this one and never confirmed (a crash between intent and
@@ -438,15 +451,17 @@ pub(super) async fn apply_routes(
             }
             events
                 .push(EventKind::ActionSucceeded { op_id: op, detail: ringfence_core::explain::action_words(&action) });
-            shared.record(name, "desired traffic split", events)?;
+            shared.record(name, "desired traffic split", events).await?;
             local.applied = Some(table);
         }
         Err(e) => {
-            shared.record(
-                name,
-                "router refused the table",
-                vec![EventKind::ActionFailed { op_id: op, error: format!("{e:#}") }],
-            )?;
+            shared
+                .record(
+                    name,
+                    "router refused the table",
+                    vec![EventKind::ActionFailed { op_id: op, error: format!("{e:#}") }],
+                )
+                .await?;
             // Re-read what the router has, so the next tick works from the truth.
             local.applied = shared.traffic.table(&admin).await.ok().flatten();
         }
@@ -470,15 +485,17 @@ pub async fn stop_all(shared: &Arc<Shared>) {
                 tracing::warn!(workload = ws.name, version = rec.version, error = %e, "stop at shutdown failed");
                 continue;
             }
-            let _ = shared.record(
-                &ws.name,
-                "server shutting down",
-                vec![EventKind::ReplicaStopped {
-                    version: rec.version.clone(),
-                    replica: rec.replica,
-                    instance: rec.instance.clone(),
-                }],
-            );
+            let _ = shared
+                .record(
+                    &ws.name,
+                    "server shutting down",
+                    vec![EventKind::ReplicaStopped {
+                        version: rec.version.clone(),
+                        replica: rec.replica,
+                        instance: rec.instance.clone(),
+                    }],
+                )
+                .await;
         }
         if let Some(r) = &ws.router {
             routerproc::stop(r.pid).await;

@@ -23,7 +23,7 @@ pub(super) fn controller_down_for(ws: &WorkloadState) -> Option<std::time::Durat
 
 /// One round of the workload's drill, if one runs or is due. True when something was
 /// recorded (the loop looks again at once).
-pub(super) fn tick(
+pub(super) async fn tick(
     shared: &Arc<Shared>,
     local: &mut Local,
     ws: &WorkloadState,
@@ -32,7 +32,7 @@ pub(super) fn tick(
     let name = ws.name.as_str();
     let Some(d) = ws.drills.iter().rev().find(|d| d.is_running()).cloned() else {
         local.drill_traffic = None;
-        return scheduled(shared, ws);
+        return scheduled(shared, ws).await;
     };
     // The drill version's counters, kept from the last look: once its rollout is mitigated
     // the router may no longer count it.
@@ -43,19 +43,23 @@ pub(super) fn tick(
     if drill::injection_due(ws, &d) {
         let detail = inject(shared, ws, &d);
         tracing::warn!(workload = name, drill = d.id, fault = d.fault.describe(), detail, "drill fault in effect");
-        shared.record(
-            name,
-            &format!("drill {}: {}", d.id, d.fault.describe()),
-            vec![EventKind::DrillInjected { drill_id: d.id.clone(), detail }],
-        )?;
+        shared
+            .record(
+                name,
+                &format!("drill {}: {}", d.id, d.fault.describe()),
+                vec![EventKind::DrillInjected { drill_id: d.id.clone(), detail }],
+            )
+            .await?;
         return Ok(true);
     }
     let traffic = local.drill_traffic.as_ref().filter(|(id, _)| *id == d.id).map(|(_, t)| *t).unwrap_or_default();
-    let events = shared.command(name, "controller", &format!("drill {}", d.id), |w| {
-        let Some(ws) = w.workload(name) else { return Ok(vec![]) };
-        let Some(d) = ws.drills.iter().rev().find(|x| x.id == d.id && x.is_running()) else { return Ok(vec![]) };
-        Ok(drill::assess(ws, d, now(), traffic))
-    })?;
+    let events = shared
+        .command(name, "controller", &format!("drill {}", d.id), |w| {
+            let Some(ws) = w.workload(name) else { return Ok(vec![]) };
+            let Some(d) = ws.drills.iter().rev().find(|x| x.id == d.id && x.is_running()) else { return Ok(vec![]) };
+            Ok(drill::assess(ws, d, now(), traffic))
+        })
+        .await?;
     for e in &events {
         if let EventKind::DrillEnded { report, .. } = &e.kind {
             tracing::info!(
@@ -110,22 +114,24 @@ fn inject(shared: &Shared, ws: &WorkloadState, d: &Drill) -> String {
 }
 
 /// Starts the drill `[drill] scheduled` says is due, if one is.
-fn scheduled(shared: &Arc<Shared>, ws: &WorkloadState) -> anyhow::Result<bool> {
+async fn scheduled(shared: &Arc<Shared>, ws: &WorkloadState) -> anyhow::Result<bool> {
     if ws.spec.drill.scheduled.is_empty() || drill::scheduled_due(ws, now()).is_none() {
         return Ok(false);
     }
     let name = ws.name.as_str();
-    let events = shared.command(name, "controller", "scheduled drill", |w| {
-        let Some(ws) = w.workload(name) else { return Ok(vec![]) };
-        let Some(fault) = drill::scheduled_due(ws, now()) else { return Ok(vec![]) };
-        let req = DrillRequest {
-            fault,
-            weight: None,
-            outside_window: false,
-            reason: "[drill] scheduled".into(),
-            scheduled: true,
-        };
-        drill::start(w, name, &req, "controller", now())
-    })?;
+    let events = shared
+        .command(name, "controller", "scheduled drill", |w| {
+            let Some(ws) = w.workload(name) else { return Ok(vec![]) };
+            let Some(fault) = drill::scheduled_due(ws, now()) else { return Ok(vec![]) };
+            let req = DrillRequest {
+                fault,
+                weight: None,
+                outside_window: false,
+                reason: "[drill] scheduled".into(),
+                scheduled: true,
+            };
+            drill::start(w, name, &req, "controller", now())
+        })
+        .await?;
     Ok(!events.is_empty())
 }

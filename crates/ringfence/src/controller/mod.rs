@@ -180,9 +180,9 @@ impl Local {
 }
 
 /// The workload's state for one tick: an `Arc` clone, so a tick costs the same whatever the
-/// size of the workload's history.
-fn snapshot(shared: &Shared, name: &str) -> Option<std::sync::Arc<WorkloadState>> {
-    shared.world(|w| w.snapshot(name))
+/// size of the workload's history. Durable: the tick acts outside the process on it.
+async fn snapshot(shared: &Shared, name: &str) -> Option<std::sync::Arc<WorkloadState>> {
+    shared.world_durable(name, |w| w.snapshot(name)).await
 }
 
 /// The events of a replica's stop that intent `op_id` asked for.
@@ -199,24 +199,26 @@ fn stopped(rec: &ringfence_core::state::ReplicaRecord, op_id: String, kind: Stop
 }
 
 /// Records the intent for `action` (or finds the one left open by a crash) and returns its id.
-fn intend(shared: &Shared, name: &str, action: &Action) -> anyhow::Result<String> {
+async fn intend(shared: &Shared, name: &str, action: &Action) -> anyhow::Result<String> {
     let mut op_id = None;
-    shared.command(name, "controller", "reconcile", |w| {
-        let ws = w.workload(name).expect("workload exists while its loop runs");
-        if let Some((id, _)) = ws.open_intents.iter().find(|(_, a)| *a == action) {
+    shared
+        .command(name, "controller", "reconcile", |w| {
+            let ws = w.workload(name).expect("workload exists while its loop runs");
+            if let Some((id, _)) = ws.open_intents.iter().find(|(_, a)| *a == action) {
+                op_id = Some(id.clone());
+                return Ok(vec![]);
+            }
+            let id = format!("{name}/op-{}", ws.intents_total + 1);
             op_id = Some(id.clone());
-            return Ok(vec![]);
-        }
-        let id = format!("{name}/op-{}", ws.intents_total + 1);
-        op_id = Some(id.clone());
-        Ok(vec![EventKind::ActionIntended { op_id: id, action: action.clone() }])
-    })?;
+            Ok(vec![EventKind::ActionIntended { op_id: id, action: action.clone() }])
+        })
+        .await?;
     Ok(op_id.expect("set above"))
 }
 
 async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
     let name = local.name.clone();
-    let Some(ws) = snapshot(shared, &name) else { return Ok(false) };
+    let Some(ws) = snapshot(shared, &name).await else { return Ok(false) };
     // A control-plane-down drill: this loop is the control plane it takes down. Nothing is
     // observed, decided or done until the outage is over; the router serves on its own.
     if let Some(left) = drill::controller_down_for(&ws) {
@@ -243,21 +245,25 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
                 matches!(a, Action::StopReplica { version, replica } if *version == rec.version && *replica == rec.replica)
             });
             if let Some((op_id, _)) = stopping {
-                shared.record(&name, "stop finished after a restart", stopped(rec, op_id.clone(), StopKind::Retire))?;
+                shared
+                    .record(&name, "stop finished after a restart", stopped(rec, op_id.clone(), StopKind::Retire))
+                    .await?;
                 local.probes.remove(&rec.instance);
                 changed = true;
                 continue;
             }
-            shared.record(
-                &name,
-                "replica exited unasked",
-                vec![EventKind::ReplicaExited {
-                    version: rec.version.clone(),
-                    replica: rec.replica,
-                    instance: rec.instance.clone(),
-                    status,
-                }],
-            )?;
+            shared
+                .record(
+                    &name,
+                    "replica exited unasked",
+                    vec![EventKind::ReplicaExited {
+                        version: rec.version.clone(),
+                        replica: rec.replica,
+                        instance: rec.instance.clone(),
+                        status,
+                    }],
+                )
+                .await?;
             local.probes.remove(&rec.instance);
             changed = true;
         }
@@ -277,11 +283,13 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
             } else {
                 format!("kept warm for {} after the switch", ws.spec.rollout.warm_for())
             };
-            shared.record(
-                &name,
-                &why,
-                vec![EventKind::StackRetired { version: w.version.clone(), rollout_id: w.rollout_id.clone() }],
-            )?;
+            shared
+                .record(
+                    &name,
+                    &why,
+                    vec![EventKind::StackRetired { version: w.version.clone(), rollout_id: w.rollout_id.clone() }],
+                )
+                .await?;
             return Ok(true);
         }
     }
@@ -292,14 +300,14 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
             workload = name,
             "a bypass has kept its guard flags off past mitigation.max_degraded: fix the feature or restore the flags"
         );
-        shared.record(&name, "the bypass ran degraded past mitigation.max_degraded", vec![e])?;
+        shared.record(&name, "the bypass ran degraded past mitigation.max_degraded", vec![e]).await?;
         return Ok(true);
     }
 
     // Predeployment checks ringfence runs itself, each in a task of its own; its result is an
     // attestation recorded when it comes back.
     local.checks.retain(|_, task| !task.is_finished());
-    for (version, check) in shared.world(|w| ringfence_core::governance::checks_due(w, &name)) {
+    for (version, check) in shared.world_durable(&name, |w| ringfence_core::governance::checks_due(w, &name)).await {
         let key = (version.clone(), check.name.clone());
         let Some(release) = ws.releases.get(&version).cloned() else { continue };
         if local.checks.contains_key(&key) {
@@ -310,9 +318,11 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
             let a = crate::checks::run(&shared.http, &shared.data_dir, &name, &release, &check).await;
             tracing::info!(workload = name, version, check = check.name, passed = a.passed, "predeployment check ran");
             let reason = format!("check {} {}", check.name, if a.passed { "passed" } else { "failed" });
-            let recorded = shared.command(&name, "controller", &reason, |w| {
-                ringfence_core::governance::attest(w, &name, &version, &a, "controller", crate::state::now())
-            });
+            let recorded = shared
+                .command(&name, "controller", &reason, |w| {
+                    ringfence_core::governance::attest(w, &name, &version, &a, "controller", crate::state::now())
+                })
+                .await;
             if let Err(e) = recorded {
                 tracing::error!(workload = name, version, check = check.name, error = %e, "cannot record a check's result");
             }
@@ -323,9 +333,11 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
     // Governance: a queued deployment whose wait is over starts; owed gates are settled or
     // flagged overdue. Decided against the state as it is when appended.
     if shared.world(|w| !ringfence_core::governance::tick(w, &name, crate::state::now()).is_empty()) {
-        let events = shared.command(&name, "controller", "governance", |w| {
-            Ok(ringfence_core::governance::tick(w, &name, crate::state::now()))
-        })?;
+        let events = shared
+            .command(&name, "controller", "governance", |w| {
+                Ok(ringfence_core::governance::tick(w, &name, crate::state::now()))
+            })
+            .await?;
         for e in &events {
             match &e.kind {
                 EventKind::OwedGateSettled { gate, outcome, detail, version }
@@ -355,18 +367,21 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
     };
     if !shared.world(resolved).is_empty() {
         let why = format!("health held for {} after the verified mitigation", ws.spec.incident.confirm_after);
-        shared.command(&name, "controller", &why, |w| Ok(resolved(w)))?;
+        shared.command(&name, "controller", &why, |w| Ok(resolved(w))).await?;
         return Ok(true);
     }
 
     // Incident updates to the channels, each in a task of its own (a slow receiver never holds
     // up this loop); each outcome is recorded, and failures are tried again after a backoff.
     local.deliveries.retain(|_, task| !task.is_finished());
-    for due in shared.world(|w| {
-        w.workload(&name)
-            .map(|ws| ringfence_core::incident::deliveries_due(ws, crate::state::now()))
-            .unwrap_or_default()
-    }) {
+    for due in shared
+        .world_durable(&name, |w| {
+            w.workload(&name)
+                .map(|ws| ringfence_core::incident::deliveries_due(ws, crate::state::now()))
+                .unwrap_or_default()
+        })
+        .await
+    {
         let key = (due.channel.name.clone(), due.incident.id.clone(), due.update);
         let (channel, incident, update) = key.clone();
         let (http, data_dir, w) = (shared.http.clone(), shared.data_dir.clone(), name.clone());
@@ -396,11 +411,14 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
 
     // Follow-up items: exported to the issue trackers, and reminders of overdue ones to the
     // stakeholders, through the same outbox (one task per message, each outcome an event).
-    for due in shared.world(|w| {
-        w.workload(&name)
-            .map(|ws| ringfence_core::incident::follow_up_sends_due(ws, crate::state::now()))
-            .unwrap_or_default()
-    }) {
+    for due in shared
+        .world_durable(&name, |w| {
+            w.workload(&name)
+                .map(|ws| ringfence_core::incident::follow_up_sends_due(ws, crate::state::now()))
+                .unwrap_or_default()
+        })
+        .await
+    {
         let subject = ringfence_core::incident::follow_up_subject(&due.follow_up.id);
         let key = (due.channel.name.clone(), subject, due.message);
         let (id, channel, message) = (due.follow_up.id.clone(), due.channel.name.clone(), due.message);
@@ -431,7 +449,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         w.workload(&name).map(|ws| ringfence_core::incident::reminders_due(ws, crate::state::now())).unwrap_or_default()
     };
     if !shared.world(reminders).is_empty() {
-        shared.command(&name, "controller", "overdue follow-up items", |w| Ok(reminders(w)))?;
+        shared.command(&name, "controller", "overdue follow-up items", |w| Ok(reminders(w))).await?;
         return Ok(true);
     }
 
@@ -440,7 +458,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         w.workload(&name).map(|ws| ringfence_core::incident::updates_due(ws, crate::state::now())).unwrap_or_default()
     };
     if !shared.world(updates).is_empty() {
-        shared.command(&name, "controller", "incident status update", |w| Ok(updates(w)))?;
+        shared.command(&name, "controller", "incident status update", |w| Ok(updates(w))).await?;
         return Ok(true);
     }
 
@@ -458,9 +476,11 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         }
     }
     if let Some((why, _)) = shared.world(|w| ringfence_core::command::regression_in_watch(w, &name, served)) {
-        shared.command(&name, "controller", &why, |w| {
-            Ok(ringfence_core::command::regression_in_watch(w, &name, served).map(|(_, e)| e).unwrap_or_default())
-        })?;
+        shared
+            .command(&name, "controller", &why, |w| {
+                Ok(ringfence_core::command::regression_in_watch(w, &name, served).map(|(_, e)| e).unwrap_or_default())
+            })
+            .await?;
         return Ok(true);
     }
 
@@ -553,7 +573,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
     {
         local.drift_checked = Some(Instant::now());
         if let Some(drift) = check_drift(shared, local, admin).await {
-            shared.record(&name, "the router's table was changed behind the controller's back", vec![drift])?;
+            shared.record(&name, "the router's table was changed behind the controller's back", vec![drift]).await?;
             return Ok(true);
         }
     }
@@ -568,7 +588,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
     if routes_match && let Some(serving) = &local.applied {
         let settled = act::settle_route_intents(&ws, serving);
         if !settled.is_empty() {
-            shared.record(&name, "the router serves the desired table", settled)?;
+            shared.record(&name, "the router serves the desired table", settled).await?;
             return Ok(true);
         }
     }
@@ -609,7 +629,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
             }
             if !waiting {
                 let action = Action::StopReplica { version: rec.version.clone(), replica: rec.replica };
-                let op = intend(shared, &name, &action)?;
+                let op = intend(shared, &name, &action).await?;
                 let slot = Slot { workload: &name, version: &rec.version, replica: rec.replica };
                 match shared.executor.stop(slot, &rec.instance, &ws.spec.executor, kind).await {
                     Ok(()) => {
@@ -619,7 +639,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
                             StopKind::Undo => "the rollout was mitigated: its deploys are undone, newest first",
                             StopKind::Retire => "no longer desired",
                         };
-                        shared.record(&name, why, stopped(rec, op, kind))?;
+                        shared.record(&name, why, stopped(rec, op, kind)).await?;
                     }
                     Err(e) => {
                         // It may still run: the record stays, and the stop is tried again,
@@ -630,11 +650,13 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
                             .map_or(Duration::from_secs(1), |(_, w)| (*w * 2).min(Duration::from_secs(60)));
                         local.stop_retry.insert(rec.instance.clone(), (Instant::now() + wait, wait));
                         tracing::warn!(version = rec.version, replica = rec.replica, error = %e, "stop failed");
-                        shared.record(
-                            &name,
-                            if kind == StopKind::Undo { "undo failed" } else { "stop failed" },
-                            vec![EventKind::ActionFailed { op_id: op, error: e.to_string() }],
-                        )?;
+                        shared
+                            .record(
+                                &name,
+                                if kind == StopKind::Undo { "undo failed" } else { "stop failed" },
+                                vec![EventKind::ActionFailed { op_id: op, error: e.to_string() }],
+                            )
+                            .await?;
                         if kind == StopKind::Undo {
                             changed = true;
                             break;
@@ -667,7 +689,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         {
             routerproc::stop(r.pid).await;
             routerproc::release_socket(shared, &name);
-            shared.record(&name, "workload deleted", vec![EventKind::RouterStopped { pid: r.pid }])?;
+            shared.record(&name, "workload deleted", vec![EventKind::RouterStopped { pid: r.pid }]).await?;
             return Ok(true);
         }
         return Ok(false);
@@ -682,10 +704,10 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         local.stats = Some((Instant::now(), s.clone()));
         let batches = record::observe(&mut local.recorder, &ws, s);
         if !batches.is_empty() {
-            shared.record(&name, "traffic samples", batches)?;
+            shared.record(&name, "traffic samples", batches).await?;
         }
     }
-    if drill::tick(shared, local, &ws, stats.as_ref())? {
+    if drill::tick(shared, local, &ws, stats.as_ref()).await? {
         return Ok(true);
     }
     let Some(r) = active else {
@@ -724,7 +746,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
                     detail: result.unwrap_or_else(|e| e),
                 });
             }
-            shared.record(&name, "smoke tests of the phase", events)?;
+            shared.record(&name, "smoke tests of the phase", events).await?;
             return Ok(true);
         }
     }
@@ -735,76 +757,78 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
     // may have paused or aborted in between.
     let mut decided = Vec::new();
     let mut live = None;
-    shared.command(&name, "controller", "rollout step", |w| {
-        let Some(ws) = w.workload(&name) else { return Ok(vec![]) };
-        let Some(current) = ws.active_rollout() else { return Ok(vec![]) };
-        if current.id != r.id || current.stage != r.stage || current.phase != r.phase {
-            return Ok(vec![]);
-        }
-        let needs_bake_baseline = current.stage == Stage::Deploying;
-        if needs_bake_baseline && baseline_now.is_none() && current.status != RolloutStatus::Mitigating {
-            // The router cannot be read: no window can start, so nothing is judged yet.
-            return Ok(vec![]);
-        }
-        let input = StepInput {
-            now: t,
-            converged,
-            observation: &observation,
-            baseline_now: baseline_now.clone(),
-            health: &ws.spec.health,
-            mitigation: &ws.spec.mitigation,
-            max_hold: ws.spec.rollout.max_hold,
-            analyzer: {
-                let spec = &ws.spec.health.analysis;
-                let fresh = |(id, phase, passed, bypassed, s): &AnalyzerKey| {
-                    *id == current.id
-                        && *phase == current.phase
-                        && *passed == current.windows.len()
-                        && *bypassed == current.bypass.is_some()
-                        && s == spec
-                };
-                if !local.analyzer.as_ref().is_some_and(|(key, _)| fresh(key)) {
-                    let key = (
-                        current.id.clone(),
-                        current.phase,
-                        current.windows.len(),
-                        current.bypass.is_some(),
-                        spec.clone(),
-                    );
-                    local.analyzer = Some((key, ringfence_core::analysis::analyzer_for(spec, current)));
-                }
-                &*local.analyzer.as_ref().expect("set just above").1
-            },
-            flags_only: current.from.as_ref().is_some_and(|f| ws.runtime_of(f) == ws.runtime_of(&current.release)),
-            approved: ringfence_core::governance::phase_approved(ws, current, t),
-            advance_blocked: ringfence_core::governance::advance_blocked(w, ws, current, t),
-            decision: {
-                let release = ws.releases.get(&current.release);
-                ringfence_core::decision::DecisionContext {
-                    undrilled: &undrilled,
-                    model: ws.spec.rollout.model,
-                    criticality: ws.spec.workload.criticality,
-                    guard_flags: release.map(|r| r.content.guarded_by.as_slice()).unwrap_or_default(),
-                    migration: release.and_then(|r| r.content.migration.as_ref()),
-                    backup: ws.backups.get(&current.id).map(String::as_str),
-                    hotfix: ws
-                        .release_order
-                        .iter()
-                        .rev()
-                        .find(|v| {
-                            ws.releases
-                                .get(*v)
-                                .is_some_and(|r| r.content.hotfix_for.as_deref() == Some(current.release.as_str()))
-                        })
-                        .map(String::as_str),
-                }
-            },
-        };
-        let (events, verdict) = rollout::step_judged(current, &input);
-        decided = events;
-        live = verdict.map(|verdict| crate::state::LiveVerdict { rollout_id: current.id.clone(), at: t, verdict });
-        Ok(decided.clone())
-    })?;
+    shared
+        .command(&name, "controller", "rollout step", |w| {
+            let Some(ws) = w.workload(&name) else { return Ok(vec![]) };
+            let Some(current) = ws.active_rollout() else { return Ok(vec![]) };
+            if current.id != r.id || current.stage != r.stage || current.phase != r.phase {
+                return Ok(vec![]);
+            }
+            let needs_bake_baseline = current.stage == Stage::Deploying;
+            if needs_bake_baseline && baseline_now.is_none() && current.status != RolloutStatus::Mitigating {
+                // The router cannot be read: no window can start, so nothing is judged yet.
+                return Ok(vec![]);
+            }
+            let input = StepInput {
+                now: t,
+                converged,
+                observation: &observation,
+                baseline_now: baseline_now.clone(),
+                health: &ws.spec.health,
+                mitigation: &ws.spec.mitigation,
+                max_hold: ws.spec.rollout.max_hold,
+                analyzer: {
+                    let spec = &ws.spec.health.analysis;
+                    let fresh = |(id, phase, passed, bypassed, s): &AnalyzerKey| {
+                        *id == current.id
+                            && *phase == current.phase
+                            && *passed == current.windows.len()
+                            && *bypassed == current.bypass.is_some()
+                            && s == spec
+                    };
+                    if !local.analyzer.as_ref().is_some_and(|(key, _)| fresh(key)) {
+                        let key = (
+                            current.id.clone(),
+                            current.phase,
+                            current.windows.len(),
+                            current.bypass.is_some(),
+                            spec.clone(),
+                        );
+                        local.analyzer = Some((key, ringfence_core::analysis::analyzer_for(spec, current)));
+                    }
+                    &*local.analyzer.as_ref().expect("set just above").1
+                },
+                flags_only: current.from.as_ref().is_some_and(|f| ws.runtime_of(f) == ws.runtime_of(&current.release)),
+                approved: ringfence_core::governance::phase_approved(ws, current, t),
+                advance_blocked: ringfence_core::governance::advance_blocked(w, ws, current, t),
+                decision: {
+                    let release = ws.releases.get(&current.release);
+                    ringfence_core::decision::DecisionContext {
+                        undrilled: &undrilled,
+                        model: ws.spec.rollout.model,
+                        criticality: ws.spec.workload.criticality,
+                        guard_flags: release.map(|r| r.content.guarded_by.as_slice()).unwrap_or_default(),
+                        migration: release.and_then(|r| r.content.migration.as_ref()),
+                        backup: ws.backups.get(&current.id).map(String::as_str),
+                        hotfix: ws
+                            .release_order
+                            .iter()
+                            .rev()
+                            .find(|v| {
+                                ws.releases
+                                    .get(*v)
+                                    .is_some_and(|r| r.content.hotfix_for.as_deref() == Some(current.release.as_str()))
+                            })
+                            .map(String::as_str),
+                    }
+                },
+            };
+            let (events, verdict) = rollout::step_judged(current, &input);
+            decided = events;
+            live = verdict.map(|verdict| crate::state::LiveVerdict { rollout_id: current.id.clone(), at: t, verdict });
+            Ok(decided.clone())
+        })
+        .await?;
     if let Some(l) = live {
         shared.live.lock().expect("live lock").insert(name.clone(), l);
     }
@@ -841,7 +865,7 @@ fn send_in_background<T: Send + 'static>(
         let attempts =
             shared.world(|w| w.workload(&name).and_then(|ws| ws.deliveries.get(&k)).map_or(1, |d| d.attempts + 1));
         let event = outcome(result, attempts, &name);
-        if let Err(e) = shared.record(&name, "notification", vec![event]) {
+        if let Err(e) = shared.record(&name, "notification", vec![event]).await {
             tracing::error!(workload = name, error = %e, "cannot record a delivery");
         }
     });

@@ -30,7 +30,7 @@ pub(super) async fn start_drill(
         reason: reason.clone(),
         scheduled: false,
     };
-    let events = sh.command(&name, &who, &reason, |w| drill::start(w, &name, &req, &who, now()))?;
+    let events = sh.command(&name, &who, &reason, |w| drill::start(w, &name, &req, &who, now())).await?;
     let seq = events.last().map_or(0, |e| e.seq);
     let d = sh.world(|w| command::workload(w, &name).ok().and_then(|ws| ws.drills.last().map(|d| wire::drill(d))));
     let d = d.ok_or_else(|| ApiError::new(ErrorKind::Store, "the drill was recorded but cannot be read back"))?;
@@ -49,7 +49,7 @@ pub(super) async fn abort_drill(
             .ok()
             .and_then(|ws| ws.drills.iter().rev().find(|d| d.is_running()).map(|d| d.id.clone()))
     });
-    let events = sh.command(&name, &who, &reason, |w| drill::abort(w, &name, now()))?;
+    let events = sh.command(&name, &who, &reason, |w| drill::abort(w, &name, now())).await?;
     let seq = events.last().map_or(0, |e| e.seq);
     let d = sh.world(|w| {
         let ws = command::workload(w, &name).ok()?;

@@ -32,7 +32,7 @@ pub(super) async fn kill_flag(
     if b.reason.trim().is_empty() {
         return Err(ApiError::new(ErrorKind::Invalid, "field `reason`: the kill switch is audited; say why"));
     }
-    let events = sh.command(&name, &who, &b.reason, |w| Ok(vec![command::kill_flag(w, &name, &flag)?]))?;
+    let events = sh.command(&name, &who, &b.reason, |w| Ok(vec![command::kill_flag(w, &name, &flag)?])).await?;
     Ok(Json(api::FlagChange { flag, killed: true, seq: events.first().map(|e| e.seq) }))
 }
 
@@ -43,6 +43,6 @@ pub(super) async fn restore_flag(
     Body(b): Body<api::Reason>,
 ) -> Result<Json<api::FlagChange>, ApiError> {
     let reason = if b.reason.is_empty() { "kill switch released".to_string() } else { b.reason };
-    let events = sh.command(&name, &who, &reason, |w| Ok(vec![command::restore_flag(w, &name, &flag)?]))?;
+    let events = sh.command(&name, &who, &reason, |w| Ok(vec![command::restore_flag(w, &name, &flag)?])).await?;
     Ok(Json(api::FlagChange { flag, killed: false, seq: events.first().map(|e| e.seq) }))
 }

@@ -25,7 +25,8 @@ pub(super) async fn approve(
 ) -> Result<Json<api::GovernanceChange>, ApiError> {
     let approver = Approver { name: &who, emergency: caller.may(Perm::Emergency, Some(&name)) };
     let reason = if b.reason.is_empty() { "approved".to_string() } else { b.reason.clone() };
-    let events = sh.command(&name, &who, &reason, |w| governance::approve(w, &name, &approver, &b.reason, now()))?;
+    let events =
+        sh.command(&name, &who, &reason, |w| governance::approve(w, &name, &approver, &b.reason, now())).await?;
     Ok(Json(change(&events)))
 }
 
@@ -38,7 +39,7 @@ pub(super) async fn reject(
     Body(b): Body<api::Reason>,
 ) -> Result<Json<api::GovernanceChange>, ApiError> {
     let approver = Approver { name: &who, emergency: caller.may(Perm::Emergency, Some(&name)) };
-    let events = sh.command(&name, &who, &b.reason, |w| governance::reject(w, &name, &approver, &b.reason))?;
+    let events = sh.command(&name, &who, &b.reason, |w| governance::reject(w, &name, &approver, &b.reason)).await?;
     Ok(Json(change(&events)))
 }
 
@@ -58,7 +59,7 @@ pub(super) async fn attest(
         detail: a.detail,
     };
     let reason = format!("attestation {} {}", a.kind, if a.passed { "passed" } else { "failed" });
-    let events = sh.command(&name, &who, &reason, |w| governance::attest(w, &name, &version, &a, &who, now()))?;
+    let events = sh.command(&name, &who, &reason, |w| governance::attest(w, &name, &version, &a, &who, now())).await?;
     Ok((StatusCode::CREATED, Json(change(&events))))
 }
 
@@ -117,7 +118,7 @@ pub(super) async fn stop_line(
     if b.reason.trim().is_empty() {
         return Err(ApiError::new(ErrorKind::Invalid, "stopping the line needs a reason: say what is wrong"));
     }
-    let events = sh.command_many(&who, &b.reason, governance::stop_line)?;
+    let events = sh.command_many(&who, &b.reason, governance::stop_line).await?;
     Ok(Json(line_change(&events)))
 }
 
@@ -128,7 +129,7 @@ pub(super) async fn restart_line(
     Body(b): Body<api::Reason>,
 ) -> Result<Json<api::LineChange>, ApiError> {
     let reason = if b.reason.is_empty() { "line restarted".to_string() } else { b.reason.clone() };
-    let events = sh.command_many(&who, &reason, governance::restart_line)?;
+    let events = sh.command_many(&who, &reason, governance::restart_line).await?;
     Ok(Json(line_change(&events)))
 }
 
@@ -180,6 +181,7 @@ pub(super) async fn attestation_hook(
         ));
     }
     let version = hook.version;
-    let events = sh.command(&name, &actor, &reason, |w| governance::attest(w, &name, &version, &a, &actor, now()))?;
+    let events =
+        sh.command(&name, &actor, &reason, |w| governance::attest(w, &name, &version, &a, &actor, now())).await?;
     Ok((StatusCode::CREATED, Json(change(&events))))
 }

@@ -36,7 +36,7 @@ pub(super) async fn ack_incident(
     Body(b): Body<api::Reason>,
 ) -> Result<Json<api::Incident>, ApiError> {
     let reason = if b.reason.is_empty() { "acknowledged".to_string() } else { b.reason.clone() };
-    sh.command(&name, &who, &reason, |w| Ok(vec![incident::acknowledge(w, &name, &id)?]))?;
+    sh.command(&name, &who, &reason, |w| Ok(vec![incident::acknowledge(w, &name, &id)?])).await?;
     show(&sh, &name, &id)
 }
 
@@ -47,7 +47,7 @@ pub(super) async fn resolve_incident(
     Body(b): Body<api::Reason>,
 ) -> Result<Json<api::Incident>, ApiError> {
     let reason = if b.reason.is_empty() { "resolved".to_string() } else { b.reason.clone() };
-    sh.command(&name, &who, &reason, |w| Ok(vec![incident::resolve(w, &name, &id)?]))?;
+    sh.command(&name, &who, &reason, |w| Ok(vec![incident::resolve(w, &name, &id)?])).await?;
     show(&sh, &name, &id)
 }
 
@@ -171,9 +171,11 @@ pub(super) async fn create_follow_up(
         ),
         None => None,
     };
-    let events = sh.command(&name, &who, "follow-up item", |w| {
-        Ok(vec![incident::follow_up(w, &name, &b.incident, &b.title, &b.owner, due)?])
-    })?;
+    let events = sh
+        .command(&name, &who, "follow-up item", |w| {
+            Ok(vec![incident::follow_up(w, &name, &b.incident, &b.title, &b.owner, due)?])
+        })
+        .await?;
     let id = match events.first().map(|e| &e.kind) {
         Some(ringfence_core::EventKind::FollowUpCreated { id, .. }) => id.clone(),
         _ => String::new(),
@@ -190,7 +192,8 @@ pub(super) async fn assign_follow_up(
     Path((name, id)): Path<(String, String)>,
     Body(b): Body<api::AssignFollowUp>,
 ) -> Result<Json<api::FollowUp>, ApiError> {
-    sh.command(&name, &who, "follow-up assigned", |w| Ok(vec![incident::assign_follow_up(w, &name, &id, &b.owner)?]))?;
+    sh.command(&name, &who, "follow-up assigned", |w| Ok(vec![incident::assign_follow_up(w, &name, &id, &b.owner)?]))
+        .await?;
     show_follow_up(&sh, &name, &id)
 }
 
@@ -201,7 +204,7 @@ pub(super) async fn close_follow_up(
     Body(b): Body<api::Reason>,
 ) -> Result<Json<api::FollowUp>, ApiError> {
     let reason = if b.reason.is_empty() { "follow-up closed".to_string() } else { b.reason.clone() };
-    sh.command(&name, &who, &reason, |w| Ok(vec![incident::close_follow_up(w, &name, &id)?]))?;
+    sh.command(&name, &who, &reason, |w| Ok(vec![incident::close_follow_up(w, &name, &id)?])).await?;
     show_follow_up(&sh, &name, &id)
 }
 

@@ -137,7 +137,7 @@ pub async fn run(
     for name in &names {
         controller::spawn_workload(&shared, name);
     }
-    if let Some(path) = tokens::bootstrap(&shared)? {
+    if let Some(path) = tokens::bootstrap(&shared).await? {
         tracing::info!(file = %path.display(), "first start: an admin token was written for this machine's CLI (mode 0600)");
         eprintln!(
             "ringfence: first start; the admin token is in {} (readable only by this user). The CLI on this machine finds it there; `ringfence token create` makes tokens for others.",

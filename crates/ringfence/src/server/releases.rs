@@ -30,17 +30,19 @@ pub(super) async fn create_release(
         ));
     }
     let mut out = None;
-    let events = sh.command(&name, &who, "release registered", |w| {
-        if !warnings.is_empty() && command::workload(w, &name)?.spec.flags.strict {
-            return Err(CommandError {
-                code: ErrorCode::Invalid,
-                message: format!("field `flags` ([flags] strict = true): {}", warnings.join("; ")),
-            });
-        }
-        let (event, release) = command::create_release(w, &name, &req, &who, now())?;
-        out = Some(release);
-        Ok(event.into_iter().collect())
-    })?;
+    let events = sh
+        .command(&name, &who, "release registered", |w| {
+            if !warnings.is_empty() && command::workload(w, &name)?.spec.flags.strict {
+                return Err(CommandError {
+                    code: ErrorCode::Invalid,
+                    message: format!("field `flags` ([flags] strict = true): {}", warnings.join("; ")),
+                });
+            }
+            let (event, release) = command::create_release(w, &name, &req, &who, now())?;
+            out = Some(release);
+            Ok(event.into_iter().collect())
+        })
+        .await?;
     let created = !events.is_empty();
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(api::ReleaseCreated { created, release: wire::release(&out.expect("set on success")), warnings })))
@@ -77,7 +79,7 @@ pub(super) async fn clear_hold(
     Path((name, version)): Path<(String, String)>,
     Body(b): Body<api::Reason>,
 ) -> Result<Json<api::Started>, ApiError> {
-    audited(&sh, who, &name, &version, &b.reason, "why the release may be deployed again", command::clear_hold)
+    audited(&sh, who, &name, &version, &b.reason, "why the release may be deployed again", command::clear_hold).await
 }
 
 /// `POST .../releases/{version}/revoke`: a person decides a release must never run again.
@@ -87,11 +89,11 @@ pub(super) async fn revoke_release(
     Path((name, version)): Path<(String, String)>,
     Body(b): Body<api::Reason>,
 ) -> Result<Json<api::Started>, ApiError> {
-    audited(&sh, who, &name, &version, &b.reason, "why the release must never run again", command::revoke_release)
+    audited(&sh, who, &name, &version, &b.reason, "why the release must never run again", command::revoke_release).await
 }
 
 /// A command on one release that a person must give a reason for.
-fn audited(
+async fn audited(
     sh: &Shared,
     Actor(who): Actor,
     name: &str,
@@ -103,6 +105,6 @@ fn audited(
     if reason.trim().is_empty() {
         return Err(ApiError::new(ErrorKind::Invalid, format!("field `reason`: say {say}")));
     }
-    sh.command(name, &who, reason, |w| Ok(vec![f(w, name, version)?]))?;
+    sh.command(name, &who, reason, |w| Ok(vec![f(w, name, version)?])).await?;
     Ok(Json(api::Started { rollout_id: String::new(), warnings: Vec::new(), queued: Vec::new() }))
 }

@@ -15,11 +15,13 @@ pub(super) async fn deploy(
         justification: b.reason.clone(),
     });
     let mut governed = Vec::new();
-    let events = sh.command(&name, &who, &reason, |w| {
-        let (events, warnings) = command::deploy_governed(w, &name, &b.version, &who, emergency.clone(), now())?;
-        governed = warnings;
-        Ok(events)
-    })?;
+    let events = sh
+        .command(&name, &who, &reason, |w| {
+            let (events, warnings) = command::deploy_governed(w, &name, &b.version, &who, emergency.clone(), now())?;
+            governed = warnings;
+            Ok(events)
+        })
+        .await?;
     // The new rollout's id: a roll forward ends the one it replaces first.
     let id = events.last().and_then(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
     let queued = events
@@ -43,7 +45,7 @@ pub(super) async fn promote(
     Body(b): Body<api::Reason>,
 ) -> Result<Json<api::Started>, ApiError> {
     let reason = if b.reason.is_empty() { "promote".to_string() } else { b.reason.clone() };
-    let events = sh.command(&name, &who, &reason, |w| command::promote_all(w, &name, &who, now()))?;
+    let events = sh.command(&name, &who, &reason, |w| command::promote_all(w, &name, &who, now())).await?;
     let id = events.first().and_then(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
     Ok(Json(api::Started { rollout_id: id, warnings: Vec::new(), queued: Vec::new() }))
 }
@@ -66,7 +68,7 @@ pub(super) async fn simple(
     f: Verb,
 ) -> Result<Json<api::Started>, ApiError> {
     let reason = if reason.is_empty() { verb.to_string() } else { reason };
-    let events = sh.command(&name, &who, &reason, |w| Ok(vec![f(w, &name)?]))?;
+    let events = sh.command(&name, &who, &reason, |w| Ok(vec![f(w, &name)?])).await?;
     let id = events.first().and_then(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
     Ok(Json(api::Started { rollout_id: id, warnings: Vec::new(), queued: Vec::new() }))
 }
@@ -79,7 +81,7 @@ pub(super) async fn rollback(
 ) -> Result<Json<api::Started>, ApiError> {
     let reason = if b.reason.is_empty() { "rollback to last known good".to_string() } else { b.reason.clone() };
     let events =
-        sh.command(&name, &who, &reason, |w| command::rollback_all(w, &name, b.to.as_deref(), &who, &b.reason))?;
+        sh.command(&name, &who, &reason, |w| command::rollback_all(w, &name, b.to.as_deref(), &who, &b.reason)).await?;
     // The last known good's spec may come first.
     let id = events.iter().find_map(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
     Ok(Json(api::Started { rollout_id: id, warnings: Vec::new(), queued: Vec::new() }))
@@ -93,7 +95,7 @@ pub(super) async fn bypass(
     Path(name): Path<String>,
     Body(b): Body<api::Reason>,
 ) -> Result<Json<api::Started>, ApiError> {
-    let events = sh.command(&name, &who, &b.reason, |w| command::bypass(w, &name, &who, &b.reason))?;
+    let events = sh.command(&name, &who, &b.reason, |w| command::bypass(w, &name, &who, &b.reason)).await?;
     let id = events.iter().find_map(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
     Ok(Json(api::Started { rollout_id: id, warnings: Vec::new(), queued: Vec::new() }))
 }
@@ -106,7 +108,7 @@ pub(super) async fn redeploy(
     Body(b): Body<api::Reason>,
 ) -> Result<Json<api::Started>, ApiError> {
     let reason = if b.reason.is_empty() { "redeploy onto fresh instances".to_string() } else { b.reason.clone() };
-    sh.command(&name, &who, &reason, |w| Ok(vec![command::redeploy(w, &name)?]))?;
+    sh.command(&name, &who, &reason, |w| Ok(vec![command::redeploy(w, &name)?])).await?;
     Ok(Json(api::Started { rollout_id: String::new(), warnings: Vec::new(), queued: Vec::new() }))
 }
 

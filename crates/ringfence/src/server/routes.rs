@@ -51,9 +51,17 @@ pub(super) async fn routes(
     let mut changes = sh.changes();
     loop {
         let pass = std::time::Instant::now();
-        let tables = tables_for(&sh, &caller);
+        let (tables, decided) = tables_for(&sh, &caller);
         let pass = pass.elapsed();
         if known.as_deref() != Some(tables.etag.as_str()) {
+            // A router acts on what it is given: never on a table whose event is not yet
+            // durable (a crash would leave routers serving what the log never held).
+            let mut durable = sh.durable();
+            let settled =
+                durable.wait_for(|d| d.generation != decided.generation || d.seq >= decided.seq).await.map(|d| *d);
+            if settled.is_ok_and(|d| d.generation != decided.generation) {
+                continue;
+            }
             let etag = HeaderValue::from_str(&format!("\"{}\"", tables.etag)).expect("hex is a header value");
             return Ok(([(header::ETAG, etag)], Json(tables)).into_response());
         }
@@ -74,10 +82,10 @@ pub(super) async fn routes(
 }
 
 /// The set as it is now, for what `caller` may route; its etag is a digest of its content.
-fn tables_for(sh: &Shared, caller: &Caller) -> TierTables {
+fn tables_for(sh: &Shared, caller: &Caller) -> (TierTables, crate::state::Durable) {
     // The workloads' snapshots under the lock (a pointer each), the tables outside it: with
     // thousands of workloads the pass takes milliseconds every command would wait for.
-    let tier: Vec<std::sync::Arc<ringfence_core::state::WorkloadState>> = sh.world(|w| {
+    let (tier, decided): (Vec<std::sync::Arc<ringfence_core::state::WorkloadState>>, _) = sh.world_at(|w| {
         w.workloads
             .values()
             .filter(|ws| !ws.deleted && ws.spec.router.kind == RouterKind::Tier)
@@ -113,7 +121,7 @@ fn tables_for(sh: &Shared, caller: &Caller) -> TierTables {
     });
     let body = serde_json::to_vec(&routes).expect("tables serialize");
     let etag = hex::encode(&Sha256::digest(&body)[..16]);
-    TierTables { etag, routes }
+    (TierTables { etag, routes }, decided)
 }
 
 /// `POST /v1/routes/report`: a router's counters per workload since it started. Refused

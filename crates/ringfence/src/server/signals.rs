@@ -41,7 +41,8 @@ pub(super) async fn alertmanager_webhook(
                     labels: a.labels.clone(),
                     summary: summary.clone(),
                 }])
-            })?;
+            })
+            .await?;
             matched.push((name.clone(), alertname.clone(), status.to_string()));
         }
         if !any {
@@ -84,6 +85,7 @@ pub(super) async fn user_report(
             version: version.clone(),
             message: message.clone(),
         }])
-    })?;
+    })
+    .await?;
     Ok(Json(api::ReportAccepted { user: b.user, group, version }))
 }

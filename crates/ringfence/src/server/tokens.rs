@@ -48,7 +48,7 @@ fn mint(
 
 /// On a server's first start (no token in the log), creates the admin token and writes it to
 /// [`admin_token_path`] (mode 0600). Returns where, when it did.
-pub fn bootstrap(shared: &Shared) -> anyhow::Result<Option<PathBuf>> {
+pub async fn bootstrap(shared: &Shared) -> anyhow::Result<Option<PathBuf>> {
     if !shared.world(|w| w.access.tokens.is_empty()) {
         return Ok(None);
     }
@@ -62,6 +62,7 @@ pub fn bootstrap(shared: &Shared) -> anyhow::Result<Option<PathBuf>> {
         .command("", "ringfence", "first start: the admin token", |_| {
             Ok(vec![EventKind::TokenCreated { token: record.clone() }])
         })
+        .await
         .map_err(|e| anyhow::anyhow!("cannot record the admin token: {e}"))?;
     Ok(Some(path))
 }
@@ -105,7 +106,7 @@ pub(super) async fn create_token(
     };
     let (record, token) = mint(name, grants, &who, expires_at);
     let view = wire::token(&record);
-    sh.command("", &who, "token created", |_| Ok(vec![EventKind::TokenCreated { token: record.clone() }]))?;
+    sh.command("", &who, "token created", |_| Ok(vec![EventKind::TokenCreated { token: record.clone() }])).await?;
     Ok((StatusCode::CREATED, Json(api::CreatedToken { view, token })))
 }
 
@@ -126,7 +127,8 @@ pub(super) async fn revoke_token(
         })?;
         view = Some(wire::token(t));
         Ok(if t.revoked_at.is_some() { vec![] } else { vec![EventKind::TokenRevoked { id: id.clone() }] })
-    })?;
+    })
+    .await?;
     let view = sh.world(|w| w.access.tokens.get(&id).map(wire::token)).or(view).expect("found above");
     Ok(Json(view))
 }

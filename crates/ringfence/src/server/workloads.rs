@@ -19,29 +19,31 @@ pub(super) async fn apply_spec(
     caller.require(Perm::Deploy, Some(&name))?;
     // Checked against the spec in force when the change is appended (in the same critical
     // section), so an admin's stricter spec cannot be undone by a check made just before it.
-    let events = sh.command(&name, &who, "spec applied", |w| {
-        let current = w.workload(&name);
-        let need = |perm: Perm| {
-            ringfence_core::access::Access::check(&caller.token, perm, Some(&name)).map_err(|d| CommandError {
-                code: ErrorCode::Forbidden,
-                message: match d {
-                    ringfence_core::access::Denied::Forbidden(m)
-                    | ringfence_core::access::Denied::Unauthenticated(m) => m,
-                },
-            })
-        };
-        // What runs as the server's user is the admin's to set: a new workload's command, or
-        // a change to an existing one's.
-        if !current.is_some_and(|ws| ws.spec.executes_as(&spec)) {
-            need(Perm::Execute)?;
-        }
-        // How deployments are governed (previous environment, attestations, approvals, windows,
-        // the emergency path, the exposure ahead of an approval) is not a pipeline's to weaken.
-        if !current.is_some_and(|ws| ws.spec.governs_as(&spec)) {
-            need(Perm::Govern)?;
-        }
-        Ok(command::apply_spec(w, &spec)?.into_iter().collect())
-    })?;
+    let events = sh
+        .command(&name, &who, "spec applied", |w| {
+            let current = w.workload(&name);
+            let need = |perm: Perm| {
+                ringfence_core::access::Access::check(&caller.token, perm, Some(&name)).map_err(|d| CommandError {
+                    code: ErrorCode::Forbidden,
+                    message: match d {
+                        ringfence_core::access::Denied::Forbidden(m)
+                        | ringfence_core::access::Denied::Unauthenticated(m) => m,
+                    },
+                })
+            };
+            // What runs as the server's user is the admin's to set: a new workload's command, or
+            // a change to an existing one's.
+            if !current.is_some_and(|ws| ws.spec.executes_as(&spec)) {
+                need(Perm::Execute)?;
+            }
+            // How deployments are governed (previous environment, attestations, approvals, windows,
+            // the emergency path, the exposure ahead of an approval) is not a pipeline's to weaken.
+            if !current.is_some_and(|ws| ws.spec.governs_as(&spec)) {
+                need(Perm::Govern)?;
+            }
+            Ok(command::apply_spec(w, &spec)?.into_iter().collect())
+        })
+        .await?;
     controller::spawn_workload(&sh, &name);
     let warnings = bake_warnings(&sh, &name).await;
     Ok(Json(api::Applied { workload: name, changed: !events.is_empty(), warnings }))
@@ -102,7 +104,7 @@ pub(super) async fn delete_workload(
     Params(q): Params<DeleteQuery>,
 ) -> Result<Json<api::Started>, ApiError> {
     let reason = if q.reason.trim().is_empty() { "workload deleted".to_string() } else { q.reason };
-    sh.command(&name, &who, &reason, |w| Ok(vec![command::delete_workload(w, &name)?]))?;
+    sh.command(&name, &who, &reason, |w| Ok(vec![command::delete_workload(w, &name)?])).await?;
     controller::spawn_workload(&sh, &name);
     Ok(Json(api::Started { rollout_id: String::new(), warnings: Vec::new(), queued: Vec::new() }))
 }
