@@ -1,5 +1,7 @@
-//! The server's shared state: the event log and the projections folded from it, behind one
-//! lock so that checking a command and appending its events is atomic.
+//! The server's shared state: the event log and the projections folded from it. A command is
+//! checked and its events folded atomically under the projections' lock, in the order the log
+//! will hold them; the log's committer then appends them, many commands' events in one
+//! transaction, and the command is answered once they are durable.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
