@@ -23,11 +23,17 @@
   });
 
   // Live updates: on each change of state, fetch this page again and swap its <main>,
-  // unless the person is typing in it.
+  // unless the person is typing in it. A change that arrives while a fetch is under way
+  // fetches once more after it: that fetch may have been answered before the change.
   let pending = false;
+  let again = false;
   async function refresh() {
-    if (pending) return;
+    if (pending) {
+      again = true;
+      return;
+    }
     pending = true;
+    again = false;
     try {
       const active = document.activeElement;
       if (active && active.closest("main") && (active.tagName === "INPUT" || active.tagName === "TEXTAREA")) return;
@@ -44,6 +50,7 @@
       // The next change tries again.
     } finally {
       pending = false;
+      if (again) refresh();
     }
   }
 
