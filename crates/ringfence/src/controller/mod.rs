@@ -716,6 +716,17 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         }
         return Ok(false);
     };
+    // Just after this server started, the routers of the tier have not all reported yet: a
+    // bake judged now would only be held for unreadable counters (a `phase_held` in every
+    // rollout that fell due while the server was away). It is judged once they have.
+    if local.tier
+        && r.stage == Stage::Baking
+        && r.status == RolloutStatus::Progressing
+        && let Some(left) = shared.traffic.tier.first_reports_left()
+    {
+        local.bake_due = Some(Instant::now() + left + Duration::from_millis(2));
+        return Ok(false);
+    }
     if local.usage_before.as_ref().is_none_or(|(id, _)| id != &r.id) {
         local.usage_before = Some((r.id.clone(), local.usage.rps()));
     }

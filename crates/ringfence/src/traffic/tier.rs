@@ -96,6 +96,13 @@ impl Tier {
         }
     }
 
+    /// While this server waits for the routers' first reports after its start: how long
+    /// until their counters are read.
+    pub fn first_reports_left(&self) -> Option<Duration> {
+        let started = self.reports.lock().expect("tier reports lock").started;
+        FIRST_REPORTS.checked_sub(started.elapsed()).filter(|left| !left.is_zero())
+    }
+
     /// The routers that reported `workload`'s traffic, freshest first.
     pub fn routers(&self, workload: &str) -> Vec<ReportingRouter> {
         let reports = self.reports.lock().expect("tier reports lock");
@@ -257,8 +264,10 @@ mod tests {
         after.report("edge-a", "w", snap("a1", 12));
         let early = after.stats(&at).await.unwrap_err().to_string();
         assert!(early.contains("reporting for the first time"), "{early}");
+        assert!(after.first_reports_left().is_some_and(|left| left <= FIRST_REPORTS), "the controller waits for them");
         after.report("edge-b", "w", snap("b1", 6));
         after.reports.lock().unwrap().started = Instant::now().checked_sub(FIRST_REPORTS).unwrap();
+        assert_eq!(after.first_reports_left(), None);
         let resumed = after.stats(&at).await.unwrap();
         assert_eq!((resumed.instance_id, resumed.versions["v1"].requests), (id, 18));
 
