@@ -12,7 +12,11 @@
 //!
 //! Measured, and the bars of design.md section 5:
 //! - **lag**: for every phase passed, how late it passed after its bake ended (the passing
-//!   time minus the bake's start and length); p99 under 1 s;
+//!   time minus the bake's start and length); p99 under 1 s. A phase the core held past its
+//!   bake because a version had served too few requests in its window (`phase_held` with
+//!   only the traffic-wanting signals unknown) waited for users, not for the controller: it
+//!   is counted apart, and the report says how many there were. A hold for any other reason
+//!   (the router's counters unreadable, say) counts as lateness;
 //! - **memory**: the server's peak resident memory; under 1 GiB;
 //! - **restart**: the server SIGKILLed while phases fall due, started again on the same data:
 //!   the time until it answers, and until every step that fell due while it was away was
@@ -105,6 +109,8 @@ pub struct Report {
     lags_ms: Vec<f64>,
     /// Phases passed late because they fell due while the server was down (not in `lags_ms`).
     outage_steps: usize,
+    /// Phases held past their bake for want of requests (in neither of the above).
+    evidence_held: usize,
     peak_rss_mib: f64,
     /// The server's CPU while the rollouts baked, in cores.
     cpu_cores: f64,
@@ -317,10 +323,34 @@ fn proc_usage(pid: u32) -> (f64, f64) {
     (procs::rss_mib(pid), cpu)
 }
 
-/// Every phase passed in the workload's rollout of v2: (when its bake ended, when it passed), ms.
-fn phase_times(events: &[Value], bake_ms: i64) -> (Vec<(i64, i64)>, Option<String>) {
+/// A passed phase: when its bake ended, when it passed (ms), and whether the core held it past
+/// its bake for want of requests.
+struct Step {
+    due: i64,
+    passed: i64,
+    wanted_requests: bool,
+}
+
+/// Whether a hold's verdict waited only for users' requests: every unknown signal is the
+/// traffic floor or a comparison without a request on one side, and the router's counters
+/// were read (an unreadable router is the control plane's own delay, and counts).
+fn wanted_requests(verdict: &Value) -> bool {
+    let Some(signals) = verdict["signals"].as_array() else { return false };
+    let read = signals.iter().any(|s| s["signal"] == "traffic" && s["observed"].is_number());
+    let unknown: Vec<&Value> = signals.iter().filter(|s| s["health"] == "unknown").collect();
+    read && !unknown.is_empty()
+        && unknown.iter().all(|s| match s["signal"].as_str() {
+            Some("traffic") => s["observed"].as_f64() < s["threshold"].as_f64(),
+            Some("error_rate" | "latency") => s["sample_size"] == 0,
+            _ => false,
+        })
+}
+
+/// Every phase passed in the workload's rollout of v2.
+fn phase_times(events: &[Value], bake_ms: i64) -> (Vec<Step>, Option<String>) {
     let mut rollout = None;
     let mut bake_started: BTreeMap<u64, i64> = BTreeMap::new();
+    let mut held: std::collections::BTreeSet<u64> = std::collections::BTreeSet::new();
     let mut out = Vec::new();
     let mut status = None;
     for e in events {
@@ -337,9 +367,12 @@ fn phase_times(events: &[Value], bake_ms: i64) -> (Vec<(i64, i64)>, Option<Strin
             "bake_started" => {
                 bake_started.insert(phase, at);
             }
+            "phase_held" if wanted_requests(&e["verdict"]) => {
+                held.insert(phase);
+            }
             "phase_passed" if e["by_hand"] != true => {
                 if let Some(b) = bake_started.get(&phase) {
-                    out.push((b + bake_ms, at));
+                    out.push(Step { due: b + bake_ms, passed: at, wanted_requests: held.contains(&phase) });
                 }
             }
             "rollout_completed" => status = Some("completed".to_string()),
@@ -515,10 +548,15 @@ pub fn run(args: &ScaleArgs, ringfence: &Path) -> Result<Report> {
     let mut lags_ms = Vec::new();
     let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
     let mut outage_steps = 0;
+    let mut evidence_held = 0;
     let mut last_resumed = None::<i64>;
     for (steps, status) in &results {
         *statuses.entry(status.clone().unwrap_or_else(|| "unfinished".into())).or_default() += 1;
-        for (due, passed) in steps {
+        for Step { due, passed, wanted_requests } in steps {
+            if *wanted_requests {
+                evidence_held += 1;
+                continue;
+            }
             match killed_window {
                 // Due while the server was away or in its first moments (the routers of the
                 // tier report once a second, and a new server waits for their first reports)
@@ -548,6 +586,7 @@ pub fn run(args: &ScaleArgs, ringfence: &Path) -> Result<Report> {
         deploy_s,
         lags_ms,
         outage_steps,
+        evidence_held,
         peak_rss_mib,
         cpu_cores,
         store: args.store,
@@ -688,6 +727,11 @@ impl crate::Report for Report {
         let _ = writeln!(o, "  rollouts {}", st.join(", "));
         let _ = writeln!(
             o,
+            "  held     {} phases held past their bake for want of users' requests (a version served none, or too few, in its window): waiting for evidence, not counted as lateness",
+            self.evidence_held
+        );
+        let _ = writeln!(
+            o,
             "  server CPU while the rollouts baked: {:.2} cores{}",
             self.cpu_cores,
             self.pg_cpu_cores.map_or(String::new(), |c| format!(
@@ -748,6 +792,7 @@ impl crate::Report for Report {
             "postgres_commits_per_s": self.pg_commits_per_s.map(stats::round3),
             "lag_ms": {"steps": self.lags_ms.len(), "p50": stats::round3(self.lag(0.5)), "p99": stats::round3(self.lag(0.99)), "max": stats::round3(self.lag(1.0))},
             "outage_steps": self.outage_steps,
+            "held_for_requests": self.evidence_held,
             "peak_rss_mib": stats::round3(self.peak_rss_mib),
             "restart": self.restart.as_ref().map(|r| json!({
                 "listening_s": stats::round3(r.listening_s),
