@@ -623,6 +623,10 @@ pub struct RouterArgs {
     /// Upstream timeout.
     #[arg(long, default_value = "30s", value_parser = parse_dur)]
     pub upstream_timeout: Duration,
+    /// Threads serving users' connections, each with its own connections to upstreams, all
+    /// accepting on the one socket. Default: one per CPU; at most 256.
+    #[arg(long, env = "RINGFENCE_ROUTER_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: Option<u16>,
     /// Serve the router tier: every workload with `[router] kind = "tier"`, by host and path
     /// prefix, with tables fetched from this server's API (long-poll) and counters reported
     /// to it. Repeat for the replicas of a control plane: tables come from the first that

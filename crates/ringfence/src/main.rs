@@ -167,6 +167,10 @@ async fn run(cli: Cli, inherited: Option<std::net::TcpListener>) -> Result<ExitC
                 upstream_timeout: args.upstream_timeout,
                 admin_auth,
                 tier: !args.control_plane.is_empty(),
+                workers: args.workers.map_or_else(
+                    || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+                    usize::from,
+                ),
             };
             let router = ringfence_router::Router::new(config).await;
             let shutdown = shutdown_on_signal();

@@ -53,12 +53,23 @@ pub struct RouterConfig {
     /// Serve many workloads, by host and path prefix, with tables installed through
     /// [`Router::tier`] (fetched from the control plane) instead of `PUT /v1/table`.
     pub tier: bool,
+    /// Threads of their own that serve users' connections, each a single-threaded runtime
+    /// with its own upstream connections, all accepting on the one listening socket (one per
+    /// core is what nginx does with its workers). 0 serves them on the caller's runtime.
+    pub workers: usize,
 }
 
 impl RouterConfig {
-    /// No state file, a 30 s upstream timeout, and the admin API guarded by `admin_auth`.
+    /// No state file, a 30 s upstream timeout, the admin API guarded by `admin_auth`, and
+    /// users served on the caller's runtime.
     pub fn new(admin_auth: AdminAuth) -> RouterConfig {
-        RouterConfig { state_file: None, upstream_timeout: Duration::from_secs(30), admin_auth, tier: false }
+        RouterConfig {
+            state_file: None,
+            upstream_timeout: Duration::from_secs(30),
+            admin_auth,
+            tier: false,
+            workers: 0,
+        }
     }
 }
 

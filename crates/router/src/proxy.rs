@@ -13,7 +13,7 @@ use hyper::http::uri::{PathAndQuery, Scheme};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 
 use crate::routing::{Attempt, GroupRt, Outcome, Routing};
-use crate::server::Shared;
+use crate::server::{Shared, UpstreamClient};
 use crate::stats::{Latency, NO_VERSION, Series};
 use crate::table::bucket;
 
@@ -40,7 +40,12 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::PROXY_AUTHORIZATION,
 ];
 
-pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    client: Arc<UpstreamClient>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ProxyBody> {
     let received = Instant::now();
     // An owned Arc, not a guard: the request holds the table across awaits.
     let routing = if shared.tier_mode {
@@ -133,7 +138,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: So
         parts.headers.insert(routing.sticky_header.clone(), v);
     }
     if let Some(i) = shadow {
-        send_copy(&shared, &routing, i, &parts);
+        send_copy(&shared, &client, &routing, i, &parts);
     }
     // A bodiless request can be sent again as it was; one with a body cannot, since the body
     // streams through and is gone once sent.
@@ -144,7 +149,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: So
         headers: parts.headers.clone(),
     });
     let first = attempt.upstream.addr;
-    let mut result = forward(&shared, &routing, attempt, Request::from_parts(parts, Either::Left(body))).await;
+    let mut result = forward(&shared, &client, &routing, attempt, Request::from_parts(parts, Either::Left(body))).await;
     if let Err(failure) = &result
         && let Some(spare) = spare
         && failure.may_retry(spare.idempotent)
@@ -153,7 +158,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: So
     {
         group.series.retries.fetch_add(1, Relaxed);
         tracing::debug!(%first, second = %second.upstream.addr, group = %group.name, ?failure, "retrying on another replica");
-        result = forward(&shared, &routing, second, request).await;
+        result = forward(&shared, &client, &routing, second, request).await;
     }
     let now = Instant::now();
     let mut response = match result {
@@ -227,11 +232,12 @@ fn idempotent(method: &Method) -> bool {
 /// Sends `request` on `attempt`'s replica and tells its breaker how that went.
 async fn forward(
     shared: &Shared,
+    client: &UpstreamClient,
     routing: &Routing,
     attempt: Attempt,
     request: Request<ProxyBody>,
 ) -> Result<Response<Incoming>, Failure> {
-    let result = tokio::time::timeout(shared.upstream_timeout, shared.client.request(request)).await;
+    let result = tokio::time::timeout(shared.upstream_timeout, client.request(request)).await;
     let now = Instant::now();
     let config = &routing.table.breaker;
     let upstream = attempt.upstream.addr;
@@ -270,7 +276,13 @@ const MAX_COPY_ANSWER: usize = 1 << 20;
 
 /// Sends a copy of a request to a replica of the shadow group, in the background: its answer
 /// is counted in that version's statistics and dropped; the user never waits on it.
-fn send_copy(shared: &Arc<Shared>, routing: &Routing, group_index: usize, parts: &hyper::http::request::Parts) {
+fn send_copy(
+    shared: &Shared,
+    client: &Arc<UpstreamClient>,
+    routing: &Routing,
+    group_index: usize,
+    parts: &hyper::http::request::Parts,
+) {
     use http_body_util::{BodyExt as _, Limited};
     let group = &routing.groups[group_index];
     let Some(upstream) = group.next_upstream() else { return };
@@ -285,7 +297,7 @@ fn send_copy(shared: &Arc<Shared>, routing: &Routing, group_index: usize, parts:
     *copy.uri_mut() = uri;
     *copy.headers_mut() = parts.headers.clone();
     let (series, latency) = (group.series.clone(), group.latency.clone());
-    let (client, timeout) = (shared.client.clone(), shared.upstream_timeout);
+    let (client, timeout) = (client.clone(), shared.upstream_timeout);
     tokio::spawn(async move {
         let sent = Instant::now();
         let failed = match tokio::time::timeout(timeout, client.request(copy)).await {

@@ -40,10 +40,9 @@ pub(crate) struct Shared {
     pub(crate) stats: Stats,
     pub(crate) none_series: Arc<Series>,
     pub(crate) none_latency: Arc<Latency>,
-    /// Forwarded requests stream their body through; second tries and copies of requests
-    /// (shadow traffic) have none.
-    pub(crate) client: Client<HttpConnector, crate::proxy::ProxyBody>,
     pub(crate) upstream_timeout: Duration,
+    /// Threads of their own serving users' connections (`RouterConfig::workers`).
+    pub(crate) workers: usize,
     pub(crate) state_file: Option<PathBuf>,
     /// Who may call the admin API.
     pub(crate) admin_auth: AdminAuth,
@@ -61,18 +60,6 @@ pub(crate) struct WriteState {
 
 impl Shared {
     pub(crate) fn new(config: RouterConfig) -> Shared {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        // Connects fail fast on their own; the overall budget is `upstream_timeout`.
-        connector.set_connect_timeout(Some(config.upstream_timeout.min(Duration::from_secs(5))));
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_timer(TokioTimer::new())
-            // Below the idle timeouts of common upstream servers (Node.js closes after 5 s),
-            // so the pool rarely sends on a connection the upstream is closing, which would
-            // surface as a spurious 502 and count against the replica's breaker.
-            .pool_idle_timeout(Duration::from_secs(4));
-        let client = builder.build(connector);
         let stats = Stats::default();
         Shared {
             routing: ArcSwapOption::empty(),
@@ -82,8 +69,8 @@ impl Shared {
             none_series: stats.series(NO_VERSION, NO_VERSION),
             none_latency: stats.latency(NO_VERSION),
             stats,
-            client,
             upstream_timeout: config.upstream_timeout,
+            workers: config.workers,
             state_file: config.state_file,
             admin_auth: config.admin_auth,
             instance_id: format!("{:016x}", rand::random::<u64>()),
@@ -106,6 +93,28 @@ impl Shared {
         self.routing.store(Some(Arc::new(routing)));
         Ok(())
     }
+}
+
+/// The pool of connections to upstreams that one runtime's requests go through. Forwarded
+/// requests stream their body through; second tries and copies of requests (shadow traffic)
+/// have none.
+pub(crate) type UpstreamClient = Client<HttpConnector, crate::proxy::ProxyBody>;
+
+/// A pool of upstream connections for the runtime it is first used on (its connections' tasks
+/// are spawned there).
+pub(crate) fn upstream_client(upstream_timeout: Duration) -> Arc<UpstreamClient> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    // Connects fail fast on their own; the overall budget is `upstream_timeout`.
+    connector.set_connect_timeout(Some(upstream_timeout.min(Duration::from_secs(5))));
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_timer(TokioTimer::new())
+        // Below the idle timeouts of common upstream servers (Node.js closes after 5 s),
+        // so the pool rarely sends on a connection the upstream is closing, which would
+        // surface as a spurious 502 and count against the replica's breaker.
+        .pool_idle_timeout(Duration::from_secs(4));
+    Arc::new(builder.build(connector))
 }
 
 pub(crate) async fn run(
@@ -131,16 +140,26 @@ pub(crate) async fn run(
     let tracker = TaskTracker::new();
     // Cancelled when the drain period is over, to cut connections that are still busy.
     let hard_stop = CancellationToken::new();
-    let proxy_shared = shared.clone();
     let admin_shared = shared.clone();
-    tokio::join!(
-        serve(listener, &shutdown, &hard_stop, &tracker, move |req, peer| {
-            crate::proxy::handle(proxy_shared.clone(), req, peer)
-        }),
-        serve(admin, &shutdown, &hard_stop, &tracker, move |req, _peer| {
-            crate::admin::handle(admin_shared.clone(), req)
-        }),
-    );
+    let admin = serve(admin, &shutdown, &hard_stop, &tracker, move |req, _peer| {
+        crate::admin::handle(admin_shared.clone(), req)
+    });
+    if shared.workers == 0 {
+        let (proxy_shared, client) = (shared.clone(), upstream_client(shared.upstream_timeout));
+        let proxy = serve(listener, &shutdown, &hard_stop, &tracker, move |req, peer| {
+            crate::proxy::handle(proxy_shared.clone(), client.clone(), req, peer)
+        });
+        tokio::join!(proxy, admin);
+    } else {
+        let workers = spawn_workers(&shared, listener, &shutdown, &hard_stop)?;
+        // Each worker drains its own connections; they count in the drain below as one task.
+        tracker.spawn(async move {
+            for worker in workers {
+                let _ = worker.await;
+            }
+        });
+        admin.await;
+    }
 
     tracker.close();
     if tokio::time::timeout(drain_for, tracker.wait()).await.is_err() {
@@ -150,6 +169,56 @@ pub(crate) async fn run(
     }
     tracing::info!("router stopped");
     Ok(())
+}
+
+/// Users' connections served by `shared.workers` threads, each running a single-threaded
+/// runtime with its own pool of upstream connections and accepting on the same listening
+/// socket. A request, its upstream connection and its answer then stay on one thread: no
+/// hand-over between threads, no pool shared under a lock (the shape of nginx's workers).
+/// Each receiver says when its worker has drained its connections and stopped.
+fn spawn_workers(
+    shared: &Arc<Shared>,
+    listener: TcpListener,
+    shutdown: &CancellationToken,
+    hard_stop: &CancellationToken,
+) -> anyhow::Result<Vec<tokio::sync::oneshot::Receiver<()>>> {
+    use anyhow::Context as _;
+    let listener = listener.into_std().context("the users' listening socket")?;
+    let mut done = Vec::with_capacity(shared.workers);
+    for n in 0..shared.workers {
+        let socket = listener.try_clone().context("a copy of the users' listening socket for a worker")?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("a runtime for a router worker")?;
+        let (shared, shutdown, hard_stop) = (shared.clone(), shutdown.clone(), hard_stop.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("router-worker-{n}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match TcpListener::from_std(socket) {
+                        Ok(listener) => listener,
+                        Err(error) => {
+                            tracing::error!(%error, worker = n, "a router worker cannot take the listening socket");
+                            return;
+                        }
+                    };
+                    let tracker = TaskTracker::new();
+                    let client = upstream_client(shared.upstream_timeout);
+                    serve(listener, &shutdown, &hard_stop, &tracker, move |req, peer| {
+                        crate::proxy::handle(shared.clone(), client.clone(), req, peer)
+                    })
+                    .await;
+                    tracker.close();
+                    tracker.wait().await;
+                });
+                let _ = tx.send(());
+            })
+            .context("a thread for a router worker")?;
+        done.push(rx);
+    }
+    Ok(done)
 }
 
 /// How long a kept-alive connection may stay idle after the router begins to stop before it is

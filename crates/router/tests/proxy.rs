@@ -87,12 +87,16 @@ impl Router {
         Router::start_with(state_file, AdminAuth::Token(token), Some(secret)).await
     }
 
+    /// Users served by two worker threads, as `ringfence router` serves them on two cores.
     async fn start_with(state_file: Option<PathBuf>, admin_auth: AdminAuth, token: Option<String>) -> Router {
+        Router::start_config(RouterConfig { state_file, workers: 2, ..RouterConfig::new(admin_auth) }, token).await
+    }
+
+    async fn start_config(config: RouterConfig, token: Option<String>) -> Router {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (proxy_addr, admin_addr) = (listener.local_addr().unwrap(), admin.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let config = RouterConfig { state_file, ..RouterConfig::new(admin_auth) };
         let task = tokio::spawn(ringfence_router::run(config, listener, admin, shutdown.clone()));
         let client = Client::builder(TokioExecutor::new()).build_http();
         Router { proxy: proxy_addr, admin: admin_addr, shutdown, task, token, client }
@@ -572,6 +576,27 @@ async fn a_restarted_router_serves_the_persisted_table() {
     assert_eq!(third.admin_get("/live").await.0, StatusCode::OK);
     third.stop().await;
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A router embedded in another program serves users on that program's runtime.
+#[tokio::test]
+async fn a_router_on_the_callers_runtime_serves_and_stops() {
+    let stable = upstream("stable-1", StatusCode::OK).await;
+    let canary = upstream("canary-1", StatusCode::OK).await;
+    let token = AdminToken::generate().unwrap();
+    let secret = token.expose().to_owned();
+    let config = RouterConfig { workers: 0, ..RouterConfig::new(AdminAuth::Token(token)) };
+    let router = Router::start_config(config, Some(secret)).await;
+    let t = table(1, &[("canary", "v2", 5_000, &[canary.addr]), ("stable", "v1", 5_000, &[stable.addr])]);
+    assert_eq!(router.put_table(&to_json(&t)).await.0, StatusCode::OK);
+    for i in 0..40 {
+        let (status, headers, body) = router.get(&[("x-user-id", &format!("user-{i}"))]).await;
+        assert_eq!(status, StatusCode::OK);
+        let want = if header(&headers, "x-ringfence-group") == "canary" { "canary-1" } else { "stable-1" };
+        assert_eq!(body, want);
+    }
+    assert!(stable.hits.load(Ordering::Relaxed) > 0 && canary.hits.load(Ordering::Relaxed) > 0);
+    router.stop().await;
 }
 
 #[tokio::test]
