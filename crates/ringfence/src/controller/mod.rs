@@ -145,6 +145,8 @@ type AnalyzerKey = (String, usize, usize, bool, ringfence_core::spec::AnalysisSp
 #[derive(Default)]
 struct ProbeState {
     last: Option<Instant>,
+    /// When a failure was last counted in `consecutive_failures` (at most one an interval).
+    counted: Option<Instant>,
     consecutive_failures: u32,
     answered: bool,
     last_error: String,

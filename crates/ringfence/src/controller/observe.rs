@@ -4,7 +4,7 @@
 //! state, Prometheus and usage. The controller then hands the [`Observation`] to the core.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ringfence_core::event::BakeBaseline;
 use ringfence_core::health::{Observation, SignalResult, Traffic, VersionObservation};
@@ -145,14 +145,24 @@ pub(super) async fn observe(
 }
 
 /// Probes the replicas of `version` whose probe is due, all at once.
+///
+/// A phase cannot pass before a replica of the new version has answered a probe, so a replica
+/// that has not answered yet (since it started, or since this server did) is probed again
+/// after the probe's timeout (at least a second) rather than a whole interval: a first probe
+/// lost in a crowd (a restart of this server with thousands of rollouts) would otherwise hold
+/// the phase an interval. Its failures are still counted at most once an interval, so a slow
+/// start is not taken for a failing replica any sooner than before.
 pub(super) async fn probe(shared: &Arc<Shared>, local: &mut Local, ws: &WorkloadState, version: &str) {
     let spec = &ws.spec.health.probe;
+    let interval = spec.interval.std();
+    let retry = interval.min(spec.timeout.std().max(Duration::from_secs(1)));
     let due: Vec<(String, String)> = ws
         .replicas
         .values()
         .filter(|r| r.version == version)
-        .filter(|r| {
-            local.probes.get(&r.instance).and_then(|p| p.last).is_none_or(|t| t.elapsed() >= spec.interval.std())
+        .filter(|r| match local.probes.get(&r.instance) {
+            None => true,
+            Some(p) => p.last.is_none_or(|t| t.elapsed() >= if p.answered { interval } else { retry }),
         })
         .map(|r| (r.instance.clone(), r.endpoint.clone()))
         .collect();
@@ -175,7 +185,10 @@ pub(super) async fn probe(shared: &Arc<Shared>, local: &mut Local, ws: &Workload
                 p.answered = true;
             }
             Err(e) => {
-                p.consecutive_failures += 1;
+                if p.counted.is_none_or(|t| t.elapsed() >= interval) {
+                    p.consecutive_failures += 1;
+                    p.counted = Some(Instant::now());
+                }
                 p.last_error = e;
             }
         }
