@@ -111,10 +111,6 @@ struct Local {
     scaled: HashMap<String, u32>,
     /// By instance id.
     probes: HashMap<String, ProbeState>,
-    /// Instances whose probe is under way, and the answers of those done (taken in by the
-    /// next look).
-    probing: std::collections::HashSet<String>,
-    probe_answers: ProbeAnswers,
     stats: Option<(Instant, StatsSnapshot)>,
     /// The stable version's counters when its watch window began: (rollout, router instance,
     /// counters), so a regression in its own traffic can be told from what it served before.
@@ -146,9 +142,6 @@ struct Local {
 /// traffic; a bypass starts the phase over, with evidence of its own.
 type AnalyzerKey = (String, usize, usize, bool, ringfence_core::spec::AnalysisSpec);
 
-/// Probes' answers by instance, pushed by the probes' tasks.
-type ProbeAnswers = Arc<std::sync::Mutex<Vec<(String, Result<(), String>)>>>;
-
 #[derive(Default)]
 struct ProbeState {
     last: Option<Instant>,
@@ -172,8 +165,6 @@ impl Local {
             scaled: HashMap::new(),
             applied: None,
             probes: HashMap::new(),
-            probing: Default::default(),
-            probe_answers: Default::default(),
             stats: None,
             watch_base: None,
             stable_retry: HashMap::new(),
@@ -735,8 +726,6 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         && r.status == RolloutStatus::Progressing
         && let Some(left) = shared.traffic.tier.first_reports_left()
     {
-        // The probes meanwhile, so their answers are in when the phase is judged.
-        observe::start_probes(shared, local, &ws, r).await;
         local.bake_due = Some(Instant::now() + left + Duration::from_millis(2));
         return Ok(false);
     }

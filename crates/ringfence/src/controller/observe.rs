@@ -33,7 +33,10 @@ pub(super) async fn observe(
         Some((t, _)) if !outage => t.elapsed().as_millis() as u64,
         _ => u64::MAX,
     };
-    start_probes(shared, local, ws, r).await;
+    probe(shared, local, ws, &ws.runtime_of(&r.release)).await;
+    if let Some(from) = &r.from {
+        probe(shared, local, ws, &ws.runtime_of(from)).await;
+    }
 
     let baseline = r.baseline.as_ref().filter(|b| stats.as_ref().is_some_and(|s| s.instance_id == b.router_instance));
     let traffic_of = |version: &str, base: Option<&Traffic>| -> Option<Traffic> {
@@ -141,35 +144,22 @@ pub(super) async fn observe(
     (observation, baseline_now, t)
 }
 
-/// Probes the replicas of the rollout's versions whose probe is due (see [`probe`]).
-pub(super) async fn start_probes(shared: &Arc<Shared>, local: &mut Local, ws: &WorkloadState, r: &Rollout) {
-    let wait = r.status == ringfence_core::rollout::RolloutStatus::Mitigating;
-    probe(shared, local, ws, &ws.runtime_of(&r.release), wait).await;
-    if let Some(from) = &r.from {
-        probe(shared, local, ws, &ws.runtime_of(from), wait).await;
-    }
-}
-
-/// Probes the replicas of `version` whose probe is due, each in a task of its own: a tick
-/// never waits on a probe (thousands of probes due at once, after a restart, would hold every
-/// phase due meanwhile by the probes' timeout). An answer wakes the loop, which judges on it
-/// at once. While a rollout is being mitigated the probes are awaited, since the mitigation is
-/// verified on the way back's probes.
+/// Probes the replicas of `version` whose probe is due, all at once.
 ///
 /// A phase cannot pass before a replica of the new version has answered a probe, so a replica
 /// that has not answered yet (since it started, or since this server did) is probed again
 /// after the probe's timeout (at least a second) rather than a whole interval: a first probe
-/// lost in a crowd would otherwise hold the phase an interval. Its failures are still counted
-/// at most once an interval, so a slow start is not taken for a failing replica any sooner.
-pub(super) async fn probe(shared: &Arc<Shared>, local: &mut Local, ws: &WorkloadState, version: &str, wait: bool) {
-    collect_probes(local, ws);
+/// lost in a crowd (a restart of this server with thousands of rollouts) would otherwise hold
+/// the phase an interval. Its failures are still counted at most once an interval, so a slow
+/// start is not taken for a failing replica any sooner than before.
+pub(super) async fn probe(shared: &Arc<Shared>, local: &mut Local, ws: &WorkloadState, version: &str) {
     let spec = &ws.spec.health.probe;
     let interval = spec.interval.std();
     let retry = interval.min(spec.timeout.std().max(Duration::from_secs(1)));
     let due: Vec<(String, String)> = ws
         .replicas
         .values()
-        .filter(|r| r.version == version && !local.probing.contains(&r.instance))
+        .filter(|r| r.version == version)
         .filter(|r| match local.probes.get(&r.instance) {
             None => true,
             Some(p) => p.last.is_none_or(|t| t.elapsed() >= if p.answered { interval } else { retry }),
@@ -178,33 +168,15 @@ pub(super) async fn probe(shared: &Arc<Shared>, local: &mut Local, ws: &Workload
         .collect();
     let mut set = tokio::task::JoinSet::new();
     for (instance, endpoint) in due {
-        let (exec, path, timeout) = (shared.executor.clone(), spec.path.clone(), spec.timeout.std());
-        local.probing.insert(instance.clone());
-        let (answers, notify) = (local.probe_answers.clone(), shared.notifier(&ws.name));
-        let run = async move {
+        let exec = shared.executor.clone();
+        let path = spec.path.clone();
+        let timeout = spec.timeout.std();
+        set.spawn(async move {
             let result = exec.probe(&endpoint, &path, timeout).await;
-            answers.lock().expect("probe answers lock").push((instance, result));
-            notify.notify_one();
-        };
-        if wait {
-            set.spawn(run);
-        } else {
-            tokio::spawn(run);
-        }
+            (instance, result)
+        });
     }
-    set.join_all().await;
-    collect_probes(local, ws);
-}
-
-/// Takes in the probes' answers, dropping those of replicas gone meanwhile.
-fn collect_probes(local: &mut Local, ws: &WorkloadState) {
-    let answers = std::mem::take(&mut *local.probe_answers.lock().expect("probe answers lock"));
-    for (instance, result) in answers {
-        local.probing.remove(&instance);
-        if !ws.replicas.values().any(|r| r.instance == instance) {
-            continue;
-        }
-        let interval = ws.spec.health.probe.interval.std();
+    while let Some(Ok((instance, result))) = set.join_next().await {
         let p = local.probes.entry(instance).or_default();
         p.last = Some(Instant::now());
         match result {
