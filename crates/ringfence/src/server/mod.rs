@@ -148,6 +148,7 @@ pub async fn run(
     let hosts = Arc::new(auth::HostPolicy::new(bound, &config.allowed_hosts));
     let app = router(shared.clone(), hosts, ui::UiConfig { secure_cookies: config.tls.is_some() });
     let serve_shutdown = shutdown.clone();
+    shared.traffic.tier.listening();
     listen::serve(listener, app, listen::Limits::default(), config.tls.clone(), serve_shutdown).await?;
     shared.shutdown.cancel();
     // Every loop finishes the round it is in (its intents recorded) before its processes go.

@@ -32,10 +32,12 @@ const FRESH: Duration = Duration::from_secs(5);
 const FORGET: Duration = Duration::from_secs(600);
 /// How often the reports of every workload are swept for forgotten routers.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
-/// After this server starts, how long the counters are withheld while the routers report for
-/// the first time: every router reports once a second, and a sum read before all of them
-/// have would go under another instance id than the one before the restart, starting every
-/// analysis window over.
+/// After this server starts answering, how long the counters are withheld while the routers
+/// report for the first time: every router reports once a second, and a sum read before all
+/// of them have would go under another instance id than the one before the restart, starting
+/// every analysis window over. It counts from when the API listens, not from the start of the
+/// process: rebuilding the state from a long log can take longer than this, and no router can
+/// report before the API answers.
 const FIRST_REPORTS: Duration = Duration::from_millis(1500);
 
 /// The routers' latest reports, per workload and router instance.
@@ -45,7 +47,8 @@ pub struct Tier {
 }
 
 struct Reports {
-    started: Instant,
+    /// When the API began answering (`None` before: no router can have reported).
+    started: Option<Instant>,
     swept: Instant,
     by_workload: HashMap<String, HashMap<String, Report>>,
 }
@@ -69,7 +72,7 @@ impl Default for Tier {
     fn default() -> Self {
         Tier {
             reports: Arc::new(Mutex::new(Reports {
-                started: Instant::now(),
+                started: None,
                 swept: Instant::now(),
                 by_workload: HashMap::new(),
             })),
@@ -96,10 +99,16 @@ impl Tier {
         }
     }
 
-    /// While this server waits for the routers' first reports after its start: how long
-    /// until their counters are read.
+    /// The API answers from now on: the routers' first reports can arrive.
+    pub fn listening(&self) {
+        self.reports.lock().expect("tier reports lock").started = Some(Instant::now());
+    }
+
+    /// While this server waits for the routers' first reports after it began answering: how
+    /// long until their counters are read.
     pub fn first_reports_left(&self) -> Option<Duration> {
         let started = self.reports.lock().expect("tier reports lock").started;
+        let Some(started) = started else { return Some(FIRST_REPORTS) };
         FIRST_REPORTS.checked_sub(started.elapsed()).filter(|left| !left.is_zero())
     }
 
@@ -174,11 +183,11 @@ impl TrafficAdapter for Tier {
     }
 
     async fn stats(&self, at: &TierEndpoint) -> anyhow::Result<StatsSnapshot> {
-        let started = self.reports.lock().expect("tier reports lock").started;
-        if started.elapsed() < FIRST_REPORTS {
+        if self.first_reports_left().is_some() {
+            let started = self.reports.lock().expect("tier reports lock").started;
             anyhow::bail!(
-                "this server started {} ms ago: the routers of the tier are reporting for the first time",
-                started.elapsed().as_millis()
+                "this server began answering {} ms ago: the routers of the tier are reporting for the first time",
+                started.map_or(0, |s| s.elapsed().as_millis())
             );
         }
         self.merged(&at.workload).ok_or_else(|| {
@@ -221,7 +230,7 @@ mod tests {
     fn settled() -> Tier {
         let tier = Tier::default();
         let mut reports = tier.reports.lock().unwrap();
-        reports.started = Instant::now().checked_sub(FIRST_REPORTS).unwrap_or(reports.started);
+        reports.started = Instant::now().checked_sub(FIRST_REPORTS);
         drop(reports);
         tier
     }
@@ -261,12 +270,15 @@ mod tests {
         // The new server withholds the counters until every router has had time to report:
         // read after edge-a's report alone, they would go under another id.
         let after = Tier::default();
+        // However long the state's rebuild takes, the wait counts from when the API answers.
+        assert_eq!(after.first_reports_left(), Some(FIRST_REPORTS), "no router can have reported yet");
+        after.listening();
         after.report("edge-a", "w", snap("a1", 12));
         let early = after.stats(&at).await.unwrap_err().to_string();
         assert!(early.contains("reporting for the first time"), "{early}");
         assert!(after.first_reports_left().is_some_and(|left| left <= FIRST_REPORTS), "the controller waits for them");
         after.report("edge-b", "w", snap("b1", 6));
-        after.reports.lock().unwrap().started = Instant::now().checked_sub(FIRST_REPORTS).unwrap();
+        after.reports.lock().unwrap().started = Instant::now().checked_sub(FIRST_REPORTS);
         assert_eq!(after.first_reports_left(), None);
         let resumed = after.stats(&at).await.unwrap();
         assert_eq!((resumed.instance_id, resumed.versions["v1"].requests), (id, 18));
