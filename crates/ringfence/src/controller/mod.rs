@@ -111,6 +111,9 @@ struct Local {
     scaled: HashMap<String, u32>,
     /// By instance id.
     probes: HashMap<String, ProbeState>,
+    /// Probes still out (a tick waits for its probes only briefly), and their instances.
+    probing: tokio::task::JoinSet<(String, Result<(), String>)>,
+    probes_out: HashMap<String, tokio::task::Id>,
     stats: Option<(Instant, StatsSnapshot)>,
     /// The stable version's counters when its watch window began: (rollout, router instance,
     /// counters), so a regression in its own traffic can be told from what it served before.
@@ -165,6 +168,8 @@ impl Local {
             scaled: HashMap::new(),
             applied: None,
             probes: HashMap::new(),
+            probing: tokio::task::JoinSet::new(),
+            probes_out: Default::default(),
             stats: None,
             watch_base: None,
             stable_retry: HashMap::new(),

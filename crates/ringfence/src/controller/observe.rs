@@ -33,10 +33,9 @@ pub(super) async fn observe(
         Some((t, _)) if !outage => t.elapsed().as_millis() as u64,
         _ => u64::MAX,
     };
-    probe(shared, local, ws, &ws.runtime_of(&r.release)).await;
-    if let Some(from) = &r.from {
-        probe(shared, local, ws, &ws.runtime_of(from)).await;
-    }
+    let mut versions = vec![ws.runtime_of(&r.release)];
+    versions.extend(r.from.as_ref().map(|f| ws.runtime_of(f)));
+    probe(shared, local, ws, &versions).await;
 
     let baseline = r.baseline.as_ref().filter(|b| stats.as_ref().is_some_and(|s| s.instance_id == b.router_instance));
     let traffic_of = |version: &str, base: Option<&Traffic>| -> Option<Traffic> {
@@ -144,7 +143,16 @@ pub(super) async fn observe(
     (observation, baseline_now, t)
 }
 
-/// Probes the replicas of `version` whose probe is due, all at once.
+/// How long a tick waits for the probes it started before it judges on what it knows.
+///
+/// A probe answered on loopback takes well under a millisecond, so a tick normally sees its
+/// probes' answers. A slow or hung replica, or a probe target swamped after a restart, must not
+/// hold up the judgement of every step that falls due meanwhile: what has not answered by then
+/// is taken in by a later tick, and is not probed again while it is out.
+const PROBE_WAIT: Duration = Duration::from_millis(200);
+
+/// Probes the replicas of `versions` whose probe is due, all at once, and takes in the
+/// answers of earlier probes that came back since.
 ///
 /// A phase cannot pass before a replica of the new version has answered a probe, so a replica
 /// that has not answered yet (since it started, or since this server did) is probed again
@@ -152,47 +160,98 @@ pub(super) async fn observe(
 /// lost in a crowd (a restart of this server with thousands of rollouts) would otherwise hold
 /// the phase an interval. Its failures are still counted at most once an interval, so a slow
 /// start is not taken for a failing replica any sooner than before.
-pub(super) async fn probe(shared: &Arc<Shared>, local: &mut Local, ws: &WorkloadState, version: &str) {
+pub(super) async fn probe(shared: &Arc<Shared>, local: &mut Local, ws: &WorkloadState, versions: &[String]) {
     let spec = &ws.spec.health.probe;
     let interval = spec.interval.std();
     let retry = interval.min(spec.timeout.std().max(Duration::from_secs(1)));
+    while let Some(joined) = local.probing.try_join_next_with_id() {
+        take_joined(local, joined, interval);
+    }
+    // An answer that came back after its replica was stopped left a state behind.
+    if local.probes.len() > ws.replicas.len() {
+        local.probes.retain(|instance, _| ws.replicas.values().any(|r| r.instance == *instance));
+    }
     let due: Vec<(String, String)> = ws
         .replicas
         .values()
-        .filter(|r| r.version == version)
+        .filter(|r| versions.contains(&r.version) && !local.probes_out.contains_key(&r.instance))
         .filter(|r| match local.probes.get(&r.instance) {
             None => true,
             Some(p) => p.last.is_none_or(|t| t.elapsed() >= if p.answered { interval } else { retry }),
         })
         .map(|r| (r.instance.clone(), r.endpoint.clone()))
         .collect();
-    let mut set = tokio::task::JoinSet::new();
     for (instance, endpoint) in due {
         let exec = shared.executor.clone();
         let path = spec.path.clone();
         let timeout = spec.timeout.std();
-        set.spawn(async move {
-            let result = exec.probe(&endpoint, &path, timeout).await;
-            (instance, result)
+        let task = local.probing.spawn({
+            let instance = instance.clone();
+            async move {
+                let result = exec.probe(&endpoint, &path, timeout).await;
+                (instance, result)
+            }
         });
+        local.probes_out.insert(instance, task.id());
     }
-    while let Some(Ok((instance, result))) = set.join_next().await {
-        let p = local.probes.entry(instance).or_default();
-        p.last = Some(Instant::now());
-        match result {
-            Ok(()) => {
-                p.consecutive_failures = 0;
-                p.answered = true;
-            }
-            Err(e) => {
-                if p.counted.is_none_or(|t| t.elapsed() >= interval) {
-                    p.consecutive_failures += 1;
-                    p.counted = Some(Instant::now());
-                }
-                p.last_error = e;
-            }
+    let deadline = tokio::time::Instant::now() + PROBE_WAIT;
+    while !local.probing.is_empty() {
+        match tokio::time::timeout_at(deadline, local.probing.join_next_with_id()).await {
+            Ok(Some(joined)) => take_joined(local, joined, interval),
+            Ok(None) | Err(_) => break,
         }
     }
+}
+
+fn take_joined(
+    local: &mut Local,
+    joined: Result<(tokio::task::Id, (String, Result<(), String>)), tokio::task::JoinError>,
+    interval: Duration,
+) {
+    match joined {
+        Ok((_, answer)) => take_answer(local, answer, interval),
+        // A probe fails this way only by a panic in the executor: the instance is probed again
+        // on a later tick.
+        Err(e) => local.probes_out.retain(|_, task| *task != e.id()),
+    }
+}
+
+/// One probe's answer, into the replica's probe state.
+fn take_answer(local: &mut Local, (instance, result): (String, Result<(), String>), interval: Duration) {
+    local.probes_out.remove(&instance);
+    let first = !local.probes.contains_key(&instance);
+    let offset = spread(&instance, interval);
+    let p = local.probes.entry(instance).or_default();
+    p.last = Some(Instant::now());
+    match result {
+        Ok(()) => {
+            // The first answer since this server started: the next probe comes somewhere in
+            // the interval rather than a whole interval on. After a restart every replica is
+            // probed at once; left alone they would all be probed again together, every
+            // interval, and every step falling due meanwhile would wait on the crowd.
+            if first {
+                p.last = Instant::now().checked_sub(offset);
+            }
+            p.consecutive_failures = 0;
+            p.answered = true;
+        }
+        Err(e) => {
+            if p.counted.is_none_or(|t| t.elapsed() >= interval) {
+                p.consecutive_failures += 1;
+                p.counted = Some(Instant::now());
+            }
+            p.last_error = e;
+        }
+    }
+}
+
+/// A share of `interval` that is the same for an instance every time and differs from one
+/// instance to the next: where in the interval its probes fall.
+fn spread(instance: &str, interval: Duration) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    instance.hash(&mut h);
+    interval.mul_f64((h.finish() % 1000) as f64 / 1000.0)
 }
 
 pub(super) fn to_traffic(v: &ringfence_router::VersionStats) -> Traffic {
