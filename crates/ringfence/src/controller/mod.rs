@@ -111,9 +111,6 @@ struct Local {
     scaled: HashMap<String, u32>,
     /// By instance id.
     probes: HashMap<String, ProbeState>,
-    /// Probes still out (a tick waits for its probes only briefly), and their instances.
-    probing: tokio::task::JoinSet<(String, Result<(), String>)>,
-    probes_out: HashMap<String, tokio::task::Id>,
     stats: Option<(Instant, StatsSnapshot)>,
     /// The stable version's counters when its watch window began: (rollout, router instance,
     /// counters), so a regression in its own traffic can be told from what it served before.
@@ -148,6 +145,8 @@ type AnalyzerKey = (String, usize, usize, bool, ringfence_core::spec::AnalysisSp
 #[derive(Default)]
 struct ProbeState {
     last: Option<Instant>,
+    /// Not probed before then: a first probe put off to its place in the interval.
+    not_before: Option<Instant>,
     /// When a failure was last counted in `consecutive_failures` (at most one an interval).
     counted: Option<Instant>,
     consecutive_failures: u32,
@@ -168,8 +167,6 @@ impl Local {
             scaled: HashMap::new(),
             applied: None,
             probes: HashMap::new(),
-            probing: tokio::task::JoinSet::new(),
-            probes_out: Default::default(),
             stats: None,
             watch_base: None,
             stable_retry: HashMap::new(),
