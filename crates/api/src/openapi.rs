@@ -576,7 +576,7 @@ fn close_follow_up() {}
 /// `ringfence_mitigations` by action, the histograms `ringfence_time_to_detect_seconds` and
 /// `ringfence_time_to_mitigate_seconds`, `ringfence_incidents_open` by severity,
 /// `ringfence_deployments_queued`, `ringfence_line_stopped`; for the workloads the token may
-/// read. Scrape it with a viewer token (`authorization: credentials_file`).
+/// read; and `ringfence_controller_ticks`, the controller's looks since the server started. Scrape it with a viewer token (`authorization: credentials_file`).
 #[utoipa::path(get, path = "/v1/metrics", tag = "incidents", responses((status = 200, description = "the metrics", content_type = "application/openmetrics-text", body = String)))]
 #[allow(dead_code)]
 fn metrics() {}

@@ -114,6 +114,8 @@ pub struct Report {
     peak_rss_mib: f64,
     /// The server's CPU while the rollouts baked, in cores.
     cpu_cores: f64,
+    /// The controller's ticks per second over the same time (`ringfence_controller_ticks`).
+    ticks_per_s: Option<f64>,
     store: Store,
     /// PostgreSQL's CPU (every process of the cluster) over the same time, in cores.
     pg_cpu_cores: Option<f64>,
@@ -323,6 +325,12 @@ fn proc_usage(pid: u32) -> (f64, f64) {
     (procs::rss_mib(pid), cpu)
 }
 
+/// The server's `ringfence_controller_ticks_total`, if its metrics can be read.
+async fn controller_ticks(api: &ringfence::client::ApiClient) -> Option<u64> {
+    let text = api.get_text("/v1/metrics").await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix("ringfence_controller_ticks_total ")).and_then(|n| n.trim().parse().ok())
+}
+
 /// A passed phase: when its bake ended, when it passed (ms), and whether the core held it past
 /// its bake for want of requests.
 struct Step {
@@ -455,6 +463,7 @@ pub fn run(args: &ScaleArgs, ringfence: &Path) -> Result<Report> {
     pause(&runtime, Duration::from_secs(3))?;
     let pid = server.pid().ok_or_else(|| anyhow!("the server has no process"))?;
     let (_, cpu_before) = proc_usage(pid);
+    let ticks_before = runtime.block_on(controller_ticks(&api));
     let pg_before = pg.as_ref().map(pg_cpu);
     let commits_before = pg.as_ref().zip(pg_url.as_deref()).and_then(|(pg, url)| pg_commits(pg, url));
     let t_deploy = Instant::now();
@@ -478,6 +487,9 @@ pub fn run(args: &ScaleArgs, ringfence: &Path) -> Result<Report> {
     }
     let (_, cpu_after) = proc_usage(pid);
     let cpu_cores = (cpu_after - cpu_before) / t_deploy.elapsed().as_secs_f64();
+    let ticks_per_s = ticks_before
+        .zip(runtime.block_on(controller_ticks(&api)))
+        .map(|(b, a)| a.saturating_sub(b) as f64 / t_deploy.elapsed().as_secs_f64());
     let pg_cpu_cores =
         pg.as_ref().zip(pg_before).map(|(pg, before)| (pg_cpu(pg) - before) / t_deploy.elapsed().as_secs_f64());
     let commits_after = pg.as_ref().zip(pg_url.as_deref()).and_then(|(pg, url)| pg_commits(pg, url));
@@ -589,6 +601,7 @@ pub fn run(args: &ScaleArgs, ringfence: &Path) -> Result<Report> {
         evidence_held,
         peak_rss_mib,
         cpu_cores,
+        ticks_per_s,
         store: args.store,
         pg_cpu_cores,
         pg_commits_per_s,
@@ -732,8 +745,9 @@ impl crate::Report for Report {
         );
         let _ = writeln!(
             o,
-            "  server CPU while the rollouts baked: {:.2} cores{}",
+            "  server CPU while the rollouts baked: {:.2} cores{}{}",
             self.cpu_cores,
+            self.ticks_per_s.map_or(String::new(), |t| format!(", {t:.0} controller ticks/s")),
             self.pg_cpu_cores.map_or(String::new(), |c| format!(
                 "; PostgreSQL (every process of the cluster): {c:.2} cores, {:.0} commits/s",
                 self.pg_commits_per_s.unwrap_or(0.0)
@@ -787,6 +801,7 @@ impl crate::Report for Report {
             "statuses": self.statuses,
             "requests": {"sent": self.requests.0, "ok": self.requests.1},
             "server_cpu_cores": stats::round3(self.cpu_cores),
+            "controller_ticks_per_s": self.ticks_per_s.map(stats::round3),
             "store": match self.store { Store::Sqlite => "sqlite", Store::Postgres => "postgres" },
             "postgres_cpu_cores": self.pg_cpu_cores.map(stats::round3),
             "postgres_commits_per_s": self.pg_commits_per_s.map(stats::round3),

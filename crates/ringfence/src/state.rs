@@ -139,6 +139,8 @@ pub struct Shared {
     /// The latest verdict the controller computed per workload (not stored: it changes every
     /// tick; the verdicts that decide something are stored with their events).
     pub live: Mutex<HashMap<String, LiveVerdict>>,
+    /// Controller ticks since this server started, for `/v1/metrics`: what the loops cost.
+    pub ticks: std::sync::atomic::AtomicU64,
     /// Ids of the signed webhooks accepted lately, so a replay is refused.
     pub webhooks: crate::webhook::ReplayGuard,
     /// One replica of several on a shared log: this replica's id. Each workload's controller
@@ -244,6 +246,7 @@ impl Shared {
             shutdown,
             tick,
             live: Mutex::default(),
+            ticks: Default::default(),
             webhooks: Default::default(),
             replica: config.replica.clone(),
             fences: Mutex::default(),

@@ -70,8 +70,12 @@ pub fn spawn_workload(shared: &Arc<Shared>, name: &str) {
             }
             // A workload of the router tier learns its traffic from the routers' reports,
             // which wake it (once a second); ticking ten times as often would judge the same
-            // counters again. Every other change wakes it as it wakes any workload.
-            let mut period = if local.tier { shared.tick.max(crate::tierclient::REPORT_EVERY) } else { shared.tick };
+            // counters again. Its own period is only the fallback for when no report comes:
+            // twice the reports' period, or the timer and the report, never quite in step,
+            // would often both wake it for the same counters. Every other change wakes it as
+            // it wakes any workload.
+            let mut period =
+                if local.tier { shared.tick.max(crate::tierclient::REPORT_EVERY * 2) } else { shared.tick };
             // A phase whose bake ends sooner is judged when it ends, not up to a period late.
             if let Some(due) = local.bake_due.take() {
                 period = period.min(due.saturating_duration_since(Instant::now()));
@@ -221,6 +225,7 @@ async fn intend(shared: &Shared, name: &str, action: &Action) -> anyhow::Result<
 }
 
 async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
+    shared.ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = local.name.clone();
     let Some(ws) = snapshot(shared, &name).await else { return Ok(false) };
     // A control-plane-down drill: this loop is the control plane it takes down. Nothing is

@@ -33,6 +33,8 @@ struct Figures {
     notifications: Vec<(String, String, u64, u64)>,
     /// (workload, fault, outcome, count)
     drills: Vec<(String, String, String, u64)>,
+    /// Controller ticks since the server started (not from the log: the loops' cost).
+    ticks: u64,
 }
 
 fn figures(world: &World, caller: &Caller) -> Figures {
@@ -204,13 +206,21 @@ impl prometheus_client::collector::Collector for Collector {
             MetricType::Gauge,
         )?;
         e.encode_gauge(&f.line_stopped)?;
+        let mut e = encoder.encode_descriptor(
+            "ringfence_controller_ticks",
+            "Controller loop ticks (a look at one workload) since this server started: what the loops cost.",
+            None,
+            MetricType::Counter,
+        )?;
+        e.encode_counter::<NoLabelSet, _, u64>(&f.ticks, None)?;
         Ok(())
     }
 }
 
 /// `GET /v1/metrics`: the workloads the caller may read.
 pub(super) async fn metrics(State(sh): St, caller: Caller) -> Result<Response, ApiError> {
-    let figures = sh.world(|w| figures(w, &caller));
+    let mut figures = sh.world(|w| figures(w, &caller));
+    figures.ticks = sh.ticks.load(std::sync::atomic::Ordering::Relaxed);
     let mut registry = prometheus_client::registry::Registry::default();
     registry.register_collector(Box::new(Collector(figures)));
     let mut body = String::new();

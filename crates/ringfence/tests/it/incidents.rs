@@ -203,10 +203,16 @@ async fn a_bad_release_opens_one_incident_with_a_postmortem_and_the_dora_metrics
         "ringfence_mitigations_total{workload=\"inc\",action=\"fallback\"} 1",
         "ringfence_time_to_mitigate_seconds_count{workload=\"inc\"} 1",
         "ringfence_line_stopped 0",
+        "# TYPE ringfence_controller_ticks counter",
     ] {
         assert!(body.contains(line), "{line} in:\n{body}");
     }
     assert!(!body.contains("ringfence_incidents_open{"), "resolved: none open\n{body}");
+    let ticks = body
+        .lines()
+        .find_map(|l| l.strip_prefix("ringfence_controller_ticks_total "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(ticks.is_some_and(|n| n > 0), "the loops' ticks are counted:\n{body}");
 
     // The public status page: no token, plain words, no versions, escaped.
     let base = server.url().to_string();
