@@ -69,13 +69,17 @@ pub fn spawn_workload(shared: &Arc<Shared>, name: &str) {
                 }
             }
             // A workload of the router tier learns its traffic from the routers' reports,
-            // which wake it (once a second); ticking ten times as often would judge the same
-            // counters again. Its own period is only the fallback for when no report comes:
-            // twice the reports' period, or the timer and the report, never quite in step,
-            // would often both wake it for the same counters. Every other change wakes it as
-            // it wakes any workload.
-            let mut period =
-                if local.tier { shared.tick.max(crate::tierclient::REPORT_EVERY * 2) } else { shared.tick };
+            // which wake it when they carry something new (at most once a second); ticking
+            // ten times as often would judge the same counters again. Its own period is the
+            // fallback for when nothing new comes: twice the reports' period (a timer in step
+            // with them would often wake it a second time for the same counters), or its
+            // probes' interval when shorter. Every other change wakes it as it wakes any
+            // workload.
+            let mut period = if local.tier {
+                shared.tick.max((crate::tierclient::REPORT_EVERY * 2).min(local.probe_every))
+            } else {
+                shared.tick
+            };
             // A phase whose bake ends sooner is judged when it ends, not up to a period late.
             if let Some(due) = local.bake_due.take() {
                 period = period.min(due.saturating_duration_since(Instant::now()));
@@ -100,6 +104,8 @@ struct Local {
     name: String,
     /// Whether the workload's traffic goes through the router tier (as of the last tick).
     tier: bool,
+    /// Its probes' interval (as of the last tick).
+    probe_every: Duration,
     /// When the bake of the phase in progress ends (as of the last tick).
     bake_due: Option<Instant>,
     router_checked: bool,
@@ -163,6 +169,7 @@ impl Local {
         Local {
             name: name.into(),
             tier: false,
+            probe_every: Duration::from_secs(1),
             bake_due: None,
             router_checked: false,
             drift_checked: None,
@@ -235,6 +242,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
         return Ok(false);
     }
     local.tier = ws.spec.router.kind == RouterKind::Tier;
+    local.probe_every = ws.spec.health.probe.interval.std();
     local.bake_due = ws
         .active_rollout()
         .and_then(|r| r.bake_due_in_ms(crate::state::now()))

@@ -207,7 +207,9 @@ pub(super) async fn probe(shared: &Arc<Shared>, local: &mut Local, ws: &Workload
 fn take_answer(local: &mut Local, (instance, result): (String, Result<(), String>), interval: Duration) {
     let offset = spread(&instance, interval);
     let p = local.probes.entry(instance).or_default();
-    let first = p.last.is_none();
+    // A first probe put off to its place in the interval is there already: spread again, the
+    // replicas put off together would all come back together an interval later.
+    let first = p.last.is_none() && p.not_before.is_none();
     p.last = Some(Instant::now());
     match result {
         Ok(()) => {
@@ -262,5 +264,24 @@ mod tests {
             slices[(o.as_secs_f64() / 3.0) as usize] += 1;
         }
         assert!(slices.iter().all(|n| (1..=200).contains(n)), "{slices:?}");
+    }
+
+    /// The first answer since the server started places the next probe in the interval; a
+    /// first probe that was put off to its place already is not moved again.
+    #[test]
+    fn a_first_answer_is_placed_in_the_interval_once() {
+        let interval = Duration::from_secs(30);
+        // Instances whose place is well into the interval, so "placed" and "not" differ.
+        let mut far = (0..).map(|i| format!("w/v2/0-{i}")).filter(|i| spread(i, interval) > Duration::from_secs(10));
+        let (fresh, deferred) = (far.next().unwrap(), far.next().unwrap());
+        let mut local = Local::new("w");
+        take_answer(&mut local, (fresh.clone(), Ok(())), interval);
+        let since = local.probes[&fresh].last.unwrap().elapsed();
+        assert!(since >= spread(&fresh, interval) && since < interval, "{since:?}");
+        assert!(local.probes[&fresh].answered);
+
+        local.probes.insert(deferred.clone(), ProbeState { not_before: Some(Instant::now()), ..Default::default() });
+        take_answer(&mut local, (deferred.clone(), Ok(())), interval);
+        assert!(local.probes[&deferred].last.unwrap().elapsed() < Duration::from_secs(5), "not moved again");
     }
 }

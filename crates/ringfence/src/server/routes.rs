@@ -153,9 +153,11 @@ pub(super) async fn report(
     let mut ignored = Vec::new();
     for (name, snapshot) in report.workloads {
         if served.contains(&name) {
-            sh.traffic.tier.report(&report.router, &name, snapshot);
-            // Its loop judges on these counters: it wakes now rather than at its next tick.
-            sh.notifier(&name).notify_one();
+            // Its loop judges on these counters: it wakes now rather than at its next tick,
+            // unless they say nothing new.
+            if sh.traffic.tier.report(&report.router, &name, snapshot) {
+                sh.notifier(&name).notify_one();
+            }
             accepted.push(name);
         } else {
             ignored.push(name);

@@ -80,13 +80,26 @@ impl Default for Tier {
     }
 }
 
+/// The same counters, breakers and table: the same evidence, however long the router has run.
+fn same_counters(a: &StatsSnapshot, b: &StatsSnapshot) -> bool {
+    a.instance_id == b.instance_id
+        && a.generation == b.generation
+        && a.versions == b.versions
+        && a.upstreams == b.upstreams
+}
+
 impl Tier {
-    /// Keeps `snapshot` as `router`'s latest counters of `workload`.
-    pub fn report(&self, router: &str, workload: &str, snapshot: StatsSnapshot) {
+    /// Keeps `snapshot` as `router`'s latest counters of `workload`; whether they say anything
+    /// new (a router not heard from before, another table served, a request counted, a
+    /// breaker moved). A report only later than the one before changes no judgement: with
+    /// thousands of workloads most carry no request from one second to the next, and waking
+    /// their loops for it would be most of the controller's work.
+    pub fn report(&self, router: &str, workload: &str, snapshot: StatsSnapshot) -> bool {
         let mut reports = self.reports.lock().expect("tier reports lock");
         let now = Instant::now();
         let routers = reports.by_workload.entry(workload.to_owned()).or_default();
         routers.retain(|_, r| now.duration_since(r.received) < FORGET);
+        let news = routers.get(&snapshot.instance_id).is_none_or(|b| !same_counters(&b.snapshot, &snapshot));
         routers.insert(snapshot.instance_id.clone(), Report { router: router.to_owned(), received: now, snapshot });
         // The other workloads' routers now and then, not on every report: with thousands of
         // workloads a sweep per report would cost thousands of times the report itself.
@@ -97,6 +110,7 @@ impl Tier {
             }
             reports.by_workload.retain(|_, routers| !routers.is_empty());
         }
+        news
     }
 
     /// The API answers from now on: the routers' first reports can arrive.
@@ -254,7 +268,7 @@ mod tests {
         assert_eq!(tier.routers("w").len(), 3);
         assert!(tier.routers("other").is_empty());
         // More reports from the same routers: the same instance id, the sum grows.
-        tier.report("edge-b", "w", snap("b1", 9));
+        assert!(tier.report("edge-b", "w", snap("b1", 9)), "a request counted is news");
         let third = tier.stats(&at).await.unwrap();
         assert_eq!((third.versions["v1"].requests, &third.instance_id), (20, &second.instance_id));
     }
@@ -287,5 +301,18 @@ mod tests {
         let without_b = settled();
         without_b.report("edge-a", "w", snap("a1", 12));
         assert_ne!(without_b.stats(&at).await.unwrap().instance_id, before.stats(&at).await.unwrap().instance_id);
+    }
+
+    #[test]
+    fn only_a_report_that_says_something_new_wakes_the_workload() {
+        let tier = settled();
+        assert!(tier.report("edge-a", "w", snap("a1", 10)), "a router heard from for the first time");
+        let later = StatsSnapshot { uptime_ms: 5_000, ..snap("a1", 10) };
+        assert!(!tier.report("edge-a", "w", later), "the same counters, a second later");
+        assert!(tier.report("edge-a", "w", snap("a1", 11)), "a request counted");
+        let other_table = StatsSnapshot { generation: 3, ..snap("a1", 11) };
+        assert!(tier.report("edge-a", "w", other_table), "another table served");
+        assert!(tier.report("edge-b", "w", snap("b1", 11)), "another router");
+        assert!(tier.report("edge-a", "w", snap("a2", 0)), "edge-a restarted");
     }
 }
