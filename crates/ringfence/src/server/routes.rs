@@ -8,7 +8,7 @@
 use axum::http::{HeaderMap, HeaderValue, header};
 use ringfence_core::access::Perm;
 use ringfence_core::spec::RouterKind;
-use ringfence_router::{TierRoute, TierTables};
+use ringfence_router::TierRoute;
 use sha2::{Digest, Sha256};
 
 use super::prelude::*;
@@ -63,7 +63,8 @@ pub(super) async fn routes(
                 continue;
             }
             let etag = HeaderValue::from_str(&format!("\"{}\"", tables.etag)).expect("hex is a header value");
-            return Ok(([(header::ETAG, etag)], Json(tables)).into_response());
+            let json = HeaderValue::from_static("application/json");
+            return Ok(([(header::ETAG, etag), (header::CONTENT_TYPE, json)], tables.body).into_response());
         }
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { break },
@@ -81,8 +82,15 @@ pub(super) async fn routes(
     Ok(StatusCode::NOT_MODIFIED.into_response())
 }
 
+/// A [`ringfence_router::TierTables`] serialized: the routes are serialized once, for the digest and the answer
+/// both (with thousands of workloads the set is megabytes, and a pass after every change).
+struct Serialized {
+    etag: String,
+    body: Vec<u8>,
+}
+
 /// The set as it is now, for what `caller` may route; its etag is a digest of its content.
-fn tables_for(sh: &Shared, caller: &Caller) -> (TierTables, crate::state::Durable) {
+fn tables_for(sh: &Shared, caller: &Caller) -> (Serialized, crate::state::Durable) {
     // The workloads' snapshots under the lock (a pointer each), the tables outside it: with
     // thousands of workloads the pass takes milliseconds every command would wait for.
     let (tier, decided): (Vec<std::sync::Arc<ringfence_core::state::WorkloadState>>, _) = sh.world_at(|w| {
@@ -119,9 +127,21 @@ fn tables_for(sh: &Shared, caller: &Caller) -> (TierTables, crate::state::Durabl
         }
         first
     });
-    let body = serde_json::to_vec(&routes).expect("tables serialize");
-    let etag = hex::encode(&Sha256::digest(&body)[..16]);
-    (TierTables { etag, routes }, decided)
+    (serialize(&routes), decided)
+}
+
+/// The same document as `TierTables { etag, routes }` serialized, its etag a digest of the
+/// routes.
+fn serialize(routes: &[TierRoute]) -> Serialized {
+    let routes = serde_json::to_vec(routes).expect("tables serialize");
+    let etag = hex::encode(&Sha256::digest(&routes)[..16]);
+    let mut body = Vec::with_capacity(routes.len() + etag.len() + 24);
+    body.extend_from_slice(b"{\"etag\":\"");
+    body.extend_from_slice(etag.as_bytes());
+    body.extend_from_slice(b"\",\"routes\":");
+    body.extend_from_slice(&routes);
+    body.push(b'}');
+    Serialized { etag, body }
 }
 
 /// `POST /v1/routes/report`: a router's counters per workload since it started. Refused
@@ -164,4 +184,26 @@ pub(super) async fn report(
         }
     }
     Ok(Json(api::RoutesReportAccepted { accepted, ignored }))
+}
+
+#[cfg(test)]
+mod tests {
+    use ringfence_router::{RouteTable, TierTables};
+
+    use super::*;
+
+    #[test]
+    fn the_set_serialized_once_is_the_tier_tables_document() {
+        let table = |w: &str| -> RouteTable {
+            serde_json::from_value(serde_json::json!({"workload": w, "generation": 3})).expect("a table")
+        };
+        let routes = vec![
+            TierRoute { host: Some("a.test".into()), path_prefix: None, table: table("a") },
+            TierRoute { host: None, path_prefix: Some("/b".into()), table: table("b") },
+        ];
+        let s = serialize(&routes);
+        let read: TierTables = serde_json::from_slice(&s.body).expect("a TierTables document");
+        assert_eq!(read, TierTables { etag: s.etag.clone(), routes: routes.clone() });
+        assert_ne!(serialize(&routes[..1]).etag, s.etag, "another set, another etag");
+    }
 }
