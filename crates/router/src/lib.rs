@@ -23,6 +23,7 @@ mod routing;
 mod server;
 mod stats;
 mod tier;
+mod upstream;
 /// The routing table lives in `ringfence-traffic`, shared with the control plane.
 mod table {
     pub use ringfence_traffic::table::*;

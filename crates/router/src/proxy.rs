@@ -9,13 +9,14 @@ use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::http::uri::{PathAndQuery, Scheme};
+use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 
 use crate::routing::{Attempt, GroupRt, Outcome, Routing};
-use crate::server::{Shared, UpstreamClient};
+use crate::server::Shared;
 use crate::stats::{Latency, NO_VERSION, Series};
 use crate::table::bucket;
+use crate::upstream::{Pool, SendError};
 
 /// Upstream bodies are streamed through untouched; the router's own answers are small.
 pub(crate) type ProxyBody = Either<Incoming, Full<Bytes>>;
@@ -42,7 +43,7 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 
 pub(crate) async fn handle(
     shared: Arc<Shared>,
-    client: Arc<UpstreamClient>,
+    pool: Arc<Pool>,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<ProxyBody> {
@@ -112,20 +113,23 @@ pub(crate) async fn handle(
     });
 
     let (mut parts, body) = req.into_parts();
-    let path = parts.uri.path_and_query().cloned();
-    let uri = Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(attempt.upstream.authority.clone())
-        .path_and_query(path.unwrap_or_else(|| PathAndQuery::from_static("/")))
-        .build();
-    parts.uri = match uri {
-        Ok(uri) => uri,
-        Err(error) => {
-            tracing::debug!(%error, "cannot build upstream URI");
-            return plain(StatusCode::BAD_REQUEST, "bad request target\n");
+    // Upstreams are spoken to over pooled HTTP/1.1 whatever the client used, in origin form
+    // (a request in absolute form names the router, not the replica).
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        if !parts.headers.contains_key(header::HOST)
+            && let Some(authority) = parts.uri.authority()
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            parts.headers.insert(header::HOST, host);
         }
-    };
-    // Upstreams are spoken to over pooled HTTP/1.1 whatever the client used.
+        let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(path);
+    }
+    if !parts.headers.contains_key(header::HOST)
+        && let Ok(host) = HeaderValue::from_str(attempt.upstream.authority.as_str())
+    {
+        parts.headers.insert(header::HOST, host);
+    }
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
     append_forwarded_for(&mut parts.headers, peer);
@@ -138,7 +142,7 @@ pub(crate) async fn handle(
         parts.headers.insert(routing.sticky_header.clone(), v);
     }
     if let Some(i) = shadow {
-        send_copy(&shared, &client, &routing, i, &parts);
+        send_copy(&shared, &pool, &routing, i, &parts);
     }
     // A bodiless request can be sent again as it was; one with a body cannot, since the body
     // streams through and is gone once sent.
@@ -149,16 +153,15 @@ pub(crate) async fn handle(
         headers: parts.headers.clone(),
     });
     let first = attempt.upstream.addr;
-    let mut result = forward(&shared, &client, &routing, attempt, Request::from_parts(parts, Either::Left(body))).await;
+    let mut result = forward(&shared, &pool, &routing, attempt, Request::from_parts(parts, Either::Left(body))).await;
     if let Err(failure) = &result
         && let Some(spare) = spare
         && failure.may_retry(spare.idempotent)
         && let Some(second) = group.admit_other(Instant::now(), first)
-        && let Some(request) = spare.to(&second.upstream.authority)
     {
         group.series.retries.fetch_add(1, Relaxed);
         tracing::debug!(%first, second = %second.upstream.addr, group = %group.name, ?failure, "retrying on another replica");
-        result = forward(&shared, &client, &routing, second, request).await;
+        result = forward(&shared, &pool, &routing, second, spare.into_request()).await;
     }
     let now = Instant::now();
     let mut response = match result {
@@ -189,15 +192,13 @@ struct Spare {
 }
 
 impl Spare {
-    fn to(self, authority: &hyper::http::uri::Authority) -> Option<Request<ProxyBody>> {
-        let path = self.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let uri = Uri::builder().scheme(Scheme::HTTP).authority(authority.clone()).path_and_query(path).build().ok()?;
+    fn into_request(self) -> Request<ProxyBody> {
         let mut request = Request::new(Either::Right(Full::new(Bytes::new())));
         *request.method_mut() = self.method;
-        *request.uri_mut() = uri;
+        *request.uri_mut() = self.uri;
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = self.headers;
-        Some(request)
+        request
     }
 }
 
@@ -232,29 +233,29 @@ fn idempotent(method: &Method) -> bool {
 /// Sends `request` on `attempt`'s replica and tells its breaker how that went.
 async fn forward(
     shared: &Shared,
-    client: &UpstreamClient,
+    pool: &Pool,
     routing: &Routing,
     attempt: Attempt,
     request: Request<ProxyBody>,
 ) -> Result<Response<Incoming>, Failure> {
-    let result = tokio::time::timeout(shared.upstream_timeout, client.request(request)).await;
+    let upstream = attempt.upstream.addr;
+    let result = tokio::time::timeout(shared.upstream_timeout, pool.send(upstream, request)).await;
     let now = Instant::now();
     let config = &routing.table.breaker;
-    let upstream = attempt.upstream.addr;
     match result {
         Ok(Ok(response)) => {
             let outcome = if response.status().is_server_error() { Outcome::Failed } else { Outcome::Served };
             attempt.finish(outcome, now, config);
             Ok(response)
         }
-        Ok(Err(error)) if error.is_connect() => {
+        Ok(Err(error @ SendError::Connect(_))) => {
             attempt.finish(Outcome::Unreachable, now, config);
-            tracing::debug!(%upstream, error = %ErrorChain(&error), "upstream unreachable");
+            tracing::debug!(%upstream, %error, "upstream unreachable");
             Err(Failure::Unreachable)
         }
-        Ok(Err(error)) => {
+        Ok(Err(error @ SendError::Failed(_))) => {
             attempt.finish(Outcome::Failed, now, config);
-            tracing::debug!(%upstream, error = %ErrorChain(&error), "upstream request failed");
+            tracing::debug!(%upstream, %error, "upstream request failed");
             Err(Failure::Died)
         }
         Err(_elapsed) => {
@@ -278,7 +279,7 @@ const MAX_COPY_ANSWER: usize = 1 << 20;
 /// is counted in that version's statistics and dropped; the user never waits on it.
 fn send_copy(
     shared: &Shared,
-    client: &Arc<UpstreamClient>,
+    pool: &Arc<Pool>,
     routing: &Routing,
     group_index: usize,
     parts: &hyper::http::request::Parts,
@@ -286,21 +287,15 @@ fn send_copy(
     use http_body_util::{BodyExt as _, Limited};
     let group = &routing.groups[group_index];
     let Some(upstream) = group.next_upstream() else { return };
-    let Some(path) = parts.uri.path_and_query().cloned() else { return };
-    let Ok(uri) =
-        Uri::builder().scheme(Scheme::HTTP).authority(upstream.authority.clone()).path_and_query(path).build()
-    else {
-        return;
-    };
     let mut copy: Request<ProxyBody> = Request::new(Either::Right(Full::new(Bytes::new())));
     *copy.method_mut() = parts.method.clone();
-    *copy.uri_mut() = uri;
+    *copy.uri_mut() = parts.uri.clone();
     *copy.headers_mut() = parts.headers.clone();
     let (series, latency) = (group.series.clone(), group.latency.clone());
-    let (client, timeout) = (client.clone(), shared.upstream_timeout);
+    let (pool, timeout, addr) = (pool.clone(), shared.upstream_timeout, upstream.addr);
     tokio::spawn(async move {
         let sent = Instant::now();
-        let failed = match tokio::time::timeout(timeout, client.request(copy)).await {
+        let failed = match tokio::time::timeout(timeout, pool.send(addr, copy)).await {
             Ok(Ok(response)) => {
                 let failed = response.status().is_server_error();
                 let read = Limited::new(response.into_body(), MAX_COPY_ANSWER).collect();

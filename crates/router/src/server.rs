@@ -13,9 +13,7 @@ use hyper::header::{CONNECTION, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,6 +25,7 @@ use crate::routing::Routing;
 use crate::stats::{Latency, NO_VERSION, Series, Stats};
 use crate::table::RouteTable;
 use crate::tier::{TierRt, TierTables};
+use crate::upstream::Pool;
 
 /// Everything the proxy and admin handlers share. Only `routing` changes after start.
 pub(crate) struct Shared {
@@ -95,28 +94,6 @@ impl Shared {
     }
 }
 
-/// The pool of connections to upstreams that one runtime's requests go through. Forwarded
-/// requests stream their body through; second tries and copies of requests (shadow traffic)
-/// have none.
-pub(crate) type UpstreamClient = Client<HttpConnector, crate::proxy::ProxyBody>;
-
-/// A pool of upstream connections for the runtime it is first used on (its connections' tasks
-/// are spawned there).
-pub(crate) fn upstream_client(upstream_timeout: Duration) -> Arc<UpstreamClient> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    // Connects fail fast on their own; the overall budget is `upstream_timeout`.
-    connector.set_connect_timeout(Some(upstream_timeout.min(Duration::from_secs(5))));
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .pool_timer(TokioTimer::new())
-        // Below the idle timeouts of common upstream servers (Node.js closes after 5 s),
-        // so the pool rarely sends on a connection the upstream is closing, which would
-        // surface as a spurious 502 and count against the replica's breaker.
-        .pool_idle_timeout(Duration::from_secs(4));
-    Arc::new(builder.build(connector))
-}
-
 pub(crate) async fn run(
     shared: Arc<Shared>,
     listener: TcpListener,
@@ -145,9 +122,9 @@ pub(crate) async fn run(
         crate::admin::handle(admin_shared.clone(), req)
     });
     if shared.workers == 0 {
-        let (proxy_shared, client) = (shared.clone(), upstream_client(shared.upstream_timeout));
+        let (proxy_shared, pool) = (shared.clone(), Pool::new(shared.upstream_timeout));
         let proxy = serve(listener, &shutdown, &hard_stop, &tracker, move |req, peer| {
-            crate::proxy::handle(proxy_shared.clone(), client.clone(), req, peer)
+            crate::proxy::handle(proxy_shared.clone(), pool.clone(), req, peer)
         });
         tokio::join!(proxy, admin);
     } else {
@@ -205,9 +182,9 @@ fn spawn_workers(
                         }
                     };
                     let tracker = TaskTracker::new();
-                    let client = upstream_client(shared.upstream_timeout);
+                    let pool = Pool::new(shared.upstream_timeout);
                     serve(listener, &shutdown, &hard_stop, &tracker, move |req, peer| {
-                        crate::proxy::handle(shared.clone(), client.clone(), req, peer)
+                        crate::proxy::handle(shared.clone(), pool.clone(), req, peer)
                     })
                     .await;
                     tracker.close();
