@@ -83,7 +83,7 @@ pub struct WorkloadState {
     pub replicas: BTreeMap<(String, u32), ReplicaRecord>,
     pub router: Option<RouterRecord>,
     /// The table last published to the router tier (`kind = "tier"`).
-    pub published: Option<ringfence_traffic::table::RouteTable>,
+    pub published: Option<std::sync::Arc<ringfence_traffic::table::RouteTable>>,
     pub routes: Option<(u64, Vec<RouteGroup>)>,
     /// Intended actions with no recorded outcome yet: redone (idempotently) after a crash.
     pub open_intents: BTreeMap<String, Action>,
@@ -645,7 +645,7 @@ impl World {
             EventKind::RouterStarted { pid, listen, admin, .. } => {
                 ws.router = Some(RouterRecord { pid: *pid, listen: listen.clone(), admin: admin.clone() });
             }
-            EventKind::RoutesPublished { table } => ws.published = Some(table.clone()),
+            EventKind::RoutesPublished { table } => ws.published = Some(std::sync::Arc::new(table.clone())),
             kind => {
                 if let Some(id) = kind.rollout_id()
                     && let Some(r) = ws.rollouts.iter_mut().rev().find(|r| r.id == id)

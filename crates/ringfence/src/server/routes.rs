@@ -8,11 +8,11 @@
 use axum::http::{HeaderMap, HeaderValue, header};
 use ringfence_core::access::Perm;
 use ringfence_core::spec::RouterKind;
-use ringfence_router::TierRoute;
 use sha2::{Digest, Sha256};
 
 use super::prelude::*;
 use crate::tierclient::RouterReport;
+use crate::traffic::tier::ServedRoute;
 
 /// The longest a fetch is held open.
 const MAX_WAIT_S: u64 = 60;
@@ -82,8 +82,9 @@ pub(super) async fn routes(
     Ok(StatusCode::NOT_MODIFIED.into_response())
 }
 
-/// A [`ringfence_router::TierTables`] serialized: the routes are serialized once, for the digest and the answer
-/// both (with thousands of workloads the set is megabytes, and a pass after every change).
+/// A [`ringfence_router::TierTables`] serialized: each route is serialized once per change of
+/// it, for the digest and the answer both (with thousands of workloads the set is megabytes,
+/// and a pass after every change).
 struct Serialized {
     etag: String,
     body: Vec<u8>,
@@ -93,54 +94,60 @@ struct Serialized {
 fn tables_for(sh: &Shared, caller: &Caller) -> (Serialized, crate::state::Durable) {
     // The workloads' snapshots under the lock (a pointer each), the tables outside it: with
     // thousands of workloads the pass takes milliseconds every command would wait for.
-    let (tier, decided): (Vec<std::sync::Arc<ringfence_core::state::WorkloadState>>, _) = sh.world_at(|w| {
-        w.workloads
+    let ((tier, tier_workloads), decided) = sh.world_at(|w| {
+        let mut all = 0;
+        let tier: Vec<std::sync::Arc<ringfence_core::state::WorkloadState>> = w
+            .workloads
             .values()
             .filter(|ws| !ws.deleted && ws.spec.router.kind == RouterKind::Tier)
+            .inspect(|_| all += 1)
             .filter(|ws| caller.may(Perm::Route, Some(&ws.name)))
             .cloned()
-            .collect()
+            .collect();
+        (tier, all)
     });
-    let mut routes: Vec<TierRoute> = tier
-        .iter()
-        .filter_map(|ws| {
-            Some(TierRoute {
-                host: ws.spec.router.host.clone(),
-                path_prefix: ws.spec.router.path_prefix.clone(),
-                table: crate::traffic::tier::served_table(&sh.data_dir, ws)?,
-            })
-        })
-        .collect();
+    let served = sh.traffic.tier.served_routes(&sh.data_dir, &tier, tier_workloads);
     // Two workloads claiming the same host and prefix: the first by name keeps it (a router
     // refuses a set with a clash whole, which would freeze every other workload's changes).
     let mut claimed = std::collections::HashSet::new();
-    routes.retain(|r| {
-        let key = (r.host.clone(), r.path_prefix.clone().unwrap_or_default());
-        let first = claimed.insert(key);
-        if !first {
+    let mut routes = Vec::with_capacity(served.len());
+    for (ws, route) in tier.iter().zip(served) {
+        let Some(route) = route else { continue };
+        let (host, path_prefix) = (&ws.spec.router.host, &ws.spec.router.path_prefix);
+        if !claimed.insert((host.as_deref(), path_prefix.as_deref().unwrap_or_default())) {
             tracing::warn!(
-                workload = r.table.workload,
-                host = ?r.host,
-                path_prefix = ?r.path_prefix,
+                workload = ws.name,
+                ?host,
+                ?path_prefix,
                 "another workload serves the same host and path prefix in the router tier; this one is left out"
             );
+            continue;
         }
-        first
-    });
+        routes.push(route);
+    }
     (serialize(&routes), decided)
 }
 
 /// The same document as `TierTables { etag, routes }` serialized, its etag a digest of the
-/// routes.
-fn serialize(routes: &[TierRoute]) -> Serialized {
-    let routes = serde_json::to_vec(routes).expect("tables serialize");
-    let etag = hex::encode(&Sha256::digest(&routes)[..16]);
-    let mut body = Vec::with_capacity(routes.len() + etag.len() + 24);
+/// routes' digests.
+fn serialize(routes: &[ServedRoute]) -> Serialized {
+    let mut digest = Sha256::new();
+    for route in routes {
+        digest.update(route.digest);
+    }
+    let etag = hex::encode(&digest.finalize()[..16]);
+    let size: usize = routes.iter().map(|r| r.json.len() + 1).sum();
+    let mut body = Vec::with_capacity(size + etag.len() + 24);
     body.extend_from_slice(b"{\"etag\":\"");
     body.extend_from_slice(etag.as_bytes());
-    body.extend_from_slice(b"\",\"routes\":");
-    body.extend_from_slice(&routes);
-    body.push(b'}');
+    body.extend_from_slice(b"\",\"routes\":[");
+    for (i, route) in routes.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&route.json);
+    }
+    body.extend_from_slice(b"]}");
     Serialized { etag, body }
 }
 
@@ -188,7 +195,7 @@ pub(super) async fn report(
 
 #[cfg(test)]
 mod tests {
-    use ringfence_router::{RouteTable, TierTables};
+    use ringfence_router::{RouteTable, TierRoute, TierTables};
 
     use super::*;
 
@@ -201,9 +208,14 @@ mod tests {
             TierRoute { host: Some("a.test".into()), path_prefix: None, table: table("a") },
             TierRoute { host: None, path_prefix: Some("/b".into()), table: table("b") },
         ];
-        let s = serialize(&routes);
+        let served: Vec<ServedRoute> = routes.iter().map(ServedRoute::of).collect();
+        let s = serialize(&served);
         let read: TierTables = serde_json::from_slice(&s.body).expect("a TierTables document");
         assert_eq!(read, TierTables { etag: s.etag.clone(), routes: routes.clone() });
-        assert_ne!(serialize(&routes[..1]).etag, s.etag, "another set, another etag");
+        assert_ne!(serialize(&served[..1]).etag, s.etag, "another set, another etag");
+        assert_eq!(
+            serialize(&[]).body,
+            serde_json::to_vec(&TierTables { etag: serialize(&[]).etag, routes: vec![] }).unwrap()
+        );
     }
 }

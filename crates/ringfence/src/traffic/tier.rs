@@ -13,8 +13,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ringfence_core::spec::RouterKind;
 use ringfence_core::state::WorkloadState;
-use ringfence_router::{RouteTable, StatsSnapshot};
+use ringfence_router::{RouteTable, StatsSnapshot, TierRoute};
+use sha2::{Digest as _, Sha256};
 
 use super::{Assignment, TrafficAdapter};
 
@@ -44,6 +46,32 @@ const FIRST_REPORTS: Duration = Duration::from_millis(1500);
 #[derive(Clone)]
 pub struct Tier {
     reports: Arc<Mutex<Reports>>,
+    /// Each workload's route as last served, by name.
+    served: Arc<Mutex<HashMap<String, Served>>>,
+}
+
+/// A tier workload's route serialized as the routers get it (a `TierRoute`), with a digest of
+/// it for the set's etag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedRoute {
+    pub json: Arc<[u8]>,
+    pub digest: [u8; 16],
+}
+
+impl ServedRoute {
+    pub fn of(route: &TierRoute) -> ServedRoute {
+        let json = serde_json::to_vec(route).expect("tables serialize");
+        let digest = Sha256::digest(&json)[..16].try_into().expect("16 bytes of a 32-byte digest");
+        ServedRoute { json: json.into(), digest }
+    }
+}
+
+/// A route kept with what it was made from: the table the log published (compared by
+/// pointer: a new event, a new table) and the spec.
+struct Served {
+    table: Arc<RouteTable>,
+    spec_digest: String,
+    route: ServedRoute,
 }
 
 struct Reports {
@@ -76,6 +104,7 @@ impl Default for Tier {
                 swept: Instant::now(),
                 by_workload: HashMap::new(),
             })),
+            served: Arc::default(),
         }
     }
 }
@@ -174,10 +203,58 @@ impl Tier {
     }
 }
 
+impl Tier {
+    /// The routes of `workloads` as the routers get them, `None` for one not yet published.
+    /// The set is rebuilt after every change anywhere: a route is serialized again only when
+    /// its table or spec changed, since serializing thousands of unchanged tables was most of
+    /// every pass. A workload whose flags name OFREP tokens is serialized every time (their
+    /// secrets may change without an event). `tier_workloads` counts the tier's workloads,
+    /// to forget the routes of deleted ones.
+    pub fn served_routes(
+        &self,
+        data_dir: &Path,
+        workloads: &[Arc<WorkloadState>],
+        tier_workloads: usize,
+    ) -> Vec<Option<ServedRoute>> {
+        let mut served = self.served.lock().expect("served routes lock");
+        if served.len() > 2 * tier_workloads + 64 {
+            served.clear();
+        }
+        workloads
+            .iter()
+            .map(|ws| {
+                let table = ws.published.as_ref()?;
+                if ws.spec.router.kind != RouterKind::Tier {
+                    return None;
+                }
+                let memoized = ws.spec.flags.tokens.is_empty();
+                if memoized
+                    && let Some(s) = served.get(&ws.name)
+                    && Arc::ptr_eq(&s.table, table)
+                    && s.spec_digest == ws.spec_digest
+                {
+                    return Some(s.route.clone());
+                }
+                let route = ServedRoute::of(&TierRoute {
+                    host: ws.spec.router.host.clone(),
+                    path_prefix: ws.spec.router.path_prefix.clone(),
+                    table: served_table(data_dir, ws)?,
+                });
+                if memoized {
+                    let kept =
+                        Served { table: table.clone(), spec_digest: ws.spec_digest.clone(), route: route.clone() };
+                    served.insert(ws.name.clone(), kept);
+                }
+                Some(route)
+            })
+            .collect()
+    }
+}
+
 /// The table the tier serves for `ws`: the one the log last published, with the digests of
 /// the OFREP tokens its spec names (kept out of the log), or `None` before the first.
 pub fn served_table(data_dir: &Path, ws: &WorkloadState) -> Option<RouteTable> {
-    let mut table = ws.published.clone()?;
+    let mut table = RouteTable::clone(ws.published.as_ref()?);
     table.flag_tokens =
         ws.spec.flags.tokens.iter().map(|t| crate::secrets::token_digest(data_dir, &ws.name, t)).collect();
     Some(table)
@@ -238,6 +315,68 @@ mod tests {
             )]),
             upstreams: vec![],
         }
+    }
+
+    /// A workload of the tier named `name`, with `table` published when given.
+    fn tier_workload(name: &str, router: &str, table: Option<Arc<RouteTable>>) -> Arc<WorkloadState> {
+        use ringfence_core::{World, command, event::NewEvent, time::Timestamp};
+        let text = include_str!("../../../../examples/checkout.toml")
+            .replace("name = \"checkout\"", &format!("name = \"{name}\""))
+            .replace("listen = \"127.0.0.1:0\"", &format!("kind = \"tier\"\n{router}"));
+        let spec = ringfence_core::spec::parse("w.toml", &text).expect("a tier spec");
+        let mut world = World::default();
+        let kind = command::apply_spec(&world, &spec).expect("valid").expect("a new spec");
+        let at = Timestamp(1_795_343_106_000);
+        world.apply(&NewEvent { at, actor: "t".into(), reason: "t".into(), workload: name.into(), kind }.numbered(1));
+        let mut ws = WorkloadState::clone(world.workload(name).expect("the workload"));
+        ws.published = table;
+        Arc::new(ws)
+    }
+
+    fn table(workload: &str, generation: u64) -> Arc<RouteTable> {
+        Arc::new(serde_json::from_value(serde_json::json!({"workload": workload, "generation": generation})).unwrap())
+    }
+
+    #[test]
+    fn a_route_is_serialized_again_only_when_its_table_or_spec_changes() {
+        let tier = Tier::default();
+        let data = tempfile::tempdir().unwrap();
+        let t1 = table("a", 1);
+        let a = tier_workload("a", "host = \"a.test\"", Some(t1.clone()));
+        let unpublished = tier_workload("b", "host = \"b.test\"", None);
+        let first = tier.served_routes(data.path(), &[a.clone(), unpublished], 2);
+        let Some(route) = &first[0] else { panic!("a has a table") };
+        assert_eq!(first[1], None, "nothing published for b yet");
+        let read: TierRoute = serde_json::from_slice(&route.json).unwrap();
+        assert_eq!(read, TierRoute { host: Some("a.test".into()), path_prefix: None, table: RouteTable::clone(&t1) });
+
+        // Another state of the workload, the same table: the same bytes, not serialized again.
+        let again = tier_workload("a", "host = \"a.test\"", Some(t1.clone()));
+        let second = tier.served_routes(data.path(), &[again], 1);
+        assert!(Arc::ptr_eq(&second[0].as_ref().unwrap().json, &route.json));
+
+        // A new table (even an equal one: a new event) or another spec: serialized again.
+        let republished = tier_workload("a", "host = \"a.test\"", Some(table("a", 1)));
+        let third = tier.served_routes(data.path(), &[republished], 1);
+        assert!(!Arc::ptr_eq(&third[0].as_ref().unwrap().json, &route.json));
+        let t2 = table("a", 2);
+        let moved = tier_workload("a", "host = \"a2.test\"", Some(t2.clone()));
+        let fourth = tier.served_routes(data.path(), &[moved], 1);
+        let read: TierRoute = serde_json::from_slice(&fourth[0].as_ref().unwrap().json).unwrap();
+        assert_eq!(read.host.as_deref(), Some("a2.test"));
+        assert_ne!(fourth[0].as_ref().unwrap().digest, route.digest);
+    }
+
+    #[test]
+    fn the_routes_of_deleted_workloads_are_forgotten() {
+        let tier = Tier::default();
+        let data = tempfile::tempdir().unwrap();
+        let many: Vec<_> = (0..100).map(|i| tier_workload(&format!("w{i}"), "", Some(table("w", 1)))).collect();
+        tier.served_routes(data.path(), &many, many.len());
+        assert_eq!(tier.served.lock().unwrap().len(), 100);
+        // Only one left in the tier: the others' routes go once they are many more than it.
+        tier.served_routes(data.path(), &many[..1], 1);
+        assert!(tier.served.lock().unwrap().len() <= 1);
     }
 
     /// A tier whose server started long enough ago for every router to have reported.
