@@ -28,6 +28,12 @@ pub struct Router {
     _dir: tempfile::TempDir,
 }
 
+impl Router {
+    pub fn pids(&self) -> Vec<u32> {
+        vec![self.child.id()]
+    }
+}
+
 impl Drop for Router {
     fn drop(&mut self) {
         kill(&mut self.child);
@@ -144,6 +150,15 @@ pub struct Nginx {
     child: Child,
     pub listen: SocketAddr,
     _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// The master and its workers.
+    pub fn pids(&self) -> Vec<u32> {
+        let master = self.child.id();
+        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children")).unwrap_or_default();
+        std::iter::once(master).chain(children.split_whitespace().filter_map(|p| p.parse().ok())).collect()
+    }
 }
 
 impl Drop for Nginx {
@@ -302,6 +317,21 @@ impl Haproxy {
             self.frontend
         )
     }
+}
+
+/// The CPU time a process has used, user and system, all its threads, in seconds, from /proc
+/// (0 once it is gone).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    // utime and stime are fields 14 and 15, after the command in parentheses, in ticks of
+    // USER_HZ (100 on Linux whatever the kernel's own tick).
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        })
+        .unwrap_or(0.0)
 }
 
 /// A process's resident memory in MiB, from /proc (0 once it is gone).

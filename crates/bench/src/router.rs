@@ -143,8 +143,17 @@ request = function()
 end
 "#;
 
-/// One wrk run: requests per second, and the requests that failed (socket errors, non-2xx).
-fn wrk(bin: &Path, script: &Path, addr: SocketAddr, args: &RouterArgs) -> Result<(f64, u64)> {
+/// One wrk run: requests per second, the requests that failed (socket errors, non-2xx), and
+/// the CPU time per request (µs) of the processes `pids` (none for no figure).
+fn wrk(
+    bin: &Path,
+    script: &Path,
+    addr: SocketAddr,
+    args: &RouterArgs,
+    pids: &[u32],
+) -> Result<(f64, u64, Option<f64>)> {
+    let cpu = || pids.iter().map(|&p| crate::procs::cpu_seconds(p)).sum::<f64>();
+    let cpu_before = cpu();
     let out = Command::new(bin)
         .args(["-t1", &format!("-c{}", args.connections), &format!("-d{}s", args.secs.round() as u64)])
         .arg("-s")
@@ -152,10 +161,17 @@ fn wrk(bin: &Path, script: &Path, addr: SocketAddr, args: &RouterArgs) -> Result
         .arg(format!("http://{addr}/"))
         .output()
         .with_context(|| format!("cannot run {}", bin.display()))?;
+    let cpu_used = cpu() - cpu_before;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         bail!("wrk against {addr} failed ({}): {}{}", out.status, text, String::from_utf8_lossy(&out.stderr));
     }
+    // "  171234 requests in 5.00s, 37.12MB read"
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in ")?.0.trim().parse::<f64>().ok())
+        .filter(|&n| n > 0.0);
+    let cpu_us = requests.filter(|_| !pids.is_empty()).map(|n| cpu_used * 1e6 / n);
     let rps = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
@@ -171,7 +187,7 @@ fn wrk(bin: &Path, script: &Path, addr: SocketAddr, args: &RouterArgs) -> Result
             failed += v.split(',').filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok()).sum::<u64>();
         }
     }
-    Ok((rps, failed))
+    Ok((rps, failed, cpu_us))
 }
 
 /// One open-loop run: latency quantiles in ms of the answered requests, and how many requests
@@ -204,6 +220,10 @@ async fn latency(addr: SocketAddr, args: &RouterArgs) -> Result<(f64, f64, u64, 
 
 struct Measured {
     rps: Vec<f64>,
+    /// The proxy's CPU time per request at full throughput (µs), user and system: less noisy
+    /// than the throughput on a shared machine, since it does not count the time the proxy
+    /// waited for a CPU.
+    cpu_us: Vec<f64>,
     wrk_failed: u64,
     p50_ms: Vec<f64>,
     p99_ms: Vec<f64>,
@@ -248,6 +268,14 @@ impl Report {
         Some(self.results.get(&t)?.rps.get(i)? / self.results.get(&Target::Nginx)?.rps.get(i)?)
     }
 
+    fn cpu_us_of(&self, t: Target) -> Option<f64> {
+        Some(self.summary(t, |m| &m.cpu_us)?.median)
+    }
+
+    fn round_cpu_us(&self, t: Target, i: usize) -> Option<f64> {
+        self.results.get(&t)?.cpu_us.get(i).copied()
+    }
+
     fn round_added_p99(&self, t: Target, i: usize) -> Option<f64> {
         self.results.get(&t)?.added_p99_ms.get(i).copied()
     }
@@ -267,6 +295,7 @@ impl Report {
         vec![
             fig("throughput, router / nginx", &|t| self.ratio_of(t), 2),
             fig("p99 added by the router (ms)", &|t| self.added_p99_of(t), 3),
+            fig("router CPU per request (µs)", &|t| self.cpu_us_of(t), 1),
         ]
     }
 
@@ -308,14 +337,15 @@ impl crate::Report for Report {
         let _ = writeln!(o);
         let _ = writeln!(
             o,
-            "  {:<20} {:>14} {:>14} {:>10} {:>10} {:>13} {:>8}  split (answers per version)",
-            "target", "req/s median", "req/s min", "p50 ms", "p99 ms", "p99 added ms", "failed"
+            "  {:<20} {:>14} {:>14} {:>12} {:>10} {:>10} {:>13} {:>8}  split (answers per version)",
+            "target", "req/s median", "req/s min", "CPU µs/req", "p50 ms", "p99 ms", "p99 added ms", "failed"
         );
         for t in TARGETS {
             let Some(m) = self.results.get(&t) else { continue };
             let s = |v: &Vec<f64>| summarize(v).map_or(f64::NAN, |s| s.median);
             let min = summarize(&m.rps).map_or(f64::NAN, |s| s.min);
             let added = if t == Target::Direct { "-".to_string() } else { format!("{:.3}", s(&m.added_p99_ms)) };
+            let cpu = if m.cpu_us.is_empty() { "-".to_string() } else { format!("{:.1}", s(&m.cpu_us)) };
             let total: u64 = m.by_version.values().sum();
             let split: Vec<String> = m
                 .by_version
@@ -324,10 +354,11 @@ impl crate::Report for Report {
                 .collect();
             let _ = writeln!(
                 o,
-                "  {:<20} {:>14.0} {:>14.0} {:>10.3} {:>10.3} {:>13} {:>8}  {}",
+                "  {:<20} {:>14.0} {:>14.0} {:>12} {:>10.3} {:>10.3} {:>13} {:>8}  {}",
                 t.name(),
                 s(&m.rps),
                 min,
+                cpu,
                 s(&m.p50_ms),
                 s(&m.p99_ms),
                 added,
@@ -348,6 +379,13 @@ impl crate::Report for Report {
             None => {
                 let _ = writeln!(o, "  NOT MET  throughput: not measured");
             }
+        }
+        if let (Some(router), Some(nginx)) = (self.cpu_us_of(Target::Router), self.cpu_us_of(Target::Nginx)) {
+            let _ = writeln!(
+                o,
+                "           CPU per request (not a bar; what the throughput hinges on): router/nginx = {:.2} ({router:.1} / {nginx:.1} µs)",
+                router / nginx
+            );
         }
         match self.added_p99() {
             Some(ms) => {
@@ -384,7 +422,7 @@ impl crate::Report for Report {
             // Both routers ran in every round, so a round is a pair: a change that is real shows
             // in most pairs, noise of the shared machine flips from round to round.
             let _ = writeln!(o, "  per round, before / after:");
-            let per_round: [RoundFigure; 2] = [Report::round_ratio, Report::round_added_p99];
+            let per_round: [RoundFigure; 3] = [Report::round_ratio, Report::round_added_p99, Report::round_cpu_us];
             for (figure, f) in self.figures().iter().zip(per_round) {
                 let cell = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
                 let rounds: Vec<String> = (0..a.rounds as usize)
@@ -406,6 +444,7 @@ impl crate::Report for Report {
                     t.key().to_string(),
                     json!({
                         "requests_per_sec": s(&m.rps),
+                        "cpu_us_per_request": s(&m.cpu_us),
                         "p50_ms": s(&m.p50_ms),
                         "p99_ms": s(&m.p99_ms),
                         "p99_added_ms": if *t == Target::Direct { None } else { s(&m.added_p99_ms) },
@@ -473,6 +512,12 @@ pub async fn run(args: &RouterArgs, ringfence: &Path) -> Result<Report> {
         Target::Baseline => before.as_ref().expect("a baseline target has a baseline router").listen,
         Target::Nginx => nginx.listen,
     };
+    let pids = |t: Target| match t {
+        Target::Direct => Vec::new(),
+        Target::Router => router.pids(),
+        Target::Baseline => before.as_ref().map(Router::pids).unwrap_or_default(),
+        Target::Nginx => nginx.pids(),
+    };
     let mut results: BTreeMap<Target, Measured> = targets
         .iter()
         .map(|&t| {
@@ -480,6 +525,7 @@ pub async fn run(args: &RouterArgs, ringfence: &Path) -> Result<Report> {
                 t,
                 Measured {
                     rps: Vec::new(),
+                    cpu_us: Vec::new(),
                     wrk_failed: 0,
                     p50_ms: Vec::new(),
                     p99_ms: Vec::new(),
@@ -494,9 +540,10 @@ pub async fn run(args: &RouterArgs, ringfence: &Path) -> Result<Report> {
         let order: Vec<Target> = (0..targets.len()).map(|i| targets[(i + round) % targets.len()]).collect();
         eprintln!("bench: round {}/{}: throughput", round + 1, args.rounds);
         for &t in &order {
-            let (rps, failed) = wrk(&wrk_bin, &script, addr(t), args)?;
+            let (rps, failed, cpu_us) = wrk(&wrk_bin, &script, addr(t), args, &pids(t))?;
             let m = results.get_mut(&t).expect("every target");
             m.rps.push(rps);
+            m.cpu_us.extend(cpu_us);
             m.wrk_failed += failed;
         }
         eprintln!("bench: round {}/{}: latency at {} req/s", round + 1, args.rounds, args.rate);
@@ -554,11 +601,11 @@ pub async fn run(args: &RouterArgs, ringfence: &Path) -> Result<Report> {
             }
         };
         let (bin, path, wrk_args) = (wrk_bin.clone(), script.clone(), args.clone());
-        let run = std::thread::spawn(move || wrk(&bin, &path, listen, &wrk_args));
+        let run = std::thread::spawn(move || wrk(&bin, &path, listen, &wrk_args, &[]));
         tokio::time::sleep(Duration::from_secs_f64(args.secs / 3.0)).await;
         drop(first);
-        let measured = run.join().map_err(|_| anyhow!("the wrk thread panicked"))??;
-        killed.insert(t, measured);
+        let (rps, failed, _) = run.join().map_err(|_| anyhow!("the wrk thread panicked"))??;
+        killed.insert(t, (rps, failed));
         drop((router, nginx, second));
     }
     drop((canary, stable));
@@ -571,9 +618,10 @@ mod tests {
     use super::*;
     use crate::Report as _;
 
-    fn measured(rps: Vec<f64>, added_p99_ms: Vec<f64>) -> Measured {
+    fn measured(rps: Vec<f64>, added_p99_ms: Vec<f64>, cpu_us: Vec<f64>) -> Measured {
         Measured {
             rps,
+            cpu_us,
             wrk_failed: 0,
             p50_ms: vec![0.2, 0.2],
             p99_ms: vec![0.4, 0.4],
@@ -596,10 +644,10 @@ mod tests {
             output: Output::Table,
         };
         let results = BTreeMap::from([
-            (Target::Direct, measured(vec![80_000.0, 80_000.0], vec![])),
-            (Target::Router, measured(vec![36_000.0, 44_000.0], vec![0.2, 0.3])),
-            (Target::Baseline, measured(vec![40_000.0, 40_000.0], vec![0.1, 0.3])),
-            (Target::Nginx, measured(vec![40_000.0, 40_000.0], vec![0.1, 0.1])),
+            (Target::Direct, measured(vec![80_000.0, 80_000.0], vec![], vec![])),
+            (Target::Router, measured(vec![36_000.0, 44_000.0], vec![0.2, 0.3], vec![26.0, 28.0])),
+            (Target::Baseline, measured(vec![40_000.0, 40_000.0], vec![0.1, 0.3], vec![29.0, 31.0])),
+            (Target::Nginx, measured(vec![40_000.0, 40_000.0], vec![0.1, 0.1], vec![20.0, 22.0])),
         ]);
         let report = Report { args, cpus: 2, results, killed: BTreeMap::new() };
         let t = report.table();
@@ -609,5 +657,9 @@ mod tests {
         assert!(t.contains("1.00/0.90  1.00/1.10"), "{t}");
         assert!(t.contains("0.10/0.20  0.30/0.30"), "{t}");
         assert_eq!(report.json()["baseline"]["figures"][1]["after_over_before"], json!(1.25));
+        assert!(t.contains("router/nginx = 1.29 (27.0 / 21.0 µs)"), "{t}");
+        assert!(t.contains("router CPU per request (µs)                    30.0       27.0          0.90"), "{t}");
+        assert!(t.contains("29.00/26.00  31.00/28.00"), "{t}");
+        assert_eq!(report.json()["targets"]["nginx"]["cpu_us_per_request"]["median"], json!(21.0));
     }
 }

@@ -313,16 +313,7 @@ fn users(
 
 /// (resident MiB, CPU seconds) of a process, from /proc.
 fn proc_usage(pid: u32) -> (f64, f64) {
-    // utime and stime are fields 14 and 15, after the command in parentheses.
-    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
-        })
-        .unwrap_or(0.0);
-    (procs::rss_mib(pid), cpu)
+    (procs::rss_mib(pid), procs::cpu_seconds(pid))
 }
 
 /// The server's `ringfence_controller_ticks_total`, if its metrics can be read.
