@@ -68,22 +68,7 @@ pub fn spawn_workload(shared: &Arc<Shared>, name: &str) {
                     }
                 }
             }
-            // A workload of the router tier learns its traffic from the routers' reports,
-            // which wake it when they carry something new (at most once a second); ticking
-            // ten times as often would judge the same counters again. Its own period is the
-            // fallback for when nothing new comes: twice the reports' period (a timer in step
-            // with them would often wake it a second time for the same counters), or its
-            // probes' interval when shorter. Every other change wakes it as it wakes any
-            // workload.
-            let mut period = if local.tier {
-                shared.tick.max((crate::tierclient::REPORT_EVERY * 2).min(local.probe_every))
-            } else {
-                shared.tick
-            };
-            // A phase whose bake ends sooner is judged when it ends, not up to a period late.
-            if let Some(due) = local.bake_due.take() {
-                period = period.min(due.saturating_duration_since(Instant::now()));
-            }
+            let period = loop_period(shared.tick, local.tier, local.probe_every, local.bake_due.take(), Instant::now());
             tokio::select! {
                 _ = tokio::time::sleep(period) => {}
                 _ = notify.notified() => {}
@@ -93,6 +78,20 @@ pub fn spawn_workload(shared: &Arc<Shared>, name: &str) {
         shared.running_loops.lock().expect("loops lock").remove(&name);
     };
     tasks.spawn(tracing::Instrument::instrument(run, span));
+}
+
+/// How long a workload's loop sleeps unless something wakes it.
+///
+/// A workload of the router tier learns its traffic from the routers' reports, which wake it
+/// when they carry something new (at most once a second); ticking ten times as often would
+/// judge the same counters again. Its own period is the fallback for when nothing new comes:
+/// twice the reports' period (a timer in step with them would often wake it a second time for
+/// the same counters), or its probes' interval when shorter, so probes keep their cadence.
+/// Every other change wakes it as it wakes any workload. A phase whose bake ends sooner is
+/// judged when it ends, not up to a period late.
+fn loop_period(tick: Duration, tier: bool, probe_every: Duration, bake_due: Option<Instant>, now: Instant) -> Duration {
+    let period = if tier { tick.max((crate::tierclient::REPORT_EVERY * 2).min(probe_every)) } else { tick };
+    bake_due.map_or(period, |due| period.min(due.saturating_duration_since(now)))
 }
 
 /// Caches that only save work; all of them may be lost at any time.
@@ -911,6 +910,25 @@ mod tests {
 
     fn traffic(requests: u64, errors: u64) -> Traffic {
         Traffic { requests, errors, latency_us: vec![(20_000, requests)] }
+    }
+
+    #[test]
+    fn a_loop_sleeps_its_period_bounded_by_the_reports_the_probes_and_the_bake() {
+        use std::time::{Duration, Instant};
+        let (tick, now) = (Duration::from_millis(100), Instant::now());
+        let s = Duration::from_secs;
+        // Any other workload: the tick.
+        assert_eq!(super::loop_period(tick, false, s(30), None, now), tick);
+        // The tier's: twice the routers' reports, its probes' interval when shorter, never
+        // under the tick.
+        assert_eq!(super::loop_period(tick, true, s(30), None, now), s(2));
+        assert_eq!(super::loop_period(tick, true, Duration::from_millis(1500), None, now), Duration::from_millis(1500));
+        assert_eq!(super::loop_period(tick, true, Duration::from_millis(10), None, now), tick);
+        // A bake ending sooner: woken when it ends; one already over: at once.
+        let due = now + Duration::from_millis(700);
+        assert_eq!(super::loop_period(tick, true, s(30), Some(due), now), Duration::from_millis(700));
+        assert_eq!(super::loop_period(tick, false, s(30), Some(due), now), tick);
+        assert_eq!(super::loop_period(tick, true, s(30), Some(now), now + s(1)), Duration::ZERO);
     }
 
     /// The controller hands the rollout's passed phases to the analyzer of the next one, so
