@@ -125,11 +125,6 @@ pub(crate) async fn handle(
         let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
         parts.uri = Uri::from(path);
     }
-    if !parts.headers.contains_key(header::HOST)
-        && let Ok(host) = HeaderValue::from_str(attempt.upstream.authority.as_str())
-    {
-        parts.headers.insert(header::HOST, host);
-    }
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
     append_forwarded_for(&mut parts.headers, peer);

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use hyper::header::{HeaderName, HeaderValue};
-use hyper::http::uri::Authority;
 
 use crate::breaker::{Breaker, Permit};
 use crate::stats::{BreakerState, Latency, NO_VERSION, Series, Stats, UpstreamStats};
@@ -50,16 +49,12 @@ pub(crate) struct GroupRt {
 #[derive(Debug)]
 pub(crate) struct Upstream {
     pub(crate) addr: SocketAddr,
-    pub(crate) authority: Authority,
     breaker: Mutex<Breaker>,
 }
 
 impl Upstream {
     fn new(addr: SocketAddr) -> Upstream {
-        // A socket address always renders as a valid authority; fall back defensively anyway.
-        let authority =
-            Authority::try_from(addr.to_string().as_str()).unwrap_or_else(|_| Authority::from_static("invalid"));
-        Upstream { addr, authority, breaker: Mutex::new(Breaker::default()) }
+        Upstream { addr, breaker: Mutex::new(Breaker::default()) }
     }
 
     fn breaker(&self) -> MutexGuard<'_, Breaker> {

@@ -78,13 +78,18 @@ impl Pool {
         pool
     }
 
-    /// Sends `request` (origin-form URI, `Host` set) to the replica at `addr` on a kept
-    /// connection, or a new one when none is free.
+    /// Sends `request` (origin-form URI) to the replica at `addr` on a kept connection, or a
+    /// new one when none is free. A request without `Host` (HTTP/1.0) gets the replica's.
     pub(crate) async fn send(
         &self,
         addr: SocketAddr,
         mut request: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, SendError> {
+        if !request.headers().contains_key(hyper::header::HOST)
+            && let Ok(host) = hyper::header::HeaderValue::from_str(&addr.to_string())
+        {
+            request.headers_mut().insert(hyper::header::HOST, host);
+        }
         loop {
             let (mut sender, reused) = match self.checkout(addr) {
                 Some(sender) => (sender, true),
@@ -312,6 +317,27 @@ mod tests {
         release.add_permits(2);
         assert_eq!(body(pool.send(addr, get("/")).await.unwrap()).await, "2.");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_request_without_a_host_gets_the_replicas() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let mut read = 0;
+            while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                read += stream.read(&mut buf[read..]).await.unwrap();
+            }
+            let head = String::from_utf8_lossy(&buf[..read]).to_lowercase();
+            let host = head.lines().find_map(|l| l.strip_prefix("host: ")).unwrap_or("none").to_owned();
+            let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{host}", host.len());
+            stream.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let pool = Pool::new(Duration::from_secs(5));
+        let request = Request::get("/").body(Either::Right(Full::new(Bytes::new()))).unwrap();
+        assert_eq!(body(pool.send(addr, request).await.unwrap()).await, addr.to_string());
     }
 
     #[tokio::test]
