@@ -723,11 +723,15 @@ fn alerts() {}
 /// Routing tables for the router tier
 ///
 /// The tables of every workload with `[router] kind = "tier"` that the token may route (role
-/// `router`), with the host and path prefix that select each, as `{"etag", "routes": [{"host",
-/// "path_prefix", "table"}]}`. Send the last `ETag` back in `If-None-Match` with `wait` to
-/// hold the request open until the set changes.
+/// `router`), with the host and path prefix that select each, as `{"etag", "cursor", "routes":
+/// [{"host", "path_prefix", "table"}]}`. Send the last `ETag` back in `If-None-Match` with
+/// `wait` to hold the request open until the set changes, and the last `cursor` in `since` to
+/// be sent a delta: `"workloads"` names every workload of the set in order, and `"routes"` holds
+/// only those changed after the cursor (the others are as the router holds them). A cursor this
+/// server did not give out (another server's, or one from before its restart) gets the whole set.
 #[utoipa::path(get, path = "/v1/routes", tag = "routing", params(
     ("wait" = Option<u64>, Query, maximum = 60, description = "seconds (up to 60) to wait for a change of the set named by If-None-Match"),
+    ("since" = Option<String>, Query, description = "the cursor of the set the router holds: only the routes changed after it are sent"),
     ("If-None-Match" = Option<String>, Header, description = "the ETag of the set the router serves")
 ), responses(
     (status = 200, description = "the table set, with its ETag", body = serde_json::Value),

@@ -56,19 +56,27 @@ impl TierClient {
         let mut which = 0;
         let mut backoff = Duration::from_millis(50);
         let mut failing = false;
+        // Only what changed since the set held, unless the last install failed: a set that
+        // could not be installed is asked for whole.
+        let mut whole = false;
         loop {
             let base = &self.control_planes[which % self.control_planes.len()];
+            let since = if whole { None } else { tier.cursor() };
             let result = tokio::select! {
                 () = shutdown.cancelled() => return,
-                r = self.fetch(base, tier.etag()) => r,
+                r = self.fetch(base, tier.etag(), since) => r,
             };
             match result {
                 Ok(Some(tables)) => {
-                    let (etag, workloads) = (tables.etag.clone(), tables.routes.len());
+                    let (etag, delta, routes) = (tables.etag.clone(), tables.workloads.is_some(), tables.routes.len());
                     match tier.install(tables).await {
-                        Ok(()) => tracing::info!(control_plane = %base, %etag, workloads, "tables fetched"),
+                        Ok(()) => {
+                            whole = false;
+                            tracing::info!(control_plane = %base, %etag, delta, routes, "tables fetched");
+                        }
                         Err(e) => {
-                            tracing::error!(control_plane = %base, error = %format!("{e:#}"), "tables not installed")
+                            whole = true;
+                            tracing::error!(control_plane = %base, error = %format!("{e:#}"), "tables not installed");
                         }
                     }
                 }
@@ -99,9 +107,19 @@ impl TierClient {
         }
     }
 
-    /// The next table set, or `None` when nothing changed within [`WAIT`].
-    async fn fetch(&self, base: &str, etag: Option<String>) -> Result<Option<TierTables>, String> {
-        let url = format!("{}/v1/routes?wait={}", base.trim_end_matches('/'), WAIT.as_secs());
+    /// The next table set (only what changed after `since`, when given and the control plane
+    /// gave it out), or `None` when nothing changed within [`WAIT`].
+    async fn fetch(
+        &self,
+        base: &str,
+        etag: Option<String>,
+        since: Option<String>,
+    ) -> Result<Option<TierTables>, String> {
+        let mut url = format!("{}/v1/routes?wait={}", base.trim_end_matches('/'), WAIT.as_secs());
+        if let Some(cursor) = since {
+            url.push_str("&since=");
+            url.push_str(&crate::http::encode_component(&cursor));
+        }
         let auth = format!("Bearer {}", self.token);
         let if_none_match = etag.map(|e| format!("\"{e}\""));
         let mut headers = vec![("authorization", auth.as_str())];

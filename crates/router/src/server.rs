@@ -55,6 +55,10 @@ pub(crate) struct Shared {
 pub(crate) struct WriteState {
     /// The served table is not on disk yet (the last write failed); retried on the next PUT.
     pub(crate) unpersisted: bool,
+    /// Tier mode: when the set in service was last saved, and whether a save of a later one
+    /// is due (`tier::SAVE_EVERY`).
+    pub(crate) tier_saved_at: Option<std::time::Instant>,
+    pub(crate) tier_save_due: bool,
 }
 
 impl Shared {

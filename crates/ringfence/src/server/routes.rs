@@ -25,11 +25,15 @@ pub(super) struct RoutesQuery {
     /// Seconds to wait for a change when `If-None-Match` names the current set.
     #[serde(default)]
     wait: u64,
+    /// The `cursor` of the set the router holds: only the routes changed after it are sent.
+    #[serde(default)]
+    since: Option<String>,
 }
 
 /// `GET /v1/routes`: the tables of every tier workload the caller may route. With
 /// `If-None-Match: "<etag>"` naming the current set, the answer waits up to `wait` seconds
-/// for a change, then is 304.
+/// for a change, then is 304. With `since` naming a cursor this process gave out, the answer
+/// is a delta: every workload of the set by name, and the routes changed after the cursor.
 pub(super) async fn routes(
     State(sh): St,
     caller: Caller,
@@ -46,12 +50,13 @@ pub(super) async fn routes(
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().trim_start_matches("W/").trim_matches('"').to_owned());
+    let since = q.since.as_deref().and_then(|c| sh.traffic.tier.revision_of(c));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait);
     // Subscribed before reading, so no change between the read and the wait is missed.
     let mut changes = sh.changes();
     loop {
         let pass = std::time::Instant::now();
-        let (tables, decided) = tables_for(&sh, &caller);
+        let (tables, decided) = tables_for(&sh, &caller, since);
         let pass = pass.elapsed();
         if known.as_deref() != Some(tables.etag.as_str()) {
             // A router acts on what it is given: never on a table whose event is not yet
@@ -84,14 +89,15 @@ pub(super) async fn routes(
 
 /// A [`ringfence_router::TierTables`] serialized: each route is serialized once per change of
 /// it, for the digest and the answer both (with thousands of workloads the set is megabytes,
-/// and a pass after every change).
+/// and a pass after every change); a delta carries only the routes changed.
 struct Serialized {
     etag: String,
     body: Vec<u8>,
 }
 
 /// The set as it is now, for what `caller` may route; its etag is a digest of its content.
-fn tables_for(sh: &Shared, caller: &Caller) -> (Serialized, crate::state::Durable) {
+/// With `since`, a delta: the routes changed after that revision.
+fn tables_for(sh: &Shared, caller: &Caller, since: Option<u64>) -> (Serialized, crate::state::Durable) {
     // The workloads' snapshots under the lock (a pointer each), the tables outside it: with
     // thousands of workloads the pass takes milliseconds every command would wait for.
     let ((tier, tier_workloads), decided) = sh.world_at(|w| {
@@ -107,10 +113,13 @@ fn tables_for(sh: &Shared, caller: &Caller) -> (Serialized, crate::state::Durabl
         (tier, all)
     });
     let served = sh.traffic.tier.served_routes(&sh.data_dir, &tier, tier_workloads);
+    let cursor = served.cursor;
+    let served = served.routes;
     // Two workloads claiming the same host and prefix: the first by name keeps it (a router
     // refuses a set with a clash whole, which would freeze every other workload's changes).
     let mut claimed = std::collections::HashSet::new();
     let mut routes = Vec::with_capacity(served.len());
+    let mut names = Vec::with_capacity(served.len());
     for (ws, route) in tier.iter().zip(served) {
         let Some(route) = route else { continue };
         let (host, path_prefix) = (&ws.spec.router.host, &ws.spec.router.path_prefix);
@@ -124,24 +133,35 @@ fn tables_for(sh: &Shared, caller: &Caller) -> (Serialized, crate::state::Durabl
             continue;
         }
         routes.push(route);
+        names.push(ws.name.as_str());
     }
-    (serialize(&routes), decided)
+    (serialize(&routes, &cursor, since.map(|s| (s, names.as_slice()))), decided)
 }
 
-/// The same document as `TierTables { etag, routes }` serialized, its etag a digest of the
-/// routes' digests.
-fn serialize(routes: &[ServedRoute]) -> Serialized {
+/// The same document as `TierTables { etag, cursor, routes }` serialized, its etag a digest
+/// of the routes' digests (the whole set's, delta or not). With `delta` (a revision and every
+/// route's workload), `TierTables { etag, cursor, workloads, routes }` with only the routes
+/// changed after that revision.
+fn serialize(routes: &[ServedRoute], cursor: &str, delta: Option<(u64, &[&str])>) -> Serialized {
     let mut digest = Sha256::new();
     for route in routes {
         digest.update(route.digest);
     }
     let etag = hex::encode(&digest.finalize()[..16]);
-    let size: usize = routes.iter().map(|r| r.json.len() + 1).sum();
-    let mut body = Vec::with_capacity(size + etag.len() + 24);
+    let sent: Vec<&ServedRoute> = routes.iter().filter(|r| delta.is_none_or(|(since, _)| r.revision > since)).collect();
+    let size: usize = sent.iter().map(|r| r.json.len() + 1).sum::<usize>()
+        + delta.map_or(0, |(_, names)| names.iter().map(|n| n.len() + 3).sum());
+    let mut body = Vec::with_capacity(size + etag.len() + cursor.len() + 64);
     body.extend_from_slice(b"{\"etag\":\"");
     body.extend_from_slice(etag.as_bytes());
-    body.extend_from_slice(b"\",\"routes\":[");
-    for (i, route) in routes.iter().enumerate() {
+    body.extend_from_slice(b"\",\"cursor\":");
+    body.extend_from_slice(&serde_json::to_vec(cursor).expect("a string serializes"));
+    if let Some((_, names)) = delta {
+        body.extend_from_slice(b",\"workloads\":");
+        body.extend_from_slice(&serde_json::to_vec(names).expect("names serialize"));
+    }
+    body.extend_from_slice(b",\"routes\":[");
+    for (i, route) in sent.iter().enumerate() {
         if i > 0 {
             body.push(b',');
         }
@@ -208,14 +228,24 @@ mod tests {
             TierRoute { host: Some("a.test".into()), path_prefix: None, table: table("a") },
             TierRoute { host: None, path_prefix: Some("/b".into()), table: table("b") },
         ];
-        let served: Vec<ServedRoute> = routes.iter().map(ServedRoute::of).collect();
-        let s = serialize(&served);
+        let mut served: Vec<ServedRoute> = routes.iter().map(ServedRoute::of).collect();
+        (served[0].revision, served[1].revision) = (4, 7);
+        let tables = |etag: &str, workloads: Option<Vec<String>>, routes: Vec<TierRoute>| TierTables {
+            etag: etag.into(),
+            cursor: Some("e.7".into()),
+            workloads,
+            routes,
+        };
+        let s = serialize(&served, "e.7", None);
         let read: TierTables = serde_json::from_slice(&s.body).expect("a TierTables document");
-        assert_eq!(read, TierTables { etag: s.etag.clone(), routes: routes.clone() });
-        assert_ne!(serialize(&served[..1]).etag, s.etag, "another set, another etag");
-        assert_eq!(
-            serialize(&[]).body,
-            serde_json::to_vec(&TierTables { etag: serialize(&[]).etag, routes: vec![] }).unwrap()
-        );
+        assert_eq!(read, tables(&s.etag, None, routes.clone()));
+        assert_ne!(serialize(&served[..1], "e.7", None).etag, s.etag, "another set, another etag");
+        let empty = serialize(&[], "e.7", None);
+        assert_eq!(empty.body, serde_json::to_vec(&tables(&empty.etag, None, vec![])).unwrap());
+
+        // A delta after revision 5: every workload by name, b's route alone, the whole set's etag.
+        let delta = serialize(&served, "e.7", Some((5, &["a", "b"])));
+        let read: TierTables = serde_json::from_slice(&delta.body).expect("a TierTables document");
+        assert_eq!(read, tables(&s.etag, Some(vec!["a".into(), "b".into()]), vec![routes[1].clone()]));
     }
 }

@@ -47,22 +47,50 @@ const FIRST_REPORTS: Duration = Duration::from_millis(1500);
 pub struct Tier {
     reports: Arc<Mutex<Reports>>,
     /// Each workload's route as last served, by name.
-    served: Arc<Mutex<HashMap<String, Served>>>,
+    served: Arc<Mutex<Memo>>,
+    /// Random per process: names the revisions of `served`, which start over with it.
+    epoch: Arc<str>,
+}
+
+/// The routes as last served, each stamped with the revision it last changed at: a router
+/// that held the set at some revision is sent only what changed after it.
+#[derive(Default)]
+struct Memo {
+    routes: HashMap<String, Served>,
+    /// The latest revision given out (never lowered within an epoch).
+    revision: u64,
 }
 
 /// A tier workload's route serialized as the routers get it (a `TierRoute`), with a digest of
-/// it for the set's etag.
+/// it for the set's etag and the revision it last changed at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServedRoute {
     pub json: Arc<[u8]>,
     pub digest: [u8; 16],
+    pub revision: u64,
 }
 
 impl ServedRoute {
     pub fn of(route: &TierRoute) -> ServedRoute {
         let json = serde_json::to_vec(route).expect("tables serialize");
         let digest = Sha256::digest(&json)[..16].try_into().expect("16 bytes of a 32-byte digest");
-        ServedRoute { json: json.into(), digest }
+        ServedRoute { json: json.into(), digest, revision: 0 }
+    }
+}
+
+/// The routes of a pass, and where the changes stood when it was made.
+pub struct ServedRoutes {
+    pub routes: Vec<Option<ServedRoute>>,
+    /// `<epoch>.<revision>`: every route changed after it has a higher revision.
+    pub cursor: String,
+}
+
+impl Tier {
+    /// The revision `cursor` names, if this process gave it out (another process's, or
+    /// anything else, is `None`: the whole set is sent).
+    pub fn revision_of(&self, cursor: &str) -> Option<u64> {
+        let (epoch, revision) = cursor.split_once('.')?;
+        (epoch == &*self.epoch).then(|| revision.parse().ok()).flatten()
     }
 }
 
@@ -105,6 +133,7 @@ impl Default for Tier {
                 by_workload: HashMap::new(),
             })),
             served: Arc::default(),
+            epoch: format!("{:016x}", rand::random::<u64>()).into(),
         }
     }
 }
@@ -208,46 +237,53 @@ impl Tier {
     /// The set is rebuilt after every change anywhere: a route is serialized again only when
     /// its table or spec changed, since serializing thousands of unchanged tables was most of
     /// every pass. A workload whose flags name OFREP tokens is serialized every time (their
-    /// secrets may change without an event). `tier_workloads` counts the tier's workloads,
-    /// to forget the routes of deleted ones.
+    /// secrets may change without an event). A route whose bytes changed gets the next
+    /// revision. `tier_workloads` counts the tier's workloads, to forget the routes of deleted
+    /// ones (those forgotten and served again get new revisions: sent again, never missed).
     pub fn served_routes(
         &self,
         data_dir: &Path,
         workloads: &[Arc<WorkloadState>],
         tier_workloads: usize,
-    ) -> Vec<Option<ServedRoute>> {
-        let mut served = self.served.lock().expect("served routes lock");
-        if served.len() > 2 * tier_workloads + 64 {
-            served.clear();
+    ) -> ServedRoutes {
+        let mut memo = self.served.lock().expect("served routes lock");
+        if memo.routes.len() > 2 * tier_workloads + 64 {
+            memo.routes.clear();
         }
-        workloads
+        let routes = workloads
             .iter()
             .map(|ws| {
                 let table = ws.published.as_ref()?;
                 if ws.spec.router.kind != RouterKind::Tier {
                     return None;
                 }
-                let memoized = ws.spec.flags.tokens.is_empty();
-                if memoized
-                    && let Some(s) = served.get(&ws.name)
+                let tokens = !ws.spec.flags.tokens.is_empty();
+                let kept = memo.routes.get(&ws.name);
+                if !tokens
+                    && let Some(s) = kept
                     && Arc::ptr_eq(&s.table, table)
                     && s.spec_digest == ws.spec_digest
                 {
                     return Some(s.route.clone());
                 }
-                let route = ServedRoute::of(&TierRoute {
+                let mut route = ServedRoute::of(&TierRoute {
                     host: ws.spec.router.host.clone(),
                     path_prefix: ws.spec.router.path_prefix.clone(),
                     table: served_table(data_dir, ws)?,
                 });
-                if memoized {
-                    let kept =
-                        Served { table: table.clone(), spec_digest: ws.spec_digest.clone(), route: route.clone() };
-                    served.insert(ws.name.clone(), kept);
-                }
+                route.revision = match kept {
+                    Some(s) if s.route.digest == route.digest => s.route.revision,
+                    _ => {
+                        memo.revision += 1;
+                        memo.revision
+                    }
+                };
+                let kept = Served { table: table.clone(), spec_digest: ws.spec_digest.clone(), route: route.clone() };
+                memo.routes.insert(ws.name.clone(), kept);
                 Some(route)
             })
-            .collect()
+            .collect();
+        ServedRoutes { routes, cursor: format!("{}.{}", self.epoch, memo.revision) }
     }
 }
 
@@ -344,7 +380,7 @@ mod tests {
         let t1 = table("a", 1);
         let a = tier_workload("a", "host = \"a.test\"", Some(t1.clone()));
         let unpublished = tier_workload("b", "host = \"b.test\"", None);
-        let first = tier.served_routes(data.path(), &[a.clone(), unpublished], 2);
+        let first = tier.served_routes(data.path(), &[a.clone(), unpublished], 2).routes;
         let Some(route) = &first[0] else { panic!("a has a table") };
         assert_eq!(first[1], None, "nothing published for b yet");
         let read: TierRoute = serde_json::from_slice(&route.json).unwrap();
@@ -352,19 +388,45 @@ mod tests {
 
         // Another state of the workload, the same table: the same bytes, not serialized again.
         let again = tier_workload("a", "host = \"a.test\"", Some(t1.clone()));
-        let second = tier.served_routes(data.path(), &[again], 1);
+        let second = tier.served_routes(data.path(), &[again], 1).routes;
         assert!(Arc::ptr_eq(&second[0].as_ref().unwrap().json, &route.json));
 
         // A new table (even an equal one: a new event) or another spec: serialized again.
         let republished = tier_workload("a", "host = \"a.test\"", Some(table("a", 1)));
-        let third = tier.served_routes(data.path(), &[republished], 1);
+        let third = tier.served_routes(data.path(), &[republished], 1).routes;
         assert!(!Arc::ptr_eq(&third[0].as_ref().unwrap().json, &route.json));
         let t2 = table("a", 2);
         let moved = tier_workload("a", "host = \"a2.test\"", Some(t2.clone()));
-        let fourth = tier.served_routes(data.path(), &[moved], 1);
+        let fourth = tier.served_routes(data.path(), &[moved], 1).routes;
         let read: TierRoute = serde_json::from_slice(&fourth[0].as_ref().unwrap().json).unwrap();
         assert_eq!(read.host.as_deref(), Some("a2.test"));
         assert_ne!(fourth[0].as_ref().unwrap().digest, route.digest);
+    }
+
+    #[test]
+    fn a_route_changed_after_a_cursor_has_a_higher_revision_and_an_equal_one_keeps_its_own() {
+        let tier = Tier::default();
+        let data = tempfile::tempdir().unwrap();
+        let a = tier_workload("a", "host = \"a.test\"", Some(table("a", 1)));
+        let b = tier_workload("b", "host = \"b.test\"", Some(table("b", 1)));
+        let first = tier.served_routes(data.path(), &[a.clone(), b.clone()], 2);
+        let since = tier.revision_of(&first.cursor).expect("this process's cursor");
+        let revision = |set: &ServedRoutes, i: usize| set.routes[i].as_ref().unwrap().revision;
+        assert!(revision(&first, 0) <= since && revision(&first, 1) <= since);
+
+        // b published again with the same content (a new event): the same bytes, the same
+        // revision. a with another generation: a revision after the cursor.
+        let b_again = tier_workload("b", "host = \"b.test\"", Some(table("b", 1)));
+        let a_next = tier_workload("a", "host = \"a.test\"", Some(table("a", 2)));
+        let second = tier.served_routes(data.path(), &[a_next, b_again], 2);
+        assert!(revision(&second, 0) > since, "a changed");
+        assert_eq!(revision(&second, 1), revision(&first, 1), "b did not");
+        assert!(tier.revision_of(&second.cursor).unwrap() >= revision(&second, 0));
+
+        // Another process's cursor, or none of ours: no revision (the whole set is sent).
+        assert_eq!(Tier::default().revision_of(&first.cursor), None);
+        assert_eq!(tier.revision_of("garbage"), None);
+        assert_eq!(tier.revision_of(&format!("{}.x", first.cursor.split_once('.').unwrap().0)), None);
     }
 
     #[test]
@@ -373,10 +435,10 @@ mod tests {
         let data = tempfile::tempdir().unwrap();
         let many: Vec<_> = (0..100).map(|i| tier_workload(&format!("w{i}"), "", Some(table("w", 1)))).collect();
         tier.served_routes(data.path(), &many, many.len());
-        assert_eq!(tier.served.lock().unwrap().len(), 100);
+        assert_eq!(tier.served.lock().unwrap().routes.len(), 100);
         // Only one left in the tier: the others' routes go once they are many more than it.
         tier.served_routes(data.path(), &many[..1], 1);
-        assert!(tier.served.lock().unwrap().len() <= 1);
+        assert!(tier.served.lock().unwrap().routes.len() <= 1);
     }
 
     /// A tier whose server started long enough ago for every router to have reported.

@@ -134,6 +134,13 @@ impl Drop for TierRouter {
     }
 }
 
+/// `GET` a table set (no `If-None-Match`: answered at once).
+async fn routes_doc(http: &HttpClient, url: &str, auth: &str) -> serde_json::Value {
+    let r = http.request(Method::GET, url, &[("authorization", auth)], None, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(r.status.as_u16(), 200, "{}", String::from_utf8_lossy(&r.body));
+    serde_json::from_slice(&r.body).unwrap()
+}
+
 fn published(events: &[ringfence_core::Event]) -> Vec<(u64, i64)> {
     events
         .iter()
@@ -195,6 +202,19 @@ async fn two_tier_routers_serve_a_rollout_and_carry_on_without_the_server() {
     for r in [&a, &b] {
         wait_until(&format!("{} to serve v1", r.name), || async { (r.ok_of(5).await == 5).then_some(()) }).await;
     }
+    // A router is sent only what changed after the cursor of the set it holds: every workload
+    // by name, and the routes changed since.
+    let auth = format!("Bearer {token}");
+    let whole = routes_doc(&http, &url, &auth).await;
+    let cursor = whole["cursor"].as_str().expect("a cursor").to_string();
+    assert!(whole.get("workloads").is_none() && whole["routes"].as_array().unwrap().len() == 1, "{whole}");
+    let since = format!("{url}?since={cursor}");
+    let delta = routes_doc(&http, &since, &auth).await;
+    assert_eq!(delta["workloads"], serde_json::json!([w]), "{delta}");
+    let changed = if delta["etag"] == whole["etag"] { 0 } else { 1 };
+    assert_eq!(delta["routes"].as_array().unwrap().len(), changed, "only a changed route is sent: {delta}");
+    let foreign = routes_doc(&http, &format!("{url}?since=0123.4"), &auth).await;
+    assert!(foreign.get("workloads").is_none() && foreign["routes"].as_array().unwrap().len() == 1, "{foreign}");
 
     // A rollout with traffic through both routers: the analysis counts both.
     let (load_a, load_b) = (Load::start(a.listen, 40.0, 50), Load::start(b.listen, 40.0, 50));
@@ -229,6 +249,11 @@ async fn two_tier_routers_serve_a_rollout_and_carry_on_without_the_server() {
     );
     let status = server.cli(&["status", w]).await;
     assert!(status.stdout.contains("edge-a") && status.stdout.contains("edge-b"), "{status}");
+    // The rollout changed the route: the delta since the first cursor carries it.
+    let delta = routes_doc(&http, &since, &auth).await;
+    let route = &delta["routes"][0];
+    assert_eq!((delta["workloads"].clone(), route["table"]["workload"].as_str()), (serde_json::json!([w]), Some(w)));
+    assert!(route["table"]["generation"].as_u64() > whole["routes"][0]["table"]["generation"].as_u64(), "{delta}");
 
     // The control plane dies: both keep serving the last table, one across its own restart.
     // The rollout's end still changes the table (the old version's group leaves): the routers
@@ -236,6 +261,13 @@ async fn two_tier_routers_serve_a_rollout_and_carry_on_without_the_server() {
     let serving = wait_until("edge-a to hold the last table published", || async {
         let last = published(&server.events(w).await).last().copied().expect("a published table").0;
         (a.generation(w).await == Some(last)).then_some(last)
+    })
+    .await;
+    // The state file follows within a second (saved at most once a second, the latest set).
+    let state = server.path("edge-a.tables.json");
+    wait_until("edge-a to save the last table", || async {
+        let saved: ringfence_router::TierTables = serde_json::from_str(&std::fs::read_to_string(&state).ok()?).ok()?;
+        saved.routes.iter().any(|r| r.table.workload == w && r.table.generation == serving).then_some(())
     })
     .await;
     server.kill9();
