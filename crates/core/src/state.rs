@@ -23,6 +23,11 @@ pub struct World {
     /// Stop the line: every workload's rollouts paused and none started, until lifted.
     #[serde(default)]
     pub line: Option<crate::governance::LineStop>,
+    /// Counts the events that changed what a router of the tier could be served: a workload
+    /// added, deleted or brought back, its spec or its published table changed. Most events
+    /// change none of it, and a reader of the routes skips the rest.
+    #[serde(default, skip)]
+    pub routes_changed: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -394,6 +399,19 @@ impl World {
 
     /// Folds one event into the projections. Events must come in log order.
     pub fn apply(&mut self, e: &Event) {
+        type Served = (Option<*const ringfence_traffic::table::RouteTable>, bool, String);
+        let served = |w: &World| -> Option<Served> {
+            let ws = w.workloads.get(&e.workload)?;
+            Some((ws.published.as_ref().map(std::sync::Arc::as_ptr), ws.deleted, ws.spec_digest.clone()))
+        };
+        let before = served(self);
+        self.fold(e);
+        if served(self) != before {
+            self.routes_changed += 1;
+        }
+    }
+
+    fn fold(&mut self, e: &Event) {
         self.last_seq = e.seq;
         match &e.kind {
             EventKind::TokenCreated { token } => {
@@ -725,6 +743,34 @@ mod tests {
         let mut w = World::default();
         w.apply(&ev(1, EventKind::SpecApplied { spec: Box::new(spec), digest: "d".into() }));
         w
+    }
+
+    #[test]
+    fn only_what_the_router_tier_serves_counts_as_a_change_of_the_routes() {
+        let mut w = world();
+        assert_eq!(w.routes_changed, 1, "a workload added");
+        let started = EventKind::ReplicaStarted {
+            version: "v1".into(),
+            replica: 0,
+            instance: "i".into(),
+            endpoint: "127.0.0.1:1".into(),
+            adopted: false,
+        };
+        w.apply(&ev(2, started));
+        assert_eq!(w.routes_changed, 1, "a replica is not a route until a table names it");
+        let table: ringfence_traffic::table::RouteTable =
+            serde_json::from_value(serde_json::json!({"workload": "w", "generation": 1})).unwrap();
+        w.apply(&ev(3, EventKind::RoutesPublished { table: table.clone() }));
+        assert_eq!(w.routes_changed, 2, "a table published");
+        w.apply(&ev(4, EventKind::RoutesPublished { table }));
+        assert_eq!(w.routes_changed, 3, "published again: another event, counted (the pass finds it equal)");
+        let spec = crate::spec::parse("x.toml", crate::spec::EXAMPLE).expect("example parses");
+        w.apply(&ev(5, EventKind::SpecApplied { spec: Box::new(spec.clone()), digest: "d".into() }));
+        assert_eq!(w.routes_changed, 3, "the same spec again");
+        w.apply(&ev(6, EventKind::SpecApplied { spec: Box::new(spec), digest: "e".into() }));
+        assert_eq!(w.routes_changed, 4, "another spec");
+        w.apply(&ev(7, EventKind::WorkloadDeleted));
+        assert_eq!(w.routes_changed, 5, "deleted");
     }
 
     #[test]

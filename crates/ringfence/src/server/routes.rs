@@ -54,32 +54,43 @@ pub(super) async fn routes(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait);
     // Subscribed before reading, so no change between the read and the wait is missed.
     let mut changes = sh.changes();
+    // The routes' part of the state at the last pass: (generation of the state, changes to
+    // what the tier serves). Most events change none of it, and then no pass is needed.
+    let mut passed: Option<(u64, u64)> = None;
+    let mut pass = Duration::ZERO;
     loop {
-        let pass = std::time::Instant::now();
-        let (tables, decided) = tables_for(&sh, &caller, since);
-        let pass = pass.elapsed();
-        if known.as_deref() != Some(tables.etag.as_str()) {
-            // A router acts on what it is given: never on a table whose event is not yet
-            // durable (a crash would leave routers serving what the log never held).
-            let mut durable = sh.durable();
-            let settled =
-                durable.wait_for(|d| d.generation != decided.generation || d.seq >= decided.seq).await.map(|d| *d);
-            if settled.is_ok_and(|d| d.generation != decided.generation) {
-                continue;
+        let (routes_changed, now) = sh.world_at(|w| w.routes_changed);
+        if passed != Some((now.generation, routes_changed)) {
+            let started = std::time::Instant::now();
+            let (tables, decided, routes_changed) = tables_for(&sh, &caller, since);
+            pass = started.elapsed();
+            passed = Some((decided.generation, routes_changed));
+            if known.as_deref() != Some(tables.etag.as_str()) {
+                // A router acts on what it is given: never on a table whose event is not yet
+                // durable (a crash would leave routers serving what the log never held).
+                let mut durable = sh.durable();
+                let settled =
+                    durable.wait_for(|d| d.generation != decided.generation || d.seq >= decided.seq).await.map(|d| *d);
+                if settled.is_ok_and(|d| d.generation != decided.generation) {
+                    passed = None;
+                    continue;
+                }
+                let etag = HeaderValue::from_str(&format!("\"{}\"", tables.etag)).expect("hex is a header value");
+                let json = HeaderValue::from_static("application/json");
+                return Ok(([(header::ETAG, etag), (header::CONTENT_TYPE, json)], tables.body).into_response());
             }
-            let etag = HeaderValue::from_str(&format!("\"{}\"", tables.etag)).expect("hex is a header value");
-            let json = HeaderValue::from_static("application/json");
-            return Ok(([(header::ETAG, etag), (header::CONTENT_TYPE, json)], tables.body).into_response());
         }
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { break },
             () = tokio::time::sleep_until(deadline) => break,
             () = sh.shutdown.cancelled() => break,
         }
-        // Every event of every workload is a change here, and the set costs a pass over all
-        // the tier's workloads: changes arriving close together are answered together, and
-        // with thousands of workloads (a pass of tens of milliseconds) the pause grows so that
-        // the passes take at most a fifth of the time.
+        // Every event of every workload wakes this, and a pass over all the tier's workloads
+        // runs only when what the tier serves changed: changes arriving close together are
+        // answered together, and with thousands of workloads (a pass of milliseconds) the
+        // pause grows so that the passes take at most a fifth of the time. The OFREP tokens'
+        // digests are read by every pass, so a secret changed behind the log reaches the
+        // routers with the next change of a route or the router's next request.
         let pause = COALESCE.max(pass * 4);
         tokio::time::sleep(pause.min(deadline.saturating_duration_since(tokio::time::Instant::now()))).await;
         changes.mark_unchanged();
@@ -97,10 +108,10 @@ struct Serialized {
 
 /// The set as it is now, for what `caller` may route; its etag is a digest of its content.
 /// With `since`, a delta: the routes changed after that revision.
-fn tables_for(sh: &Shared, caller: &Caller, since: Option<u64>) -> (Serialized, crate::state::Durable) {
+fn tables_for(sh: &Shared, caller: &Caller, since: Option<u64>) -> (Serialized, crate::state::Durable, u64) {
     // The workloads' snapshots under the lock (a pointer each), the tables outside it: with
     // thousands of workloads the pass takes milliseconds every command would wait for.
-    let ((tier, tier_workloads), decided) = sh.world_at(|w| {
+    let ((tier, tier_workloads, routes_changed), decided) = sh.world_at(|w| {
         let mut all = 0;
         let tier: Vec<std::sync::Arc<ringfence_core::state::WorkloadState>> = w
             .workloads
@@ -110,7 +121,7 @@ fn tables_for(sh: &Shared, caller: &Caller, since: Option<u64>) -> (Serialized, 
             .filter(|ws| caller.may(Perm::Route, Some(&ws.name)))
             .cloned()
             .collect();
-        (tier, all)
+        (tier, all, w.routes_changed)
     });
     let served = sh.traffic.tier.served_routes(&sh.data_dir, &tier, tier_workloads);
     let cursor = served.cursor;
@@ -135,7 +146,7 @@ fn tables_for(sh: &Shared, caller: &Caller, since: Option<u64>) -> (Serialized, 
         routes.push(route);
         names.push(ws.name.as_str());
     }
-    (serialize(&routes, &cursor, since.map(|s| (s, names.as_slice()))), decided)
+    (serialize(&routes, &cursor, since.map(|s| (s, names.as_slice()))), decided, routes_changed)
 }
 
 /// The same document as `TierTables { etag, cursor, routes }` serialized, its etag a digest
