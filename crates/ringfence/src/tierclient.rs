@@ -75,8 +75,12 @@ impl TierClient {
                             tracing::info!(control_plane = %base, %etag, delta, routes, "tables fetched");
                         }
                         Err(e) => {
-                            whole = true;
-                            tracing::error!(control_plane = %base, error = %format!("{e:#}"), "tables not installed");
+                            // A set served but not saved is in service: what follows it can
+                            // come as a delta. One refused is asked for whole next time.
+                            let served = tier.etag().as_deref() == Some(etag.as_str());
+                            whole = !served;
+                            let what = if served { "tables served but not saved" } else { "tables not installed" };
+                            tracing::error!(control_plane = %base, error = %format!("{e:#}"), "{what}");
                         }
                     }
                 }
