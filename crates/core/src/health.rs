@@ -134,6 +134,12 @@ pub struct VersionObservation {
     pub version: String,
     /// Traffic through the router in the window; `None` when the router could not be read.
     pub traffic: Option<Traffic>,
+    /// Distinct users the router had sent to the version by the observation, since it started
+    /// (an estimate within about 5%; a distinct count has no window): how many users a sticky
+    /// split drew, which bounds how close to its weight the version's share of requests can be.
+    /// `None` when the router does not count them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<u64>,
     /// Replicas whose latest probes failed `failure_threshold` times in a row.
     pub probes_failing: Vec<String>,
     /// Replicas probed at least once in the window with a result.

@@ -46,9 +46,22 @@
 //!   time-uniform confidence sequence for the share, whose own `alpha` is spent from the
 //!   budget, and the guarantee is again exact.
 //! * **Sample ratio** (`sample_ratio`). The same Bernoulli e-process on the requests themselves
-//!   tests whether the canary's share of requests is outside `w * (1 ± srm_tolerance)`, in each
-//!   direction. A mismatch makes the verdict unknown (hold, then escalate), never a rollback:
-//!   it says the experiment is broken, not that the release is.
+//!   tests whether the canary's share of requests is outside `w * (1 ± srm_tolerance) ± d`, in
+//!   each direction. A mismatch makes the verdict unknown (hold, then escalate), never a
+//!   rollback: it says the experiment is broken, not that the release is. `d` is the users'
+//!   sampling spread: a sticky split draws users, not requests, so of `n` users the share
+//!   whose buckets fall in the canary's is binomial around `w`, and every request of a user
+//!   follows the user; however many requests come, their share stays off `w` by that chance
+//!   (with 1,000 users at 10%, a standard deviation of 0.95 points; 12.6% for one workload's
+//!   name). `d = srm_user_spread * sqrt(w (1 - w) / n)`, with `n = u / w` from the `u`
+//!   distinct users the router sent the canary (the users active since it started: a count
+//!   since the router started would include the stable version's users of days past, and
+//!   the canary's own count cannot). Without a count (a router that does not keep one) `d`
+//!   is 0. A router that sends the canary too many users raises `u` and narrows the band, so
+//!   excess is still seen; too few widens it, so a canary starved of users is seen only when
+//!   the shortfall exceeds the spread its few users allow (one served nothing is held anyway:
+//!   no traffic to judge). Users who send many times the requests of others spread the share
+//!   further than `d` assumes; the tolerance covers a moderate mix.
 //! * **Latency** (`latency`). For each threshold `x` of a fixed set on the router's bucket grid
 //!   (every fourth bound, about ×1.46 apart, from 1 ms to 10 s), an event is a request slower
 //!   than `x` (for the canary: slower than `x'`, the bound the margin allows above `x`:
@@ -219,8 +232,12 @@ pub struct SequentialConfig {
     /// False-mismatch probability of the sample-ratio check, per phase. A mismatch holds.
     pub srm_alpha: f64,
     /// Relative deviation of the canary's share of requests from its weight that is tolerated
-    /// (sticky users make the request share differ from the user share).
+    /// (users send different numbers of requests, so the request share differs from the user
+    /// share).
     pub srm_tolerance: f64,
+    /// Standard deviations of the users' sampling spread the sample-ratio band widens by when
+    /// the router counts the users (see "Sample ratio" above).
+    pub srm_user_spread: f64,
     /// What a phase must rule out before it passes (the non-inferiority test): a new version
     /// whose error rate is this many times the stable's ...
     pub target_error_ratio: f64,
@@ -262,6 +279,7 @@ impl Default for SequentialConfig {
             share_prior_requests: 1000.0,
             srm_alpha: 0.001,
             srm_tolerance: 0.2,
+            srm_user_spread: 4.0,
             target_error_ratio: 4.0,
             target_error_abs: 0.005,
             target_latency_ratio: 1.5,

@@ -140,6 +140,8 @@ struct Ctx<'a> {
     carried: &'a Carried,
     weight: Option<f64>,
     version: &'a str,
+    /// Distinct users the router sent the new version (see [`VersionObservation::users`]).
+    users: Option<u64>,
     window_s: f64,
 }
 
@@ -174,6 +176,7 @@ impl HealthAnalyzer for SequentialAnalyzer {
             // they make it: judged as observed, as when the phase is unknown.
             weight: self.context.filter(|p| !p.share_observed).map(|p| p.weight()),
             version: &c.version,
+            users: c.users,
             window_s: obs.window_ms as f64 / 1000.0,
         };
         // Probes, crashes, start failures and breakers: exactly the threshold analyzer's (asked
@@ -395,8 +398,11 @@ fn sample_ratio(
 ) -> SignalResult {
     let (k, m) = (t.requests as f64, b.requests as f64);
     let tol = ctx.cfg.srm_tolerance.max(0.0);
-    let hi = (w * (1.0 + tol)).min(1.0);
-    let lo = w * (1.0 - tol);
+    // The users' sampling spread (see the module docs), from the users the canary drew.
+    let drawn = ctx.users.filter(|&u| u > 0 && w > 0.0 && w < 1.0).map(|u| (u, (u as f64 / w).max(1.0)));
+    let spread = drawn.map_or(0.0, |(_, n)| ctx.cfg.srm_user_spread.max(0.0) * (w * (1.0 - w) / n).sqrt());
+    let hi = (w * (1.0 + tol) + spread).min(1.0);
+    let lo = w * (1.0 - tol) - spread;
     let log_hi = if hi < 1.0 { log_e_upper(k, m, hi, grid) } else { 0.0 };
     let log_lo = if lo > 0.0 { log_e_lower(k, m, lo, grid) } else { 0.0 };
     let log_e = log_hi.max(log_lo);
@@ -407,9 +413,17 @@ fn sample_ratio(
         if bad { Health::Unknown } else { Health::Healthy },
         "ratio",
         format!(
-            "the new version's share of requests within {} ± {:.0}% of its weight (sequential test, α = {}); a mismatch holds the rollout",
+            "the new version's share of requests within {} ± {:.0}% of its weight{} (sequential test, α = {}); a mismatch holds the rollout",
             pct(w),
             tol * 100.0,
+            match drawn {
+                Some((u, n)) => format!(
+                    ", ± {:.1} points for the chance in which of about {} sticky users ({u} of them to the new version) its buckets hold",
+                    spread * 100.0,
+                    n.round() as u64
+                ),
+                None => String::new(),
+            },
             fmt_alpha(alpha)
         ),
         if bad {
@@ -1147,6 +1161,50 @@ mod tests {
         assert_eq!(s.health, Health::Unknown);
         assert!(s.detail.contains("sample ratio mismatch"), "{}", s.detail);
         assert_ne!(signal(&v, "error_rate").health, Health::Unhealthy);
+    }
+
+    /// The sample-ratio check of a phase at 10% over `requests` requests of which `share`
+    /// went to the new version, the router having sent it `users` distinct users.
+    fn sample_ratio_at_10(requests: u64, share: f64, users: Option<u64>) -> SignalResult {
+        let k = (requests as f64 * share).round() as u64;
+        let canary = Traffic { requests: k, errors: 0, latency_us: vec![(router_grid()[100], k)] };
+        let stable =
+            Traffic { requests: requests - k, errors: 0, latency_us: vec![(router_grid()[100], requests - k)] };
+        let mut obs = observation(Some(canary), Some(Some(stable)), 600_000);
+        obs.canary.users = users;
+        let v = analyzer(1000).evaluate(&obs, &HealthSpec::default(), Mode::Phase);
+        signal(&v, "sample_ratio").clone()
+    }
+
+    /// A sticky split draws users: with 1,000 of them a 10% canary's buckets held 12.6% of
+    /// them for one workload's name in a test (12.8% of its requests), and then that share of
+    /// the requests however many there are. Counted as requests alone that is a mismatch; with
+    /// the users' spread it is not.
+    #[test]
+    fn the_chance_in_which_users_fall_in_the_canary_is_not_a_mismatch() {
+        let judged_on_requests = sample_ratio_at_10(60_000, 0.128, None);
+        assert_eq!(judged_on_requests.health, Health::Unknown, "{judged_on_requests:#?}");
+        let s = sample_ratio_at_10(60_000, 0.128, Some(128));
+        assert_eq!(s.health, Health::Healthy, "{s:#?}");
+        assert!(s.rule.contains("about 1280 sticky users (128 of them"), "{}", s.rule);
+        // Of about 82,000 users, 12.8% in the canary's buckets is far beyond chance.
+        let many = sample_ratio_at_10(300_000, 0.128, Some(8_192));
+        assert_eq!(many.health, Health::Unknown, "{many:#?}");
+    }
+
+    /// The band widens with the users' chance, not enough to hide a router that sends the
+    /// canary half the traffic, or a tenth of its weight when there are many users.
+    #[test]
+    fn a_real_mismatch_is_still_seen_with_the_users_spread() {
+        // Five times the users it should have (of 1,000).
+        let excess = sample_ratio_at_10(20_000, 0.5, Some(500));
+        assert_eq!(excess.health, Health::Unknown, "{excess:#?}");
+        // Half its share, of 10,000 users.
+        let starved = sample_ratio_at_10(50_000, 0.05, Some(500));
+        assert_eq!(starved.health, Health::Unknown, "{starved:#?}");
+        // The same share of 100 users is within their chance (5 of an expected 10).
+        let few = sample_ratio_at_10(50_000, 0.05, Some(5));
+        assert_eq!(few.health, Health::Healthy, "{few:#?}");
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub(super) async fn observe(
         VersionObservation {
             version: version.to_string(),
             traffic: if in_window { traffic_of(version, base) } else { None },
+            users: stats.as_ref().and_then(|s| s.versions.get(version)).map(|v| v.users).filter(|&u| u > 0),
             probes_failing: ws
                 .replicas
                 .values()

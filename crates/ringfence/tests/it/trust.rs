@@ -269,11 +269,11 @@ async fn a_healthy_release_completes_on_its_own_with_the_default_analysis() {
     let out = server.cli(&["deploy", w, "v1", "--wait", "--timeout", "120s"]).await;
     assert_eq!(out.code, 0, "first deploy of v1:\n{out}\n{}", everything(&server, w).await);
 
-    // Steady load, long enough before the deploy for the server to know the usual rate. 5,000
-    // sticky users: with 1,000, this workload's first 10% of buckets holds 12.6% of them (users
-    // are hashed with the workload's name), and the sample-ratio check, which counts requests,
-    // holds the phase on that share (a known limit, docs/detection.md); with 5,000 it is 10.2%.
-    let load = Load::start(server.router_addr(w).await, 175.0, 5000);
+    // Steady load, long enough before the deploy for the server to know the usual rate. 1,000
+    // sticky users: this workload's first 10% of buckets holds 12.6% of them (users are hashed
+    // with the workload's name), and so about 12.6% of the requests however many come; the
+    // sample-ratio check must take that for the users' chance it is, not for a mismatch.
+    let load = Load::start(server.router_addr(w).await, 175.0, 1000);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let out = server.cli(&["deploy", w, "v2"]).await;
     assert_eq!(out.code, 0, "deploy v2:\n{out}\n{}", everything(&server, w).await);
