@@ -34,6 +34,7 @@ pub fn draft(ws: &WorkloadState, events: &[Event], rollout: Option<&str>) -> Res
         code: ErrorCode::NotFound,
         message: format!("rollout {} is not in {}'s history", incident.rollout_id, ws.name),
     })?;
+    let r = crate::rollout::detailed(r, events);
     let decision = r.decision.as_ref();
     let mut o = String::new();
     let _ = writeln!(o, "# Postmortem (draft): {} {} — rollout {}\n", ws.name, r.release, r.id);

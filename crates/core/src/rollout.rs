@@ -134,6 +134,14 @@ pub struct Rollout {
     pub first_seq: u64,
     #[serde(default)]
     pub last_seq: u64,
+    /// The projection keeps only this one's summary (see [`Rollout::drop_detail`]): a reader
+    /// of its verdicts and evidence folds them again from its events ([`detailed`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub detail_dropped: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A bypass as approved: who, why, which flags were turned off, and when.
@@ -156,6 +164,24 @@ pub struct SmokeResult {
 }
 
 impl Rollout {
+    /// Drops what only a reader of this one rollout needs, once it has ended: its last verdict,
+    /// the decision's copy of it and the options it weighed, the evidence windows, the smoke
+    /// results. What lists, metrics and later events read stays: ids, versions, status, times,
+    /// who and why, the decision's action and summary, the phases. Without this the projection
+    /// grows by about 10 KB per rollout forever (its verdicts are most of it); the log keeps
+    /// everything, and [`detailed`] folds it back.
+    pub fn drop_detail(&mut self) {
+        self.last_verdict = None;
+        if let Some(d) = &mut self.decision {
+            d.verdict = None;
+            d.considered = Vec::new();
+        }
+        self.baseline = None;
+        self.windows = Vec::new();
+        self.smoke = Vec::new();
+        self.detail_dropped = true;
+    }
+
     /// Whether the new version is judged against the stable one and on every signal, or only
     /// on health checks (probes, crashes, smoke tests). A first deploy has nothing to compare
     /// with; a rollback returns to a release that was verified, and an alert that prompted it
@@ -173,7 +199,8 @@ impl Rollout {
         let Some(start) = self.bake_started_at else {
             return 0;
         };
-        let end = self.paused_at.unwrap_or(now);
+        // An ended rollout baked until it ended, however long ago that was.
+        let end = self.paused_at.or(self.ended_at).unwrap_or(now);
         end.since(start).saturating_sub(self.paused_ms)
     }
 
@@ -495,6 +522,7 @@ pub fn apply(r: &mut Rollout, kind: &EventKind, at: Timestamp) {
         EventKind::RolloutCompleted { .. } => {
             r.status = RolloutStatus::Completed;
             r.ended_at = Some(at);
+            r.baseline = None;
         }
         EventKind::RolloutHalted { decision, .. } => {
             r.status = match decision.action {
@@ -522,6 +550,7 @@ pub fn apply(r: &mut Rollout, kind: &EventKind, at: Timestamp) {
         EventKind::MitigationCompleted { .. } => {
             r.status = RolloutStatus::Mitigated;
             r.ended_at = Some(at);
+            r.baseline = None;
         }
         EventKind::RolloutPaused { .. } => {
             r.status = RolloutStatus::Paused;
@@ -547,6 +576,7 @@ pub fn apply(r: &mut Rollout, kind: &EventKind, at: Timestamp) {
         EventKind::RolloutAborted { .. } => {
             r.status = RolloutStatus::Aborted;
             r.ended_at = Some(at);
+            r.baseline = None;
         }
         _ => {}
     }
@@ -599,5 +629,33 @@ pub fn started(
         bypass: None,
         approvals: Vec::new(),
         emergency: None,
+        detail_dropped: false,
     }
+}
+
+/// `r` with its whole detail: itself, or, when the projection dropped it
+/// ([`Rollout::drop_detail`]), folded again from its events, which `events` must hold (the
+/// stretch of the log from its first event to its latest, or more: other events are skipped).
+/// Without them (a log that could not be read whole) the summary is all there is.
+pub fn detailed<'a>(r: &'a Rollout, events: &[crate::Event]) -> std::borrow::Cow<'a, Rollout> {
+    use std::borrow::Cow;
+    if !r.detail_dropped {
+        return Cow::Borrowed(r);
+    }
+    let mut own = events.iter().filter(|e| {
+        e.workload == r.workload && (r.first_seq..=r.last_seq).contains(&e.seq) && e.kind.rollout_id() == Some(&r.id)
+    });
+    let Some(first) = own.next() else { return Cow::Borrowed(r) };
+    let EventKind::RolloutStarted { kind, release, from, phases, spec_digest, .. } = &first.kind else {
+        return Cow::Borrowed(r);
+    };
+    let mut full = started(&r.id, &r.workload, *kind, release, from.as_deref(), phases, spec_digest, first.at);
+    // Who started it is the projection's reading of governance at the time: kept, not refolded.
+    full.started_by = r.started_by.clone();
+    full.reason = r.reason.clone();
+    (full.first_seq, full.last_seq) = (r.first_seq, r.last_seq);
+    for e in own {
+        apply(&mut full, &e.kind, e.at);
+    }
+    Cow::Owned(full)
 }

@@ -10,6 +10,10 @@ use crate::rollout::{self, Rollout, RolloutKind, RolloutStatus};
 use crate::spec::WorkloadSpec;
 use crate::time::Timestamp;
 
+/// Ended rollouts per workload whose whole detail the projection keeps (the newest): what the
+/// controller, `why` and the pages people watch read without the log.
+pub const DETAILED_ROLLOUTS: usize = 20;
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct World {
     /// Shared, copied on write: a reader (a controller's tick, an API answer) takes a
@@ -226,6 +230,22 @@ impl WorkloadState {
 
     pub fn lkg(&self) -> Option<&LkgEntry> {
         self.lkg.last().map(|e| &**e)
+    }
+
+    /// Drops the detail of every ended rollout but the newest [`DETAILED_ROLLOUTS`]
+    /// ([`Rollout::drop_detail`]): the projection's size follows the number of rollouts, not
+    /// the size of their evidence. Deterministic in the log, so a restart folds the same state.
+    fn drop_old_detail(&mut self) {
+        let mut kept = 0;
+        for r in self.rollouts.iter_mut().rev().filter(|r| r.ended_at.is_some()) {
+            if kept < DETAILED_ROLLOUTS {
+                kept += 1;
+            } else if r.detail_dropped {
+                break; // Older ones were dropped before.
+            } else {
+                std::sync::Arc::make_mut(r).drop_detail();
+            }
+        }
     }
 
     pub fn next_rollout_id(&self) -> String {
@@ -725,6 +745,14 @@ impl World {
         crate::governance::apply(ws, &e.actor, &e.reason, &e.kind, e.at);
         crate::incident::apply(ws, &e.actor, &e.reason, &e.kind, e.at);
         crate::drill::apply(ws, &e.kind, e.at);
+        if matches!(
+            e.kind,
+            EventKind::RolloutCompleted { .. }
+                | EventKind::MitigationCompleted { .. }
+                | EventKind::RolloutAborted { .. }
+        ) {
+            ws.drop_old_detail();
+        }
     }
 }
 

@@ -1541,3 +1541,74 @@ fn a_rollback_restores_the_spec_in_force_when_its_target_was_last_known_good() {
     }
     assert_eq!(sim.ws().spec.executor.replicas, before, "v1's scale comes back with v1");
 }
+
+/// Deploys `version` over `stable`, fails it, and falls back.
+fn mitigate_release(sim: &mut Sim, version: &str, stable: &str) {
+    sim.release(version);
+    sim.cmd(|w| command::deploy(w, WL, version)).unwrap();
+    sim.run_until(&failing(version, stable), true, 10 * SEC, HOUR, |k| matches!(k, EventKind::RolloutHalted { .. }));
+    let mut after = obs(vo(version, 0, 0), Some(vo(stable, 3_000, 3)));
+    after.canary.probes_answered = 0;
+    sim.run_until(&after, true, SEC, MIN, |k| matches!(k, EventKind::MitigationCompleted { .. }));
+    assert_eq!(sim.latest().status, RolloutStatus::Mitigated);
+}
+
+#[test]
+fn ended_rollouts_beyond_the_newest_keep_a_summary_and_their_detail_folds_back_from_the_log() {
+    use ringfence_core::state::DETAILED_ROLLOUTS;
+    let mut sim = Sim::with_stable(example_spec(), "v1");
+    let mut stable = "v1".to_string();
+    // Each rollout as it was when it ended, with all its detail.
+    let mut ended = vec![sim.latest().clone()];
+    for i in 0..DETAILED_ROLLOUTS + 5 {
+        let version = format!("v{}", i + 2);
+        if i % 3 == 1 {
+            mitigate_release(&mut sim, &version, &stable);
+        } else {
+            complete_release(&mut sim, &version, &stable);
+            stable = version;
+        }
+        let r = sim.latest().clone();
+        assert!(!r.detail_dropped && r.baseline.is_none(), "{}: an ended rollout keeps no baseline", r.id);
+        assert!(r.last_verdict.is_some(), "{}", r.id);
+        ended.push(r);
+    }
+    let ws = sim.ws();
+    let dropped: Vec<&str> = ws.rollouts.iter().filter(|r| r.detail_dropped).map(|r| r.id.as_str()).collect();
+    let oldest: Vec<&str> = ended[..ended.len() - DETAILED_ROLLOUTS].iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(dropped, oldest, "the newest {DETAILED_ROLLOUTS} ended rollouts keep their detail");
+    let mut mitigated = 0;
+    for end in &ended {
+        let now = ws.rollout(&end.id).unwrap();
+        if now.detail_dropped {
+            assert!(now.last_verdict.is_none() && now.windows.is_empty(), "{}", end.id);
+            assert!(now.decision.as_ref().is_none_or(|d| d.verdict.is_none() && d.considered.is_empty()));
+            // The summary lists, metrics and later events read is whole.
+            assert_eq!(
+                (now.status, now.ended_at, &now.release, &now.from),
+                (end.status, end.ended_at, &end.release, &end.from)
+            );
+            assert_eq!(
+                now.decision.as_ref().map(|d| (d.action, &d.summary)),
+                end.decision.as_ref().map(|d| (d.action, &d.summary))
+            );
+            mitigated += usize::from(end.status == RolloutStatus::Mitigated);
+        }
+        let full = rollout::detailed(now, &sim.log);
+        assert_eq!(*full, *end, "{}: folded back from the log as it was when it ended", end.id);
+        // From its own stretch of the log alone, as a reader of one rollout reads it.
+        let stretch: Vec<Event> =
+            sim.log.iter().filter(|e| (now.first_seq..=now.last_seq).contains(&e.seq)).cloned().collect();
+        assert_eq!(*rollout::detailed(now, &stretch), *end, "{}", end.id);
+    }
+    assert!(mitigated > 0, "a mitigated rollout (a decision with its verdict) lost its detail and got it back");
+    // Without its events the summary is all there is.
+    let summary = ws.rollouts.iter().find(|r| r.detail_dropped).unwrap();
+    assert!(rollout::detailed(summary, &[]).detail_dropped);
+    // A restart folds the same projection.
+    let mut fresh = World::default();
+    for e in &sim.log {
+        fresh.apply(e);
+    }
+    assert_eq!(fresh, sim.world);
+}

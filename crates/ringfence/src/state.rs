@@ -773,6 +773,19 @@ impl Shared {
         off_the_workers(|| store.read(workload, after, limit))
     }
 
+    /// The workload's events from rollout `id`'s first to its latest: the stretch of the log
+    /// that holds its own (read, not the workload's whole history); none for no such rollout.
+    pub fn rollout_events(&self, workload: &str, id: &str) -> Result<Vec<Event>, StoreError> {
+        let Some((first, last)) =
+            self.world(|w| w.workload(workload).and_then(|ws| ws.rollout(id)).map(|r| (r.first_seq, r.last_seq)))
+        else {
+            return Ok(Vec::new());
+        };
+        let span = usize::try_from(last.saturating_sub(first) + 1).unwrap_or(usize::MAX).min(200_000);
+        let events = self.events(Some(workload), first.saturating_sub(1), span)?;
+        Ok(events.into_iter().filter(|e| e.seq <= last).collect())
+    }
+
     pub fn notifier(&self, workload: &str) -> Arc<Notify> {
         self.notifies.lock().expect("notify lock").entry(workload.into()).or_default().clone()
     }

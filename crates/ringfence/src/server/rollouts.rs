@@ -130,10 +130,13 @@ pub(super) async fn show_rollout(
     State(sh): St,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<api::Rollout>, ApiError> {
+    // An older rollout's verdicts and evidence are folded again from its stretch of the log.
+    let dropped = sh.world(|w| w.workload(&name).and_then(|ws| ws.rollout(&id)).is_some_and(|r| r.detail_dropped));
+    let events = if dropped { sh.rollout_events(&name, &id)? } else { Vec::new() };
     sh.world(|w| {
         let ws = command::workload(w, &name)?;
         ws.rollout(&id)
-            .map(|r| Json(wire::rollout(r, now())))
+            .map(|r| Json(wire::rollout(&ringfence_core::rollout::detailed(r, &events), now())))
             .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("{name} has no rollout {id:?}")))
     })
 }

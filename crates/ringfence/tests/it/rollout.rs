@@ -368,3 +368,54 @@ async fn an_announced_hotfix_rolls_a_halted_rollout_forward() {
     let v3_errors = samples.iter().filter(|s| s.version.as_deref() == Some("v3") && s.is_error()).count();
     assert_eq!(v3_errors, 0, "{:?}", by_version(&samples));
 }
+
+/// The projection keeps only a summary of ended rollouts beyond the newest
+/// (`DETAILED_ROLLOUTS`); the API still shows an old one whole, folded again from its stretch
+/// of the log, before and after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_rollout_is_shown_whole_after_the_projection_dropped_its_detail() {
+    let mut server = Server::start().await;
+    let w = "history";
+    let mut spec = Spec::new(w);
+    spec.phases = vec![(100, "0s")];
+    server.setup(&spec, &[]).await;
+    let total = ringfence_core::state::DETAILED_ROLLOUTS + 2;
+    let mut ids = Vec::new();
+    let mut first = None;
+    let mut load = None;
+    for i in 1..=total {
+        let version = format!("v{i}");
+        server.release(w, &version, &[]).await;
+        let out = server.deploy_wait(w, &version).await;
+        assert_eq!(out.code, 0, "deploy {version}:\n{out}\n{}", server.diagnose(w).await);
+        ids.push(rollout_id(&out));
+        if i == 1 {
+            // A phase passes on the requests it served.
+            load = Some(Load::start(server.router_addr(w).await, 100.0, 100));
+        }
+        if i == 2 {
+            // The first two as they were shown while the projection still held them whole.
+            first = Some((server.rollout(w, &ids[0]).await, server.rollout(w, &ids[1]).await));
+        }
+    }
+    let first = first.expect("shown before");
+    drop(load);
+    for pass in ["before a restart", "after a SIGKILL and a restart"] {
+        if pass != "before a restart" {
+            server.kill9();
+            server.restart().await;
+        }
+        for id in &ids[..2] {
+            let r = server.rollout(w, id).await;
+            assert_eq!(r.status, RolloutStatus::Completed, "{pass}: {r:#?}");
+            let v = r.last_verdict.as_ref().unwrap_or_else(|| panic!("{pass}: {id} keeps its verdict: {r:#?}"));
+            assert!(!v.signals.is_empty(), "{pass}: {v:#?}");
+        }
+        let now = (server.rollout(w, &ids[0]).await, server.rollout(w, &ids[1]).await);
+        assert_eq!(
+            serde_json::to_value(&now).unwrap(),
+            serde_json::to_value(&first).unwrap(),
+            "{pass}: the same answer as when the projection held them whole"
+        );
+    }
+}

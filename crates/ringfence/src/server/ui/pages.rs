@@ -401,14 +401,14 @@ pub(super) async fn rollout(State(sh): St, user: UiCaller, Path((name, id)): Pat
     if !user.may(Perm::Read, Some(&name)) {
         return not_found(&user, &format!("No workload {name} you may read."));
     }
-    let events = match rollout_events(&sh, &name, &id) {
+    let events = match sh.rollout_events(&name, &id) {
         Ok(e) => e,
         Err(e) => return not_found(&user, &format!("The event log cannot be read: {e}")),
     };
     let main = sh.world(|w| {
         let ws = w.workload(&name)?;
-        let core = ws.rollout(&id)?;
-        let r = wire::rollout(core, now());
+        let core = ringfence_core::rollout::detailed(ws.rollout(&id)?, &events);
+        let r = wire::rollout(&core, now());
         let mut phases = String::new();
         for (i, p) in r.phases.iter().enumerate() {
             let state = if i < r.phase || (i == r.phase && r.status == RolloutStatus::Completed) {
@@ -529,19 +529,6 @@ pub(super) async fn rollout(State(sh): St, user: UiCaller, Path((name, id)): Pat
         Some(main) => layout(&format!("{name} {id}"), Some(&user), &main),
         None => not_found(&user, &format!("No rollout {id} of {name}.")),
     }
-}
-
-/// The workload's events from the rollout's first to its latest: the stretch of the log that
-/// holds its own (read, not the workload's whole history).
-fn rollout_events(sh: &Shared, name: &str, id: &str) -> Result<Vec<ringfence_core::Event>, String> {
-    let Some((first, last)) =
-        sh.world(|w| w.workload(name).and_then(|ws| ws.rollout(id)).map(|r| (r.first_seq, r.last_seq)))
-    else {
-        return Ok(Vec::new());
-    };
-    let span = usize::try_from(last.saturating_sub(first) + 1).unwrap_or(usize::MAX).min(200_000);
-    let events = sh.events(Some(name), first.saturating_sub(1), span).map_err(|e| e.to_string())?;
-    Ok(events.into_iter().filter(|e| e.seq <= last).collect())
 }
 
 /// A latency quantile (µs) of a histogram of `(upper bound, count)`: the bound of the bucket
@@ -764,7 +751,7 @@ pub(super) async fn signals_svg(State(sh): St, user: UiCaller, Path((name, id)):
     if !user.may(Perm::Read, Some(&name)) {
         return StatusCode::NOT_FOUND.into_response();
     }
-    let Ok(events) = rollout_events(&sh, &name, &id) else { return StatusCode::SERVICE_UNAVAILABLE.into_response() };
+    let Ok(events) = sh.rollout_events(&name, &id) else { return StatusCode::SERVICE_UNAVAILABLE.into_response() };
     let svg = sh.world(|w| {
         let ws = w.workload(&name)?;
         ringfence_core::postmortem::rollout_svg(ws, &events, &id)
