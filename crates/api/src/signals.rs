@@ -34,6 +34,10 @@ pub struct RoutesReportAccepted {
     pub accepted: Vec<String>,
     /// Workloads not served by the router tier (unknown, deleted or of another router kind).
     pub ignored: Vec<String>,
+    /// This server had not heard from the router (its instance) since it started: the router
+    /// sends every workload's counters at once, not only those that changed.
+    #[serde(default)]
+    pub send_all: bool,
 }
 
 /// `POST /v1/alerts`: Alertmanager's webhook payload (version 4). Only the fields read here are

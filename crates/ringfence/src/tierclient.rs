@@ -147,11 +147,21 @@ impl TierClient {
         }
     }
 
+    /// Reports the counters once a second: to a server that has them all, only the workloads
+    /// whose counters changed since the last report and a share of the others (each unchanged
+    /// workload every [`RESEND_EVERY`] reports, so the server's copy is never much older and it
+    /// knows the router still serves it); to a server that has not (the first report, a failed
+    /// one, a server that says it has not heard from this router since it started), all.
+    /// With thousands of workloads most see no request from one second to the next, and
+    /// sending and parsing all their counters every second was a third of the router's work.
     async fn report_loop(&self, tier: &TierHandle, shutdown: &CancellationToken) {
         let mut ticker = tokio::time::interval(REPORT_EVERY);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let auth = format!("Bearer {}", self.token);
         let mut warned = None;
+        let mut last: BTreeMap<String, StatsSnapshot> = BTreeMap::new();
+        let mut whole_next = vec![true; self.control_planes.len()];
+        let mut round: u64 = 0;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -161,28 +171,36 @@ impl TierClient {
             if workloads.is_empty() {
                 continue;
             }
+            round += 1;
+            let due = due_now(&last, &workloads, round);
+            let mut failures = Vec::new();
             // To every server at once: a slow one must not delay the others' counters.
             let mut sends = tokio::task::JoinSet::new();
-            for part in report_parts(workloads, REPORT_BYTES) {
-                let report = RouterReport { router: self.name.clone(), workloads: part };
-                let body = bytes::Bytes::from(serde_json::to_vec(&report).expect("a report serializes"));
-                for base in &self.control_planes {
-                    let url = format!("{}/v1/routes/report", base.trim_end_matches('/'));
-                    let (body, auth, http) = (body.clone(), auth.clone(), self.http.clone());
-                    sends.spawn(async move {
-                        let headers = [("authorization", auth.as_str())];
-                        match http.request(Method::POST, &url, &headers, Some(body), REPORT_EVERY).await {
-                            Ok(r) if r.status.is_success() => None,
-                            Ok(r) => {
-                                let why = String::from_utf8_lossy(&r.body[..r.body.len().min(300)]).into_owned();
-                                Some(format!("{url} refused a report: {} {why}", r.status))
-                            }
-                            Err(e) => Some(format!("cannot report to {url}: {e}")),
-                        }
-                    });
+            for (i, base) in self.control_planes.iter().enumerate() {
+                let part = if whole_next[i] { workloads.clone() } else { due.clone() };
+                let this = self.clone();
+                let (base, auth) = (base.clone(), auth.clone());
+                let whole = whole_next[i];
+                sends.spawn(async move { (i, whole, this.send(&base, &auth, part).await) });
+            }
+            let mut again = Vec::new();
+            for (i, whole, outcome) in sends.join_all().await {
+                whole_next[i] = outcome.is_err();
+                match outcome {
+                    Ok(send_all) if send_all && !whole => again.push(i),
+                    Ok(_) => {}
+                    Err(e) => failures.push(e),
                 }
             }
-            let failures: Vec<String> = sends.join_all().await.into_iter().flatten().collect();
+            // A server that restarted has only what was sent since: it gets all of them now,
+            // not a second later, so its first reads after a restart find every workload.
+            for i in again {
+                if let Err(e) = self.send(&self.control_planes[i], &auth, workloads.clone()).await {
+                    whole_next[i] = true;
+                    failures.push(e);
+                }
+            }
+            last = workloads;
             // A server away is expected now and then (a restart, a failover): said at debug.
             // A refusal is not: the analysis of these workloads goes without their traffic.
             if let Some(first) = failures.iter().find(|f| f.contains("refused")) {
@@ -195,6 +213,66 @@ impl TierClient {
             }
         }
     }
+
+    /// Sends `workloads`' counters to the server at `base`, in parts under the API's limit;
+    /// whether the server asked for all of them (it had not heard from this router).
+    async fn send(&self, base: &str, auth: &str, workloads: BTreeMap<String, StatsSnapshot>) -> Result<bool, String> {
+        let url = format!("{}/v1/routes/report", base.trim_end_matches('/'));
+        let mut send_all = false;
+        for part in report_parts(workloads, REPORT_BYTES) {
+            let report = RouterReport { router: self.name.clone(), workloads: part };
+            let body = bytes::Bytes::from(serde_json::to_vec(&report).expect("a report serializes"));
+            let headers = [("authorization", auth)];
+            match self.http.request(Method::POST, &url, &headers, Some(body), REPORT_EVERY).await {
+                Ok(r) if r.status.is_success() => {
+                    send_all |= serde_json::from_slice::<Accepted>(&r.body).is_ok_and(|a| a.send_all);
+                }
+                Ok(r) => {
+                    let why = String::from_utf8_lossy(&r.body[..r.body.len().min(300)]).into_owned();
+                    return Err(format!("{url} refused a report: {} {why}", r.status));
+                }
+                Err(e) => return Err(format!("cannot report to {url}: {e}")),
+            }
+        }
+        Ok(send_all)
+    }
+}
+
+/// The part of the server's answer to a report the router reads (an older server's answer
+/// lacks it: it never asks).
+#[derive(Deserialize)]
+struct Accepted {
+    #[serde(default)]
+    send_all: bool,
+}
+
+/// An unchanged workload's counters are sent again every this many reports: the server takes
+/// breakers and the served generation only from reports under 5 s old.
+const RESEND_EVERY: u64 = 2;
+
+/// The counters a server holding the last report needs now: those that changed since `last`
+/// (or are new), and this round's share of the unchanged ones (each workload's turn comes
+/// every [`RESEND_EVERY`] rounds, the workloads spread over the rounds by a hash of the name).
+fn due_now(
+    last: &BTreeMap<String, StatsSnapshot>,
+    now: &BTreeMap<String, StatsSnapshot>,
+    round: u64,
+) -> BTreeMap<String, StatsSnapshot> {
+    now.iter()
+        .filter(|(name, s)| {
+            let changed = last.get(*name).is_none_or(|before| !before.same_counters(s));
+            changed || turn(name) == round % RESEND_EVERY
+        })
+        .map(|(name, s)| (name.clone(), s.clone()))
+        .collect()
+}
+
+/// A workload's turn among [`RESEND_EVERY`] rounds: the same every time.
+fn turn(name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    name.hash(&mut h);
+    h.finish() % RESEND_EVERY
 }
 
 /// The most a report's body may take: the API refuses bodies over
@@ -229,6 +307,43 @@ fn report_parts(workloads: BTreeMap<String, StatsSnapshot>, budget: usize) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn counted(requests: u64, uptime_ms: u64) -> StatsSnapshot {
+        let v1 = ringfence_router::VersionStats { requests, ..Default::default() };
+        StatsSnapshot {
+            instance_id: "r1".into(),
+            generation: 1,
+            uptime_ms,
+            versions: [("v1".to_string(), v1)].into(),
+            upstreams: vec![],
+        }
+    }
+
+    #[test]
+    fn a_report_carries_what_changed_and_each_unchanged_workload_in_its_turn() {
+        let names: Vec<String> = (0..1000).map(|i| format!("w{i}")).collect();
+        let first: BTreeMap<String, StatsSnapshot> = names.iter().map(|n| (n.clone(), counted(0, 10))).collect();
+        assert_eq!(due_now(&BTreeMap::new(), &first, 1), first, "all are new");
+        // A second later: only the uptime moved, except for w7, which counted a request.
+        let mut now: BTreeMap<String, StatsSnapshot> = names.iter().map(|n| (n.clone(), counted(0, 1010))).collect();
+        now.insert("w7".into(), counted(1, 1010));
+        let mut seen = std::collections::BTreeSet::new();
+        for round in 2..2 + RESEND_EVERY {
+            let due = due_now(&first, &now, round);
+            assert_eq!(due.get("w7"), now.get("w7"), "round {round}: a change is sent every time");
+            // A share of the others, spread over the rounds.
+            let share = due.len() as f64 / names.len() as f64;
+            assert!((0.3..0.7).contains(&share), "round {round}: {} of {}", due.len(), names.len());
+            seen.extend(due.into_keys());
+        }
+        assert_eq!(seen.len(), names.len(), "every workload within {RESEND_EVERY} reports");
+        // A workload the router no longer serves is not sent; one it now serves is.
+        let mut later = now.clone();
+        later.remove("w1");
+        later.insert("new".into(), counted(0, 2010));
+        let due = due_now(&now, &later, 9);
+        assert!(due.contains_key("new") && !due.contains_key("w1"));
+    }
 
     #[test]
     fn a_report_of_many_workloads_goes_in_parts_under_the_api_limit() {

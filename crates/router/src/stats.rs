@@ -71,6 +71,15 @@ pub(crate) const COARSE_BOUNDS_S: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 impl StatsSnapshot {
+    /// The same counters, breakers and table: the same evidence, however long the router has
+    /// run (only `uptime_ms` may differ).
+    pub fn same_counters(&self, other: &StatsSnapshot) -> bool {
+        self.instance_id == other.instance_id
+            && self.generation == other.generation
+            && self.versions == other.versions
+            && self.upstreams == other.upstreams
+    }
+
     /// Several routers' counters for one workload as one, under `instance_id`: per version,
     /// requests, errors, latency sums and buckets add up; distinct users add up too, so a user
     /// who reached the workload through two routers counts twice (an upper bound). The

@@ -182,9 +182,9 @@ fn serialize(routes: &[ServedRoute], cursor: &str, delta: Option<(u64, &[&str])>
     Serialized { etag, body }
 }
 
-/// `POST /v1/routes/report`: a router's counters per workload since it started. Refused
-/// whole (403) if it names a workload the token may not route; workloads not served by the
-/// tier are ignored.
+/// `POST /v1/routes/report`: a router's counters per workload since it started (those that
+/// changed since its last report, and a share of the others). Refused whole (403) if it names
+/// a workload the token may not route; workloads not served by the tier are ignored.
 pub(super) async fn report(
     State(sh): St,
     caller: Caller,
@@ -207,6 +207,8 @@ pub(super) async fn report(
             .cloned()
             .collect()
     });
+    // One router instance sends a report: its first since this server started asks for all.
+    let send_all = report.workloads.values().next().is_some_and(|s| !sh.traffic.tier.heard_before(&s.instance_id));
     let mut accepted = Vec::new();
     let mut ignored = Vec::new();
     for (name, snapshot) in report.workloads {
@@ -221,7 +223,7 @@ pub(super) async fn report(
             ignored.push(name);
         }
     }
-    Ok(Json(api::RoutesReportAccepted { accepted, ignored }))
+    Ok(Json(api::RoutesReportAccepted { accepted, ignored, send_all }))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! counters come back with `POST /v1/routes/report`, to every server they know; this adapter
 //! keeps each router's latest report and merges them per workload for the analysis.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -107,6 +107,10 @@ struct Reports {
     started: Option<Instant>,
     swept: Instant,
     by_workload: HashMap<String, HashMap<String, Report>>,
+    /// Router instances heard from since this server started. A router sends only the counters
+    /// that changed (and a share of the rest each second); one this server has not heard from
+    /// is asked for all of them at once.
+    heard: HashSet<String>,
 }
 
 struct Report {
@@ -131,19 +135,12 @@ impl Default for Tier {
                 started: None,
                 swept: Instant::now(),
                 by_workload: HashMap::new(),
+                heard: HashSet::new(),
             })),
             served: Arc::default(),
             epoch: format!("{:016x}", rand::random::<u64>()).into(),
         }
     }
-}
-
-/// The same counters, breakers and table: the same evidence, however long the router has run.
-fn same_counters(a: &StatsSnapshot, b: &StatsSnapshot) -> bool {
-    a.instance_id == b.instance_id
-        && a.generation == b.generation
-        && a.versions == b.versions
-        && a.upstreams == b.upstreams
 }
 
 impl Tier {
@@ -157,7 +154,7 @@ impl Tier {
         let now = Instant::now();
         let routers = reports.by_workload.entry(workload.to_owned()).or_default();
         routers.retain(|_, r| now.duration_since(r.received) < FORGET);
-        let news = routers.get(&snapshot.instance_id).is_none_or(|b| !same_counters(&b.snapshot, &snapshot));
+        let news = routers.get(&snapshot.instance_id).is_none_or(|b| !b.snapshot.same_counters(&snapshot));
         routers.insert(snapshot.instance_id.clone(), Report { router: router.to_owned(), received: now, snapshot });
         // The other workloads' routers now and then, not on every report: with thousands of
         // workloads a sweep per report would cost thousands of times the report itself.
@@ -167,8 +164,21 @@ impl Tier {
                 routers.retain(|_, r| now.duration_since(r.received) < FORGET);
             }
             reports.by_workload.retain(|_, routers| !routers.is_empty());
+            let Reports { by_workload, heard, .. } = &mut *reports;
+            heard.retain(|id| by_workload.values().any(|routers| routers.contains_key(id)));
         }
         news
+    }
+
+    /// Whether this server had heard from router instance `instance` since it started; from
+    /// now on it has. A router not heard from yet is asked for every workload's counters.
+    pub fn heard_before(&self, instance: &str) -> bool {
+        let mut reports = self.reports.lock().expect("tier reports lock");
+        if reports.heard.contains(instance) {
+            return true;
+        }
+        reports.heard.insert(instance.to_owned());
+        false
     }
 
     /// The API answers from now on: the routers' first reports can arrive.
@@ -472,6 +482,16 @@ mod tests {
         assert!(tier.report("edge-b", "w", snap("b1", 9)), "a request counted is news");
         let third = tier.stats(&at).await.unwrap();
         assert_eq!((third.versions["v1"].requests, &third.instance_id), (20, &second.instance_id));
+    }
+
+    #[test]
+    fn a_router_not_heard_from_since_this_server_started_is_asked_for_all() {
+        let tier = Tier::default();
+        assert!(!tier.heard_before("r1"), "the first report of r1");
+        assert!(tier.heard_before("r1"));
+        assert!(!tier.heard_before("r2"), "another router");
+        // A restarted server has heard from nobody.
+        assert!(!Tier::default().heard_before("r1"));
     }
 
     #[tokio::test]

@@ -278,8 +278,14 @@ async fn two_tier_routers_serve_a_rollout_and_carry_on_without_the_server() {
     assert_eq!(a.generation(w).await, Some(serving), "edge-a restored its tables from its state file");
     assert_eq!(a.ok_of(20).await, 20, "edge-a serves after its restart with no server");
 
-    // The server is back; a new rollout's first table reaches both routers within a second.
+    // The server is back; both routers' counters reach it (it has heard from neither since it
+    // started, so each sends all of its workloads' at once) ...
     server.restart_on_same_port().await;
+    wait_until("both routers report to the restarted server", || async {
+        (server.status(w).await.tier_routers.len() == 2).then_some(())
+    })
+    .await;
+    // ... and a new rollout's first table reaches both routers within a second.
     let out = server.cli(&["deploy", w, "v3"]).await;
     assert_eq!(out.code, 0, "{out}");
     let (generation, at_ms) = wait_until("the first table of v3 published", || async {
