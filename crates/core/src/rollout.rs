@@ -461,7 +461,10 @@ fn advance(r: &Rollout) -> Vec<EventKind> {
 
 /// Applies an event about this rollout. Events about other rollouts are ignored.
 pub fn apply(r: &mut Rollout, kind: &EventKind, at: Timestamp) {
-    if kind.rollout_id() != Some(r.id.as_str()) {
+    // A new last known good names its rollout but is the workload's to fold, not the
+    // rollout's: it changes nothing here, not even `updated_at` (so that a rollout folded
+    // again from its events, `detailed`, is the one the projection had).
+    if kind.rollout_id() != Some(r.id.as_str()) || matches!(kind, EventKind::LkgUpdated { .. }) {
         return;
     }
     r.updated_at = at;

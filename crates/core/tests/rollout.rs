@@ -1602,6 +1602,13 @@ fn ended_rollouts_beyond_the_newest_keep_a_summary_and_their_detail_folds_back_f
         assert_eq!(*rollout::detailed(now, &stretch), *end, "{}", end.id);
     }
     assert!(mitigated > 0, "a mitigated rollout (a decision with its verdict) lost its detail and got it back");
+    // A last known good names its rollout but is the workload's to fold: a later one (a
+    // rollback's) must not move the rollout's `updated_at` on a refold either.
+    let mut r = ended[1].clone();
+    let lkg = EventKind::LkgUpdated { version: r.release.clone(), rollout_id: r.id.clone() };
+    let later = r.updated_at.plus_ms(HOUR);
+    rollout::apply(&mut r, &lkg, later);
+    assert_eq!(r, ended[1]);
     // Without its events the summary is all there is.
     let summary = ws.rollouts.iter().find(|r| r.detail_dropped).unwrap();
     assert!(rollout::detailed(summary, &[]).detail_dropped);
