@@ -131,8 +131,9 @@ pub(super) async fn show_rollout(
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<api::Rollout>, ApiError> {
     // An older rollout's verdicts and evidence are folded again from its stretch of the log.
-    let dropped = sh.world(|w| w.workload(&name).and_then(|ws| ws.rollout(&id)).is_some_and(|r| r.detail_dropped));
-    let events = if dropped { sh.rollout_events(&name, &id)? } else { Vec::new() };
+    // Read for any ended one: the next rollout to end can drop its detail between two looks.
+    let ended = sh.world(|w| w.workload(&name).and_then(|ws| ws.rollout(&id)).is_some_and(|r| r.ended_at.is_some()));
+    let events = if ended { sh.rollout_events(&name, &id)? } else { Vec::new() };
     sh.world(|w| {
         let ws = command::workload(w, &name)?;
         ws.rollout(&id)
