@@ -98,6 +98,8 @@ fn loop_period(tick: Duration, tier: bool, probe_every: Duration, bake_due: Opti
 /// How often the router's table is read back to catch a change made behind the controller's
 /// back (an admin call with a stolen secret).
 const DRIFT_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// The wait before a stable version whose replica failed to start is started again.
+const STABLE_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 struct Local {
     name: String,
@@ -124,6 +126,8 @@ struct Local {
     /// The stable version's counters when its watch window began: (rollout, router instance,
     /// counters), so a regression in its own traffic can be told from what it served before.
     watch_base: Option<(String, String, ringfence_router::VersionStats)>,
+    /// When each version's last replica start was asked for: a stable version whose start
+    /// failed is tried again `STABLE_RETRY_AFTER` later.
     stable_retry: HashMap<String, Instant>,
     /// Instances whose stop failed: when to try again, and the wait before that (doubling).
     stop_retry: HashMap<String, (Instant, Duration)>,
@@ -541,6 +545,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
     }
 
     // Start what should run.
+    local.stable_retry.retain(|_, at| at.elapsed() < STABLE_RETRY_AFTER);
     for (version, count) in &desired.versions {
         // `version` here is a runtime (see `runtime_of`): the processes of the new release.
         let is_new = active.as_ref().is_some_and(|r| {
@@ -555,7 +560,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
             if is_new {
                 continue; // the failed start is the new version's verdict; the core halts it
             }
-            if local.stable_retry.get(version).is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
+            if local.stable_retry.contains_key(version) {
                 continue;
             }
         }
@@ -697,6 +702,8 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
     for (version, target) in shrunk {
         act::scale(shared, local, &ws, &version, target).await?;
     }
+    // A version scaled to nothing is forgotten (releases come and go; the map would only grow).
+    local.scaled.retain(|version, n| *n > 0 || wanted.contains_key(version.as_str()));
 
     // A deleted workload's router goes last, once nothing is routed to its instances.
     if ws.deleted {

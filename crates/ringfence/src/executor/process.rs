@@ -94,12 +94,16 @@ impl ProcId {
     }
 }
 
-/// A process this server started: its start time, and how it ended once reaped.
+/// A process this server started: its start time, and how it ended once reaped (and when).
 #[derive(Debug, Clone)]
 struct Child {
     start: u64,
-    ended: Option<String>,
+    ended: Option<(String, Instant)>,
 }
+
+/// How long a child's exit status is kept after it was reaped, when nobody stops the instance:
+/// the controller looks at every instance within seconds, so this is only a bound on the map.
+const KEEP_EXIT_STATUS: Duration = Duration::from_secs(600);
 
 #[derive(Clone)]
 pub struct ProcessExecutor {
@@ -275,14 +279,18 @@ impl ProcessExecutor {
         }
         // Reap the child when it exits so its status is known and no zombie is left.
         let children = self.children.clone();
-        children.lock().expect("children lock").insert(pid, Child { start, ended: None });
+        {
+            let mut children = children.lock().expect("children lock");
+            children.retain(|_, c| c.ended.as_ref().is_none_or(|(_, at)| at.elapsed() < KEEP_EXIT_STATUS));
+            children.insert(pid, Child { start, ended: None });
+        }
         tokio::spawn(async move {
             let status = match child.wait().await {
                 Ok(s) => s.to_string(),
                 Err(e) => format!("unknown status ({e})"),
             };
             if let Some(c) = children.lock().expect("children lock").get_mut(&pid) {
-                c.ended = Some(status);
+                c.ended = Some((status, Instant::now()));
             }
         });
         Ok(Started { instance: id.id(), endpoint: endpoint(port), adopted: false })
@@ -349,7 +357,7 @@ impl Executor for ProcessExecutor {
         if self.running(id) {
             return InstanceStatus::Running;
         }
-        let reaped = self.child(id).and_then(|c| c.ended);
+        let reaped = self.child(id).and_then(|c| c.ended).map(|(status, _)| status);
         InstanceStatus::Exited(reaped.unwrap_or_else(|| "exited; status unknown (not a child of this server)".into()))
     }
 
@@ -376,6 +384,11 @@ impl Executor for ProcessExecutor {
         Box::pin(async move {
             if let Some(id) = ProcId::parse(instance) {
                 self.stop_group(id, spec.stop_grace.std()).await;
+                // Stopped for good: its status is asked for no more.
+                let mut children = self.children.lock().expect("children lock");
+                if children.get(&id.pid).is_some_and(|c| c.ended.is_some() && id.start.is_none_or(|s| s == c.start)) {
+                    children.remove(&id.pid);
+                }
             }
             let _ = std::fs::remove_file(self.pid_path(slot.workload, slot.version, slot.replica));
             Ok(())
@@ -437,4 +450,64 @@ fn log_tail(path: &Path) -> String {
         return String::new();
     }
     format!("; last log lines ({}): {}", path.display(), lines.join(" | "))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// A replica that answers readiness: Python's HTTP server, which the test tooling installs.
+    fn spec() -> ExecutorSpec {
+        serde_json::from_value(serde_json::json!({
+            "command": ["python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"],
+            "readiness": {"path": "/", "timeout": "10s", "interval": "50ms"},
+            "stop_grace": "2s",
+        }))
+        .expect("executor spec")
+    }
+
+    fn known(executor: &ProcessExecutor) -> usize {
+        executor.children.lock().expect("children lock").len()
+    }
+
+    #[tokio::test]
+    async fn a_stopped_child_is_forgotten_once_its_exit_was_seen() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let executor =
+            ProcessExecutor::new(dir.path(), PathBuf::from("ringfence"), HttpClient::new()).expect("executor");
+        let (spec, config) = (spec(), BTreeMap::new());
+        let replica = Replica {
+            workload: "w",
+            version: "v1",
+            replica: 0,
+            spec: &spec,
+            config: &config,
+            router: None,
+            secrets: &[],
+        };
+        let slot = Slot { workload: "w", version: "v1", replica: 0 };
+        let started = executor.ensure(&replica).await.expect("the replica starts");
+        assert_eq!(known(&executor), 1);
+
+        // A crash: its status stays known to the controller until the instance is stopped.
+        executor.inject(&started.instance, crate::executor::InstanceFault::Crash).expect("crash injected");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            match executor.status(slot, &started.instance, &spec) {
+                InstanceStatus::Exited(status) => break status,
+                InstanceStatus::Running if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                InstanceStatus::Running => panic!("the killed replica still runs"),
+            }
+        };
+        assert!(status.contains("signal"), "the reaped status says how it ended: {status}");
+        assert_eq!(known(&executor), 1);
+
+        executor.stop(slot, &started.instance, &spec, crate::executor::StopKind::Retire).await.expect("stop");
+        assert_eq!(known(&executor), 0, "a stopped instance leaves nothing behind in the executor");
+        assert!(matches!(executor.status(slot, &started.instance, &spec), InstanceStatus::Exited(_)));
+    }
 }
