@@ -182,7 +182,7 @@ pub(crate) fn snapshot_of(
         instance_id: shared.instance_id.clone(),
         generation: routing.map_or(0, |r| r.table.generation),
         uptime_ms: u64::try_from(now.duration_since(shared.started).as_millis()).unwrap_or(u64::MAX),
-        versions: stats.versions(live_versions),
+        versions: stats.versions(live_versions, now),
         upstreams: routing.map(|r| r.upstream_stats(now)).unwrap_or_default(),
     }
 }

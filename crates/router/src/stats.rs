@@ -2,12 +2,15 @@
 //!
 //! The controller's health analysis reads `StatsSnapshot`s and diffs consecutive ones with
 //! `VersionStats::delta`, so everything here is cumulative since the router started and the
-//! `instance_id` changes on restart.
+//! `instance_id` changes on restart. A version off the table is reported for
+//! [`RETIRED_KEPT`] more, then forgotten: a router serving release after release would
+//! otherwise carry (and send, every second) the counters of every version it ever served.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use ringfence_traffic::grid::lower_bound_us;
 
@@ -35,7 +38,8 @@ pub struct VersionStats {
     /// `(upper bound in µs, count)` of the non-empty buckets, ascending. The last possible
     /// bound is `u64::MAX` (above 60 s).
     pub latency_buckets: Vec<(u64, u64)>,
-    /// Distinct users (sticky keys) sent to the version since the router started: a
+    /// Distinct users (sticky keys) sent to the version since the router started (or since
+    /// the version came back after it was forgotten, off the table for [`RETIRED_KEPT`]): a
     /// HyperLogLog estimate, within about 5%. Distinct counts do not subtract: `delta` keeps
     /// the later one.
     #[serde(default)]
@@ -301,13 +305,25 @@ impl Latency {
     }
 }
 
-/// Registry of all counters ever created. Only touched when a table is installed and when
-/// someone reads stats; the hot path holds `Arc`s to its own counters.
+/// How long a version that left the routing table is still reported: past the server's
+/// recording of a mitigated release's aftermath (5 minutes), and far past any read that
+/// takes the last counts of a version just taken off.
+pub const RETIRED_KEPT: Duration = Duration::from_secs(6 * 60);
+
+/// Registry of the counters of the versions served now and lately. Only touched when a table
+/// is installed and when someone reads stats; the hot path holds `Arc`s to its own counters
+/// (a request still counting into a forgotten version's counts into nothing).
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
     /// Keyed by (version, group).
     series: Mutex<BTreeMap<(String, String), Arc<Series>>>,
     latency: Mutex<BTreeMap<String, Arc<Latency>>>,
+    /// The versions off the table, since when it was first seen without them.
+    retired: Mutex<BTreeMap<String, Instant>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Stats {
@@ -341,8 +357,15 @@ impl Stats {
     }
 
     /// Per-version totals. Versions without any request are left out unless listed in `keep`
-    /// (the versions of the current table), so readers see every live version.
-    pub(crate) fn versions<'a>(&self, keep: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, VersionStats> {
+    /// (the versions of the current table), so readers see every live version; versions off
+    /// the table for [`RETIRED_KEPT`] are forgotten.
+    pub(crate) fn versions<'a>(
+        &self,
+        keep: impl IntoIterator<Item = &'a str>,
+        now: Instant,
+    ) -> BTreeMap<String, VersionStats> {
+        let keep: Vec<&str> = keep.into_iter().collect();
+        self.forget_retired(&keep, now);
         let mut out: BTreeMap<String, VersionStats> = BTreeMap::new();
         for c in self.all_series() {
             let v = out.entry(c.version).or_default();
@@ -355,9 +378,36 @@ impl Stats {
             v.latency_buckets = latency.fine_buckets();
             v.users = latency.users.estimate();
         }
-        let keep: Vec<&str> = keep.into_iter().collect();
         out.retain(|version, v| v.requests > 0 || keep.contains(&version.as_str()));
         out
+    }
+
+    /// Marks the versions not in `live` as retired (from `now`, unless they were already) and
+    /// drops the counters of those retired for [`RETIRED_KEPT`]. A version back in the table
+    /// before that keeps counting where it was; the no-upstream series is never retired.
+    fn forget_retired(&self, live: &[&str], now: Instant) {
+        let mut retired = lock(&self.retired);
+        retired.retain(|version, _| !live.contains(&version.as_str()));
+        let mut known: Vec<String> = lock(&self.latency).keys().cloned().collect();
+        known.extend(lock(&self.series).keys().map(|(version, _)| version.clone()));
+        for version in known {
+            if version != NO_VERSION && !live.contains(&version.as_str()) {
+                retired.entry(version).or_insert(now);
+            }
+        }
+        let gone: Vec<String> = retired
+            .iter()
+            .filter(|(_, since)| now.saturating_duration_since(**since) >= RETIRED_KEPT)
+            .map(|(version, _)| version.clone())
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        for version in &gone {
+            retired.remove(version);
+        }
+        lock(&self.latency).retain(|version, _| !gone.contains(version));
+        lock(&self.series).retain(|(version, _), _| !gone.contains(version));
     }
 }
 
@@ -544,5 +594,42 @@ mod tests {
         assert_eq!(json["upstreams"][0]["addr"], "127.0.0.1:80");
         let back: StatsSnapshot = serde_json::from_value(json).unwrap();
         assert_eq!(back, s);
+    }
+
+    /// Counts one request of `version` (in group `group`), as the data plane does.
+    fn serve(stats: &Stats, version: &str, group: &str) {
+        stats.series(version, group).requests.fetch_add(1, Relaxed);
+        stats.latency(version).observe_us(100);
+    }
+
+    #[test]
+    fn a_version_off_the_table_is_reported_for_a_while_then_forgotten() {
+        let stats = Stats::default();
+        let t0 = Instant::now();
+        for (version, group) in [("v1", "stable"), ("v2", "canary"), ("v3", "canary"), (NO_VERSION, NO_VERSION)] {
+            serve(&stats, version, group);
+        }
+        let names =
+            |live: &[&str], at: Instant| stats.versions(live.iter().copied(), at).into_keys().collect::<Vec<_>>();
+        assert_eq!(names(&["v1", "v2", "v3"], t0), ["none", "v1", "v2", "v3"]);
+
+        // v2 and v3 leave the table; v3 comes back before its time is up.
+        assert_eq!(names(&["v1"], t0), ["none", "v1", "v2", "v3"], "the last counts of a version just taken off");
+        assert_eq!(names(&["v1", "v3"], t0 + RETIRED_KEPT / 2), ["none", "v1", "v2", "v3"]);
+        assert_eq!(names(&["v1"], t0 + RETIRED_KEPT * 3 / 4), ["none", "v1", "v2", "v3"]);
+        assert_eq!(names(&["v1"], t0 + RETIRED_KEPT), ["none", "v1", "v3"], "v2 is forgotten");
+        assert!(stats.all_series().iter().all(|s| s.version != "v2"), "and its counters are gone");
+        assert!(stats.all_latency().iter().all(|(v, _)| v != "v2"));
+        assert_eq!(stats.versions(["v1"], t0 + RETIRED_KEPT)["v3"].requests, 1, "v3 kept counting where it was");
+        assert_eq!(
+            names(&["v1"], t0 + RETIRED_KEPT * 7 / 4),
+            ["none", "v1"],
+            "v3 is forgotten a full period after it left"
+        );
+
+        // Served again, a forgotten version counts from nothing; the stable one never left.
+        serve(&stats, "v2", "canary");
+        let now = stats.versions(["v1", "v2"], t0 + RETIRED_KEPT * 2);
+        assert_eq!((now["v2"].requests, now["v1"].requests, now["none"].requests), (1, 1, 1));
     }
 }

@@ -305,6 +305,12 @@ impl Shared {
                 None => any_host.push(i),
             }
         }
+        // A workload the set no longer has takes its counters with it.
+        {
+            let served: std::collections::HashSet<&str> =
+                tables.routes.iter().map(|r| r.table.workload.as_str()).collect();
+            self.tier_stats.lock().unwrap_or_else(PoisonError::into_inner).retain(|w, _| served.contains(w.as_str()));
+        }
         // The tables that changed, not the whole set: a tier router may serve thousands.
         const NAMED: usize = 20;
         tracing::info!(
@@ -396,6 +402,18 @@ mod tests {
         assert!(Arc::ptr_eq(&routing(&before, "a.example"), &routing(&after, "a.example")));
         assert!(!Arc::ptr_eq(&routing(&before, "b.example"), &routing(&after, "b.example")));
         assert_eq!(routing(&after, "b.example").table.generation, 2);
+
+        // A set without a workload takes its counters with it.
+        let counted = |shared: &Shared| {
+            let mut names: Vec<String> = shared.tier_stats.lock().unwrap().keys().cloned().collect();
+            names.sort();
+            names
+        };
+        assert_eq!(counted(&shared), ["a", "b"]);
+        let third =
+            TierTables { etag: "3".into(), routes: vec![route("a", Some("a.example"), None)], ..Default::default() };
+        shared.install_tier(third).unwrap();
+        assert_eq!(counted(&shared), ["a"]);
     }
 
     #[test]
