@@ -388,13 +388,15 @@ impl Stats {
     fn forget_retired(&self, live: &[&str], now: Instant) {
         let mut retired = lock(&self.retired);
         retired.retain(|version, _| !live.contains(&version.as_str()));
-        let mut known: Vec<String> = lock(&self.latency).keys().cloned().collect();
-        known.extend(lock(&self.series).keys().map(|(version, _)| version.clone()));
-        for version in known {
-            if version != NO_VERSION && !live.contains(&version.as_str()) {
-                retired.entry(version).or_insert(now);
+        // A tier router runs this for every workload every second: nothing is copied unless a
+        // version has just left the table.
+        let mut retire = |version: &String| {
+            if version != NO_VERSION && !live.contains(&version.as_str()) && !retired.contains_key(version) {
+                retired.insert(version.clone(), now);
             }
-        }
+        };
+        lock(&self.latency).keys().for_each(&mut retire);
+        lock(&self.series).keys().for_each(|(version, _)| retire(version));
         let gone: Vec<String> = retired
             .iter()
             .filter(|(_, since)| now.saturating_duration_since(**since) >= RETIRED_KEPT)
