@@ -91,8 +91,15 @@ impl Default for HttpClient {
     }
 }
 
+/// How long a kept connection may sit unused before it is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl HttpClient {
     pub fn new() -> HttpClient {
+        HttpClient::with_idle_timeout(IDLE_TIMEOUT)
+    }
+
+    fn with_idle_timeout(idle: Duration) -> HttpClient {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -102,8 +109,12 @@ impl HttpClient {
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector);
+        // The timer is what closes idle connections and forgets closed ones: without it the
+        // pool only looks at a host's connections when that host is asked again, and every
+        // replica the server ever probed (each on a port of its own) stayed in it for good.
         let inner = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(idle)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
             .pool_max_idle_per_host(8)
             .build(connector);
         HttpClient { inner }
@@ -167,4 +178,39 @@ const COMPONENT: &percent_encoding::AsciiSet =
 /// `s` percent-encoded for a query value or a path segment.
 pub fn encode_component(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, COMPONENT).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// Answers one keep-alive request on one connection, then says whether the client closed
+    /// that connection within `within`.
+    async fn closed_by_client(listener: tokio::net::TcpListener, within: Duration) -> bool {
+        let (mut conn, _) = listener.accept().await.expect("accept");
+        let mut buf = vec![0u8; 4096];
+        let mut seen = Vec::new();
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).await.expect("read the request");
+            assert!(n > 0, "the client closed before its request was read");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.expect("answer");
+        matches!(tokio::time::timeout(within, conn.read(&mut buf)).await, Ok(Ok(0)))
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_closed_after_the_idle_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let server = tokio::spawn(closed_by_client(listener, Duration::from_secs(10)));
+        let client = HttpClient::with_idle_timeout(Duration::from_millis(200));
+        let r = client.get(&format!("http://{addr}/"), Duration::from_secs(5)).await.expect("request");
+        assert_eq!(r.body.as_ref(), b"ok");
+        // The client is kept alive (and so is its pool): only the idle timeout closes it.
+        assert!(server.await.expect("server task"), "the pooled connection was still open 10 s after it went idle");
+        drop(client);
+    }
 }
