@@ -328,18 +328,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Stats {
     pub(crate) fn series(&self, version: &str, group: &str) -> Arc<Series> {
-        let mut map = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = lock(&self.series);
         map.entry((version.to_owned(), group.to_owned())).or_default().clone()
     }
 
     pub(crate) fn latency(&self, version: &str) -> Arc<Latency> {
-        let mut map = self.latency.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = lock(&self.latency);
         map.entry(version.to_owned()).or_default().clone()
     }
 
     /// Copies of every series' counters.
     pub(crate) fn all_series(&self) -> Vec<SeriesCounts> {
-        let map = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        let map = lock(&self.series);
         map.iter()
             .map(|((version, group), s)| SeriesCounts {
                 version: version.clone(),
@@ -352,7 +352,7 @@ impl Stats {
     }
 
     pub(crate) fn all_latency(&self) -> Vec<(String, Arc<Latency>)> {
-        let map = self.latency.lock().unwrap_or_else(PoisonError::into_inner);
+        let map = lock(&self.latency);
         map.iter().map(|(k, l)| (k.clone(), l.clone())).collect()
     }
 
