@@ -68,12 +68,12 @@ impl Attestation {
         for (field, value, max) in
             [("kind", &self.kind, 63), ("source", &self.source, 512), ("subject", &self.subject, 512)]
         {
-            if value.trim().is_empty() || value.len() > max {
+            if value.trim().is_empty() || value.chars().count() > max {
                 return Err(format!("field `{field}`: expected 1 to {max} characters, found {value:?}"));
             }
         }
         crate::spec::check_name(&self.kind).map_err(|m| format!("field `kind`: {:?}: {m}", self.kind))?;
-        if self.detail.len() > 4096 {
+        if self.detail.chars().count() > 4096 {
             return Err("field `detail`: expected at most 4096 characters".into());
         }
         Ok(())
@@ -387,7 +387,7 @@ fn check_emergency(ws: &WorkloadState, e: &Emergency) -> Result<(), CommandError
             format!("{} has no emergency path: its spec's [emergency] names no severities", ws.name),
         ));
     }
-    if e.incident.trim().is_empty() || e.incident.len() > 128 {
+    if e.incident.trim().is_empty() || e.incident.chars().count() > 128 {
         return Err(err(ErrorCode::Invalid, "field `emergency.incident`: name the incident (1 to 128 characters)"));
     }
     if e.justification.trim().is_empty() {
@@ -539,7 +539,7 @@ pub fn approve(
     now: Timestamp,
 ) -> Result<Vec<EventKind>, CommandError> {
     let ws = crate::command::workload(world, name)?;
-    if comment.len() > 2048 {
+    if comment.chars().count() > 2048 {
         return Err(err(ErrorCode::Invalid, "field `reason`: expected at most 2048 characters"));
     }
     if let Some(p) = &ws.governance.pending {
@@ -679,7 +679,7 @@ fn gated_rollout(ws: &WorkloadState) -> Result<Option<&Rollout>, CommandError> {
 /// aborted (traffic back to the stable version). One eligible rejection fails the gate.
 pub fn reject(world: &World, name: &str, who: &Approver<'_>, comment: &str) -> Result<Vec<EventKind>, CommandError> {
     let ws = crate::command::workload(world, name)?;
-    if comment.trim().is_empty() || comment.len() > 2048 {
+    if comment.trim().is_empty() || comment.chars().count() > 2048 {
         return Err(err(
             ErrorCode::Invalid,
             "a rejection needs a reason (at most 2048 characters): say what must change",

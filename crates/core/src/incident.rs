@@ -429,10 +429,10 @@ pub fn follow_up(
 ) -> Result<EventKind, CommandError> {
     let ws = crate::command::workload(world, name)?;
     find(ws, incident)?;
-    if title.trim().is_empty() || title.len() > 300 {
+    if title.trim().is_empty() || title.chars().count() > 300 {
         return Err(err(ErrorCode::Invalid, "field `title`: expected 1 to 300 characters"));
     }
-    if owner.len() > 64 {
+    if owner.chars().count() > 64 {
         return Err(err(ErrorCode::Invalid, "field `owner`: expected at most 64 characters"));
     }
     if ws.follow_ups.len() >= 10_000 {
@@ -461,7 +461,7 @@ fn open_follow_up<'a>(ws: &'a WorkloadState, id: &str) -> Result<&'a FollowUp, C
 pub fn assign_follow_up(world: &World, name: &str, id: &str, owner: &str) -> Result<EventKind, CommandError> {
     let ws = crate::command::workload(world, name)?;
     open_follow_up(ws, id)?;
-    if owner.trim().is_empty() || owner.len() > 64 {
+    if owner.trim().is_empty() || owner.chars().count() > 64 {
         return Err(err(ErrorCode::Invalid, "field `owner`: expected 1 to 64 characters"));
     }
     Ok(EventKind::FollowUpAssigned { id: id.into(), owner: owner.trim().into() })

@@ -95,7 +95,7 @@ impl Migration {
 
     /// The same migration with `kind` and `backward_compatible` agreeing, or why they cannot.
     pub fn normalized(&self) -> Result<Migration, String> {
-        if self.id.trim().is_empty() || self.id.len() > 128 {
+        if self.id.trim().is_empty() || self.id.chars().count() > 128 {
             return Err(format!("field `migration.id`: expected 1 to 128 characters, found {:?}", self.id));
         }
         let mut m = self.clone();

@@ -415,3 +415,18 @@ fn the_postmortem_draws_the_new_and_the_stable_version_around_the_incident() {
     let first = ws.rollouts[0].id.clone();
     assert!(ringfence_core::postmortem::signals_svg(ws, &h.log, Some(&first)).is_err());
 }
+
+#[test]
+fn text_limits_count_characters_as_the_api_schema_does() {
+    let h = history();
+    let incident = h.world.workload("shop").unwrap().incidents.keys().next().unwrap().clone();
+    // 300 characters of two bytes each: 600 bytes, within the documented 300-character limit.
+    let title = "é".repeat(300);
+    let owner = "ü".repeat(64);
+    incident::follow_up(&h.world, "shop", &incident, &title, &owner, None).expect("300 characters are allowed");
+    let long = "é".repeat(301);
+    let e = incident::follow_up(&h.world, "shop", &incident, &long, "bob", None).unwrap_err();
+    assert!(e.message.contains("1 to 300 characters"), "{}", e.message);
+    let e = incident::follow_up(&h.world, "shop", &incident, "ok", &"ü".repeat(65), None).unwrap_err();
+    assert!(e.message.contains("at most 64 characters"), "{}", e.message);
+}

@@ -156,7 +156,7 @@ pub(super) fn validate_notify(channels: &[NotifySpec], bad: &mut dyn FnMut(&str,
             _ if !http => bad(&format!("{field}.url"), format!("{:?}: expected an http:// or https:// URL", c.url)),
             _ => {}
         }
-        if c.url.len() > 2048 {
+        if c.url.chars().count() > 2048 {
             bad(&format!("{field}.url"), "expected at most 2048 characters".into());
         }
         match (&c.kind, &c.secret) {

@@ -18,8 +18,8 @@ pub(super) async fn start_drill(
     if b.fault.chars().count() > 64 {
         return Err(ApiError::new(ErrorKind::Invalid, "field `fault`: at most 64 characters"));
     }
-    if b.reason.len() > 2048 {
-        return Err(ApiError::new(ErrorKind::Invalid, "field `reason`: at most 2048 bytes"));
+    if b.reason.chars().count() > 2048 {
+        return Err(ApiError::new(ErrorKind::Invalid, "field `reason`: at most 2048 characters"));
     }
     let fault = Fault::parse(&b.fault).map_err(|e| ApiError::new(ErrorKind::Invalid, format!("field `fault`: {e}")))?;
     let reason = if b.reason.trim().is_empty() { format!("drill: {}", fault.describe()) } else { b.reason.clone() };

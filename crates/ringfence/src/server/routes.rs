@@ -190,7 +190,7 @@ pub(super) async fn report(
     caller: Caller,
     Body(report): Body<RouterReport>,
 ) -> Result<Json<api::RoutesReportAccepted>, ApiError> {
-    if report.router.is_empty() || report.router.len() > 128 || report.router.chars().any(char::is_control) {
+    if report.router.is_empty() || report.router.chars().count() > 128 || report.router.chars().any(char::is_control) {
         return Err(ApiError::new(
             ErrorKind::BadRequest,
             format!("router: expected a name of 1 to 128 printable characters, found {:?}", report.router),

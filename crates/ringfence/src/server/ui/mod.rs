@@ -327,7 +327,7 @@ async fn act(State(sh): St, user: UiCaller, Path(name): Path<String>, Form(f): F
     if f.csrf != user.csrf {
         return forbidden(Some(&user), "This form is not from this server's pages: nothing was done.");
     }
-    if f.reason.len() > 2048 {
+    if f.reason.chars().count() > 2048 {
         return forbidden(Some(&user), "The reason is longer than 2048 characters: nothing was done.");
     }
     let Some(&(action, route, destructive)) = ACTIONS.iter().find(|(a, _, _)| *a == f.action) else {
