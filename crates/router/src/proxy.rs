@@ -41,13 +41,29 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::PROXY_AUTHORIZATION,
 ];
 
-pub(crate) async fn handle(
+/// What every request of one user's connection shares: built once per connection, so a
+/// request clones one reference that no other thread touches (the router's shared state and
+/// the worker's pool stay behind it) and the peer's address is formatted once.
+pub(crate) struct Connection {
     shared: Arc<Shared>,
     pool: Arc<Pool>,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-) -> Response<ProxyBody> {
+    /// The peer's IP as the `X-Forwarded-For` element this router appends.
+    peer_ip: HeaderValue,
+}
+
+impl Connection {
+    pub(crate) fn new(shared: Arc<Shared>, pool: Arc<Pool>, peer: SocketAddr) -> Connection {
+        Connection { shared, pool, peer_ip: ip_header(peer) }
+    }
+}
+
+fn ip_header(peer: SocketAddr) -> HeaderValue {
+    HeaderValue::from_str(&peer.ip().to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+pub(crate) async fn handle(conn: Arc<Connection>, req: Request<Incoming>) -> Response<ProxyBody> {
     let received = Instant::now();
+    let (shared, pool) = (&conn.shared, &conn.pool);
     // An owned Arc, not a guard: the request holds the table across awaits.
     let routing = if shared.tier_mode {
         let Some(tier) = shared.tier.load_full() else {
@@ -127,7 +143,7 @@ pub(crate) async fn handle(
     }
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
-    append_forwarded_for(&mut parts.headers, peer);
+    append_forwarded_for(&mut parts.headers, &conn.peer_ip);
     // The upstream sees the key the user was routed on, also when it came from the cookie or
     // was just assigned, so what it evaluates for the user (flags over OFREP) follows the
     // same rollout group.
@@ -137,18 +153,19 @@ pub(crate) async fn handle(
         parts.headers.insert(routing.sticky_header.clone(), v);
     }
     if let Some(i) = shadow {
-        send_copy(&shared, &pool, &routing, i, &parts);
+        send_copy(shared, pool, &routing, i, &parts);
     }
     // A bodiless request can be sent again as it was; one with a body cannot, since the body
-    // streams through and is gone once sent.
-    let spare = bodiless(&parts.headers).then(|| Spare {
+    // streams through and is gone once sent. A group of one replica has nowhere to send it
+    // again, so no copy is kept.
+    let spare = (group.replicas() > 1 && bodiless(&parts.headers)).then(|| Spare {
         idempotent: idempotent(&parts.method),
         method: parts.method.clone(),
         uri: parts.uri.clone(),
         headers: parts.headers.clone(),
     });
     let first = attempt.upstream.addr;
-    let mut result = forward(&shared, &pool, &routing, attempt, Request::from_parts(parts, Either::Left(body))).await;
+    let mut result = forward(shared, pool, &routing, attempt, Request::from_parts(parts, Either::Left(body))).await;
     if let Err(failure) = &result
         && let Some(spare) = spare
         && failure.may_retry(spare.idempotent)
@@ -156,7 +173,7 @@ pub(crate) async fn handle(
     {
         group.series.retries.fetch_add(1, Relaxed);
         tracing::debug!(%first, second = %second.upstream.addr, group = %group.name, ?failure, "retrying on another replica");
-        result = forward(&shared, &pool, &routing, second, spare.into_request()).await;
+        result = forward(shared, pool, &routing, second, spare.into_request()).await;
     }
     let now = Instant::now();
     let mut response = match result {
@@ -394,20 +411,15 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_string();
+fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
     if !headers.contains_key(&X_FORWARDED_FOR) {
-        if let Ok(value) = HeaderValue::from_str(&ip) {
-            headers.insert(X_FORWARDED_FOR.clone(), value);
-        }
+        headers.insert(X_FORWARDED_FOR.clone(), ip.clone());
         return;
     }
     let mut chain: Vec<&[u8]> = headers.get_all(&X_FORWARDED_FOR).iter().map(|v| v.as_bytes()).collect();
     chain.push(ip.as_bytes());
     let joined = chain.join(&b", "[..]);
-    let value = HeaderValue::from_bytes(&joined)
-        .or_else(|_| HeaderValue::from_str(&ip))
-        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    let value = HeaderValue::from_bytes(&joined).unwrap_or_else(|_| ip.clone());
     headers.insert(X_FORWARDED_FOR.clone(), value);
 }
 
@@ -476,12 +488,12 @@ mod tests {
 
     #[test]
     fn forwarded_for_is_appended() {
-        let peer: SocketAddr = "10.0.0.9:5000".parse().unwrap();
+        let ip = ip_header("10.0.0.9:5000".parse().unwrap());
         let mut h = HeaderMap::new();
-        append_forwarded_for(&mut h, peer);
+        append_forwarded_for(&mut h, &ip);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.9");
         let mut h = headers(&[("x-forwarded-for", b"1.1.1.1"), ("x-forwarded-for", b"2.2.2.2")]);
-        append_forwarded_for(&mut h, peer);
+        append_forwarded_for(&mut h, &ip);
         assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 10.0.0.9");
     }
 }

@@ -5,6 +5,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -20,7 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::RouterConfig;
 use crate::auth::AdminAuth;
-use crate::proxy::ErrorChain;
+use crate::proxy::{Connection, ErrorChain};
 use crate::routing::Routing;
 use crate::stats::{Latency, NO_VERSION, Series, Stats};
 use crate::table::RouteTable;
@@ -122,13 +124,15 @@ pub(crate) async fn run(
     // Cancelled when the drain period is over, to cut connections that are still busy.
     let hard_stop = CancellationToken::new();
     let admin_shared = shared.clone();
-    let admin = serve(admin, &shutdown, &hard_stop, &tracker, move |req, _peer| {
-        crate::admin::handle(admin_shared.clone(), req)
+    let admin = serve(admin, &shutdown, &hard_stop, &tracker, move |_peer| {
+        let shared = admin_shared.clone();
+        move |req| crate::admin::handle(shared.clone(), req)
     });
     if shared.workers == 0 {
         let (proxy_shared, pool) = (shared.clone(), Pool::new(shared.upstream_timeout));
-        let proxy = serve(listener, &shutdown, &hard_stop, &tracker, move |req, peer| {
-            crate::proxy::handle(proxy_shared.clone(), pool.clone(), req, peer)
+        let proxy = serve(listener, &shutdown, &hard_stop, &tracker, move |peer| {
+            let conn = Arc::new(Connection::new(proxy_shared.clone(), pool.clone(), peer));
+            move |req| crate::proxy::handle(conn.clone(), req)
         });
         tokio::join!(proxy, admin);
     } else {
@@ -187,8 +191,9 @@ fn spawn_workers(
                     };
                     let tracker = TaskTracker::new();
                     let pool = Pool::new(shared.upstream_timeout);
-                    serve(listener, &shutdown, &hard_stop, &tracker, move |req, peer| {
-                        crate::proxy::handle(shared.clone(), pool.clone(), req, peer)
+                    serve(listener, &shutdown, &hard_stop, &tracker, move |peer| {
+                        let conn = Arc::new(Connection::new(shared.clone(), pool.clone(), peer));
+                        move |req| crate::proxy::handle(conn.clone(), req)
                     })
                     .await;
                     tracker.close();
@@ -209,22 +214,31 @@ fn spawn_workers(
 const IDLE_GRACE: Duration = Duration::from_millis(300);
 
 /// Accepts until `shutdown`, serving each connection on its own task tracked by `tracker`.
-async fn serve<H, F, B>(
+/// `connection` is called once per accepted connection with the peer's address and returns
+/// what answers that connection's requests.
+async fn serve<C, H, F, B>(
     listener: TcpListener,
     shutdown: &CancellationToken,
     hard_stop: &CancellationToken,
     tracker: &TaskTracker,
-    handler: H,
+    connection: C,
 ) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    C: Fn(SocketAddr) -> H,
+    H: Fn(Request<Incoming>) -> F + Send + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
     B: Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // Read by every answer; a flag of this accept loop's own rather than the token, whose
+    // reads take a lock shared with every other thread holding a clone of it.
+    let stopping = Arc::new(AtomicBool::new(false));
     loop {
         let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => {
+                stopping.store(true, Relaxed);
+                return;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -238,17 +252,17 @@ async fn serve<H, F, B>(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "set_nodelay failed");
         }
-        let handler = handler.clone();
+        let handler = connection(peer);
         let shutdown = shutdown.clone();
         let hard_stop = hard_stop.clone();
+        let stopping = stopping.clone();
         tracker.spawn(async move {
-            let stopping = shutdown.clone();
             let service = service_fn(move |req| {
-                let response = handler(req, peer);
+                let response = handler(req);
                 let stopping = stopping.clone();
                 async move {
                     let mut response = response.await;
-                    if stopping.is_cancelled() {
+                    if stopping.load(Relaxed) {
                         // The client learns from the answer itself that this connection ends,
                         // and takes the next request elsewhere instead of racing our close.
                         response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
