@@ -200,13 +200,13 @@ impl Routing {
 }
 
 impl GroupRt {
-    /// The next replica in turn, breakers aside: a copy of a request is nobody's answer, so
-    /// its failures must not shut users out of a replica (they count in the statistics).
     /// How many replicas the group has, healthy or not.
     pub(crate) fn replicas(&self) -> usize {
         self.upstreams.len()
     }
 
+    /// The next replica in turn, breakers aside: a copy of a request is nobody's answer, so
+    /// its failures must not shut users out of a replica (they count in the statistics).
     pub(crate) fn next_upstream(&self) -> Option<Arc<Upstream>> {
         let n = self.upstreams.len();
         (n > 0).then(|| self.upstreams[self.next.fetch_add(1, Relaxed) % n].clone())
