@@ -10,6 +10,8 @@ pub struct PlanAdvice {
     /// Measured at the router (true) or given with `?rps=` (false).
     pub measured: bool,
     pub stable: Option<String>,
+    /// The stable version's error rate the advice assumes: the lower 95% bound of what the
+    /// router counted (a plan on the low side never promises a bake too short).
     pub stable_error_rate: f64,
     pub target_error_ratio: f64,
     pub target_latency_ratio: f64,

@@ -350,6 +350,23 @@ pub struct BakeAdvice {
     pub warning: Option<String>,
 }
 
+/// The stable version's error rate a plan assumes from `errors` of `requests` counted: the
+/// lower 95% Wilson bound, not the point estimate. Fewer errors take longer to tell apart, so
+/// a plan on the low side never promises a bake too short; a point estimate from the first few
+/// requests (one error in ten reads as 10%) would promise catching a x4 regression in a second.
+pub fn planning_error_rate(errors: u64, requests: u64) -> f64 {
+    if requests == 0 {
+        return 0.0;
+    }
+    const Z: f64 = 1.96;
+    let n = requests as f64;
+    let p = (errors.min(requests) as f64) / n;
+    let z2n = Z * Z / n;
+    let centre = p + z2n / 2.0;
+    let spread = Z * (p * (1.0 - p) / n + z2n / (4.0 * n)).sqrt();
+    ((centre - spread) / (1.0 + z2n)).clamp(0.0, p)
+}
+
 /// [`check_bakes`] for a spec's plan at `rps`, with the stable version's error rate and
 /// latency (the router's histogram buckets): the advice `ringfence plan` shows and `lint`
 /// reports from.
@@ -492,6 +509,22 @@ fn describe(r: Regression, stable_error_rate: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plan_assumes_the_stable_error_rate_the_sample_is_sure_of() {
+        assert_eq!(planning_error_rate(0, 0), 0.0);
+        assert_eq!(planning_error_rate(0, 1_000), 0.0);
+        // One error in ten is weak evidence of a 10% rate; ten thousand requests pin 0.5%.
+        let few = planning_error_rate(1, 10);
+        assert!(few > 0.0 && few < 0.02, "{few}");
+        let many = planning_error_rate(50, 10_000);
+        assert!(many > 0.0037 && many < 0.005, "{many}");
+        assert!(planning_error_rate(10, 10) <= 1.0);
+        // Never above the point estimate, whatever the counts.
+        for (e, n) in [(1, 1), (3, 7), (999, 1000), (5, 3)] {
+            assert!(planning_error_rate(e, n) <= (e.min(n) as f64 / n as f64), "{e}/{n}");
+        }
+    }
 
     fn lognormal_hist(median_us: f64, sigma: f64, n: u64) -> Vec<(u64, u64)> {
         // Expected counts per router bucket of a log-normal distribution.

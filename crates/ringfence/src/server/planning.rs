@@ -66,8 +66,10 @@ pub(super) fn advise(
     measured: bool,
 ) -> api::PlanAdvice {
     let stable_stats = stable.as_ref().and_then(|v| stats?.versions.get(v).cloned());
-    let stable_error_rate =
-        stable_stats.as_ref().filter(|s| s.requests > 0).map(|s| s.errors as f64 / s.requests as f64).unwrap_or(0.0);
+    let stable_error_rate = stable_stats
+        .as_ref()
+        .map(|s| ringfence_core::analysis::planner::planning_error_rate(s.errors, s.requests))
+        .unwrap_or(0.0);
     let latency = stable_stats.map(|s| s.latency_buckets).unwrap_or_default();
     let a = &spec.health.analysis;
     let advice = ringfence_core::analysis::planner::spec_bakes(spec, rps, stable_error_rate, &latency);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use ringfence_api::{MitigationAction, RolloutStatus};
 use ringfence_core::EventKind;
 
-use crate::harness::{Load, Server, Spec, rollout_id};
+use crate::harness::{Load, Server, Spec, rollout_id, wait_until};
 
 /// A Prometheus or Alertmanager process on a free loopback port, stopped on drop.
 struct Daemon {
@@ -399,7 +399,13 @@ async fn sequential_analysis_catches_hard_and_subtle_error_regressions() {
     server.release(w, "v2", &["SAMPLE_ERROR_RATE=0.02"]).await;
     server.release(w, "v3", &["SAMPLE_ERROR_RATE=0.2"]).await;
     assert_eq!(server.deploy_wait(w, "v1").await.code, 0);
-    let load = Load::start(server.router_addr(w).await, 200.0, 2000);
+    let mut load = Load::start(server.router_addr(w).await, 200.0, 2000);
+    // The stable error rate the planner assumes comes from the router's counts: let it count.
+    wait_until("1,000 requests answered", || {
+        let n = load.samples().len();
+        async move { (n >= 1000).then_some(()) }
+    })
+    .await;
 
     // The planner, at given and at measured traffic: a 1 s bake cannot rule out x4 errors.
     let out = server.cli(&["plan", w, "--rps", "200", "-o", "json"]).await;
