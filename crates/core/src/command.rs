@@ -685,6 +685,11 @@ pub fn redeploy(world: &World, name: &str) -> Result<EventKind, CommandError> {
 /// A bypass whose flags are still off after `mitigation.max_degraded`, not yet escalated.
 pub fn degraded_too_long(world: &World, name: &str, now: Timestamp) -> Option<EventKind> {
     let ws = world.workload(name)?;
+    // Asked every tick: with no flag turned off (nearly always) no bypass can be degraded, and
+    // the history of rollouts is not looked at.
+    if ws.killed_flags.is_empty() {
+        return None;
+    }
     let max = ws.spec.mitigation.max_degraded.as_ms();
     ws.rollouts.iter().rev().find_map(|r| {
         let b = r.bypass.as_ref()?;

@@ -1003,8 +1003,7 @@ pub(crate) fn apply(ws: &mut WorkloadState, actor: &str, reason: &str, kind: &Ev
             }
         }
         EventKind::EmergencyDeclared { rollout_id, skipped, due, .. } => {
-            let version =
-                ws.rollouts.iter().find(|r| r.id == *rollout_id).map(|r| r.release.clone()).unwrap_or_default();
+            let version = ws.rollout(rollout_id).map(|r| r.release.clone()).unwrap_or_default();
             for gate in skipped {
                 ws.governance.owed.push(OwedGate {
                     version: version.clone(),

@@ -108,7 +108,7 @@ pub(crate) fn apply(ws: &mut WorkloadState, actor: &str, reason: &str, kind: &Ev
     let criticality = ws.spec.workload.criticality;
     match kind {
         EventKind::RolloutHalted { rollout_id, decision } if !ws.incidents.contains_key(rollout_id) => {
-            let Some(r) = ws.rollouts.iter().find(|r| r.id == *rollout_id) else { return };
+            let Some(r) = ws.rollout(rollout_id) else { return };
             // A drill's halt is rehearsed, not suffered: its report is the drill's own.
             if crate::drill::is_drill(r) {
                 return;

@@ -221,7 +221,27 @@ impl WorkloadState {
     }
 
     pub fn rollout(&self, id: &str) -> Option<&Rollout> {
-        self.rollouts.iter().rev().find(|r| r.id == id).map(|r| &**r)
+        self.rollout_index(id).map(|i| &*self.rollouts[i])
+    }
+
+    /// Where rollout `id` is in `rollouts`. Ids are `<workload>-<n>`, the n-th rollout
+    /// ([`WorkloadState::next_rollout_id`]), so this is a look at one place, not a scan of
+    /// the history: the fold and the readers of old rollouts (an incident's, a postmortem's)
+    /// cost the same after ten rollouts and after ten thousand. An id of another shape (none
+    /// is written today) is still found, by a scan.
+    pub fn rollout_index(&self, id: &str) -> Option<usize> {
+        let direct = id
+            .strip_prefix(self.name.as_str())
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| n.checked_sub(1))
+            .filter(|&i| self.rollouts.get(i).is_some_and(|r| r.id == id));
+        direct.or_else(|| self.rollouts.iter().rposition(|r| r.id == id))
+    }
+
+    fn rollout_mut(&mut self, id: &str) -> Option<&mut Rollout> {
+        let i = self.rollout_index(id)?;
+        Some(std::sync::Arc::make_mut(&mut self.rollouts[i]))
     }
 
     pub fn latest_rollout(&self) -> Option<&Rollout> {
@@ -514,9 +534,9 @@ impl World {
             return;
         };
         if let Some(id) = e.kind.rollout_id()
-            && let Some(r) = ws.rollouts.iter_mut().rev().find(|r| r.id == id)
+            && let Some(r) = ws.rollout_mut(id)
         {
-            std::sync::Arc::make_mut(r).last_seq = e.seq;
+            r.last_seq = e.seq;
         }
         match &e.kind {
             EventKind::SpecApplied { .. } => unreachable!("handled above"),
@@ -686,9 +706,9 @@ impl World {
             EventKind::RoutesPublished { table } => ws.published = Some(std::sync::Arc::new(table.clone())),
             kind => {
                 if let Some(id) = kind.rollout_id()
-                    && let Some(r) = ws.rollouts.iter_mut().rev().find(|r| r.id == id)
+                    && let Some(i) = ws.rollout_index(id)
                 {
-                    let r = std::sync::Arc::make_mut(r);
+                    let r = std::sync::Arc::make_mut(&mut ws.rollouts[i]);
                     rollout::apply(r, kind, e.at);
                     // A blue-green switch, or a canary with a watch window, leaves the old stack
                     // warm for a while.

@@ -1577,6 +1577,14 @@ fn ended_rollouts_beyond_the_newest_keep_a_summary_and_their_detail_folds_back_f
     let dropped: Vec<&str> = ws.rollouts.iter().filter(|r| r.detail_dropped).map(|r| r.id.as_str()).collect();
     let oldest: Vec<&str> = ended[..ended.len() - DETAILED_ROLLOUTS].iter().map(|r| r.id.as_str()).collect();
     assert_eq!(dropped, oldest, "the newest {DETAILED_ROLLOUTS} ended rollouts keep their detail");
+    // Found where it is, whatever the history's length; ids of no rollout are none.
+    for (i, r) in ws.rollouts.iter().enumerate() {
+        assert_eq!(ws.rollout_index(&r.id), Some(i), "{}", r.id);
+    }
+    let n = ws.rollouts.len();
+    for id in [format!("{WL}-0"), format!("{WL}-{}", n + 1), format!("{WL}-01"), format!("x{WL}-1"), "-1".into()] {
+        assert_eq!(ws.rollout_index(&id), None, "{id}");
+    }
     let mut mitigated = 0;
     for end in &ended {
         let now = ws.rollout(&end.id).unwrap();
