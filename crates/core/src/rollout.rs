@@ -73,6 +73,9 @@ pub enum Stage {
     Passed,
 }
 
+/// The projection keeps one per rollout ever started, so its size is the history's: the
+/// large parts most rollouts never have, or no longer have once ended (the baseline, a
+/// decision, a bypass, an emergency), are boxed, and the plan is shared.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rollout {
     pub id: String,
@@ -81,7 +84,10 @@ pub struct Rollout {
     pub release: String,
     /// The stable version it replaces (the last known good), if any.
     pub from: Option<String>,
-    pub phases: Vec<PhaseSpec>,
+    /// Shared with the rollouts before it that followed the same phases (the fold hands the
+    /// same `Arc` on): a workload's thousands of rollouts keep one copy of its plan, not one
+    /// each.
+    pub phases: std::sync::Arc<[PhaseSpec]>,
     pub phase: usize,
     pub stage: Stage,
     pub status: RolloutStatus,
@@ -90,7 +96,7 @@ pub struct Rollout {
     pub ended_at: Option<Timestamp>,
     pub phase_started_at: Timestamp,
     pub bake_started_at: Option<Timestamp>,
-    pub baseline: Option<BakeBaseline>,
+    pub baseline: Option<Box<BakeBaseline>>,
     /// When the analysis window began: the bake's start, or the last baseline reset (a router
     /// restart) within it.
     #[serde(default)]
@@ -101,7 +107,7 @@ pub struct Rollout {
     pub promote_requested: bool,
     pub held_since: Option<Timestamp>,
     pub escalated: bool,
-    pub decision: Option<Decision>,
+    pub decision: Option<Box<Decision>>,
     /// The verdict that last changed something (a pass, a hold, a halt).
     pub last_verdict: Option<Verdict>,
     pub spec_digest: String,
@@ -121,13 +127,13 @@ pub struct Rollout {
     pub halted_at: Option<Timestamp>,
     /// A bypass an approver approved: the guard flags turned off and the rollout going on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bypass: Option<Bypass>,
+    pub bypass: Option<Box<Bypass>>,
     /// Approvals of its phases' gates, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvals: Vec<crate::governance::Approval>,
     /// An emergency deployment: the incident it answers, on the accelerated path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub emergency: Option<crate::governance::Emergency>,
+    pub emergency: Option<Box<crate::governance::Emergency>>,
     /// The sequence numbers of its first and its latest event: where its events lie in the
     /// log, so a reader of one rollout reads that stretch, not the workload's whole history.
     #[serde(default)]
@@ -479,14 +485,14 @@ pub fn apply(r: &mut Rollout, kind: &EventKind, at: Timestamp) {
             });
         }
         EventKind::EmergencyDeclared { emergency, .. } => {
-            r.emergency = Some(emergency.clone());
+            r.emergency = Some(Box::new(emergency.clone()));
         }
         EventKind::BakeStarted { phase, baseline, .. } => {
             r.phase = *phase;
             r.stage = Stage::Baking;
             r.bake_started_at = Some(at);
             r.window_started_at = Some(at);
-            r.baseline = baseline.clone();
+            r.baseline = baseline.clone().map(Box::new);
             r.paused_ms = 0;
             if r.status == RolloutStatus::Paused {
                 r.paused_at = Some(at);
@@ -494,7 +500,7 @@ pub fn apply(r: &mut Rollout, kind: &EventKind, at: Timestamp) {
         }
         EventKind::BaselineReset { baseline, .. } => {
             r.window_started_at = Some(at);
-            r.baseline = Some(baseline.clone());
+            r.baseline = Some(Box::new(baseline.clone()));
         }
         EventKind::PhasePassed { verdict, window, .. } => {
             r.stage = Stage::Passed;
@@ -533,7 +539,7 @@ pub fn apply(r: &mut Rollout, kind: &EventKind, at: Timestamp) {
                 _ => RolloutStatus::Mitigating,
             };
             r.last_verdict = decision.verdict.clone();
-            r.decision = Some((**decision).clone());
+            r.decision = Some(decision.clone());
             r.halted_at = Some(at);
         }
         EventKind::BypassApproved { approver, flags, justification, .. } => {
@@ -547,8 +553,12 @@ pub fn apply(r: &mut Rollout, kind: &EventKind, at: Timestamp) {
             r.paused_ms = 0;
             r.paused_at = None;
             r.held_since = None;
-            r.bypass =
-                Some(Bypass { approver: approver.clone(), reason: justification.clone(), flags: flags.clone(), at });
+            r.bypass = Some(Box::new(Bypass {
+                approver: approver.clone(),
+                reason: justification.clone(),
+                flags: flags.clone(),
+                at,
+            }));
         }
         EventKind::MitigationCompleted { .. } => {
             r.status = RolloutStatus::Mitigated;
@@ -603,7 +613,7 @@ pub fn started(
         kind,
         release: release.into(),
         from: from.map(Into::into),
-        phases: phases.to_vec(),
+        phases: phases.into(),
         phase: 0,
         stage: Stage::Deploying,
         status: RolloutStatus::Progressing,

@@ -14,6 +14,9 @@ use crate::time::Timestamp;
 /// controller, `why` and the pages people watch read without the log.
 pub const DETAILED_ROLLOUTS: usize = 20;
 
+/// How many rollouts back the fold looks for the same phases to share (see `Rollout::phases`).
+const SHARED_PLAN_LOOKBACK: usize = 4;
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct World {
     /// Shared, copied on write: a reader (a controller's tick, an API answer) takes a
@@ -557,7 +560,19 @@ impl World {
                 )));
                 let starter =
                     if *kind == RolloutKind::Rollback { None } else { crate::governance::starter(ws, release) };
+                // The plan of one of the last few rollouts (a rollback's phases may come between
+                // two deploys'), shared rather than copied.
+                let n = ws.rollouts.len();
+                let shared_plan = ws.rollouts[n.saturating_sub(SHARED_PLAN_LOOKBACK + 1)..n - 1]
+                    .iter()
+                    .rev()
+                    .map(|r| &r.phases)
+                    .find(|p| ***p == **phases)
+                    .cloned();
                 if let Some(r) = ws.rollouts.last_mut().map(std::sync::Arc::make_mut) {
+                    if let Some(plan) = shared_plan {
+                        r.phases = plan;
+                    }
                     r.started_by = starter.unwrap_or_else(|| e.actor.clone());
                     r.reason = e.reason.clone();
                     (r.first_seq, r.last_seq) = (e.seq, e.seq);

@@ -1577,6 +1577,13 @@ fn ended_rollouts_beyond_the_newest_keep_a_summary_and_their_detail_folds_back_f
     let dropped: Vec<&str> = ws.rollouts.iter().filter(|r| r.detail_dropped).map(|r| r.id.as_str()).collect();
     let oldest: Vec<&str> = ended[..ended.len() - DETAILED_ROLLOUTS].iter().map(|r| r.id.as_str()).collect();
     assert_eq!(dropped, oldest, "the newest {DETAILED_ROLLOUTS} ended rollouts keep their detail");
+    // One copy of the plan for all the deploys that followed it, not one each; the first
+    // deploy (one phase) has its own. A restart's fold (below) must share the same way.
+    let plans = |ws: &ringfence_core::state::WorkloadState| {
+        ws.rollouts.iter().skip(1).all(|r| std::sync::Arc::ptr_eq(&r.phases, &ws.rollouts[1].phases))
+    };
+    assert!(plans(ws), "the deploys share their plan");
+    assert!(!std::sync::Arc::ptr_eq(&ws.rollouts[0].phases, &ws.rollouts[1].phases));
     // Found where it is, whatever the history's length; ids of no rollout are none.
     for (i, r) in ws.rollouts.iter().enumerate() {
         assert_eq!(ws.rollout_index(&r.id), Some(i), "{}", r.id);
@@ -1626,4 +1633,5 @@ fn ended_rollouts_beyond_the_newest_keep_a_summary_and_their_detail_folds_back_f
         fresh.apply(e);
     }
     assert_eq!(fresh, sim.world);
+    assert!(plans(fresh.workload(WL).unwrap()), "refolded, the deploys share their plan");
 }

@@ -218,7 +218,7 @@ pub(super) fn rollout(r: &core::Rollout, now: core::Timestamp) -> api::Rollout {
         promote_requested: r.promote_requested,
         held_since: r.held_since.map(ts),
         escalated: r.escalated,
-        decision: r.decision.as_ref().map(decision),
+        decision: r.decision.as_deref().map(decision),
         last_verdict: r.last_verdict.as_ref().map(verdict),
         spec_digest: r.spec_digest.clone(),
         started_by: r.started_by.clone(),
@@ -550,7 +550,7 @@ pub(super) fn governance(world: &core::World, ws: &core::WorkloadState, now: cor
             waiting_for: p.waiting_for.clone(),
         }),
         approvals: ws.active_rollout().map(|r| r.approvals.iter().map(approval).collect()).unwrap_or_default(),
-        emergency: latest.and_then(|r| r.emergency.as_ref()).map(emergency),
+        emergency: latest.and_then(|r| r.emergency.as_deref()).map(emergency),
         owed: g
             .owed
             .iter()
