@@ -10,6 +10,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::exemplar::Exemplar;
 use prometheus_client::registry::Unit;
 use ringfence_core::World;
+use ringfence_core::state::WorkloadState;
 
 use super::prelude::*;
 
@@ -37,11 +38,19 @@ struct Figures {
     ticks: u64,
 }
 
-fn figures(world: &World, caller: &Caller) -> Figures {
-    let mut f = Figures { line_stopped: i64::from(world.line.is_some()), ..Figures::default() };
-    for ws in
-        world.workloads.values().filter(|w| !w.deleted && caller.may(ringfence_core::access::Perm::Read, Some(&w.name)))
-    {
+/// What a scrape counts: the readable workloads' shared snapshots, taken under the state lock
+/// (a pointer each) so that the counting, which reads every workload's whole history, runs
+/// after the lock is released: commands, the fold and the controllers never wait on a scrape.
+fn snapshot(world: &World, caller: &Caller) -> (bool, Vec<std::sync::Arc<WorkloadState>>) {
+    let readable = |w: &&std::sync::Arc<WorkloadState>| {
+        !w.deleted && caller.may(ringfence_core::access::Perm::Read, Some(&w.name))
+    };
+    (world.line.is_some(), world.workloads.values().filter(readable).cloned().collect())
+}
+
+fn figures(line_stopped: bool, workloads: &[std::sync::Arc<WorkloadState>]) -> Figures {
+    let mut f = Figures { line_stopped: i64::from(line_stopped), ..Figures::default() };
+    for ws in workloads {
         let w = ws.name.clone();
         let mut outcomes: std::collections::BTreeMap<&str, u64> = Default::default();
         // A drill is a rehearsal: counted as drills, never as deployments or mitigations.
@@ -219,7 +228,8 @@ impl prometheus_client::collector::Collector for Collector {
 
 /// `GET /v1/metrics`: the workloads the caller may read.
 pub(super) async fn metrics(State(sh): St, caller: Caller) -> Result<Response, ApiError> {
-    let mut figures = sh.world(|w| figures(w, &caller));
+    let (line_stopped, workloads) = sh.world(|w| snapshot(w, &caller));
+    let mut figures = figures(line_stopped, &workloads);
     figures.ticks = sh.ticks.load(std::sync::atomic::Ordering::Relaxed);
     let mut registry = prometheus_client::registry::Registry::default();
     registry.register_collector(Box::new(Collector(figures)));

@@ -95,6 +95,9 @@ fn status_of(sh: &Shared, ws: &WorkloadState, w: &ringfence_core::World) -> api:
     wire::status(w, ws, live.as_ref(), now())
 }
 
+/// Rollouts the overview lists under "Recent deployments".
+const RECENT: usize = 20;
+
 /// `GET /ui`: every workload the person may read, what waits for a person, recent deployments.
 pub(super) async fn overview(State(sh): St, user: UiCaller) -> Response {
     let main = sh.world(|w| {
@@ -133,11 +136,13 @@ pub(super) async fn overview(State(sh): St, user: UiCaller) -> Response {
             for item in waiting(ws, &s) {
                 let _ = write!(attention, "<li><a href=\"/ui/w/{}\">{}</a>: {}</li>", url(&ws.name), esc(&ws.name), esc(&item));
             }
-            recent.extend(ws.rollouts.iter().map(|r| (*ws, &**r)));
+            // A workload's rollouts are in the order they started: the latest overall are among
+            // each one's latest, so the page reads that many of each, not every history.
+            recent.extend(ws.rollouts.iter().rev().take(RECENT).map(|r| (*ws, &**r)));
         }
         recent.sort_by_key(|(_, r)| std::cmp::Reverse(r.started_at));
         let mut history = String::new();
-        for (ws, r) in recent.iter().take(20) {
+        for (ws, r) in recent.iter().take(RECENT) {
             let _ = write!(
                 history,
                 "<tr><td>{started}</td><td><a href=\"/ui/w/{u}\">{n}</a></td><td><a href=\"/ui/w/{u}/r/{ru}\">{id}</a></td><td>{rel}</td><td>{badge}</td><td>{ended}</td></tr>",
@@ -162,7 +167,7 @@ pub(super) async fn overview(State(sh): St, user: UiCaller) -> Response {
 <section aria-labelledby=\"now\"><h2 id=\"now\">Workloads</h2><table><caption>Every workload you may read: what runs, and the rollout in progress or the last one</caption>\
 <thead><tr><th scope=\"col\">Workload</th><th scope=\"col\">Environment</th><th scope=\"col\">Stable</th><th scope=\"col\">Rollout</th><th scope=\"col\">Phase</th><th scope=\"col\">Weight</th><th scope=\"col\">Bake</th></tr></thead>\
 <tbody>{rows}</tbody></table></section>\
-<section aria-labelledby=\"recent\"><h2 id=\"recent\">Recent deployments</h2><table><caption>The 20 latest rollouts</caption>\
+<section aria-labelledby=\"recent\"><h2 id=\"recent\">Recent deployments</h2><table><caption>The {RECENT} latest rollouts</caption>\
 <thead><tr><th scope=\"col\">Started</th><th scope=\"col\">Workload</th><th scope=\"col\">Rollout</th><th scope=\"col\">Release</th><th scope=\"col\">Outcome</th><th scope=\"col\">Ended</th></tr></thead>\
 <tbody>{history}</tbody></table></section>"
         )
