@@ -29,7 +29,8 @@ async fn chosen_users_see_the_new_version_first_and_a_pin_header_reaches_either(
     let server = Server::start().await;
     let w = "ringed";
     let mut spec = Spec::new(w);
-    spec.phases = vec![(0, "5s"), (50, "1500ms"), (100, "1500ms")];
+    // The ring's phase outlasts the checks made during it, on a loaded machine too.
+    spec.phases = vec![(0, "15s"), (50, "1500ms"), (100, "1500ms")];
     // The load's users `user-19` and `user-190`..`user-199` (11 of 200) are the chosen ring,
     // with whoever sends `x-ring: staff`.
     let text = spec
@@ -161,7 +162,8 @@ async fn blue_green_previews_dark_switches_at_once_keeps_the_old_stack_warm_and_
     let mut spec = Spec::new(w);
     spec.replicas = 2;
     spec.lenient_breaker = true;
-    spec.phases = vec![(0, "1500ms"), (100, "3s")];
+    // The preview's bake is long enough to be looked at by this test on a loaded machine.
+    spec.phases = vec![(0, "5s"), (100, "3s")];
     let text = spec.toml().replacen("[rollout]\n", "[rollout]\nmodel = \"blue_green\"\nkeep_old_for = \"3s\"\n", 1);
     let file = server.path("bluegreen.toml");
     std::fs::write(&file, &text).expect("write the spec");
@@ -250,7 +252,12 @@ async fn blue_green_previews_dark_switches_at_once_keeps_the_old_stack_warm_and_
     assert!(shown.stdout.contains("REVOKED   by it-test"), "{shown}");
 
     // Within the warm window a rollback is a switch back: v2's stack, still running, takes
-    // the traffic again; nothing of v2 is started anew.
+    // the traffic again; nothing of v2 is started anew. The window is the spec's when the
+    // switch completes: long enough now for the checks below on a loaded machine.
+    let longer = text.replace("keep_old_for = \"3s\"", "keep_old_for = \"60s\"");
+    std::fs::write(&file, &longer).expect("write the spec");
+    let out = server.cli(&["apply", path_str(&file)]).await;
+    assert_eq!(out.code, 0, "{out}\n{longer}");
     let out = server.cli(&["deploy", w, "v1", "--wait", "--timeout", "60s"]).await;
     assert_eq!(out.code, 0, "{out}\n{}", server.diagnose(w).await);
     let v2_starts = |events: &[ringfence_core::Event]| {

@@ -903,7 +903,12 @@ async fn a_bypass_turns_the_guard_flag_off_on_a_named_approvers_word_and_is_boun
     assert_eq!(d.action, MitigationAction::Fallback);
     assert!(d.rule.contains("no approver approved the bypass of new-path"), "{}", d.rule);
 
-    // Offered and taken, by the right person.
+    // Offered and taken, by the right person: the offer now waits long enough for the three
+    // answers below on a loaded machine.
+    let longer = text.replace("bypass_wait = \"6s\"", "bypass_wait = \"30s\"");
+    std::fs::write(&file, &longer).expect("write the spec");
+    let out = server.cli(&["apply", path_str(&file)]).await;
+    assert_eq!(out.code, 0, "{out}\n{longer}");
     let out = server.cli(&["deploy", w, "v3"]).await;
     let id = rollout_id(&out);
     server

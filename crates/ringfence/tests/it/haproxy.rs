@@ -358,7 +358,8 @@ async fn a_blue_green_switch_through_haproxy_previews_at_weight_zero_and_falls_b
     let server = Server::start().await;
     let h = Haproxy::start(&server.path("haproxy")).await;
     let w = "checkout";
-    let text = spec_text(w, &h, vec![(0, "1500ms"), (100, "30s")]).replacen(
+    // The preview bakes long enough for this test to read HAProxy's servers during it.
+    let text = spec_text(w, &h, vec![(0, "5s"), (100, "30s")]).replacen(
         "[rollout]\n",
         "[rollout]\nmodel = \"blue_green\"\n",
         1,

@@ -214,7 +214,10 @@ async fn users_stay_on_the_new_version_once_they_have_seen_it() {
         if first_v2 > 0 {
             switched += 1;
         }
-        let back = seq[first_v2..].iter().any(|s| s.version.as_deref() == Some("v1"));
+        // Back on v1 means a request that left after the first v2 answer came back: two
+        // requests in flight together may reach the router in either order around a change.
+        let seen_v2 = seq[first_v2].done_at;
+        let back = seq[first_v2..].iter().any(|s| s.sent_at >= seen_v2 && s.version.as_deref() == Some("v1"));
         let timeline: Vec<String> = seq
             .iter()
             .map(|s| {

@@ -285,7 +285,9 @@ async fn two_tier_routers_serve_a_rollout_and_carry_on_without_the_server() {
         (server.status(w).await.tier_routers.len() == 2).then_some(())
     })
     .await;
-    // ... and a new rollout's first table reaches both routers within a second.
+    // ... and a new rollout's first table reaches both routers at once: pushed to their waiting
+    // requests, not found at their next 25 s long poll. The bound is that difference, not a
+    // timing (this test's own polling, on a loaded machine, is part of the figure).
     let out = server.cli(&["deploy", w, "v3"]).await;
     assert_eq!(out.code, 0, "{out}");
     let (generation, at_ms) = wait_until("the first table of v3 published", || async {
@@ -304,6 +306,6 @@ async fn two_tier_routers_serve_a_rollout_and_carry_on_without_the_server() {
     }
     for (r, took) in [&a, &b].iter().zip(reached) {
         let took = took.unwrap_or_else(|| panic!("{} never got table {generation}", r.name));
-        assert!(took < 1000, "{} got table {generation} {took} ms after it was published", r.name);
+        assert!(took < 5_000, "{} got table {generation} {took} ms after it was published", r.name);
     }
 }
