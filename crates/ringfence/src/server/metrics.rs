@@ -40,7 +40,7 @@ struct Figures {
 
 /// What a scrape counts: the readable workloads' shared snapshots, taken under the state lock
 /// (a pointer each) so that the counting, which reads every workload's whole history, runs
-/// after the lock is released: commands, the fold and the controllers never wait on a scrape.
+/// after the lock is released: commands, the fold and the controllers never wait on it.
 fn snapshot(world: &World, caller: &Caller) -> (bool, Vec<std::sync::Arc<WorkloadState>>) {
     let readable = |w: &&std::sync::Arc<WorkloadState>| {
         !w.deleted && caller.may(ringfence_core::access::Perm::Read, Some(&w.name))
