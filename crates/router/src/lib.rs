@@ -19,6 +19,7 @@ mod breaker;
 mod metrics;
 mod ofrep;
 mod proxy;
+mod relay;
 mod routing;
 mod server;
 mod stats;

@@ -12,6 +12,7 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 
+use crate::relay::Conns;
 use crate::routing::{Attempt, GroupRt, Outcome, Routing};
 use crate::server::Shared;
 use crate::stats::{Latency, NO_VERSION, Series};
@@ -29,7 +30,7 @@ static GROUP: HeaderName = HeaderName::from_static(GROUP_HEADER);
 static VERSION: HeaderName = HeaderName::from_static(VERSION_HEADER);
 
 /// RFC 9110 7.6.1 plus the legacy ones still seen in the wild.
-static HOP_BY_HOP: [HeaderName; 9] = [
+pub(crate) static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -45,15 +46,33 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 /// request clones one reference that no other thread touches (the router's shared state and
 /// the worker's pool stay behind it) and the peer's address is formatted once.
 pub(crate) struct Connection {
-    shared: Arc<Shared>,
-    pool: Arc<Pool>,
+    pub(crate) shared: Arc<Shared>,
+    /// hyper's path's connections to replicas.
+    pub(crate) pool: Arc<Pool>,
+    /// The relay's connections to replicas.
+    pub(crate) conns: Arc<Conns>,
     /// The peer's IP as the `X-Forwarded-For` element this router appends.
-    peer_ip: HeaderValue,
+    pub(crate) peer_ip: HeaderValue,
 }
 
 impl Connection {
-    pub(crate) fn new(shared: Arc<Shared>, pool: Arc<Pool>, peer: SocketAddr) -> Connection {
-        Connection { shared, pool, peer_ip: ip_header(peer) }
+    pub(crate) fn new(shared: Arc<Shared>, upstreams: &Upstreams, peer: SocketAddr) -> Connection {
+        Connection { shared, pool: upstreams.pool.clone(), conns: upstreams.conns.clone(), peer_ip: ip_header(peer) }
+    }
+}
+
+/// The kept connections to replicas of one runtime that serves users: hyper's path's and the
+/// relay's.
+#[derive(Clone)]
+pub(crate) struct Upstreams {
+    pool: Arc<Pool>,
+    conns: Arc<Conns>,
+}
+
+impl Upstreams {
+    /// Both sets, driven by (and swept on) the current runtime.
+    pub(crate) fn new(upstream_timeout: Duration) -> Upstreams {
+        Upstreams { pool: Pool::new(upstream_timeout), conns: Conns::new(upstream_timeout) }
     }
 }
 
@@ -61,33 +80,73 @@ fn ip_header(peer: SocketAddr) -> HeaderValue {
     HeaderValue::from_str(&peer.ip().to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
-pub(crate) async fn handle(conn: Arc<Connection>, req: Request<Incoming>) -> Response<ProxyBody> {
-    let received = Instant::now();
-    let (shared, pool) = (&conn.shared, &conn.pool);
+/// Header lookups the routing decision makes, over hyper's header map or a head the relay
+/// parsed itself.
+pub(crate) trait Headers: Sync {
+    /// The first field called `name` (given in lowercase).
+    fn first(&self, name: &str) -> Option<&[u8]>;
+    /// Every field called `name`, in order.
+    fn each<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]>;
+}
+
+impl Headers for HeaderMap {
+    fn first(&self, name: &str) -> Option<&[u8]> {
+        self.get(name).map(HeaderValue::as_bytes)
+    }
+
+    fn each<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> {
+        self.get_all(name).iter().map(HeaderValue::as_bytes)
+    }
+}
+
+/// Where one request goes, decided before anything is sent.
+pub(crate) struct Decision {
+    pub(crate) group_index: usize,
+    pub(crate) attempt: Attempt,
+    /// The key the user was routed on (from the sticky header or cookie, or just assigned).
+    pub(crate) key: String,
+    /// The cookie to set when the key was just assigned.
+    pub(crate) new_cookie: Option<HeaderValue>,
+    /// The shadow group that gets a copy of the request.
+    pub(crate) shadow: Option<usize>,
+}
+
+/// The table that serves a request: the router's, or in tier mode the one of the workload at
+/// the request's host and path. An error is the answer to send instead.
+pub(crate) fn table(
+    shared: &Shared,
+    host: Option<&str>,
+    path: &str,
+    received: Instant,
+) -> Result<Arc<Routing>, Box<Response<ProxyBody>>> {
     // An owned Arc, not a guard: the request holds the table across awaits.
-    let routing = if shared.tier_mode {
+    if shared.tier_mode {
         let Some(tier) = shared.tier.load_full() else {
-            return shared.no_upstream(received, "no routing table loaded yet\n", None, None);
+            return Err(Box::new(shared.no_upstream(received, "no routing table loaded yet\n", None, None)));
         };
-        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host());
-        match tier.select(host, req.uri().path()) {
-            Some(routing) => routing.clone(),
-            None => return plain(StatusCode::NOT_FOUND, "no workload is served at this host and path\n"),
+        match tier.select(host, path) {
+            Some(routing) => Ok(routing.clone()),
+            None => Err(Box::new(plain(StatusCode::NOT_FOUND, "no workload is served at this host and path\n"))),
         }
     } else {
         match shared.routing.load_full() {
-            Some(routing) => routing,
-            None => return shared.no_upstream(received, "no routing table loaded yet\n", None, None),
+            Some(routing) => Ok(routing),
+            None => Err(Box::new(shared.no_upstream(received, "no routing table loaded yet\n", None, None))),
         }
-    };
-    if req.method() == Method::CONNECT {
-        return plain(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
     }
-    if req.uri().path().starts_with(crate::ofrep::PREFIX) {
-        return crate::ofrep::handle(routing, req).await;
-    }
+}
 
-    let (key, new_cookie) = match user_key(req.headers(), &routing) {
+/// Picks the user's group and an admitted replica of it, and plays a drill's fault on the
+/// group. An error is the answer to send instead. `bodiless`: the request has no body (only
+/// such requests are copied to a shadow group).
+pub(crate) async fn decide(
+    shared: &Shared,
+    routing: &Routing,
+    headers: &impl Headers,
+    bodiless: bool,
+    received: Instant,
+) -> Result<Decision, Response<ProxyBody>> {
+    let (key, new_cookie) = match user_key(headers, routing) {
         Some(key) => (key, None),
         None => {
             let key = format!("{:016x}", rand::random::<u64>());
@@ -97,14 +156,13 @@ pub(crate) async fn handle(conn: Arc<Connection>, req: Request<Incoming>) -> Res
     };
     // Most tables route by bucket alone; a segment or a pin header asks for the request's headers.
     let preferred = if routing.by_request {
-        let headers = req.headers();
-        routing.table.group_index(&key, |name| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned))
+        routing.table.group_index(&key, |name| headers.first(name).and_then(visible_ascii).map(str::to_owned))
     } else {
         routing.group_index(bucket(&routing.table.workload, &key))
     };
     let picked = preferred.and_then(|preferred| routing.pick(preferred, received));
     let Some((group_index, attempt)) = picked else {
-        return shared.no_upstream(received, "no healthy upstream for this workload\n", new_cookie, Some(&routing));
+        return Err(shared.no_upstream(received, "no healthy upstream for this workload\n", new_cookie, Some(routing)));
     };
     let group = &routing.groups[group_index];
     group.latency.observe_user(user_hash(&key));
@@ -119,14 +177,41 @@ pub(crate) async fn handle(conn: Arc<Connection>, req: Request<Incoming>) -> Res
             record(&group.series, &group.latency, received, Instant::now(), true);
             let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "fault injected by a ringfence drill\n");
             decorate(response.headers_mut(), group, new_cookie);
-            return response;
+            return Err(response);
         }
     }
     let shadow = routing.shadow.filter(|&i| {
-        i != group_index
-            && bodiless(req.headers())
-            && bucket(&routing.table.workload, &key) < routing.table.groups[i].shadow_bp
+        i != group_index && bodiless && bucket(&routing.table.workload, &key) < routing.table.groups[i].shadow_bp
     });
+    Ok(Decision { group_index, attempt, key, new_cookie, shadow })
+}
+
+/// A header value as text, when it is visible ASCII (what `HeaderValue::to_str` accepts).
+pub(crate) fn visible_ascii(value: &[u8]) -> Option<&str> {
+    value.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)).then(|| std::str::from_utf8(value).ok()).flatten()
+}
+
+/// Serves one request that came through hyper (what the relay hands over: see `relay`).
+pub(crate) async fn handle(conn: Arc<Connection>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let received = Instant::now();
+    let (shared, pool) = (&conn.shared, &conn.pool);
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host());
+    let routing = match table(shared, host, req.uri().path(), received) {
+        Ok(routing) => routing,
+        Err(answer) => return *answer,
+    };
+    if req.method() == Method::CONNECT {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
+    }
+    if req.uri().path().starts_with(crate::ofrep::PREFIX) {
+        return crate::ofrep::handle(routing, req).await;
+    }
+    let Decision { group_index, attempt, key, new_cookie, shadow } =
+        match decide(shared, &routing, req.headers(), bodiless(req.headers()), received).await {
+            Ok(decision) => decision,
+            Err(answer) => return answer,
+        };
+    let group = &routing.groups[group_index];
 
     let (mut parts, body) = req.into_parts();
     // Upstreams are spoken to over pooled HTTP/1.1 whatever the client used, in origin form
@@ -159,7 +244,7 @@ pub(crate) async fn handle(conn: Arc<Connection>, req: Request<Incoming>) -> Res
     // streams through and is gone once sent. A group of one replica has nowhere to send it
     // again, so no copy is kept.
     let spare = (group.replicas() > 1 && bodiless(&parts.headers)).then(|| Spare {
-        idempotent: idempotent(&parts.method),
+        idempotent: idempotent(parts.method.as_str()),
         method: parts.method.clone(),
         uri: parts.uri.clone(),
         headers: parts.headers.clone(),
@@ -216,7 +301,7 @@ impl Spare {
 
 /// Why one replica gave no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Failure {
+pub(crate) enum Failure {
     /// Nothing was sent: the connection could not be made.
     Unreachable,
     /// The request may have reached the replica, which closed or reset the connection before
@@ -229,7 +314,7 @@ enum Failure {
 impl Failure {
     /// A request that never left can go anywhere; one that may have been processed is sent
     /// again only when doing it twice is harmless (RFC 9110 9.2.2).
-    fn may_retry(self, idempotent: bool) -> bool {
+    pub(crate) fn may_retry(self, idempotent: bool) -> bool {
         match self {
             Failure::Unreachable => true,
             Failure::Died => idempotent,
@@ -238,8 +323,8 @@ impl Failure {
     }
 }
 
-fn idempotent(method: &Method) -> bool {
-    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+pub(crate) fn idempotent(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE")
 }
 
 /// Sends `request` on `attempt`'s replica and tells its breaker how that went.
@@ -252,25 +337,38 @@ async fn forward(
 ) -> Result<Response<Incoming>, Failure> {
     let upstream = attempt.upstream.addr;
     let result = tokio::time::timeout(shared.upstream_timeout, pool.send(upstream, request)).await;
+    settle(attempt, routing, result.ok(), |response| response.status())
+}
+
+/// Tells the attempt's replica's breaker how its exchange ended: an answer (`status` says
+/// which), no connection, a connection that died before the answer, or no answer in time
+/// (`None`).
+pub(crate) fn settle<T>(
+    attempt: Attempt,
+    routing: &Routing,
+    ended: Option<Result<T, SendError>>,
+    status: impl FnOnce(&T) -> StatusCode,
+) -> Result<T, Failure> {
+    let upstream = attempt.upstream.addr;
     let now = Instant::now();
     let config = &routing.table.breaker;
-    match result {
-        Ok(Ok(response)) => {
-            let outcome = if response.status().is_server_error() { Outcome::Failed } else { Outcome::Served };
+    match ended {
+        Some(Ok(answer)) => {
+            let outcome = if status(&answer).is_server_error() { Outcome::Failed } else { Outcome::Served };
             attempt.finish(outcome, now, config);
-            Ok(response)
+            Ok(answer)
         }
-        Ok(Err(error @ SendError::Connect(_))) => {
+        Some(Err(error @ SendError::Connect(_))) => {
             attempt.finish(Outcome::Unreachable, now, config);
             tracing::debug!(%upstream, %error, "upstream unreachable");
             Err(Failure::Unreachable)
         }
-        Ok(Err(error @ SendError::Failed(_))) => {
+        Some(Err(error @ SendError::Failed(_))) => {
             attempt.finish(Outcome::Failed, now, config);
             tracing::debug!(%upstream, %error, "upstream request failed");
             Err(Failure::Died)
         }
-        Err(_elapsed) => {
+        None => {
             attempt.finish(Outcome::Failed, now, config);
             tracing::debug!(%upstream, "upstream timed out");
             Err(Failure::TimedOut)
@@ -279,17 +377,16 @@ async fn forward(
 }
 
 /// No request body to copy (a copy is sent without one, so only such requests are copied).
-fn bodiless(headers: &HeaderMap) -> bool {
-    !headers.contains_key(header::TRANSFER_ENCODING)
-        && headers.get(header::CONTENT_LENGTH).is_none_or(|v| v.as_bytes() == b"0")
+fn bodiless(headers: &impl Headers) -> bool {
+    headers.first("transfer-encoding").is_none() && headers.first("content-length").is_none_or(|v| v == b"0")
 }
 
 /// The most of a copy's answer read (so its connection can be reused); the rest is dropped.
-const MAX_COPY_ANSWER: usize = 1 << 20;
+pub(crate) const MAX_COPY_ANSWER: usize = 1 << 20;
 
 /// Sends a copy of a request to a replica of the shadow group, in the background: its answer
 /// is counted in that version's statistics and dropped; the user never waits on it.
-fn send_copy(
+pub(crate) fn send_copy(
     shared: &Shared,
     pool: &Arc<Pool>,
     routing: &Routing,
@@ -322,7 +419,7 @@ fn send_copy(
 impl Shared {
     /// 503 counted under version "none" (of the workload, when one was chosen): there was
     /// nowhere to send the request.
-    fn no_upstream(
+    pub(crate) fn no_upstream(
         &self,
         received: Instant,
         why: &'static str,
@@ -345,12 +442,12 @@ impl Shared {
 
 /// A user's key, hashed for the count of distinct users (SipHash with fixed keys: the same
 /// user counts once across requests and connections).
-fn user_hash(key: &str) -> u64 {
+pub(crate) fn user_hash(key: &str) -> u64 {
     use std::hash::BuildHasher;
     std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(key)
 }
 
-fn record(series: &Series, latency: &Latency, received: Instant, now: Instant, failed: bool) {
+pub(crate) fn record(series: &Series, latency: &Latency, received: Instant, now: Instant, failed: bool) {
     series.requests.fetch_add(1, Relaxed);
     if failed {
         series.errors.fetch_add(1, Relaxed);
@@ -359,7 +456,7 @@ fn record(series: &Series, latency: &Latency, received: Instant, now: Instant, f
     latency.observe_us(us);
 }
 
-fn decorate(headers: &mut HeaderMap, group: &GroupRt, new_cookie: Option<HeaderValue>) {
+pub(crate) fn decorate(headers: &mut HeaderMap, group: &GroupRt, new_cookie: Option<HeaderValue>) {
     headers.insert(GROUP.clone(), group.name_header.clone());
     headers.insert(VERSION.clone(), group.version_header.clone());
     if let Some(cookie) = new_cookie {
@@ -370,9 +467,9 @@ fn decorate(headers: &mut HeaderMap, group: &GroupRt, new_cookie: Option<HeaderV
 
 /// The sticky header if present, else the sticky cookie. Non-UTF-8 bytes are kept (lossily)
 /// rather than ignored, so such users still stay sticky.
-fn user_key(headers: &HeaderMap, routing: &Routing) -> Option<String> {
-    if let Some(value) = headers.get(&routing.sticky_header) {
-        let value = String::from_utf8_lossy(value.as_bytes());
+fn user_key(headers: &impl Headers, routing: &Routing) -> Option<String> {
+    if let Some(value) = headers.first(routing.sticky_header.as_str()) {
+        let value = String::from_utf8_lossy(value);
         let value = value.trim();
         if !value.is_empty() {
             return Some(value.to_owned());
@@ -381,8 +478,8 @@ fn user_key(headers: &HeaderMap, routing: &Routing) -> Option<String> {
     cookie(headers, &routing.table.sticky_cookie)
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get_all(header::COOKIE).iter().flat_map(|value| value.as_bytes().split(|&b| b == b';')).find_map(|pair| {
+fn cookie(headers: &impl Headers, name: &str) -> Option<String> {
+    headers.each("cookie").flat_map(|value| value.split(|&b| b == b';')).find_map(|pair| {
         let pair = String::from_utf8_lossy(pair);
         let (n, v) = pair.split_once('=')?;
         let v = v.trim().trim_matches('"');
@@ -423,7 +520,7 @@ fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
     headers.insert(X_FORWARDED_FOR.clone(), value);
 }
 
-fn plain(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+pub(crate) fn plain(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
     let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(body.as_bytes()))));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use bytes::BytesMut;
 use hyper::body::{Body, Incoming};
 use hyper::header::{CONNECTION, HeaderValue};
 use hyper::server::conn::http1;
@@ -22,12 +23,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::RouterConfig;
 use crate::auth::AdminAuth;
-use crate::proxy::{Connection, ErrorChain};
+use crate::proxy::{Connection, ErrorChain, Upstreams};
+use crate::relay::{Left, Prefixed};
 use crate::routing::Routing;
 use crate::stats::{Latency, NO_VERSION, Series, Stats};
 use crate::table::RouteTable;
 use crate::tier::{TierRt, TierTables};
-use crate::upstream::Pool;
 
 /// Everything the proxy and admin handlers share. Only `routing` changes after start.
 pub(crate) struct Shared {
@@ -126,13 +127,13 @@ pub(crate) async fn run(
     let admin_shared = shared.clone();
     let admin = serve(admin, &shutdown, &hard_stop, &tracker, move |_peer| {
         let shared = admin_shared.clone();
-        move |req| crate::admin::handle(shared.clone(), req)
+        (None, move |req| crate::admin::handle(shared.clone(), req))
     });
     if shared.workers == 0 {
-        let (proxy_shared, pool) = (shared.clone(), Pool::new(shared.upstream_timeout));
+        let (proxy_shared, upstreams) = (shared.clone(), Upstreams::new(shared.upstream_timeout));
         let proxy = serve(listener, &shutdown, &hard_stop, &tracker, move |peer| {
-            let conn = Arc::new(Connection::new(proxy_shared.clone(), pool.clone(), peer));
-            move |req| crate::proxy::handle(conn.clone(), req)
+            let conn = Arc::new(Connection::new(proxy_shared.clone(), &upstreams, peer));
+            (Some(conn.clone()), move |req| crate::proxy::handle(conn.clone(), req))
         });
         tokio::join!(proxy, admin);
     } else {
@@ -190,10 +191,10 @@ fn spawn_workers(
                         }
                     };
                     let tracker = TaskTracker::new();
-                    let pool = Pool::new(shared.upstream_timeout);
+                    let upstreams = Upstreams::new(shared.upstream_timeout);
                     serve(listener, &shutdown, &hard_stop, &tracker, move |peer| {
-                        let conn = Arc::new(Connection::new(shared.clone(), pool.clone(), peer));
-                        move |req| crate::proxy::handle(conn.clone(), req)
+                        let conn = Arc::new(Connection::new(shared.clone(), &upstreams, peer));
+                        (Some(conn.clone()), move |req| crate::proxy::handle(conn.clone(), req))
                     })
                     .await;
                     tracker.close();
@@ -215,7 +216,8 @@ const IDLE_GRACE: Duration = Duration::from_millis(300);
 
 /// Accepts until `shutdown`, serving each connection on its own task tracked by `tracker`.
 /// `connection` is called once per accepted connection with the peer's address and returns
-/// what answers that connection's requests.
+/// what answers that connection's requests: the relay (users' connections), then hyper with
+/// the handler for what the relay hands over (or for everything, when there is no relay).
 async fn serve<C, H, F, B>(
     listener: TcpListener,
     shutdown: &CancellationToken,
@@ -223,7 +225,7 @@ async fn serve<C, H, F, B>(
     tracker: &TaskTracker,
     connection: C,
 ) where
-    C: Fn(SocketAddr) -> H,
+    C: Fn(SocketAddr) -> (Option<Arc<Connection>>, H),
     H: Fn(Request<Incoming>) -> F + Send + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
     B: Body + Send + 'static,
@@ -252,11 +254,19 @@ async fn serve<C, H, F, B>(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "set_nodelay failed");
         }
-        let handler = connection(peer);
+        let (relay, handler) = connection(peer);
         let shutdown = shutdown.clone();
         let hard_stop = hard_stop.clone();
         let stopping = stopping.clone();
         tracker.spawn(async move {
+            let mut stream = stream;
+            let prefix = match relay {
+                Some(relay) => match relayed(&relay, &mut stream, &stopping, &shutdown, &hard_stop).await {
+                    Left::Done => return,
+                    Left::HandOver(prefix) => prefix,
+                },
+                None => BytesMut::new(),
+            };
             let service = service_fn(move |req| {
                 let response = handler(req);
                 let stopping = stopping.clone();
@@ -270,7 +280,8 @@ async fn serve<C, H, F, B>(
                     Ok::<_, Infallible>(response)
                 }
             });
-            let conn = http1::Builder::new().timer(TokioTimer::new()).serve_connection(TokioIo::new(stream), service);
+            let io = TokioIo::new(Prefixed::new(prefix, stream));
+            let conn = http1::Builder::new().timer(TokioTimer::new()).serve_connection(io, service);
             let mut conn = std::pin::pin!(conn);
             let result = tokio::select! {
                 result = conn.as_mut() => result,
@@ -300,6 +311,39 @@ async fn serve<C, H, F, B>(
                 tracing::debug!(%peer, error = %ErrorChain(&error), "connection ended with an error");
             }
         });
+    }
+}
+
+/// Serves a user's connection with the relay until it ends or is handed over to hyper. When
+/// the router stops, the connection's next answer says it closes, and a connection left idle
+/// through the grace is closed (the same rules as hyper's path below).
+async fn relayed(
+    conn: &Connection,
+    stream: &mut tokio::net::TcpStream,
+    stopping: &AtomicBool,
+    shutdown: &CancellationToken,
+    hard_stop: &CancellationToken,
+) -> Left {
+    let idle = AtomicBool::new(false);
+    let relay = crate::relay::serve(conn, stream, stopping, &idle);
+    let mut relay = std::pin::pin!(relay);
+    tokio::select! {
+        left = relay.as_mut() => left,
+        () = shutdown.cancelled() => {
+            tokio::select! {
+                left = relay.as_mut() => left,
+                () = tokio::time::sleep(IDLE_GRACE) => {
+                    if idle.load(Relaxed) {
+                        return Left::Done;
+                    }
+                    tokio::select! {
+                        left = relay.as_mut() => left,
+                        () = hard_stop.cancelled() => Left::Done,
+                    }
+                }
+                () = hard_stop.cancelled() => Left::Done,
+            }
+        }
     }
 }
 

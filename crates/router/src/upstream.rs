@@ -28,13 +28,13 @@ use crate::proxy::{ErrorChain, ProxyBody};
 /// Below the idle timeouts of common upstream servers (Node.js closes after 5 s), so the pool
 /// rarely sends on a connection the upstream is closing, which would surface as a spurious 502
 /// and count against the replica's breaker.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Kept connections per replica and pool; more are closed after their answer.
-const MAX_IDLE_PER_UPSTREAM: usize = 512;
+pub(crate) const MAX_IDLE_PER_UPSTREAM: usize = 512;
 
 /// Connects fail fast on their own; the request's overall budget is the upstream timeout.
-const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a request got no answer from the replica.
 #[derive(Debug)]
@@ -42,14 +42,14 @@ pub(crate) enum SendError {
     /// No connection could be made: nothing was sent.
     Connect(std::io::Error),
     /// The request may have reached the replica, which gave no answer.
-    Failed(hyper::Error),
+    Failed(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SendError::Connect(error) => write!(f, "cannot connect: {error}"),
-            SendError::Failed(error) => write!(f, "{}", ErrorChain(error)),
+            SendError::Failed(error) => write!(f, "{}", ErrorChain(&**error)),
         }
     }
 }
@@ -104,7 +104,7 @@ impl Pool {
                     // The kept connection was closed before the request left (the replica
                     // closed it while idle): the request is intact, so it goes on another.
                     Some(unsent) if reused => request = unsent,
-                    _ => return Err(SendError::Failed(error.into_error())),
+                    _ => return Err(SendError::Failed(error.into_error().into())),
                 },
             }
         }
@@ -138,18 +138,9 @@ impl Pool {
     }
 
     async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<ProxyBody>, SendError> {
-        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => return Err(SendError::Connect(error)),
-            Err(_elapsed) => {
-                let why = format!("no answer to the connection within {:?}", self.connect_timeout);
-                return Err(SendError::Connect(std::io::Error::new(std::io::ErrorKind::TimedOut, why)));
-            }
-        };
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "set_nodelay failed");
-        }
-        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.map_err(SendError::Failed)?;
+        let stream = connect(addr, self.connect_timeout).await?;
+        let (sender, connection) =
+            http1::handshake(TokioIo::new(stream)).await.map_err(|e| SendError::Failed(e.into()))?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(upstream = %addr, error = %ErrorChain(&error), "upstream connection ended");
@@ -172,6 +163,23 @@ impl Pool {
     fn kept(&self, addr: SocketAddr) -> usize {
         self.idle.lock().unwrap().get(&addr).map_or(0, Vec::len)
     }
+}
+
+/// A new connection to the replica at `addr`, with Nagle's delay off (the router writes whole
+/// heads and bodies; waiting to coalesce them only adds latency).
+pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, SendError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => return Err(SendError::Connect(error)),
+        Err(_elapsed) => {
+            let why = format!("no answer to the connection within {timeout:?}");
+            return Err(SendError::Connect(std::io::Error::new(std::io::ErrorKind::TimedOut, why)));
+        }
+    };
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "set_nodelay failed");
+    }
+    Ok(stream)
 }
 
 async fn sweep_every(pool: Weak<Pool>, period: Duration) {

@@ -817,3 +817,263 @@ async fn an_insecure_router_needs_no_secret() {
     assert_eq!(router.stats().await.generation, 1);
     router.stop().await;
 }
+
+/// A replica speaking raw HTTP/1.1, to see exactly what the router sends and answer what a
+/// library would not: each request (head and body, as received) is recorded, and answered with
+/// `answer(path)` written as given; an answer ending in `\0` closes the connection after it
+/// (the `\0` is not sent).
+async fn raw_replica(answer: fn(&str) -> Vec<u8>) -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::AsyncWriteExt as _;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let Some(end) = read_until(&mut stream, &mut buf, |b| find(b, b"\r\n\r\n").map(|i| i + 4)).await
+                    else {
+                        return;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    let lower = head.to_ascii_lowercase();
+                    let body_end = if lower.contains("transfer-encoding: chunked") {
+                        read_until(&mut stream, &mut buf, |b| find(&b[end..], b"0\r\n\r\n").map(|i| end + i + 5)).await
+                    } else {
+                        let length = lower
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length: "))
+                            .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+                        read_until(&mut stream, &mut buf, |b| (b.len() >= end + length).then_some(end + length)).await
+                    };
+                    let Some(body_end) = body_end else { return };
+                    log.lock().unwrap().push(String::from_utf8_lossy(&buf[..body_end]).into_owned());
+                    buf.drain(..body_end);
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                    let mut bytes = answer(&path);
+                    let close = bytes.last() == Some(&0);
+                    if close {
+                        bytes.pop();
+                    }
+                    // In pieces, as a real server's writes may arrive.
+                    for piece in bytes.chunks(7) {
+                        if stream.write_all(piece).await.is_err() {
+                            return;
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                    if close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Reads into `buf` until `done` finds the end it looks for; `None` at the end of the stream.
+async fn read_until(
+    stream: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+    done: impl Fn(&[u8]) -> Option<usize>,
+) -> Option<usize> {
+    use tokio::io::AsyncReadExt as _;
+    loop {
+        if let Some(end) = done(buf) {
+            return Some(end);
+        }
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await.unwrap() {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// One answer read off a raw connection: its head (lowercase) and its body, decoded from
+/// chunks when it came in chunks. Answers with no body must be named by `bodiless`.
+async fn read_answer(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, bodiless: bool) -> (String, String) {
+    let end = read_until(stream, buf, |b| find(b, b"\r\n\r\n").map(|i| i + 4)).await.expect("an answer head");
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    buf.drain(..end);
+    if bodiless {
+        return (head, String::new());
+    }
+    let mut body = Vec::new();
+    if head.contains("transfer-encoding: chunked") {
+        loop {
+            let line = read_until(stream, buf, |b| find(b, b"\r\n")).await.expect("a chunk size");
+            let size = usize::from_str_radix(String::from_utf8_lossy(&buf[..line]).trim(), 16).unwrap();
+            buf.drain(..line + 2);
+            read_until(stream, buf, |b| (b.len() >= size + 2).then_some(size + 2)).await.expect("a chunk");
+            assert_eq!(&buf[size..size + 2], b"\r\n", "a chunk ends with CRLF");
+            body.extend(buf.drain(..size + 2).take(size));
+            if size == 0 {
+                break;
+            }
+        }
+    } else {
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .map(|n| n.trim().parse::<usize>().unwrap())
+            .expect("a length or chunks");
+        read_until(stream, buf, |b| (b.len() >= length).then_some(length)).await.expect("the body");
+        body.extend(buf.drain(..length));
+    }
+    (head, String::from_utf8(body).unwrap())
+}
+
+async fn raw_router(replica: SocketAddr) -> (Router, tokio::net::TcpStream) {
+    let router = Router::start(None).await;
+    let t = table(1, &[("stable", "v1", 10_000, &[replica])]);
+    assert_eq!(router.put_table(&to_json(&t)).await.0, StatusCode::OK);
+    let stream = tokio::net::TcpStream::connect(router.proxy).await.unwrap();
+    (router, stream)
+}
+
+fn answer_for(path: &str) -> Vec<u8> {
+    match path {
+        "/chunked" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 99\r\n\r\n5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nx-trailer: t\r\n\r\n".to_vec(),
+        "/until-close" => b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it\0".to_vec(),
+        "/interim" => b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+        "/hop" => b"HTTP/1.1 200 OK\r\nconnection: close, x-private\r\nx-private: 1\r\nkeep-alive: timeout=5\r\nx-ringfence-version: forged\r\ncontent-length: 3\r\n\r\nhop\0".to_vec(),
+        "/empty" => b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+        other => format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{other}", other.len()).into_bytes(),
+    }
+}
+
+#[tokio::test]
+async fn answers_are_framed_again_for_the_user_on_one_kept_connection() {
+    use tokio::io::AsyncWriteExt as _;
+    let (replica, seen) = raw_replica(answer_for).await;
+    let (router, mut user) = raw_router(replica).await;
+    let mut buf = Vec::new();
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nhost: shop\r\nx-user-id: u1\r\n\r\n");
+
+    // Chunks come back as chunks of the router's own: no extension, no trailer, no length.
+    user.write_all(get("/chunked").as_bytes()).await.unwrap();
+    let (head, body) = read_answer(&mut user, &mut buf, false).await;
+    assert_eq!(body, "hello, world");
+    assert!(head.contains("transfer-encoding: chunked") && !head.contains("content-length"), "{head}");
+    assert!(!head.contains("x-trailer"), "{head}");
+
+    // A body that ends with the replica's connection reaches the user in chunks, and the
+    // user's connection stays.
+    user.write_all(get("/until-close").as_bytes()).await.unwrap();
+    let (head, body) = read_answer(&mut user, &mut buf, false).await;
+    assert_eq!(body, "all of it");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+
+    // An interim answer is not the user's answer.
+    user.write_all(get("/interim").as_bytes()).await.unwrap();
+    let (head, body) = read_answer(&mut user, &mut buf, false).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, "ok");
+
+    // Hop-by-hop fields (named in Connection too) stay with the replica's hop; the group and
+    // version are the router's to say.
+    user.write_all(get("/hop").as_bytes()).await.unwrap();
+    let (head, body) = read_answer(&mut user, &mut buf, false).await;
+    assert_eq!(body, "hop");
+    for hop in ["connection:", "x-private", "keep-alive", "forged"] {
+        assert!(!head.contains(hop), "{hop} in {head}");
+    }
+    assert!(head.contains("x-ringfence-version: v1") && head.contains("x-ringfence-group: stable"), "{head}");
+
+    // No body: a 204, and an answer to HEAD (its length says the GET's).
+    user.write_all(get("/empty").as_bytes()).await.unwrap();
+    let (head, _) = read_answer(&mut user, &mut buf, true).await;
+    assert!(head.starts_with("http/1.1 204"), "{head}");
+    user.write_all(b"HEAD /headed HTTP/1.1\r\nhost: shop\r\nx-user-id: u1\r\n\r\n").await.unwrap();
+    let (head, _) = read_answer(&mut user, &mut buf, true).await;
+    assert!(head.contains("content-length: 7"), "{head}");
+
+    // Two requests in one write are answered in order.
+    user.write_all(format!("{}{}", get("/one"), get("/two")).as_bytes()).await.unwrap();
+    assert_eq!(read_answer(&mut user, &mut buf, false).await.1, "/one");
+    assert_eq!(read_answer(&mut user, &mut buf, false).await.1, "/two");
+    assert!(buf.is_empty());
+
+    // All on the one connection the user opened; the replica saw each request once.
+    assert_eq!(seen.lock().unwrap().len(), 8);
+    router.stop().await;
+}
+
+#[tokio::test]
+async fn the_replica_gets_requests_framed_without_doubt() {
+    use tokio::io::AsyncWriteExt as _;
+    let (replica, seen) = raw_replica(answer_for).await;
+    let (router, mut user) = raw_router(replica).await;
+    let mut buf = Vec::new();
+
+    // A body by length, in two writes.
+    user.write_all(b"POST /len HTTP/1.1\r\nhost: shop\r\nx-user-id: u1\r\ncontent-length: 11\r\n\r\nhello")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    user.write_all(b" world").await.unwrap();
+    assert_eq!(read_answer(&mut user, &mut buf, false).await.1, "/len");
+    // A chunked body (hyper serves this connection from here on).
+    user.write_all(b"POST /chunks HTTP/1.1\r\nhost: shop\r\nx-user-id: u1\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_answer(&mut user, &mut buf, false).await.1, "/chunks");
+    // And a plain request after the hand-over, on the same connection.
+    user.write_all(b"GET /after HTTP/1.1\r\nhost: shop\r\nx-user-id: u1\r\n\r\n").await.unwrap();
+    assert_eq!(read_answer(&mut user, &mut buf, false).await.1, "/after");
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 3);
+        assert!(
+            seen[0].starts_with("POST /len HTTP/1.1\r\n") && seen[0].ends_with("\r\n\r\nhello world"),
+            "{}",
+            seen[0]
+        );
+        assert!(seen[0].to_ascii_lowercase().contains("x-forwarded-for: 127.0.0.1"), "{}", seen[0]);
+        assert!(seen[1].ends_with("abc\r\n0\r\n\r\n"), "{}", seen[1]);
+    }
+
+    // Ambiguous framing, the ground of request smuggling: two lengths, a length beside
+    // chunks. Whatever the user gets, the replica never sees a request framed two ways, nor a
+    // request hidden in another's body.
+    for smuggle in [
+        &b"POST /two-lengths HTTP/1.1\r\nhost: shop\r\ncontent-length: 3\r\ncontent-length: 30\r\n\r\nabcGET /hidden HTTP/1.1\r\nhost: shop\r\n\r\n"[..],
+        &b"POST /both HTTP/1.1\r\nhost: shop\r\ncontent-length: 40\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /hidden HTTP/1.1\r\nhost: shop\r\n\r\n"[..],
+        &b"POST /length-sign HTTP/1.1\r\nhost: shop\r\ncontent-length: +3\r\n\r\nabc"[..],
+    ] {
+        let mut user = tokio::net::TcpStream::connect(router.proxy).await.unwrap();
+        user.write_all(smuggle).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = read_until(&mut user, &mut answer, |_| None).await;
+    }
+    for request in seen.lock().unwrap().iter() {
+        let lower = request.to_ascii_lowercase();
+        assert!(!(lower.contains("content-length") && lower.contains("transfer-encoding")), "{request}");
+        assert!(lower.matches("content-length").count() <= 1, "{request}");
+    }
+    router.stop().await;
+}
+
+#[tokio::test]
+async fn a_users_last_request_is_answered_and_its_connection_closed() {
+    use tokio::io::AsyncWriteExt as _;
+    let (replica, _) = raw_replica(answer_for).await;
+    let (router, mut user) = raw_router(replica).await;
+    let mut buf = Vec::new();
+    user.write_all(b"GET /last HTTP/1.1\r\nhost: shop\r\nconnection: close\r\n\r\n").await.unwrap();
+    let (head, body) = read_answer(&mut user, &mut buf, false).await;
+    assert_eq!(body, "/last");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(head.contains("set-cookie: rf_user="), "a new user gets a cookie: {head}");
+    assert_eq!(read_until(&mut user, &mut buf, |_| None).await, None, "the router closes after it");
+    router.stop().await;
+}
