@@ -498,8 +498,8 @@ async fn send(user: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> std::io::Re
     }
 }
 
-/// Reads more of the replica's answer into `buf`, within the upstream timeout; the end of the
-/// connection is an error unless `eof_ok`.
+/// Reads more of the replica's answer into `buf` within `timeout`: the bytes read, 0 at the
+/// end of the connection.
 async fn more(stream: &mut TcpStream, buf: &mut BytesMut, timeout: Duration) -> std::io::Result<usize> {
     buf.reserve(READ_SIZE);
     match tokio::time::timeout(timeout, stream.read_buf(buf)).await {
