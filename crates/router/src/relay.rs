@@ -9,7 +9,9 @@
 //!
 //! - HTTP/1.1 requests in origin form with a `Host`, with no body or a body framed by exactly
 //!   one `Content-Length` of digits;
-//! - no `Transfer-Encoding`, `Expect` or `Upgrade`, not `CONNECT`, not OFREP;
+//! - no `Transfer-Encoding`, `Expect` or `Upgrade`, no `Connection` naming `Content-Length`
+//!   or `Host` (hop-by-hop fields are left out of the replica's head), not `CONNECT`, not
+//!   OFREP;
 //! - a head that httparse takes whole within [`MAX_HEAD`] bytes and [`MAX_HEADERS`] fields.
 //!
 //! Anything else, malformed requests included, is handed to hyper with the bytes already
@@ -161,7 +163,15 @@ fn parse_request(buf: &[u8], fields: &mut Vec<Field>) -> Parsed<RequestHead> {
         } else if name.eq_ignore_ascii_case(b"host") {
             host = true;
         } else if name.eq_ignore_ascii_case(b"connection") {
-            close |= tokens(field.value).any(|t| t.eq_ignore_ascii_case(b"close"));
+            for token in tokens(field.value) {
+                close |= token.eq_ignore_ascii_case(b"close");
+                // Fields the Connection field names are left out of the replica's head; the
+                // ones that frame and address the request cannot be (the replica would read
+                // the body as the next request).
+                if token.eq_ignore_ascii_case(b"content-length") || token.eq_ignore_ascii_case(b"host") {
+                    return Parsed::Unfit;
+                }
+            }
         }
         fields.push((range_in(buf, name), range_in(buf, field.value)));
     }
@@ -1042,6 +1052,9 @@ mod tests {
             "GET http://a/ HTTP/1.1\r\nhost: a\r\n\r\n",
             "CONNECT a:443 HTTP/1.1\r\nhost: a\r\n\r\n",
             "POST /ofrep/v1/evaluate/flags HTTP/1.1\r\nhost: a\r\n\r\n",
+            // A length named hop-by-hop would leave the body unframed for the replica.
+            "POST / HTTP/1.1\r\nhost: a\r\nconnection: keep-alive, Content-Length\r\ncontent-length: 3\r\n\r\n",
+            "GET / HTTP/1.1\r\nhost: a\r\nconnection: host\r\n\r\n",
             // Not HTTP/1.1 at all.
             "GET / HTTP/1.1\r\nhost: a\r\nx: \x01\r\n\r\n",
             "GET / HTTP/1.1\r\nhost: a\r\n folded\r\n\r\n",
@@ -1289,6 +1302,8 @@ mod tests {
                     "1.1.1.1",
                     "rf_user=k",
                     "x-a, content-length",
+                    "Content-Length",
+                    "host",
                 ])
                 .prop_map(str::to_owned),
             ]
@@ -1336,7 +1351,12 @@ mod tests {
                             || !named("upgrade").is_empty()
                             || named("host").is_empty()
                             || lengths.len() > 1
-                            || lengths.iter().any(|v| digits(v.as_bytes()).is_none()),
+                            || lengths.iter().any(|v| digits(v.as_bytes()).is_none())
+                            || named("connection").iter().any(|v| {
+                                tokens(v.as_bytes()).any(|t| {
+                                    t.eq_ignore_ascii_case(b"content-length") || t.eq_ignore_ascii_case(b"host")
+                                })
+                            }),
                         "{text:?}"
                     );
                     return Ok(());
@@ -1359,6 +1379,7 @@ mod tests {
                     .map(|h| h.value)
                     .collect();
                 prop_assert_eq!(sent, lengths.iter().map(|v| v.as_bytes()).collect::<Vec<_>>());
+                prop_assert!(again.headers.iter().any(|h| h.name.eq_ignore_ascii_case("host")), "{text:?}");
                 for h in again.headers.iter() {
                     let hop = proxy::HOP_BY_HOP.iter().any(|n| h.name.eq_ignore_ascii_case(n.as_str()));
                     prop_assert!(!hop, "{} reached the replica: {text:?}", h.name);
