@@ -103,8 +103,81 @@ pub fn severity(criticality: Criticality, unverified: bool) -> u8 {
     if unverified { base.saturating_sub(1).max(1) } else { base }
 }
 
-/// Folds an event into the workload's incidents.
+/// Folds an event into the workload's incidents, and keeps the index of those a tick has
+/// work for.
 pub(crate) fn apply(ws: &mut WorkloadState, actor: &str, reason: &str, kind: &EventKind, at: Timestamp) {
+    fold(ws, actor, reason, kind, at);
+    match kind {
+        EventKind::RolloutHalted { rollout_id: id, .. }
+        | EventKind::MitigationCompleted { rollout_id: id, .. }
+        | EventKind::IncidentAcknowledged { incident: id }
+        | EventKind::IncidentUpdated { incident: id, .. }
+        | EventKind::NotificationDelivered { incident: id, .. }
+        | EventKind::NotificationFailed { incident: id, .. }
+        | EventKind::IncidentResolved { incident: id } => refresh(ws, id, at),
+        EventKind::FollowUpCreated { id, .. } => {
+            ws.follow_ups_open.insert(id.clone());
+        }
+        EventKind::FollowUpClosed { id } => {
+            ws.follow_ups_open.remove(id);
+        }
+        _ => {}
+    }
+}
+
+/// Whether a tick has work for incident `i` (at `at`, the time of the event folded last):
+/// it is open (confirmations, promised updates), it owes an update (its state changed since
+/// the last), or one of its updates fresh at `at` is neither delivered nor given up on some
+/// channel that gets updates. An incident none of that holds for stays out of every tick's
+/// look until an event touches it again, or a spec change brings a new channel.
+fn astir(ws: &WorkloadState, i: &Incident, at: Timestamp) -> bool {
+    let settled = |d: Option<&Delivery>| d.is_some_and(|d| d.delivered_at.is_some() || d.attempts >= MAX_ATTEMPTS);
+    i.is_open()
+        || update_owed(i)
+        || ws.spec.notify.iter().filter(|c| c.kind != NotifyKind::Tracker).any(|c| {
+            i.updates.iter().enumerate().any(|(n, u)| {
+                at.since(u.at) < FRESH_MS && !settled(ws.deliveries.get(&(c.name.clone(), i.id.clone(), n)))
+            })
+        })
+}
+
+/// The incident's state changed since its last update (or it has none yet).
+fn update_owed(i: &Incident) -> bool {
+    let last_change = i.transitions.last().map_or(i.detected_at, |t| t.at);
+    i.updates.last().is_none_or(|u| u.at < last_change || u.state != i.state)
+}
+
+/// Puts incident `id` in or out of the tick's index after an event touched it.
+fn refresh(ws: &mut WorkloadState, id: &str, at: Timestamp) {
+    match ws.incidents.get(id) {
+        Some(i) if astir(ws, i, at) => {
+            if !ws.incidents_astir.contains(id) {
+                ws.incidents_astir.insert(id.to_owned());
+            }
+        }
+        _ => {
+            ws.incidents_astir.remove(id);
+        }
+    }
+}
+
+/// Rebuilds the tick's index of incidents (the notification channels changed).
+pub(crate) fn refresh_all(ws: &mut WorkloadState, at: Timestamp) {
+    let astir = ws.incidents.values().filter(|i| astir(ws, i, at)).map(|i| i.id.clone()).collect();
+    ws.incidents_astir = astir;
+}
+
+/// The incidents a tick looks at, in id order (as `ws.incidents`).
+fn ticking(ws: &WorkloadState) -> impl Iterator<Item = &Incident> {
+    ws.incidents_astir.iter().filter_map(|id| ws.incidents.get(id))
+}
+
+/// The follow-ups a tick looks at, in id order (as `ws.follow_ups`).
+fn open_follow_ups(ws: &WorkloadState) -> impl Iterator<Item = &FollowUp> {
+    ws.follow_ups_open.iter().filter_map(|id| ws.follow_ups.get(id))
+}
+
+fn fold(ws: &mut WorkloadState, actor: &str, reason: &str, kind: &EventKind, at: Timestamp) {
     let criticality = ws.spec.workload.criticality;
     match kind {
         EventKind::RolloutHalted { rollout_id, decision } if !ws.incidents.contains_key(rollout_id) => {
@@ -299,8 +372,7 @@ pub fn resolve(world: &World, name: &str, id: &str) -> Result<EventKind, Command
 /// controller.
 pub fn confirmed(ws: &WorkloadState, now: Timestamp) -> Vec<EventKind> {
     let wait = ws.spec.incident.confirm_after.as_ms();
-    ws.incidents
-        .values()
+    ticking(ws)
         .filter(|i| i.state == IncidentState::Monitoring)
         .filter(|i| i.mitigated_at.is_some_and(|m| now.since(m) >= wait))
         .filter(|i| {
@@ -345,10 +417,9 @@ pub fn by_day(ws: &WorkloadState, now: Timestamp, days: u32) -> Vec<Option<u8>> 
 /// names when the next one comes (none once resolved).
 pub fn updates_due(ws: &WorkloadState, now: Timestamp) -> Vec<EventKind> {
     let mut out = Vec::new();
-    for i in ws.incidents.values() {
-        let last_change = i.transitions.last().map_or(i.detected_at, |t| t.at);
+    for i in ticking(ws) {
         let last = i.updates.last();
-        let changed = last.is_none_or(|u| u.at < last_change || u.state != i.state);
+        let changed = update_owed(i);
         let promised = last.and_then(|u| u.next_at).is_some_and(|t| now >= t);
         if !(changed || (i.is_open() && promised)) {
             continue;
@@ -514,7 +585,7 @@ fn try_now(d: Option<&Delivery>, now: Timestamp) -> bool {
 pub fn deliveries_due(ws: &WorkloadState, now: Timestamp) -> Vec<Due> {
     let mut out = Vec::new();
     for c in ws.spec.notify.iter().filter(|c| c.kind != NotifyKind::Tracker) {
-        for i in ws.incidents.values() {
+        for i in ticking(ws) {
             for (n, _) in i.updates.iter().enumerate().filter(|(_, u)| now.since(u.at) < FRESH_MS) {
                 if try_now(ws.deliveries.get(&(c.name.clone(), i.id.clone(), n)), now) {
                     out.push(Due { channel: c.clone(), incident: i.clone(), update: n });
@@ -539,8 +610,7 @@ pub fn reminders_due(ws: &WorkloadState, now: Timestamp) -> Vec<EventKind> {
         return Vec::new();
     }
     let every = ws.spec.incident.remind_every.as_ms();
-    ws.follow_ups
-        .values()
+    open_follow_ups(ws)
         .filter(|f| f.is_overdue(now))
         .filter(|f| f.reminders.last().is_none_or(|r| now.since(r.at) >= every))
         .map(|f| {
@@ -580,7 +650,8 @@ pub struct FollowUpDue {
 pub fn follow_up_sends_due(ws: &WorkloadState, now: Timestamp) -> Vec<FollowUpDue> {
     let mut out = Vec::new();
     for c in &ws.spec.notify {
-        for f in ws.follow_ups.values() {
+        // A closed follow-up is exported and reminded of no more.
+        for f in open_follow_ups(ws) {
             let subject = follow_up_subject(&f.id);
             let messages: Vec<usize> = match c.kind {
                 NotifyKind::Tracker if f.closed_at.is_none() && !f.exported.contains_key(&c.name) => vec![0],

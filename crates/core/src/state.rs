@@ -158,6 +158,15 @@ pub struct WorkloadState {
     /// update).
     #[serde(default)]
     pub deliveries: BTreeMap<(String, String, usize), crate::incident::Delivery>,
+    /// The incidents a tick still has work for (`incident::astir`): open, owing an update, or
+    /// with an update not yet delivered (or given up on) to a channel. Kept by the fold, so a
+    /// tick looks at these rather than at every incident of the history; derived, so not
+    /// serialized.
+    #[serde(skip)]
+    pub incidents_astir: std::collections::BTreeSet<String>,
+    /// The follow-ups not closed: the only ones a tick sends or reminds about.
+    #[serde(skip)]
+    pub follow_ups_open: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -489,6 +498,8 @@ impl World {
                     ws.spec_digest = digest.clone();
                     ws.deleted = false;
                     ws.specs.entry(digest.clone()).or_insert_with(|| std::sync::Arc::new((**spec).clone()));
+                    // The channels may have changed: which updates are owed a delivery too.
+                    crate::incident::refresh_all(ws, e.at);
                 }
                 None => {
                     self.workloads.insert(
@@ -527,6 +538,8 @@ impl World {
                             incidents: BTreeMap::new(),
                             follow_ups: BTreeMap::new(),
                             deliveries: BTreeMap::new(),
+                            incidents_astir: Default::default(),
+                            follow_ups_open: Default::default(),
                         }),
                     );
                 }

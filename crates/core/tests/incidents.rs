@@ -27,6 +27,7 @@ impl H {
         let e = Event { seq: self.seq, at, actor: actor.into(), reason: "test".into(), workload: "shop".into(), kind };
         self.world.apply(&e);
         self.log.push(e);
+        ticks_see_what_a_full_scan_sees(&self.world, at);
     }
 
     fn release(&mut self, at: Timestamp, version: &str, hotfix_for: Option<&str>) {
@@ -65,6 +66,28 @@ impl H {
         let r = self.world.workload("shop").unwrap().rollout(id).unwrap().clone();
         let d = decision::manual_rollback(&r, "oncall", "errors up");
         self.at(at, "controller", EventKind::RolloutHalted { rollout_id: id.into(), decision: Box::new(d) });
+    }
+}
+
+/// A tick looks only at the incidents and follow-ups the fold keeps in its index; what it
+/// finds due must be what a look at every incident and follow-up finds, now and later.
+fn ticks_see_what_a_full_scan_sees(world: &World, at: Timestamp) {
+    let Some(ws) = world.workload("shop") else { return };
+    let mut full = ws.clone();
+    full.incidents_astir = full.incidents.keys().cloned().collect();
+    full.follow_ups_open = full.follow_ups.keys().cloned().collect();
+    for now in [at, at.plus_ms(MIN), at.plus_ms(HOUR), at.plus_ms(25 * HOUR)] {
+        let due = |ws: &ringfence_core::WorkloadState| {
+            format!(
+                "{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+                incident::confirmed(ws, now),
+                incident::updates_due(ws, now),
+                incident::deliveries_due(ws, now),
+                incident::reminders_due(ws, now),
+                incident::follow_up_sends_due(ws, now),
+            )
+        };
+        assert_eq!(due(ws), due(&full), "at {now}, with {:?} in the index", ws.incidents_astir);
     }
 }
 
@@ -429,4 +452,95 @@ fn text_limits_count_characters_as_the_api_schema_does() {
     assert!(e.message.contains("1 to 300 characters"), "{}", e.message);
     let e = incident::follow_up(&h.world, "shop", &incident, "ok", &"ü".repeat(65), None).unwrap_err();
     assert!(e.message.contains("at most 64 characters"), "{}", e.message);
+}
+
+#[test]
+fn a_tick_looks_only_at_incidents_with_work_left() {
+    // Every event folded here also checks that the index finds what a full scan finds
+    // (`ticks_see_what_a_full_scan_sees`, called by `H::at`).
+    let mut h = H { world: World::default(), seq: 0, log: Vec::new() };
+    let base = spec::EXAMPLE.replacen("name = \"checkout\"", "name = \"shop\"", 1).replacen(
+        "[mitigation]\n",
+        "[incident]\nconfirm_after = \"30m\"\n\n[mitigation]\n",
+        1,
+    );
+    let channel = |name: &str| {
+        format!("\n[[notify]]\nname = \"{name}\"\nkind = \"slack\"\nurl = \"http://127.0.0.1:9/{name}\"\n")
+    };
+    let s = spec::parse("shop.toml", &(base.clone() + &channel("ops") + &channel("pager"))).unwrap();
+    h.at(T0, "admin", command::apply_spec(&h.world, &s).unwrap().unwrap());
+    h.release(T0, "v1", None);
+    let r1 = h.start(T0, "v1");
+    h.complete(T0.plus_ms(HOUR), &r1, "v1");
+    h.release(T0, "v2", None);
+    let r2 = h.start(T0.plus_ms(2 * HOUR), "v2");
+    let mut now = T0.plus_ms(2 * HOUR + MIN);
+    h.halt(now, &r2);
+    let astir = |h: &H| h.world.workload("shop").unwrap().incidents_astir.contains(&r2);
+    assert!(astir(&h), "an open incident");
+
+    // A controller that sends each update as it falls due, "ops" taking every message and
+    // "pager" refusing every one until it is given up on.
+    let tick = |h: &mut H, now: Timestamp| {
+        for e in incident::confirmed(h.world.workload("shop").unwrap(), now) {
+            h.at(now, "controller", e);
+        }
+        for e in incident::updates_due(h.world.workload("shop").unwrap(), now) {
+            h.at(now, "controller", e);
+        }
+        for d in incident::deliveries_due(h.world.workload("shop").unwrap(), now) {
+            let (channel, incident, update) = (d.channel.name.clone(), d.incident.id.clone(), d.update);
+            let e = if channel == "ops" {
+                EventKind::NotificationDelivered { channel, incident, update, attempts: 1 }
+            } else {
+                EventKind::NotificationFailed { channel, incident, update, error: "503".into() }
+            };
+            h.at(now, "controller", e);
+        }
+    };
+    for _ in 0..3 * 60 {
+        if now == T0.plus_ms(2 * HOUR + 4 * MIN) {
+            let mitigated =
+                EventKind::MitigationCompleted { rollout_id: r2.clone(), verified: true, detail: "ok".into() };
+            h.at(now, "controller", mitigated);
+        }
+        tick(&mut h, now);
+        now = now.plus_ms(MIN);
+    }
+    let ws = h.world.workload("shop").unwrap();
+    let i = &ws.incidents[&r2];
+    assert_eq!(i.state, IncidentState::Resolved, "confirmed 30 minutes after its mitigation");
+    assert!(ws.deliveries.keys().any(|(c, _, _)| c == "pager"), "the pager was tried");
+    assert!(
+        ws.deliveries.iter().filter(|((c, _, _), _)| c == "pager").all(|(_, d)| d.attempts == incident::MAX_ATTEMPTS),
+        "and given up on"
+    );
+    assert!(!astir(&h), "resolved, its last update sent to every channel or given up on: no work left");
+
+    // A channel added later is owed the updates of the last day: the incident is back in the
+    // index until they are delivered, and out again after.
+    now = now.plus_ms(HOUR);
+    let s = spec::parse("shop.toml", &(base + &channel("ops") + &channel("pager") + &channel("team"))).unwrap();
+    h.at(now, "admin", command::apply_spec(&h.world, &s).unwrap().unwrap());
+    assert!(astir(&h));
+    let owed = incident::deliveries_due(h.world.workload("shop").unwrap(), now);
+    assert!(!owed.is_empty() && owed.iter().all(|d| d.channel.name == "team"), "{owed:?}");
+    for d in owed {
+        let e = EventKind::NotificationDelivered {
+            channel: d.channel.name.clone(),
+            incident: d.incident.id.clone(),
+            update: d.update,
+            attempts: 1,
+        };
+        h.at(now, "controller", e);
+    }
+    assert!(!astir(&h));
+
+    // Follow-ups: only open ones are looked at.
+    let e = incident::follow_up(&h.world, "shop", &r2, "Alert on p99 latency", "bob", Some(now.plus_ms(DAY))).unwrap();
+    h.at(now, "alice", e);
+    let id = h.world.workload("shop").unwrap().follow_ups.keys().next().unwrap().clone();
+    assert!(h.world.workload("shop").unwrap().follow_ups_open.contains(&id));
+    h.at(now.plus_ms(2 * DAY), "bob", EventKind::FollowUpClosed { id: id.clone() });
+    assert!(!h.world.workload("shop").unwrap().follow_ups_open.contains(&id));
 }
