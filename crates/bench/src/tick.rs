@@ -15,7 +15,10 @@
 //!
 //! Bars: the tick's snapshot, and its checks, at the largest history cost at most twice what
 //! they cost at 10 past rollouts (work per tick independent of the history's size). The copied
-//! rollout is a healthy one: the history holds no incidents.
+//! rollout is a healthy one; every third past rollout is then given the incident a failed one
+//! leaves (halted, its updates sent to a stakeholder channel on every change, mitigated,
+//! resolved: the events the controller folds, found by the same calls), so the history holds
+//! a third as many incidents as rollouts, all settled.
 
 use std::fmt::Write;
 use std::hint::black_box;
@@ -78,6 +81,7 @@ pub fn run(args: &TickArgs, ringfence: &Path) -> Result<Report> {
     let mut world = World::default();
     let mut seq = 0u64;
     fold(&mut world, &mut seq, real.history());
+    with_a_channel(&mut world, &mut seq)?;
     let sizes: Vec<u32> = SIZES.iter().copied().filter(|&n| n <= args.rollouts).collect();
     let mut rows = Vec::new();
     let mut copied = 0u32;
@@ -85,6 +89,9 @@ pub fn run(args: &TickArgs, ringfence: &Path) -> Result<Report> {
         eprintln!("bench: folding up to {size} past rollouts");
         while copied < size {
             fold(&mut world, &mut seq, real.copy(copied)?);
+            if copied.is_multiple_of(3) {
+                incident(&mut world, &mut seq, copied)?;
+            }
             copied += 1;
         }
         let ws = world.snapshot(WORKLOAD).ok_or_else(|| anyhow!("no workload {WORKLOAD} in the history"))?;
@@ -95,7 +102,9 @@ pub fn run(args: &TickArgs, ringfence: &Path) -> Result<Report> {
                 t.elapsed().as_secs_f64() * 1e6
             })
             .collect();
-        let now = ws.rollouts.last().and_then(|r| r.ended_at).unwrap_or_default().plus_ms(1_000);
+        // A second after the history's last step (a rollout's end, or an incident's).
+        let resolved = ws.incidents.values().filter_map(|i| i.resolved_at).max();
+        let now = ws.rollouts.last().and_then(|r| r.ended_at).max(resolved).unwrap_or_default().plus_ms(1_000);
         drop(ws);
         let checks: Vec<f64> = (0..args.reps)
             .map(|_| {
@@ -169,6 +178,59 @@ fn tick_checks(world: &World, now: Timestamp) -> usize {
         + drill::undrilled(ws, now).len()
 }
 
+/// The workload's spec again, with a stakeholder channel for incidents' updates.
+fn with_a_channel(world: &mut World, seq: &mut u64) -> Result<()> {
+    let text =
+        crate::ui::spec() + "\n[[notify]]\nname = \"ops\"\nkind = \"slack\"\nurl = \"http://127.0.0.1:9/hook\"\n";
+    let spec = ringfence_core::spec::parse("history.toml", &text).map_err(|e| anyhow!("the bench's spec: {e:?}"))?;
+    let kind = ringfence_core::command::apply_spec(world, &spec).map_err(|e| anyhow!("{}", e.message))?;
+    let at = world.workload(WORKLOAD).and_then(|ws| ws.rollouts.last()).and_then(|r| r.ended_at).unwrap_or_default();
+    if let Some(kind) = kind {
+        event(world, seq, at, kind);
+    }
+    Ok(())
+}
+
+/// Past rollout `i` failed after all: the incident the controller would have run to its end,
+/// each step a second after the last, with the updates and deliveries its calls find due.
+fn incident(world: &mut World, seq: &mut u64, i: u32) -> Result<()> {
+    use ringfence_core::{EventKind, decision, incident};
+    let id = format!("{WORKLOAD}-{}", i + 3);
+    let ws = world.workload(WORKLOAD).ok_or_else(|| anyhow!("no workload {WORKLOAD}"))?;
+    let r = ws.rollout(&id).ok_or_else(|| anyhow!("no rollout {id} in the history"))?;
+    let decision = Box::new(decision::manual_rollback(r, "bench", "errors up"));
+    let mut at = r.ended_at.unwrap_or_default();
+    let steps = [
+        EventKind::RolloutHalted { rollout_id: id.clone(), decision },
+        EventKind::MitigationCompleted { rollout_id: id.clone(), verified: true, detail: "bench".into() },
+        EventKind::IncidentResolved { incident: id.clone() },
+    ];
+    for kind in steps {
+        event(world, seq, at, kind);
+        let ws = world.workload(WORKLOAD).ok_or_else(|| anyhow!("no workload {WORKLOAD}"))?;
+        for kind in incident::updates_due(ws, at) {
+            event(world, seq, at, kind);
+        }
+        let ws = world.workload(WORKLOAD).ok_or_else(|| anyhow!("no workload {WORKLOAD}"))?;
+        for d in incident::deliveries_due(ws, at) {
+            let (channel, incident, update) = (d.channel.name.clone(), d.incident.id.clone(), d.update);
+            event(world, seq, at, EventKind::NotificationDelivered { channel, incident, update, attempts: 1 });
+        }
+        at = at.plus_ms(1_000);
+    }
+    let ws = world.workload(WORKLOAD).ok_or_else(|| anyhow!("no workload {WORKLOAD}"))?;
+    match ws.incidents.get(&id) {
+        Some(i) if i.state == incident::IncidentState::Resolved => Ok(()),
+        other => Err(anyhow!("the bench's incident {id} did not end resolved: {other:?}")),
+    }
+}
+
+fn event(world: &mut World, seq: &mut u64, at: Timestamp, kind: ringfence_core::EventKind) {
+    *seq += 1;
+    let e = NewEvent { at, actor: "bench".into(), reason: "bench".into(), workload: WORKLOAD.into(), kind };
+    world.apply(&e.numbered(*seq));
+}
+
 fn fold(world: &mut World, seq: &mut u64, events: Vec<NewEvent>) {
     for e in events {
         *seq += 1;
@@ -207,6 +269,10 @@ impl crate::Report for Report {
             o,
             "  setup    a real rollout's events ({} per rollout) copied under new ids, folded in-process; medians",
             self.events_per_rollout
+        );
+        let _ = writeln!(
+            o,
+            "           every third past rollout with a resolved incident (updates delivered to a stakeholder channel)"
         );
         let _ = writeln!(o);
         let _ = writeln!(

@@ -64,7 +64,7 @@ pub struct Report {
     pages: Vec<PageResult>,
 }
 
-fn spec() -> String {
+pub(crate) fn spec() -> String {
     workload::sample_spec(WORKLOAD, 1, &[("canary", 20, "2s"), ("all", 100, "1s")], "[health.analysis]\npower = 0")
 }
 
