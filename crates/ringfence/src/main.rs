@@ -162,16 +162,13 @@ async fn run(cli: Cli, inherited: Option<std::net::TcpListener>) -> Result<ExitC
                     },
                 )?;
             }
-            let config = ringfence_router::RouterConfig {
-                state_file: args.state_file.clone(),
-                upstream_timeout: args.upstream_timeout,
-                admin_auth,
-                tier: !args.control_plane.is_empty(),
-                workers: args.workers.map_or_else(
-                    || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
-                    usize::from,
-                ),
-            };
+            let mut config = ringfence_router::RouterConfig::new(admin_auth);
+            config.state_file = args.state_file.clone();
+            config.upstream_timeout = args.upstream_timeout;
+            config.tier = !args.control_plane.is_empty();
+            config.workers = args
+                .workers
+                .map_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get), usize::from);
             let router = ringfence_router::Router::new(config).await;
             let shutdown = shutdown_on_signal();
             if let Some(client) = client {

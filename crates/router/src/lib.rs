@@ -59,11 +59,17 @@ pub struct RouterConfig {
     /// with its own upstream connections, all accepting on the one listening socket (one per
     /// core is what nginx does with its workers). 0 serves them on the caller's runtime.
     pub workers: usize,
+    /// How long a user's request head may take once its first byte is in: a client that
+    /// trickles a head cannot hold a connection longer.
+    pub head_timeout: Duration,
+    /// How long a user's kept-alive connection may wait for its next request.
+    pub keep_alive: Duration,
 }
 
 impl RouterConfig {
-    /// No state file, a 30 s upstream timeout, the admin API guarded by `admin_auth`, and
-    /// users served on the caller's runtime.
+    /// No state file, a 30 s upstream timeout, the admin API guarded by `admin_auth`, users
+    /// served on the caller's runtime, 30 s for a request's head and 60 s for an idle
+    /// kept-alive connection.
     pub fn new(admin_auth: AdminAuth) -> RouterConfig {
         RouterConfig {
             state_file: None,
@@ -71,6 +77,8 @@ impl RouterConfig {
             admin_auth,
             tier: false,
             workers: 0,
+            head_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(60),
         }
     }
 }

@@ -50,13 +50,6 @@ pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// The most fields in a head the relay parses; a request with more goes to hyper.
 pub(crate) const MAX_HEADERS: usize = 100;
 
-/// How long a kept-alive connection may wait for its next request to begin.
-const KEEP_ALIVE: Duration = Duration::from_secs(60);
-
-/// How long a request's head may take to arrive once its first byte has (hyper's header read
-/// timeout): a client trickling a head cannot hold a connection for longer.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// How long a user may take to accept bytes of an answer before the connection is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -800,8 +793,8 @@ pub(crate) async fn serve(conn: &Connection, user: &mut TcpStream, stopping: &At
             let waiting = b.user.is_empty();
             let until = match deadline {
                 Some(deadline) => deadline,
-                None if waiting => tokio::time::Instant::now() + KEEP_ALIVE,
-                None => *deadline.insert(tokio::time::Instant::now() + HEAD_TIMEOUT),
+                None if waiting => tokio::time::Instant::now() + conn.shared.keep_alive,
+                None => *deadline.insert(tokio::time::Instant::now() + conn.shared.head_timeout),
             };
             idle.store(waiting, Relaxed);
             b.user.reserve(USER_READ_SIZE);

@@ -43,6 +43,9 @@ pub(crate) struct Shared {
     pub(crate) none_series: Arc<Series>,
     pub(crate) none_latency: Arc<Latency>,
     pub(crate) upstream_timeout: Duration,
+    /// `RouterConfig::head_timeout` and `keep_alive`.
+    pub(crate) head_timeout: Duration,
+    pub(crate) keep_alive: Duration,
     /// Threads of their own serving users' connections (`RouterConfig::workers`).
     pub(crate) workers: usize,
     pub(crate) state_file: Option<PathBuf>,
@@ -76,6 +79,8 @@ impl Shared {
             none_latency: stats.latency(NO_VERSION),
             stats,
             upstream_timeout: config.upstream_timeout,
+            head_timeout: config.head_timeout,
+            keep_alive: config.keep_alive,
             workers: config.workers,
             state_file: config.state_file,
             admin_auth: config.admin_auth,
@@ -125,13 +130,13 @@ pub(crate) async fn run(
     // Cancelled when the drain period is over, to cut connections that are still busy.
     let hard_stop = CancellationToken::new();
     let admin_shared = shared.clone();
-    let admin = serve(admin, &shutdown, &hard_stop, &tracker, move |_peer| {
+    let admin = serve(admin, &shutdown, &hard_stop, &tracker, shared.head_timeout, move |_peer| {
         let shared = admin_shared.clone();
         (None, move |req| crate::admin::handle(shared.clone(), req))
     });
     if shared.workers == 0 {
         let (proxy_shared, upstreams) = (shared.clone(), Upstreams::new(shared.upstream_timeout));
-        let proxy = serve(listener, &shutdown, &hard_stop, &tracker, move |peer| {
+        let proxy = serve(listener, &shutdown, &hard_stop, &tracker, shared.head_timeout, move |peer| {
             let conn = Arc::new(Connection::new(proxy_shared.clone(), &upstreams, peer));
             (Some(conn.clone()), move |req| crate::proxy::handle(conn.clone(), req))
         });
@@ -192,7 +197,8 @@ fn spawn_workers(
                     };
                     let tracker = TaskTracker::new();
                     let upstreams = Upstreams::new(shared.upstream_timeout);
-                    serve(listener, &shutdown, &hard_stop, &tracker, move |peer| {
+                    let head_timeout = shared.head_timeout;
+                    serve(listener, &shutdown, &hard_stop, &tracker, head_timeout, move |peer| {
                         let conn = Arc::new(Connection::new(shared.clone(), &upstreams, peer));
                         (Some(conn.clone()), move |req| crate::proxy::handle(conn.clone(), req))
                     })
@@ -214,7 +220,8 @@ fn spawn_workers(
 /// in the shared listening socket's backlog for the next router wait little.
 const IDLE_GRACE: Duration = Duration::from_millis(300);
 
-/// Accepts until `shutdown`, serving each connection on its own task tracked by `tracker`.
+/// Accepts until `shutdown`, serving each connection on its own task tracked by `tracker`,
+/// each request's head within `head_timeout` of its first byte.
 /// `connection` is called once per accepted connection with the peer's address and returns
 /// what answers that connection's requests: the relay (users' connections), then hyper with
 /// the handler for what the relay hands over (or for everything, when there is no relay).
@@ -223,6 +230,7 @@ async fn serve<C, H, F, B>(
     shutdown: &CancellationToken,
     hard_stop: &CancellationToken,
     tracker: &TaskTracker,
+    head_timeout: Duration,
     connection: C,
 ) where
     C: Fn(SocketAddr) -> (Option<Arc<Connection>>, H),
@@ -281,7 +289,10 @@ async fn serve<C, H, F, B>(
                 }
             });
             let io = TokioIo::new(Prefixed::new(prefix, stream));
-            let conn = http1::Builder::new().timer(TokioTimer::new()).serve_connection(io, service);
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(head_timeout)
+                .serve_connection(io, service);
             let mut conn = std::pin::pin!(conn);
             let result = tokio::select! {
                 result = conn.as_mut() => result,

@@ -1077,3 +1077,44 @@ async fn a_users_last_request_is_answered_and_its_connection_closed() {
     assert_eq!(read_until(&mut user, &mut buf, |_| None).await, None, "the router closes after it");
     router.stop().await;
 }
+
+#[tokio::test]
+async fn a_head_trickled_in_is_cut_off_at_its_deadline_and_an_idle_connection_after_its_keep_alive() {
+    use tokio::io::AsyncWriteExt as _;
+    let (replica, seen) = raw_replica(answer_for).await;
+    let token = AdminToken::generate().unwrap();
+    let secret = token.expose().to_owned();
+    let config = RouterConfig {
+        workers: 2,
+        head_timeout: Duration::from_millis(400),
+        keep_alive: Duration::from_millis(800),
+        ..RouterConfig::new(AdminAuth::Token(token))
+    };
+    let router = Router::start_config(config, Some(secret)).await;
+    let t = table(1, &[("stable", "v1", 10_000, &[replica])]);
+    assert_eq!(router.put_table(&to_json(&t)).await.0, StatusCode::OK);
+
+    // A byte every 100 ms: each read comes well within the head's time, the head never does.
+    let mut slow = tokio::net::TcpStream::connect(router.proxy).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut cut = false;
+    let head = b"GET /slow HTTP/1.1\r\nhost: shop\r\nx-padding: ".iter().copied();
+    for byte in head.chain(std::iter::repeat(b'a')).take(200) {
+        if slow.write_all(&[byte]).await.is_err() {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cut, "a head trickled in for {:?} was still being read", started.elapsed());
+    let mut buf = Vec::new();
+    assert_eq!(read_until(&mut slow, &mut buf, |_| None).await, None);
+
+    // A connection that served a request and then sent nothing is closed after its keep-alive.
+    let mut idle = tokio::net::TcpStream::connect(router.proxy).await.unwrap();
+    idle.write_all(b"GET /once HTTP/1.1\r\nhost: shop\r\n\r\n").await.unwrap();
+    assert_eq!(read_answer(&mut idle, &mut buf, false).await.1, "/once");
+    assert_eq!(read_until(&mut idle, &mut buf, |_| None).await, None, "closed while idle");
+    assert_eq!(seen.lock().unwrap().len(), 1, "only the whole request reached the replica");
+    router.stop().await;
+}
