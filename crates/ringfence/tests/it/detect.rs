@@ -42,42 +42,61 @@ fn binary(name: &str) -> String {
     panic!("{name} is not installed: `apt-get install prometheus prometheus-alertmanager` (`cargo xtask deps` does)");
 }
 
-async fn wait_ready(addr: SocketAddr, name: &str) {
+/// Ready, or why not: the process exited (its status), which a port taken by another process
+/// between `free_addr` and the daemon's bind causes.
+async fn wait_ready(d: &mut Daemon) -> Result<(), String> {
     let http = ringfence::http::HttpClient::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(r) = http.get(&format!("http://{addr}/-/ready"), Duration::from_secs(1)).await
+        if let Ok(Some(status)) = d.child.try_wait() {
+            return Err(status.to_string());
+        }
+        if let Ok(r) = http.get(&format!("http://{}/-/ready", d.addr), Duration::from_secs(1)).await
             && r.status.is_success()
         {
-            return;
+            return Ok(());
         }
-        assert!(Instant::now() < deadline, "{name} on {addr} did not become ready within 30 s");
+        assert!(Instant::now() < deadline, "{} on {} did not become ready within 30 s", d.name, d.addr);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
+/// `start(addr)` on a free loopback port, again on another port (up to three times) when the
+/// process exits before it is ready.
+async fn daemon(name: &'static str, start: impl Fn(SocketAddr) -> Child) -> Daemon {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let addr = free_addr();
+        let mut d = Daemon { child: start(addr), addr, name };
+        match wait_ready(&mut d).await {
+            Ok(()) => return d,
+            Err(exit) if tries < 3 => eprintln!("{name} on {addr} exited ({exit}) before it was ready; another port"),
+            Err(exit) => panic!("{name} exited before it was ready, three times (last: {exit})"),
+        }
+    }
+}
+
 async fn prometheus(dir: &Path, config: &str) -> Daemon {
-    let addr = free_addr();
     let cfg = dir.join("prom.yml");
     std::fs::write(&cfg, config).expect("write prom.yml");
-    let log = std::fs::File::create(dir.join("prometheus.log")).expect("prometheus log");
-    let child = Command::new(binary("prometheus"))
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("promdata").display()))
-        .arg(format!("--web.listen-address={addr}"))
-        .arg("--rules.alert.resend-delay=1s")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start prometheus");
-    let d = Daemon { child, addr, name: "prometheus" };
-    wait_ready(d.addr, d.name).await;
-    d
+    daemon("prometheus", |addr| {
+        let log = std::fs::File::create(dir.join("prometheus.log")).expect("prometheus log");
+        Command::new(binary("prometheus"))
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("promdata").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--rules.alert.resend-delay=1s")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus")
+    })
+    .await
 }
 
 /// Alertmanager sending to `webhook` with `token` (a reporter's), as a team configures it.
 async fn alertmanager(dir: &Path, webhook: &str, token: &str) -> Daemon {
-    let addr = free_addr();
     let cfg = dir.join("am.yml");
     std::fs::write(
         &cfg,
@@ -86,19 +105,19 @@ async fn alertmanager(dir: &Path, webhook: &str, token: &str) -> Daemon {
         ),
     )
     .expect("write am.yml");
-    let log = std::fs::File::create(dir.join("alertmanager.log")).expect("alertmanager log");
-    let child = Command::new(binary("prometheus-alertmanager"))
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!("--storage.path={}", dir.join("amdata").display()))
-        .arg(format!("--web.listen-address={addr}"))
-        .arg("--cluster.listen-address=")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start alertmanager");
-    let d = Daemon { child, addr, name: "alertmanager" };
-    wait_ready(d.addr, d.name).await;
-    d
+    daemon("alertmanager", |addr| {
+        let log = std::fs::File::create(dir.join("alertmanager.log")).expect("alertmanager log");
+        Command::new(binary("prometheus-alertmanager"))
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.path={}", dir.join("amdata").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start alertmanager")
+    })
+    .await
 }
 
 /// The spec file of `spec` judged by fixed thresholds with the error-rate limit switched off, so

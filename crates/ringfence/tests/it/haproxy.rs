@@ -55,9 +55,23 @@ impl Haproxy {
     }
 
     /// Writes the team's file (frontend, and a backend with ringfence's markers) and starts it.
+    /// On a free port; on another (up to three times) when HAProxy exits before it is ready
+    /// (another process took the port between `free_addr` and HAProxy's bind).
     async fn start(dir: &Path) -> Haproxy {
         std::fs::create_dir_all(dir).expect("HAProxy's directory");
-        let frontend = free_addr();
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let mut h = Haproxy::start_on(dir, free_addr());
+            match h.try_ready().await {
+                Ok(()) => return h,
+                Err(why) if tries < 3 => eprintln!("haproxy exited before it was ready ({why}); another port"),
+                Err(why) => panic!("haproxy exited before it was ready, three times (last: {why})"),
+            }
+        }
+    }
+
+    fn start_on(dir: &Path, frontend: SocketAddr) -> Haproxy {
         let config = format!(
             "global\n    stats socket {dir}/admin.sock mode 600 level admin\n\
              defaults\n    mode http\n    timeout connect 2s\n    timeout client 10s\n    timeout server 10s\n\
@@ -66,9 +80,7 @@ impl Haproxy {
             dir = dir.display()
         );
         std::fs::write(dir.join("haproxy.cfg"), config).expect("write haproxy.cfg");
-        let mut h = Haproxy { child: Haproxy::spawn(dir, None), dir: dir.to_path_buf(), frontend };
-        h.wait_ready().await;
-        h
+        Haproxy { child: Haproxy::spawn(dir, None), dir: dir.to_path_buf(), frontend }
     }
 
     fn spawn(dir: &Path, replacing: Option<u32>) -> Child {
@@ -82,13 +94,20 @@ impl Haproxy {
     }
 
     async fn wait_ready(&mut self) {
+        if let Err(why) = self.try_ready().await {
+            panic!("haproxy exited with {why}");
+        }
+    }
+
+    /// Ready, or why not: it exited (its status and output).
+    async fn try_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("haproxy exited with {status}:\n{}", self.output());
+                return Err(format!("{status}:\n{}", self.output()));
             }
             if self.cmd("show info").await.is_ok_and(|i| i.contains(&format!("Pid: {}", self.child.id()))) {
-                return;
+                return Ok(());
             }
             assert!(Instant::now() < deadline, "haproxy did not answer on its socket:\n{}", self.output());
             tokio::time::sleep(Duration::from_millis(50)).await;
