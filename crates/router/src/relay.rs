@@ -193,10 +193,20 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
 }
 
-/// Hop-by-hop: one of RFC 9110's (and the legacy ones), or named in the head's `Connection`.
-fn hop_by_hop(view: &View<'_>, name: &[u8]) -> bool {
+/// The fields a head's `Connection` field names (hop-by-hop too); empty, and no allocation,
+/// for most heads.
+fn named_by_connection<'a>(view: &View<'a>) -> Vec<&'a [u8]> {
+    view.fields
+        .iter()
+        .filter(|(n, _)| view.buf[n.clone()].eq_ignore_ascii_case(b"connection"))
+        .flat_map(|(_, v)| tokens(&view.buf[v.clone()]))
+        .collect()
+}
+
+/// Hop-by-hop: one of RFC 9110's (and the legacy ones), or one the head's `Connection` names.
+fn hop_by_hop(named: &[&[u8]], name: &[u8]) -> bool {
     proxy::HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()))
-        || view.each("connection").flat_map(tokens).any(|t| t.eq_ignore_ascii_case(name))
+        || named.iter().any(|t| t.eq_ignore_ascii_case(name))
 }
 
 /// A value hyper would take as a header value (`HeaderValue::from_bytes`).
@@ -216,9 +226,10 @@ fn upstream_head(out: &mut Vec<u8>, view: &View<'_>, head: &RequestHead, peer_ip
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut forwarded = false;
     let mut has_sticky = false;
+    let named = named_by_connection(view);
     for (name, value) in view.fields {
         let name = &buf[name.clone()];
-        if hop_by_hop(view, name) {
+        if hop_by_hop(&named, name) {
             continue;
         }
         if name.eq_ignore_ascii_case(b"x-forwarded-for") {
@@ -530,10 +541,11 @@ fn user_head(
     let buf = view.buf;
     let reframed = matches!(head.framing, Framing::Chunked | Framing::UntilClose);
     let mut dated = false;
+    let named = named_by_connection(view);
     for (name, value) in view.fields {
         let name = &buf[name.clone()];
         dated |= name.eq_ignore_ascii_case(b"date");
-        if hop_by_hop(view, name)
+        if hop_by_hop(&named, name)
             || name.eq_ignore_ascii_case(proxy::GROUP_HEADER.as_bytes())
             || name.eq_ignore_ascii_case(proxy::VERSION_HEADER.as_bytes())
             || (name.eq_ignore_ascii_case(b"content-length") && head.framing != Framing::Empty)
