@@ -230,21 +230,31 @@ fn every_failed_rollout_has_a_postmortem_whose_timeline_and_figures_match_the_lo
     assert_eq!(e.code, ErrorCode::NotFound);
 }
 
-#[test]
-fn updates_come_on_every_change_of_state_and_then_on_the_cadence_each_naming_the_next() {
-    let mut h = H { world: World::default(), seq: 0, log: Vec::new() };
-    let text = spec::EXAMPLE.replacen("name = \"checkout\"", "name = \"shop\"", 1).replacen(
+/// The example spec for "shop" with `incident` as its `[incident]` table and `extra` after it.
+fn shop_spec(incident: &str, extra: &str) -> String {
+    spec::EXAMPLE.replacen("name = \"checkout\"", "name = \"shop\"", 1).replacen(
         "[mitigation]\n",
-        "[incident]\ncommander = \"alice\"\nescalation = \"#oncall\"\n\n[mitigation]\n",
+        &format!("[incident]\n{incident}\n[mitigation]\n"),
         1,
-    );
-    let s = spec::parse("shop.toml", &text).unwrap();
+    ) + extra
+}
+
+/// "shop" under `spec`: v1 deployed (an hour), v2 started at two hours; v2's rollout id.
+fn v2_under_way(spec: &str) -> (H, String) {
+    let mut h = H { world: World::default(), seq: 0, log: Vec::new() };
+    let s = spec::parse("shop.toml", spec).unwrap();
     h.at(T0, "admin", command::apply_spec(&h.world, &s).unwrap().unwrap());
     h.release(T0, "v1", None);
     let r1 = h.start(T0, "v1");
     h.complete(T0.plus_ms(HOUR), &r1, "v1");
     h.release(T0, "v2", None);
     let r2 = h.start(T0.plus_ms(2 * HOUR), "v2");
+    (h, r2)
+}
+
+#[test]
+fn updates_come_on_every_change_of_state_and_then_on_the_cadence_each_naming_the_next() {
+    let (mut h, r2) = v2_under_way(&shop_spec("commander = \"alice\"\nescalation = \"#oncall\"\n", ""));
     let t = T0.plus_ms(2 * HOUR + MIN);
     h.halt(t, &r2);
     let mut sent = Vec::new();
@@ -458,22 +468,11 @@ fn text_limits_count_characters_as_the_api_schema_does() {
 fn a_tick_looks_only_at_incidents_with_work_left() {
     // Every event folded here also checks that the index finds what a full scan finds
     // (`ticks_see_what_a_full_scan_sees`, called by `H::at`).
-    let mut h = H { world: World::default(), seq: 0, log: Vec::new() };
-    let base = spec::EXAMPLE.replacen("name = \"checkout\"", "name = \"shop\"", 1).replacen(
-        "[mitigation]\n",
-        "[incident]\nconfirm_after = \"30m\"\n\n[mitigation]\n",
-        1,
-    );
     let channel = |name: &str| {
         format!("\n[[notify]]\nname = \"{name}\"\nkind = \"slack\"\nurl = \"http://127.0.0.1:9/{name}\"\n")
     };
-    let s = spec::parse("shop.toml", &(base.clone() + &channel("ops") + &channel("pager"))).unwrap();
-    h.at(T0, "admin", command::apply_spec(&h.world, &s).unwrap().unwrap());
-    h.release(T0, "v1", None);
-    let r1 = h.start(T0, "v1");
-    h.complete(T0.plus_ms(HOUR), &r1, "v1");
-    h.release(T0, "v2", None);
-    let r2 = h.start(T0.plus_ms(2 * HOUR), "v2");
+    let channels = |names: &[&str]| names.iter().map(|n| channel(n)).collect::<String>();
+    let (mut h, r2) = v2_under_way(&shop_spec("confirm_after = \"30m\"\n", &channels(&["ops", "pager"])));
     let mut now = T0.plus_ms(2 * HOUR + MIN);
     h.halt(now, &r2);
     let astir = |h: &H| h.world.workload("shop").unwrap().incidents_astir.contains(&r2);
@@ -520,7 +519,8 @@ fn a_tick_looks_only_at_incidents_with_work_left() {
     // A channel added later is owed the updates of the last day: the incident is back in the
     // index until they are delivered, and out again after.
     now = now.plus_ms(HOUR);
-    let s = spec::parse("shop.toml", &(base + &channel("ops") + &channel("pager") + &channel("team"))).unwrap();
+    let s = spec::parse("shop.toml", &shop_spec("confirm_after = \"30m\"\n", &channels(&["ops", "pager", "team"])))
+        .unwrap();
     h.at(now, "admin", command::apply_spec(&h.world, &s).unwrap().unwrap());
     assert!(astir(&h));
     let owed = incident::deliveries_due(h.world.workload("shop").unwrap(), now);
