@@ -112,6 +112,10 @@ impl Drop for Upstream {
 }
 
 impl Upstream {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn start(ringfence: &Path, version: &str) -> Result<Upstream> {
         let mut child = Command::new(ringfence)
             .args(["sample-app", "--listen", "127.0.0.1:0", "--version", version])
@@ -330,6 +334,18 @@ pub fn cpu_seconds(pid: u32) -> f64 {
             let rest = s.rsplit_once(')')?.1;
             let f: Vec<&str> = rest.split_whitespace().collect();
             Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// The CPU seconds, user and system, of this process's children that have exited and been
+/// waited for (`cutime` and `cstime` of /proc/self/stat).
+pub fn reaped_children_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+            Some((f.get(13)?.parse::<f64>().ok()? + f.get(14)?.parse::<f64>().ok()?) / 100.0)
         })
         .unwrap_or(0.0)
 }

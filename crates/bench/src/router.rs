@@ -143,17 +143,32 @@ request = function()
 end
 "#;
 
+/// CPU time per request (µs) at full throughput, user and system, of each party sharing the
+/// machine's cores: what a proxy costs the upstreams and the client shows here, not in its own
+/// figure.
+#[derive(Clone, Copy)]
+struct CpuShare {
+    /// The proxy's processes (none for the direct target).
+    proxy: Option<f64>,
+    upstreams: f64,
+    /// wrk.
+    client: f64,
+}
+
 /// One wrk run: requests per second, the requests that failed (socket errors, non-2xx), and
-/// the CPU time per request (µs) of the processes `pids` (none for no figure).
+/// the CPU time per request of the proxy's processes `pids`, of the `upstreams` and of wrk.
 fn wrk(
     bin: &Path,
     script: &Path,
     addr: SocketAddr,
     args: &RouterArgs,
     pids: &[u32],
-) -> Result<(f64, u64, Option<f64>)> {
-    let cpu = || pids.iter().map(|&p| crate::procs::cpu_seconds(p)).sum::<f64>();
-    let cpu_before = cpu();
+    upstreams: &[u32],
+) -> Result<(f64, u64, Option<CpuShare>)> {
+    let cpu = |pids: &[u32]| pids.iter().map(|&p| crate::procs::cpu_seconds(p)).sum::<f64>();
+    let (proxy_before, upstreams_before) = (cpu(pids), cpu(upstreams));
+    // wrk is the only child reaped while it runs, so the reaped children's time is its own.
+    let client_before = crate::procs::reaped_children_cpu_seconds();
     let out = Command::new(bin)
         .args(["-t1", &format!("-c{}", args.connections), &format!("-d{}s", args.secs.round() as u64)])
         .arg("-s")
@@ -161,7 +176,8 @@ fn wrk(
         .arg(format!("http://{addr}/"))
         .output()
         .with_context(|| format!("cannot run {}", bin.display()))?;
-    let cpu_used = cpu() - cpu_before;
+    let (proxy_used, upstreams_used) = (cpu(pids) - proxy_before, cpu(upstreams) - upstreams_before);
+    let client_used = crate::procs::reaped_children_cpu_seconds() - client_before;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         bail!("wrk against {addr} failed ({}): {}{}", out.status, text, String::from_utf8_lossy(&out.stderr));
@@ -171,7 +187,11 @@ fn wrk(
         .lines()
         .find_map(|l| l.trim().split_once(" requests in ")?.0.trim().parse::<f64>().ok())
         .filter(|&n| n > 0.0);
-    let cpu_us = requests.filter(|_| !pids.is_empty()).map(|n| cpu_used * 1e6 / n);
+    let cpu = requests.map(|n| CpuShare {
+        proxy: (!pids.is_empty()).then(|| proxy_used * 1e6 / n),
+        upstreams: upstreams_used * 1e6 / n,
+        client: client_used * 1e6 / n,
+    });
     let rps = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
@@ -187,7 +207,7 @@ fn wrk(
             failed += v.split(',').filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok()).sum::<u64>();
         }
     }
-    Ok((rps, failed, cpu_us))
+    Ok((rps, failed, cpu))
 }
 
 /// One open-loop run: latency quantiles in ms of the answered requests, and how many requests
@@ -224,6 +244,9 @@ struct Measured {
     /// than the throughput on a shared machine, since it does not count the time the proxy
     /// waited for a CPU.
     cpu_us: Vec<f64>,
+    /// The upstreams' and wrk's CPU time per request in the same runs (µs).
+    upstream_cpu_us: Vec<f64>,
+    client_cpu_us: Vec<f64>,
     wrk_failed: u64,
     p50_ms: Vec<f64>,
     p99_ms: Vec<f64>,
@@ -367,6 +390,25 @@ impl crate::Report for Report {
             );
         }
         let _ = writeln!(o);
+        // Where the machine's CPU went per request under each target (medians over rounds):
+        // a proxy that saves its own time but costs the upstreams or the client more shows here.
+        let _ = writeln!(o, "  {:<20} {:>12} {:>12} {:>12} {:>12}", "CPU µs/req", "proxy", "upstreams", "wrk", "all");
+        for t in TARGETS {
+            let Some(m) = self.results.get(&t) else { continue };
+            let s = |v: &Vec<f64>| summarize(v).map(|s| s.median);
+            let (Some(up), Some(client)) = (s(&m.upstream_cpu_us), s(&m.client_cpu_us)) else { continue };
+            let proxy = s(&m.cpu_us);
+            let _ = writeln!(
+                o,
+                "  {:<20} {:>12} {:>12.1} {:>12.1} {:>12.1}",
+                t.name(),
+                proxy.map_or_else(|| "-".to_string(), |p| format!("{p:.1}")),
+                up,
+                client,
+                proxy.unwrap_or(0.0) + up + client
+            );
+        }
+        let _ = writeln!(o);
         let verdict = |ok: bool| if ok { "met" } else { "NOT MET" };
         match self.ratio() {
             Some(r) => {
@@ -445,6 +487,8 @@ impl crate::Report for Report {
                     json!({
                         "requests_per_sec": s(&m.rps),
                         "cpu_us_per_request": s(&m.cpu_us),
+                        "upstreams_cpu_us_per_request": s(&m.upstream_cpu_us),
+                        "wrk_cpu_us_per_request": s(&m.client_cpu_us),
                         "p50_ms": s(&m.p50_ms),
                         "p99_ms": s(&m.p99_ms),
                         "p99_added_ms": if *t == Target::Direct { None } else { s(&m.added_p99_ms) },
@@ -480,6 +524,7 @@ pub async fn run(args: &RouterArgs, ringfence: &Path) -> Result<Report> {
     crate::procs::nginx_binary()?;
     let canary = Upstream::start(ringfence, "v2")?;
     let stable = Upstream::start(ringfence, "v1")?;
+    let upstream_pids = [canary.pid(), stable.pid()];
     let weight_bp = args.weight * 100;
     let table = json!({
         "generation": 1,
@@ -526,6 +571,8 @@ pub async fn run(args: &RouterArgs, ringfence: &Path) -> Result<Report> {
                 Measured {
                     rps: Vec::new(),
                     cpu_us: Vec::new(),
+                    upstream_cpu_us: Vec::new(),
+                    client_cpu_us: Vec::new(),
                     wrk_failed: 0,
                     p50_ms: Vec::new(),
                     p99_ms: Vec::new(),
@@ -540,10 +587,14 @@ pub async fn run(args: &RouterArgs, ringfence: &Path) -> Result<Report> {
         let order: Vec<Target> = (0..targets.len()).map(|i| targets[(i + round) % targets.len()]).collect();
         eprintln!("bench: round {}/{}: throughput", round + 1, args.rounds);
         for &t in &order {
-            let (rps, failed, cpu_us) = wrk(&wrk_bin, &script, addr(t), args, &pids(t))?;
+            let (rps, failed, cpu) = wrk(&wrk_bin, &script, addr(t), args, &pids(t), &upstream_pids)?;
             let m = results.get_mut(&t).expect("every target");
             m.rps.push(rps);
-            m.cpu_us.extend(cpu_us);
+            if let Some(c) = cpu {
+                m.cpu_us.extend(c.proxy);
+                m.upstream_cpu_us.push(c.upstreams);
+                m.client_cpu_us.push(c.client);
+            }
             m.wrk_failed += failed;
         }
         eprintln!("bench: round {}/{}: latency at {} req/s", round + 1, args.rounds, args.rate);
@@ -601,7 +652,7 @@ pub async fn run(args: &RouterArgs, ringfence: &Path) -> Result<Report> {
             }
         };
         let (bin, path, wrk_args) = (wrk_bin.clone(), script.clone(), args.clone());
-        let run = std::thread::spawn(move || wrk(&bin, &path, listen, &wrk_args, &[]));
+        let run = std::thread::spawn(move || wrk(&bin, &path, listen, &wrk_args, &[], &[]));
         tokio::time::sleep(Duration::from_secs_f64(args.secs / 3.0)).await;
         drop(first);
         let (rps, failed, _) = run.join().map_err(|_| anyhow!("the wrk thread panicked"))??;
@@ -622,6 +673,8 @@ mod tests {
         Measured {
             rps,
             cpu_us,
+            upstream_cpu_us: vec![30.0, 30.0],
+            client_cpu_us: vec![8.0, 8.0],
             wrk_failed: 0,
             p50_ms: vec![0.2, 0.2],
             p99_ms: vec![0.4, 0.4],
