@@ -324,10 +324,11 @@ async fn controller_ticks(api: &ringfence::client::ApiClient) -> Option<u64> {
 
 /// A passed phase: when its bake ended, when it passed (ms), and whether the core held it past
 /// its bake for want of requests.
-struct Step {
-    due: i64,
-    passed: i64,
-    wanted_requests: bool,
+pub(crate) struct Step {
+    pub due: i64,
+    pub passed: i64,
+    /// Held past its bake only for want of users' requests: waiting for evidence, not late.
+    pub wanted_requests: bool,
 }
 
 /// Whether a hold's verdict waited only for users' requests: every unknown signal is the
@@ -347,40 +348,54 @@ fn wanted_requests(verdict: &Value) -> bool {
 
 /// Every phase passed in the workload's rollout of v2.
 fn phase_times(events: &[Value], bake_ms: i64) -> (Vec<Step>, Option<String>) {
-    let mut rollout = None;
-    let mut bake_started: BTreeMap<u64, i64> = BTreeMap::new();
-    let mut held: std::collections::BTreeSet<u64> = std::collections::BTreeSet::new();
-    let mut out = Vec::new();
-    let mut status = None;
+    let rollouts = rollout_steps(events, &|_| bake_ms);
+    rollouts.into_values().find(|r| r.release == "v2").map(|r| (r.steps, r.status)).unwrap_or_default()
+}
+
+/// A rollout's phases passed by the controller, from its events.
+pub(crate) struct RolloutSteps {
+    pub release: String,
+    pub steps: Vec<Step>,
+    /// How it ended (none while under way).
+    pub status: Option<String>,
+}
+
+/// Every rollout in a workload's events, by id, with each phase the controller passed: when
+/// it fell due (its bake started plus `bake_ms` of the phase's number) and when it passed.
+pub(crate) fn rollout_steps(events: &[Value], bake_ms: &dyn Fn(u64) -> i64) -> BTreeMap<String, RolloutSteps> {
+    let mut rollouts: BTreeMap<String, RolloutSteps> = BTreeMap::new();
+    let mut bake_started: BTreeMap<(String, u64), i64> = BTreeMap::new();
+    let mut held: std::collections::BTreeSet<(String, u64)> = std::collections::BTreeSet::new();
     for e in events {
         let kind = e["type"].as_str().unwrap_or_default();
-        if kind == "rollout_started" && e["release"] == "v2" {
-            rollout = e["rollout_id"].as_str().map(str::to_owned);
+        let Some(id) = e["rollout_id"].as_str() else { continue };
+        if kind == "rollout_started" {
+            let release = e["release"].as_str().unwrap_or_default().to_string();
+            rollouts.insert(id.to_string(), RolloutSteps { release, steps: Vec::new(), status: None });
             continue;
         }
-        if rollout.is_none() || e["rollout_id"].as_str() != rollout.as_deref() {
-            continue;
-        }
+        let Some(r) = rollouts.get_mut(id) else { continue };
         let (at, phase) = (e["at"].as_i64().unwrap_or(0), e["phase"].as_u64().unwrap_or(0));
+        let key = (id.to_string(), phase);
         match kind {
             "bake_started" => {
-                bake_started.insert(phase, at);
+                bake_started.insert(key, at);
             }
             "phase_held" if wanted_requests(&e["verdict"]) => {
-                held.insert(phase);
+                held.insert(key);
             }
             "phase_passed" if e["by_hand"] != true => {
-                if let Some(b) = bake_started.get(&phase) {
-                    out.push(Step { due: b + bake_ms, passed: at, wanted_requests: held.contains(&phase) });
+                if let Some(b) = bake_started.get(&key) {
+                    r.steps.push(Step { due: b + bake_ms(phase), passed: at, wanted_requests: held.contains(&key) });
                 }
             }
-            "rollout_completed" => status = Some("completed".to_string()),
-            "rollout_halted" => status = Some("halted".to_string()),
-            "rollout_aborted" => status = Some("aborted".to_string()),
+            "rollout_completed" => r.status = Some("completed".to_string()),
+            "rollout_halted" => r.status = Some("halted".to_string()),
+            "rollout_aborted" => r.status = Some("aborted".to_string()),
             _ => {}
         }
     }
-    (out, status)
+    rollouts
 }
 
 pub fn run(args: &ScaleArgs, ringfence: &Path) -> Result<Report> {
@@ -682,14 +697,7 @@ async fn wait_all(api: &ApiClient, names: &[String], timeout: Duration) -> Resul
 
 impl Report {
     fn lag(&self, q: f64) -> f64 {
-        let mut v = self.lags_ms.clone();
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        v.sort_by(f64::total_cmp);
-        // Nearest rank: the value at or below which a share `q` of the steps falls.
-        let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-        v[rank - 1]
+        stats::quantile(self.lags_ms.iter().copied(), q).unwrap_or(f64::NAN)
     }
 
     fn completed(&self) -> usize {

@@ -4,8 +4,11 @@
 //! the event log's size are sampled; each rollout's time from deploy to its end is kept.
 //!
 //! Bars, comparing the last third of the run with the first: the server's memory at most
-//! 1.5 times, its open files at most 10 more, and the median time of a healthy rollout at
-//! most 1.5 times (a controller falling behind shows there first). The log grows with the
+//! 1.5 times, its open files at most 10 more, the median time of a healthy rollout at most 1.5
+//! times (a controller falling behind shows there first), the server's CPU time at most 1.5
+//! times (work per tick growing with the history shows there), and the lag of a step due (how
+//! long after a phase's bake ended the controller passed it, read back from the log) under
+//! 1 s at the 99th percentile in the last third as in the first. The log grows with the
 //! rollouts, so its size is reported per rollout, not judged.
 
 use std::fmt::Write;
@@ -55,6 +58,8 @@ struct Sample {
     at_s: f64,
     rollouts: usize,
     server_rss_mb: f64,
+    /// The server's CPU time since the sample before, over the wall time between (%).
+    server_cpu_pct: f64,
     server_fds: usize,
     routers_rss_mb: f64,
     log_mb: f64,
@@ -73,6 +78,18 @@ pub struct Report {
     workloads: u32,
     samples: Vec<Sample>,
     done: Vec<Done>,
+    /// Every phase the controller passed: when (s into the run) and how late after its bake (ms).
+    lags: Vec<(f64, f64)>,
+    /// Phases held past their bake for want of users' requests (not lateness).
+    evidence_held: usize,
+}
+
+/// The lag bar: a step due is taken within this, at the 99th percentile.
+const LAG_BAR_MS: f64 = 1000.0;
+
+/// The soak's phases' bakes in ms, by phase number (as in `spec`).
+fn bake_ms(phase: u64) -> i64 {
+    if phase == 0 { 2000 } else { 1000 }
 }
 
 fn spec(name: &str) -> String {
@@ -146,6 +163,9 @@ pub fn run(args: &SoakArgs, ringfence: &Path) -> Result<Report> {
                 loads.push(workload::Load::start(ringfence::loadgen::LoadConfig::steady(router, args.rps, 100), None)?);
             }
             let t0 = Instant::now();
+            let t0_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
             let until = t0 + Duration::from_secs_f64(minutes * 60.0);
             let tasks: Vec<_> = names
                 .iter()
@@ -163,9 +183,14 @@ pub fn run(args: &SoakArgs, ringfence: &Path) -> Result<Report> {
             };
             let sampler = async {
                 let mut samples = Vec::new();
+                let mut cpu_before = (Instant::now(), crate::procs::cpu_seconds(pid));
                 while Instant::now() < until {
                     tokio::time::sleep(Duration::from_secs(5)).await;
                     let (server_rss_mb, server_fds) = proc_usage(pid);
+                    let cpu_now = (Instant::now(), crate::procs::cpu_seconds(pid));
+                    let server_cpu_pct =
+                        (cpu_now.1 - cpu_before.1) * 100.0 / cpu_now.0.duration_since(cpu_before.0).as_secs_f64();
+                    cpu_before = cpu_now;
                     let mut routers_rss_mb = 0.0;
                     for name in &names {
                         if let Ok(s) = workload::status(&api, name).await
@@ -178,6 +203,7 @@ pub fn run(args: &SoakArgs, ringfence: &Path) -> Result<Report> {
                         at_s: t0.elapsed().as_secs_f64(),
                         rollouts: 0,
                         server_rss_mb,
+                        server_cpu_pct,
                         server_fds,
                         routers_rss_mb,
                         log_mb: log_mb(&data),
@@ -194,16 +220,32 @@ pub fn run(args: &SoakArgs, ringfence: &Path) -> Result<Report> {
                 all.extend(d?);
             }
             all.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
-            Ok((samples, all))
+            // Each step's lag, from the log: when its bake ended, when the controller passed it.
+            let mut lags = Vec::new();
+            let mut evidence_held = 0;
+            for name in &names {
+                let events = workload::workload_events(&api, name).await?;
+                for r in crate::scale::rollout_steps(&events, &bake_ms).into_values() {
+                    for step in r.steps.iter().filter(|s| s.due >= t0_ms) {
+                        if step.wanted_requests {
+                            evidence_held += 1;
+                        } else {
+                            lags.push(((step.passed - t0_ms) as f64 / 1000.0, (step.passed - step.due) as f64));
+                        }
+                    }
+                }
+            }
+            lags.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Ok((samples, all, lags, evidence_held))
         },
         "the server and its processes were stopped",
     );
     let _ = server.stop_and_tell("bench");
-    let (mut samples, done) = outcome?;
+    let (mut samples, done, lags, evidence_held) = outcome?;
     for s in &mut samples {
         s.rollouts = done.iter().filter(|d| d.at_s <= s.at_s).count();
     }
-    Ok(Report { minutes: args.minutes, workloads: args.workloads, samples, done })
+    Ok(Report { minutes: args.minutes, workloads: args.workloads, samples, done, lags, evidence_held })
 }
 
 impl Report {
@@ -239,6 +281,30 @@ impl Report {
         Report::growth(&a.iter().map(|d| d.secs).collect::<Vec<_>>(), &b.iter().map(|d| d.secs).collect::<Vec<_>>())
     }
 
+    fn cpu_growth(&self) -> f64 {
+        let (a, b) = Report::thirds(&self.samples);
+        Report::growth(
+            &a.iter().map(|s| s.server_cpu_pct).collect::<Vec<_>>(),
+            &b.iter().map(|s| s.server_cpu_pct).collect::<Vec<_>>(),
+        )
+    }
+
+    /// The lag's quantile `q` (ms) over the steps passed in the first and in the last third of
+    /// the run's time.
+    fn lag_by_third(&self, q: f64) -> (f64, f64) {
+        let third = self.minutes * 60.0 / 3.0;
+        let quantile = |from: f64, to: f64| {
+            stats::quantile(self.lags.iter().filter(|(at, _)| (from..to).contains(at)).map(|l| l.1), q)
+                .unwrap_or(f64::NAN)
+        };
+        (quantile(0.0, third), quantile(2.0 * third, f64::INFINITY))
+    }
+
+    fn lag_met(&self) -> bool {
+        let (first, last) = self.lag_by_third(0.99);
+        first < LAG_BAR_MS && last < LAG_BAR_MS
+    }
+
     fn log_per_rollout_kb(&self) -> f64 {
         match (self.samples.first(), self.samples.last()) {
             (Some(a), Some(b)) if b.rollouts > a.rollouts => {
@@ -255,7 +321,12 @@ impl Report {
 
 impl crate::Report for Report {
     fn passed(&self) -> bool {
-        self.enough() && self.memory_growth() <= 1.5 && self.fds_added() <= 10.0 && self.rollout_growth() <= 1.5
+        self.enough()
+            && self.memory_growth() <= 1.5
+            && self.fds_added() <= 10.0
+            && self.rollout_growth() <= 1.5
+            && self.cpu_growth() <= 1.5
+            && self.lag_met()
     }
 
     fn table(&self) -> String {
@@ -276,15 +347,15 @@ impl crate::Report for Report {
         let _ = writeln!(o);
         let _ = writeln!(
             o,
-            "  {:>7} {:>9} {:>14} {:>11} {:>16} {:>8}",
-            "s", "rollouts", "server RSS MiB", "server fds", "routers RSS MiB", "log MiB"
+            "  {:>7} {:>9} {:>14} {:>13} {:>11} {:>16} {:>8}",
+            "s", "rollouts", "server RSS MiB", "server CPU %", "server fds", "routers RSS MiB", "log MiB"
         );
         let step = (self.samples.len() / 12).max(1);
         for s in self.samples.iter().step_by(step).chain(self.samples.last()) {
             let _ = writeln!(
                 o,
-                "  {:>7.0} {:>9} {:>14.1} {:>11} {:>16.1} {:>8.2}",
-                s.at_s, s.rollouts, s.server_rss_mb, s.server_fds, s.routers_rss_mb, s.log_mb
+                "  {:>7.0} {:>9} {:>14.1} {:>13.1} {:>11} {:>16.1} {:>8.2}",
+                s.at_s, s.rollouts, s.server_rss_mb, s.server_cpu_pct, s.server_fds, s.routers_rss_mb, s.log_mb
             );
         }
         let _ = writeln!(o);
@@ -308,6 +379,26 @@ impl crate::Report for Report {
             "  {}  healthy rollout time, last third / first third: {r:.2} (bar: at most 1.5)",
             verdict(r <= 1.5)
         );
+        let c = self.cpu_growth();
+        let _ = writeln!(
+            o,
+            "  {}  server CPU time, last third / first third: {c:.2} (bar: at most 1.5)",
+            verdict(c <= 1.5)
+        );
+        let ((p50_first, p50_last), (p99_first, p99_last)) = (self.lag_by_third(0.5), self.lag_by_third(0.99));
+        let _ = writeln!(
+            o,
+            "  {}  lag of a step due, over {} steps: first third p50 {p50_first:.0} ms, p99 {p99_first:.0} ms; last third p50 {p50_last:.0} ms, p99 {p99_last:.0} ms (bar: p99 under {LAG_BAR_MS:.0} ms in both)",
+            verdict(self.lag_met()),
+            self.lags.len()
+        );
+        if self.evidence_held > 0 {
+            let _ = writeln!(
+                o,
+                "           {} phases held past their bake for want of users' requests: waiting for evidence, not counted as lag",
+                self.evidence_held
+            );
+        }
         o
     }
 
@@ -322,6 +413,7 @@ impl crate::Report for Report {
                 "s": stats::round3(s.at_s),
                 "rollouts": s.rollouts,
                 "server_rss_mib": stats::round3(s.server_rss_mb),
+                "server_cpu_percent": stats::round3(s.server_cpu_pct),
                 "server_fds": s.server_fds,
                 "routers_rss_mib": stats::round3(s.routers_rss_mb),
                 "log_mib": stats::round3(s.log_mb),
@@ -329,8 +421,65 @@ impl crate::Report for Report {
             "server_memory_growth": stats::round3(self.memory_growth()),
             "server_fds_added": self.fds_added(),
             "healthy_rollout_time_growth": stats::round3(self.rollout_growth()),
+            "server_cpu_growth": stats::round3(self.cpu_growth()),
+            "lag_ms": {
+                "steps": self.lags.len(),
+                "evidence_held": self.evidence_held,
+                "first_third": {"p50": stats::round3(self.lag_by_third(0.5).0), "p99": stats::round3(self.lag_by_third(0.99).0)},
+                "last_third": {"p50": stats::round3(self.lag_by_third(0.5).1), "p99": stats::round3(self.lag_by_third(0.99).1)},
+            },
             "log_kib_per_rollout": stats::round3(self.log_per_rollout_kb()),
             "passed": crate::Report::passed(self),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Report as _;
+
+    fn report(cpu_last: f64, lag_last_ms: f64) -> Report {
+        // 60 samples over 5 minutes, steady but for the last third's CPU.
+        let samples = (0..60)
+            .map(|i| Sample {
+                at_s: 5.0 * (i + 1) as f64,
+                rollouts: i * 2,
+                server_rss_mb: 40.0,
+                server_cpu_pct: if i >= 40 { cpu_last } else { 20.0 },
+                server_fds: 30,
+                routers_rss_mb: 50.0,
+                log_mb: i as f64 * 0.1,
+            })
+            .collect();
+        let done = (0..30)
+            .map(|i| Done { at_s: 10.0 * i as f64, secs: 4.0, bad: i % 3 == 1, status: "completed".into() })
+            .collect();
+        // A step every second; the last third's late by `lag_last_ms`.
+        let lags = (0..300).map(|s| (s as f64, if s >= 200 { lag_last_ms } else { 40.0 })).collect();
+        Report { minutes: 5.0, workloads: 2, samples, done, lags, evidence_held: 3 }
+    }
+
+    #[test]
+    fn the_lag_and_the_cpu_are_judged_on_the_first_and_last_thirds() {
+        let steady = report(22.0, 60.0);
+        assert_eq!(steady.lag_by_third(0.99), (40.0, 60.0));
+        assert!((steady.cpu_growth() - 1.1).abs() < 1e-9, "{}", steady.cpu_growth());
+        assert!(steady.passed(), "{}", steady.table());
+        let t = steady.table();
+        assert!(t.contains("met      lag of a step due, over 300 steps: first third p50 40 ms, p99 40 ms; last third p50 60 ms, p99 60 ms"), "{t}");
+        assert!(t.contains("3 phases held past their bake"), "{t}");
+
+        let behind = report(22.0, 1500.0);
+        assert!(!behind.passed());
+        assert!(behind.table().contains("NOT MET  lag of a step due"), "{}", behind.table());
+
+        let busier = report(40.0, 60.0);
+        assert!(!busier.passed());
+        assert!(
+            busier.table().contains("NOT MET  server CPU time, last third / first third: 2.00"),
+            "{}",
+            busier.table()
+        );
     }
 }

@@ -49,6 +49,18 @@ pub fn median(values: impl IntoIterator<Item = f64>) -> Option<f64> {
     summarize(&v).map(|s| s.median)
 }
 
+/// Nearest rank: the smallest value with at least a share `q` of the values at or below it
+/// (non-finite values left out); none for no values.
+pub fn quantile(values: impl IntoIterator<Item = f64>, q: f64) -> Option<f64> {
+    let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    Some(v[rank - 1])
+}
+
 /// Milliseconds to three decimals: microsecond resolution is all the clocks here offer, and
 /// it keeps the JSON readable.
 pub fn round3(x: f64) -> f64 {
