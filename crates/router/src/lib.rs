@@ -15,6 +15,7 @@
 
 mod admin;
 mod auth;
+mod balance;
 mod breaker;
 mod metrics;
 mod ofrep;

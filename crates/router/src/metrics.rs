@@ -111,6 +111,21 @@ impl prometheus_client::collector::Collector for Collector {
                 MetricType::Gauge,
             )?
             .encode_gauge(&generation)?;
+
+        // Only with worker threads of its own (`RouterConfig::workers`).
+        let assigned = shared.balance.assigned();
+        if !assigned.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "ringfence_router_worker_connections",
+                "Users' connections each worker thread serves now (they are spread evenly).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (worker, n) in assigned.iter().enumerate() {
+                let worker = worker.to_string();
+                family.encode_family(&[("worker", worker.as_str())])?.encode_gauge(&(*n as i64))?;
+            }
+        }
         Ok(())
     }
 }

@@ -17,12 +17,13 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::RouterConfig;
 use crate::auth::AdminAuth;
+use crate::balance::{Assigned, Balance, Handed};
 use crate::proxy::{Connection, ErrorChain, Upstreams};
 use crate::relay::{Left, Prefixed};
 use crate::routing::Routing;
@@ -48,6 +49,8 @@ pub(crate) struct Shared {
     pub(crate) keep_alive: Duration,
     /// Threads of their own serving users' connections (`RouterConfig::workers`).
     pub(crate) workers: usize,
+    /// How the workers' connections are spread over them.
+    pub(crate) balance: Arc<Balance>,
     pub(crate) state_file: Option<PathBuf>,
     /// Who may call the admin API.
     pub(crate) admin_auth: AdminAuth,
@@ -82,6 +85,7 @@ impl Shared {
             head_timeout: config.head_timeout,
             keep_alive: config.keep_alive,
             workers: config.workers,
+            balance: Arc::new(Balance::new(config.workers)),
             state_file: config.state_file,
             admin_auth: config.admin_auth,
             instance_id: format!("{:016x}", rand::random::<u64>()),
@@ -130,13 +134,13 @@ pub(crate) async fn run(
     // Cancelled when the drain period is over, to cut connections that are still busy.
     let hard_stop = CancellationToken::new();
     let admin_shared = shared.clone();
-    let admin = serve(admin, &shutdown, &hard_stop, &tracker, shared.head_timeout, move |_peer| {
+    let admin = serve(admin, None, &shutdown, &hard_stop, &tracker, shared.head_timeout, move |_peer| {
         let shared = admin_shared.clone();
         (None, move |req| crate::admin::handle(shared.clone(), req))
     });
     if shared.workers == 0 {
         let (proxy_shared, upstreams) = (shared.clone(), Upstreams::new(shared.upstream_timeout));
-        let proxy = serve(listener, &shutdown, &hard_stop, &tracker, shared.head_timeout, move |peer| {
+        let proxy = serve(listener, None, &shutdown, &hard_stop, &tracker, shared.head_timeout, move |peer| {
             let conn = Arc::new(Connection::new(proxy_shared.clone(), &upstreams, peer));
             (Some(conn.clone()), move |req| crate::proxy::handle(conn.clone(), req))
         });
@@ -166,7 +170,8 @@ pub(crate) async fn run(
 /// runtime with its own pool of upstream connections and accepting on the same listening
 /// socket. A request, its upstream connection and its answer then stay on one thread: no
 /// hand-over between threads, no pool shared under a lock (the shape of nginx's workers).
-/// Each receiver says when its worker has drained its connections and stopped.
+/// Connections are spread evenly over the workers (`balance`). Each receiver says when its
+/// worker has drained its connections and stopped.
 fn spawn_workers(
     shared: &Arc<Shared>,
     listener: TcpListener,
@@ -183,6 +188,8 @@ fn spawn_workers(
             .build()
             .context("a runtime for a router worker")?;
         let (shared, shutdown, hard_stop) = (shared.clone(), shutdown.clone(), hard_stop.clone());
+        let inbox = shared.balance.inbox(n).context("a worker's inbox for connections handed over")?;
+        let spread = Spread { balance: shared.balance.clone(), me: n, inbox };
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name(format!("router-worker-{n}"))
@@ -198,7 +205,7 @@ fn spawn_workers(
                     let tracker = TaskTracker::new();
                     let upstreams = Upstreams::new(shared.upstream_timeout);
                     let head_timeout = shared.head_timeout;
-                    serve(listener, &shutdown, &hard_stop, &tracker, head_timeout, move |peer| {
+                    serve(listener, Some(spread), &shutdown, &hard_stop, &tracker, head_timeout, move |peer| {
                         let conn = Arc::new(Connection::new(shared.clone(), &upstreams, peer));
                         (Some(conn.clone()), move |req| crate::proxy::handle(conn.clone(), req))
                     })
@@ -220,13 +227,85 @@ fn spawn_workers(
 /// in the shared listening socket's backlog for the next router wait little.
 const IDLE_GRACE: Duration = Duration::from_millis(300);
 
+/// A worker's share of the users' connections: it serves those it accepts unless another
+/// worker serves fewer, and those handed to it through `inbox`.
+struct Spread {
+    balance: Arc<Balance>,
+    me: usize,
+    inbox: tokio::sync::mpsc::UnboundedReceiver<Handed>,
+}
+
+impl Spread {
+    /// The next connection handed over; never, once every sender is gone.
+    async fn handed(spread: Option<&mut Spread>) -> Handed {
+        match spread {
+            Some(s) => match s.inbox.recv().await {
+                Some(handed) => handed,
+                None => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Where a connection this worker accepted is served: here (returned, counted here), or
+    /// handed to a worker that serves fewer.
+    fn place(&self, stream: TcpStream, peer: SocketAddr) -> Option<TcpStream> {
+        let to = self.balance.assign(self.me);
+        if to == self.me {
+            return Some(stream);
+        }
+        let handed = match stream.into_std() {
+            Ok(handed) => handed,
+            Err(error) => {
+                self.balance.ended(to);
+                tracing::debug!(%peer, %error, "cannot hand a connection over");
+                return None;
+            }
+        };
+        match self.balance.hand(to, (handed, peer)) {
+            Ok(()) => None,
+            // That worker has stopped: served here after all.
+            Err((back, _)) => {
+                self.balance.ended(to);
+                self.balance.count(self.me);
+                self.take(back, peer)
+            }
+        }
+    }
+
+    /// Keeps a connection counted here until it ends.
+    fn assigned(&self) -> Assigned {
+        Assigned { balance: self.balance.clone(), worker: self.me }
+    }
+
+    /// A connection handed to this worker (or back to it), already counted here, registered
+    /// with its runtime.
+    fn take(&self, stream: std::net::TcpStream, peer: SocketAddr) -> Option<TcpStream> {
+        TcpStream::from_std(stream)
+            .inspect_err(|error| {
+                self.balance.ended(self.me);
+                tracing::debug!(%peer, %error, "cannot take a connection handed over");
+            })
+            .ok()
+    }
+}
+
+/// What woke an accept loop.
+enum Next {
+    Stop,
+    Accepted(std::io::Result<(TcpStream, SocketAddr)>),
+    Handed(Handed),
+}
+
 /// Accepts until `shutdown`, serving each connection on its own task tracked by `tracker`,
-/// each request's head within `head_timeout` of its first byte.
+/// each request's head within `head_timeout` of its first byte. With `spread`, connections
+/// are shared with the other workers (see `balance`).
 /// `connection` is called once per accepted connection with the peer's address and returns
 /// what answers that connection's requests: the relay (users' connections), then hyper with
 /// the handler for what the relay hands over (or for everything, when there is no relay).
 async fn serve<C, H, F, B>(
     listener: TcpListener,
+    mut spread: Option<Spread>,
     shutdown: &CancellationToken,
     hard_stop: &CancellationToken,
     tracker: &TaskTracker,
@@ -243,22 +322,7 @@ async fn serve<C, H, F, B>(
     // Read by every answer; a flag of this accept loop's own rather than the token, whose
     // reads take a lock shared with every other thread holding a clone of it.
     let stopping = Arc::new(AtomicBool::new(false));
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => {
-                stopping.store(true, Relaxed);
-                return;
-            }
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Usually out of file descriptors: back off rather than spin.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    let start = |stream: TcpStream, peer: SocketAddr, assigned: Option<Assigned>| {
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "set_nodelay failed");
         }
@@ -267,6 +331,7 @@ async fn serve<C, H, F, B>(
         let hard_stop = hard_stop.clone();
         let stopping = stopping.clone();
         tracker.spawn(async move {
+            let _assigned = assigned;
             let mut stream = stream;
             let prefix = match relay {
                 Some(relay) => match relayed(&relay, &mut stream, &stopping, &shutdown, &hard_stop).await {
@@ -322,6 +387,51 @@ async fn serve<C, H, F, B>(
                 tracing::debug!(%peer, error = %ErrorChain(&error), "connection ended with an error");
             }
         });
+    };
+    loop {
+        let next = tokio::select! {
+            () = shutdown.cancelled() => Next::Stop,
+            handed = Spread::handed(spread.as_mut()) => Next::Handed(handed),
+            accepted = listener.accept() => Next::Accepted(accepted),
+        };
+        let stream = match next {
+            Next::Stop => break,
+            Next::Accepted(Ok((stream, peer))) => match &spread {
+                Some(s) => s.place(stream, peer).map(|stream| (stream, peer)),
+                None => Some((stream, peer)),
+            },
+            Next::Accepted(Err(error)) => {
+                // Usually out of file descriptors: back off rather than spin.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                None
+            }
+            Next::Handed((stream, peer)) => {
+                spread.as_ref().and_then(|s| s.take(stream, peer)).map(|stream| (stream, peer))
+            }
+        };
+        if let Some((stream, peer)) = stream {
+            start(stream, peer, spread.as_ref().map(Spread::assigned));
+        }
+    }
+    stopping.store(true, Relaxed);
+    // Connections another worker accepted for this one before it stopped are served too
+    // (answered with `Connection: close`), not dropped: once no worker accepts any more,
+    // nothing more can arrive.
+    if let Some(mut s) = spread.take() {
+        s.balance.stop_accepting();
+        loop {
+            let all_stopped = s.balance.all_stopped_accepting();
+            while let Ok((stream, peer)) = s.inbox.try_recv() {
+                if let Some(stream) = s.take(stream, peer) {
+                    start(stream, peer, Some(s.assigned()));
+                }
+            }
+            if all_stopped {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 

@@ -1118,3 +1118,45 @@ async fn a_head_trickled_in_is_cut_off_at_its_deadline_and_an_idle_connection_af
     assert_eq!(seen.lock().unwrap().len(), 1, "only the whole request reached the replica");
     router.stop().await;
 }
+
+/// The connections a client opens one after another are served by both worker threads, not by
+/// whichever the kernel happened to wake: each worker's count in `/metrics` stays within two
+/// of the other's, and falls back when the connections end.
+#[tokio::test]
+async fn a_clients_connections_are_spread_over_the_workers() {
+    use tokio::io::AsyncWriteExt as _;
+    let (replica, _) = raw_replica(answer_for).await;
+    let (router, first) = raw_router(replica).await;
+    let counts = || async {
+        let (status, metrics) = router.admin_get("/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        (0..2)
+            .map(|w| {
+                let line = format!("ringfence_router_worker_connections{{worker=\"{w}\"}} ");
+                metrics.lines().find_map(|l| l.strip_prefix(line.as_str())?.parse::<i64>().ok()).unwrap_or(-1)
+            })
+            .collect::<Vec<i64>>()
+    };
+    let mut users = vec![first];
+    for _ in 0..39 {
+        users.push(tokio::net::TcpStream::connect(router.proxy).await.unwrap());
+    }
+    // Each connection answered once: accepted and placed by then.
+    for user in &mut users {
+        let mut buf = Vec::new();
+        user.write_all(b"GET /x HTTP/1.1\r\nhost: shop\r\n\r\n").await.unwrap();
+        let (head, body) = read_answer(user, &mut buf, false).await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert_eq!(body, "/x");
+    }
+    let n = counts().await;
+    assert_eq!(n.iter().sum::<i64>(), 40, "{n:?}");
+    assert!((n[0] - n[1]).abs() <= 2, "connections per worker: {n:?}");
+    drop(users);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while counts().await != [0, 0] {
+        assert!(std::time::Instant::now() < deadline, "closed connections still counted: {:?}", counts().await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    router.stop().await;
+}
