@@ -26,6 +26,7 @@ mod server;
 mod stats;
 mod tier;
 mod upstream;
+mod userbody;
 /// The routing table lives in `ringfence-traffic`, shared with the control plane.
 mod table {
     pub use ringfence_traffic::table::*;
@@ -41,7 +42,7 @@ pub use auth::{AdminAuth, AdminToken};
 pub use proxy::{GROUP_HEADER, VERSION_HEADER};
 pub use server::{write_atomically, write_secret_file};
 pub use stats::{BreakerState, NO_VERSION, StatsSnapshot, UpstreamStats, VersionStats};
-pub use table::{BUCKETS, BreakerConfig, Group, RouteTable, TableError, bucket};
+pub use table::{BUCKETS, BreakerConfig, DEFAULT_MAX_REQUEST_BODY, Group, RouteTable, TableError, bucket};
 pub use tier::{TierHandle, TierRoute, TierTables};
 
 #[derive(Debug, Clone)]

@@ -17,10 +17,12 @@ use crate::routing::{Attempt, GroupRt, Outcome, Routing};
 use crate::server::Shared;
 use crate::stats::{Latency, NO_VERSION, Series};
 use crate::table::bucket;
-use crate::upstream::{Pool, SendError};
+use crate::upstream::{Pool, SendError, UserFault};
+use crate::userbody::{UserBody, Watch};
 
-/// Upstream bodies are streamed through untouched; the router's own answers are small.
-pub(crate) type ProxyBody = Either<Incoming, Full<Bytes>>;
+/// Bodies are streamed through (a user's request body watched: `userbody`); the router's own
+/// answers are small.
+pub(crate) type ProxyBody = Either<UserBody, Full<Bytes>>;
 
 pub const GROUP_HEADER: &str = "x-ringfence-group";
 pub const VERSION_HEADER: &str = "x-ringfence-version";
@@ -206,8 +208,14 @@ pub(crate) async fn handle(conn: Arc<Connection>, req: Request<Incoming>) -> Res
     if req.uri().path().starts_with(crate::ofrep::PREFIX) {
         return crate::ofrep::handle(routing, req).await;
     }
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > routing.table.max_request_body) {
+        return no_answer_for_user(UserFault::TooLarge);
+    }
+    // Read before the hop-by-hop fields (`Transfer-Encoding` among them) are taken out.
+    let bodiless = bodiless(req.headers());
     let Decision { group_index, attempt, key, new_cookie, shadow } =
-        match decide(shared, &routing, req.headers(), bodiless(req.headers()), received).await {
+        match decide(shared, &routing, req.headers(), bodiless, received).await {
             Ok(decision) => decision,
             Err(answer) => return answer,
         };
@@ -243,14 +251,20 @@ pub(crate) async fn handle(conn: Arc<Connection>, req: Request<Incoming>) -> Res
     // A bodiless request can be sent again as it was; one with a body cannot, since the body
     // streams through and is gone once sent. A group of one replica has nowhere to send it
     // again, so no copy is kept.
-    let spare = (group.replicas() > 1 && bodiless(&parts.headers)).then(|| Spare {
+    let spare = (group.replicas() > 1 && bodiless).then(|| Spare {
         idempotent: idempotent(parts.method.as_str()),
         method: parts.method.clone(),
         uri: parts.uri.clone(),
         headers: parts.headers.clone(),
     });
     let first = attempt.upstream.addr;
-    let mut result = forward(shared, pool, &routing, attempt, Request::from_parts(parts, Either::Left(body))).await;
+    let watch = (!bodiless).then(Arc::<Watch>::default);
+    let body = match &watch {
+        Some(w) => UserBody::watched(body, routing.table.max_request_body, w.clone()),
+        None => UserBody::plain(body),
+    };
+    let request = Request::from_parts(parts, Either::Left(body));
+    let mut result = forward(shared, pool, &routing, attempt, request, watch.as_deref()).await;
     if let Err(failure) = &result
         && let Some(spare) = spare
         && failure.may_retry(spare.idempotent)
@@ -258,7 +272,7 @@ pub(crate) async fn handle(conn: Arc<Connection>, req: Request<Incoming>) -> Res
     {
         group.series.retries.fetch_add(1, Relaxed);
         tracing::debug!(%first, second = %second.upstream.addr, group = %group.name, ?failure, "retrying on another replica");
-        result = forward(shared, pool, &routing, second, spare.into_request()).await;
+        result = forward(shared, pool, &routing, second, spare.into_request(), None).await;
     }
     let now = Instant::now();
     let mut response = match result {
@@ -266,18 +280,32 @@ pub(crate) async fn handle(conn: Arc<Connection>, req: Request<Incoming>) -> Res
             record(&group.series, &group.latency, received, now, response.status().is_server_error());
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, Either::Left(body))
+            Response::from_parts(parts, Either::Left(UserBody::plain(body)))
         }
-        Err(failure) => {
-            record(&group.series, &group.latency, received, now, true);
-            match failure {
-                Failure::TimedOut => plain(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
-                Failure::Unreachable | Failure::Died => plain(StatusCode::BAD_GATEWAY, "upstream unavailable\n"),
-            }
-        }
+        Err(failure) => no_answer(group, received, now, failure),
     };
     decorate(response.headers_mut(), group, new_cookie);
     response
+}
+
+/// The router's answer when the replica gave none: counted as an error of the group's
+/// version, unless the user's side failed (then the connection ends with the answer).
+pub(crate) fn no_answer(group: &GroupRt, received: Instant, now: Instant, failure: Failure) -> Response<ProxyBody> {
+    let (status, why) = match failure {
+        Failure::User(fault) => return no_answer_for_user(fault),
+        Failure::TimedOut => (StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
+        Failure::Unreachable | Failure::Died => (StatusCode::BAD_GATEWAY, "upstream unavailable\n"),
+    };
+    record(&group.series, &group.latency, received, now, true);
+    plain(status, why)
+}
+
+/// The router's answer to a request whose user's side failed; the connection ends with it.
+fn no_answer_for_user(fault: UserFault) -> Response<ProxyBody> {
+    let (status, why) = fault.answer();
+    let mut answer = plain(status, why);
+    answer.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    answer
 }
 
 /// What a request that got no answer needs to be sent once more.
@@ -309,6 +337,8 @@ pub(crate) enum Failure {
     Died,
     /// No answer within the upstream timeout: the budget is spent, so no second try.
     TimedOut,
+    /// The user's side failed (`UserFault`): not the replica's doing, and nothing to try again.
+    User(UserFault),
 }
 
 impl Failure {
@@ -318,7 +348,7 @@ impl Failure {
         match self {
             Failure::Unreachable => true,
             Failure::Died => idempotent,
-            Failure::TimedOut => false,
+            Failure::TimedOut | Failure::User(_) => false,
         }
     }
 }
@@ -327,48 +357,60 @@ pub(crate) fn idempotent(method: &str) -> bool {
     matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE")
 }
 
-/// Sends `request` on `attempt`'s replica and tells its breaker how that went.
+/// Sends `request` on `attempt`'s replica and tells its breaker how that went. `watch`: the
+/// user's body, whose failures are the user's, not the replica's.
 async fn forward(
     shared: &Shared,
     pool: &Pool,
     routing: &Routing,
     attempt: Attempt,
     request: Request<ProxyBody>,
+    watch: Option<&Watch>,
 ) -> Result<Response<Incoming>, Failure> {
     let upstream = attempt.upstream.addr;
-    let result = tokio::time::timeout(shared.upstream_timeout, pool.send(upstream, request)).await;
-    settle(attempt, routing, result.ok(), |response| response.status())
+    let result = match tokio::time::timeout(shared.upstream_timeout, pool.send(upstream, request)).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(error)) => Err(watch.and_then(|w| w.fault(false)).map_or(error, SendError::User)),
+        Err(_) => Err(watch.and_then(|w| w.fault(true)).map_or(SendError::TimedOut, SendError::User)),
+    };
+    settle(attempt, routing, result, |response| response.status())
 }
 
 /// Tells the attempt's replica's breaker how its exchange ended: an answer (`status` says
-/// which), no connection, a connection that died before the answer, or no answer in time
-/// (`None`).
+/// which), no connection, a connection that died before the answer, no answer in time, or a
+/// failure of the user's side (which leaves the breaker as it was).
 pub(crate) fn settle<T>(
     attempt: Attempt,
     routing: &Routing,
-    ended: Option<Result<T, SendError>>,
+    ended: Result<T, SendError>,
     status: impl FnOnce(&T) -> StatusCode,
 ) -> Result<T, Failure> {
     let upstream = attempt.upstream.addr;
     let now = Instant::now();
     let config = &routing.table.breaker;
     match ended {
-        Some(Ok(answer)) => {
+        Ok(answer) => {
             let outcome = if status(&answer).is_server_error() { Outcome::Failed } else { Outcome::Served };
             attempt.finish(outcome, now, config);
             Ok(answer)
         }
-        Some(Err(error @ SendError::Connect(_))) => {
+        Err(error @ SendError::Connect(_)) => {
             attempt.finish(Outcome::Unreachable, now, config);
             tracing::debug!(%upstream, %error, "upstream unreachable");
             Err(Failure::Unreachable)
         }
-        Some(Err(error @ SendError::Failed(_))) => {
+        Err(error @ SendError::Failed(_)) => {
             attempt.finish(Outcome::Failed, now, config);
             tracing::debug!(%upstream, %error, "upstream request failed");
             Err(Failure::Died)
         }
-        None => {
+        // Dropping the attempt unfinished leaves the breaker as it was.
+        Err(SendError::User(fault)) => {
+            drop(attempt);
+            tracing::debug!(%upstream, ?fault, "the user's side of the request failed");
+            Err(Failure::User(fault))
+        }
+        Err(SendError::TimedOut) => {
             attempt.finish(Outcome::Failed, now, config);
             tracing::debug!(%upstream, "upstream timed out");
             Err(Failure::TimedOut)

@@ -41,7 +41,7 @@ use tokio::net::TcpStream;
 
 use crate::proxy::{self, Connection, Decision, Failure, Headers, ProxyBody};
 use crate::routing::{GroupRt, Routing};
-use crate::upstream::SendError;
+use crate::upstream::{SendError, UserFault};
 
 /// The largest request or answer head the relay reads; a larger request goes to hyper (which
 /// refuses it), a larger answer is the replica's failure.
@@ -441,46 +441,89 @@ struct Body<'a> {
 }
 
 /// Sends `out` (the head, with any body bytes already read) to the replica at `addr`, copies
-/// the rest of the body, and reads the answer's head into `answer_buf`. On a kept connection
-/// found closed by the replica as the request is written, the request goes on a new one: a
-/// write the replica refused was not processed.
+/// the rest of the body, and reads the answer's head into `answer_buf`.
+///
+/// Each stretch has its own clock. A bodiless request's whole exchange is within the upstream
+/// timeout (one timer). With a body, the connection and the head are within it, then the body
+/// goes at the user's pace (each read from the user and each write to the replica within
+/// it), then the answer's head within it from the body's end: a long upload is not the
+/// replica being slow, and a user who stops sending or goes away is not the replica failing
+/// (`SendError::User`).
 async fn exchange(
     conns: &Conns,
     addr: SocketAddr,
     out: &[u8],
-    mut body: Option<Body<'_>>,
+    body: Option<Body<'_>>,
     answer_buf: &mut BytesMut,
     fields: &mut Vec<Field>,
     to_head: bool,
 ) -> Result<Answer, SendError> {
-    let mut stream = loop {
+    let Some(body) = body else {
+        let exchanged = async {
+            let stream = send_head(conns, addr, out).await?;
+            read_answer_head(stream, addr, answer_buf, fields, to_head).await
+        };
+        return within(tokio::time::timeout(conns.timeout, exchanged).await);
+    };
+    let mut stream = within(tokio::time::timeout(conns.timeout, send_head(conns, addr, out)).await)?;
+    copy_body(&mut stream, body, conns.timeout).await?;
+    within(tokio::time::timeout(conns.timeout, read_answer_head(stream, addr, answer_buf, fields, to_head)).await)
+}
+
+/// What a stretch under the upstream timeout ended with.
+fn within<T>(ended: Result<Result<T, SendError>, tokio::time::error::Elapsed>) -> Result<T, SendError> {
+    ended.unwrap_or(Err(SendError::TimedOut))
+}
+
+/// A connection to the replica with `out` written on it. On a kept connection found closed by
+/// the replica as the request is written, the request goes on a new one: a write the replica
+/// refused was not processed.
+async fn send_head(conns: &Conns, addr: SocketAddr, out: &[u8]) -> Result<TcpStream, SendError> {
+    loop {
         let (mut stream, reused) = match conns.checkout(addr) {
             Some(stream) => (stream, true),
             None => (crate::upstream::connect(addr, conns.connect_timeout).await?, false),
         };
         match stream.write_all(out).await {
-            Ok(()) => break stream,
+            Ok(()) => return Ok(stream),
             Err(_) if reused => continue,
             Err(error) => return Err(SendError::Failed(error.into())),
         }
-    };
-    if let Some(Body { user, buf, remaining }) = &mut body {
-        while *remaining > 0 {
-            if buf.is_empty() {
-                buf.reserve(READ_SIZE);
-                match tokio::time::timeout(conns.timeout, user.read_buf(*buf)).await {
-                    Ok(Ok(0)) => return Err(broken("the user closed the connection during the request body".into())),
-                    Ok(Ok(_)) => {}
-                    Ok(Err(error)) => return Err(SendError::Failed(error.into())),
-                    Err(_) => return Err(broken("the user stopped sending the request body".into())),
-                }
-            }
-            let n = buf.len().min(usize::try_from(*remaining).unwrap_or(usize::MAX));
-            stream.write_all(&buf[..n]).await.map_err(|e| SendError::Failed(e.into()))?;
-            buf.advance(n);
-            *remaining -= n as u64;
-        }
     }
+}
+
+/// Copies the rest of a request's body from the user to the replica.
+async fn copy_body(stream: &mut TcpStream, body: Body<'_>, timeout: Duration) -> Result<(), SendError> {
+    let Body { user, buf, mut remaining } = body;
+    while remaining > 0 {
+        if buf.is_empty() {
+            buf.reserve(READ_SIZE);
+            match tokio::time::timeout(timeout, user.read_buf(buf)).await {
+                Ok(Ok(0) | Err(_)) => return Err(SendError::User(UserFault::Gone)),
+                Ok(Ok(_)) => {}
+                Err(_) => return Err(SendError::User(UserFault::Stalled)),
+            }
+        }
+        let n = buf.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        match tokio::time::timeout(timeout, stream.write_all(&buf[..n])).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(SendError::Failed(error.into())),
+            Err(_) => return Err(SendError::TimedOut),
+        }
+        buf.advance(n);
+        remaining -= n as u64;
+    }
+    Ok(())
+}
+
+/// Reads the replica's answer head into `answer_buf`, past any interim answers.
+async fn read_answer_head(
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    answer_buf: &mut BytesMut,
+    fields: &mut Vec<Field>,
+    to_head: bool,
+) -> Result<Answer, SendError> {
     answer_buf.clear();
     loop {
         match parse_answer(answer_buf, fields, to_head)? {
@@ -614,7 +657,8 @@ async fn send_own(user: &mut TcpStream, out: &mut Vec<u8>, answer: Response<Prox
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     out.clear();
     status_line(out, parts.status);
-    for (name, value) in &parts.headers {
+    // Whether the connection ends is the caller's to say (`close`).
+    for (name, value) in parts.headers.iter().filter(|(name, _)| *name != hyper::header::CONNECTION) {
         field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     date(out);
@@ -853,6 +897,13 @@ async fn serve_one(
             return Ok(send_own(user, &mut b.reply, *answer, close).await && !close);
         }
     };
+    if head.content_length > routing.table.max_request_body {
+        // Answered before a byte of the body is read; the connection ends with it.
+        b.user.advance(head.len);
+        let (status, why) = UserFault::TooLarge.answer();
+        send_own(user, &mut b.reply, proxy::plain(status, why), true).await;
+        return Ok(false);
+    }
     let decision = proxy::decide(shared, &routing, &view, head.content_length == 0, received).await;
     let Decision { group_index, attempt, key, new_cookie, shadow } = match decision {
         Ok(decision) => decision,
@@ -882,9 +933,8 @@ async fn serve_one(
             b.user.advance(n);
             Body { user: &mut *user, buf: &mut b.user, remaining: head.content_length - n as u64 }
         });
-        let sent = exchange(&conn.conns, first, &b.request, body, &mut b.answer, &mut b.fields, to_head);
-        let ended = tokio::time::timeout(timeout, sent).await.ok();
-        proxy::settle(attempt, &routing, ended, |answer| answer.head.status)
+        let sent = exchange(&conn.conns, first, &b.request, body, &mut b.answer, &mut b.fields, to_head).await;
+        proxy::settle(attempt, &routing, sent, |answer| answer.head.status)
     };
     if let Err(failure) = &result
         && resend
@@ -894,23 +944,18 @@ async fn serve_one(
         group.series.retries.fetch_add(1, Relaxed);
         tracing::debug!(%first, second = %second.upstream.addr, group = %group.name, ?failure, "retrying on another replica");
         let addr = second.upstream.addr;
-        let sent = exchange(&conn.conns, addr, &b.request, None, &mut b.answer, &mut b.fields, to_head);
-        let ended = tokio::time::timeout(timeout, sent).await.ok();
-        result = proxy::settle(second, &routing, ended, |answer| answer.head.status);
+        let sent = exchange(&conn.conns, addr, &b.request, None, &mut b.answer, &mut b.fields, to_head).await;
+        result = proxy::settle(second, &routing, sent, |answer| answer.head.status);
     }
     let now = Instant::now();
     let close = head.close || stopping.load(Relaxed);
     let mut answer = match result {
         Ok(answer) => answer,
         Err(failure) => {
-            proxy::record(&group.series, &group.latency, received, now, true);
-            let mut answer = match failure {
-                Failure::TimedOut => proxy::plain(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
-                Failure::Unreachable | Failure::Died => proxy::plain(StatusCode::BAD_GATEWAY, "upstream unavailable\n"),
-            };
+            let mut answer = proxy::no_answer(group, received, now, failure);
             proxy::decorate(answer.headers_mut(), group, new_cookie);
             // Part of the body may still be on the connection.
-            let close = close || head.content_length > 0;
+            let close = close || head.content_length > 0 || matches!(failure, Failure::User(_));
             return Ok(send_own(user, &mut b.reply, answer, close).await && !close);
         }
     };
@@ -938,9 +983,9 @@ fn send_copy(conn: &Connection, routing: &Routing, group_index: usize, head: Vec
     tokio::spawn(async move {
         let sent = Instant::now();
         let (mut answer_buf, mut fields) = (BytesMut::new(), Vec::new());
-        let exchanged = exchange(&conns, addr, &head, None, &mut answer_buf, &mut fields, to_head);
-        let failed = match tokio::time::timeout(timeout, exchanged).await {
-            Ok(Ok(mut answer)) => {
+        let exchanged = exchange(&conns, addr, &head, None, &mut answer_buf, &mut fields, to_head).await;
+        let failed = match exchanged {
+            Ok(mut answer) => {
                 let server_error = answer.head.status.is_server_error();
                 answer_buf.advance(answer.head.len);
                 let (mut sink, mut nothing) = (tokio::io::sink(), Vec::new());
@@ -953,7 +998,7 @@ fn send_copy(conn: &Connection, routing: &Routing, group_index: usize, head: Vec
                 }
                 server_error || !matches!(read, Ok(Ok(_)))
             }
-            _ => true,
+            Err(_) => true,
         };
         proxy::record(&series, &latency, sent, Instant::now(), failed);
     });

@@ -269,6 +269,7 @@ mod tests {
             breaker: BreakerConfig { consecutive_failures: 1, ..BreakerConfig::default() },
             flag_tokens: vec![],
             pin_header: None,
+            max_request_body: crate::table::DEFAULT_MAX_REQUEST_BODY,
         }
     }
 

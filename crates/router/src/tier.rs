@@ -352,6 +352,7 @@ mod tests {
                 breaker: BreakerConfig::default(),
                 flag_tokens: vec![],
                 pin_header: None,
+                max_request_body: crate::table::DEFAULT_MAX_REQUEST_BODY,
             },
         }
     }

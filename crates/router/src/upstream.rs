@@ -43,6 +43,36 @@ pub(crate) enum SendError {
     Connect(std::io::Error),
     /// The request may have reached the replica, which gave no answer.
     Failed(Box<dyn std::error::Error + Send + Sync>),
+    /// The replica took no more of the request, or gave no answer, within the upstream
+    /// timeout.
+    TimedOut,
+    /// The user's side failed, not the replica: see [`UserFault`].
+    User(UserFault),
+}
+
+/// How a user's request went wrong on the user's side while it was being sent to a replica.
+/// Nothing the replica did: its breaker and its version's statistics are left alone, or any
+/// user could make a healthy release look failing (and have it rolled back) by cutting
+/// uploads short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UserFault {
+    /// The user closed the connection (or it failed) before the whole body was in.
+    Gone,
+    /// The user sent nothing of the body for the upstream timeout.
+    Stalled,
+    /// The body is longer than the workload's `max_request_body`.
+    TooLarge,
+}
+
+impl UserFault {
+    /// The router's answer (the user may no longer be there to read it).
+    pub(crate) fn answer(self) -> (hyper::StatusCode, &'static str) {
+        match self {
+            UserFault::Gone => (hyper::StatusCode::BAD_REQUEST, "the request's body ended early\n"),
+            UserFault::Stalled => (hyper::StatusCode::REQUEST_TIMEOUT, "the request's body stopped arriving\n"),
+            UserFault::TooLarge => (hyper::StatusCode::PAYLOAD_TOO_LARGE, "the request's body is too large\n"),
+        }
+    }
 }
 
 impl std::fmt::Display for SendError {
@@ -50,6 +80,8 @@ impl std::fmt::Display for SendError {
         match self {
             SendError::Connect(error) => write!(f, "cannot connect: {error}"),
             SendError::Failed(error) => write!(f, "{}", ErrorChain(&**error)),
+            SendError::TimedOut => f.write_str("no answer within the upstream timeout"),
+            SendError::User(fault) => write!(f, "the user's side failed: {fault:?}"),
         }
     }
 }

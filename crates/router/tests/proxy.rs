@@ -186,6 +186,7 @@ fn table(generation: u64, groups: &[(&str, &str, u32, &[SocketAddr])]) -> RouteT
         breaker: BreakerConfig::default(),
         flag_tokens: vec![],
         pin_header: None,
+        max_request_body: ringfence_router::DEFAULT_MAX_REQUEST_BODY,
     }
 }
 
@@ -1159,4 +1160,152 @@ async fn a_clients_connections_are_spread_over_the_workers() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     router.stop().await;
+}
+
+/// A router with `upstream_timeout` and `max_request_body` over one raw replica, with a
+/// client that keeps no connection of its own.
+async fn raw_router_with(
+    replica: SocketAddr,
+    upstream_timeout: Duration,
+    max_request_body: u64,
+) -> (Router, impl AsyncFn() -> tokio::net::TcpStream) {
+    let token = AdminToken::generate().unwrap();
+    let secret = token.expose().to_owned();
+    let config = RouterConfig { workers: 2, upstream_timeout, ..RouterConfig::new(AdminAuth::Token(token)) };
+    let router = Router::start_config(config, Some(secret)).await;
+    let t = RouteTable { max_request_body, ..table(1, &[("stable", "v1", 10_000, &[replica])]) };
+    assert_eq!(router.put_table(&to_json(&t)).await.0, StatusCode::OK);
+    let proxy = router.proxy;
+    (router, async move || tokio::net::TcpStream::connect(proxy).await.unwrap())
+}
+
+/// Reads an answer off `user` and checks it is a 200 with `body`.
+async fn answered_ok(user: &mut tokio::net::TcpStream, body: &str) {
+    let (head, got) = read_answer(user, &mut Vec::new(), false).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(got, body);
+}
+
+/// Reads what is left of a connection the router closes (its answer, if it sent one).
+async fn rest_of(mut stream: tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await.unwrap();
+    String::from_utf8_lossy(&out).to_ascii_lowercase()
+}
+
+/// Users who go away in the middle of an upload, or stop sending it, through the relay (a
+/// length) and through hyper (chunks): none of it counts against the replica or its version,
+/// so no one can make a healthy release look failing by cutting uploads short. Its breaker
+/// stays closed (five failures would open it) and the next request is served.
+#[tokio::test]
+async fn a_user_who_cuts_an_upload_short_is_not_the_replicas_failure() {
+    use tokio::io::AsyncWriteExt as _;
+    let (replica, seen) = raw_replica(answer_for).await;
+    let (router, connect) = raw_router_with(replica, Duration::from_millis(500), 1 << 20).await;
+    for i in 0..8 {
+        let mut user = connect().await;
+        let head = if i % 2 == 0 {
+            "POST /up HTTP/1.1\r\nhost: shop\r\ncontent-length: 1000\r\n\r\n0123456789"
+        } else {
+            "POST /up HTTP/1.1\r\nhost: shop\r\ntransfer-encoding: chunked\r\n\r\na\r\n0123456789\r\n"
+        };
+        user.write_all(head.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(user);
+    }
+    // Stalled past the upstream timeout: answered 408, through either path.
+    for head in [
+        "POST /up HTTP/1.1\r\nhost: shop\r\ncontent-length: 1000\r\n\r\n0123456789",
+        "POST /up HTTP/1.1\r\nhost: shop\r\ntransfer-encoding: chunked\r\n\r\na\r\n0123456789\r\n",
+    ] {
+        let mut user = connect().await;
+        user.write_all(head.as_bytes()).await.unwrap();
+        let rest = rest_of(user).await;
+        assert!(rest.starts_with("http/1.1 408"), "{head}: {rest}");
+    }
+    let stats = router.stats().await;
+    assert_eq!(stats.versions.get("v1").map_or(0, |v| v.errors), 0, "{stats:?}");
+    assert!(stats.upstreams.iter().all(|u| u.state == BreakerState::Closed && u.trips == 0), "{stats:?}");
+    assert!(seen.lock().unwrap().is_empty(), "no whole request reached the replica");
+    let mut user = connect().await;
+    user.write_all(b"GET /after HTTP/1.1\r\nhost: shop\r\n\r\n").await.unwrap();
+    answered_ok(&mut user, "/after").await;
+    router.stop().await;
+}
+
+/// A body longer than the table's `max_request_body`: refused with 413 before a byte of it is
+/// read when its length says so (relay and hyper alike), cut off when its chunks run past it;
+/// a body of exactly the limit goes through. None of it is the replica's error.
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused_and_one_at_the_limit_goes_through() {
+    use tokio::io::AsyncWriteExt as _;
+    let (replica, seen) = raw_replica(answer_for).await;
+    let (router, connect) = raw_router_with(replica, Duration::from_secs(5), 100).await;
+    let body = "x".repeat(100);
+    for head in [
+        "POST /big HTTP/1.1\r\nhost: shop\r\ncontent-length: 101\r\n\r\n".to_string(),
+        // Handed to hyper (it asks for 100 Continue first).
+        "POST /big HTTP/1.1\r\nhost: shop\r\nexpect: 100-continue\r\ncontent-length: 101\r\n\r\n".to_string(),
+        format!(
+            "POST /big HTTP/1.1\r\nhost: shop\r\ntransfer-encoding: chunked\r\n\r\n64\r\n{body}\r\n1\r\nx\r\n0\r\n\r\n"
+        ),
+    ] {
+        let mut user = connect().await;
+        user.write_all(head.as_bytes()).await.unwrap();
+        let rest = rest_of(user).await;
+        assert!(rest.starts_with("http/1.1 413"), "{head}: {rest}");
+    }
+    assert!(seen.lock().unwrap().is_empty(), "{:?}", seen.lock().unwrap());
+    let mut user = connect().await;
+    let request = format!("POST /fits HTTP/1.1\r\nhost: shop\r\ncontent-length: 100\r\n\r\n{body}");
+    user.write_all(request.as_bytes()).await.unwrap();
+    answered_ok(&mut user, "/fits").await;
+    assert!(seen.lock().unwrap()[0].ends_with(&body));
+    let stats = router.stats().await;
+    assert_eq!(stats.versions.get("v1").map_or(0, |v| v.errors), 0, "{stats:?}");
+    router.stop().await;
+}
+
+/// An upload that takes longer than the upstream timeout but keeps arriving is not cut off:
+/// the timeout counts from the body's end for the answer, and per read for the body.
+#[tokio::test]
+async fn a_slow_upload_that_keeps_arriving_is_answered() {
+    use tokio::io::AsyncWriteExt as _;
+    let (replica, _) = raw_replica(answer_for).await;
+    let (router, connect) = raw_router_with(replica, Duration::from_millis(400), 1 << 20).await;
+    let mut user = connect().await;
+    user.write_all(b"POST /slow HTTP/1.1\r\nhost: shop\r\ncontent-length: 8\r\n\r\n").await.unwrap();
+    for piece in [b"ab", b"cd", b"ef", b"gh"] {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        user.write_all(piece).await.unwrap();
+    }
+    answered_ok(&mut user, "/slow").await;
+    router.stop().await;
+}
+
+/// A request whose body streamed in chunks cannot be sent again once a replica took it (the
+/// body is gone): when that replica hangs up, its user gets the 502, and the other replica
+/// never gets the request without its body.
+#[tokio::test]
+async fn a_chunked_request_is_never_sent_again_without_its_body() {
+    use tokio::io::AsyncWriteExt as _;
+    let (good, seen) = raw_replica(answer_for).await;
+    let hangup = hangs_up().await;
+    let router = Router::start(None).await;
+    let t = table(1, &[("stable", "v1", 10_000, &[hangup, good])]);
+    assert_eq!(router.put_table(&to_json(&t)).await.0, StatusCode::OK);
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let mut user = tokio::net::TcpStream::connect(router.proxy).await.unwrap();
+        let put = "PUT /doc HTTP/1.1\r\nhost: shop\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+        user.write_all(put.as_bytes()).await.unwrap();
+        let (head, _) = read_answer(&mut user, &mut Vec::new(), false).await;
+        statuses.push(head[9..12].to_string());
+    }
+    statuses.sort();
+    assert_eq!(statuses, ["200", "200", "502", "502"], "round robin sends half to each replica");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen.iter().all(|r| r.contains("hello")), "a request reached the replica without its body: {seen:?}");
 }

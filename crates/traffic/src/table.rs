@@ -49,6 +49,18 @@ pub struct RouteTable {
     /// the group serving it, whatever the user's bucket: for debugging. Off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin_header: Option<String>,
+    /// The longest request body the router takes, in bytes: a longer one is answered 413 and
+    /// never reaches a replica.
+    #[serde(default = "default_max_request_body")]
+    pub max_request_body: u64,
+}
+
+/// The request body limit when a workload sets none: 100 MiB, large enough for the uploads
+/// a web service takes, small enough that no one streams without end through the router.
+pub const DEFAULT_MAX_REQUEST_BODY: u64 = 100 * 1024 * 1024;
+
+fn default_max_request_body() -> u64 {
+    DEFAULT_MAX_REQUEST_BODY
 }
 
 /// A rollout group: one version of the workload behind a share of the buckets.
@@ -306,6 +318,9 @@ impl RouteTable {
             ));
         }
 
+        if self.max_request_body == 0 {
+            return Err(TableError::new("max_request_body", "must be at least 1 byte"));
+        }
         for (i, t) in self.flag_tokens.iter().enumerate() {
             if t.len() != 64 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(TableError::new(format!("flag_tokens[{i}]"), "must be a SHA-256 digest in hex"));
@@ -490,6 +505,7 @@ mod tests {
             breaker: BreakerConfig::default(),
             flag_tokens: vec![],
             pin_header: None,
+            max_request_body: DEFAULT_MAX_REQUEST_BODY,
         }
     }
 

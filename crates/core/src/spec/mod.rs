@@ -407,6 +407,21 @@ mod tests {
     }
 
     #[test]
+    fn the_request_body_limit_is_a_size_with_its_unit() {
+        assert_eq!(parse("c.toml", EXAMPLE).unwrap().router.max_request_body, None, "the router's default");
+        let text = EXAMPLE.replacen("[router]\n", "[router]\nmax_request_body = \"2 MiB\"\n", 1);
+        let spec = parse("c.toml", &text).expect("a size");
+        assert_eq!(spec.router.max_request_body.map(|b| b.as_u64()), Some(2 * 1024 * 1024));
+        for (value, says) in [("\"lots\"", "lots"), ("\"0 B\"", "at least 1 B")] {
+            let errs = errors(&text.replace("\"2 MiB\"", value));
+            assert!(
+                errs.iter().any(|e| e.field == "router.max_request_body" && e.message.contains(says) && e.line > 0),
+                "{value}: {errs:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_tier_workload_is_matched_by_host_and_path_prefix() {
         let text = EXAMPLE.replacen(
             "[router]\n",
@@ -451,6 +466,8 @@ mod tests {
         assert!(errs.iter().any(|e| e.field == "router.haproxy.socket" && e.message.contains("absolute")), "{errs:?}");
         let errs = errors(&text.replace("[router]\n", "[router]\npin_header = \"x-pin\"\n"));
         assert!(errs.iter().any(|e| e.field == "router.pin_header" && e.message.contains("HAProxy")), "{errs:?}");
+        let errs = errors(&text.replace("[router]\n", "[router]\nmax_request_body = \"1 MiB\"\n"));
+        assert!(errs.iter().any(|e| e.field == "router.max_request_body" && e.message.contains("HAProxy")), "{errs:?}");
         let ring = text.replacen("weight = 10 ", "weight = 0\nsegment = { prefixes = [\"qa-\"] } #", 1);
         let errs = errors(&ring);
         assert!(

@@ -141,6 +141,11 @@ pub struct RouterSpec {
     /// absent. Only where the edge strips it from public traffic: anyone sending it chooses.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pin_header: Option<String>,
+    /// The longest request body the router takes (`"100 MiB"` when absent:
+    /// `DEFAULT_MAX_REQUEST_BODY`); a longer one is answered 413 and never reaches a replica.
+    /// The built-in router and the tier; an HAProxy keeps its own limits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_request_body: Option<bytesize::ByteSize>,
     pub breaker: BreakerSpec,
     /// The HAProxy that carries the traffic (`kind = "haproxy"`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -210,6 +215,7 @@ impl Default for RouterSpec {
             sticky_header: "x-user-id".into(),
             sticky_cookie: "rf_user".into(),
             pin_header: None,
+            max_request_body: None,
             breaker: BreakerSpec::default(),
             kind: RouterKind::Builtin,
             haproxy: None,

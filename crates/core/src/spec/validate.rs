@@ -118,6 +118,11 @@ pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
     {
         bad("router.pin_header", format!("expected an HTTP header name other than the sticky header, found {h:?}"));
     }
+    if let Some(limit) = r.max_request_body
+        && limit.as_u64() == 0
+    {
+        bad("router.max_request_body", "expected a size of at least 1 B, such as \"100 MiB\", found 0".into());
+    }
     match (r.kind, &r.haproxy) {
         (RouterKind::Builtin, Some(_)) => {
             bad("router.haproxy", "[router.haproxy] is for `kind = \"haproxy\"`".into());
@@ -147,6 +152,12 @@ pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
                 bad(
                     "router.pin_header",
                     "HAProxy routes by weight only: a pin header needs the built-in router".into(),
+                );
+            }
+            if r.max_request_body.is_some() {
+                bad(
+                    "router.max_request_body",
+                    "HAProxy keeps its own limits (`http-request deny if { req.body_size gt ... }`): this one is for the built-in router".into(),
                 );
             }
             if r.listen.ends_with(":0") {

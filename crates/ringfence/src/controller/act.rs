@@ -334,6 +334,11 @@ pub(super) fn route_table(
         },
         flag_tokens: ws.spec.flags.tokens.iter().map(|t| crate::secrets::token_digest(data_dir, &ws.name, t)).collect(),
         pin_header: ws.spec.router.pin_header.clone(),
+        max_request_body: ws
+            .spec
+            .router
+            .max_request_body
+            .map_or(ringfence_traffic::table::DEFAULT_MAX_REQUEST_BODY, |b| b.as_u64()),
     }
 }
 
@@ -374,6 +379,7 @@ pub(super) fn same_routes(a: &RouteTable, b: &RouteTable) -> bool {
         && a.workload == b.workload
         && a.flag_tokens == b.flag_tokens
         && a.pin_header == b.pin_header
+        && a.max_request_body == b.max_request_body
 }
 
 /// The router's table, if it is not the one installed last: the drift, and what the router
