@@ -541,13 +541,15 @@ pub async fn run(args: &RouterArgs, ringfence: &Path) -> Result<Report> {
     };
     let targets: Vec<Target> = TARGETS.into_iter().filter(|t| *t != Target::Baseline || before.is_some()).collect();
     // The same split: by the user key when there is one, else at random per request; the same
-    // keep-alive to the upstreams the router keeps.
+    // keep-alive to the upstreams the router keeps; the client's address appended to
+    // X-Forwarded-For, as the router does (and any nginx in front of services is set up to).
     let nginx = Nginx::start(&format!(
         "  upstream canary {{ server {}; keepalive 64; }}\n  upstream stable {{ server {}; keepalive 64; }}\n  \
          map $http_x_user_id $split_key {{ \"\" $request_id; default $http_x_user_id; }}\n  \
          split_clients \"$split_key\" $pool {{ {}% canary; * stable; }}\n  \
          server {{\n    listen LISTEN;\n    location / {{\n      proxy_pass http://$pool;\n      \
          proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      \
+         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      \
          add_header x-ringfence-version $upstream_http_x_sample_version;\n    }}\n  }}",
         canary.addr, stable.addr, args.weight
     ))?;
@@ -645,7 +647,8 @@ pub async fn run(args: &RouterArgs, ringfence: &Path) -> Result<Report> {
                      map $http_x_user_id $split_key {{ \"\" $request_id; default $http_x_user_id; }}\n  \
                      split_clients \"$split_key\" $pool {{ {}% canary; * stable; }}\n  \
                      server {{\n    listen LISTEN;\n    location / {{\n      proxy_pass http://$pool;\n      \
-                     proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}",
+                     proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      \
+                     proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n    }}\n  }}",
                     canary.addr, first.addr, second.addr, args.weight
                 ))?)
                 .listen
