@@ -652,16 +652,18 @@ pub fn scheduled_due(ws: &WorkloadState, now: Timestamp) -> Option<Fault> {
 /// Folds a drill event into the workload's drills.
 pub(crate) fn apply(ws: &mut WorkloadState, kind: &EventKind, at: Timestamp) {
     match kind {
-        EventKind::DrillStarted { drill } => ws.drills.push(std::sync::Arc::new((**drill).clone())),
+        EventKind::DrillStarted { drill } => {
+            std::sync::Arc::make_mut(&mut ws.drills).push(std::sync::Arc::new((**drill).clone()))
+        }
         EventKind::DrillInjected { drill_id, detail } => {
-            if let Some(d) = ws.drills.iter_mut().rev().find(|d| d.id == *drill_id) {
+            if let Some(d) = std::sync::Arc::make_mut(&mut ws.drills).iter_mut().rev().find(|d| d.id == *drill_id) {
                 let d = std::sync::Arc::make_mut(d);
                 d.injected_at = Some(at);
                 d.injection = detail.clone();
             }
         }
         EventKind::DrillEnded { drill_id, report } => {
-            if let Some(d) = ws.drills.iter_mut().rev().find(|d| d.id == *drill_id) {
+            if let Some(d) = std::sync::Arc::make_mut(&mut ws.drills).iter_mut().rev().find(|d| d.id == *drill_id) {
                 std::sync::Arc::make_mut(d).report = Some((**report).clone());
             }
         }

@@ -207,10 +207,10 @@ fn fold(ws: &mut WorkloadState, actor: &str, reason: &str, kind: &EventKind, at:
                     note: decision.summary.clone(),
                 }],
             };
-            ws.incidents.insert(rollout_id.clone(), incident);
+            std::sync::Arc::make_mut(&mut ws.incidents).insert(rollout_id.clone(), incident);
         }
         EventKind::MitigationCompleted { rollout_id, verified, detail } => {
-            if let Some(i) = ws.incidents.get_mut(rollout_id).filter(|i| i.is_open()) {
+            if let Some(i) = std::sync::Arc::make_mut(&mut ws.incidents).get_mut(rollout_id).filter(|i| i.is_open()) {
                 if *verified {
                     i.mitigated_at = Some(at);
                     i.state = IncidentState::Monitoring;
@@ -227,7 +227,7 @@ fn fold(ws: &mut WorkloadState, actor: &str, reason: &str, kind: &EventKind, at:
             }
         }
         EventKind::IncidentAcknowledged { incident } => {
-            if let Some(i) = ws.incidents.get_mut(incident) {
+            if let Some(i) = std::sync::Arc::make_mut(&mut ws.incidents).get_mut(incident) {
                 i.acknowledged_at = Some(at);
                 if i.state == IncidentState::Investigating {
                     i.state = IncidentState::Identified;
@@ -241,7 +241,7 @@ fn fold(ws: &mut WorkloadState, actor: &str, reason: &str, kind: &EventKind, at:
             }
         }
         EventKind::IncidentUpdated { incident, state, stakeholders, users, next_at } => {
-            if let Some(i) = ws.incidents.get_mut(incident) {
+            if let Some(i) = std::sync::Arc::make_mut(&mut ws.incidents).get_mut(incident) {
                 i.updates.push(Update {
                     at,
                     state: *state,
@@ -252,7 +252,7 @@ fn fold(ws: &mut WorkloadState, actor: &str, reason: &str, kind: &EventKind, at:
             }
         }
         EventKind::FollowUpCreated { id, incident, title, owner, due } => {
-            ws.follow_ups.insert(
+            std::sync::Arc::make_mut(&mut ws.follow_ups).insert(
                 id.clone(),
                 FollowUp {
                     id: id.clone(),
@@ -269,49 +269,57 @@ fn fold(ws: &mut WorkloadState, actor: &str, reason: &str, kind: &EventKind, at:
             );
         }
         EventKind::FollowUpReminded { id, text } => {
-            if let Some(f) = ws.follow_ups.get_mut(id) {
+            if let Some(f) = std::sync::Arc::make_mut(&mut ws.follow_ups).get_mut(id) {
                 f.reminders.push(Reminder { at, text: text.clone() });
             }
         }
         EventKind::FollowUpSent { id, channel, message, reference, .. } => {
-            let d = ws.deliveries.entry((channel.clone(), follow_up_subject(id), *message)).or_default();
+            let d = std::sync::Arc::make_mut(&mut ws.deliveries)
+                .entry((channel.clone(), follow_up_subject(id), *message))
+                .or_default();
             d.attempts += 1;
             d.delivered_at = Some(at);
             if !reference.is_empty()
-                && let Some(f) = ws.follow_ups.get_mut(id)
+                && let Some(f) = std::sync::Arc::make_mut(&mut ws.follow_ups).get_mut(id)
             {
                 f.exported.insert(channel.clone(), reference.clone());
             }
         }
         EventKind::FollowUpSendFailed { id, channel, message, error } => {
-            let d = ws.deliveries.entry((channel.clone(), follow_up_subject(id), *message)).or_default();
+            let d = std::sync::Arc::make_mut(&mut ws.deliveries)
+                .entry((channel.clone(), follow_up_subject(id), *message))
+                .or_default();
             d.attempts += 1;
             d.last_attempt = Some(at);
             d.last_error = error.clone();
         }
         EventKind::NotificationDelivered { channel, incident, update, .. } => {
-            let d = ws.deliveries.entry((channel.clone(), incident.clone(), *update)).or_default();
+            let d = std::sync::Arc::make_mut(&mut ws.deliveries)
+                .entry((channel.clone(), incident.clone(), *update))
+                .or_default();
             d.attempts += 1;
             d.delivered_at = Some(at);
         }
         EventKind::NotificationFailed { channel, incident, update, error } => {
-            let d = ws.deliveries.entry((channel.clone(), incident.clone(), *update)).or_default();
+            let d = std::sync::Arc::make_mut(&mut ws.deliveries)
+                .entry((channel.clone(), incident.clone(), *update))
+                .or_default();
             d.attempts += 1;
             d.last_attempt = Some(at);
             d.last_error = error.clone();
         }
         EventKind::FollowUpAssigned { id, owner } => {
-            if let Some(f) = ws.follow_ups.get_mut(id) {
+            if let Some(f) = std::sync::Arc::make_mut(&mut ws.follow_ups).get_mut(id) {
                 f.owner = owner.clone();
             }
         }
         EventKind::FollowUpClosed { id } => {
-            if let Some(f) = ws.follow_ups.get_mut(id) {
+            if let Some(f) = std::sync::Arc::make_mut(&mut ws.follow_ups).get_mut(id) {
                 f.closed_at.get_or_insert(at);
             }
         }
         EventKind::IncidentResolved { incident } => {
-            if let Some(i) = ws.incidents.get_mut(incident) {
+            if let Some(i) = std::sync::Arc::make_mut(&mut ws.incidents).get_mut(incident) {
                 i.state = IncidentState::Resolved;
                 i.resolved_at = Some(at);
                 i.transitions.push(Transition {

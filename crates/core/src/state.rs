@@ -37,6 +37,13 @@ pub struct World {
     pub routes_changed: u64,
 }
 
+/// A part of a workload's state that grows with its history, shared between the projection
+/// and the snapshots readers hold: the fold copies a workload when it changes one while a
+/// snapshot is held (see [`World::workloads`]), and that copy then costs a pointer per part,
+/// not the history; only the part an event changes is copied (`Arc::make_mut`), and most
+/// events change none.
+pub type History<T> = std::sync::Arc<T>;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplicaRecord {
     pub version: String,
@@ -81,13 +88,13 @@ pub struct WorkloadState {
     pub spec_digest: String,
     /// Shared, so the controller's copy of a workload each round does not copy past
     /// releases' content (flag files, configuration).
-    pub releases: BTreeMap<String, std::sync::Arc<Release>>,
+    pub releases: History<BTreeMap<String, std::sync::Arc<Release>>>,
     /// Release order, oldest first.
-    pub release_order: Vec<String>,
+    pub release_order: History<Vec<String>>,
     /// The version serving users outside any canary.
     pub stable: Option<String>,
     /// Shared like `rollouts`: one entry per completed rollout.
-    pub lkg: Vec<std::sync::Arc<LkgEntry>>,
+    pub lkg: History<Vec<std::sync::Arc<LkgEntry>>>,
     pub pin: Option<Pin>,
     /// Each shared, so copying the workload (when the fold changes it while a tick holds a
     /// snapshot) copies pointers, not the history.
@@ -119,7 +126,7 @@ pub struct WorkloadState {
     pub warm: Option<WarmStack>,
     /// Backups taken before rollouts' migrations: rollout id -> what the hook recorded.
     #[serde(default)]
-    pub backups: BTreeMap<String, String>,
+    pub backups: History<BTreeMap<String, String>>,
     /// Instances to replace with fresh ones (a redeploy), by slot: each leaves the routing
     /// table, stops, and its slot starts again.
     #[serde(default)]
@@ -130,13 +137,13 @@ pub struct WorkloadState {
     /// Releases that were mitigated, by version: not deployed again until a person clears the
     /// hold with a reason (no flapping back into a release that failed).
     #[serde(default)]
-    pub held: BTreeMap<String, ReleaseHold>,
+    pub held: History<BTreeMap<String, ReleaseHold>>,
     /// Releases a person revoked, by version: they never run again.
     #[serde(default)]
-    pub revoked: BTreeMap<String, Revocation>,
+    pub revoked: History<BTreeMap<String, Revocation>>,
     /// Mitigation drills, oldest first (`crate::drill`).
     #[serde(default)]
-    pub drills: Vec<std::sync::Arc<crate::drill::Drill>>,
+    pub drills: History<Vec<std::sync::Arc<crate::drill::Drill>>>,
     /// Deleted: nothing of it runs (instances, routes, router), its history is kept; applying
     /// its spec again brings it back.
     #[serde(default)]
@@ -144,20 +151,20 @@ pub struct WorkloadState {
     /// Every spec applied, by digest: a rollback restores the one in force when its target
     /// was last known good (scale, executor, health), not only the release.
     #[serde(default)]
-    pub specs: BTreeMap<String, std::sync::Arc<WorkloadSpec>>,
+    pub specs: History<BTreeMap<String, std::sync::Arc<WorkloadSpec>>>,
     /// Attestations, the deployment waiting to start, and the gates an emergency skipped.
     #[serde(default)]
     pub governance: crate::governance::Governance,
     /// One incident per failed rollout, by the rollout's id.
     #[serde(default)]
-    pub incidents: BTreeMap<String, crate::incident::Incident>,
+    pub incidents: History<BTreeMap<String, crate::incident::Incident>>,
     /// Follow-up items of the postmortems, by id.
     #[serde(default)]
-    pub follow_ups: BTreeMap<String, crate::incident::FollowUp>,
+    pub follow_ups: History<BTreeMap<String, crate::incident::FollowUp>>,
     /// Deliveries of incident updates to the `[[notify]]` channels, by (channel, incident,
     /// update).
     #[serde(default)]
-    pub deliveries: BTreeMap<(String, String, usize), crate::incident::Delivery>,
+    pub deliveries: History<BTreeMap<(String, String, usize), crate::incident::Delivery>>,
     /// The incidents a tick still has work for (`incident::astir`): open, owing an update, or
     /// with an update not yet delivered (or given up on) to a channel. Kept by the fold, so a
     /// tick looks at these rather than at every incident of the history; derived, so not
@@ -167,6 +174,45 @@ pub struct WorkloadState {
     /// The follow-ups not closed: the only ones a tick sends or reminds about.
     #[serde(skip)]
     pub follow_ups_open: std::collections::BTreeSet<String>,
+    /// What the fold derives from the releases once (`ReleaseIndex`); derived, so not
+    /// serialized.
+    #[serde(skip)]
+    pub release_index: History<ReleaseIndex>,
+}
+
+/// What the fold works out about each release when it is created, so that the questions the
+/// controller asks many times a tick (which processes serve a release, which hotfix was
+/// announced for it) are a look at one place, not a walk over every release of the history.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReleaseIndex {
+    /// Releases that run on an earlier release's processes (the same artifact and
+    /// configuration, other flags), with that release's version.
+    runs_on: std::collections::HashMap<String, String>,
+    /// The first release of each artifact and configuration, by a hash of the two (more than
+    /// one where hashes collide).
+    first_of: std::collections::HashMap<u64, Vec<String>>,
+    /// The newest release announced as a hotfix of each release, by the version it fixes.
+    hotfixes: std::collections::HashMap<String, String>,
+}
+
+impl ReleaseIndex {
+    fn add(&mut self, releases: &BTreeMap<String, std::sync::Arc<Release>>, r: &Release) {
+        use std::hash::{Hash, Hasher};
+        let same_processes =
+            |a: &Release| a.content.artifact == r.content.artifact && a.content.config == r.content.config;
+        let mut h = std::hash::DefaultHasher::new();
+        (&r.content.artifact, &r.content.config).hash(&mut h);
+        let firsts = self.first_of.entry(h.finish()).or_default();
+        match firsts.iter().find(|v| releases.get(*v).is_some_and(|f| same_processes(f))) {
+            Some(first) => {
+                self.runs_on.insert(r.version.clone(), first.clone());
+            }
+            None => firsts.push(r.version.clone()),
+        }
+        if let Some(fixed) = &r.content.hotfix_for {
+            self.hotfixes.insert(fixed.clone(), r.version.clone());
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -317,13 +363,12 @@ impl WorkloadState {
     /// and configuration. A release that changes only flags runs on the processes already
     /// there, so a flag rollout starts nothing and stops nothing.
     pub fn runtime_of(&self, version: &str) -> String {
-        let Some(rel) = self.releases.get(version) else { return version.to_string() };
-        self.release_order
-            .iter()
-            .filter_map(|v| self.releases.get(v))
-            .find(|r| r.content.artifact == rel.content.artifact && r.content.config == rel.content.config)
-            .map(|r| r.version.clone())
-            .unwrap_or_else(|| version.to_string())
+        self.release_index.runs_on.get(version).cloned().unwrap_or_else(|| version.to_string())
+    }
+
+    /// The newest release announced as a hotfix of `version` (its `hotfix_for`).
+    pub fn hotfix_of(&self, version: &str) -> Option<&str> {
+        self.release_index.hotfixes.get(version).map(String::as_str)
     }
 
     /// The world this workload should have now: which versions run and how traffic splits.
@@ -497,7 +542,10 @@ impl World {
                     ws.spec = (**spec).clone();
                     ws.spec_digest = digest.clone();
                     ws.deleted = false;
-                    ws.specs.entry(digest.clone()).or_insert_with(|| std::sync::Arc::new((**spec).clone()));
+                    if !ws.specs.contains_key(digest) {
+                        std::sync::Arc::make_mut(&mut ws.specs)
+                            .insert(digest.clone(), std::sync::Arc::new((**spec).clone()));
+                    }
                     // The channels may have changed: which updates are owed a delivery too.
                     crate::incident::refresh_all(ws, e.at);
                 }
@@ -508,10 +556,10 @@ impl World {
                             name: e.workload.clone(),
                             spec: (**spec).clone(),
                             spec_digest: digest.clone(),
-                            releases: BTreeMap::new(),
-                            release_order: Vec::new(),
+                            releases: Default::default(),
+                            release_order: Default::default(),
                             stable: None,
-                            lkg: Vec::new(),
+                            lkg: Default::default(),
                             pin: None,
                             rollouts: Vec::new(),
                             replicas: BTreeMap::new(),
@@ -526,20 +574,24 @@ impl World {
                             reports: Vec::new(),
                             killed_flags: BTreeMap::new(),
                             warm: None,
-                            backups: BTreeMap::new(),
+                            backups: Default::default(),
                             degraded_escalated: Default::default(),
                             recycle: Default::default(),
-                            held: BTreeMap::new(),
-                            revoked: BTreeMap::new(),
-                            drills: Vec::new(),
+                            held: Default::default(),
+                            revoked: Default::default(),
+                            drills: Default::default(),
                             deleted: false,
-                            specs: BTreeMap::from([(digest.clone(), std::sync::Arc::new((**spec).clone()))]),
+                            specs: std::sync::Arc::new(BTreeMap::from([(
+                                digest.clone(),
+                                std::sync::Arc::new((**spec).clone()),
+                            )])),
                             governance: Default::default(),
-                            incidents: BTreeMap::new(),
-                            follow_ups: BTreeMap::new(),
-                            deliveries: BTreeMap::new(),
+                            incidents: Default::default(),
+                            follow_ups: Default::default(),
+                            deliveries: Default::default(),
                             incidents_astir: Default::default(),
                             follow_ups_open: Default::default(),
+                            release_index: Default::default(),
                         }),
                     );
                 }
@@ -557,8 +609,10 @@ impl World {
         match &e.kind {
             EventKind::SpecApplied { .. } => unreachable!("handled above"),
             EventKind::ReleaseCreated { release } => {
-                ws.release_order.push(release.version.clone());
-                ws.releases.insert(release.version.clone(), std::sync::Arc::new((**release).clone()));
+                std::sync::Arc::make_mut(&mut ws.release_index).add(&ws.releases, release);
+                std::sync::Arc::make_mut(&mut ws.release_order).push(release.version.clone());
+                std::sync::Arc::make_mut(&mut ws.releases)
+                    .insert(release.version.clone(), std::sync::Arc::new((**release).clone()));
             }
             EventKind::RolloutStarted { rollout_id, kind, release, from, phases, spec_digest } => {
                 ws.rollouts.push(std::sync::Arc::new(rollout::started(
@@ -598,7 +652,7 @@ impl World {
                 if ws.warm.as_ref().is_some_and(|w| w.version == *version) {
                     ws.warm = None;
                 }
-                ws.lkg.push(std::sync::Arc::new(LkgEntry {
+                std::sync::Arc::make_mut(&mut ws.lkg).push(std::sync::Arc::new(LkgEntry {
                     version: version.clone(),
                     rollout_id: rollout_id.clone(),
                     at: e.at,
@@ -705,12 +759,12 @@ impl World {
                 }
             }
             EventKind::ReleaseRevoked { version } => {
-                ws.revoked
+                std::sync::Arc::make_mut(&mut ws.revoked)
                     .insert(version.clone(), Revocation { actor: e.actor.clone(), reason: e.reason.clone(), at: e.at });
-                ws.held.remove(version);
+                std::sync::Arc::make_mut(&mut ws.held).remove(version);
             }
             EventKind::ReleaseHoldCleared { version } => {
-                ws.held.remove(version);
+                std::sync::Arc::make_mut(&mut ws.held).remove(version);
             }
             EventKind::StackRetired { version, .. } => {
                 if ws.warm.as_ref().is_some_and(|w| w.version == *version) {
@@ -726,7 +780,7 @@ impl World {
                 ws.degraded_escalated.insert(rollout_id.clone());
             }
             EventKind::BackupTaken { rollout_id, reference, .. } => {
-                ws.backups.insert(rollout_id.clone(), reference.clone());
+                std::sync::Arc::make_mut(&mut ws.backups).insert(rollout_id.clone(), reference.clone());
             }
             EventKind::RouterStarted { pid, listen, admin, .. } => {
                 ws.router = Some(RouterRecord { pid: *pid, listen: listen.clone(), admin: admin.clone() });
@@ -756,7 +810,7 @@ impl World {
                         && r.kind != RolloutKind::Drill
                         && r.decision.as_ref().is_some_and(|d| d.verdict.is_some())
                     {
-                        ws.held.insert(
+                        std::sync::Arc::make_mut(&mut ws.held).insert(
                             r.release.clone(),
                             ReleaseHold {
                                 rollout_id: id.to_string(),
@@ -1002,5 +1056,55 @@ mod tests {
         w.apply(&ev(7, EventKind::RolloutCompleted { rollout_id: "w-2".into() }));
         w.apply(&ev(8, EventKind::LkgUpdated { version: "v2".into(), rollout_id: "w-2".into() }));
         assert_eq!(w.workload("w").unwrap().desired().versions, vec![("v2".to_string(), 4)]);
+    }
+
+    /// The index answers what a walk over every release in order answers: the first release
+    /// with the same artifact and configuration, and the newest hotfix announced.
+    #[test]
+    fn a_releases_processes_and_hotfix_are_what_a_walk_over_the_releases_finds() {
+        let mut w = world();
+        let mut made: Vec<Release> = Vec::new();
+        for (i, (artifact, config, flags, fixes)) in [
+            ("app@1", "", false, None),
+            ("app@1", "", true, None),
+            ("app@2", "", false, Some("v1")),
+            ("app@1", "LEVEL=debug", false, None),
+            ("app@2", "", true, Some("v3")),
+            ("app@1", "LEVEL=debug", true, Some("v1")),
+            ("app@1", "", true, None),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut content = crate::release::ReleaseContent { artifact: artifact.into(), ..Default::default() };
+            if let Some((k, v)) = config.split_once('=') {
+                content.config.insert(k.into(), v.into());
+            }
+            content.flags = flags.then(|| serde_json::json!({"flags": {format!("f{i}"): {}}}));
+            content.hotfix_for = fixes.map(String::from);
+            let release = Release {
+                workload: "w".into(),
+                version: format!("v{}", i + 1),
+                digest: content.digest(),
+                content,
+                created_at: Timestamp(0),
+                created_by: "t".into(),
+            };
+            w.apply(&ev(10 + i as u64, EventKind::ReleaseCreated { release: Box::new(release.clone()) }));
+            made.push(release);
+        }
+        let ws = w.workload("w").unwrap();
+        for r in &made {
+            let first = made
+                .iter()
+                .find(|f| f.content.artifact == r.content.artifact && f.content.config == r.content.config)
+                .unwrap();
+            assert_eq!(ws.runtime_of(&r.version), first.version, "the processes of {}", r.version);
+            let newest_fix = made.iter().rev().find(|f| f.content.hotfix_for.as_deref() == Some(r.version.as_str()));
+            assert_eq!(ws.hotfix_of(&r.version), newest_fix.map(|f| f.version.as_str()), "the hotfix of {}", r.version);
+        }
+        assert_eq!(ws.runtime_of("v7"), "v1", "flags only: on the first release's processes");
+        assert_eq!(ws.hotfix_of("v1"), Some("v6"), "the newest of two hotfixes");
+        assert_eq!(ws.runtime_of("v9"), "v9", "not a release: its own");
     }
 }

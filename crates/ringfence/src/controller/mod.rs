@@ -844,16 +844,7 @@ async fn tick(shared: &Arc<Shared>, local: &mut Local) -> anyhow::Result<bool> {
                         guard_flags: release.map(|r| r.content.guarded_by.as_slice()).unwrap_or_default(),
                         migration: release.and_then(|r| r.content.migration.as_ref()),
                         backup: ws.backups.get(&current.id).map(String::as_str),
-                        hotfix: ws
-                            .release_order
-                            .iter()
-                            .rev()
-                            .find(|v| {
-                                ws.releases
-                                    .get(*v)
-                                    .is_some_and(|r| r.content.hotfix_for.as_deref() == Some(current.release.as_str()))
-                            })
-                            .map(String::as_str),
+                        hotfix: ws.hotfix_of(&current.release),
                     }
                 },
             };

@@ -66,7 +66,7 @@ fn figures(line_stopped: bool, workloads: &[std::sync::Arc<WorkloadState>]) -> F
         }
         f.mitigations.extend(actions.into_iter().map(|(a, n)| (w.clone(), a, n)));
         let mut drills: std::collections::BTreeMap<(&str, &str), u64> = Default::default();
-        for d in &ws.drills {
+        for d in ws.drills.iter() {
             if let Some(r) = &d.report {
                 *drills.entry((d.fault.name(), r.outcome.as_str())).or_default() += 1;
             }
@@ -90,7 +90,7 @@ fn figures(line_stopped: bool, workloads: &[std::sync::Arc<WorkloadState>]) -> F
         }
         f.incidents_open.extend(open.into_iter().map(|(s, n)| (w.clone(), s, n)));
         let mut per_channel: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
-        for ((channel, _, _), d) in &ws.deliveries {
+        for ((channel, _, _), d) in ws.deliveries.iter() {
             let e = per_channel.entry(channel.as_str()).or_default();
             let delivered = u64::from(d.delivered_at.is_some());
             e.0 += delivered;
