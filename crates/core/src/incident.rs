@@ -169,7 +169,7 @@ pub(crate) fn refresh_all(ws: &mut WorkloadState, at: Timestamp) {
 
 /// The incidents a tick looks at, in id order (as `ws.incidents`).
 fn ticking(ws: &WorkloadState) -> impl Iterator<Item = &Incident> {
-    ws.incidents_astir.iter().filter_map(|id| ws.incidents.get(id))
+    ws.incidents_astir.iter().filter_map(|id| ws.incidents.get(id).map(|i| &**i))
 }
 
 /// The follow-ups a tick looks at, in id order (as `ws.follow_ups`).
@@ -207,10 +207,14 @@ fn fold(ws: &mut WorkloadState, actor: &str, reason: &str, kind: &EventKind, at:
                     note: decision.summary.clone(),
                 }],
             };
-            std::sync::Arc::make_mut(&mut ws.incidents).insert(rollout_id.clone(), incident);
+            std::sync::Arc::make_mut(&mut ws.incidents).insert(rollout_id.clone(), std::sync::Arc::new(incident));
         }
         EventKind::MitigationCompleted { rollout_id, verified, detail } => {
-            if let Some(i) = std::sync::Arc::make_mut(&mut ws.incidents).get_mut(rollout_id).filter(|i| i.is_open()) {
+            if let Some(i) = std::sync::Arc::make_mut(&mut ws.incidents)
+                .get_mut(rollout_id)
+                .map(std::sync::Arc::make_mut)
+                .filter(|i| i.is_open())
+            {
                 if *verified {
                     i.mitigated_at = Some(at);
                     i.state = IncidentState::Monitoring;
@@ -227,7 +231,8 @@ fn fold(ws: &mut WorkloadState, actor: &str, reason: &str, kind: &EventKind, at:
             }
         }
         EventKind::IncidentAcknowledged { incident } => {
-            if let Some(i) = std::sync::Arc::make_mut(&mut ws.incidents).get_mut(incident) {
+            if let Some(i) = std::sync::Arc::make_mut(&mut ws.incidents).get_mut(incident).map(std::sync::Arc::make_mut)
+            {
                 i.acknowledged_at = Some(at);
                 if i.state == IncidentState::Investigating {
                     i.state = IncidentState::Identified;
@@ -241,7 +246,8 @@ fn fold(ws: &mut WorkloadState, actor: &str, reason: &str, kind: &EventKind, at:
             }
         }
         EventKind::IncidentUpdated { incident, state, stakeholders, users, next_at } => {
-            if let Some(i) = std::sync::Arc::make_mut(&mut ws.incidents).get_mut(incident) {
+            if let Some(i) = std::sync::Arc::make_mut(&mut ws.incidents).get_mut(incident).map(std::sync::Arc::make_mut)
+            {
                 i.updates.push(Update {
                     at,
                     state: *state,
@@ -319,7 +325,8 @@ fn fold(ws: &mut WorkloadState, actor: &str, reason: &str, kind: &EventKind, at:
             }
         }
         EventKind::IncidentResolved { incident } => {
-            if let Some(i) = std::sync::Arc::make_mut(&mut ws.incidents).get_mut(incident) {
+            if let Some(i) = std::sync::Arc::make_mut(&mut ws.incidents).get_mut(incident).map(std::sync::Arc::make_mut)
+            {
                 i.state = IncidentState::Resolved;
                 i.resolved_at = Some(at);
                 i.transitions.push(Transition {
@@ -339,7 +346,7 @@ fn err(code: ErrorCode, message: impl Into<String>) -> CommandError {
 }
 
 fn find<'a>(ws: &'a WorkloadState, id: &str) -> Result<&'a Incident, CommandError> {
-    ws.incidents.get(id).ok_or_else(|| {
+    ws.incidents.get(id).map(|i| &**i).ok_or_else(|| {
         err(ErrorCode::NotFound, format!("{} has no incident {id:?} (`ringfence incident list {}`)", ws.name, ws.name))
     })
 }
@@ -678,7 +685,7 @@ pub fn follow_up_sends_due(ws: &WorkloadState, now: Timestamp) -> Vec<FollowUpDu
                     out.push(FollowUpDue {
                         channel: c.clone(),
                         follow_up: f.clone(),
-                        incident: ws.incidents.get(&f.incident).cloned(),
+                        incident: ws.incidents.get(&f.incident).map(|i| (**i).clone()),
                         message: n,
                     });
                 }

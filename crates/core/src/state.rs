@@ -157,7 +157,7 @@ pub struct WorkloadState {
     pub governance: crate::governance::Governance,
     /// One incident per failed rollout, by the rollout's id.
     #[serde(default)]
-    pub incidents: History<BTreeMap<String, crate::incident::Incident>>,
+    pub incidents: History<BTreeMap<String, std::sync::Arc<crate::incident::Incident>>>,
     /// Follow-up items of the postmortems, by id.
     #[serde(default)]
     pub follow_ups: History<BTreeMap<String, crate::incident::FollowUp>>,

@@ -107,7 +107,7 @@ pub(super) async fn index(State(sh): St) -> Response {
     let rows = sh.world(|w| {
         let mut o = String::new();
         for ws in w.workloads.values().filter(|ws| public(ws)) {
-            let open = ws.incidents.values().any(Incident::is_open);
+            let open = ws.incidents.values().any(|i| i.is_open());
             let _ = write!(
                 o,
                 "<li><a href=\"/status/{}\">{}</a>: <span class=\"{}\">{}</span></li>",
@@ -132,7 +132,7 @@ pub(super) async fn workload_page(State(sh): St, Path(name): Path<String>) -> Re
     let now = now();
     let body = sh.world(|w| {
         let ws = w.workload(&name).filter(|ws| public(ws)).ok_or_else(not_found)?;
-        let mut open: Vec<&Incident> = ws.incidents.values().filter(|i| i.is_open()).collect();
+        let mut open: Vec<&Incident> = ws.incidents.values().map(|i| &**i).filter(|i| i.is_open()).collect();
         open.sort_by_key(|i| std::cmp::Reverse(i.detected_at));
         let mut main = String::new();
         let _ = write!(
@@ -163,7 +163,7 @@ pub(super) async fn workload_page(State(sh): St, Path(name): Path<String>) -> Re
             }
         }
         main.push_str("</div></section>");
-        let mut past: Vec<&Incident> = ws.incidents.values().filter(|i| !i.is_open()).collect();
+        let mut past: Vec<&Incident> = ws.incidents.values().map(|i| &**i).filter(|i| !i.is_open()).collect();
         past.sort_by_key(|i| std::cmp::Reverse(i.detected_at));
         if !past.is_empty() {
             main.push_str("<section aria-labelledby=\"past\"><h2 id=\"past\">Past incidents</h2>");
@@ -187,7 +187,7 @@ pub(super) async fn feed(State(sh): St, Path(name): Path<String>) -> Result<Resp
     let body = sh.world(|w| {
         let ws = w.workload(&name).filter(|ws| public(ws)).ok_or_else(not_found)?;
         let mut updates: Vec<(&Incident, &incident::Update)> =
-            ws.incidents.values().flat_map(|i| i.updates.iter().map(move |u| (i, u))).collect();
+            ws.incidents.values().map(|i| &**i).flat_map(|i| i.updates.iter().map(move |u| (i, u))).collect();
         updates.sort_by_key(|(_, t)| std::cmp::Reverse(t.at));
         let updated = updates.first().map_or(Timestamp(0), |(_, t)| t.at);
         let mut o = String::new();
