@@ -30,6 +30,7 @@ pub mod signals;
 pub mod spec;
 pub mod state;
 pub mod time;
+pub mod totals;
 
 pub use decision::{Decision, MitigationAction};
 pub use event::{Event, EventKind, NewEvent};

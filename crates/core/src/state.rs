@@ -178,6 +178,9 @@ pub struct WorkloadState {
     /// serialized.
     #[serde(skip)]
     pub release_index: History<ReleaseIndex>,
+    /// Running counts of the history for `/metrics` (`totals::Totals`), kept by the fold.
+    #[serde(default)]
+    pub totals: crate::totals::Totals,
 }
 
 /// What the fold works out about each release when it is created, so that the questions the
@@ -592,6 +595,7 @@ impl World {
                             incidents_astir: Default::default(),
                             follow_ups_open: Default::default(),
                             release_index: Default::default(),
+                            totals: Default::default(),
                         }),
                     );
                 }
@@ -601,6 +605,8 @@ impl World {
         let Some(ws) = self.workloads.get_mut(&e.workload).map(std::sync::Arc::make_mut) else {
             return;
         };
+        let touched = crate::totals::Touched::by(&e.kind);
+        let before = touched.parts(ws);
         if let Some(id) = e.kind.rollout_id()
             && let Some(r) = ws.rollout_mut(id)
         {
@@ -855,6 +861,8 @@ impl World {
         ) {
             ws.drop_old_detail();
         }
+        let after = touched.parts(ws);
+        ws.totals.shift(before, after);
     }
 }
 

@@ -7,6 +7,7 @@ use ringfence_core::incident::{self, IncidentState};
 use ringfence_core::release::{ReleaseContent, ReleaseRequest};
 use ringfence_core::rollout::RolloutKind;
 use ringfence_core::spec;
+use ringfence_core::totals::{BOUNDS_S, Totals};
 use ringfence_core::{Event, EventKind, Timestamp, World};
 
 const MIN: u64 = 60_000;
@@ -28,6 +29,9 @@ impl H {
         self.world.apply(&e);
         self.log.push(e);
         ticks_see_what_a_full_scan_sees(&self.world, at);
+        if let Some(ws) = self.world.workload("shop") {
+            assert_eq!(ws.totals, Totals::walk(ws), "the running counts after {:?}", self.log.last());
+        }
     }
 
     fn release(&mut self, at: Timestamp, version: &str, hotfix_for: Option<&str>) {
@@ -147,6 +151,23 @@ fn a_failed_rollout_opens_one_incident_whose_states_are_validated_and_timed() {
     let states: Vec<_> = i.transitions.iter().map(|t| t.state.as_str()).collect();
     assert_eq!(states, ["investigating", "monitoring", "monitoring", "resolved"], "acknowledged while monitoring");
     assert_eq!(incident::resolve(&h.world, "shop", &i.id).unwrap_err().code, ErrorCode::Conflict);
+}
+
+#[test]
+fn the_running_counts_are_the_figures_worked_out_by_hand() {
+    let h = history();
+    let t = &h.world.workload("shop").unwrap().totals;
+    let counts =
+        |m: &std::collections::BTreeMap<String, u64>| m.iter().map(|(k, n)| format!("{k}={n}")).collect::<Vec<_>>();
+    assert_eq!(counts(&t.outcomes), ["completed=2", "mitigated=1"]);
+    assert_eq!(counts(&t.actions), ["manualrollback=1"], "the action as `/metrics` labels it");
+    assert_eq!(t.halts, 1);
+    // Halted 10 minutes after it started (the bucket up to 1,800 s), mitigated 2 minutes
+    // later (up to 300 s).
+    let bucket = |s: f64| BOUNDS_S.iter().position(|b| *b == s).unwrap();
+    assert_eq!((t.detect.count, t.detect.sum_ms, t.detect.buckets[bucket(1800.0)]), (1, 10 * MIN, 1));
+    assert_eq!((t.mitigate.count, t.mitigate.sum_ms, t.mitigate.buckets[bucket(300.0)]), (1, 2 * MIN, 1));
+    assert_eq!(counts(&t.open), ["sev2=1"], "mitigated, not yet resolved");
 }
 
 #[test]

@@ -471,6 +471,14 @@ impl Sim {
         if active == 1 {
             prop_assert!(ws.rollouts.last().is_some_and(|r| r.status.is_active()), "an older rollout is still active");
         }
+        // The running counts `/metrics` reads are what a walk over the history finds.
+        prop_assert_eq!(
+            &ws.totals,
+            &ringfence_core::totals::Totals::walk(ws),
+            "the running counts left the history after event {}\n{}",
+            n,
+            self.trail()
+        );
         if let Some(id) = e.kind.rollout_id()
             && let Some(r) = ws.rollout(id)
         {

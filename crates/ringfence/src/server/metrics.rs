@@ -11,22 +11,19 @@ use prometheus_client::metrics::exemplar::Exemplar;
 use prometheus_client::registry::Unit;
 use ringfence_core::World;
 use ringfence_core::state::WorkloadState;
+use ringfence_core::totals::{BOUNDS_S, Histogram};
 
 use super::prelude::*;
 
 const NO_EXEMPLAR: Option<&Exemplar<NoLabelSet, u64>> = None;
-
-/// Bucket bounds (seconds) of the detection and mitigation histograms: a fallback is expected
-/// in well under a second, a detection within a phase's bake.
-const BOUNDS: [f64; 10] = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0, 1800.0];
 
 #[derive(Default)]
 struct Figures {
     deployments: Vec<(String, String, u64)>,
     halts: Vec<(String, u64)>,
     mitigations: Vec<(String, String, u64)>,
-    detect: Vec<(String, Vec<f64>)>,
-    mitigate: Vec<(String, Vec<f64>)>,
+    detect: Vec<(String, Histogram)>,
+    mitigate: Vec<(String, Histogram)>,
     incidents_open: Vec<(String, String, i64)>,
     queued: Vec<(String, i64)>,
     line_stopped: i64,
@@ -38,9 +35,9 @@ struct Figures {
     ticks: u64,
 }
 
-/// What a scrape counts: the readable workloads' shared snapshots, taken under the state lock
-/// (a pointer each) so that the counting, which reads every workload's whole history, runs
-/// after the lock is released: commands, the fold and the controllers never wait on it.
+/// What a scrape reads: the readable workloads' shared snapshots, taken under the state lock
+/// (a pointer each) so that the reading runs after the lock is released: commands, the fold
+/// and the controllers never wait on it.
 fn snapshot(world: &World, caller: &Caller) -> (bool, Vec<std::sync::Arc<WorkloadState>>) {
     let readable = |w: &&std::sync::Arc<WorkloadState>| {
         !w.deleted && caller.may(ringfence_core::access::Perm::Read, Some(&w.name))
@@ -48,23 +45,16 @@ fn snapshot(world: &World, caller: &Caller) -> (bool, Vec<std::sync::Arc<Workloa
     (world.line.is_some(), world.workloads.values().filter(readable).cloned().collect())
 }
 
+/// The figures of each workload: its running counts (`ringfence_core::totals`, kept by the
+/// fold), not a walk over its history; only the drills (a few per workload) are counted here.
 fn figures(line_stopped: bool, workloads: &[std::sync::Arc<WorkloadState>]) -> Figures {
     let mut f = Figures { line_stopped: i64::from(line_stopped), ..Figures::default() };
     for ws in workloads {
         let w = ws.name.clone();
-        let mut outcomes: std::collections::BTreeMap<&str, u64> = Default::default();
-        // A drill is a rehearsal: counted as drills, never as deployments or mitigations.
-        for r in ws.rollouts.iter().filter(|r| r.ended_at.is_some() && !ringfence_core::drill::is_drill(r)) {
-            *outcomes.entry(r.status.as_str()).or_default() += 1;
-        }
-        f.deployments.extend(outcomes.into_iter().map(|(o, n)| (w.clone(), o.to_string(), n)));
-        f.halts.push((w.clone(), ws.incidents.len() as u64));
-        let mut actions: std::collections::BTreeMap<String, u64> = Default::default();
-        for d in ws.rollouts.iter().filter(|r| !ringfence_core::drill::is_drill(r)).filter_map(|r| r.decision.as_ref())
-        {
-            *actions.entry(format!("{:?}", d.action).to_lowercase()).or_default() += 1;
-        }
-        f.mitigations.extend(actions.into_iter().map(|(a, n)| (w.clone(), a, n)));
+        let t = &ws.totals;
+        f.deployments.extend(t.outcomes.iter().map(|(o, n)| (w.clone(), o.clone(), *n)));
+        f.halts.push((w.clone(), t.halts));
+        f.mitigations.extend(t.actions.iter().map(|(a, n)| (w.clone(), a.clone(), *n)));
         let mut drills: std::collections::BTreeMap<(&str, &str), u64> = Default::default();
         for d in ws.drills.iter() {
             if let Some(r) = &d.report {
@@ -72,31 +62,11 @@ fn figures(line_stopped: bool, workloads: &[std::sync::Arc<WorkloadState>]) -> F
             }
         }
         f.drills.extend(drills.into_iter().map(|((fault, o), n)| (w.clone(), fault.to_string(), o.to_string(), n)));
-        let detect = ws
-            .incidents
-            .values()
-            .filter_map(|i| ws.rollout(&i.rollout_id).map(|r| i.detected_at.since(r.started_at) as f64 / 1000.0))
-            .collect();
-        f.detect.push((w.clone(), detect));
-        let mitigate = ws
-            .incidents
-            .values()
-            .filter_map(|i| i.mitigated_at.map(|m| m.since(i.detected_at) as f64 / 1000.0))
-            .collect();
-        f.mitigate.push((w.clone(), mitigate));
-        let mut open: std::collections::BTreeMap<String, i64> = Default::default();
-        for i in ws.incidents.values().filter(|i| i.is_open()) {
-            *open.entry(i.severity_name()).or_default() += 1;
-        }
-        f.incidents_open.extend(open.into_iter().map(|(s, n)| (w.clone(), s, n)));
-        let mut per_channel: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
-        for ((channel, _, _), d) in ws.deliveries.iter() {
-            let e = per_channel.entry(channel.as_str()).or_default();
-            let delivered = u64::from(d.delivered_at.is_some());
-            e.0 += delivered;
-            e.1 += u64::from(d.attempts) - delivered;
-        }
-        f.notifications.extend(per_channel.into_iter().map(|(c, (ok, failed))| (w.clone(), c.to_string(), ok, failed)));
+        f.detect.push((w.clone(), t.detect.clone()));
+        f.mitigate.push((w.clone(), t.mitigate.clone()));
+        f.incidents_open
+            .extend(t.open.iter().map(|(s, n)| (w.clone(), s.clone(), i64::try_from(*n).unwrap_or(i64::MAX))));
+        f.notifications.extend(t.deliveries.iter().map(|(c, (ok, failed))| (w.clone(), c.clone(), *ok, *failed)));
         f.queued.push((w, i64::from(ws.governance.pending.is_some())));
     }
     f
@@ -147,23 +117,13 @@ impl prometheus_client::collector::Collector for Collector {
             ("ringfence_time_to_mitigate", "From a halt to its verified mitigation.", &f.mitigate),
         ] {
             let mut e = encoder.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
-            for (w, values) in series {
+            for (w, h) in series {
                 // Counts per bucket (the encoder makes them cumulative), the last one +Inf.
-                let mut lower = f64::NEG_INFINITY;
-                let per_bucket: Vec<(f64, u64)> = BOUNDS
-                    .iter()
-                    .copied()
-                    .chain(std::iter::once(f64::MAX))
-                    .map(|b| {
-                        let n = values.iter().filter(|v| **v > lower && **v <= b).count() as u64;
-                        lower = b;
-                        (b, n)
-                    })
-                    .collect();
-                let sum = values.iter().sum();
+                let per_bucket: Vec<(f64, u64)> =
+                    BOUNDS_S.iter().copied().chain(std::iter::once(f64::MAX)).zip(h.buckets).collect();
                 e.encode_family(&[("workload", w.as_str())])?.encode_histogram::<NoLabelSet>(
-                    sum,
-                    values.len() as u64,
+                    h.sum_ms as f64 / 1000.0,
+                    h.count,
                     &per_bucket,
                     None,
                 )?;
