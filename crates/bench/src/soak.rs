@@ -92,12 +92,15 @@ fn bake_ms(phase: u64) -> i64 {
     if phase == 0 { 2000 } else { 1000 }
 }
 
+/// Each workload keeps its newest 100 rollouts in memory (`[history]`; 1,000 by default): the
+/// hour's 1,400 rollouts per workload cross that bound many times over, as months of deploys
+/// would cross the default's.
 fn spec(name: &str) -> String {
     workload::sample_spec(
         name,
         1,
         &[("canary", 20, "2s"), ("all", 100, "1s")],
-        "[health]\nmax_error_rate = 0.05\nmin_requests = 20\n\n[health.analysis]\npower = 0",
+        "[health]\nmax_error_rate = 0.05\nmin_requests = 20\n\n[health.analysis]\npower = 0\n\n[history]\nrollouts = 100",
     )
 }
 

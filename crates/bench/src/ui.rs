@@ -64,8 +64,15 @@ pub struct Report {
     pages: Vec<PageResult>,
 }
 
+/// The history's workload. It keeps every rollout in memory (`[history]`), so the pages and
+/// the controller's work are measured with the whole history held, the worst case.
 pub(crate) fn spec() -> String {
-    workload::sample_spec(WORKLOAD, 1, &[("canary", 20, "2s"), ("all", 100, "1s")], "[health.analysis]\npower = 0")
+    workload::sample_spec(
+        WORKLOAD,
+        1,
+        &[("canary", 20, "2s"), ("all", 100, "1s")],
+        "[health.analysis]\npower = 0\n\n[history]\nrollouts = 100000",
+    )
 }
 
 /// A real history to copy: the log of a server that ran two real rollouts (the second under

@@ -35,6 +35,11 @@ pub struct World {
     /// change none of it, and a reader of the routes skips the rest.
     #[serde(default, skip)]
     pub routes_changed: u64,
+    /// A world folded again from the log to read what a projection let go
+    /// ([`World::keeping_everything`]): its workloads keep every rollout, whatever their
+    /// `[history]`.
+    #[serde(default, skip)]
+    pub keeps_everything: bool,
 }
 
 /// A part of a workload's state that grows with its history, shared between the projection
@@ -43,6 +48,21 @@ pub struct World {
 /// not the history; only the part an event changes is copied (`Arc::make_mut`), and most
 /// events change none.
 pub type History<T> = std::sync::Arc<T>;
+
+/// What a workload's projection let go under `[history]`: ended rollouts older than the newest
+/// `rollouts`, with their incidents, deliveries and backups. The log
+/// keeps all of it, and a reader who needs it folds the log again
+/// ([`World::keeping_everything`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Forgotten {
+    /// Rollouts let go.
+    pub rollouts: u64,
+    /// The latest end among them: a window reaching back before it is not all in memory.
+    pub until: Option<Timestamp>,
+    /// What they counted for in the running counts (`WorkloadState::totals`), which keep
+    /// counting them: the counts are a walk over what is kept plus these.
+    pub totals: crate::totals::Totals,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplicaRecord {
@@ -181,6 +201,12 @@ pub struct WorkloadState {
     /// Running counts of the history for `/metrics` (`totals::Totals`), kept by the fold.
     #[serde(default)]
     pub totals: crate::totals::Totals,
+    /// Rollouts ever started: the last one's number (ids are `<workload>-<n>`).
+    #[serde(default)]
+    pub rollouts_started: u64,
+    /// What the projection let go of the workload's past (`[history]`); the log keeps it.
+    #[serde(default)]
+    pub forgotten: Forgotten,
 }
 
 /// What the fold works out about each release when it is created, so that the questions the
@@ -286,18 +312,37 @@ impl WorkloadState {
     }
 
     /// Where rollout `id` is in `rollouts`. Ids are `<workload>-<n>`, the n-th rollout
-    /// ([`WorkloadState::next_rollout_id`]), so this is a look at one place, not a scan of
-    /// the history: the fold and the readers of old rollouts (an incident's, a postmortem's)
-    /// cost the same after ten rollouts and after ten thousand. An id of another shape (none
-    /// is written today) is still found, by a scan.
+    /// ([`WorkloadState::next_rollout_id`]), kept in order, so this is a look at one place
+    /// (where it is when every older one was let go, or all kept), else a binary search, not a
+    /// scan of the history: the fold and the readers of old rollouts (an incident's, a
+    /// postmortem's) cost the same after ten rollouts and after ten thousand. An id of another
+    /// shape (none is written today) is still found, by a scan.
     pub fn rollout_index(&self, id: &str) -> Option<usize> {
-        let direct = id
-            .strip_prefix(self.name.as_str())
-            .and_then(|rest| rest.strip_prefix('-'))
-            .and_then(|n| n.parse::<usize>().ok())
-            .and_then(|n| n.checked_sub(1))
-            .filter(|&i| self.rollouts.get(i).is_some_and(|r| r.id == id));
-        direct.or_else(|| self.rollouts.iter().rposition(|r| r.id == id))
+        let Some(n) = self.rollout_number(id) else {
+            return self.rollouts.iter().rposition(|r| r.id == id);
+        };
+        let at = |i: usize| self.rollouts.get(i).is_some_and(|r| r.id == id);
+        let direct = [n.checked_sub(1), n.checked_sub(1 + self.forgotten.rollouts)]
+            .into_iter()
+            .flatten()
+            .filter_map(|i| usize::try_from(i).ok())
+            .find(|&i| at(i));
+        direct.or_else(|| {
+            self.rollouts.binary_search_by_key(&Some(n), |r| self.rollout_number(&r.id)).ok().filter(|&i| at(i))
+        })
+    }
+
+    /// `n` of an id `<workload>-<n>`.
+    fn rollout_number(&self, id: &str) -> Option<u64> {
+        id.strip_prefix(self.name.as_str())?.strip_prefix('-')?.parse().ok()
+    }
+
+    /// Whether rollout `id` was started and then let go under `[history]`: the log has it, the
+    /// projection no longer does.
+    pub fn forgot_rollout(&self, id: &str) -> bool {
+        self.forgotten.rollouts > 0
+            && self.rollout_number(id).is_some_and(|n| n >= 1 && n <= self.rollouts_started)
+            && self.rollout_index(id).is_none()
     }
 
     fn rollout_mut(&mut self, id: &str) -> Option<&mut Rollout> {
@@ -330,7 +375,68 @@ impl WorkloadState {
     }
 
     pub fn next_rollout_id(&self) -> String {
-        format!("{}-{}", self.name, self.rollouts.len() + 1)
+        format!("{}-{}", self.name, self.rollouts_started + 1)
+    }
+
+    /// Lets go of the ended rollouts older than the newest `[history] rollouts`, with their
+    /// incidents, deliveries and backups, once a tenth more than that have ended (so the work
+    /// is done once per batch, not at every rollout's end). Kept whatever their age: a
+    /// rollout whose incident is still open, one an emergency still owes a gate for (the
+    /// approval is checked against its starter), the one the stable version came from, and
+    /// those the pin or the warm stack name. Last-known-good entries all stay (a small record
+    /// each): promotion, a contract migration's expand and `rollback --to` ask whether a
+    /// version was ever last known good. What they counted for stays in the
+    /// running counts (`forgotten.totals`). Deterministic in the log, so a restart folds the
+    /// same projection.
+    fn forget_old_rollouts(&mut self) {
+        let keep = self.spec.history.rollouts as usize;
+        if self.rollouts.len() <= keep + keep / 10 {
+            return;
+        }
+        let stable_from = self.lkg.last().map(|e| e.rollout_id.as_str());
+        let named = |id: &str| {
+            Some(id) == stable_from
+                || self.pin.as_ref().is_some_and(|p| p.rollout_id == id)
+                || self.warm.as_ref().is_some_and(|w| w.rollout_id == id)
+                || self.incidents.get(id).is_some_and(|i| i.is_open())
+                || self.governance.owed.iter().any(|o| o.is_open() && o.rollout_id == id)
+        };
+        let cut = self.rollouts.len() - keep;
+        let gone: std::collections::BTreeSet<String> = self.rollouts[..cut]
+            .iter()
+            .filter(|r| r.ended_at.is_some() && !named(&r.id))
+            .map(|r| r.id.clone())
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        let mut counted = std::mem::take(&mut self.forgotten.totals);
+        for id in &gone {
+            counted.count_rollout(self, id);
+        }
+        let had_incidents = gone.iter().any(|id| self.incidents.contains_key(id));
+        if had_incidents {
+            for ((channel, subject, _), d) in self.deliveries.iter() {
+                if gone.contains(subject) {
+                    counted.count_delivery(channel, d);
+                }
+            }
+            std::sync::Arc::make_mut(&mut self.deliveries).retain(|(_, subject, _), _| !gone.contains(subject));
+            let incidents = std::sync::Arc::make_mut(&mut self.incidents);
+            for id in &gone {
+                incidents.remove(id);
+                self.incidents_astir.remove(id);
+            }
+        }
+        self.forgotten.totals = counted;
+        let until = self.rollouts.iter().filter(|r| gone.contains(&r.id)).filter_map(|r| r.ended_at).max();
+        self.forgotten.until = self.forgotten.until.max(until);
+        self.forgotten.rollouts += gone.len() as u64;
+        self.rollouts.retain(|r| !gone.contains(&r.id));
+        if gone.iter().any(|id| self.backups.contains_key(id)) {
+            std::sync::Arc::make_mut(&mut self.backups).retain(|id, _| !gone.contains(id));
+        }
+        self.degraded_escalated.retain(|id| !gone.contains(id));
     }
 
     /// Flag definitions users of `version` evaluate: the release's, with killed flags disabled.
@@ -488,6 +594,22 @@ pub struct Desired {
 }
 
 impl World {
+    /// A world whose workloads let nothing go, to fold the log again for what a projection
+    /// no longer holds (an old rollout, incident, or a DORA window reaching back past it).
+    pub fn keeping_everything() -> World {
+        World { keeps_everything: true, ..World::default() }
+    }
+
+    /// Workload `name` as `events` (its whole log, in order) fold with every rollout kept:
+    /// what its projection let go under `[history]`, read back.
+    pub fn whole(name: &str, events: &[Event]) -> Option<std::sync::Arc<WorkloadState>> {
+        let mut world = World::keeping_everything();
+        for e in events.iter().filter(|e| e.workload == name) {
+            world.apply(e);
+        }
+        world.snapshot(name)
+    }
+
     pub fn workload(&self, name: &str) -> Option<&WorkloadState> {
         self.workloads.get(name).map(|ws| &**ws)
     }
@@ -596,12 +718,15 @@ impl World {
                             follow_ups_open: Default::default(),
                             release_index: Default::default(),
                             totals: Default::default(),
+                            rollouts_started: 0,
+                            forgotten: Default::default(),
                         }),
                     );
                 }
             }
             return;
         }
+        let keeps_everything = self.keeps_everything;
         let Some(ws) = self.workloads.get_mut(&e.workload).map(std::sync::Arc::make_mut) else {
             return;
         };
@@ -621,6 +746,7 @@ impl World {
                     .insert(release.version.clone(), std::sync::Arc::new((**release).clone()));
             }
             EventKind::RolloutStarted { rollout_id, kind, release, from, phases, spec_digest } => {
+                ws.rollouts_started += 1;
                 ws.rollouts.push(std::sync::Arc::new(rollout::started(
                     rollout_id,
                     &e.workload,
@@ -860,6 +986,9 @@ impl World {
                 | EventKind::RolloutAborted { .. }
         ) {
             ws.drop_old_detail();
+            if !keeps_everything {
+                ws.forget_old_rollouts();
+            }
         }
         let after = touched.parts(ws);
         ws.totals.shift(before, after);

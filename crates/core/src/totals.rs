@@ -204,8 +204,60 @@ impl Totals {
         }
     }
 
-    /// The counts from a walk over the whole history: what the fold's running counts must
-    /// always equal.
+    /// Adds what rollout `id` of `ws` and its incident count for: the part of a rollout the
+    /// projection lets go (`[history]`), which the running counts keep counting.
+    pub(crate) fn count_rollout(&mut self, ws: &WorkloadState, id: &str) {
+        let part = RolloutPart::of(ws, id);
+        add(&mut self.outcomes, part.outcome);
+        add(&mut self.actions, part.action.as_deref());
+        if part.halt {
+            self.halts += 1;
+            part.detect_ms.inspect(|ms| self.detect.add(*ms));
+            part.mitigate_ms.inspect(|ms| self.mitigate.add(*ms));
+            add(&mut self.open, part.open.as_deref());
+        }
+    }
+
+    /// Adds what a delivery to `channel` counts for.
+    pub(crate) fn count_delivery(&mut self, channel: &str, d: &crate::incident::Delivery) {
+        let (ok, failed) = delivery_part(Some(d));
+        if ok + failed > 0 {
+            let e = self.deliveries.entry(channel.to_string()).or_default();
+            e.0 += ok;
+            e.1 += failed;
+        }
+    }
+
+    /// Both counts together.
+    pub fn plus(&self, other: &Totals) -> Totals {
+        let mut t = self.clone();
+        for (k, n) in &other.outcomes {
+            *t.outcomes.entry(k.clone()).or_default() += n;
+        }
+        for (k, n) in &other.actions {
+            *t.actions.entry(k.clone()).or_default() += n;
+        }
+        t.halts += other.halts;
+        for (mine, theirs) in [(&mut t.detect, &other.detect), (&mut t.mitigate, &other.mitigate)] {
+            for (b, o) in mine.buckets.iter_mut().zip(theirs.buckets) {
+                *b += o;
+            }
+            mine.sum_ms += theirs.sum_ms;
+            mine.count += theirs.count;
+        }
+        for (k, n) in &other.open {
+            *t.open.entry(k.clone()).or_default() += n;
+        }
+        for (k, (ok, failed)) in &other.deliveries {
+            let e = t.deliveries.entry(k.clone()).or_default();
+            e.0 += ok;
+            e.1 += failed;
+        }
+        t
+    }
+
+    /// The counts from a walk over the history the projection holds: what the fold's running
+    /// counts must always equal, with what it let go (`WorkloadState::forgotten`) added.
     pub fn walk(ws: &WorkloadState) -> Totals {
         let mut t = Totals::default();
         for r in ws.rollouts.iter() {
@@ -221,12 +273,7 @@ impl Totals {
             add(&mut t.open, part.open.as_deref());
         }
         for ((channel, _, _), d) in ws.deliveries.iter() {
-            let (ok, failed) = delivery_part(Some(d));
-            if ok + failed > 0 {
-                let e = t.deliveries.entry(channel.clone()).or_default();
-                e.0 += ok;
-                e.1 += failed;
-            }
+            t.count_delivery(channel, d);
         }
         t
     }

@@ -384,6 +384,30 @@ fn the_emergency_path_end_to_end() {
 }
 
 #[test]
+fn an_emergency_rollout_that_still_owes_its_approval_is_kept_however_many_follow() {
+    let extra = "[approval]\nbefore_start = true\n[emergency]\nseverities = [\"sev1\"]\n[history]\nrollouts = 20\n";
+    let mut g = two_environments(extra);
+    let inc = Emergency { incident: "INC-7".into(), severity: "sev1".into(), justification: "checkout down".into() };
+    g.deploy_as("shop", "v2", "pipeline", Some(inc)).expect("queued");
+    g.approve("shop", "erin", true).expect("erin is an emergency approver");
+    let id = g.active("shop").expect("started").id.clone();
+    g.finish("shop", "v2");
+    for n in 3..=30 {
+        let v = format!("v{n}");
+        g.release("shop", &v, "alice");
+        g.complete("shop", &v);
+    }
+    let ws = g.world.workload("shop").unwrap();
+    assert!(ws.forgotten.rollouts > 0, "older rollouts were let go");
+    assert!(ws.rollout(&id).is_some(), "{id} owes an approval: kept, whatever its age");
+    // Its starter still may not give the approval it skipped.
+    let e = g.approve("shop", "pipeline", false).unwrap_err();
+    assert!(e.message.contains("separation of duties"), "{e}");
+    let ev = g.approve("shop", "bob", false).expect("approved after the fact");
+    assert!(ev.iter().any(|e| matches!(&e.kind, EventKind::OwedGateSettled { gate, .. } if gate == "approval")));
+}
+
+#[test]
 fn an_overdue_gate_is_flagged_once() {
     let extra = "requires = [\"compliance\"]\n[emergency]\nseverities = [\"sev1\"]\nout_of_band_within = \"1h\"\n";
     let mut g = two_environments(extra);

@@ -30,7 +30,8 @@ impl H {
         self.log.push(e);
         ticks_see_what_a_full_scan_sees(&self.world, at);
         if let Some(ws) = self.world.workload("shop") {
-            assert_eq!(ws.totals, Totals::walk(ws), "the running counts after {:?}", self.log.last());
+            let walked = Totals::walk(ws).plus(&ws.forgotten.totals);
+            assert_eq!(ws.totals, walked, "the running counts after {:?}", self.log.last());
         }
     }
 
@@ -564,4 +565,103 @@ fn a_tick_looks_only_at_incidents_with_work_left() {
     assert!(h.world.workload("shop").unwrap().follow_ups_open.contains(&id));
     h.at(now.plus_ms(2 * DAY), "bob", EventKind::FollowUpClosed { id: id.clone() });
     assert!(!h.world.workload("shop").unwrap().follow_ups_open.contains(&id));
+}
+
+#[test]
+fn a_workload_keeps_its_newest_rollouts_and_lets_older_ones_go_still_counted() {
+    let channel = "\n[[notify]]\nname = \"ops\"\nkind = \"slack\"\nurl = \"http://127.0.0.1:9/ops\"\n";
+    let text = shop_spec("confirm_after = \"30m\"\n", &format!("{channel}\n[history]\nrollouts = 20\n"));
+    let mut h = H { world: World::default(), seq: 0, log: Vec::new() };
+    let s = spec::parse("shop.toml", &text).unwrap();
+    assert_eq!(s.history.rollouts, 20);
+    h.at(T0, "admin", command::apply_spec(&h.world, &s).unwrap().unwrap());
+    // 60 rollouts an hour apart, every third one failing: halted, mitigated, its updates
+    // delivered, resolved; but the second one's incident is left open.
+    let mut ids = Vec::new();
+    for n in 1..=60u64 {
+        let at = T0.plus_ms(n * HOUR);
+        let v = format!("v{n}");
+        h.release(at, &v, None);
+        let id = h.start(at, &v);
+        assert_eq!(id, format!("shop-{n}"), "numbered by count, whatever was let go");
+        if n % 3 == 2 {
+            h.halt(at.plus_ms(MIN), &id);
+            let done = EventKind::MitigationCompleted { rollout_id: id.clone(), verified: true, detail: "ok".into() };
+            h.at(at.plus_ms(2 * MIN), "controller", done);
+            for e in incident::updates_due(h.world.workload("shop").unwrap(), at.plus_ms(2 * MIN)) {
+                h.at(at.plus_ms(2 * MIN), "controller", e);
+            }
+            for d in incident::deliveries_due(h.world.workload("shop").unwrap(), at.plus_ms(2 * MIN)) {
+                let (channel, incident, update) = (d.channel.name.clone(), d.incident.id.clone(), d.update);
+                h.at(
+                    at.plus_ms(2 * MIN),
+                    "controller",
+                    EventKind::NotificationDelivered { channel, incident, update, attempts: 1 },
+                );
+            }
+            if n != 2 {
+                h.at(at.plus_ms(3 * MIN), "oncall", incident::resolve(&h.world, "shop", &id).unwrap());
+            }
+        } else {
+            h.complete(at.plus_ms(10 * MIN), &id, &v);
+        }
+        ids.push(id);
+    }
+    let ws = h.world.workload("shop").unwrap();
+    let kept: Vec<&str> = ws.rollouts.iter().map(|r| r.id.as_str()).collect();
+    assert!(
+        kept.len() <= 20 + 2 + 1,
+        "the newest 20 (and a tenth more before a batch goes) and the open one: {kept:?}"
+    );
+    assert!(kept.len() >= 21, "{kept:?}");
+    assert_eq!(kept[0], "shop-2", "a rollout whose incident is open is kept, whatever its age");
+    assert_eq!(ws.forgotten.rollouts as usize, 60 - kept.len());
+    assert_eq!(ws.next_rollout_id(), "shop-61");
+    for id in &ids {
+        let found = ws.rollout(id).map(|r| r.id.as_str());
+        assert_eq!(found.is_some(), kept.contains(&id.as_str()), "{id}");
+        assert!(found.is_none_or(|f| f == id));
+        assert_eq!(ws.forgot_rollout(id), found.is_none(), "{id}");
+    }
+    assert!(!ws.forgot_rollout("shop-61") && !ws.forgot_rollout("shop-0") && !ws.forgot_rollout("other-3"));
+    assert!(ws.incidents.keys().all(|id| kept.contains(&id.as_str())), "an incident goes with its rollout");
+    assert!(ws.deliveries.keys().all(|(_, subject, _)| kept.contains(&subject.as_str())), "and its deliveries");
+    assert_eq!(ws.lkg.len(), 40, "every last-known-good entry stays: `rollback --to` and promotion ask for any");
+    assert_eq!(ws.lkg().map(|e| e.version.as_str()), Some("v60"));
+    assert!(ws.incidents.get("shop-2").is_some_and(|i| i.is_open()));
+    // Nothing left the counts: 40 completed, 20 mitigated, 20 halts.
+    assert_eq!(ws.totals.outcomes.get("completed"), Some(&40));
+    assert_eq!(ws.totals.outcomes.get("mitigated"), Some(&20));
+    assert_eq!(ws.totals.halts, 20);
+    assert_eq!(ws.totals.open.get("sev2"), Some(&1));
+    assert!(ws.totals.deliveries.get("ops").is_some_and(|(ok, _)| *ok >= 20));
+
+    // The log has it all: folded again keeping everything, every rollout and incident is
+    // there, with the same counts, and DORA over the whole window counts all 60.
+    let mut whole = World::keeping_everything();
+    for e in &h.log {
+        whole.apply(e);
+    }
+    let all = whole.workload("shop").unwrap();
+    assert_eq!(all.rollouts.len(), 60);
+    assert_eq!(all.incidents.len(), 20);
+    assert_eq!(all.totals, ws.totals);
+    let end = T0.plus_ms(62 * HOUR);
+    assert_eq!(dora::compute(all, T0, end).deployments.len(), 60);
+    assert_eq!(dora::compute(ws, T0, end).deployments.len(), kept.len(), "the projection holds what it kept");
+    // And a restart folds the same projection.
+    let mut again = World::default();
+    for e in &h.log {
+        again.apply(e);
+    }
+    assert_eq!(again.workload("shop"), h.world.workload("shop"));
+}
+
+#[test]
+fn a_history_too_small_or_too_large_is_refused_with_its_field() {
+    for n in ["19", "100001"] {
+        let text = shop_spec("", &format!("\n[history]\nrollouts = {n}\n"));
+        let e = format!("{:?}", spec::parse("shop.toml", &text).unwrap_err());
+        assert!(e.contains("history.rollouts") && e.contains(n), "{e}");
+    }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use ringfence_core::command::CommandError;
-use ringfence_core::{Event, EventKind, NewEvent, Timestamp, World};
+use ringfence_core::{Event, EventKind, NewEvent, Timestamp, WorkloadState, World};
 use ringfence_store::postgres::PgStore;
 use ringfence_store::{EventStore, Store, StoreError};
 use tokio::sync::Notify;
@@ -771,6 +771,42 @@ impl Shared {
     pub fn events(&self, workload: Option<&str>, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let mut store = self.store.lock().expect("store lock");
         off_the_workers(|| store.read(workload, after, limit))
+    }
+
+    /// Every event of `workload`, read in pages (for a timeline, or to fold its whole history).
+    pub fn workload_log(&self, workload: &str) -> Result<Vec<Event>, StoreError> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.events(Some(workload), after, 10_000)?;
+            let Some(last) = page.last() else { return Ok(out) };
+            after = last.seq;
+            out.extend(page);
+        }
+    }
+
+    /// `workload` as its whole log folds with every rollout kept (`World::whole`): for what
+    /// its projection let go under `[history]` (an old rollout or incident, a DORA window
+    /// reaching back past what it keeps). It reads and folds the workload's whole log, so it
+    /// is asked only when the projection does not hold the answer.
+    pub fn whole_history(&self, workload: &str) -> Result<Option<Arc<WorkloadState>>, StoreError> {
+        let events = self.workload_log(workload)?;
+        Ok(off_the_workers(|| World::whole(workload, &events)))
+    }
+
+    /// Rollout `id` in full (its verdicts and evidence too) when its workload's projection let
+    /// it go under `[history]`: found in the whole log folded again, its detail folded from
+    /// its own stretch of the log. `None` when the log has no such rollout either.
+    pub fn forgotten_rollout(&self, workload: &str, id: &str) -> Result<Option<ringfence_core::Rollout>, StoreError> {
+        let Some(ws) = self.whole_history(workload)? else { return Ok(None) };
+        let Some(r) = ws.rollout(id) else { return Ok(None) };
+        let span = usize::try_from(r.last_seq.saturating_sub(r.first_seq) + 1).unwrap_or(usize::MAX).min(200_000);
+        let events: Vec<Event> = self
+            .events(Some(workload), r.first_seq.saturating_sub(1), span)?
+            .into_iter()
+            .filter(|e| e.seq <= r.last_seq)
+            .collect();
+        Ok(Some(ringfence_core::rollout::detailed(r, &events).into_owned()))
     }
 
     /// The workload's events from rollout `id`'s first to its latest: the stretch of the log

@@ -16,6 +16,7 @@ use crate::duration::Dur;
 mod drill;
 mod governance;
 mod health;
+mod history;
 mod incident;
 mod locate;
 mod mitigation;
@@ -26,6 +27,7 @@ mod validate;
 pub use drill::*;
 pub use governance::*;
 pub use health::*;
+pub use history::*;
 pub use incident::*;
 pub use locate::SpecError;
 pub use mitigation::*;
@@ -76,6 +78,9 @@ pub struct WorkloadSpec {
     /// How mitigation drills run, and how recent one must be (docs/drills.md).
     #[serde(default, skip_serializing_if = "DrillSpec::is_default")]
     pub drill: DrillSpec,
+    /// How much of the workload's past the server keeps in memory (the log keeps it all).
+    #[serde(default, skip_serializing_if = "HistorySpec::is_default")]
+    pub history: HistorySpec,
 }
 
 /// `[data]`: the workload's data and its way back.

@@ -10,6 +10,7 @@ pub fn validate(spec: &WorkloadSpec) -> Vec<(String, String)> {
     incident::validate_notify(&spec.notify, &mut bad);
     incident::validate_incident(&spec.incident, &mut bad);
     drill::validate(&spec.drill, &mut bad);
+    history::validate(&spec.history, &mut bad);
 
     if let Err(msg) = check_name(&spec.workload.name) {
         bad("workload.name", msg);

@@ -1,20 +1,21 @@
 //! Incidents (list, ack, resolve), the postmortem draft of a failed rollout, and DORA
 //! metrics. The rules are the core's (`ringfence_core::{incident, postmortem, dora}`).
 
-use ringfence_core::{dora, incident, postmortem};
+use ringfence_core::{WorkloadState, World, dora, incident, postmortem};
 
 use super::prelude::*;
 
 /// Every event of a workload, for a timeline (read in pages, off the workers).
 fn workload_log(sh: &Shared, name: &str) -> Result<Vec<Event>, ApiError> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = sh.events(Some(name), after, 10_000)?;
-        let Some(last) = page.last() else { return Ok(out) };
-        after = last.seq;
-        out.extend(page);
-    }
+    Ok(sh.workload_log(name)?)
+}
+
+/// The workload folded again from `events` (its whole log) when rollout `id` is one its
+/// projection let go under `[history]`; `None` when the projection holds it.
+fn whole_if_forgotten(sh: &Shared, name: &str, id: Option<&str>, events: &[Event]) -> Option<Arc<WorkloadState>> {
+    let id = id?;
+    let forgot = sh.world(|w| w.workload(name).is_some_and(|ws| ws.forgot_rollout(id)));
+    if forgot { World::whole(name, events) } else { None }
 }
 
 pub(super) async fn list_incidents(
@@ -52,8 +53,13 @@ pub(super) async fn resolve_incident(
 }
 
 fn show(sh: &Shared, name: &str, id: &str) -> Result<Json<api::Incident>, ApiError> {
+    let forgot = sh.world(|w| w.workload(name).is_some_and(|ws| ws.forgot_rollout(id)));
+    let whole = if forgot { sh.whole_history(name)? } else { None };
     sh.world(|w| {
-        let ws = command::workload(w, name)?;
+        let ws = match &whole {
+            Some(ws) => ws,
+            None => command::workload(w, name)?,
+        };
         let i = ws.incidents.get(id).ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("no incident {id}")))?;
         Ok(Json(wire::incident(ws, i)))
     })
@@ -71,8 +77,12 @@ pub(super) async fn show_postmortem(
     Params(q): Params<PostmortemQuery>,
 ) -> Result<Json<api::Postmortem>, ApiError> {
     let events = workload_log(&sh, &name)?;
+    let whole = whole_if_forgotten(&sh, &name, q.rollout.as_deref(), &events);
     sh.world(|w| {
-        let ws = command::workload(w, &name)?;
+        let ws = match &whole {
+            Some(ws) => ws,
+            None => command::workload(w, &name)?,
+        };
         let markdown = postmortem::draft(ws, &events, q.rollout.as_deref())?;
         let rollout_id = q
             .rollout
@@ -91,8 +101,13 @@ pub(super) async fn show_postmortem_svg(
     Params(q): Params<PostmortemQuery>,
 ) -> Result<Response, ApiError> {
     let events = workload_log(&sh, &name)?;
+    let whole = whole_if_forgotten(&sh, &name, q.rollout.as_deref(), &events);
     let svg = sh.world(|w| {
-        Ok::<_, ApiError>(postmortem::signals_svg(command::workload(w, &name)?, &events, q.rollout.as_deref())?)
+        let ws = match &whole {
+            Some(ws) => ws,
+            None => command::workload(w, &name)?,
+        };
+        Ok::<_, ApiError>(postmortem::signals_svg(ws, &events, q.rollout.as_deref())?)
     })?;
     match svg {
         Some(svg) => Ok(([(axum::http::header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()),
@@ -127,7 +142,27 @@ pub(super) async fn show_dora(
     Params(q): Params<DoraQuery>,
 ) -> Result<Json<api::Dora>, ApiError> {
     let (from, to) = q.window()?;
-    sh.world(|w| Ok(Json(wire::dora(&dora::compute(command::workload(w, &name)?, from, to)))))
+    Ok(Json(wire::dora(&dora_over(&sh, &name, from, to)?)))
+}
+
+/// DORA's metrics over `[from, to)`: from the projection, or, when the window reaches back
+/// past what it keeps (`[history]`), from the workload's whole log folded again.
+pub(in crate::server) fn dora_over(
+    sh: &Shared,
+    name: &str,
+    from: ringfence_core::Timestamp,
+    to: ringfence_core::Timestamp,
+) -> Result<dora::Dora, ApiError> {
+    let reaches_back =
+        sh.world(|w| command::workload(w, name).map(|ws| ws.forgotten.until.is_some_and(|until| until >= from)))?;
+    let whole = if reaches_back { sh.whole_history(name)? } else { None };
+    sh.world(|w| {
+        let ws = match &whole {
+            Some(ws) => ws,
+            None => command::workload(w, name)?,
+        };
+        Ok(dora::compute(ws, from, to))
+    })
 }
 
 fn follow_up(f: &ringfence_core::incident::FollowUp, now: ringfence_core::Timestamp) -> api::FollowUp {
@@ -223,6 +258,6 @@ pub(super) async fn show_dora_svg(
     Params(q): Params<DoraQuery>,
 ) -> Result<Response, ApiError> {
     let (from, to) = q.window()?;
-    let svg = sh.world(|w| Ok::<_, ApiError>(dora::svg(&dora::compute(command::workload(w, &name)?, from, to))))?;
+    let svg = dora::svg(&dora_over(&sh, &name, from, to)?);
     Ok(([(axum::http::header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
 }

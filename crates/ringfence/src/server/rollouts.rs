@@ -132,7 +132,20 @@ pub(super) async fn show_rollout(
 ) -> Result<Json<api::Rollout>, ApiError> {
     // An older rollout's verdicts and evidence are folded again from its stretch of the log.
     // Read for any ended one: the next rollout to end can drop its detail between two looks.
-    let ended = sh.world(|w| w.workload(&name).and_then(|ws| ws.rollout(&id)).is_some_and(|r| r.ended_at.is_some()));
+    let (ended, forgot) = sh.world(|w| {
+        let ws = w.workload(&name);
+        (
+            ws.and_then(|ws| ws.rollout(&id)).is_some_and(|r| r.ended_at.is_some()),
+            ws.is_some_and(|ws| ws.forgot_rollout(&id)),
+        )
+    });
+    if forgot {
+        // Let go under `[history]`: the workload's whole log folded again has it, in full.
+        return sh
+            .forgotten_rollout(&name, &id)?
+            .map(|r| Json(wire::rollout(&r, now())))
+            .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("{name} has no rollout {id:?}")));
+    }
     let events = if ended { sh.rollout_events(&name, &id)? } else { Vec::new() };
     sh.world(|w| {
         let ws = command::workload(w, &name)?;

@@ -192,6 +192,25 @@ impl Server {
         format!("Bearer {}", self.token)
     }
 
+    /// `GET path` with the it-test's token (as the API and the browser's pages take it), for
+    /// answers the typed client does not read (text, pages, JSON looked at loosely): the
+    /// status and the body.
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let bearer = self.bearer();
+        let cookie = format!("rf_ui={}", self.token);
+        let r = ringfence::http::HttpClient::new()
+            .request(
+                hyper::Method::GET,
+                &format!("{}{path}", self.url()),
+                &[("authorization", bearer.as_str()), ("cookie", cookie.as_str())],
+                None,
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        (r.status.as_u16(), String::from_utf8_lossy(&r.body).to_string())
+    }
+
     /// SIGKILL: the server dies at once, with no chance to clean up.
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("the server is running");

@@ -183,19 +183,8 @@ async fn a_bad_release_opens_one_incident_with_a_postmortem_and_the_dora_metrics
     );
 
     // ringfence's own effect, for Prometheus.
-    let bearer = server.bearer();
-    let r = ringfence::http::HttpClient::new()
-        .request(
-            hyper::Method::GET,
-            &format!("{}/v1/metrics", server.url()),
-            &[("authorization", bearer.as_str())],
-            None,
-            std::time::Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
-    let body = String::from_utf8_lossy(&r.body).to_string();
-    assert_eq!(r.status.as_u16(), 200, "{body}");
+    let (status, body) = server.get_text("/v1/metrics").await;
+    assert_eq!(status, 200, "{body}");
     for line in [
         "ringfence_halts_total{workload=\"inc\"} 1",
         "ringfence_deployments_total{workload=\"inc\",outcome=\"mitigated\"} 1",

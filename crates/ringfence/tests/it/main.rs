@@ -18,6 +18,7 @@ mod flags;
 mod govern;
 mod haproxy;
 mod harness;
+mod history;
 mod incidents;
 mod limits;
 /// A real PostgreSQL for the tests of the store and of replicas.

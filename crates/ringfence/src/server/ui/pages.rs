@@ -275,8 +275,16 @@ pub(super) async fn workload(
         let link = |p: usize, label: &str| {
             format!("<a href=\"/ui/w/{}?status={}&amp;page={p}\">{label}</a>", url(&name), url(&q.status))
         };
+        let forgotten = match ws.forgotten.rollouts {
+            0 => String::new(),
+            n => format!(
+                " {n} older rollouts are kept in the event log only (<code>[history] rollouts = {}</code>): open one by its id, <code>/ui/w/{}/r/ID</code>.",
+                ws.spec.history.rollouts,
+                esc(&name)
+            ),
+        };
         let pager = format!(
-            "<nav aria-label=\"Pages of the history\"><p>{} rollouts{}; page {page} of {pages}{}{}</p></nav>",
+            "<nav aria-label=\"Pages of the history\"><p>{} rollouts{}; page {page} of {pages}{}{}.{forgotten}</p></nav>",
             matching.len(),
             if q.status.is_empty() { String::new() } else { format!(" {}", esc(&q.status)) },
             if page > 1 { format!(" · {}", link(page - 1, "newer")) } else { String::new() },
@@ -410,9 +418,20 @@ pub(super) async fn rollout(State(sh): St, user: UiCaller, Path((name, id)): Pat
         Ok(e) => e,
         Err(e) => return not_found(&user, &format!("The event log cannot be read: {e}")),
     };
+    // One the projection let go under `[history]` is read back from the whole log.
+    let forgotten = match sh.world(|w| w.workload(&name).is_some_and(|ws| ws.forgot_rollout(&id))) {
+        true => match sh.forgotten_rollout(&name, &id) {
+            Ok(r) => r,
+            Err(e) => return not_found(&user, &format!("The event log cannot be read: {e}")),
+        },
+        false => None,
+    };
     let main = sh.world(|w| {
         let ws = w.workload(&name)?;
-        let core = ringfence_core::rollout::detailed(ws.rollout(&id)?, &events);
+        let core = match &forgotten {
+            Some(r) => std::borrow::Cow::Borrowed(r),
+            None => ringfence_core::rollout::detailed(ws.rollout(&id)?, &events),
+        };
         let r = wire::rollout(&core, now());
         let mut phases = String::new();
         for (i, p) in r.phases.iter().enumerate() {
@@ -738,11 +757,9 @@ pub(super) async fn dora_svg(State(sh): St, user: UiCaller, Path(name): Path<Str
     }
     let to = now();
     let from = Timestamp(to.0 - 30 * 86_400_000);
-    let svg = sh
-        .world(|w| w.workload(&name).map(|ws| ringfence_core::dora::svg(&ringfence_core::dora::compute(ws, from, to))));
-    match svg {
-        Some(svg) => svg_response(svg),
-        None => StatusCode::NOT_FOUND.into_response(),
+    match crate::server::incidents::dora_over(&sh, &name, from, to) {
+        Ok(dora) => svg_response(ringfence_core::dora::svg(&dora)),
+        Err(e) => e.into_response(),
     }
 }
 
