@@ -408,6 +408,10 @@ pub fn public_words(state: IncidentState) -> &'static str {
     }
 }
 
+/// The days the public status page draws, today last; a workload with a public page keeps
+/// every incident detected within them in memory (`[history]`).
+pub const STATUS_PAGE_DAYS: u32 = 90;
+
 /// The most severe incident open on each of the last `days` days up to `now` (oldest first;
 /// `None`: none that day). An incident counts on every day from its detection to its
 /// resolution.

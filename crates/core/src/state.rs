@@ -380,33 +380,42 @@ impl WorkloadState {
 
     /// Lets go of the ended rollouts older than the newest `[history] rollouts`, with their
     /// incidents, deliveries and backups, once a tenth more than that have ended (so the work
-    /// is done once per batch, not at every rollout's end). Kept whatever their age: a
-    /// rollout whose incident is still open, one an emergency still owes a gate for (the
-    /// approval is checked against its starter), the one the stable version came from, and
-    /// those the pin or the warm stack name. Last-known-good entries all stay (a small record
-    /// each): promotion, a contract migration's expand and `rollback --to` ask whether a
-    /// version was ever last known good. What they counted for stays in the
-    /// running counts (`forgotten.totals`). Deterministic in the log, so a restart folds the
+    /// is done once per batch, not at every rollout's end). Kept whatever their age, while
+    /// something still needs them: a rollout whose incident is open, still has work for a tick
+    /// (an update owed, a delivery not settled) or an open follow-up item (exported and
+    /// reminded about with the incident's details), or was detected within the public status
+    /// page's window; one an emergency still owes a gate for (the approval is checked against
+    /// its starter); a bypass whose flags are still off (it may still be escalated); a drill's
+    /// not yet assessed; the one the stable version came from, and those the pin or the warm
+    /// stack name. Last-known-good entries all stay (a small record each): promotion, a
+    /// contract migration's expand and `rollback --to` ask whether a version was ever last
+    /// known good. What they counted for stays in the running counts (`forgotten.totals`).
+    /// `at` is the time of the event folded; deterministic in the log, so a restart folds the
     /// same projection.
-    fn forget_old_rollouts(&mut self) {
+    fn forget_old_rollouts(&mut self, at: Timestamp) {
         let keep = self.spec.history.rollouts as usize;
         if self.rollouts.len() <= keep + keep / 10 {
             return;
         }
         let stable_from = self.lkg.last().map(|e| e.rollout_id.as_str());
-        let named = |id: &str| {
+        let status_from = at.minus_ms(u64::from(crate::incident::STATUS_PAGE_DAYS) * 86_400_000);
+        let on_status_page =
+            |i: &crate::incident::Incident| self.spec.status_page.public && i.detected_at >= status_from;
+        let needed = |r: &Rollout| {
+            let id = r.id.as_str();
             Some(id) == stable_from
                 || self.pin.as_ref().is_some_and(|p| p.rollout_id == id)
                 || self.warm.as_ref().is_some_and(|w| w.rollout_id == id)
-                || self.incidents.get(id).is_some_and(|i| i.is_open())
+                || self.incidents.get(id).is_some_and(|i| i.is_open() || on_status_page(i))
+                || self.incidents_astir.contains(id)
+                || self.follow_ups_open.iter().any(|f| self.follow_ups.get(f).is_some_and(|f| f.incident == id))
                 || self.governance.owed.iter().any(|o| o.is_open() && o.rollout_id == id)
+                || r.bypass.as_ref().is_some_and(|b| b.flags.iter().any(|f| self.killed_flags.contains_key(f)))
+                || self.drills.iter().any(|d| d.report.is_none() && d.rollout_id == id)
         };
         let cut = self.rollouts.len() - keep;
-        let gone: std::collections::BTreeSet<String> = self.rollouts[..cut]
-            .iter()
-            .filter(|r| r.ended_at.is_some() && !named(&r.id))
-            .map(|r| r.id.clone())
-            .collect();
+        let gone: std::collections::BTreeSet<String> =
+            self.rollouts[..cut].iter().filter(|r| r.ended_at.is_some() && !needed(r)).map(|r| r.id.clone()).collect();
         if gone.is_empty() {
             return;
         }
@@ -987,7 +996,7 @@ impl World {
         ) {
             ws.drop_old_detail();
             if !keeps_everything {
-                ws.forget_old_rollouts();
+                ws.forget_old_rollouts(e.at);
             }
         }
         let after = touched.parts(ws);

@@ -22,6 +22,10 @@ impl Timestamp {
         Timestamp(self.0.saturating_add(ms.min(i64::MAX as u64) as i64))
     }
 
+    pub fn minus_ms(self, ms: u64) -> Timestamp {
+        Timestamp(self.0.saturating_sub(ms.min(i64::MAX as u64) as i64))
+    }
+
     /// Milliseconds from `earlier` to `self`, zero if `earlier` is later.
     pub fn since(self, earlier: Timestamp) -> u64 {
         self.0.saturating_sub(earlier.0).max(0) as u64

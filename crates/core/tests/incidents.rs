@@ -567,16 +567,30 @@ fn a_tick_looks_only_at_incidents_with_work_left() {
     assert!(!h.world.workload("shop").unwrap().follow_ups_open.contains(&id));
 }
 
-#[test]
-fn a_workload_keeps_its_newest_rollouts_and_lets_older_ones_go_still_counted() {
+/// "shop" keeping 20 rollouts (`extra` added to its spec), through 60 rollouts an hour apart,
+/// every third one failing: halted, mitigated, its updates delivered, resolved and the
+/// resolution delivered; but the second one's incident is left open, and the fifth's
+/// resolution is never written (an update owed). The log, and the rollouts' ids.
+fn sixty_rollouts(extra: &str) -> (H, Vec<String>) {
     let channel = "\n[[notify]]\nname = \"ops\"\nkind = \"slack\"\nurl = \"http://127.0.0.1:9/ops\"\n";
-    let text = shop_spec("confirm_after = \"30m\"\n", &format!("{channel}\n[history]\nrollouts = 20\n"));
+    let text = shop_spec("confirm_after = \"30m\"\n", &format!("{channel}\n[history]\nrollouts = 20\n{extra}"));
     let mut h = H { world: World::default(), seq: 0, log: Vec::new() };
     let s = spec::parse("shop.toml", &text).unwrap();
     assert_eq!(s.history.rollouts, 20);
     h.at(T0, "admin", command::apply_spec(&h.world, &s).unwrap().unwrap());
-    // 60 rollouts an hour apart, every third one failing: halted, mitigated, its updates
-    // delivered, resolved; but the second one's incident is left open.
+    let send_what_is_due = |h: &mut H, at: Timestamp| {
+        // The fifth's resolution is never written: its update stays owed.
+        let resolving_fifth = |e: &EventKind| matches!(e, EventKind::IncidentUpdated { incident, state: IncidentState::Resolved, .. } if incident == "shop-5");
+        for e in incident::updates_due(h.world.workload("shop").unwrap(), at) {
+            if !resolving_fifth(&e) {
+                h.at(at, "controller", e);
+            }
+        }
+        for d in incident::deliveries_due(h.world.workload("shop").unwrap(), at) {
+            let (channel, incident, update) = (d.channel.name.clone(), d.incident.id.clone(), d.update);
+            h.at(at, "controller", EventKind::NotificationDelivered { channel, incident, update, attempts: 1 });
+        }
+    };
     let mut ids = Vec::new();
     for n in 1..=60u64 {
         let at = T0.plus_ms(n * HOUR);
@@ -588,33 +602,29 @@ fn a_workload_keeps_its_newest_rollouts_and_lets_older_ones_go_still_counted() {
             h.halt(at.plus_ms(MIN), &id);
             let done = EventKind::MitigationCompleted { rollout_id: id.clone(), verified: true, detail: "ok".into() };
             h.at(at.plus_ms(2 * MIN), "controller", done);
-            for e in incident::updates_due(h.world.workload("shop").unwrap(), at.plus_ms(2 * MIN)) {
-                h.at(at.plus_ms(2 * MIN), "controller", e);
-            }
-            for d in incident::deliveries_due(h.world.workload("shop").unwrap(), at.plus_ms(2 * MIN)) {
-                let (channel, incident, update) = (d.channel.name.clone(), d.incident.id.clone(), d.update);
-                h.at(
-                    at.plus_ms(2 * MIN),
-                    "controller",
-                    EventKind::NotificationDelivered { channel, incident, update, attempts: 1 },
-                );
-            }
+            send_what_is_due(&mut h, at.plus_ms(2 * MIN));
             if n != 2 {
                 h.at(at.plus_ms(3 * MIN), "oncall", incident::resolve(&h.world, "shop", &id).unwrap());
             }
+            send_what_is_due(&mut h, at.plus_ms(3 * MIN));
         } else {
             h.complete(at.plus_ms(10 * MIN), &id, &v);
         }
         ids.push(id);
     }
+    (h, ids)
+}
+
+#[test]
+fn a_workload_keeps_its_newest_rollouts_and_lets_older_ones_go_still_counted() {
+    let (h, ids) = sixty_rollouts("");
     let ws = h.world.workload("shop").unwrap();
     let kept: Vec<&str> = ws.rollouts.iter().map(|r| r.id.as_str()).collect();
-    assert!(
-        kept.len() <= 20 + 2 + 1,
-        "the newest 20 (and a tenth more before a batch goes) and the open one: {kept:?}"
-    );
-    assert!(kept.len() >= 21, "{kept:?}");
+    assert!(kept.len() <= 20 + 2 + 2, "the newest 20 (and a tenth more before a batch goes) and two: {kept:?}");
+    assert!(kept.len() >= 22, "{kept:?}");
     assert_eq!(kept[0], "shop-2", "a rollout whose incident is open is kept, whatever its age");
+    assert_eq!(kept[1], "shop-5", "and one whose incident still owes its resolution's update");
+    assert!(ws.incidents_astir.contains("shop-5"));
     assert_eq!(ws.forgotten.rollouts as usize, 60 - kept.len());
     assert_eq!(ws.next_rollout_id(), "shop-61");
     for id in &ids {
@@ -655,6 +665,15 @@ fn a_workload_keeps_its_newest_rollouts_and_lets_older_ones_go_still_counted() {
         again.apply(e);
     }
     assert_eq!(again.workload("shop"), h.world.workload("shop"));
+}
+
+#[test]
+fn a_public_status_page_keeps_the_incidents_of_its_days() {
+    let (h, _) = sixty_rollouts("\n[status_page]\npublic = true\n");
+    let ws = h.world.workload("shop").unwrap();
+    assert!(ws.forgotten.rollouts > 0, "healthy rollouts were let go");
+    assert_eq!(ws.incidents.len(), 20, "every incident of the last 90 days stays for the page");
+    assert!(ws.incidents.keys().all(|id| ws.rollout(id).is_some()), "with its rollout");
 }
 
 #[test]

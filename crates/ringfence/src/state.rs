@@ -154,6 +154,10 @@ pub struct Shared {
     /// and go: connections that arrive between a router's exit and its successor's start wait
     /// in the socket's queue instead of being refused (`routerproc`).
     pub router_sockets: Mutex<HashMap<String, std::net::TcpListener>>,
+    /// Held while a workload's whole log is folded again (`whole_history`): one such fold at a
+    /// time, so readers asking for many old rollouts at once wait for each other instead of
+    /// holding many whole histories in memory and every core.
+    whole_fold: Mutex<()>,
 }
 
 /// How long a workload's lease lasts unless renewed, and how often it is renewed: a dead
@@ -252,6 +256,7 @@ impl Shared {
             fences: Mutex::default(),
             leaders: Mutex::default(),
             router_sockets: Mutex::default(),
+            whole_fold: Mutex::default(),
         });
         if shared.replica.is_none() {
             let state = Arc::downgrade(&shared);
@@ -790,23 +795,33 @@ impl Shared {
     /// reaching back past what it keeps). It reads and folds the workload's whole log, so it
     /// is asked only when the projection does not hold the answer.
     pub fn whole_history(&self, workload: &str) -> Result<Option<Arc<WorkloadState>>, StoreError> {
-        let events = self.workload_log(workload)?;
-        Ok(off_the_workers(|| World::whole(workload, &events)))
+        off_the_workers(|| {
+            let _one_at_a_time = self.whole_fold.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let events = self.workload_log(workload)?;
+            Ok(World::whole(workload, &events))
+        })
     }
 
-    /// Rollout `id` in full (its verdicts and evidence too) when its workload's projection let
-    /// it go under `[history]`: found in the whole log folded again, its detail folded from
-    /// its own stretch of the log. `None` when the log has no such rollout either.
-    pub fn forgotten_rollout(&self, workload: &str, id: &str) -> Result<Option<ringfence_core::Rollout>, StoreError> {
+    /// Rollout `id` in full (its verdicts and evidence too), with its stretch of the log, when
+    /// its workload's projection let it go under `[history]`: found in the whole log folded
+    /// again, its detail folded from its own events. `None` when the log has no such rollout
+    /// either.
+    pub fn forgotten_rollout(
+        &self,
+        workload: &str,
+        id: &str,
+    ) -> Result<Option<(ringfence_core::Rollout, Vec<Event>)>, StoreError> {
         let Some(ws) = self.whole_history(workload)? else { return Ok(None) };
         let Some(r) = ws.rollout(id) else { return Ok(None) };
-        let span = usize::try_from(r.last_seq.saturating_sub(r.first_seq) + 1).unwrap_or(usize::MAX).min(200_000);
-        let events: Vec<Event> = self
-            .events(Some(workload), r.first_seq.saturating_sub(1), span)?
-            .into_iter()
-            .filter(|e| e.seq <= r.last_seq)
-            .collect();
-        Ok(Some(ringfence_core::rollout::detailed(r, &events).into_owned()))
+        let events = self.stretch(workload, r.first_seq, r.last_seq)?;
+        Ok(Some((ringfence_core::rollout::detailed(r, &events).into_owned(), events)))
+    }
+
+    /// The workload's events numbered `first` to `last`.
+    fn stretch(&self, workload: &str, first: u64, last: u64) -> Result<Vec<Event>, StoreError> {
+        let span = usize::try_from(last.saturating_sub(first) + 1).unwrap_or(usize::MAX).min(200_000);
+        let events = self.events(Some(workload), first.saturating_sub(1), span)?;
+        Ok(events.into_iter().filter(|e| e.seq <= last).collect())
     }
 
     /// The workload's events from rollout `id`'s first to its latest: the stretch of the log
@@ -817,9 +832,7 @@ impl Shared {
         else {
             return Ok(Vec::new());
         };
-        let span = usize::try_from(last.saturating_sub(first) + 1).unwrap_or(usize::MAX).min(200_000);
-        let events = self.events(Some(workload), first.saturating_sub(1), span)?;
-        Ok(events.into_iter().filter(|e| e.seq <= last).collect())
+        self.stretch(workload, first, last)
     }
 
     pub fn notifier(&self, workload: &str) -> Arc<Notify> {

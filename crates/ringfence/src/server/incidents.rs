@@ -53,13 +53,8 @@ pub(super) async fn resolve_incident(
 }
 
 fn show(sh: &Shared, name: &str, id: &str) -> Result<Json<api::Incident>, ApiError> {
-    let forgot = sh.world(|w| w.workload(name).is_some_and(|ws| ws.forgot_rollout(id)));
-    let whole = if forgot { sh.whole_history(name)? } else { None };
     sh.world(|w| {
-        let ws = match &whole {
-            Some(ws) => ws,
-            None => command::workload(w, name)?,
-        };
+        let ws = command::workload(w, name)?;
         let i = ws.incidents.get(id).ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("no incident {id}")))?;
         Ok(Json(wire::incident(ws, i)))
     })
@@ -147,7 +142,7 @@ pub(super) async fn show_dora(
 
 /// DORA's metrics over `[from, to)`: from the projection, or, when the window reaches back
 /// past what it keeps (`[history]`), from the workload's whole log folded again.
-pub(in crate::server) fn dora_over(
+fn dora_over(
     sh: &Shared,
     name: &str,
     from: ringfence_core::Timestamp,

@@ -132,25 +132,23 @@ pub(super) async fn show_rollout(
 ) -> Result<Json<api::Rollout>, ApiError> {
     // An older rollout's verdicts and evidence are folded again from its stretch of the log.
     // Read for any ended one: the next rollout to end can drop its detail between two looks.
-    let (ended, forgot) = sh.world(|w| {
-        let ws = w.workload(&name);
-        (
-            ws.and_then(|ws| ws.rollout(&id)).is_some_and(|r| r.ended_at.is_some()),
-            ws.is_some_and(|ws| ws.forgot_rollout(&id)),
-        )
-    });
-    if forgot {
-        // Let go under `[history]`: the workload's whole log folded again has it, in full.
-        return sh
-            .forgotten_rollout(&name, &id)?
-            .map(|r| Json(wire::rollout(&r, now())))
-            .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("{name} has no rollout {id:?}")));
-    }
+    let ended = sh.world(|w| w.workload(&name).and_then(|ws| ws.rollout(&id)).is_some_and(|r| r.ended_at.is_some()));
     let events = if ended { sh.rollout_events(&name, &id)? } else { Vec::new() };
-    sh.world(|w| {
+    let kept = sh.world(|w| {
         let ws = command::workload(w, &name)?;
-        ws.rollout(&id)
-            .map(|r| Json(wire::rollout(&ringfence_core::rollout::detailed(r, &events), now())))
-            .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("{name} has no rollout {id:?}")))
-    })
+        Ok::<_, ApiError>(match ws.rollout(&id) {
+            Some(r) => Some(wire::rollout(&ringfence_core::rollout::detailed(r, &events), now())),
+            None if ws.forgot_rollout(&id) => None,
+            None => return Err(ApiError::new(ErrorKind::NotFound, format!("{name} has no rollout {id:?}"))),
+        })
+    })?;
+    match kept {
+        Some(r) => Ok(Json(r)),
+        // Let go under `[history]` (perhaps since the first look): the workload's whole log
+        // folded again has it, in full.
+        None => sh
+            .forgotten_rollout(&name, &id)?
+            .map(|(r, _)| Json(wire::rollout(&r, now())))
+            .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("{name} has no rollout {id:?}"))),
+    }
 }

@@ -12,7 +12,7 @@ use ringfence_core::{Timestamp, WorkloadState};
 use super::prelude::*;
 
 /// Days the page shows at a glance.
-const DAYS: u32 = 90;
+const DAYS: u32 = incident::STATUS_PAGE_DAYS;
 
 fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());

@@ -39,6 +39,10 @@ async fn rollouts_past_the_kept_history_are_read_back_from_the_log_and_still_cou
         assert_eq!(json(&body)["status"].as_str(), Some("completed"), "{round}: the first deploy");
         let (status, page) = server.get_text(&format!("/ui/w/{w}/r/{w}-2")).await;
         assert!(status == 200 && page.contains("kept-2") && page.contains("aborted"), "{round}: {status} {page}");
+        assert!(
+            page.contains("rollout kept-2 aborted; traffic returns to stable"),
+            "{round}: its timeline, from its stretch of the log: {page}"
+        );
         let (status, page) = server.get_text(&format!("/ui/w/{w}")).await;
         assert!(
             status == 200 && page.contains("older rollouts are kept in the event log only"),

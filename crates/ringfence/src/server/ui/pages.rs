@@ -419,12 +419,13 @@ pub(super) async fn rollout(State(sh): St, user: UiCaller, Path((name, id)): Pat
         Err(e) => return not_found(&user, &format!("The event log cannot be read: {e}")),
     };
     // One the projection let go under `[history]` is read back from the whole log.
-    let forgotten = match sh.world(|w| w.workload(&name).is_some_and(|ws| ws.forgot_rollout(&id))) {
+    let (forgotten, events) = match sh.world(|w| w.workload(&name).is_some_and(|ws| ws.forgot_rollout(&id))) {
         true => match sh.forgotten_rollout(&name, &id) {
-            Ok(r) => r,
+            Ok(Some((r, its_events))) => (Some(r), its_events),
+            Ok(None) => (None, events),
             Err(e) => return not_found(&user, &format!("The event log cannot be read: {e}")),
         },
-        false => None,
+        false => (None, events),
     };
     let main = sh.world(|w| {
         let ws = w.workload(&name)?;
@@ -757,9 +758,19 @@ pub(super) async fn dora_svg(State(sh): St, user: UiCaller, Path(name): Path<Str
     }
     let to = now();
     let from = Timestamp(to.0 - 30 * 86_400_000);
-    match crate::server::incidents::dora_over(&sh, &name, from, to) {
-        Ok(dora) => svg_response(ringfence_core::dora::svg(&dora)),
-        Err(e) => e.into_response(),
+    // Drawn on every view of the workload's page: from what the projection keeps, never by
+    // folding the whole log again (the API's `dora.svg` does that); when the window reaches
+    // back past what is kept, the chart starts after the newest rollout let go, and says so
+    // with its dates.
+    let svg = sh.world(|w| {
+        w.workload(&name).map(|ws| {
+            let from = ws.forgotten.until.map_or(from, |until| from.max(until.plus_ms(1)));
+            ringfence_core::dora::svg(&ringfence_core::dora::compute(ws, from, to))
+        })
+    });
+    match svg {
+        Some(svg) => svg_response(svg),
+        None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 
