@@ -137,7 +137,14 @@ async fn deploy_loop(api: &ApiClient, name: &str, t0: Instant, until: Instant) -
         let status = workload::wait_rollout(api, name, &id, Duration::from_secs(180)).await?;
         let expected = if bad { "mitigated" } else { "completed" };
         if status != expected {
-            bail!("{name}: the rollout of {version} ended {status}, expected {expected}");
+            // What decided it, so a false halt can be read from the run's output.
+            let r = workload::rollout(api, name, &id).await.unwrap_or_default();
+            bail!(
+                "{name}: the rollout {id} of {version} ended {status}, expected {expected}; decision: {}; last verdict: {}; windows: {}",
+                r["decision"],
+                r["last_verdict"],
+                r["windows"]
+            );
         }
         done.push(Done { at_s: t0.elapsed().as_secs_f64(), secs: sent.elapsed().as_secs_f64(), bad, status });
         n += 1;
