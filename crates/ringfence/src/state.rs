@@ -802,6 +802,15 @@ impl Shared {
         })
     }
 
+    /// The workload folded from `events`, its whole log already read (a postmortem reads it
+    /// for its timeline), with nothing let go: one such fold at a time, as `whole_history`.
+    pub fn fold_whole(&self, workload: &str, events: &[Event]) -> Option<Arc<WorkloadState>> {
+        off_the_workers(|| {
+            let _one_at_a_time = self.whole_fold.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            World::whole(workload, events)
+        })
+    }
+
     /// Rollout `id` in full (its verdicts and evidence too), with its stretch of the log, when
     /// its workload's projection let it go under `[history]`: found in the whole log folded
     /// again, its detail folded from its own events. `None` when the log has no such rollout

@@ -1,7 +1,7 @@
 //! Incidents (list, ack, resolve), the postmortem draft of a failed rollout, and DORA
 //! metrics. The rules are the core's (`ringfence_core::{incident, postmortem, dora}`).
 
-use ringfence_core::{WorkloadState, World, dora, incident, postmortem};
+use ringfence_core::{WorkloadState, dora, incident, postmortem};
 
 use super::prelude::*;
 
@@ -15,7 +15,7 @@ fn workload_log(sh: &Shared, name: &str) -> Result<Vec<Event>, ApiError> {
 fn whole_if_forgotten(sh: &Shared, name: &str, id: Option<&str>, events: &[Event]) -> Option<Arc<WorkloadState>> {
     let id = id?;
     let forgot = sh.world(|w| w.workload(name).is_some_and(|ws| ws.forgot_rollout(id)));
-    if forgot { World::whole(name, events) } else { None }
+    if forgot { sh.fold_whole(name, events) } else { None }
 }
 
 pub(super) async fn list_incidents(
