@@ -1,6 +1,8 @@
 //! `[history]`: the server keeps a workload's newest rollouts in memory and reads older ones
 //! back from the log, which keeps them all; the counts `/metrics` reports never lose them.
 
+use ringfence_api::RolloutStatus;
+
 use crate::harness::*;
 
 fn json(body: &str) -> serde_json::Value {
@@ -75,4 +77,48 @@ async fn rollouts_past_the_kept_history_are_read_back_from_the_log_and_still_cou
     // The next one is numbered on.
     let out = server.cli(&["deploy", w, "v2"]).await;
     assert_eq!(rollout_id(&out), format!("{w}-26"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postmortem_of_an_incident_let_go_is_written_from_the_log() {
+    let server = Server::start().await;
+    let w = "pm";
+    let spec = Spec { lenient_breaker: true, ..Spec::new(w) };
+    let file = server.path("pm.toml");
+    std::fs::write(&file, spec.toml() + "\n[incident]\nconfirm_after = \"1s\"\n\n[history]\nrollouts = 20\n").unwrap();
+    assert_eq!(server.cli(&["apply", path_str(&file)]).await.code, 0);
+    server.release(w, "v1", &[]).await;
+    server.release(w, "v2", &["SAMPLE_ERROR_RATE=0.5"]).await;
+    server.release(w, "v3", &["GREETING=three"]).await;
+    assert_eq!(server.deploy_wait(w, "v1").await.code, 0, "{}", server.diagnose(w).await);
+    let load = Load::start(server.router_addr(w).await, 100.0, 200);
+    let out = server.deploy_wait(w, "v2").await;
+    assert_eq!(out.code, 10, "v2 fails:\n{out}");
+    let bad = rollout_id(&out);
+    assert_eq!(server.rollout(w, &bad).await.status, RolloutStatus::Mitigated);
+    drop(load);
+    // Health holds for confirm_after: the controller resolves the incident and writes its
+    // last update; nothing is owed any more, so it may be let go.
+    wait_until("the incident resolves by itself", || async {
+        let out = server.cli(&["incident", "show", w, &bad, "-o", "json"]).await;
+        let i: ringfence_api::Incident = serde_json::from_str(&out.stdout).ok()?;
+        (i.state == "resolved" && i.updates.last().is_some_and(|u| u.state == "resolved")).then_some(())
+    })
+    .await;
+    for _ in 0..24 {
+        assert_eq!(server.cli(&["deploy", w, "v3"]).await.code, 0);
+        let out = server.cli(&["abort", w, "--reason", "history test"]).await;
+        assert_eq!(out.code, 0, "{out}");
+    }
+    let out = server.cli(&["incident", "list", w, "-o", "json"]).await;
+    let list: Vec<ringfence_api::Incident> = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(list.is_empty(), "the projection let the incident go with its rollout: {list:#?}");
+
+    let (status, body) = server.get_text(&format!("/v1/workloads/{w}/postmortem?rollout={bad}")).await;
+    assert_eq!(status, 200, "{body}");
+    let md = json(&body)["markdown"].as_str().unwrap_or_default().to_string();
+    assert!(md.starts_with(&format!("# Postmortem (draft): {w} v2 — rollout {bad}")), "{md}");
+    assert!(md.contains("— controller — HALTED"), "its timeline, from the log: {md}");
+    let (status, svg) = server.get_text(&format!("/v1/workloads/{w}/postmortem.svg?rollout={bad}")).await;
+    assert!(status == 200 && svg.contains("<svg"), "its signals, drawn: {status} {svg}");
 }
