@@ -40,7 +40,7 @@ pub const PUBLIC: &[&str] =
     paths(
         health, openapi_json, list_workloads, apply_spec, workload_status, delete_workload, list_releases, create_release,
         show_release, clear_hold, revoke_release, attest, deploy, pause, resume, promote, abort, rollback, bypass, redeploy,
-        approve, reject, parity, stop_line, restart_line, attestation_hook, list_incidents, ack_incident, resolve_incident,
+        approve, reject, parity, stop_line, restart_line, attestation_hook, list_incidents, show_incident, ack_incident, resolve_incident,
         show_postmortem, show_postmortem_svg, show_dora, show_dora_svg, list_follow_ups, create_follow_up, assign_follow_up, close_follow_up, metrics, status_index, status_page, status_feed, workload_events, why, show_rollout,
         all_events, alerts, plan, lint, list_drills, start_drill, abort_drill, gameday, gameday_svg, list_flags, kill_flag, restore_flag, report, routes, routes_report, list_tokens, create_token,
         revoke_token
@@ -396,6 +396,17 @@ fn attestation_hook() {}
 #[utoipa::path(get, path = "/v1/workloads/{name}/incidents", tag = "incidents", params(("name" = String, Path, description = "the workload")), responses((status = 200, description = "the incidents", body = Vec<Incident>)))]
 #[allow(dead_code)]
 fn list_incidents() {}
+
+/// One incident
+///
+/// Also one whose rollout the server's memory let go under `[history]`: read back from the
+/// event log (a pass over the workload's log).
+#[utoipa::path(get, path = "/v1/workloads/{name}/incidents/{id}", tag = "incidents", params(("name" = String, Path, description = "the workload"), ("id" = String, Path, description = "the incident (the rollout's id)")), responses(
+    (status = 200, description = "the incident", body = Incident),
+    (status = 404, description = "no such workload or incident", body = ErrorBody)
+))]
+#[allow(dead_code)]
+fn show_incident() {}
 
 /// Acknowledge an incident
 ///

@@ -2076,15 +2076,11 @@ async fn incident_command(api: &ApiClient, c: &IncidentCommand, json: bool) -> R
             }
         }
         IncidentCommand::Show { workload, id } => {
-            let list: Vec<api::Incident> = api.get(&format!("/v1/workloads/{workload}/incidents")).await?;
-            let i = list
-                .iter()
-                .find(|i| i.id == *id)
-                .ok_or_else(|| CliError::new(ExitCode::NotFound, format!("{workload} has no incident {id:?}")))?;
+            let i: api::Incident = api.get(&format!("/v1/workloads/{workload}/incidents/{id}")).await?;
             if json {
-                print_json(i);
+                print_json(&i);
             } else {
-                show(i);
+                show(&i);
             }
         }
         IncidentCommand::Ack { workload, id, reason } | IncidentCommand::Resolve { workload, id, reason } => {

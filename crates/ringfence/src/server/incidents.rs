@@ -30,6 +30,23 @@ pub(super) async fn list_incidents(
     })
 }
 
+/// One incident: from the projection, or, for one let go under `[history]`, from the
+/// workload's whole log folded again.
+pub(super) async fn show_incident(
+    State(sh): St,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Json<api::Incident>, ApiError> {
+    let forgot = sh.world(|w| command::workload(w, &name).map(|ws| ws.forgot_rollout(&id)))?;
+    if !forgot {
+        return show(&sh, &name, &id);
+    }
+    let whole = sh.whole_history(&name)?;
+    whole
+        .as_deref()
+        .and_then(|ws| ws.incidents.get(&id).map(|i| Json(wire::incident(ws, i))))
+        .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("no incident {id}")))
+}
+
 pub(super) async fn ack_incident(
     State(sh): St,
     Actor(who): Actor,

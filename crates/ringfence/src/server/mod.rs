@@ -54,7 +54,7 @@ use flags::{kill_flag, list_flags, restore_flag};
 use governance::{approve, attest, attestation_hook, parity, reject, restart_line, stop_line};
 use incidents::{
     ack_incident, assign_follow_up, close_follow_up, create_follow_up, list_follow_ups, list_incidents,
-    resolve_incident, show_dora, show_dora_svg, show_postmortem, show_postmortem_svg,
+    resolve_incident, show_dora, show_dora_svg, show_incident, show_postmortem, show_postmortem_svg,
 };
 use planning::plan;
 use releases::{clear_hold, create_release, list_releases, revoke_release, show_release};
@@ -252,6 +252,7 @@ fn routes() -> Routes {
         .post("/v1/line/restart", restart_line)
         .post("/v1/hooks/{name}/attestations", attestation_hook)
         .get("/v1/workloads/{name}/incidents", list_incidents)
+        .get("/v1/workloads/{name}/incidents/{id}", show_incident)
         .post("/v1/workloads/{name}/incidents/{id}/ack", ack_incident)
         .post("/v1/workloads/{name}/incidents/{id}/resolve", resolve_incident)
         .get("/v1/workloads/{name}/postmortem", show_postmortem)

@@ -113,6 +113,15 @@ async fn the_postmortem_of_an_incident_let_go_is_written_from_the_log() {
     let out = server.cli(&["incident", "list", w, "-o", "json"]).await;
     let list: Vec<ringfence_api::Incident> = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert!(list.is_empty(), "the projection let the incident go with its rollout: {list:#?}");
+    // Asked for by its id, it is read back from the log, as the rollout is.
+    let out = server.cli(&["incident", "show", w, &bad, "-o", "json"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let i: ringfence_api::Incident = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!((i.id.as_str(), i.release.as_str(), i.state.as_str()), (bad.as_str(), "v2", "resolved"));
+    let (status, body) = server.get_text(&format!("/v1/workloads/{w}/incidents/{w}-3")).await;
+    assert_eq!(status, 404, "an aborted rollout opened none: {body}");
+    let out = server.cli(&["incident", "show", w, &format!("{w}-99")]).await;
+    assert_eq!(out.code, 4, "never started: {out}");
 
     let (status, body) = server.get_text(&format!("/v1/workloads/{w}/postmortem?rollout={bad}")).await;
     assert_eq!(status, 200, "{body}");
