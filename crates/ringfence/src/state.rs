@@ -154,11 +154,23 @@ pub struct Shared {
     /// and go: connections that arrive between a router's exit and its successor's start wait
     /// in the socket's queue instead of being refused (`routerproc`).
     pub router_sockets: Mutex<HashMap<String, std::net::TcpListener>>,
-    /// Held while a workload's whole log is folded again (`whole_history`): one such fold at a
-    /// time, so readers asking for many old rollouts at once wait for each other instead of
-    /// holding many whole histories in memory and every core.
-    whole_fold: Mutex<()>,
+    /// The last workload folded whole (`whole_history`), carried on by the events after it:
+    /// one such fold at a time, so readers asking for many old rollouts at once wait for each
+    /// other instead of holding many whole histories in memory and every core, and the next
+    /// reads of the same workload fold only what was appended since. Let go once unused for
+    /// `WHOLE_FOLD_IDLE` (it holds a whole history, which is what `[history]` bounds).
+    whole_fold: Mutex<Option<WholeFold>>,
 }
+
+/// A workload's whole log folded with nothing let go, as of the log's event `world.last_seq`.
+struct WholeFold {
+    workload: String,
+    world: World,
+    used: std::time::Instant,
+}
+
+/// How long an unused whole fold is kept (`Shared::whole_fold`).
+const WHOLE_FOLD_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How long a workload's lease lasts unless renewed, and how often it is renewed: a dead
 /// leader's workloads move within `LEASE_TTL + LEASE_RENEW` (the 5 s bar).
@@ -265,6 +277,21 @@ impl Shared {
                 .spawn(move || Shared::committer(state))
                 .map_err(|e| anyhow::anyhow!("cannot start the event log's committer: {e}"))?;
         }
+        let state = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("ringfence-whole-fold".into())
+            .spawn(move || {
+                while let Some(sh) = {
+                    std::thread::sleep(WHOLE_FOLD_IDLE / 4);
+                    state.upgrade()
+                } {
+                    let mut fold = sh.whole_fold.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if fold.as_ref().is_some_and(|f| f.used.elapsed() >= WHOLE_FOLD_IDLE) {
+                        *fold = None;
+                    }
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("cannot start the whole folds' expiry: {e}"))?;
         Ok(shared)
     }
 
@@ -780,8 +807,12 @@ impl Shared {
 
     /// Every event of `workload`, read in pages (for a timeline, or to fold its whole history).
     pub fn workload_log(&self, workload: &str) -> Result<Vec<Event>, StoreError> {
+        self.workload_log_after(workload, 0)
+    }
+
+    /// The workload's events after event `after`, oldest first (read in pages).
+    fn workload_log_after(&self, workload: &str, mut after: u64) -> Result<Vec<Event>, StoreError> {
         let mut out = Vec::new();
-        let mut after = 0;
         loop {
             let page = self.events(Some(workload), after, 10_000)?;
             let Some(last) = page.last() else { return Ok(out) };
@@ -791,23 +822,28 @@ impl Shared {
     }
 
     /// `workload` as its whole log folds with every rollout kept (`World::whole`): for what
-    /// its projection let go under `[history]` (an old rollout or incident, a DORA window
-    /// reaching back past what it keeps). It reads and folds the workload's whole log, so it
-    /// is asked only when the projection does not hold the answer.
+    /// its projection let go under `[history]` (an old rollout or incident, a postmortem, a
+    /// DORA window reaching back past what it keeps). The first read folds the workload's whole
+    /// log; the next ones, while it stays the last workload asked for, only what was appended
+    /// since. Asked only when the projection does not hold the answer.
     pub fn whole_history(&self, workload: &str) -> Result<Option<Arc<WorkloadState>>, StoreError> {
         off_the_workers(|| {
-            let _one_at_a_time = self.whole_fold.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let events = self.workload_log(workload)?;
-            Ok(World::whole(workload, &events))
-        })
-    }
-
-    /// The workload folded from `events`, its whole log already read (a postmortem reads it
-    /// for its timeline), with nothing let go: one such fold at a time, as `whole_history`.
-    pub fn fold_whole(&self, workload: &str, events: &[Event]) -> Option<Arc<WorkloadState>> {
-        off_the_workers(|| {
-            let _one_at_a_time = self.whole_fold.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            World::whole(workload, events)
+            let mut cache = self.whole_fold.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut fold = match cache.take() {
+                Some(f) if f.workload == workload => f,
+                _ => WholeFold {
+                    workload: workload.to_owned(),
+                    world: World::keeping_everything(),
+                    used: std::time::Instant::now(),
+                },
+            };
+            for e in self.workload_log_after(workload, fold.world.last_seq)?.iter().filter(|e| e.workload == workload) {
+                fold.world.apply(e);
+            }
+            fold.used = std::time::Instant::now();
+            let ws = fold.world.snapshot(workload);
+            *cache = Some(fold);
+            Ok(ws)
         })
     }
 

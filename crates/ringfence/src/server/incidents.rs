@@ -10,12 +10,12 @@ fn workload_log(sh: &Shared, name: &str) -> Result<Vec<Event>, ApiError> {
     Ok(sh.workload_log(name)?)
 }
 
-/// The workload folded again from `events` (its whole log) when rollout `id` is one its
-/// projection let go under `[history]`; `None` when the projection holds it.
-fn whole_if_forgotten(sh: &Shared, name: &str, id: Option<&str>, events: &[Event]) -> Option<Arc<WorkloadState>> {
-    let id = id?;
+/// The workload folded again from its whole log when rollout `id` is one its projection let
+/// go under `[history]`; `None` when the projection holds it.
+fn whole_if_forgotten(sh: &Shared, name: &str, id: Option<&str>) -> Result<Option<Arc<WorkloadState>>, ApiError> {
+    let Some(id) = id else { return Ok(None) };
     let forgot = sh.world(|w| w.workload(name).is_some_and(|ws| ws.forgot_rollout(id)));
-    if forgot { sh.fold_whole(name, events) } else { None }
+    Ok(if forgot { sh.whole_history(name)? } else { None })
 }
 
 pub(super) async fn list_incidents(
@@ -89,7 +89,7 @@ pub(super) async fn show_postmortem(
     Params(q): Params<PostmortemQuery>,
 ) -> Result<Json<api::Postmortem>, ApiError> {
     let events = workload_log(&sh, &name)?;
-    let whole = whole_if_forgotten(&sh, &name, q.rollout.as_deref(), &events);
+    let whole = whole_if_forgotten(&sh, &name, q.rollout.as_deref())?;
     sh.world(|w| {
         let ws = match &whole {
             Some(ws) => ws,
@@ -113,7 +113,7 @@ pub(super) async fn show_postmortem_svg(
     Params(q): Params<PostmortemQuery>,
 ) -> Result<Response, ApiError> {
     let events = workload_log(&sh, &name)?;
-    let whole = whole_if_forgotten(&sh, &name, q.rollout.as_deref(), &events);
+    let whole = whole_if_forgotten(&sh, &name, q.rollout.as_deref())?;
     let svg = sh.world(|w| {
         let ws = match &whole {
             Some(ws) => ws,

@@ -130,4 +130,13 @@ async fn the_postmortem_of_an_incident_let_go_is_written_from_the_log() {
     assert!(md.contains("— controller — HALTED"), "its timeline, from the log: {md}");
     let (status, svg) = server.get_text(&format!("/v1/workloads/{w}/postmortem.svg?rollout={bad}")).await;
     assert!(status == 200 && svg.contains("<svg"), "its signals, drawn: {status} {svg}");
+
+    // The reads above folded the log once; one more rollout, and the next read folds what was
+    // appended since onto it: DORA over a window reaching back past what is kept counts all 27.
+    assert_eq!(server.cli(&["deploy", w, "v3"]).await.code, 0);
+    assert_eq!(server.cli(&["abort", w, "--reason", "history test"]).await.code, 0);
+    let (status, body) = server.get_text(&format!("/v1/workloads/{w}/dora?days=30")).await;
+    assert_eq!(status, 200, "{body}");
+    let deployments = json(&body)["deployments"].as_array().map(Vec::len);
+    assert_eq!(deployments, Some(27), "every deployment, the newest too: {body}");
 }
