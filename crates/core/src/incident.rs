@@ -130,7 +130,7 @@ pub(crate) fn apply(ws: &mut WorkloadState, actor: &str, reason: &str, kind: &Ev
 /// the last), or one of its updates fresh at `at` is neither delivered nor given up on some
 /// channel that gets updates. An incident none of that holds for stays out of every tick's
 /// look until an event touches it again, or a spec change brings a new channel.
-fn astir(ws: &WorkloadState, i: &Incident, at: Timestamp) -> bool {
+pub(crate) fn astir(ws: &WorkloadState, i: &Incident, at: Timestamp) -> bool {
     let settled = |d: Option<&Delivery>| d.is_some_and(|d| d.delivered_at.is_some() || d.attempts >= MAX_ATTEMPTS);
     i.is_open()
         || update_owed(i)
@@ -409,7 +409,7 @@ pub fn public_words(state: IncidentState) -> &'static str {
 }
 
 /// The days the public status page draws, today last; a workload with a public page keeps
-/// every incident detected within them in memory (`[history]`).
+/// every incident it draws on one of them (not resolved before them) in memory (`[history]`).
 pub const STATUS_PAGE_DAYS: u32 = 90;
 
 /// The most severe incident open on each of the last `days` days up to `now` (oldest first;

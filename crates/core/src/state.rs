@@ -383,8 +383,8 @@ impl WorkloadState {
     /// is done once per batch, not at every rollout's end). Kept whatever their age, while
     /// something still needs them: a rollout whose incident is open, still has work for a tick
     /// (an update owed, a delivery not settled) or an open follow-up item (exported and
-    /// reminded about with the incident's details), or was detected within the public status
-    /// page's window; one an emergency still owes a gate for (the approval is checked against
+    /// reminded about with the incident's details), or is drawn on a day of the public status
+    /// page (not resolved before its window); one an emergency still owes a gate for (the approval is checked against
     /// its starter); a bypass whose flags are still off (it may still be escalated); a drill's
     /// not yet assessed; the one the stable version came from, and those the pin or the warm
     /// stack name. Last-known-good entries all stay (a small record each): promotion, a
@@ -399,15 +399,19 @@ impl WorkloadState {
         }
         let stable_from = self.lkg.last().map(|e| e.rollout_id.as_str());
         let status_from = at.minus_ms(u64::from(crate::incident::STATUS_PAGE_DAYS) * 86_400_000);
-        let on_status_page =
-            |i: &crate::incident::Incident| self.spec.status_page.public && i.detected_at >= status_from;
+        // The page draws an incident on every day from its detection to its resolution.
+        let on_status_page = |i: &crate::incident::Incident| {
+            self.spec.status_page.public && i.resolved_at.is_none_or(|r| r >= status_from)
+        };
         let needed = |r: &Rollout| {
             let id = r.id.as_str();
             Some(id) == stable_from
                 || self.pin.as_ref().is_some_and(|p| p.rollout_id == id)
                 || self.warm.as_ref().is_some_and(|w| w.rollout_id == id)
-                || self.incidents.get(id).is_some_and(|i| i.is_open() || on_status_page(i))
-                || self.incidents_astir.contains(id)
+                // Asked of the incident itself, not of the tick's index: an incident whose
+                // updates went stale while the server was down stays in the index until an
+                // event touches it, but nothing is owed for it any more.
+                || self.incidents.get(id).is_some_and(|i| on_status_page(i) || crate::incident::astir(self, i, at))
                 || self.follow_ups_open.iter().any(|f| self.follow_ups.get(f).is_some_and(|f| f.incident == id))
                 || self.governance.owed.iter().any(|o| o.is_open() && o.rollout_id == id)
                 || r.bypass.as_ref().is_some_and(|b| b.flags.iter().any(|f| self.killed_flags.contains_key(f)))

@@ -677,6 +677,47 @@ fn a_public_status_page_keeps_the_incidents_of_its_days() {
 }
 
 #[test]
+fn a_public_status_page_keeps_an_incident_it_still_draws_on_some_day() {
+    // shop-2 fails on day 0 and is resolved on day `resolved_day`; 30 rollouts follow on day
+    // 95. The page draws an incident on every day from its detection to its resolution: one
+    // resolved 85 days before is still drawn, one resolved 93 days before is not.
+    for (resolved_day, kept) in [(10, true), (2, false)] {
+        let text = shop_spec("", "\n[status_page]\npublic = true\n\n[history]\nrollouts = 20\n");
+        let mut h = H { world: World::default(), seq: 0, log: Vec::new() };
+        let s = spec::parse("shop.toml", &text).unwrap();
+        h.at(T0, "admin", command::apply_spec(&h.world, &s).unwrap().unwrap());
+        let write_updates = |h: &mut H, at: Timestamp| {
+            for e in incident::updates_due(h.world.workload("shop").unwrap(), at) {
+                h.at(at, "controller", e);
+            }
+        };
+        h.release(T0, "v1", None);
+        let id = h.start(T0, "v1");
+        h.complete(T0.plus_ms(10 * MIN), &id, "v1");
+        h.release(T0.plus_ms(HOUR), "v2", None);
+        let bad = h.start(T0.plus_ms(HOUR), "v2");
+        h.halt(T0.plus_ms(HOUR + MIN), &bad);
+        let done = EventKind::MitigationCompleted { rollout_id: bad.clone(), verified: true, detail: "ok".into() };
+        h.at(T0.plus_ms(HOUR + 2 * MIN), "controller", done);
+        write_updates(&mut h, T0.plus_ms(HOUR + 2 * MIN));
+        let resolved_at = T0.plus_ms(resolved_day * DAY);
+        h.at(resolved_at, "oncall", incident::resolve(&h.world, "shop", &bad).unwrap());
+        write_updates(&mut h, resolved_at);
+        for n in 3..=32u64 {
+            let at = T0.plus_ms(95 * DAY + n * HOUR);
+            let v = format!("v{n}");
+            h.release(at, &v, None);
+            let id = h.start(at, &v);
+            h.complete(at.plus_ms(10 * MIN), &id, &v);
+        }
+        let ws = h.world.workload("shop").unwrap();
+        assert!(ws.forgotten.rollouts > 0, "rollouts were let go");
+        assert_eq!(ws.rollout(&bad).is_some(), kept, "resolved on day {resolved_day}");
+        assert_eq!(ws.incidents.contains_key(&bad), kept, "resolved on day {resolved_day}");
+    }
+}
+
+#[test]
 fn a_history_too_small_or_too_large_is_refused_with_its_field() {
     for n in ["19", "100001"] {
         let text = shop_spec("", &format!("\n[history]\nrollouts = {n}\n"));

@@ -2076,7 +2076,8 @@ async fn incident_command(api: &ApiClient, c: &IncidentCommand, json: bool) -> R
             }
         }
         IncidentCommand::Show { workload, id } => {
-            let i: api::Incident = api.get(&format!("/v1/workloads/{workload}/incidents/{id}")).await?;
+            let path = format!("/v1/workloads/{workload}/incidents/{}", crate::http::encode_component(id));
+            let i: api::Incident = api.get(&path).await?;
             if json {
                 print_json(&i);
             } else {

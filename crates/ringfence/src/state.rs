@@ -837,7 +837,14 @@ impl Shared {
                     used: std::time::Instant::now(),
                 },
             };
-            for e in self.workload_log_after(workload, fold.world.last_seq)?.iter().filter(|e| e.workload == workload) {
+            let events = match self.workload_log_after(workload, fold.world.last_seq) {
+                Ok(events) => events,
+                Err(e) => {
+                    *cache = Some(fold);
+                    return Err(e);
+                }
+            };
+            for e in events.iter().filter(|e| e.workload == workload) {
                 fold.world.apply(e);
             }
             fold.used = std::time::Instant::now();

@@ -36,15 +36,21 @@ pub(super) async fn show_incident(
     State(sh): St,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<api::Incident>, ApiError> {
-    let forgot = sh.world(|w| command::workload(w, &name).map(|ws| ws.forgot_rollout(&id)))?;
-    if !forgot {
-        return show(&sh, &name, &id);
+    let not_found = || ApiError::new(ErrorKind::NotFound, format!("no incident {id}"));
+    // One look: a rollout that ends between two looks can let this one go.
+    let kept = sh.world(|w| {
+        let ws = command::workload(w, &name)?;
+        Ok::<_, ApiError>(match ws.incidents.get(&id) {
+            Some(i) => Some(wire::incident(ws, i)),
+            None if ws.forgot_rollout(&id) => None,
+            None => return Err(not_found()),
+        })
+    })?;
+    if let Some(i) = kept {
+        return Ok(Json(i));
     }
     let whole = sh.whole_history(&name)?;
-    whole
-        .as_deref()
-        .and_then(|ws| ws.incidents.get(&id).map(|i| Json(wire::incident(ws, i))))
-        .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("no incident {id}")))
+    whole.as_deref().and_then(|ws| ws.incidents.get(&id).map(|i| Json(wire::incident(ws, i)))).ok_or_else(not_found)
 }
 
 pub(super) async fn ack_incident(
