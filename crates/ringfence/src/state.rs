@@ -805,13 +805,9 @@ impl Shared {
         off_the_workers(|| store.read(workload, after, limit))
     }
 
-    /// Every event of `workload`, read in pages (for a timeline, or to fold its whole history).
-    pub fn workload_log(&self, workload: &str) -> Result<Vec<Event>, StoreError> {
-        self.workload_log_after(workload, 0)
-    }
-
-    /// The workload's events after event `after`, oldest first (read in pages).
-    fn workload_log_after(&self, workload: &str, mut after: u64) -> Result<Vec<Event>, StoreError> {
+    /// The workload's events after event `after` (0: every one), oldest first, read in pages:
+    /// for a timeline, or to fold its whole history.
+    pub fn workload_log_after(&self, workload: &str, mut after: u64) -> Result<Vec<Event>, StoreError> {
         let mut out = Vec::new();
         loop {
             let page = self.events(Some(workload), after, 10_000)?;

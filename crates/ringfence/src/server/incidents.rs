@@ -5,17 +5,30 @@ use ringfence_core::{WorkloadState, dora, incident, postmortem};
 
 use super::prelude::*;
 
-/// Every event of a workload, for a timeline (read in pages, off the workers).
-fn workload_log(sh: &Shared, name: &str) -> Result<Vec<Event>, ApiError> {
-    Ok(sh.workload_log(name)?)
-}
-
-/// The workload folded again from its whole log when rollout `id` is one its projection let
-/// go under `[history]`; `None` when the projection holds it.
-fn whole_if_forgotten(sh: &Shared, name: &str, id: Option<&str>) -> Result<Option<Arc<WorkloadState>>, ApiError> {
-    let Some(id) = id else { return Ok(None) };
-    let forgot = sh.world(|w| w.workload(name).is_some_and(|ws| ws.forgot_rollout(id)));
-    Ok(if forgot { sh.whole_history(name)? } else { None })
+/// What a postmortem is written from: the workload (folded again from its whole log when the
+/// rollout is one its projection let go under `[history]`) and its events from the rollout's
+/// first on (its timeline, its signals and its incident's events all come after it). Read
+/// off the workers, and the draft is written outside the state's lock.
+fn postmortem_inputs(
+    sh: &Shared,
+    name: &str,
+    rollout: Option<&str>,
+) -> Result<(Arc<WorkloadState>, Vec<Event>), ApiError> {
+    let forgot = rollout.is_some_and(|id| sh.world(|w| w.workload(name).is_some_and(|ws| ws.forgot_rollout(id))));
+    let whole = if forgot { sh.whole_history(name)? } else { None };
+    let ws = match whole {
+        Some(ws) => ws,
+        None => sh.world(|w| {
+            command::workload(w, name)?;
+            w.snapshot(name).ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("no workload {name}")))
+        })?,
+    };
+    let id = rollout
+        .map(str::to_owned)
+        .or_else(|| ws.incidents.values().max_by_key(|i| i.detected_at).map(|i| i.rollout_id.clone()));
+    let after = id.as_deref().and_then(|id| ws.rollout(id)).map_or(0, |r| r.first_seq.saturating_sub(1));
+    let events = sh.workload_log_after(name, after)?;
+    Ok((ws, events))
 }
 
 pub(super) async fn list_incidents(
@@ -94,21 +107,14 @@ pub(super) async fn show_postmortem(
     Path(name): Path<String>,
     Params(q): Params<PostmortemQuery>,
 ) -> Result<Json<api::Postmortem>, ApiError> {
-    let events = workload_log(&sh, &name)?;
-    let whole = whole_if_forgotten(&sh, &name, q.rollout.as_deref())?;
-    sh.world(|w| {
-        let ws = match &whole {
-            Some(ws) => ws,
-            None => command::workload(w, &name)?,
-        };
-        let markdown = postmortem::draft(ws, &events, q.rollout.as_deref())?;
-        let rollout_id = q
-            .rollout
-            .clone()
-            .or_else(|| ws.incidents.values().max_by_key(|i| i.detected_at).map(|i| i.rollout_id.clone()))
-            .unwrap_or_default();
-        Ok(Json(api::Postmortem { rollout_id, markdown }))
-    })
+    let (ws, events) = postmortem_inputs(&sh, &name, q.rollout.as_deref())?;
+    let markdown = postmortem::draft(&ws, &events, q.rollout.as_deref())?;
+    let rollout_id = q
+        .rollout
+        .clone()
+        .or_else(|| ws.incidents.values().max_by_key(|i| i.detected_at).map(|i| i.rollout_id.clone()))
+        .unwrap_or_default();
+    Ok(Json(api::Postmortem { rollout_id, markdown }))
 }
 
 /// `GET .../postmortem.svg`: the key signals of the new and the stable version around the
@@ -118,15 +124,8 @@ pub(super) async fn show_postmortem_svg(
     Path(name): Path<String>,
     Params(q): Params<PostmortemQuery>,
 ) -> Result<Response, ApiError> {
-    let events = workload_log(&sh, &name)?;
-    let whole = whole_if_forgotten(&sh, &name, q.rollout.as_deref())?;
-    let svg = sh.world(|w| {
-        let ws = match &whole {
-            Some(ws) => ws,
-            None => command::workload(w, &name)?,
-        };
-        Ok::<_, ApiError>(postmortem::signals_svg(ws, &events, q.rollout.as_deref())?)
-    })?;
+    let (ws, events) = postmortem_inputs(&sh, &name, q.rollout.as_deref())?;
+    let svg = postmortem::signals_svg(&ws, &events, q.rollout.as_deref())?;
     match svg {
         Some(svg) => Ok(([(axum::http::header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()),
         None => Err(ApiError::new(
