@@ -110,6 +110,27 @@ pub fn create_release(
     }
     let req = &ReleaseRequest { version: req.version.clone(), content };
     let digest = req.content.digest();
+    if let Some(stub) = ws.releases_let_go.get(&req.version) {
+        if stub.digest == digest {
+            // The same content: the request holds all of it.
+            let release = Release {
+                workload: name.into(),
+                version: req.version.clone(),
+                content: req.content.clone(),
+                digest,
+                created_at: stub.created_at,
+                created_by: stub.created_by.clone(),
+            };
+            return Ok((None, release));
+        }
+        return Err(err(
+            ErrorCode::Conflict,
+            format!(
+                "release {} of {name} already exists with different content ({}, created {} by {}); releases are immutable: register a new version",
+                req.version, stub.digest, stub.created_at, stub.created_by
+            ),
+        ));
+    }
     if let Some(existing) = ws.releases.get(&req.version) {
         if existing.digest == digest {
             return Ok((None, (**existing).clone()));
@@ -161,8 +182,7 @@ fn check_contract(ws: &WorkloadState, version: &str) -> Result<(), CommandError>
         return Ok(());
     }
     let after = m.after.as_deref().unwrap_or_default();
-    let carried =
-        |v: &str| ws.releases.get(v).and_then(|r| r.content.migration.as_ref()).is_some_and(|x| x.id == after);
+    let carried = |v: &str| ws.migration_of(v) == Some(after);
     if !ws.lkg.iter().any(|e| carried(&e.version)) {
         return Err(err(
             ErrorCode::Conflict,
@@ -205,6 +225,35 @@ fn roll_forward(ws: &WorkloadState, version: &str) -> Result<Vec<EventKind>, Com
     Ok(Vec::new())
 }
 
+/// `f` on `world` with `release`, read back from its `release_created` event, restored to
+/// `name`'s projection when `[history]` let it go (and it is what was kept of it: its digest),
+/// the event that restores it first; otherwise `f` on `world` as it is. For the commands that
+/// need an old release's content: a deploy of it, a rollback to it.
+pub fn restoring(
+    world: &World,
+    name: &str,
+    release: Option<&Release>,
+    f: impl FnOnce(&World) -> Result<Vec<EventKind>, CommandError>,
+) -> Result<Vec<EventKind>, CommandError> {
+    let let_go = |r: &&Release| {
+        world.workload(name).and_then(|ws| ws.releases_let_go.get(&r.version)).is_some_and(|s| s.digest == r.digest)
+    };
+    let Some(r) = release.filter(let_go) else { return f(world) };
+    let restored = EventKind::ReleaseRestored { release: Box::new(r.clone()) };
+    let mut with = world.clone();
+    with.apply(&crate::Event {
+        seq: world.last_seq + 1,
+        at: r.created_at,
+        actor: String::new(),
+        reason: String::new(),
+        workload: name.into(),
+        kind: restored.clone(),
+    });
+    let mut out = vec![restored];
+    out.extend(f(&with)?);
+    Ok(out)
+}
+
 /// Starts a rollout of `version` through the workload's plan.
 pub fn deploy(world: &World, name: &str, version: &str) -> Result<EventKind, CommandError> {
     deploy_checked(world, name, version, true)
@@ -244,6 +293,14 @@ pub fn start_rollout(world: &World, name: &str, version: &str) -> Result<Vec<Eve
 
 fn deploy_checked(world: &World, name: &str, version: &str, check_active: bool) -> Result<EventKind, CommandError> {
     let ws = workload(world, name)?;
+    if ws.releases_let_go.contains_key(version) {
+        return Err(err(
+            ErrorCode::Conflict,
+            format!(
+                "release {version} of {name} was let go from memory under [history] and is read back from the log first: try again"
+            ),
+        ));
+    }
     if !ws.releases.contains_key(version) {
         let known: Vec<_> = ws.release_order.iter().rev().take(5).cloned().collect();
         return Err(err(
@@ -412,7 +469,7 @@ pub fn clear_hold(world: &World, name: &str, version: &str) -> Result<EventKind,
 /// service: deploy or roll back to another first.
 pub fn revoke_release(world: &World, name: &str, version: &str) -> Result<EventKind, CommandError> {
     let ws = workload(world, name)?;
-    if !ws.releases.contains_key(version) {
+    if !ws.has_release(version) {
         return Err(err(ErrorCode::NotFound, format!("{name} has no release {version:?}")));
     }
     if let Some(r) = ws.revoked.get(version) {

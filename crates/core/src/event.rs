@@ -118,6 +118,12 @@ pub enum EventKind {
     ReleaseCreated {
         release: Box<Release>,
     },
+    /// A release `[history]` let go, read back from its `release_created` event for a command
+    /// that needs its content (a deploy of it, a rollback to it): the projection holds it
+    /// again. Checked against what was kept of it (its digest).
+    ReleaseRestored {
+        release: Box<Release>,
+    },
     // --- A rollout moving through its phases (the core's decisions) -------------------------
     RolloutStarted {
         rollout_id: String,

@@ -28,6 +28,9 @@ pub fn describe(e: &Event) -> String {
                 format!(", artifact {}", release.content.artifact)
             }
         ),
+        ReleaseRestored { release } => {
+            format!("release {} read back from the log ({})", release.version, short(&release.digest))
+        }
         RolloutStarted { rollout_id, kind, release, from, phases, .. } => format!(
             "rollout {rollout_id} started: {kind:?} of {release}{} through {} phase(s)",
             from.as_ref().map(|f| format!(" replacing {f}")).unwrap_or_default(),

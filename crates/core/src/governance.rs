@@ -226,17 +226,25 @@ pub fn admit(
                 && !u.revoked.contains_key(version)
                 && !u.held.contains_key(version)
         });
-        let differs = upstream.and_then(|u| u.releases.get(version)).and_then(|r| {
-            let (x, y) = (&r.content, &release.content);
-            if x.artifact != y.artifact {
-                Some("artifact")
-            } else if x.flags != y.flags {
-                Some("flags")
-            } else if x.migration != y.migration {
-                Some("migration")
-            } else {
-                None
+        let differs = upstream.and_then(|u| match u.releases.get(version) {
+            Some(r) => {
+                let (x, y) = (&r.content, &release.content);
+                if x.artifact != y.artifact {
+                    Some("artifact")
+                } else if x.flags != y.flags {
+                    Some("flags")
+                } else if x.migration != y.migration {
+                    Some("migration")
+                } else {
+                    None
+                }
             }
+            // Let go there under `[history]`: what was kept of its build is compared whole.
+            None => u
+                .releases_let_go
+                .get(version)
+                .filter(|s| s.build != release.content.build())
+                .map(|_| "artifact, flags or migration"),
         });
         if let Some(what) = differs {
             return Err(err(
@@ -876,7 +884,7 @@ pub fn attest(
     now: Timestamp,
 ) -> Result<Vec<EventKind>, CommandError> {
     let ws = crate::command::workload(world, name)?;
-    if !ws.releases.contains_key(version) {
+    if !ws.has_release(version) {
         return Err(err(ErrorCode::NotFound, format!("{name} has no release {version:?}")));
     }
     a.check().map_err(|m| err(ErrorCode::Invalid, m))?;

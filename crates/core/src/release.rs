@@ -172,6 +172,48 @@ impl ReleaseContent {
         let json = serde_json::to_vec(self).expect("release content always serializes");
         format!("sha256:{}", hex::encode(Sha256::digest(&json)))
     }
+
+    /// What a promotion compares between environments (the build: artifact, flags and
+    /// migration; configuration differs by environment), hashed: the part of a release kept
+    /// once `[history]` let the rest go ([`ReleaseStub`]).
+    pub fn build(&self) -> u64 {
+        let json = serde_json::to_vec(&(&self.artifact, &self.flags, &self.migration))
+            .expect("release content always serializes");
+        let d = Sha256::digest(&json);
+        u64::from_be_bytes(d[..8].try_into().expect("a sha256 has 32 bytes"))
+    }
+}
+
+/// What the projection keeps of a release `[history]` let go (no kept rollout, pin, warm
+/// stack, pending deployment or recent last known good names it): enough to refuse its
+/// version registered again with other content, to say whether it differs from an upstream
+/// environment's, and to find a contract's expand; its content is read back from its
+/// `release_created` event when a command needs it (a deploy of it, a rollback to it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseStub {
+    /// The sequence number of its `release_created` event.
+    pub seq: u64,
+    pub digest: String,
+    pub created_at: Timestamp,
+    pub created_by: String,
+    /// [`ReleaseContent::build`].
+    pub build: u64,
+    /// The id of the migration it carries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migration: Option<String>,
+}
+
+impl ReleaseStub {
+    pub fn of(release: &Release, seq: u64) -> ReleaseStub {
+        ReleaseStub {
+            seq,
+            digest: release.digest.clone(),
+            created_at: release.created_at,
+            created_by: release.created_by.clone(),
+            build: release.content.build(),
+            migration: release.content.migration.as_ref().map(|m| m.id.clone()),
+        }
+    }
 }
 
 /// Environment variables that make a process load or run other code than its command: a

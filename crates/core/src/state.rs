@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Action, Event, EventKind, RouteGroup};
-use crate::release::Release;
+use crate::release::{Release, ReleaseStub};
 use crate::rollout::{self, Rollout, RolloutKind, RolloutStatus};
 use crate::spec::WorkloadSpec;
 use crate::time::Timestamp;
@@ -109,8 +109,16 @@ pub struct WorkloadState {
     /// Shared, so the controller's copy of a workload each round does not copy past
     /// releases' content (flag files, configuration).
     pub releases: History<BTreeMap<String, std::sync::Arc<Release>>>,
-    /// Release order, oldest first.
+    /// Release order, oldest first: every version registered, those let go too.
     pub release_order: History<Vec<String>>,
+    /// The sequence number of each release's `release_created` event, by version: where its
+    /// content is read back from once `[history]` lets it go.
+    #[serde(default)]
+    pub release_seqs: History<BTreeMap<String, u64>>,
+    /// Releases `[history]` let go, by version: what is kept of each (see
+    /// [`WorkloadState::forget_old_releases`]); the log keeps the rest.
+    #[serde(default)]
+    pub releases_let_go: History<BTreeMap<String, ReleaseStub>>,
     /// The version serving users outside any canary.
     pub stable: Option<String>,
     /// Shared like `rollouts`: one entry per completed rollout.
@@ -225,6 +233,17 @@ pub struct ReleaseIndex {
 }
 
 impl ReleaseIndex {
+    /// The index of `releases`, added in `order`.
+    fn of(releases: &BTreeMap<String, std::sync::Arc<Release>>, order: &[String]) -> ReleaseIndex {
+        let mut index = ReleaseIndex::default();
+        let mut added = BTreeMap::new();
+        for r in order.iter().filter_map(|v| releases.get(v)) {
+            index.add(&added, r);
+            added.insert(r.version.clone(), r.clone());
+        }
+        index
+    }
+
     fn add(&mut self, releases: &BTreeMap<String, std::sync::Arc<Release>>, r: &Release) {
         use std::hash::{Hash, Hasher};
         let same_processes =
@@ -354,6 +373,19 @@ impl WorkloadState {
         self.rollouts.last().map(|r| &**r)
     }
 
+    /// Whether `version` was registered: kept whole, or let go under `[history]`.
+    pub fn has_release(&self, version: &str) -> bool {
+        self.releases.contains_key(version) || self.releases_let_go.contains_key(version)
+    }
+
+    /// The id of the migration `version` carries, whether the release is kept or let go.
+    pub fn migration_of(&self, version: &str) -> Option<&str> {
+        match self.releases.get(version) {
+            Some(r) => r.content.migration.as_ref().map(|m| m.id.as_str()),
+            None => self.releases_let_go.get(version)?.migration.as_deref(),
+        }
+    }
+
     pub fn lkg(&self) -> Option<&LkgEntry> {
         self.lkg.last().map(|e| &**e)
     }
@@ -450,6 +482,59 @@ impl WorkloadState {
             std::sync::Arc::make_mut(&mut self.backups).retain(|id, _| !gone.contains(id));
         }
         self.degraded_escalated.retain(|id| !gone.contains(id));
+        self.forget_old_releases();
+    }
+
+    /// Lets go of the content of releases nothing kept names, after the rollouts that named
+    /// them were let go (`forget_old_rollouts`): a [`ReleaseStub`] stays of each. Kept: the
+    /// newest `[history] rollouts` releases registered, those a kept rollout deploys or
+    /// replaces, the stable version, the pin's and the warm
+    /// stack's, those running or being started, the deployment waiting to start and the
+    /// releases an emergency still owes a gate for, and what these run on or are announced
+    /// fixes of. A command that needs one let go (a deploy of it, a rollback to it) reads it
+    /// back from the log at the server's door (`EventKind::ReleaseRestored`).
+    fn forget_old_releases(&mut self) {
+        let keep = self.spec.history.rollouts as usize;
+        let mut needed: std::collections::BTreeSet<&str> =
+            self.release_order.iter().rev().take(keep).map(String::as_str).collect();
+        for r in &self.rollouts {
+            needed.insert(&r.release);
+            needed.extend(r.from.as_deref());
+        }
+        needed.extend(self.stable.as_deref());
+        needed.extend(self.pin.as_ref().map(|p| p.version.as_str()));
+        needed.extend(self.warm.as_ref().map(|w| w.version.as_str()));
+        needed.extend(self.replicas.keys().map(|(v, _)| v.as_str()));
+        needed.extend(self.recycle.iter().map(|(v, _)| v.as_str()));
+        needed.extend(self.open_intents.values().filter_map(|a| match a {
+            Action::StartReplica { version, .. } => Some(version.as_str()),
+            _ => None,
+        }));
+        needed.extend(self.governance.pending.as_ref().map(|p| p.version.as_str()));
+        needed.extend(self.governance.owed.iter().filter(|o| o.is_open()).map(|o| o.version.as_str()));
+        let index = &self.release_index;
+        let derived: Vec<&str> = needed
+            .iter()
+            .flat_map(|v| [index.runs_on.get(*v), index.hotfixes.get(*v)])
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        needed.extend(derived);
+        let gone: Vec<String> = self.releases.keys().filter(|v| !needed.contains(v.as_str())).cloned().collect();
+        if gone.is_empty() {
+            return;
+        }
+        let releases = std::sync::Arc::make_mut(&mut self.releases);
+        let seqs = std::sync::Arc::make_mut(&mut self.release_seqs);
+        let stubs = std::sync::Arc::make_mut(&mut self.releases_let_go);
+        for v in gone {
+            if let Some(seq) = seqs.remove(&v)
+                && let Some(r) = releases.remove(&v)
+            {
+                stubs.insert(v, ReleaseStub::of(&r, seq));
+            }
+        }
+        self.release_index = std::sync::Arc::new(ReleaseIndex::of(&self.releases, &self.release_order));
     }
 
     /// Flag definitions users of `version` evaluate: the release's, with killed flags disabled.
@@ -696,6 +781,8 @@ impl World {
                             spec_digest: digest.clone(),
                             releases: Default::default(),
                             release_order: Default::default(),
+                            release_seqs: Default::default(),
+                            releases_let_go: Default::default(),
                             stable: None,
                             lkg: Default::default(),
                             pin: None,
@@ -755,8 +842,19 @@ impl World {
             EventKind::ReleaseCreated { release } => {
                 std::sync::Arc::make_mut(&mut ws.release_index).add(&ws.releases, release);
                 std::sync::Arc::make_mut(&mut ws.release_order).push(release.version.clone());
+                std::sync::Arc::make_mut(&mut ws.release_seqs).insert(release.version.clone(), e.seq);
                 std::sync::Arc::make_mut(&mut ws.releases)
                     .insert(release.version.clone(), std::sync::Arc::new((**release).clone()));
+            }
+            EventKind::ReleaseRestored { release } => {
+                let kept = ws.releases_let_go.get(&release.version).filter(|s| s.digest == release.digest);
+                if let Some(seq) = kept.map(|s| s.seq) {
+                    std::sync::Arc::make_mut(&mut ws.releases_let_go).remove(&release.version);
+                    std::sync::Arc::make_mut(&mut ws.release_seqs).insert(release.version.clone(), seq);
+                    std::sync::Arc::make_mut(&mut ws.releases)
+                        .insert(release.version.clone(), std::sync::Arc::new((**release).clone()));
+                    ws.release_index = std::sync::Arc::new(ReleaseIndex::of(&ws.releases, &ws.release_order));
+                }
             }
             EventKind::RolloutStarted { rollout_id, kind, release, from, phases, spec_digest } => {
                 ws.rollouts_started += 1;

@@ -667,6 +667,99 @@ fn a_workload_keeps_its_newest_rollouts_and_lets_older_ones_go_still_counted() {
     assert_eq!(again.workload("shop"), h.world.workload("shop"));
 }
 
+/// Release `v` as its `release_created` event has it, found by what the projection kept of it.
+fn from_log(h: &H, v: &str) -> ringfence_core::release::Release {
+    let seq = h.world.workload("shop").unwrap().releases_let_go[v].seq;
+    match h.log.iter().find(|e| e.seq == seq).map(|e| &e.kind) {
+        Some(EventKind::ReleaseCreated { release }) => (**release).clone(),
+        other => panic!("{v}: {other:?}"),
+    }
+}
+
+#[test]
+fn old_releases_are_let_go_and_read_back_from_the_log_to_run_again() {
+    let (mut h, _) = sixty_rollouts("");
+    let ws = h.world.workload("shop").unwrap().clone();
+    let kept: Vec<&str> = ws.releases.keys().map(String::as_str).collect();
+    for v in ["v1", "v2", "v4", "v5"] {
+        assert!(kept.contains(&v), "{v}: deployed or replaced by a rollout kept for its incident: {kept:?}");
+    }
+    for n in 41..=60 {
+        assert!(kept.contains(&format!("v{n}").as_str()), "v{n}: one of the newest 20 registered");
+    }
+    assert!(kept.len() < 40, "{} kept: {kept:?}", kept.len());
+    assert_eq!(ws.releases.len() + ws.releases_let_go.len(), 60, "each release kept whole or as a stub");
+    assert_eq!(ws.release_order.len(), 60);
+    assert!(ws.releases.keys().all(|v| ws.release_seqs.contains_key(v)));
+    let stub = ws.releases_let_go.get("v3").expect("v3 let go").clone();
+    assert!(ws.has_release("v3") && !ws.has_release("v61"));
+
+    // Registered again: the same content is still a no-op, other content still refused.
+    let req = ReleaseRequest { version: "v3".into(), content: ReleaseContent::default() };
+    let (event, again) = command::create_release(&h.world, "shop", &req, "bob", T0.plus_ms(70 * HOUR)).unwrap();
+    assert!(event.is_none());
+    assert_eq!(
+        (again.digest.as_str(), again.created_at, again.created_by.as_str()),
+        (stub.digest.as_str(), stub.created_at, "alice")
+    );
+    let other =
+        ReleaseRequest { version: "v3".into(), content: ReleaseContent { artifact: "x".into(), ..Default::default() } };
+    let e = command::create_release(&h.world, "shop", &other, "bob", T0.plus_ms(70 * HOUR)).unwrap_err();
+    assert_eq!(e.code, ErrorCode::Conflict, "{e}");
+
+    // Deployed again: not from the stub; from its `release_created` event, read back.
+    let e = command::start_rollout(&h.world, "shop", "v3").unwrap_err();
+    assert!(e.message.contains("let go"), "{e}");
+    let v3 = from_log(&h, "v3");
+    assert_eq!(v3.version, "v3");
+    let mut forged = v3.clone();
+    forged.content.artifact = "forged".into();
+    forged.digest = forged.content.digest();
+    let e =
+        command::restoring(&h.world, "shop", Some(&forged), |w| command::start_rollout(w, "shop", "v3")).unwrap_err();
+    assert!(e.message.contains("let go"), "content other than what was kept is not restored: {e}");
+    let events = command::restoring(&h.world, "shop", Some(&v3), |w| command::start_rollout(w, "shop", "v3")).unwrap();
+    assert!(matches!(&events[0], EventKind::ReleaseRestored { release } if **release == v3), "{events:?}");
+    assert!(matches!(&events[1], EventKind::RolloutStarted { release, .. } if release == "v3"), "{events:?}");
+    let at = T0.plus_ms(70 * HOUR);
+    for e in events {
+        h.at(at, "ci", e);
+    }
+    let ws = h.world.workload("shop").unwrap();
+    assert_eq!(ws.releases.get("v3").map(|r| &**r), Some(&v3), "held whole again");
+    assert!(!ws.releases_let_go.contains_key("v3"));
+    assert_eq!(ws.release_seqs.get("v3"), Some(&stub.seq));
+    let id = ws.active_rollout().map(|r| r.id.clone()).unwrap();
+    h.complete(at.plus_ms(HOUR), &id, "v3");
+
+    // A rollback to an old last known good reads it back the same way.
+    let ws = h.world.workload("shop").unwrap().clone();
+    let target = ws.lkg.iter().map(|e| e.version.clone()).find(|v| ws.releases_let_go.contains_key(v)).unwrap();
+    let rb = from_log(&h, &target);
+    let events = command::restoring(&h.world, "shop", Some(&rb), |w| {
+        command::rollback_all(w, "shop", Some(&target), "oncall", "back")
+    })
+    .unwrap();
+    assert!(matches!(&events[0], EventKind::ReleaseRestored { .. }), "{events:?}");
+    for e in events {
+        h.at(at.plus_ms(2 * HOUR), "oncall", e);
+    }
+    assert!(h.world.workload("shop").unwrap().releases.contains_key(&target));
+
+    // The log folds to the same projection; folded keeping everything, nothing is let go.
+    let mut again = World::default();
+    for e in &h.log {
+        again.apply(e);
+    }
+    assert_eq!(again.workload("shop"), h.world.workload("shop"));
+    let mut whole = World::keeping_everything();
+    for e in &h.log {
+        whole.apply(e);
+    }
+    assert_eq!(whole.workload("shop").unwrap().releases.len(), 60);
+    assert!(whole.workload("shop").unwrap().releases_let_go.is_empty());
+}
+
 #[test]
 fn a_public_status_page_keeps_the_incidents_of_its_days() {
     let (h, _) = sixty_rollouts("\n[status_page]\npublic = true\n");

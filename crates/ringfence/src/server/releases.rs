@@ -52,9 +52,13 @@ pub(super) async fn list_releases(
     State(sh): St,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<api::Release>>, ApiError> {
+    // Those `[history]` let go are read back from the log, folded whole.
+    let let_go = sh.world(|w| w.workload(&name).is_some_and(|ws| !ws.releases_let_go.is_empty()));
+    let whole = if let_go { sh.whole_history(&name)? } else { None };
     sh.world(|w| {
         let ws = command::workload(w, &name)?;
-        Ok(Json(ws.release_order.iter().filter_map(|v| ws.releases.get(v).map(|r| wire::release_in(ws, r))).collect()))
+        let release = |v: &String| ws.releases.get(v).or_else(|| whole.as_ref()?.releases.get(v)).cloned();
+        Ok(Json(ws.release_order.iter().filter_map(release).map(|r| wire::release_in(ws, &r)).collect()))
     })
 }
 
@@ -62,10 +66,14 @@ pub(super) async fn show_release(
     State(sh): St,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<api::Release>, ApiError> {
+    // One `[history]` let go is read back from the log.
+    let let_go = sh.let_go_release(&name, &version)?;
     sh.world(|w| {
         let ws = command::workload(w, &name)?;
         ws.releases
             .get(&version)
+            .map(|r| &**r)
+            .or(let_go.as_ref())
             .map(|r| Json(wire::release_in(ws, r)))
             .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("{name} has no release {version:?}")))
     })

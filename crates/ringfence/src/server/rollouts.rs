@@ -15,11 +15,15 @@ pub(super) async fn deploy(
         justification: b.reason.clone(),
     });
     let mut governed = Vec::new();
+    let let_go = sh.let_go_release(&name, &b.version)?;
     let events = sh
         .command(&name, &who, &reason, |w| {
-            let (events, warnings) = command::deploy_governed(w, &name, &b.version, &who, emergency.clone(), now())?;
-            governed = warnings;
-            Ok(events)
+            command::restoring(w, &name, let_go.as_ref(), |w| {
+                let (events, warnings) =
+                    command::deploy_governed(w, &name, &b.version, &who, emergency.clone(), now())?;
+                governed = warnings;
+                Ok(events)
+            })
         })
         .await?;
     // The new rollout's id: a roll forward ends the one it replaces first.
@@ -80,8 +84,22 @@ pub(super) async fn rollback(
     Body(b): Body<api::Rollback>,
 ) -> Result<Json<api::Started>, ApiError> {
     let reason = if b.reason.is_empty() { "rollback to last known good".to_string() } else { b.reason.clone() };
-    let events =
-        sh.command(&name, &who, &reason, |w| command::rollback_all(w, &name, b.to.as_deref(), &who, &b.reason)).await?;
+    // The release it returns to may be one `[history]` let go: read back first.
+    let target = sh.world(|w| match command::rollback(w, &name, b.to.as_deref(), &who, &b.reason) {
+        Ok(ringfence_core::EventKind::RolloutStarted { release, .. }) => Some(release),
+        _ => None,
+    });
+    let let_go = match target {
+        Some(v) => sh.let_go_release(&name, &v)?,
+        None => None,
+    };
+    let events = sh
+        .command(&name, &who, &reason, |w| {
+            command::restoring(w, &name, let_go.as_ref(), |w| {
+                command::rollback_all(w, &name, b.to.as_deref(), &who, &b.reason)
+            })
+        })
+        .await?;
     // The last known good's spec may come first.
     let id = events.iter().find_map(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
     Ok(Json(api::Started { rollout_id: id, warnings: Vec::new(), queued: Vec::new() }))

@@ -2,6 +2,7 @@
 //! back from the log, which keeps them all; the counts `/metrics` reports never lose them.
 
 use ringfence_api::RolloutStatus;
+use ringfence_core::EventKind;
 
 use crate::harness::*;
 
@@ -139,4 +140,103 @@ async fn the_postmortem_of_an_incident_let_go_is_written_from_the_log() {
     assert_eq!(status, 200, "{body}");
     let deployments = json(&body)["deployments"].as_array().map(Vec::len);
     assert_eq!(deployments, Some(27), "every deployment, the newest too: {body}");
+}
+
+/// Old releases: the projection keeps what is left of one `[history]` let go (its digest, where
+/// its event is), the log the rest. It is listed and shown from the log, registered again with
+/// the same content as before, and deployed or rolled back to after being read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releases_let_go_are_read_back_from_the_log_to_show_and_to_run_again() {
+    let mut server = Server::start().await;
+    let w = "old";
+    let file = server.path("old.toml");
+    std::fs::write(&file, Spec::new(w).toml() + "\n[history]\nrollouts = 20\n").unwrap();
+    let out = server.cli(&["apply", path_str(&file)]).await;
+    assert_eq!(out.code, 0, "{out}");
+    for n in 1..=25 {
+        let out = server.release(w, &format!("v{n}"), &[&format!("GREETING=release {n}")]).await;
+        assert_eq!(out.code, 0, "{out}");
+    }
+    let out = server.deploy_wait(w, "v1").await;
+    assert_eq!(out.code, 0, "{out}");
+    let load = Load::start(server.router_addr(w).await, 100.0, 50);
+    for v in ["v2", "v3"] {
+        let out = server.deploy_wait(w, v).await;
+        assert_eq!(out.code, 0, "{out}");
+    }
+    drop(load);
+    // 22 rollouts aborted at once: past the 20 kept and the tenth more, twice.
+    for n in 4..=25 {
+        let out = server.cli(&["deploy", w, &format!("v{n}")]).await;
+        assert_eq!(out.code, 0, "{out}");
+        let out = server.cli(&["abort", w, "--reason", "history test"]).await;
+        assert_eq!(out.code, 0, "{out}");
+    }
+    let events = |body: &str| -> Vec<serde_json::Value> { json(body).as_array().cloned().unwrap_or_default() };
+
+    for round in ["running", "after a SIGKILL"] {
+        // Listed and shown whole, v1 and v4 from the log.
+        let (status, body) = server.get_text(&format!("/v1/workloads/{w}/releases")).await;
+        assert_eq!(status, 200, "{round}: {body}");
+        let list = events(&body);
+        let versions: Vec<&str> = list.iter().filter_map(|r| r["version"].as_str()).collect();
+        let all: Vec<String> = (1..=25).map(|n| format!("v{n}")).collect();
+        assert_eq!(versions, all, "{round}: every release, oldest first");
+        assert_eq!(list[3]["content"]["config"]["GREETING"].as_str(), Some("release 4"), "{round}: {}", list[3]);
+        for (v, greeting) in [("v1", "release 1"), ("v4", "release 4")] {
+            let (status, body) = server.get_text(&format!("/v1/workloads/{w}/releases/{v}")).await;
+            assert_eq!(status, 200, "{round}: {body}");
+            let r = json(&body);
+            assert_eq!(r["content"]["config"]["GREETING"].as_str(), Some(greeting), "{round}: {r}");
+            assert_eq!(r["content"]["artifact"].as_str(), Some(format!("sample-app:{v}").as_str()), "{round}: {r}");
+        }
+        let (status, body) = server.get_text(&format!("/v1/workloads/{w}/releases/v26")).await;
+        assert_eq!(status, 404, "{round}: {body}");
+        // Registered again: the same content is no change, other content a conflict.
+        let out = server.release(w, "v4", &["GREETING=release 4"]).await;
+        assert_eq!(out.code, 0, "{round}: {out}");
+        let out = server
+            .cli(&[
+                "release",
+                "create",
+                w,
+                "--version",
+                "v4",
+                "--artifact",
+                "sample-app:v4",
+                "--config",
+                "GREETING=other",
+            ])
+            .await;
+        assert_ne!(out.code, 0, "{round}: {out}");
+        assert!(out.stderr.contains("already exists with different content"), "{round}: {out}");
+        if round == "running" {
+            server.kill9();
+            server.restart().await;
+        }
+    }
+
+    // Deployed again: read back, then rolled out like any release, serving users.
+    let mut load = Load::start(server.router_addr(w).await, 100.0, 50);
+    let out = server.deploy_wait(w, "v4").await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(server.status(w).await.stable.as_deref(), Some("v4"));
+    let since = std::time::Instant::now();
+    wait_until("requests served after the rollout", || {
+        let n = load.samples().iter().filter(|s| s.sent_at >= since).count();
+        async move { (n >= 40).then_some(()) }
+    })
+    .await;
+    assert_served_by(load.samples(), since, "v4", "v4, read back from the log");
+    // Rolled back to: v1 was last known good long ago.
+    let out =
+        server.cli(&["rollback", w, "--to", "v1", "--reason", "back to the first", "--wait", "--timeout", "45s"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(server.status(w).await.stable.as_deref(), Some("v1"));
+    drop(load);
+    let log = server.events(w).await;
+    let restored = |v: &str| {
+        log.iter().filter(|e| matches!(&e.kind, EventKind::ReleaseRestored { release } if release.version == v)).count()
+    };
+    assert_eq!((restored("v4"), restored("v1")), (1, 1), "each read back once, on the record");
 }
