@@ -384,6 +384,46 @@ fn the_emergency_path_end_to_end() {
 }
 
 #[test]
+fn a_release_the_previous_environment_let_go_is_promoted_by_its_build() {
+    let mut g = G::new();
+    g.apply(spec("shop-staging", "\n[environment]\nname = \"staging\"\n[history]\nrollouts = 20\n"));
+    g.apply(spec("shop", "\n[environment]\nname = \"production\"\nafter = \"shop-staging\"\n"));
+    for n in 1..=30 {
+        let v = format!("v{n}");
+        g.release("shop-staging", &v, "alice");
+        g.complete("shop-staging", &v);
+    }
+    let staging = g.world.workload("shop-staging").unwrap();
+    assert!(staging.releases_let_go.contains_key("v2") && staging.releases_let_go.contains_key("v3"));
+    g.release("shop", "v1", "alice");
+    g.complete("shop", "v1");
+    // The same build (production's own configuration aside) is promoted.
+    let req = ReleaseRequest {
+        version: "v2".into(),
+        content: ReleaseContent {
+            artifact: "registry/app@sha256:v2".into(),
+            config: [("REGION".to_string(), "eu".to_string())].into(),
+            metadata: ringfence_core::release::Metadata { author: "alice".into(), ..Default::default() },
+            ..Default::default()
+        },
+    };
+    let (e, _) = command::create_release(&g.world, "shop", &req, "alice", g.now).unwrap();
+    g.append("shop", "alice", e.into_iter().collect());
+    let events = g.deploy("shop", "v2", "pipeline").expect("promoted");
+    assert!(matches!(events.last().map(|e| &e.kind), Some(EventKind::RolloutStarted { .. })));
+    g.finish("shop", "v2");
+    // Another build under a version staging let go is not.
+    let req = ReleaseRequest {
+        version: "v3".into(),
+        content: ReleaseContent { artifact: "registry/app@sha256:other".into(), ..Default::default() },
+    };
+    let (e, _) = command::create_release(&g.world, "shop", &req, "alice", g.now).unwrap();
+    g.append("shop", "alice", e.into_iter().collect());
+    let err = g.deploy("shop", "v3", "pipeline").unwrap_err();
+    assert!(err.message.contains("differs from v3 of shop in its artifact, flags or migration"), "{err}");
+}
+
+#[test]
 fn an_emergency_rollout_that_still_owes_its_approval_is_kept_however_many_follow() {
     let extra = "[approval]\nbefore_start = true\n[emergency]\nseverities = [\"sev1\"]\n[history]\nrollouts = 20\n";
     let mut g = two_environments(extra);
