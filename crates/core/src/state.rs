@@ -417,7 +417,7 @@ impl WorkloadState {
     /// (an update owed, a delivery not settled) or an open follow-up item (exported and
     /// reminded about with the incident's details), or is drawn on a day of the public status
     /// page (not resolved before its window); one an emergency still owes a gate for (the approval is checked against
-    /// its starter); a bypass whose flags are still off (it may still be escalated); a drill's
+    /// its starter); a bypass whose flags are still off, until it is escalated; a drill's
     /// not yet assessed; the one the stable version came from, and those the pin or the warm
     /// stack name. Last-known-good entries all stay (a small record each): promotion, a
     /// contract migration's expand and `rollback --to` ask whether a version was ever last
@@ -446,7 +446,9 @@ impl WorkloadState {
                 || self.incidents.get(id).is_some_and(|i| on_status_page(i) || crate::incident::astir(self, i, at))
                 || self.follow_ups_open.iter().any(|f| self.follow_ups.get(f).is_some_and(|f| f.incident == id))
                 || self.governance.owed.iter().any(|o| o.is_open() && o.rollout_id == id)
-                || r.bypass.as_ref().is_some_and(|b| b.flags.iter().any(|f| self.killed_flags.contains_key(f)))
+                // Until it is escalated (`command::degraded_too_long`): nothing is owed after.
+                || (r.bypass.as_ref().is_some_and(|b| b.flags.iter().any(|f| self.killed_flags.contains_key(f)))
+                    && !self.degraded_escalated.contains(id))
                 || self.drills.iter().any(|d| d.report.is_none() && d.rollout_id == id)
         };
         let cut = self.rollouts.len() - keep;

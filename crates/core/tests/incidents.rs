@@ -761,6 +761,71 @@ fn old_releases_are_let_go_and_read_back_from_the_log_to_run_again() {
 }
 
 #[test]
+fn a_bypass_is_kept_while_its_flags_are_off_until_it_is_escalated() {
+    let text = shop_spec("", "\n[history]\nrollouts = 20\n").replacen(
+        "[mitigation]\n",
+        "[mitigation]\nbypass_approvers = [\"bob\"]\n",
+        1,
+    );
+    let mut h = H { world: World::default(), seq: 0, log: Vec::new() };
+    let s = spec::parse("shop.toml", &text).unwrap();
+    h.at(T0, "admin", command::apply_spec(&h.world, &s).unwrap().unwrap());
+    let settle = |h: &mut H, at: Timestamp| {
+        for e in incident::updates_due(h.world.workload("shop").unwrap(), at) {
+            h.at(at, "controller", e);
+        }
+    };
+    h.release(T0, "v1", None);
+    let r1 = h.start(T0, "v1");
+    h.complete(T0.plus_ms(MIN), &r1, "v1");
+    // v2 turns unhealthy; bob approves running it with its guard flag off.
+    h.release(T0.plus_ms(2 * MIN), "v2", None);
+    let bypassed = h.start(T0.plus_ms(2 * MIN), "v2");
+    let r = h.world.workload("shop").unwrap().rollout(&bypassed).unwrap().clone();
+    let mut d = decision::manual_rollback(&r, "controller", "errors up");
+    d.action = decision::MitigationAction::Hold;
+    d.bypass_flags = vec!["new-checkout".into()];
+    h.at(
+        T0.plus_ms(3 * MIN),
+        "controller",
+        EventKind::RolloutHalted { rollout_id: bypassed.clone(), decision: Box::new(d) },
+    );
+    for e in command::bypass(&h.world, "shop", "bob", "the rest works").unwrap() {
+        h.at(T0.plus_ms(4 * MIN), "bob", e);
+    }
+    let done = EventKind::MitigationCompleted { rollout_id: bypassed.clone(), verified: true, detail: "ok".into() };
+    h.at(T0.plus_ms(5 * MIN), "controller", done);
+    h.complete(T0.plus_ms(6 * MIN), &bypassed, "v2");
+    settle(&mut h, T0.plus_ms(6 * MIN));
+    h.at(T0.plus_ms(7 * MIN), "oncall", incident::resolve(&h.world, "shop", &bypassed).unwrap());
+    settle(&mut h, T0.plus_ms(7 * MIN));
+    let rollouts = |h: &mut H, from: u64, at: Timestamp| {
+        for n in from..from + 25 {
+            let v = format!("v{n}");
+            h.release(at, &v, None);
+            let id = h.start(at, &v);
+            h.complete(at, &id, &v);
+        }
+    };
+    // Within `max_degraded` (an hour): kept, however many rollouts follow.
+    rollouts(&mut h, 3, T0.plus_ms(10 * MIN));
+    let ws = h.world.workload("shop").unwrap();
+    assert!(ws.forgotten.rollouts > 0, "older rollouts were let go");
+    assert!(ws.rollout(&bypassed).is_some(), "its flag is still off: kept");
+    assert_eq!(command::degraded_too_long(&h.world, "shop", T0.plus_ms(30 * MIN)), None);
+    // Past it, escalated once; then nothing is owed for it any more, and it goes.
+    let late = T0.plus_ms(2 * HOUR);
+    let escalated = command::degraded_too_long(&h.world, "shop", late).expect("escalated");
+    assert!(matches!(&escalated, EventKind::DegradedTooLong { rollout_id, .. } if *rollout_id == bypassed));
+    h.at(late, "controller", escalated);
+    rollouts(&mut h, 28, late);
+    let ws = h.world.workload("shop").unwrap();
+    assert!(ws.rollout(&bypassed).is_none(), "escalated: let go like any other");
+    assert!(ws.forgot_rollout(&bypassed));
+    assert_eq!(command::degraded_too_long(&h.world, "shop", late.plus_ms(HOUR)), None, "and not escalated again");
+}
+
+#[test]
 fn a_public_status_page_keeps_the_incidents_of_its_days() {
     let (h, _) = sixty_rollouts("\n[status_page]\npublic = true\n");
     let ws = h.world.workload("shop").unwrap();
