@@ -62,6 +62,11 @@ pub struct Forgotten {
     /// What they counted for in the running counts (`WorkloadState::totals`), which keep
     /// counting them: the counts are a walk over what is kept plus these.
     pub totals: crate::totals::Totals,
+    /// Rollouts older than the newest `rollouts` that the last pass kept (something still
+    /// needed them): the next pass waits for a tenth more beyond these too, so a few kept for
+    /// good do not make every rollout's end a pass.
+    #[serde(default)]
+    pub held_back: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -411,7 +416,7 @@ impl WorkloadState {
     }
 
     /// Lets go of the ended rollouts older than the newest `[history] rollouts`, with their
-    /// incidents, deliveries and backups, once a tenth more than that have ended (so the work
+    /// incidents, deliveries and backups, once a tenth more than that have ended beyond those held back (so the work
     /// is done once per batch, not at every rollout's end). Kept whatever their age, while
     /// something still needs them: a rollout whose incident is open, still has work for a tick
     /// (an update owed, a delivery not settled) or an open follow-up item (exported and
@@ -426,7 +431,7 @@ impl WorkloadState {
     /// same projection.
     fn forget_old_rollouts(&mut self, at: Timestamp) {
         let keep = self.spec.history.rollouts as usize;
-        if self.rollouts.len() <= keep + keep / 10 {
+        if self.rollouts.len() <= keep + keep / 10 + self.forgotten.held_back {
             return;
         }
         let stable_from = self.lkg.last().map(|e| e.rollout_id.as_str());
@@ -454,6 +459,7 @@ impl WorkloadState {
         let cut = self.rollouts.len() - keep;
         let gone: std::collections::BTreeSet<String> =
             self.rollouts[..cut].iter().filter(|r| r.ended_at.is_some() && !needed(r)).map(|r| r.id.clone()).collect();
+        self.forgotten.held_back = cut - gone.len();
         if gone.is_empty() {
             return;
         }

@@ -659,12 +659,17 @@ fn a_workload_keeps_its_newest_rollouts_and_lets_older_ones_go_still_counted() {
     let end = T0.plus_ms(62 * HOUR);
     assert_eq!(dora::compute(all, T0, end).deployments.len(), 60);
     assert_eq!(dora::compute(ws, T0, end).deployments.len(), kept.len(), "the projection holds what it kept");
-    // And a restart folds the same projection.
+    // And a restart folds the same projection; it lets go in batches, the two kept for their
+    // incidents not making every rollout's end a pass.
     let mut again = World::default();
+    let mut passes = 0;
     for e in &h.log {
+        let before = again.workload("shop").map(|ws| ws.forgotten.rollouts);
         again.apply(e);
+        passes += usize::from(again.workload("shop").map(|ws| ws.forgotten.rollouts) != before);
     }
     assert_eq!(again.workload("shop"), h.world.workload("shop"));
+    assert!(passes <= 15, "{passes} passes let {} rollouts go", ws.forgotten.rollouts);
 }
 
 /// Release `v` as its `release_created` event has it, found by what the projection kept of it.

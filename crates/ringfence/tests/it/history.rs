@@ -153,7 +153,7 @@ async fn releases_let_go_are_read_back_from_the_log_to_show_and_to_run_again() {
     std::fs::write(&file, Spec::new(w).toml() + "\n[history]\nrollouts = 20\n").unwrap();
     let out = server.cli(&["apply", path_str(&file)]).await;
     assert_eq!(out.code, 0, "{out}");
-    for n in 1..=25 {
+    for n in 1..=27 {
         let out = server.release(w, &format!("v{n}"), &[&format!("GREETING=release {n}")]).await;
         assert_eq!(out.code, 0, "{out}");
     }
@@ -165,8 +165,9 @@ async fn releases_let_go_are_read_back_from_the_log_to_show_and_to_run_again() {
         assert_eq!(out.code, 0, "{out}");
     }
     drop(load);
-    // 22 rollouts aborted at once: past the 20 kept and the tenth more, twice.
-    for n in 4..=25 {
+    // 24 rollouts aborted at once: past the 20 kept and the tenth more (beyond the one kept as
+    // the stable version's), twice.
+    for n in 4..=27 {
         let out = server.cli(&["deploy", w, &format!("v{n}")]).await;
         assert_eq!(out.code, 0, "{out}");
         let out = server.cli(&["abort", w, "--reason", "history test"]).await;
@@ -180,7 +181,7 @@ async fn releases_let_go_are_read_back_from_the_log_to_show_and_to_run_again() {
         assert_eq!(status, 200, "{round}: {body}");
         let list = events(&body);
         let versions: Vec<&str> = list.iter().filter_map(|r| r["version"].as_str()).collect();
-        let all: Vec<String> = (1..=25).map(|n| format!("v{n}")).collect();
+        let all: Vec<String> = (1..=27).map(|n| format!("v{n}")).collect();
         assert_eq!(versions, all, "{round}: every release, oldest first");
         assert_eq!(list[3]["content"]["config"]["GREETING"].as_str(), Some("release 4"), "{round}: {}", list[3]);
         for (v, greeting) in [("v1", "release 1"), ("v4", "release 4")] {
@@ -190,7 +191,7 @@ async fn releases_let_go_are_read_back_from_the_log_to_show_and_to_run_again() {
             assert_eq!(r["content"]["config"]["GREETING"].as_str(), Some(greeting), "{round}: {r}");
             assert_eq!(r["content"]["artifact"].as_str(), Some(format!("sample-app:{v}").as_str()), "{round}: {r}");
         }
-        let (status, body) = server.get_text(&format!("/v1/workloads/{w}/releases/v26")).await;
+        let (status, body) = server.get_text(&format!("/v1/workloads/{w}/releases/v28")).await;
         assert_eq!(status, 404, "{round}: {body}");
         // Registered again: the same content is no change, other content a conflict.
         let out = server.release(w, "v4", &["GREETING=release 4"]).await;
