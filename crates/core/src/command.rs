@@ -227,7 +227,8 @@ fn roll_forward(ws: &WorkloadState, version: &str) -> Result<Vec<EventKind>, Com
 
 /// `f` on `world` with `release`, read back from its `release_created` event, restored to
 /// `name`'s projection when `[history]` let it go (and it is what was kept of it: its digest),
-/// the event that restores it first; otherwise `f` on `world` as it is. For the commands that
+/// the event that restores it just before the first that names it; otherwise `f` on `world`
+/// as it is. For the commands that
 /// need an old release's content: a deploy of it, a rollback to it.
 pub fn restoring(
     world: &World,
@@ -249,8 +250,16 @@ pub fn restoring(
         workload: name.into(),
         kind: restored.clone(),
     });
-    let mut out = vec![restored];
-    out.extend(f(&with)?);
+    let mut out = f(&with)?;
+    // Just before the event that names it: a rollout's end before it (a roll forward ends the
+    // halted one first) lets go of what nothing names, and would let it go again.
+    let names = |e: &EventKind| match e {
+        EventKind::RolloutStarted { release, .. } => *release == r.version,
+        EventKind::DeployQueued { version, .. } => *version == r.version,
+        _ => false,
+    };
+    let at = out.iter().position(names).unwrap_or(0);
+    out.insert(at, restored);
     Ok(out)
 }
 
@@ -615,8 +624,38 @@ pub fn rollback(
         let d = decision::manual_rollback(r, actor, reason);
         return Ok(EventKind::RolloutHalted { rollout_id: r.id.clone(), decision: Box::new(d) });
     }
+    let target = rollback_target(ws, to)?;
+    if ws.releases_let_go.contains_key(&target) {
+        return Err(err(
+            ErrorCode::Conflict,
+            format!(
+                "release {target} of {name} was let go from memory under [history] and is read back from the log first: try again"
+            ),
+        ));
+    }
+    Ok(EventKind::RolloutStarted {
+        rollout_id: ws.next_rollout_id(),
+        kind: RolloutKind::Rollback,
+        release: target,
+        from: ws.stable.clone(),
+        phases: vec![PhaseSpec {
+            name: "rollback".into(),
+            weight: 100.0,
+            bake: crate::duration::Dur(0),
+            gates: vec![Gate::Health],
+            segment: None,
+            shadow: None,
+        }],
+        spec_digest: ws.spec_digest.clone(),
+    })
+}
+
+/// The release a rollback with no rollout in progress returns to: `to`, which must have been
+/// last known good once, or the newest last known good a rollback has not left already.
+pub fn rollback_target(ws: &WorkloadState, to: Option<&str>) -> Result<String, CommandError> {
+    let name = &ws.name;
     let current = ws.stable.as_deref();
-    let target = match to {
+    match to {
         Some(v) => {
             if !ws.lkg.iter().any(|e| e.version == v) {
                 return Err(err(
@@ -635,7 +674,7 @@ pub fn rollback(
                     format!("{v} was revoked by {}: {}; it never runs again", r.actor, r.reason),
                 ));
             }
-            v.to_string()
+            Ok(v.to_string())
         }
         // Versions a rollback already left are not candidates, so repeated rollbacks walk
         // further back instead of toggling between two releases.
@@ -656,23 +695,8 @@ pub fn rollback(
             .map(String::from)
             .ok_or_else(|| {
                 err(ErrorCode::Conflict, format!("{name} has no earlier last known good release to roll back to"))
-            })?,
-    };
-    Ok(EventKind::RolloutStarted {
-        rollout_id: ws.next_rollout_id(),
-        kind: RolloutKind::Rollback,
-        release: target,
-        from: ws.stable.clone(),
-        phases: vec![PhaseSpec {
-            name: "rollback".into(),
-            weight: 100.0,
-            bake: crate::duration::Dur(0),
-            gates: vec![Gate::Health],
-            segment: None,
-            shadow: None,
-        }],
-        spec_digest: ws.spec_digest.clone(),
-    })
+            }),
+    }
 }
 
 /// The kill switch: turns `flag` off for every user at once. Always allowed, in any state:

@@ -185,7 +185,8 @@ impl ReleaseContent {
 }
 
 /// What the projection keeps of a release `[history]` let go (no kept rollout, pin, warm
-/// stack, pending deployment or recent last known good names it): enough to refuse its
+/// stack, running instance or pending deployment names it, and it is not the stable version or
+/// among the newest registered): enough to refuse its
 /// version registered again with other content, to say whether it differs from an upstream
 /// environment's, and to find a contract's expand; its content is read back from its
 /// `release_created` event when a command needs it (a deploy of it, a rollback to it).

@@ -238,18 +238,11 @@ pub struct ReleaseIndex {
 }
 
 impl ReleaseIndex {
-    /// The index of `releases`, added in `order`.
-    fn of(releases: &BTreeMap<String, std::sync::Arc<Release>>, order: &[String]) -> ReleaseIndex {
-        let mut index = ReleaseIndex::default();
-        let mut added = BTreeMap::new();
-        for r in order.iter().filter_map(|v| releases.get(v)) {
-            index.add(&added, r);
-            added.insert(r.version.clone(), r.clone());
-        }
-        index
-    }
-
-    fn add(&mut self, releases: &BTreeMap<String, std::sync::Arc<Release>>, r: &Release) {
+    /// Adds `r`, registered (or, `restored`, read back after `[history]` let it go) when
+    /// `releases` were there. What other releases run on never changes: a release read back
+    /// runs on a kept one with its processes, or on its own; it is the newest hotfix of what it
+    /// fixes only when no other is.
+    fn add(&mut self, releases: &BTreeMap<String, std::sync::Arc<Release>>, r: &Release, restored: bool) {
         use std::hash::{Hash, Hasher};
         let same_processes =
             |a: &Release| a.content.artifact == r.content.artifact && a.content.config == r.content.config;
@@ -263,8 +256,24 @@ impl ReleaseIndex {
             None => firsts.push(r.version.clone()),
         }
         if let Some(fixed) = &r.content.hotfix_for {
-            self.hotfixes.insert(fixed.clone(), r.version.clone());
+            if restored {
+                self.hotfixes.entry(fixed.clone()).or_insert_with(|| r.version.clone());
+            } else {
+                self.hotfixes.insert(fixed.clone(), r.version.clone());
+            }
         }
+    }
+
+    /// Drops what concerns releases `[history]` let go. None that a kept release runs on or
+    /// is the newest hotfix of is among them (`WorkloadState::forget_old_releases`), so the
+    /// kept releases' entries stay as they were.
+    fn forget(&mut self, gone: &std::collections::BTreeSet<String>) {
+        self.runs_on.retain(|v, first| !gone.contains(v) && !gone.contains(first));
+        for firsts in self.first_of.values_mut() {
+            firsts.retain(|v| !gone.contains(v));
+        }
+        self.first_of.retain(|_, firsts| !firsts.is_empty());
+        self.hotfixes.retain(|fixed, hotfix| !gone.contains(fixed) && !gone.contains(hotfix));
     }
 }
 
@@ -520,14 +529,21 @@ impl WorkloadState {
         }));
         needed.extend(self.governance.pending.as_ref().map(|p| p.version.as_str()));
         needed.extend(self.governance.owed.iter().filter(|o| o.is_open()).map(|o| o.version.as_str()));
+        // What these run on and their newest hotfixes, and what those run on, and so on.
         let index = &self.release_index;
-        let derived: Vec<&str> = needed
-            .iter()
-            .flat_map(|v| [index.runs_on.get(*v), index.hotfixes.get(*v)])
-            .flatten()
-            .map(String::as_str)
-            .collect();
-        needed.extend(derived);
+        loop {
+            let derived: Vec<&str> = needed
+                .iter()
+                .flat_map(|v| [index.runs_on.get(*v), index.hotfixes.get(*v)])
+                .flatten()
+                .map(String::as_str)
+                .filter(|v| !needed.contains(v))
+                .collect();
+            if derived.is_empty() {
+                break;
+            }
+            needed.extend(derived);
+        }
         let gone: Vec<String> = self.releases.keys().filter(|v| !needed.contains(v.as_str())).cloned().collect();
         if gone.is_empty() {
             return;
@@ -535,14 +551,16 @@ impl WorkloadState {
         let releases = std::sync::Arc::make_mut(&mut self.releases);
         let seqs = std::sync::Arc::make_mut(&mut self.release_seqs);
         let stubs = std::sync::Arc::make_mut(&mut self.releases_let_go);
+        let mut let_go = std::collections::BTreeSet::new();
         for v in gone {
             if let Some(seq) = seqs.remove(&v)
                 && let Some(r) = releases.remove(&v)
             {
-                stubs.insert(v, ReleaseStub::of(&r, seq));
+                stubs.insert(v.clone(), ReleaseStub::of(&r, seq));
+                let_go.insert(v);
             }
         }
-        self.release_index = std::sync::Arc::new(ReleaseIndex::of(&self.releases, &self.release_order));
+        std::sync::Arc::make_mut(&mut self.release_index).forget(&let_go);
     }
 
     /// Flag definitions users of `version` evaluate: the release's, with killed flags disabled.
@@ -848,7 +866,7 @@ impl World {
         match &e.kind {
             EventKind::SpecApplied { .. } => unreachable!("handled above"),
             EventKind::ReleaseCreated { release } => {
-                std::sync::Arc::make_mut(&mut ws.release_index).add(&ws.releases, release);
+                std::sync::Arc::make_mut(&mut ws.release_index).add(&ws.releases, release, false);
                 std::sync::Arc::make_mut(&mut ws.release_order).push(release.version.clone());
                 std::sync::Arc::make_mut(&mut ws.release_seqs).insert(release.version.clone(), e.seq);
                 std::sync::Arc::make_mut(&mut ws.releases)
@@ -859,9 +877,9 @@ impl World {
                 if let Some(seq) = kept.map(|s| s.seq) {
                     std::sync::Arc::make_mut(&mut ws.releases_let_go).remove(&release.version);
                     std::sync::Arc::make_mut(&mut ws.release_seqs).insert(release.version.clone(), seq);
+                    std::sync::Arc::make_mut(&mut ws.release_index).add(&ws.releases, release, true);
                     std::sync::Arc::make_mut(&mut ws.releases)
                         .insert(release.version.clone(), std::sync::Arc::new((**release).clone()));
-                    ws.release_index = std::sync::Arc::new(ReleaseIndex::of(&ws.releases, &ws.release_order));
                 }
             }
             EventKind::RolloutStarted { rollout_id, kind, release, from, phases, spec_digest } => {

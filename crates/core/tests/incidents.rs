@@ -766,6 +766,47 @@ fn old_releases_are_let_go_and_read_back_from_the_log_to_run_again() {
 }
 
 #[test]
+fn a_release_read_back_runs_on_the_kept_processes_and_moves_no_other_release() {
+    let text = shop_spec("", "\n[history]\nrollouts = 20\n");
+    let mut h = H { world: World::default(), seq: 0, log: Vec::new() };
+    let s = spec::parse("shop.toml", &text).unwrap();
+    h.at(T0, "admin", command::apply_spec(&h.world, &s).unwrap().unwrap());
+    let deploy = |h: &mut H, n: u64, version: &str, artifact: &str| {
+        let at = T0.plus_ms(n * MIN);
+        let req = ReleaseRequest {
+            version: version.into(),
+            content: ReleaseContent { artifact: artifact.into(), ..Default::default() },
+        };
+        let (e, _) = command::create_release(&h.world, "shop", &req, "alice", at).unwrap();
+        h.at(at, "alice", e.unwrap());
+        let id = h.start(at, version);
+        h.complete(at, &id, version);
+    };
+    // y, then 30 releases of other builds: y is let go.
+    deploy(&mut h, 1, "y", "app:shared");
+    for n in 1..=30 {
+        deploy(&mut h, n + 1, &format!("v{n}"), &format!("app:{n}"));
+    }
+    assert!(h.world.workload("shop").unwrap().releases_let_go.contains_key("y"));
+    // z, the same build as y: its processes are its own, y's being gone.
+    deploy(&mut h, 40, "z", "app:shared");
+    assert_eq!(h.world.workload("shop").unwrap().runtime_of("z"), "z");
+    // y read back and deployed: it runs on z's processes; z keeps them.
+    let y = from_log(&h, "y");
+    let events = command::restoring(&h.world, "shop", Some(&y), |w| command::start_rollout(w, "shop", "y")).unwrap();
+    for e in events {
+        h.at(T0.plus_ms(41 * MIN), "ci", e);
+    }
+    let ws = h.world.workload("shop").unwrap();
+    assert_eq!((ws.runtime_of("z"), ws.runtime_of("y")), ("z".to_string(), "z".to_string()));
+    let mut again = World::default();
+    for e in &h.log {
+        again.apply(e);
+    }
+    assert_eq!(again.workload("shop"), h.world.workload("shop"));
+}
+
+#[test]
 fn a_bypass_is_kept_while_its_flags_are_off_until_it_is_escalated() {
     let text = shop_spec("", "\n[history]\nrollouts = 20\n").replacen(
         "[mitigation]\n",

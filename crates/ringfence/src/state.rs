@@ -807,19 +807,22 @@ impl Shared {
 
     /// Release `version` of `workload` as its `release_created` event has it, when `[history]`
     /// let it go from the projection (`None` when it is held whole, or unknown): for a command
-    /// that needs its content (`command::restoring`) and for a look at it.
+    /// that needs its content (`command::restoring`) and for a look at it. With the event's
+    /// number, and `None` in its place if that event is not the release's.
+    #[allow(clippy::type_complexity)]
     pub fn let_go_release(
         &self,
         workload: &str,
         version: &str,
-    ) -> Result<Option<ringfence_core::release::Release>, StoreError> {
+    ) -> Result<Option<(u64, Option<ringfence_core::release::Release>)>, StoreError> {
         let seq = self.world(|w| w.workload(workload)?.releases_let_go.get(version).map(|s| s.seq));
         let Some(seq) = seq else { return Ok(None) };
         let events = self.events(Some(workload), seq.saturating_sub(1), 1)?;
-        Ok(events.into_iter().find(|e| e.seq == seq).and_then(|e| match e.kind {
+        let release = events.into_iter().find(|e| e.seq == seq).and_then(|e| match e.kind {
             EventKind::ReleaseCreated { release } if release.version == version => Some(*release),
             _ => None,
-        }))
+        });
+        Ok(Some((seq, release)))
     }
 
     /// The workload's events after event `after` (0: every one), oldest first, read in pages:

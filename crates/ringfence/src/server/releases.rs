@@ -1,6 +1,9 @@
 //! Releases: register one (immutable, by content digest), list and show them.
 
 use super::prelude::*;
+use crate::state::Shared;
+use ringfence_core::WorkloadState;
+use ringfence_core::release::Release;
 
 pub(super) async fn create_release(
     State(sh): St,
@@ -52,14 +55,40 @@ pub(super) async fn list_releases(
     State(sh): St,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<api::Release>>, ApiError> {
-    // Those `[history]` let go are read back from the log, folded whole.
-    let let_go = sh.world(|w| w.workload(&name).is_some_and(|ws| !ws.releases_let_go.is_empty()));
-    let whole = if let_go { sh.whole_history(&name)? } else { None };
-    sh.world(|w| {
-        let ws = command::workload(w, &name)?;
-        let release = |v: &String| ws.releases.get(v).or_else(|| whole.as_ref()?.releases.get(v)).cloned();
-        Ok(Json(ws.release_order.iter().filter_map(release).map(|r| wire::release_in(ws, &r)).collect()))
-    })
+    // Those `[history]` let go are read back from the log, folded whole (once some are).
+    let mut whole = None;
+    loop {
+        let listed = sh.world(|w| {
+            let ws = command::workload(w, &name)?;
+            if !ws.releases_let_go.is_empty() && whole.is_none() {
+                return Ok::<_, ApiError>(None);
+            }
+            let folded = whole.as_ref().and_then(Option::as_ref);
+            let release = |v: &String| {
+                ws.releases.get(v).or_else(|| folded.and_then(|f: &Arc<WorkloadState>| f.releases.get(v))).cloned()
+            };
+            Ok(Some(ws.release_order.iter().filter_map(release).map(|r| wire::release_in(ws, &r)).collect()))
+        })?;
+        match listed {
+            Some(list) => return Ok(Json(list)),
+            None => whole = Some(sh.whole_history(&name)?),
+        }
+    }
+}
+
+/// Release `version` of `name` read back from the log when `[history]` let it go (`None` when
+/// it is held whole, or unknown).
+pub(super) fn read_back(sh: &Shared, name: &str, version: &str) -> Result<Option<Release>, ApiError> {
+    match sh.let_go_release(name, version)? {
+        None => Ok(None),
+        Some((_, Some(release))) => Ok(Some(release)),
+        Some((seq, None)) => Err(ApiError::new(
+            ErrorKind::Store,
+            format!(
+                "release {version} of {name} is let go from memory, but event {seq} of the log is not its registration"
+            ),
+        )),
+    }
 }
 
 pub(super) async fn show_release(
@@ -67,7 +96,7 @@ pub(super) async fn show_release(
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<api::Release>, ApiError> {
     // One `[history]` let go is read back from the log.
-    let let_go = sh.let_go_release(&name, &version)?;
+    let let_go = read_back(&sh, &name, &version)?;
     sh.world(|w| {
         let ws = command::workload(w, &name)?;
         ws.releases

@@ -1,6 +1,7 @@
 //! Rollouts: deploy, the verbs on a running rollout, rollback, one rollout, and `why`.
 
 use super::prelude::*;
+use crate::state::Shared;
 
 pub(super) async fn deploy(
     State(sh): St,
@@ -15,17 +16,19 @@ pub(super) async fn deploy(
         justification: b.reason.clone(),
     });
     let mut governed = Vec::new();
-    let let_go = sh.let_go_release(&name, &b.version)?;
-    let events = sh
-        .command(&name, &who, &reason, |w| {
-            command::restoring(w, &name, let_go.as_ref(), |w| {
-                let (events, warnings) =
-                    command::deploy_governed(w, &name, &b.version, &who, emergency.clone(), now())?;
-                governed = warnings;
-                Ok(events)
-            })
-        })
-        .await?;
+    let events = reading_back(
+        &sh,
+        &name,
+        &who,
+        &reason,
+        |_| Some(b.version.clone()),
+        |w| {
+            let (events, warnings) = command::deploy_governed(w, &name, &b.version, &who, emergency.clone(), now())?;
+            governed = warnings;
+            Ok(events)
+        },
+    )
+    .await?;
     // The new rollout's id: a roll forward ends the one it replaces first.
     let id = events.last().and_then(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
     let queued = events
@@ -52,6 +55,42 @@ pub(super) async fn promote(
     let events = sh.command(&name, &who, &reason, |w| command::promote_all(w, &name, &who, now())).await?;
     let id = events.first().and_then(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
     Ok(Json(api::Started { rollout_id: id, warnings: Vec::new(), queued: Vec::new() }))
+}
+
+/// A command that may need a release `[history]` let go (`needs` names it, on the state the
+/// command is decided on): its content is read back from the log and restored first
+/// (`command::restoring`). One let go between that read and the decision is read again.
+async fn reading_back(
+    sh: &Shared,
+    name: &str,
+    who: &str,
+    reason: &str,
+    needs: impl Fn(&ringfence_core::World) -> Option<String>,
+    mut f: impl FnMut(&ringfence_core::World) -> Result<Vec<ringfence_core::EventKind>, CommandError>,
+) -> Result<Vec<Event>, ApiError> {
+    let mut read: Option<ringfence_core::release::Release> = None;
+    for _ in 0..3 {
+        let mut missing = None;
+        let decided = sh
+            .command(name, who, reason, |w| {
+                missing = None;
+                let let_go = |v: &String| w.workload(name).is_some_and(|ws| ws.releases_let_go.contains_key(v));
+                match needs(w).filter(let_go) {
+                    Some(v) if read.as_ref().is_none_or(|r| r.version != v) => {
+                        missing = Some(v);
+                        Err(CommandError { code: ErrorCode::Conflict, message: String::new() })
+                    }
+                    _ => command::restoring(w, name, read.as_ref(), &mut f),
+                }
+            })
+            .await;
+        let Some(v) = missing else { return Ok(decided?) };
+        read = super::releases::read_back(sh, name, &v)?;
+    }
+    Err(ApiError::new(
+        ErrorKind::Conflict,
+        format!("the release {name} needs was let go from memory again while it was read back from the log: try again"),
+    ))
 }
 
 pub(super) type Verb = fn(&ringfence_core::World, &str) -> Result<ringfence_core::EventKind, CommandError>;
@@ -84,22 +123,19 @@ pub(super) async fn rollback(
     Body(b): Body<api::Rollback>,
 ) -> Result<Json<api::Started>, ApiError> {
     let reason = if b.reason.is_empty() { "rollback to last known good".to_string() } else { b.reason.clone() };
-    // The release it returns to may be one `[history]` let go: read back first.
-    let target = sh.world(|w| match command::rollback(w, &name, b.to.as_deref(), &who, &b.reason) {
-        Ok(ringfence_core::EventKind::RolloutStarted { release, .. }) => Some(release),
-        _ => None,
-    });
-    let let_go = match target {
-        Some(v) => sh.let_go_release(&name, &v)?,
-        None => None,
-    };
-    let events = sh
-        .command(&name, &who, &reason, |w| {
-            command::restoring(w, &name, let_go.as_ref(), |w| {
-                command::rollback_all(w, &name, b.to.as_deref(), &who, &b.reason)
-            })
-        })
-        .await?;
+    let events = reading_back(
+        &sh,
+        &name,
+        &who,
+        &reason,
+        // With no rollout in progress, it starts one of a last known good, maybe one let go.
+        |w| {
+            let ws = w.workload(&name).filter(|ws| ws.active_rollout().is_none())?;
+            command::rollback_target(ws, b.to.as_deref()).ok()
+        },
+        |w| command::rollback_all(w, &name, b.to.as_deref(), &who, &b.reason),
+    )
+    .await?;
     // The last known good's spec may come first.
     let id = events.iter().find_map(|e| e.kind.rollout_id()).unwrap_or_default().to_string();
     Ok(Json(api::Started { rollout_id: id, warnings: Vec::new(), queued: Vec::new() }))
