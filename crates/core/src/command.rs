@@ -677,25 +677,21 @@ pub fn rollback_target(ws: &WorkloadState, to: Option<&str>) -> Result<String, C
             Ok(v.to_string())
         }
         // Versions a rollback already left are not candidates, so repeated rollbacks walk
-        // further back instead of toggling between two releases.
-        None => ws
-            .lkg
-            .iter()
-            .rev()
-            .map(|e| e.version.as_str())
-            .filter(|v| !ws.revoked.contains_key(*v))
-            .filter(|v| {
-                !ws.rollouts.iter().any(|r| {
-                    r.kind == RolloutKind::Rollback
-                        && r.status == RolloutStatus::Completed
-                        && r.from.as_deref() == Some(*v)
+        // further back instead of toggling between two releases. What a rollback left is on
+        // its last-known-good entry, which stays when `[history]` lets the rollout go.
+        None => {
+            let left: std::collections::BTreeSet<&str> = ws.lkg.iter().filter_map(|e| e.left.as_deref()).collect();
+            ws.lkg
+                .iter()
+                .rev()
+                .map(|e| e.version.as_str())
+                .filter(|v| !ws.revoked.contains_key(*v) && !left.contains(v))
+                .find(|v| Some(*v) != current)
+                .map(String::from)
+                .ok_or_else(|| {
+                    err(ErrorCode::Conflict, format!("{name} has no earlier last known good release to roll back to"))
                 })
-            })
-            .find(|v| Some(*v) != current)
-            .map(String::from)
-            .ok_or_else(|| {
-                err(ErrorCode::Conflict, format!("{name} has no earlier last known good release to roll back to"))
-            }),
+        }
     }
 }
 

@@ -94,6 +94,10 @@ pub struct LkgEntry {
     pub at: Timestamp,
     /// Spec (scale, executor, health) in force when it was judged good.
     pub spec_digest: String,
+    /// For a rollback: the version it left. Kept here, not only on the rollback rollout, so a
+    /// later rollback with no target still walks past it once `[history]` lets that rollout go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left: Option<String>,
 }
 
 /// Why the workload runs what it runs when that is not the newest release: after a
@@ -921,21 +925,23 @@ impl World {
                 if ws.warm.as_ref().is_some_and(|w| w.version == *version) {
                     ws.warm = None;
                 }
-                std::sync::Arc::make_mut(&mut ws.lkg).push(std::sync::Arc::new(LkgEntry {
-                    version: version.clone(),
-                    rollout_id: rollout_id.clone(),
-                    at: e.at,
-                    spec_digest: digest,
-                }));
+                let rollback = ws.rollout(rollout_id).filter(|r| r.kind == RolloutKind::Rollback);
+                let left = rollback.and_then(|r| r.from.clone());
                 // A rollback pins the version it returned to, with the person's reason (not the
                 // controller's, which only completed it).
-                let rollback = ws.rollout(rollout_id).filter(|r| r.kind == RolloutKind::Rollback);
                 ws.pin = rollback.map(|r| Pin {
                     version: version.clone(),
                     rollout_id: rollout_id.clone(),
                     reason: format!("rolled back by {}: {}", r.started_by, r.reason),
                     at: e.at,
                 });
+                std::sync::Arc::make_mut(&mut ws.lkg).push(std::sync::Arc::new(LkgEntry {
+                    version: version.clone(),
+                    rollout_id: rollout_id.clone(),
+                    at: e.at,
+                    spec_digest: digest,
+                    left,
+                }));
             }
             EventKind::ActionIntended { op_id, action } => {
                 ws.open_intents.insert(op_id.clone(), action.clone());

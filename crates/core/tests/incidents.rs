@@ -765,6 +765,48 @@ fn old_releases_are_let_go_and_read_back_from_the_log_to_run_again() {
     assert!(whole.workload("shop").unwrap().releases_let_go.is_empty());
 }
 
+/// A rollback with no target walks past a version an earlier rollback left, also once
+/// `[history]` has let that rollback go.
+#[test]
+fn a_rollback_walks_past_what_a_rollback_let_go_had_left() {
+    let (mut h, _) = sixty_rollouts("");
+    // v60 stable; v59 failed; v58 the last known good before it.
+    let at = T0.plus_ms(70 * HOUR);
+    let rollback = |h: &mut H, to: Option<&str>, at: Timestamp| {
+        let events = command::rollback_all(&h.world, "shop", to, "oncall", "slow").unwrap();
+        let id = events.last().and_then(|e| e.rollout_id()).unwrap().to_string();
+        let EventKind::RolloutStarted { release, .. } = events.last().unwrap() else { panic!("{events:?}") };
+        let release = release.clone();
+        for e in events {
+            h.at(at, "oncall", e);
+        }
+        h.complete(at.plus_ms(MIN), &id, &release);
+        (id, release)
+    };
+    let next = |h: &H| command::rollback_target(h.world.workload("shop").unwrap(), None).unwrap();
+    let (id, back) = rollback(&mut h, None, at);
+    assert_eq!(back, "v58");
+    assert_eq!(next(&h), "v57", "not back to v60, which the rollback left");
+    rollback(&mut h, Some("v57"), at.plus_ms(HOUR));
+    assert_eq!(next(&h), "v55", "past v58 and v60, which the two rollbacks left (v56 failed)");
+    // Thirty rollouts aborted since: the rollback is let go, and what it left is still known.
+    for n in 61..=90u64 {
+        let at = at.plus_ms((n - 59) * HOUR);
+        let v = format!("v{n}");
+        h.release(at, &v, None);
+        h.start(at, &v);
+        h.at(at.plus_ms(MIN), "oncall", command::abort(&h.world, "shop").unwrap());
+    }
+    let ws = h.world.workload("shop").unwrap();
+    assert!(ws.forgot_rollout(&id), "{id} let go");
+    assert_eq!(next(&h), "v55");
+    let mut again = World::default();
+    for e in &h.log {
+        again.apply(e);
+    }
+    assert_eq!(command::rollback_target(again.workload("shop").unwrap(), None).unwrap(), "v55", "after a restart too");
+}
+
 #[test]
 fn a_release_read_back_runs_on_the_kept_processes_and_moves_no_other_release() {
     let text = shop_spec("", "\n[history]\nrollouts = 20\n");
