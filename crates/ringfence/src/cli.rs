@@ -612,6 +612,12 @@ pub struct RouterArgs {
     /// Write {"pid","listen","admin"} here once listening.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+    /// Hand a copy of the users' socket to processes of this user that connect to a Unix
+    /// socket at PATH (mode 0600): a ringfence server that adopts this router after its own
+    /// restart keeps it there, so the address stays open, and connections wait instead of
+    /// being refused, if this router exits. The server sets it for the routers it starts.
+    #[arg(long, value_name = "PATH")]
+    pub handover_socket: Option<PathBuf>,
     /// File holding the admin API's secret (read once at start, whitespace trimmed; must not be
     /// readable by group or others). Admin calls send it as `Authorization: Bearer <secret>`.
     #[arg(long, value_name = "PATH", conflicts_with = "insecure_admin")]

@@ -12,6 +12,7 @@ pub mod datadir;
 pub mod demo;
 pub mod executor;
 pub mod exit;
+pub mod handover;
 pub mod http;
 pub mod lintreport;
 pub mod loadgen;

@@ -148,6 +148,14 @@ async fn run(cli: Cli, inherited: Option<std::net::TcpListener>) -> Result<ExitC
                 ringfence_router::AdminAuth::from_options(args.admin_token_file.as_deref(), args.insecure_admin)?;
             let client = if args.control_plane.is_empty() { None } else { Some(tier_client(args)?) };
             let listener = router_listener(args.listen, inherited).await?;
+            if let Some(path) = &args.handover_socket {
+                // Serving users matters more than the handover: without it, a server that
+                // adopts this router has no copy of its socket, as before.
+                let copy = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned();
+                if let Err(e) = copy.map_err(anyhow::Error::from).and_then(|fd| ringfence::handover::serve(path, fd)) {
+                    tracing::warn!(error = %format!("{e:#}"), "the users' socket cannot be handed over");
+                }
+            }
             let admin = bind(args.admin, "router admin API").await?;
             let (listen, admin_addr) = (
                 listener.local_addr().map_err(|e| CliError::new(ExitCode::Failure, e.to_string()))?,

@@ -97,10 +97,43 @@ fn users_socket(shared: &Shared, workload: &str, listen: &str) -> anyhow::Result
     Ok(std::os::fd::OwnedFd::from(socket.try_clone().context("cannot copy the router's listening socket")?))
 }
 
+/// Keeps a copy of the users' socket of `workload`'s router, process `pid` listening on
+/// `listen`, started by an earlier server (see [`crate::handover`]), unless this server holds
+/// one already: if that router exits, the next one starts on it and no user is refused.
+pub async fn adopt_socket(shared: &Shared, workload: &str, pid: u32, listen: SocketAddr) {
+    let held =
+        || shared.router_sockets.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains_key(workload);
+    if held() {
+        return;
+    }
+    let Some(path) = crate::handover::path(&shared.data_dir, workload) else { return };
+    let taken = tokio::task::spawn_blocking(move || crate::handover::take(&path, pid, listen)).await;
+    match taken.map_err(anyhow::Error::from).and_then(|r| r) {
+        Ok(socket) => {
+            shared
+                .router_sockets
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(workload.to_owned())
+                .or_insert(socket);
+            tracing::info!(workload, pid, %listen, "kept a copy of the adopted router's users' socket");
+        }
+        Err(e) => tracing::warn!(
+            workload,
+            pid,
+            error = %format!("{e:#}"),
+            "no copy of the adopted router's users' socket: if it exits, users are refused until the next router listens"
+        ),
+    }
+}
+
 /// Closes the workload's users' socket, once its router is stopped for good (the workload
 /// is deleted): from then on its users are refused.
 pub fn release_socket(shared: &Shared, workload: &str) {
     shared.router_sockets.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(workload);
+    if let Some(path) = crate::handover::path(&shared.data_dir, workload) {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// Starts the workload's router on the users' socket this server holds for it (fd 3, as
@@ -120,6 +153,13 @@ pub async fn start(shared: &Shared, workload: &str, listen: &str) -> anyhow::Res
         .append(true)
         .open(&log)
         .with_context(|| format!("cannot open {}", log.display()))?;
+    let handover = crate::handover::path(&shared.data_dir, workload);
+    if handover.is_none() {
+        tracing::warn!(
+            workload,
+            "the data directory's path is too long for a Unix socket: a server restarted while this router runs will have no copy of its users' socket"
+        );
+    }
     let mut command = tokio::process::Command::new(exe);
     command
         .fd_mappings(vec![FdMapping { parent_fd: socket, child_fd: 3 }])
@@ -137,6 +177,7 @@ pub async fn start(shared: &Shared, workload: &str, listen: &str) -> anyhow::Res
         .arg(&ready)
         .arg("--admin-token-file")
         .arg(&token_file)
+        .args(handover.iter().flat_map(|p| [std::ffi::OsStr::new("--handover-socket"), p.as_os_str()]))
         .stdin(std::process::Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file)

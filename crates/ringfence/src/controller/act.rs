@@ -226,6 +226,9 @@ pub(super) async fn ensure_router(
             // First look since this server started: trust the router's own table, not a cache.
             local.applied = shared.traffic.table(&admin).await.ok().flatten();
             local.router_checked = true;
+            if let Ok(listen) = rec.listen.parse::<SocketAddr>() {
+                routerproc::adopt_socket(shared, name, rec.pid, listen).await;
+            }
         }
         return Ok(Some(admin));
     }

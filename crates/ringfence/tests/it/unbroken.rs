@@ -37,16 +37,57 @@ async fn a_killed_replica_and_a_restarted_router_fail_no_request() {
     assert_eq!(server.router_addr(w).await, addr, "the new router serves the same address");
     tokio::time::sleep(Duration::from_secs(1)).await;
 
+    none_failed(&server, w, load, 1_000, &format!("router {old} -> {new}, replica {victim} killed")).await;
+}
+
+/// Ends `load` and checks it ran (more than `at_least` requests) and no request failed.
+async fn none_failed(server: &Server, w: &str, load: Load, at_least: usize, what: &str) {
     let samples = load.finish().await;
     let failed: Vec<_> = samples.iter().filter(|s| s.is_error()).collect();
-    assert!(samples.len() > 1_000, "the load ran: {} requests", samples.len());
+    assert!(samples.len() > at_least, "the load ran: {} requests", samples.len());
     assert!(
         failed.is_empty(),
-        "{} of {} requests failed (router {old} -> {new}, replica {victim} killed): first {:?}; by version {:?}\n{}",
+        "{} of {} requests failed ({what}): first {:?}; by version {:?}\n{}",
         failed.len(),
         samples.len(),
         failed.first(),
         by_version(&samples),
         server.diagnose(w).await
     );
+}
+
+/// A server restarted while its router runs adopts the router and takes a copy of its users'
+/// socket from it (`ringfence::handover`): when that router then exits, the address stays
+/// open, and users who connect before the next router listens wait instead of being refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_router_adopted_after_a_server_restart_exits_and_refuses_nobody() {
+    let mut server = Server::start().await;
+    let w = "adopted";
+    let spec = Spec { replicas: 2, ..Spec::new(w) };
+    server.setup(&spec, &[("v1", &[])]).await;
+    let out = server.deploy_wait(w, "v1").await;
+    assert_eq!(out.code, 0, "deploy v1:\n{out}\n{}", server.diagnose(w).await);
+    let addr = server.router_addr(w).await;
+    let old = server.status(w).await.router.and_then(|r| r.pid).expect("the router is a process");
+
+    server.kill9();
+    server.restart().await;
+    let kept = "kept a copy of the adopted router's users' socket";
+    crate::harness::wait_until("the restarted server to adopt the router and its socket", || {
+        let tail = server.log_tail(200);
+        async move { tail.contains(kept).then_some(()) }
+    })
+    .await;
+    assert_eq!(server.status(w).await.router.and_then(|r| r.pid), Some(old), "the router was adopted, not replaced");
+
+    let load = Load::start(addr, 500.0, 200);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    kill(Pid::from_raw(old as i32), Signal::SIGTERM).expect("SIGTERM the adopted router");
+    let new = server
+        .wait_status(w, "a new router", |s| s.router.as_ref().and_then(|r| r.pid).filter(|&p| p != old && alive(p)))
+        .await;
+    assert_eq!(server.router_addr(w).await, addr, "the new router serves the same address");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    none_failed(&server, w, load, 700, &format!("adopted router {old} -> {new}")).await;
 }
