@@ -25,7 +25,11 @@ fn kill(child: &mut Child) {
 pub struct Router {
     child: Child,
     pub listen: SocketAddr,
-    _dir: tempfile::TempDir,
+    admin: SocketAddr,
+    authorization: Option<String>,
+    /// The users' socket, when the benchmark holds it (see [`Router::start_held`]).
+    socket: Option<std::net::TcpListener>,
+    dir: tempfile::TempDir,
 }
 
 impl Router {
@@ -42,26 +46,66 @@ impl Drop for Router {
 
 impl Router {
     pub async fn start(ringfence: &Path, table: &Value) -> Result<Router> {
+        Router::launch(ringfence, table, None).await
+    }
+
+    /// A router on a users' socket the benchmark binds and keeps, as the server does for the
+    /// routers it starts (LISTEN_FDS), with a state file: [`Router::restart`] starts the next
+    /// one on the same socket, serving the last table.
+    pub async fn start_held(ringfence: &Path, table: &Value) -> Result<Router> {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").context("bind the router's users' socket")?;
+        Router::launch(ringfence, table, Some(socket)).await
+    }
+
+    async fn launch(ringfence: &Path, table: &Value, socket: Option<std::net::TcpListener>) -> Result<Router> {
         let dir = tempfile::Builder::new().prefix("ringfence-bench-router-").tempdir().context("temp dir")?;
-        let ready = dir.path().join("ready.json");
-        let log = std::fs::File::create(dir.path().join("router.log")).context("router log")?;
-        let mut cmd = Command::new(ringfence);
-        cmd.args(["router", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--ready-file"]).arg(&ready);
         // A `--baseline` from before the admin secret has an open admin API.
-        let mut token = None;
+        let mut authorization = None;
         if crate::baseline::router_takes_admin_token(ringfence)? {
             let token_file = dir.path().join("admin.token");
-            token = Some(ringfence::routerproc::create_admin_token(&token_file)?);
-            cmd.arg("--admin-token-file").arg(&token_file);
+            let token = ringfence::routerproc::create_admin_token(&token_file)?;
+            authorization = Some(format!("Bearer {token}"));
         }
-        let child = cmd
-            .env("RINGFENCE_LOG", "warn")
+        let placeholder = SocketAddr::from(([127, 0, 0, 1], 0));
+        let child = Router::spawn(ringfence, dir.path(), socket.as_ref(), authorization.is_some())?;
+        let mut router = Router { child, listen: placeholder, admin: placeholder, authorization, socket, dir };
+        router.wait_ready().await?;
+        router.put_table(table).await?;
+        Ok(router)
+    }
+
+    fn spawn(ringfence: &Path, dir: &Path, socket: Option<&std::net::TcpListener>, with_token: bool) -> Result<Child> {
+        let ready = dir.join("ready.json");
+        let _ = std::fs::remove_file(&ready);
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(dir.join("router.log")).context("router log")?;
+        let mut cmd = Command::new(ringfence);
+        cmd.args(["router", "--admin", "127.0.0.1:0", "--ready-file"]).arg(&ready);
+        if with_token {
+            cmd.arg("--admin-token-file").arg(dir.join("admin.token"));
+        }
+        match socket {
+            Some(socket) => {
+                use command_fds::{CommandFdExt as _, FdMapping};
+                let fd = std::os::fd::OwnedFd::from(socket.try_clone().context("copy the users' socket")?);
+                cmd.fd_mappings(vec![FdMapping { parent_fd: fd, child_fd: 3 }])
+                    .context("hand the users' socket to the router")?;
+                cmd.env("LISTEN_FDS", "1").env_remove("LISTEN_PID").arg("--state-file").arg(dir.join("table.json"));
+            }
+            None => {
+                cmd.args(["--listen", "127.0.0.1:0"]);
+            }
+        }
+        cmd.env("RINGFENCE_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .with_context(|| format!("cannot start {} router", ringfence.display()))?;
-        let mut router = Router { child, listen: SocketAddr::from(([127, 0, 0, 1], 0)), _dir: dir };
+            .with_context(|| format!("cannot start {} router", ringfence.display()))
+    }
+
+    async fn wait_ready(&mut self) -> Result<()> {
+        let ready = self.dir.path().join("ready.json");
         let deadline = Instant::now() + START_TIMEOUT;
         let info: Value = loop {
             if let Ok(text) = std::fs::read_to_string(&ready)
@@ -69,7 +113,7 @@ impl Router {
             {
                 break v;
             }
-            if let Some(status) = router.child.try_wait()? {
+            if let Some(status) = self.child.try_wait()? {
                 bail!("the router exited with {status} before it listened");
             }
             if Instant::now() > deadline {
@@ -80,14 +124,18 @@ impl Router {
         let field = |k: &str| -> Result<SocketAddr> {
             info[k].as_str().and_then(|s| s.parse().ok()).ok_or_else(|| anyhow!("ready file lacks an address {k}"))
         };
-        router.listen = field("listen")?;
-        let admin = field("admin")?;
-        let authorization = token.map(|t| format!("Bearer {t}"));
+        self.listen = field("listen")?;
+        self.admin = field("admin")?;
+        Ok(())
+    }
+
+    /// Installs `table` through the admin API, as the server does at each weight shift.
+    pub async fn put_table(&self, table: &Value) -> Result<()> {
         let r = HttpClient::new()
             .request(
                 hyper::Method::PUT,
-                &format!("http://{admin}/v1/table"),
-                &authorization.iter().map(|a| ("authorization", a.as_str())).collect::<Vec<_>>(),
+                &format!("http://{}/v1/table", self.admin),
+                &self.authorization.iter().map(|a| ("authorization", a.as_str())).collect::<Vec<_>>(),
                 Some(Bytes::from(table.to_string())),
                 Duration::from_secs(5),
             )
@@ -95,7 +143,22 @@ impl Router {
         if !r.status.is_success() {
             bail!("the router refused the table: {} {}", r.status, String::from_utf8_lossy(&r.body));
         }
-        Ok(router)
+        Ok(())
+    }
+
+    /// Stops this router the way an upgrade does (SIGTERM: it stops accepting, finishes what it
+    /// serves) and starts the next one on the same users' socket, serving the last table from
+    /// its state file. Only for a router from [`Router::start_held`].
+    pub async fn restart(&mut self, ringfence: &Path) -> Result<()> {
+        let socket = self.socket.as_ref().ok_or_else(|| anyhow!("the benchmark holds no socket of this router"))?;
+        let next = Router::spawn(ringfence, self.dir.path(), Some(socket), self.authorization.is_some())?;
+        let mut old = std::mem::replace(&mut self.child, next);
+        let _ = Command::new("kill").args(["-TERM", &old.id().to_string()]).status();
+        // Reaped in the background: it may take its idle grace to go.
+        std::thread::spawn(move || {
+            let _ = old.wait();
+        });
+        self.wait_ready().await
     }
 }
 
@@ -192,6 +255,18 @@ impl Drop for Nginx {
     }
 }
 
+/// nginx's whole configuration around `http_block`. Everything nginx writes stays in the
+/// run's directory `p`: no root-owned defaults.
+fn nginx_conf(p: &str, listen: SocketAddr, http_block: &str) -> String {
+    format!(
+        "daemon off;\nworker_processes auto;\npid {p}/nginx.pid;\nerror_log {p}/error.log warn;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  \
+         fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n{}\n}}\n",
+        http_block.replace("LISTEN", &listen.to_string())
+    )
+}
+
 /// Where Debian installs nginx.
 pub fn nginx_binary() -> Result<PathBuf> {
     ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
@@ -202,21 +277,30 @@ pub fn nginx_binary() -> Result<PathBuf> {
 }
 
 impl Nginx {
+    /// Rewrites the configuration with `http_block` and has the master load it (SIGHUP): new
+    /// workers take the new configuration, the old ones finish what they serve, and the
+    /// listening socket stays open throughout.
+    pub fn reload(&self, http_block: &str) -> Result<()> {
+        let conf = self.conf(http_block);
+        std::fs::write(self._dir.path().join("nginx.conf"), conf).context("write nginx.conf")?;
+        let status = Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status()?;
+        if !status.success() {
+            bail!("cannot signal nginx's master to reload");
+        }
+        Ok(())
+    }
+
+    fn conf(&self, http_block: &str) -> String {
+        nginx_conf(&self._dir.path().display().to_string(), self.listen, http_block)
+    }
+
     /// `http_block` is the inside of the `http { }` block, with `LISTEN` where the server's
     /// listen address goes.
     pub fn start(http_block: &str) -> Result<Nginx> {
         let bin = nginx_binary()?;
         let dir = tempfile::Builder::new().prefix("ringfence-bench-nginx-").tempdir().context("temp dir")?;
         let listen = free_port()?;
-        let p = dir.path().display().to_string();
-        // Everything nginx writes stays in the run's directory: no root-owned defaults.
-        let conf = format!(
-            "daemon off;\nworker_processes auto;\npid {p}/nginx.pid;\nerror_log {p}/error.log warn;\n\
-             events {{ worker_connections 4096; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  \
-             fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n{}\n}}\n",
-            http_block.replace("LISTEN", &listen.to_string())
-        );
+        let conf = nginx_conf(&dir.path().display().to_string(), listen, http_block);
         let path = dir.path().join("nginx.conf");
         std::fs::write(&path, conf).context("write nginx.conf")?;
         let log = std::fs::File::create(dir.path().join("stderr.log")).context("nginx log")?;

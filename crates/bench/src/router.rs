@@ -15,6 +15,12 @@
 //!    replicas, wrk at full speed, the first replica SIGKILLed a third into the run; the
 //!    requests that failed. Bar: none through the router (nginx, which also tries the next
 //!    upstream on a connection error, is beside it).
+//! 4. Changes at full throughput: wrk at full speed for three times `--secs` while the new
+//!    version's share goes from `--weight` to 25%, 50%, 100% and back to 0% (a fallback), with
+//!    a restart of the proxy in the middle: the router stopped (SIGTERM) and the next one
+//!    started on the users' socket the benchmark holds, as the server does; nginx reloading its
+//!    configuration (SIGHUP), which is how nginx changes weights and its own restart that
+//!    refuses nothing. Bar: no failed request through the router (nginx beside it).
 //!
 //! Client, proxies and upstreams share the machine's CPUs, as they would on a busy host; the
 //! bar is a ratio measured in one run, not an absolute figure.
@@ -266,6 +272,8 @@ pub struct Report {
     /// Per proxy: wrk at full throughput while one of two stable replicas is SIGKILLed,
     /// (requests per second, requests that failed).
     killed: BTreeMap<Target, (f64, u64)>,
+    /// Per proxy: wrk at full throughput through weight shifts and a restart, the same pair.
+    changes: BTreeMap<Target, (f64, u64)>,
 }
 
 impl Report {
@@ -333,6 +341,7 @@ impl crate::Report for Report {
             && self.added_p99().is_some_and(|a| a < 1.0)
             && self.failures() == 0
             && self.killed.get(&Target::Router).is_some_and(|&(_, failed)| failed == 0)
+            && self.changes.get(&Target::Router).is_some_and(|&(_, failed)| failed == 0)
     }
 
     fn table(&self) -> String {
@@ -458,6 +467,21 @@ impl crate::Report for Report {
                 others.join(", ")
             );
         }
+        if let Some(&(_, failed)) = self.changes.get(&Target::Router) {
+            let others: Vec<String> = self
+                .changes
+                .iter()
+                .filter(|(t, _)| **t != Target::Router)
+                .map(|(t, (_, f))| format!("{} {f}", t.name()))
+                .collect();
+            let _ = writeln!(
+                o,
+                "  {:<8} no failed request through weight shifts ({}% -> 25% -> 50% -> 100% -> 0%) and a restart at full throughput: {failed} failed ({})",
+                verdict(failed == 0),
+                a.weight,
+                others.join(", ")
+            );
+        }
         if let Some(b) = &a.baseline {
             let _ = writeln!(o);
             baseline::table(&mut o, &b.display().to_string(), &self.figures());
@@ -510,6 +534,7 @@ impl crate::Report for Report {
             "router_over_nginx_throughput": self.ratio(),
             "router_p99_added_ms": self.added_p99(),
             "replica_killed": self.killed.iter().map(|(t, (rps, failed))| (t.key().to_string(), json!({"rps": rps, "failed": failed}))).collect::<serde_json::Map<String, Value>>(),
+            "shifts_and_restart": self.changes.iter().map(|(t, (rps, failed))| (t.key().to_string(), json!({"rps": rps, "failed": failed}))).collect::<serde_json::Map<String, Value>>(),
             "passed": self.passed(),
             "baseline": self.args.baseline.as_ref().map(|b| baseline::json(&b.display().to_string(), &self.figures())),
         })
@@ -543,16 +568,7 @@ pub async fn run(args: &RouterArgs, ringfence: &Path) -> Result<Report> {
     // The same split: by the user key when there is one, else at random per request; the same
     // keep-alive to the upstreams the router keeps; the client's address appended to
     // X-Forwarded-For, as the router does (and any nginx in front of services is set up to).
-    let nginx = Nginx::start(&format!(
-        "  upstream canary {{ server {}; keepalive 64; }}\n  upstream stable {{ server {}; keepalive 64; }}\n  \
-         map $http_x_user_id $split_key {{ \"\" $request_id; default $http_x_user_id; }}\n  \
-         split_clients \"$split_key\" $pool {{ {}% canary; * stable; }}\n  \
-         server {{\n    listen LISTEN;\n    location / {{\n      proxy_pass http://$pool;\n      \
-         proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      \
-         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      \
-         add_header x-ringfence-version $upstream_http_x_sample_version;\n    }}\n  }}",
-        canary.addr, stable.addr, args.weight
-    ))?;
+    let nginx = Nginx::start(&nginx_split(canary.addr, &[stable.addr], args.weight, true))?;
     let addr = |t: Target| match t {
         Target::Direct => stable.addr,
         Target::Router => router.listen,
@@ -638,20 +654,14 @@ pub async fn run(args: &RouterArgs, ringfence: &Path) -> Result<Report> {
         let mut nginx = None;
         let listen = match t {
             Target::Router | Target::Baseline => {
-                let binary = if t == Target::Router { ringfence } else { args.baseline.as_deref().unwrap_or(ringfence) };
+                let binary =
+                    if t == Target::Router { ringfence } else { args.baseline.as_deref().unwrap_or(ringfence) };
                 router.insert(Router::start(binary, &table).await?).listen
             }
             _ => {
-                nginx.insert(Nginx::start(&format!(
-                    "  upstream canary {{ server {}; keepalive 64; }}\n  upstream stable {{ server {}; server {}; keepalive 64; }}\n  \
-                     map $http_x_user_id $split_key {{ \"\" $request_id; default $http_x_user_id; }}\n  \
-                     split_clients \"$split_key\" $pool {{ {}% canary; * stable; }}\n  \
-                     server {{\n    listen LISTEN;\n    location / {{\n      proxy_pass http://$pool;\n      \
-                     proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      \
-                     proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n    }}\n  }}",
-                    canary.addr, first.addr, second.addr, args.weight
-                ))?)
-                .listen
+                nginx
+                    .insert(Nginx::start(&nginx_split(canary.addr, &[first.addr, second.addr], args.weight, false))?)
+                    .listen
             }
         };
         let (bin, path, wrk_args) = (wrk_bin.clone(), script.clone(), args.clone());
@@ -662,9 +672,73 @@ pub async fn run(args: &RouterArgs, ringfence: &Path) -> Result<Report> {
         killed.insert(t, (rps, failed));
         drop((router, nginx, second));
     }
+
+    // Changes at full throughput: the weight shifted step by step, the proxy restarted in the
+    // middle, and a fallback to the stable version at the end.
+    let mut changes = BTreeMap::new();
+    let steps = [Some(25), Some(50), None, Some(100), Some(0)];
+    let table_at = |generation: u64, weight: u32| {
+        json!({
+            "generation": generation,
+            "workload": "bench",
+            "groups": [
+                {"name": "canary", "version": "v2", "weight_bp": weight * 100, "upstreams": [canary.addr.to_string()]},
+                {"name": "stable", "version": "v1", "weight_bp": 10_000 - weight * 100, "upstreams": [stable.addr.to_string()]},
+            ]
+        })
+    };
+    let long = RouterArgs { secs: args.secs * 3.0, ..args.clone() };
+    let pause = Duration::from_secs_f64(long.secs / (steps.len() + 1) as f64);
+    for &t in targets.iter().filter(|t| matches!(t, Target::Router | Target::Nginx)) {
+        eprintln!("bench: weight shifts and a restart under {}", t.name());
+        let mut router = None;
+        let mut nginx = None;
+        let listen = match t {
+            Target::Router => router.insert(Router::start_held(ringfence, &table_at(1, args.weight)).await?).listen,
+            _ => nginx.insert(Nginx::start(&nginx_split(canary.addr, &[stable.addr], args.weight, false))?).listen,
+        };
+        let (bin, path, wrk_args) = (wrk_bin.clone(), script.clone(), long.clone());
+        let run = std::thread::spawn(move || wrk(&bin, &path, listen, &wrk_args, &[], &[]));
+        let mut weight = args.weight;
+        for (i, step) in steps.iter().enumerate() {
+            tokio::time::sleep(pause).await;
+            weight = step.unwrap_or(weight);
+            match (&mut router, &nginx) {
+                (Some(r), _) if step.is_some() => r.put_table(&table_at(i as u64 + 2, weight)).await?,
+                (Some(r), _) => r.restart(ringfence).await?,
+                (_, Some(n)) => n.reload(&nginx_split(canary.addr, &[stable.addr], weight, false))?,
+                _ => unreachable!("a proxy was started"),
+            }
+        }
+        let (rps, failed, _) = run.join().map_err(|_| anyhow!("the wrk thread panicked"))??;
+        changes.insert(t, (rps, failed));
+        drop((router, nginx));
+    }
     drop((canary, stable));
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    Ok(Report { args: args.clone(), cpus, results, killed })
+    Ok(Report { args: args.clone(), cpus, results, killed, changes })
+}
+
+/// nginx's `http` block splitting users (by `x-user-id`, else at random per request) between
+/// the canary and the stable upstreams, `weight` percent to the canary, with keep-alive to the
+/// upstreams and the client appended to `X-Forwarded-For` as the router does; `tag_version`
+/// passes the upstream's version header on, for the split to be counted.
+fn nginx_split(canary: SocketAddr, stables: &[SocketAddr], weight: u32, tag_version: bool) -> String {
+    let servers: String = stables.iter().map(|a| format!("server {a}; ")).collect();
+    let split = match weight {
+        0 => "* stable;".to_string(),
+        100 => "* canary;".to_string(),
+        w => format!("{w}% canary; * stable;"),
+    };
+    let tag = if tag_version { "\n      add_header x-ringfence-version $upstream_http_x_sample_version;" } else { "" };
+    format!(
+        "  upstream canary {{ server {canary}; keepalive 64; }}\n  upstream stable {{ {servers}keepalive 64; }}\n  \
+         map $http_x_user_id $split_key {{ \"\" $request_id; default $http_x_user_id; }}\n  \
+         split_clients \"$split_key\" $pool {{ {split} }}\n  \
+         server {{\n    listen LISTEN;\n    location / {{\n      proxy_pass http://$pool;\n      \
+         proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      \
+         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;{tag}\n    }}\n  }}"
+    )
 }
 
 #[cfg(test)]
@@ -705,7 +779,7 @@ mod tests {
             (Target::Baseline, measured(vec![40_000.0, 40_000.0], vec![0.1, 0.3], vec![29.0, 31.0])),
             (Target::Nginx, measured(vec![40_000.0, 40_000.0], vec![0.1, 0.1], vec![20.0, 22.0])),
         ]);
-        let report = Report { args, cpus: 2, results, killed: BTreeMap::new() };
+        let report = Report { args, cpus: 2, results, killed: BTreeMap::new(), changes: BTreeMap::new() };
         let t = report.table();
         assert!(t.contains("router/nginx = 1.00"), "{t}");
         assert!(t.contains("throughput, router / nginx                     1.00       1.00          1.00"), "{t}");
