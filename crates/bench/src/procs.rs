@@ -146,18 +146,22 @@ impl Router {
         Ok(())
     }
 
-    /// Stops this router the way an upgrade does (SIGTERM: it stops accepting, finishes what it
-    /// serves) and starts the next one on the same users' socket, serving the last table from
-    /// its state file. Only for a router from [`Router::start_held`].
+    /// Stops this router the way an upgrade or an operator does (SIGTERM: it stops accepting
+    /// and finishes what it serves), waits for it to exit, and only then starts the next one on
+    /// the same users' socket, serving the last table from its state file: the order the
+    /// server restarts a router in, with no router accepting in between. Only for a router
+    /// from [`Router::start_held`].
     pub async fn restart(&mut self, ringfence: &Path) -> Result<()> {
         let socket = self.socket.as_ref().ok_or_else(|| anyhow!("the benchmark holds no socket of this router"))?;
-        let next = Router::spawn(ringfence, self.dir.path(), Some(socket), self.authorization.is_some())?;
-        let mut old = std::mem::replace(&mut self.child, next);
-        let _ = Command::new("kill").args(["-TERM", &old.id().to_string()]).status();
-        // Reaped in the background: it may take its idle grace to go.
-        std::thread::spawn(move || {
-            let _ = old.wait();
-        });
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + START_TIMEOUT;
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                bail!("the router did not exit within {START_TIMEOUT:?} of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.child = Router::spawn(ringfence, self.dir.path(), Some(socket), self.authorization.is_some())?;
         self.wait_ready().await
     }
 }

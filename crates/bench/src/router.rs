@@ -17,8 +17,9 @@
 //!    upstream on a connection error, is beside it).
 //! 4. Changes at full throughput: wrk at full speed for three times `--secs` while the new
 //!    version's share goes from `--weight` to 25%, 50%, 100% and back to 0% (a fallback), with
-//!    a restart of the proxy in the middle: the router stopped (SIGTERM) and the next one
-//!    started on the users' socket the benchmark holds, as the server does; nginx reloading its
+//!    a restart of the proxy in the middle: the router stopped (SIGTERM), and once it has
+//!    exited the next one started on the users' socket the benchmark holds, in the order the
+//!    server restarts a router; nginx reloading its
 //!    configuration (SIGHUP), which is how nginx changes weights and its own restart that
 //!    refuses nothing. Bar: no failed request through the router (nginx beside it).
 //!

@@ -616,6 +616,8 @@ pub struct RouterArgs {
     /// socket at PATH (mode 0600): a ringfence server that adopts this router after its own
     /// restart keeps it there, so the address stays open, and connections wait instead of
     /// being refused, if this router exits. The server sets it for the routers it starts.
+    /// PATH must be in a directory only this user can write to; a file there that is not a
+    /// socket is left alone (the router then serves without the handover).
     #[arg(long, value_name = "PATH")]
     pub handover_socket: Option<PathBuf>,
     /// File holding the admin API's secret (read once at start, whitespace trimmed; must not be

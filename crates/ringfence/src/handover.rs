@@ -43,11 +43,14 @@ pub fn path(data_dir: &Path, workload: &str) -> Option<PathBuf> {
 /// runs: to processes of this user only. A file left at `path` (by a router that was killed)
 /// is replaced.
 pub fn serve(path: &Path, socket: OwnedFd) -> anyhow::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(e).with_context(|| format!("cannot replace {}", path.display()));
+    use std::os::unix::fs::FileTypeExt as _;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            std::fs::remove_file(path).with_context(|| format!("cannot replace {}", path.display()))?;
         }
-        _ => {}
+        Ok(_) => bail!("{} exists and is not a socket: it is left alone", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
     let listener = UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
@@ -57,9 +60,14 @@ pub fn serve(path: &Path, socket: OwnedFd) -> anyhow::Result<()> {
         .name("socket-handover".into())
         .spawn(move || {
             for conn in listener.incoming() {
+                let accepted = conn.is_ok();
                 let result = conn.context("cannot accept").and_then(|c| give(&c, &socket));
                 if let Err(e) = result {
                     tracing::warn!(at = shown, error = %format!("{e:#}"), "the users' socket was not handed over");
+                }
+                if !accepted {
+                    // Out of descriptors, say: wait rather than spin on the router's CPUs.
+                    std::thread::sleep(Duration::from_millis(200));
                 }
             }
         })
@@ -69,14 +77,10 @@ pub fn serve(path: &Path, socket: OwnedFd) -> anyhow::Result<()> {
 
 fn give(conn: &UnixStream, socket: &OwnedFd) -> anyhow::Result<()> {
     conn.set_write_timeout(Some(TIMEOUT))?;
-    let peer = rustix::net::sockopt::socket_peercred(conn).context("cannot read who asks")?;
+    let peer = peer(conn).context("cannot read who asks")?;
     let me = nix::unistd::getuid().as_raw();
-    if peer.uid.as_raw() != me {
-        bail!(
-            "refused to process {} of user {} (this router runs as user {me})",
-            peer.pid.as_raw_nonzero(),
-            peer.uid.as_raw()
-        );
+    if peer.uid() != me {
+        bail!("refused to process {} of user {} (this router runs as user {me})", peer.pid(), peer.uid());
     }
     let fds = [socket.as_fd()];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
@@ -88,14 +92,19 @@ fn give(conn: &UnixStream, socket: &OwnedFd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Who is at the other end of `conn` (`SO_PEERCRED`).
+fn peer(conn: &UnixStream) -> nix::Result<nix::sys::socket::UnixCredentials> {
+    nix::sys::socket::getsockopt(conn, nix::sys::socket::sockopt::PeerCredentials)
+}
+
 /// A copy of the users' socket of router `pid`, asked for at `path`: refused unless it comes
 /// from that process and listens on `listen`.
 pub fn take(path: &Path, pid: u32, listen: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     let conn = UnixStream::connect(path).with_context(|| format!("cannot connect to {}", path.display()))?;
     conn.set_read_timeout(Some(TIMEOUT))?;
-    let peer = rustix::net::sockopt::socket_peercred(&conn).context("cannot read who answers")?;
-    let from = peer.pid.as_raw_nonzero().get();
-    if i64::from(from) != i64::from(pid) {
+    let from = peer(&conn).context("cannot read who answers")?.pid();
+    // A peer in a pid namespace this process cannot see shows as 0: never the router.
+    if from <= 0 || i64::from(from) != i64::from(pid) {
         bail!("{} is served by process {from}, not by the router (process {pid})", path.display());
     }
     let mut byte = [0u8; 1];
@@ -133,9 +142,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let at = path(dir.path(), "shop").unwrap();
         std::fs::create_dir_all(at.parent().unwrap()).unwrap();
-        std::fs::write(&at, b"left by a router that was killed").unwrap();
+        std::fs::write(&at, b"not a socket").unwrap();
         let users = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = users.local_addr().unwrap();
+        let e = serve(&at, OwnedFd::from(users.try_clone().unwrap())).unwrap_err();
+        assert!(format!("{e:#}").contains("is not a socket"), "{e:#}");
+        assert_eq!(std::fs::read(&at).unwrap(), b"not a socket", "left alone");
+        // A socket left by a router that was killed is replaced.
+        std::fs::remove_file(&at).unwrap();
+        drop(UnixListener::bind(&at).unwrap());
         serve(&at, OwnedFd::from(users.try_clone().unwrap())).unwrap();
         assert_eq!(std::fs::metadata(&at).unwrap().permissions().mode() & 0o777, 0o600);
 
@@ -148,7 +163,6 @@ mod tests {
 
         let copy = take(&at, me, addr).unwrap();
         drop(users);
-        // The original is closed; the copy still holds the address and accepts on it.
         let client = std::net::TcpStream::connect(addr).unwrap();
         let (accepted, _) = copy.accept().unwrap();
         assert_eq!(accepted.peer_addr().unwrap(), client.local_addr().unwrap());

@@ -86,6 +86,13 @@ fn paths(shared: &Shared, workload: &str) -> (PathBuf, PathBuf, PathBuf) {
 /// of it for the child.
 fn users_socket(shared: &Shared, workload: &str, listen: &str) -> anyhow::Result<std::os::fd::OwnedFd> {
     let mut sockets = shared.router_sockets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // A socket held for another address (the workload's router moved) is closed, not reused.
+    let wanted = listen.parse::<SocketAddr>().ok().filter(|a| a.port() != 0);
+    if let Some(wanted) = wanted
+        && sockets.get(workload).is_some_and(|held| held.local_addr().ok() != Some(wanted))
+    {
+        sockets.remove(workload);
+    }
     let socket = match sockets.entry(workload.to_owned()) {
         std::collections::hash_map::Entry::Occupied(held) => held.into_mut(),
         std::collections::hash_map::Entry::Vacant(slot) => {
@@ -99,32 +106,41 @@ fn users_socket(shared: &Shared, workload: &str, listen: &str) -> anyhow::Result
 
 /// Keeps a copy of the users' socket of `workload`'s router, process `pid` listening on
 /// `listen`, started by an earlier server (see [`crate::handover`]), unless this server holds
-/// one already: if that router exits, the next one starts on it and no user is refused.
-pub async fn adopt_socket(shared: &Shared, workload: &str, pid: u32, listen: SocketAddr) {
-    let held =
-        || shared.router_sockets.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains_key(workload);
-    if held() {
-        return;
+/// one for that address already: if that router exits, the next one starts on it and no user
+/// is refused. Whether a copy is held now; `loud`: a failure is a warning, else a debug line
+/// (the caller tries again later).
+pub async fn adopt_socket(shared: &Shared, workload: &str, pid: u32, listen: SocketAddr, loud: bool) -> bool {
+    let sockets = || shared.router_sockets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if sockets().get(workload).is_some_and(|held| held.local_addr().ok() == Some(listen)) {
+        return true;
     }
-    let Some(path) = crate::handover::path(&shared.data_dir, workload) else { return };
+    let Some(path) = crate::handover::path(&shared.data_dir, workload) else { return false };
     let taken = tokio::task::spawn_blocking(move || crate::handover::take(&path, pid, listen)).await;
     match taken.map_err(anyhow::Error::from).and_then(|r| r) {
         Ok(socket) => {
-            shared
-                .router_sockets
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .entry(workload.to_owned())
-                .or_insert(socket);
+            sockets().insert(workload.to_owned(), socket);
             tracing::info!(workload, pid, %listen, "kept a copy of the adopted router's users' socket");
+            true
         }
-        Err(e) => tracing::warn!(
-            workload,
-            pid,
-            error = %format!("{e:#}"),
-            "no copy of the adopted router's users' socket: if it exits, users are refused until the next router listens"
-        ),
+        Err(e) => {
+            let error = format!("{e:#}");
+            let what = "no copy of the adopted router's users' socket yet: if it exits, users are refused until the next router listens";
+            if loud {
+                tracing::warn!(workload, pid, error, "{what}");
+            } else {
+                tracing::debug!(workload, pid, error, "{what}");
+            }
+            false
+        }
     }
+}
+
+/// Lets go of this server's copy of `workload`'s users' socket, when another replica leads
+/// the workload now (its router is that replica's to restart): a copy kept here would hold the
+/// address open after the workload is deleted there. The router and its handover are left as
+/// they are.
+pub fn forget_socket(shared: &Shared, workload: &str) {
+    shared.router_sockets.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(workload);
 }
 
 /// Closes the workload's users' socket, once its router is stopped for good (the workload

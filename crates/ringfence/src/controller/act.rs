@@ -226,9 +226,17 @@ pub(super) async fn ensure_router(
             // First look since this server started: trust the router's own table, not a cache.
             local.applied = shared.traffic.table(&admin).await.ok().flatten();
             local.router_checked = true;
-            if let Ok(listen) = rec.listen.parse::<SocketAddr>() {
-                routerproc::adopt_socket(shared, name, rec.pid, listen).await;
-            }
+        }
+        // A copy of the adopted router's socket, tried again with a growing wait while it
+        // cannot be had (the router still starting, busy, or from before the handover).
+        if !local.socket_kept
+            && local.socket_retry.is_none_or(|(at, _)| Instant::now() >= at)
+            && let Ok(listen) = rec.listen.parse::<SocketAddr>()
+        {
+            let loud = local.socket_retry.is_none();
+            local.socket_kept = routerproc::adopt_socket(shared, name, rec.pid, listen, loud).await;
+            let wait = local.socket_retry.map_or(Duration::from_secs(1), |(_, w)| (w * 2).min(Duration::from_secs(60)));
+            local.socket_retry = (!local.socket_kept).then(|| (Instant::now() + wait, wait));
         }
         return Ok(Some(admin));
     }
@@ -240,6 +248,8 @@ pub(super) async fn ensure_router(
     match routerproc::start(shared, name, &listen).await {
         Ok(h) => {
             local.router_retry = None;
+            // Bound (or held) by this server for the router it just started.
+            (local.socket_kept, local.socket_retry) = (true, None);
             shared
                 .record(
                     name,

@@ -52,6 +52,7 @@ pub fn spawn_workload(shared: &Arc<Shared>, name: &str) {
         loop {
             if !shared.leads(&name) {
                 tracing::warn!("no longer leading this workload: its controller stops here");
+                routerproc::forget_socket(&shared, &name);
                 break;
             }
             let mut rounds = 0;
@@ -116,6 +117,11 @@ struct Local {
     /// After a failed router start: when to try again, and the wait after that (doubling up
     /// to a minute), so a port in use is not retried many times a second with an event each.
     router_retry: Option<(Instant, Duration)>,
+    /// Whether this server holds a copy of the router's users' socket (bound it, or took it
+    /// from the router it adopted), and after a failed try to take it: when to try again, and
+    /// the wait after that.
+    socket_kept: bool,
+    socket_retry: Option<(Instant, Duration)>,
     /// After a failed backup hook: when to run it again, and the wait after that.
     backup_retry: Option<(Instant, Duration)>,
     /// The count each version was last resized to through the `scale` hook.
@@ -177,6 +183,8 @@ impl Local {
             router_checked: false,
             drift_checked: None,
             router_retry: None,
+            socket_kept: false,
+            socket_retry: None,
             backup_retry: None,
             scaled: HashMap::new(),
             applied: None,
