@@ -431,6 +431,9 @@ struct Answer {
     stream: TcpStream,
     addr: SocketAddr,
     head: AnswerHead,
+    /// Sent before the replica took the whole body: the rest of it is still on the user's
+    /// connection, which ends after this answer.
+    early: bool,
 }
 
 /// The user's request body still to be copied to the replica.
@@ -466,9 +469,30 @@ async fn exchange(
         return within(tokio::time::timeout(conns.timeout, exchanged).await);
     };
     let mut stream = within(tokio::time::timeout(conns.timeout, send_head(conns, addr, out)).await)?;
-    copy_body(&mut stream, body, conns.timeout).await?;
+    match copy_body(&mut stream, body, conns.timeout).await {
+        Ok(()) => {}
+        // A replica may answer before it has the whole body (a 413 or a 401, say) and close
+        // the connection, which fails the copy: that answer, already sent, is the user's, and
+        // not the replica's failure.
+        Err(SendError::Failed(error)) => {
+            let early = tokio::time::timeout(EARLY_ANSWER, read_answer_head(stream, addr, answer_buf, fields, to_head));
+            return match early.await {
+                Ok(Ok(mut answer)) => {
+                    answer.head.reusable = false;
+                    answer.early = true;
+                    Ok(answer)
+                }
+                _ => Err(SendError::Failed(error)),
+            };
+        }
+        Err(other) => return Err(other),
+    }
     within(tokio::time::timeout(conns.timeout, read_answer_head(stream, addr, answer_buf, fields, to_head)).await)
 }
+
+/// How long an answer a replica sent before failing the upload is waited for: it is in the
+/// socket's buffer already, or it is not coming.
+const EARLY_ANSWER: Duration = Duration::from_millis(100);
 
 /// What a stretch under the upstream timeout ended with.
 fn within<T>(ended: Result<Result<T, SendError>, tokio::time::error::Elapsed>) -> Result<T, SendError> {
@@ -535,7 +559,7 @@ async fn read_answer_head(
                 answer_buf.advance(head.len);
                 continue;
             }
-            Some(head) => return Ok(Answer { stream, addr, head }),
+            Some(head) => return Ok(Answer { stream, addr, head, early: false }),
             None => {}
         }
         answer_buf.reserve(READ_SIZE);
@@ -948,7 +972,7 @@ async fn serve_one(
         result = proxy::settle(second, &routing, sent, |answer| answer.head.status);
     }
     let now = Instant::now();
-    let close = head.close || stopping.load(Relaxed);
+    let mut close = head.close || stopping.load(Relaxed);
     let mut answer = match result {
         Ok(answer) => answer,
         Err(failure) => {
@@ -960,6 +984,7 @@ async fn serve_one(
         }
     };
     proxy::record(&group.series, &group.latency, received, now, answer.head.status.is_server_error());
+    close |= answer.early;
     let view = View { buf: &b.answer, fields: &b.fields };
     user_head(&mut b.reply, &view, &answer.head, group, new_cookie.as_ref().map(|c| c.as_bytes()), close);
     b.answer.advance(answer.head.len);
@@ -1246,7 +1271,7 @@ mod tests {
         });
         let stream = TcpStream::connect(addr).await.unwrap();
         let head = parse_answer(head.as_bytes(), &mut Vec::new(), false).unwrap().unwrap();
-        let mut answer = Answer { stream, addr, head };
+        let mut answer = Answer { stream, addr, head, early: false };
         let (mut user, mut out, mut buf) = (Vec::new(), Vec::new(), BytesMut::new());
         let result = relay_body(&mut user, &mut out, &mut answer, &mut buf, Duration::from_secs(5)).await;
         writer.abort();
@@ -1280,7 +1305,7 @@ mod tests {
         let stream = TcpStream::connect(addr).await.unwrap();
         let head =
             parse_answer(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n", &mut Vec::new(), false).unwrap().unwrap();
-        let mut answer = Answer { stream, addr, head };
+        let mut answer = Answer { stream, addr, head, early: false };
         let result =
             relay_body(&mut Vec::new(), &mut Vec::new(), &mut answer, &mut BytesMut::new(), Duration::from_secs(5))
                 .await;

@@ -1309,3 +1309,58 @@ async fn a_chunked_request_is_never_sent_again_without_its_body() {
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert!(seen.iter().all(|r| r.contains("hello")), "a request reached the replica without its body: {seen:?}");
 }
+
+/// A replica that answers an upload before reading its body (413, as a server with a smaller
+/// limit does) and closes the connection: the user gets that answer, not a 502, and it is not
+/// the replica's failure (its breaker stays closed through more uploads than it takes to trip
+/// it, its version counts no error).
+#[tokio::test]
+async fn a_replica_that_answers_before_the_whole_upload_is_relayed_not_blamed() {
+    use tokio::io::AsyncWriteExt as _;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let replica = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                if read_until(&mut stream, &mut buf, |b| find(b, b"\r\n\r\n").map(|i| i + 4)).await.is_none() {
+                    return;
+                }
+                let answer =
+                    b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\nconnection: close\r\n\r\ntoo large";
+                let _ = stream.write_all(answer).await;
+                // Closed with the body unread: the kernel resets the connection.
+            });
+        }
+    });
+    let (router, connect) = raw_router_with(replica, Duration::from_secs(5), 64 << 20).await;
+    for _ in 0..7 {
+        let mut user = connect().await;
+        let size = 16 << 20;
+        user.write_all(format!("POST /up HTTP/1.1\r\nhost: shop\r\ncontent-length: {size}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let (mut read, mut write) = user.into_split();
+        let upload = tokio::spawn(async move {
+            let chunk = vec![b'x'; 64 << 10];
+            for _ in 0..size / chunk.len() {
+                if write.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut out = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), tokio::io::AsyncReadExt::read_to_end(&mut read, &mut out))
+                .await
+                .expect("the router answers and closes");
+        let answer = String::from_utf8_lossy(&out).to_ascii_lowercase();
+        assert!(answer.starts_with("http/1.1 413"), "{answer}");
+        assert!(answer.contains("connection: close") && answer.ends_with("too large"), "{answer}");
+        upload.abort();
+    }
+    let stats = router.stats().await;
+    assert_eq!(stats.versions.get("v1").map_or(0, |v| v.errors), 0, "{stats:?}");
+    assert!(stats.upstreams.iter().all(|u| u.state == BreakerState::Closed && u.trips == 0), "{stats:?}");
+    router.stop().await;
+}
