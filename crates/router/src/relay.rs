@@ -945,30 +945,33 @@ async fn serve_one(
         send_copy(conn, &routing, i, b.request.clone());
     }
     b.user.advance(head.len);
-    // A bodiless request can be sent again as it was (to another replica of its group); one
-    // with a body cannot, since its body is gone once sent.
-    let resend = group.replicas() > 1 && head.content_length == 0;
+    // The part of the body already read goes with the head; the rest streams from the user
+    // once a replica is connected.
+    let in_head = b.user.len().min(usize::try_from(head.content_length).unwrap_or(usize::MAX));
+    b.request.extend_from_slice(&b.user[..in_head]);
+    b.user.advance(in_head);
+    let remaining = head.content_length - in_head as u64;
     let first = attempt.upstream.addr;
     let timeout = shared.upstream_timeout;
     let mut result = {
-        let body = (head.content_length > 0).then(|| {
-            let n = b.user.len().min(usize::try_from(head.content_length).unwrap_or(usize::MAX));
-            b.request.extend_from_slice(&b.user[..n]);
-            b.user.advance(n);
-            Body { user: &mut *user, buf: &mut b.user, remaining: head.content_length - n as u64 }
-        });
+        let body = (head.content_length > 0).then_some(Body { user: &mut *user, buf: &mut b.user, remaining });
         let sent = exchange(&conn.conns, first, &b.request, body, &mut b.answer, &mut b.fields, to_head).await;
         proxy::settle(attempt, &routing, sent, |answer| answer.head.status)
     };
+    // Sent again to another replica of its group: a request that could not be connected
+    // (nothing of it left, its body still with the user), or a bodiless one whose replica gave
+    // no answer, when doing it twice is harmless. A body once streamed is gone.
     if let Err(failure) = &result
-        && resend
+        && group.replicas() > 1
+        && (head.content_length == 0 || *failure == Failure::Unreachable)
         && failure.may_retry(idempotent)
         && let Some(second) = group.admit_other(Instant::now(), first)
     {
         group.series.retries.fetch_add(1, Relaxed);
         tracing::debug!(%first, second = %second.upstream.addr, group = %group.name, ?failure, "retrying on another replica");
         let addr = second.upstream.addr;
-        let sent = exchange(&conn.conns, addr, &b.request, None, &mut b.answer, &mut b.fields, to_head).await;
+        let body = (head.content_length > 0).then_some(Body { user: &mut *user, buf: &mut b.user, remaining });
+        let sent = exchange(&conn.conns, addr, &b.request, body, &mut b.answer, &mut b.fields, to_head).await;
         result = proxy::settle(second, &routing, sent, |answer| answer.head.status);
     }
     let now = Instant::now();

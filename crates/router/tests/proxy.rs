@@ -1364,3 +1364,43 @@ async fn a_replica_that_answers_before_the_whole_upload_is_relayed_not_blamed() 
     assert!(stats.upstreams.iter().all(|u| u.state == BreakerState::Closed && u.trips == 0), "{stats:?}");
     router.stop().await;
 }
+
+/// An upload whose replica refuses the connection never left the router, its body still with
+/// the user: it goes to another replica of the same group, body and all.
+#[tokio::test]
+async fn an_upload_that_could_not_be_connected_goes_to_another_replica_whole() {
+    use tokio::io::AsyncWriteExt as _;
+    let (replica, seen) = raw_replica(answer_for).await;
+    let (router, connect) = raw_router_with(replica, Duration::from_secs(5), 1 << 20).await;
+    for generation in 2..6u64 {
+        // A replica that refuses, new each time, beside the one that answers.
+        let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let t = RouteTable {
+            max_request_body: 1 << 20,
+            ..table(generation, &[("stable", "v1", 10_000, &[dead, replica])])
+        };
+        assert_eq!(router.put_table(&to_json(&t)).await.0, StatusCode::OK);
+        for i in 0..2 {
+            let mut user = connect().await;
+            let body = format!("upload {generation}-{i}");
+            let head = format!("POST /pay HTTP/1.1\r\nhost: shop\r\ncontent-length: {}\r\n\r\n", body.len());
+            user.write_all(head.as_bytes()).await.unwrap();
+            // The body after the head, so that it is still with the user when the first
+            // replica refuses.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            user.write_all(body.as_bytes()).await.unwrap();
+            answered_ok(&mut user, "/pay").await;
+            let last = seen.lock().unwrap().last().cloned().unwrap_or_default();
+            assert!(last.ends_with(&body), "the replica got the whole body: {last:?}");
+        }
+    }
+    let stats = router.stats().await;
+    assert_eq!(stats.versions["v1"].errors, 0, "{stats:?}");
+    let metrics = router.admin_get("/metrics").await.1;
+    let retries = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"ringfence_router_retries_total{version="v1",group="stable"} "#))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(retries.is_some_and(|n| n >= 1), "uploads were sent again: {metrics}");
+    router.stop().await;
+}
